@@ -1,0 +1,324 @@
+'use strict';
+// Tests for the `nx-open-cache:init` generator, run against nx's own Tree implementation
+// (in memory, and once on a real directory through FsTree + flushChanges).
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+
+const { createTree } = require('nx/src/devkit-testing-exports');
+const { FsTree, flushChanges } = require('nx/src/generators/tree');
+const { logger } = require('nx/src/devkit-exports');
+const { getGeneratorInformation } = require('nx/src/command-line/generate/generator-utils');
+const { spawnSync } = require('node:child_process');
+
+const initGenerator = require('../generators/init/index.js');
+
+const REPO_ROOT = path.resolve(__dirname, '..');
+
+/**
+ * Runs the generator and returns what it printed through nx's logger.
+ * @param {import('nx/src/generators/tree').Tree} tree
+ * @param {Record<string, unknown>} options
+ * @returns {Promise<string[]>}
+ */
+async function run(tree, options = {}) {
+  /** @type {string[]} */
+  const printed = [];
+  const { info, warn } = logger;
+  logger.info = (/** @type {string} */ s) => printed.push(String(s));
+  logger.warn = (/** @type {string} */ s) => printed.push(`WARN ${s}`);
+  try {
+    await initGenerator(tree, options);
+  } finally {
+    logger.info = info;
+    logger.warn = warn;
+  }
+  return printed;
+}
+
+/**
+ * @param {unknown} nxJson
+ * @param {Record<string, string>} [files]
+ */
+function treeWith(nxJson, files = {}) {
+  const tree = createTree();
+  if (nxJson !== undefined) tree.write('nx.json', typeof nxJson === 'string' ? nxJson : JSON.stringify(nxJson, null, 2) + '\n');
+  for (const [p, c] of Object.entries(files)) tree.write(p, c);
+  return tree;
+}
+
+/** @param {import('nx/src/generators/tree').Tree} tree */
+function readNx(tree) {
+  return JSON.parse(/** @type {string} */ (tree.read('nx.json', 'utf-8')));
+}
+
+test('generators.json resolves to this init generator through nx itself', () => {
+  const info = getGeneratorInformation(path.join(REPO_ROOT, 'generators.json'), 'init', REPO_ROOT, {});
+  assert.equal(info.normalizedGeneratorName, 'init');
+  assert.equal(info.isNxGenerator, true);
+  assert.equal(info.implementationFactory(), initGenerator);
+  // `nx add` passes --keepExistingVersions when the schema declares it.
+  assert.ok(info.schema.properties.keepExistingVersions);
+  // `nx g` passes its own --skipProjectGraph on to the generator's options.
+  assert.ok(info.schema.properties.skipProjectGraph);
+  for (const key of ['backend', 'path', 'prefix', 'localMode', 'ciMode']) {
+    assert.ok(info.schema.properties[key], `schema declares ${key}`);
+  }
+});
+
+test('fresh add writes the plugin entry with backend and default path only', async () => {
+  const tree = treeWith({ targetDefaults: { build: { cache: true } } });
+  const printed = await run(tree, { keepExistingVersions: true });
+  const nx = readNx(tree);
+  assert.deepEqual(nx.plugins, [
+    { plugin: 'nx-open-cache', options: { backend: 'fs', path: '~/.cache/nx-open-cache' } },
+  ]);
+  assert.deepEqual(nx.targetDefaults, { build: { cache: true } });
+  assert.deepEqual(printed, ['nx-open-cache: added plugin to nx.json (backend fs, path ~/.cache/nx-open-cache)']);
+});
+
+test('fresh add writes only the options given, in a stable order', async () => {
+  const tree = treeWith({});
+  await run(tree, { ciMode: 'read-only', prefix: 'team-a/', path: '/mnt/cache', localMode: 'no-cache' });
+  const entry = readNx(tree).plugins[0];
+  assert.deepEqual(entry, {
+    plugin: 'nx-open-cache',
+    options: { backend: 'fs', path: '/mnt/cache', prefix: 'team-a/', localMode: 'no-cache', ciMode: 'read-only' },
+  });
+  assert.deepEqual(Object.keys(entry.options), ['backend', 'path', 'prefix', 'localMode', 'ciMode']);
+});
+
+test('second run with the same flags leaves nx.json byte-identical and says so', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'noc-gen-'));
+  try {
+    fs.writeFileSync(path.join(dir, 'nx.json'), '{\n  "plugins": ["@nx/js/typescript"]\n}\n');
+    const flags = { path: '/srv/nx-cache', localMode: 'read-only' };
+
+    const first = new FsTree(dir, false);
+    const printedFirst = await run(first, flags);
+    flushChanges(dir, first.listChanges());
+    const afterFirst = fs.readFileSync(path.join(dir, 'nx.json'));
+    assert.match(printedFirst[0], /^nx-open-cache: added plugin to nx.json/);
+
+    const second = new FsTree(dir, false);
+    const printedSecond = await run(second, flags);
+    assert.deepEqual(second.listChanges(), [], 'second run records no change');
+    flushChanges(dir, second.listChanges());
+    assert.ok(fs.readFileSync(path.join(dir, 'nx.json')).equals(afterFirst), 'nx.json byte-identical');
+    assert.deepEqual(printedSecond, [
+      'nx-open-cache: already configured, nothing changed (backend fs, path /srv/nx-cache, localMode read-only)',
+    ]);
+
+    // A bare re-run (as `nx add` does on an upgrade) keeps the user's settings.
+    const third = new FsTree(dir, false);
+    const printedThird = await run(third, { keepExistingVersions: true });
+    assert.deepEqual(third.listChanges(), []);
+    assert.match(printedThird[0], /already configured, nothing changed/);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('an existing object entry is updated in place, keeping other keys and options', async () => {
+  const tree = treeWith({
+    plugins: [
+      '@nx/js/typescript',
+      {
+        plugin: 'nx-open-cache',
+        include: ['packages/**'],
+        options: { backend: 'fs', path: '/old/cache', prefix: 'p1/' },
+      },
+      { plugin: '@nx/eslint/plugin', options: { targetName: 'lint' } },
+    ],
+  });
+  const printed = await run(tree, { path: '/new/cache', ciMode: 'read-only' });
+  const nx = readNx(tree);
+  assert.equal(nx.plugins.length, 3);
+  assert.equal(nx.plugins[0], '@nx/js/typescript');
+  assert.deepEqual(nx.plugins[1], {
+    plugin: 'nx-open-cache',
+    include: ['packages/**'],
+    options: { backend: 'fs', path: '/new/cache', prefix: 'p1/', ciMode: 'read-only' },
+  });
+  assert.deepEqual(nx.plugins[2], { plugin: '@nx/eslint/plugin', options: { targetName: 'lint' } });
+  assert.deepEqual(printed, ['nx-open-cache: updated options: path /old/cache -> /new/cache, ciMode (unset) -> read-only']);
+});
+
+test('an object entry without options gets backend and path', async () => {
+  const tree = treeWith({ plugins: [{ plugin: 'nx-open-cache' }] });
+  const printed = await run(tree, {});
+  assert.deepEqual(readNx(tree).plugins, [
+    { plugin: 'nx-open-cache', options: { backend: 'fs', path: '~/.cache/nx-open-cache' } },
+  ]);
+  assert.deepEqual(printed, [
+    'nx-open-cache: updated options: backend (unset) -> fs, path (unset) -> ~/.cache/nx-open-cache',
+  ]);
+});
+
+test('a string-form entry becomes an object entry at the same position, not a duplicate', async () => {
+  const tree = treeWith({ plugins: ['@nx/js/typescript', 'nx-open-cache', '@nx/vite/plugin'] });
+  const printed = await run(tree, { path: '/cache' });
+  const nx = readNx(tree);
+  assert.deepEqual(nx.plugins, [
+    '@nx/js/typescript',
+    { plugin: 'nx-open-cache', options: { backend: 'fs', path: '/cache' } },
+    '@nx/vite/plugin',
+  ]);
+  assert.match(printed[0], /converted the "nx-open-cache" entry in nx\.json to object form \(backend fs, path \/cache\)/);
+  // and it is stable from then on
+  const before = tree.read('nx.json', 'utf-8');
+  const again = await run(tree, { path: '/cache' });
+  assert.equal(tree.read('nx.json', 'utf-8'), before);
+  assert.match(again[0], /already configured/);
+});
+
+test('other plugins and the rest of nx.json are preserved exactly, in order', async () => {
+  const others = [
+    '@nx/js/typescript',
+    { plugin: '@nx/jest/plugin', options: { targetName: 'test' }, exclude: ['e2e/**'] },
+    { plugin: './tools/local-plugin.js' },
+  ];
+  const rest = { $schema: './node_modules/nx/schemas/nx-schema.json', namedInputs: { default: ['{projectRoot}/**/*'] } };
+  const tree = treeWith({ ...rest, plugins: others });
+  await run(tree, {});
+  const nx = readNx(tree);
+  assert.deepEqual(nx.plugins.slice(0, 3), others);
+  assert.equal(nx.plugins.length, 4);
+  assert.equal(nx.plugins[3].plugin, 'nx-open-cache');
+  assert.equal(nx.$schema, rest.$schema);
+  assert.deepEqual(nx.namedInputs, rest.namedInputs);
+  assert.deepEqual(Object.keys(nx), ['$schema', 'namedInputs', 'plugins']);
+});
+
+test('a workspace without nx.json gets one', async () => {
+  const tree = treeWith(undefined);
+  await run(tree, { path: '/c' });
+  assert.deepEqual(readNx(tree), { plugins: [{ plugin: 'nx-open-cache', options: { backend: 'fs', path: '/c' } }] });
+});
+
+test('an unknown backend is an error naming the flag, the value and the allowed values', async () => {
+  const tree = treeWith({});
+  const before = tree.read('nx.json', 'utf-8');
+  await assert.rejects(run(tree, { backend: 's3' }), (err) => {
+    assert.ok(err instanceof Error);
+    assert.match(err.message, /--backend/);
+    assert.match(err.message, /"s3"/);
+    assert.match(err.message, /allowed values: fs$/);
+    return true;
+  });
+  assert.equal(tree.read('nx.json', 'utf-8'), before, 'nothing written on error');
+});
+
+for (const flag of ['localMode', 'ciMode']) {
+  test(`an unknown ${flag} is an error naming the flag, the value and the allowed values`, async () => {
+    const tree = treeWith({});
+    await assert.rejects(run(tree, { [flag]: 'readonly' }), {
+      message: `nx-open-cache: invalid value "readonly" for --${flag}; allowed values: read-write, read-only, no-cache`,
+    });
+    assert.deepEqual(tree.listChanges().map((c) => c.path), ['.prettierrc', 'nx.json'], 'only the fixture files');
+  });
+}
+
+test('every allowed mode is accepted', async () => {
+  for (const mode of initGenerator.MODES) {
+    const tree = treeWith({});
+    await run(tree, { localMode: mode, ciMode: mode });
+    const { options } = readNx(tree).plugins[0];
+    assert.equal(options.localMode, mode);
+    assert.equal(options.ciMode, mode);
+  }
+});
+
+test('an empty --path is rejected', async () => {
+  await assert.rejects(run(treeWith({}), { path: '  ' }), /invalid value "  " for --path; expected a non-empty string/);
+});
+
+test('--path on an entry that uses another backend asks for --backend fs', async () => {
+  const tree = treeWith({ plugins: [{ plugin: 'nx-open-cache', options: { backend: 's3', bucket: 'b' } }] });
+  await assert.rejects(run(tree, { path: 'x' }), /backend s3; --path applies to the fs backend only/);
+  // a bare run leaves such an entry alone
+  const printed = await run(tree, {});
+  assert.match(printed[0], /already configured, nothing changed \(backend s3, bucket b\)/);
+  assert.deepEqual(readNx(tree).plugins[0].options, { backend: 's3', bucket: 'b' });
+});
+
+test('.gitignore: a relative path inside the workspace is added once', async () => {
+  const tree = treeWith({}, { '.gitignore': 'node_modules\ndist' });
+  const printed = await run(tree, { path: './.cache//nx-open-cache/' });
+  assert.equal(tree.read('.gitignore', 'utf-8'), 'node_modules\ndist\n/.cache/nx-open-cache\n');
+  assert.deepEqual(printed, [
+    'nx-open-cache: added plugin to nx.json (backend fs, path ./.cache//nx-open-cache/)',
+    'nx-open-cache: added /.cache/nx-open-cache to .gitignore',
+  ]);
+  const again = await run(tree, { path: './.cache//nx-open-cache/' });
+  assert.equal(tree.read('.gitignore', 'utf-8'), 'node_modules\ndist\n/.cache/nx-open-cache\n');
+  assert.equal(again.length, 1);
+});
+
+test('.gitignore: an equivalent existing line is recognised', async () => {
+  const tree = treeWith({}, { '.gitignore': 'node_modules/\n.cache/nx-open-cache/\n' });
+  await run(tree, { path: '.cache/nx-open-cache' });
+  assert.equal(tree.read('.gitignore', 'utf-8'), 'node_modules/\n.cache/nx-open-cache/\n');
+});
+
+test('.gitignore: absolute, home, outside-the-workspace paths and a missing .gitignore are left alone', async () => {
+  for (const p of ['/var/cache/nx', '~/.cache/nx-open-cache', '../shared-cache', '.']) {
+    const tree = treeWith({}, { '.gitignore': 'dist\n' });
+    const printed = await run(tree, { path: p });
+    assert.equal(tree.read('.gitignore', 'utf-8'), 'dist\n', `path ${p}`);
+    assert.equal(printed.length, 1, `path ${p}`);
+  }
+  const tree = treeWith({});
+  await run(tree, { path: 'local-cache' });
+  assert.equal(tree.exists('.gitignore'), false, 'no .gitignore is created');
+});
+
+test('the real `nx g nx-open-cache:init` CLI in a scratch workspace: add, no-op re-run, bad flag', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'noc-gen-cli-'));
+  try {
+    fs.mkdirSync(path.join(dir, 'node_modules'));
+    fs.symlinkSync(path.dirname(require.resolve('nx/package.json')), path.join(dir, 'node_modules', 'nx'), 'dir');
+    fs.symlinkSync(REPO_ROOT, path.join(dir, 'node_modules', 'nx-open-cache'), 'dir');
+    fs.writeFileSync(path.join(dir, 'package.json'), '{"name":"scratch","private":true}\n');
+    fs.writeFileSync(path.join(dir, 'nx.json'), '{}\n');
+    fs.writeFileSync(path.join(dir, '.gitignore'), 'node_modules\n');
+    spawnSync('git', ['init', '-q'], { cwd: dir });
+    const nxBin = path.join(dir, 'node_modules', 'nx', require('nx/package.json').bin.nx);
+    const env = { ...process.env, NX_DAEMON: 'false', NX_NO_CLOUD: 'true', NX_TUI: 'false' };
+    /** @param {string[]} args */
+    const nx = (args) => {
+      // --skipProjectGraph: the generator must not depend on the plugin itself being loadable.
+      const r = spawnSync(process.execPath, [nxBin, 'g', 'nx-open-cache:init', '--skipProjectGraph', ...args], {
+        cwd: dir,
+        env,
+        encoding: 'utf8',
+      });
+      return { code: r.status, out: `${r.stdout}${r.stderr}` };
+    };
+
+    const first = nx(['--path', 'shared-cache', '--local-mode', 'read-only']);
+    assert.equal(first.code, 0, first.out);
+    assert.match(first.out, /nx-open-cache: added plugin to nx\.json \(backend fs, path shared-cache, localMode read-only\)/);
+    assert.match(first.out, /nx-open-cache: added \/shared-cache to \.gitignore/);
+    const nxJson = fs.readFileSync(path.join(dir, 'nx.json'));
+    assert.deepEqual(JSON.parse(nxJson.toString()).plugins, [
+      { plugin: 'nx-open-cache', options: { backend: 'fs', path: 'shared-cache', localMode: 'read-only' } },
+    ]);
+    assert.equal(fs.readFileSync(path.join(dir, '.gitignore'), 'utf8'), 'node_modules\n/shared-cache\n');
+
+    // what `nx add` runs on an already configured workspace
+    const second = nx(['--keepExistingVersions']);
+    assert.equal(second.code, 0, second.out);
+    assert.match(second.out, /nx-open-cache: already configured, nothing changed/);
+    assert.ok(fs.readFileSync(path.join(dir, 'nx.json')).equals(nxJson), 'nx.json byte-identical');
+
+    const bad = nx(['--backend', 'gcs']);
+    assert.notEqual(bad.code, 0);
+    assert.match(bad.out, /invalid value "gcs" for --backend; allowed values: fs/);
+    assert.ok(fs.readFileSync(path.join(dir, 'nx.json')).equals(nxJson), 'nx.json untouched after an error');
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

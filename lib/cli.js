@@ -1,0 +1,86 @@
+#!/usr/bin/env node
+'use strict';
+// `npx nx-open-cache <command>`.
+
+const fs = require('node:fs');
+const path = require('node:path');
+const { formatSummary, readSummary, summaryFile } = require('./summary.js');
+
+const HELP = `Usage: nx-open-cache <command>
+
+Commands:
+  summary [--json]   Show the cache summary of the last Nx run in this workspace
+                     (with the Nx daemon on, the summary line is printed to the daemon log;
+                     this shows it)
+  config             Show the effective configuration (nx.json plugin options + environment)
+  help               This text
+  --version          Print the version`;
+
+/** @param {string} from */
+function findWorkspaceRoot(from) {
+  let dir = path.resolve(from);
+  for (let i = 0; i < 100; i += 1) {
+    if (fs.existsSync(path.join(dir, 'nx.json'))) return dir;
+    const up = path.dirname(dir);
+    if (up === dir) break;
+    dir = up;
+  }
+  return undefined;
+}
+
+/** @param {string} root */
+function pluginOptions(root) {
+  const nxJson = JSON.parse(fs.readFileSync(path.join(root, 'nx.json'), 'utf8'));
+  for (const p of nxJson.plugins || []) {
+    if (p === 'nx-open-cache') return {};
+    if (p && typeof p === 'object' && p.plugin === 'nx-open-cache') return p.options || {};
+  }
+  return undefined;
+}
+
+/** @param {string[]} argv @returns {number} */
+function main(argv) {
+  const [command, ...rest] = argv;
+  if (!command || command === 'help' || command === '--help' || command === '-h') {
+    console.log(HELP);
+    return command ? 0 : 1;
+  }
+  if (command === '--version' || command === '-v') {
+    console.log(require('../package.json').version);
+    return 0;
+  }
+  const root = findWorkspaceRoot(process.cwd());
+  if (!root) {
+    console.error(`nx-open-cache: no nx.json found in ${process.cwd()} or above: run this inside an Nx workspace`);
+    return 1;
+  }
+  if (command === 'summary') {
+    const s = readSummary(root);
+    if (!s) {
+      console.error(`nx-open-cache: no run summary yet (${summaryFile(root)}): run an Nx command with the plugin first`);
+      return 1;
+    }
+    console.log(rest.includes('--json') ? JSON.stringify(s, null, 2) : `${formatSummary(s)}\n  (run ended ${s.endedAt})`);
+    return 0;
+  }
+  if (command === 'config') {
+    const options = pluginOptions(root);
+    if (options === undefined) {
+      console.error('nx-open-cache: the plugin is not in nx.json: run `npx nx g nx-open-cache:init`');
+      return 1;
+    }
+    const native = require('../index.js');
+    try {
+      const c = native.resolveConfig(root, options, /** @type {Record<string,string>} */ ({ ...process.env }));
+      console.log(JSON.stringify(c, null, 2));
+      return 0;
+    } catch (e) {
+      console.error(/** @type {Error} */ (e).message);
+      return 1;
+    }
+  }
+  console.error(`nx-open-cache: unknown command "${command}"\n\n${HELP}`);
+  return 1;
+}
+
+process.exitCode = main(process.argv.slice(2));

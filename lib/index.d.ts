@@ -1,0 +1,16 @@
+export * from '../index';
+
+/** Plugin name, as Nx shows it. */
+export declare const name: 'nx-open-cache';
+
+/** Nx hook: starts the cache proxy and points Nx's remote-cache client at it. */
+export declare function preTasksExecution(
+  options: Record<string, unknown> | undefined,
+  context: { id?: string; workspaceRoot: string; argv?: readonly string[] },
+): Promise<void>;
+
+/** Nx hook: stops the proxy, prints and saves the run summary. */
+export declare function postTasksExecution(
+  options: Record<string, unknown> | undefined,
+  context: { id?: string; workspaceRoot: string },
+): Promise<void>;

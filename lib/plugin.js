@@ -1,0 +1,128 @@
+'use strict';
+// The Nx plugin: preTasksExecution starts the native cache proxy and points Nx's own remote-cache
+// client at it; postTasksExecution stops it and reports the run.
+
+const native = require('../index.js');
+const { formatSummary, writeSummary } = require('./summary.js');
+
+/** Set alongside Nx's variable so a later run in the same process (the daemon) knows it is ours. */
+const OWN_URL = 'NX_OPEN_CACHE_PROXY_URL';
+const SERVER = 'NX_SELF_HOSTED_REMOTE_CACHE_SERVER';
+const TOKEN = 'NX_SELF_HOSTED_REMOTE_CACHE_ACCESS_TOKEN';
+
+/**
+ * @typedef {{ proxy: import('../index').CacheProxy, modeSource: string, startedAt: Date }} Run
+ */
+
+/** Proxies by Nx run id (the daemon may serve several runs at once). @type {Map<string, Run>} */
+const runs = new Map();
+/** Notices already printed in this process. @type {Set<string>} */
+const said = new Set();
+
+/** @param {string} message */
+function noticeOnce(message) {
+  if (said.has(message)) return;
+  said.add(message);
+  console.log(`nx-open-cache: ${message}`);
+}
+
+/** @param {string | undefined} v */
+function truthy(v) {
+  return v !== undefined && ['1', 'true', 'yes', 'on'].includes(v.trim().toLowerCase());
+}
+
+/** @returns {Record<string, string>} */
+function envObject() {
+  /** @type {Record<string, string>} */
+  const out = {};
+  for (const [k, v] of Object.entries(process.env)) {
+    if (typeof v === 'string') out[k] = v;
+  }
+  return out;
+}
+
+/**
+ * Why the plugin should stay out of this run, if it should.
+ * @param {readonly string[] | undefined} argv
+ * @returns {string | undefined}
+ */
+function reasonToStayOut(argv) {
+  const args = argv || [];
+  if (args.some((a) => a === '--skip-remote-cache' || a === '--skipRemoteCache' || a === '--skip-remote-cache=true')) {
+    return 'remote cache skipped (--skip-remote-cache): not starting';
+  }
+  if (truthy(process.env.NX_SKIP_REMOTE_CACHE)) {
+    return 'remote cache skipped (NX_SKIP_REMOTE_CACHE): not starting';
+  }
+  if (truthy(process.env.NX_DISABLE_REMOTE_CACHE)) {
+    return 'remote cache disabled (NX_DISABLE_REMOTE_CACHE): not starting';
+  }
+  const server = process.env[SERVER];
+  if (server && server !== process.env[OWN_URL]) {
+    return `${SERVER} is already set (${server}): nx-open-cache stays out of the way and Nx uses that server`;
+  }
+  return undefined;
+}
+
+/**
+ * @param {Record<string, unknown> | undefined} options
+ * @param {{ id?: string, workspaceRoot: string, argv?: readonly string[] }} context
+ */
+async function preTasksExecution(options, context) {
+  const stayOut = reasonToStayOut(context.argv);
+  if (stayOut) {
+    noticeOnce(stayOut);
+    return;
+  }
+  const env = envObject();
+  // Throws, before any task runs, on a wrong option: the message names option, value and choices.
+  const config = native.resolveConfig(context.workspaceRoot, options ?? null, env);
+  if (config.mode === 'no-cache') {
+    noticeOnce(`mode is no-cache (${config.modeSource}): remote cache not used`);
+    return;
+  }
+  const proxy = native.CacheProxy.start(context.workspaceRoot, options ?? null, env);
+  runs.set(context.id ?? 'default', { proxy, modeSource: config.modeSource, startedAt: new Date() });
+  process.env[SERVER] = proxy.url;
+  process.env[TOKEN] = proxy.token;
+  process.env[OWN_URL] = proxy.url;
+  if (config.debug) {
+    console.error(`nx-open-cache: proxy ${proxy.url} -> ${proxy.location} (${proxy.mode}, ${config.modeSource})`);
+  }
+}
+
+/**
+ * @param {Record<string, unknown> | undefined} _options
+ * @param {{ id?: string, workspaceRoot: string }} context
+ */
+async function postTasksExecution(_options, context) {
+  const id = context.id ?? 'default';
+  let run = runs.get(id);
+  if (!run && runs.size === 1) {
+    // An Nx without run ids: the only proxy is this run's.
+    const [only] = runs.keys();
+    run = runs.get(only);
+    runs.delete(only);
+  } else {
+    runs.delete(id);
+  }
+  if (!run) return;
+  const stats = await run.proxy.stop();
+  const summary = {
+    ...stats,
+    location: run.proxy.location,
+    mode: run.proxy.mode,
+    modeSource: run.modeSource,
+    runId: id,
+    startedAt: run.startedAt.toISOString(),
+    endedAt: new Date().toISOString(),
+  };
+  const writeError = writeSummary(context.workspaceRoot, summary);
+  const mode = (process.env.NX_OPEN_CACHE_SUMMARY || 'line').toLowerCase();
+  if (mode !== 'off') {
+    console.log(formatSummary(summary));
+    if (writeError) console.log(`  (${writeError})`);
+  }
+}
+
+module.exports = { preTasksExecution, postTasksExecution };

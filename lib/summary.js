@@ -1,0 +1,101 @@
+'use strict';
+// The run summary: one short line for the terminal, and the file the CLI shows when the daemon
+// swallowed the line.
+
+const fs = require('node:fs');
+const path = require('node:path');
+
+/** @typedef {import('../index').CacheStats} CacheStats */
+
+/**
+ * @typedef {CacheStats & {
+ *   location: string, mode: string, modeSource: string,
+ *   startedAt: string, endedAt: string, runId: string
+ * }} RunSummary
+ */
+
+/**
+ * Formats a byte count with binary-free SI units, e.g. `12.3 KB`.
+ * @param {number} bytes
+ * @returns {string}
+ */
+function formatBytes(bytes) {
+  if (!Number.isFinite(bytes) || bytes < 1000) return `${Math.max(0, Math.round(bytes || 0))} B`;
+  const units = ['KB', 'MB', 'GB', 'TB'];
+  let value = bytes;
+  let unit = -1;
+  while (value >= 1000 && unit < units.length - 1) {
+    value /= 1000;
+    unit += 1;
+  }
+  return `${value.toFixed(value < 10 ? 2 : 1)} ${units[unit]}`;
+}
+
+/**
+ * The summary: one line, then one indented line per distinct fault reason.
+ * @param {RunSummary} s
+ * @returns {string}
+ */
+function formatSummary(s) {
+  const parts = [
+    `${s.hits} ${s.hits === 1 ? 'hit' : 'hits'}`,
+    `${s.misses} ${s.misses === 1 ? 'miss' : 'misses'}`,
+    `${s.stored} stored`,
+  ];
+  if (s.alreadyStored) parts.push(`${s.alreadyStored} already stored`);
+  if (s.refusedWrites) parts.push(`${s.refusedWrites} not stored (${s.mode})`);
+  parts.push(`${formatBytes(s.bytesDown)} down`, `${formatBytes(s.bytesUp)} up`);
+  parts.push(`${s.errorCount} ${s.errorCount === 1 ? 'error' : 'errors'}`);
+  const lines = [`nx-open-cache: ${parts.join(', ')} (${s.location}, ${s.mode})`];
+  for (const e of s.errors || []) {
+    lines.push(`  ! ${e.count > 1 ? `${e.count}x ` : ''}${e.reason}`);
+  }
+  if (s.errorCount) {
+    lines.push('  (cache faults never fail the build: affected tasks ran or were not stored)');
+  }
+  return lines.join('\n');
+}
+
+/**
+ * Where the last run's summary is kept.
+ * @param {string} workspaceRoot
+ */
+function summaryFile(workspaceRoot) {
+  const dataDir = process.env.NX_WORKSPACE_DATA_DIRECTORY
+    ? path.resolve(workspaceRoot, process.env.NX_WORKSPACE_DATA_DIRECTORY)
+    : path.join(workspaceRoot, '.nx', 'workspace-data');
+  return path.join(dataDir, 'nx-open-cache', 'last-run.json');
+}
+
+/**
+ * Writes the summary atomically (temp file + rename). Never throws: a summary must not fail a build.
+ * @param {string} workspaceRoot
+ * @param {RunSummary} summary
+ * @returns {string | undefined} the error message, if writing failed
+ */
+function writeSummary(workspaceRoot, summary) {
+  const file = summaryFile(workspaceRoot);
+  try {
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+    const tmp = `${file}.${process.pid}.tmp`;
+    fs.writeFileSync(tmp, JSON.stringify(summary, null, 2) + '\n');
+    fs.renameSync(tmp, file);
+    return undefined;
+  } catch (e) {
+    return `cannot write ${file}: ${/** @type {Error} */ (e).message}`;
+  }
+}
+
+/**
+ * @param {string} workspaceRoot
+ * @returns {RunSummary | undefined}
+ */
+function readSummary(workspaceRoot) {
+  try {
+    return JSON.parse(fs.readFileSync(summaryFile(workspaceRoot), 'utf8'));
+  } catch {
+    return undefined;
+  }
+}
+
+module.exports = { formatBytes, formatSummary, summaryFile, writeSummary, readSummary };

@@ -1,0 +1,426 @@
+//! The effective cache configuration: plugin options from nx.json, then environment overrides.
+//!
+//! Every mistake is reported before any task runs, naming the option, the value and what is allowed.
+
+use crate::key::Prefix;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Default shared directory for the fs backend: per user, shared by every checkout on the machine.
+pub const DEFAULT_FS_PATH: &str = "~/.cache/nx-open-cache";
+
+/// Options the plugin understands. Backend-specific ones are accepted here and checked per backend.
+pub const KNOWN_OPTIONS: &[&str] = &[
+    "backend",
+    "path",
+    "prefix",
+    "localMode",
+    "ciMode",
+    "bucket",
+    "region",
+    "endpoint",
+    "forcePathStyle",
+    "container",
+    "accountName",
+    "url",
+];
+
+pub const BACKENDS_AVAILABLE: &[&str] = &["fs"];
+pub const BACKENDS_PLANNED: &[&str] = &["s3", "gcs", "azure", "http"];
+pub const MODES: &[&str] = &["read-write", "read-only", "no-cache"];
+
+/// What the cache may do in this run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    ReadWrite,
+    ReadOnly,
+    NoCache,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::ReadWrite => "read-write",
+            Mode::ReadOnly => "read-only",
+            Mode::NoCache => "no-cache",
+        }
+    }
+
+    fn parse(option: &str, value: &str) -> Result<Mode, ConfigError> {
+        match value {
+            "read-write" => Ok(Mode::ReadWrite),
+            "read-only" => Ok(Mode::ReadOnly),
+            "no-cache" => Ok(Mode::NoCache),
+            _ => Err(ConfigError::invalid(option, value, &one_of(MODES))),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    Fs { path: PathBuf },
+}
+
+impl Backend {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Fs { .. } => "fs",
+        }
+    }
+
+    pub fn location(&self) -> String {
+        match self {
+            Backend::Fs { path } => path.display().to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheConfig {
+    pub backend: Backend,
+    pub prefix: Prefix,
+    pub mode: Mode,
+    /// Where the mode came from, for summaries and diagnostics.
+    pub mode_source: String,
+    /// `NX_OPEN_CACHE_DEBUG`: log every request.
+    pub debug: bool,
+}
+
+/// A configuration mistake, with the option, the value and what would be accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub option: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn invalid(option: &str, value: &str, allowed: &str) -> Self {
+        ConfigError {
+            option: option.to_owned(),
+            message: format!("invalid value {value:?} for option \"{option}\": expected {allowed}"),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "nx-open-cache: {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn one_of(values: &[&str]) -> String {
+    let quoted: Vec<String> = values.iter().map(|v| format!("\"{v}\"")).collect();
+    format!("one of {}", quoted.join(", "))
+}
+
+fn describe_json(v: &Value) -> String {
+    match v {
+        Value::Null => "null".into(),
+        Value::Bool(b) => format!("boolean {b}"),
+        Value::Number(n) => format!("number {n}"),
+        Value::String(s) => format!("string {s:?}"),
+        Value::Array(_) => "an array".into(),
+        Value::Object(_) => "an object".into(),
+    }
+}
+
+fn string_option<'a>(
+    options: &'a serde_json::Map<String, Value>,
+    name: &str,
+) -> Result<Option<&'a str>, ConfigError> {
+    match options.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.as_str())),
+        Some(other) => Err(ConfigError {
+            option: name.to_owned(),
+            message: format!(
+                "option \"{name}\" must be a string, got {}",
+                describe_json(other)
+            ),
+        }),
+    }
+}
+
+/// True when the `CI` variable says this is a CI run.
+pub fn is_ci(env: &HashMap<String, String>) -> bool {
+    env.get("CI")
+        .map(|v| {
+            let v = v.trim().to_ascii_lowercase();
+            !(v.is_empty() || v == "0" || v == "false")
+        })
+        .unwrap_or(false)
+}
+
+fn truthy(env: &HashMap<String, String>, name: &str) -> bool {
+    env.get(name)
+        .map(|v| {
+            matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "1" | "true" | "yes" | "on"
+            )
+        })
+        .unwrap_or(false)
+}
+
+fn home_dir(env: &HashMap<String, String>) -> Option<PathBuf> {
+    env.get("HOME")
+        .or_else(|| env.get("USERPROFILE"))
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+}
+
+/// Resolves the fs `path` option: `~` and `~/...` from HOME, relative paths from the workspace root.
+fn resolve_path(
+    raw: &str,
+    env: &HashMap<String, String>,
+    workspace_root: &Path,
+) -> Result<PathBuf, ConfigError> {
+    if raw.trim().is_empty() {
+        return Err(ConfigError {
+            option: "path".into(),
+            message: "option \"path\" is empty: give the shared cache directory (absolute, relative to the workspace root, or starting with ~/)".into(),
+        });
+    }
+    if raw.contains('\0') {
+        return Err(ConfigError::invalid(
+            "path",
+            raw,
+            "a path without NUL bytes",
+        ));
+    }
+    let rest = if raw == "~" {
+        Some("")
+    } else {
+        raw.strip_prefix("~/")
+    };
+    if let Some(rest) = rest {
+        let home = home_dir(env).ok_or_else(|| ConfigError {
+            option: "path".into(),
+            message: format!(
+                "option \"path\" is {raw:?} but neither HOME nor USERPROFILE is set to expand \"~\""
+            ),
+        })?;
+        return Ok(if rest.is_empty() {
+            home
+        } else {
+            home.join(rest)
+        });
+    }
+    let p = Path::new(raw);
+    Ok(if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        workspace_root.join(p)
+    })
+}
+
+/// Builds the effective configuration from the plugin options and the environment.
+pub fn resolve(
+    options: &Value,
+    env: &HashMap<String, String>,
+    workspace_root: &Path,
+) -> Result<CacheConfig, ConfigError> {
+    let empty = serde_json::Map::new();
+    let options = match options {
+        Value::Null => &empty,
+        Value::Object(map) => map,
+        other => {
+            return Err(ConfigError {
+                option: "options".into(),
+                message: format!(
+                    "the plugin options in nx.json must be an object, got {}",
+                    describe_json(other)
+                ),
+            })
+        }
+    };
+    for key in options.keys() {
+        if !KNOWN_OPTIONS.contains(&key.as_str()) {
+            return Err(ConfigError {
+                option: key.clone(),
+                message: format!(
+                    "unknown option \"{key}\" in the nx-open-cache plugin options; known options: {}",
+                    KNOWN_OPTIONS.join(", ")
+                ),
+            });
+        }
+    }
+
+    let backend_name = string_option(options, "backend")?.unwrap_or("fs");
+    let backend = match backend_name {
+        "fs" => {
+            let raw = string_option(options, "path")?.unwrap_or(DEFAULT_FS_PATH);
+            Backend::Fs {
+                path: resolve_path(raw, env, workspace_root)?,
+            }
+        }
+        other if BACKENDS_PLANNED.contains(&other) => {
+            return Err(ConfigError {
+                option: "backend".into(),
+                message: format!(
+                    "backend \"{other}\" is not available in nx-open-cache {}; available: {}",
+                    env!("CARGO_PKG_VERSION"),
+                    one_of(BACKENDS_AVAILABLE)
+                ),
+            })
+        }
+        other => {
+            return Err(ConfigError::invalid(
+                "backend",
+                other,
+                &one_of(BACKENDS_AVAILABLE),
+            ))
+        }
+    };
+
+    let prefix = match string_option(options, "prefix")? {
+        None => Prefix::default(),
+        Some(raw) => Prefix::parse(raw).map_err(|e| ConfigError {
+            option: "prefix".into(),
+            message: format!("invalid value {raw:?} for option \"prefix\": {}", e.reason),
+        })?,
+    };
+
+    let local = string_option(options, "localMode")?
+        .map(|v| Mode::parse("localMode", v))
+        .transpose()?;
+    let ci = string_option(options, "ciMode")?
+        .map(|v| Mode::parse("ciMode", v))
+        .transpose()?;
+    let ci_run = is_ci(env);
+    let (mode, mode_source) = match env.get("NX_OPEN_CACHE_MODE").filter(|v| !v.is_empty()) {
+        Some(v) => (
+            Mode::parse("NX_OPEN_CACHE_MODE", v)?,
+            "NX_OPEN_CACHE_MODE".to_owned(),
+        ),
+        None if ci_run => match ci {
+            Some(m) => (m, "ciMode (CI detected)".to_owned()),
+            None => (Mode::ReadWrite, "default (CI detected)".to_owned()),
+        },
+        None => match local {
+            Some(m) => (m, "localMode".to_owned()),
+            None => (Mode::ReadWrite, "default".to_owned()),
+        },
+    };
+
+    Ok(CacheConfig {
+        backend,
+        prefix,
+        mode,
+        mode_source,
+        debug: truthy(env, "NX_OPEN_CACHE_DEBUG"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn ws() -> &'static Path {
+        Path::new("/ws")
+    }
+
+    #[test]
+    fn defaults() {
+        let c = resolve(&Value::Null, &env(&[("HOME", "/home/u")]), ws()).unwrap();
+        assert_eq!(
+            c.backend,
+            Backend::Fs {
+                path: "/home/u/.cache/nx-open-cache".into()
+            }
+        );
+        assert_eq!(c.mode, Mode::ReadWrite);
+        assert!(c.prefix.is_empty());
+        assert!(!c.debug);
+    }
+
+    #[test]
+    fn paths() {
+        let e = env(&[("HOME", "/h")]);
+        let p = |raw: &str| match resolve(&json!({ "path": raw }), &e, ws()).unwrap().backend {
+            Backend::Fs { path } => path,
+        };
+        assert_eq!(p("/mnt/c"), PathBuf::from("/mnt/c"));
+        assert_eq!(p("cache"), PathBuf::from("/ws/cache"));
+        assert_eq!(p("~/x"), PathBuf::from("/h/x"));
+        assert_eq!(p("~"), PathBuf::from("/h"));
+        let err = resolve(&json!({"path": "  "}), &e, ws()).unwrap_err();
+        assert_eq!(err.option, "path");
+        let err = resolve(&json!({"path": "~/x"}), &env(&[]), ws()).unwrap_err();
+        assert!(err.message.contains("HOME"), "{}", err.message);
+    }
+
+    #[test]
+    fn modes_and_ci() {
+        let o = json!({"localMode": "read-only", "ciMode": "no-cache"});
+        let c = resolve(&o, &env(&[]), ws()).unwrap();
+        assert_eq!(
+            (c.mode, c.mode_source.as_str()),
+            (Mode::ReadOnly, "localMode")
+        );
+        let c = resolve(&o, &env(&[("CI", "true")]), ws()).unwrap();
+        assert_eq!(c.mode, Mode::NoCache);
+        let c = resolve(&o, &env(&[("CI", "false")]), ws()).unwrap();
+        assert_eq!(c.mode, Mode::ReadOnly);
+        let c = resolve(
+            &o,
+            &env(&[("CI", "1"), ("NX_OPEN_CACHE_MODE", "read-write")]),
+            ws(),
+        )
+        .unwrap();
+        assert_eq!(
+            (c.mode, c.mode_source.as_str()),
+            (Mode::ReadWrite, "NX_OPEN_CACHE_MODE")
+        );
+    }
+
+    #[test]
+    fn errors_name_option_value_and_allowed() {
+        let cases = [
+            (json!({"backend": "nope"}), "backend", "\"nope\""),
+            (json!({"backend": "s3"}), "backend", "not available"),
+            (
+                json!({"localMode": "read"}),
+                "localMode",
+                "\"read-write\", \"read-only\", \"no-cache\"",
+            ),
+            (json!({"ciMode": "rw"}), "ciMode", "\"rw\""),
+            (json!({"prefix": "../x"}), "prefix", "\"../x\""),
+            (json!({"pth": "x"}), "pth", "known options"),
+            (json!({"path": 3}), "path", "number 3"),
+        ];
+        for (opts, option, needle) in cases {
+            let err = resolve(&opts, &env(&[("HOME", "/h")]), ws()).unwrap_err();
+            assert_eq!(err.option, option, "{opts}");
+            assert!(err.message.contains(needle), "{opts}: {}", err.message);
+        }
+        let err = resolve(&json!({}), &env(&[("NX_OPEN_CACHE_MODE", "ro")]), ws()).unwrap_err();
+        assert_eq!(err.option, "NX_OPEN_CACHE_MODE");
+        assert!(err.to_string().starts_with("nx-open-cache: "));
+        let err = resolve(&json!([1]), &env(&[]), ws()).unwrap_err();
+        assert!(err.message.contains("must be an object"));
+    }
+
+    #[test]
+    fn debug_flag() {
+        let c = resolve(
+            &json!({}),
+            &env(&[("HOME", "/h"), ("NX_OPEN_CACHE_DEBUG", "1")]),
+            ws(),
+        )
+        .unwrap();
+        assert!(c.debug);
+    }
+}

@@ -1,0 +1,82 @@
+//! The in-process cache proxy the Nx plugin starts for each run: resolved config in, a loopback
+//! server with a random port and bearer token out.
+
+use crate::config::{Backend, CacheConfig, Mode};
+use crate::server::{self, ProxySettings, RunningProxy};
+use crate::stats::{Snapshot, Stats};
+use crate::store::fs::FsStore;
+use crate::store::Store;
+use std::sync::Arc;
+
+pub struct Proxy {
+    running: RunningProxy,
+    pub url: String,
+    pub token: String,
+    /// e.g. `fs /mnt/nx-cache`.
+    pub location: String,
+    pub mode: Mode,
+}
+
+/// Builds the configured store. Faults found while preparing it are recorded in `stats` (the
+/// proxy then answers misses) instead of failing: a cache outage never fails a build.
+pub fn open_store(config: &CacheConfig, stats: &Stats) -> Arc<dyn Store> {
+    match &config.backend {
+        Backend::Fs { path } => {
+            let store = FsStore::new(path.clone(), config.prefix.clone());
+            if config.mode != Mode::NoCache {
+                if let Err(e) = store.prepare() {
+                    stats.error(&e.message);
+                }
+            }
+            Arc::new(store)
+        }
+    }
+}
+
+/// Starts a proxy on 127.0.0.1 (random port) on the shared runtime.
+pub fn start(config: &CacheConfig) -> Result<Proxy, String> {
+    let runtime = crate::runtime::get()?;
+    let stats = Arc::new(Stats::default());
+    let store = open_store(config, &stats);
+    let location = store.describe();
+    let token = server::random_token()?;
+    let std_listener = std::net::TcpListener::bind(("127.0.0.1", 0))
+        .map_err(|e| format!("cannot listen on 127.0.0.1: {e}"))?;
+    std_listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("cannot configure the proxy socket: {e}"))?;
+    let _guard = runtime.enter();
+    let listener = tokio::net::TcpListener::from_std(std_listener)
+        .map_err(|e| format!("cannot register the proxy socket: {e}"))?;
+    let running = server::serve(
+        listener,
+        ProxySettings {
+            store,
+            mode: config.mode,
+            token: token.clone(),
+            debug: config.debug,
+            stats,
+        },
+    )
+    .map_err(|e| format!("cannot start the proxy: {e}"))?;
+    Ok(Proxy {
+        url: format!("http://{}", running.addr),
+        running,
+        token,
+        location,
+        mode: config.mode,
+    })
+}
+
+impl Proxy {
+    pub fn stats(&self) -> Snapshot {
+        self.running.stats.snapshot()
+    }
+
+    /// Stops the server (requests in flight finish) and returns the final counters.
+    pub async fn stop(self) -> Snapshot {
+        let stats = self.running.stats.clone();
+        self.running.stop().await;
+        stats.snapshot()
+    }
+}

@@ -1,0 +1,486 @@
+//! Shared-filesystem backend: a directory, local or on a network mount (NFS, SMB, EFS...).
+//!
+//! Layout: `<root>/[<prefix>/]<aa>/<bb>/<hash>` where `aa`/`bb` are the first two bytes (hex) of the
+//! xxh3 of the hash, so a million entries spread over 65,536 directories of ~15 files each.
+//! Objects are written to `<root>/.tmp/` first (same filesystem), fsynced, then hard-linked into
+//! place: `link(2)` fails with EEXIST when the name exists, which makes creation atomic and
+//! first-writer-wins on local disks and on NFS alike, for any number of processes and machines.
+
+use super::{Artifact, ArtifactBody, BodyStream, ErrorKind, PutOutcome, Store, StoreError};
+use crate::envelope::{Header, PayloadDigest, HEADER_LEN};
+use crate::key::{Prefix, TaskHash};
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use futures_util::StreamExt;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+
+/// Objects up to this size are read and verified in memory in one pass.
+pub const DEFAULT_INLINE_LIMIT: u64 = 8 * 1024 * 1024;
+/// Temp files older than this are leftovers of killed writers and are removed.
+const STALE_TMP_AGE: Duration = Duration::from_secs(3600);
+const TMP_DIR: &str = ".tmp";
+
+#[derive(Clone)]
+pub struct FsStore {
+    root: PathBuf,
+    prefix: Prefix,
+    inline_limit: u64,
+}
+
+impl FsStore {
+    pub fn new(root: impl Into<PathBuf>, prefix: Prefix) -> Self {
+        FsStore {
+            root: root.into(),
+            prefix,
+            inline_limit: DEFAULT_INLINE_LIMIT,
+        }
+    }
+
+    /// Sets the in-memory verification threshold (tests use 0 to force the streaming path).
+    pub fn with_inline_limit(mut self, limit: u64) -> Self {
+        self.inline_limit = limit;
+        self
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Creates the cache directory (and parents) if missing and clears stale temp files.
+    pub fn prepare(&self) -> Result<(), StoreError> {
+        std::fs::create_dir_all(self.root.join(TMP_DIR)).map_err(|e| {
+            io_error(
+                &e,
+                format!("cannot create cache directory {}", self.root.display()),
+            )
+        })?;
+        self.remove_stale_tmp(STALE_TMP_AGE);
+        Ok(())
+    }
+
+    /// Removes temp files older than `age` (left by writers that were killed mid-write).
+    pub fn remove_stale_tmp(&self, age: Duration) -> usize {
+        let Ok(entries) = std::fs::read_dir(self.root.join(TMP_DIR)) else {
+            return 0;
+        };
+        let now = SystemTime::now();
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| now.duration_since(t).ok())
+                .is_some_and(|d| d >= age);
+            if old && std::fs::remove_file(entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        removed
+    }
+
+    /// The directory an object lives in (below the root, prefix included).
+    fn object_dir(&self, hash: &TaskHash) -> PathBuf {
+        let fan = xxhash_rust::xxh3::xxh3_64(hash.as_str().as_bytes()).to_be_bytes();
+        let mut dir = self.root.clone();
+        if !self.prefix.is_empty() {
+            dir.push(self.prefix.as_str());
+        }
+        dir.push(format!("{:02x}", fan[0]));
+        dir.push(format!("{:02x}", fan[1]));
+        dir
+    }
+
+    pub fn object_path(&self, hash: &TaskHash) -> PathBuf {
+        self.object_dir(hash).join(hash.as_str())
+    }
+
+    fn root_missing(&self) -> Option<StoreError> {
+        match std::fs::metadata(&self.root) {
+            Ok(m) if m.is_dir() => None,
+            Ok(_) => Some(StoreError::new(
+                ErrorKind::Unavailable,
+                format!("cache path {} is not a directory", self.root.display()),
+            )),
+            Err(e) => Some(io_error(
+                &e,
+                format!("cache directory {} is not usable", self.root.display()),
+            )),
+        }
+    }
+
+    /// Creates the fan-out directories below the root, never the root itself: a root that vanished
+    /// (unmounted share, deleted directory) is a fault to report, not something to paper over.
+    fn ensure_dirs(&self, hash: &TaskHash) -> Result<PathBuf, StoreError> {
+        if let Some(err) = self.root_missing() {
+            return Err(err);
+        }
+        let dir = self.object_dir(hash);
+        let rel = dir.strip_prefix(&self.root).map_err(|_| {
+            StoreError::new(
+                ErrorKind::Unavailable,
+                format!("object directory {} is outside the root", dir.display()),
+            )
+        })?;
+        let mut current = self.root.clone();
+        for part in rel.components() {
+            current.push(part);
+            match std::fs::create_dir(&current) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    return Err(io_error(
+                        &e,
+                        format!("cannot create directory {}", current.display()),
+                    ))
+                }
+            }
+        }
+        let tmp = self.root.join(TMP_DIR);
+        match std::fs::create_dir(&tmp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                return Err(io_error(
+                    &e,
+                    format!("cannot create directory {}", tmp.display()),
+                ))
+            }
+        }
+        Ok(dir)
+    }
+
+    fn tmp_path(&self, hash: &TaskHash) -> PathBuf {
+        let mut rand = [0u8; 8];
+        // A failing OS random source only makes the name less unique; pid and time still differ.
+        let _ = getrandom::fill(&mut rand);
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        self.root.join(TMP_DIR).join(format!(
+            "{}.{}.{:x}.{}.tmp",
+            hash.as_str(),
+            std::process::id(),
+            nanos,
+            hex::encode(rand)
+        ))
+    }
+
+    /// Blocking read + verification of one object.
+    fn read_verified(&self, hash: &TaskHash) -> Result<Option<Artifact>, StoreError> {
+        let path = self.object_path(hash);
+        let mut file = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return match self.root_missing() {
+                    Some(err) => Err(err),
+                    None => Ok(None),
+                };
+            }
+            Err(e) => return Err(io_error(&e, format!("cannot open {}", path.display()))),
+        };
+        let size = file
+            .metadata()
+            .map_err(|e| io_error(&e, format!("cannot stat {}", path.display())))?
+            .len();
+        let read_err = |e: io::Error| io_error(&e, format!("cannot read {}", path.display()));
+        if size <= self.inline_limit.saturating_add(HEADER_LEN as u64) {
+            let mut object = Vec::with_capacity(size as usize);
+            file.read_to_end(&mut object).map_err(read_err)?;
+            return match crate::envelope::open(&object) {
+                Ok(_) => {
+                    let all = Bytes::from(object);
+                    let payload = all.slice(HEADER_LEN..);
+                    Ok(Some(Artifact {
+                        len: payload.len() as u64,
+                        body: ArtifactBody::Memory(payload),
+                    }))
+                }
+                Err(e) => Err(self.quarantine(&path, &e.to_string())),
+            };
+        }
+        let mut head = [0u8; HEADER_LEN];
+        file.read_exact(&mut head).map_err(read_err)?;
+        let header = match Header::decode(&head) {
+            Ok(h) => h,
+            Err(e) => return Err(self.quarantine(&path, &e.to_string())),
+        };
+        let mut digest = PayloadDigest::new();
+        let mut buf = vec![0u8; 1024 * 1024];
+        loop {
+            let n = file.read(&mut buf).map_err(read_err)?;
+            if n == 0 {
+                break;
+            }
+            digest.update(&buf[..n]);
+        }
+        let (len, d) = digest.finish();
+        if let Err(e) = header.verify(len, &d) {
+            return Err(self.quarantine(&path, &e.to_string()));
+        }
+        file.seek(SeekFrom::Start(HEADER_LEN as u64))
+            .map_err(read_err)?;
+        Ok(Some(Artifact {
+            len,
+            body: ArtifactBody::File {
+                file,
+                offset: HEADER_LEN as u64,
+            },
+        }))
+    }
+
+    /// Removes an object that failed verification so the next build can store a good one.
+    fn quarantine(&self, path: &Path, reason: &str) -> StoreError {
+        let removed = match std::fs::remove_file(path) {
+            Ok(()) => "removed it",
+            Err(_) => "could not remove it",
+        };
+        StoreError::new(
+            ErrorKind::Corrupt,
+            format!(
+                "corrupt cache object {} ({reason}); treated as a miss and {removed}",
+                path.display()
+            ),
+        )
+    }
+
+    async fn write(
+        &self,
+        hash: &TaskHash,
+        body: &mut BodyStream<'_>,
+        declared_len: Option<u64>,
+    ) -> Result<PutOutcome, StoreError> {
+        let final_path = self.object_path(hash);
+        if final_path.exists() {
+            return Ok(PutOutcome::AlreadyExists);
+        }
+        self.ensure_dirs(hash)?;
+        let tmp = self.tmp_path(hash);
+        let result = self.write_tmp(&tmp, body, declared_len).await;
+        let outcome = match result {
+            Ok(len) => publish(&tmp, &final_path).map(|created| {
+                if created {
+                    PutOutcome::Stored(len)
+                } else {
+                    PutOutcome::AlreadyExists
+                }
+            }),
+            Err(e) => Err(e),
+        };
+        // The temp name is either linked into place or garbage now.
+        let _ = std::fs::remove_file(&tmp);
+        outcome
+    }
+
+    async fn write_tmp(
+        &self,
+        tmp: &Path,
+        body: &mut BodyStream<'_>,
+        declared_len: Option<u64>,
+    ) -> Result<u64, StoreError> {
+        let write_err = |e: io::Error| io_error(&e, format!("cannot write {}", tmp.display()));
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(tmp)
+            .await
+            .map_err(|e| io_error(&e, format!("cannot create {}", tmp.display())))?;
+        let mut out = tokio::io::BufWriter::with_capacity(1024 * 1024, file);
+        out.write_all(&[0u8; HEADER_LEN]).await.map_err(write_err)?;
+        let mut digest = PayloadDigest::new();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| {
+                StoreError::new(
+                    ErrorKind::BadRequest,
+                    format!("upload of {} broke off: {e}", tmp.display()),
+                )
+            })?;
+            if let Some(limit) = declared_len {
+                if digest.len() + chunk.len() as u64 > limit {
+                    return Err(StoreError::new(
+                        ErrorKind::BadRequest,
+                        format!("body is longer than its Content-Length of {limit} bytes"),
+                    ));
+                }
+            }
+            digest.update(&chunk);
+            out.write_all(&chunk).await.map_err(write_err)?;
+        }
+        if let Some(limit) = declared_len {
+            if digest.len() != limit {
+                return Err(StoreError::new(
+                    ErrorKind::BadRequest,
+                    format!(
+                        "body is {} bytes but its Content-Length is {limit}",
+                        digest.len()
+                    ),
+                ));
+            }
+        }
+        out.flush().await.map_err(write_err)?;
+        let mut file = out.into_inner();
+        let header = digest.into_header();
+        file.seek(SeekFrom::Start(0)).await.map_err(write_err)?;
+        file.write_all(&header.encode()).await.map_err(write_err)?;
+        file.sync_all().await.map_err(write_err)?;
+        Ok(header.payload_len)
+    }
+}
+
+/// Makes a finished temp file visible under its final name unless that name exists.
+/// Returns false when another writer got there first.
+fn publish(tmp: &Path, final_path: &Path) -> Result<bool, StoreError> {
+    match std::fs::hard_link(tmp, final_path) {
+        Ok(()) => {
+            sync_dir(final_path);
+            Ok(true)
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) if link_unsupported(&e) => publish_by_rename(tmp, final_path),
+        Err(e) => Err(io_error(
+            &e,
+            format!("cannot publish {}", final_path.display()),
+        )),
+    }
+}
+
+/// Filesystems without hard links (some FUSE and SMB mounts): rename without replacing where the
+/// kernel offers it, else check-then-rename (a narrow window in which two writers of one hash both
+/// "win"; both wrote the same complete, verified bytes, so no reader sees a partial object).
+fn publish_by_rename(tmp: &Path, final_path: &Path) -> Result<bool, StoreError> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::ffi::CString;
+        use std::os::unix::ffi::OsStrExt;
+        let (Ok(from), Ok(to)) = (
+            CString::new(tmp.as_os_str().as_bytes()),
+            CString::new(final_path.as_os_str().as_bytes()),
+        ) else {
+            return Err(StoreError::new(
+                ErrorKind::Unavailable,
+                format!("path {} contains a NUL byte", final_path.display()),
+            ));
+        };
+        // SAFETY: both pointers are valid NUL-terminated strings for the duration of the call.
+        let rc = unsafe {
+            libc::renameat2(
+                libc::AT_FDCWD,
+                from.as_ptr(),
+                libc::AT_FDCWD,
+                to.as_ptr(),
+                libc::RENAME_NOREPLACE,
+            )
+        };
+        if rc == 0 {
+            sync_dir(final_path);
+            return Ok(true);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::AlreadyExists {
+            return Ok(false);
+        }
+        if !link_unsupported(&e) && e.raw_os_error() != Some(libc::EINVAL) {
+            return Err(io_error(
+                &e,
+                format!("cannot publish {}", final_path.display()),
+            ));
+        }
+    }
+    if final_path.exists() {
+        return Ok(false);
+    }
+    std::fs::rename(tmp, final_path)
+        .map_err(|e| io_error(&e, format!("cannot publish {}", final_path.display())))?;
+    sync_dir(final_path);
+    Ok(true)
+}
+
+fn link_unsupported(e: &io::Error) -> bool {
+    #[cfg(unix)]
+    {
+        matches!(
+            e.raw_os_error(),
+            Some(libc::EPERM) | Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) | Some(libc::EMLINK)
+        )
+    }
+    #[cfg(not(unix))]
+    {
+        e.kind() == io::ErrorKind::Unsupported
+    }
+}
+
+/// Makes the new directory entry durable (best effort: not every filesystem allows it).
+fn sync_dir(path: &Path) {
+    #[cfg(unix)]
+    if let Some(dir) = path.parent() {
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}
+
+/// Turns an I/O error into a store error that says what was being done, where, and why.
+pub(crate) fn io_error(e: &io::Error, doing: String) -> StoreError {
+    let kind = if is_disk_full(e) {
+        ErrorKind::Full
+    } else {
+        ErrorKind::Unavailable
+    };
+    StoreError::new(kind, format!("{doing}: {e}"))
+}
+
+fn is_disk_full(e: &io::Error) -> bool {
+    #[cfg(unix)]
+    {
+        matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+    }
+    #[cfg(not(unix))]
+    {
+        e.kind() == io::ErrorKind::StorageFull
+    }
+}
+
+impl Store for FsStore {
+    fn get<'a>(
+        &'a self,
+        hash: &'a TaskHash,
+    ) -> BoxFuture<'a, Result<Option<Artifact>, StoreError>> {
+        Box::pin(async move {
+            // File reads and the digest pass block: run them off the async workers.
+            let store = self.clone();
+            let hash = hash.clone();
+            tokio::task::spawn_blocking(move || store.read_verified(&hash))
+                .await
+                .map_err(|e| {
+                    StoreError::new(ErrorKind::Unavailable, format!("read task failed: {e}"))
+                })?
+        })
+    }
+
+    fn put<'a>(
+        &'a self,
+        hash: &'a TaskHash,
+        body: &'a mut BodyStream<'_>,
+        declared_len: Option<u64>,
+    ) -> BoxFuture<'a, Result<PutOutcome, StoreError>> {
+        Box::pin(self.write(hash, body, declared_len))
+    }
+
+    fn describe(&self) -> String {
+        if self.prefix.is_empty() {
+            format!("fs {}", self.root.display())
+        } else {
+            format!(
+                "fs {} (prefix {})",
+                self.root.display(),
+                self.prefix.as_str()
+            )
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! Storage behind the cache: one trait, one module per backend.
+//!
+//! Every backend honours the storage rules: keys are validated before they touch a path, the first
+//! writer wins (a second write of a hash is `AlreadyExists`, never an overwrite), no reader sees a
+//! partial object, and every object is verified against its envelope digest before it is served.
+
+pub mod fs;
+
+use crate::key::TaskHash;
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use futures_util::stream::BoxStream;
+use std::fmt;
+
+/// A body arriving from a client, chunk by chunk.
+pub type BodyStream<'a> = BoxStream<'a, Result<Bytes, std::io::Error>>;
+
+/// A verified artifact ready to be sent to Nx.
+pub struct Artifact {
+    /// Payload length in bytes (the Nx artifact, without our envelope).
+    pub len: u64,
+    pub body: ArtifactBody,
+}
+
+/// Where the verified payload bytes are.
+pub enum ArtifactBody {
+    /// Small objects are read once into memory and verified there.
+    Memory(Bytes),
+    /// Large objects are verified in a first pass and then streamed from the same open file.
+    File { file: std::fs::File, offset: u64 },
+}
+
+/// What a write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// Written; the payload length in bytes.
+    Stored(u64),
+    /// Another writer stored this hash first; nothing was changed.
+    AlreadyExists,
+}
+
+/// Classes of storage faults; the message always names the path or key and the reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The store cannot be reached or used (missing directory, permissions, I/O error).
+    Unavailable,
+    /// No space left.
+    Full,
+    /// A stored object failed its integrity check; it has been removed.
+    Corrupt,
+    /// The client sent a body that does not match its declared length; nothing was stored.
+    BadRequest,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl StoreError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        StoreError {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// A place artifacts are kept.
+pub trait Store: Send + Sync + 'static {
+    /// Looks up and verifies an artifact. `Ok(None)` is a plain miss.
+    fn get<'a>(&'a self, hash: &'a TaskHash)
+        -> BoxFuture<'a, Result<Option<Artifact>, StoreError>>;
+
+    /// Stores an artifact if the hash is absent. `declared_len` (the request's Content-Length) is
+    /// checked against the bytes received; on any error nothing becomes visible.
+    ///
+    /// The store may stop reading `body` early (for instance when the hash exists); the caller
+    /// drains what is left.
+    fn put<'a>(
+        &'a self,
+        hash: &'a TaskHash,
+        body: &'a mut BodyStream<'_>,
+        declared_len: Option<u64>,
+    ) -> BoxFuture<'a, Result<PutOutcome, StoreError>>;
+
+    /// Human-readable location for summaries and errors, e.g. `fs /mnt/nx-cache`.
+    fn describe(&self) -> String;
+}

@@ -286,7 +286,15 @@ test('the real `nx g nx-open-cache:init` CLI in a scratch workspace: add, no-op 
     fs.writeFileSync(path.join(dir, '.gitignore'), 'node_modules\n');
     spawnSync('git', ['init', '-q'], { cwd: dir });
     const nxBin = path.join(dir, 'node_modules', 'nx', require('nx/package.json').bin.nx);
-    const env = { ...process.env, NX_DAEMON: 'false', NX_NO_CLOUD: 'true', NX_TUI: 'false' };
+    const env = {
+      ...process.env,
+      NX_DAEMON: 'false',
+      NX_NO_CLOUD: 'true',
+      NX_TUI: 'false',
+      // keep Nx's cache and workspace data inside the scratch dir (nx 24 defaults to ~/.nx/<repo id>)
+      NX_CACHE_DIRECTORY: path.join(dir, '.nx', 'cache'),
+      NX_WORKSPACE_DATA_DIRECTORY: path.join(dir, '.nx', 'workspace-data'),
+    };
     /** @param {string[]} args */
     const nx = (args) => {
       // --skipProjectGraph: the generator must not depend on the plugin itself being loadable.

@@ -321,11 +321,15 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// A test environment; HOME is set unless the test sets it (or an empty value to unset it).
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
+        let mut env: HashMap<String, String> = pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+            .collect();
+        env.entry("HOME".into()).or_insert_with(|| "/h".into());
+        env.retain(|_, v| !v.is_empty());
+        env
     }
 
     fn ws() -> &'static Path {
@@ -358,7 +362,7 @@ mod tests {
         assert_eq!(p("~"), PathBuf::from("/h"));
         let err = resolve(&json!({"path": "  "}), &e, ws()).unwrap_err();
         assert_eq!(err.option, "path");
-        let err = resolve(&json!({"path": "~/x"}), &env(&[]), ws()).unwrap_err();
+        let err = resolve(&json!({"path": "~/x"}), &env(&[("HOME", "")]), ws()).unwrap_err();
         assert!(err.message.contains("HOME"), "{}", err.message);
     }
 

@@ -16,6 +16,7 @@ use std::fmt;
 pub type BodyStream<'a> = BoxStream<'a, Result<Bytes, std::io::Error>>;
 
 /// A verified artifact ready to be sent to Nx.
+#[derive(Debug)]
 pub struct Artifact {
     /// Payload length in bytes (the Nx artifact, without our envelope).
     pub len: u64,
@@ -23,6 +24,7 @@ pub struct Artifact {
 }
 
 /// Where the verified payload bytes are.
+#[derive(Debug)]
 pub enum ArtifactBody {
     /// Small objects are read once into memory and verified there.
     Memory(Bytes),

@@ -1,0 +1,66 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use nx_open_cache::store::{Artifact, ArtifactBody, BodyStream};
+use std::io::Read;
+
+/// A body stream of the given bytes in chunks of `chunk` bytes.
+pub fn body(data: &[u8], chunk: usize) -> BodyStream<'static> {
+    let chunks: Vec<Result<Bytes, std::io::Error>> = data
+        .chunks(chunk.max(1))
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    futures_util::stream::iter(chunks).boxed()
+}
+
+/// Reads a verified artifact's payload completely.
+pub fn read_all(artifact: Artifact) -> Vec<u8> {
+    match artifact.body {
+        ArtifactBody::Memory(b) => b.to_vec(),
+        ArtifactBody::File { mut file, .. } => {
+            let mut out = Vec::new();
+            file.read_to_end(&mut out).expect("read artifact file");
+            assert_eq!(out.len() as u64, artifact.len);
+            out
+        }
+    }
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so tests need no extra crates.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// Every regular file below `dir` except temp files.
+pub fn object_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.file_name().is_some_and(|n| n == ".tmp") {
+                continue;
+            }
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}

@@ -1,0 +1,4 @@
+//! The Node bindings (feature `node`): JS values in, core calls, JS values out. One file per area;
+//! no logic lives here.
+
+pub mod proxy;

@@ -1,0 +1,186 @@
+//! Bindings for the cache proxy and configuration.
+
+use crate::{config, proxy, runtime, stats};
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+
+/// The effective configuration, as the plugin and diagnostics show it.
+#[napi(object)]
+pub struct ResolvedConfig {
+    /// `fs` (more backends come in later versions).
+    pub backend: String,
+    /// The fs directory, absolute.
+    pub location: String,
+    pub prefix: String,
+    /// `read-write`, `read-only` or `no-cache`.
+    pub mode: String,
+    /// Why this mode applies, e.g. `ciMode (CI detected)`.
+    pub mode_source: String,
+    pub debug: bool,
+}
+
+/// Counters of one proxy's traffic.
+#[napi(object)]
+pub struct CacheStats {
+    pub hits: i64,
+    pub misses: i64,
+    pub stored: i64,
+    pub already_stored: i64,
+    pub refused_writes: i64,
+    pub bytes_down: i64,
+    pub bytes_up: i64,
+    pub cache_millis: i64,
+    pub error_count: i64,
+    pub errors: Vec<CacheError>,
+}
+
+/// One fault reason and how often it happened.
+#[napi(object)]
+pub struct CacheError {
+    pub reason: String,
+    pub count: i64,
+}
+
+fn n(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl From<stats::Snapshot> for CacheStats {
+    fn from(s: stats::Snapshot) -> Self {
+        CacheStats {
+            hits: n(s.hits),
+            misses: n(s.misses),
+            stored: n(s.stored),
+            already_stored: n(s.already_stored),
+            refused_writes: n(s.refused_writes),
+            bytes_down: n(s.bytes_down),
+            bytes_up: n(s.bytes_up),
+            cache_millis: n(s.cache_millis),
+            error_count: n(s.error_count),
+            errors: s
+                .errors
+                .into_iter()
+                .map(|e| CacheError {
+                    reason: e.reason,
+                    count: n(e.count),
+                })
+                .collect(),
+        }
+    }
+}
+
+fn resolve(
+    workspace_root: &str,
+    options: Option<serde_json::Value>,
+    env: HashMap<String, String>,
+) -> Result<config::CacheConfig> {
+    config::resolve(
+        &options.unwrap_or(serde_json::Value::Null),
+        &env,
+        Path::new(workspace_root),
+    )
+    .map_err(|e| Error::new(Status::InvalidArg, e.to_string()))
+}
+
+/// Resolves plugin options (from nx.json) and environment into the effective configuration.
+/// Throws an error naming the option, the value and the allowed values on any mistake.
+#[napi]
+pub fn resolve_config(
+    workspace_root: String,
+    options: Option<serde_json::Value>,
+    env: HashMap<String, String>,
+) -> Result<ResolvedConfig> {
+    let c = resolve(&workspace_root, options, env)?;
+    Ok(ResolvedConfig {
+        backend: c.backend.name().to_owned(),
+        location: c.backend.location(),
+        prefix: c.prefix.as_str().to_owned(),
+        mode: c.mode.as_str().to_owned(),
+        mode_source: c.mode_source,
+        debug: c.debug,
+    })
+}
+
+/// An Nx remote-cache proxy on 127.0.0.1 with a random port and bearer token, serving from the
+/// configured storage on native threads (the JS event loop is never blocked by cache traffic).
+#[napi]
+pub struct CacheProxy {
+    inner: Mutex<Option<proxy::Proxy>>,
+    url: String,
+    token: String,
+    location: String,
+    mode: String,
+}
+
+#[napi]
+impl CacheProxy {
+    /// Resolves the configuration and starts the proxy.
+    #[napi(factory)]
+    pub fn start(
+        workspace_root: String,
+        options: Option<serde_json::Value>,
+        env: HashMap<String, String>,
+    ) -> Result<CacheProxy> {
+        let config = resolve(&workspace_root, options, env)?;
+        let p = proxy::start(&config).map_err(|e| Error::new(Status::GenericFailure, e))?;
+        Ok(CacheProxy {
+            url: p.url.clone(),
+            token: p.token.clone(),
+            location: p.location.clone(),
+            mode: p.mode.as_str().to_owned(),
+            inner: Mutex::new(Some(p)),
+        })
+    }
+
+    /// `http://127.0.0.1:<port>`: the value for NX_SELF_HOSTED_REMOTE_CACHE_SERVER.
+    #[napi(getter)]
+    pub fn url(&self) -> String {
+        self.url.clone()
+    }
+
+    /// The value for NX_SELF_HOSTED_REMOTE_CACHE_ACCESS_TOKEN.
+    #[napi(getter)]
+    pub fn token(&self) -> String {
+        self.token.clone()
+    }
+
+    /// Where artifacts go, e.g. `fs /mnt/nx-cache`.
+    #[napi(getter)]
+    pub fn location(&self) -> String {
+        self.location.clone()
+    }
+
+    #[napi(getter)]
+    pub fn mode(&self) -> String {
+        self.mode.clone()
+    }
+
+    /// The counters so far (zero after `stop`).
+    #[napi]
+    pub fn stats(&self) -> CacheStats {
+        let guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        guard.as_ref().map(|p| p.stats()).unwrap_or_default().into()
+    }
+
+    /// Stops accepting requests, lets those in flight finish, and resolves with the final counters.
+    /// Calling it again resolves with zero counters.
+    #[napi]
+    pub async fn stop(&self) -> Result<CacheStats> {
+        let taken = {
+            let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            guard.take()
+        };
+        let Some(p) = taken else {
+            return Ok(stats::Snapshot::default().into());
+        };
+        let runtime = runtime::get().map_err(|e| Error::new(Status::GenericFailure, e))?;
+        let snapshot = runtime
+            .spawn(p.stop())
+            .await
+            .map_err(|e| Error::new(Status::GenericFailure, format!("proxy stop failed: {e}")))?;
+        Ok(snapshot.into())
+    }
+}

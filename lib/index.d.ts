@@ -1,5 +1,8 @@
 export * from '../index';
 
+/** Set when the native addon could not be loaded on this platform (the native API is then absent). */
+export declare const nativeLoadError: Error | undefined;
+
 /** Plugin name, as Nx shows it. */
 export declare const name: 'nx-open-cache';
 

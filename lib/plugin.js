@@ -2,8 +2,19 @@
 // The Nx plugin: preTasksExecution starts the native cache proxy and points Nx's own remote-cache
 // client at it; postTasksExecution stops it and reports the run.
 
-const native = require('../index.js');
 const { formatSummary, writeSummary } = require('./summary.js');
+
+/** @type {typeof import('../index') | undefined} */
+let nativeModule;
+/**
+ * The native addon, loaded on first use. A platform without a build must not stop Nx from running:
+ * the caller turns a load failure into a warning and runs without the remote cache.
+ * @returns {typeof import('../index')}
+ */
+function native() {
+  if (!nativeModule) nativeModule = require('../index.js');
+  return nativeModule;
+}
 
 /** Set alongside Nx's variable so a later run in the same process (the daemon) knows it is ours. */
 const OWN_URL = 'NX_OPEN_CACHE_PROXY_URL';
@@ -75,13 +86,27 @@ async function preTasksExecution(options, context) {
     return;
   }
   const env = envObject();
+  let addon;
+  try {
+    addon = native();
+  } catch (e) {
+    noticeOnce(`cannot load the native addon (${/** @type {Error} */ (e).message}): running without the remote cache`);
+    return;
+  }
   // Throws, before any task runs, on a wrong option: the message names option, value and choices.
-  const config = native.resolveConfig(context.workspaceRoot, options ?? null, env);
+  const config = addon.resolveConfig(context.workspaceRoot, options ?? null, env);
   if (config.mode === 'no-cache') {
     noticeOnce(`mode is no-cache (${config.modeSource}): remote cache not used`);
     return;
   }
-  const proxy = native.CacheProxy.start(context.workspaceRoot, options ?? null, env);
+  let proxy;
+  try {
+    proxy = addon.CacheProxy.start(context.workspaceRoot, options ?? null, env);
+  } catch (e) {
+    // A cache that cannot start must not fail the build.
+    noticeOnce(`cannot start the cache proxy (${/** @type {Error} */ (e).message}): running without the remote cache`);
+    return;
+  }
   runs.set(context.id ?? 'default', { proxy, modeSource: config.modeSource, startedAt: new Date() });
   process.env[SERVER] = proxy.url;
   process.env[TOKEN] = proxy.token;

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod envelope;
+pub mod hash;
 pub mod key;
 pub mod proxy;
 pub mod runtime;

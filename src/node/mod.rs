@@ -1,4 +1,5 @@
 //! The Node bindings (feature `node`): JS values in, core calls, JS values out. One file per area;
 //! no logic lives here.
 
+pub mod hash;
 pub mod proxy;

@@ -1,0 +1,345 @@
+//! Hashing: Nx vectors (measured with nx 24.0.6's native hashArray/hashFile), streaming, and the
+//! hashFiles walk (ignore files, hardcoded ignores, globs and negation, symlinks, unicode, empty
+//! files, errors).
+
+use nx_open_cache::hash::{
+    file_entry, hash_array, hash_array_u64, hash_file, hash_file_u64, hash_files, HashError,
+    HashFilesOptions,
+};
+use std::fs;
+use std::path::Path;
+use xxhash_rust::xxh3::xxh3_64;
+
+fn write(root: &Path, rel: &str, contents: &[u8]) {
+    let p = root.join(rel);
+    if let Some(parent) = p.parent() {
+        fs::create_dir_all(parent).unwrap();
+    }
+    fs::write(p, contents).unwrap();
+}
+
+fn paths(root: &Path, globs: &[&str], include_ignored: bool) -> Vec<String> {
+    hash_files(root, globs, &HashFilesOptions { include_ignored })
+        .unwrap()
+        .files
+        .into_iter()
+        .map(|f| f.path)
+        .collect()
+}
+
+#[test]
+fn hash_array_vectors_from_nx() {
+    let v = |items: &[Option<&str>]| hash_array(items);
+    assert_eq!(v(&[Some("a"), Some("b"), Some("c")]), "380853340397997038");
+    assert_eq!(v(&[Some("a"), None, Some("b")]), "15731061398198237182");
+    assert_eq!(v(&[]), "3244421341483603138");
+    assert_eq!(v(&[Some(""), Some("")]), "3660690302424466814");
+    assert_eq!(v(&[Some("é"), Some("日本")]), "356086936988031197");
+    // Measured on nx 24.0.6 as well.
+    assert_eq!(v(&[Some("a"), Some(""), Some("b")]), "1927512556341049332");
+    assert_eq!(v(&[None, Some("a")]), "16629034431890738719");
+    // The joined-string definition.
+    assert_eq!(hash_array_u64(&[Some("x"), Some("y,z")]), xxh3_64(b"x,y,z"));
+}
+
+#[test]
+fn hash_file_vectors_and_absent_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write(root, "hello.txt", b"hello world\n");
+    write(root, "empty", b"");
+    assert_eq!(
+        hash_file(&root.join("hello.txt")).unwrap().as_deref(),
+        Some("15289578712018480094")
+    );
+    assert_eq!(
+        hash_file_u64(&root.join("empty")).unwrap(),
+        Some(xxh3_64(b""))
+    );
+    assert_eq!(hash_file(&root.join("missing")).unwrap(), None);
+    assert_eq!(hash_file(root).unwrap(), None);
+    // Through a file, as if it were a directory.
+    assert_eq!(hash_file(&root.join("hello.txt/x")).unwrap(), None);
+}
+
+#[cfg(unix)]
+#[test]
+fn hash_file_follows_symlinks_and_refuses_fifos() {
+    use std::os::unix::fs::symlink;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write(root, "target.txt", b"contents");
+    symlink(root.join("target.txt"), root.join("link")).unwrap();
+    symlink(root.join("nowhere"), root.join("dangling")).unwrap();
+    symlink(root.join("loop"), root.join("loop")).unwrap();
+    symlink(root, root.join("dirlink")).unwrap();
+    assert_eq!(
+        hash_file_u64(&root.join("link")).unwrap(),
+        Some(xxh3_64(b"contents"))
+    );
+    assert_eq!(hash_file(&root.join("dangling")).unwrap(), None);
+    assert_eq!(hash_file(&root.join("loop")).unwrap(), None);
+    assert_eq!(hash_file(&root.join("dirlink")).unwrap(), None);
+
+    let fifo = root.join("fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let e = hash_file(&fifo).unwrap_err();
+    assert!(matches!(e, HashError::NotARegularFile { .. }));
+    assert!(e.to_string().contains("fifo"), "{e}");
+}
+
+#[cfg(unix)]
+#[test]
+fn unreadable_file_is_an_error_naming_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("secret");
+    fs::write(&p, b"x").unwrap();
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o000)).unwrap();
+    if fs::read(&p).is_ok() {
+        return; // running as root: permissions are not enforced
+    }
+    let e = hash_file(&p).unwrap_err().to_string();
+    assert!(e.contains("secret") && e.contains("ermission"), "{e}");
+}
+
+#[test]
+fn streaming_matches_one_shot_across_chunk_boundaries() {
+    let dir = tempfile::tempdir().unwrap();
+    // Sizes around the 1 MiB chunk and xxh3's internal block/stripe sizes.
+    for size in [
+        1usize,
+        240,
+        241,
+        1024,
+        (1 << 20) - 1,
+        1 << 20,
+        (1 << 20) + 1,
+        3 * (1 << 20) + 12345,
+    ] {
+        let bytes: Vec<u8> = (0..size)
+            .map(|i| (i as u32).wrapping_mul(2654435761).to_le_bytes()[1])
+            .collect();
+        let p = dir.path().join(format!("f{size}"));
+        fs::write(&p, &bytes).unwrap();
+        assert_eq!(
+            hash_file_u64(&p).unwrap(),
+            Some(xxh3_64(&bytes)),
+            "size {size}"
+        );
+    }
+}
+
+#[test]
+fn walk_honours_gitignore_nxignore_and_hardcoded_ignores() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write(root, ".gitignore", b"*.log\n/dist\n!keep.log\n");
+    write(root, ".nxignore", b"tmp/\n");
+    write(root, "a.ts", b"a");
+    write(root, "debug.log", b"log");
+    write(root, "keep.log", b"kept");
+    write(root, "dist/out.js", b"out");
+    write(root, "src/dist/inner.js", b"not root dist");
+    write(root, "tmp/t.txt", b"t");
+    write(root, "src/.gitignore", b"gen/\n");
+    write(root, "src/gen/g.ts", b"g");
+    write(root, "src/b.ts", b"b");
+    write(root, "other/gen/g.ts", b"g2");
+    write(root, "node_modules/pkg/index.js", b"nm");
+    write(root, "src/node_modules/x.js", b"nm2");
+    write(root, ".nx/cache/x", b"c");
+    write(root, ".nx/workspace-data/y", b"w");
+    write(root, ".nx/keep.json", b"{}");
+    write(root, ".yarn/cache/z", b"y");
+    write(root, ".git/HEAD", b"ref");
+    write(root, ".hidden", b"h");
+
+    assert_eq!(
+        paths(root, &[], false),
+        [
+            ".gitignore",
+            ".hidden",
+            ".nx/keep.json",
+            ".nxignore",
+            "a.ts",
+            "keep.log",
+            "other/gen/g.ts",
+            "src/.gitignore",
+            "src/b.ts",
+            "src/dist/inner.js",
+        ]
+    );
+    let all = paths(root, &[], true);
+    assert_eq!(all.len(), 19, "{all:?}");
+    assert!(!all.iter().any(|p| p.starts_with(".git/")));
+    assert!(all.contains(&"node_modules/pkg/index.js".to_owned()));
+}
+
+#[test]
+fn ignore_files_above_the_root_do_not_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), ".gitignore", b"*.txt\n");
+    write(dir.path(), "sub/a.txt", b"a");
+    assert_eq!(paths(&dir.path().join("sub"), &[], false), ["a.txt"]);
+}
+
+#[test]
+fn globs_and_negation() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    for p in [
+        "src/a.ts",
+        "src/a.spec.ts",
+        "src/deep/b.ts",
+        "src/deep/b.css",
+        "lib/c.ts",
+        "README.md",
+    ] {
+        write(root, p, p.as_bytes());
+    }
+    assert_eq!(
+        paths(root, &["src/**/*.ts", "!**/*.spec.ts"], false),
+        ["src/a.ts", "src/deep/b.ts"]
+    );
+    assert_eq!(paths(root, &["*.md"], false), ["README.md"]);
+    assert_eq!(
+        paths(root, &["src/*.ts"], false),
+        ["src/a.spec.ts", "src/a.ts"]
+    );
+    assert_eq!(
+        paths(root, &["src/", "!src/deep/*.{css,map}"], false),
+        ["src/a.spec.ts", "src/a.ts", "src/deep/b.ts"]
+    );
+    assert_eq!(paths(root, &["!src/**"], false), ["README.md", "lib/c.ts"]);
+    assert!(paths(root, &["nothing/**"], false).is_empty());
+}
+
+#[test]
+fn hash_is_the_hash_array_of_path_nul_hash_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write(root, "b/x.txt", b"x");
+    write(root, "a.txt", b"");
+    write(root, "日本/é.txt", "ünïcödé".as_bytes());
+    let r = hash_files(root, &["**/*"], &HashFilesOptions::default()).unwrap();
+    let names: Vec<&str> = r.files.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(names, ["a.txt", "b/x.txt", "日本/é.txt"]);
+    assert_eq!(r.files[0].hash, xxh3_64(b""));
+    assert_eq!(r.files[2].hash, xxh3_64("ünïcödé".as_bytes()));
+    let entries: Vec<Option<String>> = r
+        .files
+        .iter()
+        .map(|f| Some(file_entry(&f.path, f.hash)))
+        .collect();
+    assert_eq!(r.hash, hash_array_u64(&entries));
+    assert_eq!(file_entry("a.txt", 7), "a.txt\u{0}7");
+    // Deterministic, and sensitive to contents and names.
+    let again = hash_files(root, &["**/*"], &HashFilesOptions::default()).unwrap();
+    assert_eq!(again, r);
+    write(root, "a.txt", b" ");
+    assert_ne!(
+        hash_files(root, &["**/*"], &HashFilesOptions::default())
+            .unwrap()
+            .hash,
+        r.hash
+    );
+    fs::rename(root.join("b/x.txt"), root.join("b/y.txt")).unwrap();
+    write(root, "a.txt", b"");
+    assert_ne!(
+        hash_files(root, &["**/*"], &HashFilesOptions::default())
+            .unwrap()
+            .hash,
+        r.hash
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn walk_symlinks() {
+    use std::os::unix::fs::symlink;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write(root, "real/f.txt", b"real");
+    symlink(root.join("real/f.txt"), root.join("file-link")).unwrap();
+    symlink(root.join("real"), root.join("dir-link")).unwrap();
+    symlink(root.join("gone"), root.join("dangling")).unwrap();
+    let r = hash_files(root, &[] as &[&str], &HashFilesOptions::default()).unwrap();
+    let names: Vec<&str> = r.files.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(names, ["file-link", "real/f.txt"]);
+    assert_eq!(r.files[0].hash, xxh3_64(b"real"));
+    assert_eq!(r.files[0].hash, r.files[1].hash);
+}
+
+#[test]
+fn errors_name_the_glob_or_path() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "f", b"");
+    let e = hash_files(
+        dir.path(),
+        &["src/**", "src/[z"],
+        &HashFilesOptions::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("\"src/[z\""), "{e}");
+    let e = hash_files(dir.path(), &["!**/+(a|b).ts"], &HashFilesOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("!**/+(a|b).ts") && e.contains("extglob"), "{e}");
+    let e = hash_files(&dir.path().join("f"), &["**"], &HashFilesOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not a directory"), "{e}");
+    let missing = dir.path().join("missing");
+    let e = hash_files(&missing, &["**"], &HashFilesOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("missing"), "{e}");
+}
+
+#[cfg(unix)]
+#[test]
+fn unreadable_directory_is_an_error() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "locked/f", b"x");
+    let locked = dir.path().join("locked");
+    fs::set_permissions(&locked, fs::Permissions::from_mode(0o000)).unwrap();
+    let readable = fs::read_dir(&locked).is_ok();
+    let r = hash_files(dir.path(), &["**"], &HashFilesOptions::default());
+    fs::set_permissions(&locked, fs::Permissions::from_mode(0o755)).unwrap();
+    if readable {
+        return; // running as root
+    }
+    let e = r.unwrap_err().to_string();
+    assert!(e.contains("locked"), "{e}");
+}
+
+#[test]
+fn many_files_in_parallel() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    for i in 0..2000 {
+        write(
+            root,
+            &format!("d{}/f{i}.txt", i % 37),
+            format!("{i}").as_bytes(),
+        );
+    }
+    let r = hash_files(root, &["**/*.txt"], &HashFilesOptions::default()).unwrap();
+    assert_eq!(r.files.len(), 2000);
+    assert!(r.files.windows(2).all(|w| w[0].path < w[1].path));
+    for f in &r.files {
+        let i: usize = f
+            .path
+            .rsplit('f')
+            .next()
+            .unwrap()
+            .trim_end_matches(".txt")
+            .parse()
+            .unwrap();
+        assert_eq!(f.hash, xxh3_64(format!("{i}").as_bytes()), "{}", f.path);
+    }
+}

@@ -1,6 +1,7 @@
 //! nx-open-cache: the core modules, and (feature `node`) the Node bindings in `node/`: conversions
 //! only, the logic lives in the modules.
 
+pub mod archive;
 pub mod config;
 pub mod envelope;
 pub mod hash;

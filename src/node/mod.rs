@@ -1,5 +1,6 @@
 //! The Node bindings (feature `node`): JS values in, core calls, JS values out. One file per area;
 //! no logic lives here.
 
+pub mod archive;
 pub mod hash;
 pub mod proxy;

@@ -6,6 +6,7 @@ pub mod config;
 pub mod envelope;
 pub mod hash;
 pub mod key;
+pub mod outputs;
 pub mod proxy;
 pub mod runtime;
 pub mod server;

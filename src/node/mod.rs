@@ -3,4 +3,5 @@
 
 pub mod archive;
 pub mod hash;
+pub mod outputs;
 pub mod proxy;

@@ -9,7 +9,7 @@
 //!   symlink, a path through a non-directory and a directory give `None`.
 //! - `hash_files(root, globs, options)`: see [`hash_files`].
 
-use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use crate::outputs::glob::NxGlobSet;
 use ignore::{DirEntry, WalkBuilder, WalkState};
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -20,8 +20,8 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
 use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
-/// Files up to this size are read whole into a per-thread buffer and hashed in one call; larger
-/// ones go through the streaming xxh3 state in chunks of this size.
+/// The per-thread read buffer: files up to this size are hashed in one call, larger ones through
+/// the streaming xxh3 state in chunks of this size.
 const CHUNK: usize = 1 << 20;
 
 /// Directories (or files, for `.git`) the walk never enters while ignore rules apply: the same
@@ -108,12 +108,15 @@ pub fn hash_file_u64(path: &Path) -> Result<Option<u64>, HashError> {
         path: path.to_path_buf(),
         source,
     };
-    // Stat first (following symlinks) so that a FIFO is never opened: opening one blocks.
-    let meta = match fs::metadata(path) {
-        Ok(m) => m,
+    let file = match open_for_hashing(path) {
+        Ok(f) => f,
         Err(e) if is_absent(&e) => return Ok(None),
+        // Windows refuses to open a directory as a file.
+        Err(_) if fs::metadata(path).is_ok_and(|m| m.is_dir()) => return Ok(None),
         Err(e) => return Err(io_err(e)),
     };
+    // The kind of what was opened (the symlink target), from the descriptor: no second lookup.
+    let meta = file.metadata().map_err(io_err)?;
     if meta.is_dir() {
         return Ok(None);
     }
@@ -122,13 +125,21 @@ pub fn hash_file_u64(path: &Path) -> Result<Option<u64>, HashError> {
             path: path.to_path_buf(),
         });
     }
-    let file = match File::open(path) {
-        Ok(f) => f,
-        // Removed (or replaced) between the stat and the open.
-        Err(e) if is_absent(&e) => return Ok(None),
-        Err(e) => return Err(io_err(e)),
-    };
-    hash_reader(file, meta.len()).map(Some).map_err(io_err)
+    hash_reader(file).map(Some).map_err(io_err)
+}
+
+/// Opens `path` for reading. On Unix with `O_NONBLOCK`, so that opening a FIFO returns at once
+/// (it is then refused as not a regular file) instead of waiting for a writer; the flag does
+/// nothing to reads of regular files.
+fn open_for_hashing(path: &Path) -> io::Result<File> {
+    let mut options = fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    options.open(path)
 }
 
 /// Nx's `hashFile` as a decimal string (see [`hash_file_u64`]).
@@ -137,47 +148,49 @@ pub fn hash_file(path: &Path) -> Result<Option<String>, HashError> {
 }
 
 thread_local! {
+    /// One reusable read buffer per thread (rayon workers, libuv workers, the JS thread).
     static BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Hashes everything `file` yields. `size_hint` (the stat size) picks one-shot or streaming; the
-/// bytes actually read decide the value, so a file that grows or shrinks meanwhile is still hashed
-/// consistently with what was read.
-fn hash_reader(mut file: File, size_hint: u64) -> io::Result<u64> {
+/// Hashes everything `file` yields, reading into a fixed per-thread buffer of [`CHUNK`] bytes: a
+/// file that fits is hashed in one call, a larger one through the streaming state, chunk by chunk
+/// (the two give the same value). Memory use is bounded whatever the file size.
+fn hash_reader(mut file: File) -> io::Result<u64> {
     BUFFER.with(|cell| {
         let mut buf = cell.borrow_mut();
-        if size_hint < CHUNK as u64 {
-            buf.clear();
-            // One more byte than expected, so that reaching EOF needs no second growth.
-            buf.reserve(size_hint as usize + 1);
-            file.read_to_end(&mut buf)?;
-            let h = if buf.len() <= CHUNK {
-                xxh3_64(&buf)
-            } else {
-                // The file grew past the one-shot size while being read; same value either way.
-                let mut state = Xxh3::new();
-                state.update(&buf);
-                state.digest()
-            };
-            if buf.capacity() > 4 * CHUNK {
-                *buf = Vec::new();
-            }
-            return Ok(h);
+        if buf.len() != CHUNK {
+            *buf = vec![0; CHUNK];
         }
-        buf.clear();
-        buf.resize(CHUNK, 0);
-        let mut state = Xxh3::new();
+        let mut state: Option<Xxh3> = None;
         loop {
-            let n = match file.read(&mut buf[..]) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            state.update(&buf[..n]);
+            let filled = fill(&mut file, &mut buf)?;
+            if filled < CHUNK {
+                // End of file.
+                return Ok(match state {
+                    None => xxh3_64(&buf[..filled]),
+                    Some(mut s) => {
+                        s.update(&buf[..filled]);
+                        s.digest()
+                    }
+                });
+            }
+            state.get_or_insert_with(Xxh3::new).update(&buf[..]);
         }
-        Ok(state.digest())
     })
+}
+
+/// Reads until `buf` is full or the end of the file; returns how many bytes were read.
+fn fill(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
 }
 
 fn is_absent(e: &io::Error) -> bool {
@@ -195,102 +208,6 @@ fn is_symlink_loop(e: &io::Error) -> bool {
 #[cfg(not(unix))]
 fn is_symlink_loop(_e: &io::Error) -> bool {
     false
-}
-
-/// Nx's glob semantics for a list of globs: a glob starting with `!` excludes, the others
-/// include; a path matches when it matches an including glob (or there is none) and no excluding
-/// glob. `*` and `?` stop at `/`, `**` spans directories, `{a,b}` and `[...]` work, `\` escapes,
-/// and a glob ending in `/` means everything below that directory. Paths are relative to the
-/// root, with `/` separators.
-///
-/// Not supported: extglobs (`+(a|b)`, `?(a)`, `@(a)`, `*(a)`, `!(a)`), which Nx rewrites; they are
-/// rejected as invalid rather than matched differently from Nx.
-#[derive(Debug, Clone)]
-pub struct NxGlobs {
-    include: GlobSet,
-    exclude: GlobSet,
-    any_include: bool,
-}
-
-impl NxGlobs {
-    pub fn new<S: AsRef<str>>(globs: &[S]) -> Result<Self, HashError> {
-        let mut include = GlobSetBuilder::new();
-        let mut exclude = GlobSetBuilder::new();
-        let mut any_include = false;
-        for original in globs {
-            let original = original.as_ref();
-            let (negated, body) = match original.strip_prefix('!') {
-                Some(rest) => (true, rest),
-                None => (false, original),
-            };
-            if let Some(ext) = extglob_at(body) {
-                return Err(HashError::InvalidGlob {
-                    glob: original.to_owned(),
-                    reason: format!("extglob `{ext}(...)` is not supported by hashFiles"),
-                });
-            }
-            let body = if body.ends_with('/') {
-                format!("{body}**")
-            } else {
-                body.to_owned()
-            };
-            let glob = GlobBuilder::new(&body)
-                .literal_separator(true)
-                .backslash_escape(true)
-                .build()
-                .map_err(|e| HashError::InvalidGlob {
-                    glob: original.to_owned(),
-                    reason: e.kind().to_string(),
-                })?;
-            if negated {
-                exclude.add(glob);
-            } else {
-                include.add(glob);
-                any_include = true;
-            }
-        }
-        let build = |b: GlobSetBuilder| {
-            b.build().map_err(|e| HashError::InvalidGlob {
-                glob: e.glob().unwrap_or_default().to_owned(),
-                reason: e.kind().to_string(),
-            })
-        };
-        Ok(NxGlobs {
-            include: build(include)?,
-            exclude: build(exclude)?,
-            any_include,
-        })
-    }
-
-    /// Whether `path` (relative, `/`-separated) is selected.
-    pub fn is_match(&self, path: &str) -> bool {
-        (!self.any_include || self.include.is_match(path)) && !self.exclude.is_match(path)
-    }
-}
-
-/// The extglob operator (`+`, `?`, `@`, `*`, `!`) of the first unescaped `X(` in `glob`.
-fn extglob_at(glob: &str) -> Option<char> {
-    let mut escaped = false;
-    let mut prev: Option<char> = None;
-    for c in glob.chars() {
-        if escaped {
-            escaped = false;
-            prev = None;
-            continue;
-        }
-        if c == '\\' {
-            escaped = true;
-            prev = None;
-            continue;
-        }
-        if c == '(' {
-            if let Some(p @ ('+' | '?' | '@' | '*' | '!')) = prev {
-                return Some(p);
-            }
-        }
-        prev = Some(c);
-    }
-    None
 }
 
 /// Options of [`hash_files`].
@@ -324,8 +241,11 @@ pub fn file_entry(path: &str, hash: u64) -> String {
     format!("{path}\0{hash}")
 }
 
-/// Hashes every file under `root` that `globs` select (see [`NxGlobs`]; no glob at all selects
-/// everything).
+/// Hashes every file under `root` that `globs` select: Nx's glob dialect, as
+/// [`NxGlobSet`] compiles it (the one `expandOutputs` uses): `!` excludes, `*`/`?` stay within a
+/// directory, `**` spans directories, `{a,b}`, `[...]`, extglobs rewritten as Nx does, a trailing
+/// `/` means everything below; a set without including globs (e.g. `[]`) selects every file not
+/// excluded. Paths are matched relative to `root`, `/`-separated.
 ///
 /// The walk (parallel, `ignore` crate):
 /// - unless `include_ignored`, honours `.gitignore` and `.nxignore` files found in `root` and below
@@ -345,8 +265,11 @@ pub fn hash_files<S: AsRef<str>>(
     globs: &[S],
     options: &HashFilesOptions,
 ) -> Result<HashedFiles, HashError> {
-    let matcher = NxGlobs::new(globs)?;
-    let listed = list_files(root, &matcher, options)?;
+    let matcher = NxGlobSet::new(globs).map_err(|e| HashError::InvalidGlob {
+        glob: e.glob,
+        reason: e.reason,
+    })?;
+    let listed = list_files(root, &matcher, &literal_prefixes(globs), options)?;
     let hashed: Vec<Option<FileHash>> = listed
         .into_par_iter()
         .map(|(path, abs)| Ok(hash_file_u64(&abs)?.map(|hash| FileHash { path, hash })))
@@ -357,7 +280,10 @@ pub fn hash_files<S: AsRef<str>>(
         if i > 0 {
             state.update(b",");
         }
-        state.update(file_entry(&f.path, f.hash).as_bytes());
+        // file_entry(path, hash), without building the string.
+        state.update(f.path.as_bytes());
+        state.update(b"\0");
+        state.update(to_decimal(f.hash).as_bytes());
     }
     Ok(HashedFiles {
         hash: state.digest(),
@@ -367,9 +293,10 @@ pub fn hash_files<S: AsRef<str>>(
 
 /// The files [`hash_files`] would hash, as `(relative path, absolute path)`, sorted by the relative
 /// path.
-pub fn list_files(
+fn list_files(
     root: &Path,
-    matcher: &NxGlobs,
+    matcher: &NxGlobSet,
+    prefixes: &Option<Vec<Vec<String>>>,
     options: &HashFilesOptions,
 ) -> Result<Vec<(String, PathBuf)>, HashError> {
     match fs::metadata(root) {
@@ -401,7 +328,16 @@ pub fn list_files(
     if respect {
         builder.add_custom_ignore_filename(".nxignore");
     }
-    builder.filter_entry(move |e| !skipped(e, respect));
+    // Directories that cannot hold a match (outside every including glob's literal leading
+    // directories) are not entered.
+    let prefixes = prefixes.clone();
+    let base = root.to_path_buf();
+    builder.filter_entry(move |e| {
+        !skipped(e, respect)
+            && prefixes
+                .as_deref()
+                .is_none_or(|p| may_hold_match(&base, e, p))
+    });
 
     let found: Mutex<Vec<Listed>> = Mutex::new(Vec::new());
     let failure: Mutex<Option<HashError>> = Mutex::new(None);
@@ -449,9 +385,55 @@ fn skipped(entry: &DirEntry, respect_ignores: bool) -> bool {
         .any(|(p, n)| name == *n && (p.is_empty() || (parent == *p && entry.depth() >= 2)))
 }
 
+/// The literal leading directories of every including glob as written (`src/app/**/*.ts` gives
+/// `["src", "app"]`): segments before the last one that contain no glob syntax at all. `None`
+/// when some including glob has none (or there is no including glob): a match can lie anywhere.
+/// Only a path above or below one of these prefixes can match.
+fn literal_prefixes<S: AsRef<str>>(globs: &[S]) -> Option<Vec<Vec<String>>> {
+    let mut out = Vec::new();
+    for glob in globs {
+        let glob = glob.as_ref();
+        if glob.starts_with('!') {
+            continue;
+        }
+        let segments: Vec<&str> = glob.split('/').collect();
+        let literal: Vec<String> = segments[..segments.len() - 1]
+            .iter()
+            .take_while(|s| {
+                !s.is_empty()
+                    && *s != &"."
+                    && *s != &".."
+                    && !s.contains(|c: char| "*?[]{}()!+@|,\\".contains(c))
+            })
+            .map(|s| (*s).to_owned())
+            .collect();
+        if literal.is_empty() {
+            return None;
+        }
+        out.push(literal);
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// Whether directory `entry` is above or below one of `prefixes` (files always pass: the globs
+/// decide for them).
+fn may_hold_match(root: &Path, entry: &DirEntry, prefixes: &[Vec<String>]) -> bool {
+    if entry.depth() == 0 || !entry.file_type().is_some_and(|t| t.is_dir()) {
+        return true;
+    }
+    let Some(rel) = relative(root, entry.path()) else {
+        return true;
+    };
+    let parts: Vec<&str> = rel.split('/').collect();
+    prefixes.iter().any(|prefix| {
+        let n = prefix.len().min(parts.len());
+        prefix[..n].iter().zip(&parts[..n]).all(|(a, b)| a == b)
+    })
+}
+
 struct Collector<'a> {
     root: &'a Path,
-    matcher: &'a NxGlobs,
+    matcher: &'a NxGlobSet,
     found: &'a Mutex<Vec<Listed>>,
     failure: &'a Mutex<Option<HashError>>,
 }
@@ -470,7 +452,7 @@ impl<'s> ignore::ParallelVisitorBuilder<'s> for Collector<'s> {
 
 struct Visitor<'a> {
     root: &'a Path,
-    matcher: &'a NxGlobs,
+    matcher: &'a NxGlobSet,
     local: Listed,
     found: &'a Mutex<Vec<Listed>>,
     failure: &'a Mutex<Option<HashError>>,
@@ -569,29 +551,16 @@ mod tests {
     }
 
     #[test]
-    fn globs_follow_nx_semantics() {
-        let g = NxGlobs::new(&["nested/", "!nested/*.{css,map}"]).unwrap();
-        assert!(g.is_match("nested/a.js"));
-        assert!(g.is_match("nested/deep/a.css"));
-        assert!(!g.is_match("nested/a.css"));
-        assert!(!g.is_match("other/a.js"));
-        let g = NxGlobs::new(&["!**/*.log"]).unwrap();
-        assert!(g.is_match("a/b.txt"));
-        assert!(!g.is_match("a/b.log"));
-        let g = NxGlobs::new(&["src/*.ts"]).unwrap();
-        assert!(g.is_match("src/a.ts"));
-        assert!(!g.is_match("src/x/a.ts"));
-        assert!(NxGlobs::new::<&str>(&[]).unwrap().is_match("anything"));
-    }
-
-    #[test]
-    fn invalid_globs_are_named() {
-        let e = NxGlobs::new(&["ok/**", "bad/[a"]).unwrap_err().to_string();
-        assert!(e.contains("bad/[a"), "{e}");
-        let e = NxGlobs::new(&["**/+(spec|test).ts"])
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("+(spec|test)") && e.contains("extglob"), "{e}");
-        assert!(NxGlobs::new(&[r"a\+(b).ts"]).is_ok());
+    fn literal_prefixes_are_conservative() {
+        let p = |g: &[&str]| literal_prefixes(g);
+        assert_eq!(
+            p(&["src/app/**/*.ts", "!src/app/x/**", "lib/"]),
+            Some(vec![vec!["src".into(), "app".into()], vec!["lib".into()]])
+        );
+        assert_eq!(p(&["src/**", "*.md"]), None);
+        assert_eq!(p(&["{a,b}/**"]), None);
+        assert_eq!(p(&["a/+(b|c)/**"]), Some(vec![vec!["a".into()]]));
+        assert_eq!(p(&["!a/**"]), None);
+        assert_eq!(p(&[]), None);
     }
 }

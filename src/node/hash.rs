@@ -124,9 +124,10 @@ pub fn hash_file_async(path: String) -> AsyncTask<HashFileTask> {
 
 /// Hashes every file under `root` that `globs` select, walking and hashing in parallel.
 ///
-/// Globs use Nx's syntax, relative to `root`: `!` excludes, `*`/`?` stay within a directory, `**`
-/// spans directories, `{a,b}`, `[...]`, `\` escapes, a trailing `/` means everything below; with
-/// no including glob every file is selected. Extglobs (`+(a|b)` ...) are rejected. `.gitignore`
+/// Globs use Nx's syntax (the same engine as `expandOutputs`), relative to `root`: `!` excludes,
+/// `*`/`?` stay within a directory, `**` spans directories, `{a,b}`, `[...]`, extglobs
+/// (`+(a|b)`, `?(x)`, ...) rewritten as Nx does, a trailing `/` means everything below; with no
+/// including glob (e.g. `[]`) every file not excluded is selected. `.gitignore`
 /// and `.nxignore` files inside `root` (not above it) and Nx's hardcoded ignores apply unless
 /// `options.includeIgnored`; `.git` is always skipped. Symlinks to files are hashed with their
 /// target's bytes; symlinked directories are not entered; dangling links are left out.

@@ -32,21 +32,33 @@ impl fmt::Display for GlobError {
 
 impl std::error::Error for GlobError {}
 
-/// Whether Nx treats `value` as a glob rather than a plain path (any of `!?@+*|,{}[]()`).
+/// Whether Nx treats an output entry as a glob rather than a plain path: a negation (leading
+/// `!`) or glob syntax (`*`, `?`, `{`, `[`, `(`). A directory named `@scope` or `a+b` is a path.
 pub fn contains_glob_pattern(value: &str) -> bool {
-    value.contains(|c: char| "!?@+*|,{}[]()".contains(c))
+    value.starts_with('!') || value.contains(['*', '?', '{', '[', '('])
 }
 
 /// Upper bound on the plain globs one extglob may expand into (each optional group doubles them).
 const MAX_ALTERNATIVES: usize = 4096;
+
+/// The directory a glob reads from: its leading segments up to the first one with glob syntax
+/// (`*`, `?`, `{`, `[`, `(`), without a trailing `/`. `""` is the root.
+pub fn target_directory(glob: &str) -> &str {
+    let mut end = 0;
+    for segment in glob.split('/') {
+        if segment.contains(['*', '?', '{', '[', '(']) {
+            break;
+        }
+        end = (end + segment.len() + 1).min(glob.len());
+    }
+    glob[..end].trim_end_matches('/')
+}
 
 /// A compiled set of Nx globs (see the module documentation for the semantics).
 #[derive(Debug)]
 pub struct NxGlobSet {
     include: GlobSet,
     exclude: GlobSet,
-    /// The including globs after rewriting, as globset sees them.
-    include_patterns: Vec<String>,
 }
 
 impl NxGlobSet {
@@ -71,7 +83,6 @@ impl NxGlobSet {
         }
         let mut include = GlobSetBuilder::new();
         let mut exclude = GlobSetBuilder::new();
-        let mut include_patterns = Vec::new();
         for (pattern, original) in plain {
             let (negated, body) = match pattern.strip_prefix('!') {
                 Some(rest) => (true, rest),
@@ -93,7 +104,6 @@ impl NxGlobSet {
                 exclude.add(compiled);
             } else {
                 include.add(compiled);
-                include_patterns.push(body);
             }
         }
         let build = |b: GlobSetBuilder| {
@@ -109,7 +119,6 @@ impl NxGlobSet {
         Ok(NxGlobSet {
             include: build(include)?,
             exclude: build(exclude)?,
-            include_patterns,
         })
     }
 
@@ -123,30 +132,6 @@ impl NxGlobSet {
         } else {
             self.include.is_match(path) && !self.exclude.is_match(path)
         }
-    }
-
-    /// The literal leading directories of every including glob (`dist/a/*.js` gives
-    /// `["dist", "a"]`), or `None` when some match can lie anywhere (no including glob, or one
-    /// that starts with a wildcard). Only a path under or above one of these can match.
-    pub fn literal_prefixes(&self) -> Option<Vec<Vec<String>>> {
-        if self.include_patterns.is_empty() {
-            return None;
-        }
-        let mut out = Vec::new();
-        for pattern in &self.include_patterns {
-            let segments: Vec<&str> = pattern.split('/').collect();
-            let dirs = &segments[..segments.len().saturating_sub(1)];
-            let literal: Vec<String> = dirs
-                .iter()
-                .take_while(|s| !s.contains(['*', '?', '[', ']', '{', '}', '\\']))
-                .map(|s| (*s).to_owned())
-                .collect();
-            if literal.is_empty() {
-                return None;
-            }
-            out.push(literal);
-        }
-        Some(out)
     }
 }
 
@@ -282,6 +267,11 @@ fn piece(t: &str) -> (Piece, &str) {
             return (Piece::ZeroOrOne(g), r);
         }
     }
+    if let Some(c) = t.chars().next() {
+        if matches!(c, '?' | '+' | '@' | '!') && !t[1..].starts_with('(') {
+            return (Piece::Text(c.to_string()), &t[1..]);
+        }
+    }
     // Plain text: up to the first `{,` if there is one, else up to the first `?+@!(`.
     let end = match t.find("{,") {
         Some(i) => i,
@@ -290,23 +280,15 @@ fn piece(t: &str) -> (Piece, &str) {
     (Piece::Text(t[..end].to_owned()), &t[end..])
 }
 
-/// The pieces of one path segment. Errors where Nx's parser stops making progress.
+/// The pieces of one path segment. A `?`, `+`, `@` or `!` that opens no group stands for itself
+/// (`@scope`, `g+en`, the `?` wildcard). Errors where Nx's parser stops making progress (a group
+/// that never closes).
 fn parse_segment(segment: &str) -> Result<Vec<Piece>, String> {
     let mut pieces = Vec::new();
     let mut rest = segment;
     while !rest.is_empty() {
         let before = rest.len();
-        // A `?`, `+` or `@` that does not open a group is dropped.
-        let mut t = rest;
-        if let Some(c) = t.chars().next() {
-            if matches!(c, '?' | '+' | '@') {
-                let after = &t[1..];
-                if !after.is_empty() && !after.starts_with('(') {
-                    t = after;
-                }
-            }
-        }
-        let (p, r) = piece(t);
+        let (p, r) = piece(rest);
         if r.len() == before {
             return Err(format!(
                 "cannot read the extglob segment '{segment}' at '{rest}'"
@@ -335,11 +317,15 @@ fn expand_segment(
     };
     let rest = &pieces[1..];
     let with = format!("{existing}{}", first.render());
-    // Leaving an optional or negated group out of a middle segment makes the segment `*`.
+    // Leaving a `*(..)` or `!(..)` group out of a middle segment makes the segment `*`.
     let without = if last { existing } else { "*" };
     match first {
-        Piece::ZeroOrMore(_) | Piece::ZeroOrOne(_) => {
+        Piece::ZeroOrMore(_) => {
             expand_segment(without, rest, last, negative, out)?;
+            expand_segment(&with, rest, last, negative, out)
+        }
+        Piece::ZeroOrOne(_) => {
+            expand_segment(existing, rest, last, negative, out)?;
             expand_segment(&with, rest, last, negative, out)
         }
         Piece::Negated(_) => {
@@ -443,15 +429,18 @@ mod tests {
             conv("packages/!(package-a)*/package.json"),
             ["!packages/package-a*/", "packages/*/package.json"]
         );
+        // `+`, `@`, `?` and `!` that open no group stand for themselves.
         assert_eq!(
             conv("libs/**/?(*.)+spec.ts?(.snap)"),
             [
-                "libs/**/*.spec.ts",
-                "libs/**/*.spec.ts.snap",
-                "libs/**/spec.ts",
-                "libs/**/spec.ts.snap"
+                "libs/**/*.+spec.ts",
+                "libs/**/*.+spec.ts.snap",
+                "libs/**/+spec.ts",
+                "libs/**/+spec.ts.snap"
             ]
         );
+        assert_eq!(conv("@scope/+(index).js"), ["@scope/index.js"]);
+        assert_eq!(conv("a/x?(s)y/b"), ["a/xsy/b", "a/xy/b"]);
         // The last-segment quirk: `!(a)` there only excludes the exact name `a`.
         assert_eq!(conv("dist/!(a|b)"), ["!dist/{a,b}", "dist/"]);
         assert_eq!(
@@ -464,7 +453,9 @@ mod tests {
     fn unreadable_extglobs_are_errors() {
         assert!(convert_extglob("dist/!(a").is_err());
         assert!(convert_extglob("dist/a(b").is_err());
-        assert!(convert_extglob("dist/x!y").is_err());
+        assert!(convert_extglob("?(").is_err());
+        assert!(convert_extglob("a/@(b/c)").is_err());
+        assert!(convert_extglob("dist/x!y").is_ok());
     }
 
     #[test]
@@ -481,7 +472,17 @@ mod tests {
         let s = NxGlobSet::new(&["dist/"]).unwrap();
         assert!(s.is_match("dist/a/b"));
         assert!(!s.is_match("other"));
-        assert_eq!(s.literal_prefixes(), Some(vec![vec!["dist".to_owned()]]));
+    }
+
+    #[test]
+    fn target_directories() {
+        assert_eq!(target_directory("dist/app/**/*.js"), "dist/app");
+        assert_eq!(target_directory("dist/app/"), "dist/app");
+        assert_eq!(target_directory("top.js"), "top.js");
+        assert_eq!(target_directory("**/*.js"), "");
+        assert_eq!(target_directory("@scope/a+b/!(x)"), "@scope/a+b");
+        assert_eq!(target_directory("{a,b}/x"), "");
+        assert_eq!(target_directory("out//sub/*"), "out//sub");
     }
 
     #[test]

@@ -22,7 +22,7 @@
 pub mod glob;
 mod walk;
 
-use glob::{contains_glob_pattern, GlobError, NxGlobSet};
+use glob::{contains_glob_pattern, target_directory, GlobError, NxGlobSet};
 use rayon::prelude::*;
 use std::path::Path;
 
@@ -44,6 +44,30 @@ struct GlobPlan {
     prune: NxGlobSet,
     /// Some entry is a negation: directories are not returned.
     files_only: bool,
+    /// The selecting globs, each ending in `/` when it names an existing directory.
+    positive: Vec<String>,
+}
+
+impl GlobPlan {
+    fn run(&self, root: &Path, collect_files: bool) -> Vec<String> {
+        let walk = walk::GlobWalk {
+            select: &self.select,
+            prune: &self.prune,
+            files_only: self.files_only,
+            collect_files,
+            root,
+        };
+        let targets: Vec<&str> = if self.positive.is_empty() {
+            vec![""]
+        } else {
+            self.positive.iter().map(|g| target_directory(g)).collect()
+        };
+        let per_root: Vec<Vec<String>> = walk::walk_roots(targets)
+            .into_par_iter()
+            .map(|start| walk.walk_from(start))
+            .collect();
+        per_root.concat()
+    }
 }
 
 fn plan(root: &Path, entries: &[String]) -> Result<GlobPlan, OutputsError> {
@@ -77,6 +101,7 @@ fn plan(root: &Path, entries: &[String]) -> Result<GlobPlan, OutputsError> {
         select,
         prune,
         files_only: !negated.is_empty(),
+        positive,
     })
 }
 
@@ -92,7 +117,7 @@ pub fn expand_outputs(root: &Path, entries: &[String]) -> Result<Vec<String>, Ou
             .collect());
     }
     let plan = plan(root, entries)?;
-    let mut found = walk::expand(root, &plan.select, &plan.prune, plan.files_only);
+    let mut found = plan.run(root, false);
     found.par_sort_unstable();
     Ok(found)
 }
@@ -102,7 +127,7 @@ pub fn expand_outputs(root: &Path, entries: &[String]) -> Result<Vec<String>, Ou
 pub fn get_files_for_outputs(root: &Path, entries: &[String]) -> Result<Vec<String>, OutputsError> {
     let mut files = if entries.iter().any(|e| contains_glob_pattern(e)) {
         let plan = plan(root, entries)?;
-        walk::files_for_globs(root, &plan.select, &plan.prune, plan.files_only)
+        plan.run(root, true)
     } else {
         let per_entry: Vec<Vec<String>> = entries
             .par_iter()

@@ -16,72 +16,82 @@ fn normalized(path: &Path) -> String {
 }
 
 /// What a glob walk needs to know.
-struct GlobWalk<'a> {
-    select: &'a NxGlobSet,
-    prune: &'a NxGlobSet,
-    files_only: bool,
-    /// Literal leading directories of the selecting globs, `a/b` form; `None`: walk everything.
-    prefixes: Option<Vec<String>>,
+pub(super) struct GlobWalk<'a> {
+    /// Selects workspace-relative paths.
+    pub select: &'a NxGlobSet,
+    /// Prunes absolute paths (built-in ignores and negations).
+    pub prune: &'a NxGlobSet,
+    /// Directories are not returned (some entry is a negation).
+    pub files_only: bool,
     /// Collect files (a selected directory is read whole) rather than the selected paths.
-    collect_files: bool,
-    root: &'a Path,
+    pub collect_files: bool,
+    /// The workspace root.
+    pub root: &'a Path,
 }
 
 impl GlobWalk<'_> {
-    /// Whether a directory at `rel` can hold a selected path.
-    fn may_hold(&self, rel: &Path) -> bool {
-        let Some(prefixes) = &self.prefixes else {
-            return true;
-        };
-        let rel = rel.to_string_lossy();
-        prefixes.iter().any(|p| {
-            p.as_str() == rel
-                || (p.len() > rel.len()
-                    && p.starts_with(rel.as_ref())
-                    && p.as_bytes()[rel.len()] == b'/')
-                || (rel.len() > p.len()
-                    && rel.starts_with(p.as_str())
-                    && rel.as_bytes()[p.len()] == b'/')
-        })
+    fn pruned(&self, abs: &Path) -> bool {
+        self.prune.is_match(abs.to_string_lossy().as_ref())
     }
 
-    fn visit(&self, dir_abs: &Path, dir_rel: &Path) -> Vec<String> {
+    /// Handles one walked path; returns whether to descend into it.
+    fn visit_entry(
+        &self,
+        abs: &Path,
+        is_dir: bool,
+        out: &mut Vec<String>,
+        whole: &mut Vec<PathBuf>,
+    ) -> bool {
+        let Ok(rel) = abs.strip_prefix(self.root) else {
+            return is_dir;
+        };
+        if !(self.files_only && is_dir) && self.select.is_match(rel) {
+            let rel_string = normalized(rel);
+            if !self.collect_files {
+                out.push(rel_string);
+            } else if is_dir {
+                // A selected directory stands for every file below it, ignores or not.
+                whole.push(abs.to_path_buf());
+                return false;
+            } else if fs::metadata(self.root.join(&rel_string)).is_ok_and(|m| m.is_file()) {
+                out.push(rel_string);
+            }
+        }
+        is_dir
+    }
+
+    fn visit_dir(&self, dir_abs: &Path) -> Vec<String> {
         let Ok(read) = fs::read_dir(dir_abs) else {
             return Vec::new();
         };
         let mut out = Vec::new();
-        let mut subdirs: Vec<(PathBuf, PathBuf)> = Vec::new();
+        let mut subdirs: Vec<PathBuf> = Vec::new();
         let mut whole: Vec<PathBuf> = Vec::new();
         for entry in read.flatten() {
-            let name = entry.file_name();
-            let abs = dir_abs.join(&name);
-            if self.prune.is_match(abs.to_string_lossy().as_ref()) {
+            let abs = dir_abs.join(entry.file_name());
+            if self.pruned(&abs) {
                 continue;
             }
             let Ok(file_type) = entry.file_type() else {
                 continue;
             };
-            let rel = dir_rel.join(&name);
-            let is_dir = file_type.is_dir();
-            if !(self.files_only && is_dir) && self.select.is_match(&rel) {
-                if !self.collect_files {
-                    out.push(normalized(&rel));
-                } else if is_dir {
-                    // A selected directory stands for every file below it, ignores or not.
-                    whole.push(abs);
-                    continue;
-                } else if fs::metadata(self.root.join(&rel)).is_ok_and(|m| m.is_file()) {
-                    out.push(normalized(&rel));
-                }
-            }
-            if is_dir && self.may_hold(&rel) {
-                subdirs.push((abs, rel));
+            if self.visit_entry(&abs, file_type.is_dir(), &mut out, &mut whole) {
+                subdirs.push(abs);
             }
         }
+        self.finish(out, subdirs, whole)
+    }
+
+    fn finish(
+        &self,
+        mut out: Vec<String>,
+        subdirs: Vec<PathBuf>,
+        whole: Vec<PathBuf>,
+    ) -> Vec<String> {
         let root = self.root;
         let nested: Vec<Vec<String>> = subdirs
             .into_par_iter()
-            .map(|(abs, rel)| self.visit(&abs, &rel))
+            .map(|abs| self.visit_dir(&abs))
             .chain(whole.into_par_iter().map(|abs| all_files(root, &abs)))
             .collect();
         for mut n in nested {
@@ -89,51 +99,60 @@ impl GlobWalk<'_> {
         }
         out
     }
-}
 
-/// Walks `root` for a glob plan, see [`super::expand_outputs`].
-pub(super) fn expand(
-    root: &Path,
-    select: &NxGlobSet,
-    prune: &NxGlobSet,
-    files_only: bool,
-) -> Vec<String> {
-    run(root, select, prune, files_only, false)
-}
-
-/// Walks `root` for a glob plan and turns what it selects into files, see
-/// [`super::get_files_for_outputs`].
-pub(super) fn files_for_globs(
-    root: &Path,
-    select: &NxGlobSet,
-    prune: &NxGlobSet,
-    files_only: bool,
-) -> Vec<String> {
-    run(root, select, prune, files_only, true)
-}
-
-fn run(
-    root: &Path,
-    select: &NxGlobSet,
-    prune: &NxGlobSet,
-    files_only: bool,
-    collect_files: bool,
-) -> Vec<String> {
-    // Nx applies its pruning to the walk's root too.
-    if prune.is_match(root.to_string_lossy().as_ref()) {
-        return Vec::new();
+    /// Walks below the workspace-relative directory `start` (a glob's target directory): the
+    /// path itself, then everything below it. The path is joined segment by segment, so `a//b`
+    /// reads `a/b` while `./a` and `a/./b` keep their `.` (which a glob spelled without it then
+    /// does not match, as in Nx). The way down is held to the rules of the walk: pruned
+    /// directories and links to directories are not passed through.
+    pub fn walk_from(&self, start: &str) -> Vec<String> {
+        let mut abs = self.root.to_path_buf();
+        let segments: Vec<&str> = start.split('/').filter(|s| !s.is_empty()).collect();
+        if segments.is_empty() {
+            // The root itself: walked, as long as it is not pruned itself.
+            if self.pruned(&abs) {
+                return Vec::new();
+            }
+            return self.visit_dir(&abs);
+        }
+        let last = segments.len() - 1;
+        for (i, segment) in segments.iter().enumerate() {
+            abs.push(segment);
+            if matches!(*segment, "." | "..") {
+                continue;
+            }
+            let Ok(meta) = fs::symlink_metadata(&abs) else {
+                return Vec::new();
+            };
+            if self.pruned(&abs) || (i < last && !meta.is_dir()) {
+                return Vec::new();
+            }
+        }
+        let is_dir = fs::symlink_metadata(&abs).is_ok_and(|m| m.is_dir());
+        let mut out = Vec::new();
+        let mut whole = Vec::new();
+        let descend = self.visit_entry(&abs, is_dir, &mut out, &mut whole);
+        let subdirs = if descend { vec![abs] } else { Vec::new() };
+        self.finish(out, subdirs, whole)
     }
-    let walk = GlobWalk {
-        select,
-        prune,
-        files_only,
-        prefixes: select
-            .literal_prefixes()
-            .map(|ps| ps.into_iter().map(|p| p.join("/")).collect()),
-        collect_files,
-        root,
-    };
-    walk.visit(root, Path::new(""))
+}
+
+/// The directories to walk for these target directories, as Nx picks them: each spelling once,
+/// none below another one (compared as written, so `a//b` is not below `a/b`).
+pub(super) fn walk_roots(mut targets: Vec<&str>) -> Vec<&str> {
+    targets.sort_by_key(|t| t.len());
+    let mut kept: Vec<&str> = Vec::new();
+    for t in targets {
+        let covered = kept.iter().any(|k| {
+            k.is_empty()
+                || t == *k
+                || (t.starts_with(k) && t.as_bytes().get(k.len()) == Some(&b'/'))
+        });
+        if !covered {
+            kept.push(t);
+        }
+    }
+    kept
 }
 
 /// The files one plain (non-glob) entry names: itself when it is a file (or a link to one), every

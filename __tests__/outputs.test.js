@@ -15,7 +15,7 @@ const ours = require(root);
 const nx = require(require.resolve('nx/src/native', { paths: [root] }));
 
 const SEED = Number(process.env.OUTPUTS_SEED || 20261121);
-const TREES = Number(process.env.OUTPUTS_TREES || 40);
+const TREES = Number(process.env.OUTPUTS_TREES || 60);
 const CASES = Number(process.env.OUTPUTS_CASES || 120);
 
 /** @param {number} seed @returns {() => number} mulberry32, uniform in [0, 1) */
@@ -30,7 +30,7 @@ function rng(seed) {
   };
 }
 
-const DIR_NAMES = ['a', 'b', 'c', 'dist', 'out', 'sub', 'x', 'lib', 'cache', '.next', 'a+b', '@scope'];
+const DIR_NAMES = ['a', 'b', 'c', 'dist', 'out', 'sub', 'x', 'lib', 'cache', '.next', 'a+b', '@scope', 'a,b', 'p(q)'];
 const IGNORED = ['node_modules', '.git', '.nx/cache', '.nx/workspace-data', '.yarn/cache', '.nx'];
 const FILE_NAMES = ['f.js', 'g.map', 'index.js', 'index.js.map', 'x.js', 'a.ts', 'h.d.ts', 'README.md', '1.js', 'b', '.env'];
 
@@ -137,6 +137,23 @@ function makeEntries(r, t) {
     () => `${dir()}//${pick(['a', 'b', 'sub'])}`,
     () => `missing/${pick(['x.js', '**', '*.js'])}`,
     () => `${dir()}/${pick(['?.js', '*.d.ts', 'index.*', '**/index.js'])}`,
+    () => `${dir()}/?(sub)/**`,
+    () => `${dir()}/*(a)/**`,
+    () => `${dir()}/[!a]*`,
+    () => `${dir()}/a!b`,
+    () => `${dir()}/*.js?`,
+    () => `{${dir()},${dir()}}/**`,
+    () => `${dir()}/**/!(index).js`,
+    () => `!${dir()}/!(a)`,
+    () => `!${dir()}/*.{js,map}`,
+    () => `${dir()}/../${dir()}/**`,
+    () => `${file()}/`,
+    () => `**/${pick(['a', 'b', 'sub', '.next'])}/**`,
+    () => `${dir()}/\\*`,
+    () => `${dir()}/{a,{b,c}}/**`,
+    () => `${dir()}/x?(s)y`,
+    () => `${dir()}/!(a)*/**`,
+    () => `./${dir()}/**/*.js`,
     // Invalid globs: both sides must throw.
     () => pick(['dist/[a', 'out/{x', `${dir()}/!(a`]),
   ];

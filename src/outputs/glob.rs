@@ -32,26 +32,47 @@ impl fmt::Display for GlobError {
 
 impl std::error::Error for GlobError {}
 
+/// Whether a path segment carries glob syntax: an unescaped `*`, `?`, `[`, `{`, `}` or `(`.
+/// `@scope`, `a+b` and `x\*` (an escaped `*`) are names.
+fn is_pattern_segment(segment: &str) -> bool {
+    let mut chars = segment.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if cfg!(not(windows)) => {
+                chars.next();
+            }
+            '*' | '?' | '[' | '{' | '}' | '(' => return true,
+            _ => {}
+        }
+    }
+    false
+}
+
 /// Whether Nx treats an output entry as a glob rather than a plain path: a negation (leading
-/// `!`) or glob syntax (`*`, `?`, `{`, `[`, `(`). A directory named `@scope` or `a+b` is a path.
+/// `!`) or a segment with glob syntax (see [`is_pattern_segment`]).
 pub fn contains_glob_pattern(value: &str) -> bool {
-    value.starts_with('!') || value.contains(['*', '?', '{', '[', '('])
+    value.starts_with('!') || value.split('/').any(is_pattern_segment)
 }
 
 /// Upper bound on the plain globs one extglob may expand into (each optional group doubles them).
 const MAX_ALTERNATIVES: usize = 4096;
 
-/// The directory a glob reads from: its leading segments up to the first one with glob syntax
-/// (`*`, `?`, `{`, `[`, `(`), without a trailing `/`. `""` is the root.
+/// The directory a glob reads from: its leading segments up to the first one with glob syntax,
+/// without a trailing `/`. `""` is the root, and so is `.`.
 pub fn target_directory(glob: &str) -> &str {
     let mut end = 0;
     for segment in glob.split('/') {
-        if segment.contains(['*', '?', '{', '[', '(']) {
+        if is_pattern_segment(segment) {
             break;
         }
         end = (end + segment.len() + 1).min(glob.len());
     }
-    glob[..end].trim_end_matches('/')
+    let dir = glob[..end].trim_end_matches('/');
+    if dir.split('/').all(|s| s.is_empty() || s == ".") {
+        ""
+    } else {
+        dir
+    }
 }
 
 /// A compiled set of Nx globs (see the module documentation for the semantics).
@@ -483,6 +504,13 @@ mod tests {
         assert_eq!(target_directory("@scope/a+b/!(x)"), "@scope/a+b");
         assert_eq!(target_directory("{a,b}/x"), "");
         assert_eq!(target_directory("out//sub/*"), "out//sub");
+        assert_eq!(target_directory("./*.js"), "");
+        assert_eq!(target_directory("./out/*.js"), "./out");
+        assert_eq!(target_directory("lib/\\*"), "lib/\\*");
+        assert!(!contains_glob_pattern("lib/\\*"));
+        assert!(!contains_glob_pattern("@scope/a+b/x!y"));
+        assert!(contains_glob_pattern("!x"));
+        assert!(contains_glob_pattern("a/b}"));
     }
 
     #[test]

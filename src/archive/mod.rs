@@ -11,7 +11,8 @@
 //! # Formats
 //!
 //! - [`Format::Zstd`] (default): the tar stream compressed with zstd (multi-threaded, content
-//!   checksum on, level 3 unless told otherwise).
+//!   checksum on, level 6 unless told otherwise: on mixed outputs it is
+//!   no larger than gzip level 6, and still many times faster).
 //! - [`Format::Nx`]: the tar stream compressed with gzip level 6 (flate2's default), which Nx's own
 //!   client restores, and which is what it uploads.
 //!

@@ -7,6 +7,9 @@ use std::fs;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Component, Path, PathBuf};
 
+/// The default zstd level.
+pub const DEFAULT_ZSTD_LEVEL: i32 = 6;
+
 /// What to pack.
 #[derive(Debug, Clone, Default)]
 pub struct PackOptions {
@@ -24,7 +27,7 @@ pub struct PackOptions {
     pub code: u32,
     /// The compression format.
     pub format: Format,
-    /// Compression level: zstd 1..=22 (default 3), or gzip 0..=9 for `nx` (default 6).
+    /// Compression level: zstd 1..=22 (default 6), or gzip 0..=9 for `nx` (default 6).
     pub level: Option<i32>,
     /// zstd worker threads (default: available parallelism). Ignored for `nx`.
     pub threads: Option<u32>,
@@ -351,7 +354,7 @@ fn codec(opts: &PackOptions) -> Result<Codec, Error> {
     match opts.format {
         Format::Zstd => {
             let range = zstd::compression_level_range();
-            let level = opts.level.unwrap_or(3);
+            let level = opts.level.unwrap_or(DEFAULT_ZSTD_LEVEL);
             if level < 1 || !range.contains(&level) {
                 return Err(Error::new(format!(
                     "level: {level} is not a zstd level (1..={})",

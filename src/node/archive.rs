@@ -25,7 +25,7 @@ pub struct PackOptions {
     /// `zstd` (default: tar + zstd, multi-threaded) or `nx` (tar.gz level 6, what Nx's own
     /// remote-cache client reads and writes).
     pub format: Option<String>,
-    /// Compression level: zstd 1..=22 (default 3); gzip 0..=9 for `nx` (default 6).
+    /// Compression level: zstd 1..=22 (default 6); gzip 0..=9 for `nx` (default 6).
     pub level: Option<i32>,
     /// zstd worker threads (default: the number of CPUs).
     pub threads: Option<u32>,

@@ -12,8 +12,10 @@
 //! everything below (`dir/` is `dir/**`).
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// A glob that cannot be compiled: the glob as written and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,6 +156,29 @@ impl NxGlobSet {
             self.include.is_match(path) && !self.exclude.is_match(path)
         }
     }
+}
+
+/// Compiled sets by their globs: a task's outputs are expanded more than once per run (hashing,
+/// storing, restoring), and compiling a set costs more than matching with it.
+static CACHE: OnceLock<Mutex<HashMap<String, Arc<NxGlobSet>>>> = OnceLock::new();
+/// Beyond this many sets the cache starts over (a bound on memory, not a tuning knob).
+const CACHE_LIMIT: usize = 4096;
+
+/// [`NxGlobSet::new`], compiled once per distinct list of globs (in that order) per process.
+pub fn cached_set(globs: &[String]) -> Result<Arc<NxGlobSet>, GlobError> {
+    let key = globs.join("\0");
+    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+    if let Some(set) = cache.lock().ok().and_then(|m| m.get(&key).cloned()) {
+        return Ok(set);
+    }
+    let set = Arc::new(NxGlobSet::new(globs)?);
+    if let Ok(mut m) = cache.lock() {
+        if m.len() >= CACHE_LIMIT {
+            m.clear();
+        }
+        m.insert(key, Arc::clone(&set));
+    }
+    Ok(set)
 }
 
 /// `{a,b,c}` as a whole glob (its first brace closing at the last character) is split into its

@@ -22,9 +22,10 @@
 pub mod glob;
 mod walk;
 
-use glob::{contains_glob_pattern, target_directory, GlobError, NxGlobSet};
+use glob::{cached_set, contains_glob_pattern, target_directory, GlobError, NxGlobSet};
 use rayon::prelude::*;
 use std::path::Path;
+use std::sync::Arc;
 
 /// The directories Nx never enters when it expands a glob.
 pub const BUILTIN_IGNORES: &[&str] = &[
@@ -40,8 +41,8 @@ pub type OutputsError = GlobError;
 
 /// The compiled glob side of one entry list.
 struct GlobPlan {
-    select: NxGlobSet,
-    prune: NxGlobSet,
+    select: Arc<NxGlobSet>,
+    prune: Arc<NxGlobSet>,
     /// Some entry is a negation: directories are not returned.
     files_only: bool,
     /// The selecting globs, each ending in `/` when it names an existing directory.
@@ -82,10 +83,10 @@ fn plan(root: &Path, entries: &[String]) -> Result<GlobPlan, OutputsError> {
             positive.push(entry.clone());
         }
     }
-    let select = NxGlobSet::new(&positive)?;
+    let select = cached_set(&positive)?;
     let mut prune: Vec<String> = BUILTIN_IGNORES.iter().map(|s| (*s).to_owned()).collect();
     prune.extend(negated.iter().map(|n| format!("**/{n}")));
-    let prune = NxGlobSet::new(&prune).map_err(|e| {
+    let prune = cached_set(&prune).map_err(|e| {
         // Name the entry as the user wrote it, not its `**/` form.
         let glob = negated
             .iter()

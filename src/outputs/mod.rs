@@ -2,20 +2,25 @@
 //! computes them (`expandOutputs`, used to copy outputs to and from the cache, and
 //! `getFilesForOutputsBatch`, used to hash them).
 //!
-//! Nx's rules, quirks included:
-//! - When no entry contains a glob character (`!?@+*|,{}[]()`), `expand_outputs` returns the
-//!   entries that exist (following symlinks), verbatim and in order.
+//! Nx's rules, quirks included (each checked against nx 24.0.6 by `__tests__/outputs.test.js`):
+//! - An entry is a glob when it starts with `!` or a segment holds an unescaped `*`, `?`, `[`,
+//!   `{`, `}` or `(`; `@scope`, `a+b` and `x\*` are plain names. With no glob entry,
+//!   `expand_outputs` returns the entries that exist (following symlinks), verbatim and in order.
 //! - Otherwise every entry is a glob relative to the root (an existing directory `d` becomes `d/`,
-//!   i.e. `d/**`); entries starting with `!` are negations. The tree is walked without following
-//!   symlinks; directories named by Nx's built-in ignores (`**/node_modules`, `**/.git`,
-//!   `**/.nx/cache`, `**/.nx/workspace-data`, `**/.yarn/cache`) and every negation, as
-//!   `**/<negation>`, prune the walk (matched against the absolute path). Every walked path the
-//!   globs select is returned: directories and files, or, as soon as one entry is a negation,
-//!   everything but directories.
+//!   i.e. `d/**`); entries starting with `!` are negations. Each glob is read from its target
+//!   directory (its leading literal segments, `//` collapsed, `.` kept; nested ones walked once,
+//!   compared as written, so `./a` and `a` are walked twice and Nx returns duplicates). Walks do
+//!   not follow symlinks; Nx's built-in ignores (`**/node_modules`, `**/.git`, `**/.nx/cache`,
+//!   `**/.nx/workspace-data`, `**/.yarn/cache`) and every negation, as `**/<negation>`, prune
+//!   them, matched against absolute paths, including on the way down to a target directory.
+//!   Every walked path (as `Path::strip_prefix` spells it) that the globs select is returned:
+//!   directories and files, or, as soon as one entry is a negation, everything but directories.
 //! - `get_files_for_outputs` turns each of those into files: a file (or a link to one) as is,
 //!   a real directory as every file below it (no ignores, links to files kept, links to
 //!   directories not entered), anything else (a link to a directory, a dangling link, a FIFO)
-//!   as nothing. The result is sorted and deduplicated.
+//!   as nothing. Without a glob entry the entries themselves are turned into files that way.
+//!   The result is sorted and deduplicated.
+//! - An invalid glob is an error naming it (Nx aborts the whole process on an invalid negation).
 //!
 //! Extglob entries follow Nx's rewrite (see [`glob`]).
 

@@ -51,7 +51,7 @@ fn is_pattern_segment(segment: &str) -> bool {
 }
 
 /// Whether Nx treats an output entry as a glob rather than a plain path: a negation (leading
-/// `!`) or a segment with glob syntax (see [`is_pattern_segment`]).
+/// `!`) or a segment with unescaped glob syntax (`*`, `?`, `[`, `{`, `}`, `(`).
 pub fn contains_glob_pattern(value: &str) -> bool {
     value.starts_with('!') || value.split('/').any(is_pattern_segment)
 }

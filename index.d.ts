@@ -53,6 +53,151 @@ export interface CacheStats {
 }
 
 /**
+ * Expands output entries (relative to `root`) into the existing paths they name, exactly as Nx's
+ * `expandOutputs`: without any glob entry, the existing entries verbatim and in order; otherwise
+ * every path the globs select (directories too, unless an entry is a `!` negation), sorted.
+ * Throws, naming the glob, on an invalid glob.
+ */
+export declare function expandOutputs(root: string, entries: Array<string>): Array<string>
+
+/** `expandOutputs` on the libuv thread pool. */
+export declare function expandOutputsAsync(root: string, entries: Array<string>): Promise<Array<string>>
+
+/** One hashed file. */
+export interface FileHash {
+  /** Relative to the root, `/`-separated. */
+  path: string
+  /** xxh3-64 of the contents, decimal: the value Nx's `hashFile` gives. */
+  hash: string
+}
+
+/**
+ * The files output entries (relative to `root`) name, sorted and deduplicated: what Nx's
+ * `getFilesForOutputsBatch(root, [entries])[0]` returns. Throws, naming the glob, on an invalid
+ * glob.
+ */
+export declare function getFilesForOutputs(root: string, entries: Array<string>): Array<string>
+
+/** `getFilesForOutputs` on the libuv thread pool. */
+export declare function getFilesForOutputsAsync(root: string, entries: Array<string>): Promise<Array<string>>
+
+/**
+ * `getFilesForOutputs` for many tasks at once, in parallel: one sorted file list per entry list,
+ * in order, exactly as Nx's `getFilesForOutputsBatch`. Throws on the first invalid glob.
+ */
+export declare function getFilesForOutputsBatch(root: string, entriesBatch: Array<Array<string>>): Array<Array<string>>
+
+/** `getFilesForOutputsBatch` on the libuv thread pool. */
+export declare function getFilesForOutputsBatchAsync(root: string, entriesBatch: Array<Array<string>>): Promise<Array<Array<string>>>
+
+/**
+ * xxh3-64 (seed 0, decimal) of the non-null entries joined with `,`: the value Nx's native
+ * `hashArray` gives (so `[]`, `['']` and `[null]` hash alike).
+ */
+export declare function hashArray(input: Array<string | undefined | null>): string
+
+/** `hashArray` on the libuv thread pool. */
+export declare function hashArrayAsync(input: Array<string | undefined | null>): Promise<string>
+
+/**
+ * xxh3-64 (seed 0, decimal) of a file's bytes, streamed: the value Nx's native `hashFile` gives.
+ * Follows symlinks. `null` when the path does not exist (also a dangling symlink) or is a
+ * directory; throws, naming the path and the OS error, when it cannot be read (permission
+ * denied, I/O error) or is a FIFO, socket or device.
+ */
+export declare function hashFile(path: string): string | null
+
+/** `hashFile` on the libuv thread pool. */
+export declare function hashFileAsync(path: string): Promise<string | null>
+
+/**
+ * Hashes every file under `root` that `globs` select, walking and hashing in parallel.
+ *
+ * Globs use Nx's syntax (the same engine as `expandOutputs`), relative to `root`: `!` excludes,
+ * `*`/`?` stay within a directory, `**` spans directories, `{a,b}`, `[...]`, extglobs
+ * (`+(a|b)`, `?(x)`, ...) rewritten as Nx does, a trailing `/` means everything below; with no
+ * including glob (e.g. `[]`) every file not excluded is selected. `.gitignore`
+ * and `.nxignore` files inside `root` (not above it) and Nx's hardcoded ignores apply unless
+ * `options.includeIgnored`; `.git` is always skipped. Symlinks to files are hashed with their
+ * target's bytes; symlinked directories are not entered; dangling links are left out.
+ *
+ * Throws on an invalid glob (naming it), a root that is not a directory, or an unreadable file or
+ * directory (naming the path).
+ */
+export declare function hashFiles(root: string, globs: Array<string>, options?: HashFilesOptions | undefined | null): HashFilesResult
+
+/**
+ * `hashFiles` off the JS thread (the walk and hashing run on native threads; the promise settles
+ * on the event loop).
+ */
+export declare function hashFilesAsync(root: string, globs: Array<string>, options?: HashFilesOptions | undefined | null): Promise<HashFilesResult>
+
+/** Options of `hashFiles`. */
+export interface HashFilesOptions {
+  /**
+   * Also walk what `.gitignore` / `.nxignore` and Nx's hardcoded ignores (`node_modules`,
+   * `.nx/cache`, `.nx/workspace-data`, `.yarn/cache`) exclude. `.git` is always skipped.
+   * Default false.
+   */
+  includeIgnored?: boolean
+}
+
+/** The result of `hashFiles`. */
+export interface HashFilesResult {
+  /**
+   * `hashArray(files.map(f => f.path + '\0' + f.hash))`: each entry is the relative path, a NUL
+   * character and the decimal file hash.
+   */
+  hash: string
+  /** Sorted by path (UTF-8 byte order). */
+  files: Array<FileHash>
+}
+
+/**
+ * Packs the outputs plus the terminal output and exit code into one reproducible archive (same
+ * inputs, same bytes). Returns the archive, or null when `output` is given (the file is written).
+ * Throws an error naming the path and the reason.
+ */
+export declare function pack(options: PackOptions): Buffer | null
+
+/** `pack` off the JS thread (libuv pool); resolves to the archive, or null when `output` is given. */
+export declare function packAsync(options: PackOptions): Promise<Buffer | null>
+
+/** Options of `pack`. */
+export interface PackOptions {
+  /** The directory the paths are relative to. */
+  root: string
+  /**
+   * Nx output entries relative to `root`: paths, directories and globs (with `!` negations),
+   * expanded exactly as Nx's `expandOutputs`; entries that match nothing are skipped.
+   */
+  entries?: Array<string>
+  /**
+   * Explicit relative paths of files, symlinks or directories (walked). A missing one is an
+   * error.
+   */
+  files?: Array<string>
+  /** The task's terminal output (stored as the `terminalOutput` entry). */
+  terminalOutput: string
+  /** The task's exit code (stored as the `code` entry, 4 bytes big-endian). */
+  code: number
+  /**
+   * `zstd` (default: tar + zstd, multi-threaded) or `nx` (tar.gz level 6, what Nx's own
+   * remote-cache client reads and writes).
+   */
+  format?: string
+  /** Compression level: zstd 1..=22 (default 6); gzip 0..=9 for `nx` (default 6). */
+  level?: number
+  /** zstd worker threads (default: the number of CPUs). */
+  threads?: number
+  /**
+   * Write the archive to this file (atomically: temporary file, then rename) instead of
+   * returning it.
+   */
+  output?: string
+}
+
+/**
  * Resolves plugin options (from nx.json) and environment into the effective configuration.
  * Throws an error naming the option, the value and the allowed values on any mistake.
  */
@@ -70,4 +215,31 @@ export interface ResolvedConfig {
   /** Why this mode applies, e.g. `ciMode (CI detected)`. */
   modeSource: string
   debug: boolean
+}
+
+/**
+ * Unpacks an archive (a Buffer, or the path of an archive file; zstd or Nx's tar.gz, detected by
+ * magic bytes) safely into `dest`: everything is staged beside `dest` and published only once the
+ * whole archive has been read and checked, so a refused, truncated or corrupt archive leaves
+ * `dest` untouched. Refuses `..`, absolute paths, symlink escapes, hard links, devices and FIFOs
+ * with an error naming the entry and the reason.
+ */
+export declare function unpack(archive: Buffer | string, dest: string): UnpackResult
+
+/** `unpack` off the JS thread (libuv pool). */
+export declare function unpackAsync(archive: Buffer | string, dest: string): Promise<UnpackResult>
+
+/** What `unpack` restored. */
+export interface UnpackResult {
+  /**
+   * Every restored path (files, directories, symlinks), relative to `dest`, `/`-separated,
+   * sorted.
+   */
+  files: Array<string>
+  /** The terminal output, or null when the archive has none. */
+  terminalOutput?: string
+  /** The task's exit code. */
+  code: number
+  /** `zstd` or `nx`, detected from the archive's magic bytes. */
+  format: string
 }

@@ -793,3 +793,47 @@ fn unpack_file_errors_name_the_archive() {
     assert!(e.contains("missing.tar.zst"), "{e}");
     let _ = PathBuf::new();
 }
+
+/// Output entries are expanded as Nx expands them (globs, negations); files that match nothing are
+/// left out, and an invalid glob is an error naming it.
+#[test]
+fn pack_entries_use_nx_output_expansion() {
+    use nx_open_cache::archive::{pack_to_vec, unpack_bytes, PackOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("ws");
+    for f in [
+        "dist/a.js",
+        "dist/a.js.map",
+        "dist/sub/b.js",
+        "dist/sub/b.js.map",
+        "other/c.txt",
+    ] {
+        let p = root.join(f);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, f).unwrap();
+    }
+    let opts = PackOptions {
+        root: root.clone(),
+        entries: vec!["dist".into(), "!dist/**/*.map".into(), "missing/**".into()],
+        terminal_output: "out".into(),
+        ..Default::default()
+    };
+    let archive = pack_to_vec(&opts).unwrap();
+    let dest = dir.path().join("dest");
+    let result = unpack_bytes(&archive, &dest).unwrap();
+    let mut files: Vec<String> = result
+        .files
+        .iter()
+        .filter(|f| dest.join(f).is_file())
+        .cloned()
+        .collect();
+    files.sort();
+    assert_eq!(files, ["dist/a.js", "dist/sub/b.js"]);
+    let bad = PackOptions {
+        root,
+        entries: vec!["dist/[a".into()],
+        ..Default::default()
+    };
+    let err = pack_to_vec(&bad).unwrap_err().to_string();
+    assert!(err.contains("dist/[a"), "{err}");
+}

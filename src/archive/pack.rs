@@ -18,8 +18,9 @@ pub struct PackOptions {
     /// Explicit relative paths (files, symlinks or directories, which are walked). A missing path
     /// is an error.
     pub files: Vec<String>,
-    /// Nx output entries. For now plain relative paths or directories (no glob expansion); a
-    /// missing entry is skipped, as Nx skips outputs a task did not produce.
+    /// Nx output entries (paths, directories and globs, `!` negations), expanded exactly as Nx's
+    /// `expandOutputs` does when it caches a task; what matches nothing is skipped, as Nx skips
+    /// outputs a task did not produce. An invalid glob is an error naming it.
     pub entries: Vec<String>,
     /// The task's terminal output.
     pub terminal_output: String,
@@ -216,7 +217,13 @@ fn resolve(
 
 fn collect_all(opts: &PackOptions) -> Result<BTreeMap<PathBuf, Item>, Error> {
     let mut items = BTreeMap::new();
-    let lists = [(&opts.files, true), (&opts.entries, false)];
+    let expanded = if opts.entries.is_empty() {
+        Vec::new()
+    } else {
+        crate::outputs::expand_outputs(&opts.root, &opts.entries)
+            .map_err(|e| Error::new(format!("output entries: {e}")))?
+    };
+    let lists = [(&opts.files, true), (&expanded, false)];
     for (list, required) in lists {
         for p in list.iter() {
             let rel = relative(p)?;

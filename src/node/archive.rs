@@ -11,9 +11,8 @@ use std::path::{Path, PathBuf};
 pub struct PackOptions {
     /// The directory the paths are relative to.
     pub root: String,
-    /// Nx output entries, relative to `root`. For now plain paths of files or directories (no glob
-    /// expansion yet); an entry that does not exist is skipped, as Nx skips outputs a task did not
-    /// produce.
+    /// Nx output entries relative to `root`: paths, directories and globs (with `!` negations),
+    /// expanded exactly as Nx's `expandOutputs`; entries that match nothing are skipped.
     pub entries: Option<Vec<String>>,
     /// Explicit relative paths of files, symlinks or directories (walked). A missing one is an
     /// error.

@@ -24,8 +24,7 @@ const ours = require('../index.js');
 const nx = require('nx/src/native');
 
 const dirArg = process.argv.indexOf('--dir');
-// Default .bench/archive-tree (gitignored). benches/run.js wipes .bench when it starts: point --dir
-// elsewhere to keep the tree while it runs.
+// Default .bench/archive-tree (gitignored); --dir puts the tree elsewhere.
 const TREE = dirArg > 0 ? path.resolve(process.argv[dirArg + 1]) : path.join(repo, '.bench', 'archive-tree');
 const BENCH = path.dirname(TREE);
 const TOTAL = 2 ** 30;

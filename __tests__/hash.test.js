@@ -15,17 +15,7 @@ const ours = require('../index.js');
 const nx = require('nx/src/native');
 const ignore = require('ignore');
 
-/** Deterministic PRNG (mulberry32), so every run generates the same cases. */
-function rng(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const { rng } = require('./helpers/random.js');
 
 const PIECES = ['a', 'b', 'xyz', ',', ',,', ' ', 'é', '日本', '😀', '\0', '\n', 'null', '\\', '"', 'ﬃ', '\u{10FFFF}'];
 

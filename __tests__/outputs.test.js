@@ -18,17 +18,7 @@ const SEED = Number(process.env.OUTPUTS_SEED || 20261121);
 const TREES = Number(process.env.OUTPUTS_TREES || 60);
 const CASES = Number(process.env.OUTPUTS_CASES || 120);
 
-/** @param {number} seed @returns {() => number} mulberry32, uniform in [0, 1) */
-function rng(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const { rng } = require('./helpers/random.js');
 
 const DIR_NAMES = ['a', 'b', 'c', 'dist', 'out', 'sub', 'x', 'lib', 'cache', '.next', 'a+b', '@scope', 'a,b', 'p(q)'];
 const IGNORED = ['node_modules', '.git', '.nx/cache', '.nx/workspace-data', '.yarn/cache', '.nx'];

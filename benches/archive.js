@@ -41,17 +41,7 @@ const NX_RUNS = arg('--nx-runs', 1);
 // Packing 1 GiB with gzip takes about a minute: the two gzip pack paths run this many times.
 const GZIP_RUNS = arg('--gzip-runs', 1);
 
-/** Deterministic PRNG (mulberry32). */
-function rng(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const { rng } = require('../__tests__/helpers/random.js');
 
 const WORDS = ('const let var function return export import from default class extends new this if else ' +
   'for while of in await async yield true false null undefined require module exports Object Array Promise ' +

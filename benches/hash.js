@@ -29,17 +29,7 @@ const SPEC = `${FILES} files, ${TOTAL} bytes, ${LARGE}x${LARGE_SIZE}, v1`;
 const argRuns = process.argv.indexOf('--runs');
 const RUNS = argRuns > 0 ? Math.max(1, Number(process.argv[argRuns + 1]) || 5) : 5;
 
-/** Deterministic PRNG (mulberry32) for the sizes and layout. */
-function rng(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const { rng } = require('../__tests__/helpers/random.js');
 
 function generate() {
   if (fs.existsSync(MARKER) && fs.readFileSync(MARKER, 'utf8') === SPEC) return false;

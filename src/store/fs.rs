@@ -128,28 +128,9 @@ impl FsStore {
         let mut current = self.root.clone();
         for part in rel.components() {
             current.push(part);
-            match std::fs::create_dir(&current) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => {
-                    return Err(io_error(
-                        &e,
-                        format!("cannot create directory {}", current.display()),
-                    ))
-                }
-            }
+            create_dir_once(&current)?;
         }
-        let tmp = self.root.join(TMP_DIR);
-        match std::fs::create_dir(&tmp) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => {
-                return Err(io_error(
-                    &e,
-                    format!("cannot create directory {}", tmp.display()),
-                ))
-            }
-        }
+        create_dir_once(&self.root.join(TMP_DIR))?;
         Ok(dir)
     }
 
@@ -328,6 +309,18 @@ impl FsStore {
         file.write_all(&header.encode()).await.map_err(write_err)?;
         file.sync_all().await.map_err(write_err)?;
         Ok(header.payload_len)
+    }
+}
+
+/// Creates one directory level; an existing one is fine.
+fn create_dir_once(dir: &Path) -> Result<(), StoreError> {
+    match std::fs::create_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(io_error(
+            &e,
+            format!("cannot create directory {}", dir.display()),
+        )),
     }
 }
 

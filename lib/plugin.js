@@ -2,7 +2,11 @@
 // The Nx plugin: preTasksExecution starts the native cache proxy and points Nx's own remote-cache
 // client at it; postTasksExecution stops it and reports the run.
 
+const fs = require('node:fs');
+const path = require('node:path');
+
 const { formatSummary, writeSummary } = require('./summary.js');
+const { withLegacy } = require('./legacy.js');
 
 /** @type {typeof import('../index') | undefined} */
 let nativeModule;
@@ -42,6 +46,20 @@ function truthy(v) {
   return v !== undefined && ['1', 'true', 'yes', 'on'].includes(v.trim().toLowerCase());
 }
 
+/**
+ * nx.json, for an Nx that does not pass it in the hook's context; undefined when unreadable (the
+ * legacy blocks are then simply not looked at).
+ * @param {string} workspaceRoot
+ * @returns {unknown}
+ */
+function readNxJson(workspaceRoot) {
+  try {
+    return JSON.parse(fs.readFileSync(path.join(workspaceRoot, 'nx.json'), 'utf8'));
+  } catch {
+    return undefined;
+  }
+}
+
 /** @returns {Record<string, string>} */
 function envObject() {
   /** @type {Record<string, string>} */
@@ -76,16 +94,37 @@ function reasonToStayOut(argv) {
 }
 
 /**
- * @param {Record<string, unknown> | undefined} options
- * @param {{ id?: string, workspaceRoot: string, argv?: readonly string[] }} context
+ * @param {Record<string, unknown> | undefined} pluginOptions
+ * @param {{ id?: string, workspaceRoot: string, argv?: readonly string[], nxJsonConfiguration?: unknown }} context
  */
-async function preTasksExecution(options, context) {
+async function preTasksExecution(pluginOptions, context) {
   const stayOut = reasonToStayOut(context.argv);
   if (stayOut) {
     noticeOnce(stayOut);
     return;
   }
   const env = envObject();
+  // A workspace still configured for a deprecated @nx/*-cache plugin (top-level s3/gcs/azure block)
+  // works unchanged when the plugin entry names no backend.
+  const { options, legacy } = withLegacy(pluginOptions, context.nxJsonConfiguration ?? readNxJson(context.workspaceRoot));
+  if (legacy) {
+    noticeOnce(
+      `using the deprecated top-level "${legacy.kind}" block of nx.json (${legacy.moved.join(', ') || 'no settings'}); ` +
+        '`nx g nx-open-cache:init` migrates it into the plugin options',
+    );
+    if (legacy.others.length > 0) {
+      noticeOnce(`nx.json also has top-level ${legacy.others.map((k) => `"${k}"`).join(', ')} block(s): ignored, "${legacy.kind}" is used`);
+    }
+    if (legacy.secrets.length > 0) {
+      // Given to this run's proxy only: never written anywhere, never put in process.env.
+      Object.assign(env, legacy.secretEnv);
+      noticeOnce(
+        `nx.json's ${legacy.secrets.map((k) => `${legacy.kind}.${k}`).join(' and ')} are used for this run's proxy only; ` +
+          'keep credentials out of nx.json: set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in the environment ' +
+          '(or use a profile, web identity or an instance role) and remove them from nx.json',
+      );
+    }
+  }
   let addon;
   try {
     addon = native();

@@ -201,14 +201,34 @@ test('a workspace without nx.json gets one', async () => {
 test('an unknown backend is an error naming the flag, the value and the allowed values', async () => {
   const tree = treeWith({});
   const before = tree.read('nx.json', 'utf-8');
-  await assert.rejects(run(tree, { backend: 's3' }), (err) => {
-    assert.ok(err instanceof Error);
-    assert.match(err.message, /--backend/);
-    assert.match(err.message, /"s3"/);
-    assert.match(err.message, /allowed values: fs$/);
-    return true;
+  const allowed = initGenerator.availableBackends().list;
+  assert.ok(allowed.includes('fs'), `fs is always available: ${allowed}`);
+  await assert.rejects(run(tree, { backend: 'ftp' }), {
+    message: `nx-open-cache: invalid value "ftp" for --backend; allowed values: ${allowed.join(', ')}`,
   });
   assert.equal(tree.read('nx.json', 'utf-8'), before, 'nothing written on error');
+});
+
+test('the allowed backends are exactly those the addon accepts (the plugin\'s own check)', async () => {
+  const { resolveConfig } = require('../index.js');
+  const { list } = initGenerator.availableBackends();
+  for (const backend of initGenerator.KNOWN_BACKENDS) {
+    let refused = '';
+    try {
+      resolveConfig(os.tmpdir(), { backend }, { HOME: os.homedir() });
+    } catch (e) {
+      if (/not available|for option "backend"/.test(String(/** @type {Error} */ (e).message))) refused = String(/** @type {Error} */ (e).message);
+    }
+    assert.equal(list.includes(backend), refused === '', `backend ${backend}: generator ${list.includes(backend)}, addon: ${refused || 'accepted'}`);
+    if (!refused) continue;
+    const tree = treeWith({});
+    const before = tree.read('nx.json', 'utf-8');
+    await assert.rejects(run(tree, { backend }), {
+      message: `nx-open-cache: invalid value "${backend}" for --backend; allowed values: ${list.join(', ')} ` +
+        `(backend "${backend}" is not available in this version of nx-open-cache)`,
+    });
+    assert.equal(tree.read('nx.json', 'utf-8'), before, 'nothing written on error');
+  }
 });
 
 for (const flag of ['localMode', 'ciMode']) {
@@ -322,11 +342,120 @@ test('the real `nx g nx-open-cache:init` CLI in a scratch workspace: add, no-op 
     assert.match(second.out, /nx-open-cache: already configured, nothing changed/);
     assert.ok(fs.readFileSync(path.join(dir, 'nx.json')).equals(nxJson), 'nx.json byte-identical');
 
-    const bad = nx(['--backend', 'gcs']);
+    const bad = nx(['--backend', 'ftp']);
     assert.notEqual(bad.code, 0);
-    assert.match(bad.out, /invalid value "gcs" for --backend; allowed values: fs/);
+    assert.match(bad.out, /invalid value "ftp" for --backend; allowed values: fs\b/);
     assert.ok(fs.readFileSync(path.join(dir, 'nx.json')).equals(nxJson), 'nx.json untouched after an error');
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
+});
+
+/* ---- cloud backends and the deprecated top-level s3 / gcs / azure blocks ------------------------ */
+
+/** @param {string} backend */
+const available = (backend) => initGenerator.availableBackends().list.includes(backend);
+
+const CLOUD_FLAGS = {
+  s3: { backend: 's3', bucket: 'my-cache', region: 'eu-west-1', endpoint: 'http://127.0.0.1:9000', forcePathStyle: true },
+  gcs: { backend: 'gcs', bucket: 'my-cache' },
+  azure: { backend: 'azure', container: 'my-cache', accountName: 'myaccount' },
+};
+
+for (const [backend, flags] of Object.entries(CLOUD_FLAGS)) {
+  test(`--backend ${backend} with its options: written as given when available, else refused (nothing written)`, async () => {
+    const tree = treeWith({});
+    const before = tree.read('nx.json', 'utf-8');
+    if (!available(backend)) {
+      await assert.rejects(run(tree, { ...flags, prefix: 'team-a' }), new RegExp(`backend "${backend}" is not available`));
+      assert.equal(tree.read('nx.json', 'utf-8'), before);
+      return;
+    }
+    const printed = await run(tree, { ...flags, prefix: 'team-a' });
+    assert.deepEqual(readNx(tree).plugins, [{ plugin: 'nx-open-cache', options: { ...flags, prefix: 'team-a' } }]);
+    assert.match(printed[0], new RegExp(`added plugin to nx.json \\(backend ${backend}, `));
+    const again = await run(tree, { ...flags, prefix: 'team-a' });
+    assert.match(again[0], /already configured, nothing changed/);
+  });
+}
+
+test('a cloud flag that does not apply to the backend is an error naming the flag and its backends', async () => {
+  await assert.rejects(run(treeWith({}), { bucket: 'b' }), {
+    message: 'nx-open-cache: nx.json already configures backend fs; --bucket applies to the s3, gcs backends only (pass --backend s3 to switch to it)',
+  });
+  await assert.rejects(run(treeWith({}), { backend: 'fs', container: 'c' }), {
+    message: 'nx-open-cache: you chose backend fs; --container applies to the azure backend only (pass --backend azure to switch to it)',
+  });
+  await assert.rejects(run(treeWith({}), { backend: 'fs', forcePathStyle: true }), /--forcePathStyle applies to the s3 backend only/);
+  await assert.rejects(run(treeWith({}), { bucket: '' }), /invalid value "" for --bucket; expected a non-empty string/);
+});
+
+test('switching an entry to fs drops the options of the old backend', async () => {
+  const tree = treeWith({ plugins: [{ plugin: 'nx-open-cache', options: { backend: 's3', bucket: 'b', region: 'r', prefix: 'p' } }] });
+  const printed = await run(tree, { backend: 'fs', path: '/shared/cache' });
+  assert.deepEqual(readNx(tree).plugins[0].options, { backend: 'fs', prefix: 'p', path: '/shared/cache' });
+  assert.match(printed[0], /updated options: backend s3 -> fs, bucket b -> \(unset\), region r -> \(unset\), path \(unset\) -> \/shared\/cache/);
+});
+
+const LEGACY_S3 = {
+  bucket: 'legacy-bucket',
+  region: 'eu-west-1',
+  endpoint: 'http://127.0.0.1:9000',
+  forcePathStyle: true,
+  accessKeyId: 'AKIA-GENERATOR-TEST',
+  secretAccessKey: 'generator-secret-value',
+  cacheKeyPrefix: 'legacy-prefix',
+  ciMode: 'read-only',
+};
+
+test('legacy s3 block, no flags: migrated into the plugin options when s3 is available (secrets never copied), else kept working', async () => {
+  const tree = treeWith({ targetDefaults: {}, s3: LEGACY_S3 });
+  const printed = await run(tree, {});
+  const nx = readNx(tree);
+  const text = JSON.stringify(nx);
+  if (available('s3')) {
+    assert.equal(nx.s3, undefined, 'block removed');
+    assert.deepEqual(nx.plugins, [{
+      plugin: 'nx-open-cache',
+      options: {
+        backend: 's3', bucket: 'legacy-bucket', region: 'eu-west-1', endpoint: 'http://127.0.0.1:9000',
+        forcePathStyle: true, prefix: 'legacy-prefix', ciMode: 'read-only',
+      },
+    }]);
+    assert.ok(!text.includes('generator-secret-value') && !text.includes('AKIA-GENERATOR-TEST'), `secret written: ${text}`);
+    const all = printed.join('\n');
+    assert.match(all, /migrated the top-level "s3" block of nx\.json into the plugin options \(s3\.bucket -> bucket, .*s3\.cacheKeyPrefix -> prefix/);
+    assert.match(all, /s3\.accessKeyId and s3\.secretAccessKey were NOT copied .*AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY/);
+    assert.ok(!all.includes('generator-secret-value'), 'secret printed');
+    const again = await run(tree, {});
+    assert.match(again[0], /already configured, nothing changed/);
+  } else {
+    // The plugin still reads the block at run time: the entry names no backend.
+    assert.deepEqual(nx.s3, LEGACY_S3, 'block left alone');
+    assert.deepEqual(nx.plugins, [{ plugin: 'nx-open-cache', options: {} }]);
+    assert.match(printed.join('\n'), /top-level "s3" block of nx\.json still configures the cache/);
+  }
+});
+
+test('legacy block with --no-migrate: block kept, the entry names no backend so the plugin keeps reading it', async () => {
+  const tree = treeWith({ gcs: { bucket: 'g', cacheKeyPrefix: 'p' } });
+  const printed = await run(tree, { migrate: false, localMode: 'read-only' });
+  const nx = readNx(tree);
+  assert.deepEqual(nx.gcs, { bucket: 'g', cacheKeyPrefix: 'p' });
+  assert.deepEqual(nx.plugins, [{ plugin: 'nx-open-cache', options: { localMode: 'read-only' } }]);
+  assert.match(printed.join('\n'), /"gcs" block of nx\.json still configures the cache \(pass --migrate/);
+});
+
+test('legacy block and a conflicting --backend: not migrated (said so); --migrate with a conflict is an error', async () => {
+  const tree = treeWith({ azure: { container: 'c', accountName: 'a' } });
+  const printed = await run(tree, { backend: 'fs', path: '/shared' });
+  const nx = readNx(tree);
+  assert.deepEqual(nx.azure, { container: 'c', accountName: 'a' });
+  assert.deepEqual(nx.plugins[0].options, { backend: 'fs', path: '/shared' });
+  assert.match(printed.join('\n'), /"azure" block of nx\.json is not used by nx-open-cache \(--backend fs/);
+
+  const other = treeWith({ azure: { container: 'c', accountName: 'a' } });
+  const before = other.read('nx.json', 'utf-8');
+  await assert.rejects(run(other, { migrate: true, backend: 'fs' }), /--migrate: the top-level "azure" block of nx\.json cannot be migrated: --backend fs/);
+  assert.equal(other.read('nx.json', 'utf-8'), before, 'nothing written on error');
 });

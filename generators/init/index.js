@@ -4,28 +4,62 @@
  *
  * Adds the nx-open-cache plugin entry to nx.json, or updates an existing one in place:
  *   {"plugin": "nx-open-cache", "options": {"backend": "fs", "path": "~/.cache/nx-open-cache"}}
+ *   {"plugin": "nx-open-cache", "options": {"backend": "s3", "bucket": "my-cache", "region": "eu-west-1"}}
+ *
+ * The backends it accepts are the ones the native addon accepts (asked through `resolveConfig`),
+ * so the generator and the plugin never disagree. Secrets are never written: credentials come from
+ * each cloud's standard chain (environment, profiles, workload identity, ...).
+ *
+ * A top-level `s3` / `gcs` / `azure` block of the deprecated @nx/*-cache plugins is migrated into the
+ * plugin options (`--migrate`, the default when no flag conflicts with it); its accessKeyId /
+ * secretAccessKey are never copied.
  *
  * Idempotent: with the same options a second run writes nothing. Only the `nx` package is
  * used at runtime (no @nx/devkit).
  */
+const os = require('node:os');
 const path = require('node:path');
 const { readNxJson, updateNxJson, writeJson, logger } = require('nx/src/devkit-exports');
+const { legacyBlock } = require('../../lib/legacy.js');
 
 const PLUGIN_NAME = 'nx-open-cache';
-const BACKENDS = ['fs'];
+/** Every backend nx-open-cache knows of; which of them this build supports is asked of the addon. */
+const KNOWN_BACKENDS = /** @type {const} */ (['fs', 's3', 'gcs', 'azure', 'http']);
 const MODES = ['read-write', 'read-only', 'no-cache'];
 const DEFAULT_BACKEND = 'fs';
 const DEFAULT_PATH = '~/.cache/nx-open-cache';
 /** Options this generator writes, in the order they are written for a new entry. */
-const OPTION_KEYS = /** @type {const} */ (['backend', 'path', 'prefix', 'localMode', 'ciMode']);
+const OPTION_KEYS = /** @type {const} */ ([
+  'backend', 'path', 'bucket', 'region', 'endpoint', 'forcePathStyle', 'container', 'accountName',
+  'prefix', 'localMode', 'ciMode',
+]);
+/** Backend-specific options, and the backends they apply to. */
+const BACKEND_OPTIONS = /** @type {Record<string, readonly string[]>} */ ({
+  path: ['fs'],
+  bucket: ['s3', 'gcs'],
+  region: ['s3'],
+  endpoint: ['s3', 'gcs', 'azure'],
+  forcePathStyle: ['s3'],
+  container: ['azure'],
+  accountName: ['azure'],
+});
+/** Options of every backend. */
+const COMMON_OPTIONS = /** @type {const} */ (['prefix', 'localMode', 'ciMode']);
 
 /**
  * @typedef {object} InitSchema
- * @property {string} [backend]   storage backend; only `fs` for now
+ * @property {string} [backend]   storage backend: fs, s3, gcs, azure (those this build supports)
  * @property {string} [path]      fs backend: shared directory (absolute, relative to the workspace root, or `~/...`)
+ * @property {string} [bucket]    s3, gcs: the bucket
+ * @property {string} [region]    s3: the region
+ * @property {string} [endpoint]  s3 (S3-compatible stores: MinIO, R2, Ceph, ...), gcs, azure: the service URL
+ * @property {boolean} [forcePathStyle] s3: path-style URLs (most S3-compatible stores want them)
+ * @property {string} [container] azure: the blob container
+ * @property {string} [accountName] azure: the storage account
  * @property {string} [prefix]    key prefix inside the store
  * @property {string} [localMode] `read-write` | `read-only` | `no-cache`
  * @property {string} [ciMode]    `read-write` | `read-only` | `no-cache`
+ * @property {boolean} [migrate]  move a deprecated top-level s3/gcs/azure block into the plugin options
  * @property {boolean} [keepExistingVersions] passed by `nx add`; no effect (nothing is installed)
  */
 
@@ -59,20 +93,82 @@ function checkNonEmptyString(flag, value) {
   }
 }
 
+/** Minimal options that make `resolveConfig` accept each backend when the build supports it. */
+const PROBE_OPTIONS = /** @type {Record<string, Record<string, unknown>>} */ ({
+  fs: { backend: 'fs', path: os.tmpdir() },
+  s3: { backend: 's3', bucket: 'nxoc-probe', region: 'us-east-1' },
+  gcs: { backend: 'gcs', bucket: 'nxoc-probe' },
+  azure: { backend: 'azure', container: 'nxoc-probe', accountName: 'nxocprobe' },
+  http: { backend: 'http', url: 'http://127.0.0.1:1' },
+});
+
+/** @type {{ list: string[], why?: string } | undefined} */
+let availableCache;
+
+/**
+ * The backends this build of nx-open-cache supports, asked of the native addon (the very check the
+ * plugin makes before a run), so the generator never writes a backend the plugin then refuses.
+ * @returns {{ list: string[], why?: string }} `why`: set when the addon could not be asked
+ */
+function availableBackends() {
+  if (availableCache) return availableCache;
+  /** @type {{ resolveConfig: (root: string, options: unknown, env: Record<string, string>) => unknown }} */
+  let addon;
+  try {
+    addon = require('../../index.js');
+  } catch (e) {
+    availableCache = { list: [DEFAULT_BACKEND], why: `the native addon did not load (${/** @type {Error} */ (e).message})` };
+    return availableCache;
+  }
+  const list = KNOWN_BACKENDS.filter((backend) => {
+    try {
+      addon.resolveConfig(os.tmpdir(), PROBE_OPTIONS[backend], { HOME: os.homedir() });
+      return true;
+    } catch (e) {
+      // Only a refusal of the backend itself counts; any other complaint means it is understood.
+      const msg = String(/** @type {Error} */ (e).message);
+      return !/not available|for option "backend"/.test(msg);
+    }
+  });
+  availableCache = { list };
+  return availableCache;
+}
+
 /**
  * Validates the flags and returns only the options the user actually gave.
  * @param {InitSchema} schema
- * @returns {Partial<Record<typeof OPTION_KEYS[number], string>>}
+ * @returns {Partial<Record<typeof OPTION_KEYS[number], string | boolean>>}
  */
 function normalizeOptions(schema) {
-  checkEnum('backend', schema.backend, BACKENDS);
-  checkNonEmptyString('path', schema.path);
+  if (schema.backend !== undefined) {
+    const { list, why } = availableBackends();
+    try {
+      checkEnum('backend', schema.backend, list);
+    } catch (e) {
+      const known = typeof schema.backend === 'string' && /** @type {readonly string[]} */ (KNOWN_BACKENDS).includes(schema.backend);
+      const note = why
+        ? ` (${why})`
+        : known
+          ? ` (backend ${JSON.stringify(schema.backend)} is not available in this version of nx-open-cache)`
+          : '';
+      throw new Error(`${/** @type {Error} */ (e).message}${note}`);
+    }
+  }
+  for (const key of ['path', 'bucket', 'region', 'endpoint', 'container', 'accountName']) {
+    checkNonEmptyString(key, /** @type {Record<string, unknown>} */ (schema)[key]);
+  }
   if (schema.prefix !== undefined && typeof schema.prefix !== 'string') {
     throw new Error(`nx-open-cache: invalid value ${JSON.stringify(schema.prefix)} for --prefix; expected a string`);
   }
+  for (const key of /** @type {const} */ (['forcePathStyle', 'migrate'])) {
+    const v = schema[key];
+    if (v !== undefined && typeof v !== 'boolean') {
+      throw new Error(`nx-open-cache: invalid value ${JSON.stringify(v)} for --${key}; expected true or false`);
+    }
+  }
   checkEnum('localMode', schema.localMode, MODES);
   checkEnum('ciMode', schema.ciMode, MODES);
-  /** @type {Partial<Record<typeof OPTION_KEYS[number], string>>} */
+  /** @type {Partial<Record<typeof OPTION_KEYS[number], string | boolean>>} */
   const given = {};
   for (const key of OPTION_KEYS) {
     if (schema[key] !== undefined) given[key] = schema[key];
@@ -95,23 +191,41 @@ function show(v) {
  * Computes the new options for our entry.
  * @param {PluginOptions | undefined} existing  current options (undefined for a new or string-form entry)
  * @param {ReturnType<typeof normalizeOptions>} given
+ * @param {{ defaultBackend?: boolean }} [opts]  defaultBackend false: leave `backend` unset when
+ *   neither the flags nor the entry name one (a kept legacy block then configures the cache)
  * @returns {PluginOptions}
  */
-function mergeOptions(existing, given) {
+function mergeOptions(existing, given, opts = {}) {
   /** @type {PluginOptions} */
   const next = existing ? { ...existing } : {};
-  const backend = given.backend ?? (next.backend === undefined ? DEFAULT_BACKEND : next.backend);
-  if (backend !== DEFAULT_BACKEND && given.path !== undefined) {
+  const current = next.backend;
+  const defaultBackend = opts.defaultBackend !== false;
+  const backend = given.backend ?? (current === undefined ? (defaultBackend ? DEFAULT_BACKEND : undefined) : current);
+  const effective = backend === undefined ? DEFAULT_BACKEND : String(backend);
+  for (const [key, backends] of Object.entries(BACKEND_OPTIONS)) {
+    if (/** @type {Record<string, unknown>} */ (given)[key] === undefined || backends.includes(effective)) continue;
+    const source = given.backend !== undefined ? 'you chose' : 'nx.json already configures';
     throw new Error(
-      `nx-open-cache: nx.json already configures backend ${show(backend)}; --path applies to the fs backend only ` +
-        `(pass --backend fs to switch to it)`,
+      `nx-open-cache: ${source} backend ${show(effective)}; --${key} applies to the ${backends.join(', ')} backend${backends.length > 1 ? 's' : ''} only ` +
+        `(pass --backend ${backends[0]} to switch to it)`,
     );
   }
-  next.backend = backend;
-  if (backend === 'fs') {
+  if (backend !== undefined) next.backend = backend;
+  if (given.backend !== undefined && given.backend !== current) {
+    // Switching backends: options of the old one no longer mean anything.
+    for (const [key, backends] of Object.entries(BACKEND_OPTIONS)) {
+      if (!backends.includes(effective)) delete next[key];
+    }
+  }
+  if (effective === 'fs' && backend !== undefined) {
     next.path = given.path ?? (next.path === undefined ? DEFAULT_PATH : next.path);
   }
-  for (const key of /** @type {const} */ (['prefix', 'localMode', 'ciMode'])) {
+  for (const key of Object.keys(BACKEND_OPTIONS)) {
+    if (key === 'path') continue;
+    const v = /** @type {Record<string, unknown>} */ (given)[key];
+    if (v !== undefined) next[key] = v;
+  }
+  for (const key of COMMON_OPTIONS) {
     if (given[key] !== undefined) next[key] = given[key];
   }
   if (existing) return next;
@@ -120,6 +234,28 @@ function mergeOptions(existing, given) {
   const ordered = {};
   for (const key of OPTION_KEYS) if (next[key] !== undefined) ordered[key] = next[key];
   return ordered;
+}
+
+/**
+ * Checks the final options the way the plugin will before a run (the addon's resolveConfig), so a
+ * missing bucket or an invalid prefix is reported now, not at the next build. Skipped when the addon
+ * does not load (the plugin then reports that itself).
+ * @param {string} root
+ * @param {PluginOptions} options
+ */
+function validateWithAddon(root, options) {
+  if (options.backend === undefined) return;
+  let addon;
+  try {
+    addon = require('../../index.js');
+  } catch {
+    return;
+  }
+  try {
+    addon.resolveConfig(root, options, { HOME: os.homedir() });
+  } catch (e) {
+    throw new Error(`${/** @type {Error} */ (e).message} (nothing was written to nx.json)`);
+  }
 }
 
 /**
@@ -161,7 +297,7 @@ function addToGitignore(tree, entry) {
  * @returns {Promise<void>}
  */
 async function initGenerator(tree, schema) {
-  const given = normalizeOptions(schema ?? {});
+  let given = normalizeOptions(schema ?? {});
   const hasNxJson = tree.exists('nx.json');
   /** @type {Record<string, any>} */
   const nxJson = (hasNxJson ? readNxJson(tree) : null) ?? {};
@@ -171,34 +307,101 @@ async function initGenerator(tree, schema) {
   /** @type {PluginEntry[]} */
   const plugins = nxJson.plugins ?? [];
   const index = plugins.findIndex(isOurEntry);
+  const existingEntry = index === -1 ? undefined : plugins[index];
+  /** @type {PluginOptions | undefined} */
+  const existingOptions = existingEntry && typeof existingEntry === 'object' ? existingEntry.options ?? undefined : undefined;
 
   /** @type {string[]} */
   const messages = [];
   let changed = false;
+
+  // --- a deprecated top-level s3 / gcs / azure block ---------------------------------------------
+  const legacy = legacyBlock(nxJson);
+  let keepLegacy = false;
+  if (legacy) {
+    /** @type {string[]} */
+    const conflicts = [];
+    if (given.backend !== undefined && given.backend !== legacy.kind) conflicts.push(`--backend ${given.backend}`);
+    if (given.path !== undefined) conflicts.push('--path');
+    const existingBackend = existingOptions?.backend;
+    if (existingBackend !== undefined && existingBackend !== legacy.kind) {
+      conflicts.push(`the plugin entry's backend ${show(existingBackend)}`);
+    }
+    const available = availableBackends();
+    if (!available.list.includes(legacy.kind)) {
+      conflicts.push(`backend "${legacy.kind}" is not available in this version of nx-open-cache${available.why ? ` (${available.why})` : ''}`);
+    }
+    if (schema?.migrate === true && conflicts.length > 0) {
+      throw new Error(
+        `nx-open-cache: --migrate: the top-level "${legacy.kind}" block of nx.json cannot be migrated: ${conflicts.join('; ')}`,
+      );
+    }
+    const migrate = schema?.migrate ?? conflicts.length === 0;
+    if (migrate) {
+      // The entry's own options win over the block's, the flags over both.
+      /** @type {Record<string, unknown>} */
+      const fromBlock = { ...legacy.options };
+      for (const key of Object.keys(existingOptions ?? {})) if (key !== 'backend') delete fromBlock[key];
+      given = /** @type {typeof given} */ ({ ...fromBlock, ...given });
+      delete nxJson[legacy.kind];
+      changed = true;
+      messages.push(
+        `nx-open-cache: migrated the top-level "${legacy.kind}" block of nx.json into the plugin options ` +
+          `(${legacy.moved.join(', ') || 'no settings'}) and removed the block`,
+      );
+      if (legacy.ignored.length > 0) {
+        messages.push(`nx-open-cache: not migrated, no equivalent option: ${legacy.ignored.join(', ')}`);
+      }
+      if (legacy.secrets.length > 0) {
+        messages.push(
+          `nx-open-cache: ${legacy.secrets.map((k) => `${legacy.kind}.${k}`).join(' and ')} were NOT copied (secrets are never ` +
+            'written to nx.json): set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment, or use an AWS ' +
+            'profile, web identity or an instance role',
+        );
+      }
+    } else if (given.backend === undefined && existingOptions?.backend === undefined) {
+      keepLegacy = true;
+      messages.push(
+        `nx-open-cache: the top-level "${legacy.kind}" block of nx.json still configures the cache ` +
+          '(pass --migrate to move it into the plugin options)',
+      );
+    } else {
+      messages.push(
+        `nx-open-cache: the top-level "${legacy.kind}" block of nx.json is not used by nx-open-cache ` +
+          `(${conflicts.join('; ') || '--no-migrate'}); remove it once the deprecated plugin is gone`,
+      );
+    }
+    if (legacy.others.length > 0) {
+      messages.push(`nx-open-cache: nx.json also has top-level ${legacy.others.map((k) => `"${k}"`).join(', ')} block(s); left as they are`);
+    }
+  }
+  const mergeOpts = { defaultBackend: !keepLegacy };
+
   /** @type {PluginOptions} */
   let finalOptions;
-
+  /** @type {string[]} */
+  const entryMessages = [];
   if (index === -1) {
-    finalOptions = mergeOptions(undefined, given);
+    finalOptions = mergeOptions(undefined, given, mergeOpts);
     nxJson.plugins = [...plugins, { plugin: PLUGIN_NAME, options: finalOptions }];
     changed = true;
-    messages.push(`nx-open-cache: added plugin to nx.json (${describe(finalOptions)})`);
+    entryMessages.push(`nx-open-cache: added plugin to nx.json (${describe(finalOptions)})`);
   } else {
-    const entry = plugins[index];
+    const entry = /** @type {PluginEntry} */ (existingEntry);
     if (plugins.slice(index + 1).some(isOurEntry)) {
       logger.warn(`nx-open-cache: nx.json lists ${PLUGIN_NAME} more than once; only the first entry was checked`);
     }
     if (typeof entry === 'string') {
-      finalOptions = mergeOptions(undefined, given);
+      finalOptions = mergeOptions(undefined, given, mergeOpts);
       nxJson.plugins = plugins.map((e, i) => (i === index ? { plugin: PLUGIN_NAME, options: finalOptions } : e));
       changed = true;
-      messages.push(`nx-open-cache: converted the "${PLUGIN_NAME}" entry in nx.json to object form (${describe(finalOptions)})`);
+      entryMessages.push(`nx-open-cache: converted the "${PLUGIN_NAME}" entry in nx.json to object form (${describe(finalOptions)})`);
     } else {
-      const before = entry.options ?? undefined;
-      finalOptions = mergeOptions(before ?? {}, given);
+      const before = existingOptions;
+      finalOptions = mergeOptions(before ?? {}, given, mergeOpts);
       /** @type {string[]} */
       const diffs = [];
-      for (const key of Object.keys(finalOptions)) {
+      for (const key of new Set([...Object.keys(before ?? {}), ...Object.keys(finalOptions)])) {
         const a = before?.[key];
         const b = finalOptions[key];
         if (JSON.stringify(a) !== JSON.stringify(b)) diffs.push(`${key} ${show(a)} -> ${show(b)}`);
@@ -206,17 +409,19 @@ async function initGenerator(tree, schema) {
       if (diffs.length > 0) {
         nxJson.plugins = plugins.map((e, i) => (i === index ? { ...entry, options: finalOptions } : e));
         changed = true;
-        messages.push(`nx-open-cache: updated options: ${diffs.join(', ')}`);
-      } else {
-        messages.push(`nx-open-cache: already configured, nothing changed (${describe(finalOptions)})`);
+        entryMessages.push(`nx-open-cache: updated options: ${diffs.join(', ')}`);
+      } else if (!changed) {
+        entryMessages.push(`nx-open-cache: already configured, nothing changed (${describe(finalOptions)})`);
       }
     }
   }
 
   if (changed) {
+    validateWithAddon(tree.root, finalOptions);
     if (hasNxJson) updateNxJson(tree, /** @type {any} */ (nxJson));
     else writeJson(tree, 'nx.json', nxJson);
   }
+  messages.unshift(...entryMessages);
 
   if (typeof finalOptions.path === 'string' && tree.exists('.gitignore')) {
     const entry = gitignoreEntryFor(finalOptions.path);
@@ -230,14 +435,14 @@ async function initGenerator(tree, schema) {
 
 /** @param {PluginOptions} options */
 function describe(options) {
-  return Object.entries(options)
-    .map(([k, v]) => `${k} ${show(v)}`)
-    .join(', ');
+  const parts = Object.entries(options).map(([k, v]) => `${k} ${show(v)}`);
+  return parts.length > 0 ? parts.join(', ') : 'no options';
 }
 
 module.exports = initGenerator;
 module.exports.default = initGenerator;
 module.exports.initGenerator = initGenerator;
-module.exports.BACKENDS = BACKENDS;
+module.exports.KNOWN_BACKENDS = KNOWN_BACKENDS;
+module.exports.availableBackends = availableBackends;
 module.exports.MODES = MODES;
 module.exports.DEFAULT_PATH = DEFAULT_PATH;

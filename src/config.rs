@@ -27,8 +27,8 @@ pub const KNOWN_OPTIONS: &[&str] = &[
     "url",
 ];
 
-pub const BACKENDS_AVAILABLE: &[&str] = &["fs"];
-pub const BACKENDS_PLANNED: &[&str] = &["s3", "gcs", "azure", "http"];
+pub const BACKENDS_AVAILABLE: &[&str] = &["fs", "s3", "gcs", "azure"];
+pub const BACKENDS_PLANNED: &[&str] = &["http"];
 pub const MODES: &[&str] = &["read-write", "read-only", "no-cache"];
 
 /// What the cache may do in this run.
@@ -60,19 +60,55 @@ impl Mode {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Backend {
-    Fs { path: PathBuf },
+    Fs {
+        path: PathBuf,
+    },
+    /// Amazon S3 or an S3-compatible store (MinIO, R2, Ceph, SeaweedFS...) through `endpoint`.
+    S3 {
+        bucket: String,
+        /// Falls back to AWS_REGION / AWS_DEFAULT_REGION, then us-east-1.
+        region: Option<String>,
+        /// e.g. `https://minio.internal:9000`; http is allowed for an explicit endpoint.
+        endpoint: Option<String>,
+        /// Path-style requests (`<endpoint>/<bucket>/<key>`) instead of virtual-hosted ones.
+        force_path_style: bool,
+    },
+    /// Google Cloud Storage.
+    Gcs {
+        bucket: String,
+    },
+    /// Azure Blob Storage.
+    Azure {
+        container: String,
+        /// Falls back to AZURE_STORAGE_ACCOUNT_NAME or the connection string.
+        account_name: Option<String>,
+        /// Blob service URL of the account, e.g. `http://127.0.0.1:10000/devstoreaccount1`.
+        endpoint: Option<String>,
+    },
 }
 
 impl Backend {
     pub fn name(&self) -> &'static str {
         match self {
             Backend::Fs { .. } => "fs",
+            Backend::S3 { .. } => "s3",
+            Backend::Gcs { .. } => "gcs",
+            Backend::Azure { .. } => "azure",
         }
     }
 
     pub fn location(&self) -> String {
         match self {
             Backend::Fs { path } => path.display().to_string(),
+            Backend::S3 { bucket, .. } | Backend::Gcs { bucket } => bucket.clone(),
+            Backend::Azure {
+                container,
+                account_name,
+                ..
+            } => match account_name {
+                Some(a) => format!("{a}/{container}"),
+                None => container.clone(),
+            },
         }
     }
 }
@@ -139,6 +175,133 @@ fn string_option<'a>(
             option: name.to_owned(),
             message: format!(
                 "option \"{name}\" must be a string, got {}",
+                describe_json(other)
+            ),
+        }),
+    }
+}
+
+/// Options every backend accepts.
+const COMMON_OPTIONS: &[&str] = &["backend", "prefix", "localMode", "ciMode"];
+const S3_OPTIONS: &[&str] = &["bucket", "region", "endpoint", "forcePathStyle"];
+const GCS_OPTIONS: &[&str] = &["bucket"];
+const AZURE_OPTIONS: &[&str] = &["container", "accountName", "endpoint"];
+
+/// Refuses options that belong to another backend (e.g. `path` with `backend: "s3"`): they would be
+/// silently ignored otherwise.
+fn only_options(
+    options: &serde_json::Map<String, Value>,
+    backend: &str,
+    allowed: &[&str],
+) -> Result<(), ConfigError> {
+    for key in options.keys() {
+        if options.get(key).is_some_and(Value::is_null) {
+            continue;
+        }
+        if !COMMON_OPTIONS.contains(&key.as_str()) && !allowed.contains(&key.as_str()) {
+            return Err(ConfigError {
+                option: key.clone(),
+                message: format!(
+                    "option \"{key}\" does not apply to backend \"{backend}\"; its options are: {}",
+                    allowed.join(", ")
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A bucket or container name: required, ASCII letters, digits, '.', '-', '_' (the union of what
+/// S3, GCS and Azure allow; each service applies its own stricter rules).
+fn required_name(
+    options: &serde_json::Map<String, Value>,
+    backend: &str,
+    name: &str,
+    example: &str,
+) -> Result<String, ConfigError> {
+    let value = string_option(options, name)?.unwrap_or("");
+    if value.is_empty() {
+        return Err(ConfigError {
+            option: name.to_owned(),
+            message: format!("backend \"{backend}\" needs option \"{name}\" (e.g. {example})"),
+        });
+    }
+    if value.len() > 222
+        || !value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+    {
+        return Err(ConfigError::invalid(
+            name,
+            value,
+            "a bucket/container name of ASCII letters, digits, '.', '-' and '_'",
+        ));
+    }
+    Ok(value.to_owned())
+}
+
+/// An optional region or account name: non-empty, ASCII letters, digits and '-'.
+fn optional_token(
+    options: &serde_json::Map<String, Value>,
+    name: &str,
+) -> Result<Option<String>, ConfigError> {
+    match string_option(options, name)? {
+        None | Some("") => Ok(None),
+        Some(v) if v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') => {
+            Ok(Some(v.to_owned()))
+        }
+        Some(v) => Err(ConfigError::invalid(
+            name,
+            v,
+            "ASCII letters, digits and '-' (e.g. \"eu-west-1\")",
+        )),
+    }
+}
+
+/// An optional endpoint URL: `http://` or `https://`, a host, no query, no credentials.
+fn optional_url(
+    options: &serde_json::Map<String, Value>,
+    name: &str,
+) -> Result<Option<String>, ConfigError> {
+    let Some(v) = string_option(options, name)?.filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    let rest = v
+        .strip_prefix("https://")
+        .or_else(|| v.strip_prefix("http://"));
+    let host = rest.map(|r| r.split('/').next().unwrap_or(""));
+    let ok = match (rest, host) {
+        (Some(r), Some(h)) => {
+            !h.is_empty()
+                && !h.contains('@')
+                && !r.contains('?')
+                && !r.contains('#')
+                && !r.chars().any(|c| c.is_whitespace() || c.is_control())
+        }
+        _ => false,
+    };
+    if !ok {
+        return Err(ConfigError::invalid(
+            name,
+            v,
+            "an http:// or https:// URL with a host and no credentials, query or fragment",
+        ));
+    }
+    Ok(Some(v.trim_end_matches('/').to_owned()))
+}
+
+fn bool_option(
+    options: &serde_json::Map<String, Value>,
+    name: &str,
+) -> Result<Option<bool>, ConfigError> {
+    match options.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(Value::String(s)) if s == "true" || s == "false" => Ok(Some(s == "true")),
+        Some(other) => Err(ConfigError {
+            option: name.to_owned(),
+            message: format!(
+                "option \"{name}\" must be true or false, got {}",
                 describe_json(other)
             ),
         }),
@@ -268,6 +431,29 @@ pub fn resolve(
                 ),
             })
         }
+        "s3" => {
+            only_options(options, "s3", S3_OPTIONS)?;
+            Backend::S3 {
+                bucket: required_name(options, "s3", "bucket", "--bucket=my-cache")?,
+                region: optional_token(options, "region")?,
+                endpoint: optional_url(options, "endpoint")?,
+                force_path_style: bool_option(options, "forcePathStyle")?.unwrap_or(false),
+            }
+        }
+        "gcs" => {
+            only_options(options, "gcs", GCS_OPTIONS)?;
+            Backend::Gcs {
+                bucket: required_name(options, "gcs", "bucket", "--bucket=my-cache")?,
+            }
+        }
+        "azure" => {
+            only_options(options, "azure", AZURE_OPTIONS)?;
+            Backend::Azure {
+                container: required_name(options, "azure", "container", "--container=nx-cache")?,
+                account_name: optional_token(options, "accountName")?,
+                endpoint: optional_url(options, "endpoint")?,
+            }
+        }
         other => {
             return Err(ConfigError::invalid(
                 "backend",
@@ -355,6 +541,7 @@ mod tests {
         let e = env(&[("HOME", "/h")]);
         let p = |raw: &str| match resolve(&json!({ "path": raw }), &e, ws()).unwrap().backend {
             Backend::Fs { path } => path,
+            other => panic!("not fs: {other:?}"),
         };
         assert_eq!(p("/mnt/c"), PathBuf::from("/mnt/c"));
         assert_eq!(p("cache"), PathBuf::from("/ws/cache"));
@@ -394,7 +581,43 @@ mod tests {
     fn errors_name_option_value_and_allowed() {
         let cases = [
             (json!({"backend": "nope"}), "backend", "\"nope\""),
-            (json!({"backend": "s3"}), "backend", "not available"),
+            (json!({"backend": "http"}), "backend", "not available"),
+            (
+                json!({"backend": "s3"}),
+                "bucket",
+                "needs option \"bucket\"",
+            ),
+            (
+                json!({"backend": "s3", "bucket": "b", "path": "x"}),
+                "path",
+                "does not apply to backend \"s3\"",
+            ),
+            (
+                json!({"backend": "s3", "bucket": "b", "endpoint": "ftp://x"}),
+                "endpoint",
+                "http:// or https://",
+            ),
+            (
+                json!({"backend": "s3", "bucket": "b", "endpoint": "https://u:p@h"}),
+                "endpoint",
+                "no credentials",
+            ),
+            (
+                json!({"backend": "s3", "bucket": "b", "forcePathStyle": 1}),
+                "forcePathStyle",
+                "true or false",
+            ),
+            (
+                json!({"backend": "s3", "bucket": "a/b"}),
+                "bucket",
+                "\"a/b\"",
+            ),
+            (json!({"backend": "azure"}), "container", "--container"),
+            (
+                json!({"backend": "azure", "container": "c", "region": "x"}),
+                "region",
+                "does not apply",
+            ),
             (
                 json!({"localMode": "read"}),
                 "localMode",
@@ -415,6 +638,38 @@ mod tests {
         assert!(err.to_string().starts_with("nx-open-cache: "));
         let err = resolve(&json!([1]), &env(&[]), ws()).unwrap_err();
         assert!(err.message.contains("must be an object"));
+    }
+
+    #[test]
+    fn cloud_backends() {
+        let e = env(&[]);
+        let c = resolve(
+            &json!({"backend": "s3", "bucket": "my-cache", "region": "eu-west-1",
+                    "endpoint": "http://127.0.0.1:9000/", "forcePathStyle": true, "prefix": "team"}),
+            &e,
+            ws(),
+        )
+        .unwrap();
+        assert_eq!(
+            c.backend,
+            Backend::S3 {
+                bucket: "my-cache".into(),
+                region: Some("eu-west-1".into()),
+                endpoint: Some("http://127.0.0.1:9000".into()),
+                force_path_style: true,
+            }
+        );
+        assert_eq!(c.prefix.as_str(), "team");
+        let c = resolve(&json!({"backend": "gcs", "bucket": "b"}), &e, ws()).unwrap();
+        assert_eq!(c.backend, Backend::Gcs { bucket: "b".into() });
+        let c = resolve(
+            &json!({"backend": "azure", "container": "c", "accountName": "acct"}),
+            &e,
+            ws(),
+        )
+        .unwrap();
+        assert_eq!(c.backend.location(), "acct/c");
+        assert_eq!(c.backend.name(), "azure");
     }
 
     #[test]

@@ -5,6 +5,7 @@ use crate::config::{Backend, CacheConfig, Mode};
 use crate::server::{self, ProxySettings, RunningProxy};
 use crate::stats::{Snapshot, Stats};
 use crate::store::fs::FsStore;
+use crate::store::object::{self, ObjectStoreBackend, UnavailableStore};
 use crate::store::Store;
 use std::sync::Arc;
 
@@ -19,7 +20,7 @@ pub struct Proxy {
 
 /// Builds the configured store. Faults found while preparing it are recorded in `stats` (the
 /// proxy then answers misses) instead of failing: a cache outage never fails a build.
-pub fn open_store(config: &CacheConfig, stats: &Stats) -> Arc<dyn Store> {
+pub fn open_store(config: &CacheConfig, stats: &Arc<Stats>) -> Arc<dyn Store> {
     match &config.backend {
         Backend::Fs { path } => {
             let store = FsStore::new(path.clone(), config.prefix.clone());
@@ -29,6 +30,40 @@ pub fn open_store(config: &CacheConfig, stats: &Stats) -> Arc<dyn Store> {
                 }
             }
             Arc::new(store)
+        }
+        Backend::S3 { .. } | Backend::Gcs { .. } | Backend::Azure { .. } => {
+            let env = object::process_env();
+            match ObjectStoreBackend::from_config(&config.backend, config.prefix.clone(), &env) {
+                Ok(store) => {
+                    if config.mode != Mode::NoCache {
+                        // One cheap request checks the bucket and the credentials, off the
+                        // caller's thread; a fault lands in the run summary.
+                        if let Ok(runtime) = crate::runtime::get() {
+                            let probe = store.clone();
+                            let stats = stats.clone();
+                            runtime.spawn(async move {
+                                if let Err(e) = probe.prepare().await {
+                                    stats.error(&e.message);
+                                }
+                            });
+                        }
+                    }
+                    Arc::new(store)
+                }
+                Err(e) => {
+                    if config.mode != Mode::NoCache {
+                        stats.error(&e.message);
+                    }
+                    Arc::new(UnavailableStore {
+                        location: format!(
+                            "{} {}",
+                            config.backend.name(),
+                            config.backend.location()
+                        ),
+                        reason: e.message,
+                    })
+                }
+            }
         }
     }
 }

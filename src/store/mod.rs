@@ -5,6 +5,7 @@
 //! partial object, and every object is verified against its envelope digest before it is served.
 
 pub mod fs;
+pub mod object;
 
 use crate::key::TaskHash;
 use bytes::Bytes;

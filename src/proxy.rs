@@ -5,8 +5,9 @@ use crate::config::{Backend, CacheConfig, Mode};
 use crate::server::{self, ProxySettings, RunningProxy};
 use crate::stats::{Snapshot, Stats};
 use crate::store::fs::FsStore;
-use crate::store::object::{self, ObjectStoreBackend, UnavailableStore};
+use crate::store::object::{ObjectStoreBackend, UnavailableStore};
 use crate::store::Store;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 pub struct Proxy {
@@ -18,9 +19,14 @@ pub struct Proxy {
     pub mode: Mode,
 }
 
-/// Builds the configured store. Faults found while preparing it are recorded in `stats` (the
-/// proxy then answers misses) instead of failing: a cache outage never fails a build.
-pub fn open_store(config: &CacheConfig, stats: &Arc<Stats>) -> Arc<dyn Store> {
+/// Builds the configured store; cloud credentials come from `env` (the caller's environment, which
+/// the plugin may extend for this proxy only). Faults found while preparing it are recorded in
+/// `stats` (the proxy then answers misses) instead of failing: a cache outage never fails a build.
+pub fn open_store(
+    config: &CacheConfig,
+    env: &HashMap<String, String>,
+    stats: &Arc<Stats>,
+) -> Arc<dyn Store> {
     match &config.backend {
         Backend::Fs { path } => {
             let store = FsStore::new(path.clone(), config.prefix.clone());
@@ -32,8 +38,7 @@ pub fn open_store(config: &CacheConfig, stats: &Arc<Stats>) -> Arc<dyn Store> {
             Arc::new(store)
         }
         Backend::S3 { .. } | Backend::Gcs { .. } | Backend::Azure { .. } => {
-            let env = object::process_env();
-            match ObjectStoreBackend::from_config(&config.backend, config.prefix.clone(), &env) {
+            match ObjectStoreBackend::from_config(&config.backend, config.prefix.clone(), env) {
                 Ok(store) => {
                     if config.mode != Mode::NoCache {
                         // One cheap request checks the bucket and the credentials, off the
@@ -68,11 +73,12 @@ pub fn open_store(config: &CacheConfig, stats: &Arc<Stats>) -> Arc<dyn Store> {
     }
 }
 
-/// Starts a proxy on 127.0.0.1 (random port) on the shared runtime.
-pub fn start(config: &CacheConfig) -> Result<Proxy, String> {
+/// Starts a proxy on 127.0.0.1 (random port) on the shared runtime; `env` is the environment the
+/// storage client reads its credentials from.
+pub fn start(config: &CacheConfig, env: &HashMap<String, String>) -> Result<Proxy, String> {
     let runtime = crate::runtime::get()?;
     let stats = Arc::new(Stats::default());
-    let store = open_store(config, &stats);
+    let store = open_store(config, env, &stats);
     let location = store.describe();
     let token = server::random_token()?;
     let std_listener = std::net::TcpListener::bind(("127.0.0.1", 0))

@@ -15,7 +15,7 @@ fn start(dir: &Path, options: serde_json::Value, env: &[(&str, &str)]) -> Proxy 
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     let config = resolve(&options, &env, dir).expect("valid config");
-    proxy::start(&config).expect("proxy starts")
+    proxy::start(&config, &env).expect("proxy starts")
 }
 
 fn client() -> reqwest::Client {

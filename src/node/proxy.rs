@@ -124,8 +124,8 @@ impl CacheProxy {
         options: Option<serde_json::Value>,
         env: HashMap<String, String>,
     ) -> Result<CacheProxy> {
-        let config = resolve(&workspace_root, options, env)?;
-        let p = proxy::start(&config).map_err(|e| Error::new(Status::GenericFailure, e))?;
+        let config = resolve(&workspace_root, options, env.clone())?;
+        let p = proxy::start(&config, &env).map_err(|e| Error::new(Status::GenericFailure, e))?;
         Ok(CacheProxy {
             url: p.url.clone(),
             token: p.token.clone(),

@@ -90,13 +90,6 @@ pub struct ObjectStoreBackend {
     inline_limit: u64,
 }
 
-/// The environment of this process, for [`ObjectStoreBackend::from_config`].
-pub fn process_env() -> HashMap<String, String> {
-    std::env::vars_os()
-        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-        .collect()
-}
-
 fn client_options(allow_http: bool) -> ClientOptions {
     ClientOptions::new()
         .with_connect_timeout(CONNECT_TIMEOUT)

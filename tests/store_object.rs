@@ -467,6 +467,11 @@ async fn bad_credentials_are_named(kind: &'static str) {
                 &[
                     ("AWS_ACCESS_KEY_ID", None),
                     ("AWS_SECRET_ACCESS_KEY", None),
+                    (
+                        "AWS_SHARED_CREDENTIALS_FILE",
+                        Some("/nonexistent/nxoc/credentials"),
+                    ),
+                    ("AWS_CONFIG_FILE", Some("/nonexistent/nxoc/config")),
                     ("AWS_METADATA_ENDPOINT", Some("http://127.0.0.1:9")),
                 ],
             ),
@@ -645,6 +650,52 @@ async fn proxy_over_http(kind: &'static str) {
         keys(&emu.store("proxy"), "proxy").await,
         ["proxy/11", "proxy/12"]
     );
+}
+
+/// S3 credentials from an AWS profile file (no keys in the environment, instance metadata refused):
+/// the round trip only works if the profile's keys reach the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s3_credentials_from_an_aws_profile() {
+    if skip() {
+        eprintln!("skipped: NX_OPEN_CACHE_SKIP_CLOUD_TESTS=1");
+        return;
+    }
+    let emu = Emulator::start("s3");
+    let env = emu.env();
+    let (Some(id), Some(secret)) = (
+        env.get("AWS_ACCESS_KEY_ID"),
+        env.get("AWS_SECRET_ACCESS_KEY"),
+    ) else {
+        panic!("the S3 emulator description has no AWS keys: {env:?}");
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let creds = dir.path().join("credentials");
+    std::fs::write(
+        &creds,
+        format!("[default]\naws_access_key_id = wrong\naws_secret_access_key = wrong\n\n[nxoc-test]\naws_access_key_id = {id}\naws_secret_access_key = {secret}\n"),
+    )
+    .expect("write credentials file");
+    let creds = creds.to_string_lossy().into_owned();
+    let s = emu.store_with(
+        "profile",
+        &[],
+        &[
+            ("AWS_ACCESS_KEY_ID", None),
+            ("AWS_SECRET_ACCESS_KEY", None),
+            ("AWS_SESSION_TOKEN", None),
+            ("AWS_SHARED_CREDENTIALS_FILE", Some(&creds)),
+            ("AWS_CONFIG_FILE", Some("/nonexistent/nxoc/config")),
+            ("AWS_PROFILE", Some("nxoc-test")),
+            ("AWS_METADATA_ENDPOINT", Some("http://127.0.0.1:9")),
+        ],
+    );
+    let h = hash("31");
+    assert_eq!(
+        s.put(&h, &mut body(b"from a profile", 3), Some(14)).await,
+        Ok(PutOutcome::Stored(14))
+    );
+    let got = s.get(&h).await.expect("get").expect("hit");
+    assert_eq!(read_all(got), b"from a profile");
 }
 
 macro_rules! backend_tests {

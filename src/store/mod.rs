@@ -4,6 +4,7 @@
 //! writer wins (a second write of a hash is `AlreadyExists`, never an overwrite), no reader sees a
 //! partial object, and every object is verified against its envelope digest before it is served.
 
+pub mod aws_profile;
 pub mod fs;
 pub mod object;
 

@@ -137,12 +137,25 @@ fn parse_connection_string(s: &str) -> HashMap<String, String> {
         .collect()
 }
 
-fn s3_credentials(env: &HashMap<String, String>) -> String {
+/// What the S3 credential chain had to go on, for error messages. `profile` is what the AWS profile
+/// lookup found (its keys are already merged into `env`).
+fn s3_credentials(
+    env: &HashMap<String, String>,
+    profile: &super::aws_profile::ProfileLookup,
+) -> String {
     let mut tried = Vec::new();
+    let from_profile = profile.env.contains_key("AWS_ACCESS_KEY_ID");
+    if let (false, Some(note)) = (from_profile, &profile.note) {
+        tried.push(note.clone());
+    }
     if present(env, "AWS_ACCESS_KEY_ID") {
         let id: String = env["AWS_ACCESS_KEY_ID"].chars().take(4).collect();
+        let source = match (&profile.note, from_profile) {
+            (Some(note), true) => note.clone(),
+            _ => "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY".to_owned(),
+        };
         tried.push(format!(
-            "access key {id}... from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY{}",
+            "access key {id}... from {source}{}",
             if present(env, "AWS_SESSION_TOKEN") {
                 " (+AWS_SESSION_TOKEN)"
             } else {
@@ -159,9 +172,9 @@ fn s3_credentials(env: &HashMap<String, String>) -> String {
         tried.push("ECS/EKS container credentials".into());
     }
     if tried.is_empty() {
-        "no AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_WEB_IDENTITY_TOKEN_FILE or container \
-         credentials in the environment, so the EC2 instance metadata service was tried \
-         (AWS profiles are not read: export them with `aws configure export-credentials --format env`)"
+        "no AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS profile with static keys, \
+         AWS_WEB_IDENTITY_TOKEN_FILE or container credentials, so the EC2 instance metadata service \
+         was tried"
             .into()
     } else {
         format!("tried {}", tried.join(", then "))
@@ -224,6 +237,19 @@ impl ObjectStoreBackend {
                 endpoint,
                 force_path_style,
             } => {
+                // Keys (and region) of the selected AWS profile, when the environment has none.
+                let profile = super::aws_profile::lookup(env);
+                let merged: HashMap<String, String>;
+                let env = if profile.env.is_empty() {
+                    env
+                } else {
+                    merged = env
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .chain(profile.env.clone())
+                        .collect();
+                    &merged
+                };
                 let mut b = AmazonS3Builder::new();
                 for (k, v) in env.iter().filter(|(k, _)| k.starts_with("AWS_")) {
                     if let Ok(key) = k.to_ascii_lowercase().parse() {
@@ -270,7 +296,7 @@ impl ObjectStoreBackend {
                     Cloud::S3,
                     bucket.clone(),
                     Some(detail),
-                    s3_credentials(env),
+                    s3_credentials(env, &profile),
                     b.build().map(|s| Arc::new(s) as Arc<dyn ObjectStore>),
                 )
             }

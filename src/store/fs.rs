@@ -6,12 +6,14 @@
 //! place: `link(2)` fails with EEXIST when the name exists, which makes creation atomic and
 //! first-writer-wins on local disks and on NFS alike, for any number of processes and machines.
 
-use super::{Artifact, ArtifactBody, BodyStream, ErrorKind, PutOutcome, Store, StoreError};
+use super::{
+    io_error, next_chunk, Artifact, ArtifactBody, BodyStream, ErrorKind, PutOutcome, Store,
+    StoreError,
+};
 use crate::envelope::{Header, PayloadDigest, HEADER_LEN};
 use crate::key::{Prefix, TaskHash};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use futures_util::StreamExt;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -273,34 +275,9 @@ impl FsStore {
         let mut out = tokio::io::BufWriter::with_capacity(1024 * 1024, file);
         out.write_all(&[0u8; HEADER_LEN]).await.map_err(write_err)?;
         let mut digest = PayloadDigest::new();
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| {
-                StoreError::new(
-                    ErrorKind::BadRequest,
-                    format!("upload of {} broke off: {e}", tmp.display()),
-                )
-            })?;
-            if let Some(limit) = declared_len {
-                if digest.len() + chunk.len() as u64 > limit {
-                    return Err(StoreError::new(
-                        ErrorKind::BadRequest,
-                        format!("body is longer than its Content-Length of {limit} bytes"),
-                    ));
-                }
-            }
+        while let Some(chunk) = next_chunk(body, digest.len(), declared_len).await? {
             digest.update(&chunk);
             out.write_all(&chunk).await.map_err(write_err)?;
-        }
-        if let Some(limit) = declared_len {
-            if digest.len() != limit {
-                return Err(StoreError::new(
-                    ErrorKind::BadRequest,
-                    format!(
-                        "body is {} bytes but its Content-Length is {limit}",
-                        digest.len()
-                    ),
-                ));
-            }
         }
         out.flush().await.map_err(write_err)?;
         let mut file = out.into_inner();
@@ -416,27 +393,6 @@ fn sync_dir(path: &Path) {
     }
     #[cfg(not(unix))]
     let _ = path;
-}
-
-/// Turns an I/O error into a store error that says what was being done, where, and why.
-pub(crate) fn io_error(e: &io::Error, doing: String) -> StoreError {
-    let kind = if is_disk_full(e) {
-        ErrorKind::Full
-    } else {
-        ErrorKind::Unavailable
-    };
-    StoreError::new(kind, format!("{doing}: {e}"))
-}
-
-fn is_disk_full(e: &io::Error) -> bool {
-    #[cfg(unix)]
-    {
-        matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
-    }
-    #[cfg(not(unix))]
-    {
-        e.kind() == io::ErrorKind::StorageFull
-    }
 }
 
 impl Store for FsStore {

@@ -12,7 +12,9 @@ use crate::key::TaskHash;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
+use futures_util::StreamExt;
 use std::fmt;
+use std::io;
 
 /// A body arriving from a client, chunk by chunk.
 pub type BodyStream<'a> = BoxStream<'a, Result<Bytes, std::io::Error>>;
@@ -99,4 +101,55 @@ pub trait Store: Send + Sync + 'static {
 
     /// Human-readable location for summaries and errors, e.g. `fs /mnt/nx-cache`.
     fn describe(&self) -> String;
+}
+
+/// Turns an I/O error into a store error that says what was being done, where, and why.
+pub(crate) fn io_error(e: &io::Error, doing: String) -> StoreError {
+    let kind = if is_disk_full(e) {
+        ErrorKind::Full
+    } else {
+        ErrorKind::Unavailable
+    };
+    StoreError::new(kind, format!("{doing}: {e}"))
+}
+
+fn is_disk_full(e: &io::Error) -> bool {
+    #[cfg(unix)]
+    {
+        matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+    }
+    #[cfg(not(unix))]
+    {
+        e.kind() == io::ErrorKind::StorageFull
+    }
+}
+
+/// The next chunk of an upload, checked against the declared length (`received` is what came so
+/// far): a body longer or shorter than its Content-Length, or one that breaks off, is a
+/// `BadRequest` and nothing may be stored.
+pub(crate) async fn next_chunk(
+    body: &mut BodyStream<'_>,
+    received: u64,
+    declared: Option<u64>,
+) -> Result<Option<Bytes>, StoreError> {
+    match body.next().await {
+        Some(Ok(chunk)) => match declared {
+            Some(limit) if received + chunk.len() as u64 > limit => Err(StoreError::new(
+                ErrorKind::BadRequest,
+                format!("body is longer than its Content-Length of {limit} bytes"),
+            )),
+            _ => Ok(Some(chunk)),
+        },
+        Some(Err(e)) => Err(StoreError::new(
+            ErrorKind::BadRequest,
+            format!("upload broke off after {received} bytes: {e}"),
+        )),
+        None => match declared {
+            Some(limit) if received != limit => Err(StoreError::new(
+                ErrorKind::BadRequest,
+                format!("body is {received} bytes but its Content-Length is {limit}"),
+            )),
+            _ => Ok(None),
+        },
+    }
 }

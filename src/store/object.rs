@@ -562,16 +562,9 @@ impl ObjectStoreBackend {
 
     async fn spool_file(&self) -> Result<tokio::fs::File, StoreError> {
         let fail = |what: &str, e: std::io::Error| {
-            StoreError::new(
-                if e.raw_os_error() == Some(28) {
-                    ErrorKind::Full
-                } else {
-                    ErrorKind::Unavailable
-                },
-                format!(
-                    "cannot {what} spool directory {}: {e}",
-                    self.spool_dir.display()
-                ),
+            super::io_error(
+                &e,
+                format!("cannot {what} spool directory {}", self.spool_dir.display()),
             )
         };
         tokio::fs::create_dir_all(&self.spool_dir)
@@ -608,28 +601,9 @@ impl ObjectStoreBackend {
         let mut digest = PayloadDigest::new();
         let mut memory = vec![0u8; HEADER_LEN];
         let mut file: Option<tokio::io::BufWriter<tokio::fs::File>> = None;
-        let spool_err = |e: std::io::Error| {
-            StoreError::new(
-                if e.raw_os_error() == Some(28) {
-                    ErrorKind::Full
-                } else {
-                    ErrorKind::Unavailable
-                },
-                format!("cannot write spool file: {e}"),
-            )
-        };
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| {
-                StoreError::new(ErrorKind::BadRequest, format!("upload broke off: {e}"))
-            })?;
-            if let Some(limit) = declared_len {
-                if digest.len() + chunk.len() as u64 > limit {
-                    return Err(StoreError::new(
-                        ErrorKind::BadRequest,
-                        format!("body is longer than its Content-Length of {limit} bytes"),
-                    ));
-                }
-            }
+        let spool_err =
+            |e: std::io::Error| super::io_error(&e, "cannot write spool file".to_owned());
+        while let Some(chunk) = super::next_chunk(body, digest.len(), declared_len).await? {
             digest.update(&chunk);
             match &mut file {
                 Some(f) => f.write_all(&chunk).await.map_err(spool_err)?,
@@ -642,17 +616,6 @@ impl ObjectStoreBackend {
                     file = Some(f);
                 }
                 None => memory.extend_from_slice(&chunk),
-            }
-        }
-        if let Some(limit) = declared_len {
-            if digest.len() != limit {
-                return Err(StoreError::new(
-                    ErrorKind::BadRequest,
-                    format!(
-                        "body is {} bytes but its Content-Length is {limit}",
-                        digest.len()
-                    ),
-                ));
             }
         }
         let header = digest.into_header();
@@ -822,13 +785,9 @@ impl ObjectStoreBackend {
             ))
         };
         let spool_err = |e: std::io::Error| {
-            StoreError::new(
-                if e.raw_os_error() == Some(28) {
-                    ErrorKind::Full
-                } else {
-                    ErrorKind::Unavailable
-                },
-                format!("cannot write spool file for {}: {e}", self.where_(&key)),
+            super::io_error(
+                &e,
+                format!("cannot write spool file for {}", self.where_(&key)),
             )
         };
         while let Some(chunk) = stream.next().await {

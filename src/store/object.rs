@@ -530,6 +530,11 @@ impl ObjectStoreBackend {
                     self.credentials
                 )
             }
+            object_store::Error::NotFound { .. } if op.contains("multipart") => format!(
+                "the upload is gone ({text}): the store may have taken longer than the {} s read \
+                 timeout to assemble it, after which the client aborted it",
+                READ_TIMEOUT.as_secs()
+            ),
             object_store::Error::NotFound { .. } => {
                 format!("not found: the {container} may not exist ({text})")
             }

@@ -2,7 +2,8 @@
 // The deprecated plugins' top-level s3 / gcs / azure blocks: the mapping, and how the plugin uses it.
 // The full run against a real S3 emulator is in cloud.e2e.test.js.
 
-const { test, beforeEach, afterEach } = require('node:test');
+const { test } = require('node:test');
+const { hookSandbox } = require('./helpers/hook-sandbox.js');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const os = require('node:os');
@@ -97,28 +98,7 @@ const VARS = [
   'CI',
 ];
 
-/** @type {string} */ let root;
-/** @type {Record<string, string | undefined>} */ let saved;
-/** @type {string[]} */ let printed;
-/** @type {typeof console.log} */ let realLog;
-
-beforeEach(() => {
-  root = fs.mkdtempSync(path.join(os.tmpdir(), 'nxoc-legacy-'));
-  saved = Object.fromEntries(VARS.map((k) => [k, process.env[k]]));
-  for (const k of VARS) delete process.env[k];
-  printed = [];
-  realLog = console.log;
-  console.log = (...args) => printed.push(args.join(' '));
-});
-
-afterEach(() => {
-  console.log = realLog;
-  for (const k of VARS) {
-    if (saved[k] === undefined) delete process.env[k];
-    else process.env[k] = saved[k];
-  }
-  fs.rmSync(root, { recursive: true, force: true });
-});
+const sb = hookSandbox({ prefix: 'nxoc-legacy-', vars: VARS });
 
 /**
  * Whether this build accepts `backend`.
@@ -136,8 +116,8 @@ function backendAvailable(backend) {
 
 test('plugin: no backend in the entry + a legacy s3 block -> the s3 backend is configured from it', async () => {
   const nxJson = { plugins: [{ plugin: 'nx-open-cache' }], s3: S3_BLOCK };
-  fs.writeFileSync(path.join(root, 'nx.json'), JSON.stringify(nxJson));
-  const context = { id: 'legacy-1', workspaceRoot: root, argv: ['nx', 'run-many', '-t', 'build'], nxJsonConfiguration: nxJson };
+  fs.writeFileSync(path.join(sb.root, 'nx.json'), JSON.stringify(nxJson));
+  const context = { id: 'legacy-1', workspaceRoot: sb.root, argv: ['nx', 'run-many', '-t', 'build'], nxJsonConfiguration: nxJson };
   process.env.AWS_METADATA_ENDPOINT = 'http://127.0.0.1:9';
   if (!backendAvailable('s3')) {
     // This build rejects s3: the error proves the block was mapped (it names the s3 backend).
@@ -148,38 +128,38 @@ test('plugin: no backend in the entry + a legacy s3 block -> the s3 backend is c
     assert.match(String(process.env.NX_SELF_HOSTED_REMOTE_CACHE_SERVER), /^http:\/\/127\.0\.0\.1:\d+$/);
     await plugin.postTasksExecution(undefined, context);
   }
-  const out = printed.join('\n');
+  const out = sb.printed.join('\n');
   assert.match(out, /deprecated top-level "s3" block/);
   assert.match(out, /s3\.cacheKeyPrefix -> prefix/);
   assert.match(out, /s3\.accessKeyId and s3\.secretAccessKey are used for this run's proxy only/);
-  assert.ok(!out.includes('legacy-secret-value'), 'the secret was printed');
+  assert.ok(!out.includes('legacy-secret-value'), 'the secret was sb.printed');
   assert.equal(process.env.AWS_ACCESS_KEY_ID, undefined, 'the secret leaked into process.env');
   assert.equal(process.env.AWS_SECRET_ACCESS_KEY, undefined, 'the secret leaked into process.env');
 });
 
 test('plugin: nx.json read from the workspace when the context does not carry it', async () => {
   // Credentials that send the GCS client to a closed local port (no metadata server lookup).
-  const key = path.join(root, 'sa.json');
+  const key = path.join(sb.root, 'sa.json');
   fs.writeFileSync(key, JSON.stringify({ gcs_base_url: 'http://127.0.0.1:9', disable_oauth: true, client_email: 'x', private_key: '', private_key_id: '' }));
   process.env.GOOGLE_SERVICE_ACCOUNT = key;
   const nxJson = { plugins: [{ plugin: 'nx-open-cache' }], gcs: { bucket: 'gb' } };
-  fs.writeFileSync(path.join(root, 'nx.json'), JSON.stringify(nxJson));
-  const context = { id: 'legacy-2', workspaceRoot: root, argv: ['nx', 'run-many', '-t', 'build'] };
+  fs.writeFileSync(path.join(sb.root, 'nx.json'), JSON.stringify(nxJson));
+  const context = { id: 'legacy-2', workspaceRoot: sb.root, argv: ['nx', 'run-many', '-t', 'build'] };
   if (!backendAvailable('gcs')) {
     await assert.rejects(plugin.preTasksExecution(undefined, context), /backend "gcs" is not available/);
   } else {
     await plugin.preTasksExecution(undefined, context);
     await plugin.postTasksExecution(undefined, context);
   }
-  assert.match(printed.join('\n'), /deprecated top-level "gcs" block/);
+  assert.match(sb.printed.join('\n'), /deprecated top-level "gcs" block/);
 });
 
 test('plugin: an entry naming a backend ignores the legacy block', async () => {
   const nxJson = { plugins: [{ plugin: 'nx-open-cache', options: { backend: 'fs', path: 'store' } }], s3: S3_BLOCK };
-  fs.writeFileSync(path.join(root, 'nx.json'), JSON.stringify(nxJson));
-  const context = { id: 'legacy-3', workspaceRoot: root, argv: ['nx', 'run-many', '-t', 'build'], nxJsonConfiguration: nxJson };
+  fs.writeFileSync(path.join(sb.root, 'nx.json'), JSON.stringify(nxJson));
+  const context = { id: 'legacy-3', workspaceRoot: sb.root, argv: ['nx', 'run-many', '-t', 'build'], nxJsonConfiguration: nxJson };
   await plugin.preTasksExecution({ backend: 'fs', path: 'store' }, context);
   assert.match(String(process.env.NX_SELF_HOSTED_REMOTE_CACHE_SERVER), /^http:\/\/127\.0\.0\.1:\d+$/);
   await plugin.postTasksExecution(undefined, context);
-  assert.ok(!printed.join('\n').includes('deprecated'), printed.join('\n'));
+  assert.ok(!sb.printed.join('\n').includes('deprecated'), sb.printed.join('\n'));
 });

@@ -1,11 +1,11 @@
 'use strict';
 // The plugin hooks and the CLI in-process, against the real native proxy and a temp directory.
 
-const { test, beforeEach, afterEach } = require('node:test');
+const { test } = require('node:test');
+const { hookSandbox } = require('./helpers/hook-sandbox.js');
 const assert = require('node:assert/strict');
 const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
-const os = require('node:os');
 const path = require('node:path');
 
 const plugin = require('../lib/plugin.js');
@@ -21,36 +21,10 @@ const VARS = [
   'CI',
 ];
 
-/** @type {string} */
-let root;
-/** @type {Record<string, string | undefined>} */
-let saved;
-/** @type {string[]} */
-let printed;
-/** @type {typeof console.log} */
-let realLog;
-
-beforeEach(() => {
-  root = fs.mkdtempSync(path.join(os.tmpdir(), 'nxoc-plugin-'));
-  fs.writeFileSync(path.join(root, 'nx.json'), '{}');
-  saved = Object.fromEntries(VARS.map((k) => [k, process.env[k]]));
-  for (const k of VARS) delete process.env[k];
-  printed = [];
-  realLog = console.log;
-  console.log = (...args) => printed.push(args.join(' '));
-});
-
-afterEach(() => {
-  console.log = realLog;
-  for (const k of VARS) {
-    if (saved[k] === undefined) delete process.env[k];
-    else process.env[k] = saved[k];
-  }
-  fs.rmSync(root, { recursive: true, force: true });
-});
+const sb = hookSandbox({ prefix: 'nxoc-plugin-', vars: VARS, nxJson: '{}' });
 
 /** @param {string} id */
-const ctx = (id, argv = ['nx', 'run-many', '-t', 'build']) => ({ id, workspaceRoot: root, argv });
+const ctx = (id, argv = ['nx', 'run-many', '-t', 'build']) => ({ id, workspaceRoot: sb.root, argv });
 
 test('pre starts a proxy Nx can use; post stops it, prints and saves the summary', async () => {
   const options = { backend: 'fs', path: 'store' };
@@ -66,10 +40,10 @@ test('pre starts a proxy Nx can use; post stops it, prints and saves the summary
   assert.equal((await fetch(`${url}/v1/cache/123`)).status, 401);
 
   await plugin.postTasksExecution(options, ctx('run-1'));
-  const line = printed.find((l) => l.startsWith('nx-open-cache: '));
-  assert.ok(line, printed.join('\n'));
+  const line = sb.printed.find((l) => l.startsWith('nx-open-cache: '));
+  assert.ok(line, sb.printed.join('\n'));
   assert.match(line, /^nx-open-cache: 1 hit, 1 miss, 1 stored, 8 B down, 8 B up, 0 errors \(fs .*store, read-write\)$/);
-  const saved = JSON.parse(fs.readFileSync(summaryFile(root), 'utf8'));
+  const saved = JSON.parse(fs.readFileSync(summaryFile(sb.root), 'utf8'));
   assert.equal(saved.hits, 1);
   assert.equal(saved.stored, 1);
   assert.equal(saved.runId, 'run-1');
@@ -87,7 +61,7 @@ test('a second run in the same process (the daemon) starts again despite its own
     headers: { authorization: `Bearer ${process.env.NX_SELF_HOSTED_REMOTE_CACHE_ACCESS_TOKEN}` },
   })).status, 404);
   await plugin.postTasksExecution({ path: 'store' }, ctx('b'));
-  assert.ok(!printed.some((l) => l.includes('stays out of the way')), printed.join('\n'));
+  assert.ok(!sb.printed.some((l) => l.includes('stays out of the way')), sb.printed.join('\n'));
 });
 
 test('concurrent runs keep their own proxies', async () => {
@@ -106,10 +80,10 @@ test('a server set by the user wins: the plugin stays out and says so once', asy
   await plugin.preTasksExecution({ path: 'store' }, ctx('u1'));
   await plugin.preTasksExecution({ path: 'store' }, ctx('u2'));
   assert.equal(process.env.NX_SELF_HOSTED_REMOTE_CACHE_SERVER, 'http://127.0.0.1:1');
-  const notes = printed.filter((l) => l.includes('stays out of the way'));
-  assert.equal(notes.length, 1, printed.join('\n'));
+  const notes = sb.printed.filter((l) => l.includes('stays out of the way'));
+  assert.equal(notes.length, 1, sb.printed.join('\n'));
   await plugin.postTasksExecution({ path: 'store' }, ctx('u1'));
-  assert.ok(!printed.some((l) => /\d+ hits?, /.test(l)), 'no summary for a run it did not serve');
+  assert.ok(!sb.printed.some((l) => /\d+ hits?, /.test(l)), 'no summary for a run it did not serve');
 });
 
 test('--skip-remote-cache, NX_SKIP_REMOTE_CACHE and no-cache mode leave Nx alone', async () => {
@@ -122,8 +96,8 @@ test('--skip-remote-cache, NX_SKIP_REMOTE_CACHE and no-cache mode leave Nx alone
   process.env.CI = 'true';
   await plugin.preTasksExecution({ path: 'store', ciMode: 'no-cache' }, ctx('s3'));
   assert.equal(process.env.NX_SELF_HOSTED_REMOTE_CACHE_SERVER, undefined);
-  assert.ok(printed.some((l) => l.includes('no-cache (ciMode (CI detected))')), printed.join('\n'));
-  assert.ok(!fs.existsSync(path.join(root, 'store')), 'nothing created');
+  assert.ok(sb.printed.some((l) => l.includes('no-cache (ciMode (CI detected))')), sb.printed.join('\n'));
+  assert.ok(!fs.existsSync(path.join(sb.root, 'store')), 'nothing created');
 });
 
 test('a wrong option throws before anything starts, naming option, value and choices', async () => {
@@ -142,8 +116,8 @@ test('NX_OPEN_CACHE_SUMMARY=off prints nothing but still saves', async () => {
   process.env.NX_OPEN_CACHE_SUMMARY = 'off';
   await plugin.preTasksExecution({ path: 'store' }, ctx('q'));
   await plugin.postTasksExecution({ path: 'store' }, ctx('q'));
-  assert.ok(!printed.some((l) => l.startsWith('nx-open-cache: 0 hits')), printed.join('\n'));
-  assert.ok(fs.existsSync(summaryFile(root)));
+  assert.ok(!sb.printed.some((l) => l.startsWith('nx-open-cache: 0 hits')), sb.printed.join('\n'));
+  assert.ok(fs.existsSync(summaryFile(sb.root)));
 });
 
 test('summary formatting: units, faults listed once with counts', () => {
@@ -164,7 +138,7 @@ test('summary formatting: units, faults listed once with counts', () => {
 
 test('CLI: summary shows the saved run, config shows the effective settings, errors are clear', async () => {
   const cli = path.join(__dirname, '..', 'lib', 'cli.js');
-  const run = (/** @type {string[]} */ args) => spawnSync(process.execPath, [cli, ...args], { cwd: root, encoding: 'utf8' });
+  const run = (/** @type {string[]} */ args) => spawnSync(process.execPath, [cli, ...args], { cwd: sb.root, encoding: 'utf8' });
   let r = run(['summary']);
   assert.equal(r.status, 1);
   assert.match(r.stderr, /no run summary yet/);
@@ -177,11 +151,11 @@ test('CLI: summary shows the saved run, config shows the effective settings, err
   r = run(['config']);
   assert.equal(r.status, 1);
   assert.match(r.stderr, /not in nx\.json/);
-  fs.writeFileSync(path.join(root, 'nx.json'), JSON.stringify({ plugins: [{ plugin: 'nx-open-cache', options: { path: 'c', localMode: 'read-only' } }] }));
+  fs.writeFileSync(path.join(sb.root, 'nx.json'), JSON.stringify({ plugins: [{ plugin: 'nx-open-cache', options: { path: 'c', localMode: 'read-only' } }] }));
   r = run(['config']);
   assert.equal(r.status, 0, r.stderr);
   const cfg = JSON.parse(r.stdout);
-  assert.equal(cfg.location, path.join(root, 'c'));
+  assert.equal(cfg.location, path.join(sb.root, 'c'));
   assert.equal(cfg.mode, 'read-only');
   r = run(['frobnicate']);
   assert.equal(r.status, 1);

@@ -3,7 +3,6 @@
  * Generates the benchmark workspace and inspects what Nx and the cache left behind: output
  * snapshots, stored objects (envelope + payload), and the nginx export of the same payloads.
  */
-const { spawnSync } = require('node:child_process');
 const crypto = require('node:crypto');
 const fs = require('node:fs');
 const path = require('node:path');
@@ -14,25 +13,7 @@ const PLUGIN_NAME = 'nx-open-cache';
 const HEADER_LEN = 48;
 const MAGIC = Buffer.from('NXOC');
 
-/**
- * @param {string} cmd
- * @param {string[]} args
- * @param {string} cwd
- */
-function run(cmd, args, cwd) {
-  const r = spawnSync(cmd, args, { cwd, encoding: 'utf8' });
-  if (r.error) throw r.error;
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed in ${cwd}:\n${r.stdout}${r.stderr}`);
-  return r.stdout;
-}
-
-/** The nx package this repository uses. */
-function locateNx() {
-  const pkgJson = require.resolve('nx/package.json', { paths: [REPO_ROOT] });
-  const pkg = JSON.parse(fs.readFileSync(pkgJson, 'utf8'));
-  const bin = typeof pkg.bin === 'string' ? pkg.bin : pkg.bin.nx;
-  return { dir: path.dirname(pkgJson), version: String(pkg.version), bin: String(bin) };
-}
+const { run, locateNx } = require('../scripts/dev-tools.js');
 
 /** @param {number} i */
 const projectName = (i) => `p${String(i).padStart(2, '0')}`;

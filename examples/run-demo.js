@@ -48,26 +48,7 @@ function banner(title) {
   console.log(`\n${line}\n  ${title}\n${line}`);
 }
 
-/**
- * Runs a command synchronously, throwing with its output on failure.
- * @param {string} cmd
- * @param {string[]} args
- * @param {string} cwd
- */
-function run(cmd, args, cwd) {
-  const r = spawnSync(cmd, args, { cwd, encoding: 'utf8' });
-  if (r.error) throw r.error;
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed in ${cwd}:\n${r.stdout}${r.stderr}`);
-  return r.stdout;
-}
-
-/** The nx package this repository uses, and its CLI entry relative to the package. */
-function locateNx() {
-  const pkgJson = require.resolve('nx/package.json', { paths: [REPO_ROOT] });
-  const pkg = JSON.parse(fs.readFileSync(pkgJson, 'utf8'));
-  const bin = typeof pkg.bin === 'string' ? pkg.bin : pkg.bin.nx;
-  return { dir: path.dirname(pkgJson), version: pkg.version, bin };
-}
+const { run, locateNx } = require('../scripts/dev-tools.js');
 
 /**
  * What is missing for Nx to load the plugin (informational; the nx step reports the real error).

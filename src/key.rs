@@ -107,6 +107,15 @@ impl Prefix {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// `self/ns`: a namespace inside this prefix (either side may be empty).
+    pub fn join(&self, ns: &Prefix) -> Result<Prefix, InvalidName> {
+        match (self.is_empty(), ns.is_empty()) {
+            (_, true) => Ok(self.clone()),
+            (true, false) => Ok(ns.clone()),
+            (false, false) => Prefix::parse(&format!("{}/{}", self.0, ns.0)),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -146,5 +155,22 @@ mod tests {
         for p in ["/abs", "a//b", "..", "a/../b", "a b", "ü", "./a"] {
             assert!(Prefix::parse(p).is_err(), "{p} should be refused");
         }
+        let base = Prefix::parse("team").map_err(|e| e.to_string());
+        let pr = Prefix::parse("pr/42").map_err(|e| e.to_string());
+        let (base, pr) = (base.as_ref().ok(), pr.as_ref().ok());
+        let joined = base.zip(pr).map(|(b, p)| b.join(p).map(|j| j.0));
+        assert_eq!(joined, Some(Ok("team/pr/42".into())));
+        let empty = Prefix::default();
+        assert_eq!(
+            pr.map(|p| empty.join(p).map(|j| j.0)),
+            Some(Ok("pr/42".into()))
+        );
+        assert_eq!(
+            base.map(|b| b.join(&empty).map(|j| j.0)),
+            Some(Ok("team".into()))
+        );
+        let long = Prefix::parse(&"a".repeat(200)).map_err(|e| e.to_string());
+        let too_long = long.as_ref().ok().map(|l| l.join(l).is_err());
+        assert_eq!(too_long, Some(true));
     }
 }

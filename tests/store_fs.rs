@@ -303,3 +303,28 @@ async fn disk_full_is_reported_and_leaves_nothing() {
     );
     assert_eq!(tmp_left, 0);
 }
+
+#[tokio::test]
+async fn namespaces_are_separate_key_spaces() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = FsStore::new(dir.path().join("c"), Prefix::parse("team").unwrap());
+    base.prepare().unwrap();
+    let pr = base
+        .with_namespace(&Prefix::parse("pr/7").unwrap())
+        .unwrap();
+    let h = hash("4242");
+    let out = pr.put(&h, &mut body(b"from pr", 3), Some(7)).await;
+    assert_eq!(out, Ok(PutOutcome::Stored(7)));
+    assert!(
+        base.get(&h).await.unwrap().is_none(),
+        "the base never sees it"
+    );
+    assert!(pr.describe().contains("team/pr/7"), "{}", pr.describe());
+    let out = base.put(&h, &mut body(b"from main", 4), Some(9)).await;
+    assert_eq!(out, Ok(PutOutcome::Stored(9)), "same hash, other namespace");
+    assert_eq!(read_all(pr.get(&h).await.unwrap().unwrap()), b"from pr");
+    assert_eq!(read_all(base.get(&h).await.unwrap().unwrap()), b"from main");
+    let too_long = Prefix::parse(&"n".repeat(255)).unwrap();
+    let err = base.with_namespace(&too_long).err().expect("too long");
+    assert!(err.message.contains("namespace"), "{}", err.message);
+}

@@ -16,6 +16,7 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
@@ -431,5 +432,11 @@ impl Store for FsStore {
                 self.prefix.as_str()
             )
         }
+    }
+
+    fn with_namespace(&self, ns: &Prefix) -> Result<Arc<dyn Store>, StoreError> {
+        let mut store = self.clone();
+        store.prefix = super::namespaced(&self.prefix, ns)?;
+        Ok(Arc::new(store))
     }
 }

@@ -8,7 +8,7 @@ pub mod aws_profile;
 pub mod fs;
 pub mod object;
 
-use crate::key::TaskHash;
+use crate::key::{Prefix, TaskHash};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
@@ -101,6 +101,23 @@ pub trait Store: Send + Sync + 'static {
 
     /// Human-readable location for summaries and errors, e.g. `fs /mnt/nx-cache`.
     fn describe(&self) -> String;
+
+    /// The same storage with `ns` appended to its key prefix (the server's token namespaces).
+    fn with_namespace(&self, ns: &Prefix) -> Result<std::sync::Arc<dyn Store>, StoreError>;
+}
+
+/// The prefix of a namespaced store, or why it cannot be made.
+pub(crate) fn namespaced(base: &Prefix, ns: &Prefix) -> Result<Prefix, StoreError> {
+    base.join(ns).map_err(|e| {
+        StoreError::new(
+            ErrorKind::Unavailable,
+            format!(
+                "namespace {:?} inside prefix {:?}: {e}",
+                ns.as_str(),
+                base.as_str()
+            ),
+        )
+    })
 }
 
 /// Turns an I/O error into a store error that says what was being done, where, and why.

@@ -885,6 +885,12 @@ impl Store for ObjectStoreBackend {
         }
         out
     }
+
+    fn with_namespace(&self, ns: &Prefix) -> Result<Arc<dyn Store>, StoreError> {
+        let mut store = self.clone();
+        store.prefix = super::namespaced(&self.prefix, ns)?;
+        Ok(Arc::new(store))
+    }
 }
 
 /// A store that could not be set up: every request is a fault with the same reason, so the build
@@ -913,5 +919,12 @@ impl Store for UnavailableStore {
 
     fn describe(&self) -> String {
         self.location.clone()
+    }
+
+    fn with_namespace(&self, _ns: &Prefix) -> Result<Arc<dyn Store>, StoreError> {
+        Ok(Arc::new(UnavailableStore {
+            location: self.location.clone(),
+            reason: self.reason.clone(),
+        }))
     }
 }

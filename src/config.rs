@@ -27,8 +27,8 @@ pub const KNOWN_OPTIONS: &[&str] = &[
     "url",
 ];
 
-pub const BACKENDS_AVAILABLE: &[&str] = &["fs", "s3", "gcs", "azure"];
-pub const BACKENDS_PLANNED: &[&str] = &["http"];
+pub const BACKENDS_AVAILABLE: &[&str] = &["fs", "s3", "gcs", "azure", "http"];
+pub const BACKENDS_PLANNED: &[&str] = &[];
 pub const MODES: &[&str] = &["read-write", "read-only", "no-cache"];
 
 /// What the cache may do in this run.
@@ -85,6 +85,12 @@ pub enum Backend {
         /// Blob service URL of the account, e.g. `http://127.0.0.1:10000/devstoreaccount1`.
         endpoint: Option<String>,
     },
+    /// An Nx-protocol server (ours or any other): `<url>/v1/cache/<hash>`. The token comes from
+    /// `NX_OPEN_CACHE_TOKEN` (never from nx.json).
+    Http {
+        /// `http(s)://host[:port][/base]`, no trailing slash.
+        url: String,
+    },
 }
 
 impl Backend {
@@ -94,6 +100,7 @@ impl Backend {
             Backend::S3 { .. } => "s3",
             Backend::Gcs { .. } => "gcs",
             Backend::Azure { .. } => "azure",
+            Backend::Http { .. } => "http",
         }
     }
 
@@ -109,6 +116,7 @@ impl Backend {
                 Some(a) => format!("{a}/{container}"),
                 None => container.clone(),
             },
+            Backend::Http { url } => url.clone(),
         }
     }
 }
@@ -186,6 +194,7 @@ const COMMON_OPTIONS: &[&str] = &["backend", "prefix", "localMode", "ciMode"];
 const S3_OPTIONS: &[&str] = &["bucket", "region", "endpoint", "forcePathStyle"];
 const GCS_OPTIONS: &[&str] = &["bucket"];
 const AZURE_OPTIONS: &[&str] = &["container", "accountName", "endpoint"];
+const HTTP_OPTIONS: &[&str] = &["url"];
 
 /// Refuses options that belong to another backend (e.g. `path` with `backend: "s3"`): they would be
 /// silently ignored otherwise.
@@ -288,6 +297,62 @@ fn optional_url(
         ));
     }
     Ok(Some(v.trim_end_matches('/').to_owned()))
+}
+
+/// The http backend's `url`: required, `http://` or `https://`, a host, an optional base path, no
+/// trailing slash (Nx-protocol paths `/v1/cache/<hash>` are appended to it), no credentials (the
+/// token comes from `NX_OPEN_CACHE_TOKEN`), query or fragment.
+fn http_url(options: &serde_json::Map<String, Value>) -> Result<String, ConfigError> {
+    const EXPECTED: &str =
+        "an http:// or https:// URL with a host and no trailing slash, e.g. \"https://cache.example.com\"";
+    let value = string_option(options, "url")?.unwrap_or("");
+    if value.is_empty() {
+        return Err(ConfigError {
+            option: "url".into(),
+            message: "backend \"http\" needs option \"url\": the base URL of the Nx-protocol \
+                      server, e.g. --url=https://cache.example.com"
+                .into(),
+        });
+    }
+    let bad = |why: &str| ConfigError {
+        option: "url".into(),
+        message: format!("invalid value {value:?} for option \"url\": {why}; expected {EXPECTED}"),
+    };
+    let lower = value.to_ascii_lowercase();
+    if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+        return Err(bad(if value.contains("://") {
+            "the scheme must be http or https"
+        } else {
+            "the scheme (https:// or http://) is missing"
+        }));
+    }
+    if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad("it contains whitespace or control characters"));
+    }
+    if value.ends_with('/') {
+        return Err(bad(
+            "it ends with a slash (the paths /v1/cache/<hash> are appended to it)",
+        ));
+    }
+    let parsed =
+        reqwest::Url::parse(value).map_err(|e| bad(&format!("it is not a valid URL ({e})")))?;
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(bad("it has no host"));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(bad(
+            "credentials do not belong in the URL (the token comes from NX_OPEN_CACHE_TOKEN)",
+        ));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(bad("it has a query or a fragment"));
+    }
+    if parsed.path().trim_end_matches('/').ends_with("/v1/cache") {
+        return Err(bad(
+            "give the server's base URL, without /v1/cache (nx-open-cache appends it)",
+        ));
+    }
+    Ok(value.to_owned())
 }
 
 fn bool_option(
@@ -419,6 +484,20 @@ pub fn resolve(
             let raw = string_option(options, "path")?.unwrap_or(DEFAULT_FS_PATH);
             Backend::Fs {
                 path: resolve_path(raw, env, workspace_root)?,
+            }
+        }
+        "http" => {
+            only_options(options, "http", HTTP_OPTIONS)?;
+            if string_option(options, "prefix")?.is_some_and(|p| !p.is_empty()) {
+                return Err(ConfigError {
+                    option: "prefix".into(),
+                    message: "option \"prefix\" does not apply to backend \"http\": the server \
+                              decides where artifacts go (its tokens carry the namespaces)"
+                        .into(),
+                });
+            }
+            Backend::Http {
+                url: http_url(options)?,
             }
         }
         other if BACKENDS_PLANNED.contains(&other) => {
@@ -581,7 +660,7 @@ mod tests {
     fn errors_name_option_value_and_allowed() {
         let cases = [
             (json!({"backend": "nope"}), "backend", "\"nope\""),
-            (json!({"backend": "http"}), "backend", "not available"),
+            (json!({"backend": "http"}), "url", "needs option \"url\""),
             (
                 json!({"backend": "s3"}),
                 "bucket",
@@ -670,6 +749,80 @@ mod tests {
         .unwrap();
         assert_eq!(c.backend.location(), "acct/c");
         assert_eq!(c.backend.name(), "azure");
+    }
+
+    #[test]
+    fn http_backend() {
+        let e = env(&[]);
+        for url in [
+            "https://cache.example.com",
+            "http://127.0.0.1:3000",
+            "https://cache.example.com/nx/base",
+            "HTTPS://Cache.example.com:8443",
+        ] {
+            let c = resolve(&json!({"backend": "http", "url": url}), &e, ws()).unwrap();
+            assert_eq!(c.backend, Backend::Http { url: url.into() });
+            assert_eq!(
+                (c.backend.name(), c.backend.location()),
+                ("http", url.into())
+            );
+        }
+        let cases = [
+            ("https://cache.example.com/", "ends with a slash"),
+            ("http://127.0.0.1:3000/", "ends with a slash"),
+            (
+                "cache.example.com",
+                "scheme (https:// or http://) is missing",
+            ),
+            ("cache.example.com:3000", "is missing"),
+            ("ftp://cache.example.com", "must be http or https"),
+            ("https://", "not a valid URL"),
+            ("https://:3000", "not a valid URL"),
+            ("https://host:99999", "not a valid URL"),
+            ("https://u:p@host", "credentials"),
+            ("https://host?x=1", "query"),
+            ("https://host#f", "fragment"),
+            ("https://host /x", "whitespace"),
+            ("https://host/v1/cache", "without /v1/cache"),
+        ];
+        for (url, needle) in cases {
+            let err = resolve(&json!({"backend": "http", "url": url}), &e, ws()).unwrap_err();
+            assert_eq!(err.option, "url", "{url}");
+            assert!(err.message.contains(needle), "{url}: {}", err.message);
+            assert!(
+                err.message.contains(&format!("{url:?}"))
+                    && err.message.contains("e.g. \"https://cache.example.com\""),
+                "{url}: {}",
+                err.message
+            );
+        }
+        let err = resolve(&json!({"backend": "http"}), &e, ws()).unwrap_err();
+        assert_eq!(err.option, "url");
+        assert!(err.message.contains("--url=https://"), "{}", err.message);
+        let err = resolve(
+            &json!({"backend": "http", "url": "https://h", "bucket": "b"}),
+            &e,
+            ws(),
+        )
+        .unwrap_err();
+        assert_eq!(err.option, "bucket");
+        assert!(err.message.contains("backend \"http\""), "{}", err.message);
+        let err = resolve(
+            &json!({"backend": "http", "url": "https://h", "prefix": "team"}),
+            &e,
+            ws(),
+        )
+        .unwrap_err();
+        assert_eq!(err.option, "prefix");
+        // A token never comes from nx.json.
+        let err = resolve(
+            &json!({"backend": "http", "url": "https://h", "token": "s3cret"}),
+            &e,
+            ws(),
+        )
+        .unwrap_err();
+        assert_eq!(err.option, "token");
+        assert!(!err.message.contains("s3cret"), "{}", err.message);
     }
 
     #[test]

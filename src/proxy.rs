@@ -5,6 +5,7 @@ use crate::config::{Backend, CacheConfig, Mode};
 use crate::server::{self, ProxySettings, RunningProxy};
 use crate::stats::{Snapshot, Stats};
 use crate::store::fs::FsStore;
+use crate::store::http::HttpStore;
 use crate::store::object::{ObjectStoreBackend, UnavailableStore};
 use crate::store::Store;
 use std::collections::HashMap;
@@ -37,6 +38,29 @@ pub fn open_store(
             }
             Arc::new(store)
         }
+        Backend::Http { url } => match HttpStore::from_env(url, env) {
+            Ok(store) => {
+                if config.mode != Mode::NoCache {
+                    // Warnings (extra CA file unreadable, verification off): one line each, and in
+                    // the run summary.
+                    for w in store.warnings() {
+                        if stats.error(w) {
+                            eprintln!("nx-open-cache: {w}");
+                        }
+                    }
+                }
+                Arc::new(store)
+            }
+            Err(e) => {
+                if config.mode != Mode::NoCache {
+                    stats.error(&e.message);
+                }
+                Arc::new(UnavailableStore {
+                    location: format!("http {url}"),
+                    reason: e.message,
+                })
+            }
+        },
         Backend::S3 { .. } | Backend::Gcs { .. } | Backend::Azure { .. } => {
             match ObjectStoreBackend::from_config(&config.backend, config.prefix.clone(), env) {
                 Ok(store) => {

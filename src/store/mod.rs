@@ -6,6 +6,7 @@
 
 pub mod aws_profile;
 pub mod fs;
+pub mod http;
 pub mod object;
 
 use crate::key::{Prefix, TaskHash};

@@ -401,6 +401,12 @@ impl ObjectStoreBackend {
                     format!("fs backend ({}) is not an object store", path.display()),
                 ))
             }
+            Backend::Http { url } => {
+                return Err(StoreError::new(
+                    ErrorKind::Unavailable,
+                    format!("http backend ({url}) is not an object store"),
+                ))
+            }
         };
         let inner = built.map_err(|e| {
             StoreError::new(

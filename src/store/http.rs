@@ -1,0 +1,744 @@
+//! The `http` backend: an upstream Nx-protocol server (our `nx-open-cache serve`, or any server that
+//! implements Nx's self-hosted remote-cache API), reached with `GET`/`PUT <url>/v1/cache/<hash>`.
+//!
+//! The payload on this wire is the Nx artifact as is (no envelope): the upstream decides how it
+//! stores and verifies objects. The bearer token comes from `NX_OPEN_CACHE_TOKEN`; without it no
+//! `Authorization` header is sent (some servers allow anonymous reads).
+//!
+//! Reads stream the response into memory up to the inline limit, else into an unlinked spool file,
+//! and check the received length against `Content-Length`. A 404 is a miss; 401/403 is a fault that
+//! says the token was refused; anything else, a timeout or a connection failure is a fault naming
+//! the URL and the status or cause. Connection failures (not timeouts), 429 and 5xx answers are
+//! retried with jittered exponential backoff.
+//!
+//! Writes stream the request body straight through with its `Content-Length` (a body whose length
+//! is unknown is spooled first to learn it). A streamed PUT is not retried: its body cannot be
+//! replayed without keeping a copy, and a write that did not happen only costs the next run a
+//! rebuild. 200 is stored, 409 already stored, 403 a refused write (a read-only token), 413 too
+//! large; the proxy turns every fault into Nx's quiet "not stored".
+//!
+//! TLS (https URLs): the platform's verifier and roots (rustls-platform-verifier through reqwest:
+//! on Linux the system CA bundle, honouring `SSL_CERT_FILE`/`SSL_CERT_DIR`; on macOS and Windows
+//! the OS trust store), plus the PEM certificates in the file named by `NODE_EXTRA_CA_CERTS`, as
+//! Node does. `NODE_TLS_REJECT_UNAUTHORIZED=0` turns verification off, with a warning.
+
+use super::{Artifact, ArtifactBody, BodyStream, ErrorKind, PutOutcome, Store, StoreError};
+use crate::key::{Prefix, TaskHash};
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use futures_util::StreamExt;
+use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use reqwest::{Method, StatusCode};
+use std::collections::HashMap;
+use std::error::Error as _;
+use std::io::SeekFrom;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+
+/// The environment variable holding the upstream's bearer token.
+pub const TOKEN_ENV: &str = "NX_OPEN_CACHE_TOKEN";
+/// Node's variable naming a PEM file of extra CA certificates; honoured the same way.
+pub const EXTRA_CA_ENV: &str = "NODE_EXTRA_CA_CERTS";
+/// Node's variable that, set to `0`, turns TLS certificate verification off.
+pub const REJECT_UNAUTHORIZED_ENV: &str = "NODE_TLS_REJECT_UNAUTHORIZED";
+
+/// Artifacts up to this size are received in memory; larger ones go to a spool file.
+pub const DEFAULT_INLINE_LIMIT: u64 = 8 * 1024 * 1024;
+/// Longest piece of an error answer's body quoted in a fault.
+const SNIPPET_LEN: usize = 300;
+
+/// Timeouts, retries, spooling and TLS settings of an [`HttpStore`].
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    /// Establishing the TCP (and TLS) connection.
+    pub connect_timeout: Duration,
+    /// Longest wait for the next bytes of an answer (headers or body).
+    pub read_timeout: Duration,
+    /// Cap on one whole request, streaming included.
+    pub total_timeout: Duration,
+    /// Extra attempts of a GET after a connection failure, a 429 or a 5xx.
+    pub get_retries: u32,
+    /// First retry delay; doubled per attempt, with full jitter.
+    pub retry_backoff: Duration,
+    /// Artifacts up to this size are received in memory.
+    pub inline_limit: u64,
+    /// Where larger artifacts (and unsized uploads) are spooled.
+    pub spool_dir: PathBuf,
+    /// A PEM file of extra CA certificates trusted besides the platform's roots.
+    pub extra_ca_file: Option<PathBuf>,
+    /// Accept any server certificate (insecure; `NODE_TLS_REJECT_UNAUTHORIZED=0`).
+    pub accept_invalid_certs: bool,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        HttpOptions {
+            connect_timeout: Duration::from_secs(5),
+            read_timeout: Duration::from_secs(30),
+            total_timeout: Duration::from_secs(15 * 60),
+            get_retries: 2,
+            retry_backoff: Duration::from_millis(200),
+            inline_limit: DEFAULT_INLINE_LIMIT,
+            spool_dir: std::env::temp_dir().join("nx-open-cache-spool"),
+            extra_ca_file: None,
+            accept_invalid_certs: false,
+        }
+    }
+}
+
+impl HttpOptions {
+    /// The defaults, with the TLS settings Node reads from the environment
+    /// (`NODE_EXTRA_CA_CERTS`, `NODE_TLS_REJECT_UNAUTHORIZED`).
+    pub fn from_env(env: &HashMap<String, String>) -> Self {
+        HttpOptions {
+            extra_ca_file: env
+                .get(EXTRA_CA_ENV)
+                .filter(|v| !v.trim().is_empty())
+                .map(PathBuf::from),
+            accept_invalid_certs: env
+                .get(REJECT_UNAUTHORIZED_ENV)
+                .is_some_and(|v| v.trim() == "0"),
+            ..HttpOptions::default()
+        }
+    }
+}
+
+/// A store on an upstream Nx-protocol server.
+pub struct HttpStore {
+    client: reqwest::Client,
+    /// The configured URL, without trailing slash.
+    base: String,
+    /// `Bearer <token>`, marked sensitive; None: no Authorization header.
+    auth: Option<HeaderValue>,
+    options: HttpOptions,
+    warnings: Vec<String>,
+}
+
+/// A failed attempt, and whether another one may help.
+struct Failure {
+    error: StoreError,
+    retry: bool,
+}
+
+fn unavailable(message: String) -> StoreError {
+    StoreError::new(ErrorKind::Unavailable, message)
+}
+
+/// An error with its causes, e.g. `error sending request: client error (Connect): tcp connect
+/// error: Connection refused (os error 111)`, without repeating a cause already in the text.
+fn chain(e: &reqwest::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+fn secs(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
+}
+
+impl HttpStore {
+    /// Builds the client for `url` (validated by the configuration: `http(s)://host[:port][/base]`,
+    /// no trailing slash). `token`: the bearer token, None or empty for anonymous access. Nothing is
+    /// contacted yet. Problems with the extra CA file are warnings ([`HttpStore::warnings`]), not
+    /// failures.
+    pub fn new(url: &str, token: Option<&str>, options: HttpOptions) -> Result<Self, StoreError> {
+        let base = url.trim_end_matches('/').to_owned();
+        let https = base.to_ascii_lowercase().starts_with("https://");
+        let auth = match token.map(str::trim).filter(|t| !t.is_empty()) {
+            None => None,
+            Some(t) => {
+                let mut v = HeaderValue::from_str(&format!("Bearer {t}")).map_err(|_| {
+                    unavailable(format!(
+                        "http {base}: {TOKEN_ENV} contains characters that cannot be sent in an \
+                         HTTP header (only visible ASCII is allowed)"
+                    ))
+                })?;
+                v.set_sensitive(true);
+                Some(v)
+            }
+        };
+        let mut warnings = Vec::new();
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(options.connect_timeout)
+            .read_timeout(options.read_timeout)
+            .timeout(options.total_timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("nx-open-cache/", env!("CARGO_PKG_VERSION")));
+        if https {
+            if let Some(file) = &options.extra_ca_file {
+                let shown = file.display();
+                match std::fs::read(file) {
+                    Err(e) => warnings.push(format!(
+                        "warning: cannot read {EXTRA_CA_ENV} file {shown} ({e}): its certificates \
+                         are not trusted, only the system's"
+                    )),
+                    Ok(pem) => match reqwest::Certificate::from_pem_bundle(&pem) {
+                        Ok(certs) if !certs.is_empty() => {
+                            builder = builder.tls_certs_merge(certs);
+                        }
+                        Ok(_) => warnings.push(format!(
+                            "warning: {EXTRA_CA_ENV} file {shown} holds no PEM certificate \
+                             (-----BEGIN CERTIFICATE-----): only the system's roots are trusted"
+                        )),
+                        Err(e) => warnings.push(format!(
+                            "warning: {EXTRA_CA_ENV} file {shown} is not a PEM certificate bundle \
+                             ({e}): only the system's roots are trusted"
+                        )),
+                    },
+                }
+            }
+            if options.accept_invalid_certs {
+                builder = builder.tls_danger_accept_invalid_certs(true);
+                warnings.push(format!(
+                    "warning: {REJECT_UNAUTHORIZED_ENV}=0: the TLS certificate of {base} is not \
+                     verified (insecure: anyone on the network path can read and change artifacts)"
+                ));
+            }
+        } else {
+            // Plain http needs no roots (redirects are not followed, so TLS is never reached):
+            // this also works on a system without a CA bundle.
+            builder = builder.tls_certs_only(Vec::new());
+        }
+        let client = builder.build().map_err(|e| {
+            unavailable(format!(
+                "http {base}: cannot set up the HTTP client: {}",
+                chain(&e)
+            ))
+        })?;
+        Ok(HttpStore {
+            client,
+            base,
+            auth,
+            options,
+            warnings,
+        })
+    }
+
+    /// [`HttpStore::new`] with the token from `NX_OPEN_CACHE_TOKEN` and the TLS settings of
+    /// [`HttpOptions::from_env`].
+    pub fn from_env(url: &str, env: &HashMap<String, String>) -> Result<Self, StoreError> {
+        let token = env.get(TOKEN_ENV).map(String::as_str);
+        HttpStore::new(url, token, HttpOptions::from_env(env))
+    }
+
+    /// Warnings found while building the client (unreadable extra CA file, verification off).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// Whether requests carry a bearer token.
+    pub fn has_token(&self) -> bool {
+        self.auth.is_some()
+    }
+
+    /// `<url>/v1/cache/<hash>`.
+    pub fn object_url(&self, hash: &TaskHash) -> String {
+        format!("{}/v1/cache/{}", self.base, hash.as_str())
+    }
+
+    fn request(&self, method: Method, url: &str) -> reqwest::RequestBuilder {
+        let mut req = self.client.request(method, url);
+        if let Some(auth) = &self.auth {
+            req = req.header(AUTHORIZATION, auth.clone());
+        }
+        req
+    }
+
+    /// A transport failure (no answer): connection refused/reset, DNS, TLS, timeouts.
+    fn transport(&self, method: &str, url: &str, e: &reqwest::Error) -> Failure {
+        let o = &self.options;
+        let what = if e.is_timeout() {
+            if e.is_connect() {
+                format!("could not connect within {}", secs(o.connect_timeout))
+            } else {
+                format!(
+                    "no answer in time (read timeout {}, total {})",
+                    secs(o.read_timeout),
+                    secs(o.total_timeout)
+                )
+            }
+        } else if e.is_connect() {
+            "cannot connect".to_owned()
+        } else {
+            "request failed".to_owned()
+        };
+        Failure {
+            error: unavailable(format!("http {method} {url}: {what}: {}", chain(e))),
+            // A refused or reset connection is worth another try; a hang is not (it would cost
+            // another full timeout).
+            retry: !e.is_timeout() && (e.is_connect() || e.is_request() || e.is_body()),
+        }
+    }
+
+    /// The start of an error answer's body, for the fault message.
+    async fn snippet(resp: reqwest::Response) -> String {
+        let mut stream = resp.bytes_stream();
+        let mut got: Vec<u8> = Vec::new();
+        while got.len() < SNIPPET_LEN {
+            match stream.next().await {
+                Some(Ok(chunk)) => got.extend_from_slice(&chunk),
+                _ => break,
+            }
+        }
+        let text = String::from_utf8_lossy(&got[..got.len().min(SNIPPET_LEN)]);
+        let text: String = text
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        let text = text.trim();
+        if text.is_empty() {
+            String::new()
+        } else {
+            format!("; the server said: {text}")
+        }
+    }
+
+    /// 401/403: the token was refused (or is missing).
+    fn auth_fault(&self, method: &str, url: &str, status: StatusCode, said: &str) -> StoreError {
+        let status_text = format!(
+            "{} {}",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or("")
+        );
+        let why = match (self.auth.is_some(), status, method) {
+            (false, _, _) => format!(
+                "the server requires a token ({status_text}) and {TOKEN_ENV} is not set: set it to \
+                 a token the server accepts"
+            ),
+            (true, StatusCode::FORBIDDEN, "PUT") => format!(
+                "the server refused the write ({status_text}; read-only token?): the token in \
+                 {TOKEN_ENV} may only read, or the server could not store the artifact"
+            ),
+            (true, StatusCode::FORBIDDEN, _) => format!(
+                "the server refused read access to the token in {TOKEN_ENV} ({status_text})"
+            ),
+            (true, _, _) => format!(
+                "the server refused the token in {TOKEN_ENV} ({status_text}): check that it is \
+                 a valid token of this server"
+            ),
+        };
+        unavailable(format!("http {method} {url}: {why}{said}"))
+    }
+
+    async fn read(&self, hash: &TaskHash) -> Result<Option<Artifact>, StoreError> {
+        let url = self.object_url(hash);
+        let mut attempt: u32 = 0;
+        loop {
+            match self.try_get(&url).await {
+                Ok(found) => return Ok(found),
+                Err(f) if f.retry && attempt < self.options.get_retries => {
+                    attempt += 1;
+                    tokio::time::sleep(backoff(self.options.retry_backoff, attempt)).await;
+                }
+                Err(f) => {
+                    let mut error = f.error;
+                    if attempt > 0 {
+                        error
+                            .message
+                            .push_str(&format!(" ({} attempts)", attempt + 1));
+                    }
+                    return Err(error);
+                }
+            }
+        }
+    }
+
+    async fn try_get(&self, url: &str) -> Result<Option<Artifact>, Failure> {
+        let resp = self
+            .request(Method::GET, url)
+            .send()
+            .await
+            .map_err(|e| self.transport("GET", url, &e))?;
+        let status = resp.status();
+        match status {
+            StatusCode::OK => self.receive(url, resp).await.map(Some),
+            StatusCode::NOT_FOUND => Ok(None),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                let said = Self::snippet(resp).await;
+                Err(Failure {
+                    error: self.auth_fault("GET", url, status, &said),
+                    retry: false,
+                })
+            }
+            _ => {
+                let said = Self::snippet(resp).await;
+                Err(Failure {
+                    error: unavailable(format!("http GET {url}: unexpected answer {status}{said}")),
+                    retry: status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS,
+                })
+            }
+        }
+    }
+
+    /// Receives a 200 answer's body: in memory up to the inline limit, else in a spool file.
+    async fn receive(&self, url: &str, resp: reqwest::Response) -> Result<Artifact, Failure> {
+        let declared = resp.content_length();
+        let mut spool = Spool::new(self, declared);
+        let mut stream = resp.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| {
+                let mut f = self.transport("GET", url, &e);
+                f.error.message = format!(
+                    "{} (after {} bytes of the artifact)",
+                    f.error.message,
+                    spool.len()
+                );
+                f
+            })?;
+            spool.push(&chunk).await.map_err(|error| Failure {
+                error,
+                retry: false,
+            })?;
+        }
+        if let Some(n) = declared {
+            if n != spool.len() {
+                return Err(Failure {
+                    error: unavailable(format!(
+                        "http GET {url}: the answer ended after {} of its {n} bytes",
+                        spool.len()
+                    )),
+                    retry: true,
+                });
+            }
+        }
+        let len = spool.len();
+        let body = spool.finish().await.map_err(|error| Failure {
+            error,
+            retry: false,
+        })?;
+        let body = match body {
+            Spooled::Memory(bytes) => ArtifactBody::Memory(bytes),
+            Spooled::File(file) => ArtifactBody::File { file, offset: 0 },
+        };
+        Ok(Artifact { len, body })
+    }
+
+    async fn write(
+        &self,
+        hash: &TaskHash,
+        body: &mut BodyStream<'_>,
+        declared_len: Option<u64>,
+    ) -> Result<PutOutcome, StoreError> {
+        let url = self.object_url(hash);
+        let (len, sent) = match declared_len {
+            Some(len) => {
+                let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+                let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+                    rx.recv().await.map(|item| (item, rx))
+                });
+                let request = self
+                    .request(Method::PUT, &url)
+                    .header(CONTENT_LENGTH, len)
+                    .header(CONTENT_TYPE, "application/octet-stream")
+                    .body(reqwest::Body::wrap_stream(stream))
+                    .send();
+                let pump = async move {
+                    let mut sent: u64 = 0;
+                    loop {
+                        match super::next_chunk(body, sent, Some(len)).await {
+                            Ok(Some(chunk)) => {
+                                sent += chunk.len() as u64;
+                                if tx.send(Ok(chunk)).await.is_err() {
+                                    // The request ended (answered early or failed): the caller
+                                    // drains what is left.
+                                    return Ok(sent);
+                                }
+                            }
+                            Ok(None) => return Ok(sent),
+                            Err(e) => {
+                                // Aborts the upload: the server sees a broken body, stores nothing.
+                                let _ =
+                                    tx.send(Err(std::io::Error::other(e.message.clone()))).await;
+                                return Err(e);
+                            }
+                        }
+                    }
+                };
+                let (pumped, answer) = tokio::join!(pump, request);
+                let sent = pumped?;
+                (len, answer.map(|resp| (resp, sent)))
+            }
+            None => {
+                // Unknown length (Nx always sends one): spool to learn it, then send.
+                let mut spool = Spool::new(self, None);
+                while let Some(chunk) = super::next_chunk(body, spool.len(), None).await? {
+                    spool.push(&chunk).await?;
+                }
+                let len = spool.len();
+                let payload = match spool.finish().await? {
+                    Spooled::Memory(bytes) => reqwest::Body::from(bytes),
+                    Spooled::File(file) => {
+                        use tokio::io::AsyncReadExt;
+                        let reader = tokio::fs::File::from_std(file).take(len);
+                        reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(
+                            reader,
+                            256 * 1024,
+                        ))
+                    }
+                };
+                let answer = self
+                    .request(Method::PUT, &url)
+                    .header(CONTENT_LENGTH, len)
+                    .header(CONTENT_TYPE, "application/octet-stream")
+                    .body(payload)
+                    .send()
+                    .await;
+                (len, answer.map(|resp| (resp, len)))
+            }
+        };
+        let (resp, sent) = sent.map_err(|e| self.transport("PUT", &url, &e).error)?;
+        let status = resp.status();
+        match status {
+            StatusCode::CONFLICT => Ok(PutOutcome::AlreadyExists),
+            s if s.is_success() && s != StatusCode::ACCEPTED && sent == len => {
+                Ok(PutOutcome::Stored(len))
+            }
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                let said = Self::snippet(resp).await;
+                Err(self.auth_fault("PUT", &url, status, &said))
+            }
+            StatusCode::PAYLOAD_TOO_LARGE => {
+                let said = Self::snippet(resp).await;
+                Err(unavailable(format!(
+                    "http PUT {url}: the server refused the artifact of {len} bytes as too large \
+                     ({status}){said}"
+                )))
+            }
+            _ => {
+                let said = Self::snippet(resp).await;
+                let partial = if sent < len {
+                    format!(" after {sent} of {len} bytes")
+                } else {
+                    String::new()
+                };
+                Err(unavailable(format!(
+                    "http PUT {url}: unexpected answer {status}{partial}{said}"
+                )))
+            }
+        }
+    }
+}
+
+/// Retry delay of attempt `n` (1-based): `base * 2^(n-1)`, full jitter over its upper half, at
+/// most 5 s.
+fn backoff(base: Duration, n: u32) -> Duration {
+    let top = base
+        .saturating_mul(1u32 << n.saturating_sub(1).min(10))
+        .min(Duration::from_secs(5));
+    let mut r = [0u8; 4];
+    // Without OS randomness the delay is just not jittered.
+    let _ = getrandom::fill(&mut r);
+    let fraction = f64::from(u32::from_le_bytes(r)) / f64::from(u32::MAX);
+    top.mul_f64(0.5 + fraction / 2.0)
+}
+
+/// Bytes collected in memory up to the inline limit, then in an unlinked temp file.
+struct Spool<'s> {
+    store: &'s HttpStore,
+    memory: Vec<u8>,
+    file: Option<tokio::io::BufWriter<tokio::fs::File>>,
+    len: u64,
+}
+
+enum Spooled {
+    Memory(Bytes),
+    File(std::fs::File),
+}
+
+impl<'s> Spool<'s> {
+    fn new(store: &'s HttpStore, expected: Option<u64>) -> Self {
+        let capacity = expected
+            .filter(|n| *n <= store.options.inline_limit)
+            .unwrap_or(0);
+        Spool {
+            store,
+            memory: Vec::with_capacity(usize::try_from(capacity).unwrap_or(0)),
+            file: None,
+            len: 0,
+        }
+    }
+
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn spool_error(&self, e: std::io::Error) -> StoreError {
+        super::io_error(
+            &e,
+            format!(
+                "cannot write spool file in {}",
+                self.store.options.spool_dir.display()
+            ),
+        )
+    }
+
+    async fn push(&mut self, chunk: &[u8]) -> Result<(), StoreError> {
+        self.len += chunk.len() as u64;
+        if self.file.is_none() && self.len > self.store.options.inline_limit {
+            let file = spool_file(&self.store.options.spool_dir).await?;
+            let mut f = tokio::io::BufWriter::with_capacity(1 << 20, file);
+            let memory = std::mem::take(&mut self.memory);
+            if let Err(e) = f.write_all(&memory).await {
+                return Err(self.spool_error(e));
+            }
+            self.file = Some(f);
+        }
+        match &mut self.file {
+            Some(f) => {
+                if let Err(e) = f.write_all(chunk).await {
+                    return Err(self.spool_error(e));
+                }
+            }
+            None => self.memory.extend_from_slice(chunk),
+        }
+        Ok(())
+    }
+
+    /// The collected bytes; a file is positioned at its start.
+    async fn finish(mut self) -> Result<Spooled, StoreError> {
+        match self.file.take() {
+            None => Ok(Spooled::Memory(Bytes::from(std::mem::take(
+                &mut self.memory,
+            )))),
+            Some(mut f) => {
+                if let Err(e) = f.flush().await {
+                    return Err(self.spool_error(e));
+                }
+                let mut f = f.into_inner();
+                if let Err(e) = f.seek(SeekFrom::Start(0)).await {
+                    return Err(self.spool_error(e));
+                }
+                Ok(Spooled::File(f.into_std().await))
+            }
+        }
+    }
+}
+
+/// A new spool file, unlinked at once: the open handle keeps the data and nothing is left behind
+/// on any path (error, panic, kill -9). Windows cannot remove an open file; there it stays in the
+/// spool directory.
+async fn spool_file(dir: &std::path::Path) -> Result<tokio::fs::File, StoreError> {
+    let fail = |what: &str, e: std::io::Error| {
+        super::io_error(
+            &e,
+            format!("cannot {what} spool directory {}", dir.display()),
+        )
+    };
+    tokio::fs::create_dir_all(dir)
+        .await
+        .map_err(|e| fail("create", e))?;
+    let mut rand = [0u8; 8];
+    let _ = getrandom::fill(&mut rand);
+    let path = dir.join(format!(
+        "{}.{}.http.spool",
+        std::process::id(),
+        hex::encode(rand)
+    ));
+    let file = tokio::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .await
+        .map_err(|e| fail("create a file in", e))?;
+    let _ = tokio::fs::remove_file(&path).await;
+    Ok(file)
+}
+
+impl Store for HttpStore {
+    fn get<'a>(
+        &'a self,
+        hash: &'a TaskHash,
+    ) -> BoxFuture<'a, Result<Option<Artifact>, StoreError>> {
+        Box::pin(self.read(hash))
+    }
+
+    fn put<'a>(
+        &'a self,
+        hash: &'a TaskHash,
+        body: &'a mut BodyStream<'_>,
+        declared_len: Option<u64>,
+    ) -> BoxFuture<'a, Result<PutOutcome, StoreError>> {
+        Box::pin(self.write(hash, body, declared_len))
+    }
+
+    fn describe(&self) -> String {
+        format!("http {}", self.base)
+    }
+
+    fn with_namespace(&self, ns: &Prefix) -> Result<Arc<dyn Store>, StoreError> {
+        if ns.is_empty() {
+            return Ok(Arc::new(HttpStore {
+                client: self.client.clone(),
+                base: self.base.clone(),
+                auth: self.auth.clone(),
+                options: self.options.clone(),
+                warnings: self.warnings.clone(),
+            }));
+        }
+        Err(unavailable(format!(
+            "http {}: an upstream Nx-protocol server has no key prefix, so namespace {:?} cannot \
+             be applied (the upstream's tokens choose its namespaces)",
+            self.base,
+            ns.as_str()
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_jittered_and_capped() {
+        let base = Duration::from_millis(200);
+        for n in 1..=20 {
+            let d = backoff(base, n);
+            let top = base
+                .saturating_mul(1u32 << (n - 1).min(10))
+                .min(Duration::from_secs(5));
+            assert!(d >= top / 2 && d <= top, "attempt {n}: {d:?} vs {top:?}");
+        }
+    }
+
+    #[test]
+    fn env_settings() {
+        let env: HashMap<String, String> = [
+            (EXTRA_CA_ENV.to_owned(), "/etc/extra.pem".to_owned()),
+            (REJECT_UNAUTHORIZED_ENV.to_owned(), "0".to_owned()),
+        ]
+        .into_iter()
+        .collect();
+        let o = HttpOptions::from_env(&env);
+        assert_eq!(o.extra_ca_file, Some(PathBuf::from("/etc/extra.pem")));
+        assert!(o.accept_invalid_certs);
+        let o = HttpOptions::from_env(&HashMap::new());
+        assert!(o.extra_ca_file.is_none() && !o.accept_invalid_certs);
+    }
+
+    #[test]
+    fn token_must_fit_a_header() {
+        let err = HttpStore::new("http://127.0.0.1:1", Some("a\nb"), HttpOptions::default())
+            .err()
+            .map(|e| e.message);
+        let err = err.unwrap_or_default();
+        assert!(err.contains(TOKEN_ENV), "{err}");
+        assert!(!err.contains("a\nb"), "{err}");
+        let store = HttpStore::new("http://127.0.0.1:1", Some("  "), HttpOptions::default());
+        assert!(store.is_ok_and(|s| !s.has_token()));
+    }
+}

@@ -1,17 +1,31 @@
-//! The Nx-protocol HTTP server. Here: the in-process proxy that Nx's own remote-cache client talks to
-//! (`/v1/cache/{hash}`), mapping GET/PUT onto a [`Store`].
+//! The Nx-protocol HTTP server (`/v1/cache/{hash}`), mapping GET/PUT onto a [`Store`]. The
+//! in-process proxy ([`serve`]) and the standalone `nx-open-cache serve` ([`serve_server`],
+//! [`serve_on`], [`app`]) are two ways to start it.
 //!
 //! Status codes follow what Nx's client (nx 24) accepts, so that a storage fault never fails a build:
 //! GET answers 200 (artifact) or 404 (miss, also for any fault, which is recorded); PUT answers 200
-//! (stored), 409 (already stored) or 403 (not stored: read-only mode or a fault, which is recorded).
-//! 401 carries `Content-Type: text/plain`, as Nx requires. The request body is always read to the end
-//! before an early answer so Nx sees the status, not a reset connection.
+//! (stored), 409 (already stored) or 403 (not stored: read-only token or mode, or a fault, which is
+//! recorded). 401 carries `Content-Type: text/plain`, as Nx requires. Limits add 400 (bad hash or a
+//! body that does not match its Content-Length), 408 (upload timeout), 411 (no Content-Length),
+//! 413 (too large) and 503 + `Retry-After` (too many uploads at once). The request body is read to
+//! the end (within the size limit and the upload timeout) before an early answer so Nx sees the
+//! status, not a reset connection; when it cannot be, the connection is closed after the answer.
+
+pub mod auth;
+pub mod limits;
+pub mod metrics;
+mod ops;
+
+pub use auth::{Auth, Role, TokenSpec};
+pub use limits::Limits;
+pub use ops::{OPENAPI_JSON, PROBE_HASH};
 
 use crate::config::Mode;
-use crate::key::TaskHash;
+use crate::key::{Prefix, TaskHash};
 use crate::stats::Stats;
 use crate::store::{ArtifactBody, BodyStream, ErrorKind, PutOutcome, Store};
 use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, Request, StatusCode};
 use axum::middleware::{self, Next};
@@ -19,16 +33,48 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use futures_util::StreamExt;
+use limits::{Cut, UploadBody};
+use metrics::Metrics;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::{JoinHandle, JoinSet};
 
 /// How long `stop` waits for requests in flight before cutting them off.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// What the proxy needs to serve.
+/// How long a connection may take to send a request head.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Request logging.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Nothing.
+    Off,
+    /// One human line per cache request on stderr (the proxy's `debug` option).
+    Debug,
+    /// One JSON object per request on stderr: time, method, route, hash, status, bytes, ms, token
+    /// (the token's name, never its secret). Storage faults as `{"level":"warn",...}` lines.
+    Json,
+}
+
+/// Everything the server needs.
+pub struct ServerSettings {
+    pub store: Arc<dyn Store>,
+    pub auth: Auth,
+    /// Proxy: the plugin's mode; server: `ReadWrite` (roles decide per token).
+    pub mode: Mode,
+    pub limits: Limits,
+    /// true: `/healthz`, `/readyz`, `/metrics` and `/openapi.json` are served (without auth).
+    pub operations: bool,
+    pub log: LogFormat,
+    /// Where the run-summary counters go (shared with the caller).
+    pub stats: Arc<Stats>,
+}
+
+/// What the in-process proxy needs to serve.
 pub struct ProxySettings {
     pub store: Arc<dyn Store>,
     pub mode: Mode,
@@ -40,31 +86,35 @@ pub struct ProxySettings {
     pub stats: Arc<Stats>,
 }
 
-struct AppState {
-    store: Arc<dyn Store>,
-    mode: Mode,
-    token: String,
-    debug: bool,
-    stats: Arc<Stats>,
-}
-
-/// A running proxy; dropping it without `stop` leaves it running until the runtime ends.
-pub struct RunningProxy {
+/// A running server; dropping it without `stop` leaves it running until the runtime ends.
+pub struct RunningServer {
     pub addr: SocketAddr,
     pub stats: Arc<Stats>,
-    shutdown: Option<oneshot::Sender<()>>,
+    shutdown: watch::Sender<Option<Duration>>,
     task: Option<JoinHandle<()>>,
 }
 
-impl RunningProxy {
-    /// Stops accepting, lets requests in flight finish (bounded by [`SHUTDOWN_GRACE`]).
-    pub async fn stop(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
+/// The proxy's name for a running server.
+pub type RunningProxy = RunningServer;
+
+impl RunningServer {
+    /// Stops accepting, lets requests in flight finish (bounded by [`SHUTDOWN_GRACE`]), then
+    /// returns. Requests still running after the grace are cut off; an upload cut off stores
+    /// nothing.
+    pub async fn stop(self) {
+        self.stop_within(SHUTDOWN_GRACE).await
+    }
+
+    /// [`RunningServer::stop`] with another grace period.
+    pub async fn stop_within(mut self, grace: Duration) {
+        let _ = self.shutdown.send(Some(grace));
         if let Some(task) = self.task.take() {
             let abort = task.abort_handle();
-            if tokio::time::timeout(SHUTDOWN_GRACE, task).await.is_err() {
+            // The accept loop enforces the grace itself; this bound only guards against a hang.
+            if tokio::time::timeout(grace + Duration::from_secs(5), task)
+                .await
+                .is_err()
+            {
                 abort.abort();
             }
         }
@@ -84,41 +134,253 @@ pub fn serve(
     listener: tokio::net::TcpListener,
     settings: ProxySettings,
 ) -> std::io::Result<RunningProxy> {
+    serve_server(
+        listener,
+        ServerSettings {
+            store: settings.store,
+            auth: Auth::single(settings.token, Role::ReadWrite),
+            mode: settings.mode,
+            limits: Limits::proxy(),
+            operations: false,
+            log: if settings.debug {
+                LogFormat::Debug
+            } else {
+                LogFormat::Off
+            },
+            stats: settings.stats,
+        },
+    )
+}
+
+/// Serves [`app`] on a bound plain-TCP listener. Must be called inside a tokio runtime.
+pub fn serve_server(
+    listener: tokio::net::TcpListener,
+    settings: ServerSettings,
+) -> std::io::Result<RunningServer> {
+    serve_on(listener, settings)
+}
+
+/// Serves [`app`] on any axum listener (for instance a TLS listener), HTTP/1.1. Must be called
+/// inside a tokio runtime. Fails when a token's namespace cannot be made (the error names it).
+pub fn serve_on<L>(listener: L, settings: ServerSettings) -> std::io::Result<RunningServer>
+where
+    L: axum::serve::Listener<Addr = SocketAddr>,
+{
     let addr = listener.local_addr()?;
-    let stats = settings.stats;
-    let state = Arc::new(AppState {
-        store: settings.store,
-        mode: settings.mode,
-        token: settings.token,
-        debug: settings.debug,
-        stats: stats.clone(),
-    });
-    let app = router(state);
-    let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-            let _ = rx.await;
-        });
-        if let Err(e) = server.await {
-            eprintln!("nx-open-cache: proxy stopped with an error: {e}");
-        }
-    });
-    Ok(RunningProxy {
+    let stats = settings.stats.clone();
+    let app = try_app(settings).map_err(std::io::Error::other)?;
+    let (tx, rx) = watch::channel(None);
+    let task = tokio::spawn(accept_loop(listener, app, rx));
+    Ok(RunningServer {
         addr,
         stats,
-        shutdown: Some(tx),
+        shutdown: tx,
         task: Some(task),
     })
 }
 
+async fn accept_loop<L>(
+    mut listener: L,
+    app: Router,
+    mut shutdown: watch::Receiver<Option<Duration>>,
+) where
+    L: axum::serve::Listener,
+{
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut conns: JoinSet<()> = JoinSet::new();
+    let mut orphaned = false;
+    let grace = loop {
+        tokio::select! {
+            (io, _) = listener.accept() => {
+                conns.spawn(connection(io, app.clone(), stop_rx.clone()));
+            }
+            changed = shutdown.changed(), if !orphaned => match changed {
+                Ok(()) => {
+                    if let Some(grace) = *shutdown.borrow() {
+                        break grace;
+                    }
+                }
+                // The handle was dropped without `stop`: serve until the runtime ends.
+                Err(_) => orphaned = true,
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    };
+    drop(listener);
+    let _ = stop_tx.send(true);
+    let all_done = async { while conns.join_next().await.is_some() {} };
+    if tokio::time::timeout(grace, all_done).await.is_err() {
+        conns.abort_all();
+        while conns.join_next().await.is_some() {}
+    }
+}
+
+async fn connection<I>(io: I, app: Router, mut stop: watch::Receiver<bool>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper_util::service::TowerToHyperService::new(app);
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(hyper_util::rt::TokioIo::new(io), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => return,
+        _ = stop.wait_for(|s| *s) => {}
+    }
+    // Finish the request in flight (if any), then close.
+    conn.as_mut().graceful_shutdown();
+    let _ = conn.await;
+}
+
+/// One token with its stores resolved.
+struct Principal {
+    name: String,
+    role: Role,
+    write: Arc<dyn Store>,
+    reads: Vec<Arc<dyn Store>>,
+}
+
+pub(crate) struct AppState {
+    auth: Auth,
+    principals: Vec<Principal>,
+    anonymous: Option<Vec<Arc<dyn Store>>>,
+    mode: Mode,
+    limits: Limits,
+    uploads: Arc<Semaphore>,
+    log: LogFormat,
+    stats: Arc<Stats>,
+    metrics: Metrics,
+    /// The base store, for `/readyz`.
+    probe: Arc<dyn Store>,
+    /// The 401 message (the proxy names Nx's variable).
+    unauthorized: &'static str,
+    operations: bool,
+}
+
+/// The axum app. A token namespace that cannot be made (prefix too long) turns that token's
+/// storage into a fault (GET 404, PUT 403, recorded); [`try_app`] refuses it instead.
+pub fn app(settings: ServerSettings) -> Router {
+    router(build_state(settings, false).unwrap_or_else(|(state, _)| state))
+}
+
+/// [`app`], failing with a message naming the token and prefix when a namespace cannot be made.
+pub fn try_app(settings: ServerSettings) -> Result<Router, String> {
+    build_state(settings, true)
+        .map(router)
+        .map_err(|(_, reason)| reason)
+}
+
+type Built = Result<Arc<AppState>, (Arc<AppState>, String)>;
+
+fn build_state(settings: ServerSettings, strict: bool) -> Built {
+    let base = settings.store;
+    let mut stores: HashMap<String, Arc<dyn Store>> = HashMap::new();
+    stores.insert(String::new(), base.clone());
+    let mut first_error: Option<String> = None;
+    let mut resolve = |owner: &str, prefix: &Prefix| -> Arc<dyn Store> {
+        if let Some(s) = stores.get(prefix.as_str()) {
+            return s.clone();
+        }
+        let store = match base.with_namespace(prefix) {
+            Ok(s) => s,
+            Err(e) => {
+                let reason = format!("{owner}: {}", e.message);
+                first_error.get_or_insert_with(|| reason.clone());
+                Arc::new(FailedStore {
+                    location: base.describe(),
+                    reason,
+                })
+            }
+        };
+        stores.insert(prefix.as_str().to_owned(), store.clone());
+        store
+    };
+    let principals: Vec<Principal> = settings
+        .auth
+        .tokens
+        .iter()
+        .map(|t| {
+            let owner = format!("token {:?}", t.name);
+            let reads = if t.read_prefixes.is_empty() {
+                vec![resolve(&owner, &t.write_prefix)]
+            } else {
+                t.read_prefixes.iter().map(|p| resolve(&owner, p)).collect()
+            };
+            Principal {
+                name: t.name.clone(),
+                role: t.role,
+                write: resolve(&owner, &t.write_prefix),
+                reads,
+            }
+        })
+        .collect();
+    let anonymous = settings.auth.anonymous_read.as_ref().map(|prefixes| {
+        if prefixes.is_empty() {
+            vec![base.clone()]
+        } else {
+            prefixes
+                .iter()
+                .map(|p| resolve("anonymous read", p))
+                .collect()
+        }
+    });
+    let unauthorized = if settings.operations {
+        "nx-open-cache: missing or invalid access token"
+    } else {
+        "nx-open-cache: missing or invalid access token (NX_SELF_HOSTED_REMOTE_CACHE_ACCESS_TOKEN)"
+    };
+    let state = Arc::new(AppState {
+        auth: settings.auth,
+        principals,
+        anonymous,
+        mode: settings.mode,
+        uploads: Arc::new(Semaphore::new(
+            settings.limits.max_concurrent_uploads.max(1),
+        )),
+        limits: settings.limits,
+        log: settings.log,
+        stats: settings.stats,
+        metrics: Metrics::new(),
+        probe: base,
+        unauthorized,
+        operations: settings.operations,
+    });
+    match first_error {
+        Some(reason) => {
+            state.stats.error(&reason);
+            if strict {
+                Err((state, reason))
+            } else {
+                warn(&state, &reason);
+                Ok(state)
+            }
+        }
+        None => Ok(state),
+    }
+}
+
 fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/v1/cache/{hash}", get(get_artifact).put(put_artifact))
-        .layer(middleware::from_fn_with_state(state.clone(), require_token))
+    let mut router = Router::new().route("/v1/cache/{hash}", get(get_artifact).put(put_artifact));
+    if state.operations {
+        router = router
+            .route("/healthz", get(ops::healthz))
+            .route("/readyz", get(ops::readyz))
+            .route("/metrics", get(ops::metrics))
+            .route("/openapi.json", get(ops::openapi));
+    }
+    router
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
 
-fn text(status: StatusCode, message: &str) -> Response {
+async fn not_found() -> Response {
+    text(StatusCode::NOT_FOUND, "not found")
+}
+
+pub(crate) fn text(status: StatusCode, message: &str) -> Response {
     (
         status,
         [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"))],
@@ -127,58 +389,157 @@ fn text(status: StatusCode, message: &str) -> Response {
         .into_response()
 }
 
-/// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-async fn require_token(
-    State(state): State<Arc<AppState>>,
-    req: Request<Body>,
-    next: Next,
-) -> Response {
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
-    match presented {
-        Some(token) if same(token, state.token.as_bytes()) => next.run(req).await,
-        _ => {
-            // Read and drop the body so the client sees the 401, not a reset connection.
-            drain(req.into_body().into_data_stream().boxed()).await;
-            text(
-                StatusCode::UNAUTHORIZED,
-                "nx-open-cache: missing or invalid access token (NX_SELF_HOSTED_REMOTE_CACHE_ACCESS_TOKEN)",
-            )
-        }
-    }
-}
-
-async fn drain(mut body: futures_util::stream::BoxStream<'_, Result<bytes::Bytes, axum::Error>>) {
-    while let Some(chunk) = body.next().await {
-        if chunk.is_err() {
-            break;
-        }
-    }
-}
-
-fn log(
-    state: &AppState,
-    method: &str,
-    hash: &str,
-    status: StatusCode,
+/// What a cache handler tells the observer for logs and metrics.
+#[derive(Clone, Default)]
+struct Outcome {
+    hash: String,
+    token: Option<String>,
     bytes: u64,
-    started: Instant,
-) {
-    if state.debug {
-        eprintln!(
-            "nx-open-cache: {method} {hash} -> {} {bytes} B {} ms",
-            status.as_u16(),
-            started.elapsed().as_millis()
-        );
+}
+
+/// The route a path goes to, as a metrics label (the path itself would be unbounded).
+fn route_label(path: &str, operations: bool) -> &'static str {
+    if let Some(rest) = path.strip_prefix("/v1/cache/") {
+        return if rest.is_empty() || rest.contains('/') {
+            "unmatched"
+        } else {
+            "cache"
+        };
+    }
+    match (path, operations) {
+        ("/healthz", true) => "healthz",
+        ("/readyz", true) => "readyz",
+        ("/metrics", true) => "metrics",
+        ("/openapi.json", true) => "openapi",
+        _ => "unmatched",
+    }
+}
+
+/// Metrics and logs for every request.
+async fn observe(State(state): State<Arc<AppState>>, req: Request<Body>, next: Next) -> Response {
+    let started = Instant::now();
+    let route = route_label(req.uri().path(), state.operations);
+    let method = req.method().clone();
+    let response = next.run(req).await;
+    let elapsed = started.elapsed();
+    let status = response.status();
+    state.metrics.request(
+        route,
+        method.as_str(),
+        status.as_u16(),
+        elapsed.as_secs_f64(),
+    );
+    let outcome = response.extensions().get::<Outcome>();
+    match state.log {
+        LogFormat::Off => {}
+        LogFormat::Debug => {
+            if let Some(o) = outcome {
+                eprintln!(
+                    "nx-open-cache: {method} {} -> {} {} B {} ms",
+                    o.hash,
+                    status.as_u16(),
+                    o.bytes,
+                    elapsed.as_millis()
+                );
+            }
+        }
+        LogFormat::Json => {
+            let line = serde_json::json!({
+                "time": rfc3339(SystemTime::now()),
+                "method": method.as_str(),
+                "route": route,
+                "hash": outcome.map(|o| o.hash.as_str()),
+                "status": status.as_u16(),
+                "bytes": outcome.map(|o| o.bytes).unwrap_or(0),
+                "ms": elapsed.as_secs_f64() * 1000.0,
+                "token": outcome.and_then(|o| o.token.as_deref()),
+            });
+            eprintln!("{line}");
+        }
+    }
+    response
+}
+
+fn with_outcome(mut response: Response, hash: &str, token: Option<&str>, bytes: u64) -> Response {
+    response.extensions_mut().insert(Outcome {
+        hash: hash.chars().take(160).collect(),
+        token: token.map(str::to_owned),
+        bytes,
+    });
+    response
+}
+
+/// UTC time as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+/// Who is asking.
+enum Access<'a> {
+    Token(&'a Principal),
+    Anonymous(&'a [Arc<dyn Store>]),
+    Denied,
+}
+
+fn access<'a>(state: &'a AppState, headers: &HeaderMap) -> Access<'a> {
+    match headers.get(header::AUTHORIZATION) {
+        Some(value) => {
+            let presented = value
+                .as_bytes()
+                .strip_prefix(b"Bearer ")
+                .or_else(|| value.as_bytes().strip_prefix(b"bearer "));
+            match presented.and_then(|p| state.auth.find(p)) {
+                Some(i) => match state.principals.get(i) {
+                    Some(p) => Access::Token(p),
+                    None => Access::Denied,
+                },
+                None => Access::Denied,
+            }
+        }
+        None => match &state.anonymous {
+            Some(stores) => Access::Anonymous(stores),
+            None => Access::Denied,
+        },
+    }
+}
+
+fn warn(state: &AppState, reason: &str) {
+    match state.log {
+        LogFormat::Off => {}
+        LogFormat::Debug => eprintln!("nx-open-cache: warning: {reason}"),
+        LogFormat::Json => eprintln!(
+            "{}",
+            serde_json::json!({"time": rfc3339(SystemTime::now()), "level": "warn", "message": reason})
+        ),
+    }
+}
+
+/// Records a storage fault for the summary and metrics; logs it (the first time in debug mode).
+fn record(state: &AppState, operation: &'static str, reason: &str) {
+    state.metrics.storage_error(operation);
+    let first = state.stats.error(reason);
+    if first || state.log == LogFormat::Json {
+        warn(state, reason);
     }
 }
 
@@ -186,137 +547,349 @@ fn elapsed_ms(started: Instant) -> u64 {
     started.elapsed().as_millis().try_into().unwrap_or(u64::MAX)
 }
 
-async fn get_artifact(State(state): State<Arc<AppState>>, Path(raw): Path<String>) -> Response {
+fn bad_hash(raw: &Result<Path<String>, PathRejection>) -> Result<TaskHash, String> {
+    match raw {
+        Ok(Path(raw)) => TaskHash::parse(raw).map_err(|e| format!("nx-open-cache: {e}")),
+        Err(e) => Err(format!("nx-open-cache: invalid hash in the path: {e}")),
+    }
+}
+
+fn raw_hash(raw: &Result<Path<String>, PathRejection>) -> &str {
+    match raw {
+        Ok(Path(raw)) => raw,
+        Err(_) => "?",
+    }
+}
+
+async fn get_artifact(
+    State(state): State<Arc<AppState>>,
+    raw: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> Response {
     let started = Instant::now();
-    let hash = match TaskHash::parse(&raw) {
+    let shown = raw_hash(&raw).to_owned();
+    let (token, stores): (Option<&str>, &[Arc<dyn Store>]) = match access(&state, &headers) {
+        Access::Token(p) => (Some(p.name.as_str()), &p.reads),
+        Access::Anonymous(stores) => (None, stores),
+        Access::Denied => {
+            return with_outcome(
+                text(StatusCode::UNAUTHORIZED, state.unauthorized),
+                &shown,
+                None,
+                0,
+            )
+        }
+    };
+    let hash = match bad_hash(&raw) {
         Ok(h) => h,
-        Err(e) => return text(StatusCode::BAD_REQUEST, &e.to_string()),
+        Err(e) => {
+            return with_outcome(text(StatusCode::BAD_REQUEST, &e), &shown, token, 0);
+        }
     };
     if state.mode == Mode::NoCache {
         state.stats.miss();
-        return StatusCode::NOT_FOUND.into_response();
+        state.metrics.miss();
+        return with_outcome(StatusCode::NOT_FOUND.into_response(), &shown, token, 0);
     }
-    let result = state.store.get(&hash).await;
+    for store in stores {
+        match store.get(&hash).await {
+            Ok(Some(artifact)) => {
+                state.stats.add_time(elapsed_ms(started));
+                state.stats.hit(artifact.len);
+                state.metrics.hit(artifact.len);
+                let body = match artifact.body {
+                    ArtifactBody::Memory(bytes) => Body::from(bytes),
+                    ArtifactBody::File { file, .. } => {
+                        // The file is positioned at the payload; stream exactly `len` bytes of it.
+                        use tokio::io::AsyncReadExt;
+                        let reader = tokio::fs::File::from_std(file).take(artifact.len);
+                        Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
+                            reader,
+                            256 * 1024,
+                        ))
+                    }
+                };
+                let mut resp = Response::new(body);
+                let headers = resp.headers_mut();
+                headers.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/octet-stream"),
+                );
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(artifact.len));
+                return with_outcome(resp, &shown, token, artifact.len);
+            }
+            Ok(None) => {}
+            Err(e) => record(
+                &state,
+                "get",
+                &format!("read {} from {}: {}", hash, store.describe(), e.message),
+            ),
+        }
+    }
     state.stats.add_time(elapsed_ms(started));
-    let response = match result {
-        Ok(Some(artifact)) => {
-            state.stats.hit(artifact.len);
-            let body = match artifact.body {
-                ArtifactBody::Memory(bytes) => Body::from(bytes),
-                ArtifactBody::File { file, .. } => {
-                    // The file is positioned at the payload; stream exactly `len` bytes of it.
-                    use tokio::io::AsyncReadExt;
-                    let reader = tokio::fs::File::from_std(file).take(artifact.len);
-                    Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
-                        reader,
-                        256 * 1024,
-                    ))
-                }
-            };
-            let mut resp = Response::new(body);
-            let headers: &mut HeaderMap = resp.headers_mut();
-            headers.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/octet-stream"),
-            );
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(artifact.len));
-            log(&state, "GET", &raw, StatusCode::OK, artifact.len, started);
-            return resp;
-        }
-        Ok(None) => {
-            state.stats.miss();
-            StatusCode::NOT_FOUND
-        }
-        Err(e) => {
-            state.stats.miss();
-            record(&state, &format!("read {}: {}", hash, e.message));
-            StatusCode::NOT_FOUND
-        }
-    };
-    log(&state, "GET", &raw, response, 0, started);
-    response.into_response()
+    state.stats.miss();
+    state.metrics.miss();
+    with_outcome(StatusCode::NOT_FOUND.into_response(), &shown, token, 0)
 }
 
-fn record(state: &AppState, reason: &str) {
-    let first = state.stats.error(reason);
-    if first && state.debug {
-        eprintln!("nx-open-cache: warning: {reason}");
+/// An early answer to a PUT: the body is drained first (within the limits) so the client sees
+/// the status; if it cannot be, the connection is closed after the answer.
+async fn early(
+    mut body: UploadBody,
+    declared: Option<u64>,
+    cap: Option<u64>,
+    resp: Response,
+) -> Response {
+    let fits = match (declared, cap) {
+        (Some(d), Some(c)) => d <= c,
+        _ => true,
+    };
+    let complete = fits && body.drain().await;
+    closing(resp, complete)
+}
+
+fn closing(mut resp: Response, complete: bool) -> Response {
+    if !complete {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
+    resp
 }
 
 async fn put_artifact(
     State(state): State<Arc<AppState>>,
-    Path(raw): Path<String>,
+    raw: Result<Path<String>, PathRejection>,
     req: Request<Body>,
 ) -> Response {
     let started = Instant::now();
-    let declared_len = req
-        .headers()
+    let shown = raw_hash(&raw).to_owned();
+    let (parts, body) = req.into_parts();
+    let declared: Option<u64> = parts
+        .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let mut body: BodyStream<'static> = req
-        .into_body()
-        .into_data_stream()
-        .map(|r| r.map_err(std::io::Error::other))
-        .boxed();
-    let hash = match TaskHash::parse(&raw) {
+    let cap = state.limits.max_artifact_bytes;
+    let body = UploadBody::new(body, cap, state.limits.upload_timeout);
+    let principal = match access(&state, &parts.headers) {
+        Access::Token(p) => p,
+        Access::Anonymous(_) | Access::Denied => {
+            let resp = text(StatusCode::UNAUTHORIZED, state.unauthorized);
+            let resp = early(body, declared, cap, resp).await;
+            return with_outcome(resp, &shown, None, 0);
+        }
+    };
+    let token = Some(principal.name.as_str());
+    let hash = match bad_hash(&raw) {
         Ok(h) => h,
         Err(e) => {
-            drain_io(&mut body).await;
-            return text(StatusCode::BAD_REQUEST, &e.to_string());
+            let resp = early(body, declared, cap, text(StatusCode::BAD_REQUEST, &e)).await;
+            return with_outcome(resp, &shown, token, 0);
         }
     };
-    if state.mode != Mode::ReadWrite {
-        drain_io(&mut body).await;
+    if principal.role == Role::ReadOnly || state.mode != Mode::ReadWrite {
         state.stats.refused_write();
-        log(&state, "PUT", &raw, StatusCode::FORBIDDEN, 0, started);
-        return text(
-            StatusCode::FORBIDDEN,
-            &format!(
+        let message = if state.mode != Mode::ReadWrite {
+            format!(
                 "nx-open-cache is in {} mode: not stored",
                 state.mode.as_str()
-            ),
-        );
+            )
+        } else {
+            format!(
+                "nx-open-cache: token {:?} is read-only: not stored",
+                principal.name
+            )
+        };
+        let resp = early(body, declared, cap, text(StatusCode::FORBIDDEN, &message)).await;
+        return with_outcome(resp, &shown, token, 0);
     }
-    let result = state.store.put(&hash, &mut body, declared_len).await;
-    drain_io(&mut body).await;
-    state.stats.add_time(elapsed_ms(started));
-    let (status, bytes) = match result {
-        Ok(PutOutcome::Stored(n)) => {
-            state.stats.stored(n);
-            (StatusCode::OK, n)
-        }
-        Ok(PutOutcome::AlreadyExists) => {
-            state.stats.already_stored();
-            (StatusCode::CONFLICT, 0)
-        }
-        Err(e) if e.kind == ErrorKind::BadRequest => {
-            log(&state, "PUT", &raw, StatusCode::BAD_REQUEST, 0, started);
-            return text(
-                StatusCode::BAD_REQUEST,
-                &format!("nx-open-cache: {}", e.message),
+    if declared.is_none() && state.limits.require_content_length {
+        state.metrics.rejected("length_required");
+        let resp = text(
+            StatusCode::LENGTH_REQUIRED,
+            "nx-open-cache: a PUT needs a Content-Length header",
+        );
+        let resp = early(body, declared, cap, resp).await;
+        return with_outcome(resp, &shown, token, 0);
+    }
+    if let (Some(d), Some(c)) = (declared, cap) {
+        if d > c {
+            state.metrics.rejected("too_large");
+            let resp = text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!(
+                    "nx-open-cache: artifact of {d} bytes is larger than the limit of {c} bytes"
+                ),
             );
+            let resp = early(body, declared, cap, resp).await;
+            return with_outcome(resp, &shown, token, 0);
         }
-        Err(e) => {
-            record(&state, &format!("write {}: {}", hash, e.message));
-            (StatusCode::FORBIDDEN, 0)
+    }
+    let _permit = match state.uploads.clone().try_acquire_owned() {
+        Ok(permit) => permit,
+        Err(_) => {
+            state.metrics.rejected("busy");
+            let mut resp = text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "nx-open-cache: too many uploads at once, retry later",
+            );
+            resp.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(limits::RETRY_AFTER_SECS),
+            );
+            let resp = early(body, declared, cap, resp).await;
+            return with_outcome(resp, &shown, token, 0);
         }
     };
-    log(&state, "PUT", &raw, status, bytes, started);
-    if status == StatusCode::FORBIDDEN {
-        return text(
-            status,
-            "nx-open-cache: not stored (storage fault, see the run summary)",
-        );
-    }
-    status.into_response()
+    let _in_flight = state.metrics.upload_started();
+    let mut body = body;
+    // Safety net for a store that hangs (the body itself is bounded by the upload deadline).
+    let store_bound = state.limits.upload_timeout + Duration::from_secs(60);
+    let result = {
+        let mut stream: BodyStream<'_> = (&mut body).boxed();
+        tokio::time::timeout(
+            store_bound,
+            principal.write.put(&hash, &mut stream, declared),
+        )
+        .await
+    };
+    let complete = body.drain().await;
+    state.stats.add_time(elapsed_ms(started));
+    let resp = match (result, body.cut()) {
+        (_, Some(Cut::TimedOut)) => {
+            state.metrics.rejected("timeout");
+            text(
+                StatusCode::REQUEST_TIMEOUT,
+                &format!(
+                    "nx-open-cache: upload not finished within {} s: not stored",
+                    state.limits.upload_timeout.as_secs()
+                ),
+            )
+        }
+        (_, Some(Cut::TooLarge)) => {
+            state.metrics.rejected("too_large");
+            text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!(
+                    "nx-open-cache: artifact is larger than the limit of {} bytes: not stored",
+                    cap.unwrap_or(u64::MAX)
+                ),
+            )
+        }
+        (Ok(Ok(PutOutcome::Stored(n))), _) => {
+            state.stats.stored(n);
+            state.metrics.stored(n);
+            return closing(
+                with_outcome(StatusCode::OK.into_response(), &shown, token, n),
+                complete,
+            );
+        }
+        (Ok(Ok(PutOutcome::AlreadyExists)), _) => {
+            state.stats.already_stored();
+            state.metrics.already_stored();
+            StatusCode::CONFLICT.into_response()
+        }
+        (Ok(Err(e)), _) if e.kind == ErrorKind::BadRequest => {
+            state.metrics.rejected("bad_length");
+            text(
+                StatusCode::BAD_REQUEST,
+                &format!("nx-open-cache: {}", e.message),
+            )
+        }
+        (Ok(Err(e)), _) => {
+            record(
+                &state,
+                "put",
+                &format!(
+                    "write {} to {}: {}",
+                    hash,
+                    principal.write.describe(),
+                    e.message
+                ),
+            );
+            text(
+                StatusCode::FORBIDDEN,
+                "nx-open-cache: not stored (storage fault, see the run summary)",
+            )
+        }
+        (Err(_), _) => {
+            record(
+                &state,
+                "put",
+                &format!(
+                    "write {} to {}: storage did not finish within {} s",
+                    hash,
+                    principal.write.describe(),
+                    store_bound.as_secs()
+                ),
+            );
+            text(
+                StatusCode::FORBIDDEN,
+                "nx-open-cache: not stored (storage fault, see the run summary)",
+            )
+        }
+    };
+    closing(with_outcome(resp, &shown, token, 0), complete)
 }
 
-async fn drain_io(body: &mut BodyStream<'_>) {
-    while let Some(chunk) = body.next().await {
-        if chunk.is_err() {
-            break;
-        }
+/// The store of a token whose namespace could not be made: every operation is that fault.
+struct FailedStore {
+    location: String,
+    reason: String,
+}
+
+impl Store for FailedStore {
+    fn get<'a>(
+        &'a self,
+        _hash: &'a TaskHash,
+    ) -> futures_util::future::BoxFuture<
+        'a,
+        Result<Option<crate::store::Artifact>, crate::store::StoreError>,
+    > {
+        Box::pin(async move {
+            Err(crate::store::StoreError::new(
+                ErrorKind::Unavailable,
+                self.reason.clone(),
+            ))
+        })
+    }
+
+    fn put<'a>(
+        &'a self,
+        _hash: &'a TaskHash,
+        _body: &'a mut BodyStream<'_>,
+        _declared_len: Option<u64>,
+    ) -> futures_util::future::BoxFuture<'a, Result<PutOutcome, crate::store::StoreError>> {
+        Box::pin(async move {
+            Err(crate::store::StoreError::new(
+                ErrorKind::Unavailable,
+                self.reason.clone(),
+            ))
+        })
+    }
+
+    fn describe(&self) -> String {
+        self.location.clone()
+    }
+
+    fn with_namespace(&self, _ns: &Prefix) -> Result<Arc<dyn Store>, crate::store::StoreError> {
+        Err(crate::store::StoreError::new(
+            ErrorKind::Unavailable,
+            self.reason.clone(),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_utc_time() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        assert_eq!(rfc3339(t), "2023-11-14T22:13:20.123Z");
+        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let leap = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400);
+        assert_eq!(rfc3339(leap), "2000-02-29T00:00:00.000Z");
     }
 }

@@ -1,0 +1,216 @@
+//! Who may do what: bearer tokens with a role and a namespace, optional anonymous reads.
+//!
+//! Secrets are compared in constant time and never appear in errors, logs or metrics; a token is
+//! known there by its name only.
+
+use crate::key::Prefix;
+use subtle::ConstantTimeEq;
+
+/// The two token roles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// GET and PUT.
+    ReadWrite,
+    /// GET only; a PUT is answered 403 and nothing is stored.
+    ReadOnly,
+}
+
+/// Role names as written in `NX_OPEN_CACHE_SERVER_TOKENS` and the config file.
+pub const ROLES: &[&str] = &["read-write", "read-only"];
+
+impl Role {
+    /// `read-write` or `read-only`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::ReadWrite => "read-write",
+            Role::ReadOnly => "read-only",
+        }
+    }
+
+    /// Parses `read-write` / `read-only`; the error names the value and the allowed roles.
+    pub fn parse(value: &str) -> Result<Role, String> {
+        match value {
+            "read-write" => Ok(Role::ReadWrite),
+            "read-only" => Ok(Role::ReadOnly),
+            other => Err(format!(
+                "unknown role {other:?} (allowed: {})",
+                ROLES.join(", ")
+            )),
+        }
+    }
+}
+
+/// One accepted bearer token.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TokenSpec {
+    /// Shown in logs and metrics, never the secret.
+    pub name: String,
+    pub role: Role,
+    pub secret: String,
+    /// Where PUTs go, inside the store's own prefix (empty: the store's prefix itself).
+    pub write_prefix: Prefix,
+    /// GET tries these in order and the first hit wins (usually `[write_prefix]`).
+    pub read_prefixes: Vec<Prefix>,
+}
+
+impl std::fmt::Debug for TokenSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenSpec")
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .field("secret", &"<redacted>")
+            .field("write_prefix", &self.write_prefix)
+            .field("read_prefixes", &self.read_prefixes)
+            .finish()
+    }
+}
+
+impl TokenSpec {
+    /// A token without namespace: writes to and reads from the store's own prefix.
+    pub fn new(name: impl Into<String>, role: Role, secret: impl Into<String>) -> TokenSpec {
+        TokenSpec {
+            name: name.into(),
+            role,
+            secret: secret.into(),
+            write_prefix: Prefix::default(),
+            read_prefixes: vec![Prefix::default()],
+        }
+    }
+}
+
+/// The server's access rules.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Auth {
+    pub tokens: Vec<TokenSpec>,
+    /// `Some(prefixes)`: requests without an `Authorization` header may GET, from these prefixes
+    /// in order. `None`: no anonymous access.
+    pub anonymous_read: Option<Vec<Prefix>>,
+}
+
+/// Shortest secret accepted by [`Auth::parse_tokens`].
+pub const MIN_SECRET_LEN: usize = 16;
+
+impl Auth {
+    /// The proxy's form: one read-write (or read-only) token, no namespaces, no anonymous access.
+    pub fn single(secret: String, role: Role) -> Auth {
+        Auth {
+            tokens: vec![TokenSpec::new("proxy", role, secret)],
+            anonymous_read: None,
+        }
+    }
+
+    /// `name:role:secret[,name:role:secret...]` (`NX_OPEN_CACHE_SERVER_TOKENS`). Errors name the
+    /// entry by position and name (never the secret) and the allowed roles.
+    pub fn parse_tokens(list: &str) -> Result<Vec<TokenSpec>, String> {
+        let mut tokens: Vec<TokenSpec> = Vec::new();
+        for (i, entry) in list.split(',').enumerate() {
+            let entry = entry.trim();
+            let n = i + 1;
+            if entry.is_empty() {
+                return Err(format!(
+                    "token entry {n} is empty (expected name:role:secret, role one of {})",
+                    ROLES.join(", ")
+                ));
+            }
+            let mut parts = entry.splitn(3, ':');
+            let (Some(name), Some(role), Some(secret)) = (parts.next(), parts.next(), parts.next())
+            else {
+                return Err(format!(
+                    "token entry {n} is not name:role:secret (role one of {})",
+                    ROLES.join(", ")
+                ));
+            };
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+            {
+                return Err(format!(
+                    "token entry {n}: name {name:?} must be non-empty ASCII letters, digits, '_', '-' or '.'"
+                ));
+            }
+            let role = Role::parse(role).map_err(|e| format!("token {name:?}: {e}"))?;
+            if secret.len() < MIN_SECRET_LEN {
+                return Err(format!(
+                    "token {name:?}: the secret is shorter than {MIN_SECRET_LEN} characters"
+                ));
+            }
+            if secret.bytes().any(|b| !(0x21..=0x7e).contains(&b)) {
+                return Err(format!(
+                    "token {name:?}: the secret must be printable ASCII without spaces"
+                ));
+            }
+            if tokens.iter().any(|t| t.name == name) {
+                return Err(format!("token name {name:?} is used twice"));
+            }
+            if tokens
+                .iter()
+                .any(|t| bool::from(t.secret.as_bytes().ct_eq(secret.as_bytes())))
+            {
+                return Err(format!(
+                    "token {name:?} has the same secret as another token"
+                ));
+            }
+            tokens.push(TokenSpec::new(name, role, secret));
+        }
+        Ok(tokens)
+    }
+
+    /// Index of the token whose secret is `presented`. Every secret is compared, in constant
+    /// time, whatever matches first.
+    pub fn find(&self, presented: &[u8]) -> Option<usize> {
+        let mut found = None;
+        for (i, t) in self.tokens.iter().enumerate() {
+            if bool::from(t.secret.as_bytes().ct_eq(presented)) && found.is_none() {
+                found = Some(i);
+            }
+        }
+        found
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_token_lists() {
+        let tokens =
+            Auth::parse_tokens("ci:read-write:0123456789abcdef0,dev:read-only:zyxwvutsrqponmlk")
+                .map_err(|e| e.to_string());
+        let tokens = tokens.as_deref().unwrap_or(&[]);
+        assert_eq!(tokens.len(), 2);
+        assert_eq!(tokens[0].name, "ci");
+        assert_eq!(tokens[0].role, Role::ReadWrite);
+        assert_eq!(tokens[1].role, Role::ReadOnly);
+        let auth = Auth {
+            tokens: tokens.to_vec(),
+            anonymous_read: None,
+        };
+        assert_eq!(auth.find(b"zyxwvutsrqponmlk"), Some(1));
+        assert_eq!(auth.find(b"zyxwvutsrqponml"), None);
+    }
+
+    #[test]
+    fn token_errors_name_the_entry_not_the_secret() {
+        let secret = "supersecretvalue123";
+        for (list, want) in [
+            (format!("ci:admin:{secret}"), "read-write, read-only"),
+            (format!("ci:{secret}"), "entry 1"),
+            ("ci:read-only:short".to_string(), "shorter"),
+            (format!("a:read-only:{secret},,"), "entry 2"),
+            (
+                format!("a:read-only:{secret},a:read-write:{secret}x"),
+                "twice",
+            ),
+            (
+                format!("a:read-only:{secret},b:read-write:{secret}"),
+                "same secret",
+            ),
+        ] {
+            let err = Auth::parse_tokens(&list).err().unwrap_or_default();
+            assert!(err.contains(want), "{list}: {err}");
+            assert!(!err.contains(secret), "{err}");
+        }
+    }
+}

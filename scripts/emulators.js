@@ -380,7 +380,8 @@ function rfc3986(s) {
  * requests as anonymous and refuses reads of private objects.
  * @param {string} method
  * @param {string} urlString  with the path already encoded by encodeKey
- * @param {{ headers?: Record<string, string>, body?: Buffer }} [opts]  header names in lower case
+ * @param {{ headers?: Record<string, string>, body?: Buffer, service?: string, keys?: { id: string, secret: string } }} [opts]
+ *   header names in lower case; `service` (default `s3`) and `keys` (default the test keys) for the signature
  */
 function s3Request(method, urlString, opts = {}) {
   const url = new URL(urlString);
@@ -407,21 +408,55 @@ function s3Request(method, urlString, opts = {}) {
     names.join(';'),
     'UNSIGNED-PAYLOAD',
   ].join('\n');
-  const scope = `${day}/${S3_REGION}/s3/aws4_request`;
+  const service = opts.service || 's3';
+  const keys = opts.keys || { id: S3_ACCESS_KEY, secret: S3_SECRET_KEY };
+  const scope = `${day}/${S3_REGION}/${service}/aws4_request`;
   const toSign = ['AWS4-HMAC-SHA256', now, scope, crypto.createHash('sha256').update(canonical).digest('hex')].join('\n');
   const hmac = (/** @type {crypto.BinaryLike} */ key, /** @type {string} */ data) => crypto.createHmac('sha256', key).update(data).digest();
-  let key = hmac(`AWS4${S3_SECRET_KEY}`, day);
+  let key = hmac(`AWS4${keys.secret}`, day);
   key = hmac(key, S3_REGION);
-  key = hmac(key, 's3');
+  key = hmac(key, service);
   key = hmac(key, 'aws4_request');
   const signature = crypto.createHmac('sha256', key).update(toSign).digest('hex');
-  headers.authorization = `AWS4-HMAC-SHA256 Credential=${S3_ACCESS_KEY}/${scope}, SignedHeaders=${names.join(';')}, Signature=${signature}`;
+  headers.authorization = `AWS4-HMAC-SHA256 Credential=${keys.id}/${scope}, SignedHeaders=${names.join(';')}, Signature=${signature}`;
   delete headers.host;
   return request(method, urlString, { headers, body: opts.body });
 }
 
+/** Requests moto serves before it starts checking signatures in auth mode (see `iamUser`). */
+const S3_AUTH_SETUP_ACTIONS = 4;
+
 /**
- * @param {{ bucket?: string, tmpDir: string }} o
+ * An IAM user allowed `s3:*`, with an access key (moto's auth mode only accepts keys it issued):
+ * exactly S3_AUTH_SETUP_ACTIONS - 1 requests, after the bucket creation.
+ * @param {string} endpoint
+ * @returns {Promise<{ id: string, secret: string }>}
+ */
+async function iamUser(endpoint) {
+  const iam = async (/** @type {Record<string, string>} */ params) => {
+    const body = Buffer.from(new URLSearchParams({ ...params, Version: '2010-05-08' }).toString());
+    const r = await s3Request('POST', `${endpoint}/`, {
+      service: 'iam',
+      body,
+      headers: { 'content-type': 'application/x-www-form-urlencoded; charset=utf-8' },
+    });
+    expectStatus(r, [200], `IAM ${params.Action}`);
+    return r.body;
+  };
+  const user = 'nxoc-test';
+  await iam({ Action: 'CreateUser', UserName: user });
+  const policy = { Version: '2012-10-17', Statement: [{ Effect: 'Allow', Action: 's3:*', Resource: '*' }] };
+  await iam({ Action: 'PutUserPolicy', UserName: user, PolicyName: 's3-all', PolicyDocument: JSON.stringify(policy) });
+  const created = await iam({ Action: 'CreateAccessKey', UserName: user });
+  const [id] = xmlValues(created, 'AccessKeyId');
+  const [secret] = xmlValues(created, 'SecretAccessKey');
+  if (!id || !secret) throw new Error(`emulators: IAM CreateAccessKey answered without a key: ${created.slice(0, 300)}`);
+  return { id, secret };
+}
+
+/**
+ * @param {{ bucket?: string, tmpDir: string, auth?: boolean }} o  `auth`: moto checks signatures
+ *   (INITIAL_NO_AUTH_ACTION_COUNT) and the env carries the key of an IAM user it issued
  * @returns {Promise<Emulator>}
  */
 async function startS3(o) {
@@ -429,19 +464,21 @@ async function startS3(o) {
   if (!fs.existsSync(bin)) throw new Error(`emulators: ${bin} missing; run \`node scripts/emulators.js install\``);
   const port = await freePort();
   const endpoint = `http://127.0.0.1:${port}`;
-  const child = spawnEmulator(bin, ['-H', '127.0.0.1', '-p', String(port)], { cwd: o.tmpDir });
+  const env = o.auth ? { ...process.env, INITIAL_NO_AUTH_ACTION_COUNT: String(S3_AUTH_SETUP_ACTIONS) } : process.env;
+  const child = spawnEmulator(bin, ['-H', '127.0.0.1', '-p', String(port)], { cwd: o.tmpDir, env });
   try {
     await waitReady(child, `moto_server on ${endpoint}`, async () => (await request('GET', `${endpoint}/moto-api/`)).status === 200);
     const bucket = o.bucket || uniqueName('s3');
     expectStatus(await s3Request('PUT', `${endpoint}/${bucket}`), [200], `creating bucket ${bucket}`);
+    const keys = o.auth ? await iamUser(endpoint) : { id: S3_ACCESS_KEY, secret: S3_SECRET_KEY };
     const region = S3_REGION;
     return {
       kind: 's3',
       endpoint,
       bucket,
       env: {
-        AWS_ACCESS_KEY_ID: S3_ACCESS_KEY,
-        AWS_SECRET_ACCESS_KEY: S3_SECRET_KEY,
+        AWS_ACCESS_KEY_ID: keys.id,
+        AWS_SECRET_ACCESS_KEY: keys.secret,
         AWS_REGION: region,
         AWS_DEFAULT_REGION: region,
         AWS_ENDPOINT_URL: endpoint,
@@ -456,7 +493,7 @@ async function startS3(o) {
         let token = '';
         for (let page = 0; page < MAX_LIST_PAGES; page++) {
           const q = `list-type=2${token ? `&continuation-token=${encodeURIComponent(token)}` : ''}`;
-          const r = await s3Request('GET', `${endpoint}/${bucket}?${q}`);
+          const r = await s3Request('GET', `${endpoint}/${bucket}?${q}`, { keys });
           expectStatus(r, [200], `listing bucket ${bucket}`);
           keys.push(...xmlValues(r.body, 'Key'));
           const next = xmlValues(r.body, 'NextContinuationToken');
@@ -466,7 +503,7 @@ async function startS3(o) {
         throw new Error(`emulators: listing bucket ${bucket}: more than ${MAX_LIST_PAGES} pages`);
       },
       async getObject(key) {
-        const r = await s3Request('GET', `${endpoint}/${bucket}/${encodeKey(key)}`);
+        const r = await s3Request('GET', `${endpoint}/${bucket}/${encodeKey(key)}`, { keys });
         if (r.status === 404) return null;
         expectStatus(r, [200], `reading ${bucket}/${key}`);
         return r.data;
@@ -475,6 +512,7 @@ async function startS3(o) {
         const r = await s3Request('PUT', `${endpoint}/${bucket}/${encodeKey(key)}`, {
           headers: { 'content-type': 'application/octet-stream' },
           body: data,
+          keys,
         });
         expectStatus(r, [200], `writing ${bucket}/${key}`);
       },
@@ -754,7 +792,8 @@ const KINDS = /** @type {const} */ (['s3', 'gcs', 'azure']);
  * bucket / container. On failure nothing is left running and the error carries the emulator's
  * output. The emulator is also killed when this process exits.
  * @param {EmulatorKind} kind
- * @param {{ bucket?: string, container?: string }} [opts]  names (default: random)
+ * @param {{ bucket?: string, container?: string, auth?: boolean }} [opts]  names (default: random);
+ *   `auth`: s3 only, moto checks signatures (see startS3)
  * @returns {Promise<Emulator>}
  */
 async function start(kind, opts = {}) {
@@ -792,7 +831,12 @@ async function main() {
     return;
   }
   if (cmd === 'start') {
-    const emu = await start(/** @type {EmulatorKind} */ (kind));
+    const flags = process.argv.slice(4);
+    const unknown = flags.filter((f) => f !== '--auth');
+    if (unknown.length || (flags.includes('--auth') && kind !== 's3')) {
+      throw new Error(`emulators: unknown flag(s) ${JSON.stringify(flags)} for ${kind}; only s3 takes --auth`);
+    }
+    const emu = await start(/** @type {EmulatorKind} */ (kind), { auth: flags.includes('--auth') });
     const { stop, listObjects, ...shown } = emu;
     console.log(JSON.stringify({ ...shown, controllerPid: process.pid }));
     const shutdown = () => {
@@ -816,7 +860,7 @@ async function main() {
     }, 1000);
     return;
   }
-  console.error('usage: node scripts/emulators.js install | start <s3|gcs|azure>');
+  console.error('usage: node scripts/emulators.js install | start <s3|gcs|azure> [--auth (s3: moto checks signatures)]');
   process.exitCode = 2;
 }
 

@@ -46,9 +46,14 @@ struct Emulator {
 
 impl Emulator {
     fn start(kind: &'static str) -> Emulator {
+        Emulator::start_with(kind, &[])
+    }
+
+    /// `flags` go to `emulators.js start` (e.g. `--auth`); such an emulator is never shared.
+    fn start_with(kind: &'static str, flags: &[&str]) -> Emulator {
         let spool = tempfile::tempdir().expect("temp dir");
         let var = format!("NX_OPEN_CACHE_TEST_EMULATOR_{}", kind.to_ascii_uppercase());
-        if let Ok(json) = std::env::var(&var) {
+        if let (Ok(json), true) = (std::env::var(&var), flags.is_empty()) {
             let info = serde_json::from_str(&json)
                 .unwrap_or_else(|e| panic!("{var} is not the JSON of `emulators.js start`: {e}"));
             return Emulator {
@@ -60,7 +65,8 @@ impl Emulator {
         let root = env!("CARGO_MANIFEST_DIR");
         let script = format!("{root}/scripts/emulators.js");
         let mut child = Command::new("node")
-            .args([&script, "start", kind])
+            .args([script.as_str(), "start", kind])
+            .args(flags)
             .current_dir(root)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -541,6 +547,114 @@ async fn bad_credentials_are_named(kind: &'static str) {
         "{kind}: credential faults reported in {:?}: {}",
         started.elapsed(),
         err.message
+    );
+}
+
+/// moto in auth mode checks SigV4 signatures against the keys it issued: the issued key works, a
+/// wrong secret and an unknown key id are refused with one message naming the backend and the
+/// credential sources, and through the proxy the build sees a miss and a quiet refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s3_wrong_credentials_are_refused_and_named() {
+    if skip() {
+        eprintln!("skipped: NX_OPEN_CACHE_SKIP_CLOUD_TESTS=1");
+        return;
+    }
+    let emu = Emulator::start_with("s3", &["--auth"]);
+    let good = emu.store("auth");
+    good.prepare().await.expect("the issued key is accepted");
+    assert_eq!(
+        good.put(&hash("31"), &mut body(b"signed", 3), Some(6))
+            .await,
+        Ok(PutOutcome::Stored(6))
+    );
+    assert_eq!(
+        read_all(good.get(&hash("31")).await.unwrap().unwrap()),
+        b"signed"
+    );
+    let wrong_secret = emu.store_with(
+        "auth",
+        &[],
+        &[("AWS_SECRET_ACCESS_KEY", Some("wrong-secret-wrong-secret"))],
+    );
+    let unknown_key = emu.store_with(
+        "auth",
+        &[],
+        &[("AWS_ACCESS_KEY_ID", Some("AKIANXOCUNKNOWNKEY00"))],
+    );
+    for (what, s) in [
+        ("wrong secret", &wrong_secret),
+        ("unknown key", &unknown_key),
+    ] {
+        let err = s.prepare().await.expect_err(what);
+        assert_eq!(err.kind, ErrorKind::Unavailable, "{what}");
+        assert!(err.message.starts_with("s3 "), "{what}: {}", err.message);
+        assert!(
+            err.message.contains("credentials"),
+            "{what}: {}",
+            err.message
+        );
+        assert!(
+            err.message.contains("AWS_ACCESS_KEY_ID"),
+            "{what}: {}",
+            err.message
+        );
+        let err = s.get(&hash("31")).await.expect_err(what);
+        assert!(
+            err.message.contains("credentials"),
+            "{what}: {}",
+            err.message
+        );
+        let err = s
+            .put(&hash("32"), &mut body(b"unsigned", 4), Some(8))
+            .await
+            .expect_err(what);
+        assert!(
+            err.message.contains("credentials"),
+            "{what}: {}",
+            err.message
+        );
+    }
+    assert!(
+        good.get(&hash("32")).await.unwrap().is_none(),
+        "nothing written"
+    );
+    // Through the proxy: a miss and a quiet 403, the reason in the counters.
+    let runtime_stats = Arc::new(Stats::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy = server::serve(
+        listener,
+        ProxySettings {
+            store: Arc::new(wrong_secret),
+            mode: Mode::ReadWrite,
+            token: "t".into(),
+            debug: false,
+            stats: runtime_stats.clone(),
+        },
+    )
+    .unwrap();
+    let base = format!("http://{}/v1/cache", proxy.addr);
+    let client = reqwest::Client::new();
+    let got = client
+        .get(format!("{base}/31"))
+        .bearer_auth("t")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status().as_u16(), 404);
+    let put = client
+        .put(format!("{base}/33"))
+        .bearer_auth("t")
+        .body(vec![1u8; 10])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status().as_u16(), 403);
+    proxy.stop().await;
+    let snap = runtime_stats.snapshot();
+    assert!(
+        snap.errors.iter().any(|e| e.reason.contains("credentials")),
+        "{:?}",
+        snap.errors
     );
 }
 

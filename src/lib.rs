@@ -10,6 +10,7 @@ pub mod outputs;
 pub mod proxy;
 pub mod retention;
 pub mod runtime;
+pub mod serve;
 pub mod server;
 pub mod stats;
 pub mod store;

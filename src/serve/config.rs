@@ -1,0 +1,1428 @@
+//! The `nx-open-cache serve` configuration: command-line options, then `NX_OPEN_CACHE_SERVER_*`
+//! environment variables, then a config file (TOML or JSON), then defaults — the first source that
+//! sets an option wins. Tokens are the exception: those of every source are used together (names
+//! must be unique), and their secrets only ever come from the environment or from files.
+//!
+//! Every mistake names the option (as it was spelled in its source), the bad value and what is
+//! allowed.
+
+use crate::config::Backend;
+use crate::key::Prefix;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Prefix of the environment variables.
+pub const ENV_PREFIX: &str = "NX_OPEN_CACHE_SERVER_";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:3000";
+
+/// One option: its name in the config file; the CLI flag is `--` + the name with `-`, the env var
+/// [`ENV_PREFIX`] + the name upper-cased.
+struct OptionSpec {
+    key: &'static str,
+    /// A switch (`--allow-anonymous`) takes no value on the command line.
+    switch: bool,
+}
+
+const OPTIONS: &[OptionSpec] = &[
+    OptionSpec {
+        key: "storage",
+        switch: false,
+    },
+    OptionSpec {
+        key: "listen",
+        switch: false,
+    },
+    OptionSpec {
+        key: "tls_cert",
+        switch: false,
+    },
+    OptionSpec {
+        key: "tls_key",
+        switch: false,
+    },
+    OptionSpec {
+        key: "tokens_file",
+        switch: false,
+    },
+    OptionSpec {
+        key: "allow_anonymous",
+        switch: true,
+    },
+    OptionSpec {
+        key: "max_artifact_size",
+        switch: false,
+    },
+    OptionSpec {
+        key: "upload_timeout",
+        switch: false,
+    },
+    OptionSpec {
+        key: "max_concurrent_uploads",
+        switch: false,
+    },
+    OptionSpec {
+        key: "max_size",
+        switch: false,
+    },
+    OptionSpec {
+        key: "max_age",
+        switch: false,
+    },
+    OptionSpec {
+        key: "log",
+        switch: false,
+    },
+    OptionSpec {
+        key: "s3_region",
+        switch: false,
+    },
+    OptionSpec {
+        key: "s3_endpoint",
+        switch: false,
+    },
+    OptionSpec {
+        key: "s3_force_path_style",
+        switch: true,
+    },
+    OptionSpec {
+        key: "az_account",
+        switch: false,
+    },
+    OptionSpec {
+        key: "az_endpoint",
+        switch: false,
+    },
+];
+
+/// Keys a config file may hold besides [`OPTIONS`].
+const FILE_ONLY_KEYS: &[&str] = &["tokens"];
+/// Keys of one `[[tokens]]` entry.
+const TOKEN_KEYS: &[&str] = &[
+    "name",
+    "role",
+    "secret_env",
+    "secret_file",
+    "write_prefix",
+    "read_prefixes",
+];
+pub const ROLES: &[&str] = &["read-write", "read-only"];
+pub const LOG_FORMATS: &[&str] = &["text", "json", "off"];
+const SIZE_UNITS: &str =
+    "a size such as 500MB, 2GiB or 1048576 (units B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)";
+const DURATION_UNITS: &str = "a duration such as 90s, 10m, 12h, 30d or 2w";
+
+fn flag(key: &str) -> String {
+    format!("--{}", key.replace('_', "-"))
+}
+
+fn env_name(key: &str) -> String {
+    format!("{ENV_PREFIX}{}", key.to_ascii_uppercase())
+}
+
+/// A configuration mistake; `Display` gives the whole message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServeConfigError(pub String);
+
+impl fmt::Display for ServeConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "nx-open-cache serve: {}", self.0)
+    }
+}
+
+impl std::error::Error for ServeConfigError {}
+
+fn err<T>(message: impl Into<String>) -> Result<T, ServeConfigError> {
+    Err(ServeConfigError(message.into()))
+}
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenRole {
+    ReadWrite,
+    ReadOnly,
+}
+
+impl TokenRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenRole::ReadWrite => "read-write",
+            TokenRole::ReadOnly => "read-only",
+        }
+    }
+}
+
+/// A token of the config file's full form, its secret already read.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TokenEntry {
+    pub name: String,
+    pub role: TokenRole,
+    pub secret: String,
+    /// Where its PUTs go, inside the storage's prefix (empty: the storage prefix itself).
+    pub write_prefix: Prefix,
+    /// Where its GETs look, in order; `None`: `[write_prefix]`.
+    pub read_prefixes: Option<Vec<Prefix>>,
+}
+
+impl fmt::Debug for TokenEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenEntry")
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .field("secret", &"<redacted>")
+            .field("write_prefix", &self.write_prefix)
+            .field("read_prefixes", &self.read_prefixes)
+            .finish()
+    }
+}
+
+/// A list of tokens in the simple form `name:role:secret[,...]`, and where it came from (for
+/// error messages; never the secrets).
+#[derive(Clone, PartialEq, Eq)]
+pub struct TokenList {
+    pub source: String,
+    pub text: String,
+}
+
+impl fmt::Debug for TokenList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TokenList({}, <redacted>)", self.source)
+    }
+}
+
+/// How requests are logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogChoice {
+    /// One human-readable line per request on stderr.
+    Text,
+    /// One JSON object per request on stderr.
+    Json,
+    Off,
+}
+
+/// The resolved `serve` configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServeConfig {
+    pub backend: Backend,
+    pub prefix: Prefix,
+    /// The storage as the user wrote it (for the startup line), e.g. `s3://cache/nx`.
+    pub storage: String,
+    pub listen: SocketAddr,
+    /// PEM certificate chain and private key.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Tokens of the config file's `[[tokens]]` tables.
+    pub tokens: Vec<TokenEntry>,
+    /// Tokens in the simple form (env `NX_OPEN_CACHE_SERVER_TOKENS`, `--tokens-file`).
+    pub token_lists: Vec<TokenList>,
+    pub allow_anonymous: bool,
+    /// Upload limits; `None`: the server's defaults.
+    pub max_artifact_size: Option<u64>,
+    pub upload_timeout: Option<Duration>,
+    pub max_concurrent_uploads: Option<usize>,
+    /// Retention (fs storage only): total size and age limits.
+    pub max_size: Option<u64>,
+    pub max_age: Option<Duration>,
+    pub log: LogChoice,
+}
+
+/// A raw option value and where it was found (`--listen`, `NX_OPEN_CACHE_SERVER_LISTEN`, `listen
+/// in server.toml`).
+#[derive(Debug, Clone)]
+struct Raw {
+    origin: String,
+    value: Value,
+}
+
+impl Raw {
+    fn string(&self) -> Result<String, ServeConfigError> {
+        match &self.value {
+            Value::String(s) => Ok(s.clone()),
+            Value::Number(n) => Ok(n.to_string()),
+            other => err(format!(
+                "{} must be a string, got {}",
+                self.origin,
+                describe(other)
+            )),
+        }
+    }
+
+    fn bool(&self) -> Result<bool, ServeConfigError> {
+        match &self.value {
+            Value::Bool(b) => Ok(*b),
+            Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" | "on" => Ok(true),
+                "false" | "0" | "no" | "off" | "" => Ok(false),
+                _ => err(format!(
+                    "invalid value {s:?} for {}: expected true or false",
+                    self.origin
+                )),
+            },
+            other => err(format!(
+                "{} must be true or false, got {}",
+                self.origin,
+                describe(other)
+            )),
+        }
+    }
+
+    fn invalid<T>(&self, value: &str, allowed: &str) -> Result<T, ServeConfigError> {
+        err(format!(
+            "invalid value {value:?} for {}: expected {allowed}",
+            self.origin
+        ))
+    }
+}
+
+fn describe(v: &Value) -> String {
+    match v {
+        Value::Null => "null".into(),
+        Value::Bool(b) => format!("boolean {b}"),
+        Value::Number(n) => format!("number {n}"),
+        Value::String(s) => format!("string {s:?}"),
+        Value::Array(_) => "an array".into(),
+        Value::Object(_) => "a table/object".into(),
+    }
+}
+
+fn allowed_flags() -> String {
+    let mut flags: Vec<String> = OPTIONS.iter().map(|o| flag(o.key)).collect();
+    flags.push("--config".into());
+    flags.push("--help".into());
+    flags.join(", ")
+}
+
+/// Command-line options by config key, plus the `--config` file.
+fn parse_args(
+    args: &[String],
+) -> Result<(HashMap<&'static str, Raw>, Option<String>), ServeConfigError> {
+    let mut found: HashMap<&'static str, Raw> = HashMap::new();
+    let mut config = None;
+    let mut i = 0;
+    while i < args.len() {
+        let arg = &args[i];
+        i += 1;
+        let Some(body) = arg.strip_prefix("--") else {
+            return err(format!(
+                "unexpected argument {arg:?}: options start with -- ({})",
+                allowed_flags()
+            ));
+        };
+        let (name, inline) = match body.split_once('=') {
+            Some((n, v)) => (n, Some(v.to_owned())),
+            None => (body, None),
+        };
+        if name == "tokens" || name == "token" {
+            return err(format!(
+                "--{name} is not an option: secrets are never given on the command line; use the \
+                 environment variable {ENV_PREFIX}TOKENS, --tokens-file <file> or [[tokens]] in the \
+                 config file"
+            ));
+        }
+        let spec = OPTIONS.iter().find(|o| flag(o.key) == format!("--{name}"));
+        let is_config = name == "config";
+        if spec.is_none() && !is_config {
+            return err(format!(
+                "unknown option --{name}; the options are: {}",
+                allowed_flags()
+            ));
+        }
+        let value = match (spec.map(|s| s.switch).unwrap_or(false), inline) {
+            (_, Some(v)) => Value::String(v),
+            (true, None) => Value::Bool(true),
+            (false, None) => match args.get(i) {
+                Some(v) if !v.starts_with("--") => {
+                    i += 1;
+                    Value::String(v.clone())
+                }
+                _ => return err(format!("option --{name} needs a value")),
+            },
+        };
+        if is_config {
+            if config.is_some() {
+                return err("option --config is given twice");
+            }
+            match value {
+                Value::String(s) => config = Some(s),
+                _ => return err("option --config needs a file name"),
+            }
+            continue;
+        }
+        if let Some(spec) = spec {
+            if found.contains_key(spec.key) {
+                return err(format!("option {} is given twice", flag(spec.key)));
+            }
+            found.insert(
+                spec.key,
+                Raw {
+                    origin: flag(spec.key),
+                    value,
+                },
+            );
+        }
+    }
+    Ok((found, config))
+}
+
+/// The environment's `NX_OPEN_CACHE_SERVER_*` options; an unknown one is an error (a typo would
+/// otherwise be silently ignored).
+fn parse_env(
+    env: &HashMap<String, String>,
+) -> Result<HashMap<&'static str, Raw>, ServeConfigError> {
+    let mut found = HashMap::new();
+    let mut names: Vec<&String> = env.keys().filter(|k| k.starts_with(ENV_PREFIX)).collect();
+    names.sort();
+    for name in names {
+        let value = &env[name];
+        if value.is_empty()
+            || name == &format!("{ENV_PREFIX}TOKENS")
+            || name == &format!("{ENV_PREFIX}CONFIG")
+        {
+            continue;
+        }
+        let Some(spec) = OPTIONS.iter().find(|o| &env_name(o.key) == name) else {
+            let mut known: Vec<String> = OPTIONS.iter().map(|o| env_name(o.key)).collect();
+            known.push(format!("{ENV_PREFIX}TOKENS"));
+            known.push(format!("{ENV_PREFIX}CONFIG"));
+            return err(format!(
+                "unknown environment variable {name}; the known ones are: {}",
+                known.join(", ")
+            ));
+        };
+        found.insert(
+            spec.key,
+            Raw {
+                origin: name.clone(),
+                value: Value::String(value.clone()),
+            },
+        );
+    }
+    Ok(found)
+}
+
+/// Options by config key, and the raw `[[tokens]]` tables of a config file.
+type FileContents = (
+    HashMap<&'static str, Raw>,
+    Vec<serde_json::Map<String, Value>>,
+);
+
+/// Reads a TOML or JSON config file into its options and its `[[tokens]]` entries.
+fn read_file(path: &Path) -> Result<FileContents, ServeConfigError> {
+    let shown = path.display();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ServeConfigError(format!("cannot read config file {shown}: {e}")))?;
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(|e| e.to_ascii_lowercase());
+    let value: Value = match ext.as_deref() {
+        Some("toml") => {
+            let table: toml::Table = toml::from_str(&text).map_err(|e| {
+                ServeConfigError(format!("config file {shown} is not valid TOML: {e}"))
+            })?;
+            serde_json::to_value(table).map_err(|e| {
+                ServeConfigError(format!("config file {shown}: unsupported TOML value: {e}"))
+            })?
+        }
+        Some("json") => serde_json::from_str(&text)
+            .map_err(|e| ServeConfigError(format!("config file {shown} is not valid JSON: {e}")))?,
+        _ => {
+            return err(format!(
+                "config file {shown}: unknown format; the file name must end in .toml or .json"
+            ))
+        }
+    };
+    let Value::Object(map) = value else {
+        return err(format!(
+            "config file {shown} must hold a table/object of options, got {}",
+            describe(&value)
+        ));
+    };
+    let mut found = HashMap::new();
+    let mut tokens = Vec::new();
+    for (key, value) in map {
+        if key == "tokens" {
+            let Value::Array(items) = value else {
+                return err(format!(
+                    "\"tokens\" in {shown} must be an array of tables ([[tokens]]), got {}",
+                    describe(&value)
+                ));
+            };
+            for (i, item) in items.into_iter().enumerate() {
+                let Value::Object(t) = item else {
+                    return err(format!(
+                        "tokens[{i}] in {shown} must be a table/object, got {}",
+                        describe(&item)
+                    ));
+                };
+                tokens.push(t);
+            }
+            continue;
+        }
+        let Some(spec) = OPTIONS.iter().find(|o| o.key == key) else {
+            let mut known: Vec<&str> = OPTIONS.iter().map(|o| o.key).collect();
+            known.extend(FILE_ONLY_KEYS);
+            let hint = if key == "secret" || key == "token" {
+                " (secrets are never read from the config file)"
+            } else {
+                ""
+            };
+            return err(format!(
+                "unknown key \"{key}\" in config file {shown}{hint}; the allowed keys are: {}",
+                known.join(", ")
+            ));
+        };
+        found.insert(
+            spec.key,
+            Raw {
+                origin: format!("\"{key}\" in {shown}"),
+                value,
+            },
+        );
+    }
+    Ok((found, tokens))
+}
+
+/// `1048576`, `500MB`, `2GiB`, `1.5 GB`: bytes.
+pub fn parse_size(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" | "k" => 1000,
+        "mb" | "m" => 1000_u64.pow(2),
+        "gb" | "g" => 1000_u64.pow(3),
+        "tb" | "t" => 1000_u64.pow(4),
+        "kib" => 1024,
+        "mib" => 1024_u64.pow(2),
+        "gib" => 1024_u64.pow(3),
+        "tib" => 1024_u64.pow(4),
+        _ => return None,
+    };
+    if number.is_empty() || number.starts_with('.') || number.ends_with('.') {
+        return None;
+    }
+    if let Ok(n) = number.parse::<u64>() {
+        return n.checked_mul(factor);
+    }
+    let f: f64 = number.parse().ok()?;
+    let bytes = f * factor as f64;
+    (bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64).then_some(bytes.round() as u64)
+}
+
+/// `90s`, `10m`, `12h`, `30d`, `2w`: a duration.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let secs = match unit.trim() {
+        "s" => Some(n),
+        "m" => n.checked_mul(60),
+        "h" => n.checked_mul(3600),
+        "d" => n.checked_mul(86400),
+        "w" => n.checked_mul(7 * 86400),
+        _ => None,
+    }?;
+    Some(Duration::from_secs(secs))
+}
+
+/// `fs:/path`, `s3://bucket/prefix`, `gs://bucket/prefix`, `az://container/prefix`.
+fn parse_storage(
+    raw: &Raw,
+    cwd: &Path,
+) -> Result<(String, Option<String>, String, Prefix), ServeConfigError> {
+    const ALLOWED: &str =
+        "fs:/path, s3://bucket[/prefix], gs://bucket[/prefix] or az://container[/prefix]";
+    let text = raw.string()?;
+    if let Some(path) = text.strip_prefix("fs:") {
+        if path.is_empty() || path.contains('\0') {
+            return raw.invalid(&text, &format!("{ALLOWED} (fs: needs a directory)"));
+        }
+        let p = Path::new(path);
+        let abs = if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            cwd.join(p)
+        };
+        return Ok((
+            "fs".into(),
+            None,
+            abs.display().to_string(),
+            Prefix::default(),
+        ));
+    }
+    let (scheme, rest) = match text.split_once("://") {
+        Some((s @ ("s3" | "gs" | "az"), rest)) => (s, rest),
+        _ => return raw.invalid(&text, ALLOWED),
+    };
+    let (bucket, prefix) = match rest.split_once('/') {
+        Some((b, p)) => (b, p),
+        None => (rest, ""),
+    };
+    if bucket.is_empty()
+        || bucket.len() > 222
+        || !bucket
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+    {
+        return raw.invalid(
+            &text,
+            &format!("{ALLOWED}, the bucket/container name made of ASCII letters, digits, '.', '-' and '_'"),
+        );
+    }
+    let prefix = Prefix::parse(prefix).map_err(|e| {
+        ServeConfigError(format!(
+            "invalid prefix {:?} in {} {text:?}: {}",
+            e.value, raw.origin, e.reason
+        ))
+    })?;
+    Ok((scheme.into(), Some(bucket.into()), String::new(), prefix))
+}
+
+fn parse_prefix(value: &Value, what: &str) -> Result<Prefix, ServeConfigError> {
+    let Value::String(s) = value else {
+        return err(format!("{what} must be a string, got {}", describe(value)));
+    };
+    Prefix::parse(s)
+        .map_err(|e| ServeConfigError(format!("invalid value {s:?} for {what}: {}", e.reason)))
+}
+
+/// Reads a secret from a file: the first line, without surrounding whitespace.
+fn read_secret_file(path: &Path, what: &str) -> Result<String, ServeConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ServeConfigError(format!(
+            "{what}: cannot read secret file {}: {e}",
+            path.display()
+        ))
+    })?;
+    let secret = text.lines().next().unwrap_or("").trim().to_owned();
+    if secret.is_empty() {
+        return err(format!("{what}: secret file {} is empty", path.display()));
+    }
+    Ok(secret)
+}
+
+fn token_entry(
+    t: &serde_json::Map<String, Value>,
+    index: usize,
+    file: &Path,
+    base: &Path,
+    env: &HashMap<String, String>,
+) -> Result<TokenEntry, ServeConfigError> {
+    let shown = file.display();
+    let at = format!("tokens[{index}] in {shown}");
+    for key in t.keys() {
+        if !TOKEN_KEYS.contains(&key.as_str()) {
+            let hint = if key == "secret" {
+                " (secrets are never written in the config file: use secret_env or secret_file)"
+            } else {
+                ""
+            };
+            return err(format!(
+                "unknown key \"{key}\" in {at}{hint}; the allowed keys are: {}",
+                TOKEN_KEYS.join(", ")
+            ));
+        }
+    }
+    let name = match t.get("name") {
+        Some(Value::String(s)) if valid_name(s) => s.clone(),
+        Some(v) => {
+            return err(format!(
+                "invalid \"name\" {} in {at}: expected ASCII letters, digits, '.', '_' or '-'",
+                describe(v)
+            ))
+        }
+        None => return err(format!("{at} has no \"name\"")),
+    };
+    let at = format!("token \"{name}\" in {shown}");
+    let role = match t.get("role") {
+        Some(Value::String(s)) if s == "read-write" => TokenRole::ReadWrite,
+        Some(Value::String(s)) if s == "read-only" => TokenRole::ReadOnly,
+        Some(v) => {
+            return err(format!(
+                "invalid \"role\" {} for {at}: expected \"read-write\" or \"read-only\"",
+                describe(v)
+            ))
+        }
+        None => {
+            return err(format!(
+                "{at} has no \"role\" (\"read-write\" or \"read-only\")"
+            ))
+        }
+    };
+    let secret = match (t.get("secret_env"), t.get("secret_file")) {
+        (Some(Value::String(var)), None) => match env.get(var).map(|s| s.trim()) {
+            Some(s) if !s.is_empty() => s.to_owned(),
+            _ => {
+                return err(format!(
+                    "{at}: its secret_env {var:?} is not set (or empty) in the environment"
+                ))
+            }
+        },
+        (None, Some(Value::String(f))) => {
+            let p = Path::new(f);
+            let p = if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            };
+            read_secret_file(&p, &at)?
+        }
+        (None, None) => {
+            return err(format!(
+                "{at} needs its secret from secret_env (an environment variable name) or \
+                 secret_file (a file holding it); secrets are never written in the config file"
+            ))
+        }
+        (Some(_), Some(_)) => {
+            return err(format!("{at}: give secret_env or secret_file, not both"))
+        }
+        (Some(v), None) | (None, Some(v)) => {
+            return err(format!(
+                "{at}: secret_env / secret_file must be a string, got {}",
+                describe(v)
+            ))
+        }
+    };
+    if secret.contains(char::is_whitespace) || secret.contains(',') {
+        return err(format!(
+            "{at}: its secret contains whitespace or ',' (not shown); use a random hex or base64 string"
+        ));
+    }
+    let write_prefix = match t.get("write_prefix") {
+        None => Prefix::default(),
+        Some(v) => parse_prefix(v, &format!("\"write_prefix\" of {at}"))?,
+    };
+    let read_prefixes = match t.get("read_prefixes") {
+        None => None,
+        Some(Value::Array(items)) if !items.is_empty() => Some(
+            items
+                .iter()
+                .map(|v| parse_prefix(v, &format!("\"read_prefixes\" of {at}")))
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+        Some(v) => {
+            return err(format!(
+                "\"read_prefixes\" of {at} must be a non-empty array of prefixes, got {}",
+                describe(v)
+            ))
+        }
+    };
+    Ok(TokenEntry {
+        name,
+        role,
+        secret,
+        write_prefix,
+        read_prefixes,
+    })
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Resolves the configuration: `args` are the words after `serve`, `env` the process environment,
+/// `cwd` the directory relative paths are taken from.
+pub fn resolve(
+    args: &[String],
+    env: &HashMap<String, String>,
+    cwd: &Path,
+) -> Result<ServeConfig, ServeConfigError> {
+    let (cli, config_arg) = parse_args(args)?;
+    let from_env = parse_env(env)?;
+    let config_file = config_arg
+        .or_else(|| {
+            env.get(&format!("{ENV_PREFIX}CONFIG"))
+                .filter(|v| !v.is_empty())
+                .cloned()
+        })
+        .map(|f| {
+            let p = Path::new(&f);
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                cwd.join(p)
+            }
+        });
+    let (from_file, file_tokens) = match &config_file {
+        Some(f) => read_file(f)?,
+        None => (HashMap::new(), Vec::new()),
+    };
+    let pick = |key: &str| -> Option<&Raw> {
+        cli.get(key)
+            .or_else(|| from_env.get(key))
+            .or_else(|| from_file.get(key))
+    };
+    // Relative paths in the config file are taken from the file's directory.
+    let base_of = |key: &str| -> PathBuf {
+        match (cli.get(key).or_else(|| from_env.get(key)), &config_file) {
+            (None, Some(f)) => f
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| cwd.to_path_buf()),
+            _ => cwd.to_path_buf(),
+        }
+    };
+    let path_of = |key: &str| -> Result<Option<PathBuf>, ServeConfigError> {
+        let Some(raw) = pick(key) else {
+            return Ok(None);
+        };
+        let s = raw.string()?;
+        if s.is_empty() {
+            return raw.invalid(&s, "a file path");
+        }
+        let p = Path::new(&s);
+        Ok(Some(if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            base_of(key).join(p)
+        }))
+    };
+
+    let Some(storage_raw) = pick("storage") else {
+        return err(format!(
+            "no storage: give --storage (or {ENV_PREFIX}STORAGE, or \"storage\" in the config file) as \
+             fs:/path, s3://bucket[/prefix], gs://bucket[/prefix] or az://container[/prefix]"
+        ));
+    };
+    let (scheme, bucket, fs_path, prefix) = parse_storage(storage_raw, &base_of("storage"))?;
+    let string_of = |key: &str| -> Result<Option<String>, ServeConfigError> {
+        pick(key)
+            .map(Raw::string)
+            .transpose()
+            .map(|o| o.filter(|s| !s.is_empty()))
+    };
+    let bool_of = |key: &str| -> Result<bool, ServeConfigError> {
+        pick(key)
+            .map(Raw::bool)
+            .transpose()
+            .map(|o| o.unwrap_or(false))
+    };
+    let cloud_only = |keys: &[&str], scheme_needed: &str| -> Result<(), ServeConfigError> {
+        for key in keys {
+            if let Some(raw) = pick(key) {
+                if scheme != scheme_needed {
+                    return err(format!(
+                        "{} applies only to {scheme_needed}:// storage, but the storage is {}",
+                        raw.origin,
+                        storage_raw.string()?
+                    ));
+                }
+            }
+        }
+        Ok(())
+    };
+    cloud_only(&["s3_region", "s3_endpoint", "s3_force_path_style"], "s3")?;
+    cloud_only(&["az_account", "az_endpoint"], "az")?;
+    let url_of = |key: &str| -> Result<Option<String>, ServeConfigError> {
+        let Some(v) = string_of(key)? else {
+            return Ok(None);
+        };
+        let ok = (v.starts_with("http://") || v.starts_with("https://"))
+            && !v.contains(char::is_whitespace)
+            && !v.contains('?');
+        if !ok {
+            if let Some(raw) = pick(key) {
+                return raw.invalid(&v, "an http:// or https:// URL");
+            }
+        }
+        Ok(Some(v.trim_end_matches('/').to_owned()))
+    };
+    let bucket = bucket.unwrap_or_default();
+    let backend = match scheme.as_str() {
+        "fs" => Backend::Fs {
+            path: PathBuf::from(fs_path),
+        },
+        "s3" => Backend::S3 {
+            bucket,
+            region: string_of("s3_region")?,
+            endpoint: url_of("s3_endpoint")?,
+            force_path_style: bool_of("s3_force_path_style")?,
+        },
+        "gs" => Backend::Gcs { bucket },
+        _ => Backend::Azure {
+            container: bucket,
+            account_name: string_of("az_account")?,
+            endpoint: url_of("az_endpoint")?,
+        },
+    };
+
+    let listen =
+        match pick("listen") {
+            None => DEFAULT_LISTEN
+                .parse()
+                .map_err(|e| ServeConfigError(format!("{e}")))?,
+            Some(raw) => {
+                let s = raw.string()?;
+                match s.parse::<SocketAddr>() {
+                    Ok(a) => a,
+                    Err(_) => return raw.invalid(
+                        &s,
+                        "an IP address and port such as 127.0.0.1:3000, 0.0.0.0:3000 or [::]:3000",
+                    ),
+                }
+            }
+        };
+
+    let tls = match (path_of("tls_cert")?, path_of("tls_key")?) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        (Some(_), None) => {
+            return err("--tls-cert is given without --tls-key: TLS needs both PEM files")
+        }
+        (None, Some(_)) => {
+            return err("--tls-key is given without --tls-cert: TLS needs both PEM files")
+        }
+    };
+
+    let size_of = |key: &str| -> Result<Option<u64>, ServeConfigError> {
+        let Some(raw) = pick(key) else {
+            return Ok(None);
+        };
+        let s = raw.string()?;
+        match parse_size(&s) {
+            Some(n) if n > 0 => Ok(Some(n)),
+            _ => raw.invalid(&s, SIZE_UNITS),
+        }
+    };
+    let duration_of = |key: &str| -> Result<Option<Duration>, ServeConfigError> {
+        let Some(raw) = pick(key) else {
+            return Ok(None);
+        };
+        let s = raw.string()?;
+        match parse_duration(&s) {
+            Some(d) if !d.is_zero() => Ok(Some(d)),
+            _ => raw.invalid(&s, DURATION_UNITS),
+        }
+    };
+    let max_artifact_size = size_of("max_artifact_size")?;
+    let upload_timeout = duration_of("upload_timeout")?;
+    let max_concurrent_uploads = match pick("max_concurrent_uploads") {
+        None => None,
+        Some(raw) => {
+            let s = raw.string()?;
+            match s.trim().parse::<usize>() {
+                Ok(n) if (1..=100_000).contains(&n) => Some(n),
+                _ => return raw.invalid(&s, "a whole number from 1 to 100000"),
+            }
+        }
+    };
+    let max_size = size_of("max_size")?;
+    let max_age = duration_of("max_age")?;
+    if scheme != "fs" {
+        for key in ["max_size", "max_age"] {
+            if let Some(raw) = pick(key) {
+                return err(format!(
+                    "{} applies only to fs: storage; for {scheme}:// storage use the bucket's own \
+                     lifecycle rule to expire old artifacts (see the README, section Retention)",
+                    raw.origin
+                ));
+            }
+        }
+    }
+    let log = match pick("log") {
+        None => LogChoice::Text,
+        Some(raw) => match raw.string()?.as_str() {
+            "text" => LogChoice::Text,
+            "json" => LogChoice::Json,
+            "off" => LogChoice::Off,
+            other => return raw.invalid(other, "one of \"text\", \"json\", \"off\""),
+        },
+    };
+
+    let file_base = config_file
+        .as_ref()
+        .and_then(|f| f.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| cwd.to_path_buf());
+    let mut tokens = Vec::new();
+    if let Some(f) = &config_file {
+        for (i, t) in file_tokens.iter().enumerate() {
+            tokens.push(token_entry(t, i, f, &file_base, env)?);
+        }
+    }
+    let mut token_lists = Vec::new();
+    if let Some(text) = env
+        .get(&format!("{ENV_PREFIX}TOKENS"))
+        .filter(|v| !v.trim().is_empty())
+    {
+        token_lists.push(TokenList {
+            source: format!("{ENV_PREFIX}TOKENS"),
+            text: text.trim().to_owned(),
+        });
+    }
+    if let Some(path) = path_of("tokens_file")? {
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            ServeConfigError(format!(
+                "cannot read the tokens file {}: {e}",
+                path.display()
+            ))
+        })?;
+        let entries: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .collect();
+        if entries.is_empty() {
+            return err(format!(
+                "the tokens file {} holds no token (expected lines of name:role:secret)",
+                path.display()
+            ));
+        }
+        token_lists.push(TokenList {
+            source: format!("tokens file {}", path.display()),
+            text: entries.join(","),
+        });
+    }
+    let allow_anonymous = bool_of("allow_anonymous")?;
+    if tokens.is_empty() && token_lists.is_empty() && !allow_anonymous {
+        return err(format!(
+            "refusing to start without any access token: set {ENV_PREFIX}TOKENS (e.g. \
+             ci:read-write:<secret>,dev:read-only:<secret>), give --tokens-file <file>, or add \
+             [[tokens]] to the config file; to serve anonymous read-only access only, pass \
+             --allow-anonymous explicitly"
+        ));
+    }
+
+    Ok(ServeConfig {
+        backend,
+        prefix,
+        storage: storage_raw.string()?,
+        listen,
+        tls,
+        tokens,
+        token_lists,
+        allow_anonymous,
+        max_artifact_size,
+        upload_timeout,
+        max_concurrent_uploads,
+        max_size,
+        max_age,
+        log,
+    })
+}
+
+/// The `serve --help` text: every option, its environment variable and config-file key.
+pub fn help() -> String {
+    format!(
+        "Usage: nx-open-cache serve --storage <url> [options]
+
+Runs an Nx remote-cache server (Nx's self-hosted cache protocol). Nx clients connect with
+  NX_SELF_HOSTED_REMOTE_CACHE_SERVER=<url>  NX_SELF_HOSTED_REMOTE_CACHE_ACCESS_TOKEN=<secret>
+
+Every option can also be set as an environment variable and in the config file:
+precedence is command line > environment > config file > default.
+
+  option                       env (NX_OPEN_CACHE_SERVER_...)  config-file key
+  --config <file.toml|.json>   CONFIG                          -
+      A TOML or JSON file with the options below (keys as in the third column) and
+      [[tokens]] tables. Relative paths in it are taken from the file's directory.
+  --storage <url>              STORAGE                         storage
+      Where artifacts are kept (required): fs:/path, s3://bucket[/prefix],
+      gs://bucket[/prefix], az://container[/prefix]. Cloud credentials come from the
+      standard environment (AWS_*, GOOGLE_APPLICATION_CREDENTIALS, AZURE_STORAGE_*).
+  --listen <ip:port>           LISTEN                          listen
+      Address to listen on (default {DEFAULT_LISTEN}; use 0.0.0.0:3000 in a container).
+  --tls-cert <file.pem>        TLS_CERT                        tls_cert
+  --tls-key <file.pem>         TLS_KEY                         tls_key
+      Serve HTTPS with this PEM certificate chain and private key (both or neither).
+  --tokens-file <file>         TOKENS_FILE                     tokens_file
+      A file with one token per line: name:role:secret (role read-write or read-only).
+  (no flag: secrets are never   TOKENS                          [[tokens]]
+   given on the command line)
+      TOKENS is a comma-separated list of name:role:secret. A [[tokens]] table has
+      name, role, secret_env (an env var holding the secret) or secret_file, and
+      optionally write_prefix (where its uploads go) and read_prefixes (where its
+      downloads are looked up, in order; default [write_prefix]).
+      Tokens of all sources are used together; names must be unique.
+  --allow-anonymous            ALLOW_ANONYMOUS=true            allow_anonymous = true
+      Requests without a token may read (never write). Without any token, starting
+      requires this option.
+  --max-artifact-size <size>   MAX_ARTIFACT_SIZE               max_artifact_size
+      Largest accepted upload (default 4GiB); larger is refused with 413.
+  --upload-timeout <duration>  UPLOAD_TIMEOUT                  upload_timeout
+      An upload taking longer is abandoned, nothing stored (default 10m).
+  --max-concurrent-uploads <n> MAX_CONCURRENT_UPLOADS          max_concurrent_uploads
+      Uploads beyond this many at once get 503 with Retry-After (default 64).
+  --max-size <size>            MAX_SIZE                        max_size
+  --max-age <duration>         MAX_AGE                         max_age
+      Retention for fs: storage: least recently used artifacts are removed in the
+      background above this total size / after this long without access. For cloud
+      storage use a bucket lifecycle rule instead.
+  --log <text|json|off>        LOG                             log
+      Request log on stderr (default text).
+  --s3-region <region>         S3_REGION                       s3_region
+  --s3-endpoint <url>          S3_ENDPOINT                     s3_endpoint
+  --s3-force-path-style        S3_FORCE_PATH_STYLE=true        s3_force_path_style = true
+      S3 and S3-compatible stores (MinIO, R2, Ceph...); defaults from AWS_REGION,
+      AWS_ENDPOINT_URL.
+  --az-account <name>          AZ_ACCOUNT                      az_account
+  --az-endpoint <url>          AZ_ENDPOINT                     az_endpoint
+      Azure storage account and blob endpoint (defaults from AZURE_STORAGE_*).
+
+Sizes: a number with B, KB, MB, GB, TB, KiB, MiB, GiB or TiB (e.g. 2GiB).
+Durations: a number with s, m, h, d or w (e.g. 10m, 30d).
+
+Endpoints: /v1/cache/<hash> (GET, PUT), /healthz, /readyz, /metrics, /openapi.json.
+Stops gracefully on SIGTERM or SIGINT: requests in flight finish first.
+"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn resolve_ok(a: &[&str], e: &[(&str, &str)]) -> ServeConfig {
+        match resolve(&args(a), &env(e), Path::new("/work")) {
+            Ok(c) => c,
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+
+    fn resolve_err(a: &[&str], e: &[(&str, &str)]) -> String {
+        match resolve(&args(a), &env(e), Path::new("/work")) {
+            Ok(c) => panic!("expected an error, got {c:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    const TOKENS: (&str, &str) = (
+        "NX_OPEN_CACHE_SERVER_TOKENS",
+        "ci:read-write:0123456789abcdef",
+    );
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1048576"), Some(1048576));
+        assert_eq!(parse_size("2GiB"), Some(2 << 30));
+        assert_eq!(parse_size("500MB"), Some(500_000_000));
+        assert_eq!(parse_size("1.5 KiB"), Some(1536));
+        assert_eq!(parse_size("10b"), Some(10));
+        for bad in [
+            "",
+            "GiB",
+            "2 XB",
+            "-1",
+            "1..2MB",
+            ".5MB",
+            "99999999999999999999TB",
+        ] {
+            assert_eq!(parse_size(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("10m"), Some(Duration::from_secs(600)));
+        assert_eq!(parse_duration("12h"), Some(Duration::from_secs(43200)));
+        assert_eq!(parse_duration("30d"), Some(Duration::from_secs(2_592_000)));
+        for bad in ["", "10", "m", "1.5h", "10y", "-1s"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn defaults_and_storage_forms() {
+        let c = resolve_ok(&["--storage", "fs:cache"], &[TOKENS]);
+        assert_eq!(
+            c.backend,
+            Backend::Fs {
+                path: PathBuf::from("/work/cache")
+            }
+        );
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.max_artifact_size, None);
+        assert_eq!(c.upload_timeout, None);
+        assert_eq!(c.max_concurrent_uploads, None);
+        assert_eq!(c.log, LogChoice::Text);
+        assert!(c.tls.is_none());
+        assert_eq!(c.token_lists.len(), 1);
+
+        let c = resolve_ok(
+            &[
+                "--storage=s3://bucket-1/nx/ci",
+                "--s3-endpoint",
+                "http://127.0.0.1:9000",
+                "--s3-force-path-style",
+            ],
+            &[TOKENS],
+        );
+        assert_eq!(
+            c.backend,
+            Backend::S3 {
+                bucket: "bucket-1".into(),
+                region: None,
+                endpoint: Some("http://127.0.0.1:9000".into()),
+                force_path_style: true
+            }
+        );
+        assert_eq!(c.prefix.as_str(), "nx/ci");
+        let c = resolve_ok(&["--storage", "gs://b"], &[TOKENS]);
+        assert_eq!(c.backend, Backend::Gcs { bucket: "b".into() });
+        assert!(c.prefix.is_empty());
+        let c = resolve_ok(&["--storage", "az://cont/p"], &[TOKENS]);
+        assert!(matches!(c.backend, Backend::Azure { ref container, .. } if container == "cont"));
+    }
+
+    #[test]
+    fn bad_storage_names_option_value_and_forms() {
+        for bad in [
+            "/tmp/x",
+            "http://x",
+            "s3://",
+            "s3://bad bucket",
+            "fs:",
+            "gcs://b",
+        ] {
+            let e = resolve_err(&["--storage", bad], &[TOKENS]);
+            assert!(
+                e.contains("--storage")
+                    && e.contains(&format!("{bad:?}"))
+                    && e.contains("s3://bucket"),
+                "{e}"
+            );
+        }
+        let e = resolve_err(&["--storage", "s3://b/../x"], &[TOKENS]);
+        assert!(e.contains("prefix") && e.contains(".."), "{e}");
+        let e = resolve_err(&[], &[TOKENS]);
+        assert!(e.contains("--storage"), "{e}");
+    }
+
+    #[test]
+    fn precedence_cli_env_file_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("server.toml");
+        std::fs::write(&file, "storage = \"fs:data\"\nlisten = \"127.0.0.1:1\"\nlog = \"json\"\nupload_timeout = \"1m\"\n").unwrap();
+        let f = file.to_str().unwrap();
+        let c = resolve_ok(
+            &["--config", f, "--listen", "127.0.0.1:3"],
+            &[
+                TOKENS,
+                ("NX_OPEN_CACHE_SERVER_LISTEN", "127.0.0.1:2"),
+                ("NX_OPEN_CACHE_SERVER_LOG", "off"),
+            ],
+        );
+        assert_eq!(c.listen.port(), 3);
+        assert_eq!(c.log, LogChoice::Off);
+        assert_eq!(c.upload_timeout, Some(Duration::from_secs(60)));
+        // Relative paths of the file are taken from its directory.
+        assert_eq!(
+            c.backend,
+            Backend::Fs {
+                path: dir.path().join("data")
+            }
+        );
+        let c = resolve_ok(
+            &["--config", f],
+            &[TOKENS, ("NX_OPEN_CACHE_SERVER_LISTEN", "127.0.0.1:2")],
+        );
+        assert_eq!(c.listen.port(), 2);
+        let c = resolve_ok(&[], &[TOKENS, ("NX_OPEN_CACHE_SERVER_CONFIG", f)]);
+        assert_eq!(c.listen.port(), 1);
+        assert_eq!(c.log, LogChoice::Json);
+    }
+
+    #[test]
+    fn json_file_and_unknown_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("server.json");
+        std::fs::write(&file, r#"{"storage": "fs:/d", "max_size": "10GiB", "max_age": "30d", "allow_anonymous": true}"#).unwrap();
+        let c = resolve_ok(&["--config", file.to_str().unwrap()], &[]);
+        assert_eq!(c.max_size, Some(10 << 30));
+        assert_eq!(c.max_age, Some(Duration::from_secs(30 * 86400)));
+        assert!(c.allow_anonymous);
+
+        std::fs::write(&file, r#"{"storage": "fs:/d", "max_sise": "1GB"}"#).unwrap();
+        let e = resolve_err(&["--config", file.to_str().unwrap()], &[TOKENS]);
+        assert!(
+            e.contains("\"max_sise\"") && e.contains("max_size") && e.contains("listen"),
+            "{e}"
+        );
+
+        let yaml = dir.path().join("server.yaml");
+        std::fs::write(&yaml, "storage: x").unwrap();
+        let e = resolve_err(&["--config", yaml.to_str().unwrap()], &[TOKENS]);
+        assert!(e.contains(".toml or .json"), "{e}");
+        let e = resolve_err(&["--config", "/nonexistent/x.toml"], &[TOKENS]);
+        assert!(e.contains("/nonexistent/x.toml"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_option_value_and_allowed() {
+        let e = resolve_err(
+            &["--storage", "fs:/d", "--max-artifact-size", "2XB"],
+            &[TOKENS],
+        );
+        assert!(
+            e.contains("--max-artifact-size") && e.contains("\"2XB\"") && e.contains("GiB"),
+            "{e}"
+        );
+        let e = resolve_err(
+            &["--storage", "fs:/d"],
+            &[
+                TOKENS,
+                ("NX_OPEN_CACHE_SERVER_UPLOAD_TIMEOUT", "10 minutes"),
+            ],
+        );
+        assert!(
+            e.contains("NX_OPEN_CACHE_SERVER_UPLOAD_TIMEOUT")
+                && e.contains("\"10 minutes\"")
+                && e.contains("10m"),
+            "{e}"
+        );
+        let e = resolve_err(&["--storage", "fs:/d", "--listen", "localhost"], &[TOKENS]);
+        assert!(e.contains("--listen") && e.contains("0.0.0.0:3000"), "{e}");
+        let e = resolve_err(&["--storage", "fs:/d", "--log", "yaml"], &[TOKENS]);
+        assert!(e.contains("--log") && e.contains("\"json\""), "{e}");
+        let e = resolve_err(
+            &["--storage", "fs:/d", "--max-concurrent-uploads", "0"],
+            &[TOKENS],
+        );
+        assert!(
+            e.contains("--max-concurrent-uploads") && e.contains("\"0\""),
+            "{e}"
+        );
+        let e = resolve_err(&["--storage", "fs:/d", "--bogus"], &[TOKENS]);
+        assert!(e.contains("--bogus") && e.contains("--storage"), "{e}");
+        let e = resolve_err(
+            &["--storage", "fs:/d"],
+            &[TOKENS, ("NX_OPEN_CACHE_SERVER_LISTN", "x")],
+        );
+        assert!(
+            e.contains("NX_OPEN_CACHE_SERVER_LISTN") && e.contains("NX_OPEN_CACHE_SERVER_LISTEN"),
+            "{e}"
+        );
+        let e = resolve_err(&["--storage", "fs:/d", "--tls-cert", "c.pem"], &[TOKENS]);
+        assert!(e.contains("--tls-key"), "{e}");
+        let e = resolve_err(&["--storage", "s3://b", "--max-size", "1GB"], &[TOKENS]);
+        assert!(e.contains("--max-size") && e.contains("lifecycle"), "{e}");
+        let e = resolve_err(
+            &["--storage", "fs:/d", "--s3-endpoint", "http://x"],
+            &[TOKENS],
+        );
+        assert!(e.contains("--s3-endpoint") && e.contains("s3://"), "{e}");
+        let e = resolve_err(&["--storage", "fs:/d", "--tokens", "a:read-write:x"], &[]);
+        assert!(e.contains("never given on the command line"), "{e}");
+    }
+
+    #[test]
+    fn refuses_to_start_without_tokens() {
+        let e = resolve_err(&["--storage", "fs:/d"], &[]);
+        assert!(
+            e.contains("refusing")
+                && e.contains("NX_OPEN_CACHE_SERVER_TOKENS")
+                && e.contains("--allow-anonymous"),
+            "{e}"
+        );
+        let c = resolve_ok(&["--storage", "fs:/d", "--allow-anonymous"], &[]);
+        assert!(c.allow_anonymous && c.token_lists.is_empty());
+        let e = resolve_err(
+            &["--storage", "fs:/d"],
+            &[("NX_OPEN_CACHE_SERVER_ALLOW_ANONYMOUS", "maybe")],
+        );
+        assert!(
+            e.contains("NX_OPEN_CACHE_SERVER_ALLOW_ANONYMOUS") && e.contains("\"maybe\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn file_tokens_full_form() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pr.secret"), "prsecret\n").unwrap();
+        let file = dir.path().join("server.toml");
+        std::fs::write(
+            &file,
+            r#"
+storage = "fs:/d"
+[[tokens]]
+name = "main"
+role = "read-write"
+secret_env = "MAIN_SECRET"
+
+[[tokens]]
+name = "pr"
+role = "read-write"
+secret_file = "pr.secret"
+write_prefix = "pr"
+read_prefixes = ["pr", ""]
+"#,
+        )
+        .unwrap();
+        let f = file.to_str().unwrap();
+        let c = resolve_ok(&["--config", f], &[("MAIN_SECRET", "m1")]);
+        assert_eq!(c.tokens.len(), 2);
+        assert_eq!(
+            (c.tokens[0].name.as_str(), c.tokens[0].secret.as_str()),
+            ("main", "m1")
+        );
+        assert_eq!(c.tokens[1].secret, "prsecret");
+        assert_eq!(c.tokens[1].write_prefix.as_str(), "pr");
+        assert_eq!(c.tokens[1].read_prefixes.as_ref().map(Vec::len), Some(2));
+        assert!(!format!("{c:?}").contains("prsecret"));
+
+        let e = resolve_err(&["--config", f], &[]);
+        assert!(e.contains("MAIN_SECRET") && e.contains("\"main\""), "{e}");
+
+        std::fs::write(&file, "storage = \"fs:/d\"\n[[tokens]]\nname = \"a\"\nrole = \"read-write\"\nsecret = \"inline\"\n").unwrap();
+        let e = resolve_err(&["--config", f], &[]);
+        assert!(
+            e.contains("\"secret\"") && e.contains("secret_env") && !e.contains("inline"),
+            "{e}"
+        );
+        std::fs::write(
+            &file,
+            "storage = \"fs:/d\"\n[[tokens]]\nname = \"a\"\nrole = \"admin\"\nsecret_env = \"X\"\n",
+        )
+        .unwrap();
+        let e = resolve_err(&["--config", f], &[("X", "x")]);
+        assert!(e.contains("\"admin\"") && e.contains("read-only"), "{e}");
+    }
+
+    #[test]
+    fn tokens_file_simple_form() {
+        let dir = tempfile::tempdir().unwrap();
+        let tf = dir.path().join("tokens");
+        std::fs::write(
+            &tf,
+            "# ci\nci:read-write:aaaaaaaaaaaaaaaa\n\ndev:read-only:bbbbbbbbbbbbbbbb\n",
+        )
+        .unwrap();
+        let c = resolve_ok(
+            &["--storage", "fs:/d", "--tokens-file", tf.to_str().unwrap()],
+            &[],
+        );
+        assert_eq!(c.token_lists.len(), 1);
+        assert_eq!(
+            c.token_lists[0].text,
+            "ci:read-write:aaaaaaaaaaaaaaaa,dev:read-only:bbbbbbbbbbbbbbbb"
+        );
+        std::fs::write(&tf, "# nothing\n").unwrap();
+        let e = resolve_err(
+            &["--storage", "fs:/d", "--tokens-file", tf.to_str().unwrap()],
+            &[],
+        );
+        assert!(e.contains("holds no token"), "{e}");
+    }
+}

@@ -1,0 +1,324 @@
+//! `nx-open-cache serve`: the standalone Nx remote-cache server. Configuration in, a running
+//! [`crate::server`] out (plain HTTP or TLS), with one startup line saying what it serves.
+
+pub mod config;
+pub mod tls;
+
+use crate::config::Backend;
+use crate::key::Prefix;
+use crate::server::auth::{Auth, Role, TokenSpec, MIN_SECRET_LEN};
+use crate::server::limits::Limits;
+use crate::server::{LogFormat, RunningServer, ServerSettings};
+use crate::stats::Stats;
+use crate::store::fs::FsStore;
+use crate::store::object::ObjectStoreBackend;
+use crate::store::Store;
+use config::{LogChoice, ServeConfig, TokenRole};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// A running `serve` server.
+pub struct RunningServe {
+    /// `http://<addr>` or `https://<addr>` (the bound address, so port 0 shows the real port).
+    pub url: String,
+    pub addr: SocketAddr,
+    /// The startup line that was printed.
+    pub banner: String,
+    server: RunningServer,
+    retention: Option<crate::retention::BackgroundHandle>,
+}
+
+/// How often background retention runs (fs storage with --max-size or --max-age).
+pub const RETENTION_INTERVAL: std::time::Duration = std::time::Duration::from_secs(300);
+
+impl RunningServe {
+    /// Stops accepting, lets requests in flight finish (bounded grace), stops background
+    /// retention, then returns.
+    pub async fn stop(self) {
+        self.server.stop().await;
+        if let Some(r) = self.retention {
+            r.stop().await;
+        }
+    }
+}
+
+/// The access rules of `config`: tokens of the config file, then those of the simple lists
+/// (`NX_OPEN_CACHE_SERVER_TOKENS`, `--tokens-file`); names and secrets must be unique.
+pub fn build_auth(config: &ServeConfig) -> Result<Auth, String> {
+    let mut tokens: Vec<TokenSpec> = Vec::new();
+    for t in &config.tokens {
+        if t.secret.len() < MIN_SECRET_LEN {
+            return Err(format!(
+                "token {:?}: the secret is shorter than {MIN_SECRET_LEN} characters",
+                t.name
+            ));
+        }
+        tokens.push(TokenSpec {
+            name: t.name.clone(),
+            role: match t.role {
+                TokenRole::ReadWrite => Role::ReadWrite,
+                TokenRole::ReadOnly => Role::ReadOnly,
+            },
+            secret: t.secret.clone(),
+            write_prefix: t.write_prefix.clone(),
+            read_prefixes: t
+                .read_prefixes
+                .clone()
+                .unwrap_or_else(|| vec![t.write_prefix.clone()]),
+        });
+    }
+    for list in &config.token_lists {
+        let parsed = Auth::parse_tokens(&list.text).map_err(|e| format!("{}: {e}", list.source))?;
+        tokens.extend(parsed);
+    }
+    for (i, t) in tokens.iter().enumerate() {
+        for other in &tokens[..i] {
+            if other.name == t.name {
+                return Err(format!(
+                    "token name {:?} is used twice (names must be unique across the config file, \
+                     NX_OPEN_CACHE_SERVER_TOKENS and the tokens file)",
+                    t.name
+                ));
+            }
+            if other.secret == t.secret {
+                return Err(format!(
+                    "tokens {:?} and {:?} have the same secret",
+                    other.name, t.name
+                ));
+            }
+        }
+    }
+    Ok(Auth {
+        tokens,
+        anonymous_read: config.allow_anonymous.then(|| vec![Prefix::default()]),
+    })
+}
+
+/// Checks what [`config::resolve`] cannot: the tokens (secret length, unique names and secrets)
+/// and the TLS files. A failure here is a configuration mistake, not a failure to start.
+pub fn validate(config: &ServeConfig) -> Result<(), String> {
+    build_auth(config)?;
+    if let Some((cert, key)) = &config.tls {
+        tls::load_config(cert, key)?;
+    }
+    Ok(())
+}
+
+/// The server limits of `config` (the server's defaults where it sets none).
+pub fn limits(config: &ServeConfig) -> Limits {
+    let defaults = Limits::server();
+    Limits {
+        max_artifact_bytes: config.max_artifact_size.or(defaults.max_artifact_bytes),
+        upload_timeout: config.upload_timeout.unwrap_or(defaults.upload_timeout),
+        max_concurrent_uploads: config
+            .max_concurrent_uploads
+            .unwrap_or(defaults.max_concurrent_uploads),
+        require_content_length: true,
+    }
+}
+
+/// Opens the configured storage; cloud credentials come from `env`. Nothing is contacted for
+/// clouds yet (`/readyz` tells whether the storage is reachable); an fs directory is created.
+pub fn open_store(
+    config: &ServeConfig,
+    env: &HashMap<String, String>,
+) -> Result<Arc<dyn Store>, String> {
+    match &config.backend {
+        Backend::Fs { path } => {
+            let store = FsStore::new(path.clone(), config.prefix.clone());
+            store
+                .prepare()
+                .map_err(|e| format!("--storage {}: {}", config.storage, e.message))?;
+            Ok(Arc::new(store))
+        }
+        other => ObjectStoreBackend::from_config(other, config.prefix.clone(), env)
+            .map(|s| Arc::new(s) as Arc<dyn Store>)
+            .map_err(|e| format!("--storage {}: {}", config.storage, e.message)),
+    }
+}
+
+/// `1.5 GiB`, `512 MiB`, `100 B`.
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    let shown = format!("{value:.1}");
+    format!("{} {}", shown.trim_end_matches(".0"), UNITS[unit])
+}
+
+fn human_duration(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        s if s % 86400 == 0 => format!("{}d", s / 86400),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+/// The startup line: URL, storage, tokens (names and roles, never secrets), anonymous access,
+/// limits, retention.
+fn banner(config: &ServeConfig, url: &str, location: &str, auth: &Auth, limits: &Limits) -> String {
+    let tokens: Vec<String> = auth
+        .tokens
+        .iter()
+        .map(|t| {
+            let mut s = format!("{} ({})", t.name, t.role.as_str());
+            if !t.write_prefix.is_empty() || t.read_prefixes != [Prefix::default()] {
+                let reads: Vec<String> = t
+                    .read_prefixes
+                    .iter()
+                    .map(|p| format!("{:?}", p.as_str()))
+                    .collect();
+                s.push_str(&format!(
+                    " writes {:?} reads [{}]",
+                    t.write_prefix.as_str(),
+                    reads.join(", ")
+                ));
+            }
+            s
+        })
+        .collect();
+    let max = limits
+        .max_artifact_bytes
+        .map(human_size)
+        .unwrap_or_else(|| "unlimited".into());
+    let retention = match (config.max_size, config.max_age) {
+        (None, None) => "off".to_owned(),
+        (size, age) => {
+            let mut parts = vec![format!("every {}", human_duration(RETENTION_INTERVAL))];
+            if let Some(s) = size {
+                parts.push(format!("max size {}", human_size(s)));
+            }
+            if let Some(a) = age {
+                parts.push(format!("max age {}", human_duration(a)));
+            }
+            parts.join(", ")
+        }
+    };
+    match config.log {
+        LogChoice::Json => serde_json::json!({
+            "level": "info",
+            "msg": "nx-open-cache serve started",
+            "url": url,
+            "storage": location,
+            "tokens": auth.tokens.iter().map(|t| serde_json::json!({
+                "name": t.name,
+                "role": t.role.as_str(),
+                "write_prefix": t.write_prefix.as_str(),
+                "read_prefixes": t.read_prefixes.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+            "anonymous_read": config.allow_anonymous,
+            "max_artifact_bytes": limits.max_artifact_bytes,
+            "upload_timeout_s": limits.upload_timeout.as_secs(),
+            "max_concurrent_uploads": limits.max_concurrent_uploads,
+            "retention": retention,
+        })
+        .to_string(),
+        _ => format!(
+            "nx-open-cache serve: listening on {url} | storage {location} | tokens: {} | anonymous read {} | \
+             max artifact {max}, upload timeout {}, {} concurrent uploads | retention {retention}",
+            if tokens.is_empty() { "none".to_owned() } else { tokens.join(", ") },
+            if config.allow_anonymous { "on" } else { "off" },
+            human_duration(limits.upload_timeout),
+            limits.max_concurrent_uploads,
+        ),
+    }
+}
+
+/// Binds, opens the store and starts serving on the shared runtime; prints the startup line on
+/// stdout. `env` is the environment cloud credentials are read from.
+pub fn start(config: &ServeConfig, env: &HashMap<String, String>) -> Result<RunningServe, String> {
+    let auth = build_auth(config)?;
+    let limits = limits(config);
+    let tls = match &config.tls {
+        Some((cert, key)) => Some(tls::load_config(cert, key)?),
+        None => None,
+    };
+    let runtime = crate::runtime::get()?;
+    let store = open_store(config, env)?;
+    let location = store.describe();
+    let std_listener = std::net::TcpListener::bind(config.listen)
+        .map_err(|e| format!("--listen {}: cannot listen there: {e}", config.listen))?;
+    std_listener.set_nonblocking(true).map_err(|e| {
+        format!(
+            "--listen {}: cannot configure the socket: {e}",
+            config.listen
+        )
+    })?;
+    let _guard = runtime.enter();
+    let listener = tokio::net::TcpListener::from_std(std_listener).map_err(|e| {
+        format!(
+            "--listen {}: cannot register the socket: {e}",
+            config.listen
+        )
+    })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| format!("--listen {}: {e}", config.listen))?;
+    let settings = ServerSettings {
+        store,
+        auth: auth.clone(),
+        mode: crate::config::Mode::ReadWrite,
+        limits: limits.clone(),
+        operations: true,
+        log: match config.log {
+            LogChoice::Text => LogFormat::Debug,
+            LogChoice::Json => LogFormat::Json,
+            LogChoice::Off => LogFormat::Off,
+        },
+        stats: Arc::new(Stats::default()),
+    };
+    let (server, scheme) = match tls {
+        Some(tls_config) => {
+            let listener = tls::TlsListener::new(listener, tls_config)
+                .map_err(|e| format!("cannot start the TLS listener: {e}"))?;
+            (crate::server::serve_on(listener, settings), "https")
+        }
+        None => (crate::server::serve_server(listener, settings), "http"),
+    };
+    let server = server.map_err(|e| format!("cannot start the server: {e}"))?;
+    let policy = crate::retention::Policy {
+        max_bytes: config.max_size,
+        max_age: config.max_age,
+    };
+    let retention = match &config.backend {
+        Backend::Fs { path } if policy.is_active() => Some(crate::retention::spawn_background(
+            path.clone(),
+            policy,
+            RETENTION_INTERVAL,
+        )),
+        _ => None,
+    };
+    let url = format!("{scheme}://{addr}");
+    let banner = banner(config, &url, &location, &auth, &limits);
+    println!("{banner}");
+    Ok(RunningServe {
+        url,
+        addr,
+        banner,
+        server,
+        retention,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_for_humans() {
+        assert_eq!(human_size(100), "100 B");
+        assert_eq!(human_size(4 << 30), "4 GiB");
+        assert_eq!(human_size(1536), "1.5 KiB");
+        assert_eq!(human_duration(std::time::Duration::from_secs(600)), "10m");
+    }
+}

@@ -1,0 +1,82 @@
+//! Bindings for `nx-open-cache serve`.
+
+use crate::{runtime, serve};
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// A running `nx-open-cache serve` server.
+#[napi]
+pub struct ServerHandle {
+    inner: Mutex<Option<serve::RunningServe>>,
+    url: String,
+    banner: String,
+}
+
+#[napi]
+impl ServerHandle {
+    /// `http://<ip>:<port>` or `https://...`: the value for NX_SELF_HOSTED_REMOTE_CACHE_SERVER
+    /// (with the bound port when `--listen` asked for port 0).
+    #[napi(getter)]
+    pub fn url(&self) -> String {
+        self.url.clone()
+    }
+
+    /// The startup line the server printed (URL, storage, tokens, anonymous access, limits).
+    #[napi(getter)]
+    pub fn banner(&self) -> String {
+        self.banner.clone()
+    }
+
+    /// Stops accepting connections, lets requests in flight finish (bounded grace) and stops
+    /// background retention. Calling it again does nothing.
+    #[napi]
+    pub async fn stop(&self) -> Result<()> {
+        let taken = {
+            let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            guard.take()
+        };
+        let Some(running) = taken else {
+            return Ok(());
+        };
+        let runtime = runtime::get().map_err(|e| Error::new(Status::GenericFailure, e))?;
+        runtime
+            .spawn(running.stop())
+            .await
+            .map_err(|e| Error::new(Status::GenericFailure, format!("server stop failed: {e}")))
+    }
+}
+
+/// Starts the server from the words after `serve` on the command line and the environment
+/// (`NX_OPEN_CACHE_SERVER_*`, cloud credentials); relative paths are taken from the current
+/// directory. A configuration mistake throws with code `InvalidArg` and a message naming the
+/// option, the value and what is allowed; a failure to start (port in use, storage directory not
+/// creatable, bad TLS files) throws with code `GenericFailure`.
+#[napi]
+pub fn start_server(args: Vec<String>, env: HashMap<String, String>) -> Result<ServerHandle> {
+    let cwd = std::env::current_dir().map_err(|e| {
+        Error::new(
+            Status::GenericFailure,
+            format!("nx-open-cache serve: cannot read the current directory: {e}"),
+        )
+    })?;
+    let config = serve::config::resolve(&args, &env, &cwd)
+        .map_err(|e| Error::new(Status::InvalidArg, e.to_string()))?;
+    serve::validate(&config)
+        .map_err(|e| Error::new(Status::InvalidArg, format!("nx-open-cache serve: {e}")))?;
+    let running = serve::start(&config, &env)
+        .map_err(|e| Error::new(Status::GenericFailure, format!("nx-open-cache serve: {e}")))?;
+    Ok(ServerHandle {
+        url: running.url.clone(),
+        banner: running.banner.clone(),
+        inner: Mutex::new(Some(running)),
+    })
+}
+
+/// The `nx-open-cache serve --help` text: every option with its environment variable and
+/// config-file key.
+#[napi]
+pub fn serve_help() -> String {
+    serve::config::help()
+}

@@ -5,3 +5,4 @@ pub mod archive;
 pub mod hash;
 pub mod outputs;
 pub mod proxy;
+pub mod serve;

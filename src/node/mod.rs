@@ -5,4 +5,5 @@ pub mod archive;
 pub mod hash;
 pub mod outputs;
 pub mod proxy;
+pub mod retention;
 pub mod serve;

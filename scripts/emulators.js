@@ -554,7 +554,8 @@ function fakeGcsBinary() {
 }
 
 /**
- * @param {{ bucket?: string, tmpDir: string }} o
+ * @param {{ bucket?: string, tmpDir: string, auth?: boolean }} o  `auth`: the front checks the
+ *   bearer token object_store signs with the service-account key (see gcs-xml-front.js)
  * @returns {Promise<Emulator>}
  */
 async function startGcs(o) {
@@ -577,11 +578,14 @@ async function startGcs(o) {
   };
   try {
     await waitReady(child, `fake-gcs-server on ${server}`, async () => (await request('GET', `${server}/storage/v1/b`)).status === 200);
-    front = await startGcsXmlFront({ backend: server, tmpDir: o.tmpDir });
+    const email = 'nxoc-test@example.invalid';
+    const keys = o.auth ? crypto.generateKeyPairSync('rsa', { modulusLength: 2048 }) : undefined;
+    front = await startGcsXmlFront({ backend: server, tmpDir: o.tmpDir, auth: keys && { publicKey: keys.publicKey, email } });
     const endpoint = front.url;
     const bucket = o.bucket || uniqueName('gcs');
+    // Harness calls (bucket, listings, tampering) go to fake-gcs-server's JSON API directly.
     expectStatus(
-      await request('POST', `${endpoint}/storage/v1/b?project=nxoc-test`, {
+      await request('POST', `${server}/storage/v1/b?project=nxoc-test`, {
         headers: { 'Content-Type': 'application/json' },
         body: JSON.stringify({ name: bucket }),
       }),
@@ -589,16 +593,17 @@ async function startGcs(o) {
       `creating bucket ${bucket}`,
     );
     // The service-account form object_store (and the Google SDKs' emulator support) understand:
-    // no OAuth, requests go to gcs_base_url. It holds no secret.
+    // requests go to gcs_base_url; without `auth` no OAuth and no secret, with `auth` a test key
+    // that signs the bearer token (self-signed JWT, no token exchange).
     const keyFile = path.join(o.tmpDir, 'fake-gcs-service-account.json');
     fs.writeFileSync(
       keyFile,
       JSON.stringify({
         gcs_base_url: endpoint,
-        disable_oauth: true,
-        client_email: 'nxoc-test@example.invalid',
-        private_key: '',
-        private_key_id: '',
+        disable_oauth: !keys,
+        client_email: email,
+        private_key: keys ? keys.privateKey.export({ type: 'pkcs8', format: 'pem' }) : '',
+        private_key_id: keys ? 'nxoc-test-key' : '',
       }),
     );
     return {
@@ -619,7 +624,7 @@ async function startGcs(o) {
         let token = '';
         for (let page = 0; page < MAX_LIST_PAGES; page++) {
           const q = token ? `?pageToken=${encodeURIComponent(token)}` : '';
-          const r = await request('GET', `${endpoint}/storage/v1/b/${bucket}/o${q}`);
+          const r = await request('GET', `${server}/storage/v1/b/${bucket}/o${q}`);
           expectStatus(r, [200], `listing bucket ${bucket}`);
           const json = JSON.parse(r.body);
           for (const item of json.items || []) keys.push(item.name);
@@ -629,7 +634,7 @@ async function startGcs(o) {
         throw new Error(`emulators: listing bucket ${bucket}: more than ${MAX_LIST_PAGES} pages`);
       },
       async getObject(key) {
-        const r = await request('GET', `${endpoint}/storage/v1/b/${bucket}/o/${encodeURIComponent(key)}?alt=media`);
+        const r = await request('GET', `${server}/storage/v1/b/${bucket}/o/${encodeURIComponent(key)}?alt=media`);
         if (r.status === 404) return null;
         expectStatus(r, [200], `reading ${bucket}/${key}`);
         return r.data;
@@ -637,7 +642,7 @@ async function startGcs(o) {
       async putObject(key, data) {
         const r = await request(
           'POST',
-          `${endpoint}/upload/storage/v1/b/${bucket}/o?uploadType=media&name=${encodeURIComponent(key)}`,
+          `${server}/upload/storage/v1/b/${bucket}/o?uploadType=media&name=${encodeURIComponent(key)}`,
           { headers: { 'Content-Type': 'application/octet-stream' }, body: data },
         );
         expectStatus(r, [200], `writing ${bucket}/${key}`);
@@ -796,7 +801,7 @@ const KINDS = /** @type {const} */ (['s3', 'gcs', 'azure']);
  * output. The emulator is also killed when this process exits.
  * @param {EmulatorKind} kind
  * @param {{ bucket?: string, container?: string, auth?: boolean }} [opts]  names (default: random);
- *   `auth`: s3 only, moto checks signatures (see startS3)
+ *   `auth`: s3 and gcs check credentials (see startS3, startGcs; Azurite always does)
  * @returns {Promise<Emulator>}
  */
 async function start(kind, opts = {}) {
@@ -836,8 +841,8 @@ async function main() {
   if (cmd === 'start') {
     const flags = process.argv.slice(4);
     const unknown = flags.filter((f) => f !== '--auth');
-    if (unknown.length || (flags.includes('--auth') && kind !== 's3')) {
-      throw new Error(`emulators: unknown flag(s) ${JSON.stringify(flags)} for ${kind}; only s3 takes --auth`);
+    if (unknown.length || (flags.includes('--auth') && kind === 'azure')) {
+      throw new Error(`emulators: unknown flag(s) ${JSON.stringify(flags)} for ${kind}; s3 and gcs take --auth (Azurite always checks)`);
     }
     const emu = await start(/** @type {EmulatorKind} */ (kind), { auth: flags.includes('--auth') });
     const { stop, listObjects, ...shown } = emu;
@@ -863,7 +868,7 @@ async function main() {
     }, 1000);
     return;
   }
-  console.error('usage: node scripts/emulators.js install | start <s3|gcs|azure> [--auth (s3: moto checks signatures)]');
+  console.error('usage: node scripts/emulators.js install | start <s3|gcs|azure> [--auth (s3, gcs: credentials are checked)]');
   process.exitCode = 2;
 }
 

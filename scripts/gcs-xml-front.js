@@ -22,6 +22,12 @@
  * - object DELETE         -> JSON objects.delete
  * - object GET / HEAD and everything under /storage, /upload, /download: passed through untouched.
  * Anything else is answered `501 NotImplemented` (never silently accepted).
+ *
+ * With `auth` (fake-gcs-server checks no credentials), every request must carry the bearer token a
+ * Google client signs itself with its service-account key (an RS256 JWT, as object_store sends
+ * when the key file does not disable OAuth): signature checked against the account's public key,
+ * issuer = the account's email, not expired. Anything else is `401 AuthenticationRequired`, as GCS
+ * answers.
  */
 
 const crypto = require('node:crypto');
@@ -97,8 +103,34 @@ async function readAll(stream, limit) {
 }
 
 /**
+ * Why a bearer token is not a valid self-signed JWT of the account, or '' when it is.
+ * @param {string | undefined} header  the Authorization header
+ * @param {{ publicKey: crypto.KeyObject, email: string }} auth
+ */
+function tokenProblem(header, auth) {
+  const m = /^Bearer (\S+)$/.exec(header || '');
+  if (!m) return 'no bearer token';
+  const parts = m[1].split('.');
+  if (parts.length !== 3) return 'the bearer token is not a JWT';
+  /** @type {any} */ let head;
+  /** @type {any} */ let claims;
+  try {
+    head = JSON.parse(Buffer.from(parts[0], 'base64url').toString('utf8'));
+    claims = JSON.parse(Buffer.from(parts[1], 'base64url').toString('utf8'));
+  } catch {
+    return 'the bearer token is not a JWT';
+  }
+  if (head.alg !== 'RS256') return `unexpected JWT algorithm ${JSON.stringify(head.alg)}`;
+  const signed = crypto.verify('RSA-SHA256', Buffer.from(`${parts[0]}.${parts[1]}`), auth.publicKey, Buffer.from(parts[2], 'base64url'));
+  if (!signed) return 'the token is not signed by the service account key';
+  if (claims.iss !== auth.email) return `the token is issued by ${JSON.stringify(claims.iss)}, not the service account`;
+  if (typeof claims.exp !== 'number' || claims.exp * 1000 < Date.now()) return 'the token has expired';
+  return '';
+}
+
+/**
  * Starts the front before fake-gcs-server at `backend` (e.g. http://127.0.0.1:4443).
- * @param {{ backend: string, tmpDir?: string }} opts
+ * @param {{ backend: string, tmpDir?: string, auth?: { publicKey: crypto.KeyObject, email: string } }} opts
  * @returns {Promise<{ url: string, close: () => Promise<void> }>}
  */
 async function startGcsXmlFront(opts) {
@@ -420,6 +452,11 @@ async function startGcsXmlFront(opts) {
   }
 
   const server = http.createServer((req, res) => {
+    const problem = opts.auth ? tokenProblem(req.headers.authorization, opts.auth) : '';
+    if (problem) {
+      req.resume();
+      return xmlError(res, 401, 'AuthenticationRequired', `gcs-xml-front: ${problem}`);
+    }
     handle(req, res).catch((e) => xmlError(res, 500, 'InternalError', `gcs-xml-front: ${e instanceof Error ? e.message : String(e)}`));
   });
   await new Promise((resolve, reject) => {

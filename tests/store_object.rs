@@ -550,18 +550,35 @@ async fn bad_credentials_are_named(kind: &'static str) {
     );
 }
 
-/// moto in auth mode checks SigV4 signatures against the keys it issued: the issued key works, a
-/// wrong secret and an unknown key id are refused with one message naming the backend and the
-/// credential sources, and through the proxy the build sees a miss and a quiet refusal.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn s3_wrong_credentials_are_refused_and_named() {
-    if skip() {
-        eprintln!("skipped: NX_OPEN_CACHE_SKIP_CLOUD_TESTS=1");
-        return;
-    }
-    let emu = Emulator::start_with("s3", &["--auth"]);
+/// A service-account key file like the emulator's, but with a fresh RSA key the front does not
+/// know (written with Node's crypto, the test's only RSA tool).
+fn foreign_gcs_key_file(emu: &Emulator, dir: &std::path::Path) -> String {
+    let own = emu.env()["GOOGLE_SERVICE_ACCOUNT"].clone();
+    let out = dir.join("foreign-key.json");
+    let script = "const c=require('node:crypto'),fs=require('node:fs');\
+        const a=JSON.parse(fs.readFileSync(process.argv[1],'utf8'));\
+        const k=c.generateKeyPairSync('rsa',{modulusLength:2048});\
+        a.private_key=k.privateKey.export({type:'pkcs8',format:'pem'});\
+        fs.writeFileSync(process.argv[2],JSON.stringify(a));";
+    let status = Command::new("node")
+        .args(["-e", script, own.as_str(), &out.to_string_lossy()])
+        .status()
+        .expect("run node");
+    assert!(status.success(), "writing a foreign key file");
+    out.to_string_lossy().into_owned()
+}
+
+/// Emulators that check credentials (moto in auth mode checks SigV4 signatures against the keys
+/// it issued; the GCS front checks the JWT signed with the service-account key): the right
+/// credentials work; wrong ones are refused with one message naming the backend and the credential
+/// sources; through the proxy the build sees a miss and a quiet refusal, the reason counted.
+async fn wrong_credentials_are_refused_and_named(kind: &'static str) {
+    let emu = Emulator::start_with(kind, &["--auth"]);
+    let dir = tempfile::tempdir().unwrap();
     let good = emu.store("auth");
-    good.prepare().await.expect("the issued key is accepted");
+    good.prepare()
+        .await
+        .expect("the right credentials are accepted");
     assert_eq!(
         good.put(&hash("31"), &mut body(b"signed", 3), Some(6))
             .await,
@@ -571,33 +588,60 @@ async fn s3_wrong_credentials_are_refused_and_named() {
         read_all(good.get(&hash("31")).await.unwrap().unwrap()),
         b"signed"
     );
-    let wrong_secret = emu.store_with(
-        "auth",
-        &[],
-        &[("AWS_SECRET_ACCESS_KEY", Some("wrong-secret-wrong-secret"))],
-    );
-    let unknown_key = emu.store_with(
-        "auth",
-        &[],
-        &[("AWS_ACCESS_KEY_ID", Some("AKIANXOCUNKNOWNKEY00"))],
-    );
-    for (what, s) in [
-        ("wrong secret", &wrong_secret),
-        ("unknown key", &unknown_key),
-    ] {
+    let (wrong, source) = match kind {
+        "s3" => (
+            vec![
+                (
+                    "wrong secret",
+                    emu.store_with(
+                        "auth",
+                        &[],
+                        &[("AWS_SECRET_ACCESS_KEY", Some("wrong-secret-wrong-secret"))],
+                    ),
+                ),
+                (
+                    "unknown key id",
+                    emu.store_with(
+                        "auth",
+                        &[],
+                        &[("AWS_ACCESS_KEY_ID", Some("AKIANXOCUNKNOWNKEY00"))],
+                    ),
+                ),
+            ],
+            "AWS_ACCESS_KEY_ID",
+        ),
+        _ => {
+            let foreign = foreign_gcs_key_file(&emu, dir.path());
+            (
+                vec![(
+                    "key of another account",
+                    emu.store_with(
+                        "auth",
+                        &[],
+                        &[
+                            ("GOOGLE_SERVICE_ACCOUNT", Some(&foreign)),
+                            ("GOOGLE_SERVICE_ACCOUNT_PATH", Some(&foreign)),
+                        ],
+                    ),
+                )],
+                "GOOGLE_SERVICE_ACCOUNT",
+            )
+        }
+    };
+    for (what, s) in &wrong {
         let err = s.prepare().await.expect_err(what);
         assert_eq!(err.kind, ErrorKind::Unavailable, "{what}");
-        assert!(err.message.starts_with("s3 "), "{what}: {}", err.message);
+        assert!(
+            err.message.starts_with(&format!("{kind} ")),
+            "{what}: {}",
+            err.message
+        );
         assert!(
             err.message.contains("credentials"),
             "{what}: {}",
             err.message
         );
-        assert!(
-            err.message.contains("AWS_ACCESS_KEY_ID"),
-            "{what}: {}",
-            err.message
-        );
+        assert!(err.message.contains(source), "{what}: {}", err.message);
         let err = s.get(&hash("31")).await.expect_err(what);
         assert!(
             err.message.contains("credentials"),
@@ -619,16 +663,17 @@ async fn s3_wrong_credentials_are_refused_and_named() {
         "nothing written"
     );
     // Through the proxy: a miss and a quiet 403, the reason in the counters.
-    let runtime_stats = Arc::new(Stats::default());
+    let (_, refused) = wrong.into_iter().next().expect("a wrong store");
+    let stats = Arc::new(Stats::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let proxy = server::serve(
         listener,
         ProxySettings {
-            store: Arc::new(wrong_secret),
+            store: Arc::new(refused),
             mode: Mode::ReadWrite,
             token: "t".into(),
             debug: false,
-            stats: runtime_stats.clone(),
+            stats: stats.clone(),
         },
     )
     .unwrap();
@@ -650,7 +695,7 @@ async fn s3_wrong_credentials_are_refused_and_named() {
         .unwrap();
     assert_eq!(put.status().as_u16(), 403);
     proxy.stop().await;
-    let snap = runtime_stats.snapshot();
+    let snap = stats.snapshot();
     assert!(
         snap.errors.iter().any(|e| e.reason.contains("credentials")),
         "{:?}",
@@ -810,6 +855,24 @@ async fn s3_credentials_from_an_aws_profile() {
     );
     let got = s.get(&h).await.expect("get").expect("hit");
     assert_eq!(read_all(got), b"from a profile");
+}
+
+mod checked_credentials {
+    macro_rules! case {
+        ($name:ident, $kind:literal) => {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                if super::skip() {
+                    eprintln!("skipped: NX_OPEN_CACHE_SKIP_CLOUD_TESTS=1");
+                    return;
+                }
+                super::wrong_credentials_are_refused_and_named($kind).await;
+            }
+        };
+    }
+    case!(s3, "s3");
+    case!(gcs, "gcs");
+    // Azurite always checks: `azure::bad_credentials_are_named` uses a wrong account key.
 }
 
 macro_rules! backend_tests {

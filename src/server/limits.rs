@@ -61,6 +61,16 @@ impl Default for Limits {
     }
 }
 
+/// Bytes beyond the artifact limit that are still read (and dropped) before an early answer such
+/// as 413, so the client sees the status; a larger body gets the answer and a closed connection.
+pub const EARLY_DRAIN_SLACK: u64 = 64 * 1024 * 1024;
+
+/// How much of a body an early answer drains: the artifact limit plus [`EARLY_DRAIN_SLACK`]
+/// (unbounded without a limit, as for the proxy), always within the upload timeout.
+pub fn early_drain_limit(cap: Option<u64>) -> Option<u64> {
+    cap.map(|c| c.saturating_add(EARLY_DRAIN_SLACK))
+}
+
 /// Why an upload stream stopped before its end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cut {
@@ -95,6 +105,16 @@ impl UploadBody {
             cut: None,
             ended: false,
         }
+    }
+
+    /// [`early_drain_limit`] of this body's size cap.
+    pub fn early_drain_limit(&self) -> Option<u64> {
+        early_drain_limit(self.cap)
+    }
+
+    /// Changes the size cap (an early answer drains up to [`early_drain_limit`]).
+    pub fn set_cap(&mut self, cap: Option<u64>) {
+        self.cap = cap;
     }
 
     /// Bytes read from the client so far.

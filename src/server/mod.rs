@@ -451,7 +451,7 @@ async fn observe(State(state): State<Arc<AppState>>, req: Request<Body>, next: N
                 "hash": outcome.map(|o| o.hash.as_str()),
                 "status": status.as_u16(),
                 "bytes": outcome.map(|o| o.bytes).unwrap_or(0),
-                "ms": elapsed.as_secs_f64() * 1000.0,
+                "ms": (elapsed.as_secs_f64() * 1_000_000.0).round() / 1000.0,
                 "token": outcome.and_then(|o| o.token.as_deref()),
             });
             eprintln!("{line}");
@@ -634,16 +634,13 @@ async fn get_artifact(
 
 /// An early answer to a PUT: the body is drained first (within the limits) so the client sees
 /// the status; if it cannot be, the connection is closed after the answer.
-async fn early(
-    mut body: UploadBody,
-    declared: Option<u64>,
-    cap: Option<u64>,
-    resp: Response,
-) -> Response {
-    let fits = match (declared, cap) {
-        (Some(d), Some(c)) => d <= c,
+async fn early(mut body: UploadBody, declared: Option<u64>, resp: Response) -> Response {
+    let limit = body.early_drain_limit();
+    let fits = match (declared, limit) {
+        (Some(d), Some(l)) => d <= l,
         _ => true,
     };
+    body.set_cap(limit);
     let complete = fits && body.drain().await;
     closing(resp, complete)
 }
@@ -675,7 +672,7 @@ async fn put_artifact(
         Access::Token(p) => p,
         Access::Anonymous(_) | Access::Denied => {
             let resp = text(StatusCode::UNAUTHORIZED, state.unauthorized);
-            let resp = early(body, declared, cap, resp).await;
+            let resp = early(body, declared, resp).await;
             return with_outcome(resp, &shown, None, 0);
         }
     };
@@ -683,7 +680,7 @@ async fn put_artifact(
     let hash = match bad_hash(&raw) {
         Ok(h) => h,
         Err(e) => {
-            let resp = early(body, declared, cap, text(StatusCode::BAD_REQUEST, &e)).await;
+            let resp = early(body, declared, text(StatusCode::BAD_REQUEST, &e)).await;
             return with_outcome(resp, &shown, token, 0);
         }
     };
@@ -700,7 +697,7 @@ async fn put_artifact(
                 principal.name
             )
         };
-        let resp = early(body, declared, cap, text(StatusCode::FORBIDDEN, &message)).await;
+        let resp = early(body, declared, text(StatusCode::FORBIDDEN, &message)).await;
         return with_outcome(resp, &shown, token, 0);
     }
     if declared.is_none() && state.limits.require_content_length {
@@ -709,7 +706,7 @@ async fn put_artifact(
             StatusCode::LENGTH_REQUIRED,
             "nx-open-cache: a PUT needs a Content-Length header",
         );
-        let resp = early(body, declared, cap, resp).await;
+        let resp = early(body, declared, resp).await;
         return with_outcome(resp, &shown, token, 0);
     }
     if let (Some(d), Some(c)) = (declared, cap) {
@@ -721,7 +718,7 @@ async fn put_artifact(
                     "nx-open-cache: artifact of {d} bytes is larger than the limit of {c} bytes"
                 ),
             );
-            let resp = early(body, declared, cap, resp).await;
+            let resp = early(body, declared, resp).await;
             return with_outcome(resp, &shown, token, 0);
         }
     }
@@ -737,7 +734,7 @@ async fn put_artifact(
                 header::RETRY_AFTER,
                 HeaderValue::from(limits::RETRY_AFTER_SECS),
             );
-            let resp = early(body, declared, cap, resp).await;
+            let resp = early(body, declared, resp).await;
             return with_outcome(resp, &shown, token, 0);
         }
     };

@@ -6,6 +6,7 @@
 
 pub mod aws_profile;
 pub mod fs;
+pub mod guard;
 pub mod http;
 pub mod object;
 

@@ -1,0 +1,282 @@
+//! Keeps a failing store from slowing a build down.
+//!
+//! A [`GuardedStore`] wraps any store with three things:
+//! - a start-up probe: one lookup of a hash that is never stored, started as soon as the guard is
+//!   made. Requests that arrive before it answers wait for it (at most the probe timeout); a probe
+//!   that fails or does not answer in time opens the breaker at once, so a dead store costs one
+//!   probe timeout per run, not one per request;
+//! - a time limit on every storage call (on top of the backend's own connect/read timeouts);
+//! - an outage breaker: after `failures_to_open` consecutive faults, every call is skipped with
+//!   the same reason (one line in the run summary) for the rest of the run, or until a cool-down
+//!   has passed, after which one call is let through to try again.
+//!
+//! Only faults of the store itself count (unreachable, timeouts, disk full); a corrupt object or a
+//! client's bad upload says nothing about the store's health.
+
+use super::{Artifact, BodyStream, ErrorKind, PutOutcome, Store, StoreError};
+use crate::key::{Prefix, TaskHash};
+use futures_util::future::BoxFuture;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// The hash the probe looks up (valid, and never written by Nx, whose hashes are decimal).
+pub const PROBE_HASH: &str = "nx-open-cache-probe";
+
+/// How the guard behaves.
+#[derive(Debug, Clone)]
+pub struct GuardPolicy {
+    /// How long the probe (and the requests waiting for it) may take.
+    pub probe_timeout: Duration,
+    /// Longest one storage call may take, transfer included.
+    pub call_timeout: Duration,
+    /// Consecutive store faults that open the breaker (at least 1).
+    pub failures_to_open: u32,
+    /// `None`: once open, the store is skipped for the rest of the run. `Some(d)`: after `d`, one
+    /// call is let through; its success closes the breaker.
+    pub cool_down: Option<Duration>,
+}
+
+impl Default for GuardPolicy {
+    fn default() -> Self {
+        GuardPolicy {
+            probe_timeout: Duration::from_secs(10),
+            call_timeout: Duration::from_secs(15 * 60),
+            failures_to_open: 3,
+            cool_down: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Probe {
+    Pending,
+    Done,
+}
+
+#[derive(Debug)]
+struct Open {
+    reason: String,
+    since: Instant,
+    /// A trial call after the cool-down is in flight.
+    trial: bool,
+}
+
+struct State {
+    probe: watch::Receiver<Probe>,
+    consecutive: AtomicU32,
+    open: Mutex<Option<Open>>,
+}
+
+/// A store behind a start-up probe, call time limits and an outage breaker.
+pub struct GuardedStore {
+    inner: Arc<dyn Store>,
+    policy: GuardPolicy,
+    state: Arc<State>,
+}
+
+/// What a call may do now.
+enum Gate {
+    Go,
+    /// The one trial call after a cool-down.
+    Trial,
+    Skip(String),
+}
+
+impl GuardedStore {
+    /// Wraps `inner` and starts the probe on the current tokio runtime (call inside one).
+    pub fn new(inner: Arc<dyn Store>, policy: GuardPolicy) -> Self {
+        let (tx, rx) = watch::channel(Probe::Pending);
+        let state = Arc::new(State {
+            probe: rx,
+            consecutive: AtomicU32::new(0),
+            open: Mutex::new(None),
+        });
+        let probe_store = inner.clone();
+        let probe_state = state.clone();
+        let timeout = policy.probe_timeout;
+        let location = inner.describe();
+        tokio::spawn(async move {
+            let outcome = match TaskHash::parse(PROBE_HASH) {
+                Ok(hash) => tokio::time::timeout(timeout, probe_store.get(&hash)).await,
+                Err(e) => Ok(Err(StoreError::new(ErrorKind::Unavailable, e.to_string()))),
+            };
+            let failure = match outcome {
+                Ok(Ok(_)) => None,
+                Ok(Err(e)) if counts(&e) => Some(e.message),
+                Ok(Err(_)) => None,
+                Err(_) => Some(format!(
+                    "{location} did not answer within {} s",
+                    timeout.as_secs_f32()
+                )),
+            };
+            if let Some(reason) = failure {
+                probe_state.open(format!("the store failed its start-up check: {reason}"));
+            }
+            let _ = tx.send(Probe::Done);
+        });
+        GuardedStore {
+            inner,
+            policy,
+            state,
+        }
+    }
+
+    /// Wraps `inner` with a probe that already passed (tests, and stores checked elsewhere).
+    pub fn without_probe(inner: Arc<dyn Store>, policy: GuardPolicy) -> Self {
+        let (_tx, rx) = watch::channel(Probe::Done);
+        GuardedStore {
+            inner,
+            policy,
+            state: Arc::new(State {
+                probe: rx,
+                consecutive: AtomicU32::new(0),
+                open: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// Why the store is being skipped, if it is.
+    pub fn open_reason(&self) -> Option<String> {
+        self.state.lock_open().as_ref().map(|o| o.reason.clone())
+    }
+
+    async fn gate(&self) -> Gate {
+        let mut probe = self.state.probe.clone();
+        if *probe.borrow() == Probe::Pending {
+            // The probe's own timeout bounds this; the margin covers scheduling.
+            let wait = self.policy.probe_timeout + Duration::from_secs(1);
+            let _ = tokio::time::timeout(wait, probe.wait_for(|p| *p == Probe::Done)).await;
+        }
+        let mut open = self.state.lock_open();
+        match open.as_mut() {
+            None => Gate::Go,
+            Some(o) => match self.policy.cool_down {
+                Some(d) if !o.trial && o.since.elapsed() >= d => {
+                    o.trial = true;
+                    Gate::Trial
+                }
+                _ => Gate::Skip(o.reason.clone()),
+            },
+        }
+    }
+
+    fn skipped(reason: &str) -> StoreError {
+        StoreError::new(
+            ErrorKind::Unavailable,
+            format!("skipped (store not used for this run): {reason}"),
+        )
+    }
+
+    /// Books the outcome of a call that went through.
+    fn record<T>(&self, result: &Result<T, StoreError>, trial: bool) {
+        match result {
+            Err(e) if counts(e) => {
+                let n = self.state.consecutive.fetch_add(1, Ordering::SeqCst) + 1;
+                if trial {
+                    self.state
+                        .open(format!("still failing after the cool-down: {}", e.message));
+                } else if n >= self.policy.failures_to_open.max(1) {
+                    self.state.open(format!(
+                        "{n} storage calls failed in a row, the last with: {}",
+                        e.message
+                    ));
+                }
+            }
+            _ => {
+                self.state.consecutive.store(0, Ordering::SeqCst);
+                if trial || result.is_ok() {
+                    *self.state.lock_open() = None;
+                }
+            }
+        }
+    }
+
+    fn timed_out(&self, what: &str) -> StoreError {
+        StoreError::new(
+            ErrorKind::Unavailable,
+            format!(
+                "{what} on {} took longer than {} s and was abandoned",
+                self.inner.describe(),
+                self.policy.call_timeout.as_secs_f32()
+            ),
+        )
+    }
+}
+
+impl State {
+    fn lock_open(&self) -> std::sync::MutexGuard<'_, Option<Open>> {
+        // A poisoned lock only means a panic elsewhere while holding it; the data is a plain value.
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn open(&self, reason: String) {
+        *self.lock_open() = Some(Open {
+            reason,
+            since: Instant::now(),
+            trial: false,
+        });
+    }
+}
+
+/// Faults that say the store is unhealthy.
+fn counts(e: &StoreError) -> bool {
+    matches!(e.kind, ErrorKind::Unavailable | ErrorKind::Full)
+}
+
+impl Store for GuardedStore {
+    fn get<'a>(
+        &'a self,
+        hash: &'a TaskHash,
+    ) -> BoxFuture<'a, Result<Option<Artifact>, StoreError>> {
+        Box::pin(async move {
+            let trial = match self.gate().await {
+                Gate::Skip(reason) => return Err(Self::skipped(&reason)),
+                Gate::Trial => true,
+                Gate::Go => false,
+            };
+            let result = tokio::time::timeout(self.policy.call_timeout, self.inner.get(hash))
+                .await
+                .unwrap_or_else(|_| Err(self.timed_out("a read")));
+            self.record(&result, trial);
+            result
+        })
+    }
+
+    fn put<'a>(
+        &'a self,
+        hash: &'a TaskHash,
+        body: &'a mut BodyStream<'_>,
+        declared_len: Option<u64>,
+    ) -> BoxFuture<'a, Result<PutOutcome, StoreError>> {
+        Box::pin(async move {
+            let trial = match self.gate().await {
+                Gate::Skip(reason) => return Err(Self::skipped(&reason)),
+                Gate::Trial => true,
+                Gate::Go => false,
+            };
+            let result = tokio::time::timeout(
+                self.policy.call_timeout,
+                self.inner.put(hash, body, declared_len),
+            )
+            .await
+            .unwrap_or_else(|_| Err(self.timed_out("a write")));
+            self.record(&result, trial);
+            result
+        })
+    }
+
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+
+    fn with_namespace(&self, ns: &Prefix) -> Result<Arc<dyn Store>, StoreError> {
+        // The namespaced view shares this guard's probe and breaker: it is the same store.
+        Ok(Arc::new(GuardedStore {
+            inner: self.inner.with_namespace(ns)?,
+            policy: self.policy.clone(),
+            state: self.state.clone(),
+        }))
+    }
+}

@@ -1,0 +1,269 @@
+//! The guard in front of every store: a dead or failing store is probed once, then skipped, so it
+//! costs a build seconds, not minutes. Stores here are scripted doubles: the guard's logic is
+//! about call outcomes, not about any backend (the end-to-end tests use real dead servers).
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use futures_util::StreamExt;
+use nx_open_cache::key::{Prefix, TaskHash};
+use nx_open_cache::store::guard::{GuardPolicy, GuardedStore, PROBE_HASH};
+use nx_open_cache::store::{
+    Artifact, ArtifactBody, BodyStream, ErrorKind, PutOutcome, Store, StoreError,
+};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Behaviour {
+    Works,
+    Fails,
+    Hangs,
+    Corrupt,
+}
+
+struct Scripted {
+    behaviour: std::sync::Mutex<Behaviour>,
+    calls: AtomicU32,
+    probed: AtomicBool,
+}
+
+impl Scripted {
+    fn new(b: Behaviour) -> Arc<Self> {
+        Arc::new(Scripted {
+            behaviour: std::sync::Mutex::new(b),
+            calls: AtomicU32::new(0),
+            probed: AtomicBool::new(false),
+        })
+    }
+    fn set(&self, b: Behaviour) {
+        *self.behaviour.lock().unwrap() = b;
+    }
+    async fn act(&self, hash: &TaskHash) -> Result<(), StoreError> {
+        if hash.as_str() == PROBE_HASH {
+            self.probed.store(true, Ordering::SeqCst);
+        } else {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+        }
+        let b = *self.behaviour.lock().unwrap();
+        match b {
+            Behaviour::Works => Ok(()),
+            Behaviour::Fails => Err(StoreError::new(
+                ErrorKind::Unavailable,
+                "test store: HTTP 500 from 127.0.0.1",
+            )),
+            Behaviour::Corrupt => Err(StoreError::new(ErrorKind::Corrupt, "digest mismatch")),
+            Behaviour::Hangs => {
+                futures_util::future::pending::<()>().await;
+                Ok(())
+            }
+        }
+    }
+}
+
+struct Handle(Arc<Scripted>);
+
+impl Store for Handle {
+    fn get<'a>(
+        &'a self,
+        hash: &'a TaskHash,
+    ) -> BoxFuture<'a, Result<Option<Artifact>, StoreError>> {
+        Box::pin(async move {
+            self.0.act(hash).await?;
+            Ok(Some(Artifact {
+                len: 2,
+                body: ArtifactBody::Memory(Bytes::from_static(b"ok")),
+            }))
+        })
+    }
+    fn put<'a>(
+        &'a self,
+        hash: &'a TaskHash,
+        body: &'a mut BodyStream<'_>,
+        _declared_len: Option<u64>,
+    ) -> BoxFuture<'a, Result<PutOutcome, StoreError>> {
+        Box::pin(async move {
+            self.0.act(hash).await?;
+            let mut n = 0u64;
+            while let Some(Ok(c)) = body.next().await {
+                n += c.len() as u64;
+            }
+            Ok(PutOutcome::Stored(n))
+        })
+    }
+    fn describe(&self) -> String {
+        "test store".into()
+    }
+    fn with_namespace(&self, _ns: &Prefix) -> Result<Arc<dyn Store>, StoreError> {
+        Ok(Arc::new(Handle(self.0.clone())))
+    }
+}
+
+fn hash(s: &str) -> TaskHash {
+    TaskHash::parse(s).unwrap()
+}
+
+fn policy() -> GuardPolicy {
+    GuardPolicy {
+        probe_timeout: Duration::from_millis(300),
+        call_timeout: Duration::from_secs(30),
+        failures_to_open: 3,
+        cool_down: None,
+    }
+}
+
+fn body(data: &'static [u8]) -> BodyStream<'static> {
+    futures_util::stream::iter(vec![Ok(Bytes::from_static(data))]).boxed()
+}
+
+#[tokio::test]
+async fn a_hanging_store_is_probed_once_then_skipped() {
+    let s = Scripted::new(Behaviour::Hangs);
+    let g = GuardedStore::new(Arc::new(Handle(s.clone())), policy());
+    // Sixteen lookups at once, as Nx would send them: none reaches the store.
+    let lookups = (0..16).map(|i| {
+        let h = hash(&format!("{}", 1000 + i));
+        let g = &g;
+        async move { g.get(&h).await }
+    });
+    let results = futures_util::future::join_all(lookups).await;
+    for r in results {
+        let e = r.expect_err("skipped");
+        assert_eq!(e.kind, ErrorKind::Unavailable);
+        assert!(e.message.contains("did not answer within"), "{}", e.message);
+        assert!(e.message.contains("test store"), "{}", e.message);
+    }
+    let e = g
+        .put(&hash("5"), &mut body(b"x"), Some(1))
+        .await
+        .expect_err("skipped");
+    assert!(e.message.starts_with("skipped"), "{}", e.message);
+    assert!(s.probed.load(Ordering::SeqCst));
+    assert_eq!(
+        s.calls.load(Ordering::SeqCst),
+        0,
+        "only the probe reached the store"
+    );
+    assert!(g.open_reason().is_some());
+}
+
+#[tokio::test]
+async fn consecutive_failures_open_the_breaker_for_the_run() {
+    let s = Scripted::new(Behaviour::Works);
+    let g = GuardedStore::new(Arc::new(Handle(s.clone())), policy());
+    assert!(
+        g.get(&hash("1")).await.unwrap().is_some(),
+        "probe passed, store used"
+    );
+    s.set(Behaviour::Fails);
+    for i in 0..3 {
+        let e = g.get(&hash(&format!("2{i}"))).await.expect_err("fault");
+        assert!(e.message.contains("HTTP 500"), "{}", e.message);
+    }
+    let before = s.calls.load(Ordering::SeqCst);
+    for i in 0..50 {
+        let e = g.get(&hash(&format!("3{i}"))).await.expect_err("skipped");
+        assert!(e.message.starts_with("skipped"), "{}", e.message);
+        assert!(
+            e.message.contains("3 storage calls failed in a row"),
+            "{}",
+            e.message
+        );
+        let e = g
+            .put(&hash(&format!("4{i}")), &mut body(b"x"), Some(1))
+            .await
+            .expect_err("skipped");
+        assert!(
+            e.message.contains("HTTP 500"),
+            "the last reason is kept: {}",
+            e.message
+        );
+    }
+    assert_eq!(
+        s.calls.load(Ordering::SeqCst),
+        before,
+        "no call reached the store"
+    );
+    s.set(Behaviour::Works);
+    assert!(
+        g.get(&hash("6")).await.is_err(),
+        "no cool-down: skipped for the rest of the run"
+    );
+}
+
+#[tokio::test]
+async fn a_success_resets_the_count_and_corruption_does_not_count() {
+    let s = Scripted::new(Behaviour::Works);
+    let g = GuardedStore::without_probe(Arc::new(Handle(s.clone())), policy());
+    for round in 0..5 {
+        s.set(Behaviour::Fails);
+        for i in 0..2 {
+            assert!(g.get(&hash(&format!("1{round}{i}"))).await.is_err());
+        }
+        s.set(Behaviour::Corrupt);
+        assert!(g.get(&hash(&format!("2{round}"))).await.is_err());
+        s.set(Behaviour::Works);
+        assert!(
+            g.get(&hash(&format!("3{round}"))).await.is_ok(),
+            "round {round}"
+        );
+    }
+    assert!(g.open_reason().is_none());
+}
+
+#[tokio::test]
+async fn after_the_cool_down_one_trial_call_decides() {
+    let s = Scripted::new(Behaviour::Fails);
+    let mut p = policy();
+    p.cool_down = Some(Duration::from_millis(50));
+    let g = GuardedStore::without_probe(Arc::new(Handle(s.clone())), p);
+    for i in 0..3 {
+        assert!(g.get(&hash(&format!("1{i}"))).await.is_err());
+    }
+    assert!(g.open_reason().is_some());
+    // Still failing: the trial re-opens it.
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    let calls = s.calls.load(Ordering::SeqCst);
+    assert!(g.get(&hash("20")).await.is_err());
+    assert_eq!(s.calls.load(Ordering::SeqCst), calls + 1, "one trial call");
+    let e = g.get(&hash("21")).await.expect_err("open again");
+    assert!(
+        e.message.contains("still failing after the cool-down"),
+        "{}",
+        e.message
+    );
+    // Recovered: the trial closes it.
+    s.set(Behaviour::Works);
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    assert!(g.get(&hash("22")).await.is_ok());
+    assert!(g.open_reason().is_none());
+    assert!(g.get(&hash("23")).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_call_over_its_time_limit_is_abandoned_and_counted() {
+    let s = Scripted::new(Behaviour::Hangs);
+    let mut p = policy();
+    p.call_timeout = Duration::from_millis(100);
+    p.failures_to_open = 2;
+    let g = GuardedStore::without_probe(Arc::new(Handle(s.clone())), p);
+    for i in 0..2 {
+        let e = g.get(&hash(&format!("{i}"))).await.expect_err("abandoned");
+        assert!(e.message.contains("took longer than"), "{}", e.message);
+    }
+    let e = g.get(&hash("9")).await.expect_err("open");
+    assert!(e.message.starts_with("skipped"), "{}", e.message);
+    assert_eq!(s.calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn namespaces_share_the_breaker() {
+    let s = Scripted::new(Behaviour::Fails);
+    let g = GuardedStore::without_probe(Arc::new(Handle(s.clone())), policy());
+    let ns = g.with_namespace(&Prefix::parse("pr").unwrap()).unwrap();
+    for i in 0..3 {
+        assert!(ns.get(&hash(&format!("{i}"))).await.is_err());
+    }
+    let e = g.get(&hash("7")).await.expect_err("open for all views");
+    assert!(e.message.starts_with("skipped"), "{}", e.message);
+}

@@ -13,6 +13,9 @@ Commands:
                      (with the Nx daemon on, the summary line is printed to the daemon log;
                      this shows it)
   config             Show the effective configuration (nx.json plugin options + environment)
+  gc [--max-size <size>] [--max-age <age>] [--path <dir>] [--dry-run] [--json]
+                     Delete least recently used / expired objects of an fs cache directory
+                     (default: this workspace's); \`gc --help\` for details
   help               This text
   --version          Print the version`;
 
@@ -49,6 +52,7 @@ function main(argv) {
     console.log(require('../package.json').version);
     return 0;
   }
+  if (command === 'gc') return require('./gc.js').gcCommand(rest, { findWorkspaceRoot, pluginOptions });
   const root = findWorkspaceRoot(process.cwd());
   if (!root) {
     console.error(`nx-open-cache: no nx.json found in ${process.cwd()} or above: run this inside an Nx workspace`);

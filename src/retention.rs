@@ -23,7 +23,6 @@
 //! `link()` finds it.
 
 use crate::key::TaskHash;
-use std::collections::HashSet;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -210,6 +209,8 @@ pub fn dry_run(
 
 struct Object {
     path: PathBuf,
+    /// Index of its directory in the scanned tree.
+    dir: usize,
     len: u64,
     accessed: SystemTime,
 }
@@ -221,6 +222,8 @@ struct Dir {
     fan: bool,
     /// This run removed something from it: removable when that left it empty.
     emptied: bool,
+    /// Entries seen by the scan minus those this run removed (only a directory at 0 is tried).
+    entries: u64,
 }
 
 struct Progressor<'a> {
@@ -284,6 +287,7 @@ fn run(
         parent: 0,
         fan: false,
         emptied: false,
+        entries: 0,
     }];
     let mut objects = Vec::new();
     let mut tmp_dirs = Vec::new();
@@ -302,6 +306,7 @@ fn run(
             }
             Err(e) => {
                 report.error(&dir, format!("cannot list directory: {e}"));
+                dirs[index].entries = 1; // unknown contents: never removed
                 continue;
             }
         };
@@ -310,9 +315,11 @@ fn run(
                 Ok(e) => e,
                 Err(e) => {
                     report.error(&dir, format!("cannot list directory: {e}"));
+                    dirs[index].entries += 1;
                     break;
                 }
             };
+            dirs[index].entries += 1;
             let path = entry.path();
             let Ok(file_type) = entry.file_type() else {
                 continue;
@@ -331,6 +338,7 @@ fn run(
                     parent: index,
                     fan,
                     emptied: false,
+                    entries: 0,
                 });
                 stack.push(dirs.len() - 1);
             } else if file_type.is_file() && is_object_path(&path) {
@@ -340,6 +348,7 @@ fn run(
                         report.scanned.add(m.len());
                         objects.push(Object {
                             path,
+                            dir: index,
                             len: m.len(),
                             accessed,
                         });
@@ -358,7 +367,6 @@ fn run(
     p.phase(Phase::Delete);
     objects.sort_by(|a, b| a.accessed.cmp(&b.accessed).then(a.path.cmp(&b.path)));
     let mut total: u64 = objects.iter().map(|o| o.len).sum();
-    let mut deleted_from = HashSet::new();
     for object in &objects {
         if cancelled(cancel) {
             break;
@@ -379,9 +387,9 @@ fn run(
                 } else {
                     report.deleted_by_size.add(object.len);
                 }
-                if let Some(parent) = object.path.parent() {
-                    deleted_from.insert(parent.to_path_buf());
-                }
+                let dir = &mut dirs[object.dir];
+                dir.entries = dir.entries.saturating_sub(1);
+                dir.emptied = true;
                 p.current.deleted += 1;
                 p.tick();
             }
@@ -389,6 +397,8 @@ fn run(
             Ok(false) => {
                 if !object.path.exists() {
                     total -= object.len;
+                    let dir = &mut dirs[object.dir];
+                    dir.entries = dir.entries.saturating_sub(1);
                 }
             }
             Err(e) => report.error(&object.path, format!("cannot delete: {e}")),
@@ -402,13 +412,9 @@ fn run(
     // Prune empty directories, children before parents.
     if !dry && !cancelled(cancel) {
         p.phase(Phase::Prune);
-        for d in dirs.iter_mut() {
-            if deleted_from.contains(&d.path) {
-                d.emptied = true;
-            }
-        }
         for index in (1..dirs.len()).rev() {
-            if !(dirs[index].fan || dirs[index].emptied) {
+            let d = &dirs[index];
+            if d.entries > 0 || !(d.fan || d.emptied) {
                 continue;
             }
             let path = dirs[index].path.clone();
@@ -419,9 +425,9 @@ fn run(
                     }
                     report.removed_dirs += 1;
                     let parent = dirs[index].parent;
-                    if parent != 0 {
-                        dirs[parent].emptied = true;
-                    }
+                    let parent = &mut dirs[parent];
+                    parent.entries = parent.entries.saturating_sub(1);
+                    parent.emptied = true;
                 }
                 Err(e) if is_not_empty(&e) || e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => report.error(&path, format!("cannot remove empty directory: {e}")),

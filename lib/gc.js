@@ -1,0 +1,199 @@
+'use strict';
+// `nx-open-cache gc`: retention for the fs cache directory, on demand (the logic is native:
+// src/retention.rs). Exit codes: 0 done, 1 done with errors (or the directory unusable), 2 bad
+// options.
+
+const GC_HELP = `Usage: nx-open-cache gc [--path <dir>] [--max-size <size>] [--max-age <age>] [--dry-run] [--json]
+
+Deletes cache objects of an fs cache directory: first those not accessed for longer than
+--max-age, then the least recently accessed until the total fits --max-size; also temp files
+left by killed writers (older than an hour) and empty directories. Safe while builds or a
+server use the cache. At least one of --max-size / --max-age is required.
+
+  --path <dir>       The fs cache directory (default: the workspace's effective fs path,
+                     as \`nx-open-cache config\` shows it). Every prefix below it counts.
+  --max-size <size>  e.g. 50GiB, 500MB (units B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)
+  --max-age <age>    e.g. 30d, 12h (units s, m, h, d, w); age = time since last access
+  --dry-run          Show what would be deleted, delete nothing
+  --json             Print the report as JSON
+
+Exit codes: 0 done, 1 done but some files could not be handled, 2 bad options.`;
+
+/** Seconds between progress lines when stderr is not a terminal. */
+const PLAIN_PROGRESS_SECONDS = 5;
+
+/** @param {number} n */
+function formatBytes(n) {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n;
+  let u = 0;
+  while (v >= 1024 && u + 1 < units.length) {
+    v /= 1024;
+    u += 1;
+  }
+  return u === 0 ? `${n} B` : `${v.toFixed(1)} ${units[u]}`;
+}
+
+/**
+ * @param {string[]} argv
+ * @returns {{ error: string } | { help: true } | { path?: string, maxSize?: string, maxAge?: string, dryRun: boolean, json: boolean }}
+ */
+function parseArgs(argv) {
+  /** @type {{ path?: string, maxSize?: string, maxAge?: string, dryRun: boolean, json: boolean }} */
+  const out = { dryRun: false, json: false };
+  /** @type {Record<string, 'path' | 'maxSize' | 'maxAge'>} */
+  const valued = { '--path': 'path', '--max-size': 'maxSize', '--max-age': 'maxAge' };
+  for (let i = 0; i < argv.length; i += 1) {
+    const arg = argv[i];
+    if (arg === '--help' || arg === '-h') return { help: true };
+    if (arg === '--dry-run') {
+      out.dryRun = true;
+      continue;
+    }
+    if (arg === '--json') {
+      out.json = true;
+      continue;
+    }
+    const eq = arg.indexOf('=');
+    const name = eq > 0 ? arg.slice(0, eq) : arg;
+    const key = valued[name];
+    if (!key) {
+      return { error: `unknown option "${arg}" for gc (allowed: --path, --max-size, --max-age, --dry-run, --json)` };
+    }
+    let value;
+    if (eq > 0) {
+      value = arg.slice(eq + 1);
+    } else {
+      value = argv[i + 1];
+      i += 1;
+    }
+    if (value === undefined || value === '' || (eq < 0 && value.startsWith('--'))) {
+      return { error: `option ${name} needs a value` };
+    }
+    out[key] = value;
+  }
+  if (out.maxSize === undefined && out.maxAge === undefined) {
+    return { error: 'give --max-size and/or --max-age (e.g. --max-size 50GiB --max-age 30d)' };
+  }
+  return out;
+}
+
+/**
+ * The workspace's effective fs cache directory.
+ * @param {{ findWorkspaceRoot: (from: string) => string | undefined, pluginOptions: (root: string) => Record<string, unknown> | undefined }} workspace
+ * @returns {{ path: string } | { error: string }}
+ */
+function workspacePath(workspace) {
+  const root = workspace.findWorkspaceRoot(process.cwd());
+  if (!root) return { error: `no --path given and no nx.json found in ${process.cwd()} or above` };
+  const options = workspace.pluginOptions(root);
+  if (options === undefined) {
+    return { error: 'no --path given and the nx-open-cache plugin is not in nx.json' };
+  }
+  const native = require('../index.js');
+  /** @type {{ backend: string, location: string }} */
+  let c;
+  try {
+    c = native.resolveConfig(root, options, /** @type {Record<string,string>} */ ({ ...process.env }));
+  } catch (e) {
+    return { error: /** @type {Error} */ (e).message };
+  }
+  if (c.backend !== 'fs') {
+    return {
+      error: `this workspace caches in ${c.location} (${c.backend}): gc works on fs cache directories; ` +
+        'for cloud storage use a bucket lifecycle rule (see "Retention" in the README)',
+    };
+  }
+  return { path: c.location };
+}
+
+/**
+ * Runs `nx-open-cache gc`.
+ * @param {string[]} argv the arguments after `gc`
+ * @param {{ findWorkspaceRoot: (from: string) => string | undefined, pluginOptions: (root: string) => Record<string, unknown> | undefined }} workspace
+ * @returns {number} the exit code
+ */
+function gcCommand(argv, workspace) {
+  const args = parseArgs(argv);
+  if ('help' in args) {
+    console.log(GC_HELP);
+    return 0;
+  }
+  if ('error' in args) {
+    console.error(`nx-open-cache gc: ${args.error}\n\n${GC_HELP}`);
+    return 2;
+  }
+  let dir = args.path;
+  if (dir === undefined) {
+    const found = workspacePath(workspace);
+    if ('error' in found) {
+      console.error(`nx-open-cache gc: ${found.error}`);
+      return 2;
+    }
+    dir = found.path;
+  }
+  const native = require('../index.js');
+  const tty = Boolean(process.stderr.isTTY);
+  let lastPlain = Date.now();
+  let shown = false;
+  /** @param {{ phase: string, scanned: number, deleted: number }} p */
+  const onProgress = (p) => {
+    const verb = args.dryRun ? 'to delete' : 'deleted';
+    const line = `nx-open-cache gc: ${p.phase}: ${p.scanned} objects scanned, ${p.deleted} ${verb}`;
+    if (tty) {
+      process.stderr.write(`\r${line}\x1b[K`);
+      shown = true;
+    } else if (Date.now() - lastPlain >= PLAIN_PROGRESS_SECONDS * 1000) {
+      lastPlain = Date.now();
+      process.stderr.write(`${line}\n`);
+    }
+  };
+  /** @type {import('../index.js').GcReport} */
+  let report;
+  try {
+    report = native.gc({ path: dir, maxSize: args.maxSize, maxAge: args.maxAge, dryRun: args.dryRun }, onProgress);
+  } catch (e) {
+    if (shown) process.stderr.write('\r\x1b[K');
+    const err = /** @type {Error & { code?: string }} */ (e);
+    // The native API names its options maxSize/maxAge; here they are flags.
+    const message = err.message.replace(/ for maxSize:/, ' for --max-size:').replace(/ for maxAge:/, ' for --max-age:');
+    console.error(`nx-open-cache gc: ${message}`);
+    return err.code === 'InvalidArg' ? 2 : 1;
+  }
+  if (shown) process.stderr.write('\r\x1b[K');
+  if (args.json) {
+    console.log(JSON.stringify({ path: dir, ...report }, null, 2));
+  } else {
+    console.log(formatReport(dir, report));
+  }
+  for (const e of report.errors) console.error(`nx-open-cache gc: ${e.path}: ${e.reason}`);
+  if (report.errorCount > report.errors.length) {
+    console.error(`nx-open-cache gc: ... and ${report.errorCount - report.errors.length} more errors`);
+  }
+  return report.errorCount > 0 ? 1 : 0;
+}
+
+/**
+ * @param {string} dir
+ * @param {import('../index.js').GcReport} r
+ */
+function formatReport(dir, r) {
+  /** @param {{ files: number, bytes: number }} c @param {string} what */
+  const c = (c, what) => `${c.files} ${what}, ${formatBytes(c.bytes)}`;
+  const deleted = {
+    files: r.deletedByAge.files + r.deletedBySize.files,
+    bytes: r.deletedByAge.bytes + r.deletedBySize.bytes,
+  };
+  return [
+    `nx-open-cache gc: ${dir}${r.dryRun ? ' (dry run: nothing deleted)' : ''}`,
+    `  scanned  ${c(r.scanned, 'objects')}`,
+    `  ${r.dryRun ? 'would delete' : 'deleted'}  ${c(deleted, 'objects')} (by age: ${c(r.deletedByAge, 'objects')}; by size: ${c(r.deletedBySize, 'objects')})`,
+    `  temp     ${c(r.deletedTemp, 'stale temp files')}`,
+    `  kept     ${c(r.kept, 'objects')}`,
+    `  dirs     ${r.removedDirs} empty directories removed`,
+    `  errors   ${r.errorCount}`,
+    `  took     ${(r.durationMs / 1000).toFixed(2)} s`,
+  ].join('\n');
+}
+
+module.exports = { gcCommand, parseArgs, formatBytes, GC_HELP };

@@ -9,7 +9,7 @@ const fs = require('node:fs');
 const path = require('node:path');
 
 const plugin = require('../lib/plugin.js');
-const { formatBytes, formatSummary, summaryFile } = require('../lib/summary.js');
+const { formatBytes, formatSummary, formatSummaryTable, summaryMode, summaryFile } = require('../lib/summary.js');
 
 const VARS = [
   'NX_SELF_HOSTED_REMOTE_CACHE_SERVER',
@@ -134,6 +134,49 @@ test('summary formatting: units, faults listed once with counts', () => {
   assert.equal(lines[0], 'nx-open-cache: 1 hit, 2 misses, 0 stored, 1 already stored, 10 B down, 0 B up, 3 errors (fs /x, read-write)');
   assert.equal(lines[1], '  ! 2x write 1: disk full');
   assert.equal(lines[2], '  ! gone');
+});
+
+test('NX_OPEN_CACHE_SUMMARY=table prints the table; a typo warns, names the choices and shows the line', async () => {
+  process.env.NX_OPEN_CACHE_SUMMARY = 'table';
+  await plugin.preTasksExecution({ path: 'store' }, ctx('t1'));
+  await plugin.postTasksExecution({ path: 'store' }, ctx('t1'));
+  const out = sb.printed.join('\n');
+  assert.match(out, /^nx-open-cache \(fs .*store, read-write from /m);
+  assert.match(out, /^ {2}remote hits +0$/m);
+  assert.match(out, /^ {2}time in cache calls +\d+\.\d\d s$/m);
+  sb.printed.length = 0;
+  process.env.NX_OPEN_CACHE_SUMMARY = 'tabel';
+  await plugin.preTasksExecution({ path: 'store' }, ctx('t2'));
+  await plugin.postTasksExecution({ path: 'store' }, ctx('t2'));
+  assert.ok(sb.printed.some((l) => l.includes('NX_OPEN_CACHE_SUMMARY="tabel" is not one of off, line, table')), sb.printed.join('\n'));
+  assert.ok(sb.printed.some((l) => l.startsWith('nx-open-cache: 0 hits')), sb.printed.join('\n'));
+});
+
+test('summary table: every counter, faults grouped by reason', () => {
+  assert.deepEqual(summaryMode(undefined), { mode: 'line' });
+  assert.deepEqual(summaryMode(' TABLE '), { mode: 'table' });
+  assert.equal(summaryMode('read').mode, 'line');
+  const text = formatSummaryTable({
+    hits: 4, misses: 2, stored: 2, alreadyStored: 1, refusedWrites: 3, bytesDown: 21_700, bytesUp: 1_500_000,
+    cacheMillis: 1234, errorCount: 3, errors: [{ reason: 'write 1: disk full', count: 2 }, { reason: 'gone', count: 1 }],
+    location: 'fs /x', mode: 'read-only', modeSource: 'ciMode (CI detected)', startedAt: '', endedAt: '', runId: 'r',
+  });
+  assert.deepEqual(text.split('\n'), [
+    'nx-open-cache (fs /x, read-only from ciMode (CI detected))',
+    '  remote hits             4',
+    '  misses                  2',
+    '  stored                  2',
+    '  already stored          1',
+    '  not stored (read-only)  3',
+    '  downloaded              21.7 KB',
+    '  uploaded                1.50 MB',
+    '  time in cache calls     1.23 s',
+    '  errors                  3',
+    '  errors by reason:',
+    '       2x  write 1: disk full',
+    '       1x  gone',
+    '  (cache faults never fail the build: affected tasks ran or were not stored)',
+  ]);
 });
 
 test('CLI: summary shows the saved run, config shows the effective settings, errors are clear', async () => {

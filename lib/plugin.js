@@ -5,7 +5,7 @@
 const fs = require('node:fs');
 const path = require('node:path');
 
-const { formatSummary, writeSummary } = require('./summary.js');
+const { formatSummary, formatSummaryTable, summaryMode, writeSummary } = require('./summary.js');
 const { withLegacy } = require('./legacy.js');
 
 /** @type {typeof import('../index') | undefined} */
@@ -182,9 +182,10 @@ async function postTasksExecution(_options, context) {
     endedAt: new Date().toISOString(),
   };
   const writeError = writeSummary(context.workspaceRoot, summary);
-  const mode = (process.env.NX_OPEN_CACHE_SUMMARY || 'line').toLowerCase();
+  const { mode, warning } = summaryMode(process.env.NX_OPEN_CACHE_SUMMARY);
+  if (warning) console.log(warning);
   if (mode !== 'off') {
-    console.log(formatSummary(summary));
+    console.log(mode === 'table' ? formatSummaryTable(summary) : formatSummary(summary));
     if (writeError) console.log(`  (${writeError})`);
   }
 }

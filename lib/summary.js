@@ -57,6 +57,56 @@ function formatSummary(s) {
 }
 
 /**
+ * The summary as a small table: counts, bytes, time in cache calls, then faults grouped by reason.
+ * @param {RunSummary} s
+ * @returns {string}
+ */
+function formatSummaryTable(s) {
+  /** @type {[string, string][]} */
+  const rows = [
+    ['remote hits', String(s.hits)],
+    ['misses', String(s.misses)],
+    ['stored', String(s.stored)],
+  ];
+  if (s.alreadyStored) rows.push(['already stored', String(s.alreadyStored)]);
+  if (s.refusedWrites) rows.push([`not stored (${s.mode})`, String(s.refusedWrites)]);
+  rows.push(
+    ['downloaded', formatBytes(s.bytesDown)],
+    ['uploaded', formatBytes(s.bytesUp)],
+    ['time in cache calls', `${((s.cacheMillis || 0) / 1000).toFixed(2)} s`],
+    ['errors', String(s.errorCount)],
+  );
+  const width = Math.max(...rows.map(([k]) => k.length));
+  const lines = [`nx-open-cache (${s.location}, ${s.mode}${s.modeSource ? ` from ${s.modeSource}` : ''})`];
+  for (const [k, v] of rows) lines.push(`  ${k.padEnd(width)}  ${v}`);
+  if ((s.errors || []).length) {
+    lines.push('  errors by reason:');
+    for (const e of s.errors) lines.push(`    ${String(e.count).padStart(4)}x  ${e.reason}`);
+    lines.push('  (cache faults never fail the build: affected tasks ran or were not stored)');
+  }
+  return lines.join('\n');
+}
+
+/** What NX_OPEN_CACHE_SUMMARY accepts. */
+const SUMMARY_MODES = ['off', 'line', 'table'];
+
+/**
+ * The summary display chosen by NX_OPEN_CACHE_SUMMARY (default `line`), and a warning when the
+ * value is not one of SUMMARY_MODES (then `line`).
+ * @param {string | undefined} value
+ * @returns {{ mode: 'off' | 'line' | 'table', warning?: string }}
+ */
+function summaryMode(value) {
+  const v = (value ?? '').trim().toLowerCase();
+  if (v === '') return { mode: 'line' };
+  if (v === 'off' || v === 'line' || v === 'table') return { mode: v };
+  return {
+    mode: 'line',
+    warning: `nx-open-cache: NX_OPEN_CACHE_SUMMARY=${JSON.stringify(value)} is not one of ${SUMMARY_MODES.join(', ')}; showing the line`,
+  };
+}
+
+/**
  * Where the last run's summary is kept.
  * @param {string} workspaceRoot
  */
@@ -98,4 +148,4 @@ function readSummary(workspaceRoot) {
   }
 }
 
-module.exports = { formatBytes, formatSummary, summaryFile, writeSummary, readSummary };
+module.exports = { formatBytes, formatSummary, formatSummaryTable, summaryMode, SUMMARY_MODES, summaryFile, writeSummary, readSummary };

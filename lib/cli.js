@@ -13,6 +13,7 @@ Commands:
                      (with the Nx daemon on, the summary line is printed to the daemon log;
                      this shows it)
   config             Show the effective configuration (nx.json plugin options + environment)
+  serve [options]    Run an Nx remote-cache server (see \`nx-open-cache serve --help\`)
   gc [--max-size <size>] [--max-age <age>] [--path <dir>] [--dry-run] [--json]
                      Delete least recently used / expired objects of an fs cache directory
                      (default: this workspace's); \`gc --help\` for details
@@ -53,6 +54,7 @@ function main(argv) {
     return 0;
   }
   if (command === 'gc') return require('./gc.js').gcCommand(rest, { findWorkspaceRoot, pluginOptions });
+  if (command === 'serve') return require('./serve.js').run(rest);
   const root = findWorkspaceRoot(process.cwd());
   if (!root) {
     console.error(`nx-open-cache: no nx.json found in ${process.cwd()} or above: run this inside an Nx workspace`);

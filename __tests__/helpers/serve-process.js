@@ -1,0 +1,239 @@
+'use strict';
+/**
+ * Test harness for `nx-open-cache serve`: the real CLI in a child process on 127.0.0.1 (port 0, the
+ * bound URL read from its startup line), plain HTTP(S) requests with Node's own clients, and a
+ * self-signed certificate made with the openssl CLI.
+ */
+
+const { spawn, spawnSync } = require('node:child_process');
+const fs = require('node:fs');
+const http = require('node:http');
+const https = require('node:https');
+const path = require('node:path');
+
+const REPO_ROOT = path.resolve(__dirname, '..', '..');
+const CLI = path.join(REPO_ROOT, 'lib', 'cli.js');
+/** Upper bound for a server to print its startup line, and for one CLI error run. */
+const START_TIMEOUT_MS = 30_000;
+/** Upper bound for a server to exit after a signal. */
+const EXIT_TIMEOUT_MS = 30_000;
+
+/**
+ * The test process's environment without NX_OPEN_CACHE_* / NX_SELF_HOSTED_* variables, plus `extra`.
+ * @param {Record<string, string>} [extra]
+ * @returns {Record<string, string>}
+ */
+function serveEnv(extra = {}) {
+  /** @type {Record<string, string>} */ const env = {};
+  for (const [k, v] of Object.entries(process.env)) {
+    if (v === undefined || /^(NX_OPEN_CACHE|NX_SELF_HOSTED)/.test(k) || k.startsWith('NODE_TEST')) continue;
+    env[k] = v;
+  }
+  return { ...env, ...extra };
+}
+
+/**
+ * Runs `nx-open-cache serve <args>` expecting it to end by itself (errors, --help).
+ * @param {string[]} args
+ * @param {{ env?: Record<string, string>, cwd?: string }} [opts]
+ * @returns {{ code: number | null, stdout: string, stderr: string }}
+ */
+function runServeSync(args, opts = {}) {
+  const r = spawnSync(process.execPath, [CLI, 'serve', ...args], {
+    cwd: opts.cwd || REPO_ROOT,
+    env: opts.env || serveEnv(),
+    encoding: 'utf8',
+    timeout: START_TIMEOUT_MS,
+    killSignal: 'SIGKILL',
+  });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/**
+ * @typedef {{ code: number | null, signal: NodeJS.Signals | null }} Exit
+ * @typedef {{
+ *   child: import('node:child_process').ChildProcess,
+ *   url: string,
+ *   banner: string,
+ *   stdout: () => string,
+ *   stderr: () => string,
+ *   exited: Promise<Exit>,
+ *   waitForStderr: (pattern: RegExp) => Promise<void>,
+ *   stop: () => Promise<Exit>,
+ * }} ServeProcess
+ */
+
+/**
+ * Starts `nx-open-cache serve <args> --listen 127.0.0.1:0` and resolves once the startup line is
+ * printed (rejects with the output when it exits first or takes longer than START_TIMEOUT_MS).
+ * @param {string[]} args
+ * @param {{ env?: Record<string, string>, cwd?: string, listen?: boolean }} [opts]
+ * @returns {Promise<ServeProcess>}
+ */
+function startServe(args, opts = {}) {
+  const listen = opts.listen === false ? [] : ['--listen', '127.0.0.1:0'];
+  const child = spawn(process.execPath, [CLI, 'serve', ...args, ...listen], {
+    cwd: opts.cwd || REPO_ROOT,
+    env: opts.env || serveEnv(),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  let err = '';
+  /** @type {{ pattern: RegExp, resolve: () => void }[]} */
+  let stderrWaiters = [];
+  child.stdout.setEncoding('utf8');
+  child.stderr.setEncoding('utf8');
+  child.stderr.on('data', (d) => {
+    err += d;
+    stderrWaiters = stderrWaiters.filter((w) => {
+      if (!w.pattern.test(err)) return true;
+      w.resolve();
+      return false;
+    });
+  });
+  /** @type {Promise<Exit>} */
+  const exited = new Promise((resolve) => {
+    child.on('exit', (code, signal) => resolve({ code, signal }));
+  });
+  const show = () => `\n--- stdout ---\n${out}\n--- stderr ---\n${err}`;
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`serve did not print its startup line within ${START_TIMEOUT_MS} ms${show()}`));
+    }, START_TIMEOUT_MS);
+    let started = false;
+    child.stdout.on('data', (d) => {
+      out += d;
+      const m = /^nx-open-cache serve: listening on (\S+) .*$/m.exec(out);
+      if (m && !started) {
+        started = true;
+        clearTimeout(timer);
+        resolve({
+          child,
+          url: m[1],
+          banner: m[0],
+          stdout: () => out,
+          stderr: () => err,
+          exited,
+          waitForStderr: (pattern) =>
+            pattern.test(err)
+              ? Promise.resolve()
+              : new Promise((res, rej) => {
+                  const t = setTimeout(() => rej(new Error(`stderr never matched ${pattern}${show()}`)), EXIT_TIMEOUT_MS);
+                  stderrWaiters.push({ pattern, resolve: () => { clearTimeout(t); res(); } });
+                }),
+          stop: () => {
+            if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+            return withTimeout(exited, EXIT_TIMEOUT_MS, `serve did not exit after SIGTERM${show()}`, () => child.kill('SIGKILL'));
+          },
+        });
+      }
+    });
+    exited.then(({ code, signal }) => {
+      if (started) return;
+      clearTimeout(timer);
+      reject(new Error(`serve exited (code ${code}, signal ${signal}) before starting${show()}`));
+    });
+  });
+}
+
+/**
+ * @template T
+ * @param {Promise<T>} p
+ * @param {number} ms
+ * @param {string} message
+ * @param {() => void} [onTimeout]
+ * @returns {Promise<T>}
+ */
+function withTimeout(p, ms, message, onTimeout) {
+  /** @type {NodeJS.Timeout | undefined} */ let t;
+  return Promise.race([
+    p.finally(() => clearTimeout(t)),
+    new Promise((_, reject) => {
+      t = setTimeout(() => {
+        if (onTimeout) onTimeout();
+        reject(new Error(message));
+      }, ms);
+    }),
+  ]);
+}
+
+/**
+ * @typedef {{ status: number, headers: import('node:http').IncomingHttpHeaders, body: Buffer }} Reply
+ */
+
+/**
+ * One HTTP(S) request (a fresh connection each time).
+ * @param {string} url full URL
+ * @param {{ method?: string, token?: string, body?: Buffer, ca?: string | Buffer, headers?: Record<string, string> }} [opts]
+ * @returns {Promise<Reply>}
+ */
+function request(url, opts = {}) {
+  const u = new URL(url);
+  const mod = u.protocol === 'https:' ? https : http;
+  /** @type {Record<string, string | number>} */
+  const headers = { ...(opts.headers || {}) };
+  if (opts.token) headers.authorization = `Bearer ${opts.token}`;
+  if (opts.body) headers['content-length'] = opts.body.length;
+  return withTimeout(
+    new Promise((resolve, reject) => {
+      const req = mod.request(
+        u,
+        { method: opts.method || 'GET', headers, agent: false, ...(opts.ca ? { ca: opts.ca } : {}) },
+        (res) => {
+          /** @type {Buffer[]} */ const chunks = [];
+          res.on('data', (c) => chunks.push(c));
+          res.on('end', () => resolve({ status: res.statusCode || 0, headers: res.headers, body: Buffer.concat(chunks) }));
+          res.on('error', reject);
+        },
+      );
+      req.on('error', reject);
+      req.end(opts.body);
+    }),
+    120_000,
+    `${opts.method || 'GET'} ${url} took longer than 120 s`,
+  );
+}
+
+/**
+ * A self-signed certificate for 127.0.0.1 made by the openssl CLI, or null when openssl is missing.
+ * @param {string} dir
+ * @returns {{ cert: string, key: string } | null}
+ */
+function selfSignedCert(dir) {
+  const cert = path.join(dir, 'cert.pem');
+  const key = path.join(dir, 'key.pem');
+  const r = spawnSync('openssl', [
+    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+    '-keyout', key, '-out', cert, '-days', '2', '-subj', '/CN=127.0.0.1',
+    '-addext', 'subjectAltName=IP:127.0.0.1',
+  ], { encoding: 'utf8', timeout: START_TIMEOUT_MS });
+  if (r.error || r.status !== 0 || !fs.existsSync(cert)) return null;
+  return { cert, key };
+}
+
+/**
+ * A counter of the server's Prometheus `/metrics` (0 when absent).
+ * @param {string} text
+ * @param {string} name e.g. `nx_open_cache_stored_total`
+ */
+function metric(text, name) {
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    const m = /^(\S+?)(\{[^}]*\})? (\S+)$/.exec(line);
+    if (m && m[1] === name) sum += Number(m[3]);
+  }
+  return sum;
+}
+
+module.exports = {
+  REPO_ROOT,
+  CLI,
+  serveEnv,
+  runServeSync,
+  startServe,
+  request,
+  selfSignedCert,
+  metric,
+  withTimeout,
+};

@@ -1,0 +1,64 @@
+'use strict';
+/**
+ * `nx-open-cache serve`: runs the Nx remote-cache server until SIGTERM/SIGINT. Options are parsed
+ * by the native core (command line, NX_OPEN_CACHE_SERVER_* environment, config file); this file
+ * only starts, waits and stops.
+ */
+
+/** Exit status of a configuration mistake. */
+const EXIT_CONFIG = 2;
+
+/**
+ * Starts the server. Returns an exit status when it did not start (0 for --help); `undefined`
+ * when it runs: the process then exits 0 after a graceful stop on SIGTERM or SIGINT.
+ * @param {string[]} args the words after `serve`
+ * @returns {number | undefined}
+ */
+function run(args) {
+  const native = require('../index.js');
+  if (args.includes('--help') || args.includes('-h')) {
+    console.log(native.serveHelp());
+    return 0;
+  }
+  /** @type {import('../index.js').ServerHandle} */
+  let handle;
+  try {
+    handle = native.startServer(args, /** @type {Record<string, string>} */ ({ ...process.env }));
+  } catch (e) {
+    const err = /** @type {Error & { code?: string }} */ (e);
+    console.error(err.message);
+    if (err.code === 'InvalidArg') {
+      console.error('Run `nx-open-cache serve --help` for the options.');
+      return EXIT_CONFIG;
+    }
+    return 1;
+  }
+  // The server runs on native threads, which do not keep Node's event loop alive: this does.
+  const keepAlive = setInterval(() => {}, 1 << 30);
+  let stopping = false;
+  /** @param {NodeJS.Signals} signal */
+  const onSignal = (signal) => {
+    if (stopping) {
+      console.error(`nx-open-cache serve: ${signal} again, exiting without waiting`);
+      process.exit(1);
+    }
+    stopping = true;
+    console.error(`nx-open-cache serve: ${signal}: stopping, letting requests in flight finish`);
+    handle.stop().then(
+      () => {
+        clearInterval(keepAlive);
+        console.error('nx-open-cache serve: stopped');
+        process.exit(0);
+      },
+      (/** @type {Error} */ e) => {
+        console.error(`nx-open-cache serve: stop failed: ${e.message}`);
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  return undefined;
+}
+
+module.exports = { run, EXIT_CONFIG };

@@ -15,7 +15,10 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 
+/** The Nx the end-to-end suites use (the newest supported); compat.e2e.test.js also runs the oldest. */
 const NX_VERSION = '24.0.6';
+/** The oldest Nx nx-open-cache supports: task hooks and the self-hosted remote cache client. */
+const NX_OLDEST = '20.8.4';
 const REPO_ROOT = path.resolve(__dirname, '..', '..');
 const NATIVE_FILE = 'nx-open-cache.linux-x64-gnu.node';
 /** Upper bound for one nx invocation. */
@@ -404,13 +407,14 @@ class NxWorkspace {
   /**
    * Installs nx and the packed plugin with npm.
    * @param {string} tarball
+   * @param {string} [nxVersion]
    */
-  install(tarball) {
+  install(tarball, nxVersion = NX_VERSION) {
     mustRun(
       'npm',
       [
         'install', '--prefer-offline', '--no-audit', '--no-fund', '--save-dev',
-        `nx@${NX_VERSION}`, tarball,
+        `nx@${nxVersion}`, tarball,
       ],
       { cwd: this.root, env: cleanEnv({}) },
     );
@@ -628,15 +632,16 @@ function cleanEnv(extra) {
 
 /**
  * Creates, scaffolds and installs a workspace in a fresh temp dir.
+ * @param {{ nxVersion?: string }} [opts]  default: NX_VERSION
  * @returns {Promise<NxWorkspace>}
  */
-async function createWorkspace() {
+async function createWorkspace(opts = {}) {
   const tarball = packPlugin();
   const base = fs.mkdtempSync(path.join(os.tmpdir(), 'nxoc-e2e-'));
   const ws = new NxWorkspace(base);
   try {
     ws.scaffold();
-    ws.install(tarball);
+    ws.install(tarball, opts.nxVersion);
   } catch (e) {
     await ws.dispose();
     throw e;
@@ -681,6 +686,7 @@ function summaryLines(output) {
 
 module.exports = {
   NX_VERSION,
+  NX_OLDEST,
   REPO_ROOT,
   NATIVE_FILE,
   PROJECTS,

@@ -329,6 +329,10 @@ fn http_url(options: &serde_json::Map<String, Value>) -> Result<String, ConfigEr
     if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(bad("it contains whitespace or control characters"));
     }
+    let after_scheme = value.split_once("://").map_or("", |(_, rest)| rest);
+    if after_scheme.is_empty() || after_scheme.starts_with('/') {
+        return Err(bad("it has no host"));
+    }
     if value.ends_with('/') {
         return Err(bad(
             "it ends with a slash (the paths /v1/cache/<hash> are appended to it)",
@@ -776,7 +780,8 @@ mod tests {
             ),
             ("cache.example.com:3000", "is missing"),
             ("ftp://cache.example.com", "must be http or https"),
-            ("https://", "not a valid URL"),
+            ("https://", "no host"),
+            ("http:///x", "no host"),
             ("https://:3000", "not a valid URL"),
             ("https://host:99999", "not a valid URL"),
             ("https://u:p@host", "credentials"),

@@ -10,9 +10,10 @@ use std::sync::Mutex;
 /// The effective configuration, as the plugin and diagnostics show it.
 #[napi(object)]
 pub struct ResolvedConfig {
-    /// `fs` (more backends come in later versions).
+    /// `fs`, `s3`, `gcs`, `azure` or `http`.
     pub backend: String,
-    /// The fs directory, absolute.
+    /// Where artifacts go: the fs directory (absolute), the s3/gcs bucket, the azure
+    /// `<account>/<container>`, or the http server's URL.
     pub location: String,
     pub prefix: String,
     /// `read-write`, `read-only` or `no-cache`.

@@ -58,6 +58,10 @@ pub struct HttpOptions {
     pub read_timeout: Duration,
     /// Cap on one whole request, streaming included.
     pub total_timeout: Duration,
+    /// How long the server may take to answer after the last byte of a large upload (one above
+    /// the inline limit): it may be writing gigabytes to its storage. Small uploads get
+    /// `read_timeout`.
+    pub upload_answer_timeout: Duration,
     /// Extra attempts of a GET after a connection failure, a 429 or a 5xx.
     pub get_retries: u32,
     /// First retry delay; doubled per attempt, with full jitter.
@@ -78,6 +82,7 @@ impl Default for HttpOptions {
             connect_timeout: Duration::from_secs(5),
             read_timeout: Duration::from_secs(30),
             total_timeout: Duration::from_secs(15 * 60),
+            upload_answer_timeout: Duration::from_secs(5 * 60),
             get_retries: 2,
             retry_backoff: Duration::from_millis(200),
             inline_limit: DEFAULT_INLINE_LIMIT,
@@ -107,7 +112,11 @@ impl HttpOptions {
 
 /// A store on an upstream Nx-protocol server.
 pub struct HttpStore {
+    /// GETs: connect, time-to-answer (`read_timeout`, also between body reads) and total timeouts.
     client: reqwest::Client,
+    /// PUTs: connect and total timeouts only; the upload's own stall and answer limits are
+    /// applied around it (reqwest's read timeout would run from the start of the upload).
+    put_client: reqwest::Client,
     /// The configured URL, without trailing slash.
     base: String,
     /// `Bearer <token>`, marked sensitive; None: no Authorization header.
@@ -172,12 +181,7 @@ impl HttpStore {
             }
         };
         let mut warnings = Vec::new();
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(options.connect_timeout)
-            .read_timeout(options.read_timeout)
-            .timeout(options.total_timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("nx-open-cache/", env!("CARGO_PKG_VERSION")));
+        let mut extra_roots: Vec<reqwest::Certificate> = Vec::new();
         if https {
             if let Some(file) = &options.extra_ca_file {
                 let shown = file.display();
@@ -187,9 +191,7 @@ impl HttpStore {
                          are not trusted, only the system's"
                     )),
                     Ok(pem) => match reqwest::Certificate::from_pem_bundle(&pem) {
-                        Ok(certs) if !certs.is_empty() => {
-                            builder = builder.tls_certs_merge(certs);
-                        }
+                        Ok(certs) if !certs.is_empty() => extra_roots = certs,
                         Ok(_) => warnings.push(format!(
                             "warning: {EXTRA_CA_ENV} file {shown} holds no PEM certificate \
                              (-----BEGIN CERTIFICATE-----): only the system's roots are trusted"
@@ -202,25 +204,45 @@ impl HttpStore {
                 }
             }
             if options.accept_invalid_certs {
-                builder = builder.tls_danger_accept_invalid_certs(true);
                 warnings.push(format!(
                     "warning: {REJECT_UNAUTHORIZED_ENV}=0: the TLS certificate of {base} is not \
                      verified (insecure: anyone on the network path can read and change artifacts)"
                 ));
             }
-        } else {
-            // Plain http needs no roots (redirects are not followed, so TLS is never reached):
-            // this also works on a system without a CA bundle.
-            builder = builder.tls_certs_only(Vec::new());
         }
-        let client = builder.build().map_err(|e| {
-            unavailable(format!(
-                "http {base}: cannot set up the HTTP client: {}",
-                chain(&e)
-            ))
-        })?;
+        let build = |read_timeout: Option<Duration>| {
+            let mut b = reqwest::Client::builder()
+                .connect_timeout(options.connect_timeout)
+                .timeout(options.total_timeout)
+                .redirect(reqwest::redirect::Policy::none())
+                .user_agent(concat!("nx-open-cache/", env!("CARGO_PKG_VERSION")));
+            if let Some(t) = read_timeout {
+                b = b.read_timeout(t);
+            }
+            if !https {
+                // Plain http needs no roots (redirects are not followed, so TLS is never
+                // reached): this also works on a system without a CA bundle.
+                b = b.tls_certs_only(Vec::new());
+            } else {
+                if !extra_roots.is_empty() {
+                    b = b.tls_certs_merge(extra_roots.clone());
+                }
+                if options.accept_invalid_certs {
+                    b = b.tls_danger_accept_invalid_certs(true);
+                }
+            }
+            b.build().map_err(|e| {
+                unavailable(format!(
+                    "http {base}: cannot set up the HTTP client: {}",
+                    chain(&e)
+                ))
+            })
+        };
+        let client = build(Some(options.read_timeout))?;
+        let put_client = build(None)?;
         Ok(HttpStore {
             client,
+            put_client,
             base,
             auth,
             options,
@@ -251,7 +273,12 @@ impl HttpStore {
     }
 
     fn request(&self, method: Method, url: &str) -> reqwest::RequestBuilder {
-        let mut req = self.client.request(method, url);
+        let client = if method == Method::PUT {
+            &self.put_client
+        } else {
+            &self.client
+        };
+        let mut req = client.request(method, url);
         if let Some(auth) = &self.auth {
             req = req.header(AUTHORIZATION, auth.clone());
         }
@@ -276,11 +303,29 @@ impl HttpStore {
         } else {
             "request failed".to_owned()
         };
+        let cause = chain(e);
+        // rustls: "invalid peer certificate: UnknownIssuer", "certificate expired", ...
+        let certificate = cause.contains("certificate");
+        let hint = if certificate {
+            format!(
+                " (the server's TLS certificate is not trusted: put its CA certificate in a PEM \
+                 file named by {EXTRA_CA_ENV})"
+            )
+        } else {
+            String::new()
+        };
+        let what = if certificate {
+            "TLS handshake failed".to_owned()
+        } else {
+            what
+        };
         Failure {
-            error: unavailable(format!("http {method} {url}: {what}: {}", chain(e))),
+            error: unavailable(format!("http {method} {url}: {what}: {cause}{hint}")),
             // A refused or reset connection is worth another try; a hang is not (it would cost
-            // another full timeout).
-            retry: !e.is_timeout() && (e.is_connect() || e.is_request() || e.is_body()),
+            // another full timeout), nor is a certificate that will not change.
+            retry: !e.is_timeout()
+                && !certificate
+                && (e.is_connect() || e.is_request() || e.is_body()),
         }
     }
 
@@ -391,13 +436,24 @@ impl HttpStore {
         let mut stream = resp.bytes_stream();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| {
-                let mut f = self.transport("GET", url, &e);
-                f.error.message = format!(
-                    "{} (after {} bytes of the artifact)",
-                    f.error.message,
-                    spool.len()
-                );
-                f
+                if e.is_timeout() {
+                    let mut f = self.transport("GET", url, &e);
+                    f.error.message = format!(
+                        "{} (after {} bytes of the artifact)",
+                        f.error.message,
+                        spool.len()
+                    );
+                    f
+                } else {
+                    Failure {
+                        error: unavailable(format!(
+                            "http GET {url}: the download broke off after {} bytes: {}",
+                            spool.len(),
+                            chain(&e)
+                        )),
+                        retry: true,
+                    }
+                }
             })?;
             spool.push(&chunk).await.map_err(|error| Failure {
                 error,
@@ -427,6 +483,96 @@ impl HttpStore {
         Ok(Artifact { len, body })
     }
 
+    /// Streams `body` (checked against `len`) as a PUT and returns the answer and how many bytes
+    /// went out. The last chunk is held back until the body has proved its length, so a body
+    /// longer or shorter than declared never reaches the server complete. An error drops the
+    /// request, which aborts the upload: the server stores nothing.
+    async fn upload(
+        &self,
+        url: &str,
+        len: u64,
+        body: &mut BodyStream<'_>,
+    ) -> Result<(reqwest::Response, u64), StoreError> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        let request = self
+            .request(Method::PUT, url)
+            .header(CONTENT_LENGTH, len)
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .body(reqwest::Body::wrap_stream(stream))
+            .send();
+        tokio::pin!(request);
+        let sent = AtomicU64::new(0);
+        let stall = self.options.read_timeout;
+        let pump = async {
+            let mut received: u64 = 0;
+            let mut pending: Option<Bytes> = None;
+            loop {
+                let next = super::next_chunk(body, received, Some(len)).await?;
+                if let Some(c) = &next {
+                    received += c.len() as u64;
+                }
+                if let Some(chunk) = pending.take() {
+                    let n = chunk.len() as u64;
+                    match tokio::time::timeout(stall, tx.send(Ok(chunk))).await {
+                        Err(_) => {
+                            return Err(unavailable(format!(
+                                "http PUT {url}: the server stopped reading the upload for {} \
+                                 after {} of {len} bytes",
+                                secs(stall),
+                                sent.load(Ordering::Relaxed)
+                            )))
+                        }
+                        // The request is over (answered early or failed): its answer tells.
+                        Ok(Err(_)) => return Ok(()),
+                        Ok(Ok(())) => {
+                            sent.fetch_add(n, Ordering::Relaxed);
+                        }
+                    }
+                }
+                if next.is_none() {
+                    // The sender is dropped next, which ends the request body.
+                    return Ok(());
+                }
+                pending = next;
+            }
+        };
+        let early = tokio::select! {
+            pumped = pump => {
+                pumped?;
+                None
+            }
+            answer = &mut request => Some(answer),
+        };
+        drop(tx);
+        let answer = match early {
+            Some(answer) => answer,
+            None => {
+                // Storing a large artifact (fsync, a cloud upload behind the server) takes longer.
+                let wait = if len > self.options.inline_limit {
+                    self.options.upload_answer_timeout.max(stall)
+                } else {
+                    stall
+                };
+                match tokio::time::timeout(wait, &mut request).await {
+                    Ok(answer) => answer,
+                    Err(_) => {
+                        return Err(unavailable(format!(
+                            "http PUT {url}: no answer in time (nothing within {} after the \
+                             last of its {len} bytes)",
+                            secs(wait)
+                        )))
+                    }
+                }
+            }
+        };
+        let resp = answer.map_err(|e| self.transport("PUT", url, &e).error)?;
+        Ok((resp, sent.load(Ordering::Relaxed)))
+    }
+
     async fn write(
         &self,
         hash: &TaskHash,
@@ -434,44 +580,8 @@ impl HttpStore {
         declared_len: Option<u64>,
     ) -> Result<PutOutcome, StoreError> {
         let url = self.object_url(hash);
-        let (len, sent) = match declared_len {
-            Some(len) => {
-                let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
-                let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-                    rx.recv().await.map(|item| (item, rx))
-                });
-                let request = self
-                    .request(Method::PUT, &url)
-                    .header(CONTENT_LENGTH, len)
-                    .header(CONTENT_TYPE, "application/octet-stream")
-                    .body(reqwest::Body::wrap_stream(stream))
-                    .send();
-                let pump = async move {
-                    let mut sent: u64 = 0;
-                    loop {
-                        match super::next_chunk(body, sent, Some(len)).await {
-                            Ok(Some(chunk)) => {
-                                sent += chunk.len() as u64;
-                                if tx.send(Ok(chunk)).await.is_err() {
-                                    // The request ended (answered early or failed): the caller
-                                    // drains what is left.
-                                    return Ok(sent);
-                                }
-                            }
-                            Ok(None) => return Ok(sent),
-                            Err(e) => {
-                                // Aborts the upload: the server sees a broken body, stores nothing.
-                                let _ =
-                                    tx.send(Err(std::io::Error::other(e.message.clone()))).await;
-                                return Err(e);
-                            }
-                        }
-                    }
-                };
-                let (pumped, answer) = tokio::join!(pump, request);
-                let sent = pumped?;
-                (len, answer.map(|resp| (resp, sent)))
-            }
+        let (len, answer) = match declared_len {
+            Some(len) => (len, self.upload(&url, len, body).await?),
             None => {
                 // Unknown length (Nx always sends one): spool to learn it, then send.
                 let mut spool = Spool::new(self, None);
@@ -479,28 +589,18 @@ impl HttpStore {
                     spool.push(&chunk).await?;
                 }
                 let len = spool.len();
-                let payload = match spool.finish().await? {
-                    Spooled::Memory(bytes) => reqwest::Body::from(bytes),
+                let mut spooled: BodyStream<'static> = match spool.finish().await? {
+                    Spooled::Memory(bytes) => futures_util::stream::iter([Ok(bytes)]).boxed(),
                     Spooled::File(file) => {
                         use tokio::io::AsyncReadExt;
                         let reader = tokio::fs::File::from_std(file).take(len);
-                        reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(
-                            reader,
-                            256 * 1024,
-                        ))
+                        tokio_util::io::ReaderStream::with_capacity(reader, 256 * 1024).boxed()
                     }
                 };
-                let answer = self
-                    .request(Method::PUT, &url)
-                    .header(CONTENT_LENGTH, len)
-                    .header(CONTENT_TYPE, "application/octet-stream")
-                    .body(payload)
-                    .send()
-                    .await;
-                (len, answer.map(|resp| (resp, len)))
+                (len, self.upload(&url, len, &mut spooled).await?)
             }
         };
-        let (resp, sent) = sent.map_err(|e| self.transport("PUT", &url, &e).error)?;
+        let (resp, sent) = answer;
         let status = resp.status();
         match status {
             StatusCode::CONFLICT => Ok(PutOutcome::AlreadyExists),
@@ -684,6 +784,7 @@ impl Store for HttpStore {
         if ns.is_empty() {
             return Ok(Arc::new(HttpStore {
                 client: self.client.clone(),
+                put_client: self.put_client.clone(),
                 base: self.base.clone(),
                 auth: self.auth.clone(),
                 options: self.options.clone(),

@@ -1,0 +1,919 @@
+//! The http backend against real Nx-protocol servers on 127.0.0.1: this crate's own server (the
+//! proxy's `serve` over an fs store), raw TCP servers that misbehave on purpose (hang, 500, 413,
+//! truncated answers, closed port), and a TLS front (tokio-rustls, certificates made with the
+//! `openssl` CLI) for the certificate checks.
+
+mod common;
+
+use bytes::Bytes;
+use common::{body, noise, read_all};
+use futures_util::StreamExt;
+use nx_open_cache::config::{resolve, Mode};
+use nx_open_cache::key::{Prefix, TaskHash};
+use nx_open_cache::proxy;
+use nx_open_cache::server::{self, ProxySettings, RunningProxy};
+use nx_open_cache::stats::Stats;
+use nx_open_cache::store::fs::FsStore;
+use nx_open_cache::store::http::{HttpOptions, HttpStore, TOKEN_ENV};
+use nx_open_cache::store::{ArtifactBody, BodyStream, PutOutcome, Store};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const TOKEN: &str = "upstream-secret-token";
+
+fn hash(s: &str) -> TaskHash {
+    TaskHash::parse(s).expect("valid test hash")
+}
+
+/// Short timeouts so that failure paths finish in well under a second each.
+fn quick(spool: &Path) -> HttpOptions {
+    HttpOptions {
+        connect_timeout: Duration::from_secs(2),
+        read_timeout: Duration::from_millis(400),
+        total_timeout: Duration::from_secs(60),
+        get_retries: 2,
+        retry_backoff: Duration::from_millis(20),
+        spool_dir: spool.to_path_buf(),
+        ..HttpOptions::default()
+    }
+}
+
+/// Upper bound on any single failing call, so a wrong implementation fails instead of hanging.
+const BOUND: Duration = Duration::from_secs(30);
+
+/// This crate's Nx-protocol server over an fs store in `dir`.
+async fn upstream(dir: &Path, mode: Mode) -> RunningProxy {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind upstream");
+    let fs = FsStore::new(dir.join("store"), Prefix::default());
+    fs.prepare().expect("upstream store directory");
+    server::serve(
+        listener,
+        ProxySettings {
+            store: Arc::new(fs),
+            mode,
+            token: TOKEN.to_owned(),
+            debug: false,
+            stats: Arc::new(Stats::default()),
+        },
+    )
+    .expect("upstream serves")
+}
+
+fn url(addr: SocketAddr) -> String {
+    format!("http://{addr}")
+}
+
+fn store(url: &str, token: Option<&str>, options: HttpOptions) -> HttpStore {
+    HttpStore::new(url, token, options).expect("client builds")
+}
+
+/// A closed port: bound, then released.
+fn closed_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr");
+    drop(l);
+    addr
+}
+
+// --- raw servers -----------------------------------------------------------------------------
+
+/// What a raw server answers to the n-th request (0-based): the full HTTP response bytes.
+type Answer = Arc<dyn Fn(usize, &str) -> Vec<u8> + Send + Sync>;
+
+/// A raw HTTP/1.1 server: reads each request (head and Content-Length body), counts it, writes the
+/// bytes `answer` gives, and closes the connection when they do not say `Connection: keep-alive`.
+async fn raw_server(answer: Answer) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let count = Arc::new(AtomicUsize::new(0));
+    let counter = count.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let answer = answer.clone();
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut buf: Vec<u8> = Vec::new();
+                loop {
+                    let head_end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break Some(i + 4);
+                        }
+                        let mut chunk = [0u8; 8192];
+                        match sock.read(&mut chunk).await {
+                            Ok(0) | Err(_) => break None,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let Some(head_end) = head_end else { return };
+                    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse().ok())?
+                        })
+                        .unwrap_or(0);
+                    while buf.len() < head_end + len {
+                        let mut chunk = [0u8; 65536];
+                        match sock.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    buf.drain(..head_end + len);
+                    let n = counter.fetch_add(1, Ordering::SeqCst);
+                    let response = answer(n, head.lines().next().unwrap_or(""));
+                    if sock.write_all(&response).await.is_err() {
+                        return;
+                    }
+                    if !String::from_utf8_lossy(&response).contains("Connection: keep-alive") {
+                        let _ = sock.shutdown().await;
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, count)
+}
+
+fn response(status: &str, body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Accepts connections and never answers (keeps them open, reads and drops what comes).
+async fn hanging_server() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut sink = [0u8; 65536];
+                // Reads for a bounded time (the test ends long before), never writes.
+                let _ = tokio::time::timeout(Duration::from_secs(60), async {
+                    while let Ok(n) = sock.read(&mut sink).await {
+                        if n == 0 {
+                            break;
+                        }
+                    }
+                })
+                .await;
+            });
+        }
+    });
+    addr
+}
+
+// --- large bodies ----------------------------------------------------------------------------
+
+/// Deterministic stream of `len` bytes in 1 MiB chunks, generated as it is consumed.
+fn generated(len: u64, seed: u64) -> BodyStream<'static> {
+    const CHUNK: u64 = 1 << 20;
+    futures_util::stream::iter((0..len.div_ceil(CHUNK)).map(move |i| {
+        let n = CHUNK.min(len - i * CHUNK) as usize;
+        Ok(Bytes::from(noise(n, seed.wrapping_add(i))))
+    }))
+    .boxed()
+}
+
+fn generated_sha256(len: u64, seed: u64) -> [u8; 32] {
+    const CHUNK: u64 = 1 << 20;
+    let mut h = Sha256::new();
+    for i in 0..len.div_ceil(CHUNK) {
+        h.update(noise(
+            CHUNK.min(len - i * CHUNK) as usize,
+            seed.wrapping_add(i),
+        ));
+    }
+    h.finalize().into()
+}
+
+fn proc_status_kib(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn dir_entries(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
+
+// --- tests -----------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trip_miss_and_second_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = upstream(dir.path(), Mode::ReadWrite).await;
+    let s = store(&url(up.addr), Some(TOKEN), quick(dir.path()));
+    assert_eq!(s.describe(), format!("http {}", url(up.addr)));
+    assert!(s.has_token());
+
+    assert!(s.get(&hash("100")).await.unwrap().is_none(), "miss");
+    let data = noise(300_000, 1);
+    assert_eq!(
+        s.put(
+            &hash("100"),
+            &mut body(&data, 7000),
+            Some(data.len() as u64)
+        )
+        .await,
+        Ok(PutOutcome::Stored(300_000))
+    );
+    let a = s.get(&hash("100")).await.unwrap().expect("hit");
+    assert_eq!(a.len, 300_000);
+    assert!(
+        matches!(a.body, ArtifactBody::Memory(_)),
+        "small: in memory"
+    );
+    assert_eq!(read_all(a), data);
+
+    // The second writer of a hash gets 409 from the upstream: AlreadyExists, nothing changed.
+    let other = noise(1000, 2);
+    assert_eq!(
+        s.put(&hash("100"), &mut body(&other, 100), Some(1000))
+            .await,
+        Ok(PutOutcome::AlreadyExists)
+    );
+    assert_eq!(read_all(s.get(&hash("100")).await.unwrap().unwrap()), data);
+
+    // Two writers at once: exactly one stores.
+    let s2 = store(&url(up.addr), Some(TOKEN), quick(dir.path()));
+    let (d1, d2) = (noise(50_000, 3), noise(50_000, 4));
+    let (mut b1, mut b2) = (body(&d1, 4096), body(&d2, 4096));
+    let race = hash("race");
+    let (r1, r2) = tokio::join!(
+        s.put(&race, &mut b1, Some(50_000)),
+        s2.put(&race, &mut b2, Some(50_000))
+    );
+    let mut outcomes = [r1.unwrap(), r2.unwrap()];
+    outcomes.sort_by_key(|o| matches!(o, PutOutcome::AlreadyExists));
+    assert_eq!(
+        outcomes,
+        [PutOutcome::Stored(50_000), PutOutcome::AlreadyExists]
+    );
+    let won = read_all(s.get(&hash("race")).await.unwrap().unwrap());
+    assert!(won == d1 || won == d2);
+
+    // Empty artifact, and a body of unknown length (spooled to learn it).
+    assert_eq!(
+        s.put(&hash("empty"), &mut body(&[], 1), Some(0)).await,
+        Ok(PutOutcome::Stored(0))
+    );
+    assert_eq!(read_all(s.get(&hash("empty")).await.unwrap().unwrap()), b"");
+    let unsized_data = noise(20_000, 5);
+    assert_eq!(
+        s.put(&hash("unsized"), &mut body(&unsized_data, 3000), None)
+            .await,
+        Ok(PutOutcome::Stored(20_000))
+    );
+    assert_eq!(
+        read_all(s.get(&hash("unsized")).await.unwrap().unwrap()),
+        unsized_data
+    );
+    up.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_not_matching_its_length_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = upstream(dir.path(), Mode::ReadWrite).await;
+    let s = store(&url(up.addr), Some(TOKEN), quick(dir.path()));
+    let data = noise(10_000, 6);
+    let short = s
+        .put(&hash("short"), &mut body(&data, 1000), Some(20_000))
+        .await;
+    let err = short.expect_err("a shorter body is refused");
+    assert_eq!(
+        err.kind,
+        nx_open_cache::store::ErrorKind::BadRequest,
+        "{err}"
+    );
+    let long = s
+        .put(&hash("long"), &mut body(&data, 1000), Some(5_000))
+        .await;
+    assert!(long.is_err(), "a longer body is refused");
+    for h in ["short", "long"] {
+        assert!(
+            s.get(&hash(h)).await.unwrap().is_none(),
+            "{h}: nothing stored upstream"
+        );
+    }
+    up.stop().await;
+}
+
+/// Large-object tests run one at a time so the process peak belongs to one of them.
+static LARGE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_artifact_streams_both_ways() {
+    let _one = LARGE.lock().await;
+    let mib: u64 = std::env::var("NX_OPEN_CACHE_TEST_LARGE_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(128);
+    let len = mib << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let up = upstream(dir.path(), Mode::ReadWrite).await;
+    let s = store(&url(up.addr), Some(TOKEN), quick(&spool));
+    let expected = generated_sha256(len, 9);
+    let h = hash("large");
+
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let rss_before = proc_status_kib("VmRSS:");
+    assert_eq!(
+        s.put(&h, &mut generated(len, 9), Some(len)).await,
+        Ok(PutOutcome::Stored(len))
+    );
+    let artifact = s.get(&h).await.unwrap().expect("hit");
+    assert_eq!(artifact.len, len);
+    assert!(dir_entries(&spool).is_empty(), "download spool unlinked");
+    let ArtifactBody::File { mut file, offset } = artifact.body else {
+        panic!("a large artifact must come back as a spool file, not in memory");
+    };
+    assert_eq!(offset, 0);
+    let mut digest = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = file.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        digest.update(&buf[..n]);
+    }
+    drop(file);
+    let peak = proc_status_kib("VmHWM:");
+    assert_eq!(total, len);
+    assert!(
+        <[u8; 32]>::from(digest.finalize()) == expected,
+        "bytes intact"
+    );
+    let growth_mib = peak.saturating_sub(rss_before) / 1024;
+    eprintln!(
+        "http: {mib} MiB up + down: RSS before {} MiB, peak {} MiB, growth {growth_mib} MiB",
+        rss_before / 1024,
+        peak / 1024
+    );
+    if rss_before > 0 {
+        assert!(
+            growth_mib < 64,
+            "{mib} MiB up and down must not be held in memory (peak grew by {growth_mib} MiB)"
+        );
+    }
+    up.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_tokens_name_the_env_var() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = upstream(dir.path(), Mode::ReadWrite).await;
+    let base = url(up.addr);
+    let data = noise(5000, 8);
+
+    let wrong = store(&base, Some("not-the-token"), quick(dir.path()));
+    let err = wrong
+        .get(&hash("200"))
+        .await
+        .expect_err("wrong token")
+        .message;
+    for needle in [TOKEN_ENV, "refused the token", "401", &base] {
+        assert!(err.contains(needle), "{needle:?} missing in: {err}");
+    }
+    assert!(!err.contains("not-the-token"), "secret leaked: {err}");
+    let err = wrong
+        .put(&hash("200"), &mut body(&data, 1000), Some(5000))
+        .await
+        .expect_err("wrong token")
+        .message;
+    assert!(err.contains(TOKEN_ENV) && err.contains("401"), "{err}");
+
+    let anonymous = store(&base, None, quick(dir.path()));
+    assert!(!anonymous.has_token());
+    let err = anonymous
+        .get(&hash("200"))
+        .await
+        .expect_err("no token")
+        .message;
+    assert!(err.contains(&format!("{TOKEN_ENV} is not set")), "{err}");
+
+    // The token from the environment, as the proxy builds the store.
+    let env: HashMap<String, String> = [(TOKEN_ENV.to_owned(), TOKEN.to_owned())].into();
+    let from_env = HttpStore::from_env(&base, &env).unwrap();
+    assert!(from_env.get(&hash("200")).await.unwrap().is_none());
+    up.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_upstream_refuses_writes_and_the_proxy_stays_quiet() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = upstream(dir.path(), Mode::ReadOnly).await;
+    let base = url(up.addr);
+    let s = store(&base, Some(TOKEN), quick(dir.path()));
+    let data = noise(4000, 9);
+    let err = s
+        .put(&hash("300"), &mut body(&data, 1000), Some(4000))
+        .await
+        .expect_err("read-only upstream")
+        .message;
+    for needle in ["refused the write", "read-only token?", "403", TOKEN_ENV] {
+        assert!(err.contains(needle), "{needle:?} missing in: {err}");
+    }
+    assert!(
+        s.get(&hash("300")).await.unwrap().is_none(),
+        "reads still work"
+    );
+
+    // Through the plugin's proxy: Nx sees the quiet 403 ("not stored"), the summary says why.
+    let env: HashMap<String, String> = [(TOKEN_ENV.to_owned(), TOKEN.to_owned())].into();
+    let config = resolve(
+        &serde_json::json!({"backend": "http", "url": base}),
+        &env,
+        dir.path(),
+    )
+    .unwrap();
+    let p = proxy::start(&config, &env).expect("proxy starts");
+    assert_eq!(p.location, format!("http {base}"));
+    let client = reqwest::Client::new();
+    let status = client
+        .put(format!("{}/v1/cache/300", p.url))
+        .bearer_auth(&p.token)
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 403);
+    let stats = p.stop().await;
+    assert_eq!(stats.stored, 0);
+    assert!(
+        stats
+            .errors
+            .iter()
+            .any(|e| e.reason.contains("refused the write")),
+        "{:?}",
+        stats.errors
+    );
+    up.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_in_front_of_an_upstream_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = upstream(dir.path(), Mode::ReadWrite).await;
+    let env: HashMap<String, String> = [(TOKEN_ENV.to_owned(), TOKEN.to_owned())].into();
+    let options = serde_json::json!({"backend": "http", "url": url(up.addr)});
+    let config = resolve(&options, &env, dir.path()).unwrap();
+    let client = reqwest::Client::new();
+    let data = noise(200_000, 10);
+
+    // Machine A stores.
+    let a = proxy::start(&config, &env).expect("proxy A");
+    let put = |p: &proxy::Proxy| {
+        client
+            .put(format!("{}/v1/cache/400", p.url))
+            .bearer_auth(&p.token)
+            .body(data.clone())
+            .send()
+    };
+    assert_eq!(put(&a).await.unwrap().status(), 200);
+    let sa = a.stop().await;
+    assert_eq!((sa.stored, sa.bytes_up, sa.error_count), (1, 200_000, 0));
+
+    // Machine B restores it as a remote hit.
+    let b = proxy::start(&config, &env).expect("proxy B");
+    let resp = client
+        .get(format!("{}/v1/cache/400", b.url))
+        .bearer_auth(&b.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.bytes().await.unwrap().to_vec(), data);
+    let miss = client
+        .get(format!("{}/v1/cache/401", b.url))
+        .bearer_auth(&b.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(miss.status(), 404);
+    let sb = b.stop().await;
+    assert_eq!((sb.hits, sb.misses, sb.error_count), (1, 1, 0));
+    up.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_down_is_a_fault_with_the_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = closed_port();
+    let s = store(&url(addr), Some(TOKEN), quick(dir.path()));
+    let started = Instant::now();
+    let err = tokio::time::timeout(BOUND, s.get(&hash("500")))
+        .await
+        .expect("bounded")
+        .expect_err("nothing listens")
+        .message;
+    eprintln!(
+        "closed port: GET fault after {:?}: {err}",
+        started.elapsed()
+    );
+    for needle in ["cannot connect", &url(addr), "3 attempts"] {
+        assert!(err.contains(needle), "{needle:?} missing in: {err}");
+    }
+    assert!(
+        err.to_ascii_lowercase().contains("refused"),
+        "the cause is named: {err}"
+    );
+    let err = tokio::time::timeout(BOUND, s.put(&hash("500"), &mut body(b"abc", 3), Some(3)))
+        .await
+        .expect("bounded")
+        .expect_err("nothing listens")
+        .message;
+    assert!(err.contains("cannot connect"), "{err}");
+    assert!(!err.contains("attempts"), "a PUT is not retried: {err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_that_never_answers_times_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = hanging_server().await;
+    let s = store(&url(addr), Some(TOKEN), quick(dir.path()));
+    let started = Instant::now();
+    let err = tokio::time::timeout(BOUND, s.get(&hash("600")))
+        .await
+        .expect("the store's own timeout fires first")
+        .expect_err("no answer")
+        .message;
+    eprintln!(
+        "hanging upstream: GET fault after {:?}: {err}",
+        started.elapsed()
+    );
+    assert!(err.contains("no answer in time"), "{err}");
+    assert!(err.contains("read timeout 0.4 s"), "{err}");
+    assert!(!err.contains("attempts"), "a hang is not retried: {err}");
+    let data = noise(100_000, 11);
+    let err = tokio::time::timeout(
+        BOUND,
+        s.put(&hash("600"), &mut body(&data, 10_000), Some(100_000)),
+    )
+    .await
+    .expect("the store's own timeout fires first")
+    .expect_err("no answer")
+    .message;
+    assert!(err.contains("no answer in time"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_errors_are_retried_for_get_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, count) = raw_server(Arc::new(|_, _| {
+        response("500 Internal Server Error", "database on fire")
+    }))
+    .await;
+    let s = store(&url(addr), Some(TOKEN), quick(dir.path()));
+    let err = s.get(&hash("700")).await.expect_err("500").message;
+    for needle in ["500", "database on fire", "3 attempts", &url(addr)] {
+        assert!(err.contains(needle), "{needle:?} missing in: {err}");
+    }
+    assert_eq!(count.load(Ordering::SeqCst), 3, "1 try + 2 retries");
+    let err = s
+        .put(&hash("700"), &mut body(b"abcdef", 2), Some(6))
+        .await
+        .expect_err("500")
+        .message;
+    assert!(err.contains("500"), "{err}");
+    assert_eq!(count.load(Ordering::SeqCst), 4, "a PUT is sent once");
+
+    // A transient 503 followed by a good answer: the retry restores the artifact.
+    let (addr, count) = raw_server(Arc::new(|n, _| {
+        if n == 0 {
+            response("503 Service Unavailable", "busy")
+        } else {
+            response("200 OK", "payload")
+        }
+    }))
+    .await;
+    let s = store(&url(addr), Some(TOKEN), quick(dir.path()));
+    let a = s.get(&hash("701")).await.unwrap().expect("second try hits");
+    assert_eq!(read_all(a), b"payload");
+    assert_eq!(count.load(Ordering::SeqCst), 2);
+
+    // A 400 is not transient.
+    let (addr, count) = raw_server(Arc::new(|_, _| response("400 Bad Request", "bad hash"))).await;
+    let s = store(&url(addr), Some(TOKEN), quick(dir.path()));
+    let err = s.get(&hash("702")).await.expect_err("400").message;
+    assert!(err.contains("400") && err.contains("bad hash"), "{err}");
+    assert_eq!(count.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversize_and_truncated_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, _) = raw_server(Arc::new(|_, _| {
+        response("413 Payload Too Large", "max 1000 bytes")
+    }))
+    .await;
+    let s = store(&url(addr), Some(TOKEN), quick(dir.path()));
+    let data = noise(5000, 12);
+    let err = s
+        .put(&hash("800"), &mut body(&data, 1000), Some(5000))
+        .await
+        .expect_err("413")
+        .message;
+    for needle in ["5000 bytes", "too large", "413", "max 1000 bytes"] {
+        assert!(err.contains(needle), "{needle:?} missing in: {err}");
+    }
+
+    // Declares 100 bytes, sends 10 and closes: never a hit.
+    let (addr, count) = raw_server(Arc::new(|_, _| {
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nConnection: close\r\n\r\n0123456789".to_vec()
+    }))
+    .await;
+    let s = store(&url(addr), Some(TOKEN), quick(dir.path()));
+    let err = s.get(&hash("801")).await.expect_err("truncated").message;
+    eprintln!("truncated: {err}");
+    assert!(err.contains(&url(addr)), "{err}");
+    assert_eq!(
+        count.load(Ordering::SeqCst),
+        3,
+        "a broken download is retried"
+    );
+
+    // A redirect is not followed (the token must not travel elsewhere).
+    let (addr, _) = raw_server(Arc::new(|_, _| {
+        b"HTTP/1.1 307 Temporary Redirect\r\nLocation: http://127.0.0.1:1/x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec()
+    }))
+    .await;
+    let s = store(&url(addr), Some(TOKEN), quick(dir.path()));
+    let err = s.get(&hash("802")).await.expect_err("redirect").message;
+    assert!(err.contains("307"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn base_path_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = lines.clone();
+    let (addr, _) = raw_server(Arc::new(move |_, line| {
+        seen.lock().unwrap().push(line.to_owned());
+        response("404 Not Found", "")
+    }))
+    .await;
+    let s = store(
+        &format!("{}/nx/cache-base", url(addr)),
+        None,
+        quick(dir.path()),
+    );
+    assert!(s.get(&hash("900")).await.unwrap().is_none());
+    assert_eq!(
+        lines.lock().unwrap().as_slice(),
+        ["GET /nx/cache-base/v1/cache/900 HTTP/1.1"]
+    );
+}
+
+// --- TLS -------------------------------------------------------------------------------------
+
+/// A CA and a server certificate for 127.0.0.1 signed by it, made with the `openssl` CLI.
+struct Certs {
+    dir: tempfile::TempDir,
+}
+
+impl Certs {
+    fn make() -> Certs {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(d)
+                .output()
+                .unwrap_or_else(|e| {
+                    panic!("the TLS tests need the openssl CLI on PATH to make certificates: {e}")
+                });
+            assert!(
+                out.status.success(),
+                "openssl {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        std::fs::write(
+            d.join("leaf.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+             keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
+        let mut ca = vec!["req", "-x509", "-nodes", "-days", "2"];
+        ca.extend(ec);
+        ca.extend([
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-subj",
+            "/CN=nx-open-cache test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ]);
+        run(&ca);
+        let mut csr = vec!["req", "-nodes"];
+        csr.extend(ec);
+        csr.extend([
+            "-keyout",
+            "leaf.key",
+            "-out",
+            "leaf.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ]);
+        run(&csr);
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            "leaf.pem",
+            "-extfile",
+            "leaf.ext",
+        ]);
+        Certs { dir }
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+}
+
+/// A TLS front on 127.0.0.1 that forwards every connection to `backend` (plain http).
+async fn tls_front(certs: &Certs, backend: SocketAddr) -> SocketAddr {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio_rustls::rustls;
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(certs.dir.path().join("leaf.pem"))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+    let key = PrivateKeyDer::from_pem_file(certs.dir.path().join("leaf.key")).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                // A client that rejects the certificate ends the handshake: nothing to forward.
+                let Ok(mut tls) = acceptor.accept(sock).await else {
+                    return;
+                };
+                let Ok(mut plain) = tokio::net::TcpStream::connect(backend).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_extra_roots_and_without() {
+    let certs = Certs::make();
+    let dir = tempfile::tempdir().unwrap();
+    let up = upstream(dir.path(), Mode::ReadWrite).await;
+    let front = tls_front(&certs, up.addr).await;
+    let base = format!("https://127.0.0.1:{}", front.port());
+    let env = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .chain([(TOKEN_ENV.to_owned(), TOKEN.to_owned())])
+            .collect()
+    };
+    let ca = certs.ca().display().to_string();
+
+    // NODE_EXTRA_CA_CERTS: the test CA is trusted besides the system's roots.
+    let trusted = HttpStore::from_env(&base, &env(&[("NODE_EXTRA_CA_CERTS", &ca)])).unwrap();
+    assert!(trusted.warnings().is_empty(), "{:?}", trusted.warnings());
+    let data = noise(70_000, 13);
+    assert_eq!(
+        trusted
+            .put(&hash("tls1"), &mut body(&data, 8192), Some(70_000))
+            .await,
+        Ok(PutOutcome::Stored(70_000))
+    );
+    assert_eq!(
+        read_all(trusted.get(&hash("tls1")).await.unwrap().unwrap()),
+        data
+    );
+
+    // Without it the certificate is rejected: a fault naming the URL and the reason.
+    let plain = HttpStore::new(&base, Some(TOKEN), quick(dir.path())).unwrap();
+    let err = plain
+        .get(&hash("tls1"))
+        .await
+        .expect_err("untrusted")
+        .message;
+    eprintln!("untrusted certificate: {err}");
+    assert!(err.contains(&base), "{err}");
+    for needle in [
+        "TLS handshake failed",
+        "UnknownIssuer",
+        "NODE_EXTRA_CA_CERTS",
+    ] {
+        assert!(err.contains(needle), "{needle:?} missing in: {err}");
+    }
+    assert!(
+        !err.contains("attempts"),
+        "a bad certificate is not retried: {err}"
+    );
+
+    // An unreadable NODE_EXTRA_CA_CERTS is a warning naming the path, not a failure.
+    let missing = dir.path().join("no-such.pem");
+    let shown = missing.display().to_string();
+    let s = HttpStore::from_env(&base, &env(&[("NODE_EXTRA_CA_CERTS", &shown)])).unwrap();
+    assert_eq!(s.warnings().len(), 1, "{:?}", s.warnings());
+    assert!(
+        s.warnings()[0].contains(&shown) && s.warnings()[0].contains("NODE_EXTRA_CA_CERTS"),
+        "{:?}",
+        s.warnings()
+    );
+    assert!(s.get(&hash("tls1")).await.is_err(), "still untrusted");
+    let not_pem = dir.path().join("not.pem");
+    std::fs::write(&not_pem, "hello").unwrap();
+    let s = HttpStore::from_env(
+        &base,
+        &env(&[("NODE_EXTRA_CA_CERTS", &not_pem.display().to_string())]),
+    )
+    .unwrap();
+    assert!(
+        s.warnings()[0].contains("no PEM certificate"),
+        "{:?}",
+        s.warnings()
+    );
+
+    // NODE_TLS_REJECT_UNAUTHORIZED=0: accepted, with one warning.
+    let insecure =
+        HttpStore::from_env(&base, &env(&[("NODE_TLS_REJECT_UNAUTHORIZED", "0")])).unwrap();
+    assert_eq!(insecure.warnings().len(), 1, "{:?}", insecure.warnings());
+    assert!(insecure.warnings()[0].contains("NODE_TLS_REJECT_UNAUTHORIZED=0"));
+    assert_eq!(
+        read_all(insecure.get(&hash("tls1")).await.unwrap().unwrap()),
+        data
+    );
+
+    // The proxy records that warning in the run summary.
+    let options = serde_json::json!({"backend": "http", "url": base});
+    let penv = env(&[("NODE_TLS_REJECT_UNAUTHORIZED", "0")]);
+    let config = resolve(&options, &penv, dir.path()).unwrap();
+    let p = proxy::start(&config, &penv).expect("proxy");
+    let stats = p.stop().await;
+    assert_eq!(stats.errors.len(), 1, "{:?}", stats.errors);
+    assert!(stats.errors[0].reason.contains("not verified"));
+    up.stop().await;
+}

@@ -3,6 +3,7 @@
 
 pub mod archive;
 pub mod config;
+pub mod doctor;
 pub mod envelope;
 pub mod hash;
 pub mod key;

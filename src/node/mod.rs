@@ -2,6 +2,7 @@
 //! no logic lives here.
 
 pub mod archive;
+pub mod doctor;
 pub mod hash;
 pub mod outputs;
 pub mod proxy;

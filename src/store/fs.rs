@@ -14,8 +14,8 @@
 //! (`crate::retention`) evicts the least recently accessed objects by this mtime.
 
 use super::{
-    io_error, next_chunk, Artifact, ArtifactBody, BodyStream, ErrorKind, PutOutcome, Store,
-    StoreError,
+    io_error, next_chunk, Artifact, ArtifactBody, BodyStream, Deleted, ErrorKind, PutOutcome,
+    Store, StoreError,
 };
 use crate::envelope::{Header, PayloadDigest, HEADER_LEN};
 use crate::key::{Prefix, TaskHash};
@@ -456,6 +456,17 @@ impl Store for FsStore {
                 self.prefix.as_str()
             )
         }
+    }
+
+    fn delete<'a>(&'a self, hash: &'a TaskHash) -> BoxFuture<'a, Result<Deleted, StoreError>> {
+        Box::pin(async move {
+            let path = self.object_path(hash);
+            match tokio::fs::remove_file(&path).await {
+                Ok(()) => Ok(Deleted::Removed),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Deleted::Absent),
+                Err(e) => Err(super::io_error(&e, format!("removing {}", path.display()))),
+            }
+        })
     }
 
     fn with_namespace(&self, ns: &Prefix) -> Result<Arc<dyn Store>, StoreError> {

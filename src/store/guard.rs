@@ -13,7 +13,7 @@
 //! Only faults of the store itself count (unreachable, timeouts, disk full); a corrupt object or a
 //! client's bad upload says nothing about the store's health.
 
-use super::{Artifact, BodyStream, ErrorKind, PutOutcome, Store, StoreError};
+use super::{Artifact, BodyStream, Deleted, ErrorKind, PutOutcome, Store, StoreError};
 use crate::key::{Prefix, TaskHash};
 use futures_util::future::BoxFuture;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -269,6 +269,10 @@ impl Store for GuardedStore {
 
     fn describe(&self) -> String {
         self.inner.describe()
+    }
+
+    fn delete<'a>(&'a self, hash: &'a TaskHash) -> BoxFuture<'a, Result<Deleted, StoreError>> {
+        self.inner.delete(hash)
     }
 
     fn with_namespace(&self, ns: &Prefix) -> Result<Arc<dyn Store>, StoreError> {

@@ -47,6 +47,16 @@ pub enum PutOutcome {
     AlreadyExists,
 }
 
+/// What a delete did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deleted {
+    Removed,
+    /// There was nothing under that hash.
+    Absent,
+    /// The store cannot delete (the Nx protocol has no DELETE).
+    Unsupported,
+}
+
 /// Classes of storage faults; the message always names the path or key and the reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
@@ -103,6 +113,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// Human-readable location for summaries and errors, e.g. `fs /mnt/nx-cache`.
     fn describe(&self) -> String;
+
+    /// Removes an artifact (used by `doctor` to clean up its probe). Stores that cannot delete
+    /// answer `Unsupported`.
+    fn delete<'a>(&'a self, hash: &'a TaskHash) -> BoxFuture<'a, Result<Deleted, StoreError>> {
+        let _ = hash;
+        Box::pin(async { Ok(Deleted::Unsupported) })
+    }
 
     /// The same storage with `ns` appended to its key prefix (the server's token namespaces).
     fn with_namespace(&self, ns: &Prefix) -> Result<std::sync::Arc<dyn Store>, StoreError>;

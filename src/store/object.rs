@@ -17,7 +17,9 @@
 //! its digest is computed; only a verified payload is handed back. A digest failure removes the
 //! object so the next build can store a good one.
 
-use super::{Artifact, ArtifactBody, BodyStream, ErrorKind, PutOutcome, Store, StoreError};
+use super::{
+    Artifact, ArtifactBody, BodyStream, Deleted, ErrorKind, PutOutcome, Store, StoreError,
+};
 use crate::config::Backend;
 use crate::envelope::{EnvelopeError, Header, PayloadDigest, HEADER_LEN};
 use crate::key::{Prefix, TaskHash};
@@ -916,6 +918,23 @@ impl Store for ObjectStoreBackend {
             out.push_str(&format!(" ({d})"));
         }
         out
+    }
+
+    fn delete<'a>(&'a self, hash: &'a TaskHash) -> BoxFuture<'a, Result<Deleted, StoreError>> {
+        Box::pin(async move {
+            let key = self.object_key(hash);
+            // Object stores answer a delete of a missing key with success: ask first.
+            match self.inner.head(&key).await {
+                Err(object_store::Error::NotFound { .. }) => return Ok(Deleted::Absent),
+                Err(e) => return Err(self.fault("checking", &key, e)),
+                Ok(_) => {}
+            }
+            match self.inner.delete(&key).await {
+                Ok(()) => Ok(Deleted::Removed),
+                Err(object_store::Error::NotFound { .. }) => Ok(Deleted::Absent),
+                Err(e) => Err(self.fault("deleting", &key, e)),
+            }
+        })
     }
 
     fn with_namespace(&self, ns: &Prefix) -> Result<Arc<dyn Store>, StoreError> {

@@ -1,0 +1,401 @@
+//! `nx-open-cache doctor`: checks that the configured cache works, step by step, and says how to
+//! fix what does not.
+//!
+//! Steps: the store's client is set up (credentials found, directory usable); a lookup of a hash
+//! that is never stored answers (the store is reachable and accepts the credentials); then, unless
+//! the mode forbids writing, an artifact is written under a unique hash, read back byte for byte and
+//! deleted again. Every step is timed.
+
+use crate::config::{Backend, CacheConfig, Mode};
+use crate::key::TaskHash;
+use crate::stats::Stats;
+use crate::store::guard::PROBE_HASH;
+use crate::store::{ArtifactBody, Deleted, ErrorKind, PutOutcome, Store, StoreError};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Bytes written by the write probe.
+const PROBE_LEN: usize = 4096;
+/// No step may take longer than this (the store's own timeouts are usually shorter).
+const STEP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The outcome of one step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    Failed,
+    /// Not run: the mode forbids it or an earlier step failed.
+    Skipped,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Failed => "failed",
+            Outcome::Skipped => "skipped",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub name: &'static str,
+    pub outcome: Outcome,
+    pub millis: u64,
+    /// What was seen (the error message on failure).
+    pub detail: String,
+    /// What to do about a failure.
+    pub fix: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub backend: String,
+    pub location: String,
+    pub mode: String,
+    pub mode_source: String,
+    pub checks: Vec<Check>,
+    /// Every step that ran passed, and the store was reached.
+    pub works: bool,
+}
+
+fn ms(started: Instant) -> u64 {
+    started.elapsed().as_millis().try_into().unwrap_or(u64::MAX)
+}
+
+/// What to do about a storage error, by backend and symptom.
+pub fn fix_for(backend: &Backend, e: &StoreError) -> Option<String> {
+    let m = e.message.to_ascii_lowercase();
+    if e.kind == ErrorKind::Full {
+        return Some(format!(
+            "free space on {} (or set retention: `nx-open-cache gc --max-size ...`)",
+            backend.location()
+        ));
+    }
+    if m.contains("credentials") || (m.contains("token") && m.contains("refused")) {
+        return Some(
+            match backend {
+                Backend::S3 { .. } => {
+                    "give this machine AWS credentials: AWS_ACCESS_KEY_ID + AWS_SECRET_ACCESS_KEY, \
+                     AWS_PROFILE, web identity (AWS_WEB_IDENTITY_TOKEN_FILE + AWS_ROLE_ARN) or an \
+                     instance role, allowed s3:GetObject, s3:PutObject and s3:DeleteObject on the bucket"
+                }
+                Backend::Gcs { .. } => {
+                    "set GOOGLE_APPLICATION_CREDENTIALS to a service-account key file (or run on a \
+                     GCE/GKE identity) with Storage Object Admin on the bucket"
+                }
+                Backend::Azure { .. } => {
+                    "set AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT_NAME with \
+                     AZURE_STORAGE_ACCOUNT_KEY or AZURE_STORAGE_SAS_TOKEN, or use a workload identity"
+                }
+                Backend::Http { .. } => {
+                    "set NX_OPEN_CACHE_TOKEN to a token the server accepts (a read-write one to store)"
+                }
+                Backend::Fs { .. } => "check the directory's permissions",
+            }
+            .to_owned(),
+        );
+    }
+    if m.contains("may not exist") || m.contains("no such bucket") || m.contains("nosuchbucket") {
+        return Some(match backend {
+            Backend::Azure { container, .. } => {
+                format!("create the container {container:?} or fix the `container` option")
+            }
+            other => format!(
+                "create the bucket {:?} or fix the `bucket` option",
+                other.location()
+            ),
+        });
+    }
+    if let Backend::Fs { path } = backend {
+        if m.contains("permission denied") || m.contains("read-only file system") {
+            return Some(format!(
+                "make {} writable for this user, or point `path` at a directory that is",
+                path.display()
+            ));
+        }
+        return Some(format!(
+            "create {} (or mount the shared directory there), or fix the `path` option",
+            path.display()
+        ));
+    }
+    if m.contains("timed out")
+        || m.contains("timeout")
+        || m.contains("did not answer")
+        || m.contains("connect")
+        || m.contains("dns")
+    {
+        return Some(match backend {
+            Backend::Http { url } => format!(
+                "check that {url} is reachable from this machine (network, proxy, TLS: \
+                 NODE_EXTRA_CA_CERTS for a private CA)"
+            ),
+            _ => "check the `endpoint` / `region` options, the network and any proxy between this \
+                  machine and the store"
+                .to_owned(),
+        });
+    }
+    None
+}
+
+fn random_hash() -> Result<TaskHash, String> {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).map_err(|e| format!("cannot read OS randomness: {e}"))?;
+    TaskHash::parse(&format!("nx-open-cache-doctor-{}", hex::encode(bytes)))
+        .map_err(|e| e.to_string())
+}
+
+fn probe_payload() -> Result<Vec<u8>, String> {
+    let mut data = vec![0u8; PROBE_LEN];
+    getrandom::fill(&mut data).map_err(|e| format!("cannot read OS randomness: {e}"))?;
+    Ok(data)
+}
+
+fn read_body(body: ArtifactBody, len: u64) -> Result<Vec<u8>, String> {
+    match body {
+        ArtifactBody::Memory(b) => Ok(b.to_vec()),
+        ArtifactBody::File { file, .. } => {
+            let mut out = Vec::new();
+            file.take(len)
+                .read_to_end(&mut out)
+                .map_err(|e| format!("reading the artifact back: {e}"))?;
+            Ok(out)
+        }
+    }
+}
+
+async fn timed<T>(
+    fut: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(STEP_TIMEOUT, fut)
+        .await
+        .unwrap_or_else(|_| {
+            Err(StoreError::new(
+                ErrorKind::Unavailable,
+                format!("no answer within {} s", STEP_TIMEOUT.as_secs()),
+            ))
+        })
+}
+
+/// Runs every check against `store` (already built from `config`).
+pub async fn check_store(config: &CacheConfig, store: Arc<dyn Store>, setup: Check) -> Report {
+    let mut checks = vec![setup];
+    let failed = |name, started, e: &StoreError| Check {
+        name,
+        outcome: Outcome::Failed,
+        millis: ms(started),
+        detail: e.message.clone(),
+        fix: fix_for(&config.backend, e),
+    };
+    let skipped = |name, why: &str| Check {
+        name,
+        outcome: Outcome::Skipped,
+        millis: 0,
+        detail: why.to_owned(),
+        fix: None,
+    };
+    // 1. Reach: a lookup of a hash that is never stored.
+    let started = Instant::now();
+    let reached = match TaskHash::parse(PROBE_HASH) {
+        Ok(h) => timed(store.get(&h)).await.map(|_| ()),
+        Err(e) => Err(StoreError::new(ErrorKind::Unavailable, e.to_string())),
+    };
+    let reachable = match &reached {
+        Ok(()) => {
+            checks.push(Check {
+                name: "read",
+                outcome: Outcome::Ok,
+                millis: ms(started),
+                detail: "a lookup was answered".into(),
+                fix: None,
+            });
+            true
+        }
+        Err(e) => {
+            checks.push(failed("read", started, e));
+            false
+        }
+    };
+    // 2. Write, read back, delete.
+    if !reachable {
+        for name in ["write", "read back", "delete"] {
+            checks.push(skipped(name, "the store could not be read"));
+        }
+    } else if config.mode != Mode::ReadWrite {
+        for name in ["write", "read back", "delete"] {
+            checks.push(skipped(
+                name,
+                &format!("mode is {}: nothing is written", config.mode.as_str()),
+            ));
+        }
+    } else {
+        write_read_delete(store.as_ref(), &mut checks, config).await;
+    }
+    let works = reachable
+        && checks
+            .iter()
+            .all(|c| c.outcome != Outcome::Failed || c.name == "delete");
+    Report {
+        backend: config.backend.name().to_owned(),
+        location: store.describe(),
+        mode: config.mode.as_str().to_owned(),
+        mode_source: config.mode_source.clone(),
+        checks,
+        works,
+    }
+}
+
+async fn write_read_delete(store: &dyn Store, checks: &mut Vec<Check>, config: &CacheConfig) {
+    let local = |name, detail: String| Check {
+        name,
+        outcome: Outcome::Failed,
+        millis: 0,
+        detail,
+        fix: None,
+    };
+    let (hash, data) = match random_hash().and_then(|h| Ok((h, probe_payload()?))) {
+        Ok(x) => x,
+        Err(e) => {
+            checks.push(local("write", e));
+            return;
+        }
+    };
+    let started = Instant::now();
+    let bytes = Bytes::from(data.clone());
+    let mut body = futures_util::stream::iter(vec![Ok::<Bytes, std::io::Error>(bytes)]).boxed();
+    match timed(store.put(&hash, &mut body, Some(data.len() as u64))).await {
+        Ok(PutOutcome::Stored(_)) | Ok(PutOutcome::AlreadyExists) => checks.push(Check {
+            name: "write",
+            outcome: Outcome::Ok,
+            millis: ms(started),
+            detail: format!("{} bytes stored under {hash}", data.len()),
+            fix: None,
+        }),
+        Err(e) => {
+            checks.push(Check {
+                name: "write",
+                outcome: Outcome::Failed,
+                millis: ms(started),
+                detail: e.message.clone(),
+                fix: fix_for(&config.backend, &e)
+                    .or_else(|| Some("check that these credentials may write to the store".into())),
+            });
+            checks.push(Check {
+                name: "read back",
+                outcome: Outcome::Skipped,
+                millis: 0,
+                detail: "nothing was written".into(),
+                fix: None,
+            });
+            checks.push(Check {
+                name: "delete",
+                outcome: Outcome::Skipped,
+                millis: 0,
+                detail: "nothing was written".into(),
+                fix: None,
+            });
+            return;
+        }
+    }
+    let started = Instant::now();
+    let back = match timed(store.get(&hash)).await {
+        Ok(Some(a)) => read_body(a.body, a.len).map(|b| b == data),
+        Ok(None) => Err("the artifact just written is not found".to_owned()),
+        Err(e) => Err(e.message),
+    };
+    checks.push(match back {
+        Ok(true) => Check {
+            name: "read back",
+            outcome: Outcome::Ok,
+            millis: ms(started),
+            detail: "the same bytes came back".into(),
+            fix: None,
+        },
+        Ok(false) => Check {
+            name: "read back",
+            outcome: Outcome::Failed,
+            millis: ms(started),
+            detail: "different bytes came back".into(),
+            fix: Some("something between this machine and the store alters data".into()),
+        },
+        Err(detail) => Check {
+            name: "read back",
+            outcome: Outcome::Failed,
+            millis: ms(started),
+            detail,
+            fix: Some("the store accepted a write it cannot serve: check read permissions".into()),
+        },
+    });
+    let started = Instant::now();
+    checks.push(match timed(store.delete(&hash)).await {
+        Ok(Deleted::Removed) | Ok(Deleted::Absent) => Check {
+            name: "delete",
+            outcome: Outcome::Ok,
+            millis: ms(started),
+            detail: "the probe artifact was removed".into(),
+            fix: None,
+        },
+        Ok(Deleted::Unsupported) => Check {
+            name: "delete",
+            outcome: Outcome::Skipped,
+            millis: 0,
+            detail: format!(
+                "this store cannot delete (the Nx protocol has none): {hash} stays, a few KB"
+            ),
+            fix: None,
+        },
+        Err(e) => Check {
+            name: "delete",
+            outcome: Outcome::Failed,
+            millis: ms(started),
+            detail: e.message.clone(),
+            fix: Some(format!(
+                "not needed for caching; remove {hash} by hand, or allow deletes to let doctor clean up"
+            )),
+        },
+    });
+}
+
+/// Builds the configured store and runs every check (inside a tokio runtime).
+pub async fn run(config: &CacheConfig, env: &HashMap<String, String>) -> Report {
+    let started = Instant::now();
+    let stats = Arc::new(Stats::default());
+    let store = crate::proxy::open_store(config, env, &stats);
+    // Faults found while setting up (a missing directory, unusable credentials) are recorded by
+    // open_store; a cloud's background probe may add more later, which the read step sees anyway.
+    let setup_errors = stats.snapshot().errors;
+    let setup = match setup_errors.first() {
+        None => Check {
+            name: "setup",
+            outcome: Outcome::Ok,
+            millis: ms(started),
+            detail: format!(
+                "{} client ready for {}",
+                config.backend.name(),
+                store.describe()
+            ),
+            fix: None,
+        },
+        Some(e) => {
+            let err = StoreError::new(ErrorKind::Unavailable, e.reason.clone());
+            Check {
+                name: "setup",
+                outcome: Outcome::Failed,
+                millis: ms(started),
+                detail: e.reason.clone(),
+                fix: fix_for(&config.backend, &err),
+            }
+        }
+    };
+    let setup_failed = setup.outcome == Outcome::Failed;
+    let mut report = check_store(config, store, setup).await;
+    if setup_failed {
+        report.works = false;
+    }
+    report
+}

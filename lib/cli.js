@@ -13,6 +13,9 @@ Commands:
                      (with the Nx daemon on, the summary line is printed to the daemon log;
                      this shows it)
   config             Show the effective configuration (nx.json plugin options + environment)
+  doctor [--json]    Check that the configured cache works from this machine: setup, a lookup,
+                     a write / read back / delete probe, each timed, with a fix per failure
+                     (exit 0 only when it works); \`doctor --help\` for details
   serve [options]    Run an Nx remote-cache server (see \`nx-open-cache serve --help\`)
   gc [--max-size <size>] [--max-age <age>] [--path <dir>] [--dry-run] [--json]
                      Delete least recently used / expired objects of an fs cache directory
@@ -42,7 +45,7 @@ function pluginOptions(root) {
   return undefined;
 }
 
-/** @param {string[]} argv @returns {number} */
+/** @param {string[]} argv @returns {number | undefined | Promise<number>} */
 function main(argv) {
   const [command, ...rest] = argv;
   if (!command || command === 'help' || command === '--help' || command === '-h') {
@@ -55,6 +58,7 @@ function main(argv) {
   }
   if (command === 'gc') return require('./gc.js').gcCommand(rest, { findWorkspaceRoot, pluginOptions });
   if (command === 'serve') return require('./serve.js').run(rest);
+  if (command === 'doctor') return require('./doctor.js').doctorCommand(rest, findWorkspaceRoot(process.cwd()));
   const root = findWorkspaceRoot(process.cwd());
   if (!root) {
     console.error(`nx-open-cache: no nx.json found in ${process.cwd()} or above: run this inside an Nx workspace`);
@@ -89,4 +93,17 @@ function main(argv) {
   return 1;
 }
 
-process.exitCode = main(process.argv.slice(2));
+const code = main(process.argv.slice(2));
+if (code instanceof Promise) {
+  code.then(
+    (c) => {
+      process.exitCode = c;
+    },
+    (e) => {
+      console.error(e instanceof Error ? e.message : String(e));
+      process.exitCode = 1;
+    },
+  );
+} else {
+  process.exitCode = code;
+}

@@ -1,0 +1,100 @@
+'use strict';
+// `nx-open-cache doctor`: the CLI in a workspace directory, against real fs stores.
+
+const assert = require('node:assert/strict');
+const { spawnSync } = require('node:child_process');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const { test, after } = require('node:test');
+
+const CLI = path.join(__dirname, '..', 'lib', 'cli.js');
+const base = fs.mkdtempSync(path.join(os.tmpdir(), 'nxoc-doctor-'));
+after(() => fs.rmSync(base, { recursive: true, force: true }));
+
+let n = 0;
+/**
+ * A workspace dir with the given nx.json.
+ * @param {unknown} nxJson
+ */
+function workspace(nxJson) {
+  const dir = path.join(base, `ws${n++}`);
+  fs.mkdirSync(dir);
+  fs.writeFileSync(path.join(dir, 'nx.json'), JSON.stringify(nxJson));
+  return dir;
+}
+
+/**
+ * @param {string} cwd
+ * @param {string[]} args
+ * @param {Record<string, string>} [env]
+ */
+function doctor(cwd, args = [], env = {}) {
+  const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('NX_OPEN_CACHE_') && k !== 'CI'));
+  const r = spawnSync(process.execPath, [CLI, 'doctor', ...args], { cwd, env: { ...clean, ...env }, encoding: 'utf8', timeout: 60_000 });
+  return { code: r.status, out: r.stdout, err: r.stderr };
+}
+
+/** @param {string} dir @returns {string[]} */
+function files(dir) {
+  if (!fs.existsSync(dir)) return [];
+  return fs.readdirSync(dir, { recursive: true, withFileTypes: true }).filter((e) => e.isFile()).map((e) => e.name);
+}
+
+test('a working fs store: every step ok, exit 0, the probe is removed', () => {
+  const ws = workspace({ plugins: [{ plugin: 'nx-open-cache', options: { path: 'store' } }] });
+  const r = doctor(ws);
+  assert.equal(r.code, 0, r.out + r.err);
+  for (const step of ['setup', 'read', 'write', 'read back', 'delete']) {
+    assert.match(r.out, new RegExp(`^  ok +${step} .*\\(\\d+ ms\\)$`, 'm'), r.out);
+  }
+  assert.match(r.out, /mode read-write \(default\)/);
+  assert.match(r.out, /the cache works from this machine/);
+  assert.deepEqual(files(path.join(ws, 'store')), [], 'no probe left behind');
+});
+
+test('read-only mode (CI + ciMode): lookups checked, nothing written, exit 0, the reason shown', () => {
+  const ws = workspace({ plugins: [{ plugin: 'nx-open-cache', options: { path: 'store', ciMode: 'read-only' } }] });
+  const r = doctor(ws, ['--json'], { CI: 'true' });
+  assert.equal(r.code, 0, r.out + r.err);
+  const report = JSON.parse(r.out);
+  assert.equal(report.mode, 'read-only');
+  assert.match(report.modeSource, /ciMode/);
+  assert.deepEqual(
+    report.checks.map((/** @type {any} */ c) => [c.name, c.outcome]),
+    [['setup', 'ok'], ['read', 'ok'], ['write', 'skipped'], ['read back', 'skipped'], ['delete', 'skipped']],
+  );
+  assert.equal(report.works, true);
+});
+
+test('an unusable directory: failures with a fix, exit 1', () => {
+  const ws = workspace({ plugins: [{ plugin: 'nx-open-cache', options: { path: 'blocked/cache' } }] });
+  fs.writeFileSync(path.join(ws, 'blocked'), 'a file where the directory should be');
+  const r = doctor(ws);
+  assert.equal(r.code, 1, r.out + r.err);
+  assert.match(r.out, /^ {2}FAIL setup .*blocked/m, r.out);
+  assert.match(r.out, /fix: create .*blocked\/cache/, r.out);
+  assert.match(r.out, /the cache does NOT work/);
+});
+
+test('configuration mistakes: exit 2, naming the option, the value and the choices', () => {
+  const ws = workspace({ plugins: [{ plugin: 'nx-open-cache', options: { backend: 's4' } }] });
+  const r = doctor(ws);
+  assert.equal(r.code, 2, r.out + r.err);
+  assert.match(r.err, /invalid value "s4" for option "backend": expected one of "fs", "s3", "gcs", "azure", "http"/);
+  const r2 = doctor(workspace({ plugins: ['nx-open-cache'] }), [], { NX_OPEN_CACHE_MODE: 'read' });
+  assert.equal(r2.code, 2, r2.out + r2.err);
+  assert.match(r2.err, /invalid value "read" for option "NX_OPEN_CACHE_MODE": expected one of "read-write", "read-only", "no-cache"/);
+  const r3 = doctor(ws, ['--fix']);
+  assert.equal(r3.code, 2);
+  assert.match(r3.err, /unknown option "--fix"; allowed: --json, --help/);
+});
+
+test('no plugin in nx.json: says how to add it, exit 1; --help documents the steps', () => {
+  const r = doctor(workspace({ plugins: [] }));
+  assert.equal(r.code, 1);
+  assert.match(r.err, /nx g nx-open-cache:init/);
+  const h = doctor(base, ['--help']);
+  assert.equal(h.code, 0);
+  assert.match(h.out, /write, read back, delete/);
+});

@@ -1,0 +1,134 @@
+'use strict';
+// `npx nx-open-cache doctor` (and `nx g nx-open-cache:init --check`): does the configured cache
+// work on this machine? The effective configuration (plugin options, environment, a deprecated
+// top-level s3/gcs/azure block), which backend and mode apply and why, then the native checks
+// (setup, lookup, write / read back / delete probe), each timed, with a fix for every failure.
+
+const fs = require('node:fs');
+const path = require('node:path');
+const { withLegacy } = require('./legacy.js');
+
+/** @typedef {import('../index').DoctorReport} DoctorReport */
+
+const HELP = `Usage: nx-open-cache doctor [--json]
+
+Checks the cache this workspace is configured for, from this machine:
+  - the effective configuration (nx.json plugin options + NX_OPEN_CACHE_* environment, or a
+    deprecated top-level s3/gcs/azure block), the backend and the mode, and why that mode applies;
+  - setup: the storage client (credentials found, directory usable);
+  - read: a lookup of a hash that is never stored is answered;
+  - write, read back, delete: a 4 KB probe under a unique hash (skipped in read-only / no-cache
+    mode; the http backend cannot delete, its probe stays).
+Every step is timed; every failure comes with a fix. Exit code 0 only when the cache works,
+1 when it does not, 2 on a configuration mistake.
+
+Options:
+  --json   Print the report as JSON`;
+
+/** @param {string} root @returns {any} */
+function readNxJson(root) {
+  return JSON.parse(fs.readFileSync(path.join(root, 'nx.json'), 'utf8'));
+}
+
+/**
+ * The plugin options and environment the plugin itself would use in this workspace.
+ * @param {string} root
+ * @returns {{ options: Record<string, unknown> | null, env: Record<string, string>, notes: string[], configured: boolean }}
+ */
+function effectiveInput(root) {
+  const nxJson = readNxJson(root);
+  /** @type {Record<string, unknown> | undefined} */
+  let options;
+  for (const p of nxJson.plugins || []) {
+    if (p === 'nx-open-cache') options = {};
+    else if (p && typeof p === 'object' && p.plugin === 'nx-open-cache') options = p.options || {};
+  }
+  /** @type {Record<string, string>} */
+  const env = {};
+  for (const [k, v] of Object.entries(process.env)) if (typeof v === 'string') env[k] = v;
+  const notes = [];
+  const { options: merged, legacy } = withLegacy(options, nxJson);
+  if (legacy) {
+    notes.push(`settings from the deprecated top-level "${legacy.kind}" block of nx.json (\`nx g nx-open-cache:init --migrate\` moves them)`);
+    Object.assign(env, legacy.secretEnv);
+    if (legacy.secrets.length) notes.push(`credentials from nx.json (${legacy.secrets.join(', ')}): move them to the environment`);
+  }
+  return { options: merged ?? null, env, notes, configured: options !== undefined || Boolean(legacy) };
+}
+
+/**
+ * @param {DoctorReport} r
+ * @param {string[]} notes
+ * @returns {string}
+ */
+function format(r, notes) {
+  const lines = [`nx-open-cache doctor: ${r.backend} backend, ${r.location}`, `  mode ${r.mode} (${r.modeSource})`];
+  for (const n of notes) lines.push(`  note: ${n}`);
+  const width = Math.max(...r.checks.map((c) => c.name.length));
+  for (const c of r.checks) {
+    const mark = c.outcome === 'ok' ? 'ok  ' : c.outcome === 'failed' ? 'FAIL' : 'skip';
+    const time = c.outcome === 'skipped' ? '' : ` (${c.millis} ms)`;
+    lines.push(`  ${mark} ${c.name.padEnd(width)}  ${c.detail}${time}`);
+    if (c.fix) lines.push(`       ${' '.repeat(width)}  fix: ${c.fix}`);
+  }
+  lines.push(r.works ? 'the cache works from this machine' : 'the cache does NOT work from this machine: Nx runs would go uncached');
+  return lines.join('\n');
+}
+
+/**
+ * Runs the doctor in the workspace at `root`.
+ * @param {string} root
+ * @param {{ json?: boolean, log?: (s: string) => void, error?: (s: string) => void }} [o]
+ * @returns {Promise<number>} exit code: 0 works, 1 does not, 2 configuration mistake
+ */
+async function runDoctor(root, o = {}) {
+  const log = o.log || ((/** @type {string} */ s) => console.log(s));
+  const error = o.error || ((/** @type {string} */ s) => console.error(s));
+  let input;
+  try {
+    input = effectiveInput(root);
+  } catch (e) {
+    error(`nx-open-cache doctor: cannot read ${path.join(root, 'nx.json')}: ${/** @type {Error} */ (e).message}`);
+    return 2;
+  }
+  if (!input.configured) {
+    error('nx-open-cache doctor: the plugin is not in nx.json: run `npx nx g nx-open-cache:init` (or `nx add nx-open-cache`)');
+    return 1;
+  }
+  const native = require('../index.js');
+  /** @type {DoctorReport} */
+  let report;
+  try {
+    report = await native.doctorAsync(root, input.options, input.env);
+  } catch (e) {
+    error(`nx-open-cache doctor: ${/** @type {Error} */ (e).message.replace(/^nx-open-cache: /, '')}`);
+    return 2;
+  }
+  log(o.json ? JSON.stringify({ ...report, notes: input.notes }, null, 2) : format(report, input.notes));
+  return report.works ? 0 : 1;
+}
+
+/**
+ * The `doctor` command.
+ * @param {string[]} args
+ * @param {string | undefined} root
+ * @returns {Promise<number>}
+ */
+async function doctorCommand(args, root) {
+  if (args.includes('--help') || args.includes('-h')) {
+    console.log(HELP);
+    return 0;
+  }
+  const unknown = args.filter((a) => a !== '--json');
+  if (unknown.length) {
+    console.error(`nx-open-cache doctor: unknown option ${JSON.stringify(unknown[0])}; allowed: --json, --help`);
+    return 2;
+  }
+  if (!root) {
+    console.error(`nx-open-cache doctor: no nx.json found in ${process.cwd()} or above: run it inside an Nx workspace`);
+    return 2;
+  }
+  return runDoctor(root, { json: args.includes('--json') });
+}
+
+module.exports = { runDoctor, doctorCommand, format, HELP };

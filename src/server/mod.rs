@@ -444,20 +444,39 @@ async fn observe(State(state): State<Arc<AppState>>, req: Request<Body>, next: N
             }
         }
         LogFormat::Json => {
-            let line = serde_json::json!({
-                "time": rfc3339(SystemTime::now()),
-                "method": method.as_str(),
-                "route": route,
-                "hash": outcome.map(|o| o.hash.as_str()),
-                "status": status.as_u16(),
-                "bytes": outcome.map(|o| o.bytes).unwrap_or(0),
-                "ms": (elapsed.as_secs_f64() * 1_000_000.0).round() / 1000.0,
-                "token": outcome.and_then(|o| o.token.as_deref()),
-            });
+            let line = json_line(
+                SystemTime::now(),
+                method.as_str(),
+                route,
+                status.as_u16(),
+                elapsed,
+                outcome,
+            );
             eprintln!("{line}");
         }
     }
     response
+}
+
+/// One request as a JSON log object (the token by name; no secret ever reaches an `Outcome`).
+fn json_line(
+    now: SystemTime,
+    method: &str,
+    route: &str,
+    status: u16,
+    elapsed: Duration,
+    outcome: Option<&Outcome>,
+) -> serde_json::Value {
+    serde_json::json!({
+        "time": rfc3339(now),
+        "method": method,
+        "route": route,
+        "hash": outcome.map(|o| o.hash.as_str()),
+        "status": status,
+        "bytes": outcome.map(|o| o.bytes).unwrap_or(0),
+        "ms": (elapsed.as_secs_f64() * 1_000_000.0).round() / 1000.0,
+        "token": outcome.and_then(|o| o.token.as_deref()),
+    })
 }
 
 fn with_outcome(mut response: Response, hash: &str, token: Option<&str>, bytes: u64) -> Response {
@@ -880,6 +899,37 @@ impl Store for FailedStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_log_line_fields() {
+        let outcome = Outcome {
+            hash: "123".into(),
+            token: Some("ci".into()),
+            bytes: 42,
+        };
+        let line = json_line(
+            SystemTime::UNIX_EPOCH,
+            "PUT",
+            "cache",
+            200,
+            Duration::from_micros(4_200),
+            Some(&outcome),
+        );
+        assert_eq!(
+            line.to_string(),
+            r#"{"bytes":42,"hash":"123","method":"PUT","ms":4.2,"route":"cache","status":200,"time":"1970-01-01T00:00:00.000Z","token":"ci"}"#
+        );
+        let anonymous = json_line(
+            SystemTime::UNIX_EPOCH,
+            "GET",
+            "unmatched",
+            404,
+            Duration::ZERO,
+            None,
+        );
+        assert_eq!(anonymous["token"], serde_json::Value::Null);
+        assert_eq!(anonymous["hash"], serde_json::Value::Null);
+    }
 
     #[test]
     fn formats_utc_time() {

@@ -5,10 +5,12 @@
  * Adds the nx-open-cache plugin entry to nx.json, or updates an existing one in place:
  *   {"plugin": "nx-open-cache", "options": {"backend": "fs", "path": "~/.cache/nx-open-cache"}}
  *   {"plugin": "nx-open-cache", "options": {"backend": "s3", "bucket": "my-cache", "region": "eu-west-1"}}
+ *   {"plugin": "nx-open-cache", "options": {"backend": "http", "url": "https://cache.example.com"}}
  *
  * The backends it accepts are the ones the native addon accepts (asked through `resolveConfig`),
  * so the generator and the plugin never disagree. Secrets are never written: credentials come from
- * each cloud's standard chain (environment, profiles, workload identity, ...).
+ * each cloud's standard chain (environment, profiles, workload identity, ...); the http backend's token
+ * from NX_OPEN_CACHE_TOKEN.
  *
  * A top-level `s3` / `gcs` / `azure` block of the deprecated @nx/*-cache plugins is migrated into the
  * plugin options (`--migrate`, the default when no flag conflicts with it); its accessKeyId /
@@ -31,7 +33,7 @@ const DEFAULT_PATH = '~/.cache/nx-open-cache';
 /** Options this generator writes, in the order they are written for a new entry. */
 const OPTION_KEYS = /** @type {const} */ ([
   'backend', 'path', 'bucket', 'region', 'endpoint', 'forcePathStyle', 'container', 'accountName',
-  'prefix', 'localMode', 'ciMode',
+  'url', 'prefix', 'localMode', 'ciMode',
 ]);
 /** Backend-specific options, and the backends they apply to. */
 const BACKEND_OPTIONS = /** @type {Record<string, readonly string[]>} */ ({
@@ -42,6 +44,7 @@ const BACKEND_OPTIONS = /** @type {Record<string, readonly string[]>} */ ({
   forcePathStyle: ['s3'],
   container: ['azure'],
   accountName: ['azure'],
+  url: ['http'],
 });
 /** Options of every backend. */
 const COMMON_OPTIONS = /** @type {const} */ (['prefix', 'localMode', 'ciMode']);
@@ -56,6 +59,7 @@ const COMMON_OPTIONS = /** @type {const} */ (['prefix', 'localMode', 'ciMode']);
  * @property {boolean} [forcePathStyle] s3: path-style URLs (most S3-compatible stores want them)
  * @property {string} [container] azure: the blob container
  * @property {string} [accountName] azure: the storage account
+ * @property {string} [url]       http: the Nx-protocol server's base URL, e.g. https://cache.example.com
  * @property {string} [prefix]    key prefix inside the store
  * @property {string} [localMode] `read-write` | `read-only` | `no-cache`
  * @property {string} [ciMode]    `read-write` | `read-only` | `no-cache`
@@ -154,7 +158,7 @@ function normalizeOptions(schema) {
       throw new Error(`${/** @type {Error} */ (e).message}${note}`);
     }
   }
-  for (const key of ['path', 'bucket', 'region', 'endpoint', 'container', 'accountName']) {
+  for (const key of ['path', 'bucket', 'region', 'endpoint', 'container', 'accountName', 'url']) {
     checkNonEmptyString(key, /** @type {Record<string, unknown>} */ (schema)[key]);
   }
   if (schema.prefix !== undefined && typeof schema.prefix !== 'string') {
@@ -428,6 +432,13 @@ async function initGenerator(tree, schema) {
     if (entry && addToGitignore(tree, entry)) {
       messages.push(`nx-open-cache: added ${entry} to .gitignore`);
     }
+  }
+
+  if (finalOptions.backend === 'http' && !process.env.NX_OPEN_CACHE_TOKEN) {
+    messages.push(
+      'nx-open-cache: the http backend sends the token in NX_OPEN_CACHE_TOKEN (never written to nx.json): ' +
+        'set it in the environment of every machine and CI job that uses the cache (without it, requests are anonymous)',
+    );
   }
 
   for (const m of messages) logger.info(m);

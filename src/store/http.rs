@@ -139,6 +139,10 @@ fn unavailable(message: String) -> StoreError {
 /// error: Connection refused (os error 111)`, without repeating a cause already in the text.
 fn chain(e: &reqwest::Error) -> String {
     let mut out = e.to_string();
+    // The URL is already in every message: keep reasons short (the run summary cuts long ones).
+    if let Some(url) = e.url() {
+        out = out.replace(&format!(" for url ({url})"), "");
+    }
     let mut source = e.source();
     while let Some(s) = source {
         let text = s.to_string();
@@ -306,7 +310,12 @@ impl HttpStore {
         let cause = chain(e);
         // rustls: "invalid peer certificate: UnknownIssuer", "certificate expired", ...
         let certificate = cause.contains("certificate");
-        let hint = if certificate {
+        let hint = if cause.contains("CaUsedAsEndEntity") {
+            " (the server presents a CA certificate (basicConstraints CA:TRUE) as its own, which \
+             rustls refuses: give the server a certificate with CA:FALSE, e.g. one signed by your \
+             CA, and put that CA in the file named by NODE_EXTRA_CA_CERTS)"
+                .to_owned()
+        } else if certificate {
             format!(
                 " (the server's TLS certificate is not trusted: put its CA certificate in a PEM \
                  file named by {EXTRA_CA_ENV})"
@@ -320,7 +329,7 @@ impl HttpStore {
             what
         };
         Failure {
-            error: unavailable(format!("http {method} {url}: {what}: {cause}{hint}")),
+            error: unavailable(format!("http {method} {url}: {what}{hint}: {cause}")),
             // A refused or reset connection is worth another try; a hang is not (it would cost
             // another full timeout), nor is a certificate that will not change.
             retry: !e.is_timeout()

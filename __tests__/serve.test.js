@@ -21,7 +21,7 @@ const path = require('node:path');
 const { describe, test, before, after } = require('node:test');
 
 const {
-  REPO_ROOT, serveEnv, runServeSync, startServe, request, selfSignedCert, metric, withTimeout,
+  REPO_ROOT, serveEnv, runServeSync, startServe, request, testCertificate, metric, withTimeout,
 } = require('./helpers/serve-process.js');
 const { storeObjects, createWorkspace, disposePack, isRemoteHit } = require('./helpers/nx-workspace.js');
 
@@ -218,9 +218,9 @@ describe('serve: tokens', () => {
 /* ------------------------------------------------------------------------------------------------ */
 
 describe('serve: TLS', () => {
-  test('GET/PUT over https with a self-signed certificate; a silent client does not block others', async (t) => {
+  test('GET/PUT over https with a private CA; a silent client does not block others', async (t) => {
     const d = dir('tls');
-    const pair = selfSignedCert(d);
+    const pair = testCertificate(d);
     if (!pair) {
       t.skip('the openssl CLI is not available to make a test certificate');
       return;
@@ -234,7 +234,7 @@ describe('serve: TLS', () => {
     await new Promise((resolve, reject) => { silent.once('connect', resolve); silent.once('error', reject); });
     try {
       assert.match(s.url, /^https:\/\/127\.0\.0\.1:\d+$/);
-      const ca = fs.readFileSync(pair.cert);
+      const ca = fs.readFileSync(pair.ca);
       const hash = newHash();
       const body = crypto.randomBytes(300_000);
       const put = await request(`${s.url}/v1/cache/${hash}`, { method: 'PUT', token: RW, body, ca });
@@ -243,7 +243,7 @@ describe('serve: TLS', () => {
       assert.equal(got.status, 200);
       assert.ok(got.body.equals(body));
       // Without the CA the client refuses the certificate.
-      await assert.rejects(request(`${s.url}/healthz`), /self-signed|certificate/i);
+      await assert.rejects(request(`${s.url}/healthz`), /self.signed|certificate|issuer/i);
       // Plain HTTP on the TLS port gets no HTTP answer.
       await assert.rejects(request(`http://127.0.0.1:${port}/healthz`));
     } finally {
@@ -255,8 +255,8 @@ describe('serve: TLS', () => {
   test('a key that does not match the certificate: exit 2 naming both files', (t) => {
     const d1 = dir('tls1');
     const d2 = dir('tls2');
-    const a = selfSignedCert(d1);
-    const b = selfSignedCert(d2);
+    const a = testCertificate(d1);
+    const b = testCertificate(d2);
     if (!a || !b) {
       t.skip('the openssl CLI is not available to make a test certificate');
       return;
@@ -382,7 +382,7 @@ describe('serve: a real Nx workspace through NX_SELF_HOSTED_REMOTE_CACHE_SERVER 
     disposePack();
   });
 
-  test('read-write token stores every task; read-only token hits every task; a read-only miss never writes', async () => {
+  test('read-write token stores every task; read-only token hits every task; a read-only miss never writes', async (t) => {
     ws = await createWorkspace();
     await ws.resetScenario();
     const store = dir('nx-store');
@@ -422,7 +422,9 @@ describe('serve: a real Nx workspace through NX_SELF_HOSTED_REMOTE_CACHE_SERVER 
       // is unchanged, and the build is green.
       const changed = ws.projects.find((p) => p.name === 'app-c') || ws.projects[0];
       const src = path.join(ws.root, changed.dir, 'src', 'index.txt');
+      const original = fs.readFileSync(src);
       fs.appendFileSync(src, 'changed on machine B\n');
+      t.after(() => fs.writeFileSync(src, original));
       await ws.nxReset();
       ws.clearBuildLog();
       const before = await metrics();
@@ -439,6 +441,44 @@ describe('serve: a real Nx workspace through NX_SELF_HOSTED_REMOTE_CACHE_SERVER 
       // The JSON request log names the token, never its secret.
       assert.match(s.stderr(), /"token":"dev"/);
       assert.ok(!s.stderr().includes(RW) && !s.stderr().includes(RO));
+    } finally {
+      await stopOk(s);
+    }
+  });
+
+  test('over TLS: Nx (its Rust client) trusts a private CA through SSL_CERT_FILE; stores, then hits', async (t) => {
+    const d = dir('nx-tls');
+    const pair = testCertificate(d);
+    if (!pair) {
+      t.skip('the openssl CLI is not available to make a test certificate');
+      return;
+    }
+    if (!ws) ws = await createWorkspace();
+    await ws.resetScenario();
+    const store = path.join(d, 'store');
+    const s = await startServe(['--storage', `fs:${store}`, '--tls-cert', pair.cert, '--tls-key', pair.key], {
+      env: serveEnv({ NX_OPEN_CACHE_SERVER_TOKENS: TOKENS }),
+    });
+    const nxEnv = {
+      NX_SELF_HOSTED_REMOTE_CACHE_SERVER: s.url,
+      NX_SELF_HOSTED_REMOTE_CACHE_ACCESS_TOKEN: RW,
+      // Nx 24's cache client reads its trust store from SSL_CERT_FILE (NODE_EXTRA_CA_CERTS is not
+      // enough for it); on loopback the test CA alone will do.
+      SSL_CERT_FILE: pair.ca,
+      NX_DAEMON: 'false',
+    };
+    const projects = ws.projects.map((p) => p.name).sort();
+    try {
+      const a = await ws.runBuild({ env: nxEnv });
+      assert.equal(a.code, 0, a.output);
+      assert.equal(storeObjects(store).length, projects.length, `${a.output}\n${s.stderr()}`);
+      await ws.nxReset();
+      ws.cleanOutputs();
+      ws.clearBuildLog();
+      const b = await ws.runBuild({ env: nxEnv });
+      assert.equal(b.code, 0, b.output);
+      assert.deepEqual(ws.builtProjects(), [], b.output);
+      for (const p of projects) assert.ok(isRemoteHit(b.output, p), `${p} not a remote hit\n${b.output}`);
     } finally {
       await stopOk(s);
     }

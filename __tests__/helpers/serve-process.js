@@ -104,14 +104,14 @@ function startServe(args, opts = {}) {
     let started = false;
     child.stdout.on('data', (d) => {
       out += d;
-      const m = /^nx-open-cache serve: listening on (\S+) .*$/m.exec(out);
-      if (m && !started) {
+      const found = startupLine(out);
+      if (found && !started) {
         started = true;
         clearTimeout(timer);
         resolve({
           child,
-          url: m[1],
-          banner: m[0],
+          url: found.url,
+          banner: found.line,
           stdout: () => out,
           stderr: () => err,
           exited,
@@ -135,6 +135,26 @@ function startServe(args, opts = {}) {
       reject(new Error(`serve exited (code ${code}, signal ${signal}) before starting${show()}`));
     });
   });
+}
+
+/**
+ * The startup line in `out`: text (`nx-open-cache serve: listening on <url> | ...`) or, with
+ * `--log json`, a JSON object with `"msg":"nx-open-cache serve started"`.
+ * @param {string} out
+ * @returns {{ url: string, line: string } | null}
+ */
+function startupLine(out) {
+  for (const line of out.split('\n')) {
+    const m = /^nx-open-cache serve: listening on (\S+) /.exec(line);
+    if (m) return { url: m[1], line };
+    if (line.startsWith('{') && line.includes('"nx-open-cache serve started"')) {
+      try {
+        const j = JSON.parse(line);
+        if (typeof j.url === 'string') return { url: j.url, line };
+      } catch { /* not complete yet */ }
+    }
+  }
+  return null;
 }
 
 /**
@@ -196,20 +216,37 @@ function request(url, opts = {}) {
 }
 
 /**
- * A self-signed certificate for 127.0.0.1 made by the openssl CLI, or null when openssl is missing.
+ * A private CA and a server certificate for 127.0.0.1 signed by it, made by the openssl CLI, or
+ * null when openssl is missing. (A lone self-signed certificate is not enough for every client:
+ * rustls-based ones such as Nx's refuse a CA certificate used as the server's own.)
  * @param {string} dir
- * @returns {{ cert: string, key: string } | null}
+ * @returns {{ ca: string, cert: string, key: string } | null}
  */
-function selfSignedCert(dir) {
+function testCertificate(dir) {
+  const ca = path.join(dir, 'ca.pem');
+  const caKey = path.join(dir, 'ca-key.pem');
+  const csr = path.join(dir, 'server.csr');
   const cert = path.join(dir, 'cert.pem');
   const key = path.join(dir, 'key.pem');
-  const r = spawnSync('openssl', [
-    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
-    '-keyout', key, '-out', cert, '-days', '2', '-subj', '/CN=127.0.0.1',
-    '-addext', 'subjectAltName=IP:127.0.0.1',
-  ], { encoding: 'utf8', timeout: START_TIMEOUT_MS });
-  if (r.error || r.status !== 0 || !fs.existsSync(cert)) return null;
-  return { cert, key };
+  const ext = path.join(dir, 'server.ext');
+  fs.writeFileSync(ext, [
+    'basicConstraints=critical,CA:FALSE',
+    'keyUsage=critical,digitalSignature',
+    'extendedKeyUsage=serverAuth',
+    'subjectAltName=IP:127.0.0.1',
+    '',
+  ].join('\n'));
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+  const steps = [
+    ['req', '-x509', ...ec, '-keyout', caKey, '-out', ca, '-days', '2', '-subj', '/CN=nx-open-cache test CA'],
+    ['req', ...ec, '-keyout', key, '-out', csr, '-subj', '/CN=127.0.0.1'],
+    ['x509', '-req', '-in', csr, '-CA', ca, '-CAkey', caKey, '-CAcreateserial', '-out', cert, '-days', '2', '-extfile', ext],
+  ];
+  for (const args of steps) {
+    const r = spawnSync('openssl', args, { encoding: 'utf8', timeout: START_TIMEOUT_MS });
+    if (r.error || r.status !== 0) return null;
+  }
+  return fs.existsSync(cert) ? { ca, cert, key } : null;
 }
 
 /**
@@ -233,7 +270,7 @@ module.exports = {
   runServeSync,
   startServe,
   request,
-  selfSignedCert,
+  testCertificate,
   metric,
   withTimeout,
 };

@@ -536,6 +536,7 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
 fn parse_storage(
     raw: &Raw,
     cwd: &Path,
+    home: Option<&str>,
 ) -> Result<(String, Option<String>, String, Prefix), ServeConfigError> {
     const ALLOWED: &str =
         "fs:/path, s3://bucket[/prefix], gs://bucket[/prefix] or az://container[/prefix]";
@@ -545,10 +546,16 @@ fn parse_storage(
             return raw.invalid(&text, &format!("{ALLOWED} (fs: needs a directory)"));
         }
         let p = Path::new(path);
-        let abs = if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            cwd.join(p)
+        let abs = match (path.strip_prefix("~/"), home) {
+            (Some(rest), Some(home)) => Path::new(home).join(rest),
+            (Some(_), None) => {
+                return err(format!(
+                    "{} is {text:?} but HOME is not set to expand \"~\"",
+                    raw.origin
+                ))
+            }
+            _ if p.is_absolute() => p.to_path_buf(),
+            _ => cwd.join(p),
         };
         return Ok((
             "fs".into(),
@@ -794,7 +801,13 @@ pub fn resolve(
              fs:/path, s3://bucket[/prefix], gs://bucket[/prefix] or az://container[/prefix]"
         ));
     };
-    let (scheme, bucket, fs_path, prefix) = parse_storage(storage_raw, &base_of("storage"))?;
+    let (scheme, bucket, fs_path, prefix) = parse_storage(
+        storage_raw,
+        &base_of("storage"),
+        env.get("HOME")
+            .map(String::as_str)
+            .filter(|h| !h.is_empty()),
+    )?;
     let string_of = |key: &str| -> Result<Option<String>, ServeConfigError> {
         pick(key)
             .map(Raw::string)
@@ -1178,6 +1191,13 @@ mod tests {
             }
         );
         assert_eq!(c.prefix.as_str(), "nx/ci");
+        let c = resolve_ok(&["--storage", "fs:~/nx"], &[TOKENS, ("HOME", "/home/u")]);
+        assert_eq!(
+            c.backend,
+            Backend::Fs {
+                path: PathBuf::from("/home/u/nx")
+            }
+        );
         let c = resolve_ok(&["--storage", "gs://b"], &[TOKENS]);
         assert_eq!(c.backend, Backend::Gcs { bucket: "b".into() });
         assert!(c.prefix.is_empty());

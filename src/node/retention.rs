@@ -28,6 +28,7 @@ pub struct GcOptions {
 #[derive(Clone)]
 pub struct GcProgress {
     /// `scan`, `delete`, `prune` or `done`.
+    #[napi(ts_type = "'scan' | 'delete' | 'prune' | 'done'")]
     pub phase: String,
     /// Objects found so far.
     pub scanned: i64,
@@ -66,6 +67,7 @@ pub struct GcReport {
     pub kept: GcCount,
     /// Empty directories removed.
     pub removed_dirs: i64,
+    /// Wall time of the run in milliseconds.
     pub duration_ms: f64,
     /// All errors (the first 1000 are listed in `errors`).
     pub error_count: i64,
@@ -177,8 +179,9 @@ fn execute(job: &Job, progress: &mut dyn FnMut(Progress)) -> Result<GcReport> {
 /// Applies a retention policy to an fs cache directory: deletes objects not accessed within
 /// `maxAge`, then the least recently accessed until the total fits `maxSize`, plus leftover temp
 /// files and empty directories. Safe while a server or builds use the cache. Per-file faults are
-/// listed in the report; throws (code `InvalidArg`) on a bad option, naming it, and when the
-/// directory cannot be read. `onProgress` is called on this thread.
+/// listed in the report. Throws on a bad option (code `InvalidArg`; the message names the option,
+/// the value and the accepted forms) and when the directory cannot be read. `onProgress` is called
+/// on this thread.
 #[napi]
 pub fn gc(options: GcOptions, on_progress: Option<Function<GcProgress, ()>>) -> Result<GcReport> {
     let job = job(options)?;
@@ -226,7 +229,10 @@ impl Task for GcTask {
 
 /// `gc` off the JS thread (bad options reject the promise); `onProgress` is called on the JS
 /// thread as updates arrive (the last ones may arrive after the promise resolves).
-#[napi]
+#[napi(
+    ts_args_type = "options: GcOptions, onProgress?: ((progress: GcProgress) => void) | undefined | null",
+    ts_return_type = "Promise<GcReport>"
+)]
 pub fn gc_async(options: GcOptions, on_progress: Option<ProgressFn>) -> AsyncTask<GcTask> {
     AsyncTask::new(GcTask {
         job: Some(job(options)),

@@ -7,6 +7,7 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Default shared directory for the fs backend: per user, shared by every checkout on the machine.
 pub const DEFAULT_FS_PATH: &str = "~/.cache/nx-open-cache";
@@ -25,6 +26,8 @@ pub const KNOWN_OPTIONS: &[&str] = &[
     "container",
     "accountName",
     "url",
+    "timeout",
+    "connectTimeout",
 ];
 
 pub const BACKENDS_AVAILABLE: &[&str] = &["fs", "s3", "gcs", "azure", "http"];
@@ -121,9 +124,32 @@ impl Backend {
     }
 }
 
+/// How long a storage call may wait (see `timeout` / `connectTimeout` in the README).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Connecting to the store.
+    pub connect: Duration,
+    /// Waiting for the store to answer, or for more bytes while a transfer is under way; also the
+    /// start-up check's limit.
+    pub answer: Duration,
+}
+
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(20);
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: DEFAULT_CONNECT_TIMEOUT,
+            answer: DEFAULT_TIMEOUT,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheConfig {
     pub backend: Backend,
+    pub timeouts: Timeouts,
     pub prefix: Prefix,
     pub mode: Mode,
     /// Where the mode came from, for summaries and diagnostics.
@@ -190,7 +216,14 @@ fn string_option<'a>(
 }
 
 /// Options every backend accepts.
-const COMMON_OPTIONS: &[&str] = &["backend", "prefix", "localMode", "ciMode"];
+const COMMON_OPTIONS: &[&str] = &[
+    "backend",
+    "prefix",
+    "localMode",
+    "ciMode",
+    "timeout",
+    "connectTimeout",
+];
 const S3_OPTIONS: &[&str] = &["bucket", "region", "endpoint", "forcePathStyle"];
 const GCS_OPTIONS: &[&str] = &["bucket"];
 const AZURE_OPTIONS: &[&str] = &["container", "accountName", "endpoint"];
@@ -443,11 +476,81 @@ fn resolve_path(
         });
     }
     let p = Path::new(raw);
-    Ok(if p.is_absolute() {
-        p.to_path_buf()
+    if p.is_absolute() {
+        return Ok(p.to_path_buf());
+    }
+    // A relative path names a directory inside the workspace; `../` out of it is most likely a
+    // mistake (it depends on where the checkout is): say how to name an outside directory.
+    let mut depth: i64 = 0;
+    for c in p.components() {
+        match c {
+            std::path::Component::ParentDir => depth -= 1,
+            std::path::Component::Normal(_) => depth += 1,
+            _ => {}
+        }
+        if depth < 0 {
+            return Err(ConfigError {
+                option: "path".into(),
+                message: format!(
+                    "invalid value {raw:?} for option \"path\": a relative path must stay inside \
+                     the workspace; for a directory outside it use an absolute path (e.g. \
+                     \"/mnt/nx-cache\") or one starting with \"~/\""
+                ),
+            });
+        }
+    }
+    Ok(workspace_root.join(p))
+}
+
+/// A duration option: seconds as a number, or a string with a unit (`s`, `m`, `h`), from the
+/// option or its environment variable (which wins); 1 s to 1 h.
+fn duration_option(
+    options: &serde_json::Map<String, Value>,
+    name: &str,
+    env: &HashMap<String, String>,
+    var: &str,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    let bad = |value: String, why: &str| ConfigError {
+        option: name.to_owned(),
+        message: format!(
+            "invalid value {value} for option \"{name}\" ({var}): {why}; expected seconds as a \
+             number (e.g. 30) or a string with a unit (e.g. \"30s\", \"2m\"), between 1 s and 1 h"
+        ),
+    };
+    let parsed = match (env.get(var).filter(|v| !v.is_empty()), options.get(name)) {
+        (Some(v), _) => parse_seconds(v).map_err(|why| bad(format!("{v:?}"), why))?,
+        (None, None | Some(Value::Null)) => return Ok(default),
+        (None, Some(Value::Number(n))) => match n.as_f64() {
+            Some(secs) if secs.is_finite() && secs > 0.0 => Duration::from_secs_f64(secs),
+            _ => return Err(bad(n.to_string(), "not a positive number")),
+        },
+        (None, Some(Value::String(v))) => {
+            parse_seconds(v).map_err(|why| bad(format!("{v:?}"), why))?
+        }
+        (None, Some(other)) => return Err(bad(describe_json(other), "not a number or a string")),
+    };
+    if parsed < Duration::from_secs(1) || parsed > Duration::from_secs(3600) {
+        return Err(bad(format!("{} s", parsed.as_secs_f64()), "out of range"));
+    }
+    Ok(parsed)
+}
+
+fn parse_seconds(v: &str) -> Result<Duration, &'static str> {
+    let v = v.trim();
+    let (num, mult) = if let Some(n) = v.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = v.strip_suffix('m') {
+        (n, 60.0)
+    } else if let Some(n) = v.strip_suffix('h') {
+        (n, 3600.0)
     } else {
-        workspace_root.join(p)
-    })
+        (v, 1.0)
+    };
+    match num.trim().parse::<f64>() {
+        Ok(x) if x.is_finite() && x > 0.0 => Ok(Duration::from_secs_f64(x * mult)),
+        _ => Err("not a positive number of seconds, minutes or hours"),
+    }
 }
 
 /// Builds the effective configuration from the plugin options and the environment.
@@ -576,8 +679,26 @@ pub fn resolve(
         },
     };
 
+    let timeouts = Timeouts {
+        connect: duration_option(
+            options,
+            "connectTimeout",
+            env,
+            "NX_OPEN_CACHE_CONNECT_TIMEOUT",
+            DEFAULT_CONNECT_TIMEOUT,
+        )?,
+        answer: duration_option(
+            options,
+            "timeout",
+            env,
+            "NX_OPEN_CACHE_TIMEOUT",
+            DEFAULT_TIMEOUT,
+        )?,
+    };
+
     Ok(CacheConfig {
         backend,
+        timeouts,
         prefix,
         mode,
         mode_source,
@@ -661,6 +782,42 @@ mod tests {
     }
 
     #[test]
+    fn timeouts_from_options_and_env() {
+        let c = resolve(&json!({}), &env(&[]), ws()).unwrap();
+        assert_eq!(c.timeouts, Timeouts::default());
+        let c = resolve(
+            &json!({"timeout": "2m", "connectTimeout": 3}),
+            &env(&[]),
+            ws(),
+        )
+        .unwrap();
+        assert_eq!(c.timeouts.answer, Duration::from_secs(120));
+        assert_eq!(c.timeouts.connect, Duration::from_secs(3));
+        let c = resolve(
+            &json!({"timeout": "2m"}),
+            &env(&[("NX_OPEN_CACHE_TIMEOUT", "7s")]),
+            ws(),
+        )
+        .unwrap();
+        assert_eq!(c.timeouts.answer, Duration::from_secs(7), "env wins");
+        let err = resolve(
+            &json!({}),
+            &env(&[("NX_OPEN_CACHE_CONNECT_TIMEOUT", "x")]),
+            ws(),
+        )
+        .unwrap_err();
+        assert_eq!(err.option, "connectTimeout");
+        assert!(
+            err.message.contains("NX_OPEN_CACHE_CONNECT_TIMEOUT"),
+            "{}",
+            err.message
+        );
+        // Relative paths inside the workspace are fine, `..` included.
+        let c = resolve(&json!({"path": "tmp/../.cache/nx"}), &env(&[]), ws()).unwrap();
+        assert_eq!(c.backend.location(), "/ws/tmp/../.cache/nx");
+    }
+
+    #[test]
     fn errors_name_option_value_and_allowed() {
         let cases = [
             (json!({"backend": "nope"}), "backend", "\"nope\""),
@@ -710,6 +867,31 @@ mod tests {
             (json!({"prefix": "../x"}), "prefix", "\"../x\""),
             (json!({"pth": "x"}), "pth", "known options"),
             (json!({"path": 3}), "path", "number 3"),
+            (json!({"path": "../cache"}), "path", "absolute path"),
+            (
+                json!({"path": "a/../../cache"}),
+                "path",
+                "inside the workspace",
+            ),
+            (json!({"timeout": "soon"}), "timeout", "\"soon\""),
+            (json!({"timeout": 0}), "timeout", "positive"),
+            (json!({"timeout": 7200}), "timeout", "between 1 s and 1 h"),
+            (
+                json!({"connectTimeout": true}),
+                "connectTimeout",
+                "boolean true",
+            ),
+            (json!({"prefix": "a b"}), "prefix", "\"a b\""),
+            (
+                json!({"backend": "http", "url": "cache.example.com"}),
+                "url",
+                "http",
+            ),
+            (
+                json!({"backend": "http", "url": "https://cache.example.com/"}),
+                "url",
+                "slash",
+            ),
         ];
         for (opts, option, needle) in cases {
             let err = resolve(&opts, &env(&[("HOME", "/h")]), ws()).unwrap_err();

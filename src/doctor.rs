@@ -366,11 +366,15 @@ pub async fn run(config: &CacheConfig, env: &HashMap<String, String>) -> Report 
     let started = Instant::now();
     let stats = Arc::new(Stats::default());
     let store = crate::proxy::open_store(config, env, &stats);
-    // Faults found while setting up (a missing directory, unusable credentials) are recorded by
-    // open_store; a cloud's background probe may add more later, which the read step sees anyway.
-    let setup_errors = stats.snapshot().errors;
-    let setup = match setup_errors.first() {
-        None => Check {
+    // Setup: the client could be built (faults recorded by open_store: credentials unusable, a
+    // bad CA file...) and the store's own check passes (directory usable, bucket listed).
+    let recorded = stats.snapshot().errors.first().map(|e| e.reason.clone());
+    let checked = match recorded {
+        Some(reason) => Err(StoreError::new(ErrorKind::Unavailable, reason)),
+        None => timed(store.check()).await,
+    };
+    let setup = match checked {
+        Ok(()) => Check {
             name: "setup",
             outcome: Outcome::Ok,
             millis: ms(started),
@@ -381,16 +385,13 @@ pub async fn run(config: &CacheConfig, env: &HashMap<String, String>) -> Report 
             ),
             fix: None,
         },
-        Some(e) => {
-            let err = StoreError::new(ErrorKind::Unavailable, e.reason.clone());
-            Check {
-                name: "setup",
-                outcome: Outcome::Failed,
-                millis: ms(started),
-                detail: e.reason.clone(),
-                fix: fix_for(&config.backend, &err),
-            }
-        }
+        Err(e) => Check {
+            name: "setup",
+            outcome: Outcome::Failed,
+            millis: ms(started),
+            detail: e.message.clone(),
+            fix: fix_for(&config.backend, &e),
+        },
     };
     let setup_failed = setup.outcome == Outcome::Failed;
     let mut report = check_store(config, store, setup).await;

@@ -5,7 +5,8 @@ use crate::config::{Backend, CacheConfig, Mode};
 use crate::server::{self, ProxySettings, RunningProxy};
 use crate::stats::{Snapshot, Stats};
 use crate::store::fs::FsStore;
-use crate::store::http::HttpStore;
+use crate::store::guard::{GuardPolicy, GuardedStore};
+use crate::store::http::{HttpOptions, HttpStore};
 use crate::store::object::{ObjectStoreBackend, UnavailableStore};
 use crate::store::Store;
 use std::collections::HashMap;
@@ -21,8 +22,10 @@ pub struct Proxy {
 }
 
 /// Builds the configured store; cloud credentials come from `env` (the caller's environment, which
-/// the plugin may extend for this proxy only). Faults found while preparing it are recorded in
-/// `stats` (the proxy then answers misses) instead of failing: a cache outage never fails a build.
+/// the plugin may extend for this proxy only). A client that cannot be built becomes a store that
+/// answers every call with the reason, recorded in `stats` (the proxy then answers misses) instead
+/// of failing: a cache outage never fails a build. Whether the store works is `Store::check`'s
+/// business (the guard's start-up probe).
 pub fn open_store(
     config: &CacheConfig,
     env: &HashMap<String, String>,
@@ -32,13 +35,21 @@ pub fn open_store(
         Backend::Fs { path } => {
             let store = FsStore::new(path.clone(), config.prefix.clone());
             if config.mode != Mode::NoCache {
-                if let Err(e) = store.prepare() {
-                    stats.error(&e.message);
-                }
+                // Creates the directory when it can; when it cannot, the guard's start-up check
+                // (`start`) or doctor's setup step reports why.
+                let _ = store.prepare();
             }
             Arc::new(store)
         }
-        Backend::Http { url } => match HttpStore::from_env(url, env) {
+        Backend::Http { url } => match HttpStore::new(
+            url,
+            env.get("NX_OPEN_CACHE_TOKEN").map(String::as_str),
+            HttpOptions {
+                connect_timeout: config.timeouts.connect,
+                read_timeout: config.timeouts.answer,
+                ..HttpOptions::from_env(env)
+            },
+        ) {
             Ok(store) => {
                 if config.mode != Mode::NoCache {
                     // Warnings (extra CA file unreadable, verification off): one line each, and in
@@ -62,23 +73,15 @@ pub fn open_store(
             }
         },
         Backend::S3 { .. } | Backend::Gcs { .. } | Backend::Azure { .. } => {
-            match ObjectStoreBackend::from_config(&config.backend, config.prefix.clone(), env) {
-                Ok(store) => {
-                    if config.mode != Mode::NoCache {
-                        // One cheap request checks the bucket and the credentials, off the
-                        // caller's thread; a fault lands in the run summary.
-                        if let Ok(runtime) = crate::runtime::get() {
-                            let probe = store.clone();
-                            let stats = stats.clone();
-                            runtime.spawn(async move {
-                                if let Err(e) = probe.prepare().await {
-                                    stats.error(&e.message);
-                                }
-                            });
-                        }
-                    }
-                    Arc::new(store)
-                }
+            match ObjectStoreBackend::from_config_with(
+                &config.backend,
+                config.prefix.clone(),
+                env,
+                &config.timeouts,
+            ) {
+                // The bucket and the credentials are checked by the guard's start-up probe
+                // (`start`) or by doctor's first step.
+                Ok(store) => Arc::new(store),
                 Err(e) => {
                     if config.mode != Mode::NoCache {
                         stats.error(&e.message);
@@ -97,12 +100,27 @@ pub fn open_store(
     }
 }
 
+/// The guard the proxy puts in front of its store: the start-up check may take the configured
+/// answer timeout; three consecutive faults and the store is skipped for the rest of the run.
+pub fn guard_policy(config: &CacheConfig) -> GuardPolicy {
+    GuardPolicy {
+        probe_timeout: config.timeouts.answer,
+        ..GuardPolicy::default()
+    }
+}
+
 /// Starts a proxy on 127.0.0.1 (random port) on the shared runtime; `env` is the environment the
 /// storage client reads its credentials from.
 pub fn start(config: &CacheConfig, env: &HashMap<String, String>) -> Result<Proxy, String> {
     let runtime = crate::runtime::get()?;
     let stats = Arc::new(Stats::default());
-    let store = open_store(config, env, &stats);
+    let opened = open_store(config, env, &stats);
+    let store: Arc<dyn Store> = if config.mode == Mode::NoCache {
+        opened
+    } else {
+        let _inside = runtime.enter();
+        Arc::new(GuardedStore::new(opened, guard_policy(config)))
+    };
     let location = store.describe();
     let token = server::random_token()?;
     let std_listener = std::net::TcpListener::bind(("127.0.0.1", 0))

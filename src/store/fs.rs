@@ -257,13 +257,23 @@ impl FsStore {
         let tmp = self.tmp_path(hash);
         let result = self.write_tmp(&tmp, body, declared_len).await;
         let outcome = match result {
-            Ok(len) => publish(&tmp, &final_path).map(|created| {
-                if created {
-                    PutOutcome::Stored(len)
-                } else {
-                    PutOutcome::AlreadyExists
-                }
-            }),
+            Ok(len) => {
+                // Retention may remove an emptied fan-out directory between `ensure_dirs` and the
+                // link: make it again and retry once.
+                let published = match publish(&tmp, &final_path) {
+                    Err(_) if !final_path.parent().is_some_and(Path::exists) => self
+                        .ensure_dirs(hash)
+                        .and_then(|_| publish(&tmp, &final_path)),
+                    other => other,
+                };
+                published.map(|created| {
+                    if created {
+                        PutOutcome::Stored(len)
+                    } else {
+                        PutOutcome::AlreadyExists
+                    }
+                })
+            }
             Err(e) => Err(e),
         };
         // The temp name is either linked into place or garbage now.
@@ -456,6 +466,18 @@ impl Store for FsStore {
                 self.prefix.as_str()
             )
         }
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        // The directory exists (or can be made) and takes a temp file.
+        Box::pin(async move {
+            let store = self.clone();
+            tokio::task::spawn_blocking(move || store.prepare())
+                .await
+                .map_err(|e| {
+                    StoreError::new(ErrorKind::Unavailable, format!("check failed: {e}"))
+                })?
+        })
     }
 
     fn delete<'a>(&'a self, hash: &'a TaskHash) -> BoxFuture<'a, Result<Deleted, StoreError>> {

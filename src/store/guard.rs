@@ -1,8 +1,8 @@
 //! Keeps a failing store from slowing a build down.
 //!
 //! A [`GuardedStore`] wraps any store with three things:
-//! - a start-up probe: one lookup of a hash that is never stored, started as soon as the guard is
-//!   made. Requests that arrive before it answers wait for it (at most the probe timeout); a probe
+//! - a start-up probe: the store's own check (`Store::check`: a listing, a directory check, or a
+//!   lookup of a hash that is never stored), started as soon as the guard is made. Requests that arrive before it answers wait for it (at most the probe timeout); a probe
 //!   that fails or does not answer in time opens the breaker at once, so a dead store costs one
 //!   probe timeout per run, not one per request;
 //! - a time limit on every storage call (on top of the backend's own connect/read timeouts);
@@ -98,12 +98,9 @@ impl GuardedStore {
         let timeout = policy.probe_timeout;
         let location = inner.describe();
         tokio::spawn(async move {
-            let outcome = match TaskHash::parse(PROBE_HASH) {
-                Ok(hash) => tokio::time::timeout(timeout, probe_store.get(&hash)).await,
-                Err(e) => Ok(Err(StoreError::new(ErrorKind::Unavailable, e.to_string()))),
-            };
+            let outcome = tokio::time::timeout(timeout, probe_store.check()).await;
             let failure = match outcome {
-                Ok(Ok(_)) => None,
+                Ok(Ok(())) => None,
                 Ok(Err(e)) if counts(&e) => Some(e.message),
                 Ok(Err(_)) => None,
                 Err(_) => Some(format!(
@@ -273,6 +270,10 @@ impl Store for GuardedStore {
 
     fn delete<'a>(&'a self, hash: &'a TaskHash) -> BoxFuture<'a, Result<Deleted, StoreError>> {
         self.inner.delete(hash)
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.inner.check()
     }
 
     fn with_namespace(&self, ns: &Prefix) -> Result<Arc<dyn Store>, StoreError> {

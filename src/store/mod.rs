@@ -114,6 +114,16 @@ pub trait Store: Send + Sync + 'static {
     /// Human-readable location for summaries and errors, e.g. `fs /mnt/nx-cache`.
     fn describe(&self) -> String;
 
+    /// Checks that the store can be used (reachable, credentials accepted, bucket or directory
+    /// there) without writing. The default looks up a hash that is never stored.
+    fn check(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let hash = TaskHash::parse(guard::PROBE_HASH)
+                .map_err(|e| StoreError::new(ErrorKind::Unavailable, e.to_string()))?;
+            self.get(&hash).await.map(|_| ())
+        })
+    }
+
     /// Removes an artifact (used by `doctor` to clean up its probe). Stores that cannot delete
     /// answer `Unsupported`.
     fn delete<'a>(&'a self, hash: &'a TaskHash) -> BoxFuture<'a, Result<Deleted, StoreError>> {

@@ -20,7 +20,7 @@
 use super::{
     Artifact, ArtifactBody, BodyStream, Deleted, ErrorKind, PutOutcome, Store, StoreError,
 };
-use crate::config::Backend;
+use crate::config::{Backend, Timeouts};
 use crate::envelope::{EnvelopeError, Header, PayloadDigest, HEADER_LEN};
 use crate::key::{Prefix, TaskHash};
 use bytes::Bytes;
@@ -47,11 +47,9 @@ pub const DEFAULT_INLINE_LIMIT: u64 = 8 * 1024 * 1024;
 pub const PART_SIZE: usize = 8 * 1024 * 1024;
 /// Parts in flight at once during a multipart upload (bounds memory to about this many parts).
 const UPLOAD_CONCURRENCY: usize = 2;
-/// Connecting to the store: a dead endpoint costs seconds.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// A response that stalls this long between reads is abandoned (and retried).
-const READ_TIMEOUT: Duration = Duration::from_secs(20);
-/// The same for the calls of a large upload (parts, completion, the publishing copy): a store may
+/// Connect and answer timeouts come from the configuration (`connectTimeout`, `timeout`; defaults
+/// 5 s and 20 s); a response that stalls that long between reads is abandoned (and retried).
+/// The answer timeout for the calls of a large upload (parts, completion, the publishing copy): a store may
 /// assemble or copy gigabytes before it answers CompleteMultipartUpload or a copy.
 const BULK_READ_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 /// Hard cap on one request, including streaming a large object.
@@ -97,9 +95,9 @@ pub struct ObjectStoreBackend {
     inline_limit: u64,
 }
 
-fn client_options(allow_http: bool, read_timeout: Duration) -> ClientOptions {
+fn client_options(allow_http: bool, connect: Duration, read_timeout: Duration) -> ClientOptions {
     ClientOptions::new()
-        .with_connect_timeout(CONNECT_TIMEOUT)
+        .with_connect_timeout(connect)
         .with_read_timeout(read_timeout)
         .with_timeout(REQUEST_TIMEOUT)
         .with_allow_http(allow_http)
@@ -108,13 +106,14 @@ fn client_options(allow_http: bool, read_timeout: Duration) -> ClientOptions {
 /// Builds a configured builder twice: the client for ordinary calls and the one for large uploads
 /// (longer read timeout).
 macro_rules! build_clients {
-    ($builder:expr, $allow_http:expr) => {{
+    ($builder:expr, $allow_http:expr, $timeouts:expr) => {{
         let b = $builder;
+        let t: &Timeouts = $timeouts;
         b.clone()
-            .with_client_options(client_options($allow_http, READ_TIMEOUT))
+            .with_client_options(client_options($allow_http, t.connect, t.answer))
             .build()
             .and_then(|quick| {
-                b.with_client_options(client_options($allow_http, BULK_READ_TIMEOUT))
+                b.with_client_options(client_options($allow_http, t.connect, BULK_READ_TIMEOUT))
                     .build()
                     .map(|bulk| Clients {
                         quick: Arc::new(quick),
@@ -262,6 +261,16 @@ impl ObjectStoreBackend {
         prefix: Prefix,
         env: &HashMap<String, String>,
     ) -> Result<Self, StoreError> {
+        Self::from_config_with(backend, prefix, env, &Timeouts::default())
+    }
+
+    /// `from_config` with the configured connect and answer timeouts.
+    pub fn from_config_with(
+        backend: &Backend,
+        prefix: Prefix,
+        env: &HashMap<String, String>,
+        timeouts: &Timeouts,
+    ) -> Result<Self, StoreError> {
         let (cloud, bucket, detail, credentials, built) = match backend {
             Backend::S3 {
                 bucket,
@@ -328,7 +337,7 @@ impl ObjectStoreBackend {
                     bucket.clone(),
                     Some(detail),
                     s3_credentials(env, &profile),
-                    build_clients!(b, allow_http),
+                    build_clients!(b, allow_http, timeouts),
                 )
             }
             Backend::Gcs { bucket } => {
@@ -346,7 +355,7 @@ impl ObjectStoreBackend {
                     bucket.clone(),
                     None,
                     gcs_credentials(env),
-                    build_clients!(b, allow_http),
+                    build_clients!(b, allow_http, timeouts),
                 )
             }
             Backend::Azure {
@@ -417,7 +426,7 @@ impl ObjectStoreBackend {
                     shown,
                     endpoint.clone(),
                     azure_credentials(env),
-                    build_clients!(b, allow_http),
+                    build_clients!(b, allow_http, timeouts),
                 )
             }
             Backend::Fs { path } => {
@@ -941,6 +950,10 @@ impl Store for ObjectStoreBackend {
         let mut store = self.clone();
         store.prefix = super::namespaced(&self.prefix, ns)?;
         Ok(Arc::new(store))
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.prepare())
     }
 }
 

@@ -135,7 +135,7 @@ pub struct Timeouts {
 }
 
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(20);
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Default for Timeouts {
     fn default() -> Self {

@@ -48,7 +48,7 @@ pub const PART_SIZE: usize = 8 * 1024 * 1024;
 /// Parts in flight at once during a multipart upload (bounds memory to about this many parts).
 const UPLOAD_CONCURRENCY: usize = 2;
 /// Connect and answer timeouts come from the configuration (`connectTimeout`, `timeout`; defaults
-/// 5 s and 20 s); a response that stalls that long between reads is abandoned (and retried).
+/// 5 s and 10 s); a response that stalls that long between reads is abandoned (and retried).
 /// The answer timeout for the calls of a large upload (parts, completion, the publishing copy): a store may
 /// assemble or copy gigabytes before it answers CompleteMultipartUpload or a copy.
 const BULK_READ_TIMEOUT: Duration = Duration::from_secs(5 * 60);

@@ -476,4 +476,42 @@ describe('nx-open-cache with a real Nx workspace', () => {
     assert.deepEqual(storeObjects(store), [], 'bad option: objects were written');
     ws.setPluginOptions(null);
   });
+
+  test('every configuration mistake stops the run before any task, naming option, value and choices', async () => {
+    await ws.resetScenario();
+    const cases = [
+      { options: { backend: 's4' }, needle: /invalid value "s4" for option "backend": expected one of "fs", "s3", "gcs", "azure", "http"/ },
+      { options: { backend: 's3' }, needle: /backend "s3" needs option "bucket"/ },
+      { options: { path: '../outside-cache' }, needle: /"\.\.\/outside-cache" for option "path": a relative path must stay inside the workspace/ },
+      { options: { localMode: 'read' }, needle: /invalid value "read" for option "localMode": expected one of "read-write", "read-only", "no-cache"/ },
+      { options: { prefix: 'team a' }, needle: /invalid value "team a" for option "prefix"/ },
+      { options: { backend: 'http', url: 'https://cache.example.com/' }, needle: /option "url".*trailing slash|trailing slash.*"url"/ },
+      { options: { backend: 'http', url: 'cache.example.com' }, needle: /"url".*http:\/\/ or https:\/\/|http:\/\/ or https:\/\/.*"url"/ },
+    ];
+    for (const c of cases) {
+      ws.setPluginOptions(c.options);
+      const r = await ws.runBuild({ env: OFF });
+      assert.notEqual(r.code, 0, `${JSON.stringify(c.options)}: nx exited 0${show(r)}`);
+      assert.match(r.output, c.needle, `${JSON.stringify(c.options)}: message${show(r)}`);
+      assert.deepEqual(ws.builtProjects(), [], `${JSON.stringify(c.options)}: tasks ran${show(r)}`);
+    }
+    ws.setPluginOptions(null);
+  });
+
+  test('nx g nx-open-cache:init --check runs doctor: exit 0 when the cache works, non-zero with the fix when not', async () => {
+    await ws.resetScenario();
+    const store = ws.newStorePath('check');
+    const ok = await ws.nx(['g', 'nx-open-cache:init', '--path', store, '--check', '--no-interactive'], { env: OFF });
+    assertGreen(ok, 'generator --check on a working store');
+    assert.match(ok.output, /ok +write .*\(\d+ ms\)/, `--check: write probe${show(ok)}`);
+    assert.match(ok.output, /the cache works from this machine/, `--check${show(ok)}`);
+    assert.deepEqual(storeObjects(store), [], '--check: the probe was removed');
+    fs.writeFileSync(path.join(ws.root, 'blocked'), 'a file where a directory should be');
+    const bad = await ws.nx(['g', 'nx-open-cache:init', '--path', 'blocked/cache', '--check', '--no-interactive'], { env: OFF });
+    assert.notEqual(bad.code, 0, `--check on an unusable path exited 0${show(bad)}`);
+    assert.match(bad.output, /FAIL setup/, `--check${show(bad)}`);
+    assert.match(bad.output, /fix: create .*blocked\/cache/, `--check${show(bad)}`);
+    fs.rmSync(path.join(ws.root, 'blocked'), { force: true });
+    ws.setPluginOptions(null);
+  });
 });

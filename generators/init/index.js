@@ -64,6 +64,7 @@ const COMMON_OPTIONS = /** @type {const} */ (['prefix', 'localMode', 'ciMode']);
  * @property {string} [localMode] `read-write` | `read-only` | `no-cache`
  * @property {string} [ciMode]    `read-write` | `read-only` | `no-cache`
  * @property {boolean} [migrate]  move a deprecated top-level s3/gcs/azure block into the plugin options
+ * @property {boolean} [check]    after writing, run doctor; fail when the cache does not work
  * @property {boolean} [keepExistingVersions] passed by `nx add`; no effect (nothing is installed)
  */
 
@@ -164,7 +165,7 @@ function normalizeOptions(schema) {
   if (schema.prefix !== undefined && typeof schema.prefix !== 'string') {
     throw new Error(`nx-open-cache: invalid value ${JSON.stringify(schema.prefix)} for --prefix; expected a string`);
   }
-  for (const key of /** @type {const} */ (['forcePathStyle', 'migrate'])) {
+  for (const key of /** @type {const} */ (['forcePathStyle', 'migrate', 'check'])) {
     const v = schema[key];
     if (v !== undefined && typeof v !== 'boolean') {
       throw new Error(`nx-open-cache: invalid value ${JSON.stringify(v)} for --${key}; expected true or false`);
@@ -298,7 +299,7 @@ function addToGitignore(tree, entry) {
 /**
  * @param {import('nx/src/generators/tree').Tree} tree
  * @param {InitSchema} schema
- * @returns {Promise<void>}
+ * @returns {Promise<(() => Promise<void>) | undefined>} with --check, the doctor run after nx.json is written
  */
 async function initGenerator(tree, schema) {
   let given = normalizeOptions(schema ?? {});
@@ -442,6 +443,18 @@ async function initGenerator(tree, schema) {
   }
 
   for (const m of messages) logger.info(m);
+
+  if (schema?.check === true) {
+    // After Nx has written nx.json: doctor reads the configuration from disk, like the plugin.
+    return async () => {
+      const { runDoctor } = require('../../lib/doctor.js');
+      const code = await runDoctor(tree.root, { log: (s) => logger.info(s), error: (s) => logger.error(s) });
+      if (code !== 0) {
+        throw new Error('nx-open-cache: --check: the cache does not work from this machine (see the checks above)');
+      }
+    };
+  }
+  return undefined;
 }
 
 /** @param {PluginOptions} options */

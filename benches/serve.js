@@ -68,7 +68,7 @@ const SMALL_REQUESTS = {
 /** Rounds per small cell, alternating which server goes first. */
 const SMALL_ROUNDS = 5;
 /** Small GETs of the final sustained phase (our server alone), for the memory figure. */
-const SUSTAINED_REQUESTS = 60000;
+const SUSTAINED_REQUESTS = 100000;
 /** 64 KiB PUTs (fresh hashes) of the final sustained upload phase, for the memory figure. */
 const SUSTAINED_PUTS = 6000;
 /** Niceness of the servers and the load generator (when permitted), so that other jobs on a shared machine disturb less. */
@@ -726,6 +726,8 @@ async function main() {
     const half = Math.floor(sus.length / 2);
     const firstHalfMax = maxOf(sus.slice(0, half));
     const secondHalfMax = maxOf(sus.slice(half));
+    const threadsMaxOf = (/** @type {{threads: number}[]} */ xs) => xs.reduce((m, x) => Math.max(m, x.threads), -Infinity);
+    const susThreads = [threadsMaxOf(sus.slice(0, half)), threadsMaxOf(sus.slice(half))];
     /** Max VmRSS per small cell of `method`, in run order. @param {string} method */
     const cellMax = (method) =>
       rows
@@ -803,7 +805,7 @@ async function main() {
       `- VmRSS of the serve process, sampled every ${SAMPLE_MS} ms over the whole run (${mem.n} samples, ${fmt(wallS)} s): start ${fmt(mib(mem.start), 1)} MiB, ` +
         `after seeding ${fmt(mib(mem.afterSeed), 1)} MiB, max ${fmt(mib(mem.max), 1)} MiB, end ${fmt(mib(mem.end), 1)} MiB; VmHWM at the end ${fmt(mib(mem.hwm), 1)} MiB.`,
       `- Sustained load at the end (${sustained.requests} small GETs, 1 and 64 KiB, 64 connections, ${fmt(sustained.seconds, 1)} s, ${mem.susN} samples): ` +
-        `max ${fmt(mib(firstHalfMax), 1)} MiB in the first half, ${fmt(mib(secondHalfMax), 1)} MiB in the second half: **${flatWord}** ` +
+        `max ${fmt(mib(firstHalfMax), 1)} MiB in the first half, ${fmt(mib(secondHalfMax), 1)} MiB in the second half (threads at most ${susThreads[0]}, then ${susThreads[1]}): **${flatWord}** ` +
         `(flat = second-half max at most max(2 MiB, 5%) above the first-half max).`,
       `- Sustained uploads before it (${sustainedPut.requests} PUTs of 64 KiB, fresh hashes, 64 connections, ${fmt(sustainedPut.seconds, 1)} s, ${mem.putN} samples): ` +
         `max ${fmt(mib(mem.putFirstMax), 1)} MiB in the first half, ${fmt(mib(mem.putSecondMax), 1)} MiB in the second half.`,
@@ -909,7 +911,10 @@ function readingFrom(rows, ratios, mem, flatWord) {
   const range = (/** @type {any[]} */ xs, /** @type {string} */ k) =>
     xs.length ? `${fmt(Math.min(...xs.map((x) => x[k])), 2)}-${fmt(Math.max(...xs.map((x) => x[k])), 2)}` : 'n/a';
   const busy = rows.filter((r) => r.machinePct >= 190).length;
-  const clientBound = rows.filter((r) => !r.isLarge && r.clientCpuPct >= 85).length;
+  const others = rows.map((r) => r.machinePct - r.serverCpuPct - r.clientCpuPct).filter(Number.isFinite);
+  const othersMean = others.length ? others.reduce((a, b) => a + b, 0) / others.length : NaN;
+  const clientBusy = rows.filter((r) => r.clientCpuPct >= 90).map((r) => `${r.cell} against ${r.server === 'ours' ? 'nx-open-cache' : 'nginx'}`);
+  const clientMax = Math.max(...rows.map((r) => r.clientCpuPct));
   const lgGet = rows.filter((r) => r.isLarge && r.method === 'GET' && r.connections === 1);
   const ttfb = lgGet.length === 2 ? `; a large GET's first byte comes after ${fmtMs(lgGet[0].best.ttfbP50Ms)} ms from nx-open-cache vs ${fmtMs(lgGet[1].best.ttfbP50Ms)} ms from nginx` : '';
   const getFail = get.filter((x) => x.met === 'no').map((x) => x.cell);
@@ -923,13 +928,17 @@ function readingFrom(rows, ratios, mem, flatWord) {
     `before the first byte goes out (a corrupted object is a miss, never served; a large object is read twice), and on PUT ` +
     `streams the body to a temp file, fsyncs it and its directory and publishes it only if absent; nginx serves files with ` +
     `sendfile (no copy through user space, no checksum) and its WebDAV PUT renames the body's temp file without fsync. ` +
-    `The machine was shared: ${busy} of ${rows.length} measurements ran with both CPUs busy (other jobs included), so single ` +
-    `rounds vary widely (every round is listed) and the server-CPU-per-request ratio is the steadier comparison; in ${clientBound} ` +
-    `small measurements the Node load generator used >= 85% of a CPU, i.e. was close to being the bottleneck. ` +
+    `The machine was shared: ${busy} of ${rows.length} measurements ran with both CPUs busy, other processes taking ${fmt(othersMean)}% ` +
+    `of a CPU on average beside the server and the load generator (despite their niceness), so single rounds vary widely (every ` +
+    `round is listed) and the server-CPU-per-request ratio is the steadier comparison. ` +
+    (clientBusy.length
+      ? `The Node load generator used >= 90% of a CPU in ${clientBusy.join(', ')}: it was the bottleneck there, so those figures understate that server's capacity. `
+      : `The Node load generator used at most ${fmt(clientMax)}% of a CPU: not saturated by itself, but on 2 CPUs it competes with the servers for the same cores. `) +
     `Memory: the serve process's RSS went from ${fmt(mem.start / 1024, 1)} MiB to at most ${fmt(mem.max / 1024, 1)} MiB ` +
     `(VmHWM ${fmt(mem.hwm / 1024, 1)} MiB, ${fmt(mem.end / 1024, 1)} MiB at the end); it was ${flatWord} over the final sustained ` +
     `small-GET load, while uploads raised it (sustained PUTs: ${fmt(mem.putFirstMax / 1024, 1)} then ${fmt(mem.putSecondMax / 1024, 1)} MiB) ` +
-    `together with the thread count (up to ${mem.threadsMax} threads: file I/O runs on tokio's blocking pool, which grows with concurrent uploads).`
+    `together with the thread count (up to ${mem.threadsMax} threads: file I/O runs on tokio's blocking pool, which grows with ` +
+    `concurrent requests; idle threads exit after 10 s).`
   );
 }
 

@@ -283,8 +283,11 @@ test('.gitignore: an equivalent existing line is recognised', async () => {
   assert.equal(tree.read('.gitignore', 'utf-8'), 'node_modules/\n.cache/nx-open-cache/\n');
 });
 
-test('.gitignore: absolute, home, outside-the-workspace paths and a missing .gitignore are left alone', async () => {
-  for (const p of ['/var/cache/nx', '~/.cache/nx-open-cache', '../shared-cache', '.']) {
+test('.gitignore: absolute, home paths and a missing .gitignore are left alone; a relative path out of the workspace is refused', async () => {
+  const outside = treeWith({}, { '.gitignore': 'dist\n' });
+  await assert.rejects(run(outside, { path: '../shared-cache' }), /a relative path must stay inside the workspace; for a directory outside it use an absolute path/);
+  assert.equal(outside.read('.gitignore', 'utf-8'), 'dist\n');
+  for (const p of ['/var/cache/nx', '~/.cache/nx-open-cache', '.']) {
     const tree = treeWith({}, { '.gitignore': 'dist\n' });
     const printed = await run(tree, { path: p });
     assert.equal(tree.read('.gitignore', 'utf-8'), 'dist\n', `path ${p}`);

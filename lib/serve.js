@@ -20,24 +20,14 @@ function run(args) {
     console.log(native.serveHelp());
     return 0;
   }
-  /** @type {import('../index.js').ServerHandle} */
+  /** @type {import('../index.js').ServerHandle | undefined} */
   let handle;
-  try {
-    handle = native.startServer(args, /** @type {Record<string, string>} */ ({ ...process.env }));
-  } catch (e) {
-    const err = /** @type {Error & { code?: string }} */ (e);
-    console.error(err.message);
-    if (err.code === 'InvalidArg') {
-      console.error('Run `nx-open-cache serve --help` for the options.');
-      return EXIT_CONFIG;
-    }
-    return 1;
-  }
-  // The server runs on native threads, which do not keep Node's event loop alive: this does.
-  const keepAlive = setInterval(() => {}, 1 << 30);
+  /** @type {NodeJS.Timeout | undefined} */
+  let keepAlive;
   let stopping = false;
   /** @param {NodeJS.Signals} signal */
   const onSignal = (signal) => {
+    if (!handle) return; // not started (the start failed): the process is exiting anyway
     if (stopping) {
       console.error(`nx-open-cache serve: ${signal} again, exiting without waiting`);
       process.exit(1);
@@ -56,8 +46,25 @@ function run(args) {
       },
     );
   };
+  // Before starting: a signal that arrives right after the startup line (while startServer is
+  // still returning) is then handled as soon as it has, instead of killing the process.
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
+  try {
+    handle = native.startServer(args, /** @type {Record<string, string>} */ ({ ...process.env }));
+  } catch (e) {
+    process.removeListener('SIGTERM', onSignal);
+    process.removeListener('SIGINT', onSignal);
+    const err = /** @type {Error & { code?: string }} */ (e);
+    console.error(err.message);
+    if (err.code === 'InvalidArg') {
+      console.error('Run `nx-open-cache serve --help` for the options.');
+      return EXIT_CONFIG;
+    }
+    return 1;
+  }
+  // The server runs on native threads, which do not keep Node's event loop alive: this does.
+  keepAlive = setInterval(() => {}, 1 << 30);
   return undefined;
 }
 

@@ -477,6 +477,26 @@ describe('nx-open-cache with a real Nx workspace', () => {
     ws.setPluginOptions(null);
   });
 
+  test('NX_OPEN_CACHE_DEBUG=1 logs every request with hash, status, size and duration; table summary on request', async () => {
+    await ws.resetScenario();
+    const store = ws.newStorePath('debug');
+    const env = { ...OFF, NX_OPEN_CACHE_DEBUG: '1', NX_OPEN_CACHE_SUMMARY: 'table' };
+    ws.setPluginOptions({ backend: 'fs', path: store });
+    const cold = await ws.runBuild({ env });
+    assertGreen(cold, 'debug cold run');
+    const puts = cold.output.split('\n').filter((l) => /^nx-open-cache: PUT \S+ -> 200 \d+ B \d+ ms$/.test(l));
+    const misses = cold.output.split('\n').filter((l) => /^nx-open-cache: GET \S+ -> 404 0 B \d+ ms$/.test(l));
+    assert.equal(puts.length, ws.projects.length, `one PUT line per task${show(cold)}`);
+    assert.equal(misses.length, ws.projects.length, `one GET miss line per task${show(cold)}`);
+    assert.match(cold.output, /^ {2}stored +4$/m, `table summary${show(cold)}`);
+    await otherMachine();
+    const warm = await ws.runBuild({ env });
+    assertGreen(warm, 'debug warm run');
+    const hits = warm.output.split('\n').filter((l) => /^nx-open-cache: GET \S+ -> 200 [1-9]\d* B \d+ ms$/.test(l));
+    assert.equal(hits.length, ws.projects.length, `one GET hit line per task${show(warm)}`);
+    ws.setPluginOptions(null);
+  });
+
   test('every configuration mistake stops the run before any task, naming option, value and choices', async () => {
     await ws.resetScenario();
     const cases = [

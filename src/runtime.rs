@@ -11,6 +11,9 @@ pub fn get() -> Result<&'static Runtime, String> {
         .get_or_init(|| {
             Builder::new_multi_thread()
                 .worker_threads(2)
+                // Blocking work (file reads, fsyncs) of many concurrent uploads: bounded, so a
+                // burst of 64 connections does not leave hundreds of threads behind.
+                .max_blocking_threads(64)
                 .thread_name("nx-open-cache")
                 .enable_all()
                 .build()

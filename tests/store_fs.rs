@@ -328,3 +328,31 @@ async fn namespaces_are_separate_key_spaces() {
     let err = base.with_namespace(&too_long).err().expect("too long");
     assert!(err.message.contains("namespace"), "{}", err.message);
 }
+
+#[tokio::test]
+async fn a_large_object_changed_after_its_first_verified_read_is_verified_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = FsStore::new(dir.path().join("c"), Prefix::default()).with_inline_limit(0);
+    s.prepare().unwrap();
+    let h = hash("777001");
+    let data = noise(3 << 20, 5);
+    s.put(&h, &mut body(&data, 65536), Some(data.len() as u64))
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        assert_eq!(
+            read_all(s.get(&h).await.unwrap().unwrap()),
+            data,
+            "served intact"
+        );
+    }
+    // Flip one payload byte in place (same size): the file's ctime changes, so it is re-verified.
+    let path = s.object_path(&h);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&path, &bytes).unwrap();
+    let err = s.get(&h).await.expect_err("corruption found");
+    assert_eq!(err.kind, ErrorKind::Corrupt, "{}", err.message);
+    assert!(!path.exists(), "the corrupt object is removed");
+}

@@ -6,6 +6,12 @@
 //! place: `link(2)` fails with EEXIST when the name exists, which makes creation atomic and
 //! first-writer-wins on local disks and on NFS alike, for any number of processes and machines.
 //!
+//! Reads: every object is verified against its envelope digest before a byte is served. Small
+//! objects (up to 256 KiB) are read and verified on the async worker, larger ones on the blocking
+//! pool. A large object that passed in this process is served again without a second hashing pass
+//! as long as its file is unchanged (same inode, size, mtime and ctime; any write to it changes
+//! its ctime, which cannot be set back); a changed file is verified again.
+//!
 //! Last access: an object's mtime records when it was last served, not when it was written (atime
 //! is unusable: often `noatime`/`relatime`). Objects are immutable and verified by their envelope
 //! digest, so nothing else depends on their mtime. A GET hit sets it to now, at most once per
@@ -35,11 +41,82 @@ const TMP_DIR: &str = ".tmp";
 /// A served object's last-access time (its mtime) is refreshed when older than this.
 pub const ACCESS_GRANULARITY: Duration = Duration::from_secs(3600);
 
+/// Objects up to this size (envelope included) are read and verified on the async worker.
+const SMALL_OBJECT_BYTES: u64 = 256 * 1024;
+/// How many verified large objects a store remembers (then it starts over).
+const VERIFIED_CAPACITY: usize = 65_536;
+
 #[derive(Clone)]
 pub struct FsStore {
     root: PathBuf,
     prefix: Prefix,
     inline_limit: u64,
+    /// Large objects that passed verification in this process (shared by namespaced views).
+    verified: Arc<Verified>,
+}
+
+/// What a read does next.
+enum Step {
+    Done(Option<Artifact>),
+    Finish {
+        path: PathBuf,
+        file: std::fs::File,
+        meta: std::fs::Metadata,
+    },
+}
+
+/// Identity and state of a file that passed verification: any write to it changes its ctime (and
+/// usually mtime and size), which no user can set back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Fingerprint {
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+#[derive(Default)]
+struct Verified {
+    files: std::sync::Mutex<std::collections::HashMap<(u64, u64), Fingerprint>>,
+}
+
+impl Verified {
+    #[cfg(unix)]
+    fn key_and_print(meta: &std::fs::Metadata) -> Option<((u64, u64), Fingerprint)> {
+        use std::os::unix::fs::MetadataExt;
+        Some((
+            (meta.dev(), meta.ino()),
+            Fingerprint {
+                size: meta.size(),
+                mtime: (meta.mtime(), meta.mtime_nsec()),
+                ctime: (meta.ctime(), meta.ctime_nsec()),
+            },
+        ))
+    }
+
+    #[cfg(not(unix))]
+    fn key_and_print(_meta: &std::fs::Metadata) -> Option<((u64, u64), Fingerprint)> {
+        None
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<(u64, u64), Fingerprint>> {
+        self.files.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn matches(&self, meta: &std::fs::Metadata) -> bool {
+        Self::key_and_print(meta).is_some_and(|(key, print)| self.lock().get(&key) == Some(&print))
+    }
+
+    fn remember(&self, meta: &std::fs::Metadata) {
+        if let Some((key, print)) = Self::key_and_print(meta) {
+            let mut files = self.lock();
+            if files.len() >= VERIFIED_CAPACITY {
+                files.clear();
+            }
+            files.insert(key, print);
+        }
+    }
 }
 
 impl FsStore {
@@ -48,6 +125,7 @@ impl FsStore {
             root: root.into(),
             prefix,
             inline_limit: DEFAULT_INLINE_LIMIT,
+            verified: Arc::default(),
         }
     }
 
@@ -163,15 +241,18 @@ impl FsStore {
         ))
     }
 
-    /// Blocking read + verification of one object.
-    fn read_verified(&self, hash: &TaskHash) -> Result<Option<Artifact>, StoreError> {
+    /// First step of a read, cheap enough to run on an async worker: open and stat the object;
+    /// a small object is read and verified right here, a large one already verified by this
+    /// process and unchanged since is served without a second hashing pass. Everything else is
+    /// left to [`FsStore::finish_read`] on a blocking thread.
+    fn start_read(&self, hash: &TaskHash) -> Result<Step, StoreError> {
         let path = self.object_path(hash);
-        let mut file = match std::fs::File::open(&path) {
+        let file = match std::fs::File::open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return match self.root_missing() {
                     Some(err) => Err(err),
-                    None => Ok(None),
+                    None => Ok(Step::Done(None)),
                 };
             }
             Err(e) => return Err(io_error(&e, format!("cannot open {}", path.display()))),
@@ -180,28 +261,68 @@ impl FsStore {
             .metadata()
             .map_err(|e| io_error(&e, format!("cannot stat {}", path.display())))?;
         let size = meta.len();
-        let read_err = |e: io::Error| io_error(&e, format!("cannot read {}", path.display()));
-        if size <= self.inline_limit.saturating_add(HEADER_LEN as u64) {
-            let mut object = Vec::with_capacity(size as usize);
-            file.read_to_end(&mut object).map_err(read_err)?;
-            return match crate::envelope::open(&object) {
-                Ok(_) => {
-                    record_access(&file, &meta);
-                    let all = Bytes::from(object);
-                    let payload = all.slice(HEADER_LEN..);
-                    Ok(Some(Artifact {
-                        len: payload.len() as u64,
-                        body: ArtifactBody::Memory(payload),
-                    }))
-                }
-                Err(e) => Err(self.quarantine(&path, &e.to_string())),
-            };
+        if size <= SMALL_OBJECT_BYTES.min(self.inline_limit.saturating_add(HEADER_LEN as u64)) {
+            return self.read_in_memory(&path, file, &meta).map(Step::Done);
         }
+        if size > self.inline_limit.saturating_add(HEADER_LEN as u64)
+            && self.verified.matches(&meta)
+        {
+            return self.serve_verified(&path, file).map(Step::Done);
+        }
+        Ok(Step::Finish { path, file, meta })
+    }
+
+    /// The rest of a read (blocking: a whole medium object, or the hashing pass of a large one).
+    fn finish_read(
+        &self,
+        path: &Path,
+        file: std::fs::File,
+        meta: &std::fs::Metadata,
+    ) -> Result<Option<Artifact>, StoreError> {
+        if meta.len() <= self.inline_limit.saturating_add(HEADER_LEN as u64) {
+            return self.read_in_memory(path, file, meta);
+        }
+        self.verify_large(path, file, meta)
+    }
+
+    /// Reads and verifies one pass of a small or medium object.
+    fn read_in_memory(
+        &self,
+        path: &Path,
+        mut file: std::fs::File,
+        meta: &std::fs::Metadata,
+    ) -> Result<Option<Artifact>, StoreError> {
+        let read_err = |e: io::Error| io_error(&e, format!("cannot read {}", path.display()));
+        let mut object = Vec::with_capacity(meta.len() as usize);
+        file.read_to_end(&mut object).map_err(read_err)?;
+        match crate::envelope::open(&object) {
+            Ok(_) => {
+                record_access(&file, meta);
+                let all = Bytes::from(object);
+                let payload = all.slice(HEADER_LEN..);
+                Ok(Some(Artifact {
+                    len: payload.len() as u64,
+                    body: ArtifactBody::Memory(payload),
+                }))
+            }
+            Err(e) => Err(self.quarantine(path, &e.to_string())),
+        }
+    }
+
+    /// Verifies a large object in a first pass, then hands out the same open file positioned at
+    /// the payload; remembers that this file (as it is now) passed.
+    fn verify_large(
+        &self,
+        path: &Path,
+        mut file: std::fs::File,
+        meta: &std::fs::Metadata,
+    ) -> Result<Option<Artifact>, StoreError> {
+        let read_err = |e: io::Error| io_error(&e, format!("cannot read {}", path.display()));
         let mut head = [0u8; HEADER_LEN];
         file.read_exact(&mut head).map_err(read_err)?;
         let header = match Header::decode(&head) {
             Ok(h) => h,
-            Err(e) => return Err(self.quarantine(&path, &e.to_string())),
+            Err(e) => return Err(self.quarantine(path, &e.to_string())),
         };
         let mut digest = PayloadDigest::new();
         let mut buf = vec![0u8; 1024 * 1024];
@@ -214,11 +335,15 @@ impl FsStore {
         }
         let (len, d) = digest.finish();
         if let Err(e) = header.verify(len, &d) {
-            return Err(self.quarantine(&path, &e.to_string()));
+            return Err(self.quarantine(path, &e.to_string()));
         }
         file.seek(SeekFrom::Start(HEADER_LEN as u64))
             .map_err(read_err)?;
-        record_access(&file, &meta);
+        record_access(&file, meta);
+        // After the access mark (which changes mtime and ctime): that is the state that passed.
+        if let Ok(now) = file.metadata() {
+            self.verified.remember(&now);
+        }
         Ok(Some(Artifact {
             len,
             body: ArtifactBody::File {
@@ -226,6 +351,37 @@ impl FsStore {
                 offset: HEADER_LEN as u64,
             },
         }))
+    }
+
+    /// Serves a large object that passed verification in this process and has not changed since
+    /// (same inode, size, mtime and ctime): only its header is read.
+    fn serve_verified(
+        &self,
+        path: &Path,
+        mut file: std::fs::File,
+    ) -> Result<Option<Artifact>, StoreError> {
+        let read_err = |e: io::Error| io_error(&e, format!("cannot read {}", path.display()));
+        let mut head = [0u8; HEADER_LEN];
+        file.read_exact(&mut head).map_err(read_err)?;
+        let header = match Header::decode(&head) {
+            Ok(h) => h,
+            Err(e) => return Err(self.quarantine(path, &e.to_string())),
+        };
+        Ok(Some(Artifact {
+            len: header.payload_len,
+            body: ArtifactBody::File {
+                file,
+                offset: HEADER_LEN as u64,
+            },
+        }))
+    }
+
+    /// Blocking read + verification of one object (both steps).
+    pub fn read_verified(&self, hash: &TaskHash) -> Result<Option<Artifact>, StoreError> {
+        match self.start_read(hash)? {
+            Step::Done(found) => Ok(found),
+            Step::Finish { path, file, meta } => self.finish_read(&path, file, &meta),
+        }
     }
 
     /// Removes an object that failed verification so the next build can store a good one.
@@ -249,36 +405,52 @@ impl FsStore {
         body: &mut BodyStream<'_>,
         declared_len: Option<u64>,
     ) -> Result<PutOutcome, StoreError> {
-        let final_path = self.object_path(hash);
-        if final_path.exists() {
-            return Ok(PutOutcome::AlreadyExists);
-        }
-        self.ensure_dirs(hash)?;
-        let tmp = self.tmp_path(hash);
-        let result = self.write_tmp(&tmp, body, declared_len).await;
-        let outcome = match result {
-            Ok(len) => {
-                // Retention may remove an emptied fan-out directory between `ensure_dirs` and the
-                // link: make it again and retry once.
-                let published = match publish(&tmp, &final_path) {
-                    Err(_) if !final_path.parent().is_some_and(Path::exists) => self
-                        .ensure_dirs(hash)
-                        .and_then(|_| publish(&tmp, &final_path)),
-                    other => other,
-                };
-                published.map(|created| {
-                    if created {
-                        PutOutcome::Stored(len)
-                    } else {
-                        PutOutcome::AlreadyExists
-                    }
-                })
+        // Directory work and the publishing link + directory fsync block: off the async workers.
+        let store = self.clone();
+        let h = hash.clone();
+        let prepared = tokio::task::spawn_blocking(move || {
+            let final_path = store.object_path(&h);
+            if final_path.exists() {
+                return Ok(None);
             }
-            Err(e) => Err(e),
+            store.ensure_dirs(&h)?;
+            Ok(Some((final_path, store.tmp_path(&h))))
+        })
+        .await
+        .map_err(|e| StoreError::new(ErrorKind::Unavailable, format!("write task failed: {e}")))?;
+        let Some((final_path, tmp)) = prepared? else {
+            return Ok(PutOutcome::AlreadyExists);
         };
-        // The temp name is either linked into place or garbage now.
-        let _ = std::fs::remove_file(&tmp);
-        outcome
+        let result = self.write_tmp(&tmp, body, declared_len).await;
+        let store = self.clone();
+        let h = hash.clone();
+        tokio::task::spawn_blocking(move || {
+            let outcome = match result {
+                Ok(len) => {
+                    // Retention may remove an emptied fan-out directory between `ensure_dirs` and
+                    // the link: make it again and retry once.
+                    let published = match publish(&tmp, &final_path) {
+                        Err(_) if !final_path.parent().is_some_and(Path::exists) => store
+                            .ensure_dirs(&h)
+                            .and_then(|_| publish(&tmp, &final_path)),
+                        other => other,
+                    };
+                    published.map(|created| {
+                        if created {
+                            PutOutcome::Stored(len)
+                        } else {
+                            PutOutcome::AlreadyExists
+                        }
+                    })
+                }
+                Err(e) => Err(e),
+            };
+            // The temp name is either linked into place or garbage now.
+            let _ = std::fs::remove_file(&tmp);
+            outcome
+        })
+        .await
+        .map_err(|e| StoreError::new(ErrorKind::Unavailable, format!("write task failed: {e}")))?
     }
 
     async fn write_tmp(
@@ -294,7 +466,11 @@ impl FsStore {
             .open(tmp)
             .await
             .map_err(|e| io_error(&e, format!("cannot create {}", tmp.display())))?;
-        let mut out = tokio::io::BufWriter::with_capacity(1024 * 1024, file);
+        // A buffer no larger than the object needs (many small uploads may be in flight).
+        let capacity = declared_len
+            .map_or(1024 * 1024, |n| (n as usize).saturating_add(HEADER_LEN))
+            .clamp(8 * 1024, 1024 * 1024);
+        let mut out = tokio::io::BufWriter::with_capacity(capacity, file);
         out.write_all(&[0u8; HEADER_LEN]).await.map_err(write_err)?;
         let mut digest = PayloadDigest::new();
         while let Some(chunk) = next_chunk(body, digest.len(), declared_len).await? {
@@ -436,14 +612,22 @@ impl Store for FsStore {
         hash: &'a TaskHash,
     ) -> BoxFuture<'a, Result<Option<Artifact>, StoreError>> {
         Box::pin(async move {
-            // File reads and the digest pass block: run them off the async workers.
-            let store = self.clone();
-            let hash = hash.clone();
-            tokio::task::spawn_blocking(move || store.read_verified(&hash))
-                .await
-                .map_err(|e| {
-                    StoreError::new(ErrorKind::Unavailable, format!("read task failed: {e}"))
-                })?
+            // Opening, a stat and a small read are cheap enough for the async worker (a hop to the
+            // blocking pool costs more than they do); medium reads and hashing passes are not.
+            match self.start_read(hash)? {
+                Step::Done(found) => Ok(found),
+                Step::Finish { path, file, meta } => {
+                    let store = self.clone();
+                    tokio::task::spawn_blocking(move || store.finish_read(&path, file, &meta))
+                        .await
+                        .map_err(|e| {
+                            StoreError::new(
+                                ErrorKind::Unavailable,
+                                format!("read task failed: {e}"),
+                            )
+                        })?
+                }
+            }
         })
     }
 

@@ -32,6 +32,22 @@ export declare class CacheProxy {
   stop(): Promise<CacheStats>
 }
 
+/** A running `nx-open-cache serve` server. */
+export declare class ServerHandle {
+  /**
+   * `http://<ip>:<port>` or `https://...`: the value for NX_SELF_HOSTED_REMOTE_CACHE_SERVER
+   * (with the bound port when `--listen` asked for port 0).
+   */
+  get url(): string
+  /** The startup line the server printed (URL, storage, tokens, anonymous access, limits). */
+  get banner(): string
+  /**
+   * Stops accepting connections, lets requests in flight finish (bounded grace) and stops
+   * background retention. Calling it again does nothing.
+   */
+  stop(): Promise<void>
+}
+
 /** One fault reason and how often it happened. */
 export interface CacheError {
   reason: string
@@ -53,6 +69,48 @@ export interface CacheStats {
 }
 
 /**
+ * Checks the configured cache (plugin options + environment): sets up the store, looks up a
+ * hash, and in read-write mode writes, reads back and deletes a probe artifact, timing each step.
+ * Throws only on a configuration mistake (naming the option, the value and the allowed values);
+ * storage faults are failed checks with a suggested fix. Blocks: prefer `doctorAsync`.
+ */
+export declare function doctor(workspaceRoot: string, options: any | undefined | null, env: Record<string, string>): DoctorReport
+
+/** `doctor` off the JS thread. */
+export declare function doctorAsync(workspaceRoot: string, options: any | undefined | null, env: Record<string, string>): Promise<unknown>
+
+/** One step of the doctor's check. */
+export interface DoctorCheck {
+  /** `setup`, `read`, `write`, `read back` or `delete`. */
+  name: string
+  /** `ok`, `failed` or `skipped`. */
+  outcome: string
+  /** How long the step took, in milliseconds. */
+  millis: number
+  /** What was seen (the error on failure, the reason when skipped). */
+  detail: string
+  /** What to do about a failure. */
+  fix?: string
+}
+
+/** What `doctor` found. */
+export interface DoctorReport {
+  backend: string
+  /** Where artifacts go, e.g. `s3 my-bucket/team (eu-west-1)`. */
+  location: string
+  /** `read-write`, `read-only` or `no-cache`. */
+  mode: string
+  /** Why this mode applies, e.g. `ciMode (CI detected)`. */
+  modeSource: string
+  checks: Array<DoctorCheck>
+  /**
+   * True when the cache works: the store answers and, in read-write mode, an artifact can be
+   * written and read back.
+   */
+  works: boolean
+}
+
+/**
  * Expands output entries (relative to `root`) into the existing paths they name, exactly as Nx's
  * `expandOutputs`: without any glob entry, the existing entries verbatim and in order; otherwise
  * every path the globs select (directories too, unless an entry is a `!` negation), sorted.
@@ -69,6 +127,88 @@ export interface FileHash {
   path: string
   /** xxh3-64 of the contents, decimal: the value Nx's `hashFile` gives. */
   hash: string
+}
+
+/**
+ * Applies a retention policy to an fs cache directory: deletes objects not accessed within
+ * `maxAge`, then the least recently accessed until the total fits `maxSize`, plus leftover temp
+ * files and empty directories. Safe while a server or builds use the cache. Per-file faults are
+ * listed in the report. Throws on a bad option (code `InvalidArg`; the message names the option,
+ * the value and the accepted forms) and when the directory cannot be read. `onProgress` is called
+ * on this thread.
+ */
+export declare function gc(options: GcOptions, onProgress?: ((arg: GcProgress) => void) | undefined | null): GcReport
+
+/**
+ * `gc` off the JS thread (bad options reject the promise); `onProgress` is called on the JS
+ * thread as updates arrive (the last ones may arrive after the promise resolves).
+ */
+export declare function gcAsync(options: GcOptions, onProgress?: ((progress: GcProgress) => void) | undefined | null): Promise<GcReport>
+
+/** A number of files and their size on disk in bytes. */
+export interface GcCount {
+  files: number
+  bytes: number
+}
+
+/** A file or directory `gc` could not handle (the run went on). */
+export interface GcError {
+  path: string
+  reason: string
+}
+
+/** Options of `gc`. */
+export interface GcOptions {
+  /** The fs store's directory (the root: every prefix below it shares the budget). */
+  path: string
+  /**
+   * Keep the objects' total size at most this: bytes as a number, or a string with a unit
+   * (`B`, `KB`, `MB`, `GB`, `TB`, `KiB`, `MiB`, `GiB`, `TiB`), e.g. `"50GiB"`. The least
+   * recently accessed objects are deleted first.
+   */
+  maxSize?: string | number
+  /**
+   * Delete objects not accessed for longer than this: seconds as a number, or a string with a
+   * unit (`s`, `m`, `h`, `d`, `w`), e.g. `"30d"`.
+   */
+  maxAge?: string | number
+  /** Report what would be deleted, delete nothing. Default false. */
+  dryRun?: boolean
+}
+
+/** A progress update of `gc` (at most every ~100 ms, plus one per phase change). */
+export interface GcProgress {
+  /** `scan`, `delete`, `prune` or `done`. */
+  phase: 'scan' | 'delete' | 'prune' | 'done'
+  /** Objects found so far. */
+  scanned: number
+  /** Objects and temp files deleted (in a dry run: that would be) so far. */
+  deleted: number
+}
+
+/** What `gc` found and did. */
+export interface GcReport {
+  /** True when nothing was deleted: the deleted counts are what would have been. */
+  dryRun: boolean
+  /** Objects found. */
+  scanned: GcCount
+  /** Objects not accessed within `maxAge`. */
+  deletedByAge: GcCount
+  /** Least recently accessed objects evicted to fit `maxSize`. */
+  deletedBySize: GcCount
+  /** Leftover temp files of killed writers (older than an hour). */
+  deletedTemp: GcCount
+  /** Objects left. */
+  kept: GcCount
+  /** Empty directories removed. */
+  removedDirs: number
+  /** Wall time of the run in milliseconds. */
+  durationMs: number
+  /** All errors (the first 1000 are listed in `errors`). */
+  errorCount: number
+  errors: Array<GcError>
+  /** One line for logs. */
+  summary: string
 }
 
 /**
@@ -205,9 +345,12 @@ export declare function resolveConfig(workspaceRoot: string, options: any | unde
 
 /** The effective configuration, as the plugin and diagnostics show it. */
 export interface ResolvedConfig {
-  /** `fs` (more backends come in later versions). */
+  /** `fs`, `s3`, `gcs`, `azure` or `http`. */
   backend: string
-  /** The fs directory, absolute. */
+  /**
+   * Where artifacts go: the fs directory (absolute), the s3/gcs bucket, the azure
+   * `<account>/<container>`, or the http server's URL.
+   */
   location: string
   prefix: string
   /** `read-write`, `read-only` or `no-cache`. */
@@ -216,6 +359,21 @@ export interface ResolvedConfig {
   modeSource: string
   debug: boolean
 }
+
+/**
+ * The `nx-open-cache serve --help` text: every option with its environment variable and
+ * config-file key.
+ */
+export declare function serveHelp(): string
+
+/**
+ * Starts the server from the words after `serve` on the command line and the environment
+ * (`NX_OPEN_CACHE_SERVER_*`, cloud credentials); relative paths are taken from the current
+ * directory. A configuration mistake throws with code `InvalidArg` and a message naming the
+ * option, the value and what is allowed; a failure to start (port in use, storage directory not
+ * creatable, bad TLS files) throws with code `GenericFailure`.
+ */
+export declare function startServer(args: Array<string>, env: Record<string, string>): ServerHandle
 
 /**
  * Unpacks an archive (a Buffer, or the path of an archive file; zstd or Nx's tar.gz, detected by

@@ -28,6 +28,8 @@ pub const KNOWN_OPTIONS: &[&str] = &[
     "url",
     "timeout",
     "connectTimeout",
+    "writePrefix",
+    "readPrefixes",
 ];
 
 pub const BACKENDS_AVAILABLE: &[&str] = &["fs", "s3", "gcs", "azure", "http"];
@@ -146,11 +148,64 @@ impl Default for Timeouts {
     }
 }
 
+/// Trust namespaces: where a run writes and where it reads, both relative to `prefix`.
+///
+/// The default (write to the store root, read from it) is a cache without namespaces. The
+/// `ci-split` preset writes untrusted builds to `untrusted/` and lets them read `trusted/` first;
+/// trusted builds (main-branch CI) write and read `trusted/` only, so they never restore what an
+/// untrusted build stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Namespaces {
+    /// `writePrefix` / `NX_OPEN_CACHE_WRITE_PREFIX`; empty: the store root (inside `prefix`).
+    pub write: Prefix,
+    /// `readPrefixes` / `NX_OPEN_CACHE_READ_PREFIXES`, in order, never empty; default `[write]`.
+    pub read: Vec<Prefix>,
+    /// Where these came from, for diagnostics: `default`, `options`, or the variables that set them.
+    pub source: String,
+}
+
+impl Default for Namespaces {
+    fn default() -> Self {
+        Namespaces {
+            write: Prefix::default(),
+            read: vec![Prefix::default()],
+            source: "default".into(),
+        }
+    }
+}
+
+impl Namespaces {
+    /// True for the plain layout (write and read the store root only).
+    pub fn is_default(&self) -> bool {
+        self.write.is_empty() && self.read.len() == 1 && self.read[0].is_empty()
+    }
+
+    /// e.g. `writes untrusted/, reads trusted/ then untrusted/` (`/` for the store root).
+    pub fn describe(&self) -> String {
+        let show = |p: &Prefix| {
+            if p.is_empty() {
+                "/".to_owned()
+            } else {
+                format!("{}/", p.as_str())
+            }
+        };
+        let reads: Vec<String> = self.read.iter().map(show).collect();
+        format!(
+            "writes {}, reads {}",
+            show(&self.write),
+            reads.join(" then ")
+        )
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheConfig {
     pub backend: Backend,
     pub timeouts: Timeouts,
     pub prefix: Prefix,
+    /// Trust namespaces (`writePrefix` / `readPrefixes`): where this run's writes go and where its
+    /// reads look, in order (first hit wins), both inside `prefix`.
+    pub namespaces: Namespaces,
     pub mode: Mode,
     /// Where the mode came from, for summaries and diagnostics.
     pub mode_source: String,
@@ -215,7 +270,7 @@ fn string_option<'a>(
     }
 }
 
-/// Options every backend accepts.
+/// Options every backend accepts (`writePrefix` / `readPrefixes` are refused for `http` by name).
 const COMMON_OPTIONS: &[&str] = &[
     "backend",
     "prefix",
@@ -223,6 +278,8 @@ const COMMON_OPTIONS: &[&str] = &[
     "ciMode",
     "timeout",
     "connectTimeout",
+    "writePrefix",
+    "readPrefixes",
 ];
 const S3_OPTIONS: &[&str] = &["bucket", "region", "endpoint", "forcePathStyle"];
 const GCS_OPTIONS: &[&str] = &["bucket"];
@@ -392,6 +449,36 @@ fn http_url(options: &serde_json::Map<String, Value>) -> Result<String, ConfigEr
     Ok(value.to_owned())
 }
 
+/// `writePrefix` / `readPrefixes` (and their variables) mean nothing to the http backend: the
+/// server puts each token's writes and reads where its token namespaces say.
+fn refuse_namespaces_for_http(
+    options: &serde_json::Map<String, Value>,
+    env: &HashMap<String, String>,
+) -> Result<(), ConfigError> {
+    let why = "the server's token namespaces do that: give the untrusted and trusted builds \
+               different tokens whose write_prefix / read_prefixes make the split (README: \"Tokens, \
+               roles and namespaces\")";
+    for name in ["writePrefix", "readPrefixes"] {
+        if options.get(name).is_some_and(|v| !v.is_null()) {
+            return Err(ConfigError {
+                option: name.into(),
+                message: format!("option \"{name}\" does not apply to backend \"http\": {why}"),
+            });
+        }
+    }
+    for var in [WRITE_PREFIX_VAR, READ_PREFIXES_VAR] {
+        if let Some(v) = env.get(var).filter(|v| !v.trim().is_empty()) {
+            return Err(ConfigError {
+                option: var.into(),
+                message: format!(
+                    "{var} is set ({v:?}) but does not apply to backend \"http\": {why}; unset it"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 fn bool_option(
     options: &serde_json::Map<String, Value>,
     name: &str,
@@ -553,6 +640,157 @@ fn parse_seconds(v: &str) -> Result<Duration, &'static str> {
     }
 }
 
+/// What a namespace prefix may look like, for error messages.
+const NAMESPACE_FORM: &str = "a key prefix relative to \"prefix\": ASCII letters, digits, '_', \
+     '-', '.', segments separated by '/', no '.' or '..' segments (e.g. \"trusted\" or \"untrusted\")";
+
+pub const WRITE_PREFIX_VAR: &str = "NX_OPEN_CACHE_WRITE_PREFIX";
+pub const READ_PREFIXES_VAR: &str = "NX_OPEN_CACHE_READ_PREFIXES";
+
+/// One namespace prefix from `option` (an option name or a variable); `label` names it in the
+/// message, e.g. `option "writePrefix"` or `entry 2 of NX_OPEN_CACHE_READ_PREFIXES`.
+fn namespace_prefix(option: &str, label: &str, raw: &str) -> Result<Prefix, ConfigError> {
+    Prefix::parse(raw).map_err(|e| ConfigError {
+        option: option.to_owned(),
+        message: format!(
+            "invalid value {raw:?} for {label}: {}; expected {NAMESPACE_FORM}",
+            e.reason
+        ),
+    })
+}
+
+/// Refuses a read list that names one prefix twice (the second would never be asked first).
+fn no_duplicates(option: &str, label: &str, list: &[Prefix]) -> Result<(), ConfigError> {
+    for (i, p) in list.iter().enumerate() {
+        if list[..i].contains(p) {
+            return Err(ConfigError {
+                option: option.to_owned(),
+                message: format!(
+                    "{label} lists {:?} twice; expected each prefix once, in the order to read them",
+                    p.as_str()
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// `writePrefix` / `readPrefixes` from the options, then `NX_OPEN_CACHE_WRITE_PREFIX` /
+/// `NX_OPEN_CACHE_READ_PREFIXES` (comma-separated), which win. Reads default to `[write]`; a
+/// write prefix from the environment without a read list from the environment also reads only
+/// there (the options' read list is for the builds that keep the options' write prefix).
+fn namespaces(
+    options: &serde_json::Map<String, Value>,
+    env: &HashMap<String, String>,
+) -> Result<Namespaces, ConfigError> {
+    let opt_write = string_option(options, "writePrefix")?
+        .map(|raw| namespace_prefix("writePrefix", "option \"writePrefix\"", raw))
+        .transpose()?;
+    let opt_read = match options.get("readPrefixes") {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(items)) => {
+            if items.is_empty() {
+                return Err(ConfigError {
+                    option: "readPrefixes".into(),
+                    message:
+                        "option \"readPrefixes\" is an empty array; expected at least one \
+                              prefix, in the order to read them (e.g. [\"trusted\", \"untrusted\"])"
+                            .into(),
+                });
+            }
+            let mut list = Vec::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
+                let label = format!("entry {} of option \"readPrefixes\"", i + 1);
+                match item {
+                    Value::String(raw) => list.push(namespace_prefix("readPrefixes", &label, raw)?),
+                    other => {
+                        return Err(ConfigError {
+                            option: "readPrefixes".into(),
+                            message: format!(
+                                "{label} must be a string, got {}; expected {NAMESPACE_FORM}",
+                                describe_json(other)
+                            ),
+                        })
+                    }
+                }
+            }
+            no_duplicates("readPrefixes", "option \"readPrefixes\"", &list)?;
+            Some(list)
+        }
+        Some(other) => {
+            return Err(ConfigError {
+                option: "readPrefixes".into(),
+                message: format!(
+                    "option \"readPrefixes\" must be an array of prefixes, got {}; expected e.g. \
+                     [\"trusted\", \"untrusted\"]",
+                    describe_json(other)
+                ),
+            })
+        }
+    };
+    let env_write = env
+        .get(WRITE_PREFIX_VAR)
+        .filter(|v| !v.trim().is_empty())
+        .map(|raw| namespace_prefix(WRITE_PREFIX_VAR, WRITE_PREFIX_VAR, raw.trim()))
+        .transpose()?;
+    let env_read = match env.get(READ_PREFIXES_VAR).filter(|v| !v.trim().is_empty()) {
+        None => None,
+        Some(raw) => {
+            let mut list = Vec::new();
+            for (i, entry) in raw.split(',').enumerate() {
+                let entry = entry.trim();
+                let label = format!("entry {} of {READ_PREFIXES_VAR} ({raw:?})", i + 1);
+                if entry.is_empty() {
+                    return Err(ConfigError {
+                        option: READ_PREFIXES_VAR.into(),
+                        message: format!(
+                            "{label} is empty; expected comma-separated prefixes in the order to \
+                             read them (e.g. \"trusted,untrusted\"), each {NAMESPACE_FORM}"
+                        ),
+                    });
+                }
+                list.push(namespace_prefix(READ_PREFIXES_VAR, &label, entry)?);
+            }
+            no_duplicates(READ_PREFIXES_VAR, READ_PREFIXES_VAR, &list)?;
+            Some(list)
+        }
+    };
+
+    let mut sources: Vec<&str> = Vec::new();
+    let write = match (env_write, opt_write) {
+        (Some(w), _) => {
+            sources.push(WRITE_PREFIX_VAR);
+            w
+        }
+        (None, Some(w)) => {
+            sources.push("writePrefix");
+            w
+        }
+        (None, None) => Prefix::default(),
+    };
+    let write_from_env = sources.first() == Some(&WRITE_PREFIX_VAR);
+    let read = match (env_read, opt_read) {
+        (Some(r), _) => {
+            sources.push(READ_PREFIXES_VAR);
+            r
+        }
+        (None, Some(r)) if !write_from_env => {
+            sources.push("readPrefixes");
+            r
+        }
+        _ => vec![write.clone()],
+    };
+    Ok(Namespaces {
+        write,
+        read,
+        source: if sources.is_empty() {
+            "default".into()
+        } else {
+            sources.join(", ")
+        },
+    })
+}
+
 /// Builds the effective configuration from the plugin options and the environment.
 pub fn resolve(
     options: &Value,
@@ -595,6 +833,7 @@ pub fn resolve(
         }
         "http" => {
             only_options(options, "http", HTTP_OPTIONS)?;
+            refuse_namespaces_for_http(options, env)?;
             if string_option(options, "prefix")?.is_some_and(|p| !p.is_empty()) {
                 return Err(ConfigError {
                     option: "prefix".into(),
@@ -657,6 +896,12 @@ pub fn resolve(
         })?,
     };
 
+    let namespaces = if matches!(backend, Backend::Http { .. }) {
+        Namespaces::default()
+    } else {
+        namespaces(options, env)?
+    };
+
     let local = string_option(options, "localMode")?
         .map(|v| Mode::parse("localMode", v))
         .transpose()?;
@@ -700,6 +945,7 @@ pub fn resolve(
         backend,
         timeouts,
         prefix,
+        namespaces,
         mode,
         mode_source,
         debug: truthy(env, "NX_OPEN_CACHE_DEBUG"),
@@ -1010,6 +1256,176 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.option, "token");
         assert!(!err.message.contains("s3cret"), "{}", err.message);
+    }
+
+    #[test]
+    fn trust_namespaces() {
+        let p = |s: &str| Prefix::parse(s).unwrap();
+        // Default: the store root, as without namespaces.
+        let c = resolve(&json!({}), &env(&[]), ws()).unwrap();
+        assert!(c.namespaces.is_default());
+        assert_eq!(c.namespaces.source, "default");
+        // The ci-split preset: untrusted by default, trusted first.
+        let split = json!({"writePrefix": "untrusted", "readPrefixes": ["trusted", "untrusted/"]});
+        let c = resolve(&split, &env(&[]), ws()).unwrap();
+        assert_eq!(c.namespaces.write, p("untrusted"));
+        assert_eq!(c.namespaces.read, vec![p("trusted"), p("untrusted")]);
+        assert_eq!(c.namespaces.source, "writePrefix, readPrefixes");
+        assert_eq!(
+            c.namespaces.describe(),
+            "writes untrusted/, reads trusted/ then untrusted/"
+        );
+        // A trusted build opts in through the environment.
+        let c = resolve(
+            &split,
+            &env(&[
+                ("NX_OPEN_CACHE_WRITE_PREFIX", "trusted"),
+                ("NX_OPEN_CACHE_READ_PREFIXES", "trusted"),
+            ]),
+            ws(),
+        )
+        .unwrap();
+        assert_eq!(c.namespaces.write, p("trusted"));
+        assert_eq!(c.namespaces.read, vec![p("trusted")]);
+        // The write variable alone reads only where it writes, never the options' read list.
+        let c = resolve(
+            &split,
+            &env(&[("NX_OPEN_CACHE_WRITE_PREFIX", "trusted")]),
+            ws(),
+        )
+        .unwrap();
+        assert_eq!(c.namespaces.read, vec![p("trusted")]);
+        assert_eq!(c.namespaces.source, "NX_OPEN_CACHE_WRITE_PREFIX");
+        // A read list from the environment, spaces trimmed; reads default to the write prefix.
+        let c = resolve(
+            &json!({"writePrefix": "untrusted"}),
+            &env(&[("NX_OPEN_CACHE_READ_PREFIXES", " team/trusted , untrusted ")]),
+            ws(),
+        )
+        .unwrap();
+        assert_eq!(c.namespaces.read, vec![p("team/trusted"), p("untrusted")]);
+        let c = resolve(&json!({"writePrefix": "pr"}), &env(&[]), ws()).unwrap();
+        assert_eq!(c.namespaces.read, vec![p("pr")]);
+        // Every backend but http.
+        for backend in [
+            json!({"backend": "s3", "bucket": "b"}),
+            json!({"backend": "gcs", "bucket": "b"}),
+            json!({"backend": "azure", "container": "c"}),
+            json!({"backend": "fs", "path": "/c"}),
+        ] {
+            let mut o = backend.clone();
+            o["writePrefix"] = json!("untrusted");
+            o["readPrefixes"] = json!(["trusted", "untrusted"]);
+            let c = resolve(&o, &env(&[]), ws()).unwrap();
+            assert_eq!(c.namespaces.read.len(), 2, "{o}");
+        }
+    }
+
+    #[test]
+    fn trust_namespace_errors() {
+        let cases = [
+            (
+                json!({"writePrefix": "../x"}),
+                &[][..],
+                "writePrefix",
+                "\"../x\"",
+            ),
+            (
+                json!({"writePrefix": "a b"}),
+                &[],
+                "writePrefix",
+                "e.g. \"trusted\"",
+            ),
+            (json!({"writePrefix": 1}), &[], "writePrefix", "number 1"),
+            (
+                json!({"readPrefixes": "trusted"}),
+                &[],
+                "readPrefixes",
+                "array",
+            ),
+            (
+                json!({"readPrefixes": []}),
+                &[],
+                "readPrefixes",
+                "empty array",
+            ),
+            (
+                json!({"readPrefixes": ["trusted", 2]}),
+                &[],
+                "readPrefixes",
+                "entry 2 of option \"readPrefixes\" must be a string, got number 2",
+            ),
+            (
+                json!({"readPrefixes": ["trusted", "/abs"]}),
+                &[],
+                "readPrefixes",
+                "entry 2 of option \"readPrefixes\"",
+            ),
+            (
+                json!({"readPrefixes": ["trusted", "trusted/"]}),
+                &[],
+                "readPrefixes",
+                "twice",
+            ),
+            (
+                json!({}),
+                &[("NX_OPEN_CACHE_WRITE_PREFIX", "a/../b")][..],
+                "NX_OPEN_CACHE_WRITE_PREFIX",
+                "'.' and '..'",
+            ),
+            (
+                json!({}),
+                &[("NX_OPEN_CACHE_READ_PREFIXES", "trusted,,untrusted")],
+                "NX_OPEN_CACHE_READ_PREFIXES",
+                "entry 2 of NX_OPEN_CACHE_READ_PREFIXES (\"trusted,,untrusted\") is empty",
+            ),
+            (
+                json!({}),
+                &[("NX_OPEN_CACHE_READ_PREFIXES", "trusted;untrusted")],
+                "NX_OPEN_CACHE_READ_PREFIXES",
+                "\"trusted;untrusted\"",
+            ),
+            (
+                json!({}),
+                &[("NX_OPEN_CACHE_READ_PREFIXES", "a,b,a")],
+                "NX_OPEN_CACHE_READ_PREFIXES",
+                "twice",
+            ),
+            (
+                json!({"backend": "http", "url": "https://h", "writePrefix": "untrusted"}),
+                &[],
+                "writePrefix",
+                "token namespaces",
+            ),
+            (
+                json!({"backend": "http", "url": "https://h", "readPrefixes": ["trusted"]}),
+                &[],
+                "readPrefixes",
+                "does not apply to backend \"http\"",
+            ),
+            (
+                json!({"backend": "http", "url": "https://h"}),
+                &[("NX_OPEN_CACHE_WRITE_PREFIX", "trusted")],
+                "NX_OPEN_CACHE_WRITE_PREFIX",
+                "token namespaces",
+            ),
+        ];
+        for (opts, vars, option, needle) in cases {
+            let err = resolve(&opts, &env(vars), ws()).unwrap_err();
+            assert_eq!(err.option, option, "{opts} {vars:?}");
+            assert!(
+                err.message.contains(needle),
+                "{opts} {vars:?}: {}",
+                err.message
+            );
+        }
+        // Every prefix error says what is allowed.
+        let err = resolve(&json!({"writePrefix": "a b"}), &env(&[]), ws()).unwrap_err();
+        assert!(
+            err.message.contains("relative to \"prefix\""),
+            "{}",
+            err.message
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! server with a random port and bearer token out.
 
 use crate::config::{Backend, CacheConfig, Mode};
-use crate::server::{self, ProxySettings, RunningProxy};
+use crate::server::{self, Auth, Limits, LogFormat, RunningProxy, ServerSettings, TokenSpec};
 use crate::stats::{Snapshot, Stats};
 use crate::store::fs::FsStore;
 use crate::store::guard::{GuardPolicy, GuardedStore};
@@ -121,7 +121,11 @@ pub fn start(config: &CacheConfig, env: &HashMap<String, String>) -> Result<Prox
         let _inside = runtime.enter();
         Arc::new(GuardedStore::new(opened, guard_policy(config)))
     };
-    let location = store.describe();
+    let location = if config.namespaces.is_default() {
+        store.describe()
+    } else {
+        format!("{}; {}", store.describe(), config.namespaces.describe())
+    };
     let token = server::random_token()?;
     let std_listener = std::net::TcpListener::bind(("127.0.0.1", 0))
         .map_err(|e| format!("cannot listen on 127.0.0.1: {e}"))?;
@@ -131,17 +135,8 @@ pub fn start(config: &CacheConfig, env: &HashMap<String, String>) -> Result<Prox
     let _guard = runtime.enter();
     let listener = tokio::net::TcpListener::from_std(std_listener)
         .map_err(|e| format!("cannot register the proxy socket: {e}"))?;
-    let running = server::serve(
-        listener,
-        ProxySettings {
-            store,
-            mode: config.mode,
-            token: token.clone(),
-            debug: config.debug,
-            stats,
-        },
-    )
-    .map_err(|e| format!("cannot start the proxy: {e}"))?;
+    let running = server::serve_server(listener, proxy_settings(config, store, &token, stats))
+        .map_err(|e| format!("cannot start the proxy: {e}"))?;
     Ok(Proxy {
         url: format!("http://{}", running.addr),
         running,
@@ -149,6 +144,35 @@ pub fn start(config: &CacheConfig, env: &HashMap<String, String>) -> Result<Prox
         location,
         mode: config.mode,
     })
+}
+
+/// The proxy's server: one token (Nx's), whose namespace is the configured trust namespaces
+/// (`writePrefix` / `readPrefixes`; by default the store root), proxy limits, no operations routes.
+pub fn proxy_settings(
+    config: &CacheConfig,
+    store: Arc<dyn Store>,
+    token: &str,
+    stats: Arc<Stats>,
+) -> ServerSettings {
+    let mut spec = TokenSpec::new("proxy", server::Role::ReadWrite, token);
+    spec.write_prefix = config.namespaces.write.clone();
+    spec.read_prefixes = config.namespaces.read.clone();
+    ServerSettings {
+        store,
+        auth: Auth {
+            tokens: vec![spec],
+            anonymous_read: None,
+        },
+        mode: config.mode,
+        limits: Limits::proxy(),
+        operations: false,
+        log: if config.debug {
+            LogFormat::Debug
+        } else {
+            LogFormat::Off
+        },
+        stats,
+    }
 }
 
 impl Proxy {

@@ -16,6 +16,10 @@ pub struct ResolvedConfig {
     /// `<account>/<container>`, or the http server's URL.
     pub location: String,
     pub prefix: String,
+    /// Trust namespace this run writes to, relative to `prefix` (`""`: the store root).
+    pub write_prefix: String,
+    /// Namespaces this run reads from, in order (first hit wins), relative to `prefix`.
+    pub read_prefixes: Vec<String>,
     /// `read-write`, `read-only` or `no-cache`.
     pub mode: String,
     /// Why this mode applies, e.g. `ciMode (CI detected)`.
@@ -99,6 +103,13 @@ pub fn resolve_config(
         backend: c.backend.name().to_owned(),
         location: c.backend.location(),
         prefix: c.prefix.as_str().to_owned(),
+        write_prefix: c.namespaces.write.as_str().to_owned(),
+        read_prefixes: c
+            .namespaces
+            .read
+            .iter()
+            .map(|p| p.as_str().to_owned())
+            .collect(),
         mode: c.mode.as_str().to_owned(),
         mode_source: c.mode_source,
         debug: c.debug,

@@ -63,7 +63,7 @@ test('generators.json resolves to this init generator through nx itself', () => 
   assert.ok(info.schema.properties.keepExistingVersions);
   // `nx g` passes its own --skipProjectGraph on to the generator's options.
   assert.ok(info.schema.properties.skipProjectGraph);
-  for (const key of ['backend', 'path', 'prefix', 'localMode', 'ciMode']) {
+  for (const key of ['backend', 'path', 'prefix', 'localMode', 'ciMode', 'trust']) {
     assert.ok(info.schema.properties[key], `schema declares ${key}`);
   }
 });
@@ -461,4 +461,60 @@ test('legacy block and a conflicting --backend: not migrated (said so); --migrat
   const before = other.read('nx.json', 'utf-8');
   await assert.rejects(run(other, { migrate: true, backend: 'fs' }), /--migrate: the top-level "azure" block of nx\.json cannot be migrated: --backend fs/);
   assert.equal(other.read('nx.json', 'utf-8'), before, 'nothing written on error');
+});
+
+test('--trust=ci-split writes the untrusted-by-default namespaces and says how trusted builds opt in', async () => {
+  const tree = treeWith({});
+  const printed = await run(tree, { trust: 'ci-split' });
+  const entry = readNx(tree).plugins[0];
+  assert.deepEqual(entry.options, {
+    backend: 'fs', path: '~/.cache/nx-open-cache', writePrefix: 'untrusted', readPrefixes: ['trusted', 'untrusted'],
+  });
+  assert.deepEqual(Object.keys(entry.options), ['backend', 'path', 'writePrefix', 'readPrefixes']);
+  const note = printed.find((l) => l.includes('trust namespaces (ci-split)'));
+  assert.ok(note, printed.join('\n'));
+  assert.ok(note.includes('NX_OPEN_CACHE_WRITE_PREFIX=trusted NX_OPEN_CACHE_READ_PREFIXES=trusted'), note);
+  assert.match(note, /can be bypassed by a malicious pull request/);
+  // The addon accepts what was written, and resolves it as the plugin will, with and without the
+  // trusted build's variables.
+  const { resolveConfig } = require('../index.js');
+  const untrusted = resolveConfig(os.tmpdir(), entry.options, { HOME: os.homedir() });
+  assert.equal(untrusted.writePrefix, 'untrusted');
+  assert.deepEqual(untrusted.readPrefixes, ['trusted', 'untrusted']);
+  const trusted = resolveConfig(os.tmpdir(), entry.options, {
+    HOME: os.homedir(), NX_OPEN_CACHE_WRITE_PREFIX: 'trusted', NX_OPEN_CACHE_READ_PREFIXES: 'trusted',
+  });
+  assert.equal(trusted.writePrefix, 'trusted');
+  assert.deepEqual(trusted.readPrefixes, ['trusted']);
+  // Idempotent.
+  const again = await run(tree, { trust: 'ci-split' });
+  assert.match(again[0], /already configured, nothing changed/);
+});
+
+test('--trust=ci-split on an existing s3 entry adds the namespaces and keeps the rest', async () => {
+  const tree = treeWith({ plugins: [{ plugin: 'nx-open-cache', options: { backend: 's3', bucket: 'b', region: 'r', prefix: 'p' } }] });
+  const printed = await run(tree, { trust: 'ci-split' });
+  assert.deepEqual(readNx(tree).plugins[0].options, {
+    backend: 's3', bucket: 'b', region: 'r', prefix: 'p', writePrefix: 'untrusted', readPrefixes: ['trusted', 'untrusted'],
+  });
+  assert.match(printed[0], /updated options: writePrefix \(unset\) -> untrusted, readPrefixes \(unset\) -> \["trusted","untrusted"\]/);
+});
+
+test('an unknown --trust is an error naming the value and the allowed values; http refuses --trust', async () => {
+  const tree = treeWith({});
+  const before = tree.read('nx.json', 'utf-8');
+  await assert.rejects(run(tree, { trust: 'split' }), {
+    message: 'nx-open-cache: invalid value "split" for --trust; allowed values: ci-split',
+  });
+  await assert.rejects(run(tree, { trust: true }), /invalid value true for --trust; allowed values: ci-split/);
+  assert.equal(tree.read('nx.json', 'utf-8'), before, 'nothing written on error');
+  const http = treeWith({ plugins: [{ plugin: 'nx-open-cache', options: { backend: 'http', url: 'https://cache.example.com' } }] });
+  await assert.rejects(run(http, { trust: 'ci-split' }), /--trust does not apply to the http backend: the server's token namespaces do that/);
+  await assert.rejects(run(treeWith({}), { backend: 'http', url: 'https://c.example.com', trust: 'ci-split' }), /token namespaces/);
+});
+
+test('switching a ci-split entry to http drops the namespaces (the server\'s tokens make the split)', async () => {
+  const tree = treeWith({ plugins: [{ plugin: 'nx-open-cache', options: { backend: 'fs', path: '/c', writePrefix: 'untrusted', readPrefixes: ['trusted', 'untrusted'] } }] });
+  await run(tree, { backend: 'http', url: 'https://cache.example.com' });
+  assert.deepEqual(readNx(tree).plugins[0].options, { backend: 'http', url: 'https://cache.example.com' });
 });

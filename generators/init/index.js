@@ -16,6 +16,11 @@
  * plugin options (`--migrate`, the default when no flag conflicts with it); its accessKeyId /
  * secretAccessKey are never copied.
  *
+ * `--trust=ci-split` sets trust namespaces for CI that also builds pull requests: by default a run
+ * writes only to `untrusted/` and reads `trusted/` then `untrusted/`; trusted builds (main-branch CI)
+ * opt in with NX_OPEN_CACHE_WRITE_PREFIX=trusted NX_OPEN_CACHE_READ_PREFIXES=trusted, so they never
+ * restore what an untrusted build stored.
+ *
  * Idempotent: with the same options a second run writes nothing. Only the `nx` package is
  * used at runtime (no @nx/devkit).
  */
@@ -33,7 +38,7 @@ const DEFAULT_PATH = '~/.cache/nx-open-cache';
 /** Options this generator writes, in the order they are written for a new entry. */
 const OPTION_KEYS = /** @type {const} */ ([
   'backend', 'path', 'bucket', 'region', 'endpoint', 'forcePathStyle', 'container', 'accountName',
-  'url', 'prefix', 'localMode', 'ciMode',
+  'url', 'prefix', 'writePrefix', 'readPrefixes', 'localMode', 'ciMode',
 ]);
 /** Backend-specific options, and the backends they apply to. */
 const BACKEND_OPTIONS = /** @type {Record<string, readonly string[]>} */ ({
@@ -48,6 +53,14 @@ const BACKEND_OPTIONS = /** @type {Record<string, readonly string[]>} */ ({
 });
 /** Options of every backend. */
 const COMMON_OPTIONS = /** @type {const} */ (['prefix', 'localMode', 'ciMode']);
+/** Trust presets (`--trust`) and the plugin options each one writes. */
+const TRUST_PRESETS = /** @type {Record<string, { writePrefix: string, readPrefixes: string[] }>} */ ({
+  'ci-split': { writePrefix: 'untrusted', readPrefixes: ['trusted', 'untrusted'] },
+});
+/** The options a trust preset sets; not for the http backend (the server's tokens do that). */
+const TRUST_OPTIONS = /** @type {const} */ (['writePrefix', 'readPrefixes']);
+/** What a trusted build (main-branch CI) sets to opt in, with the ci-split preset. */
+const TRUSTED_ENV = 'NX_OPEN_CACHE_WRITE_PREFIX=trusted NX_OPEN_CACHE_READ_PREFIXES=trusted';
 
 /**
  * @typedef {object} InitSchema
@@ -63,6 +76,7 @@ const COMMON_OPTIONS = /** @type {const} */ (['prefix', 'localMode', 'ciMode']);
  * @property {string} [prefix]    key prefix inside the store
  * @property {string} [localMode] `read-write` | `read-only` | `no-cache`
  * @property {string} [ciMode]    `read-write` | `read-only` | `no-cache`
+ * @property {string} [trust]     trust preset: `ci-split` (untrusted builds write untrusted/ only)
  * @property {boolean} [migrate]  move a deprecated top-level s3/gcs/azure block into the plugin options
  * @property {boolean} [check]    after writing, run doctor; fail when the cache does not work
  * @property {boolean} [keepExistingVersions] passed by `nx add`; no effect (nothing is installed)
@@ -142,7 +156,7 @@ function availableBackends() {
 /**
  * Validates the flags and returns only the options the user actually gave.
  * @param {InitSchema} schema
- * @returns {Partial<Record<typeof OPTION_KEYS[number], string | boolean>>}
+ * @returns {Partial<Record<typeof OPTION_KEYS[number], string | boolean | string[]>>}
  */
 function normalizeOptions(schema) {
   if (schema.backend !== undefined) {
@@ -173,10 +187,19 @@ function normalizeOptions(schema) {
   }
   checkEnum('localMode', schema.localMode, MODES);
   checkEnum('ciMode', schema.ciMode, MODES);
-  /** @type {Partial<Record<typeof OPTION_KEYS[number], string | boolean>>} */
+  checkEnum('trust', schema.trust, Object.keys(TRUST_PRESETS));
+  /** @type {Partial<Record<typeof OPTION_KEYS[number], string | boolean | string[]>>} */
   const given = {};
   for (const key of OPTION_KEYS) {
-    if (schema[key] !== undefined) given[key] = schema[key];
+    const v = /** @type {Record<string, unknown>} */ (schema)[key];
+    if (v !== undefined && !(/** @type {readonly string[]} */ (TRUST_OPTIONS)).includes(key)) {
+      given[key] = /** @type {string | boolean} */ (v);
+    }
+  }
+  if (schema.trust !== undefined) {
+    const preset = TRUST_PRESETS[schema.trust];
+    given.writePrefix = preset.writePrefix;
+    given.readPrefixes = [...preset.readPrefixes];
   }
   return given;
 }
@@ -207,6 +230,13 @@ function mergeOptions(existing, given, opts = {}) {
   const defaultBackend = opts.defaultBackend !== false;
   const backend = given.backend ?? (current === undefined ? (defaultBackend ? DEFAULT_BACKEND : undefined) : current);
   const effective = backend === undefined ? DEFAULT_BACKEND : String(backend);
+  if (effective === 'http' && TRUST_OPTIONS.some((k) => given[k] !== undefined)) {
+    throw new Error(
+      `nx-open-cache: --trust does not apply to the http backend: the server's token namespaces do that ` +
+        '(give pull-request and main-branch builds different tokens with their own write_prefix / read_prefixes; ' +
+        'README: "Tokens, roles and namespaces")',
+    );
+  }
   for (const [key, backends] of Object.entries(BACKEND_OPTIONS)) {
     if (/** @type {Record<string, unknown>} */ (given)[key] === undefined || backends.includes(effective)) continue;
     const source = given.backend !== undefined ? 'you chose' : 'nx.json already configures';
@@ -221,6 +251,7 @@ function mergeOptions(existing, given, opts = {}) {
     for (const [key, backends] of Object.entries(BACKEND_OPTIONS)) {
       if (!backends.includes(effective)) delete next[key];
     }
+    if (effective === 'http') for (const key of TRUST_OPTIONS) delete next[key];
   }
   if (effective === 'fs' && backend !== undefined) {
     next.path = given.path ?? (next.path === undefined ? DEFAULT_PATH : next.path);
@@ -230,7 +261,7 @@ function mergeOptions(existing, given, opts = {}) {
     const v = /** @type {Record<string, unknown>} */ (given)[key];
     if (v !== undefined) next[key] = v;
   }
-  for (const key of COMMON_OPTIONS) {
+  for (const key of [...COMMON_OPTIONS, ...TRUST_OPTIONS]) {
     if (given[key] !== undefined) next[key] = given[key];
   }
   if (existing) return next;
@@ -442,6 +473,16 @@ async function initGenerator(tree, schema) {
     );
   }
 
+  if (schema?.trust === 'ci-split') {
+    messages.push(
+      'nx-open-cache: trust namespaces (ci-split): every build that is not explicitly trusted writes only to ' +
+        '"untrusted/" and reads "trusted/" first, then "untrusted/". In the CI job of trusted builds only ' +
+        `(main branch, never pull requests) set: ${TRUSTED_ENV}. ` +
+        'Client settings alone can be bypassed by a malicious pull request: give PR builds storage credentials ' +
+        'that cannot write to "trusted/" (README: "Trusted and untrusted builds (cache poisoning)")',
+    );
+  }
+
   for (const m of messages) logger.info(m);
 
   if (schema?.check === true) {
@@ -470,3 +511,5 @@ module.exports.KNOWN_BACKENDS = KNOWN_BACKENDS;
 module.exports.availableBackends = availableBackends;
 module.exports.MODES = MODES;
 module.exports.DEFAULT_PATH = DEFAULT_PATH;
+module.exports.TRUST_PRESETS = TRUST_PRESETS;
+module.exports.TRUSTED_ENV = TRUSTED_ENV;

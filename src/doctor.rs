@@ -365,7 +365,20 @@ async fn write_read_delete(store: &dyn Store, checks: &mut Vec<Check>, config: &
 pub async fn run(config: &CacheConfig, env: &HashMap<String, String>) -> Report {
     let started = Instant::now();
     let stats = Arc::new(Stats::default());
-    let store = crate::proxy::open_store(config, env, &stats);
+    let opened = crate::proxy::open_store(config, env, &stats);
+    // With trust namespaces the probe goes where this run writes (`writePrefix`): credentials that
+    // enforce the split may allow nothing else.
+    let store = if config.namespaces.is_default() {
+        opened
+    } else {
+        match opened.with_namespace(&config.namespaces.write) {
+            Ok(s) => s,
+            Err(e) => {
+                stats.error(&e.message);
+                opened
+            }
+        }
+    };
     // Setup: the client could be built (faults recorded by open_store: credentials unusable, a
     // bad CA file...) and the store's own check passes (directory usable, bucket listed).
     let recorded = stats.snapshot().errors.first().map(|e| e.reason.clone());

@@ -178,3 +178,41 @@ async fn refused_s3_credentials_fail_with_the_credential_fix() {
     let fix = read.fix.as_deref().unwrap_or_default();
     assert!(fix.contains("AWS_ACCESS_KEY_ID"), "{read:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_trust_namespaces_the_probe_runs_where_the_run_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("cache");
+    std::fs::create_dir(&store).unwrap();
+    let opts = json!({ "path": store, "writePrefix": "untrusted", "readPrefixes": ["trusted", "untrusted"] });
+    let r = run(opts.clone(), &env(&[]), dir.path()).await;
+    assert!(r.works, "{r:#?}");
+    let setup = r
+        .checks
+        .iter()
+        .find(|c| c.name == "setup")
+        .expect("setup check");
+    assert!(
+        setup.detail.contains("(prefix untrusted)"),
+        "{}",
+        setup.detail
+    );
+    let r = run(
+        opts,
+        &env(&[("NX_OPEN_CACHE_WRITE_PREFIX", "trusted")]),
+        dir.path(),
+    )
+    .await;
+    assert!(r.works, "{r:#?}");
+    let setup = r
+        .checks
+        .iter()
+        .find(|c| c.name == "setup")
+        .expect("setup check");
+    assert!(
+        setup.detail.contains("(prefix trusted)"),
+        "{}",
+        setup.detail
+    );
+    assert!(files_under(&store).is_empty(), "{:?}", files_under(&store));
+}

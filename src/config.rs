@@ -30,6 +30,8 @@ pub const KNOWN_OPTIONS: &[&str] = &[
     "connectTimeout",
     "writePrefix",
     "readPrefixes",
+    "trustedKeys",
+    "requireSignature",
 ];
 
 pub const BACKENDS_AVAILABLE: &[&str] = &["fs", "s3", "gcs", "azure", "http"];
@@ -206,6 +208,9 @@ pub struct CacheConfig {
     /// Trust namespaces (`writePrefix` / `readPrefixes`): where this run's writes go and where its
     /// reads look, in order (first hit wins), both inside `prefix`.
     pub namespaces: Namespaces,
+    /// Signatures and encryption (`trustedKeys`, `requireSignature`, `NX_OPEN_CACHE_SIGNING_KEY`,
+    /// `NX_OPEN_CACHE_ENCRYPTION_KEY`); its Debug output shows key ids only.
+    pub seal: crate::seal::SealConfig,
     pub mode: Mode,
     /// Where the mode came from, for summaries and diagnostics.
     pub mode_source: String,
@@ -280,6 +285,8 @@ const COMMON_OPTIONS: &[&str] = &[
     "connectTimeout",
     "writePrefix",
     "readPrefixes",
+    "trustedKeys",
+    "requireSignature",
 ];
 const S3_OPTIONS: &[&str] = &["bucket", "region", "endpoint", "forcePathStyle"];
 const GCS_OPTIONS: &[&str] = &["bucket"];
@@ -902,6 +909,9 @@ pub fn resolve(
         namespaces(options, env)?
     };
 
+    let seal =
+        crate::seal::keys::from_options(options, env, matches!(backend, Backend::Http { .. }))?;
+
     let local = string_option(options, "localMode")?
         .map(|v| Mode::parse("localMode", v))
         .transpose()?;
@@ -946,6 +956,7 @@ pub fn resolve(
         timeouts,
         prefix,
         namespaces,
+        seal,
         mode,
         mode_source,
         debug: truthy(env, "NX_OPEN_CACHE_DEBUG"),

@@ -11,6 +11,7 @@ pub mod outputs;
 pub mod proxy;
 pub mod retention;
 pub mod runtime;
+pub mod seal;
 pub mod serve;
 pub mod server;
 pub mod stats;

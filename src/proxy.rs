@@ -31,7 +31,7 @@ pub fn open_store(
     env: &HashMap<String, String>,
     stats: &Arc<Stats>,
 ) -> Arc<dyn Store> {
-    match &config.backend {
+    let store: Arc<dyn Store> = match &config.backend {
         Backend::Fs { path } => {
             let store = FsStore::new(path.clone(), config.prefix.clone());
             if config.mode != Mode::NoCache {
@@ -97,7 +97,10 @@ pub fn open_store(
                 }
             }
         }
-    }
+    };
+    // Signatures and encryption (`trustedKeys`, `NX_OPEN_CACHE_SIGNING_KEY`, ...): a layer in
+    // front of the backend, namespaces included; nothing changes when none is set.
+    crate::seal::wrap(store, &config.seal)
 }
 
 /// The guard the proxy puts in front of its store: the start-up check may take the configured

@@ -1,0 +1,490 @@
+//! Signed and encrypted artifacts: a [`SealedStore`] in front of any backend (fs, s3, gcs, azure).
+//!
+//! The backend keeps its own envelope (`crate::envelope`: length and SHA-256 of what it stores) and
+//! its own digest check, which catch accidents (a torn write, a flipped bit). What this layer hands
+//! the backend as the payload is a *sealed object*, which catches an adversary who can write to the
+//! storage and so can recompute the backend's envelope:
+//!
+//! ```text
+//! header, 48 bytes (integers big-endian)
+//!   0..4    magic "NXOS"
+//!   4       seal format version (1)
+//!   5       flags: 1 = signed, 2 = encrypted
+//!   6..8    header length (48)
+//!   8..16   encryption key id (first 8 bytes of SHA-256("nx-open-cache encryption key id v1" || key)), 0 if plain
+//!   16..24  signer key id (first 8 bytes of the Ed25519 public key), 0 if unsigned
+//!   24..43  nonce prefix (19 random bytes per object), 0 if plain
+//!   43..48  reserved, 0
+//! body: the stream  artifact || trailer,  where trailer = SHA-256(artifact) [|| Ed25519 signature]
+//!   plain:     as is
+//!   encrypted: cut into 64 KiB pieces, each sealed with XChaCha20-Poly1305 (16-byte tag appended),
+//!              nonce = prefix || u32 chunk counter || last-chunk flag (the STREAM construction),
+//!              associated data = header || task hash
+//! signature: Ed25519 over  "nx-open-cache sig v1" || u16 len(hash) || hash || u64 artifact length
+//!              || SHA-256(artifact) || the 48-byte header
+//! ```
+//!
+//! So: a changed byte fails the chunk's tag (encrypted) or the digest / signature (signed); a
+//! truncated object, reordered or swapped chunks fail their nonce (counter, last flag); an object
+//! copied under another hash fails the associated data (encrypted) and the signature (signed).
+//! The artifact length is not stored: it follows from the object's length, so a write streams
+//! through without knowing its length first. Objects without the magic are plain (written before
+//! or without these settings): readable unless `requireSignature` is on.
+//!
+//! A refused object is a miss with a warning naming the hash and the reason (a `Corrupt` error,
+//! which the guard does not count as an outage). A reader does not delete it: it may be valid for
+//! another reader with other keys. A *signing* writer does replace an object of its write
+//! namespace that it refuses (unsigned, another signer, altered) before writing its own, so an
+//! untrusted build that wrote a hash first cannot keep the trusted artifact out under
+//! first-writer-wins. Nothing of an object is returned before all of it has been checked:
+//! the artifact is decrypted into memory (small) or an unlinked spool file (large) first.
+
+pub mod format;
+pub mod keys;
+
+pub use keys::SealConfig;
+
+use crate::key::{Prefix, TaskHash};
+use crate::store::{
+    Artifact, ArtifactBody, BodyStream, Deleted, ErrorKind, PutOutcome, Store, StoreError,
+};
+use bytes::Bytes;
+use format::{Checks, Refusal, SealHeader, Sealer, HEADER_LEN, MAGIC};
+use futures_util::future::BoxFuture;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Artifacts up to this size are opened into memory; larger ones into a spool file.
+pub const DEFAULT_INLINE_LIMIT: u64 = 8 * 1024 * 1024;
+/// Sealed objects up to this size are opened on the async worker; larger ones on the blocking pool.
+const ON_WORKER_LIMIT: u64 = 256 * 1024;
+
+/// A store whose artifacts are signed and/or encrypted on write and checked on read.
+pub struct SealedStore {
+    inner: Arc<dyn Store>,
+    config: Arc<SealConfig>,
+    verifying: Arc<Vec<ed25519_dalek::VerifyingKey>>,
+    spool_dir: PathBuf,
+    inline_limit: u64,
+}
+
+impl SealedStore {
+    pub fn new(inner: Arc<dyn Store>, config: SealConfig) -> Self {
+        let verifying = Arc::new(config.verifying_keys());
+        SealedStore {
+            inner,
+            config: Arc::new(config),
+            verifying,
+            spool_dir: std::env::temp_dir().join("nx-open-cache-spool"),
+            inline_limit: DEFAULT_INLINE_LIMIT,
+        }
+    }
+
+    /// Where large artifacts are decrypted to (unlinked at once).
+    pub fn with_spool_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.spool_dir = dir.into();
+        self
+    }
+
+    pub fn with_inline_limit(mut self, limit: u64) -> Self {
+        self.inline_limit = limit;
+        self
+    }
+
+    pub fn inner(&self) -> &Arc<dyn Store> {
+        &self.inner
+    }
+
+    fn refused(&self, hash: &TaskHash, why: &Refusal) -> StoreError {
+        let kind = match why {
+            Refusal::Local(_) => ErrorKind::Unavailable,
+            _ => ErrorKind::Corrupt,
+        };
+        StoreError::new(
+            kind,
+            format!("artifact {hash} refused: {why}; treated as a miss (the object is kept)"),
+        )
+    }
+
+    fn clone_parts(&self) -> Opener {
+        Opener {
+            config: self.config.clone(),
+            verifying: self.verifying.clone(),
+            spool_dir: self.spool_dir.clone(),
+            inline_limit: self.inline_limit,
+        }
+    }
+
+    async fn read(&self, hash: &TaskHash) -> Result<Option<Artifact>, StoreError> {
+        match self.read_checked(hash).await? {
+            None => Ok(None),
+            Some(Ok(artifact)) => Ok(Some(artifact)),
+            Some(Err(why)) => Err(self.refused(hash, &why)),
+        }
+    }
+
+    /// The backend's artifact, opened and checked: `Some(Err)` says why it is refused.
+    async fn read_checked(
+        &self,
+        hash: &TaskHash,
+    ) -> Result<Option<Result<Artifact, Refusal>>, StoreError> {
+        let Some(artifact) = self.inner.get(hash).await? else {
+            return Ok(None);
+        };
+        let opener = self.clone_parts();
+        let result = match artifact.body {
+            ArtifactBody::Memory(bytes) if artifact.len <= ON_WORKER_LIMIT => {
+                opener.open_memory(hash.as_str(), bytes)
+            }
+            body => {
+                let len = artifact.len;
+                let hash_s = hash.as_str().to_owned();
+                tokio::task::spawn_blocking(move || match body {
+                    ArtifactBody::Memory(bytes) => opener.open_memory(&hash_s, bytes),
+                    ArtifactBody::File { file, offset } => {
+                        opener.open_file(&hash_s, file, offset, len)
+                    }
+                })
+                .await
+                .map_err(|e| {
+                    StoreError::new(ErrorKind::Unavailable, format!("open task failed: {e}"))
+                })?
+            }
+        };
+        Ok(Some(result))
+    }
+
+    async fn write(
+        &self,
+        hash: &TaskHash,
+        body: &mut BodyStream<'_>,
+        declared_len: Option<u64>,
+    ) -> Result<PutOutcome, StoreError> {
+        let sealer = Sealer::new(hash.as_str(), &self.config)
+            .map_err(|e| StoreError::new(ErrorKind::Unavailable, e))?;
+        let Some(sealer) = sealer else {
+            // Neither signing nor encrypting: stored plain, as without this layer.
+            return self.inner.put(hash, body, declared_len).await;
+        };
+        if sealer.signed() {
+            // A trusted writer does not let an object it refuses (unsigned, signed by another
+            // key, altered) hold its hash forever under first-writer-wins: it replaces it. An
+            // object it accepts stays (`AlreadyExists`, nothing read from the body).
+            match self.read_checked(hash).await? {
+                None => {}
+                Some(Ok(_)) => return Ok(PutOutcome::AlreadyExists),
+                Some(Err(Refusal::Local(e))) => {
+                    return Err(StoreError::new(ErrorKind::Unavailable, e))
+                }
+                Some(Err(_)) => {
+                    self.inner.delete(hash).await?;
+                }
+            }
+        }
+        let sealed_len =
+            declared_len.map(|n| format::sealed_len(n, sealer.signed(), sealer.encrypted()));
+        let failure: Arc<Mutex<Option<StoreError>>> = Arc::new(Mutex::new(None));
+        let plain_len = Arc::new(AtomicU64::new(0));
+        let state = WriteState {
+            input: body,
+            sealer: Some(sealer),
+            header_sent: false,
+            received: 0,
+            declared: declared_len,
+            failure: failure.clone(),
+            plain_len: plain_len.clone(),
+        };
+        let mut sealed: BodyStream<'_> = Box::pin(futures_util::stream::unfold(state, step));
+        let outcome = self.inner.put(hash, &mut sealed, sealed_len).await;
+        drop(sealed);
+        let ours = failure.lock().ok().and_then(|mut f| f.take());
+        match (outcome, ours) {
+            (Err(_), Some(e)) => Err(e),
+            (Err(e), None) => Err(e),
+            (Ok(PutOutcome::Stored(_)), _) => {
+                Ok(PutOutcome::Stored(plain_len.load(Ordering::Relaxed)))
+            }
+            (Ok(other), _) => Ok(other),
+        }
+    }
+}
+
+struct WriteState<'a, 'b> {
+    input: &'a mut BodyStream<'b>,
+    sealer: Option<Sealer>,
+    header_sent: bool,
+    received: u64,
+    declared: Option<u64>,
+    failure: Arc<Mutex<Option<StoreError>>>,
+    plain_len: Arc<AtomicU64>,
+}
+
+impl WriteState<'_, '_> {
+    fn fail(&mut self, e: StoreError) -> std::io::Error {
+        let io = std::io::Error::other(e.message.clone());
+        if let Ok(mut f) = self.failure.lock() {
+            *f = Some(e);
+        }
+        self.sealer = None;
+        io
+    }
+}
+
+/// One step of the sealed upload stream: the header, sealed pieces of the body, the trailer.
+async fn step<'a, 'b>(
+    mut st: WriteState<'a, 'b>,
+) -> Option<(Result<Bytes, std::io::Error>, WriteState<'a, 'b>)> {
+    let sealer = st.sealer.as_mut()?;
+    if !st.header_sent {
+        st.header_sent = true;
+        let header = sealer.header();
+        return Some((Ok(header), st));
+    }
+    loop {
+        match crate::store::next_chunk(st.input, st.received, st.declared).await {
+            Ok(Some(chunk)) => {
+                st.received += chunk.len() as u64;
+                let sealer = st.sealer.as_mut()?;
+                match sealer.update(chunk) {
+                    Ok(out) if out.is_empty() => continue,
+                    Ok(out) => return Some((Ok(out), st)),
+                    Err(e) => {
+                        let io = st.fail(StoreError::new(ErrorKind::Unavailable, e));
+                        return Some((Err(io), st));
+                    }
+                }
+            }
+            Ok(None) => {
+                let sealer = st.sealer.take()?;
+                st.plain_len.store(sealer.len(), Ordering::Relaxed);
+                return match sealer.finish() {
+                    Ok(out) => Some((Ok(out), st)),
+                    Err(e) => {
+                        let io = st.fail(StoreError::new(ErrorKind::Unavailable, e));
+                        Some((Err(io), st))
+                    }
+                };
+            }
+            Err(e) => {
+                let io = st.fail(e);
+                return Some((Err(io), st));
+            }
+        }
+    }
+}
+
+/// The read side's settings, movable to the blocking pool.
+struct Opener {
+    config: Arc<SealConfig>,
+    verifying: Arc<Vec<ed25519_dalek::VerifyingKey>>,
+    spool_dir: PathBuf,
+    inline_limit: u64,
+}
+
+/// Where an opened artifact goes.
+enum Sink {
+    Memory(Vec<u8>),
+    File(std::io::BufWriter<std::fs::File>),
+}
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Sink::Memory(v) => v.write(buf),
+            Sink::File(f) => f.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Sink::Memory(_) => Ok(()),
+            Sink::File(f) => f.flush(),
+        }
+    }
+}
+
+impl Opener {
+    fn checks(&self) -> Checks<'_> {
+        Checks {
+            config: &self.config,
+            verifying: &self.verifying,
+        }
+    }
+
+    /// A plain (unsealed) object: served as it is unless signatures are required.
+    fn plain(&self) -> Result<(), Refusal> {
+        if self.config.require_signature {
+            Err(Refusal::Unsigned)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn open_memory(&self, hash: &str, bytes: Bytes) -> Result<Artifact, Refusal> {
+        if !bytes.starts_with(MAGIC) {
+            self.plain()?;
+            return Ok(Artifact {
+                len: bytes.len() as u64,
+                body: ArtifactBody::Memory(bytes),
+            });
+        }
+        let header = SealHeader::decode(&bytes)?;
+        let key = format::precheck(&header, &self.checks())?;
+        let body = &bytes[HEADER_LEN..];
+        let mut sink = self.sink(body.len() as u64)?;
+        let len = format::open_body(
+            hash,
+            &header,
+            key,
+            &self.checks(),
+            &mut &body[..],
+            body.len() as u64,
+            &mut sink,
+        )?;
+        self.finish(sink, len)
+    }
+
+    fn open_file(
+        &self,
+        hash: &str,
+        mut file: std::fs::File,
+        offset: u64,
+        len: u64,
+    ) -> Result<Artifact, Refusal> {
+        let io = |e: std::io::Error| Refusal::Local(format!("cannot read the stored object: {e}"));
+        let mut head = [0u8; HEADER_LEN];
+        let got = read_up_to(&mut file, &mut head).map_err(io)?;
+        if !head[..got.min(4)].starts_with(MAGIC) || got < 4 {
+            self.plain()?;
+            file.seek(SeekFrom::Start(offset)).map_err(io)?;
+            return Ok(Artifact {
+                len,
+                body: ArtifactBody::File { file, offset },
+            });
+        }
+        let header = SealHeader::decode(&head[..got])?;
+        let key = format::precheck(&header, &self.checks())?;
+        let body_len = len - HEADER_LEN as u64;
+        let mut sink = self.sink(body_len)?;
+        let mut source = std::io::BufReader::with_capacity(256 * 1024, (&mut file).take(body_len));
+        let n = format::open_body(
+            hash,
+            &header,
+            key,
+            &self.checks(),
+            &mut source,
+            body_len,
+            &mut sink,
+        )?;
+        self.finish(sink, n)
+    }
+
+    fn sink(&self, upper_bound: u64) -> Result<Sink, Refusal> {
+        if upper_bound <= self.inline_limit {
+            return Ok(Sink::Memory(Vec::with_capacity(upper_bound as usize)));
+        }
+        let fail = |e: std::io::Error| {
+            Refusal::Local(format!(
+                "cannot create a spool file in {}: {e}",
+                self.spool_dir.display()
+            ))
+        };
+        std::fs::create_dir_all(&self.spool_dir).map_err(fail)?;
+        let mut rand = [0u8; 8];
+        let _ = getrandom::fill(&mut rand);
+        let path =
+            self.spool_dir
+                .join(format!("{}.{}.open", std::process::id(), hex::encode(rand)));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(fail)?;
+        // Unlinked at once (see store::object): nothing stays behind on any path.
+        let _ = std::fs::remove_file(&path);
+        Ok(Sink::File(std::io::BufWriter::with_capacity(1 << 20, file)))
+    }
+
+    fn finish(&self, sink: Sink, len: u64) -> Result<Artifact, Refusal> {
+        match sink {
+            Sink::Memory(v) => Ok(Artifact {
+                len,
+                body: ArtifactBody::Memory(Bytes::from(v)),
+            }),
+            Sink::File(w) => {
+                let fail = |e: String| Refusal::Local(format!("cannot spool the artifact: {e}"));
+                let mut file = w.into_inner().map_err(|e| fail(e.error().to_string()))?;
+                file.seek(SeekFrom::Start(0))
+                    .map_err(|e| fail(e.to_string()))?;
+                Ok(Artifact {
+                    len,
+                    body: ArtifactBody::File { file, offset: 0 },
+                })
+            }
+        }
+    }
+}
+
+fn read_up_to(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+impl Store for SealedStore {
+    fn get<'a>(
+        &'a self,
+        hash: &'a TaskHash,
+    ) -> BoxFuture<'a, Result<Option<Artifact>, StoreError>> {
+        Box::pin(self.read(hash))
+    }
+
+    fn put<'a>(
+        &'a self,
+        hash: &'a TaskHash,
+        body: &'a mut BodyStream<'_>,
+        declared_len: Option<u64>,
+    ) -> BoxFuture<'a, Result<PutOutcome, StoreError>> {
+        Box::pin(self.write(hash, body, declared_len))
+    }
+
+    fn describe(&self) -> String {
+        format!("{} ({})", self.inner.describe(), self.config.describe())
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.inner.check()
+    }
+
+    fn delete<'a>(&'a self, hash: &'a TaskHash) -> BoxFuture<'a, Result<Deleted, StoreError>> {
+        self.inner.delete(hash)
+    }
+
+    fn with_namespace(&self, ns: &Prefix) -> Result<Arc<dyn Store>, StoreError> {
+        Ok(Arc::new(SealedStore {
+            inner: self.inner.with_namespace(ns)?,
+            config: self.config.clone(),
+            verifying: self.verifying.clone(),
+            spool_dir: self.spool_dir.clone(),
+            inline_limit: self.inline_limit,
+        }))
+    }
+}
+
+/// Wraps `store` when `config` has any setting on; otherwise returns it as it is.
+pub fn wrap(store: Arc<dyn Store>, config: &SealConfig) -> Arc<dyn Store> {
+    if config.is_active() {
+        Arc::new(SealedStore::new(store, config.clone()))
+    } else {
+        store
+    }
+}

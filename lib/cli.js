@@ -20,6 +20,9 @@ Commands:
   gc [--max-size <size>] [--max-age <age>] [--path <dir>] [--dry-run] [--json]
                      Delete least recently used / expired objects of an fs cache directory
                      (default: this workspace's); \`gc --help\` for details
+  keygen [--encryption] [--json]
+                     Print a new key pair for signed artifacts (trustedKeys /
+                     NX_OPEN_CACHE_SIGNING_KEY), or an NX_OPEN_CACHE_ENCRYPTION_KEY
   help               This text
   --version          Print the version`;
 
@@ -57,6 +60,7 @@ function main(argv) {
     return 0;
   }
   if (command === 'gc') return require('./gc.js').gcCommand(rest, { findWorkspaceRoot, pluginOptions });
+  if (command === 'keygen') return require('./keygen.js').keygenCommand(rest);
   if (command === 'serve') return require('./serve.js').run(rest);
   if (command === 'doctor') return require('./doctor.js').doctorCommand(rest, findWorkspaceRoot(process.cwd()));
   const root = findWorkspaceRoot(process.cwd());

@@ -5,8 +5,9 @@
  * nx-open-cache's plugin options, for the plugin (a workspace that still has the block works
  * unchanged) and for the init generator (which offers to migrate it).
  *
- * Secrets (`accessKeyId`, `secretAccessKey`) never become options: the plugin hands them to its own
- * proxy as AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, the generator never copies them.
+ * Secrets (`accessKeyId`, `secretAccessKey`, `encryptionKey`) never become options: the plugin hands
+ * them to its own proxy as AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / NX_OPEN_CACHE_ENCRYPTION_KEY
+ * (an encryption key already in the environment wins), the generator never copies them.
  */
 
 /** The blocks, in the order they are looked at. */
@@ -22,12 +23,15 @@ const SAME_NAME = /** @type {const} */ ({
 const COMMON = /** @type {const} */ (['localMode', 'ciMode']);
 /** Secret keys: never written anywhere. Maps to the variable of the cloud's standard chain. */
 const SECRETS = /** @type {const} */ ({ accessKeyId: 'AWS_ACCESS_KEY_ID', secretAccessKey: 'AWS_SECRET_ACCESS_KEY' });
+/** The deprecated plugins' artifact encryption key (every block): nx-open-cache's encryption key. */
+const ENCRYPTION_KEY_VAR = 'NX_OPEN_CACHE_ENCRYPTION_KEY';
 
 /**
  * @typedef {object} LegacyMapping
  * @property {'s3' | 'gcs' | 'azure'} kind     which block
  * @property {Record<string, unknown>} options  plugin options equivalent to the block (no secrets)
- * @property {Record<string, string>} secretEnv  AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY from the block
+ * @property {Record<string, string>} secretEnv  AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY /
+ *   NX_OPEN_CACHE_ENCRYPTION_KEY from the block
  * @property {string[]} moved    `key -> option` descriptions of what was mapped
  * @property {string[]} secrets  secret keys found in the block (names only)
  * @property {string[]} ignored  keys of the block that have no equivalent
@@ -37,9 +41,10 @@ const SECRETS = /** @type {const} */ ({ accessKeyId: 'AWS_ACCESS_KEY_ID', secret
 /**
  * The legacy block of `nxJson`, mapped, or null when there is none.
  * @param {unknown} nxJson  the parsed nx.json
+ * @param {Record<string, string | undefined>} [env]  the environment (its encryption key wins)
  * @returns {LegacyMapping | null}
  */
-function legacyBlock(nxJson) {
+function legacyBlock(nxJson, env = process.env) {
   if (!nxJson || typeof nxJson !== 'object') return null;
   const json = /** @type {Record<string, unknown>} */ (nxJson);
   const present = LEGACY_KINDS.filter((k) => json[k] && typeof json[k] === 'object' && !Array.isArray(json[k]));
@@ -60,6 +65,9 @@ function legacyBlock(nxJson) {
     } else if (key === 'cacheKeyPrefix') {
       options.prefix = value;
       moved.push(`${kind}.cacheKeyPrefix -> prefix`);
+    } else if (key === 'encryptionKey') {
+      secrets.push(key);
+      if (typeof value === 'string' && value !== '' && !env[ENCRYPTION_KEY_VAR]) secretEnv[ENCRYPTION_KEY_VAR] = value;
     } else if (kind === 's3' && Object.prototype.hasOwnProperty.call(SECRETS, key)) {
       secrets.push(key);
       if (typeof value === 'string' && value !== '') secretEnv[SECRETS[/** @type {keyof typeof SECRETS} */ (key)]] = value;
@@ -84,4 +92,4 @@ function withLegacy(options, nxJson) {
   return { options: { ...legacy.options, ...(options || {}) }, legacy };
 }
 
-module.exports = { LEGACY_KINDS, SECRETS, legacyBlock, withLegacy };
+module.exports = { LEGACY_KINDS, SECRETS, ENCRYPTION_KEY_VAR, legacyBlock, withLegacy };

@@ -546,6 +546,37 @@ fn configuration_from_options_and_environment() {
             err.message
         );
     }
+    // The variable overrides the option, both ways.
+    let opts = json!({"trustedKeys": [k.public], "requireSignature": true});
+    let c = resolve(
+        &opts,
+        &env(&[("NX_OPEN_CACHE_REQUIRE_SIGNATURE", "false")]),
+        ws,
+    )
+    .unwrap();
+    assert!(!c.seal.require_signature);
+    let opts = json!({"trustedKeys": [k.public]});
+    let c = resolve(
+        &opts,
+        &env(&[("NX_OPEN_CACHE_REQUIRE_SIGNATURE", "true")]),
+        ws,
+    )
+    .unwrap();
+    assert!(c.seal.require_signature);
+    let err = resolve(
+        &opts,
+        &env(&[("NX_OPEN_CACHE_REQUIRE_SIGNATURE", "maybe")]),
+        ws,
+    )
+    .unwrap_err();
+    assert_eq!(err.option, "NX_OPEN_CACHE_REQUIRE_SIGNATURE");
+    let err = resolve(
+        &json!({}),
+        &env(&[("NX_OPEN_CACHE_REQUIRE_SIGNATURE", "1")]),
+        ws,
+    )
+    .unwrap_err();
+    assert!(err.message.contains("trustedKeys"), "{}", err.message);
     // The other backends accept the options.
     let c = resolve(
         &json!({"backend": "s3", "bucket": "b", "trustedKeys": [k.public], "requireSignature": "true"}),

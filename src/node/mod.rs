@@ -7,4 +7,5 @@ pub mod hash;
 pub mod outputs;
 pub mod proxy;
 pub mod retention;
+pub mod seal;
 pub mod serve;

@@ -17,6 +17,9 @@ pub const SIGNING_KEY_VAR: &str = "NX_OPEN_CACHE_SIGNING_KEY";
 /// encrypts, all decrypt).
 pub const ENCRYPTION_KEY_VAR: &str = "NX_OPEN_CACHE_ENCRYPTION_KEY";
 
+/// Overrides the `requireSignature` option (`true` / `false`).
+pub const REQUIRE_SIGNATURE_VAR: &str = "NX_OPEN_CACHE_REQUIRE_SIGNATURE";
+
 /// An 8-byte key id, shown as 16 hex digits.
 pub type KeyId = [u8; 8];
 
@@ -353,10 +356,27 @@ pub fn from_options(
             ))
         }
     };
+    // The variable wins: pull-request jobs of a workspace whose nx.json requires signatures may
+    // relax it for themselves (it only changes what that job restores).
+    let require_signature = match env
+        .get(REQUIRE_SIGNATURE_VAR)
+        .map(|v| v.trim().to_ascii_lowercase())
+    {
+        None => require_signature,
+        Some(v) if v.is_empty() => require_signature,
+        Some(v) if matches!(v.as_str(), "true" | "1" | "yes" | "on") => true,
+        Some(v) if matches!(v.as_str(), "false" | "0" | "no" | "off") => false,
+        Some(v) => {
+            return Err(config_error(
+                REQUIRE_SIGNATURE_VAR,
+                format!("invalid value {v:?} for {REQUIRE_SIGNATURE_VAR}: expected true or false"),
+            ))
+        }
+    };
     if require_signature && trusted_keys.is_empty() {
         return Err(config_error(
             "requireSignature",
-            "option \"requireSignature\" is true but \"trustedKeys\" is empty: list the public \
+            "option \"requireSignature\" (or NX_OPEN_CACHE_REQUIRE_SIGNATURE) is true but \"trustedKeys\" is empty: list the public \
              keys of the trusted writers (`nx-open-cache keygen` prints a key pair)"
                 .to_owned(),
         ));

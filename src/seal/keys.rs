@@ -97,36 +97,32 @@ impl SealConfig {
         keys
     }
 
-    /// e.g. `signs (key 1a2b...), encrypts (key 3c4d...), requires signatures (2 trusted keys)`.
+    /// e.g. `signs with key 1a2b..., encrypts with key 3c4d..., requires signatures by 2 trusted keys`.
     pub fn describe(&self) -> String {
         let mut parts = Vec::new();
         if let Some(k) = &self.signing_key {
             parts.push(format!(
-                "signs (key {})",
+                "signs with key {}",
                 show_id(&signer_id(&k.verifying_key()))
             ));
         }
         if let Some(k) = self.encryption_keys.first() {
             let more = self.encryption_keys.len() - 1;
-            parts.push(if more == 0 {
-                format!("encrypts (key {})", show_id(&k.id))
-            } else {
-                format!(
-                    "encrypts (key {}, {more} more for decryption)",
-                    show_id(&k.id)
-                )
+            parts.push(match more {
+                0 => format!("encrypts with key {}", show_id(&k.id)),
+                n => format!("encrypts with key {} ({n} more decrypt)", show_id(&k.id)),
             });
         }
+        let n = self.trusted_keys.len();
+        let keys = if n == 1 {
+            "1 trusted key".to_owned()
+        } else {
+            format!("{n} trusted keys")
+        };
         if self.require_signature {
-            parts.push(format!(
-                "requires signatures ({} trusted keys)",
-                self.trusted_keys.len()
-            ));
-        } else if !self.trusted_keys.is_empty() {
-            parts.push(format!(
-                "checks signatures ({} trusted keys)",
-                self.trusted_keys.len()
-            ));
+            parts.push(format!("requires signatures by {keys}"));
+        } else if n > 0 {
+            parts.push(format!("checks signatures by {keys}"));
         }
         parts.join(", ")
     }

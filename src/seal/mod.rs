@@ -458,7 +458,7 @@ impl Store for SealedStore {
     }
 
     fn describe(&self) -> String {
-        format!("{} ({})", self.inner.describe(), self.config.describe())
+        format!("{}; {}", self.inner.describe(), self.config.describe())
     }
 
     fn check(&self) -> BoxFuture<'_, Result<(), StoreError>> {

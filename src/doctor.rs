@@ -323,6 +323,25 @@ async fn write_read_delete(store: &dyn Store, checks: &mut Vec<Check>, config: &
             detail: "different bytes came back".into(),
             fix: Some("something between this machine and the store alters data".into()),
         },
+        // requireSignature without the signing key: this machine's writes are unsigned and so
+        // refused on read, by design (they are never restored by anyone).
+        Err(detail)
+            if config.seal.require_signature
+                && config.seal.signing_key.is_none()
+                && detail.contains(crate::seal::format::UNSIGNED_REFUSAL) =>
+        {
+            Check {
+                name: "read back",
+                outcome: Outcome::Ok,
+                millis: ms(started),
+                detail: format!(
+                    "written and refused on read as unsigned, as expected: requireSignature is on \
+                     and {} is not set here, so what this machine stores is never restored",
+                    crate::seal::keys::SIGNING_KEY_VAR
+                ),
+                fix: None,
+            }
+        }
         Err(detail) => Check {
             name: "read back",
             outcome: Outcome::Failed,

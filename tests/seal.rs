@@ -707,3 +707,26 @@ async fn a_signing_writer_keeps_what_it_accepts() {
     );
     assert_eq!(stored(dir.path(), "h"), before);
 }
+
+#[tokio::test]
+async fn doctor_without_the_signing_key_accepts_the_refused_probe() {
+    use nx_open_cache::config::resolve;
+    use serde_json::json;
+    let k = keypair();
+    let dir = tempfile::tempdir().unwrap();
+    let opts = json!({"path": "store", "trustedKeys": [k.public], "requireSignature": true});
+    for vars in [
+        vec![],
+        vec![("NX_OPEN_CACHE_SIGNING_KEY", k.secret.as_str())],
+    ] {
+        let e = env(&vars);
+        let c = resolve(&opts, &e, dir.path()).unwrap();
+        let report = nx_open_cache::doctor::run(&c, &e).await;
+        let shown: Vec<String> = report
+            .checks
+            .iter()
+            .map(|c| format!("{}: {:?} {}", c.name, c.outcome, c.detail))
+            .collect();
+        assert!(report.works, "{shown:?}");
+    }
+}

@@ -107,6 +107,9 @@ impl SealHeader {
     }
 }
 
+/// The reason given for an unsigned artifact when signatures are required.
+pub const UNSIGNED_REFUSAL: &str = "unsigned (requireSignature is on)";
+
 /// Why a sealed object is refused. It is never restored; it is not deleted either (it may be
 /// valid for another reader with other keys).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,7 +132,7 @@ pub enum Refusal {
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Refusal::Unsigned => f.write_str("unsigned (requireSignature is on)"),
+            Refusal::Unsigned => f.write_str(UNSIGNED_REFUSAL),
             Refusal::UntrustedKey(id) => write!(
                 f,
                 "signature by an untrusted key {id} (not among trustedKeys)"

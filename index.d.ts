@@ -110,6 +110,17 @@ export interface DoctorReport {
   works: boolean
 }
 
+/** Generates an XChaCha20-Poly1305 encryption key from the system's random number generator. */
+export declare function encryptionKeygen(): EncryptionKeyInfo
+
+/** A new encryption key for artifacts. */
+export interface EncryptionKeyInfo {
+  /** Base64 32-byte key: `NX_OPEN_CACHE_ENCRYPTION_KEY` (a secret). */
+  key: string
+  /** The key id shown in warnings (hex). */
+  keyId: string
+}
+
 /**
  * Expands output entries (relative to `root`) into the existing paths they name, exactly as Nx's
  * `expandOutputs`: without any glob entry, the existing entries verbatim and in order; otherwise
@@ -293,6 +304,9 @@ export interface HashFilesResult {
   files: Array<FileHash>
 }
 
+/** Generates a signing key pair from the system's random number generator. */
+export declare function keygen(): SigningKeyPair
+
 /**
  * Packs the outputs plus the terminal output and exit code into one reproducible archive (same
  * inputs, same bytes). Returns the archive, or null when `output` is given (the file is written).
@@ -353,6 +367,10 @@ export interface ResolvedConfig {
    */
   location: string
   prefix: string
+  /** Trust namespace this run writes to, relative to `prefix` (`""`: the store root). */
+  writePrefix: string
+  /** Namespaces this run reads from, in order (first hit wins), relative to `prefix`. */
+  readPrefixes: Array<string>
   /** `read-write`, `read-only` or `no-cache`. */
   mode: string
   /** Why this mode applies, e.g. `ciMode (CI detected)`. */
@@ -365,6 +383,16 @@ export interface ResolvedConfig {
  * config-file key.
  */
 export declare function serveHelp(): string
+
+/** A new Ed25519 key pair for signed artifacts. */
+export interface SigningKeyPair {
+  /** Base64 public key: list it in the plugin options' `trustedKeys` (safe to commit). */
+  publicKey: string
+  /** Base64 secret key (32-byte seed): `NX_OPEN_CACHE_SIGNING_KEY` of trusted writers only. */
+  secretKey: string
+  /** The key id shown in warnings (first 8 bytes of the public key, hex). */
+  keyId: string
+}
 
 /**
  * Starts the server from the words after `serve` on the command line and the environment

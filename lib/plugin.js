@@ -118,10 +118,14 @@ async function preTasksExecution(pluginOptions, context) {
     if (legacy.secrets.length > 0) {
       // Given to this run's proxy only: never written anywhere, never put in process.env.
       Object.assign(env, legacy.secretEnv);
+      const fixes = [];
+      if (legacy.secrets.some((k) => k !== 'encryptionKey')) {
+        fixes.push('set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in the environment (or use web identity or an instance role)');
+      }
+      if (legacy.secrets.includes('encryptionKey')) fixes.push('set NX_OPEN_CACHE_ENCRYPTION_KEY in the environment');
       noticeOnce(
         `nx.json's ${legacy.secrets.map((k) => `${legacy.kind}.${k}`).join(' and ')} are used for this run's proxy only; ` +
-          'keep credentials out of nx.json: set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in the environment ' +
-          '(or web identity or an instance role) and remove them from nx.json',
+          `keep secrets out of nx.json: ${fixes.join(', and ')}, and remove them from nx.json`,
       );
     }
   }

@@ -389,10 +389,14 @@ async function initGenerator(tree, schema) {
         messages.push(`nx-open-cache: not migrated, no equivalent option: ${legacy.ignored.join(', ')}`);
       }
       if (legacy.secrets.length > 0) {
+        const fixes = [];
+        if (legacy.secrets.some((k) => k !== 'encryptionKey')) {
+          fixes.push('set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment, or use an AWS profile, web identity or an instance role');
+        }
+        if (legacy.secrets.includes('encryptionKey')) fixes.push('set NX_OPEN_CACHE_ENCRYPTION_KEY in the environment');
         messages.push(
           `nx-open-cache: ${legacy.secrets.map((k) => `${legacy.kind}.${k}`).join(' and ')} were NOT copied (secrets are never ` +
-            'written to nx.json): set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment, or use an AWS ' +
-            'profile, web identity or an instance role',
+            `written to nx.json): ${fixes.join('; ')}`,
         );
       }
     } else if (given.backend === undefined && existingOptions?.backend === undefined) {

@@ -613,14 +613,14 @@ fn duration_option(
         ),
     };
     let parsed = match (env.get(var).filter(|v| !v.is_empty()), options.get(name)) {
-        (Some(v), _) => parse_seconds(v).map_err(|why| bad(format!("{v:?}"), why))?,
+        (Some(v), _) => parse_seconds(v).map_err(|why| bad(format!("{v:?}"), &why))?,
         (None, None | Some(Value::Null)) => return Ok(default),
         (None, Some(Value::Number(n))) => match n.as_f64() {
             Some(secs) if secs.is_finite() && secs > 0.0 => Duration::from_secs_f64(secs),
             _ => return Err(bad(n.to_string(), "not a positive number")),
         },
         (None, Some(Value::String(v))) => {
-            parse_seconds(v).map_err(|why| bad(format!("{v:?}"), why))?
+            parse_seconds(v).map_err(|why| bad(format!("{v:?}"), &why))?
         }
         (None, Some(other)) => return Err(bad(describe_json(other), "not a number or a string")),
     };
@@ -630,20 +630,14 @@ fn duration_option(
     Ok(parsed)
 }
 
-fn parse_seconds(v: &str) -> Result<Duration, &'static str> {
-    let v = v.trim();
-    let (num, mult) = if let Some(n) = v.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = v.strip_suffix('m') {
-        (n, 60.0)
-    } else if let Some(n) = v.strip_suffix('h') {
-        (n, 3600.0)
-    } else {
-        (v, 1.0)
-    };
-    match num.trim().parse::<f64>() {
-        Ok(x) if x.is_finite() && x > 0.0 => Ok(Duration::from_secs_f64(x * mult)),
-        _ => Err("not a positive number of seconds, minutes or hours"),
+/// Seconds as a plain number (`"30"`), or a duration with a unit (`"30s"`, `"2m"`), parsed like
+/// every other duration of the project (`crate::retention::parse_duration`).
+fn parse_seconds(v: &str) -> Result<Duration, String> {
+    match v.trim().parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs > 0.0 => Ok(Duration::from_secs_f64(secs)),
+        Ok(_) => Err("not a positive number of seconds".into()),
+        Err(_) => crate::retention::parse_duration("it", v)
+            .map_err(|_| "not a number of seconds nor a duration with a unit (s, m, h)".into()),
     }
 }
 

@@ -112,7 +112,7 @@ const TOKEN_KEYS: &[&str] = &[
 pub const ROLES: &[&str] = &["read-write", "read-only"];
 pub const LOG_FORMATS: &[&str] = &["text", "json", "off"];
 const SIZE_UNITS: &str =
-    "a size such as 500MB, 2GiB or 1048576 (units B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)";
+    "a size such as 500MB or 2GiB (units B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)";
 const DURATION_UNITS: &str = "a duration such as 90s, 10m, 12h, 30d or 2w";
 
 fn flag(key: &str) -> String {
@@ -485,53 +485,6 @@ fn read_file(path: &Path) -> Result<FileContents, ServeConfigError> {
     Ok((found, tokens))
 }
 
-/// `1048576`, `500MB`, `2GiB`, `1.5 GB`: bytes.
-pub fn parse_size(text: &str) -> Option<u64> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "kb" | "k" => 1000,
-        "mb" | "m" => 1000_u64.pow(2),
-        "gb" | "g" => 1000_u64.pow(3),
-        "tb" | "t" => 1000_u64.pow(4),
-        "kib" => 1024,
-        "mib" => 1024_u64.pow(2),
-        "gib" => 1024_u64.pow(3),
-        "tib" => 1024_u64.pow(4),
-        _ => return None,
-    };
-    if number.is_empty() || number.starts_with('.') || number.ends_with('.') {
-        return None;
-    }
-    if let Ok(n) = number.parse::<u64>() {
-        return n.checked_mul(factor);
-    }
-    let f: f64 = number.parse().ok()?;
-    let bytes = f * factor as f64;
-    (bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64).then_some(bytes.round() as u64)
-}
-
-/// `90s`, `10m`, `12h`, `30d`, `2w`: a duration.
-pub fn parse_duration(text: &str) -> Option<Duration> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let n: u64 = number.parse().ok()?;
-    let secs = match unit.trim() {
-        "s" => Some(n),
-        "m" => n.checked_mul(60),
-        "h" => n.checked_mul(3600),
-        "d" => n.checked_mul(86400),
-        "w" => n.checked_mul(7 * 86400),
-        _ => None,
-    }?;
-    Some(Duration::from_secs(secs))
-}
-
 /// `fs:/path`, `s3://bucket/prefix`, `gs://bucket/prefix`, `az://container/prefix`.
 fn parse_storage(
     raw: &Raw,
@@ -902,8 +855,8 @@ pub fn resolve(
             return Ok(None);
         };
         let s = raw.string()?;
-        match parse_size(&s) {
-            Some(n) if n > 0 => Ok(Some(n)),
+        match crate::retention::parse_size(&raw.origin, &s) {
+            Ok(n) if n > 0 => Ok(Some(n)),
             _ => raw.invalid(&s, SIZE_UNITS),
         }
     };
@@ -912,8 +865,8 @@ pub fn resolve(
             return Ok(None);
         };
         let s = raw.string()?;
-        match parse_duration(&s) {
-            Some(d) if !d.is_zero() => Ok(Some(d)),
+        match crate::retention::parse_duration(&raw.origin, &s) {
+            Ok(d) if !d.is_zero() => Ok(Some(d)),
             _ => raw.invalid(&s, DURATION_UNITS),
         }
     };
@@ -1123,37 +1076,6 @@ mod tests {
         "NX_OPEN_CACHE_SERVER_TOKENS",
         "ci:read-write:0123456789abcdef",
     );
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("1048576"), Some(1048576));
-        assert_eq!(parse_size("2GiB"), Some(2 << 30));
-        assert_eq!(parse_size("500MB"), Some(500_000_000));
-        assert_eq!(parse_size("1.5 KiB"), Some(1536));
-        assert_eq!(parse_size("10b"), Some(10));
-        for bad in [
-            "",
-            "GiB",
-            "2 XB",
-            "-1",
-            "1..2MB",
-            ".5MB",
-            "99999999999999999999TB",
-        ] {
-            assert_eq!(parse_size(bad), None, "{bad}");
-        }
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("90s"), Some(Duration::from_secs(90)));
-        assert_eq!(parse_duration("10m"), Some(Duration::from_secs(600)));
-        assert_eq!(parse_duration("12h"), Some(Duration::from_secs(43200)));
-        assert_eq!(parse_duration("30d"), Some(Duration::from_secs(2_592_000)));
-        for bad in ["", "10", "m", "1.5h", "10y", "-1s"] {
-            assert_eq!(parse_duration(bad), None, "{bad}");
-        }
-    }
 
     #[test]
     fn defaults_and_storage_forms() {

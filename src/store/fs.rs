@@ -318,12 +318,7 @@ impl FsStore {
         meta: &std::fs::Metadata,
     ) -> Result<Option<Artifact>, StoreError> {
         let read_err = |e: io::Error| io_error(&e, format!("cannot read {}", path.display()));
-        let mut head = [0u8; HEADER_LEN];
-        file.read_exact(&mut head).map_err(read_err)?;
-        let header = match Header::decode(&head) {
-            Ok(h) => h,
-            Err(e) => return Err(self.quarantine(path, &e.to_string())),
-        };
+        let header = self.read_header(path, &mut file)?;
         let mut digest = PayloadDigest::new();
         let mut buf = vec![0u8; 1024 * 1024];
         loop {
@@ -360,13 +355,7 @@ impl FsStore {
         path: &Path,
         mut file: std::fs::File,
     ) -> Result<Option<Artifact>, StoreError> {
-        let read_err = |e: io::Error| io_error(&e, format!("cannot read {}", path.display()));
-        let mut head = [0u8; HEADER_LEN];
-        file.read_exact(&mut head).map_err(read_err)?;
-        let header = match Header::decode(&head) {
-            Ok(h) => h,
-            Err(e) => return Err(self.quarantine(path, &e.to_string())),
-        };
+        let header = self.read_header(path, &mut file)?;
         Ok(Some(Artifact {
             len: header.payload_len,
             body: ArtifactBody::File {
@@ -374,6 +363,14 @@ impl FsStore {
                 offset: HEADER_LEN as u64,
             },
         }))
+    }
+
+    /// Reads and decodes the envelope header at the file's start; a bad one quarantines the object.
+    fn read_header(&self, path: &Path, file: &mut std::fs::File) -> Result<Header, StoreError> {
+        let mut head = [0u8; HEADER_LEN];
+        file.read_exact(&mut head)
+            .map_err(|e| io_error(&e, format!("cannot read {}", path.display())))?;
+        Header::decode(&head).map_err(|e| self.quarantine(path, &e.to_string()))
     }
 
     /// Blocking read + verification of one object (both steps).

@@ -54,6 +54,13 @@ export interface CacheError {
   count: number
 }
 
+/** One refusal reason, how often, and the first hashes it concerned. */
+export interface CacheRefusal {
+  reason: string
+  count: number
+  hashes: Array<string>
+}
+
 /** Counters of one proxy's traffic. */
 export interface CacheStats {
   hits: number
@@ -66,6 +73,12 @@ export interface CacheStats {
   cacheMillis: number
   errorCount: number
   errors: Array<CacheError>
+  /**
+   * Objects not served (or uploads not stored): not valid artifacts, or sealed in a way this
+   * machine cannot open or check. Each is also a miss (or a write not stored).
+   */
+  refusedCount: number
+  refusals: Array<CacheRefusal>
 }
 
 /**

@@ -46,14 +46,28 @@ function formatSummary(s) {
   if (s.refusedWrites) parts.push(`${s.refusedWrites} not stored (${s.mode})`);
   parts.push(`${formatBytes(s.bytesDown)} down`, `${formatBytes(s.bytesUp)} up`);
   parts.push(`${s.errorCount} ${s.errorCount === 1 ? 'error' : 'errors'}`);
+  if (s.refusedCount) parts.push(`${s.refusedCount} refused`);
   const lines = [`nx-open-cache: ${parts.join(', ')} (${s.location}, ${s.mode})`];
   for (const e of s.errors || []) {
     lines.push(`  ! ${e.count > 1 ? `${e.count}x ` : ''}${e.reason}`);
+  }
+  for (const r of s.refusals || []) {
+    lines.push(`  - refused ${r.count > 1 ? `${r.count}x ` : ''}(${refusedHashes(r)}): ${r.reason}`);
   }
   if (s.errorCount) {
     lines.push('  (cache faults never fail the build: affected tasks ran or were not stored)');
   }
   return lines.join('\n');
+}
+
+/**
+ * The hashes of one refusal reason, as listed in the summary: the first few, then how many more.
+ * @param {{ count: number, hashes: string[] }} r
+ * @returns {string}
+ */
+function refusedHashes(r) {
+  const more = r.count - r.hashes.length;
+  return r.hashes.join(', ') + (more > 0 ? `, ${more} more` : '');
 }
 
 /**
@@ -76,6 +90,7 @@ function formatSummaryTable(s) {
     ['time in cache calls', `${((s.cacheMillis || 0) / 1000).toFixed(2)} s`],
     ['errors', String(s.errorCount)],
   );
+  if (s.refusedCount) rows.push(['refused', String(s.refusedCount)]);
   const width = Math.max(...rows.map(([k]) => k.length));
   const lines = [`nx-open-cache (${s.location}, ${s.mode}${s.modeSource ? ` from ${s.modeSource}` : ''})`];
   for (const [k, v] of rows) lines.push(`  ${k.padEnd(width)}  ${v}`);
@@ -83,6 +98,10 @@ function formatSummaryTable(s) {
     lines.push('  errors by reason:');
     for (const e of s.errors) lines.push(`    ${String(e.count).padStart(4)}x  ${e.reason}`);
     lines.push('  (cache faults never fail the build: affected tasks ran or were not stored)');
+  }
+  if ((s.refusals || []).length) {
+    lines.push('  refused by reason (each a miss or a write not stored):');
+    for (const r of s.refusals) lines.push(`    ${String(r.count).padStart(4)}x  ${r.reason} (${refusedHashes(r)})`);
   }
   return lines.join('\n');
 }

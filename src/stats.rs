@@ -17,6 +17,14 @@ pub struct Stats {
     bytes_up: AtomicU64,
     cache_millis: AtomicU64,
     errors: Mutex<BTreeMap<String, u64>>,
+    refusals: Mutex<BTreeMap<String, Refusals>>,
+}
+
+/// Refusals of one reason: how many, and the first few hashes.
+#[derive(Default, Debug)]
+struct Refusals {
+    count: u64,
+    hashes: Vec<String>,
 }
 
 /// One fault reason and how often it happened.
@@ -24,6 +32,16 @@ pub struct Stats {
 pub struct ErrorCount {
     pub reason: String,
     pub count: u64,
+}
+
+/// One refusal reason (an object read but not served, an upload not stored), how often, and the
+/// first hashes it concerned.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct RefusalCount {
+    pub reason: String,
+    pub count: u64,
+    /// At most [`MAX_REFUSAL_HASHES`] hashes, in the order they were refused.
+    pub hashes: Vec<String>,
 }
 
 /// A point-in-time copy of the counters.
@@ -46,12 +64,36 @@ pub struct Snapshot {
     pub cache_millis: u64,
     pub error_count: u64,
     pub errors: Vec<ErrorCount>,
+    /// Objects read but not served, or uploads not stored, because they are not valid artifacts
+    /// or cannot be opened or checked here (each also counts as a miss or a failed store).
+    pub refused_count: u64,
+    pub refusals: Vec<RefusalCount>,
 }
 
 /// Longest reason kept; the rest is cut so one noisy error cannot grow the summary without bound.
 const MAX_REASON_LEN: usize = 400;
 /// Distinct reasons kept; later new reasons are folded into one "other" entry.
 const MAX_REASONS: usize = 50;
+/// Hashes kept per refusal reason.
+pub const MAX_REFUSAL_HASHES: usize = 5;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+/// `reason` cut to [`MAX_REASON_LEN`] characters, or the overflow reason when `kept` already holds
+/// [`MAX_REASONS`] other reasons.
+fn bounded_reason<V>(kept: &BTreeMap<String, V>, reason: &str, overflow: &str) -> String {
+    let reason: String = reason.chars().take(MAX_REASON_LEN).collect();
+    if !kept.contains_key(&reason) && kept.len() >= MAX_REASONS {
+        overflow.to_owned()
+    } else {
+        reason
+    }
+}
 
 impl Stats {
     pub fn hit(&self, bytes: u64) {
@@ -77,24 +119,44 @@ impl Stats {
 
     /// Records a fault. Returns true the first time this reason is seen (so callers can warn once).
     pub fn error(&self, reason: &str) -> bool {
-        let mut reason: String = reason.chars().take(MAX_REASON_LEN).collect();
-        let mut errors = match self.errors.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if !errors.contains_key(&reason) && errors.len() >= MAX_REASONS {
-            reason = "other errors (too many distinct reasons to list)".to_owned();
-        }
+        let mut errors = lock(&self.errors);
+        let reason = bounded_reason(
+            &errors,
+            reason,
+            "other errors (too many distinct reasons to list)",
+        );
         let count = errors.entry(reason).or_insert(0);
         *count += 1;
         *count == 1
     }
 
+    /// Records a refusal of `hash` (an object not served or an upload not stored) for `reason`.
+    /// Returns true the first time this reason is seen.
+    pub fn refused(&self, reason: &str, hash: &str) -> bool {
+        let mut refusals = lock(&self.refusals);
+        let reason = bounded_reason(
+            &refusals,
+            reason,
+            "other refusals (too many distinct reasons to list)",
+        );
+        let entry = refusals.entry(reason).or_default();
+        entry.count += 1;
+        if entry.hashes.len() < MAX_REFUSAL_HASHES && !entry.hashes.iter().any(|h| h == hash) {
+            entry.hashes.push(hash.to_owned());
+        }
+        entry.count == 1
+    }
+
     pub fn snapshot(&self) -> Snapshot {
-        let errors = match self.errors.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let refusals: Vec<RefusalCount> = lock(&self.refusals)
+            .iter()
+            .map(|(reason, r)| RefusalCount {
+                reason: reason.clone(),
+                count: r.count,
+                hashes: r.hashes.clone(),
+            })
+            .collect();
+        let errors = lock(&self.errors);
         let errors: Vec<ErrorCount> = errors
             .iter()
             .map(|(reason, count)| ErrorCount {
@@ -113,6 +175,8 @@ impl Stats {
             cache_millis: self.cache_millis.load(Ordering::Relaxed),
             error_count: errors.iter().map(|e| e.count).sum(),
             errors,
+            refused_count: refusals.iter().map(|r| r.count).sum(),
+            refusals,
         }
     }
 }
@@ -136,6 +200,25 @@ mod tests {
             (snap.hits, snap.bytes_down, snap.stored, snap.bytes_up),
             (1, 10, 1, 5)
         );
+    }
+
+    #[test]
+    fn groups_refusals_by_reason_with_their_first_hashes() {
+        let s = Stats::default();
+        assert!(s.refused("not a valid Nx artifact: not gzip", "h1"));
+        for i in 0..10 {
+            assert!(!s.refused("not a valid Nx artifact: not gzip", &format!("x{i}")));
+        }
+        assert!(s.refused("encrypted", "h1"));
+        let snap = s.snapshot();
+        assert_eq!(snap.refused_count, 12);
+        assert_eq!(snap.error_count, 0, "refusals are not errors");
+        let gzip = snap
+            .refusals
+            .iter()
+            .find(|r| r.reason.ends_with("not gzip"))
+            .map(|r| (r.count, r.hashes.len(), r.hashes[0].clone()));
+        assert_eq!(gzip, Some((11, MAX_REFUSAL_HASHES, "h1".to_owned())));
     }
 
     #[test]

@@ -40,6 +40,18 @@ pub struct CacheStats {
     pub cache_millis: i64,
     pub error_count: i64,
     pub errors: Vec<CacheError>,
+    /// Objects not served (or uploads not stored): not valid artifacts, or sealed in a way this
+    /// machine cannot open or check. Each is also a miss (or a write not stored).
+    pub refused_count: i64,
+    pub refusals: Vec<CacheRefusal>,
+}
+
+/// One refusal reason, how often, and the first hashes it concerned.
+#[napi(object)]
+pub struct CacheRefusal {
+    pub reason: String,
+    pub count: i64,
+    pub hashes: Vec<String>,
 }
 
 /// One fault reason and how often it happened.
@@ -71,6 +83,16 @@ impl From<stats::Snapshot> for CacheStats {
                 .map(|e| CacheError {
                     reason: e.reason,
                     count: n(e.count),
+                })
+                .collect(),
+            refused_count: n(s.refused_count),
+            refusals: s
+                .refusals
+                .into_iter()
+                .map(|r| CacheRefusal {
+                    reason: r.reason,
+                    count: n(r.count),
+                    hashes: r.hashes,
                 })
                 .collect(),
         }

@@ -7,6 +7,8 @@
 //! - `hits_total` / `misses_total`: GET outcomes (a storage fault counts as a miss too).
 //! - `stored_total` / `already_stored_total`: PUT outcomes (200 / 409).
 //! - `storage_errors_total{operation}`: storage faults (`get`, `put`, `probe`).
+//! - `refused_total{operation}`: objects read but not served (`get`) and uploads not stored
+//!   (`put`) because they are not valid artifacts or cannot be opened or checked here.
 //! - `uploads_in_flight`: PUT bodies being received right now.
 //! - `rejected_uploads_total{reason}`: PUTs refused by a limit (`too_large`, `timeout`, `busy`,
 //!   `length_required`, `bad_length`).
@@ -38,6 +40,7 @@ pub struct Metrics {
     already_stored: Counter,
     storage_errors: Family<Labels, Counter>,
     rejected: Family<Labels, Counter>,
+    refused: Family<Labels, Counter>,
     uploads_in_flight: Gauge,
 }
 
@@ -62,6 +65,7 @@ impl Metrics {
         let already_stored = Counter::default();
         let storage_errors = Family::<Labels, Counter>::default();
         let rejected = Family::<Labels, Counter>::default();
+        let refused = Family::<Labels, Counter>::default();
         let uploads_in_flight = Gauge::default();
         registry.register(
             "requests",
@@ -106,6 +110,11 @@ impl Metrics {
             rejected.clone(),
         );
         registry.register(
+            "refused",
+            "Objects not served (get) or uploads not stored (put): not valid artifacts, or sealed in a way this server cannot open or check",
+            refused.clone(),
+        );
+        registry.register(
             "uploads_in_flight",
             "PUT bodies being received",
             uploads_in_flight.clone(),
@@ -122,6 +131,7 @@ impl Metrics {
             already_stored,
             storage_errors,
             rejected,
+            refused,
             uploads_in_flight,
         }
     }
@@ -170,6 +180,13 @@ impl Metrics {
     pub fn rejected(&self, reason: &'static str) {
         self.rejected
             .get_or_create(&vec![("reason", reason.to_owned())])
+            .inc();
+    }
+
+    /// Counts one refused object (`get`) or upload (`put`).
+    pub fn refused(&self, operation: &'static str) {
+        self.refused
+            .get_or_create(&vec![("operation", operation.to_owned())])
             .inc();
     }
 

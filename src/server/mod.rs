@@ -5,8 +5,10 @@
 //! Status codes follow what Nx's client (nx 24) accepts, so that a storage fault never fails a build:
 //! GET answers 200 (artifact) or 404 (miss, also for any fault, which is recorded); PUT answers 200
 //! (stored), 409 (already stored) or 403 (not stored: read-only token or mode, or a fault, which is
-//! recorded). 401 carries `Content-Type: text/plain`, as Nx requires. Limits add 400 (bad hash or a
-//! body that does not match its Content-Length), 408 (upload timeout), 411 (no Content-Length),
+//! recorded). An object the store reads but refuses (not a valid artifact, or sealed in a way this
+//! reader cannot open or check) is a miss too, counted as a refusal, not a fault. 401 carries
+//! `Content-Type: text/plain`, as Nx requires. Limits add 400 (bad hash, a body that does not match
+//! its Content-Length, or an upload the store refuses, with the reason), 408 (upload timeout), 411 (no Content-Length),
 //! 413 (too large) and 503 + `Retry-After` (too many uploads at once). The request body is read to
 //! the end (within the size limit and the upload timeout) before an early answer so Nx sees the
 //! status, not a reset connection; when it cannot be, the connection is closed after the answer.
@@ -562,6 +564,21 @@ fn record(state: &AppState, operation: &'static str, reason: &str) {
     }
 }
 
+/// Records a refused object or upload for the summary and metrics; logs the reason (the first
+/// time per reason in debug mode, always in JSON mode).
+fn refuse(state: &AppState, operation: &'static str, hash: &TaskHash, reason: &str) {
+    state.metrics.refused(operation);
+    let first = state.stats.refused(reason, hash.as_str());
+    if first || state.log == LogFormat::Json {
+        let verb = if operation == "get" {
+            "not served"
+        } else {
+            "not stored"
+        };
+        warn(state, &format!("{hash} {verb}: {reason}"));
+    }
+}
+
 fn elapsed_ms(started: Instant) -> u64 {
     started.elapsed().as_millis().try_into().unwrap_or(u64::MAX)
 }
@@ -638,6 +655,9 @@ async fn get_artifact(
                 return with_outcome(resp, &shown, token, artifact.len);
             }
             Ok(None) => {}
+            Err(e) if e.kind == ErrorKind::Refused => {
+                refuse(&state, "get", &hash, &e.message);
+            }
             Err(e) => record(
                 &state,
                 "get",
@@ -804,6 +824,13 @@ async fn put_artifact(
             state.stats.already_stored();
             state.metrics.already_stored();
             StatusCode::CONFLICT.into_response()
+        }
+        (Ok(Err(e)), _) if e.kind == ErrorKind::Refused => {
+            refuse(&state, "put", &hash, &e.message);
+            text(
+                StatusCode::BAD_REQUEST,
+                &format!("nx-open-cache: not stored: {}", e.message),
+            )
         }
         (Ok(Err(e)), _) if e.kind == ErrorKind::BadRequest => {
             state.metrics.rejected("bad_length");

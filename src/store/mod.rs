@@ -68,6 +68,11 @@ pub enum ErrorKind {
     Corrupt,
     /// The client sent a body that does not match its declared length; nothing was stored.
     BadRequest,
+    /// The object was read (or the upload received) but is not served (stored): it is not a
+    /// structurally valid Nx artifact, or it is sealed in a way this reader cannot open or check.
+    /// A miss on GET and a 400 on PUT, never a fault of the store: it does not count toward the
+    /// outage breaker. The message is the reason, without the hash.
+    Refused,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -724,6 +724,82 @@ fn configuration_from_options_and_environment() {
             err.message
         );
     }
+    // Keys in the wrong place: refused, by position and key id, never echoed.
+    let key_id = |public: &str| {
+        nx_open_cache::seal::keys::show_id(&nx_open_cache::seal::keys::signer_id(
+            &parse_public_key(public).unwrap(),
+        ))
+    };
+    let err = resolve(
+        &json!({"trustedKeys": [k.public]}),
+        &env(&[("NX_OPEN_CACHE_SIGNING_KEY", &k.public)]),
+        ws,
+    )
+    .unwrap_err();
+    assert_eq!(err.option, "NX_OPEN_CACHE_SIGNING_KEY");
+    assert!(
+        err.message.contains(&format!(
+            "the value is a public key (key id {}, entry 1 of \"trustedKeys\")",
+            key_id(&k.public)
+        )) && !err.message.contains(&k.public),
+        "{}",
+        err.message
+    );
+    let other = keypair();
+    let err = resolve(
+        &json!({"trustedKeys": [other.public, k.public, k.secret]}),
+        &env(&[]),
+        ws,
+    )
+    .unwrap_err();
+    assert_eq!(err.option, "trustedKeys");
+    // The secret is either no valid public key at all, or the secret key of entry 2.
+    assert!(
+        err.message.contains("entry 3")
+            && err
+                .message
+                .contains(&format!("key id {}", key_id(&k.public)))
+            && !err.message.contains(&k.secret),
+        "{}",
+        err.message
+    );
+    // A secret alone in the list: refused when it is no valid public key (about half of all
+    // secrets), with the key id of its public key.
+    let lone = (0..200)
+        .map(|_| keypair())
+        .find(|p| parse_public_key(&p.secret).is_err())
+        .expect("one in 200 secret keys is no valid point");
+    let err = resolve(&json!({"trustedKeys": [lone.secret]}), &env(&[]), ws).unwrap_err();
+    assert!(
+        err.message.contains("entry 1")
+            && err.message.contains("not an Ed25519 public key")
+            && err
+                .message
+                .contains(&format!("key id {}", key_id(&lone.public)))
+            && !err.message.contains(&lone.secret),
+        "{}",
+        err.message
+    );
+    for bad in ["not base64 at all, secret-ish", "c2VjcmV0LXRydXN0ZWQta2V5"] {
+        let err = resolve(&json!({"trustedKeys": [bad]}), &env(&[]), ws).unwrap_err();
+        assert!(
+            err.message.contains("entry 1") && !err.message.contains(bad),
+            "{}",
+            err.message
+        );
+    }
+    // The right places still work, the signer's own key listed or not.
+    for trusted in [
+        vec![k.public.clone()],
+        vec![other.public.clone(), k.public.clone()],
+    ] {
+        resolve(
+            &json!({ "trustedKeys": trusted }),
+            &env(&[("NX_OPEN_CACHE_SIGNING_KEY", &k.secret)]),
+            ws,
+        )
+        .unwrap();
+    }
     // The variable overrides the option, both ways.
     let opts = json!({"trustedKeys": [k.public], "requireSignature": true});
     let c = resolve(

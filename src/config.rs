@@ -617,13 +617,7 @@ fn duration_option(
     var: &str,
     default: Duration,
 ) -> Result<Duration, ConfigError> {
-    let bad = |value: &str, why: &str| ConfigError {
-        option: name.to_owned(),
-        message: format!(
-            "invalid value {value} for option \"{name}\" ({var}): {why}; expected seconds as a \
-             number (e.g. 30) or a string with a unit (e.g. \"30s\", \"2m\"), between 1 s and 1 h"
-        ),
-    };
+    let bad = |value: &str, why: &str| duration_error(name, var, value, why);
     let (shown, secs) = match (env.get(var).filter(|v| !v.is_empty()), options.get(name)) {
         (Some(v), _) => (format!("{v:?}"), seconds(v)),
         (None, None | Some(Value::Null)) => return Ok(default),
@@ -643,6 +637,35 @@ fn duration_option(
         return Err(bad(&shown, "out of range"));
     }
     Duration::try_from_secs_f64(secs).map_err(|_| bad(&shown, "out of range"))
+}
+
+/// The duration options and their variables.
+const DURATION_OPTIONS: [(&str, &str); 2] = [
+    ("timeout", "NX_OPEN_CACHE_TIMEOUT"),
+    ("connectTimeout", "NX_OPEN_CACHE_CONNECT_TIMEOUT"),
+];
+
+fn duration_error(name: &str, var: &str, value: &str, why: &str) -> ConfigError {
+    ConfigError {
+        option: name.to_owned(),
+        message: format!(
+            "invalid value {value} for option \"{name}\" ({var}): {why}; expected seconds as a \
+             number (e.g. 30) or a string with a unit (e.g. \"30s\", \"2m\"), between 1 s and 1 h"
+        ),
+    }
+}
+
+/// The error for a plugin option whose value is a number JSON cannot hold (`Infinity`, `NaN`: what
+/// `JSON.parse` makes of `1e309`), which so never reaches [`resolve`]; `shown` as JavaScript
+/// prints it.
+pub fn non_finite_option(name: &str, shown: &str) -> ConfigError {
+    match DURATION_OPTIONS.iter().find(|(n, _)| *n == name) {
+        Some((name, var)) => duration_error(name, var, shown, "not a finite number"),
+        None => ConfigError {
+            option: name.to_owned(),
+            message: format!("invalid value {shown} for option \"{name}\": not a finite number"),
+        },
+    }
 }
 
 /// Seconds from a plain number (`"30"`) or a duration with a unit (`"30s"`, `"2m"`), parsed like
@@ -946,21 +969,10 @@ pub fn resolve(
         },
     };
 
+    let [(answer, answer_var), (connect, connect_var)] = DURATION_OPTIONS;
     let timeouts = Timeouts {
-        connect: duration_option(
-            options,
-            "connectTimeout",
-            env,
-            "NX_OPEN_CACHE_CONNECT_TIMEOUT",
-            DEFAULT_CONNECT_TIMEOUT,
-        )?,
-        answer: duration_option(
-            options,
-            "timeout",
-            env,
-            "NX_OPEN_CACHE_TIMEOUT",
-            DEFAULT_TIMEOUT,
-        )?,
+        connect: duration_option(options, connect, env, connect_var, DEFAULT_CONNECT_TIMEOUT)?,
+        answer: duration_option(options, answer, env, answer_var, DEFAULT_TIMEOUT)?,
     };
 
     Ok(CacheConfig {
@@ -1318,10 +1330,15 @@ mod tests {
         };
         type Case<'a> = (Value, Vec<(&'a str, &'a str)>, &'a str, String);
         let mut cases: Vec<Case> = Vec::new();
-        for (name, var) in [
-            ("timeout", "NX_OPEN_CACHE_TIMEOUT"),
-            ("connectTimeout", "NX_OPEN_CACHE_CONNECT_TIMEOUT"),
-        ] {
+        for (name, var) in DURATION_OPTIONS {
+            let err = non_finite_option(name, "Infinity");
+            assert_eq!(err.option, name);
+            assert!(
+                err.message.contains("invalid value Infinity")
+                    && err.message.contains("between 1 s and 1 h"),
+                "{}",
+                err.message
+            );
             for raw in [
                 "1e300",
                 "99999999999999999999",

@@ -31,12 +31,20 @@ where
     T::try_from(n).map_err(|_| bad())
 }
 
-/// A JavaScript number as JavaScript prints it (`Infinity`, `NaN`, `1.5`, `1099511627776`).
+/// A JavaScript number as JavaScript prints it (`Infinity`, `NaN`, `1.5`, `1099511627776`,
+/// `1.7976931348623157e+308`).
 pub fn show(v: f64) -> String {
+    let a = v.abs();
     if v.is_nan() {
         "NaN".into()
     } else if v.is_infinite() {
         if v > 0.0 { "Infinity" } else { "-Infinity" }.into()
+    } else if a >= 1e21 || (a != 0.0 && a < 1e-6) {
+        let e = format!("{v:e}");
+        match e.split_once('e') {
+            Some((m, x)) if !x.starts_with('-') => format!("{m}e+{x}"),
+            _ => e,
+        }
     } else {
         v.to_string()
     }
@@ -80,5 +88,9 @@ mod tests {
         assert!(whole("maxSize", -1.0, 0..=u64::MAX).is_err());
         assert_eq!(show(f64::NEG_INFINITY), "-Infinity");
         assert_eq!(show(1099511627776.0), "1099511627776");
+        assert_eq!(show(f64::MAX), "1.7976931348623157e+308");
+        assert_eq!(show(1e21), "1e+21");
+        assert_eq!(show(1e-7), "1e-7");
+        assert_eq!(show(-0.5), "-0.5");
     }
 }

@@ -788,6 +788,16 @@ fn configuration_from_options_and_environment() {
             err.message
         );
     }
+    // Nor in a value of the wrong shape.
+    for options in [
+        json!({"trustedKeys": k.secret}),
+        json!({"trustedKeys": [{"key": k.secret}]}),
+        json!({"trustedKeys": [[k.secret]]}),
+    ] {
+        let err = resolve(&options, &env(&[]), ws).unwrap_err();
+        assert_eq!(err.option, "trustedKeys");
+        assert!(!err.message.contains(&k.secret), "{}", err.message);
+    }
     // The right places still work, the signer's own key listed or not.
     for trusted in [
         vec![k.public.clone()],

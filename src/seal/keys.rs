@@ -277,6 +277,18 @@ fn config_error(option: &str, message: String) -> ConfigError {
 const TRUSTED_KEYS_FORM: &str = "expected base64 Ed25519 public keys of 32 bytes, as printed by \
      `nx-open-cache keygen`";
 
+/// What kind of JSON value `v` is, without its content (which may be a secret).
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
 /// The public key of `bytes` taken as a secret key (an Ed25519 seed).
 fn public_of_seed(bytes: &[u8; 32]) -> VerifyingKey {
     SigningKey::from_bytes(bytes).verifying_key()
@@ -293,7 +305,7 @@ fn trusted_key(n: usize, item: &Value) -> Result<VerifyingKey, ConfigError> {
         )
     };
     let Value::String(s) = item else {
-        return Err(bad(format!("{item} is not a string")));
+        return Err(bad(format!("it is {}, not a string", kind_of(item))));
     };
     let bytes = decode_key32(s).map_err(|why| bad(format!("{why} (value not shown)")))?;
     VerifyingKey::from_bytes(&bytes).map_err(|_| {
@@ -319,7 +331,8 @@ fn trusted_keys(
                 "trustedKeys",
                 format!(
                     "option \"trustedKeys\" must be an array of base64 Ed25519 public keys \
-                     (from `nx-open-cache keygen`), got {other}"
+                     (from `nx-open-cache keygen`), got {} (value not shown)",
+                    kind_of(other)
                 ),
             ))
         }

@@ -90,7 +90,7 @@ export interface CacheStats {
 export declare function doctor(workspaceRoot: string, options: any | undefined | null, env: Record<string, string>): DoctorReport
 
 /** `doctor` off the JS thread. */
-export declare function doctorAsync(workspaceRoot: string, options: any | undefined | null, env: Record<string, string>): Promise<unknown>
+export declare function doctorAsync(workspaceRoot: string, options: any | undefined | null, env: Record<string, string>): Promise<DoctorReport>
 
 /** One step of the doctor's check. */
 export interface DoctorCheck {
@@ -346,7 +346,10 @@ export interface PackOptions {
   files?: Array<string>
   /** The task's terminal output (stored as the `terminalOutput` entry). */
   terminalOutput: string
-  /** The task's exit code (stored as the `code` entry, 4 bytes big-endian). */
+  /**
+   * The task's exit code (stored as the `code` entry, 4 bytes big-endian): a whole number of
+   * 0..=4294967295; anything else throws, naming `code`.
+   */
   code: number
   /**
    * `zstd` (default: tar + zstd, multi-threaded) or `nx` (tar.gz level 6, what Nx's own
@@ -355,7 +358,7 @@ export interface PackOptions {
   format?: string
   /** Compression level: zstd 1..=22 (default 6); gzip 0..=9 for `nx` (default 6). */
   level?: number
-  /** zstd worker threads (default: the number of CPUs). */
+  /** zstd worker threads, 1..=256 (default: the number of CPUs). */
   threads?: number
   /**
    * Write the archive to this file (atomically: temporary file, then rename) instead of

@@ -225,3 +225,35 @@ test('errors name the entry and the reason, and nothing is written', async () =>
   assert.throws(() => ours.pack({ root: tmp, files: ['missing'], terminalOutput: '', code: 0 }), /missing/);
   assert.throws(() => ours.pack({ root: tmp, files: [], terminalOutput: '', code: 0, format: 'zip' }), /`zip`/);
 });
+
+test('pack refuses numbers out of range instead of wrapping them: code, level, threads (sync and async)', async () => {
+  const base = { root: tmp, files: [], terminalOutput: '' };
+  /** @type {[Record<string, unknown>, RegExp][]} */
+  const cases = [
+    [{ code: 2 ** 40 }, /invalid value 1099511627776 for code: expected a whole number from 0 to 4294967295/],
+    [{ code: 2 ** 32 }, /invalid value 4294967296 for code/],
+    [{ code: -1 }, /invalid value -1 for code/],
+    [{ code: 1.5 }, /invalid value 1\.5 for code/],
+    [{ code: NaN }, /invalid value NaN for code/],
+    [{ code: Infinity }, /invalid value Infinity for code/],
+    [{ code: 0, level: 2 ** 40 }, /invalid value 1099511627776 for level: expected a whole number from 0 to 22/],
+    [{ code: 0, level: 6.5 }, /invalid value 6\.5 for level/],
+    [{ code: 0, level: -1 }, /invalid value -1 for level/],
+    [{ code: 0, level: 0 }, /level: 0 is not a zstd level/],
+    [{ code: 0, level: 12, format: 'nx' }, /level: 12 is not a gzip level/],
+    [{ code: 0, threads: 2 ** 32 + 1 }, /invalid value 4294967297 for threads: expected a whole number from 1 to 256/],
+    [{ code: 0, threads: 0 }, /invalid value 0 for threads/],
+    [{ code: 0, threads: NaN }, /invalid value NaN for threads/],
+  ];
+  for (const [extra, expected] of cases) {
+    const opts = /** @type {import('../index').PackOptions} */ ({ ...base, ...extra });
+    assert.throws(() => ours.pack(opts), expected, JSON.stringify(extra));
+    await assert.rejects(ours.packAsync(opts), expected, JSON.stringify(extra));
+  }
+  // The bounds themselves pack and restore as given.
+  for (const code of [0, 255, 4294967295]) {
+    const a = ours.pack({ ...base, code, format: 'nx', level: 9 });
+    assert.ok(a);
+    assert.equal(ours.unpack(a, path.join(tmp, `code-${code}`)).code, code);
+  }
+});

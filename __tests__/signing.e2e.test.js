@@ -14,7 +14,9 @@
  *
  * Encryption (NX_OPEN_CACHE_ENCRYPTION_KEY): the stored objects do not give away a known random
  * marker file, verbatim or through gunzip (a plain store does: the control), a fresh machine with the key
- * restores, one with a wrong key rebuilds with a warning in the summary, one with "new,old" restores.
+ * restores, one with a wrong key rebuilds with a refusal in the summary, one without any key (a fork's
+ * pull request) rebuilds too ("encrypted; no NX_OPEN_CACHE_ENCRYPTION_KEY here"), one with "new,old"
+ * restores.
  *
  * Run: node --test --test-concurrency=1 __tests__/signing.e2e.test.js
  * Needs a native build (`node scripts/ensure-native.js`) and, for S3, the emulators
@@ -237,8 +239,9 @@ describe('signed and encrypted artifacts with a real Nx workspace', () => {
     const s = w.readLastRun();
     assert.equal(s?.hits, 0, JSON.stringify(s));
     assert.equal(s?.stored, n, `main run replaces the unsigned objects: ${JSON.stringify(s)}`);
-    const refusals = (s?.errors || []).filter((e) => /refused: unsigned/.test(e.reason));
-    assert.equal(refusals.length, n, `main run: a warning per refused hash: ${JSON.stringify(s?.errors)}`);
+    const unsigned = (s?.refusals || []).find((r) => /^unsigned/.test(r.reason));
+    assert.equal(unsigned?.count, n, `main run: every hash refused as unsigned: ${JSON.stringify(s?.refusals)}`);
+    assert.equal(s?.errorCount, 0, `main run: refusals are no faults: ${JSON.stringify(s?.errors)}`);
     payloads = await storage.payloads();
     assert.equal(payloads.length, n);
     assert.ok(payloads.every((p) => sealFlags(p) === 1), 'main run: signed objects');
@@ -260,8 +263,8 @@ describe('signed and encrypted artifacts with a real Nx workspace', () => {
     const victim = await build('trusted reader after the attacker', storage.env, t);
     for (const p of all) assert.ok(!isRemoteHit(victim.output, p), `${p} restored from an untrusted signer${show(victim)}`);
     assert.ok(!victimOutput().includes(POISON_TEXT));
-    const errs = w.readLastRun()?.errors || [];
-    assert.ok(errs.some((e) => e.reason.includes(`untrusted key ${attacker.keyId}`)), JSON.stringify(errs));
+    const refused = w.readLastRun()?.refusals || [];
+    assert.ok(refused.some((r) => r.reason.includes(`untrusted key ${attacker.keyId}`)), JSON.stringify(refused));
   }
 
   /**
@@ -299,10 +302,24 @@ describe('signed and encrypted artifacts with a real Nx workspace', () => {
     for (const p of all) assert.ok(!isRemoteHit(wrong.output, p), `wrong key: ${p} restored${show(wrong)}`);
     assert.deepEqual(w.builtProjects().sort(), all, 'wrong key: everything rebuilt');
     assert.deepEqual(w.snapshotOutputs(), clean);
-    const errs = w.readLastRun()?.errors || [];
+    const refused = w.readLastRun()?.refusals || [];
     assert.ok(
-      errs.some((e) => /cannot decrypt: encrypted with key [0-9a-f]{16}, not among NX_OPEN_CACHE_ENCRYPTION_KEY's keys/.test(e.reason)),
-      `wrong key: the summary says why: ${JSON.stringify(errs)}`,
+      refused.some((r) => /cannot decrypt: encrypted with key [0-9a-f]{16}, not among NX_OPEN_CACHE_ENCRYPTION_KEY's keys/.test(r.reason)),
+      `wrong key: the summary says why: ${JSON.stringify(refused)}`,
+    );
+
+    // A machine without any key (a fork's pull request gets no secrets): misses with the reason,
+    // never the ciphertext handed to Nx.
+    await freshMachine();
+    const keyless = await build('fresh machine, no key', storage.env, t);
+    for (const p of all) assert.ok(!isRemoteHit(keyless.output, p), `no key: ${p} restored${show(keyless)}`);
+    assert.deepEqual(w.builtProjects().sort(), all, 'no key: everything rebuilt');
+    assert.deepEqual(w.snapshotOutputs(), clean);
+    const none = w.readLastRun();
+    assert.equal(none?.errorCount, 0, JSON.stringify(none?.errors));
+    assert.ok(
+      (none?.refusals || []).some((r) => r.reason.startsWith('encrypted; no NX_OPEN_CACHE_ENCRYPTION_KEY here') && r.count === n),
+      `no key: the summary says why: ${JSON.stringify(none?.refusals)}`,
     );
 
     await freshMachine();

@@ -3,6 +3,7 @@
 //! Every mistake is reported before any task runs, naming the option, the value and what is allowed.
 
 use crate::key::Prefix;
+use crate::store::http::{redact_url, redact_urls};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::fmt;
@@ -123,7 +124,7 @@ impl Backend {
                 Some(a) => format!("{a}/{container}"),
                 None => container.clone(),
             },
-            Backend::Http { url } => url.clone(),
+            Backend::Http { url } => redact_url(url),
         }
     }
 }
@@ -389,7 +390,7 @@ fn optional_url(
     if !ok {
         return Err(ConfigError::invalid(
             name,
-            v,
+            &redact_url(v),
             "an http:// or https:// URL with a host and no credentials, query or fragment",
         ));
     }
@@ -413,7 +414,10 @@ fn http_url(options: &serde_json::Map<String, Value>) -> Result<String, ConfigEr
     }
     let bad = |why: &str| ConfigError {
         option: "url".into(),
-        message: format!("invalid value {value:?} for option \"url\": {why}; expected {EXPECTED}"),
+        message: format!(
+            "invalid value {:?} for option \"url\": {why}; expected {EXPECTED}",
+            redact_url(value)
+        ),
     };
     let lower = value.to_ascii_lowercase();
     if !(lower.starts_with("http://") || lower.starts_with("https://")) {
@@ -435,8 +439,12 @@ fn http_url(options: &serde_json::Map<String, Value>) -> Result<String, ConfigEr
             "it ends with a slash (the paths /v1/cache/<hash> are appended to it)",
         ));
     }
-    let parsed =
-        reqwest::Url::parse(value).map_err(|e| bad(&format!("it is not a valid URL ({e})")))?;
+    let parsed = reqwest::Url::parse(value).map_err(|e| {
+        bad(&format!(
+            "it is not a valid URL ({})",
+            redact_urls(&e.to_string())
+        ))
+    })?;
     if parsed.host_str().is_none_or(str::is_empty) {
         return Err(bad("it has no host"));
     }
@@ -596,8 +604,12 @@ fn resolve_path(
     Ok(workspace_root.join(p))
 }
 
+/// The range of the duration options (`timeout`, `connectTimeout`), in seconds: 1 s to 1 h.
+pub const DURATION_RANGE_SECS: (f64, f64) = (1.0, 3600.0);
+
 /// A duration option: seconds as a number, or a string with a unit (`s`, `m`, `h`), from the
-/// option or its environment variable (which wins); 1 s to 1 h.
+/// option or its environment variable (which wins), within [`DURATION_RANGE_SECS`]. The range is
+/// checked on the number before it becomes a `Duration` (whose conversion panics on huge values).
 fn duration_option(
     options: &serde_json::Map<String, Value>,
     name: &str,
@@ -605,39 +617,68 @@ fn duration_option(
     var: &str,
     default: Duration,
 ) -> Result<Duration, ConfigError> {
-    let bad = |value: String, why: &str| ConfigError {
+    let bad = |value: &str, why: &str| duration_error(name, var, value, why);
+    let (shown, secs) = match (env.get(var).filter(|v| !v.is_empty()), options.get(name)) {
+        (Some(v), _) => (format!("{v:?}"), seconds(v)),
+        (None, None | Some(Value::Null)) => return Ok(default),
+        (None, Some(Value::Number(n))) => (
+            n.to_string(),
+            n.as_f64().ok_or_else(|| "not a number".to_owned()),
+        ),
+        (None, Some(Value::String(v))) => (format!("{v:?}"), seconds(v)),
+        (None, Some(other)) => return Err(bad(&describe_json(other), "not a number or a string")),
+    };
+    let secs = secs.map_err(|why| bad(&shown, &why))?;
+    let (min, max) = DURATION_RANGE_SECS;
+    if secs.is_nan() || secs <= 0.0 {
+        return Err(bad(&shown, "not a positive number"));
+    }
+    if !(min..=max).contains(&secs) {
+        return Err(bad(&shown, "out of range"));
+    }
+    Duration::try_from_secs_f64(secs).map_err(|_| bad(&shown, "out of range"))
+}
+
+/// The duration options and their variables.
+const DURATION_OPTIONS: [(&str, &str); 2] = [
+    ("timeout", "NX_OPEN_CACHE_TIMEOUT"),
+    ("connectTimeout", "NX_OPEN_CACHE_CONNECT_TIMEOUT"),
+];
+
+fn duration_error(name: &str, var: &str, value: &str, why: &str) -> ConfigError {
+    ConfigError {
         option: name.to_owned(),
         message: format!(
             "invalid value {value} for option \"{name}\" ({var}): {why}; expected seconds as a \
              number (e.g. 30) or a string with a unit (e.g. \"30s\", \"2m\"), between 1 s and 1 h"
         ),
-    };
-    let parsed = match (env.get(var).filter(|v| !v.is_empty()), options.get(name)) {
-        (Some(v), _) => parse_seconds(v).map_err(|why| bad(format!("{v:?}"), &why))?,
-        (None, None | Some(Value::Null)) => return Ok(default),
-        (None, Some(Value::Number(n))) => match n.as_f64() {
-            Some(secs) if secs.is_finite() && secs > 0.0 => Duration::from_secs_f64(secs),
-            _ => return Err(bad(n.to_string(), "not a positive number")),
-        },
-        (None, Some(Value::String(v))) => {
-            parse_seconds(v).map_err(|why| bad(format!("{v:?}"), &why))?
-        }
-        (None, Some(other)) => return Err(bad(describe_json(other), "not a number or a string")),
-    };
-    if parsed < Duration::from_secs(1) || parsed > Duration::from_secs(3600) {
-        return Err(bad(format!("{} s", parsed.as_secs_f64()), "out of range"));
     }
-    Ok(parsed)
 }
 
-/// Seconds as a plain number (`"30"`), or a duration with a unit (`"30s"`, `"2m"`), parsed like
-/// every other duration of the project (`crate::retention::parse_duration`).
-fn parse_seconds(v: &str) -> Result<Duration, String> {
+/// The error for a plugin option whose value is a number JSON cannot hold (`Infinity`, `NaN`: what
+/// `JSON.parse` makes of `1e309`), which so never reaches [`resolve`]; `shown` as JavaScript
+/// prints it.
+pub fn non_finite_option(name: &str, shown: &str) -> ConfigError {
+    match DURATION_OPTIONS.iter().find(|(n, _)| *n == name) {
+        Some((name, var)) => duration_error(name, var, shown, "not a finite number"),
+        None => ConfigError {
+            option: name.to_owned(),
+            message: format!("invalid value {shown} for option \"{name}\": not a finite number"),
+        },
+    }
+}
+
+/// Seconds from a plain number (`"30"`) or a duration with a unit (`"30s"`, `"2m"`), parsed like
+/// every other duration of the project (`crate::retention::parse_duration`). Not range-checked.
+fn seconds(v: &str) -> Result<f64, String> {
     match v.trim().parse::<f64>() {
-        Ok(secs) if secs.is_finite() && secs > 0.0 => Ok(Duration::from_secs_f64(secs)),
-        Ok(_) => Err("not a positive number of seconds".into()),
-        Err(_) => crate::retention::parse_duration("it", v)
-            .map_err(|_| "not a number of seconds nor a duration with a unit (s, m, h)".into()),
+        Ok(secs) if secs.is_finite() => Ok(secs),
+        Ok(_) => Err("not a finite number".into()),
+        Err(_) => match crate::retention::parse_duration("it", v) {
+            Ok(d) => Ok(d.as_secs_f64()),
+            Err(e) if e.contains("too large") => Err("out of range".into()),
+            Err(_) => Err("not a number of seconds nor a duration with a unit (s, m, h)".into()),
+        },
     }
 }
 
@@ -928,21 +969,10 @@ pub fn resolve(
         },
     };
 
+    let [(answer, answer_var), (connect, connect_var)] = DURATION_OPTIONS;
     let timeouts = Timeouts {
-        connect: duration_option(
-            options,
-            "connectTimeout",
-            env,
-            "NX_OPEN_CACHE_CONNECT_TIMEOUT",
-            DEFAULT_CONNECT_TIMEOUT,
-        )?,
-        answer: duration_option(
-            options,
-            "timeout",
-            env,
-            "NX_OPEN_CACHE_TIMEOUT",
-            DEFAULT_TIMEOUT,
-        )?,
+        connect: duration_option(options, connect, env, connect_var, DEFAULT_CONNECT_TIMEOUT)?,
+        answer: duration_option(options, answer, env, answer_var, DEFAULT_TIMEOUT)?,
     };
 
     Ok(CacheConfig {
@@ -1228,7 +1258,7 @@ mod tests {
             assert_eq!(err.option, "url", "{url}");
             assert!(err.message.contains(needle), "{url}: {}", err.message);
             assert!(
-                err.message.contains(&format!("{url:?}"))
+                err.message.contains(&format!("{:?}", redact_url(url)))
                     && err.message.contains("e.g. \"https://cache.example.com\""),
                 "{url}: {}",
                 err.message
@@ -1261,6 +1291,112 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.option, "token");
         assert!(!err.message.contains("s3cret"), "{}", err.message);
+    }
+
+    #[test]
+    fn urls_in_errors_never_show_a_password() {
+        let e = env(&[]);
+        for (options, option) in [
+            (
+                json!({"backend": "http", "url": "https://ci:hunter2-pw@cache.example.com"}),
+                "url",
+            ),
+            (
+                json!({"backend": "http", "url": "https://ci:hunter2-pw@cache.example.com:99999"}),
+                "url",
+            ),
+            (
+                json!({"backend": "http", "url": "https://cache.example.com/?token=hunter2-pw"}),
+                "url",
+            ),
+            (
+                json!({"backend": "s3", "bucket": "b", "endpoint": "https://k:hunter2-pw@minio"}),
+                "endpoint",
+            ),
+        ] {
+            let err = resolve(&options, &e, ws()).unwrap_err();
+            assert_eq!(err.option, option);
+            assert!(!err.message.contains("hunter2"), "{}", err.message);
+            assert!(err.message.contains("***"), "{}", err.message);
+        }
+    }
+
+    #[test]
+    fn durations_are_range_checked_before_any_conversion() {
+        let opts = |name: &str, v: Value| {
+            let mut o = serde_json::Map::new();
+            o.insert(name.to_owned(), v);
+            Value::Object(o)
+        };
+        type Case<'a> = (Value, Vec<(&'a str, &'a str)>, &'a str, String);
+        let mut cases: Vec<Case> = Vec::new();
+        for (name, var) in DURATION_OPTIONS {
+            let err = non_finite_option(name, "Infinity");
+            assert_eq!(err.option, name);
+            assert!(
+                err.message.contains("invalid value Infinity")
+                    && err.message.contains("between 1 s and 1 h"),
+                "{}",
+                err.message
+            );
+            for raw in [
+                "1e300",
+                "99999999999999999999",
+                "1e309",
+                "-1e309",
+                "-5",
+                "0",
+                "NaN",
+                "nan",
+                "Infinity",
+                "-inf",
+                "3601",
+                "0.5",
+                "99999999999999999999999w",
+                "1e300s",
+                "",
+            ] {
+                if !raw.is_empty() {
+                    cases.push((json!({}), vec![(var, raw)], name, raw.to_owned()));
+                }
+                cases.push((opts(name, json!(raw)), vec![], name, raw.to_owned()));
+            }
+            for n in [
+                json!(1e300),
+                json!(f64::MAX),
+                json!(-1),
+                json!(0.25),
+                json!(u64::MAX),
+                json!(i64::MIN),
+                json!(7200),
+            ] {
+                let shown = n.to_string();
+                cases.push((opts(name, n), vec![], name, shown));
+            }
+        }
+        for (options, vars, option, raw) in cases {
+            let err = resolve(&options, &env(&vars), ws()).unwrap_err();
+            assert_eq!(err.option, option, "{options} {vars:?}");
+            assert!(
+                err.message.contains(&raw)
+                    && err.message.contains("between 1 s and 1 h")
+                    && err.message.contains(&format!("option \"{option}\"")),
+                "{options} {vars:?}: {}",
+                err.message
+            );
+        }
+        // The bounds themselves are fine, in every form.
+        for (v, secs) in [
+            (json!(1), 1.0),
+            (json!(3600), 3600.0),
+            (json!("1h"), 3600.0),
+            (json!("60m"), 3600.0),
+            (json!("1.5"), 1.5),
+            (json!(" 2s "), 2.0),
+        ] {
+            let c = resolve(&opts("timeout", v.clone()), &env(&[]), ws()).unwrap();
+            assert_eq!(c.timeouts.answer.as_secs_f64(), secs, "{v}");
+        }
     }
 
     #[test]

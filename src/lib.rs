@@ -7,6 +7,7 @@ pub mod doctor;
 pub mod envelope;
 pub mod hash;
 pub mod key;
+pub mod number;
 pub mod outputs;
 pub mod proxy;
 pub mod retention;

@@ -76,11 +76,17 @@ async fn get_ok(s: &dyn Store, h: &str) -> Option<Vec<u8>> {
     s.get(&hash(h)).await.expect("get").map(read_all)
 }
 
+/// A refusal: `Refused`, with the reason alone (the server adds the hash, and refusals are
+/// grouped by reason).
 async fn refused(s: &dyn Store, h: &str) -> StoreError {
     match s.get(&hash(h)).await {
         Err(e) => {
-            assert_eq!(e.kind, ErrorKind::Corrupt, "{}", e.message);
-            assert!(e.message.contains(h), "names the hash: {}", e.message);
+            assert_eq!(e.kind, ErrorKind::Refused, "{}", e.message);
+            assert!(
+                h.len() < 4 || !e.message.contains(h),
+                "the reason alone: {}",
+                e.message
+            );
             e
         }
         Ok(Some(a)) => panic!("{h}: restored {} bytes of a bad object", a.len),
@@ -401,7 +407,12 @@ async fn encryption_wrong_key_and_rotation() {
     let k = keypair();
     let nokey = sealed(dir.path(), config(None, &[&k], false, None));
     let err = refused(&nokey, "old").await;
-    assert!(err.message.contains("is not set"), "{}", err.message);
+    assert!(
+        err.message
+            .starts_with("encrypted; no NX_OPEN_CACHE_ENCRYPTION_KEY here (encrypted with key "),
+        "{}",
+        err.message
+    );
     // Rotation: [new, old] reads the old object, and writes with the new key.
     let rotated = sealed(
         dir.path(),
@@ -429,6 +440,173 @@ async fn namespaces_keep_the_seal() {
     assert_eq!(get_ok(ns.as_ref(), "h").await, Some(artifact(2000, 12)));
     assert!(ns.describe().contains("signs"), "{}", ns.describe());
     assert_eq!(get_ok(&s, "h").await, None, "another namespace");
+}
+
+// ---- a reader without any seal setting -------------------------------------------------------
+
+/// What a machine with no seal setting reads through: the layer every reader has.
+fn keyless(dir: &Path, inline_limit: u64) -> Arc<dyn Store> {
+    nx_open_cache::seal::wrap(
+        Arc::new(fs(dir).with_inline_limit(inline_limit)),
+        &SealConfig::default(),
+    )
+}
+
+#[tokio::test]
+async fn a_keyless_reader_never_serves_sealed_bytes() {
+    let k = keypair();
+    let e = enc_key();
+    // Small objects (memory, on the worker), medium (memory, blocking pool), large (files).
+    for (size, inline) in [(2_000usize, 8u64 << 20), (600_000, 8 << 20), (3 << 20, 0)] {
+        let dir = tempfile::tempdir().unwrap();
+        let data = artifact(size, size as u64);
+        let writer = |c| {
+            SealedStore::new(Arc::new(fs(dir.path()).with_inline_limit(inline)), c)
+                .with_spool_dir(dir.path().join("spool"))
+                .with_inline_limit(inline)
+        };
+        put(&writer(config(None, &[], false, Some(&e))), "enc", &data).await;
+        put(
+            &writer(config(Some(&k), &[&k], true, Some(&e))),
+            "both",
+            &data,
+        )
+        .await;
+        put(
+            &writer(config(Some(&k), &[&k], true, None)),
+            "signed",
+            &data,
+        )
+        .await;
+        put(&fs(dir.path()), "plain", &data).await;
+        let reader = keyless(dir.path(), inline);
+        // Encrypted, with or without a signature: refused, never the ciphertext.
+        for h in ["enc", "both"] {
+            let err = refused(reader.as_ref(), h).await;
+            assert!(
+                err.message
+                    .starts_with("encrypted; no NX_OPEN_CACHE_ENCRYPTION_KEY here"),
+                "{size} {h}: {}",
+                err.message
+            );
+        }
+        // Signed only: the artifact inside, never the seal bytes.
+        assert_eq!(
+            get_ok(reader.as_ref(), "signed").await.as_deref(),
+            Some(&data[..]),
+            "{size}: the plain artifact of a signed object"
+        );
+        assert_eq!(
+            get_ok(reader.as_ref(), "plain").await.as_deref(),
+            Some(&data[..])
+        );
+        assert_eq!(get_ok(reader.as_ref(), "absent").await, None);
+        // A signed object whose content no longer matches its digest is refused.
+        tamper(dir.path(), "signed", |p| p[HEADER_LEN + 20] ^= 0x01);
+        let err = refused(reader.as_ref(), "signed").await;
+        assert!(err.message.starts_with("altered"), "{}", err.message);
+        // Cut inside the header or the trailer: refused.
+        restore_as(dir.path(), "cut", &stored(dir.path(), "enc")[..30]);
+        refused(reader.as_ref(), "cut").await;
+        // The layer changes nothing else: what it writes is plain, its description is the store's.
+        put(reader.as_ref(), "written", &data).await;
+        assert_eq!(stored(dir.path(), "written"), data);
+        assert_eq!(reader.describe(), fs(dir.path()).describe());
+    }
+}
+
+#[tokio::test]
+async fn through_a_keyless_proxy_sealed_objects_are_misses_with_a_reason() {
+    use nx_open_cache::config::resolve;
+    use nx_open_cache::proxy;
+    use serde_json::json;
+    let k = keypair();
+    let e = enc_key();
+    let dir = tempfile::tempdir().unwrap();
+    let start = |vars: &[(&str, &str)]| {
+        let e = env(vars);
+        let c = resolve(&json!({"path": "store"}), &e, dir.path()).unwrap();
+        proxy::start(&c, &e).unwrap()
+    };
+    let client = reqwest::Client::new();
+    let put = |p: &proxy::Proxy, h: &str, data: Vec<u8>| {
+        client
+            .put(format!("{}/v1/cache/{h}", p.url))
+            .bearer_auth(&p.token)
+            .body(data)
+            .send()
+    };
+    let data = artifact(20_000, 17);
+    // Main-branch CI: encrypts one hash, signs another.
+    let enc = start(&[("NX_OPEN_CACHE_ENCRYPTION_KEY", &e)]);
+    assert_eq!(put(&enc, "1111", data.clone()).await.unwrap().status(), 200);
+    enc.stop().await;
+    let signed = start(&[("NX_OPEN_CACHE_SIGNING_KEY", &k.secret)]);
+    assert_eq!(
+        put(&signed, "2222", data.clone()).await.unwrap().status(),
+        200
+    );
+    signed.stop().await;
+    // A pull request's job: no secrets at all.
+    let pr = start(&[]);
+    assert!(!pr.location.contains(';'), "{}", pr.location);
+    let get = |h: &str| {
+        client
+            .get(format!("{}/v1/cache/{h}", pr.url))
+            .bearer_auth(&pr.token)
+            .send()
+    };
+    assert_eq!(get("1111").await.unwrap().status(), 404);
+    let resp = get("2222").await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.bytes().await.unwrap().to_vec(), data);
+    let stats = pr.stop().await;
+    assert_eq!((stats.hits, stats.misses, stats.error_count), (1, 1, 0));
+    assert_eq!(stats.refused_count, 1);
+    assert_eq!(stats.refusals[0].hashes, ["1111"]);
+    assert!(
+        stats.refusals[0]
+            .reason
+            .starts_with("encrypted; no NX_OPEN_CACHE_ENCRYPTION_KEY here"),
+        "{:?}",
+        stats.refusals
+    );
+}
+
+/// What the layer costs a reader without settings on a large plain object: a get of a 64 MiB
+/// object (verified by the fs store, served from its file) read to the end, through the layer
+/// vs straight from the fs store (what such a reader did before). Run with
+/// `cargo test --release --test seal -- --ignored --nocapture keyless_read_cost`.
+#[tokio::test]
+#[ignore = "benchmark"]
+async fn keyless_read_cost() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = noise(64 << 20, 99);
+    let plain: Arc<dyn Store> = Arc::new(fs(dir.path()));
+    put(plain.as_ref(), "big", &data).await;
+    let layered = keyless(dir.path(), nx_open_cache::store::fs::DEFAULT_INLINE_LIMIT);
+    let time = |s: Arc<dyn Store>| async move {
+        let t = std::time::Instant::now();
+        let got = read_all(s.get(&hash("big")).await.unwrap().unwrap());
+        assert_eq!(got.len(), 64 << 20);
+        t.elapsed().as_secs_f64()
+    };
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..15 {
+        a.push(time(plain.clone()).await);
+        b.push(time(layered.clone()).await);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (ma, mb) = (median(&mut a), median(&mut b));
+    println!(
+        "64 MiB plain get + read: fs store {:.1} ms, through the seal layer {:.1} ms, ratio {:.3}",
+        ma * 1e3,
+        mb * 1e3,
+        mb / ma
+    );
 }
 
 // ---- configuration -------------------------------------------------------------------------
@@ -546,6 +724,92 @@ fn configuration_from_options_and_environment() {
             err.message
         );
     }
+    // Keys in the wrong place: refused, by position and key id, never echoed.
+    let key_id = |public: &str| {
+        nx_open_cache::seal::keys::show_id(&nx_open_cache::seal::keys::signer_id(
+            &parse_public_key(public).unwrap(),
+        ))
+    };
+    let err = resolve(
+        &json!({"trustedKeys": [k.public]}),
+        &env(&[("NX_OPEN_CACHE_SIGNING_KEY", &k.public)]),
+        ws,
+    )
+    .unwrap_err();
+    assert_eq!(err.option, "NX_OPEN_CACHE_SIGNING_KEY");
+    assert!(
+        err.message.contains(&format!(
+            "the value is a public key (key id {}, entry 1 of \"trustedKeys\")",
+            key_id(&k.public)
+        )) && !err.message.contains(&k.public),
+        "{}",
+        err.message
+    );
+    let other = keypair();
+    let err = resolve(
+        &json!({"trustedKeys": [other.public, k.public, k.secret]}),
+        &env(&[]),
+        ws,
+    )
+    .unwrap_err();
+    assert_eq!(err.option, "trustedKeys");
+    // The secret is either no valid public key at all, or the secret key of entry 2.
+    assert!(
+        err.message.contains("entry 3")
+            && err
+                .message
+                .contains(&format!("key id {}", key_id(&k.public)))
+            && !err.message.contains(&k.secret),
+        "{}",
+        err.message
+    );
+    // A secret alone in the list: refused when it is no valid public key (about half of all
+    // secrets), with the key id of its public key.
+    let lone = (0..200)
+        .map(|_| keypair())
+        .find(|p| parse_public_key(&p.secret).is_err())
+        .expect("one in 200 secret keys is no valid point");
+    let err = resolve(&json!({"trustedKeys": [lone.secret]}), &env(&[]), ws).unwrap_err();
+    assert!(
+        err.message.contains("entry 1")
+            && err.message.contains("not an Ed25519 public key")
+            && err
+                .message
+                .contains(&format!("key id {}", key_id(&lone.public)))
+            && !err.message.contains(&lone.secret),
+        "{}",
+        err.message
+    );
+    for bad in ["not base64 at all, secret-ish", "c2VjcmV0LXRydXN0ZWQta2V5"] {
+        let err = resolve(&json!({"trustedKeys": [bad]}), &env(&[]), ws).unwrap_err();
+        assert!(
+            err.message.contains("entry 1") && !err.message.contains(bad),
+            "{}",
+            err.message
+        );
+    }
+    // Nor in a value of the wrong shape.
+    for options in [
+        json!({"trustedKeys": k.secret}),
+        json!({"trustedKeys": [{"key": k.secret}]}),
+        json!({"trustedKeys": [[k.secret]]}),
+    ] {
+        let err = resolve(&options, &env(&[]), ws).unwrap_err();
+        assert_eq!(err.option, "trustedKeys");
+        assert!(!err.message.contains(&k.secret), "{}", err.message);
+    }
+    // The right places still work, the signer's own key listed or not.
+    for trusted in [
+        vec![k.public.clone()],
+        vec![other.public.clone(), k.public.clone()],
+    ] {
+        resolve(
+            &json!({ "trustedKeys": trusted }),
+            &env(&[("NX_OPEN_CACHE_SIGNING_KEY", &k.secret)]),
+            ws,
+        )
+        .unwrap();
+    }
     // The variable overrides the option, both ways.
     let opts = json!({"trustedKeys": [k.public], "requireSignature": true});
     let c = resolve(
@@ -656,12 +920,19 @@ async fn through_the_proxy_a_refused_artifact_is_a_404_and_a_warning() {
     assert_eq!(status, 200);
     let stats = main.stop().await;
     assert_eq!((stats.hits, stats.misses, stats.stored), (0, 1, 1));
-    let reasons: Vec<&str> = stats.errors.iter().map(|e| e.reason.as_str()).collect();
+    assert_eq!(
+        stats.error_count, 0,
+        "a refusal is no fault: {:?}",
+        stats.errors
+    );
+    assert_eq!(stats.refused_count, 1);
     assert!(
-        reasons
+        stats
+            .refusals
             .iter()
-            .any(|r| r.contains("4242") && r.contains("unsigned")),
-        "{reasons:?}"
+            .any(|r| r.reason.contains("unsigned") && r.hashes == ["4242"]),
+        "{:?}",
+        stats.refusals
     );
     // A third trusted reader (no signing key) restores the signed artifact.
     let reader = start(

@@ -56,7 +56,10 @@
 mod pack;
 mod unpack;
 
-pub use pack::{pack_to_file, pack_to_vec, pack_to_writer, PackOptions};
+pub use pack::{
+    code_from_number, level_from_number, pack_to_file, pack_to_vec, pack_to_writer,
+    threads_from_number, PackOptions,
+};
 pub use unpack::{unpack_bytes, unpack_file, unpack_reader, Unpacked};
 
 use std::fmt;

@@ -10,6 +10,23 @@ use std::path::{Component, Path, PathBuf};
 /// The default zstd level.
 pub const DEFAULT_ZSTD_LEVEL: i32 = 6;
 
+/// The task's exit code from a JavaScript number: a whole number of 0..=4294967295, refused
+/// otherwise (never wrapped: 2^40 would restore as 0, -1 as 4294967295).
+pub fn code_from_number(v: f64) -> Result<u32, Error> {
+    crate::number::whole("code", v, 0..=u32::MAX).map_err(Error::new)
+}
+
+/// A compression level from a JavaScript number: a whole number of 0..=22 (the format then
+/// narrows it: zstd 1..=22, gzip 0..=9).
+pub fn level_from_number(v: f64) -> Result<i32, Error> {
+    crate::number::whole("level", v, 0..=22).map_err(Error::new)
+}
+
+/// A zstd thread count from a JavaScript number: a whole number of 1..=256.
+pub fn threads_from_number(v: f64) -> Result<u32, Error> {
+    crate::number::whole("threads", v, 1..=256).map_err(Error::new)
+}
+
 /// What to pack.
 #[derive(Debug, Clone, Default)]
 pub struct PackOptions {
@@ -453,4 +470,39 @@ pub fn pack_to_file(opts: &PackOptions, output: &Path) -> Result<u64, Error> {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_from_javascript_are_refused_out_of_range() {
+        assert_eq!(code_from_number(0.0).ok(), Some(0));
+        assert_eq!(code_from_number(4294967295.0).ok(), Some(u32::MAX));
+        for v in [
+            2f64.powi(40),
+            -1.0,
+            1.5,
+            f64::NAN,
+            f64::INFINITY,
+            4294967296.0,
+        ] {
+            let err = code_from_number(v).err().map(|e| e.message().to_owned());
+            let err = err.unwrap_or_default();
+            assert!(
+                err.contains("for code") && err.contains("from 0 to 4294967295"),
+                "{v}: {err}"
+            );
+        }
+        assert_eq!(level_from_number(9.0).ok(), Some(9));
+        assert!(
+            level_from_number(23.0).is_err()
+                && level_from_number(-1.0).is_err()
+                && level_from_number(2.5).is_err()
+        );
+        assert_eq!(threads_from_number(256.0).ok(), Some(256));
+        assert!(threads_from_number(0.0).is_err() && threads_from_number(257.0).is_err());
+        assert!(threads_from_number(f64::NAN).is_err());
+    }
 }

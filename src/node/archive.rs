@@ -19,15 +19,16 @@ pub struct PackOptions {
     pub files: Option<Vec<String>>,
     /// The task's terminal output (stored as the `terminalOutput` entry).
     pub terminal_output: String,
-    /// The task's exit code (stored as the `code` entry, 4 bytes big-endian).
-    pub code: u32,
+    /// The task's exit code (stored as the `code` entry, 4 bytes big-endian): a whole number of
+    /// 0..=4294967295; anything else throws, naming `code`.
+    pub code: f64,
     /// `zstd` (default: tar + zstd, multi-threaded) or `nx` (tar.gz level 6, what Nx's own
     /// remote-cache client reads and writes).
     pub format: Option<String>,
     /// Compression level: zstd 1..=22 (default 6); gzip 0..=9 for `nx` (default 6).
-    pub level: Option<i32>,
-    /// zstd worker threads (default: the number of CPUs).
-    pub threads: Option<u32>,
+    pub level: Option<f64>,
+    /// zstd worker threads, 1..=256 (default: the number of CPUs).
+    pub threads: Option<f64>,
     /// Write the archive to this file (atomically: temporary file, then rename) instead of
     /// returning it.
     pub output: Option<String>,
@@ -58,15 +59,24 @@ fn core_options(o: &PackOptions) -> Result<archive::PackOptions> {
         }
         None => archive::Format::default(),
     };
+    let invalid = |e: archive::Error| Error::new(Status::InvalidArg, e.to_string());
     Ok(archive::PackOptions {
         root: PathBuf::from(&o.root),
         files: o.files.clone().unwrap_or_default(),
         entries: o.entries.clone().unwrap_or_default(),
         terminal_output: o.terminal_output.clone(),
-        code: o.code,
+        code: archive::code_from_number(o.code).map_err(invalid)?,
         format,
-        level: o.level,
-        threads: o.threads,
+        level: o
+            .level
+            .map(archive::level_from_number)
+            .transpose()
+            .map_err(invalid)?,
+        threads: o
+            .threads
+            .map(archive::threads_from_number)
+            .transpose()
+            .map_err(invalid)?,
     })
 }
 
@@ -84,7 +94,7 @@ fn run_pack(o: &PackOptions) -> Result<Option<Vec<u8>>> {
 /// Packs the outputs plus the terminal output and exit code into one reproducible archive (same
 /// inputs, same bytes). Returns the archive, or null when `output` is given (the file is written).
 /// Throws an error naming the path and the reason.
-#[napi]
+#[napi(catch_unwind)]
 pub fn pack(options: PackOptions) -> Result<Option<Buffer>> {
     Ok(run_pack(&options)?.map(Buffer::from))
 }
@@ -98,7 +108,7 @@ impl Task for PackTask {
     type Output = Option<Vec<u8>>;
     type JsValue = Option<Buffer>;
     fn compute(&mut self) -> Result<Self::Output> {
-        run_pack(&self.options)
+        super::unwind_safe(|| run_pack(&self.options))
     }
     fn resolve(&mut self, _env: Env, output: Self::Output) -> Result<Self::JsValue> {
         Ok(output.map(Buffer::from))
@@ -106,7 +116,7 @@ impl Task for PackTask {
 }
 
 /// `pack` off the JS thread (libuv pool); resolves to the archive, or null when `output` is given.
-#[napi(ts_return_type = "Promise<Buffer | null>")]
+#[napi(ts_return_type = "Promise<Buffer | null>", catch_unwind)]
 pub fn pack_async(options: PackOptions) -> AsyncTask<PackTask> {
     AsyncTask::new(PackTask { options })
 }
@@ -130,7 +140,7 @@ fn run_unpack(archive: &Either<Buffer, String>, dest: &str) -> Result<UnpackResu
 /// whole archive has been read and checked, so a refused, truncated or corrupt archive leaves
 /// `dest` untouched. Refuses `..`, absolute paths, symlink escapes, hard links, devices and FIFOs
 /// with an error naming the entry and the reason.
-#[napi]
+#[napi(catch_unwind)]
 pub fn unpack(archive: Either<Buffer, String>, dest: String) -> Result<UnpackResult> {
     run_unpack(&archive, &dest)
 }
@@ -145,7 +155,7 @@ impl Task for UnpackTask {
     type Output = UnpackResult;
     type JsValue = UnpackResult;
     fn compute(&mut self) -> Result<Self::Output> {
-        run_unpack(&self.archive, &self.dest)
+        super::unwind_safe(|| run_unpack(&self.archive, &self.dest))
     }
     fn resolve(&mut self, _env: Env, output: Self::Output) -> Result<Self::JsValue> {
         Ok(output)
@@ -153,7 +163,7 @@ impl Task for UnpackTask {
 }
 
 /// `unpack` off the JS thread (libuv pool).
-#[napi(ts_return_type = "Promise<UnpackResult>")]
+#[napi(ts_return_type = "Promise<UnpackResult>", catch_unwind)]
 pub fn unpack_async(archive: Either<Buffer, String>, dest: String) -> AsyncTask<UnpackTask> {
     AsyncTask::new(UnpackTask { archive, dest })
 }

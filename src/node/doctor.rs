@@ -1,5 +1,6 @@
 //! Bindings for `crate::doctor`: `doctor` / `doctorAsync`.
 
+use super::JsOptions;
 use crate::{config, doctor, runtime};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
@@ -84,7 +85,7 @@ impl Task for DoctorTask {
     type JsValue = DoctorReport;
 
     fn compute(&mut self) -> Result<Self::Output> {
-        run(&self.workspace_root, self.options.take(), &self.env)
+        super::unwind_safe(|| run(&self.workspace_root, self.options.take(), &self.env))
     }
 
     fn resolve(&mut self, _env: Env, output: Self::Output) -> Result<Self::JsValue> {
@@ -96,25 +97,32 @@ impl Task for DoctorTask {
 /// hash, and in read-write mode writes, reads back and deletes a probe artifact, timing each step.
 /// Throws only on a configuration mistake (naming the option, the value and the allowed values);
 /// storage faults are failed checks with a suggested fix. Blocks: prefer `doctorAsync`.
-#[napi]
+#[napi(
+    ts_args_type = "workspaceRoot: string, options: any | undefined | null, env: Record<string, string>",
+    catch_unwind
+)]
 pub fn doctor(
     workspace_root: String,
-    options: Option<serde_json::Value>,
+    options: JsOptions,
     env: HashMap<String, String>,
 ) -> Result<DoctorReport> {
-    run(&workspace_root, options, &env)
+    run(&workspace_root, Some(options.value()), &env)
 }
 
 /// `doctor` off the JS thread.
-#[napi]
+#[napi(
+    ts_args_type = "workspaceRoot: string, options: any | undefined | null, env: Record<string, string>",
+    ts_return_type = "Promise<DoctorReport>",
+    catch_unwind
+)]
 pub fn doctor_async(
     workspace_root: String,
-    options: Option<serde_json::Value>,
+    options: JsOptions,
     env: HashMap<String, String>,
 ) -> AsyncTask<DoctorTask> {
     AsyncTask::new(DoctorTask {
         workspace_root,
-        options,
+        options: Some(options.value()),
         env,
     })
 }

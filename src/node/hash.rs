@@ -62,7 +62,7 @@ impl From<hash::HashedFiles> for HashFilesResult {
 
 /// xxh3-64 (seed 0, decimal) of the non-null entries joined with `,`: the value Nx's native
 /// `hashArray` gives (so `[]`, `['']` and `[null]` hash alike).
-#[napi]
+#[napi(catch_unwind)]
 pub fn hash_array(input: Vec<Option<String>>) -> String {
     hash::hash_array(&input)
 }
@@ -76,7 +76,7 @@ impl Task for HashArrayTask {
     type Output = String;
     type JsValue = String;
     fn compute(&mut self) -> Result<String> {
-        Ok(hash::hash_array(&self.input))
+        super::unwind_safe(|| Ok(hash::hash_array(&self.input)))
     }
     fn resolve(&mut self, _env: Env, output: String) -> Result<String> {
         Ok(output)
@@ -84,7 +84,7 @@ impl Task for HashArrayTask {
 }
 
 /// `hashArray` on the libuv thread pool.
-#[napi(ts_return_type = "Promise<string>")]
+#[napi(ts_return_type = "Promise<string>", catch_unwind)]
 pub fn hash_array_async(input: Vec<Option<String>>) -> AsyncTask<HashArrayTask> {
     AsyncTask::new(HashArrayTask { input })
 }
@@ -93,7 +93,7 @@ pub fn hash_array_async(input: Vec<Option<String>>) -> AsyncTask<HashArrayTask> 
 /// Follows symlinks. `null` when the path does not exist (also a dangling symlink) or is a
 /// directory; throws, naming the path and the OS error, when it cannot be read (permission
 /// denied, I/O error) or is a FIFO, socket or device.
-#[napi]
+#[napi(catch_unwind)]
 pub fn hash_file(path: String) -> Result<Option<String>> {
     hash::hash_file(Path::new(&path)).map_err(to_js)
 }
@@ -107,7 +107,7 @@ impl Task for HashFileTask {
     type Output = Option<String>;
     type JsValue = Option<String>;
     fn compute(&mut self) -> Result<Option<String>> {
-        hash::hash_file(&self.path).map_err(to_js)
+        super::unwind_safe(|| hash::hash_file(&self.path).map_err(to_js))
     }
     fn resolve(&mut self, _env: Env, output: Option<String>) -> Result<Option<String>> {
         Ok(output)
@@ -115,7 +115,7 @@ impl Task for HashFileTask {
 }
 
 /// `hashFile` on the libuv thread pool.
-#[napi(ts_return_type = "Promise<string | null>")]
+#[napi(ts_return_type = "Promise<string | null>", catch_unwind)]
 pub fn hash_file_async(path: String) -> AsyncTask<HashFileTask> {
     AsyncTask::new(HashFileTask {
         path: PathBuf::from(path),
@@ -134,7 +134,7 @@ pub fn hash_file_async(path: String) -> AsyncTask<HashFileTask> {
 ///
 /// Throws on an invalid glob (naming it), a root that is not a directory, or an unreadable file or
 /// directory (naming the path).
-#[napi]
+#[napi(catch_unwind)]
 pub fn hash_files(
     root: String,
     globs: Vec<String>,
@@ -167,7 +167,7 @@ impl Task for HashFilesTask {
     type Output = HashFilesResult;
     type JsValue = HashFilesResult;
     fn compute(&mut self) -> Result<HashFilesResult> {
-        run_hash_files(&self.root, &self.globs, self.options.take())
+        super::unwind_safe(|| run_hash_files(&self.root, &self.globs, self.options.take()))
     }
     fn resolve(&mut self, _env: Env, output: HashFilesResult) -> Result<HashFilesResult> {
         Ok(output)
@@ -176,7 +176,7 @@ impl Task for HashFilesTask {
 
 /// `hashFiles` off the JS thread (the walk and hashing run on native threads; the promise settles
 /// on the event loop).
-#[napi(ts_return_type = "Promise<HashFilesResult>")]
+#[napi(ts_return_type = "Promise<HashFilesResult>", catch_unwind)]
 pub fn hash_files_async(
     root: String,
     globs: Vec<String>,

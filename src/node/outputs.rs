@@ -13,7 +13,7 @@ fn to_js(e: outputs::OutputsError) -> Error {
 /// `expandOutputs`: without any glob entry, the existing entries verbatim and in order; otherwise
 /// every path the globs select (directories too, unless an entry is a `!` negation), sorted.
 /// Throws, naming the glob, on an invalid glob.
-#[napi]
+#[napi(catch_unwind)]
 pub fn expand_outputs(root: String, entries: Vec<String>) -> Result<Vec<String>> {
     outputs::expand_outputs(&PathBuf::from(root), &entries).map_err(to_js)
 }
@@ -28,7 +28,7 @@ impl Task for ExpandOutputsTask {
     type Output = Vec<String>;
     type JsValue = Vec<String>;
     fn compute(&mut self) -> Result<Vec<String>> {
-        outputs::expand_outputs(&self.root, &self.entries).map_err(to_js)
+        super::unwind_safe(|| outputs::expand_outputs(&self.root, &self.entries).map_err(to_js))
     }
     fn resolve(&mut self, _env: Env, output: Vec<String>) -> Result<Vec<String>> {
         Ok(output)
@@ -36,7 +36,7 @@ impl Task for ExpandOutputsTask {
 }
 
 /// `expandOutputs` on the libuv thread pool.
-#[napi(ts_return_type = "Promise<Array<string>>")]
+#[napi(ts_return_type = "Promise<Array<string>>", catch_unwind)]
 pub fn expand_outputs_async(root: String, entries: Vec<String>) -> AsyncTask<ExpandOutputsTask> {
     AsyncTask::new(ExpandOutputsTask {
         root: PathBuf::from(root),
@@ -47,7 +47,7 @@ pub fn expand_outputs_async(root: String, entries: Vec<String>) -> AsyncTask<Exp
 /// The files output entries (relative to `root`) name, sorted and deduplicated: what Nx's
 /// `getFilesForOutputsBatch(root, [entries])[0]` returns. Throws, naming the glob, on an invalid
 /// glob.
-#[napi]
+#[napi(catch_unwind)]
 pub fn get_files_for_outputs(root: String, entries: Vec<String>) -> Result<Vec<String>> {
     outputs::get_files_for_outputs(&PathBuf::from(root), &entries).map_err(to_js)
 }
@@ -62,7 +62,9 @@ impl Task for GetFilesForOutputsTask {
     type Output = Vec<String>;
     type JsValue = Vec<String>;
     fn compute(&mut self) -> Result<Vec<String>> {
-        outputs::get_files_for_outputs(&self.root, &self.entries).map_err(to_js)
+        super::unwind_safe(|| {
+            outputs::get_files_for_outputs(&self.root, &self.entries).map_err(to_js)
+        })
     }
     fn resolve(&mut self, _env: Env, output: Vec<String>) -> Result<Vec<String>> {
         Ok(output)
@@ -70,7 +72,7 @@ impl Task for GetFilesForOutputsTask {
 }
 
 /// `getFilesForOutputs` on the libuv thread pool.
-#[napi(ts_return_type = "Promise<Array<string>>")]
+#[napi(ts_return_type = "Promise<Array<string>>", catch_unwind)]
 pub fn get_files_for_outputs_async(
     root: String,
     entries: Vec<String>,
@@ -83,7 +85,7 @@ pub fn get_files_for_outputs_async(
 
 /// `getFilesForOutputs` for many tasks at once, in parallel: one sorted file list per entry list,
 /// in order, exactly as Nx's `getFilesForOutputsBatch`. Throws on the first invalid glob.
-#[napi]
+#[napi(catch_unwind)]
 pub fn get_files_for_outputs_batch(
     root: String,
     entries_batch: Vec<Vec<String>>,
@@ -101,7 +103,9 @@ impl Task for GetFilesForOutputsBatchTask {
     type Output = Vec<Vec<String>>;
     type JsValue = Vec<Vec<String>>;
     fn compute(&mut self) -> Result<Vec<Vec<String>>> {
-        outputs::get_files_for_outputs_batch(&self.root, &self.batch).map_err(to_js)
+        super::unwind_safe(|| {
+            outputs::get_files_for_outputs_batch(&self.root, &self.batch).map_err(to_js)
+        })
     }
     fn resolve(&mut self, _env: Env, output: Vec<Vec<String>>) -> Result<Vec<Vec<String>>> {
         Ok(output)
@@ -109,7 +113,7 @@ impl Task for GetFilesForOutputsBatchTask {
 }
 
 /// `getFilesForOutputsBatch` on the libuv thread pool.
-#[napi(ts_return_type = "Promise<Array<Array<string>>>")]
+#[napi(ts_return_type = "Promise<Array<Array<string>>>", catch_unwind)]
 pub fn get_files_for_outputs_batch_async(
     root: String,
     entries_batch: Vec<Vec<String>>,

@@ -1,5 +1,6 @@
 //! Bindings for the cache proxy and configuration.
 
+use super::JsOptions;
 use crate::{config, proxy, runtime, stats};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
@@ -101,23 +102,22 @@ impl From<stats::Snapshot> for CacheStats {
 
 fn resolve(
     workspace_root: &str,
-    options: Option<serde_json::Value>,
+    options: JsOptions,
     env: HashMap<String, String>,
 ) -> Result<config::CacheConfig> {
-    config::resolve(
-        &options.unwrap_or(serde_json::Value::Null),
-        &env,
-        Path::new(workspace_root),
-    )
-    .map_err(|e| Error::new(Status::InvalidArg, e.to_string()))
+    config::resolve(&options.value(), &env, Path::new(workspace_root))
+        .map_err(|e| Error::new(Status::InvalidArg, e.to_string()))
 }
 
 /// Resolves plugin options (from nx.json) and environment into the effective configuration.
 /// Throws an error naming the option, the value and the allowed values on any mistake.
-#[napi]
+#[napi(
+    ts_args_type = "workspaceRoot: string, options: any | undefined | null, env: Record<string, string>",
+    catch_unwind
+)]
 pub fn resolve_config(
     workspace_root: String,
-    options: Option<serde_json::Value>,
+    options: JsOptions,
     env: HashMap<String, String>,
 ) -> Result<ResolvedConfig> {
     let c = resolve(&workspace_root, options, env)?;
@@ -152,10 +152,14 @@ pub struct CacheProxy {
 #[napi]
 impl CacheProxy {
     /// Resolves the configuration and starts the proxy.
-    #[napi(factory)]
+    #[napi(
+        factory,
+        ts_args_type = "workspaceRoot: string, options: any | undefined | null, env: Record<string, string>",
+        catch_unwind
+    )]
     pub fn start(
         workspace_root: String,
-        options: Option<serde_json::Value>,
+        options: JsOptions,
         env: HashMap<String, String>,
     ) -> Result<CacheProxy> {
         let config = resolve(&workspace_root, options, env.clone())?;
@@ -170,30 +174,30 @@ impl CacheProxy {
     }
 
     /// `http://127.0.0.1:<port>`: the value for NX_SELF_HOSTED_REMOTE_CACHE_SERVER.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn url(&self) -> String {
         self.url.clone()
     }
 
     /// The value for NX_SELF_HOSTED_REMOTE_CACHE_ACCESS_TOKEN.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn token(&self) -> String {
         self.token.clone()
     }
 
     /// Where artifacts go, e.g. `fs /mnt/nx-cache`.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn location(&self) -> String {
         self.location.clone()
     }
 
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn mode(&self) -> String {
         self.mode.clone()
     }
 
     /// The counters so far (zero after `stop`).
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn stats(&self) -> CacheStats {
         let guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         guard.as_ref().map(|p| p.stats()).unwrap_or_default().into()
@@ -201,7 +205,7 @@ impl CacheProxy {
 
     /// Stops accepting requests, lets those in flight finish, and resolves with the final counters.
     /// Calling it again resolves with zero counters.
-    #[napi]
+    #[napi(catch_unwind)]
     pub async fn stop(&self) -> Result<CacheStats> {
         let taken = {
             let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());

@@ -126,14 +126,10 @@ fn bad(message: String) -> Error {
     Error::new(Status::InvalidArg, message)
 }
 
+/// A number option of `gc`: whole, 0..=u64::MAX, checked before the conversion.
 fn whole_number(option: &str, v: f64, what: &str) -> Result<u64> {
-    if v.is_finite() && v >= 0.0 && v.fract() == 0.0 && v < u64::MAX as f64 {
-        Ok(v as u64)
-    } else {
-        Err(bad(format!(
-            "invalid value {v} for {option}: expected a whole number of {what} >= 0, or a string with a unit"
-        )))
-    }
+    crate::number::whole(option, v, 0..=u64::MAX)
+        .map_err(|e| bad(format!("{e} ({what}), or a string with a unit")))
 }
 
 struct Job {
@@ -182,7 +178,7 @@ fn execute(job: &Job, progress: &mut dyn FnMut(Progress)) -> Result<GcReport> {
 /// listed in the report. Throws on a bad option (code `InvalidArg`; the message names the option,
 /// the value and the accepted forms) and when the directory cannot be read. `onProgress` is called
 /// on this thread.
-#[napi]
+#[napi(catch_unwind)]
 pub fn gc(options: GcOptions, on_progress: Option<Function<GcProgress, ()>>) -> Result<GcReport> {
     let job = job(options)?;
     let mut failure = None;
@@ -211,15 +207,17 @@ impl Task for GcTask {
     type Output = GcReport;
     type JsValue = GcReport;
     fn compute(&mut self) -> Result<GcReport> {
-        let Some(job) = self.job.take() else {
-            return Err(Error::new(Status::GenericFailure, "gc task ran twice"));
-        };
-        let job = job?;
-        let on_progress = self.on_progress.take();
-        execute(&job, &mut |p| {
-            if let Some(f) = &on_progress {
-                f.call(GcProgress::from(p), ThreadsafeFunctionCallMode::NonBlocking);
-            }
+        super::unwind_safe(|| {
+            let Some(job) = self.job.take() else {
+                return Err(Error::new(Status::GenericFailure, "gc task ran twice"));
+            };
+            let job = job?;
+            let on_progress = self.on_progress.take();
+            execute(&job, &mut |p| {
+                if let Some(f) = &on_progress {
+                    f.call(GcProgress::from(p), ThreadsafeFunctionCallMode::NonBlocking);
+                }
+            })
         })
     }
     fn resolve(&mut self, _env: Env, output: GcReport) -> Result<GcReport> {
@@ -231,7 +229,8 @@ impl Task for GcTask {
 /// thread as updates arrive (the last ones may arrive after the promise resolves).
 #[napi(
     ts_args_type = "options: GcOptions, onProgress?: ((progress: GcProgress) => void) | undefined | null",
-    ts_return_type = "Promise<GcReport>"
+    ts_return_type = "Promise<GcReport>",
+    catch_unwind
 )]
 pub fn gc_async(options: GcOptions, on_progress: Option<ProgressFn>) -> AsyncTask<GcTask> {
     AsyncTask::new(GcTask {

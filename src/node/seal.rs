@@ -17,7 +17,7 @@ pub struct SigningKeyPair {
 }
 
 /// Generates a signing key pair from the system's random number generator.
-#[napi]
+#[napi(catch_unwind)]
 pub fn keygen() -> Result<SigningKeyPair> {
     let (public_key, secret) = keys::generate_signing_key().map_err(Error::from_reason)?;
     let parsed = keys::parse_public_key(&public_key).map_err(Error::from_reason)?;
@@ -38,7 +38,7 @@ pub struct EncryptionKeyInfo {
 }
 
 /// Generates an XChaCha20-Poly1305 encryption key from the system's random number generator.
-#[napi]
+#[napi(catch_unwind)]
 pub fn encryption_keygen() -> Result<EncryptionKeyInfo> {
     let key = keys::generate_encryption_key().map_err(Error::from_reason)?;
     let parsed = keys::parse_encryption_keys(&key).map_err(Error::from_reason)?;

@@ -18,20 +18,20 @@ pub struct ServerHandle {
 impl ServerHandle {
     /// `http://<ip>:<port>` or `https://...`: the value for NX_SELF_HOSTED_REMOTE_CACHE_SERVER
     /// (with the bound port when `--listen` asked for port 0).
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn url(&self) -> String {
         self.url.clone()
     }
 
     /// The startup line the server printed (URL, storage, tokens, anonymous access, limits).
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn banner(&self) -> String {
         self.banner.clone()
     }
 
     /// Stops accepting connections, lets requests in flight finish (bounded grace) and stops
     /// background retention. Calling it again does nothing.
-    #[napi]
+    #[napi(catch_unwind)]
     pub async fn stop(&self) -> Result<()> {
         let taken = {
             let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
@@ -53,7 +53,7 @@ impl ServerHandle {
 /// directory. A configuration mistake throws with code `InvalidArg` and a message naming the
 /// option, the value and what is allowed; a failure to start (port in use, storage directory not
 /// creatable, bad TLS files) throws with code `GenericFailure`.
-#[napi]
+#[napi(catch_unwind)]
 pub fn start_server(args: Vec<String>, env: HashMap<String, String>) -> Result<ServerHandle> {
     let cwd = std::env::current_dir().map_err(|e| {
         Error::new(
@@ -76,7 +76,7 @@ pub fn start_server(args: Vec<String>, env: HashMap<String, String>) -> Result<S
 
 /// The `nx-open-cache serve --help` text: every option with its environment variable and
 /// config-file key.
-#[napi]
+#[napi(catch_unwind)]
 pub fn serve_help() -> String {
     serve::config::help()
 }

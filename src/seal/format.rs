@@ -151,7 +151,7 @@ impl fmt::Display for Refusal {
                 have_keys: false,
             } => write!(
                 f,
-                "cannot decrypt: encrypted with key {id} and {} is not set",
+                "encrypted; no {} here (encrypted with key {id})",
                 super::keys::ENCRYPTION_KEY_VAR
             ),
             Refusal::Altered(why) => write!(f, "altered: {why}"),
@@ -444,12 +444,14 @@ pub fn open_body(
                 let (body, tag) = buf[..take].split_at_mut(take - TAG_LEN);
                 let tag = Tag::from_slice(tag);
                 let n = nonce(&header.nonce_prefix, counter, remaining == 0);
+                // The reason is the same for every chunk and object, so refusals group by it.
                 c.decrypt_in_place_detached(&n, &aad, body, tag)
                     .map_err(|_| {
-                        Refusal::Altered(format!(
-                            "chunk {counter} does not decrypt (changed, truncated, reordered, \
-                             or copied from another hash)"
-                        ))
+                        Refusal::Altered(
+                            "a chunk does not decrypt (changed, truncated, reordered, or copied \
+                             from another hash)"
+                                .into(),
+                        )
                     })?;
                 counter = counter
                     .checked_add(1)
@@ -476,11 +478,9 @@ pub fn open_body(
     }
     let actual: [u8; 32] = digest.finalize().into();
     if trailer[..DIGEST_LEN] != actual {
-        return Err(Refusal::Altered(format!(
-            "content sha256 {} does not match the sealed digest {}",
-            hex::encode(actual),
-            hex::encode(&trailer[..DIGEST_LEN])
-        )));
+        return Err(Refusal::Altered(
+            "the content does not match its sealed SHA-256 digest".into(),
+        ));
     }
     if header.signed() {
         let mut sig = [0u8; SIGNATURE_LEN];

@@ -273,6 +273,115 @@ fn config_error(option: &str, message: String) -> ConfigError {
     }
 }
 
+/// What `trustedKeys` holds, for error messages.
+const TRUSTED_KEYS_FORM: &str = "expected base64 Ed25519 public keys of 32 bytes, as printed by \
+     `nx-open-cache keygen`";
+
+/// What kind of JSON value `v` is, without its content (which may be a secret).
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// The public key of `bytes` taken as a secret key (an Ed25519 seed).
+fn public_of_seed(bytes: &[u8; 32]) -> VerifyingKey {
+    SigningKey::from_bytes(bytes).verifying_key()
+}
+
+/// One entry of `trustedKeys` (1-based `n`). A bad entry is never shown: it may be a secret key
+/// pasted in the wrong place (a secret decodes to 32 bytes as well); the message then gives the
+/// key id of the public key that secret would have.
+fn trusted_key(n: usize, item: &Value) -> Result<VerifyingKey, ConfigError> {
+    let bad = |why: String| {
+        config_error(
+            "trustedKeys",
+            format!("invalid entry {n} of option \"trustedKeys\": {why}; {TRUSTED_KEYS_FORM}"),
+        )
+    };
+    let Value::String(s) = item else {
+        return Err(bad(format!("it is {}, not a string", kind_of(item))));
+    };
+    let bytes = decode_key32(s).map_err(|why| bad(format!("{why} (value not shown)")))?;
+    VerifyingKey::from_bytes(&bytes).map_err(|_| {
+        bad(format!(
+            "it is not an Ed25519 public key (value not shown); if it is a secret key (the value \
+             of {SIGNING_KEY_VAR}), its public key has key id {}: list that public key instead \
+             and keep the secret key out of nx.json",
+            show_id(&signer_id(&public_of_seed(&bytes)))
+        ))
+    })
+}
+
+/// `trustedKeys`: an array of public keys; an entry that is the secret key of another entry is
+/// refused (without showing it).
+fn trusted_keys(
+    options: &serde_json::Map<String, Value>,
+) -> Result<Vec<VerifyingKey>, ConfigError> {
+    let items = match options.get("trustedKeys") {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(items)) => items,
+        Some(other) => {
+            return Err(config_error(
+                "trustedKeys",
+                format!(
+                    "option \"trustedKeys\" must be an array of base64 Ed25519 public keys \
+                     (from `nx-open-cache keygen`), got {} (value not shown)",
+                    kind_of(other)
+                ),
+            ))
+        }
+    };
+    let keys = items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| trusted_key(i + 1, item))
+        .collect::<Result<Vec<_>, _>>()?;
+    for (i, key) in keys.iter().enumerate() {
+        let public = public_of_seed(key.as_bytes());
+        if let Some(j) = keys.iter().position(|k| *k == public) {
+            return Err(config_error(
+                "trustedKeys",
+                format!(
+                    "entry {} of option \"trustedKeys\" is a secret key: its public key (key id \
+                     {}) is entry {} (value not shown); remove the secret key from nx.json, and \
+                     since it was there, make a new key pair with `nx-open-cache keygen`",
+                    i + 1,
+                    show_id(&signer_id(&public)),
+                    j + 1
+                ),
+            ));
+        }
+    }
+    Ok(keys)
+}
+
+/// `NX_OPEN_CACHE_SIGNING_KEY` must not be one of the trusted public keys: a run with it would
+/// sign with a key anyone can derive from the committed public key, and trust those signatures.
+fn keys_in_their_places(trusted: &[VerifyingKey], signing: &SigningKey) -> Result<(), ConfigError> {
+    let seed = Zeroizing::new(signing.to_bytes());
+    if let Some(i) = trusted.iter().position(|k| k.as_bytes() == &*seed) {
+        return Err(config_error(
+            SIGNING_KEY_VAR,
+            format!(
+                "{SIGNING_KEY_VAR} is not a secret key: the value is a public key (key id {}, \
+                 entry {} of \"trustedKeys\"); set it to the secret key `nx-open-cache keygen` \
+                 printed with that public key (value not shown; if that entry of trustedKeys is \
+                 the secret key instead, replace it there with the public key: a secret key does \
+                 not belong in nx.json)",
+                show_id(&signer_id(&trusted[i])),
+                i + 1
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// The seal settings from the plugin options (`trustedKeys`, `requireSignature`) and the
 /// environment (`NX_OPEN_CACHE_SIGNING_KEY`, `NX_OPEN_CACHE_ENCRYPTION_KEY`). `http`: the
 /// upstream server decides, so every setting is refused by name. A secret is never echoed.
@@ -308,39 +417,7 @@ pub fn from_options(
         }
         return Ok(SealConfig::default());
     }
-    let trusted_keys = match options.get("trustedKeys") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(items)) => {
-            let mut keys = Vec::with_capacity(items.len());
-            for (i, item) in items.iter().enumerate() {
-                let parsed = match item {
-                    Value::String(s) => parse_public_key(s).map_err(|why| (format!("{s:?}"), why)),
-                    other => Err((other.to_string(), "it is not a string".to_owned())),
-                };
-                keys.push(parsed.map_err(|(value, why)| {
-                    config_error(
-                        "trustedKeys",
-                        format!(
-                            "invalid value {value} in option \"trustedKeys\" (entry {}): {why}; \
-                             expected base64 Ed25519 public keys of 32 bytes, as printed by \
-                             `nx-open-cache keygen`",
-                            i + 1
-                        ),
-                    )
-                })?);
-            }
-            keys
-        }
-        Some(other) => {
-            return Err(config_error(
-                "trustedKeys",
-                format!(
-                    "option \"trustedKeys\" must be an array of base64 Ed25519 public keys \
-                     (from `nx-open-cache keygen`), got {other}"
-                ),
-            ))
-        }
-    };
+    let trusted_keys = trusted_keys(options)?;
     let require_signature = match options.get("requireSignature") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
@@ -389,6 +466,9 @@ pub fn from_options(
             )
         })?),
     };
+    if let Some(key) = &signing_key {
+        keys_in_their_places(&trusted_keys, key)?;
+    }
     let encryption_keys = match env.get(ENCRYPTION_KEY_VAR).filter(set) {
         None => Vec::new(),
         Some(raw) => parse_encryption_keys(raw).map_err(|why| {

@@ -31,9 +31,19 @@
 //! through without knowing its length first. Objects without the magic are plain (written before
 //! or without these settings): readable unless `requireSignature` is on.
 //!
-//! A refused object is a miss with a warning naming the hash and the reason (a `Corrupt` error,
-//! which the guard does not count as an outage). A reader does not delete it: it may be valid for
-//! another reader with other keys. A *signing* writer does replace an object of its write
+//! Every reader goes through this layer, also one without any seal setting (a pull request's job
+//! gets no secrets): it looks at the first bytes of each object, passes a plain one through as it
+//! is, and never serves the bytes of a sealed one. An encrypted object it has no key for is
+//! refused ("encrypted; no NX_OPEN_CACHE_ENCRYPTION_KEY here"). A signed, unencrypted object read
+//! without `trustedKeys` is opened: its header, layout and SHA-256 digest are checked and the
+//! artifact inside is served. Its signature is not checked there: without a trusted key a
+//! signature proves nothing, and such a reader restores unsigned artifacts anyway, so a signed one
+//! is no worse (what this reader trusts is the store, as for any plain object).
+//!
+//! A refused object is a miss with the reason (`ErrorKind::Refused`: the server names the hash,
+//! counts the refusal, and the guard does not count it as an outage). A reader does not delete
+//! it: it may be valid for another reader with other keys. Trouble on this machine while opening
+//! (the spool file cannot be written) is a fault of this machine (`Unavailable`), not a refusal. A *signing* writer does replace an object of its write
 //! namespace that it refuses (unsigned, another signer, altered) before writing its own, so an
 //! untrusted build that wrote a hash first cannot keep the trusted artifact out under
 //! first-writer-wins. Nothing of an object is returned before all of it has been checked:
@@ -97,15 +107,13 @@ impl SealedStore {
         &self.inner
     }
 
-    fn refused(&self, hash: &TaskHash, why: &Refusal) -> StoreError {
-        let kind = match why {
-            Refusal::Local(_) => ErrorKind::Unavailable,
-            _ => ErrorKind::Corrupt,
-        };
-        StoreError::new(
-            kind,
-            format!("artifact {hash} refused: {why}; treated as a miss (the object is kept)"),
-        )
+    /// The error for an object this reader does not serve: `Refused` with the reason alone (the
+    /// server adds the hash), or `Unavailable` for trouble on this machine.
+    fn refused(why: &Refusal) -> StoreError {
+        match why {
+            Refusal::Local(_) => StoreError::new(ErrorKind::Unavailable, why.to_string()),
+            _ => StoreError::new(ErrorKind::Refused, why.to_string()),
+        }
     }
 
     fn clone_parts(&self) -> Opener {
@@ -121,7 +129,7 @@ impl SealedStore {
         match self.read_checked(hash).await? {
             None => Ok(None),
             Some(Ok(artifact)) => Ok(Some(artifact)),
-            Some(Err(why)) => Err(self.refused(hash, &why)),
+            Some(Err(why)) => Err(Self::refused(&why)),
         }
     }
 
@@ -135,6 +143,13 @@ impl SealedStore {
         };
         let opener = self.clone_parts();
         let result = match artifact.body {
+            // A plain object in memory (the common case without settings): no copy, no hop.
+            ArtifactBody::Memory(bytes) if !bytes.starts_with(MAGIC) => {
+                opener.plain().map(|()| Artifact {
+                    len: artifact.len,
+                    body: ArtifactBody::Memory(bytes),
+                })
+            }
             ArtifactBody::Memory(bytes) if artifact.len <= ON_WORKER_LIMIT => {
                 opener.open_memory(hash.as_str(), bytes)
             }
@@ -458,7 +473,12 @@ impl Store for SealedStore {
     }
 
     fn describe(&self) -> String {
-        format!("{}; {}", self.inner.describe(), self.config.describe())
+        let seal = self.config.describe();
+        if seal.is_empty() {
+            self.inner.describe()
+        } else {
+            format!("{}; {}", self.inner.describe(), seal)
+        }
     }
 
     fn check(&self) -> BoxFuture<'_, Result<(), StoreError>> {
@@ -480,11 +500,8 @@ impl Store for SealedStore {
     }
 }
 
-/// Wraps `store` when `config` has any setting on; otherwise returns it as it is.
+/// Puts the seal layer in front of `store`, also without any setting: such a reader still
+/// recognises sealed objects (see the module documentation) and writes plain ones as before.
 pub fn wrap(store: Arc<dyn Store>, config: &SealConfig) -> Arc<dyn Store> {
-    if config.is_active() {
-        Arc::new(SealedStore::new(store, config.clone()))
-    } else {
-        store
-    }
+    Arc::new(SealedStore::new(store, config.clone()))
 }

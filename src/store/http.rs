@@ -155,6 +155,65 @@ fn chain(e: &reqwest::Error) -> String {
     out
 }
 
+/// A URL as it may be shown: without what it may carry besides where it points, the password
+/// (a lone user name, often a token, too) and the query. `https://user:pass@host/x?sig=1` is shown
+/// as `https://user:***@host/x?***`. Over-hiding is preferred: an `@` anywhere before the query
+/// ends what is hidden (a password may hold a raw `/`).
+pub fn redact_url(url: &str) -> String {
+    let Some(i) = url.find("://") else {
+        return url.to_owned();
+    };
+    let (scheme, rest) = url.split_at(i + 3);
+    let (place, extra) = rest.split_at(rest.find(['?', '#']).unwrap_or(rest.len()));
+    let mut out = String::from(scheme);
+    match place.rfind('@') {
+        Some(at) => {
+            let (userinfo, host) = place.split_at(at);
+            match userinfo.split_once(':') {
+                Some((user, _)) => {
+                    out.push_str(user);
+                    out.push_str(":***");
+                }
+                None => out.push_str("***"),
+            }
+            out.push_str(host);
+        }
+        None => out.push_str(place),
+    }
+    if extra.starts_with('?') {
+        out.push_str("?***");
+    } else if extra.starts_with('#') {
+        out.push_str("#***");
+    }
+    out
+}
+
+/// `text` with every URL in it shown as [`redact_url`] does (errors of the HTTP client may print
+/// the URL of the request).
+pub fn redact_urls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let start = rest[..i]
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+            .map_or(0, |j| j + 1);
+        let len = rest[i..]
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>' | '(' | ')'))
+            .unwrap_or(rest.len() - i);
+        out.push_str(&rest[..start]);
+        out.push_str(&redact_url(&rest[start..i + len]));
+        rest = &rest[i + len..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A fault of this store with every URL in its message redacted.
+fn shown(mut e: StoreError) -> StoreError {
+    e.message = redact_urls(&e.message);
+    e
+}
+
 fn secs(d: Duration) -> String {
     if d.subsec_millis() == 0 {
         format!("{} s", d.as_secs())
@@ -169,6 +228,10 @@ impl HttpStore {
     /// contacted yet. Problems with the extra CA file are warnings ([`HttpStore::warnings`]), not
     /// failures.
     pub fn new(url: &str, token: Option<&str>, options: HttpOptions) -> Result<Self, StoreError> {
+        Self::build(url, token, options).map_err(shown)
+    }
+
+    fn build(url: &str, token: Option<&str>, options: HttpOptions) -> Result<Self, StoreError> {
         let base = url.trim_end_matches('/').to_owned();
         let https = base.to_ascii_lowercase().starts_with("https://");
         let auth = match token.map(str::trim).filter(|t| !t.is_empty()) {
@@ -250,7 +313,7 @@ impl HttpStore {
             base,
             auth,
             options,
-            warnings,
+            warnings: warnings.iter().map(|w| redact_urls(w)).collect(),
         })
     }
 
@@ -773,7 +836,7 @@ impl Store for HttpStore {
         &'a self,
         hash: &'a TaskHash,
     ) -> BoxFuture<'a, Result<Option<Artifact>, StoreError>> {
-        Box::pin(self.read(hash))
+        Box::pin(async move { self.read(hash).await.map_err(shown) })
     }
 
     fn put<'a>(
@@ -782,11 +845,11 @@ impl Store for HttpStore {
         body: &'a mut BodyStream<'_>,
         declared_len: Option<u64>,
     ) -> BoxFuture<'a, Result<PutOutcome, StoreError>> {
-        Box::pin(self.write(hash, body, declared_len))
+        Box::pin(async move { self.write(hash, body, declared_len).await.map_err(shown) })
     }
 
     fn describe(&self) -> String {
-        format!("http {}", self.base)
+        format!("http {}", redact_url(&self.base))
     }
 
     fn with_namespace(&self, ns: &Prefix) -> Result<Arc<dyn Store>, StoreError> {
@@ -803,7 +866,7 @@ impl Store for HttpStore {
         Err(unavailable(format!(
             "http {}: an upstream Nx-protocol server has no key prefix, so namespace {:?} cannot \
              be applied (the upstream's tokens choose its namespaces)",
-            self.base,
+            redact_url(&self.base),
             ns.as_str()
         )))
     }
@@ -838,6 +901,69 @@ mod tests {
         assert!(o.accept_invalid_certs);
         let o = HttpOptions::from_env(&HashMap::new());
         assert!(o.extra_ca_file.is_none() && !o.accept_invalid_certs);
+    }
+
+    #[test]
+    fn urls_are_shown_without_credentials_or_query() {
+        for (url, expected) in [
+            (
+                "https://user:pass@host:8443/base",
+                "https://user:***@host:8443/base",
+            ),
+            ("https://:pass@host", "https://:***@host"),
+            ("http://token@host/x", "http://***@host/x"),
+            ("https://u:p/a@ss@host/p?x=1#f", "https://u:***@host/p?***"),
+            ("https://host/p?sig=secret", "https://host/p?***"),
+            ("https://host/base", "https://host/base"),
+            ("https://host#frag", "https://host#***"),
+            ("not a url", "not a url"),
+        ] {
+            assert_eq!(redact_url(url), expected, "{url}");
+        }
+        assert_eq!(
+            redact_urls(
+                "error sending request for url (https://u:pass@h/v1/cache/1): connect to \
+                 http://x:y@z failed; \"https://t@q\""
+            ),
+            "error sending request for url (https://u:***@h/v1/cache/1): connect to \
+             http://x:***@z failed; \"https://***@q\""
+        );
+    }
+
+    #[tokio::test]
+    async fn faults_never_show_a_password_in_the_url() {
+        // A closed port: the connection is refused, the error names the URL.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or(9);
+        let options = HttpOptions {
+            get_retries: 0,
+            ..HttpOptions::default()
+        };
+        let store = HttpStore::new(
+            &format!("http://user:hunter2-pass@127.0.0.1:{port}"),
+            None,
+            options,
+        )
+        .unwrap();
+        let hash = TaskHash::parse("1234").unwrap();
+        let err = store.get(&hash).await.err().map(|e| e.message);
+        let err = err.unwrap_or_default();
+        assert!(err.contains("user:***@127.0.0.1"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+        let mut body: BodyStream<'_> =
+            Box::pin(futures_util::stream::iter(vec![Ok::<_, std::io::Error>(
+                Bytes::from_static(b"x"),
+            )]));
+        let err = store
+            .put(&hash, &mut body, Some(1))
+            .await
+            .err()
+            .map(|e| e.message);
+        let err = err.unwrap_or_default();
+        assert!(!err.is_empty() && !err.contains("hunter2"), "{err}");
+        assert!(!store.describe().contains("hunter2"));
     }
 
     #[test]

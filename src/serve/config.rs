@@ -65,6 +65,14 @@ const OPTIONS: &[OptionSpec] = &[
         switch: false,
     },
     OptionSpec {
+        key: "max_connections",
+        switch: false,
+    },
+    OptionSpec {
+        key: "max_untrusted_connections",
+        switch: false,
+    },
+    OptionSpec {
         key: "max_size",
         switch: false,
     },
@@ -222,6 +230,9 @@ pub struct ServeConfig {
     pub max_artifact_size: Option<u64>,
     pub upload_timeout: Option<Duration>,
     pub max_concurrent_uploads: Option<usize>,
+    /// Connection caps; `None`: the server's defaults (derived from the descriptor limit).
+    pub max_connections: Option<usize>,
+    pub max_untrusted_connections: Option<usize>,
     /// Retention (fs storage only): total size and age limits.
     pub max_size: Option<u64>,
     pub max_age: Option<Duration>,
@@ -872,16 +883,19 @@ pub fn resolve(
     };
     let max_artifact_size = size_of("max_artifact_size")?;
     let upload_timeout = duration_of("upload_timeout")?;
-    let max_concurrent_uploads = match pick("max_concurrent_uploads") {
-        None => None,
-        Some(raw) => {
-            let s = raw.string()?;
-            match s.trim().parse::<usize>() {
-                Ok(n) if (1..=100_000).contains(&n) => Some(n),
-                _ => return raw.invalid(&s, "a whole number from 1 to 100000"),
-            }
+    let count_of = |key: &str| -> Result<Option<usize>, ServeConfigError> {
+        let Some(raw) = pick(key) else {
+            return Ok(None);
+        };
+        let s = raw.string()?;
+        match s.trim().parse::<usize>() {
+            Ok(n) if (1..=100_000).contains(&n) => Ok(Some(n)),
+            _ => raw.invalid(&s, "a whole number from 1 to 100000"),
         }
     };
+    let max_concurrent_uploads = count_of("max_concurrent_uploads")?;
+    let max_connections = count_of("max_connections")?;
+    let max_untrusted_connections = count_of("max_untrusted_connections")?;
     let max_size = size_of("max_size")?;
     let max_age = duration_of("max_age")?;
     if scheme != "fs" {
@@ -970,6 +984,8 @@ pub fn resolve(
         max_artifact_size,
         upload_timeout,
         max_concurrent_uploads,
+        max_connections,
+        max_untrusted_connections,
         max_size,
         max_age,
         log,
@@ -1018,6 +1034,12 @@ precedence is command line > environment > config file > default.
       An upload taking longer is abandoned, nothing stored (default 10m).
   --max-concurrent-uploads <n> MAX_CONCURRENT_UPLOADS          max_concurrent_uploads
       Uploads beyond this many at once get 503 with Retry-After (default 64).
+  --max-connections <n>        MAX_CONNECTIONS                 max_connections
+      Connections open at once (default 4096, and always below what the file-descriptor
+      limit allows); the longest idle one is closed to make room for a new one.
+  --max-untrusted-connections <n>  MAX_UNTRUSTED_CONNECTIONS  max_untrusted_connections
+      Of those, connections that have not presented a valid token (new ones, anonymous
+      readers, refused clients; default half of --max-connections).
   --max-size <size>            MAX_SIZE                        max_size
   --max-age <duration>         MAX_AGE                         max_age
       Retention for fs: storage: least recently used artifacts are removed in the

@@ -661,11 +661,8 @@ fn token_entry(
             ))
         }
     };
-    if secret.contains(char::is_whitespace) || secret.contains(',') {
-        return err(format!(
-            "{at}: its secret contains whitespace or ',' (not shown); use a random hex or base64 string"
-        ));
-    }
+    crate::server::auth::check_secret(&name, &secret)
+        .map_err(|e| ServeConfigError(format!("{e} (in {shown})")))?;
     let write_prefix = match t.get("write_prefix") {
         None => Prefix::default(),
         Some(v) => parse_prefix(v, &format!("\"write_prefix\" of {at}"))?,
@@ -1314,7 +1311,7 @@ mod tests {
     #[test]
     fn file_tokens_full_form() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("pr.secret"), "prsecret\n").unwrap();
+        std::fs::write(dir.path().join("pr.secret"), "prsecret-0123456789\n").unwrap();
         let file = dir.path().join("server.toml");
         std::fs::write(
             &file,
@@ -1335,16 +1332,34 @@ read_prefixes = ["pr", ""]
         )
         .unwrap();
         let f = file.to_str().unwrap();
-        let c = resolve_ok(&["--config", f], &[("MAIN_SECRET", "m1")]);
+        let c = resolve_ok(&["--config", f], &[("MAIN_SECRET", "m1-0123456789abcdef")]);
         assert_eq!(c.tokens.len(), 2);
         assert_eq!(
             (c.tokens[0].name.as_str(), c.tokens[0].secret.as_str()),
-            ("main", "m1")
+            ("main", "m1-0123456789abcdef")
         );
-        assert_eq!(c.tokens[1].secret, "prsecret");
+        assert_eq!(c.tokens[1].secret, "prsecret-0123456789");
         assert_eq!(c.tokens[1].write_prefix.as_str(), "pr");
         assert_eq!(c.tokens[1].read_prefixes.as_ref().map(Vec::len), Some(2));
         assert!(!format!("{c:?}").contains("prsecret"));
+
+        // Control and non-ASCII characters in a secret (environment or file) are refused, naming
+        // the token and never showing the secret.
+        for bad in [
+            "m1-0123456789\u{1b}[2Jabc",
+            "m1-0123456789abcdé",
+            "m1-01234\u{7f}56789abc",
+        ] {
+            let e = resolve_err(&["--config", f], &[("MAIN_SECRET", bad)]);
+            assert!(
+                e.contains("\"main\"") && e.contains("printable ASCII"),
+                "{e}"
+            );
+            assert!(!e.contains("m1-01234"), "{e}");
+        }
+        std::fs::write(dir.path().join("pr.secret"), "prsecret-\u{0}0123456789\n").unwrap();
+        let e = resolve_err(&["--config", f], &[("MAIN_SECRET", "m1-0123456789abcdef")]);
+        assert!(e.contains("\"pr\"") && !e.contains("prsecret"), "{e}");
 
         let e = resolve_err(&["--config", f], &[]);
         assert!(e.contains("MAIN_SECRET") && e.contains("\"main\""), "{e}");

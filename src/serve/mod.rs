@@ -6,7 +6,7 @@ pub mod tls;
 
 use crate::config::Backend;
 use crate::key::Prefix;
-use crate::server::auth::{Auth, Role, TokenSpec, MIN_SECRET_LEN};
+use crate::server::auth::{check_secret, Auth, Role, TokenSpec};
 use crate::server::limits::Limits;
 use crate::server::{Caps, LogFormat, RunningServer, ServerSettings};
 use crate::stats::Stats;
@@ -48,12 +48,7 @@ impl RunningServe {
 pub fn build_auth(config: &ServeConfig) -> Result<Auth, String> {
     let mut tokens: Vec<TokenSpec> = Vec::new();
     for t in &config.tokens {
-        if t.secret.len() < MIN_SECRET_LEN {
-            return Err(format!(
-                "token {:?}: the secret is shorter than {MIN_SECRET_LEN} characters",
-                t.name
-            ));
-        }
+        check_secret(&t.name, &t.secret)?;
         tokens.push(TokenSpec {
             name: t.name.clone(),
             role: match t.role {

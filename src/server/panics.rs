@@ -20,6 +20,10 @@ use std::pin::Pin;
 use std::sync::{Arc, Once};
 use std::task::{Context, Poll};
 
+// With panic = "abort" no panic could be caught: every profile must keep "unwind".
+#[cfg(not(panic = "unwind"))]
+compile_error!("nx-open-cache must be built with panic = \"unwind\" (see Cargo.toml)");
+
 /// What a client sees when its request's handler panicked.
 pub const PANIC_MESSAGE: &str = "nx-open-cache: internal error (logged on the server)";
 

@@ -512,24 +512,37 @@ describe('serve: clients without a valid token cost little', () => {
       try {
         const url = `${s.url}/v1/cache/${newHash()}`;
         assert.equal((await request(url, { method: 'PUT', token: RW, body: crypto.randomBytes(64 * 1024) })).status, 200);
-        const baseline = await wrk(url, RO, 3);
-        const until = Date.now() + 6000;
-        const attack = slowUploads(Number(new URL(s.url).port), 500, until);
-        await new Promise((r) => setTimeout(r, 1500));
-        const loaded = await wrk(url, RO, 3);
-        const a = await attack;
-        for (const [when, w] of [['alone', baseline], ['under the slow uploads', loaded]]) {
-          assert.ok(w.requests > 0 && w.non2xx === 0 && w.errors === 0, `authenticated GETs ${when} failed:\n${w.out}`);
+        // Rounds of (GETs alone, GETs under the slow uploads); the median ratio of their p99s
+        // (one round by default, three in the strict run: the shared machine is noisy).
+        const port = Number(new URL(s.url).port);
+        /** @type {{ base: WrkResult, loaded: WrkResult }[]} */ const rounds = [];
+        /** @type {Awaited<ReturnType<typeof slowUploads>>[]} */ const attacks = [];
+        for (let r = 0; r < (strict ? 3 : 1); r += 1) {
+          const base = await wrk(url, RO, 3);
+          const attack = slowUploads(port, 500, Date.now() + 5000);
+          await new Promise((done) => setTimeout(done, 1500));
+          const loaded = await wrk(url, RO, 3);
+          attacks.push(await attack);
+          rounds.push({ base, loaded });
         }
-        assert.equal(a.unclosed, 0, `slow uploads the server never closed: ${JSON.stringify(a)}`);
-        assert.ok((a.statuses[401] || 0) > 0, JSON.stringify(a));
-        assert.deepEqual(Object.keys(a.statuses).filter((k) => k !== '401' && k !== '0'), [], JSON.stringify(a));
-        assert.equal(a.answeredWithoutEnd, 0, `answered but not closed after the answer: ${JSON.stringify(a)}`);
-        const ratio = loaded.p99 / baseline.p99;
+        for (const { base, loaded } of rounds) {
+          for (const [when, w] of [['alone', base], ['under the slow uploads', loaded]]) {
+            assert.ok(w.requests > 0 && w.non2xx === 0 && w.errors === 0, `authenticated GETs ${when} failed:\n${w.out}`);
+          }
+        }
+        for (const a of attacks) {
+          assert.equal(a.unclosed, 0, `slow uploads the server never closed: ${JSON.stringify(a)}`);
+          assert.ok((a.statuses[401] || 0) > 0, JSON.stringify(a));
+          assert.deepEqual(Object.keys(a.statuses).filter((k) => k !== '401' && k !== '0'), [], JSON.stringify(a));
+          assert.equal(a.answeredWithoutEnd, 0, `answered but not closed after the answer: ${JSON.stringify(a)}`);
+        }
+        const ratios = rounds.map(({ base, loaded }) => loaded.p99 / base.p99).sort((x, y) => x - y);
+        const ratio = ratios[Math.floor(ratios.length / 2)];
+        const a = attacks[0];
         console.log(`[serve ${label}] ${s.banner.split(' | ').find((p) => p.includes('connections'))}; ` +
-          `slow uploads: ${a.attempts} attempts ${JSON.stringify(a.statuses)}, at most ${a.maxBodyBytesBeforeEnd} body bytes sent before the server's end; ` +
-          `authenticated GET p99 ${baseline.p99.toFixed(2)} ms alone, ${loaded.p99.toFixed(2)} ms under the slow uploads: ratio ${ratio.toFixed(2)} ` +
-          `(${baseline.requests} / ${loaded.requests} requests in 3 s; command: wrk -t1 -c4 -d3s --latency)`);
+          `slow uploads (first round): ${a.attempts} attempts ${JSON.stringify(a.statuses)}, at most ${a.maxBodyBytesBeforeEnd} body bytes sent before the server's end; ` +
+          `authenticated GET p99 alone / under the slow uploads (ms): ${rounds.map(({ base, loaded }) => `${base.p99.toFixed(2)} / ${loaded.p99.toFixed(2)}`).join(', ')}; ` +
+          `median ratio ${ratio.toFixed(2)} (command: wrk -t1 -c4 -d3s --latency)`);
         if (strict) assert.ok(ratio <= 2, `p99 ratio ${ratio.toFixed(2)} > 2`);
       } finally {
         await stopOk(s);
@@ -759,7 +772,7 @@ function wrk(url, token, seconds) {
 
 /**
  * `count` clients that keep uploading slowly without a valid token until `untilMs`: each sends a
- * PUT head announcing 10 MiB (no token or a wrong one), then one body byte every 200 ms whatever
+ * PUT head announcing 10 MiB (no token or a wrong one), then one body byte every 500 ms whatever
  * the answer, until the server closes the connection; then starts again.
  * @param {number} port
  * @param {number} count
@@ -792,7 +805,7 @@ async function slowUploads(port, count, untilMs) {
           sock.write('x');
           sent += 1;
         }
-      }, 200);
+      }, 500);
     });
     sock.on('data', (d) => { if (head.length < 64) head += d.toString('latin1'); });
     sock.on('end', () => { endedAt = sent; });
@@ -811,6 +824,8 @@ async function slowUploads(port, count, untilMs) {
   });
   /** @param {number} k */
   const slot = async (k) => {
+    // Spread over the first second, as independent clients would be.
+    await new Promise((r) => setTimeout(r, Math.floor((k * 1000) / count)));
     for (let i = 0; Date.now() < untilMs; i += 1) await attempt(`${k}-${i}`);
   };
   await Promise.all(Array.from({ length: count }, (_, k) => slot(k)));

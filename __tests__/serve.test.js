@@ -11,7 +11,7 @@
  */
 
 const assert = require('node:assert/strict');
-const { spawn } = require('node:child_process');
+const { spawn, spawnSync } = require('node:child_process');
 const crypto = require('node:crypto');
 const fs = require('node:fs');
 const http = require('node:http');
@@ -373,6 +373,186 @@ describe('serve: stopping', () => {
 
 /* ------------------------------------------------------------------------------------------------ */
 
+describe('serve: what reaches the log and the answers', () => {
+  test('a hash with LF, CR and an escape sequence is one escaped log line (text and JSON, GET and PUT)', async () => {
+    const forged = 'abc%0a%3Cforged%20line%3E%0d%1b%5B2J';
+    const shown = 'abc\\n<forged line>\\r\\u{1b}[2J';
+    for (const log of ['text', 'json']) {
+      const s = await startServe(['--storage', `fs:${dir('store')}`, '--log', log], {
+        env: serveEnv({ NX_OPEN_CACHE_SERVER_TOKENS: TOKENS }),
+      });
+      try {
+        for (const [method, extra, body] of [['GET', '', ''], ['PUT', 'Content-Length: 5\r\n', 'hello']]) {
+          const answer = await rawRequest(s.url, `${method} /v1/cache/${forged} HTTP/1.1\r\nHost: x\r\n${extra}Connection: close\r\n\r\n${body}`);
+          assert.match(answer, /^HTTP\/1\.1 401 /, answer);
+        }
+        await s.waitForStderr(/forged[^\n]*\n[^]*forged[^\n]*\n/);
+        const err = s.stderr();
+        assert.ok(!/[\r\u001b]/.test(err), `raw CR or ESC in the log: ${JSON.stringify(err)}`);
+        const lines = err.split('\n').filter((l) => l.includes('forged'));
+        assert.equal(lines.length, 2, `one line per request expected:\n${err}`);
+        for (const line of lines) {
+          if (log === 'json') {
+            const j = JSON.parse(line);
+            assert.equal(j.hash, shown, line);
+            assert.equal(j.status, 401, line);
+          } else {
+            assert.ok(line.startsWith('nx-open-cache: ') && line.includes(shown), line);
+          }
+        }
+      } finally {
+        await stopOk(s);
+      }
+    }
+  });
+
+  test('no token secret in any output: startup, good and bad requests, faults, operations endpoints, stop, config errors', async () => {
+    const tag = crypto.randomBytes(6).toString('hex');
+    const secrets = {
+      env: `SEnv${tag}-0123456789`,
+      tokensFile: `STokFile${tag}-0123456789`,
+      configEnv: `SCfgEnv${tag}-0123456789`,
+      configFile: `SCfgFile${tag}-0123456789`,
+    };
+    const d = dir('secrets');
+    const store = path.join(d, 'store');
+    fs.writeFileSync(path.join(d, 'tokens.txt'), `# tokens\nfiletok:read-only:${secrets.tokensFile}\n`);
+    fs.writeFileSync(path.join(d, 'cfg.secret'), `${secrets.configFile}\n`);
+    const config = path.join(d, 'server.toml');
+    fs.writeFileSync(config, [
+      `storage = "fs:${store}"`,
+      'tokens_file = "tokens.txt"',
+      '[[tokens]]', 'name = "cfgenv"', 'role = "read-write"', 'secret_env = "CFG_SECRET"',
+      '[[tokens]]', 'name = "cfgfile"', 'role = "read-write"', 'secret_file = "cfg.secret"', 'write_prefix = "pr"',
+      '',
+    ].join('\n'));
+    const env = serveEnv({ NX_OPEN_CACHE_SERVER_TOKENS: `envtok:read-write:${secrets.env}`, CFG_SECRET: secrets.configEnv });
+    /** @type {string[]} everything that left the server */
+    const seen = [];
+    for (const log of ['text', 'json']) {
+      const s = await startServe(['--config', config, '--log', log], { env });
+      try {
+        const url = (/** @type {string} */ h) => `${s.url}/v1/cache/${h}`;
+        const body = crypto.randomBytes(2048);
+        const h = newHash();
+        /** @type {[() => Promise<import('./helpers/serve-process.js').Reply>, number][]} */
+        const exchanges = [
+          [() => request(url(h), { method: 'PUT', token: secrets.env, body }), 200],
+          [() => request(url(h), { method: 'PUT', token: secrets.configEnv, body }), 409],
+          [() => request(url(h), { token: secrets.tokensFile }), 200],
+          [() => request(url(h), { token: secrets.configFile }), 404],
+          [() => request(url(newHash()), { method: 'PUT', token: secrets.configFile, body }), 200],
+          [() => request(url(newHash()), { method: 'PUT', token: secrets.tokensFile, body }), 403],
+          [() => request(url(h), { token: `${secrets.env}x` }), 401],
+          [() => request(url(h), { token: secrets.env.slice(0, -1) }), 401],
+          [() => request(url(h), { headers: { authorization: `Basic ${Buffer.from(`u:${secrets.env}`).toString('base64')}` } }), 401],
+          [() => request(url(newHash()), { method: 'PUT', body, headers: { authorization: `bearer ${secrets.configEnv}z` } }), 401],
+          [() => request(url('bad.hash'), { token: secrets.env }), 400],
+          [() => request(url(h), { method: 'DELETE', token: secrets.env }), 405],
+        ];
+        for (const [send, want] of exchanges) {
+          const r = await send();
+          assert.equal(r.status, want, r.body.toString());
+          seen.push(r.body.toString('utf8'), JSON.stringify(r.headers));
+        }
+        // A storage fault: a file where the storage directory was.
+        fs.rmSync(store, { recursive: true, force: true });
+        fs.writeFileSync(store, 'not a directory');
+        assert.equal((await request(url(h), { token: secrets.env })).status, 404);
+        assert.equal((await request(url(newHash()), { method: 'PUT', token: secrets.env, body })).status, 403);
+        const ready = await request(`${s.url}/readyz`);
+        assert.equal(ready.status, 503);
+        assert.equal(ready.body.toString(), 'not ready: storage unavailable');
+        for (const p of ['/healthz', '/readyz', '/metrics', '/openapi.json', '/nope']) {
+          const r = await request(`${s.url}${p}`);
+          seen.push(r.body.toString('utf8'), JSON.stringify(r.headers));
+          if (p !== '/openapi.json') assert.ok(!r.body.toString().includes(store), `${p} shows the storage path`);
+        }
+        fs.rmSync(store, { force: true });
+      } finally {
+        await stopOk(s);
+      }
+      seen.push(s.stdout(), s.stderr());
+      assert.match(s.stderr(), /not ready: fs /, 'the readiness reason goes to the log');
+    }
+    // Configuration mistakes: errors name the tokens, never their secrets.
+    for (const [extra, want] of [
+      [{ NX_OPEN_CACHE_SERVER_TOKENS: `dup:read-write:${secrets.configEnv}` }, /"cfgenv" and "dup" have the same secret/],
+      [{ CFG_SECRET: `${secrets.configEnv}\u001b[2J` }, /token "cfgenv".*printable ASCII/],
+      [{ CFG_SECRET: `${secrets.configEnv}é` }, /token "cfgenv".*non-ASCII/],
+      [{ NX_OPEN_CACHE_SERVER_TOKENS: `${secrets.env}:envtok:read-write` }, /token entry 1: the role \(not shown\)/],
+    ]) {
+      const r = runServeSync(['--config', config], { env: { ...env, ...extra } });
+      assert.equal(r.code, 2, r.stderr);
+      assert.match(r.stderr, want);
+      seen.push(r.stdout, r.stderr);
+    }
+    const all = seen.join('\n');
+    for (const [source, secret] of Object.entries(secrets)) {
+      assert.ok(!all.includes(secret), `the secret from ${source} was printed:\n${all}`);
+    }
+  });
+});
+
+/* ------------------------------------------------------------------------------------------------ */
+
+describe('serve: clients without a valid token cost little', () => {
+  test('500 slow unauthenticated uploads: each answered 401 and closed unread; every authenticated GET succeeds (also at 256 descriptors)', async (t) => {
+    if (spawnSync('wrk', ['--version'], { encoding: 'utf8' }).error) {
+      t.skip('wrk is not installed (Debian: apt-get install wrk); it measures the authenticated GET latency');
+      return;
+    }
+    const strict = process.env.NX_OPEN_CACHE_TEST_STRICT_TIMING === '1';
+    for (const [label, wrapper] of [['default descriptor limit', []], ['prlimit --nofile=256:256', ['prlimit', '--nofile=256:256', '--']]]) {
+      const store = dir('slow');
+      const s = await startServe(['--storage', `fs:${store}`, '--log', 'off'], {
+        env: serveEnv({ NX_OPEN_CACHE_SERVER_TOKENS: TOKENS }),
+        wrapper,
+      });
+      try {
+        const url = `${s.url}/v1/cache/${newHash()}`;
+        assert.equal((await request(url, { method: 'PUT', token: RW, body: crypto.randomBytes(64 * 1024) })).status, 200);
+        // Rounds of (GETs alone, GETs under the slow uploads); the median ratio of their p99s
+        // (one round by default, three in the strict run: the shared machine is noisy).
+        const port = Number(new URL(s.url).port);
+        /** @type {{ base: WrkResult, loaded: WrkResult }[]} */ const rounds = [];
+        /** @type {Awaited<ReturnType<typeof slowUploads>>[]} */ const attacks = [];
+        for (let r = 0; r < (strict ? 3 : 1); r += 1) {
+          const base = await wrk(url, RO, 3);
+          const attack = slowUploads(port, 500, Date.now() + 5000);
+          await new Promise((done) => setTimeout(done, 1500));
+          const loaded = await wrk(url, RO, 3);
+          attacks.push(await attack);
+          rounds.push({ base, loaded });
+        }
+        for (const { base, loaded } of rounds) {
+          for (const [when, w] of [['alone', base], ['under the slow uploads', loaded]]) {
+            assert.ok(w.requests > 0 && w.non2xx === 0 && w.errors === 0, `authenticated GETs ${when} failed:\n${w.out}`);
+          }
+        }
+        for (const a of attacks) {
+          assert.equal(a.unclosed, 0, `slow uploads the server never closed: ${JSON.stringify(a)}`);
+          assert.ok((a.statuses[401] || 0) > 0, JSON.stringify(a));
+          assert.deepEqual(Object.keys(a.statuses).filter((k) => k !== '401' && k !== '0'), [], JSON.stringify(a));
+          assert.equal(a.answeredWithoutEnd, 0, `answered but not closed after the answer: ${JSON.stringify(a)}`);
+        }
+        const ratios = rounds.map(({ base, loaded }) => loaded.p99 / base.p99).sort((x, y) => x - y);
+        const ratio = ratios[Math.floor(ratios.length / 2)];
+        const a = attacks[0];
+        console.log(`[serve ${label}] ${s.banner.split(' | ').find((p) => p.includes('connections'))}; ` +
+          `slow uploads (first round): ${a.attempts} attempts ${JSON.stringify(a.statuses)}, at most ${a.maxBodyBytesBeforeEnd} body bytes sent before the server's end; ` +
+          `authenticated GET p99 alone / under the slow uploads (ms): ${rounds.map(({ base, loaded }) => `${base.p99.toFixed(2)} / ${loaded.p99.toFixed(2)}`).join(', ')}; ` +
+          `median ratio ${ratio.toFixed(2)} (command: wrk -t1 -c4 -d3s --latency)`);
+        if (strict) assert.ok(ratio <= 2, `p99 ratio ${ratio.toFixed(2)} > 2`);
+      } finally {
+        await stopOk(s);
+      }
+    }
+  });
+});
+
+/* ------------------------------------------------------------------------------------------------ */
+
 describe('serve: a real Nx workspace through NX_SELF_HOSTED_REMOTE_CACHE_SERVER (no plugin)', () => {
   /** @type {import('./helpers/nx-workspace.js').NxWorkspace | undefined} */
   let ws;
@@ -419,11 +599,13 @@ describe('serve: a real Nx workspace through NX_SELF_HOSTED_REMOTE_CACHE_SERVER 
       assert.deepEqual(storeObjects(store), objects);
 
       // Machine B changes a source: that task misses and runs; its upload is refused, the store
-      // is unchanged, and the build is green.
+      // is unchanged, and the build is green. The output is made large (incompressible, well over
+      // the 64 KiB the server reads of a refused body): the 403 comes before the body is read and
+      // the connection closes, and Nx still sees the 403.
       const changed = ws.projects.find((p) => p.name === 'app-c') || ws.projects[0];
       const src = path.join(ws.root, changed.dir, 'src', 'index.txt');
       const original = fs.readFileSync(src);
-      fs.appendFileSync(src, 'changed on machine B\n');
+      fs.appendFileSync(src, `changed on machine B\n${crypto.randomBytes(768 * 1024).toString('base64')}\n`);
       t.after(() => fs.writeFileSync(src, original));
       await ws.nxReset();
       ws.clearBuildLog();
@@ -438,6 +620,11 @@ describe('serve: a real Nx workspace through NX_SELF_HOSTED_REMOTE_CACHE_SERVER 
         .filter((l) => l.startsWith('nx_open_cache_requests_total{') && /method="PUT"/.test(l) && /status="403"/.test(l))
         .reduce((n, l) => n + Number(l.split(' ').pop()), 0);
       assert.ok(refusedPuts(afterText) > refusedPuts(before), `no refused PUT in /metrics:\n${afterText}`);
+      const refusedPut = s.stderr().split('\n').filter((l) => l.includes('"method":"PUT"') && l.includes('"status":403'));
+      assert.ok(refusedPut.length > 0, s.stderr());
+      // Nx saw the 403 ("not stored", silently): a reset connection would have failed the task
+      // ("Failed to send request ... Connection reset by peer").
+      assert.ok(!/failed to send request|error sending request|connection reset/i.test(c.output), c.output);
       // The JSON request log names the token, never its secret.
       assert.match(s.stderr(), /"token":"dev"/);
       assert.ok(!s.stderr().includes(RW) && !s.stderr().includes(RO));
@@ -527,3 +714,120 @@ describe('serve: schemathesis against /openapi.json', () => {
     }
   });
 });
+
+/**
+ * One raw HTTP exchange on a new connection: writes `text`, reads until the server closes
+ * (bounded by 20 s).
+ * @param {string} base `http://host:port`
+ * @param {string} text
+ * @returns {Promise<string>}
+ */
+function rawRequest(base, text) {
+  const u = new URL(base);
+  return new Promise((resolve) => {
+    const sock = net.connect(Number(u.port), u.hostname);
+    let out = '';
+    const t = setTimeout(() => sock.destroy(), 20_000);
+    sock.on('connect', () => sock.write(text));
+    sock.on('data', (d) => { out += d.toString('latin1'); });
+    sock.on('error', () => undefined);
+    sock.on('close', () => { clearTimeout(t); resolve(out); });
+  });
+}
+
+/**
+ * @typedef {{ out: string, p99: number, requests: number, non2xx: number, errors: number }} WrkResult
+ */
+
+/**
+ * wrk GETs of `url` with a bearer token for `seconds` (4 connections, 1 thread): p99 in ms,
+ * request count, non-2xx answers and socket errors.
+ * @param {string} url
+ * @param {string} token
+ * @param {number} seconds
+ * @returns {Promise<WrkResult>}
+ */
+function wrk(url, token, seconds) {
+  return withTimeout(new Promise((resolve) => {
+    const child = spawn('wrk', ['-t1', '-c4', `-d${seconds}s`, '--latency', '--timeout', '10s', '-H', `Authorization: Bearer ${token}`, url], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    child.stdout.on('data', (d) => { out += d; });
+    child.stderr.on('data', (d) => { out += d; });
+    child.on('close', () => {
+      /** @type {Record<string, number>} */ const unit = { us: 1e-3, ms: 1, s: 1000, m: 60_000 };
+      const p99 = /^\s*99%\s+([\d.]+)(us|ms|s|m)\s*$/m.exec(out);
+      const socket = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
+      resolve({
+        out,
+        p99: p99 ? Number(p99[1]) * unit[p99[2]] : NaN,
+        requests: Number((/(\d+) requests in/.exec(out) || [])[1] || 0),
+        non2xx: Number((/Non-2xx or 3xx responses: (\d+)/.exec(out) || [])[1] || 0),
+        errors: socket ? socket.slice(1).reduce((n, v) => n + Number(v), 0) : 0,
+      });
+    });
+  }), (seconds + 30) * 1000, 'wrk did not finish');
+}
+
+/**
+ * `count` clients that keep uploading slowly without a valid token until `untilMs`: each sends a
+ * PUT head announcing 10 MiB (no token or a wrong one), then one body byte every 500 ms whatever
+ * the answer, until the server closes the connection; then starts again.
+ * @param {number} port
+ * @param {number} count
+ * @param {number} untilMs
+ */
+async function slowUploads(port, count, untilMs) {
+  const stats = {
+    attempts: 0,
+    /** @type {Record<string, number>} status (0: closed before an answer) -> attempts */
+    statuses: /** @type {Record<string, number>} */ ({}),
+    /** answered, but the server did not end its side of the connection */
+    answeredWithoutEnd: 0,
+    maxBodyBytesBeforeEnd: 0,
+    /** not closed by the server within 30 s */
+    unclosed: 0,
+  };
+  /** @param {string} id */
+  const attempt = (id) => new Promise((resolve) => {
+    const sock = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
+    let sent = 0;
+    let head = '';
+    let endedAt = -1;
+    /** @type {NodeJS.Timeout | undefined} */ let trickle;
+    const bound = setTimeout(() => { stats.unclosed += 1; sock.destroy(); }, 30_000);
+    sock.on('connect', () => {
+      const auth = id.endsWith('1') ? 'Authorization: Bearer wrong-token-0123456789\r\n' : '';
+      sock.write(`PUT /v1/cache/slow${id.replace(/\W/g, '')} HTTP/1.1\r\nHost: x\r\n${auth}Content-Length: 10485760\r\n\r\n`);
+      trickle = setInterval(() => {
+        if (sock.writable) {
+          sock.write('x');
+          sent += 1;
+        }
+      }, 500);
+    });
+    sock.on('data', (d) => { if (head.length < 64) head += d.toString('latin1'); });
+    sock.on('end', () => { endedAt = sent; });
+    sock.on('error', () => undefined);
+    sock.on('close', () => {
+      clearTimeout(bound);
+      clearInterval(trickle);
+      const m = /^HTTP\/1\.1 (\d{3})/.exec(head);
+      const status = m ? Number(m[1]) : 0;
+      stats.attempts += 1;
+      stats.statuses[status] = (stats.statuses[status] || 0) + 1;
+      if (status && endedAt < 0) stats.answeredWithoutEnd += 1;
+      if (status) stats.maxBodyBytesBeforeEnd = Math.max(stats.maxBodyBytesBeforeEnd, endedAt);
+      resolve(undefined);
+    });
+  });
+  /** @param {number} k */
+  const slot = async (k) => {
+    // Spread over the first second, as independent clients would be.
+    await new Promise((r) => setTimeout(r, Math.floor((k * 1000) / count)));
+    for (let i = 0; Date.now() < untilMs; i += 1) await attempt(`${k}-${i}`);
+  };
+  await Promise.all(Array.from({ length: count }, (_, k) => slot(k)));
+  return stats;
+}

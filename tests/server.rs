@@ -1,18 +1,22 @@
 //! The Nx-protocol server over real HTTP on 127.0.0.1, black box: every status Nx's client can see
-//! (200/400/401/403/404/408/409/411/413/503), token roles and namespaces, anonymous reads, the
-//! operations endpoints, metrics and graceful stop. Malformed requests go over a raw TcpStream.
+//! (200/400/401/403/404/408/409/411/413/500/503), token roles and namespaces, anonymous reads, the
+//! operations endpoints, metrics and graceful stop; what refused and unauthenticated clients cost
+//! (answered at once, connections capped), bounded metrics, panicking handlers. Malformed requests
+//! go over a raw TcpStream.
 
 mod common;
 
 use common::{noise, object_files};
+use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 use nx_open_cache::config::Mode;
-use nx_open_cache::key::Prefix;
+use nx_open_cache::key::{Prefix, TaskHash};
 use nx_open_cache::server::{
-    self, Auth, Limits, LogFormat, Role, RunningServer, ServerSettings, TokenSpec,
+    self, Auth, Caps, Limits, LogFormat, Role, RunningServer, ServerSettings, TokenSpec,
 };
 use nx_open_cache::stats::Stats;
 use nx_open_cache::store::fs::FsStore;
+use nx_open_cache::store::{Artifact, BodyStream, PutOutcome, Store, StoreError};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,6 +53,15 @@ fn basic_auth() -> Auth {
 }
 
 async fn start(auth: Auth, limits: Limits) -> Server {
+    start_with(auth, limits, |fs| Arc::new(fs)).await
+}
+
+/// A server whose store is `wrap` of an fs store in a temp dir.
+async fn start_with(
+    auth: Auth,
+    limits: Limits,
+    wrap: impl FnOnce(FsStore) -> Arc<dyn Store>,
+) -> Server {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().join("store");
     let store = FsStore::new(root.clone(), Prefix::default());
@@ -59,7 +72,7 @@ async fn start(auth: Auth, limits: Limits) -> Server {
     let running = server::serve_server(
         listener,
         ServerSettings {
-            store: Arc::new(store),
+            store: wrap(store),
             auth,
             mode: Mode::ReadWrite,
             limits,
@@ -569,8 +582,10 @@ async fn ops_endpoints_and_metrics() {
         assert_eq!(metric(&m, series), Some(want), "{series} in\n{m}");
     }
 
-    // The storage goes away: not ready, GET is a miss, PUT a refusal, both counted.
+    // The storage goes away (a file where its directory was): not ready, without saying where or
+    // why to a caller without a token; GET is a miss, PUT a refusal, both counted.
     std::fs::remove_dir_all(&s.root).expect("remove root");
+    std::fs::write(&s.root, b"not a directory").expect("file at the root");
     let r = client()
         .get(format!("{}/readyz", s.url))
         .send()
@@ -578,7 +593,10 @@ async fn ops_endpoints_and_metrics() {
         .expect("readyz");
     assert_eq!(r.status(), 503);
     assert_eq!(content_type(&r), "text/plain");
-    assert!(r.text().await.expect("text").contains("storage not ready"));
+    assert_eq!(
+        r.text().await.expect("text"),
+        "not ready: storage unavailable"
+    );
     assert_eq!(get(&s, Some(RW), "42").await.status(), 404);
     assert_eq!(put(&s, Some(RW), "44", b"x".to_vec()).await.status(), 403);
     let m = metrics(&s).await;
@@ -752,5 +770,315 @@ async fn one_gib_up_and_down_in_bounded_memory() {
         "peak RSS grew by {} KiB",
         after_down.saturating_sub(before)
     );
+    s.running.stop().await;
+}
+
+/// The hash on which [`PanickingStore`] panics.
+const PANIC_HASH: &str = "666";
+
+/// A test-only store that panics on [`PANIC_HASH`] (`get` at once, `put` after the first chunk
+/// of the body, with text a log must not show raw) and is an fs store otherwise.
+struct PanickingStore(FsStore);
+
+impl Store for PanickingStore {
+    fn get<'a>(
+        &'a self,
+        hash: &'a TaskHash,
+    ) -> BoxFuture<'a, Result<Option<Artifact>, StoreError>> {
+        if hash.as_str() == PANIC_HASH {
+            panic!("store exploded\nforged line\r\u{1b}[2J");
+        }
+        self.0.get(hash)
+    }
+
+    fn put<'a>(
+        &'a self,
+        hash: &'a TaskHash,
+        body: &'a mut BodyStream<'_>,
+        declared_len: Option<u64>,
+    ) -> BoxFuture<'a, Result<PutOutcome, StoreError>> {
+        Box::pin(async move {
+            if hash.as_str() == PANIC_HASH {
+                let _ = body.next().await;
+                panic!("store exploded during an upload");
+            }
+            self.0.put(hash, body, declared_len).await
+        })
+    }
+
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+
+    fn with_namespace(&self, ns: &Prefix) -> Result<Arc<dyn Store>, StoreError> {
+        self.0.with_namespace(ns)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_handler_is_answered_500_and_the_server_keeps_serving() {
+    let s = start_with(basic_auth(), Limits::server(), |fs| {
+        Arc::new(PanickingStore(fs))
+    })
+    .await;
+    let r = get(&s, Some(RW), PANIC_HASH).await;
+    assert_eq!(r.status(), 500);
+    assert_eq!(content_type(&r), "text/plain");
+    assert_eq!(r.text().await.expect("text"), server::panics::PANIC_MESSAGE);
+    // During an upload: 500, and the connection closes (the body is half read).
+    let r = put(&s, Some(RW), PANIC_HASH, noise(300_000, 20)).await;
+    assert_eq!(r.status(), 500);
+    assert_eq!(
+        r.headers().get("connection").and_then(|v| v.to_str().ok()),
+        Some("close")
+    );
+    assert!(!r.text().await.expect("text").contains("exploded"));
+    // The same server goes on serving.
+    assert_eq!(
+        put(&s, Some(RW), "667", b"fine".to_vec()).await.status(),
+        200
+    );
+    let r = get(&s, Some(RW), "667").await;
+    assert_eq!(r.bytes().await.expect("body").as_ref(), b"fine");
+    let m = metrics(&s).await;
+    assert_eq!(metric(&m, "nx_open_cache_panics_total"), Some(2.0), "{m}");
+    let series = r#"nx_open_cache_requests_total{route="cache",method="GET",status="500"}"#;
+    assert_eq!(metric(&m, series), Some(1.0), "{m}");
+    s.running.stop().await;
+}
+
+/// A random HTTP method token that is none of the standard methods.
+fn random_method(x: &mut u64) -> String {
+    const TCHAR: &[u8] =
+        b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    const STANDARD: &[&str] = &[
+        "GET", "HEAD", "PUT", "POST", "DELETE", "OPTIONS", "PATCH", "CONNECT", "TRACE",
+    ];
+    loop {
+        let len = 1 + (next(x) % 16) as usize;
+        let m: String = (0..len)
+            .map(|_| TCHAR[(next(x) % TCHAR.len() as u64) as usize] as char)
+            .collect();
+        if !STANDARD.contains(&m.as_str()) {
+            return m;
+        }
+    }
+}
+
+/// A random path: under the cache route, an operations endpoint, or anywhere.
+fn random_path(x: &mut u64) -> String {
+    const SAFE: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789-._~";
+    let segment = |x: &mut u64| -> String {
+        let len = 1 + (next(x) % 24) as usize;
+        (0..len)
+            .map(|_| match next(x) % 8 {
+                0 => format!("%{:02X}", next(x) % 256),
+                _ => (SAFE[(next(x) % SAFE.len() as u64) as usize] as char).to_string(),
+            })
+            .collect()
+    };
+    match next(x) % 5 {
+        0 => format!("/v1/cache/{}", segment(x)),
+        1 => ["/healthz", "/readyz", "/metrics", "/openapi.json"][(next(x) % 4) as usize].into(),
+        2 => format!("/{}/{}", segment(x), segment(x)),
+        _ => format!("/{}", segment(x)),
+    }
+}
+
+fn next(x: &mut u64) -> u64 {
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    *x
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_random_methods_and_paths_leave_metrics_small() {
+    const REQUESTS: usize = 10_000;
+    const WORKERS: u64 = 4;
+    let s = start_default().await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..WORKERS {
+        let base = s.url.clone();
+        tasks.spawn(async move {
+            let client = reqwest::Client::new();
+            let mut x = 0x9E37_79B9_7F4A_7C15 ^ (w + 1);
+            let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+            for _ in 0..REQUESTS / WORKERS as usize {
+                let method = random_method(&mut x);
+                let path = random_path(&mut x);
+                let m = reqwest::Method::from_bytes(method.as_bytes()).expect("a method token");
+                let r = client
+                    .request(m, format!("{base}{path}"))
+                    .bearer_auth(RW)
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+                *statuses.entry(r.status().as_u16()).or_default() += 1;
+            }
+            statuses
+        });
+    }
+    let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+    while let Some(done) = tasks.join_next().await {
+        for (status, n) in done.expect("worker") {
+            *statuses.entry(status).or_default() += n;
+        }
+    }
+    assert_eq!(statuses.values().sum::<usize>(), REQUESTS);
+    assert!(
+        statuses.keys().all(|s| [404, 405].contains(s)),
+        "{statuses:?}"
+    );
+    let m = metrics(&s).await;
+    eprintln!(
+        "/metrics after {REQUESTS} random requests: {} bytes",
+        m.len()
+    );
+    assert!(m.len() < 64 * 1024, "{} bytes:\n{m}", m.len());
+    let other: f64 = m
+        .lines()
+        .filter(|l| {
+            l.starts_with("nx_open_cache_requests_total{") && l.contains("method=\"other\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(other, REQUESTS as f64);
+    s.running.stop().await;
+}
+
+/// Reads one response (head, then a Content-Length body) without waiting for the end of the
+/// stream (bounded by 20 s).
+async fn read_one_response(stream: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read = async {
+        loop {
+            if let Some(end) = out.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&out[..end]).to_ascii_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                if out.len() >= end + 4 + len {
+                    return;
+                }
+            }
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(20), read).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_uploads_are_answered_at_once_without_reading_their_bodies() {
+    let s = start_default().await;
+    // 100 MB announced and nothing of it sent: the answer comes, then the end of the stream.
+    for (token, want) in [("", 401), ("wrong-token-0123456789abcdef", 401), (RO, 403)] {
+        let head = format!(
+            "PUT /v1/cache/800 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: 104857600\r\n\r\n"
+        );
+        let mut stream = TcpStream::connect(s.addr()).await.expect("connect");
+        stream.write_all(head.as_bytes()).await.expect("head");
+        let resp = read_response(&mut stream).await;
+        assert_eq!(status_of(&resp), want, "{resp}");
+        let lower = resp.to_ascii_lowercase();
+        assert!(lower.contains("connection: close"), "{resp}");
+        assert!(lower.contains("content-type: text/plain\r\n"), "{resp}");
+    }
+    // A client without a token gets its answer before sending a small body too, and the
+    // connection closes.
+    let head = "PUT /v1/cache/801 HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n";
+    let resp = raw(s.addr(), head, b"0123456789", false).await;
+    assert_eq!(status_of(&resp), 401, "{resp}");
+    assert!(resp.to_ascii_lowercase().contains("connection: close"));
+    // A token holder's small refused body is read first: the connection stays usable.
+    let mut stream = TcpStream::connect(s.addr()).await.expect("connect");
+    let head = format!(
+        "PUT /v1/cache/802 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {RO}\r\nContent-Length: 1000\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.expect("head");
+    stream.write_all(&noise(1000, 21)).await.expect("body");
+    let resp = read_one_response(&mut stream).await;
+    assert_eq!(status_of(&resp), 403, "{resp}");
+    assert!(!resp.to_ascii_lowercase().contains("connection: close"));
+    let head =
+        format!("GET /v1/cache/802 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {RO}\r\n\r\n");
+    stream
+        .write_all(head.as_bytes())
+        .await
+        .expect("second request");
+    assert_eq!(status_of(&read_one_response(&mut stream).await), 404);
+    assert!(object_files(&s.root).is_empty());
+    s.running.stop().await;
+}
+
+/// Waits (bounded) until a metric reaches at least `n`.
+async fn wait_metric_at_least(s: &Server, series: &str, n: f64) {
+    for _ in 0..1000 {
+        if metric(&metrics(s).await, series).unwrap_or(0.0) >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{series} never reached {n}:\n{}", metrics(s).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_cannot_crowd_out_token_holders() {
+    let limits = Limits {
+        max_connections: Some(8),
+        max_untrusted_connections: Some(4),
+        ..Limits::server()
+    };
+    let s = start(basic_auth(), limits).await;
+    assert_eq!(
+        s.running.caps,
+        Caps {
+            total: 8,
+            untrusted: 4
+        }
+    );
+    assert_eq!(
+        put(&s, Some(RW), "900", b"artifact".to_vec())
+            .await
+            .status(),
+        200
+    );
+    // A token holder's keep-alive connection.
+    let mut trusted = TcpStream::connect(s.addr()).await.expect("connect");
+    let get_head =
+        format!("GET /v1/cache/900 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {RW}\r\n\r\n");
+    trusted.write_all(get_head.as_bytes()).await.expect("GET");
+    assert_eq!(status_of(&read_one_response(&mut trusted).await), 200);
+    // 20 connections that never finish a request head (a slow-loris client).
+    let mut silent = Vec::new();
+    for _ in 0..20 {
+        let mut c = TcpStream::connect(s.addr()).await.expect("connect");
+        c.write_all(b"GET /v1/cache/900 HTTP/1.1\r\nHost:")
+            .await
+            .expect("part of a head");
+        silent.push(c);
+    }
+    wait_metric_at_least(&s, "nx_open_cache_evicted_connections_total", 17.0).await;
+    let m = metrics(&s).await;
+    let untrusted = r#"nx_open_cache_open_connections{trust="untrusted"}"#;
+    assert!(metric(&m, untrusted).unwrap_or(99.0) <= 4.0, "{m}");
+    // The oldest silent connection was closed.
+    let mut first = silent.remove(0);
+    assert_eq!(read_response(&mut first).await, "");
+    // The token holder's connection still serves, and new token holders get in.
+    trusted
+        .write_all(get_head.as_bytes())
+        .await
+        .expect("GET again");
+    assert_eq!(status_of(&read_one_response(&mut trusted).await), 200);
+    let r = get(&s, Some(RO), "900").await;
+    assert_eq!(r.bytes().await.expect("body").as_ref(), b"artifact");
     s.running.stop().await;
 }

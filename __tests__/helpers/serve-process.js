@@ -66,13 +66,15 @@ function runServeSync(args, opts = {}) {
 /**
  * Starts `nx-open-cache serve <args> --listen 127.0.0.1:0` and resolves once the startup line is
  * printed (rejects with the output when it exits first or takes longer than START_TIMEOUT_MS).
+ * `opts.wrapper` runs it through another command, e.g. `['prlimit', '--nofile=256:256', '--']`.
  * @param {string[]} args
- * @param {{ env?: Record<string, string>, cwd?: string, listen?: boolean }} [opts]
+ * @param {{ env?: Record<string, string>, cwd?: string, listen?: boolean, wrapper?: string[] }} [opts]
  * @returns {Promise<ServeProcess>}
  */
 function startServe(args, opts = {}) {
   const listen = opts.listen === false ? [] : ['--listen', '127.0.0.1:0'];
-  const child = spawn(process.execPath, [CLI, 'serve', ...args, ...listen], {
+  const command = [...(opts.wrapper || []), process.execPath, CLI, 'serve', ...args, ...listen];
+  const child = spawn(command[0], command.slice(1), {
     cwd: opts.cwd || REPO_ROOT,
     env: opts.env || serveEnv(),
     stdio: ['ignore', 'pipe', 'pipe'],

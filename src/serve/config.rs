@@ -65,6 +65,14 @@ const OPTIONS: &[OptionSpec] = &[
         switch: false,
     },
     OptionSpec {
+        key: "max_connections",
+        switch: false,
+    },
+    OptionSpec {
+        key: "max_untrusted_connections",
+        switch: false,
+    },
+    OptionSpec {
         key: "max_size",
         switch: false,
     },
@@ -222,6 +230,9 @@ pub struct ServeConfig {
     pub max_artifact_size: Option<u64>,
     pub upload_timeout: Option<Duration>,
     pub max_concurrent_uploads: Option<usize>,
+    /// Connection caps; `None`: the server's defaults (derived from the descriptor limit).
+    pub max_connections: Option<usize>,
+    pub max_untrusted_connections: Option<usize>,
     /// Retention (fs storage only): total size and age limits.
     pub max_size: Option<u64>,
     pub max_age: Option<Duration>,
@@ -650,11 +661,8 @@ fn token_entry(
             ))
         }
     };
-    if secret.contains(char::is_whitespace) || secret.contains(',') {
-        return err(format!(
-            "{at}: its secret contains whitespace or ',' (not shown); use a random hex or base64 string"
-        ));
-    }
+    crate::server::auth::check_secret(&name, &secret)
+        .map_err(|e| ServeConfigError(format!("{e} (in {shown})")))?;
     let write_prefix = match t.get("write_prefix") {
         None => Prefix::default(),
         Some(v) => parse_prefix(v, &format!("\"write_prefix\" of {at}"))?,
@@ -872,16 +880,19 @@ pub fn resolve(
     };
     let max_artifact_size = size_of("max_artifact_size")?;
     let upload_timeout = duration_of("upload_timeout")?;
-    let max_concurrent_uploads = match pick("max_concurrent_uploads") {
-        None => None,
-        Some(raw) => {
-            let s = raw.string()?;
-            match s.trim().parse::<usize>() {
-                Ok(n) if (1..=100_000).contains(&n) => Some(n),
-                _ => return raw.invalid(&s, "a whole number from 1 to 100000"),
-            }
+    let count_of = |key: &str| -> Result<Option<usize>, ServeConfigError> {
+        let Some(raw) = pick(key) else {
+            return Ok(None);
+        };
+        let s = raw.string()?;
+        match s.trim().parse::<usize>() {
+            Ok(n) if (1..=100_000).contains(&n) => Ok(Some(n)),
+            _ => raw.invalid(&s, "a whole number from 1 to 100000"),
         }
     };
+    let max_concurrent_uploads = count_of("max_concurrent_uploads")?;
+    let max_connections = count_of("max_connections")?;
+    let max_untrusted_connections = count_of("max_untrusted_connections")?;
     let max_size = size_of("max_size")?;
     let max_age = duration_of("max_age")?;
     if scheme != "fs" {
@@ -970,6 +981,8 @@ pub fn resolve(
         max_artifact_size,
         upload_timeout,
         max_concurrent_uploads,
+        max_connections,
+        max_untrusted_connections,
         max_size,
         max_age,
         log,
@@ -1018,6 +1031,12 @@ precedence is command line > environment > config file > default.
       An upload taking longer is abandoned, nothing stored (default 10m).
   --max-concurrent-uploads <n> MAX_CONCURRENT_UPLOADS          max_concurrent_uploads
       Uploads beyond this many at once get 503 with Retry-After (default 64).
+  --max-connections <n>        MAX_CONNECTIONS                 max_connections
+      Connections open at once (default 4096, and always below what the file-descriptor
+      limit allows); the longest idle one is closed to make room for a new one.
+  --max-untrusted-connections <n>  MAX_UNTRUSTED_CONNECTIONS  max_untrusted_connections
+      Of those, connections that have not presented a valid token (new ones, anonymous
+      readers, refused clients; default half of --max-connections).
   --max-size <size>            MAX_SIZE                        max_size
   --max-age <duration>         MAX_AGE                         max_age
       Retention for fs: storage: least recently used artifacts are removed in the
@@ -1292,7 +1311,7 @@ mod tests {
     #[test]
     fn file_tokens_full_form() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("pr.secret"), "prsecret\n").unwrap();
+        std::fs::write(dir.path().join("pr.secret"), "prsecret-0123456789\n").unwrap();
         let file = dir.path().join("server.toml");
         std::fs::write(
             &file,
@@ -1313,16 +1332,34 @@ read_prefixes = ["pr", ""]
         )
         .unwrap();
         let f = file.to_str().unwrap();
-        let c = resolve_ok(&["--config", f], &[("MAIN_SECRET", "m1")]);
+        let c = resolve_ok(&["--config", f], &[("MAIN_SECRET", "m1-0123456789abcdef")]);
         assert_eq!(c.tokens.len(), 2);
         assert_eq!(
             (c.tokens[0].name.as_str(), c.tokens[0].secret.as_str()),
-            ("main", "m1")
+            ("main", "m1-0123456789abcdef")
         );
-        assert_eq!(c.tokens[1].secret, "prsecret");
+        assert_eq!(c.tokens[1].secret, "prsecret-0123456789");
         assert_eq!(c.tokens[1].write_prefix.as_str(), "pr");
         assert_eq!(c.tokens[1].read_prefixes.as_ref().map(Vec::len), Some(2));
         assert!(!format!("{c:?}").contains("prsecret"));
+
+        // Control and non-ASCII characters in a secret (environment or file) are refused, naming
+        // the token and never showing the secret.
+        for bad in [
+            "m1-0123456789\u{1b}[2Jabc",
+            "m1-0123456789abcdé",
+            "m1-01234\u{7f}56789abc",
+        ] {
+            let e = resolve_err(&["--config", f], &[("MAIN_SECRET", bad)]);
+            assert!(
+                e.contains("\"main\"") && e.contains("printable ASCII"),
+                "{e}"
+            );
+            assert!(!e.contains("m1-01234"), "{e}");
+        }
+        std::fs::write(dir.path().join("pr.secret"), "prsecret-\u{0}0123456789\n").unwrap();
+        let e = resolve_err(&["--config", f], &[("MAIN_SECRET", "m1-0123456789abcdef")]);
+        assert!(e.contains("\"pr\"") && !e.contains("prsecret"), "{e}");
 
         let e = resolve_err(&["--config", f], &[]);
         assert!(e.contains("MAIN_SECRET") && e.contains("\"main\""), "{e}");

@@ -6,9 +6,9 @@ pub mod tls;
 
 use crate::config::Backend;
 use crate::key::Prefix;
-use crate::server::auth::{Auth, Role, TokenSpec, MIN_SECRET_LEN};
+use crate::server::auth::{check_secret, Auth, Role, TokenSpec};
 use crate::server::limits::Limits;
-use crate::server::{LogFormat, RunningServer, ServerSettings};
+use crate::server::{Caps, LogFormat, RunningServer, ServerSettings};
 use crate::stats::Stats;
 use crate::store::fs::FsStore;
 use crate::store::object::ObjectStoreBackend;
@@ -48,12 +48,7 @@ impl RunningServe {
 pub fn build_auth(config: &ServeConfig) -> Result<Auth, String> {
     let mut tokens: Vec<TokenSpec> = Vec::new();
     for t in &config.tokens {
-        if t.secret.len() < MIN_SECRET_LEN {
-            return Err(format!(
-                "token {:?}: the secret is shorter than {MIN_SECRET_LEN} characters",
-                t.name
-            ));
-        }
+        check_secret(&t.name, &t.secret)?;
         tokens.push(TokenSpec {
             name: t.name.clone(),
             role: match t.role {
@@ -115,6 +110,8 @@ pub fn limits(config: &ServeConfig) -> Limits {
             .max_concurrent_uploads
             .unwrap_or(defaults.max_concurrent_uploads),
         require_content_length: true,
+        max_connections: config.max_connections,
+        max_untrusted_connections: config.max_untrusted_connections,
     }
 }
 
@@ -164,9 +161,25 @@ fn human_duration(d: std::time::Duration) -> String {
     }
 }
 
+/// What the startup line shows besides the configuration.
+struct Shown<'a> {
+    url: &'a str,
+    location: &'a str,
+    auth: &'a Auth,
+    limits: &'a Limits,
+    caps: Caps,
+}
+
 /// The startup line: URL, storage, tokens (names and roles, never secrets), anonymous access,
-/// limits, retention.
-fn banner(config: &ServeConfig, url: &str, location: &str, auth: &Auth, limits: &Limits) -> String {
+/// limits, connection caps, retention.
+fn banner(config: &ServeConfig, shown: &Shown<'_>) -> String {
+    let Shown {
+        url,
+        location,
+        auth,
+        limits,
+        caps,
+    } = *shown;
     let tokens: Vec<String> = auth
         .tokens
         .iter()
@@ -220,16 +233,21 @@ fn banner(config: &ServeConfig, url: &str, location: &str, auth: &Auth, limits: 
             "max_artifact_bytes": limits.max_artifact_bytes,
             "upload_timeout_s": limits.upload_timeout.as_secs(),
             "max_concurrent_uploads": limits.max_concurrent_uploads,
+            "max_connections": caps.total,
+            "max_untrusted_connections": caps.untrusted,
             "retention": retention,
         })
         .to_string(),
         _ => format!(
             "nx-open-cache serve: listening on {url} | storage {location} | tokens: {} | anonymous read {} | \
-             max artifact {max}, upload timeout {}, {} concurrent uploads | retention {retention}",
+             max artifact {max}, upload timeout {}, {} concurrent uploads | {} connections, {} without a \
+             token | retention {retention}",
             if tokens.is_empty() { "none".to_owned() } else { tokens.join(", ") },
             if config.allow_anonymous { "on" } else { "off" },
             human_duration(limits.upload_timeout),
             limits.max_concurrent_uploads,
+            caps.total,
+            caps.untrusted,
         ),
     }
 }
@@ -278,11 +296,10 @@ pub fn start(config: &ServeConfig, env: &HashMap<String, String>) -> Result<Runn
         stats: Arc::new(Stats::default()),
     };
     let (server, scheme) = match tls {
-        Some(tls_config) => {
-            let listener = tls::TlsListener::new(listener, tls_config)
-                .map_err(|e| format!("cannot start the TLS listener: {e}"))?;
-            (crate::server::serve_on(listener, settings), "https")
-        }
+        Some(tls_config) => (
+            crate::server::serve_tls(listener, settings, tls_config),
+            "https",
+        ),
         None => (crate::server::serve_server(listener, settings), "http"),
     };
     let server = server.map_err(|e| format!("cannot start the server: {e}"))?;
@@ -299,7 +316,16 @@ pub fn start(config: &ServeConfig, env: &HashMap<String, String>) -> Result<Runn
         _ => None,
     };
     let url = format!("{scheme}://{addr}");
-    let banner = banner(config, &url, &location, &auth, &limits);
+    let banner = banner(
+        config,
+        &Shown {
+            url: &url,
+            location: &location,
+            auth: &auth,
+            limits: &limits,
+            caps: server.caps,
+        },
+    );
     println!("{banner}");
     Ok(RunningServe {
         url,

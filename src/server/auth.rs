@@ -87,8 +87,26 @@ pub struct Auth {
     pub anonymous_read: Option<Vec<Prefix>>,
 }
 
-/// Shortest secret accepted by [`Auth::parse_tokens`].
+/// Shortest secret accepted (see [`check_secret`]).
 pub const MIN_SECRET_LEN: usize = 16;
+
+/// A token's secret must have at least [`MIN_SECRET_LEN`] characters, all printable ASCII
+/// without spaces (no control character, no escape sequence, nothing a header could not carry).
+/// The error names the token, never the secret.
+pub fn check_secret(name: &str, secret: &str) -> Result<(), String> {
+    if secret.bytes().any(|b| !(0x21..=0x7e).contains(&b)) {
+        return Err(format!(
+            "token {name:?}: the secret (not shown) must be printable ASCII without spaces, \
+             control or non-ASCII characters; use a random hex or base64 string"
+        ));
+    }
+    if secret.len() < MIN_SECRET_LEN {
+        return Err(format!(
+            "token {name:?}: the secret is shorter than {MIN_SECRET_LEN} characters"
+        ));
+    }
+    Ok(())
+}
 
 impl Auth {
     /// The proxy's form: one read-write (or read-only) token, no namespaces, no anonymous access.
@@ -100,7 +118,8 @@ impl Auth {
     }
 
     /// `name:role:secret[,name:role:secret...]` (`NX_OPEN_CACHE_SERVER_TOKENS`). Errors name the
-    /// entry by position and name (never the secret) and the allowed roles.
+    /// entry by position and name and the allowed roles, never the secret; an invalid name or
+    /// role is not shown either (fields in the wrong order would put the secret there).
     pub fn parse_tokens(list: &str) -> Result<Vec<TokenSpec>, String> {
         let mut tokens: Vec<TokenSpec> = Vec::new();
         for (i, entry) in list.split(',').enumerate() {
@@ -126,20 +145,19 @@ impl Auth {
                     .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
             {
                 return Err(format!(
-                    "token entry {n}: name {name:?} must be non-empty ASCII letters, digits, '_', '-' or '.'"
+                    "token entry {n}: the name (not shown) must be non-empty ASCII letters, \
+                     digits, '_', '-' or '.' (the form is name:role:secret)"
                 ));
             }
-            let role = Role::parse(role).map_err(|e| format!("token {name:?}: {e}"))?;
-            if secret.len() < MIN_SECRET_LEN {
+            // Until the role is known good, the fields may be out of order: no value is shown.
+            let Ok(role) = Role::parse(role) else {
                 return Err(format!(
-                    "token {name:?}: the secret is shorter than {MIN_SECRET_LEN} characters"
+                    "token entry {n}: the role (not shown) is not one of {} (the form is \
+                     name:role:secret)",
+                    ROLES.join(", ")
                 ));
-            }
-            if secret.bytes().any(|b| !(0x21..=0x7e).contains(&b)) {
-                return Err(format!(
-                    "token {name:?}: the secret must be printable ASCII without spaces"
-                ));
-            }
+            };
+            check_secret(name, secret)?;
             if tokens.iter().any(|t| t.name == name) {
                 return Err(format!("token name {name:?} is used twice"));
             }
@@ -198,6 +216,13 @@ mod tests {
             (format!("ci:admin:{secret}"), "read-write, read-only"),
             (format!("ci:{secret}"), "entry 1"),
             ("ci:read-only:short".to_string(), "shorter"),
+            (format!("{secret}:ci:read-write"), "entry 1"),
+            (format!("ci:{secret}:read-write"), "entry 1"),
+            (
+                format!("ci:read-write:{secret}\u{1b}[2J"),
+                "printable ASCII",
+            ),
+            (format!("ci:read-write:{secret}é"), "non-ASCII"),
             (format!("a:read-only:{secret},,"), "entry 2"),
             (
                 format!("a:read-only:{secret},a:read-write:{secret}x"),

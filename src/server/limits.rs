@@ -1,4 +1,5 @@
-//! Upload limits: size, time, concurrency, and the bounded drain of bodies we answer early.
+//! Limits: upload size, time and concurrency, connection caps, and the bounded drain of bodies
+//! we answer early.
 
 use axum::body::Body;
 use bytes::Bytes;
@@ -21,6 +22,12 @@ pub struct Limits {
     pub max_concurrent_uploads: usize,
     /// Server: true (411 without Content-Length); proxy: false.
     pub require_content_length: bool,
+    /// Connections open at once; `None`: [`super::conns::DEFAULT_MAX_CONNECTIONS`]. Always kept
+    /// below what the process's file-descriptor limit allows (see [`super::conns::Caps`]).
+    pub max_connections: Option<usize>,
+    /// Connections open at once that have not presented a valid token; `None`: half of the
+    /// connections.
+    pub max_untrusted_connections: Option<usize>,
 }
 
 /// Default largest artifact of the server: 4 GiB (Nx builds each artifact in memory).
@@ -40,6 +47,8 @@ impl Limits {
             upload_timeout: DEFAULT_UPLOAD_TIMEOUT,
             max_concurrent_uploads: DEFAULT_MAX_CONCURRENT_UPLOADS,
             require_content_length: true,
+            max_connections: None,
+            max_untrusted_connections: None,
         }
     }
 
@@ -51,6 +60,8 @@ impl Limits {
             upload_timeout: Duration::from_secs(3600),
             max_concurrent_uploads: 1024,
             require_content_length: false,
+            max_connections: None,
+            max_untrusted_connections: None,
         }
     }
 }
@@ -61,15 +72,11 @@ impl Default for Limits {
     }
 }
 
-/// Bytes beyond the artifact limit that are still read (and dropped) before an early answer such
-/// as 413, so the client sees the status; a larger body gets the answer and a closed connection.
-pub const EARLY_DRAIN_SLACK: u64 = 64 * 1024 * 1024;
-
-/// How much of a body an early answer drains: the artifact limit plus [`EARLY_DRAIN_SLACK`]
-/// (unbounded without a limit, as for the proxy), always within the upload timeout.
-pub fn early_drain_limit(cap: Option<u64>) -> Option<u64> {
-    cap.map(|c| c.saturating_add(EARLY_DRAIN_SLACK))
-}
+/// The most of a refused upload's body the server reads (and drops): before an early answer
+/// to a client with a valid token whose body is no larger (so the connection stays usable), and
+/// after any early answer while the connection closes (so the client reads the answer rather
+/// than a reset). A client without a valid token gets its answer at once.
+pub const REFUSED_BODY_DRAIN: u64 = 64 * 1024;
 
 /// Why an upload stream stopped before its end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,12 +114,7 @@ impl UploadBody {
         }
     }
 
-    /// [`early_drain_limit`] of this body's size cap.
-    pub fn early_drain_limit(&self) -> Option<u64> {
-        early_drain_limit(self.cap)
-    }
-
-    /// Changes the size cap (an early answer drains up to [`early_drain_limit`]).
+    /// Changes the size cap (an early answer drains up to [`REFUSED_BODY_DRAIN`]).
     pub fn set_cap(&mut self, cap: Option<u64>) {
         self.cap = cap;
     }

@@ -1,6 +1,6 @@
 //! The Nx-protocol HTTP server (`/v1/cache/{hash}`), mapping GET/PUT onto a [`Store`]. The
 //! in-process proxy ([`serve`]) and the standalone `nx-open-cache serve` ([`serve_server`],
-//! [`serve_on`], [`app`]) are two ways to start it.
+//! [`serve_tls`], [`app`]) are two ways to start it.
 //!
 //! Status codes follow what Nx's client (nx 24) accepts, so that a storage fault never fails a build:
 //! GET answers 200 (artifact) or 404 (miss, also for any fault, which is recorded); PUT answers 200
@@ -9,18 +9,29 @@
 //! reader cannot open or check) is a miss too, counted as a refusal, not a fault. 401 carries
 //! `Content-Type: text/plain`, as Nx requires. Limits add 400 (bad hash, a body that does not match
 //! its Content-Length, or an upload the store refuses, with the reason), 408 (upload timeout), 411 (no Content-Length),
-//! 413 (too large) and 503 + `Retry-After` (too many uploads at once). The request body is read to
-//! the end (within the size limit and the upload timeout) before an early answer so Nx sees the
-//! status, not a reset connection; when it cannot be, the connection is closed after the answer.
+//! 413 (too large) and 503 + `Retry-After` (too many uploads at once). A handler that panics is
+//! answered 500 and the server keeps serving ([`panics`]).
+//!
+//! Refused requests cost little: a 401 is answered at once and its connection closed; another
+//! early answer to a PUT first reads a body of at most [`limits::REFUSED_BODY_DRAIN`] bytes (the
+//! connection stays usable) and otherwise closes the connection. Closing after an unread body
+//! lingers briefly so the client reads the answer rather than a reset ([`listen`]). Connections
+//! are capped in number, and those without a valid token more tightly ([`conns`]).
 
 pub mod auth;
+pub mod conns;
 pub mod limits;
+pub mod listen;
+pub mod log;
 pub mod metrics;
 mod ops;
+pub mod panics;
 
 pub use auth::{Auth, Role, TokenSpec};
+pub use conns::Caps;
 pub use limits::Limits;
-pub use ops::{OPENAPI_JSON, PROBE_HASH};
+pub use log::LogFormat;
+pub use ops::OPENAPI_JSON;
 
 use crate::config::Mode;
 use crate::key::{Prefix, TaskHash};
@@ -35,32 +46,21 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use futures_util::StreamExt;
-use limits::{Cut, UploadBody};
+use limits::{Cut, UploadBody, REFUSED_BODY_DRAIN};
+use listen::{Served, Transport};
 use metrics::Metrics;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 use tokio::sync::{watch, Semaphore};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 
 /// How long `stop` waits for requests in flight before cutting them off.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// How long a connection may take to send a request head.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Request logging.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    /// Nothing.
-    Off,
-    /// One human line per cache request on stderr (the proxy's `debug` option).
-    Debug,
-    /// One JSON object per request on stderr: time, method, route, hash, status, bytes, ms, token
-    /// (the token's name, never its secret). Storage faults as `{"level":"warn",...}` lines.
-    Json,
-}
 
 /// Everything the server needs.
 pub struct ServerSettings {
@@ -92,6 +92,8 @@ pub struct ProxySettings {
 pub struct RunningServer {
     pub addr: SocketAddr,
     pub stats: Arc<Stats>,
+    /// The connection caps in force.
+    pub caps: Caps,
     shutdown: watch::Sender<Option<Duration>>,
     task: Option<JoinHandle<()>>,
 }
@@ -154,86 +156,56 @@ pub fn serve(
     )
 }
 
-/// Serves [`app`] on a bound plain-TCP listener. Must be called inside a tokio runtime.
+/// Serves [`app`] on a bound plain-TCP listener. Must be called inside a tokio runtime. Fails
+/// when a token's namespace cannot be made (the error names it).
 pub fn serve_server(
     listener: tokio::net::TcpListener,
     settings: ServerSettings,
 ) -> std::io::Result<RunningServer> {
-    serve_on(listener, settings)
+    start(listener, settings, Transport::Plain)
 }
 
-/// Serves [`app`] on any axum listener (for instance a TLS listener), HTTP/1.1. Must be called
-/// inside a tokio runtime. Fails when a token's namespace cannot be made (the error names it).
-pub fn serve_on<L>(listener: L, settings: ServerSettings) -> std::io::Result<RunningServer>
-where
-    L: axum::serve::Listener<Addr = SocketAddr>,
-{
+/// [`serve_server`] over TLS (HTTP/1.1; each handshake in its connection's own task).
+pub fn serve_tls(
+    listener: tokio::net::TcpListener,
+    settings: ServerSettings,
+    tls: Arc<tokio_rustls::rustls::ServerConfig>,
+) -> std::io::Result<RunningServer> {
+    start(
+        listener,
+        settings,
+        Transport::Tls(tokio_rustls::TlsAcceptor::from(tls)),
+    )
+}
+
+fn start(
+    listener: tokio::net::TcpListener,
+    settings: ServerSettings,
+    transport: Transport,
+) -> std::io::Result<RunningServer> {
     let addr = listener.local_addr()?;
     let stats = settings.stats.clone();
-    let app = try_app(settings).map_err(std::io::Error::other)?;
+    let log = settings.log;
+    let caps = Caps::resolve(
+        settings.limits.max_connections,
+        settings.limits.max_untrusted_connections,
+    );
+    let state = build_state(settings, true).map_err(|(_, reason)| std::io::Error::other(reason))?;
+    let served = Served {
+        registry: conns::Registry::new(caps, state.metrics.connections()),
+        app: router(state),
+        transport,
+        log,
+    };
     let (tx, rx) = watch::channel(None);
-    let task = tokio::spawn(accept_loop(listener, app, rx));
+    let task = tokio::spawn(listen::accept_loop(listener, served, rx));
     Ok(RunningServer {
         addr,
         stats,
+        caps,
         shutdown: tx,
         task: Some(task),
     })
-}
-
-async fn accept_loop<L>(
-    mut listener: L,
-    app: Router,
-    mut shutdown: watch::Receiver<Option<Duration>>,
-) where
-    L: axum::serve::Listener,
-{
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut conns: JoinSet<()> = JoinSet::new();
-    let mut orphaned = false;
-    let grace = loop {
-        tokio::select! {
-            (io, _) = listener.accept() => {
-                conns.spawn(connection(io, app.clone(), stop_rx.clone()));
-            }
-            changed = shutdown.changed(), if !orphaned => match changed {
-                Ok(()) => {
-                    if let Some(grace) = *shutdown.borrow() {
-                        break grace;
-                    }
-                }
-                // The handle was dropped without `stop`: serve until the runtime ends.
-                Err(_) => orphaned = true,
-            },
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
-        }
-    };
-    drop(listener);
-    let _ = stop_tx.send(true);
-    let all_done = async { while conns.join_next().await.is_some() {} };
-    if tokio::time::timeout(grace, all_done).await.is_err() {
-        conns.abort_all();
-        while conns.join_next().await.is_some() {}
-    }
-}
-
-async fn connection<I>(io: I, app: Router, mut stop: watch::Receiver<bool>)
-where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let service = hyper_util::service::TowerToHyperService::new(app);
-    let conn = hyper::server::conn::http1::Builder::new()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .serve_connection(hyper_util::rt::TokioIo::new(io), service);
-    tokio::pin!(conn);
-    tokio::select! {
-        _ = conn.as_mut() => return,
-        _ = stop.wait_for(|s| *s) => {}
-    }
-    // Finish the request in flight (if any), then close.
-    conn.as_mut().graceful_shutdown();
-    let _ = conn.await;
 }
 
 /// One token with its stores resolved.
@@ -363,6 +335,14 @@ fn build_state(settings: ServerSettings, strict: bool) -> Built {
     }
 }
 
+/// Response markers read by the connection ([`listen`]): a valid token was presented.
+#[derive(Clone, Copy)]
+pub(crate) struct Trusted;
+
+/// Response marker: the answer leaves part of the request body unread (the connection closes).
+#[derive(Clone, Copy)]
+pub(crate) struct UnreadBody;
+
 fn router(state: Arc<AppState>) -> Router {
     let mut router = Router::new().route("/v1/cache/{hash}", get(get_artifact).put(put_artifact));
     if state.operations {
@@ -374,6 +354,10 @@ fn router(state: Arc<AppState>) -> Router {
     }
     router
         .fallback(not_found)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            panics::catch_panics,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
@@ -432,87 +416,31 @@ async fn observe(State(state): State<Arc<AppState>>, req: Request<Body>, next: N
         elapsed.as_secs_f64(),
     );
     let outcome = response.extensions().get::<Outcome>();
-    match state.log {
-        LogFormat::Off => {}
-        LogFormat::Debug => {
-            if let Some(o) = outcome {
-                eprintln!(
-                    "nx-open-cache: {method} {} -> {} {} B {} ms",
-                    o.hash,
-                    status.as_u16(),
-                    o.bytes,
-                    elapsed.as_millis()
-                );
-            }
-        }
-        LogFormat::Json => {
-            let line = json_line(
-                SystemTime::now(),
-                method.as_str(),
-                route,
-                status.as_u16(),
-                elapsed,
-                outcome,
-            );
-            eprintln!("{line}");
-        }
-    }
+    log::request(
+        state.log,
+        &log::RequestLine {
+            method: method.as_str(),
+            route,
+            status: status.as_u16(),
+            elapsed,
+            hash: outcome.map(|o| o.hash.as_str()),
+            token: outcome.and_then(|o| o.token.as_deref()),
+            bytes: outcome.map(|o| o.bytes).unwrap_or(0),
+        },
+    );
     response
 }
 
-/// One request as a JSON log object (the token by name; no secret ever reaches an `Outcome`).
-fn json_line(
-    now: SystemTime,
-    method: &str,
-    route: &str,
-    status: u16,
-    elapsed: Duration,
-    outcome: Option<&Outcome>,
-) -> serde_json::Value {
-    serde_json::json!({
-        "time": rfc3339(now),
-        "method": method,
-        "route": route,
-        "hash": outcome.map(|o| o.hash.as_str()),
-        "status": status,
-        "bytes": outcome.map(|o| o.bytes).unwrap_or(0),
-        "ms": (elapsed.as_secs_f64() * 1_000_000.0).round() / 1000.0,
-        "token": outcome.and_then(|o| o.token.as_deref()),
-    })
-}
-
 fn with_outcome(mut response: Response, hash: &str, token: Option<&str>, bytes: u64) -> Response {
+    if token.is_some() {
+        response.extensions_mut().insert(Trusted);
+    }
     response.extensions_mut().insert(Outcome {
         hash: hash.chars().take(160).collect(),
         token: token.map(str::to_owned),
         bytes,
     });
     response
-}
-
-/// UTC time as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
-fn rfc3339(t: SystemTime) -> String {
-    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        d.subsec_millis()
-    )
 }
 
 /// Who is asking.
@@ -545,14 +473,7 @@ fn access<'a>(state: &'a AppState, headers: &HeaderMap) -> Access<'a> {
 }
 
 fn warn(state: &AppState, reason: &str) {
-    match state.log {
-        LogFormat::Off => {}
-        LogFormat::Debug => eprintln!("nx-open-cache: warning: {reason}"),
-        LogFormat::Json => eprintln!(
-            "{}",
-            serde_json::json!({"time": rfc3339(SystemTime::now()), "level": "warn", "message": reason})
-        ),
-    }
+    log::warn(state.log, reason);
 }
 
 /// Records a storage fault for the summary and metrics; logs it (the first time in debug mode).
@@ -607,14 +528,7 @@ async fn get_artifact(
     let (token, stores): (Option<&str>, &[Arc<dyn Store>]) = match access(&state, &headers) {
         Access::Token(p) => (Some(p.name.as_str()), &p.reads),
         Access::Anonymous(stores) => (None, stores),
-        Access::Denied => {
-            return with_outcome(
-                text(StatusCode::UNAUTHORIZED, state.unauthorized),
-                &shown,
-                None,
-                0,
-            )
-        }
+        Access::Denied => return with_outcome(unauthorized(&state), &shown, None, 0),
     };
     let hash = match bad_hash(&raw) {
         Ok(h) => h,
@@ -671,23 +585,33 @@ async fn get_artifact(
     with_outcome(StatusCode::NOT_FOUND.into_response(), &shown, token, 0)
 }
 
-/// An early answer to a PUT: the body is drained first (within the limits) so the client sees
-/// the status; if it cannot be, the connection is closed after the answer.
+/// 401, `Content-Type: text/plain` exactly (Nx requires it). The connection is closed after it:
+/// a client without a valid token keeps no connection open.
+fn unauthorized(state: &AppState) -> Response {
+    let mut resp = text(StatusCode::UNAUTHORIZED, state.unauthorized);
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
+/// An early answer to a PUT of a client with a valid token: a body of at most
+/// [`REFUSED_BODY_DRAIN`] bytes is read first, so the connection stays usable; a larger one is
+/// left unread and the connection closes after the answer.
 async fn early(mut body: UploadBody, declared: Option<u64>, resp: Response) -> Response {
-    let limit = body.early_drain_limit();
-    let fits = match (declared, limit) {
-        (Some(d), Some(l)) => d <= l,
-        _ => true,
-    };
-    body.set_cap(limit);
-    let complete = fits && body.drain().await;
+    if declared.is_some_and(|d| d > REFUSED_BODY_DRAIN) {
+        return closing(resp, false);
+    }
+    body.set_cap(Some(REFUSED_BODY_DRAIN));
+    let complete = body.drain().await;
     closing(resp, complete)
 }
 
+/// `resp`; when the request body was not read to its end, the connection closes after it.
 fn closing(mut resp: Response, complete: bool) -> Response {
     if !complete {
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        resp.extensions_mut().insert(UnreadBody);
     }
     resp
 }
@@ -710,8 +634,8 @@ async fn put_artifact(
     let principal = match access(&state, &parts.headers) {
         Access::Token(p) => p,
         Access::Anonymous(_) | Access::Denied => {
-            let resp = text(StatusCode::UNAUTHORIZED, state.unauthorized);
-            let resp = early(body, declared, resp).await;
+            // At once: nothing of the body is read before the answer.
+            let resp = closing(unauthorized(&state), declared == Some(0));
             return with_outcome(resp, &shown, None, 0);
         }
     };
@@ -920,50 +844,5 @@ impl Store for FailedStore {
             ErrorKind::Unavailable,
             self.reason.clone(),
         ))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn json_log_line_fields() {
-        let outcome = Outcome {
-            hash: "123".into(),
-            token: Some("ci".into()),
-            bytes: 42,
-        };
-        let line = json_line(
-            SystemTime::UNIX_EPOCH,
-            "PUT",
-            "cache",
-            200,
-            Duration::from_micros(4_200),
-            Some(&outcome),
-        );
-        assert_eq!(
-            line.to_string(),
-            r#"{"bytes":42,"hash":"123","method":"PUT","ms":4.2,"route":"cache","status":200,"time":"1970-01-01T00:00:00.000Z","token":"ci"}"#
-        );
-        let anonymous = json_line(
-            SystemTime::UNIX_EPOCH,
-            "GET",
-            "unmatched",
-            404,
-            Duration::ZERO,
-            None,
-        );
-        assert_eq!(anonymous["token"], serde_json::Value::Null);
-        assert_eq!(anonymous["hash"], serde_json::Value::Null);
-    }
-
-    #[test]
-    fn formats_utc_time() {
-        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
-        assert_eq!(rfc3339(t), "2023-11-14T22:13:20.123Z");
-        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
-        let leap = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400);
-        assert_eq!(rfc3339(leap), "2000-02-29T00:00:00.000Z");
     }
 }

@@ -1,8 +1,9 @@
 //! Operations endpoints (served without auth when `ServerSettings::operations` is on):
 //! `/healthz` (liveness), `/readyz` (storage answers a probe), `/metrics`, `/openapi.json`.
+//! None of them shows a secret, a filesystem path or a reason from the store.
 
 use super::{text, AppState};
-use crate::key::TaskHash;
+use crate::store::ErrorKind;
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -12,9 +13,6 @@ use std::time::Duration;
 /// Our OpenAPI 3 document: Nx's remote-cache specification plus our statuses and endpoints.
 pub const OPENAPI_JSON: &str = include_str!("../../openapi/nx-open-cache.json");
 
-/// The hash `/readyz` looks up: valid, and not a hash Nx produces (Nx hashes are digits).
-pub const PROBE_HASH: &str = "nx-open-cache-readiness-probe";
-
 /// How long `/readyz` waits for the storage.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -22,32 +20,35 @@ pub(super) async fn healthz() -> Response {
     text(StatusCode::OK, "ok")
 }
 
+/// `/readyz`, answered without a token: only "ready", "not ready: storage unavailable" or "not
+/// ready: storage full" (never a path or a reason from the store); the reason goes to the log.
 pub(super) async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    let hash = match TaskHash::parse(PROBE_HASH) {
-        Ok(h) => h,
-        Err(e) => return text(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    let failed = match tokio::time::timeout(PROBE_TIMEOUT, state.probe.check()).await {
+        Ok(Ok(())) => None,
+        // The store answered: an object it refuses or found corrupt is no outage.
+        Ok(Err(e)) if matches!(e.kind, ErrorKind::Unavailable | ErrorKind::Full) => {
+            Some((e.kind, e.message))
+        }
+        Ok(Err(_)) => None,
+        Err(_) => Some((
+            ErrorKind::Unavailable,
+            format!("it did not answer within {} s", PROBE_TIMEOUT.as_secs()),
+        )),
     };
-    match tokio::time::timeout(PROBE_TIMEOUT, state.probe.get(&hash)).await {
-        Ok(Ok(_)) => text(StatusCode::OK, "ready"),
-        Ok(Err(e)) => {
-            state.metrics.storage_error("probe");
-            text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &format!("storage not ready: {}", e.message),
-            )
-        }
-        Err(_) => {
-            state.metrics.storage_error("probe");
-            text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &format!(
-                    "storage not ready: {} did not answer within {} s",
-                    state.probe.describe(),
-                    PROBE_TIMEOUT.as_secs()
-                ),
-            )
-        }
-    }
+    let Some((kind, reason)) = failed else {
+        return text(StatusCode::OK, "ready");
+    };
+    state.metrics.storage_error("probe");
+    super::warn(
+        &state,
+        &format!("not ready: {}: {reason}", state.probe.describe()),
+    );
+    let answer = if kind == ErrorKind::Full {
+        "not ready: storage full"
+    } else {
+        "not ready: storage unavailable"
+    };
+    text(StatusCode::SERVICE_UNAVAILABLE, answer)
 }
 
 pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> Response {

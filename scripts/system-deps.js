@@ -1,0 +1,48 @@
+'use strict';
+// Debian packages the test suite needs beyond npm and PyPI: installed when missing, so a fresh
+// machine (and CI) runs every test instead of skipping one. `node scripts/system-deps.js`.
+//
+// - wrk: the native load generator that measures `serve`'s latency under hostile clients
+//   (__tests__/serve.test.js).
+
+const { spawnSync } = require('node:child_process');
+
+/** Command -> the Debian package that provides it. */
+const PACKAGES = { wrk: 'wrk', prlimit: 'util-linux' };
+
+/**
+ * @param {string} cmd
+ * @param {string[]} args
+ */
+function run(cmd, args) {
+  const r = spawnSync(cmd, args, { stdio: 'inherit', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
+  if (r.error) throw new Error(`system-deps: cannot run ${cmd}: ${r.error.message}`);
+  if (r.status !== 0) throw new Error(`system-deps: ${cmd} ${args.join(' ')} exited with ${r.status}`);
+}
+
+/** @param {string} cmd */
+function present(cmd) {
+  return !spawnSync('sh', ['-c', `command -v ${cmd}`], { encoding: 'utf8' }).status;
+}
+
+function main() {
+  const missing = Object.keys(PACKAGES).filter((c) => !present(c));
+  if (missing.length === 0) return;
+  const packages = [...new Set(missing.map((c) => PACKAGES[/** @type {keyof PACKAGES} */ (c)]))];
+  const root = typeof process.getuid === 'function' && process.getuid() === 0;
+  const sudo = root ? [] : ['sudo', '-n'];
+  if (!present('apt-get') || (!root && !present('sudo'))) {
+    throw new Error(
+      `system-deps: missing ${missing.join(', ')}; install the Debian package(s) ${packages.join(', ')} ` +
+        '(apt-get is not available to this user here)',
+    );
+  }
+  console.log(`system-deps: installing ${packages.join(', ')} (for ${missing.join(', ')})`);
+  const [cmd, ...pre] = [...sudo, 'apt-get'];
+  run(cmd, [...pre, 'update', '-qq']);
+  run(cmd, [...pre, 'install', '-y', '-qq', '--no-install-recommends', ...packages]);
+  const still = missing.filter((c) => !present(c));
+  if (still.length) throw new Error(`system-deps: ${still.join(', ')} still missing after apt-get install`);
+}
+
+main();

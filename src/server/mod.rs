@@ -491,7 +491,7 @@ fn with_outcome(mut response: Response, hash: &str, token: Option<&str>, bytes: 
 }
 
 /// UTC time as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
-fn rfc3339(t: SystemTime) -> String {
+pub(crate) fn rfc3339(t: SystemTime) -> String {
     let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
     let days = (secs / 86_400) as i64;

@@ -327,6 +327,12 @@ export interface HashFilesResult {
   files: Array<FileHash>
 }
 
+/**
+ * Whether this process, or its parent, is the Nx command whose `process.argv` is `argv` (Linux;
+ * false elsewhere): the hooks then run where the run lives anyway, and need no host.
+ */
+export declare function hookInNxCommand(argv: Array<string>): boolean
+
 /** Registers a run (`{ id?, workspaceRoot, options, env, argv }`) at the running host. */
 export declare function hostAttach(dir: string, version: string, request: any): Promise<HostAttachResult>
 

@@ -855,6 +855,7 @@ module.exports.hashFile = nativeBinding.hashFile
 module.exports.hashFileAsync = nativeBinding.hashFileAsync
 module.exports.hashFiles = nativeBinding.hashFiles
 module.exports.hashFilesAsync = nativeBinding.hashFilesAsync
+module.exports.hookInNxCommand = nativeBinding.hookInNxCommand
 module.exports.hostAttach = nativeBinding.hostAttach
 module.exports.hostEnd = nativeBinding.hostEnd
 module.exports.hostPaths = nativeBinding.hostPaths

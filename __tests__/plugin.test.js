@@ -93,6 +93,33 @@ test('NX_OPEN_CACHE_HOST=off: the proxy runs in this process and no host starts'
   await assert.rejects(fetch(`${url}/v1/cache/1`));
 });
 
+test('auto: hooks in the Nx command itself (daemon off) run the proxy in that process, no host', async () => {
+  const here = { id: 'in-nx', workspaceRoot: sb.root, argv: [...process.argv] };
+  await plugin.preTasksExecution({ path: 'store' }, here);
+  const url = process.env.NX_SELF_HOSTED_REMOTE_CACHE_SERVER;
+  assert.equal((await fetch(`${url}/v1/cache/1`)).status, 401);
+  assert.equal(await native.hostStatus(hostDir(), VERSION), null, 'no host started');
+  await plugin.postTasksExecution({ path: 'store' }, here);
+  assert.ok(sb.printed.some((l) => l.startsWith('nx-open-cache: 0 hits')), sb.printed.join('\n'));
+});
+
+test('auto: hooks in a child of the Nx command (its own plugin worker) run the proxy there on Linux', async () => {
+  // This process stands in for Nx; the child for its plugin worker, which gets Nx's argv.
+  const script = `const plugin = require(${JSON.stringify(require.resolve('../lib/plugin.js'))});
+    const ctx = { id: 'worker', workspaceRoot: ${JSON.stringify(sb.root)}, argv: ${JSON.stringify(process.argv)} };
+    (async () => {
+      await plugin.preTasksExecution({ path: 'store' }, ctx);
+      console.log('URL ' + process.env.NX_SELF_HOSTED_REMOTE_CACHE_SERVER);
+      await plugin.postTasksExecution({ path: 'store' }, ctx);
+    })();`;
+  const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', env: { ...process.env } });
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /^URL http:\/\/127\.0\.0\.1:\d+$/m);
+  assert.match(r.stdout, /^nx-open-cache: 0 hits/m);
+  const log = native.hostPaths(hostDir(), VERSION).log;
+  assert.equal(fs.existsSync(log), process.platform !== 'linux', `a host was started: ${log}`);
+});
+
 test('no host can start (no usable data directory): the proxy runs in this process, with one notice', async () => {
   const notADir = path.join(sb.root, 'not-a-directory');
   fs.writeFileSync(notADir, '');

@@ -1,8 +1,8 @@
 'use strict';
 // The Nx plugin: preTasksExecution registers the run at the workspace's cache host (lib/host.js),
 // which starts the run's cache proxy, and points Nx's own remote-cache client at it;
-// postTasksExecution ends the run there and reports it. Where no host can serve, the proxy runs in
-// this process (NX_OPEN_CACHE_HOST=off asks for that).
+// postTasksExecution ends the run there and reports it. Where the hooks run in Nx's own process
+// (the daemon is off), or no host can serve, the proxy runs in this process instead.
 
 const fs = require('node:fs');
 const path = require('node:path');
@@ -104,17 +104,25 @@ function reasonToStayOut(argv, env) {
 }
 
 /**
- * Whether runs go to the workspace's cache host (default) or get a proxy in this process
- * (NX_OPEN_CACHE_HOST=off).
+ * Whether this run goes to the workspace's cache host, from NX_OPEN_CACHE_HOST: `on` always, `off`
+ * never (the proxy runs in this process), `auto` (default) unless this process is the run's Nx
+ * command itself or a plugin worker of its own (the daemon is off), where the process lives as
+ * long as the run. Under the daemon, or when that cannot be told (an Nx without `context.argv`,
+ * a system without /proc), the host.
+ * @param {typeof import('../index')} addon
  * @param {string | undefined} value
+ * @param {readonly string[] | undefined} argv  Nx's process.argv
  */
-function useHost(value) {
+function useHost(addon, value, argv) {
   const v = (value ?? '').trim().toLowerCase();
-  if (v === 'off' || v === 'false' || v === '0' || v === 'no') return false;
-  if (v !== '' && v !== 'on' && v !== 'true' && v !== '1' && v !== 'yes') {
-    noticeOnce(`NX_OPEN_CACHE_HOST=${JSON.stringify(value)} is not one of on, off: using the cache host`);
+  if (v === 'off') return false;
+  if (v === 'on') return true;
+  if (v !== '' && v !== 'auto') {
+    noticeOnce(`NX_OPEN_CACHE_HOST=${JSON.stringify(value)} is not one of auto, on, off: using auto`);
   }
-  return true;
+  if (!argv || argv.length < 2) return true;
+  const here = argv.length === process.argv.length && argv.every((a, i) => a === process.argv[i]);
+  return !(here || addon.hookInNxCommand([...argv]));
 }
 
 /**
@@ -196,7 +204,7 @@ async function preTasksExecution(pluginOptions, context) {
     noticeOnce(`mode is no-cache (${config.modeSource}): remote cache not used`);
     return;
   }
-  const served = useHost(hookEnv.NX_OPEN_CACHE_HOST)
+  const served = useHost(addon, hookEnv.NX_OPEN_CACHE_HOST, context.argv)
     ? await serveFromHost(addon, context, options, env)
     : undefined;
   const proxy = served ?? startLocalProxy(addon, context.workspaceRoot, options, env);

@@ -28,7 +28,7 @@ impl Liveness for FakeLiveness {
             Vec::new()
         }
     }
-    fn alive(&self, _process: &ClientProcess) -> bool {
+    fn alive(&self, _process: &ClientProcess, _argv: &[String]) -> bool {
         self.alive.load(Ordering::SeqCst)
     }
 }
@@ -536,17 +536,32 @@ mod liveness {
         let deadline = Instant::now() + Duration::from_secs(10);
         let found = loop {
             let found = Procfs.find(&argv);
-            if !found.is_empty() || Instant::now() > deadline {
+            if found.iter().any(|p| p.pid == child.id()) || Instant::now() > deadline {
                 break found;
             }
             std::thread::sleep(Duration::from_millis(20));
         };
-        assert_eq!(found.len(), 1, "{found:?}");
-        assert_eq!(found[0].pid, child.id());
-        assert!(Procfs.alive(&found[0]));
+        let client = found
+            .iter()
+            .find(|p| p.pid == child.id())
+            .unwrap_or_else(|| panic!("not found: {found:?}"))
+            .clone();
+        assert!(Procfs.alive(&client, &argv));
+        // sh forks to run sleep: the fork matched until its exec, and is not the command after it.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while found
+            .iter()
+            .any(|p| p.pid != child.id() && Procfs.alive(p, &argv))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "a fork still looks like the command"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
         child.kill().unwrap();
         child.wait().unwrap();
-        assert!(!Procfs.alive(&found[0]));
+        assert!(!Procfs.alive(&client, &argv));
         assert!(Procfs.find(&argv).is_empty());
     }
 }

@@ -22,8 +22,8 @@ pub struct ClientProcess {
 pub trait Liveness: Send + Sync + 'static {
     /// The processes whose command line is `argv`, now.
     fn find(&self, argv: &[String]) -> Vec<ClientProcess>;
-    /// Whether `process` (found earlier) still runs.
-    fn alive(&self, process: &ClientProcess) -> bool;
+    /// Whether `process` (found earlier for `argv`) still runs that command.
+    fn alive(&self, process: &ClientProcess, argv: &[String]) -> bool;
 }
 
 /// The real thing: `/proc` on Linux; elsewhere it finds nothing (liveness unknown).
@@ -52,8 +52,11 @@ impl Liveness for Procfs {
             .collect()
     }
 
-    fn alive(&self, process: &ClientProcess) -> bool {
+    fn alive(&self, process: &ClientProcess, argv: &[String]) -> bool {
+        // The same process (pid and start time), still with that command line: a fork of Nx caught
+        // before its exec matched too, and is not Nx once it runs a task.
         start_time(process.pid) == Some(process.started)
+            && read_cmdline(process.pid).is_some_and(|c| cmdline_matches(&c, argv))
     }
 }
 
@@ -79,6 +82,25 @@ pub fn cmdline_matches(cmdline: &[String], argv: &[String]) -> bool {
     }
 }
 
+/// Whether this process, or its parent, is the Nx command whose `process.argv` is `argv` (Linux;
+/// elsewhere false): the hooks then run in Nx's own process or in a plugin worker of its own, which
+/// lives as long as the run, rather than in the daemon's workers, which serve every run.
+pub fn in_nx_command(argv: &[String]) -> bool {
+    let own = std::process::id();
+    [Some(own), parent_of(own)]
+        .into_iter()
+        .flatten()
+        .any(|pid| read_cmdline(pid).is_some_and(|c| cmdline_matches(&c, argv)))
+}
+
+/// `/proc/<pid>/stat` field 4 (the parent's pid).
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.get(stat.rfind(')')? + 1..)?;
+    // `after` starts at field 3 (state): field 4 is the next.
+    after.split_whitespace().nth(1)?.parse().ok()
+}
+
 fn read_cmdline(pid: u32) -> Option<Vec<String>> {
     let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     if raw.is_empty() {
@@ -97,7 +119,7 @@ fn read_cmdline(pid: u32) -> Option<Vec<String>> {
 fn start_time(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) is in parentheses and may hold spaces or parentheses.
-    let after = &stat[stat.rfind(')')? + 1..];
+    let after = stat.get(stat.rfind(')')? + 1..)?;
     let mut fields = after.split_whitespace();
     let state = fields.next()?;
     if state == "Z" || state == "X" {

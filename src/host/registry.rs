@@ -198,6 +198,7 @@ struct Run {
     anonymous: bool,
     traffic: u64,
     last_traffic: Instant,
+    argv: Vec<String>,
     clients: Vec<ClientProcess>,
     gone_since: Option<Instant>,
 }
@@ -224,7 +225,7 @@ impl Run {
         if self.clients.is_empty() {
             return;
         }
-        if self.clients.iter().any(|c| liveness.alive(c)) {
+        if self.clients.iter().any(|c| liveness.alive(c, &self.argv)) {
             self.gone_since = None;
         } else if self.gone_since.is_none() {
             self.gone_since = Some(now);
@@ -370,6 +371,7 @@ impl Registry {
             started: SystemTime::now(),
             anonymous,
             last_traffic: now,
+            argv: req.argv.clone(),
             clients,
             gone_since: None,
         };

@@ -147,6 +147,13 @@ pub async fn host_stop(dir: String, version: String) -> Result<bool> {
         .map_err(failure)
 }
 
+/// Whether this process, or its parent, is the Nx command whose `process.argv` is `argv` (Linux;
+/// false elsewhere): the hooks then run where the run lives anyway, and need no host.
+#[napi]
+pub fn hook_in_nx_command(argv: Vec<String>) -> bool {
+    host::liveness::in_nx_command(&argv)
+}
+
 /// The cache host itself (what `lib/host.js` runs).
 #[napi]
 pub struct CacheHost {

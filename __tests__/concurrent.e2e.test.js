@@ -12,12 +12,12 @@
  */
 
 const assert = require('node:assert/strict');
-const { spawnSync } = require('node:child_process');
+const { spawn, spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const path = require('node:path');
 const { describe, test, before, after } = require('node:test');
 
-const { createWorkspace, disposePack, storeObjects } = require('./helpers/nx-workspace.js');
+const { cleanEnv, createWorkspace, disposePack, storeObjects } = require('./helpers/nx-workspace.js');
 
 /** @typedef {import('./helpers/nx-workspace.js').NxWorkspace} NxWorkspace */
 /** @typedef {import('./helpers/nx-workspace.js').RunResult} RunResult */
@@ -75,6 +75,13 @@ function addPairs() {
       }, null, 2));
     }
   }
+  // A task that takes a minute: the run interrupted before its postTasksExecution.
+  fs.mkdirSync(path.join(ws.root, 'slow', 'src'), { recursive: true });
+  fs.writeFileSync(path.join(ws.root, 'slow', 'src', 'index.txt'), 'slow\n');
+  fs.writeFileSync(path.join(ws.root, 'slow', 'project.json'), JSON.stringify({
+    name: 'slow',
+    targets: { build: { executor: 'nx:run-commands', cache: true, outputs: ['{projectRoot}/dist'], options: { command: 'node tools/slow-build.js slow slow 60000' } } },
+  }, null, 2));
   for (const args of [['add', '-A'], ['commit', '-q', '-m', 'pairs']]) {
     const r = spawnSync('git', args, { cwd: ws.root, encoding: 'utf8' });
     assert.equal(r.status, 0, `git ${args.join(' ')}: ${r.stderr}`);
@@ -300,4 +307,36 @@ describe(`${RUNS} concurrent nx runs in one workspace, daemon on, ${ROUNDS} roun
       await assertNothingLeft();
     });
   }
+
+  test('a run killed before its postTasksExecution ends at the host soon after, and the host exits', async () => {
+    await ws.resetScenario();
+    const env = configEnv(true);
+    ws.setPluginOptions({ backend: 'fs', path: ws.newStorePath('killed') });
+    const nx = spawn(process.execPath, [ws.nxBin, 'run-many', '-t', 'build', '-p', 'slow', '--output-style=static'], {
+      cwd: ws.root, env: cleanEnv(env), stdio: 'ignore', detached: true,
+    });
+    const cli = path.join(ws.root, 'node_modules', 'nx-open-cache', 'lib', 'cli.js');
+    const hostRuns = () => {
+      const r = spawnSync(process.execPath, [cli, 'host', '--json'], { cwd: ws.root, encoding: 'utf8' });
+      return r.status === 0 ? (JSON.parse(r.stdout) || { runs: [] }).runs : [];
+    };
+    try {
+      let runs = [];
+      for (let i = 0; i < 240 && runs.length === 0; i++) {
+        await new Promise((r) => setTimeout(r, 250));
+        runs = hostRuns();
+      }
+      assert.equal(runs.length, 1, 'the run registered at the host');
+      assert.equal(runs[0].command, 'running', `the host watches the run's nx command: ${JSON.stringify(runs)}`);
+    } finally {
+      // nx and its task, as Ctrl-C or a crash would end them: no postTasksExecution.
+      try { process.kill(-(/** @type {number} */ (nx.pid)), 'SIGKILL'); } catch { /* gone */ }
+    }
+    await assertNothingLeft();
+    const version = JSON.parse(fs.readFileSync(path.join(ws.root, 'node_modules', 'nx-open-cache', 'package.json'), 'utf8')).version;
+    const hostLog = fs.readFileSync(path.join(pluginDataDir(), `host-${version}.log`), 'utf8');
+    assert.match(hostLog, /ended \(its Nx command ended without postTasksExecution\)/);
+    assert.match(hostLog, /exiting: no run for/);
+    await ws.nx(['daemon', '--stop'], { env });
+  });
 });

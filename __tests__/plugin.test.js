@@ -103,6 +103,19 @@ test('auto: hooks in the Nx command itself (daemon off) run the proxy in that pr
   assert.ok(sb.printed.some((l) => l.startsWith('nx-open-cache: 0 hits')), sb.printed.join('\n'));
 });
 
+test('auto: in the daemon, whose parent may be the Nx command that started it, the host serves', async () => {
+  const here = { id: 'in-daemon', workspaceRoot: sb.root, argv: [...process.argv] };
+  /** @type {any} */ (globalThis).NX_DAEMON = true;
+  try {
+    await plugin.preTasksExecution({ path: 'store' }, here);
+  } finally {
+    delete (/** @type {any} */ (globalThis).NX_DAEMON);
+  }
+  const host = await native.hostStatus(hostDir(), VERSION);
+  assert.deepEqual(host && host.runs.map((/** @type {any} */ r) => r.runId), ['in-daemon']);
+  await plugin.postTasksExecution({ path: 'store' }, here);
+});
+
 test('auto: hooks in a child of the Nx command (its own plugin worker) run the proxy there on Linux', async () => {
   // This process stands in for Nx; the child for its plugin worker, which gets Nx's argv.
   const script = `const plugin = require(${JSON.stringify(require.resolve('../lib/plugin.js'))});
@@ -153,6 +166,16 @@ test('an Nx without run ids: every run keeps its proxy until the last ends, whic
   await plugin.postTasksExecution({}, noId);
   assert.ok(sb.printed.some((l) => /^nx-open-cache: 1 hit, 0 misses, 2 stored/.test(l)), sb.printed.join('\n'));
   assert.equal(JSON.parse(fs.readFileSync(summaryFile(sb.root), 'utf8')).runs, 2);
+  // A run that stayed out ends nobody's run.
+  await plugin.preTasksExecution({ path: 'store' }, noId);
+  const third = process.env.NX_SELF_HOSTED_REMOTE_CACHE_SERVER;
+  process.env.NX_SKIP_REMOTE_CACHE = 'true';
+  await plugin.preTasksExecution({ path: 'store' }, noId);
+  await plugin.postTasksExecution({}, noId);
+  assert.equal((await fetch(`${third}/v1/cache/1`)).status, 401, 'the registered run still serves');
+  delete process.env.NX_SKIP_REMOTE_CACHE;
+  await plugin.postTasksExecution({}, noId);
+  await assert.rejects(fetch(`${third}/v1/cache/1`));
 });
 
 test('a second run in the same process (the daemon) starts again despite its own stale variables', async () => {

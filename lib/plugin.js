@@ -37,6 +37,11 @@ const TOKEN = 'NX_SELF_HOSTED_REMOTE_CACHE_ACCESS_TOKEN';
 const runs = new Map();
 /** Runs this process registered at the host, by Nx run id (to report a host that vanished). @type {Set<string>} */
 const hostRuns = new Set();
+/**
+ * Runs without an id (an Nx before 21) this process registered and has not ended: only those may
+ * end one at the host (a run that stayed out must not end another's).
+ */
+let anonymousHostRuns = 0;
 /** Notices already printed in this process. @type {Set<string>} */
 const said = new Set();
 
@@ -120,6 +125,8 @@ function useHost(addon, value, argv) {
   if (v !== '' && v !== 'auto') {
     noticeOnce(`NX_OPEN_CACHE_HOST=${JSON.stringify(value)} is not one of auto, on, off: using auto`);
   }
+  // The daemon (its parent may be the Nx command that started it) and its plugin workers.
+  if (/** @type {any} */ (globalThis).NX_DAEMON || process.env.NX_DAEMON_PROCESS === 'true') return true;
   if (!argv || argv.length < 2) return true;
   const here = argv.length === process.argv.length && argv.every((a, i) => a === process.argv[i]);
   return !(here || addon.hookInNxCommand([...argv]));
@@ -231,6 +238,7 @@ async function serveFromHost(addon, context, options, env) {
   try {
     const run = await attachRun(addon, pluginDataDir(context.workspaceRoot), request);
     if (context.id) hostRuns.add(context.id);
+    else anonymousHostRuns += 1;
     return run;
   } catch (e) {
     noticeOnce(`cannot use the cache host (${/** @type {Error} */ (e).message}): this run's proxy runs in this process`);
@@ -262,6 +270,11 @@ async function endOfRun(context) {
     addon = native();
   } catch {
     return undefined;
+  }
+  if (context.id === undefined) {
+    // Without a run id, a run that stayed out must not end one that did not.
+    if (anonymousHostRuns === 0 || reasonToStayOut(context.argv, process.env)) return undefined;
+    anonymousHostRuns -= 1;
   }
   const registeredHere = context.id !== undefined && hostRuns.delete(context.id);
   const r = await endRun(addon, pluginDataDir(context.workspaceRoot), context.id).catch((e) => ({ outcome: 'failed', reason: e.message }));

@@ -231,7 +231,10 @@ pub fn open(settings: HostSettings) -> Result<Option<RunningHost>, String> {
         .map_err(|e| format!("cannot register the control socket: {e}"))?;
     let (shutdown, shutdown_rx) = watch::channel(false);
     let server = tokio::spawn(control::serve(listener, state.clone(), shutdown_rx));
-    write_info(&settings.files, &info)?;
+    if let Err(e) = write_info(&settings.files, &info) {
+        let _ = shutdown.send(true);
+        return Err(e);
+    }
     log(&format!(
         "started (version {}, control {}, data {})",
         info.version,

@@ -353,7 +353,12 @@ impl Registry {
                 (id.clone(), false)
             }
             None => {
-                let id = format!("anonymous-{}", self.next_anonymous);
+                // Unique beyond this host's life too: it names the run's summary file.
+                let id = format!(
+                    "anonymous-{}-{}",
+                    unix_millis(SystemTime::now()),
+                    self.next_anonymous
+                );
                 self.next_anonymous += 1;
                 (id, true)
             }

@@ -24,6 +24,8 @@ const { cleanEnv, createWorkspace, disposePack, storeObjects } = require('./help
 
 const RUNS = 5;
 const ROUNDS = Math.max(1, Number(process.env.NXOC_E2E_CONCURRENT_ROUNDS) || 10);
+/** How long the task of the run that is killed would take. */
+const SLOW_MS = 60_000;
 /** Upper bound for the cache host to exit once the last run ended (its grace is a few seconds). */
 const HOST_EXIT_WAIT_MS = 30_000;
 
@@ -80,7 +82,7 @@ function addPairs() {
   fs.writeFileSync(path.join(ws.root, 'slow', 'src', 'index.txt'), 'slow\n');
   fs.writeFileSync(path.join(ws.root, 'slow', 'project.json'), JSON.stringify({
     name: 'slow',
-    targets: { build: { executor: 'nx:run-commands', cache: true, outputs: ['{projectRoot}/dist'], options: { command: 'node tools/slow-build.js slow slow 60000' } } },
+    targets: { build: { executor: 'nx:run-commands', cache: true, outputs: ['{projectRoot}/dist'], options: { command: `node tools/slow-build.js slow slow ${SLOW_MS}` } } },
   }, null, 2));
   for (const args of [['add', '-A'], ['commit', '-q', '-m', 'pairs']]) {
     const r = spawnSync('git', args, { cwd: ws.root, encoding: 'utf8' });
@@ -329,8 +331,12 @@ describe(`${RUNS} concurrent nx runs in one workspace, daemon on, ${ROUNDS} roun
       assert.equal(runs.length, 1, 'the run registered at the host');
       assert.equal(runs[0].command, 'running', `the host watches the run's nx command: ${JSON.stringify(runs)}`);
     } finally {
-      // nx and its task, as Ctrl-C or a crash would end them: no postTasksExecution.
+      // nx, as Ctrl-C or a crash would end it: no postTasksExecution. Its task may run in a group
+      // of its own: it goes too, by its command line (unique to this test).
       try { process.kill(-(/** @type {number} */ (nx.pid)), 'SIGKILL'); } catch { /* gone */ }
+      for (const p of processesMentioning(`slow-build.js slow slow ${SLOW_MS}`)) {
+        try { process.kill(p.pid, 'SIGKILL'); } catch { /* gone */ }
+      }
     }
     await assertNothingLeft();
     const version = JSON.parse(fs.readFileSync(path.join(ws.root, 'node_modules', 'nx-open-cache', 'package.json'), 'utf8')).version;

@@ -9,6 +9,16 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
+/** The cache host itself (what `lib/host.js` runs). */
+export declare class CacheHost {
+  /** The control channel's URL. */
+  get url(): string
+  /** Makes the host exit now (runs still registered are stopped). */
+  stop(): void
+  /** Resolves with the reason once the host has exited. */
+  wait(): Promise<string>
+}
+
 /**
  * An Nx remote-cache proxy on 127.0.0.1 with a random port and bearer token, serving from the
  * configured storage on native threads (the JS event loop is never blocked by cache traffic).
@@ -317,8 +327,72 @@ export interface HashFilesResult {
   files: Array<FileHash>
 }
 
+/**
+ * Whether this process, or its parent, is the Nx command whose `process.argv` is `argv` (Linux;
+ * false elsewhere): the hooks then run where the run lives anyway, and need no host.
+ */
+export declare function hookInNxCommand(argv: Array<string>): boolean
+
+/** Registers a run (`{ id?, workspaceRoot, options, env, argv }`) at the running host. */
+export declare function hostAttach(dir: string, version: string, request: any): Promise<HostAttachResult>
+
+/**
+ * `run` when registered; otherwise `reason`, and `retry` when starting a host (or waiting for
+ * one that is starting) and trying again may help.
+ */
+export interface HostAttachResult {
+  run?: HostRun
+  retry: boolean
+  reason?: string
+}
+
+/** Ends run `id` (null: a run of an Nx without run ids) at the running host. */
+export declare function hostEnd(dir: string, version: string, id?: string | undefined | null): Promise<HostEndResult>
+
+/**
+ * How ending a run went: `outcome` is `ended` (with `ended`: runId, location, mode, modeSource,
+ * startedAt in ms, runs, stats), `deferred` (`open` other runs of an Nx without run ids still
+ * run), `unknown` or `no-host`.
+ */
+export interface HostEndResult {
+  outcome: string
+  ended?: any
+  open?: number
+}
+
+export declare function hostPaths(dir: string, version: string): HostPaths
+
+/** The host's files in a plugin data directory (`<workspace data dir>/nx-open-cache`). */
+export interface HostPaths {
+  lock: string
+  info: string
+  log: string
+}
+
+/** A run registered at the host: where its Nx sends cache traffic. */
+export interface HostRun {
+  runId: string
+  url: string
+  token: string
+  location: string
+  mode: string
+  modeSource: string
+}
+
+/** The running host's state (pid, version, url, startedAt, runs), or null when none runs. */
+export declare function hostStatus(dir: string, version: string): Promise<any | null>
+
+/** Asks the running host to exit; false when none runs. */
+export declare function hostStop(dir: string, version: string): Promise<boolean>
+
 /** Generates a signing key pair from the system's random number generator. */
 export declare function keygen(): SigningKeyPair
+
+/**
+ * Starts the host of a plugin data directory and version; null when another host holds its lock
+ * (after waiting a few seconds for an exiting one to release it).
+ */
+export declare function openCacheHost(dir: string, version: string): CacheHost | null
 
 /**
  * Packs the outputs plus the terminal output and exit code into one reproducible archive (same

@@ -835,6 +835,7 @@ function __napiStampBindingTarget(exportsObject, target) {
 // linked import resolves to `undefined`.
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
+module.exports.CacheHost = nativeBinding.CacheHost
 module.exports.CacheProxy = nativeBinding.CacheProxy
 module.exports.ServerHandle = nativeBinding.ServerHandle
 module.exports.doctor = nativeBinding.doctor
@@ -854,7 +855,14 @@ module.exports.hashFile = nativeBinding.hashFile
 module.exports.hashFileAsync = nativeBinding.hashFileAsync
 module.exports.hashFiles = nativeBinding.hashFiles
 module.exports.hashFilesAsync = nativeBinding.hashFilesAsync
+module.exports.hookInNxCommand = nativeBinding.hookInNxCommand
+module.exports.hostAttach = nativeBinding.hostAttach
+module.exports.hostEnd = nativeBinding.hostEnd
+module.exports.hostPaths = nativeBinding.hostPaths
+module.exports.hostStatus = nativeBinding.hostStatus
+module.exports.hostStop = nativeBinding.hostStop
 module.exports.keygen = nativeBinding.keygen
+module.exports.openCacheHost = nativeBinding.openCacheHost
 module.exports.pack = nativeBinding.pack
 module.exports.packAsync = nativeBinding.packAsync
 module.exports.resolveConfig = nativeBinding.resolveConfig

@@ -112,6 +112,16 @@ function assertPrintedSummary(r, s, what) {
   assert.equal(num(/(\d+) errors?\b/), s.errorCount, `${what}: printed errors vs last-run.json: ${line}`);
 }
 
+/** @returns {number} how many runs the workspace's cache host registered (0: none ran) */
+function hostRegistrations() {
+  const dir = path.join(ws.root, '.nx', 'workspace-data', 'nx-open-cache');
+  if (!fs.existsSync(dir)) return 0;
+  return fs.readdirSync(dir)
+    .filter((f) => /^host-.*\.log$/.test(f))
+    .flatMap((f) => fs.readFileSync(path.join(dir, f), 'utf8').split('\n'))
+    .filter((l) => / run \S+ registered /.test(l)).length;
+}
+
 /**
  * Store layout: `<aa>/<bb>/<name>` (two levels of 2-char fan-out).
  * @param {string[]} objects
@@ -214,6 +224,9 @@ describe('nx-open-cache with a real Nx workspace', () => {
       } else {
         assertPrintedSummary(cold, coldSummary, 'cold run');
       }
+      // Where the run's server ran: the cache host under the daemon, Nx's own process (or its own
+      // plugin worker) without it.
+      assert.equal(hostRegistrations() > 0, daemon, `cold run: served by the cache host should be ${daemon}${show(cold)}`);
       assert.deepEqual(ws.builtProjects().sort(), allProjects(), `cold run: not every project built${show(cold)}`);
       for (const p of allProjects()) {
         assert.ok(!isRemoteHit(cold.output, p), `cold run: ${p} reported as a remote hit on an empty store${show(cold)}`);

@@ -1,7 +1,7 @@
 'use strict';
 // The plugin hooks and the CLI in-process, against the real native proxy and a temp directory.
 
-const { test } = require('node:test');
+const { test, afterEach } = require('node:test');
 const { hookSandbox } = require('./helpers/hook-sandbox.js');
 const assert = require('node:assert/strict');
 const { spawnSync } = require('node:child_process');
@@ -9,7 +9,9 @@ const fs = require('node:fs');
 const path = require('node:path');
 
 const plugin = require('../lib/plugin.js');
-const { formatBytes, formatSummary, formatSummaryTable, summaryMode, summaryFile } = require('../lib/summary.js');
+const { VERSION } = require('../lib/host.js');
+const native = require('../index.js');
+const { formatBytes, formatSummary, formatSummaryTable, pluginDataDir, runSummaryFile, summaryMode, summaryFile } = require('../lib/summary.js');
 
 const VARS = [
   'NX_SELF_HOSTED_REMOTE_CACHE_SERVER',
@@ -18,13 +20,21 @@ const VARS = [
   'NX_OPEN_CACHE_MODE',
   'NX_SKIP_REMOTE_CACHE',
   'NX_OPEN_CACHE_SUMMARY',
+  'NX_OPEN_CACHE_HOST',
+  'NX_WORKSPACE_DATA_DIRECTORY',
   'CI',
 ];
+
+/** The sandbox workspace's cache host, stopped after each test (before the sandbox is removed). */
+const hostDir = () => pluginDataDir(sb.root);
+afterEach(async () => {
+  await native.hostStop(hostDir(), VERSION);
+});
 
 const sb = hookSandbox({ prefix: 'nxoc-plugin-', vars: VARS, nxJson: '{}' });
 
 /** @param {string} id */
-const ctx = (id, argv = ['nx', 'run-many', '-t', 'build']) => ({ id, workspaceRoot: sb.root, argv });
+const ctx = (id, argv = [process.execPath, '/ws/node_modules/nx/bin/nx.js', 'run-many', '-t', 'build']) => ({ id, workspaceRoot: sb.root, argv });
 
 test('pre starts a proxy Nx can use; post stops it, prints and saves the summary', async () => {
   const options = { backend: 'fs', path: 'store' };
@@ -47,7 +57,125 @@ test('pre starts a proxy Nx can use; post stops it, prints and saves the summary
   assert.equal(saved.hits, 1);
   assert.equal(saved.stored, 1);
   assert.equal(saved.runId, 'run-1');
+  assert.equal(saved.command, 'run-many -t build');
+  assert.deepEqual(JSON.parse(fs.readFileSync(runSummaryFile(sb.root, 'run-1'), 'utf8')), saved, 'the run keeps its own summary');
   await assert.rejects(fetch(`${url}/v1/cache/123`, { headers: auth }), 'the proxy is stopped');
+  const host = await native.hostStatus(hostDir(), VERSION);
+  assert.ok(host, 'the proxy ran in the cache host');
+  assert.notEqual(host.pid, process.pid);
+  assert.deepEqual(host.runs, []);
+});
+
+test('a run registered by one process is ended by another (a restarted plugin worker) with its own counters', async () => {
+  await plugin.preTasksExecution({ path: 'store' }, ctx('w-1'));
+  const url = process.env.NX_SELF_HOSTED_REMOTE_CACHE_SERVER;
+  const auth = { authorization: `Bearer ${process.env.NX_SELF_HOSTED_REMOTE_CACHE_ACCESS_TOKEN}` };
+  assert.equal((await fetch(`${url}/v1/cache/5`, { method: 'PUT', headers: auth, body: 'x' })).status, 200);
+  const script = `require(${JSON.stringify(require.resolve('../lib/plugin.js'))})` +
+    `.postTasksExecution({}, { id: 'w-1', workspaceRoot: ${JSON.stringify(sb.root)}, argv: ['node', 'nx', 'run-many'] })`;
+  const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', env: { ...process.env } });
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /^nx-open-cache: 0 hits, 0 misses, 1 stored, 0 B down, 1 B up, 0 errors \(fs /m);
+  await assert.rejects(fetch(`${url}/v1/cache/5`, { headers: auth }), 'the proxy is stopped');
+  // This process's own post for the run finds nothing left to end, and says so.
+  await plugin.postTasksExecution({}, ctx('w-1'));
+  assert.ok(sb.printed.some((l) => l.includes('no summary for this run')), sb.printed.join('\n'));
+});
+
+test('NX_OPEN_CACHE_HOST=off: the proxy runs in this process and no host starts', async () => {
+  process.env.NX_OPEN_CACHE_HOST = 'off';
+  await plugin.preTasksExecution({ path: 'store' }, ctx('h-off'));
+  const url = process.env.NX_SELF_HOSTED_REMOTE_CACHE_SERVER;
+  assert.equal((await fetch(`${url}/v1/cache/1`)).status, 401);
+  assert.equal(await native.hostStatus(hostDir(), VERSION), null);
+  await plugin.postTasksExecution({ path: 'store' }, ctx('h-off'));
+  assert.ok(sb.printed.some((l) => l.startsWith('nx-open-cache: 0 hits')), sb.printed.join('\n'));
+  await assert.rejects(fetch(`${url}/v1/cache/1`));
+});
+
+test('auto: hooks in the Nx command itself (daemon off) run the proxy in that process, no host', async () => {
+  const here = { id: 'in-nx', workspaceRoot: sb.root, argv: [...process.argv] };
+  await plugin.preTasksExecution({ path: 'store' }, here);
+  const url = process.env.NX_SELF_HOSTED_REMOTE_CACHE_SERVER;
+  assert.equal((await fetch(`${url}/v1/cache/1`)).status, 401);
+  assert.equal(await native.hostStatus(hostDir(), VERSION), null, 'no host started');
+  await plugin.postTasksExecution({ path: 'store' }, here);
+  assert.ok(sb.printed.some((l) => l.startsWith('nx-open-cache: 0 hits')), sb.printed.join('\n'));
+});
+
+test('auto: in the daemon, whose parent may be the Nx command that started it, the host serves', async () => {
+  const here = { id: 'in-daemon', workspaceRoot: sb.root, argv: [...process.argv] };
+  /** @type {any} */ (globalThis).NX_DAEMON = true;
+  try {
+    await plugin.preTasksExecution({ path: 'store' }, here);
+  } finally {
+    delete (/** @type {any} */ (globalThis).NX_DAEMON);
+  }
+  const host = await native.hostStatus(hostDir(), VERSION);
+  assert.deepEqual(host && host.runs.map((/** @type {any} */ r) => r.runId), ['in-daemon']);
+  await plugin.postTasksExecution({ path: 'store' }, here);
+});
+
+test('auto: hooks in a child of the Nx command (its own plugin worker) run the proxy there on Linux', async () => {
+  // This process stands in for Nx; the child for its plugin worker, which gets Nx's argv.
+  const script = `const plugin = require(${JSON.stringify(require.resolve('../lib/plugin.js'))});
+    const ctx = { id: 'worker', workspaceRoot: ${JSON.stringify(sb.root)}, argv: ${JSON.stringify(process.argv)} };
+    (async () => {
+      await plugin.preTasksExecution({ path: 'store' }, ctx);
+      console.log('URL ' + process.env.NX_SELF_HOSTED_REMOTE_CACHE_SERVER);
+      await plugin.postTasksExecution({ path: 'store' }, ctx);
+    })();`;
+  const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', env: { ...process.env } });
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /^URL http:\/\/127\.0\.0\.1:\d+$/m);
+  assert.match(r.stdout, /^nx-open-cache: 0 hits/m);
+  const log = native.hostPaths(hostDir(), VERSION).log;
+  assert.equal(fs.existsSync(log), process.platform !== 'linux', `a host was started: ${log}`);
+});
+
+test('no host can start (no usable data directory): the proxy runs in this process, with one notice', async () => {
+  const notADir = path.join(sb.root, 'not-a-directory');
+  fs.writeFileSync(notADir, '');
+  process.env.NX_WORKSPACE_DATA_DIRECTORY = notADir;
+  await plugin.preTasksExecution({ path: 'store' }, ctx('h-none'));
+  const url = process.env.NX_SELF_HOSTED_REMOTE_CACHE_SERVER;
+  const auth = { authorization: `Bearer ${process.env.NX_SELF_HOSTED_REMOTE_CACHE_ACCESS_TOKEN}` };
+  assert.equal((await fetch(`${url}/v1/cache/1`, { headers: auth })).status, 404);
+  const notices = sb.printed.filter((l) => l.includes('cannot use the cache host'));
+  assert.equal(notices.length, 1, sb.printed.join('\n'));
+  assert.match(notices[0], /this run's proxy runs in this process/);
+  await plugin.postTasksExecution({ path: 'store' }, ctx('h-none'));
+  assert.ok(sb.printed.some((l) => l.startsWith('nx-open-cache: 0 hits, 1 miss')), sb.printed.join('\n'));
+});
+
+test('an Nx without run ids: every run keeps its proxy until the last ends, which reports them all', async () => {
+  const noId = { workspaceRoot: sb.root };
+  await plugin.preTasksExecution({ path: 'store' }, noId);
+  const first = { url: process.env.NX_SELF_HOSTED_REMOTE_CACHE_SERVER, token: process.env.NX_SELF_HOSTED_REMOTE_CACHE_ACCESS_TOKEN };
+  await plugin.preTasksExecution({ path: 'store' }, noId);
+  const second = { url: process.env.NX_SELF_HOSTED_REMOTE_CACHE_SERVER, token: process.env.NX_SELF_HOSTED_REMOTE_CACHE_ACCESS_TOKEN };
+  assert.notEqual(first.url, second.url);
+  for (const [i, p] of [first, second].entries()) {
+    const r = await fetch(`${p.url}/v1/cache/${i}`, { method: 'PUT', headers: { authorization: `Bearer ${p.token}` }, body: 'x' });
+    assert.equal(r.status, 200);
+  }
+  await plugin.postTasksExecution({}, noId);
+  assert.ok(sb.printed.some((l) => l.includes('1 other Nx run(s) in this workspace still use the cache')), sb.printed.join('\n'));
+  const r = await fetch(`${first.url}/v1/cache/1`, { headers: { authorization: `Bearer ${first.token}` } });
+  assert.equal(r.status, 200, 'the first run still serves');
+  await plugin.postTasksExecution({}, noId);
+  assert.ok(sb.printed.some((l) => /^nx-open-cache: 1 hit, 0 misses, 2 stored/.test(l)), sb.printed.join('\n'));
+  assert.equal(JSON.parse(fs.readFileSync(summaryFile(sb.root), 'utf8')).runs, 2);
+  // A run that stayed out ends nobody's run.
+  await plugin.preTasksExecution({ path: 'store' }, noId);
+  const third = process.env.NX_SELF_HOSTED_REMOTE_CACHE_SERVER;
+  process.env.NX_SKIP_REMOTE_CACHE = 'true';
+  await plugin.preTasksExecution({ path: 'store' }, noId);
+  await plugin.postTasksExecution({}, noId);
+  assert.equal((await fetch(`${third}/v1/cache/1`)).status, 401, 'the registered run still serves');
+  delete process.env.NX_SKIP_REMOTE_CACHE;
+  await plugin.postTasksExecution({}, noId);
+  await assert.rejects(fetch(`${third}/v1/cache/1`));
 });
 
 test('a second run in the same process (the daemon) starts again despite its own stale variables', async () => {
@@ -200,6 +328,17 @@ test('CLI: summary shows the saved run, config shows the effective settings, err
   const cfg = JSON.parse(r.stdout);
   assert.equal(cfg.location, path.join(sb.root, 'c'));
   assert.equal(cfg.mode, 'read-only');
+  await plugin.preTasksExecution({ path: 'store' }, ctx('cli-host'));
+  r = run(['host']);
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /^nx-open-cache host: pid \d+, version /);
+  assert.match(r.stdout, /run cli-host: fs .* \(read-write\), Nx command (running|unknown|gone), last cache request \d+ s ago/);
+  assert.equal(JSON.parse(run(['host', '--json']).stdout).runs[0].runId, 'cli-host');
+  r = run(['host', 'stop']);
+  assert.match(r.stdout, /the cache host stopped/);
+  await plugin.postTasksExecution({ path: 'store' }, ctx('cli-host'));
+  r = run(['host']);
+  assert.match(r.stdout, /no cache host running/);
   r = run(['frobnicate']);
   assert.equal(r.status, 1);
   assert.match(r.stderr, /unknown command "frobnicate"/);

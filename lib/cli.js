@@ -4,7 +4,7 @@
 
 const fs = require('node:fs');
 const path = require('node:path');
-const { formatSummary, readSummary, summaryFile } = require('./summary.js');
+const { formatSummary, pluginDataDir, readSummary, summaryFile } = require('./summary.js');
 
 const HELP = `Usage: nx-open-cache <command>
 
@@ -20,6 +20,9 @@ Commands:
   gc [--max-size <size>] [--max-age <age>] [--path <dir>] [--dry-run] [--json]
                      Delete least recently used / expired objects of an fs cache directory
                      (default: this workspace's); \`gc --help\` for details
+  host [status|stop] [--json]
+                     The workspace's cache host (the process that serves the runs' caches):
+                     its runs, or stop it (it also exits by itself once no run uses it)
   keygen [--encryption] [--json]
                      Print a new key pair for signed artifacts (trustedKeys /
                      NX_OPEN_CACHE_SIGNING_KEY), or an NX_OPEN_CACHE_ENCRYPTION_KEY
@@ -68,6 +71,7 @@ function main(argv) {
     console.error(`nx-open-cache: no nx.json found in ${process.cwd()} or above: run this inside an Nx workspace`);
     return 1;
   }
+  if (command === 'host') return require('./host.js').hostCommand(rest, pluginDataDir(root));
   if (command === 'summary') {
     const s = readSummary(root);
     if (!s) {

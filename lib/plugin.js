@@ -1,12 +1,15 @@
 'use strict';
-// The Nx plugin: preTasksExecution starts the native cache proxy and points Nx's own remote-cache
-// client at it; postTasksExecution stops it and reports the run.
+// The Nx plugin: preTasksExecution registers the run at the workspace's cache host (lib/host.js),
+// which starts the run's cache proxy, and points Nx's own remote-cache client at it;
+// postTasksExecution ends the run there and reports it. Where the hooks run in Nx's own process
+// (the daemon is off), or no host can serve, the proxy runs in this process instead.
 
 const fs = require('node:fs');
 const path = require('node:path');
 
-const { formatSummary, formatSummaryTable, summaryMode, writeSummary } = require('./summary.js');
+const { formatSummary, formatSummaryTable, pluginDataDir, summaryMode, writeSummary } = require('./summary.js');
 const { withLegacy } = require('./legacy.js');
+const { attachRun, endRun } = require('./host.js');
 
 /** @type {typeof import('../index') | undefined} */
 let nativeModule;
@@ -26,11 +29,19 @@ const SERVER = 'NX_SELF_HOSTED_REMOTE_CACHE_SERVER';
 const TOKEN = 'NX_SELF_HOSTED_REMOTE_CACHE_ACCESS_TOKEN';
 
 /**
- * @typedef {{ proxy: import('../index').CacheProxy, modeSource: string, startedAt: Date }} Run
+ * A run whose proxy runs in this process (no host could serve it).
+ * @typedef {{ proxy: import('../index').CacheProxy, modeSource: string, startedAt: Date }} LocalRun
  */
 
-/** Proxies by Nx run id (the daemon may serve several runs at once). @type {Map<string, Run>} */
+/** In-process proxies by Nx run id (the daemon may serve several runs at once). @type {Map<string, LocalRun>} */
 const runs = new Map();
+/** Runs this process registered at the host, by Nx run id (to report a host that vanished). @type {Set<string>} */
+const hostRuns = new Set();
+/**
+ * Runs without an id (an Nx before 21) this process registered and has not ended: only those may
+ * end one at the host (a run that stayed out must not end another's).
+ */
+let anonymousHostRuns = 0;
 /** Notices already printed in this process. @type {Set<string>} */
 const said = new Set();
 
@@ -60,11 +71,14 @@ function readNxJson(workspaceRoot) {
   }
 }
 
-/** @returns {Record<string, string>} */
-function envObject() {
+/**
+ * @param {NodeJS.ProcessEnv} source
+ * @returns {Record<string, string>}
+ */
+function envObject(source) {
   /** @type {Record<string, string>} */
   const out = {};
-  for (const [k, v] of Object.entries(process.env)) {
+  for (const [k, v] of Object.entries(source)) {
     if (typeof v === 'string') out[k] = v;
   }
   return out;
@@ -73,24 +87,99 @@ function envObject() {
 /**
  * Why the plugin should stay out of this run, if it should.
  * @param {readonly string[] | undefined} argv
+ * @param {NodeJS.ProcessEnv} env
  * @returns {string | undefined}
  */
-function reasonToStayOut(argv) {
+function reasonToStayOut(argv, env) {
   const args = argv || [];
   if (args.some((a) => a === '--skip-remote-cache' || a === '--skipRemoteCache' || a === '--skip-remote-cache=true')) {
     return 'remote cache skipped (--skip-remote-cache): not starting';
   }
-  if (truthy(process.env.NX_SKIP_REMOTE_CACHE)) {
+  if (truthy(env.NX_SKIP_REMOTE_CACHE)) {
     return 'remote cache skipped (NX_SKIP_REMOTE_CACHE): not starting';
   }
-  if (truthy(process.env.NX_DISABLE_REMOTE_CACHE)) {
+  if (truthy(env.NX_DISABLE_REMOTE_CACHE)) {
     return 'remote cache disabled (NX_DISABLE_REMOTE_CACHE): not starting';
   }
-  const server = process.env[SERVER];
-  if (server && server !== process.env[OWN_URL]) {
+  const server = env[SERVER];
+  if (server && server !== env[OWN_URL]) {
     return `${SERVER} is already set (${server}): nx-open-cache stays out of the way and Nx uses that server`;
   }
   return undefined;
+}
+
+/**
+ * Whether this run goes to the workspace's cache host, from NX_OPEN_CACHE_HOST: `on` always, `off`
+ * never (the proxy runs in this process), `auto` (default) unless this process is the run's Nx
+ * command itself or a plugin worker of its own (the daemon is off), where the process lives as
+ * long as the run. Under the daemon, or when that cannot be told (an Nx without `context.argv`,
+ * a system without /proc), the host.
+ * @param {typeof import('../index')} addon
+ * @param {string | undefined} value
+ * @param {readonly string[] | undefined} argv  Nx's process.argv
+ */
+function useHost(addon, value, argv) {
+  const v = (value ?? '').trim().toLowerCase();
+  if (v === 'off') return false;
+  if (v === 'on') return true;
+  if (v !== '' && v !== 'auto') {
+    noticeOnce(`NX_OPEN_CACHE_HOST=${JSON.stringify(value)} is not one of auto, on, off: using auto`);
+  }
+  // The daemon (its parent may be the Nx command that started it) and its plugin workers.
+  if (/** @type {any} */ (globalThis).NX_DAEMON || process.env.NX_DAEMON_PROCESS === 'true') return true;
+  if (!argv || argv.length < 2) return true;
+  const here = argv.length === process.argv.length && argv.every((a, i) => a === process.argv[i]);
+  return !(here || addon.hookInNxCommand([...argv]));
+}
+
+/**
+ * Applies the deprecated @nx/*-cache top-level block of nx.json, if the plugin entry names no
+ * backend; its secrets go into `env` (this run's proxy only).
+ * @param {Record<string, unknown> | undefined} pluginOptions
+ * @param {{ workspaceRoot: string, nxJsonConfiguration?: unknown }} context
+ * @param {Record<string, string>} env
+ */
+function applyLegacy(pluginOptions, context, env) {
+  const { options, legacy } = withLegacy(pluginOptions, context.nxJsonConfiguration ?? readNxJson(context.workspaceRoot));
+  if (!legacy) return options;
+  noticeOnce(
+    `using the deprecated top-level "${legacy.kind}" block of nx.json (${legacy.moved.join(', ') || 'no settings'}); ` +
+      '`nx g nx-open-cache:init` migrates it into the plugin options',
+  );
+  if (legacy.others.length > 0) {
+    noticeOnce(`nx.json also has top-level ${legacy.others.map((k) => `"${k}"`).join(', ')} block(s): ignored, "${legacy.kind}" is used`);
+  }
+  if (legacy.secrets.length > 0) {
+    // Given to this run's proxy only: never written anywhere, never put in process.env.
+    Object.assign(env, legacy.secretEnv);
+    const fixes = [];
+    if (legacy.secrets.some((k) => k !== 'encryptionKey')) {
+      fixes.push('set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in the environment (or use web identity or an instance role)');
+    }
+    if (legacy.secrets.includes('encryptionKey')) fixes.push('set NX_OPEN_CACHE_ENCRYPTION_KEY in the environment');
+    noticeOnce(
+      `nx.json's ${legacy.secrets.map((k) => `${legacy.kind}.${k}`).join(' and ')} are used for this run's proxy only; ` +
+        `keep secrets out of nx.json: ${fixes.join(', and ')}, and remove them from nx.json`,
+    );
+  }
+  return options;
+}
+
+/**
+ * Starts this run's proxy in this process; undefined (with a notice) when it cannot start.
+ * @param {typeof import('../index')} addon
+ * @param {string} workspaceRoot
+ * @param {Record<string, unknown> | null} options
+ * @param {Record<string, string>} env
+ */
+function startLocalProxy(addon, workspaceRoot, options, env) {
+  try {
+    return addon.CacheProxy.start(workspaceRoot, options, env);
+  } catch (e) {
+    // A cache that cannot start must not fail the build.
+    noticeOnce(`cannot start the cache proxy (${/** @type {Error} */ (e).message}): running without the remote cache`);
+    return undefined;
+  }
 }
 
 /**
@@ -98,37 +187,17 @@ function reasonToStayOut(argv) {
  * @param {{ id?: string, workspaceRoot: string, argv?: readonly string[], nxJsonConfiguration?: unknown }} context
  */
 async function preTasksExecution(pluginOptions, context) {
-  const stayOut = reasonToStayOut(context.argv);
+  // Nx records the variables this hook sets through the process.env it installed for this call;
+  // another run's hook may install its own while this one waits for the host, so every read and
+  // write goes through the one seen on entry.
+  const hookEnv = process.env;
+  const stayOut = reasonToStayOut(context.argv, hookEnv);
   if (stayOut) {
     noticeOnce(stayOut);
     return;
   }
-  const env = envObject();
-  // A workspace still configured for a deprecated @nx/*-cache plugin (top-level s3/gcs/azure block)
-  // works unchanged when the plugin entry names no backend.
-  const { options, legacy } = withLegacy(pluginOptions, context.nxJsonConfiguration ?? readNxJson(context.workspaceRoot));
-  if (legacy) {
-    noticeOnce(
-      `using the deprecated top-level "${legacy.kind}" block of nx.json (${legacy.moved.join(', ') || 'no settings'}); ` +
-        '`nx g nx-open-cache:init` migrates it into the plugin options',
-    );
-    if (legacy.others.length > 0) {
-      noticeOnce(`nx.json also has top-level ${legacy.others.map((k) => `"${k}"`).join(', ')} block(s): ignored, "${legacy.kind}" is used`);
-    }
-    if (legacy.secrets.length > 0) {
-      // Given to this run's proxy only: never written anywhere, never put in process.env.
-      Object.assign(env, legacy.secretEnv);
-      const fixes = [];
-      if (legacy.secrets.some((k) => k !== 'encryptionKey')) {
-        fixes.push('set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in the environment (or use web identity or an instance role)');
-      }
-      if (legacy.secrets.includes('encryptionKey')) fixes.push('set NX_OPEN_CACHE_ENCRYPTION_KEY in the environment');
-      noticeOnce(
-        `nx.json's ${legacy.secrets.map((k) => `${legacy.kind}.${k}`).join(' and ')} are used for this run's proxy only; ` +
-          `keep secrets out of nx.json: ${fixes.join(', and ')}, and remove them from nx.json`,
-      );
-    }
-  }
+  const env = envObject(hookEnv);
+  const options = applyLegacy(pluginOptions, context, env) ?? null;
   let addon;
   try {
     addon = native();
@@ -137,54 +206,121 @@ async function preTasksExecution(pluginOptions, context) {
     return;
   }
   // Throws, before any task runs, on a wrong option: the message names option, value and choices.
-  const config = addon.resolveConfig(context.workspaceRoot, options ?? null, env);
+  const config = addon.resolveConfig(context.workspaceRoot, options, env);
   if (config.mode === 'no-cache') {
     noticeOnce(`mode is no-cache (${config.modeSource}): remote cache not used`);
     return;
   }
-  let proxy;
-  try {
-    proxy = addon.CacheProxy.start(context.workspaceRoot, options ?? null, env);
-  } catch (e) {
-    // A cache that cannot start must not fail the build.
-    noticeOnce(`cannot start the cache proxy (${/** @type {Error} */ (e).message}): running without the remote cache`);
-    return;
-  }
-  runs.set(context.id ?? 'default', { proxy, modeSource: config.modeSource, startedAt: new Date() });
-  process.env[SERVER] = proxy.url;
-  process.env[TOKEN] = proxy.token;
-  process.env[OWN_URL] = proxy.url;
+  const served = useHost(addon, hookEnv.NX_OPEN_CACHE_HOST, context.argv)
+    ? await serveFromHost(addon, context, options, env)
+    : undefined;
+  const proxy = served ?? startLocalProxy(addon, context.workspaceRoot, options, env);
+  if (!proxy) return;
+  if (!served) runs.set(context.id ?? 'default', { proxy: /** @type {import('../index').CacheProxy} */ (proxy), modeSource: config.modeSource, startedAt: new Date() });
+  hookEnv[SERVER] = proxy.url;
+  hookEnv[TOKEN] = proxy.token;
+  hookEnv[OWN_URL] = proxy.url;
   if (config.debug) {
-    console.error(`nx-open-cache: proxy ${proxy.url} -> ${proxy.location} (${proxy.mode}, ${config.modeSource})`);
+    console.error(`nx-open-cache: proxy ${proxy.url} -> ${proxy.location} (${proxy.mode}, ${config.modeSource}${served ? ', cache host' : ''})`);
   }
 }
 
 /**
- * @param {Record<string, unknown> | undefined} _options
- * @param {{ id?: string, workspaceRoot: string }} context
+ * Registers the run at the workspace's cache host; undefined (with a notice) when no host can serve
+ * it, and the proxy then runs in this process.
+ * @param {typeof import('../index')} addon
+ * @param {{ id?: string, workspaceRoot: string, argv?: readonly string[] }} context
+ * @param {Record<string, unknown> | null} options
+ * @param {Record<string, string>} env
  */
-async function postTasksExecution(_options, context) {
-  const id = context.id ?? 'default';
-  let run = runs.get(id);
-  if (!run && runs.size === 1) {
+async function serveFromHost(addon, context, options, env) {
+  const request = { id: context.id, workspaceRoot: context.workspaceRoot, options, env, argv: [...(context.argv || [])] };
+  try {
+    const run = await attachRun(addon, pluginDataDir(context.workspaceRoot), request);
+    if (context.id) hostRuns.add(context.id);
+    else anonymousHostRuns += 1;
+    return run;
+  } catch (e) {
+    noticeOnce(`cannot use the cache host (${/** @type {Error} */ (e).message}): this run's proxy runs in this process`);
+    return undefined;
+  }
+}
+
+/**
+ * The run's summary from its in-process proxy, or from the host.
+ * @param {{ id?: string, workspaceRoot: string }} context
+ * @returns {Promise<import('./summary.js').RunSummary | undefined>}
+ */
+async function endOfRun(context) {
+  const local = takeLocalRun(context.id);
+  if (local) {
+    const stats = await local.proxy.stop();
+    return {
+      ...stats,
+      location: local.proxy.location,
+      mode: local.proxy.mode,
+      modeSource: local.modeSource,
+      runId: context.id ?? 'default',
+      startedAt: local.startedAt.toISOString(),
+      endedAt: new Date().toISOString(),
+    };
+  }
+  let addon;
+  try {
+    addon = native();
+  } catch {
+    return undefined;
+  }
+  if (context.id === undefined) {
+    // Without a run id, a run that stayed out must not end one that did not.
+    if (anonymousHostRuns === 0 || reasonToStayOut(context.argv, process.env)) return undefined;
+    anonymousHostRuns -= 1;
+  }
+  const registeredHere = context.id !== undefined && hostRuns.delete(context.id);
+  const r = await endRun(addon, pluginDataDir(context.workspaceRoot), context.id).catch((e) => ({ outcome: 'failed', reason: e.message }));
+  if (r.outcome === 'ended' && r.ended) {
+    const { stats, runId, location, mode, modeSource, startedAt, runs: merged } = r.ended;
+    return {
+      ...stats, location, mode, modeSource, runId,
+      startedAt: new Date(startedAt).toISOString(),
+      endedAt: new Date().toISOString(),
+      ...(merged > 1 ? { runs: merged } : {}),
+    };
+  }
+  if (r.outcome === 'deferred') {
+    console.log(`nx-open-cache: ${r.open} other Nx run(s) in this workspace still use the cache, and this Nx gives no run ids: the last to end reports them all`);
+  } else if (registeredHere || r.outcome === 'failed') {
+    console.log(`nx-open-cache: no summary for this run: its cache host is gone (${'reason' in r ? r.reason : r.outcome})`);
+  }
+  return undefined;
+}
+
+/**
+ * This run's in-process proxy, taken out of `runs`.
+ * @param {string | undefined} id
+ */
+function takeLocalRun(id) {
+  const key = id ?? 'default';
+  let run = runs.get(key);
+  if (!run && id === undefined && runs.size === 1) {
     // An Nx without run ids: the only proxy is this run's.
     const [only] = runs.keys();
     run = runs.get(only);
     runs.delete(only);
   } else {
-    runs.delete(id);
+    runs.delete(key);
   }
-  if (!run) return;
-  const stats = await run.proxy.stop();
-  const summary = {
-    ...stats,
-    location: run.proxy.location,
-    mode: run.proxy.mode,
-    modeSource: run.modeSource,
-    runId: id,
-    startedAt: run.startedAt.toISOString(),
-    endedAt: new Date().toISOString(),
-  };
+  return run;
+}
+
+/**
+ * @param {Record<string, unknown> | undefined} _options
+ * @param {{ id?: string, workspaceRoot: string, argv?: readonly string[] }} context
+ */
+async function postTasksExecution(_options, context) {
+  const summary = await endOfRun(context);
+  if (!summary) return;
+  if (context.argv) summary.command = context.argv.slice(2).join(' ');
   const writeError = writeSummary(context.workspaceRoot, summary);
   const { mode, warning } = summaryMode(process.env.NX_OPEN_CACHE_SUMMARY);
   if (warning) console.log(warning);

@@ -10,7 +10,7 @@ const path = require('node:path');
 /**
  * @typedef {CacheStats & {
  *   location: string, mode: string, modeSource: string,
- *   startedAt: string, endedAt: string, runId: string
+ *   startedAt: string, endedAt: string, runId: string, command?: string, runs?: number
  * }} RunSummary
  */
 
@@ -126,33 +126,92 @@ function summaryMode(value) {
 }
 
 /**
+ * The plugin's directory under the workspace data directory (NX_WORKSPACE_DATA_DIRECTORY, default
+ * `.nx/workspace-data`): run summaries, and the cache host's lock, host file and log.
+ * @param {string} workspaceRoot
+ */
+function pluginDataDir(workspaceRoot) {
+  const dataDir = process.env.NX_WORKSPACE_DATA_DIRECTORY
+    ? path.resolve(workspaceRoot, process.env.NX_WORKSPACE_DATA_DIRECTORY)
+    : path.join(workspaceRoot, '.nx', 'workspace-data');
+  return path.join(dataDir, 'nx-open-cache');
+}
+
+/**
  * Where the last run's summary is kept.
  * @param {string} workspaceRoot
  */
 function summaryFile(workspaceRoot) {
-  const dataDir = process.env.NX_WORKSPACE_DATA_DIRECTORY
-    ? path.resolve(workspaceRoot, process.env.NX_WORKSPACE_DATA_DIRECTORY)
-    : path.join(workspaceRoot, '.nx', 'workspace-data');
-  return path.join(dataDir, 'nx-open-cache', 'last-run.json');
+  return path.join(pluginDataDir(workspaceRoot), 'last-run.json');
+}
+
+/** Per-run summaries kept in `runs/` (the oldest go first). */
+const MAX_RUN_SUMMARIES = 100;
+
+/**
+ * Where one run's summary is kept: `runs/<run id>.json` (a run id is Nx's hash of the command line
+ * and start time; anything else in it is replaced).
+ * @param {string} workspaceRoot
+ * @param {string} runId
+ */
+function runSummaryFile(workspaceRoot, runId) {
+  const name = runId.replace(/[^A-Za-z0-9_.-]/g, '_').slice(0, 128) || 'run';
+  return path.join(pluginDataDir(workspaceRoot), 'runs', `${name}.json`);
 }
 
 /**
- * Writes the summary atomically (temp file + rename). Never throws: a summary must not fail a build.
+ * Writes `value` as JSON atomically (temp file + rename).
+ * @param {string} file
+ * @param {unknown} value
+ */
+function writeJsonAtomically(file, value) {
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  const tmp = `${file}.${process.pid}.tmp`;
+  fs.writeFileSync(tmp, JSON.stringify(value, null, 2) + '\n');
+  fs.renameSync(tmp, file);
+}
+
+/**
+ * Removes the oldest per-run summaries beyond MAX_RUN_SUMMARIES.
+ * @param {string} dir
+ */
+function pruneRunSummaries(dir) {
+  const files = fs.readdirSync(dir)
+    .filter((f) => f.endsWith('.json'))
+    .map((f) => {
+      try {
+        return { f, t: fs.statSync(path.join(dir, f)).mtimeMs };
+      } catch {
+        return { f, t: 0 };
+      }
+    })
+    .sort((a, b) => b.t - a.t);
+  for (const { f } of files.slice(MAX_RUN_SUMMARIES)) fs.rmSync(path.join(dir, f), { force: true });
+}
+
+/**
+ * Writes the run's own summary (`runs/<run id>.json`) and `last-run.json`, atomically. Never
+ * throws: a summary must not fail a build.
  * @param {string} workspaceRoot
  * @param {RunSummary} summary
  * @returns {string | undefined} the error message, if writing failed
  */
 function writeSummary(workspaceRoot, summary) {
-  const file = summaryFile(workspaceRoot);
-  try {
-    fs.mkdirSync(path.dirname(file), { recursive: true });
-    const tmp = `${file}.${process.pid}.tmp`;
-    fs.writeFileSync(tmp, JSON.stringify(summary, null, 2) + '\n');
-    fs.renameSync(tmp, file);
-    return undefined;
-  } catch (e) {
-    return `cannot write ${file}: ${/** @type {Error} */ (e).message}`;
+  const own = runSummaryFile(workspaceRoot, summary.runId);
+  const last = summaryFile(workspaceRoot);
+  for (const file of [own, last]) {
+    try {
+      writeJsonAtomically(file, summary);
+    } catch (e) {
+      return `cannot write ${file}: ${/** @type {Error} */ (e).message}`;
+    }
   }
+  try {
+    pruneRunSummaries(path.dirname(own));
+  } catch {
+    // Old summaries left: harmless.
+  }
+  return undefined;
 }
 
 /**
@@ -167,4 +226,7 @@ function readSummary(workspaceRoot) {
   }
 }
 
-module.exports = { formatBytes, formatSummary, formatSummaryTable, summaryMode, SUMMARY_MODES, summaryFile, writeSummary, readSummary };
+module.exports = {
+  formatBytes, formatSummary, formatSummaryTable, summaryMode, SUMMARY_MODES,
+  pluginDataDir, summaryFile, runSummaryFile, writeSummary, readSummary,
+};

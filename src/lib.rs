@@ -6,6 +6,7 @@ pub mod config;
 pub mod doctor;
 pub mod envelope;
 pub mod hash;
+pub mod host;
 pub mod key;
 pub mod number;
 pub mod outputs;

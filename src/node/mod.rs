@@ -9,6 +9,7 @@
 pub mod archive;
 pub mod doctor;
 pub mod hash;
+pub mod host;
 pub mod outputs;
 pub mod proxy;
 pub mod retention;

@@ -54,10 +54,15 @@
 //! symlinks in `dest` are made before publishing, by path).
 
 mod pack;
+pub mod rules;
 mod unpack;
+pub mod validate;
 
 pub use pack::{pack_to_file, pack_to_vec, pack_to_writer, PackOptions};
 pub use unpack::{unpack_bytes, unpack_file, unpack_reader, Unpacked};
+pub use validate::{
+    validate_reader, validate_slice, Checked, Refusal, ValidationLimits, Validator,
+};
 
 use std::fmt;
 

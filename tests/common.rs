@@ -64,3 +64,37 @@ pub fn object_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     out.sort();
     out
 }
+
+/// A valid Nx artifact (a tar.gz laid out as Nx's client writes it) holding `len` bytes of noise
+/// in `dist/blob.bin`: what the proxy and `serve` accept. It is a little larger than `len` (noise
+/// does not compress).
+pub fn artifact(len: usize, seed: u64) -> Vec<u8> {
+    let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::fast(),
+    ));
+    let mut append = |name: &str, mode: u32, data: &[u8], old: bool| {
+        let mut h = if old {
+            tar::Header::new_old()
+        } else {
+            tar::Header::new_gnu()
+        };
+        h.set_size(data.len() as u64);
+        if !old {
+            h.set_mode(mode);
+        }
+        h.set_cksum();
+        b.append_data(&mut h, name, data).expect("tar entry");
+    };
+    append("dist/blob.bin", 0o644, &noise(len, seed), false);
+    append(
+        "terminalOutput",
+        0,
+        format!("seed {seed}\n").as_bytes(),
+        true,
+    );
+    append("code", 0, &0u32.to_be_bytes(), true);
+    b.into_inner()
+        .and_then(|gz| gz.finish())
+        .expect("gzip the artifact")
+}

@@ -607,7 +607,8 @@ async fn through_the_proxy_a_refused_artifact_is_a_404_and_a_warning() {
         json!({"path": "store", "trustedKeys": [trusted.public]}),
         &[],
     );
-    let poisoned = artifact(10_000, 13);
+    // Valid Nx artifacts: the proxy serves nothing else.
+    let poisoned = common::artifact(10_000, 13);
     let status = client
         .put(format!("{}/v1/cache/4242", pr.url))
         .bearer_auth(&pr.token)
@@ -644,7 +645,7 @@ async fn through_the_proxy_a_refused_artifact_is_a_404_and_a_warning() {
         .unwrap();
     assert_eq!(resp.status(), 404);
     // It rebuilds and stores its signed artifact, replacing the one it refuses.
-    let good = artifact(12_000, 14);
+    let good = common::artifact(12_000, 14);
     let status = client
         .put(format!("{}/v1/cache/4242", main.url))
         .bearer_auth(&main.token)

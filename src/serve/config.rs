@@ -65,6 +65,18 @@ const OPTIONS: &[OptionSpec] = &[
         switch: false,
     },
     OptionSpec {
+        key: "max_artifact_entries",
+        switch: false,
+    },
+    OptionSpec {
+        key: "max_expanded_size",
+        switch: false,
+    },
+    OptionSpec {
+        key: "max_expansion_ratio",
+        switch: false,
+    },
+    OptionSpec {
         key: "max_size",
         switch: false,
     },
@@ -222,6 +234,8 @@ pub struct ServeConfig {
     pub max_artifact_size: Option<u64>,
     pub upload_timeout: Option<Duration>,
     pub max_concurrent_uploads: Option<usize>,
+    /// Bounds of the artifact check run on every upload and read.
+    pub validation: crate::archive::ValidationLimits,
     /// Retention (fs storage only): total size and age limits.
     pub max_size: Option<u64>,
     pub max_age: Option<Duration>,
@@ -882,6 +896,26 @@ pub fn resolve(
             }
         }
     };
+    let whole_of = |key: &str, most: u64| -> Result<Option<u64>, ServeConfigError> {
+        let Some(raw) = pick(key) else {
+            return Ok(None);
+        };
+        let s = raw.string()?;
+        match s.trim().parse::<u64>() {
+            Ok(n) if (1..=most).contains(&n) => Ok(Some(n)),
+            _ => raw.invalid(&s, &format!("a whole number from 1 to {most}")),
+        }
+    };
+    let mut validation = crate::archive::ValidationLimits::default();
+    if let Some(n) = whole_of("max_artifact_entries", 100_000_000)? {
+        validation.max_entries = n;
+    }
+    if let Some(n) = size_of("max_expanded_size")? {
+        validation.max_expanded_bytes = n;
+    }
+    if let Some(n) = whole_of("max_expansion_ratio", 1_000_000)? {
+        validation.max_expansion_ratio = n;
+    }
     let max_size = size_of("max_size")?;
     let max_age = duration_of("max_age")?;
     if scheme != "fs" {
@@ -970,6 +1004,7 @@ pub fn resolve(
         max_artifact_size,
         upload_timeout,
         max_concurrent_uploads,
+        validation,
         max_size,
         max_age,
         log,
@@ -1018,6 +1053,14 @@ precedence is command line > environment > config file > default.
       An upload taking longer is abandoned, nothing stored (default 10m).
   --max-concurrent-uploads <n> MAX_CONCURRENT_UPLOADS          max_concurrent_uploads
       Uploads beyond this many at once get 503 with Retry-After (default 64).
+  --max-artifact-entries <n>   MAX_ARTIFACT_ENTRIES            max_artifact_entries
+  --max-expanded-size <size>   MAX_EXPANDED_SIZE               max_expanded_size
+  --max-expansion-ratio <n>    MAX_EXPANSION_RATIO             max_expansion_ratio
+      Every upload and every object read is checked to be a valid Nx artifact: at
+      most this many entries (default 1000000), inflating to at most this size
+      (default 32GiB) and to at most this many times its compressed size once
+      above 256MiB (default 200). An upload that fails gets 400 with the reason;
+      an object that fails is a miss and is removed.
   --max-size <size>            MAX_SIZE                        max_size
   --max-age <duration>         MAX_AGE                         max_age
       Retention for fs: storage: least recently used artifacts are removed in the

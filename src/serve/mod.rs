@@ -12,6 +12,7 @@ use crate::server::{LogFormat, RunningServer, ServerSettings};
 use crate::stats::Stats;
 use crate::store::fs::FsStore;
 use crate::store::object::ObjectStoreBackend;
+use crate::store::validate::{self, ValidationPolicy};
 use crate::store::Store;
 use config::{LogChoice, ServeConfig, TokenRole};
 use std::collections::HashMap;
@@ -244,7 +245,12 @@ pub fn start(config: &ServeConfig, env: &HashMap<String, String>) -> Result<Runn
         None => None,
     };
     let runtime = crate::runtime::get()?;
-    let store = open_store(config, env)?;
+    // Uploads and reads are checked to be valid Nx artifacts (a bad writer gets 400 at once; an
+    // object written before, or by another writer of the storage, is a miss).
+    let store = validate::wrap(
+        open_store(config, env)?,
+        ValidationPolicy::server(config.validation.clone()),
+    );
     let location = store.describe();
     let std_listener = std::net::TcpListener::bind(config.listen)
         .map_err(|e| format!("--listen {}: cannot listen there: {e}", config.listen))?;

@@ -1525,6 +1525,48 @@ mod http {
             .unwrap();
         assert_eq!(r.status(), 400);
         assert!(r.text().await.unwrap().contains("more than 3 paths"));
+        assert!(
+            s.banner.ends_with("artifacts checked: uploads and reads"),
+            "{}",
+            s.banner
+        );
+        s.stop().await;
+        // Uploads only (a server that is the only writer of its storage): what is read is served
+        // as it is.
+        plant(&root, "301", &gz(b"junk")).await;
+        let s = serve(&root, &["--check-artifacts", "uploads"]).await;
+        assert!(
+            s.banner.ends_with("artifacts checked: uploads"),
+            "{}",
+            s.banner
+        );
+        let client = reqwest::Client::new();
+        let got = client
+            .get(format!("{}/v1/cache/301", s.url))
+            .bearer_auth(RW)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(got.status(), 200);
+        let put = client
+            .put(format!("{}/v1/cache/302", s.url))
+            .bearer_auth(RW)
+            .body(gz(b"junk"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(put.status(), 400);
+        s.stop().await;
+        let s = serve(&root, &["--check-artifacts", "off"]).await;
+        assert!(s.banner.ends_with("artifacts checked: off"), "{}", s.banner);
+        let put = client
+            .put(format!("{}/v1/cache/302", s.url))
+            .bearer_auth(RW)
+            .body(gz(b"junk"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(put.status(), 200);
         s.stop().await;
         let bad = nx_open_cache::serve::config::resolve(
             &[
@@ -1561,9 +1603,10 @@ mod http {
             tmp.path(),
         )
         .unwrap();
-        assert_eq!(ok.validation.max_expanded_bytes, 2 << 30);
-        assert_eq!(ok.validation.max_expansion_ratio, 50);
-        assert_eq!(ok.validation.max_entries, limits().max_entries);
+        assert_eq!(ok.validation.limits.max_expanded_bytes, 2 << 30);
+        assert_eq!(ok.validation.limits.max_expansion_ratio, 50);
+        assert_eq!(ok.validation.limits.max_entries, limits().max_entries);
+        assert!(ok.validation.on_get && ok.validation.on_put);
     }
 
     fn proxy(dir: &Path, vars: &[(&str, &str)]) -> nx_open_cache::proxy::Proxy {

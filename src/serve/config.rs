@@ -65,6 +65,10 @@ const OPTIONS: &[OptionSpec] = &[
         switch: false,
     },
     OptionSpec {
+        key: "check_artifacts",
+        switch: false,
+    },
+    OptionSpec {
         key: "max_artifact_entries",
         switch: false,
     },
@@ -234,8 +238,8 @@ pub struct ServeConfig {
     pub max_artifact_size: Option<u64>,
     pub upload_timeout: Option<Duration>,
     pub max_concurrent_uploads: Option<usize>,
-    /// Bounds of the artifact check run on every upload and read.
-    pub validation: crate::archive::ValidationLimits,
+    /// What is checked to be a valid Nx artifact (uploads, reads) and the check's bounds.
+    pub validation: crate::store::validate::ValidationPolicy,
     /// Retention (fs storage only): total size and age limits.
     pub max_size: Option<u64>,
     pub max_age: Option<Duration>,
@@ -906,15 +910,24 @@ pub fn resolve(
             _ => raw.invalid(&s, &format!("a whole number from 1 to {most}")),
         }
     };
-    let mut validation = crate::archive::ValidationLimits::default();
+    let mut limits = crate::archive::ValidationLimits::default();
     if let Some(n) = whole_of("max_artifact_entries", 100_000_000)? {
-        validation.max_entries = n;
+        limits.max_entries = n;
     }
     if let Some(n) = size_of("max_expanded_size")? {
-        validation.max_expanded_bytes = n;
+        limits.max_expanded_bytes = n;
     }
     if let Some(n) = whole_of("max_expansion_ratio", 1_000_000)? {
-        validation.max_expansion_ratio = n;
+        limits.max_expansion_ratio = n;
+    }
+    let mut validation = crate::store::validate::ValidationPolicy::server(limits);
+    if let Some(raw) = pick("check_artifacts") {
+        match raw.string()?.as_str() {
+            "on" => {}
+            "uploads" => validation.on_get = false,
+            "off" => (validation.on_get, validation.on_put) = (false, false),
+            other => return raw.invalid(other, "one of \"on\", \"uploads\", \"off\""),
+        }
     }
     let max_size = size_of("max_size")?;
     let max_age = duration_of("max_age")?;
@@ -1053,14 +1066,18 @@ precedence is command line > environment > config file > default.
       An upload taking longer is abandoned, nothing stored (default 10m).
   --max-concurrent-uploads <n> MAX_CONCURRENT_UPLOADS          max_concurrent_uploads
       Uploads beyond this many at once get 503 with Retry-After (default 64).
+  --check-artifacts <on|uploads|off> CHECK_ARTIFACTS       check_artifacts
+      Every upload and every object read is checked to be a valid Nx artifact
+      (default on): an upload that fails gets 400 with the reason, an object that
+      fails is a miss and is removed. `uploads`: only uploads (when this server is
+      the only writer of its storage); `off`: nothing (Nx may then fail on what it
+      reads).
   --max-artifact-entries <n>   MAX_ARTIFACT_ENTRIES            max_artifact_entries
   --max-expanded-size <size>   MAX_EXPANDED_SIZE               max_expanded_size
   --max-expansion-ratio <n>    MAX_EXPANSION_RATIO             max_expansion_ratio
-      Every upload and every object read is checked to be a valid Nx artifact: at
-      most this many entries (default 1000000), inflating to at most this size
-      (default 32GiB) and to at most this many times its compressed size once
-      above 256MiB (default 200). An upload that fails gets 400 with the reason;
-      an object that fails is a miss and is removed.
+      Bounds of that check: at most this many entries (default 1000000), inflating
+      to at most this size (default 32GiB) and to at most this many times its
+      compressed size once above 256MiB (default 200).
   --max-size <size>            MAX_SIZE                        max_size
   --max-age <duration>         MAX_AGE                         max_age
       Retention for fs: storage: least recently used artifacts are removed in the

@@ -12,7 +12,7 @@ use crate::server::{LogFormat, RunningServer, ServerSettings};
 use crate::stats::Stats;
 use crate::store::fs::FsStore;
 use crate::store::object::ObjectStoreBackend;
-use crate::store::validate::{self, ValidationPolicy};
+use crate::store::validate;
 use crate::store::Store;
 use config::{LogChoice, ServeConfig, TokenRole};
 use std::collections::HashMap;
@@ -205,6 +205,12 @@ fn banner(config: &ServeConfig, url: &str, location: &str, auth: &Auth, limits: 
             parts.join(", ")
         }
     };
+    let checked = match (config.validation.on_put, config.validation.on_get) {
+        (true, true) => "uploads and reads",
+        (true, false) => "uploads",
+        (false, true) => "reads",
+        (false, false) => "off",
+    };
     match config.log {
         LogChoice::Json => serde_json::json!({
             "level": "info",
@@ -222,11 +228,13 @@ fn banner(config: &ServeConfig, url: &str, location: &str, auth: &Auth, limits: 
             "upload_timeout_s": limits.upload_timeout.as_secs(),
             "max_concurrent_uploads": limits.max_concurrent_uploads,
             "retention": retention,
+            "artifacts_checked": checked,
         })
         .to_string(),
         _ => format!(
             "nx-open-cache serve: listening on {url} | storage {location} | tokens: {} | anonymous read {} | \
-             max artifact {max}, upload timeout {}, {} concurrent uploads | retention {retention}",
+             max artifact {max}, upload timeout {}, {} concurrent uploads | retention {retention} | \
+             artifacts checked: {checked}",
             if tokens.is_empty() { "none".to_owned() } else { tokens.join(", ") },
             if config.allow_anonymous { "on" } else { "off" },
             human_duration(limits.upload_timeout),
@@ -247,10 +255,7 @@ pub fn start(config: &ServeConfig, env: &HashMap<String, String>) -> Result<Runn
     let runtime = crate::runtime::get()?;
     // Uploads and reads are checked to be valid Nx artifacts (a bad writer gets 400 at once; an
     // object written before, or by another writer of the storage, is a miss).
-    let store = validate::wrap(
-        open_store(config, env)?,
-        ValidationPolicy::server(config.validation.clone()),
-    );
+    let store = validate::wrap(open_store(config, env)?, config.validation.clone());
     let location = store.describe();
     let std_listener = std::net::TcpListener::bind(config.listen)
         .map_err(|e| format!("--listen {}: cannot listen there: {e}", config.listen))?;

@@ -257,23 +257,7 @@ fn artifacts_written_like_nx_store_are_accepted() {
     std::os::unix::fs::symlink("main.js", src.join("apps/a/dist/index.js")).unwrap();
     let deep = format!("apps/a/dist/{}", "x".repeat(150));
     std::fs::write(src.join(deep), b"long").unwrap();
-    let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
-        Vec::new(),
-        flate2::Compression::default(),
-    ));
-    b.follow_symlinks(false);
-    b.append_dir_all("", src).unwrap();
-    let mut h = tar::Header::new_old();
-    h.set_size(6);
-    h.set_cksum();
-    b.append_data(&mut h, "terminalOutput", &b"hello\n"[..])
-        .unwrap();
-    let mut h = tar::Header::new_old();
-    h.set_size(4);
-    h.set_cksum();
-    b.append_data(&mut h, "code", &1u32.to_be_bytes()[..])
-        .unwrap();
-    let a = b.into_inner().unwrap().finish().unwrap();
+    let a = common::nx_store_archive(Some(src), &[], b"hello\n", 1);
     let c = accepted(&a);
     assert_eq!((c.code, c.files, c.symlinks), (1, 3, 1));
 }
@@ -581,38 +565,45 @@ fn terminal_output_must_be_utf8_and_bounded() {
 
 // ----------------------------------------------------------------------------------- path rules
 
+/// One refused shape: the entries of an artifact (Nx's layout is added), the rule it breaks, and
+/// words its refusal holds.
+type Case = (Vec<Vec<u8>>, Rule, &'static [&'static str]);
+
+#[track_caller]
+fn refused_each(cases: Vec<Case>) {
+    for (entries, rule, words) in cases {
+        refused(&nx(&entries), rule, words);
+    }
+}
+
 #[test]
 fn paths_that_leave_the_root_or_cannot_be_restored_are_refused() {
-    refused(
-        &nx(&[file("../escape", b"x")]),
-        Rule::Path,
-        &["`../escape`", "`..`"],
-    );
-    refused(
-        &nx(&[file("dist/../../escape", b"x")]),
-        Rule::Path,
-        &["`..`"],
-    );
-    refused(
-        &nx(&[file("/etc/cron.d/x", b"x")]),
-        Rule::Path,
-        &["absolute"],
-    );
-    refused(
-        &nx(&[file("a\\..\\..\\x", b"x")]),
-        Rule::Path,
-        &["backslash"],
-    );
-    assert_eq!(accepted(&nx(&[file("caf\u{e9}", b"x")])).files, 1);
     let mut latin1 = H::new(b"caf\xe9", b'0', 0o644, 0).with(b"");
     latin1.truncate(512);
-    refused(&nx(&[latin1]), Rule::Path, &["`caf\\xe9`", "UTF-8"]);
     let long_component = format!("dist/{}", "a".repeat(256));
-    refused(
-        &nx(&[gnu_long(&long_component, b'0', b"")]),
-        Rule::Path,
-        &["256 bytes"],
-    );
+    refused_each(vec![
+        (
+            vec![file("../escape", b"x")],
+            Rule::Path,
+            &["`../escape`", "`..`"],
+        ),
+        (vec![file("dist/../../escape", b"x")], Rule::Path, &["`..`"]),
+        (vec![file("/etc/cron.d/x", b"x")], Rule::Path, &["absolute"]),
+        (vec![file("a\\..\\..\\x", b"x")], Rule::Path, &["backslash"]),
+        (vec![latin1], Rule::Path, &["`caf\\xe9`", "UTF-8"]),
+        (
+            vec![gnu_long(&long_component, b'0', b"")],
+            Rule::Path,
+            &["256 bytes"],
+        ),
+        (
+            vec![typed(".", b'0')],
+            Rule::Path,
+            &["only a directory can name the archive root"],
+        ),
+        (vec![typed("./", b'0')], Rule::Path, &["ends with `/`"]),
+        (vec![file("dist/a/", b"")], Rule::Path, &["ends with `/`"]),
+    ]);
     let small = ValidationLimits {
         max_path_bytes: 20,
         ..limits()
@@ -623,14 +614,8 @@ fn paths_that_leave_the_root_or_cannot_be_restored_are_refused() {
         Rule::Path,
         &["at most 20"],
     );
-    refused(
-        &nx(&[typed(".", b'0')]),
-        Rule::Path,
-        &["only a directory can name the archive root"],
-    );
-    refused(&nx(&[typed("./", b'0')]), Rule::Path, &["ends with `/`"]);
-    refused(&nx(&[file("dist/a/", b"")]), Rule::Path, &["ends with `/`"]);
-    // The archive root and `./` prefixes are fine.
+    // UTF-8 names, the archive root and `./` prefixes are fine.
+    assert_eq!(accepted(&nx(&[file("caf\u{e9}", b"x")])).files, 1);
     let c = accepted(&nx(&[dir("./"), dir("./dist/"), file("./dist/a", b"a")]));
     assert_eq!(c.files, 1);
 }
@@ -666,82 +651,66 @@ fn names_in_refusals_are_escaped() {
 fn hard_links_devices_fifos_sparse_and_unknown_types_are_refused() {
     let mut hard = H::new(b"dist/passwd", b'1', 0o644, 0);
     hard.link = b"/etc/passwd".to_vec();
-    refused(
-        &nx(&[hard.with(b"")]),
-        Rule::EntryType,
-        &["`dist/passwd`", "hard links"],
-    );
-    refused(
-        &nx(&[typed("dist/tty", b'3')]),
-        Rule::EntryType,
-        &["device"],
-    );
-    refused(
-        &nx(&[typed("dist/sda", b'4')]),
-        Rule::EntryType,
-        &["device"],
-    );
-    refused(&nx(&[typed("dist/fifo", b'6')]), Rule::EntryType, &["FIFO"]);
-    refused(
-        &nx(&[typed("dist/sparse", b'S')]),
-        Rule::EntryType,
-        &["sparse"],
-    );
-    refused(
-        &nx(&[typed("dist/c", b'7')]),
-        Rule::EntryType,
-        &["unsupported entry type 7"],
-    );
-    refused(
-        &nx(&[typed("vol", b'V')]),
-        Rule::EntryType,
-        &["unsupported"],
-    );
     let mut global = H::new(b"pax_global_header", b'g', 0o644, 0);
     global.magic = *USTAR;
-    refused(
-        &nx(&[global.with(b"")]),
-        Rule::EntryType,
-        &["unsupported entry type g"],
-    );
     // A GNU long name header in an old-style (v7) header is no extension: the tar crate, and so
     // Nx, reads it as an entry of an unknown type.
     let mut v7 = H::new(b"././@LongLink", b'L', 0o644, 4);
     v7.magic = [0; 8];
-    refused(
-        &nx(&[v7.with(b"abc\0"), file("x", b"")]),
-        Rule::EntryType,
-        &["type L"],
-    );
+    refused_each(vec![
+        (
+            vec![hard.with(b"")],
+            Rule::EntryType,
+            &["`dist/passwd`", "hard links"],
+        ),
+        (vec![typed("dist/tty", b'3')], Rule::EntryType, &["device"]),
+        (vec![typed("dist/sda", b'4')], Rule::EntryType, &["device"]),
+        (vec![typed("dist/fifo", b'6')], Rule::EntryType, &["FIFO"]),
+        (
+            vec![typed("dist/sparse", b'S')],
+            Rule::EntryType,
+            &["sparse"],
+        ),
+        (
+            vec![typed("dist/c", b'7')],
+            Rule::EntryType,
+            &["unsupported entry type 7"],
+        ),
+        (vec![typed("vol", b'V')], Rule::EntryType, &["unsupported"]),
+        (
+            vec![global.with(b"")],
+            Rule::EntryType,
+            &["unsupported entry type g"],
+        ),
+        (
+            vec![v7.with(b"abc\0"), file("x", b"")],
+            Rule::EntryType,
+            &["type L"],
+        ),
+    ]);
 }
 
 #[test]
 fn setuid_and_modes_a_restore_cannot_use_are_refused() {
-    refused(
-        &nx(&[moded("dist/su", b'0', 0o4755)]),
-        Rule::Mode,
-        &["setuid", "4755"],
-    );
-    refused(
-        &nx(&[moded("dist/sg", b'0', 0o2755)]),
-        Rule::Mode,
-        &["2755"],
-    );
-    refused(
-        &nx(&[moded("dist/tmp", b'5', 0o1777)]),
-        Rule::Mode,
-        &["1777"],
-    );
-    refused(
-        &nx(&[moded("dist/ro", b'5', 0o555)]),
-        Rule::Mode,
-        &["directory", "0555"],
-    );
-    refused(
-        &nx(&[moded("dist/wo", b'0', 0o200)]),
-        Rule::Mode,
-        &["cannot read", "0200"],
-    );
+    refused_each(vec![
+        (
+            vec![moded("dist/su", b'0', 0o4755)],
+            Rule::Mode,
+            &["setuid", "4755"],
+        ),
+        (vec![moded("dist/sg", b'0', 0o2755)], Rule::Mode, &["2755"]),
+        (vec![moded("dist/tmp", b'5', 0o1777)], Rule::Mode, &["1777"]),
+        (
+            vec![moded("dist/ro", b'5', 0o555)],
+            Rule::Mode,
+            &["directory", "0555"],
+        ),
+        (
+            vec![moded("dist/wo", b'0', 0o200)],
+            Rule::Mode,
+            &["cannot read", "0200"],
+        ),
+    ]);
     // Read-only files and private directories are fine; file type bits above 0o7777 are ignored.
     accepted(&nx(&[
         moded("dist/", b'5', 0o700),
@@ -754,52 +723,54 @@ fn setuid_and_modes_a_restore_cannot_use_are_refused() {
 
 #[test]
 fn duplicates_and_entries_below_files_or_symlinks_are_refused_in_any_order() {
-    refused(
-        &nx(&[file("a", b"1"), file("a", b"2")]),
-        Rule::Duplicate,
-        &["`a`", "already a file"],
-    );
-    refused(
-        &nx(&[dir("d/"), dir("d")]),
-        Rule::Duplicate,
-        &["already a directory"],
-    );
-    refused(&nx(&[file("a", b"1"), dir("a/")]), Rule::Duplicate, &[]);
-    refused(
-        &nx(&[file("a", b"1"), file("./a", b"2")]),
-        Rule::Duplicate,
-        &[],
-    );
-    refused(
-        &nx(&[file("a", b"1"), file("a/b", b"2")]),
-        Rule::Nesting,
-        &["parent `a` is a file"],
-    );
-    refused(
-        &nx(&[file("a/b", b"2"), file("a", b"1")]),
-        Rule::Nesting,
-        &["lie below"],
-    );
-    // Through a symlink of the archive, before or after it (the directory swap).
-    refused(
-        &nx(&[link("dist/out", "../.."), file("dist/out/pwned", b"x")]),
-        Rule::Nesting,
-        &["`dist/out/pwned`", "parent `dist/out` is a symlink"],
-    );
-    refused(
-        &nx(&[
-            dir("dist/out/"),
-            file("dist/out/pwned", b"x"),
-            link("dist/out", "sub"),
-        ]),
-        Rule::Duplicate,
-        &["`dist/out`"],
-    );
-    refused(
-        &nx(&[file("dist/out/pwned", b"x"), link("dist/out", "sub")]),
-        Rule::Nesting,
-        &["a symlink here, but other entries"],
-    );
+    refused_each(vec![
+        (
+            vec![file("a", b"1"), file("a", b"2")],
+            Rule::Duplicate,
+            &["`a`", "already a file"],
+        ),
+        (
+            vec![dir("d/"), dir("d")],
+            Rule::Duplicate,
+            &["already a directory"],
+        ),
+        (vec![file("a", b"1"), dir("a/")], Rule::Duplicate, &[]),
+        (
+            vec![file("a", b"1"), file("./a", b"2")],
+            Rule::Duplicate,
+            &[],
+        ),
+        (
+            vec![file("a", b"1"), file("a/b", b"2")],
+            Rule::Nesting,
+            &["parent `a` is a file"],
+        ),
+        (
+            vec![file("a/b", b"2"), file("a", b"1")],
+            Rule::Nesting,
+            &["lie below"],
+        ),
+        // Through a symlink of the archive, before or after it (the directory swap).
+        (
+            vec![link("dist/out", "../.."), file("dist/out/pwned", b"x")],
+            Rule::Nesting,
+            &["`dist/out/pwned`", "parent `dist/out` is a symlink"],
+        ),
+        (
+            vec![
+                dir("dist/out/"),
+                file("dist/out/pwned", b"x"),
+                link("dist/out", "sub"),
+            ],
+            Rule::Duplicate,
+            &["`dist/out`"],
+        ),
+        (
+            vec![file("dist/out/pwned", b"x"), link("dist/out", "sub")],
+            Rule::Nesting,
+            &["a symlink here, but other entries"],
+        ),
+    ]);
 }
 
 // --------------------------------------------------------------------------------- symlink rules
@@ -824,82 +795,83 @@ fn symlinks_inside_the_archive_are_accepted() {
 
 #[test]
 fn symlinks_that_escape_loop_or_reach_nx_layout_are_refused() {
-    refused(
-        &nx(&[link("dist/etc", "/etc")]),
-        Rule::Symlink,
-        &["`dist/etc`", "absolute"],
-    );
-    refused(
-        &nx(&[link("dist/c", "C:\\Windows")]),
-        Rule::Symlink,
-        &["absolute"],
-    );
-    refused(&nx(&[link("dist/e", "")]), Rule::Symlink, &["empty target"]);
-    refused(
-        &nx(&[link("up", "..")]),
-        Rule::Symlink,
-        &["`up`", "outside the archive"],
-    );
-    refused(
-        &nx(&[dir("dist/"), link("dist/canary", "../../canary")]),
-        Rule::Symlink,
-        &["`dist/canary`", "`../../canary`", "outside"],
-    );
-    // A chain: each link looks harmless alone.
-    refused(
-        &nx(&[
-            dir("a/b/"),
-            link("a/b/l1", "../l2"),
-            link("a/l2", "../l3"),
-            link("l3", "../x"),
-        ]),
-        Rule::Symlink,
-        &["outside the archive"],
-    );
-    // Through a link that points up, then further up.
-    refused(
-        &nx(&[dir("d/"), link("d/up", ".."), link("d/esc", "up/../x")]),
-        Rule::Symlink,
-        &["outside"],
-    );
-    refused(
-        &nx(&[link("a", "b"), link("b", "a")]),
-        Rule::Symlink,
-        &["loop"],
-    );
-    refused(&nx(&[link("self", "self")]), Rule::Symlink, &["loop"]);
-    refused(&nx(&[link("a", "a/x")]), Rule::Symlink, &["loop"]);
-    let mut chain: Vec<Vec<u8>> = (0..41)
-        .map(|i| link(&format!("l{i}"), &format!("l{}", i + 1)))
-        .collect();
-    chain.push(file("l41", b"end"));
-    refused(&nx(&chain), Rule::Symlink, &["more than 40 levels"]);
-    let ok: Vec<Vec<u8>> = (0..39)
-        .map(|i| link(&format!("l{i}"), &format!("l{}", i + 1)))
-        .chain([file("l39", b"end")])
-        .collect();
-    accepted(&nx(&ok));
-    refused(
-        &nx(&[link("dist/code", "../code")]),
-        Rule::Symlink,
-        &["`code`", "Nx's layout"],
-    );
-    refused(
-        &nx(&[link("dist/t", "../terminalOutput/x")]),
-        Rule::Symlink,
-        &["`terminalOutput`"],
-    );
-    // `..` out of a path the archive does not hold (a symlink there would decide where it goes).
-    refused(
-        &nx(&[dir("dist/"), link("dist/x", "../node_modules/pkg/../../..")]),
-        Rule::Symlink,
-        &["not a directory of the archive"],
-    );
-    refused(
-        &nx(&[file("dist/f", b""), link("dist/x", "f/..")]),
-        Rule::Symlink,
-        &["not a directory of the archive"],
-    );
+    let chain = |n: usize| -> Vec<Vec<u8>> {
+        (0..n)
+            .map(|i| link(&format!("l{i}"), &format!("l{}", i + 1)))
+            .chain([file(&format!("l{n}"), b"end")])
+            .collect()
+    };
+    refused_each(vec![
+        (
+            vec![link("dist/etc", "/etc")],
+            Rule::Symlink,
+            &["`dist/etc`", "absolute"],
+        ),
+        (
+            vec![link("dist/c", "C:\\Windows")],
+            Rule::Symlink,
+            &["absolute"],
+        ),
+        (vec![link("dist/e", "")], Rule::Symlink, &["empty target"]),
+        (
+            vec![link("up", "..")],
+            Rule::Symlink,
+            &["`up`", "outside the archive"],
+        ),
+        (
+            vec![dir("dist/"), link("dist/canary", "../../canary")],
+            Rule::Symlink,
+            &["`dist/canary`", "`../../canary`", "outside"],
+        ),
+        // A chain: each link looks harmless alone.
+        (
+            vec![
+                dir("a/b/"),
+                link("a/b/l1", "../l2"),
+                link("a/l2", "../l3"),
+                link("l3", "../x"),
+            ],
+            Rule::Symlink,
+            &["outside the archive"],
+        ),
+        // Through a link that points up, then further up.
+        (
+            vec![dir("d/"), link("d/up", ".."), link("d/esc", "up/../x")],
+            Rule::Symlink,
+            &["outside"],
+        ),
+        (
+            vec![link("a", "b"), link("b", "a")],
+            Rule::Symlink,
+            &["loop"],
+        ),
+        (vec![link("self", "self")], Rule::Symlink, &["loop"]),
+        (vec![link("a", "a/x")], Rule::Symlink, &["loop"]),
+        (chain(41), Rule::Symlink, &["more than 40 levels"]),
+        (
+            vec![link("dist/code", "../code")],
+            Rule::Symlink,
+            &["`code`", "Nx's layout"],
+        ),
+        (
+            vec![link("dist/t", "../terminalOutput/x")],
+            Rule::Symlink,
+            &["`terminalOutput`"],
+        ),
+        // `..` out of a path the archive does not hold (a symlink there would decide where it
+        // goes), or out of a file.
+        (
+            vec![dir("dist/"), link("dist/x", "../node_modules/pkg/../../..")],
+            Rule::Symlink,
+            &["not a directory of the archive"],
+        ),
+        (
+            vec![file("dist/f", b""), link("dist/x", "f/..")],
+            Rule::Symlink,
+            &["not a directory of the archive"],
+        ),
+    ]);
+    accepted(&nx(&chain(39)));
 }
 
 // ---------------------------------------------------------------------------- extension headers

@@ -326,10 +326,31 @@ Medians of ${o.rounds}; "on / off" and the ratio on/off.
 |---|---|---|---|---|---|---|---|
 ${rows.join('\n')}
 
-The check inflates every artifact once more (zlib-rs) and walks its tar headers; the server's CPU
-grows by that, the whole restore's by the share it has next to what Nx itself spends restoring. A
-server that is the only writer of its storage can check uploads only (\`--check-artifacts uploads\`)
-and skip the cost on reads.`;
+${reading(cells, info.storedBytes)}`;
+}
+
+/**
+ * What the figures say, computed from them.
+ * @param {Record<string, { wall: number[], nx: number[], server: number[] }>} cells
+ * @param {number} storedBytes
+ */
+function reading(cells, storedBytes) {
+  const med = (/** @type {string} */ label, /** @type {'wall' | 'nx' | 'server'} */ k) => median(cells[label][k]);
+  const check = med('on, fresh server', 'server') - med('off, fresh server', 'server');
+  const without = med('off, fresh server', 'server') + med('off, fresh server', 'nx');
+  const gib = storedBytes / 2 ** 30;
+  const pct = (/** @type {number} */ x) => `${Math.round(x * 100)}%`;
+  return `Reading: the check cost ${f2(check)} s of server CPU for ${gib.toFixed(2)} GiB of artifacts
+(${f2(check / gib)} s per GiB), ${pct(check / without)} of the whole restore's CPU without it: above the
+10% aim. Nearly all of it is one more inflate of every artifact (zlib-rs; the tar header walk, the
+path map and the symlink checks come on top of it), the same inflate Nx's own client does next to
+extract, so its share cannot fall much below the share of inflating in a restore. The wall time grows
+more (x${f2(med('on, fresh server', 'wall') / med('off, fresh server', 'wall'))}): the server checks an artifact before it sends its first byte, so the checks
+are on the critical path, competing for 2 CPUs with Nx's extraction and with the other jobs of this
+shared machine (see the load averages). A long-running server checks an unchanged file again on
+every read ("same server again": ${f2(med('on, same server again', 'server'))} s against ${f2(med('off, same server again', 'server'))} s of server CPU): remembering
+checked files, as the fs store remembers verified ones, would remove that; a server that is the only
+writer of its storage can check uploads only (\`--check-artifacts uploads\`).`;
 }
 
 main().catch((e) => {

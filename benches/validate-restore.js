@@ -178,7 +178,7 @@ async function startServe(check) {
 
 /**
  * `nx run-many -t build` against the server as a fresh machine; CPU of Nx and of the server, wall.
- * @param {{ bin: string }} nx
+ * @param {{ dir: string, bin: string }} nx
  * @param {{ url: string, pid: number }} server
  * @param {string} label
  */

@@ -11,6 +11,7 @@ const os = require('node:os');
 const path = require('node:path');
 
 const native = require('../index.js');
+const { sizedArtifact } = require('./helpers/hostile-tar.js');
 
 const CLI = path.join(__dirname, '..', 'lib', 'cli.js');
 const DAY = 24 * 3600;
@@ -45,7 +46,7 @@ async function fill(dir, sizes) {
       const res = await fetch(`${proxy.url}/v1/cache/${hash}`, {
         method: 'PUT',
         headers: { authorization: `Bearer ${proxy.token}`, 'content-length': String(size) },
-        body: Buffer.alloc(size, 7),
+        body: sizedArtifact(size, Number(hash)),
       });
       assert.equal(res.status, 200, `PUT ${hash}`);
     }
@@ -178,7 +179,7 @@ test('gc: bad options exit 2 and are named; help; a missing directory exits 1', 
 });
 
 test('gc: files it may not delete are listed and the exit code is 1', async () => {
-  await fill('locked', { 3001: 10, 3002: 10 });
+  await fill('locked', { 3001: 100, 3002: 100 });
   const root = path.join(ws, 'locked');
   for (const f of objects(root).values()) age(f, 100);
   // Run as a user that can read the store but not change it (root ignores permission bits).

@@ -3,6 +3,7 @@
 
 const { test, afterEach } = require('node:test');
 const { hookSandbox } = require('./helpers/hook-sandbox.js');
+const { sizedArtifact } = require('./helpers/hostile-tar.js');
 const assert = require('node:assert/strict');
 const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
@@ -45,14 +46,16 @@ test('pre starts a proxy Nx can use; post stops it, prints and saves the summary
   assert.match(String(token), /^[0-9a-f]{64}$/);
   const auth = { authorization: `Bearer ${token}` };
   assert.equal((await fetch(`${url}/v1/cache/123`, { headers: auth })).status, 404);
-  assert.equal((await fetch(`${url}/v1/cache/123`, { method: 'PUT', headers: auth, body: 'artifact' })).status, 200);
+  // A valid Nx artifact of 200 bytes: the proxy serves nothing else.
+  const artifact = sizedArtifact(200);
+  assert.equal((await fetch(`${url}/v1/cache/123`, { method: 'PUT', headers: auth, body: artifact })).status, 200);
   assert.equal((await fetch(`${url}/v1/cache/123`, { headers: auth })).status, 200);
   assert.equal((await fetch(`${url}/v1/cache/123`)).status, 401);
 
   await plugin.postTasksExecution(options, ctx('run-1'));
   const line = sb.printed.find((l) => l.startsWith('nx-open-cache: '));
   assert.ok(line, sb.printed.join('\n'));
-  assert.match(line, /^nx-open-cache: 1 hit, 1 miss, 1 stored, 8 B down, 8 B up, 0 errors \(fs .*store, read-write\)$/);
+  assert.match(line, /^nx-open-cache: 1 hit, 1 miss, 1 stored, 200 B down, 200 B up, 0 errors \(fs .*store, read-write\)$/);
   const saved = JSON.parse(fs.readFileSync(summaryFile(sb.root), 'utf8'));
   assert.equal(saved.hits, 1);
   assert.equal(saved.stored, 1);

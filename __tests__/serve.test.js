@@ -24,6 +24,7 @@ const {
   REPO_ROOT, serveEnv, runServeSync, startServe, request, testCertificate, metric, withTimeout,
 } = require('./helpers/serve-process.js');
 const { storeObjects, createWorkspace, disposePack, isRemoteHit } = require('./helpers/nx-workspace.js');
+const { nxArtifact } = require('./helpers/hostile-tar.js');
 
 /** Secrets of at least 16 characters (the server's minimum). */
 const RW = 'rw-0123456789abcdef-secret';
@@ -148,7 +149,7 @@ describe('serve: tokens', () => {
       assert.match(s.banner, new RegExp(`storage fs ${store.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`));
       assert.ok(!s.banner.includes(RW) && !s.banner.includes(RO), s.banner);
       const hash = newHash();
-      const body = crypto.randomBytes(4096);
+      const body = nxArtifact({ 'dist/blob.bin': crypto.randomBytes(4096) });
       const url = `${s.url}/v1/cache/${hash}`;
       assert.equal((await request(url, { token: RO })).status, 404);
       assert.equal((await request(url, { method: 'PUT', token: RO, body })).status, 403);
@@ -193,8 +194,8 @@ describe('serve: tokens', () => {
       assert.match(s.banner, /anonymous read on/);
       const main = newHash();
       const prOnly = newHash();
-      const a = crypto.randomBytes(1000);
-      const b = crypto.randomBytes(1000);
+      const a = nxArtifact({ 'dist/a.bin': crypto.randomBytes(1000) });
+      const b = nxArtifact({ 'dist/b.bin': crypto.randomBytes(1000) });
       const url = (/** @type {string} */ h) => `${s.url}/v1/cache/${h}`;
       assert.equal((await request(url(main), { method: 'PUT', token: RW, body: a })).status, 200);
       assert.equal((await request(url(prOnly), { method: 'PUT', token: 'pr-secret-0123456789abcdef', body: b })).status, 200);
@@ -236,7 +237,7 @@ describe('serve: TLS', () => {
       assert.match(s.url, /^https:\/\/127\.0\.0\.1:\d+$/);
       const ca = fs.readFileSync(pair.ca);
       const hash = newHash();
-      const body = crypto.randomBytes(300_000);
+      const body = nxArtifact({ 'dist/blob.bin': crypto.randomBytes(300_000) });
       const put = await request(`${s.url}/v1/cache/${hash}`, { method: 'PUT', token: RW, body, ca });
       assert.equal(put.status, 200);
       const got = await request(`${s.url}/v1/cache/${hash}`, { token: RO, ca });
@@ -278,7 +279,7 @@ describe('serve: stopping', () => {
     let stopped = false;
     try {
       const hash = newHash();
-      const body = crypto.randomBytes(64 * 1024 * 1024);
+      const body = nxArtifact({ 'dist/blob.bin': crypto.randomBytes(64 * 1024 * 1024) }, { level: 0 });
       assert.equal((await request(`${s.url}/v1/cache/${hash}`, { method: 'PUT', token: RW, body })).status, 200);
       const digest = crypto.createHash('sha256').update(body).digest('hex');
       const download = new Promise((resolve, reject) => {
@@ -321,8 +322,10 @@ describe('serve: stopping', () => {
     const env = serveEnv({ NX_OPEN_CACHE_SERVER_TOKENS: TOKENS });
     const s = await startServe(['--storage', `fs:${store}`], { env });
     const hash = newHash();
-    const total = 200 * 1024 * 1024;
-    const chunk = crypto.randomBytes(1024 * 1024);
+    // A valid artifact (serve checks uploads as they stream in), sent a MiB at a time.
+    const artifact = nxArtifact({ 'dist/blob.bin': crypto.randomBytes(64 * 1024 * 1024) }, { level: 0 });
+    const total = artifact.length;
+    const MIB = 1024 * 1024;
     const tmpDir = path.join(store, '.tmp');
     const upload = new Promise((resolve) => {
       const req = http.request(`${s.url}/v1/cache/${hash}`, {
@@ -345,10 +348,11 @@ describe('serve: stopping', () => {
           s.child.kill('SIGKILL');
           return;
         }
-        if (sent + chunk.length >= total) {
+        if (sent + MIB >= total) {
           resolve(new Error('the whole body was sent before the server wrote anything'));
           return;
         }
+        const chunk = artifact.subarray(sent, sent + MIB);
         sent += chunk.length;
         if (req.write(chunk)) setTimeout(pump, 5);
         else req.once('drain', () => setTimeout(pump, 5));

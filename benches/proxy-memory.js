@@ -23,6 +23,7 @@ const readline = require('node:readline');
 
 const REPO_ROOT = path.resolve(__dirname, '..');
 const { start: startEmulator } = require('../scripts/emulators.js');
+const { artifactChunks } = require('./validate-artifact.js');
 
 const MIB = 1024 * 1024;
 const LIMIT_MIB = 100;
@@ -60,12 +61,27 @@ function parseArgs() {
   return o;
 }
 
-/** Chunk `i` of the artifact: 1 MiB of fixed noise with the chunk number stamped in. */
-function chunkMaker() {
-  const noise = crypto.randomBytes(CHUNK);
+/**
+ * The artifact's chunks in order (chunk 0 starts a new one): 1 MiB each of a valid Nx artifact of
+ * `mib` MiB of noise (the proxy serves nothing else).
+ * @param {number} mib
+ */
+function chunkMaker(mib) {
+  /** @type {Generator<Buffer>} */
+  let pieces = artifactChunks(mib * CHUNK);
+  let buffered = Buffer.alloc(0);
   return (/** @type {number} */ i) => {
-    const c = Buffer.from(noise);
-    c.writeUInt32BE(i, 0);
+    if (i === 0) {
+      pieces = artifactChunks(mib * CHUNK);
+      buffered = Buffer.alloc(0);
+    }
+    while (buffered.length < CHUNK) {
+      const next = pieces.next();
+      if (next.done) break;
+      buffered = Buffer.concat([buffered, next.value]);
+    }
+    const c = buffered.subarray(0, CHUNK);
+    buffered = buffered.subarray(CHUNK);
     return c;
   };
 }
@@ -189,7 +205,7 @@ async function measure(kind, mib, chunk) {
 
 async function main() {
   const o = parseArgs();
-  const chunk = chunkMaker();
+  const chunk = chunkMaker(o.mib);
   const rows = [];
   for (const kind of o.kinds) {
     const r = await measure(kind, o.mib, chunk);

@@ -44,6 +44,7 @@ const os = require('node:os');
 const path = require('node:path');
 const { ensureNginx, version: nginxVersionOf, freePort } = require('./nginx.js');
 const { processCpu, processTreeCpu } = require('./cpu.js');
+const { exactArtifact, artifactChunks } = require('./validate-artifact.js');
 
 const REPO_ROOT = path.resolve(__dirname, '..');
 const KIB = 1024;
@@ -315,7 +316,7 @@ async function startNginxDav(bin, root, workDir, probePath, nice) {
 }
 
 /**
- * Writes `count` random artifacts of `size` bytes to `srcDir` (the bytes the load generator uploads
+ * Writes `count` artifacts of `size` bytes (valid Nx artifacts of noise: serve stores nothing else) to `srcDir` (the bytes the load generator uploads
  * and our server is seeded with) and copies them under nginx's root.
  * @param {{srcDir: string, nginxCache: string, size: number, count: number, tag: string}} o
  * @returns {{artifacts: import('./load.js').CellSpec['artifacts'] & object[], files: string[]}}
@@ -324,7 +325,7 @@ function makeSmall(o) {
   const artifacts = [];
   const files = [];
   for (let i = 0; i < o.count; i++) {
-    const bytes = crypto.randomBytes(o.size);
+    const bytes = exactArtifact(o.size);
     const hash = `${o.tag}${String(i).padStart(4, '0')}`;
     const file = path.join(o.srcDir, hash);
     fs.writeFileSync(file, bytes);
@@ -336,7 +337,7 @@ function makeSmall(o) {
 }
 
 /**
- * A large random artifact written 1 MiB at a time; copied under nginx's root.
+ * A large artifact (a valid Nx artifact of noise) written a piece at a time; copied under nginx's root.
  * @param {{srcDir: string, nginxCache: string, mib: number, hash: string}} o
  */
 function makeLarge(o) {
@@ -344,8 +345,7 @@ function makeLarge(o) {
   const fd = fs.openSync(file, 'w');
   const h = crypto.createHash('sha256');
   try {
-    for (let i = 0; i < o.mib; i++) {
-      const c = crypto.randomBytes(MIB);
+    for (const c of artifactChunks(o.mib * MIB)) {
       h.update(c);
       fs.writeSync(fd, c);
     }
@@ -500,7 +500,7 @@ async function main() {
       small[size] = makeSmall({ srcDir, nginxCache, size, count: SMALL_COUNT, tag: `s${size / KIB}k` });
     }
     const large = makeLarge({ srcDir, nginxCache, mib: largeMib, hash: 'large0' });
-    log(`artifacts: ${SMALL_COUNT} x 1 KiB, ${SMALL_COUNT} x 64 KiB, 1 x ${largeMib} MiB (random bytes) in ${tmp}`);
+    log(`artifacts: ${SMALL_COUNT} x 1 KiB, ${SMALL_COUNT} x 64 KiB, 1 x ${largeMib} MiB (Nx artifacts of random bytes) in ${tmp}`);
 
     // Servers and the load generator.
     ours = await startOurs(path.join(tmp, 'store'), o.nice);

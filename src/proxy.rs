@@ -8,6 +8,7 @@ use crate::store::fs::FsStore;
 use crate::store::guard::{GuardPolicy, GuardedStore};
 use crate::store::http::{HttpOptions, HttpStore};
 use crate::store::object::{ObjectStoreBackend, UnavailableStore};
+use crate::store::validate::{self, ValidationPolicy};
 use crate::store::Store;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -121,8 +122,14 @@ pub fn start(config: &CacheConfig, env: &HashMap<String, String>) -> Result<Prox
     let store: Arc<dyn Store> = if config.mode == Mode::NoCache {
         opened
     } else {
+        // backend -> seal -> validating -> guard: what is read is checked to be a valid Nx
+        // artifact before Nx gets it (Nx's own uploads are not checked).
+        let checked = validate::wrap(
+            opened,
+            ValidationPolicy::proxy(config.mode == Mode::ReadWrite),
+        );
         let _inside = runtime.enter();
-        Arc::new(GuardedStore::new(opened, guard_policy(config)))
+        Arc::new(GuardedStore::new(checked, guard_policy(config)))
     };
     let location = if config.namespaces.is_default() {
         store.describe()

@@ -1,6 +1,8 @@
 //! Archives: round trips, reproducibility, Nx layout, and safe extraction of hostile archives.
 #![cfg(unix)]
 
+mod common;
+
 use nx_open_cache::archive::{
     pack_to_file, pack_to_vec, unpack_bytes, unpack_file, Format, PackOptions,
 };
@@ -760,23 +762,7 @@ fn reads_what_the_tar_crate_builder_writes_like_nx_store() {
     // then old-style headers for terminalOutput and code.
     let src = tmp();
     sample_tree(src.path());
-    let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
-        Vec::new(),
-        flate2::Compression::default(),
-    ));
-    b.follow_symlinks(false);
-    b.append_dir_all("", src.path()).unwrap();
-    let mut h = tar::Header::new_old();
-    h.set_size(5);
-    h.set_cksum();
-    b.append_data(&mut h, "terminalOutput", &b"hello"[..])
-        .unwrap();
-    let mut h = tar::Header::new_old();
-    h.set_size(4);
-    h.set_cksum();
-    b.append_data(&mut h, "code", &1u32.to_be_bytes()[..])
-        .unwrap();
-    let a = b.into_inner().unwrap().finish().unwrap();
+    let a = common::nx_store_archive(Some(src.path()), &[], b"hello", 1);
     let t = tmp();
     let dest = t.path().join("out");
     let u = unpack_bytes(&a, &dest).unwrap();

@@ -64,3 +64,52 @@ pub fn object_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     out.sort();
     out
 }
+
+/// What Nx's client uploads (nx 24 `HttpRemoteCache.store`): a tar::Builder over a gzip encoder
+/// (level 6), `follow_symlinks(false)`, `append_dir_all("", src)` when there is a `src` directory,
+/// then `files`, then old-style headers (only name, size, checksum) for `terminalOutput` and `code`.
+pub fn nx_store_archive(
+    src: Option<&std::path::Path>,
+    files: &[(&str, &[u8])],
+    terminal_output: &[u8],
+    code: u32,
+) -> Vec<u8> {
+    let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::default(),
+    ));
+    b.follow_symlinks(false);
+    if let Some(src) = src {
+        b.append_dir_all("", src).expect("archive the directory");
+    }
+    for (name, data) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, name, *data).expect("tar entry");
+    }
+    for (name, data) in [
+        ("terminalOutput", terminal_output),
+        ("code", &code.to_be_bytes()[..]),
+    ] {
+        let mut h = tar::Header::new_old();
+        h.set_size(data.len() as u64);
+        h.set_cksum();
+        b.append_data(&mut h, name, data).expect("tar entry");
+    }
+    b.into_inner()
+        .and_then(|gz| gz.finish())
+        .expect("gzip the archive")
+}
+
+/// A valid Nx artifact holding `len` bytes of noise in `dist/blob.bin`: what the proxy and `serve`
+/// accept. It is a little larger than `len` (noise does not compress).
+pub fn artifact(len: usize, seed: u64) -> Vec<u8> {
+    nx_store_archive(
+        None,
+        &[("dist/blob.bin", &noise(len, seed))],
+        format!("seed {seed}\n").as_bytes(),
+        0,
+    )
+}

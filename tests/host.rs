@@ -1,6 +1,8 @@
 //! The cache host: its lock, the registry of runs (one proxy each, when runs end, when the host
 //! exits), the control channel and the hooks' client, over real loopback HTTP.
 
+mod common;
+
 use nx_open_cache::host::client::{self, AttachError, EndResult};
 use nx_open_cache::host::liveness::{cmdline_matches, ClientProcess, Liveness, Procfs};
 use nx_open_cache::host::lock::HostLock;
@@ -65,7 +67,9 @@ async fn get(url: &str, token: &str, hash: &str) -> Result<u16, reqwest::Error> 
     Ok(resp.status().as_u16())
 }
 
-async fn put(url: &str, token: &str, hash: &str, body: &'static [u8]) -> u16 {
+/// PUTs a valid Nx artifact whose one output file holds `content` (the proxy serves nothing else).
+async fn put(url: &str, token: &str, hash: &str, content: &'static [u8]) -> u16 {
+    let body = common::nx_store_archive(None, &[("dist/out", content)], b"", 0);
     reqwest::Client::new()
         .put(format!("{url}/v1/cache/{hash}"))
         .bearer_auth(token)

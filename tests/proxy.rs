@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{noise, object_files};
+use common::{artifact, noise, object_files};
 use nx_open_cache::config::{resolve, Mode};
 use nx_open_cache::proxy::{self, Proxy};
 use std::collections::HashMap;
@@ -48,7 +48,8 @@ async fn protocol_round_trip_and_statuses() {
     let p = start(dir.path(), serde_json::json!({"path": "store"}), &[]);
     assert!(p.url.starts_with("http://127.0.0.1:"));
     assert_eq!(get(&p, "111").await.status(), 404);
-    let data = noise(300_000, 5);
+    let data = artifact(300_000, 5);
+    let len = data.len() as u64;
     assert_eq!(put(&p, "111", data.clone()).await, 200);
     assert_eq!(put(&p, "111", b"other".to_vec()).await, 409);
     let resp = get(&p, "111").await;
@@ -68,7 +69,7 @@ async fn protocol_round_trip_and_statuses() {
     assert_eq!(bad.status(), 400);
     let s = p.stop().await;
     assert_eq!((s.hits, s.misses, s.stored, s.already_stored), (1, 1, 1, 1));
-    assert_eq!((s.bytes_down, s.bytes_up), (300_000, 300_000));
+    assert_eq!((s.bytes_down, s.bytes_up), (len, len));
     assert_eq!(s.error_count, 0);
 }
 
@@ -76,7 +77,7 @@ async fn protocol_round_trip_and_statuses() {
 async fn large_artifacts_stream_both_ways() {
     let dir = tempfile::tempdir().unwrap();
     let p = start(dir.path(), serde_json::json!({"path": "store"}), &[]);
-    let data = noise(40 << 20, 11);
+    let data = artifact(40 << 20, 11);
     assert_eq!(put(&p, "big", data.clone()).await, 200);
     let got = get(&p, "big").await.bytes().await.unwrap();
     assert_eq!(got.len(), data.len());
@@ -119,7 +120,7 @@ async fn concurrent_puts_of_one_hash_one_200_rest_409() {
     for i in 0..16u64 {
         let p = p.clone();
         tasks.push(tokio::spawn(async move {
-            let data = noise(1 << 20, i + 100);
+            let data = artifact(1 << 20, i + 100);
             (put(&p, "4242", data.clone()).await, data)
         }));
     }
@@ -142,7 +143,8 @@ async fn concurrent_puts_of_one_hash_one_200_rest_409() {
 async fn read_only_mode_serves_but_never_writes() {
     let dir = tempfile::tempdir().unwrap();
     let rw = start(dir.path(), serde_json::json!({"path": "store"}), &[]);
-    assert_eq!(put(&rw, "1", b"seed".to_vec()).await, 200);
+    let seed = artifact(10, 1);
+    assert_eq!(put(&rw, "1", seed.clone()).await, 200);
     rw.stop().await;
     let before = object_files(&dir.path().join("store"));
     let ro = start(
@@ -152,7 +154,7 @@ async fn read_only_mode_serves_but_never_writes() {
     );
     assert_eq!(ro.mode, Mode::ReadOnly);
     assert_eq!(put(&ro, "2", vec![7u8; 100_000]).await, 403);
-    assert_eq!(get(&ro, "1").await.bytes().await.unwrap().as_ref(), b"seed");
+    assert_eq!(get(&ro, "1").await.bytes().await.unwrap().to_vec(), seed);
     let s = ro.stop().await;
     assert_eq!((s.refused_writes, s.hits, s.error_count), (1, 1, 0));
     assert_eq!(object_files(&dir.path().join("store")), before);

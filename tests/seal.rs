@@ -536,7 +536,7 @@ async fn through_a_keyless_proxy_sealed_objects_are_misses_with_a_reason() {
             .body(data)
             .send()
     };
-    let data = artifact(20_000, 17);
+    let data = common::artifact(20_000, 17);
     // Main-branch CI: encrypts one hash, signs another.
     let enc = start(&[("NX_OPEN_CACHE_ENCRYPTION_KEY", &e)]);
     assert_eq!(put(&enc, "1111", data.clone()).await.unwrap().status(), 200);
@@ -871,7 +871,8 @@ async fn through_the_proxy_a_refused_artifact_is_a_404_and_a_warning() {
         json!({"path": "store", "trustedKeys": [trusted.public]}),
         &[],
     );
-    let poisoned = artifact(10_000, 13);
+    // Valid Nx artifacts: the proxy serves nothing else.
+    let poisoned = common::artifact(10_000, 13);
     let status = client
         .put(format!("{}/v1/cache/4242", pr.url))
         .bearer_auth(&pr.token)
@@ -908,7 +909,7 @@ async fn through_the_proxy_a_refused_artifact_is_a_404_and_a_warning() {
         .unwrap();
     assert_eq!(resp.status(), 404);
     // It rebuilds and stores its signed artifact, replacing the one it refuses.
-    let good = artifact(12_000, 14);
+    let good = common::artifact(12_000, 14);
     let status = client
         .put(format!("{}/v1/cache/4242", main.url))
         .bearer_auth(&main.token)

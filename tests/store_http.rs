@@ -490,7 +490,8 @@ async fn proxy_in_front_of_an_upstream_round_trip() {
     let options = serde_json::json!({"backend": "http", "url": url(up.addr)});
     let config = resolve(&options, &env, dir.path()).unwrap();
     let client = reqwest::Client::new();
-    let data = noise(200_000, 10);
+    let data = common::artifact(200_000, 10);
+    let len = data.len() as u64;
 
     // Machine A stores.
     let a = proxy::start(&config, &env).expect("proxy A");
@@ -503,7 +504,7 @@ async fn proxy_in_front_of_an_upstream_round_trip() {
     };
     assert_eq!(put(&a).await.unwrap().status(), 200);
     let sa = a.stop().await;
-    assert_eq!((sa.stored, sa.bytes_up, sa.error_count), (1, 200_000, 0));
+    assert_eq!((sa.stored, sa.bytes_up, sa.error_count), (1, len, 0));
 
     // Machine B restores it as a remote hit.
     let b = proxy::start(&config, &env).expect("proxy B");

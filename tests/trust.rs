@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{noise, object_files};
+use common::{artifact, object_files};
 use nx_open_cache::config::resolve;
 use nx_open_cache::proxy::{self, Proxy};
 use std::collections::HashMap;
@@ -70,8 +70,9 @@ fn namespace_of(object: &str) -> &str {
 async fn untrusted_writes_never_reach_a_trusted_run() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
-    let poisoned = b"poisoned build output".to_vec();
-    let clean = noise(50_000, 3);
+    // Valid Nx artifacts (the proxy serves nothing else); the poisoned one differs in content.
+    let poisoned = artifact(1000, 666);
+    let clean = artifact(50_000, 3);
 
     // The PR run stores first, under the hash the main run will compute.
     let pr = start(dir.path(), CI_SPLIT, &[]);
@@ -117,10 +118,11 @@ async fn untrusted_writes_never_reach_a_trusted_run() {
     let pr2 = start(dir.path(), CI_SPLIT, &[]);
     assert_eq!(get(&pr2, "42").await, (200, clean.clone()));
     // It can still not write over trusted/: its writes go to untrusted/, where 42 exists.
-    assert_eq!(put(&pr2, "42", b"again".to_vec()).await, 409);
+    assert_eq!(put(&pr2, "42", artifact(10, 1)).await, 409);
     // A hash only in untrusted/ is found there (second in the read order).
-    assert_eq!(put(&pr2, "7", b"pr only".to_vec()).await, 200);
-    assert_eq!(get(&pr2, "7").await, (200, b"pr only".to_vec()));
+    let pr_only = artifact(100, 7);
+    assert_eq!(put(&pr2, "7", pr_only.clone()).await, 200);
+    assert_eq!(get(&pr2, "7").await, (200, pr_only));
     pr2.stop().await;
     let trusted: Vec<String> = objects(&store)
         .into_iter()
@@ -153,11 +155,12 @@ async fn a_read_only_trusted_reader_reads_both_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let opts = r#"{"path": "store"}"#;
     let a = start(dir.path(), opts, &[("NX_OPEN_CACHE_WRITE_PREFIX", "a")]);
-    assert_eq!(put(&a, "5", b"from a".to_vec()).await, 200);
+    let (from_a, from_b, only_b) = (artifact(10, 1), artifact(10, 2), artifact(10, 3));
+    assert_eq!(put(&a, "5", from_a.clone()).await, 200);
     a.stop().await;
     let b = start(dir.path(), opts, &[("NX_OPEN_CACHE_WRITE_PREFIX", "b")]);
-    assert_eq!(put(&b, "5", b"from b".to_vec()).await, 200);
-    assert_eq!(put(&b, "6", b"only b".to_vec()).await, 200);
+    assert_eq!(put(&b, "5", from_b.clone()).await, 200);
+    assert_eq!(put(&b, "6", only_b.clone()).await, 200);
     b.stop().await;
     let ab = start(
         dir.path(),
@@ -167,11 +170,11 @@ async fn a_read_only_trusted_reader_reads_both_in_order() {
             ("NX_OPEN_CACHE_MODE", "read-only"),
         ],
     );
-    assert_eq!(get(&ab, "5").await, (200, b"from a".to_vec()));
-    assert_eq!(get(&ab, "6").await, (200, b"only b".to_vec()));
+    assert_eq!(get(&ab, "5").await, (200, from_a.clone()));
+    assert_eq!(get(&ab, "6").await, (200, only_b));
     assert_eq!(put(&ab, "9", b"x".to_vec()).await, 403);
     ab.stop().await;
     let ba = start(dir.path(), opts, &[("NX_OPEN_CACHE_READ_PREFIXES", "b,a")]);
-    assert_eq!(get(&ba, "5").await, (200, b"from b".to_vec()));
+    assert_eq!(get(&ba, "5").await, (200, from_b));
     ba.stop().await;
 }

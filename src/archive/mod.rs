@@ -54,13 +54,18 @@
 //! symlinks in `dest` are made before publishing, by path).
 
 mod pack;
+pub mod rules;
 mod unpack;
+pub mod validate;
 
 pub use pack::{
     code_from_number, level_from_number, pack_to_file, pack_to_vec, pack_to_writer,
     threads_from_number, PackOptions,
 };
 pub use unpack::{unpack_bytes, unpack_file, unpack_reader, Unpacked};
+pub use validate::{
+    validate_reader, validate_slice, Checked, Refusal, ValidationLimits, Validator,
+};
 
 use std::fmt;
 

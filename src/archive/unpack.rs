@@ -1,5 +1,6 @@
 //! Safe extraction (see the module documentation in `mod.rs` for the exact guarantee).
 
+use super::rules::{self, EntryKind};
 use super::{Error, Format, CODE_ENTRY, MAX_TERMINAL_OUTPUT, TERMINAL_OUTPUT_ENTRY};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
@@ -48,33 +49,15 @@ fn path_from_bytes(b: &[u8]) -> Option<PathBuf> {
     std::str::from_utf8(b).ok().map(PathBuf::from)
 }
 
-/// Splits a raw entry path into its normal components; refuses absolute paths and `..`.
+/// Splits a raw entry path into its normal components (the shared path rules, `rules::split_path`).
 fn entry_path(raw: &[u8], shown: &str) -> Result<PathBuf, Error> {
-    if raw.first() == Some(&b'/') {
-        return Err(Error::entry(shown, "absolute paths are not allowed"));
-    }
     let mut out = PathBuf::new();
-    for c in raw.split(|b| *b == b'/') {
-        match c {
-            b"" | b"." => {}
-            b".." => {
-                return Err(Error::entry(
-                    shown,
-                    "`..` components are not allowed (the path would leave the destination)",
-                ))
-            }
-            name => {
-                if cfg!(windows) && (name.contains(&b'\\') || name.contains(&b':')) {
-                    return Err(Error::entry(
-                        shown,
-                        "`\\` and `:` are not allowed in a path on Windows",
-                    ));
-                }
-                let p = path_from_bytes(name)
-                    .ok_or_else(|| Error::entry(shown, "the path is not valid UTF-8"))?;
-                out.push(p);
-            }
-        }
+    for name in
+        rules::split_path(raw, rules::MAX_PATH_BYTES).map_err(|why| Error::entry(shown, why))?
+    {
+        let p = path_from_bytes(name)
+            .ok_or_else(|| Error::entry(shown, "the path is not valid UTF-8"))?;
+        out.push(p);
     }
     Ok(out)
 }
@@ -293,7 +276,8 @@ impl Resolver<'_> {
         deps: &mut usize,
     ) -> Result<Result<PathBuf, String>, Error> {
         let raw = target.to_string_lossy();
-        if raw.starts_with('/') || raw.starts_with('\\') || has_drive_prefix(&raw) {
+        if raw.starts_with('/') || raw.starts_with('\\') || rules::has_drive_prefix(raw.as_bytes())
+        {
             return Ok(Err(format!("its target `{raw}` is absolute")));
         }
         for c in raw.split(['/', '\\']) {
@@ -336,11 +320,6 @@ impl Resolver<'_> {
     }
 }
 
-fn has_drive_prefix(s: &str) -> bool {
-    let b = s.as_bytes();
-    b.len() >= 2 && b[0].is_ascii_alphabetic() && b[1] == b':'
-}
-
 /// Extracts a decompressed tar stream.
 fn extract<R: Read>(decoded: R, format: Format, dest: &Path) -> Result<Unpacked, Error> {
     let (parent, name) = prepare_dest(dest)?;
@@ -361,7 +340,7 @@ fn extract<R: Read>(decoded: R, format: Format, dest: &Path) -> Result<Unpacked,
         let mut entry = entry
             .map_err(|e| Error::new(format!("reading the archive (entry #{}): {e}", index + 1)))?;
         let raw = entry.path_bytes().into_owned();
-        let raw_shown = String::from_utf8_lossy(&raw).into_owned();
+        let raw_shown = rules::escaped(&raw);
         let kind = entry.header().entry_type();
         if kind.is_pax_global_extensions() {
             continue;
@@ -399,10 +378,7 @@ fn extract<R: Read>(decoded: R, format: Format, dest: &Path) -> Result<Unpacked,
                 if code.is_some() {
                     return Err(Error::entry(&raw_shown, "duplicate entry"));
                 }
-                let b: [u8; 4] = data.as_slice().try_into().map_err(|_| {
-                    Error::entry(&raw_shown, format!("must be 4 bytes, not {}", data.len()))
-                })?;
-                code = Some(u32::from_be_bytes(b));
+                code = Some(rules::code_value(&data).map_err(|why| Error::entry(&raw_shown, why))?);
             } else {
                 if terminal_output.is_some() {
                     return Err(Error::entry(&raw_shown, "duplicate entry"));
@@ -421,35 +397,22 @@ fn extract<R: Read>(decoded: R, format: Format, dest: &Path) -> Result<Unpacked,
             .map_err(|e| Error::entry(&raw_shown, format!("invalid mode: {e}")))?
             & 0o777;
 
-        use tar::EntryType as T;
-        let staged = match kind {
-            T::Regular | T::Continuous => Staged::File,
-            T::Directory => Staged::Dir { mode },
-            T::Symlink => {
-                let link = entry
-                    .link_name_bytes()
-                    .ok_or_else(|| Error::entry(&raw_shown, "symlink without a target"))?
-                    .into_owned();
-                if link.is_empty() {
-                    return Err(Error::entry(&raw_shown, "symlink with an empty target"));
+        let staged =
+            match rules::entry_kind(kind.as_byte()).map_err(|why| Error::entry(&raw_shown, why))? {
+                EntryKind::File => Staged::File,
+                EntryKind::Dir => Staged::Dir { mode },
+                EntryKind::Symlink => {
+                    let link = entry
+                        .link_name_bytes()
+                        .ok_or_else(|| Error::entry(&raw_shown, "symlink without a target"))?
+                        .into_owned();
+                    rules::check_link_target(&link, rules::MAX_PATH_BYTES)
+                        .map_err(|why| Error::entry(&raw_shown, why))?;
+                    let target = path_from_bytes(&link)
+                        .ok_or_else(|| Error::entry(&raw_shown, "symlink target is not UTF-8"))?;
+                    Staged::Symlink { target }
                 }
-                let target = path_from_bytes(&link)
-                    .ok_or_else(|| Error::entry(&raw_shown, "symlink target is not UTF-8"))?;
-                Staged::Symlink { target }
-            }
-            T::Link => return Err(Error::entry(&raw_shown, "hard links are not allowed")),
-            T::Char | T::Block => {
-                return Err(Error::entry(&raw_shown, "device files are not allowed"))
-            }
-            T::Fifo => return Err(Error::entry(&raw_shown, "FIFOs are not allowed")),
-            T::GNUSparse => return Err(Error::entry(&raw_shown, "sparse files are not supported")),
-            other => {
-                return Err(Error::entry(
-                    &raw_shown,
-                    format!("unsupported entry type {:?}", other.as_byte() as char),
-                ))
-            }
-        };
+            };
 
         if rel.as_os_str().is_empty() {
             // The archive's root (`./`): the destination itself.

@@ -73,6 +73,22 @@ const OPTIONS: &[OptionSpec] = &[
         switch: false,
     },
     OptionSpec {
+        key: "check_artifacts",
+        switch: false,
+    },
+    OptionSpec {
+        key: "max_artifact_entries",
+        switch: false,
+    },
+    OptionSpec {
+        key: "max_expanded_size",
+        switch: false,
+    },
+    OptionSpec {
+        key: "max_expansion_ratio",
+        switch: false,
+    },
+    OptionSpec {
         key: "max_size",
         switch: false,
     },
@@ -233,6 +249,8 @@ pub struct ServeConfig {
     /// Connection caps; `None`: the server's defaults (derived from the descriptor limit).
     pub max_connections: Option<usize>,
     pub max_untrusted_connections: Option<usize>,
+    /// What is checked to be a valid Nx artifact (uploads, reads) and the check's bounds.
+    pub validation: crate::store::validate::ValidationPolicy,
     /// Retention (fs storage only): total size and age limits.
     pub max_size: Option<u64>,
     pub max_age: Option<Duration>,
@@ -893,6 +911,35 @@ pub fn resolve(
     let max_concurrent_uploads = count_of("max_concurrent_uploads")?;
     let max_connections = count_of("max_connections")?;
     let max_untrusted_connections = count_of("max_untrusted_connections")?;
+    let whole_of = |key: &str, most: u64| -> Result<Option<u64>, ServeConfigError> {
+        let Some(raw) = pick(key) else {
+            return Ok(None);
+        };
+        let s = raw.string()?;
+        match s.trim().parse::<u64>() {
+            Ok(n) if (1..=most).contains(&n) => Ok(Some(n)),
+            _ => raw.invalid(&s, &format!("a whole number from 1 to {most}")),
+        }
+    };
+    let mut limits = crate::archive::ValidationLimits::default();
+    if let Some(n) = whole_of("max_artifact_entries", 100_000_000)? {
+        limits.max_entries = n;
+    }
+    if let Some(n) = size_of("max_expanded_size")? {
+        limits.max_expanded_bytes = n;
+    }
+    if let Some(n) = whole_of("max_expansion_ratio", 1_000_000)? {
+        limits.max_expansion_ratio = n;
+    }
+    let mut validation = crate::store::validate::ValidationPolicy::server(limits);
+    if let Some(raw) = pick("check_artifacts") {
+        match raw.string()?.as_str() {
+            "on" => {}
+            "uploads" => validation.on_get = false,
+            "off" => (validation.on_get, validation.on_put) = (false, false),
+            other => return raw.invalid(other, "one of \"on\", \"uploads\", \"off\""),
+        }
+    }
     let max_size = size_of("max_size")?;
     let max_age = duration_of("max_age")?;
     if scheme != "fs" {
@@ -983,6 +1030,7 @@ pub fn resolve(
         max_concurrent_uploads,
         max_connections,
         max_untrusted_connections,
+        validation,
         max_size,
         max_age,
         log,
@@ -1037,6 +1085,18 @@ precedence is command line > environment > config file > default.
   --max-untrusted-connections <n>  MAX_UNTRUSTED_CONNECTIONS  max_untrusted_connections
       Of those, connections that have not presented a valid token (new ones, anonymous
       readers, refused clients; default half of --max-connections).
+  --check-artifacts <on|uploads|off> CHECK_ARTIFACTS       check_artifacts
+      Every upload and every object read is checked to be a valid Nx artifact
+      (default on): an upload that fails gets 400 with the reason, an object that
+      fails is a miss and is removed. `uploads`: only uploads (when this server is
+      the only writer of its storage); `off`: nothing (Nx may then fail on what it
+      reads).
+  --max-artifact-entries <n>   MAX_ARTIFACT_ENTRIES            max_artifact_entries
+  --max-expanded-size <size>   MAX_EXPANDED_SIZE               max_expanded_size
+  --max-expansion-ratio <n>    MAX_EXPANSION_RATIO             max_expansion_ratio
+      Bounds of that check: at most this many entries (default 1000000), inflating
+      to at most this size (default 32GiB) and to at most this many times its
+      compressed size once above 256MiB (default 200).
   --max-size <size>            MAX_SIZE                        max_size
   --max-age <duration>         MAX_AGE                         max_age
       Retention for fs: storage: least recently used artifacts are removed in the

@@ -12,6 +12,7 @@ use crate::server::{Caps, LogFormat, RunningServer, ServerSettings};
 use crate::stats::Stats;
 use crate::store::fs::FsStore;
 use crate::store::object::ObjectStoreBackend;
+use crate::store::validate;
 use crate::store::Store;
 use config::{LogChoice, ServeConfig, TokenRole};
 use std::collections::HashMap;
@@ -217,6 +218,12 @@ fn banner(config: &ServeConfig, shown: &Shown<'_>) -> String {
             parts.join(", ")
         }
     };
+    let checked = match (config.validation.on_put, config.validation.on_get) {
+        (true, true) => "uploads and reads",
+        (true, false) => "uploads",
+        (false, true) => "reads",
+        (false, false) => "off",
+    };
     match config.log {
         LogChoice::Json => serde_json::json!({
             "level": "info",
@@ -236,12 +243,13 @@ fn banner(config: &ServeConfig, shown: &Shown<'_>) -> String {
             "max_connections": caps.total,
             "max_untrusted_connections": caps.untrusted,
             "retention": retention,
+            "artifacts_checked": checked,
         })
         .to_string(),
         _ => format!(
             "nx-open-cache serve: listening on {url} | storage {location} | tokens: {} | anonymous read {} | \
              max artifact {max}, upload timeout {}, {} concurrent uploads | {} connections, {} without a \
-             token | retention {retention}",
+             token | retention {retention} | artifacts checked: {checked}",
             if tokens.is_empty() { "none".to_owned() } else { tokens.join(", ") },
             if config.allow_anonymous { "on" } else { "off" },
             human_duration(limits.upload_timeout),
@@ -262,7 +270,9 @@ pub fn start(config: &ServeConfig, env: &HashMap<String, String>) -> Result<Runn
         None => None,
     };
     let runtime = crate::runtime::get()?;
-    let store = open_store(config, env)?;
+    // Uploads and reads are checked to be valid Nx artifacts (a bad writer gets 400 at once; an
+    // object written before, or by another writer of the storage, is a miss).
+    let store = validate::wrap(open_store(config, env)?, config.validation.clone());
     let location = store.describe();
     let std_listener = std::net::TcpListener::bind(config.listen)
         .map_err(|e| format!("--listen {}: cannot listen there: {e}", config.listen))?;

@@ -9,6 +9,7 @@ pub mod fs;
 pub mod guard;
 pub mod http;
 pub mod object;
+pub mod validate;
 
 use crate::key::{Prefix, TaskHash};
 use bytes::Bytes;

@@ -1,0 +1,333 @@
+//! Nothing but structurally valid Nx artifacts in or out: a [`ValidatingStore`] wraps any store
+//! and runs [`crate::archive::validate`] over what it reads and what it is given to write.
+//!
+//! - **get** (`on_get`): the inner store's verified payload is checked before it is returned (in
+//!   memory, or read from its file and the file rewound to the payload). A payload that fails is
+//!   an `Err` of kind [`ErrorKind::Refused`] whose message is the refusal ("not a valid Nx
+//!   artifact: ..."), so the server answers a miss and counts the reason. With `delete_refused`,
+//!   the object is also deleted when the inner store can delete (fs, s3, gcs, azure; not an http
+//!   upstream): under first-writer-wins the junk would otherwise hold its hash for good, and the
+//!   next correct upload of that hash could never replace it.
+//! - **put** (`on_put`): every chunk of the upload also feeds the check as it passes to the inner
+//!   store; a refusal (at once for a bad entry, at the end for a truncated stream) ends the
+//!   stream with an error, so the inner store publishes nothing, and comes back as `Refused` with
+//!   the reason (the server's 400 "not stored: ..."). A body that does not match its
+//!   Content-Length is left to the inner store (`BadRequest`).
+//!
+//! In a stack: backend -> seal -> validating -> guard. A refusal is never a store fault: the
+//! guard does not count it toward its outage breaker.
+
+use super::{
+    Artifact, ArtifactBody, BodyStream, Deleted, ErrorKind, PutOutcome, Store, StoreError,
+};
+use crate::archive::validate::{validate_reader, validate_slice, Refusal, ValidationLimits};
+use crate::key::{Prefix, TaskHash};
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use futures_util::StreamExt;
+use std::io::{Read, Seek, SeekFrom};
+use std::sync::{Arc, Mutex};
+
+/// Payloads up to this size are checked on the async worker; larger ones on the blocking pool.
+const ON_WORKER_LIMIT: u64 = 256 * 1024;
+
+/// What a [`ValidatingStore`] checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidationPolicy {
+    /// Check what is read before it is served.
+    pub on_get: bool,
+    /// Check uploads before they are stored.
+    pub on_put: bool,
+    /// Delete an object that fails the check on read (when the store can delete).
+    pub delete_refused: bool,
+    pub limits: ValidationLimits,
+}
+
+impl ValidationPolicy {
+    /// The proxy's: reads are checked (Nx's own uploads are not); refused objects are deleted
+    /// when the run may write (`writes`).
+    pub fn proxy(writes: bool) -> Self {
+        ValidationPolicy {
+            on_get: true,
+            on_put: false,
+            delete_refused: writes,
+            limits: ValidationLimits::default(),
+        }
+    }
+
+    /// `serve`'s: uploads and reads are checked; refused objects are deleted.
+    pub fn server(limits: ValidationLimits) -> Self {
+        ValidationPolicy {
+            on_get: true,
+            on_put: true,
+            delete_refused: true,
+            limits,
+        }
+    }
+}
+
+/// A store that serves and stores only valid Nx artifacts.
+pub struct ValidatingStore {
+    inner: Arc<dyn Store>,
+    policy: Arc<ValidationPolicy>,
+}
+
+impl ValidatingStore {
+    pub fn new(inner: Arc<dyn Store>, policy: ValidationPolicy) -> Self {
+        ValidatingStore {
+            inner,
+            policy: Arc::new(policy),
+        }
+    }
+
+    pub fn inner(&self) -> &Arc<dyn Store> {
+        &self.inner
+    }
+
+    async fn read(&self, hash: &TaskHash) -> Result<Option<Artifact>, StoreError> {
+        let Some(artifact) = self.inner.get(hash).await? else {
+            return Ok(None);
+        };
+        if !self.policy.on_get {
+            return Ok(Some(artifact));
+        }
+        let (artifact, verdict) = check_artifact(artifact, &self.policy.limits).await?;
+        match verdict {
+            Ok(()) => Ok(Some(artifact)),
+            Err(refusal) => Err(self.refused_on_read(hash, &refusal).await),
+        }
+    }
+
+    /// The error for a stored object that failed the check, after deleting it if so configured.
+    async fn refused_on_read(&self, hash: &TaskHash, refusal: &Refusal) -> StoreError {
+        let note = if self.policy.delete_refused {
+            match self.inner.delete(hash).await {
+                Ok(Deleted::Removed) => "; removed from the store",
+                Ok(Deleted::Absent) => "",
+                Ok(Deleted::Unsupported) => "; kept (the store cannot delete)",
+                Err(_) => "; could not be removed from the store",
+            }
+        } else {
+            ""
+        };
+        StoreError::new(ErrorKind::Refused, format!("{refusal}{note}"))
+    }
+
+    async fn write(
+        &self,
+        hash: &TaskHash,
+        body: &mut BodyStream<'_>,
+        declared_len: Option<u64>,
+    ) -> Result<PutOutcome, StoreError> {
+        if !self.policy.on_put {
+            return self.inner.put(hash, body, declared_len).await;
+        }
+        let refused: Arc<Mutex<Option<Refusal>>> = Arc::default();
+        let outcome = {
+            let checking = CheckedUpload {
+                input: body,
+                validator: Some(crate::archive::Validator::new(
+                    self.policy.limits.clone(),
+                    declared_len,
+                )),
+                received: 0,
+                declared: declared_len,
+                refused: refused.clone(),
+            };
+            let mut stream: BodyStream<'_> =
+                Box::pin(futures_util::stream::unfold(checking, next_checked));
+            self.inner.put(hash, &mut stream, declared_len).await
+        };
+        let refusal = refused.lock().ok().and_then(|mut r| r.take());
+        match (outcome, refusal) {
+            (Ok(PutOutcome::Stored(_)), Some(refusal)) => {
+                // A store that published despite the failed stream: take it back.
+                let _ = self.inner.delete(hash).await;
+                Err(StoreError::new(ErrorKind::Refused, refusal.to_string()))
+            }
+            (Err(_), Some(refusal)) => {
+                Err(StoreError::new(ErrorKind::Refused, refusal.to_string()))
+            }
+            (outcome, _) => outcome,
+        }
+    }
+}
+
+/// Checks a verified artifact; returns it (a file rewound to its payload) with the verdict.
+async fn check_artifact(
+    artifact: Artifact,
+    limits: &ValidationLimits,
+) -> Result<(Artifact, Result<(), Refusal>), StoreError> {
+    let len = artifact.len;
+    match artifact.body {
+        ArtifactBody::Memory(bytes) if len <= ON_WORKER_LIMIT => {
+            let verdict = validate_slice(&bytes, limits).map(|_| ());
+            Ok((memory(bytes), verdict))
+        }
+        body => {
+            let limits = limits.clone();
+            tokio::task::spawn_blocking(move || match body {
+                ArtifactBody::Memory(bytes) => {
+                    let verdict = validate_slice(&bytes, &limits).map(|_| ());
+                    Ok((memory(bytes), verdict))
+                }
+                ArtifactBody::File { file, offset } => check_file(file, offset, len, &limits),
+            })
+            .await
+            .map_err(|e| {
+                StoreError::new(
+                    ErrorKind::Unavailable,
+                    format!("artifact check task failed: {e}"),
+                )
+            })?
+        }
+    }
+}
+
+fn memory(bytes: Bytes) -> Artifact {
+    Artifact {
+        len: bytes.len() as u64,
+        body: ArtifactBody::Memory(bytes),
+    }
+}
+
+/// Reads `len` payload bytes from `offset`, checks them, and rewinds the file to `offset`.
+fn check_file(
+    mut file: std::fs::File,
+    offset: u64,
+    len: u64,
+    limits: &ValidationLimits,
+) -> Result<(Artifact, Result<(), Refusal>), StoreError> {
+    let fail = |e: std::io::Error| {
+        StoreError::new(
+            ErrorKind::Unavailable,
+            format!("reading the stored object to check it: {e}"),
+        )
+    };
+    file.seek(SeekFrom::Start(offset)).map_err(fail)?;
+    let verdict = validate_reader((&mut file).take(len), limits, Some(len))
+        .map_err(fail)?
+        .map(|_| ());
+    file.seek(SeekFrom::Start(offset)).map_err(fail)?;
+    Ok((
+        Artifact {
+            len,
+            body: ArtifactBody::File { file, offset },
+        },
+        verdict,
+    ))
+}
+
+/// An upload on its way to the inner store, checked chunk by chunk.
+struct CheckedUpload<'a, 'b> {
+    input: &'a mut BodyStream<'b>,
+    validator: Option<crate::archive::Validator>,
+    received: u64,
+    declared: Option<u64>,
+    refused: Arc<Mutex<Option<Refusal>>>,
+}
+
+impl CheckedUpload<'_, '_> {
+    /// Records the refusal and turns it into the stream error that stops the inner store.
+    fn refuse(&mut self, refusal: Refusal) -> std::io::Error {
+        let e = std::io::Error::other(refusal.to_string());
+        if let Ok(mut slot) = self.refused.lock() {
+            *slot = Some(refusal);
+        }
+        self.validator = None;
+        e
+    }
+
+    /// Whether the body so far (and `more` bytes) still fits its declared length: when it does
+    /// not, the inner store reports the mismatch (`BadRequest`), not the check.
+    fn fits(&self, more: u64) -> bool {
+        self.declared
+            .is_none_or(|d| self.received.saturating_add(more) <= d)
+    }
+}
+
+async fn next_checked<'a, 'b>(
+    mut up: CheckedUpload<'a, 'b>,
+) -> Option<(Result<Bytes, std::io::Error>, CheckedUpload<'a, 'b>)> {
+    let next = up.input.next().await;
+    match next {
+        Some(Ok(chunk)) => {
+            let fits = up.fits(chunk.len() as u64);
+            up.received = up.received.saturating_add(chunk.len() as u64);
+            if fits {
+                if let Some(v) = up.validator.as_mut() {
+                    if let Err(refusal) = v.feed(&chunk) {
+                        let e = up.refuse(refusal);
+                        return Some((Err(e), up));
+                    }
+                }
+            } else {
+                up.validator = None;
+            }
+            Some((Ok(chunk), up))
+        }
+        Some(Err(e)) => {
+            up.validator = None;
+            Some((Err(e), up))
+        }
+        None => {
+            let complete = up.declared.is_none_or(|d| d == up.received);
+            match up.validator.take() {
+                Some(v) if complete => match v.finish() {
+                    Ok(_) => None,
+                    Err(refusal) => {
+                        let e = up.refuse(refusal);
+                        Some((Err(e), up))
+                    }
+                },
+                _ => None,
+            }
+        }
+    }
+}
+
+impl Store for ValidatingStore {
+    fn get<'a>(
+        &'a self,
+        hash: &'a TaskHash,
+    ) -> BoxFuture<'a, Result<Option<Artifact>, StoreError>> {
+        Box::pin(self.read(hash))
+    }
+
+    fn put<'a>(
+        &'a self,
+        hash: &'a TaskHash,
+        body: &'a mut BodyStream<'_>,
+        declared_len: Option<u64>,
+    ) -> BoxFuture<'a, Result<PutOutcome, StoreError>> {
+        Box::pin(self.write(hash, body, declared_len))
+    }
+
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.inner.check()
+    }
+
+    fn delete<'a>(&'a self, hash: &'a TaskHash) -> BoxFuture<'a, Result<Deleted, StoreError>> {
+        self.inner.delete(hash)
+    }
+
+    fn with_namespace(&self, ns: &Prefix) -> Result<Arc<dyn Store>, StoreError> {
+        Ok(Arc::new(ValidatingStore {
+            inner: self.inner.with_namespace(ns)?,
+            policy: self.policy.clone(),
+        }))
+    }
+}
+
+/// Wraps `store` when `policy` checks anything; otherwise returns it as it is.
+pub fn wrap(store: Arc<dyn Store>, policy: ValidationPolicy) -> Arc<dyn Store> {
+    if policy.on_get || policy.on_put {
+        Arc::new(ValidatingStore::new(store, policy))
+    } else {
+        store
+    }
+}

@@ -216,29 +216,70 @@ fn empty_fan_out_and_prefix_directories_are_removed() {
     assert!(again.exists());
 }
 
+/// A body that sends `first`, then waits for the rest on `rest` (an upload in flight).
+fn held_body(
+    first: &[u8],
+) -> (
+    nx_open_cache::store::BodyStream<'static>,
+    tokio::sync::mpsc::UnboundedSender<bytes::Bytes>,
+) {
+    use futures_util::StreamExt;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<bytes::Bytes>();
+    tx.send(bytes::Bytes::copy_from_slice(first)).expect("send");
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (Ok(chunk), rx))
+    });
+    (stream.boxed(), tx)
+}
+
+/// Waits (bounded) until the store's temp directory holds a file.
+fn wait_for_temp(root: &Path) -> PathBuf {
+    for _ in 0..500 {
+        let found = std::fs::read_dir(root.join(".tmp"))
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| e.ok())
+            .map(|e| e.path());
+        if let Some(p) = found {
+            return p;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("no temp file appeared");
+}
+
 #[test]
-fn a_directory_awaited_by_an_in_flight_writer_is_restored() {
+fn an_upload_whose_fan_out_directory_retention_removed_is_still_published() {
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let s = store(root, "");
     let old = put(&rt, &s, "5001", 10);
     set_age(&old, 20 * DAY);
-    let fan_dir = old.parent().unwrap().to_path_buf();
-    // A writer of another build of this hash is mid-upload: its temp file exists.
-    let temp = root.join(".tmp").join("5001.999.cafe.0011223344556677.tmp");
-    std::fs::write(&temp, b"partial").unwrap();
+    // An upload is in flight: its object's fan-out directories exist, empty, and its temp file.
+    let (mut stream, rest) = held_body(b"first half ");
+    let writer = {
+        let s = s.clone();
+        rt.spawn(async move { s.put(&hash("5002"), &mut stream, Some(22)).await })
+    };
+    let temp = wait_for_temp(root);
+    let fan_dir = s.object_path(&hash("5002")).parent().unwrap().to_path_buf();
+    assert!(fan_dir.is_dir());
     let policy = Policy {
         max_bytes: Some(0),
         max_age: None,
     };
     let r = collect(root, &policy);
     assert_eq!(r.deleted_by_size.files, 1);
-    assert!(temp.exists());
-    assert!(
-        fan_dir.is_dir(),
-        "the writer's link() target directory exists"
-    );
+    assert!(temp.exists(), "an upload in flight is never touched");
+    assert_eq!(r.kept_temp.files, 1, "and it counts toward the size");
+    assert!(!fan_dir.exists(), "its empty fan-out directory was pruned");
+    rest.send(bytes::Bytes::from_static(b"second half"))
+        .unwrap();
+    drop(rest);
+    let out = rt.block_on(writer).expect("writer task");
+    assert_eq!(out, Ok(PutOutcome::Stored(22)), "the writer made it again");
+    assert!(rt.block_on(s.get(&hash("5002"))).unwrap().is_some());
 }
 
 #[test]
@@ -400,6 +441,7 @@ fn background_retention_runs_on_the_runtime_and_stops() {
             root.clone(),
             policy,
             Duration::from_secs(3600),
+            None,
             move |r| {
                 let _ = tx.send(r.clone());
             },

@@ -10,7 +10,7 @@ use crate::server::auth::{Auth, Role, TokenSpec, MIN_SECRET_LEN};
 use crate::server::limits::Limits;
 use crate::server::{LogFormat, RunningServer, ServerSettings};
 use crate::stats::Stats;
-use crate::store::fs::FsStore;
+use crate::store::fs::{Budget, FsStore};
 use crate::store::object::ObjectStoreBackend;
 use crate::store::Store;
 use config::{LogChoice, ServeConfig, TokenRole};
@@ -120,13 +120,15 @@ pub fn limits(config: &ServeConfig) -> Limits {
 
 /// Opens the configured storage; cloud credentials come from `env`. Nothing is contacted for
 /// clouds yet (`/readyz` tells whether the storage is reachable); an fs directory is created.
+/// `budget`: the size budget an fs store holds its uploads to (see [`fs_budget`]).
 pub fn open_store(
     config: &ServeConfig,
     env: &HashMap<String, String>,
+    budget: Option<Arc<Budget>>,
 ) -> Result<Arc<dyn Store>, String> {
     match &config.backend {
         Backend::Fs { path } => {
-            let store = FsStore::new(path.clone(), config.prefix.clone());
+            let store = FsStore::new(path.clone(), config.prefix.clone()).with_budget(budget);
             store
                 .prepare()
                 .map_err(|e| format!("--storage {}: {}", config.storage, e.message))?;
@@ -135,6 +137,15 @@ pub fn open_store(
         other => ObjectStoreBackend::from_config(other, config.prefix.clone(), env)
             .map(|s| Arc::new(s) as Arc<dyn Store>)
             .map_err(|e| format!("--storage {}: {}", config.storage, e.message)),
+    }
+}
+
+/// The size budget of fs storage with `--max-size`, shared by the store (its uploads) and
+/// background retention (woken when uploads cross it).
+pub fn fs_budget(config: &ServeConfig) -> Option<Arc<Budget>> {
+    match (&config.backend, config.max_size) {
+        (Backend::Fs { .. }, Some(max)) => Some(Budget::new(max)),
+        _ => None,
     }
 }
 
@@ -244,7 +255,8 @@ pub fn start(config: &ServeConfig, env: &HashMap<String, String>) -> Result<Runn
         None => None,
     };
     let runtime = crate::runtime::get()?;
-    let store = open_store(config, env)?;
+    let budget = fs_budget(config);
+    let store = open_store(config, env, budget.clone())?;
     let location = store.describe();
     let std_listener = std::net::TcpListener::bind(config.listen)
         .map_err(|e| format!("--listen {}: cannot listen there: {e}", config.listen))?;
@@ -295,6 +307,7 @@ pub fn start(config: &ServeConfig, env: &HashMap<String, String>) -> Result<Runn
             path.clone(),
             policy,
             RETENTION_INTERVAL,
+            budget,
         )),
         _ => None,
     };

@@ -9,9 +9,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// After a run that freed nothing, the next one waits at least this long (uploads that find the
-/// store over the budget while only uploads in flight fill it do not spin the scan).
-const PAUSE_AFTER_IDLE_RUN: Duration = Duration::from_secs(1);
+/// After a run that left the store over its budget with no object left to evict (only uploads in
+/// flight and temp files fill it), the next one waits at least this long: uploads waiting for
+/// room do not spin the scan.
+const PAUSE_WHEN_STUCK: Duration = Duration::from_secs(1);
 
 /// A running background retention loop.
 pub struct BackgroundHandle {
@@ -91,9 +92,8 @@ pub fn spawn_background_with(
     let task = tokio::spawn(async move {
         while !stop2.load(Ordering::Relaxed) {
             let result = run_once(&root, &policy, &stop2, budget.clone()).await;
-            let freed = result
-                .as_ref()
-                .is_ok_and(|r| r.deleted_objects().files + r.deleted_temp.files > 0);
+            // Nothing left that a run could evict (or the run failed).
+            let stuck = result.as_ref().map_or(true, |r| r.kept.files == 0);
             if let Ok(mut l) = last2.lock() {
                 *l = Some(result.clone());
             }
@@ -101,13 +101,13 @@ pub fn spawn_background_with(
             if stop2.load(Ordering::Relaxed) {
                 break;
             }
-            // Uploads went on during the run and the store is over again: run at once.
-            if freed && budget.as_ref().is_some_and(|b| b.is_over()) {
-                continue;
-            }
-            if !freed {
+            if budget.as_ref().is_some_and(|b| b.is_over()) {
+                if !stuck {
+                    // Uploads went on during the run and the store is over again: run at once.
+                    continue;
+                }
                 tokio::select! {
-                    _ = tokio::time::sleep(PAUSE_AFTER_IDLE_RUN) => {}
+                    _ = tokio::time::sleep(PAUSE_WHEN_STUCK) => {}
                     _ = wake2.notified() => {}
                 }
             }

@@ -192,6 +192,15 @@ fn add_object(
         stat.mtime
     };
     report.scanned.add(stat.len);
+    if let Some(b) = options.budget {
+        let mut rel: Vec<&str> = tree.dirs[index]
+            .rel
+            .iter()
+            .filter_map(|p| p.to_str())
+            .collect();
+        rel.extend(name.to_str());
+        b.seen(&rel.join("/"));
+    }
     tree.objects.push(Object {
         dir: index,
         name,
@@ -266,7 +275,14 @@ pub(super) fn evict(
 ) {
     let mut objects = std::mem::take(&mut tree.objects);
     objects.sort_by(|a, b| a.accessed.cmp(&b.accessed).then(a.name.cmp(&b.name)));
-    let mut total: u64 = objects.iter().map(|o| o.len).sum::<u64>() + report.kept_temp.bytes;
+    let objects_bytes = objects.iter().map(|o| o.len).sum::<u64>();
+    // With a budget, the total is the budget's: this process' uploads in flight count with their
+    // full declared size (not what their temp files hold so far), and what it stored during the
+    // scan where the scan did not see it.
+    let mut total = match options.budget {
+        Some(b) => b.projected(objects_bytes + report.kept_temp.bytes - tree.own_temp_bytes),
+        None => objects_bytes + report.kept_temp.bytes,
+    };
     let size_target = match policy.max_bytes {
         Some(max) if total > max => Some(options.size_target.unwrap_or(max).min(max)),
         _ => None,

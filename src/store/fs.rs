@@ -112,6 +112,11 @@ impl Location {
     fn name(&self) -> &str {
         self.parts.last().map_or("", String::as_str)
     }
+
+    /// The object's path below the root, `/`-separated (how the budget knows it).
+    fn rel(&self) -> String {
+        self.parts.join("/")
+    }
 }
 
 /// The two fan-out directory names of a hash.
@@ -241,10 +246,23 @@ impl FsStore {
             .map_err(|b| self.beneath_error(root, &[TMP_DIR], 0, b, "cannot open"))
     }
 
-    /// The directory of an object, made if missing.
+    /// The directory of an object, made if missing. Retention removes empty fan-out directories:
+    /// one made a moment ago can be gone again before it is opened, so it is made again (a few
+    /// times at most).
     fn object_dir(&self, root: &Dir, loc: &Location) -> Result<Dir, StoreError> {
-        root.create_dirs(loc.dir())
-            .map_err(|b| self.beneath_error(root, loc.dir(), loc.owned_from, b, "cannot open"))
+        let mut attempts = 0;
+        loop {
+            match root.create_dirs(loc.dir()) {
+                Err(Beneath::Io(e)) if e.kind() == io::ErrorKind::NotFound && attempts < 3 => {
+                    attempts += 1;
+                }
+                other => {
+                    return other.map_err(|b| {
+                        self.beneath_error(root, loc.dir(), loc.owned_from, b, "cannot open")
+                    })
+                }
+            }
+        }
     }
 
     /// The fault of a path below the root that could not be opened; names from `owned_from` on

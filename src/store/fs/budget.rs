@@ -12,6 +12,7 @@
 //! (at start), uploads wait for it.
 
 use super::super::{ErrorKind, StoreError};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -39,9 +40,35 @@ struct Usage {
     since_scan: i64,
     /// Declared sizes of the admitted uploads not finished yet.
     in_flight: u64,
+    /// While a scan runs: what this process stored and deleted, by object path below the root,
+    /// and whether the scan saw the object (so that nothing is counted twice or missed).
+    during_scan: Option<HashMap<String, Change>>,
+}
+
+#[derive(Debug, Default)]
+struct Change {
+    bytes: i64,
+    seen: bool,
+}
+
+impl Change {
+    /// Whether the scan's total already reflects this change: an object stored and seen, or one
+    /// deleted before the scan could see it.
+    fn counted_by_scan(&self) -> bool {
+        (self.bytes > 0 && self.seen) || (self.bytes < 0 && !self.seen)
+    }
 }
 
 impl Usage {
+    /// Records `delta` bytes stored (+) or deleted (-) at object path `rel`.
+    fn change(&mut self, rel: &str, delta: i64) {
+        self.since_scan = self.since_scan.saturating_add(delta);
+        if let Some(changes) = &mut self.during_scan {
+            let c = changes.entry(rel.to_owned()).or_default();
+            c.bytes = c.bytes.saturating_add(delta);
+        }
+    }
+
     fn total(&self) -> Option<u64> {
         let settled = self.scanned? as i128 + self.since_scan as i128;
         let total = settled.max(0) as u128 + self.in_flight as u128;
@@ -136,15 +163,14 @@ impl Budget {
         )
     }
 
-    /// This process deleted `bytes` from the store.
-    pub fn removed(&self, bytes: u64) {
-        let mut usage = self.lock();
-        usage.since_scan = usage.since_scan.saturating_sub(clamp_i64(bytes));
-        drop(usage);
+    /// This process deleted the object at `rel` (its path below the root), of `bytes`.
+    pub fn removed(&self, rel: &str, bytes: u64) {
+        self.lock().change(rel, -clamp_i64(bytes));
         self.room.notify_waiters();
     }
 
-    /// A retention scan starts: what was stored until now is folded into the total it replaces.
+    /// A retention scan starts: what was stored until now is folded into the total it replaces,
+    /// and changes are recorded by object until it finishes.
     pub fn scan_started(&self) {
         let mut usage = self.lock();
         if let Some(scanned) = usage.scanned {
@@ -152,13 +178,45 @@ impl Budget {
             usage.scanned = Some(u64::try_from(settled).unwrap_or(u64::MAX));
         }
         usage.since_scan = 0;
+        usage.during_scan = Some(HashMap::new());
+    }
+
+    /// The running scan counted the object at `rel` (as it was then).
+    pub fn seen(&self, rel: &str) {
+        let mut usage = self.lock();
+        if let Some(c) = usage.during_scan.as_mut().and_then(|m| m.get_mut(rel)) {
+            c.seen = true;
+        }
+    }
+
+    /// What the estimate will be once the running scan finishes with `on_disk` bytes: the
+    /// changes it did not see and the uploads in flight on top (retention evicts by this).
+    pub fn projected(&self, on_disk: u64) -> u64 {
+        let usage = self.lock();
+        let mut settled = on_disk as i128 + usage.since_scan as i128;
+        for c in usage.during_scan.iter().flat_map(|m| m.values()) {
+            if c.counted_by_scan() {
+                settled -= c.bytes as i128;
+            }
+        }
+        let total = settled.max(0) as u128 + usage.in_flight as u128;
+        u64::try_from(total).unwrap_or(u64::MAX)
     }
 
     /// A retention run left `on_disk` bytes (objects, and temp files not of this process'
-    /// uploads in flight): the new base of the estimate. Writes stored since the scan started
-    /// stay counted on top (some twice, which errs on the safe side until the next scan).
+    /// uploads in flight): the new base of the estimate. A change made during the scan stays
+    /// counted on top unless the scan counted it already: an object stored and seen, or one
+    /// deleted before the scan could see it. (Races between a change and the scan's look at
+    /// that object count it twice: on the safe side, until the next scan.)
     pub fn scan_finished(&self, on_disk: u64) {
-        self.lock().scanned = Some(on_disk);
+        let mut usage = self.lock();
+        usage.scanned = Some(on_disk);
+        for c in usage.during_scan.take().unwrap_or_default().into_values() {
+            if c.counted_by_scan() {
+                usage.since_scan = usage.since_scan.saturating_sub(c.bytes);
+            }
+        }
+        drop(usage);
         self.room.notify_waiters();
     }
 
@@ -181,11 +239,11 @@ pub struct Reservation {
 }
 
 impl Reservation {
-    /// The upload was stored with `bytes` on disk.
-    pub fn stored(self, bytes: u64) {
+    /// The upload was stored at `rel` (the object's path below the root) with `bytes` on disk.
+    pub fn stored(self, rel: &str, bytes: u64) {
         let over = {
             let mut usage = self.budget.lock();
-            usage.since_scan = usage.since_scan.saturating_add(clamp_i64(bytes));
+            usage.change(rel, clamp_i64(bytes));
             usage.total().is_some_and(|u| u > self.budget.max)
         };
         if over {
@@ -228,15 +286,37 @@ mod tests {
                 err.message.contains("fs /c") && err.message.contains("not stored"),
                 "{err}"
             );
-            first.stored(300);
+            first.stored("aa/bb/1", 300);
             assert_eq!(b.used(), Some(1200));
             b.scan_started();
             b.scan_finished(500);
             assert_eq!(b.used(), Some(500));
-            b.removed(100);
+            b.removed("aa/bb/1", 100);
             assert_eq!(b.used(), Some(400));
             drop(b.admit(10, "fs /c").await.expect("room again"));
             assert_eq!(b.used(), Some(400), "a dropped reservation is released");
+        });
+    }
+
+    #[test]
+    fn changes_during_a_scan_are_counted_once() {
+        rt().block_on(async {
+            let b = Budget::with_wait(10_000, Duration::from_millis(50));
+            b.scan_finished(1000);
+            b.scan_started();
+            // Stored during the scan: one the scan saw, one it did not.
+            b.admit(100, "fs /c").await.expect("room").stored("a", 100);
+            b.admit(200, "fs /c").await.expect("room").stored("b", 200);
+            b.seen("a");
+            // Deleted during the scan: one the scan saw before, one it never saw.
+            b.removed("c", 50);
+            b.seen("c");
+            b.removed("d", 70);
+            // The scan counted a (100) and c (50): on disk now 1000 + 100 + 50 - 50 = ...
+            assert_eq!(b.projected(1150), 1300);
+            b.scan_finished(1100 + 50);
+            // ... of which c is gone (-50), b is new (+200), d was never counted: 1300.
+            assert_eq!(b.used(), Some(1300));
         });
     }
 

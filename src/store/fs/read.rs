@@ -310,17 +310,17 @@ impl FsStore {
             return false;
         };
         root.open_dir(loc.dir())
-            .is_ok_and(|dir| self.unlink_in(&dir, loc.name()).is_ok())
+            .is_ok_and(|dir| self.unlink_in(&dir, loc).is_ok())
     }
 
-    /// Unlinks the entry `name` of `dir` (a link itself, never its target); the budget learns
-    /// of a file's removal.
-    pub(super) fn unlink_in(&self, dir: &Dir, name: &str) -> io::Result<()> {
-        let name = std::ffi::OsStr::new(name);
+    /// Unlinks the entry at an object's name in its directory `dir` (a link itself, never its
+    /// target); the budget learns of a file's removal.
+    pub(super) fn unlink_in(&self, dir: &Dir, loc: &Location) -> io::Result<()> {
+        let name = std::ffi::OsStr::new(loc.name());
         let stat = dir.stat(name)?;
         dir.remove_file(name)?;
         if let (Some(b), Kind::File) = (&self.budget, stat.kind) {
-            b.removed(stat.len);
+            b.removed(&loc.rel(), stat.len);
         }
         Ok(())
     }

@@ -48,7 +48,10 @@ impl FsStore {
             .await
             .map_err(|e| super::task_failed("write", e))?;
         if let (Some(r), Ok(PutOutcome::Stored(len))) = (reservation, &outcome) {
-            r.stored(len.saturating_add(HEADER_LEN as u64));
+            r.stored(
+                &self.locate(hash).rel(),
+                len.saturating_add(HEADER_LEN as u64),
+            );
         }
         outcome
     }
@@ -166,7 +169,7 @@ impl FsStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Deleted::Absent),
             Err(e) => return Err(io_error(&e, format!("removing {}", shown.display()))),
         }
-        match self.unlink_in(&dir, loc.name()) {
+        match self.unlink_in(&dir, &loc) {
             Ok(_) => Ok(Deleted::Removed),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Deleted::Absent),
             Err(e) => Err(io_error(&e, format!("removing {}", shown.display()))),

@@ -690,3 +690,29 @@ async fn check_reports_a_full_disk() {
     );
     assert_eq!(freed, Ok(()));
 }
+
+#[tokio::test]
+async fn a_root_replaced_while_in_use_is_opened_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    s.put(&hash("61"), &mut body(b"old", 3), Some(3))
+        .await
+        .unwrap();
+    // The directory is moved away and a new one made in its place (a remount, a restore).
+    std::fs::rename(dir.path().join("cache"), dir.path().join("cache.old")).unwrap();
+    std::fs::create_dir(dir.path().join("cache")).unwrap();
+    // A write goes to the directory the path names now.
+    assert_eq!(
+        s.put(&hash("62"), &mut body(b"new", 3), Some(3)).await,
+        Ok(PutOutcome::Stored(3))
+    );
+    assert!(s.object_path(&hash("62")).exists());
+    assert!(
+        s.get(&hash("61")).await.unwrap().is_none(),
+        "the old directory is not used"
+    );
+    // Replaced again: a lookup that finds nothing looks in the new one.
+    std::fs::rename(dir.path().join("cache"), dir.path().join("cache.2")).unwrap();
+    std::fs::rename(dir.path().join("cache.old"), dir.path().join("cache")).unwrap();
+    assert_eq!(read_all(s.get(&hash("61")).await.unwrap().unwrap()), b"old");
+}

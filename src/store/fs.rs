@@ -9,8 +9,9 @@
 //! that is provably gone are removed when a store is prepared, others after an hour.
 //!
 //! No symbolic link below the root is ever followed. The root itself is trusted as configured (it
-//! may be a link to a mount) and resolved once; every path below it is opened relative to a
-//! directory descriptor without following links ([`dir`]: `openat2` with `RESOLVE_BENEATH |
+//! may be a link to a mount), resolved when it is opened and kept open (checked to still be what
+//! its path names when a lookup finds nothing and before every write); every path below it is
+//! opened relative to its descriptor without following links ([`dir`]: `openat2` with `RESOLVE_BENEATH |
 //! RESOLVE_NO_SYMLINKS` on Linux, `O_NOFOLLOW` component by component elsewhere), and every final
 //! operation (create, link, rename, unlink, stat, time update) acts on the name itself. A link met
 //! is a fault naming its path: a read is a miss, a write is not stored, and nothing outside the
@@ -51,7 +52,7 @@ use futures_util::future::BoxFuture;
 use std::ffi::OsStr;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 /// Objects up to this size are read and verified in memory in one pass.
@@ -88,13 +89,32 @@ pub fn openat2_works() -> bool {
 pub struct FsStore {
     /// The root as configured (messages name paths below it).
     root: PathBuf,
-    /// The root with its links resolved, once (shared by clones and namespaced views).
-    resolved: Arc<OnceLock<PathBuf>>,
+    /// The open root (shared by clones and namespaced views).
+    opened: Arc<Mutex<Option<Arc<OpenRoot>>>>,
     prefix: Prefix,
     inline_limit: u64,
     /// Large objects that passed verification in this process (shared by namespaced views).
     verified: Arc<read::Verified>,
     budget: Option<Arc<Budget>>,
+}
+
+/// The root directory, open: its links resolved when it was opened, kept open for every
+/// operation below it (one `openat2` per lookup). When a lookup finds nothing, the root's path is
+/// checked to still name this directory (an unmounted share, a deleted or replaced directory is
+/// reported, and the next operation opens the root again).
+struct OpenRoot {
+    /// The canonical path it was opened at.
+    path: PathBuf,
+    dir: Dir,
+    /// Device and inode (where the system tells).
+    id: Option<(u64, u64)>,
+}
+
+impl std::ops::Deref for OpenRoot {
+    type Target = Dir;
+    fn deref(&self) -> &Dir {
+        &self.dir
+    }
 }
 
 /// Where an object lives below the root: `[<prefix segments>/]<aa>/<bb>/<hash>`.
@@ -129,7 +149,7 @@ impl FsStore {
     pub fn new(root: impl Into<PathBuf>, prefix: Prefix) -> Self {
         FsStore {
             root: root.into(),
-            resolved: Arc::default(),
+            opened: Arc::default(),
             prefix,
             inline_limit: DEFAULT_INLINE_LIMIT,
             verified: Arc::default(),
@@ -162,6 +182,7 @@ impl FsStore {
                 format!("cannot create cache directory {}", self.root.display()),
             )
         })?;
+        *self.lock_root() = None;
         let root = self.open_root()?;
         let tmp = self.temp_dir(&root)?;
         // Best effort: a temp file that cannot be removed now is removed by a later sweep.
@@ -213,17 +234,56 @@ impl FsStore {
         path
     }
 
-    /// Opens the root, resolving its links the first time. A root that is missing is a fault,
-    /// never recreated here: an unmounted share or a deleted directory is reported.
-    fn open_root(&self) -> Result<Dir, StoreError> {
-        let resolved = match self.resolved.get() {
-            Some(path) => path,
-            None => {
-                let path = std::fs::canonicalize(&self.root).map_err(|e| self.root_error(&e))?;
-                self.resolved.get_or_init(|| path)
+    fn lock_root(&self) -> std::sync::MutexGuard<'_, Option<Arc<OpenRoot>>> {
+        self.opened.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The open root, opened (and its links resolved) if it is not. A root that is missing is a
+    /// fault, never recreated here: an unmounted share or a deleted directory is reported.
+    fn open_root(&self) -> Result<Arc<OpenRoot>, StoreError> {
+        let mut opened = self.lock_root();
+        if let Some(root) = opened.as_ref() {
+            return Ok(root.clone());
+        }
+        let path = std::fs::canonicalize(&self.root).map_err(|e| self.root_error(&e))?;
+        let dir = Dir::open_root(&path).map_err(|e| self.root_error(&e))?;
+        let id = dir.identity().ok().flatten();
+        let root = Arc::new(OpenRoot { path, dir, id });
+        *opened = Some(root.clone());
+        Ok(root)
+    }
+
+    /// Whether the root's path still names the open root: `Ok(None)` if so; if it names another
+    /// directory now (a remount, a directory replaced), that one, opened; a fault if it is gone
+    /// (the root is never recreated here). Checked when a lookup finds nothing or the filesystem
+    /// says the handle is stale, and before every write: a read that finds its object in the
+    /// directory as it was opened serves it (a verified object either way).
+    fn reopened_root(&self, root: &OpenRoot) -> Result<Option<Arc<OpenRoot>>, StoreError> {
+        let now = dir::path_identity(&root.path);
+        if matches!(&now, Ok(id) if *id == root.id) {
+            return Ok(None);
+        }
+        {
+            let mut opened = self.lock_root();
+            if opened.as_ref().is_some_and(|r| std::ptr::eq(&**r, root)) {
+                *opened = None;
             }
-        };
-        Dir::open_root(resolved).map_err(|e| self.root_error(&e))
+        }
+        match now {
+            Ok(_) => self.open_root().map(Some),
+            Err(e) => Err(self.root_error(&e)),
+        }
+    }
+
+    /// `err`, or the root's fault when `err` (`suspect`: a lookup that found nothing) comes from
+    /// a root that is gone.
+    fn or_root_fault(&self, root: &OpenRoot, err: StoreError, suspect: bool) -> StoreError {
+        if suspect {
+            if let Err(fault) = self.reopened_root(root) {
+                return fault;
+            }
+        }
+        err
     }
 
     fn root_error(&self, e: &io::Error) -> StoreError {
@@ -241,25 +301,27 @@ impl FsStore {
     }
 
     /// The temp directory, made if missing.
-    fn temp_dir(&self, root: &Dir) -> Result<Dir, StoreError> {
-        root.create_dirs(&[TMP_DIR])
-            .map_err(|b| self.beneath_error(root, &[TMP_DIR], 0, b, "cannot open"))
+    fn temp_dir(&self, root: &OpenRoot) -> Result<Dir, StoreError> {
+        root.create_dirs(&[TMP_DIR]).map_err(|b| {
+            let not_found = is_not_found(&b);
+            let err = self.beneath_error(root, &[TMP_DIR], 0, b, "cannot open");
+            self.or_root_fault(root, err, not_found)
+        })
     }
 
     /// The directory of an object, made if missing. Retention removes empty fan-out directories:
     /// one made a moment ago can be gone again before it is opened, so it is made again (a few
     /// times at most).
-    fn object_dir(&self, root: &Dir, loc: &Location) -> Result<Dir, StoreError> {
+    fn object_dir(&self, root: &OpenRoot, loc: &Location) -> Result<Dir, StoreError> {
         let mut attempts = 0;
         loop {
             match root.create_dirs(loc.dir()) {
-                Err(Beneath::Io(e)) if e.kind() == io::ErrorKind::NotFound && attempts < 3 => {
-                    attempts += 1;
-                }
-                other => {
-                    return other.map_err(|b| {
-                        self.beneath_error(root, loc.dir(), loc.owned_from, b, "cannot open")
-                    })
+                Err(b) if is_not_found(&b) && attempts < 3 => attempts += 1,
+                Ok(dir) => return Ok(dir),
+                Err(b) => {
+                    let not_found = is_not_found(&b);
+                    let err = self.beneath_error(root, loc.dir(), loc.owned_from, b, "cannot open");
+                    return Err(self.or_root_fault(root, err, not_found));
                 }
             }
         }
@@ -334,11 +396,31 @@ impl FsStore {
         }
     }
 
-    fn check_blocking(&self) -> Result<(), StoreError> {
+    /// The open root, checked to be what its path names now (before writes and checks).
+    fn current_root(&self) -> Result<Arc<OpenRoot>, StoreError> {
         let root = self.open_root()?;
+        Ok(self.reopened_root(&root)?.unwrap_or(root))
+    }
+
+    fn check_blocking(&self) -> Result<(), StoreError> {
+        let root = self.current_root()?;
         self.temp_dir(&root)?;
         self.check_space(&root)
     }
+}
+
+/// A lookup that found nothing, or a handle the filesystem no longer knows (NFS): the root may
+/// be gone.
+fn is_not_found(b: &Beneath) -> bool {
+    matches!(b, Beneath::Io(e) if root_suspect(e))
+}
+
+fn root_suspect(e: &io::Error) -> bool {
+    #[cfg(unix)]
+    if e.raw_os_error() == Some(libc::ESTALE) {
+        return true;
+    }
+    e.kind() == io::ErrorKind::NotFound
 }
 
 /// Why a filesystem counts as full (see [`MIN_FREE_BYTES`]), or `None`.

@@ -13,7 +13,7 @@ mod sys;
 #[path = "dir_portable.rs"]
 mod sys;
 
-pub use sys::{openat2_works, simulate_no_openat2, walks, Dir};
+pub use sys::{openat2_works, path_identity, simulate_no_openat2, walks, Dir};
 
 /// What a directory entry is (a link is a link: never followed to see what it points at).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

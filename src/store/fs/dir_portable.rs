@@ -30,6 +30,15 @@ pub fn openat2_works() -> bool {
     false
 }
 
+/// Directory identities are not compared here (`None`).
+pub fn path_identity(path: &Path) -> io::Result<Option<(u64, u64)>> {
+    if std::fs::metadata(path)?.is_dir() {
+        Ok(None)
+    } else {
+        Err(io::Error::from(io::ErrorKind::NotADirectory))
+    }
+}
+
 fn kind_of(meta: &std::fs::Metadata) -> Kind {
     let t = meta.file_type();
     if t.is_symlink() {
@@ -68,6 +77,10 @@ impl Dir {
             }
         }
         Ok(path)
+    }
+
+    pub fn identity(&self) -> io::Result<Option<(u64, u64)>> {
+        Ok(None)
     }
 
     pub fn open_dir<S: AsRef<OsStr>>(&self, rel: &[S]) -> Result<Dir, Beneath> {

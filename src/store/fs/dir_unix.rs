@@ -14,7 +14,7 @@ use super::{Beneath, Entry, Kind, Space, Stat};
 use std::ffi::{CStr, CString, OsStr, OsString};
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
@@ -54,6 +54,16 @@ pub fn walks() -> u64 {
 /// Whether this kernel resolved a path with `openat2` (false until the first resolution).
 pub fn openat2_works() -> bool {
     OPENAT2.load(Ordering::Relaxed) == WORKS
+}
+
+/// The device and inode of the directory at `path` (following links: for the trusted root).
+pub fn path_identity(path: &Path) -> io::Result<Option<(u64, u64)>> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_dir() {
+        return Err(io::Error::from(io::ErrorKind::NotADirectory));
+    }
+    Ok(Some((meta.dev(), meta.ino())))
 }
 
 fn c_name(name: &OsStr) -> io::Result<CString> {
@@ -368,25 +378,28 @@ impl Dir {
         })
     }
 
+    /// The device and inode of this directory.
+    pub fn identity(&self) -> io::Result<Option<(u64, u64)>> {
+        // SAFETY: an all-zero `stat` is valid; it is filled by the call.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid descriptor and out-pointer.
+        check(unsafe { libc::fstat(self.fd.as_raw_fd(), &mut st) })?;
+        Ok(Some((st.st_dev as u64, st.st_ino as u64)))
+    }
+
     /// The entries of this directory (without `.` and `..`); `kind` when the filesystem says.
     pub fn entries(&self) -> io::Result<Vec<Entry>> {
-        // A descriptor of our own for the stream: closedir closes it.
-        // SAFETY: F_DUPFD_CLOEXEC on a valid descriptor.
-        let dup = unsafe { libc::fcntl(self.fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
-        if dup < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `dup` is a valid directory descriptor; on success the stream owns it.
-        let stream = unsafe { libc::fdopendir(dup) };
+        // A description of its own for the stream (a duplicate would share its position with
+        // every other user of this handle): closedir closes it.
+        let raw = openat(self.fd.as_raw_fd(), c".", DIR_FLAGS, 0)?.into_raw_fd();
+        // SAFETY: `raw` is a valid directory descriptor; on success the stream owns it.
+        let stream = unsafe { libc::fdopendir(raw) };
         if stream.is_null() {
             let e = io::Error::last_os_error();
-            // SAFETY: the stream was not made, so `dup` is still ours to close.
-            unsafe { libc::close(dup) };
+            // SAFETY: the stream was not made, so `raw` is still ours to close.
+            unsafe { libc::close(raw) };
             return Err(e);
         }
-        // The duplicate shares its position with our descriptor: start from the beginning.
-        // SAFETY: a valid stream.
-        unsafe { libc::rewinddir(stream) };
         let listed = read_entries(stream);
         // SAFETY: a valid stream, closed once.
         unsafe { libc::closedir(stream) };

@@ -8,7 +8,6 @@ use crate::key::TaskHash;
 use crate::store::{io_error, Artifact, ArtifactBody, ErrorKind, StoreError};
 use bytes::Bytes;
 use std::io::{self, Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 /// Objects up to this size (envelope included) are read and verified on the async worker.
@@ -21,7 +20,6 @@ enum Step {
     Done(Option<Artifact>),
     Finish {
         loc: Location,
-        path: PathBuf,
         file: std::fs::File,
         meta: std::fs::Metadata,
     },
@@ -88,14 +86,9 @@ impl FsStore {
         // blocking pool costs more than they do); medium reads and hashing passes are not.
         match self.start_read(hash)? {
             Step::Done(found) => Ok(found),
-            Step::Finish {
-                loc,
-                path,
-                file,
-                meta,
-            } => {
+            Step::Finish { loc, file, meta } => {
                 let store = self.clone();
-                tokio::task::spawn_blocking(move || store.finish_read(&loc, &path, file, &meta))
+                tokio::task::spawn_blocking(move || store.finish_read(&loc, file, &meta))
                     .await
                     .map_err(|e| super::task_failed("read", e))?
             }
@@ -106,12 +99,7 @@ impl FsStore {
     pub fn read_verified(&self, hash: &TaskHash) -> Result<Option<Artifact>, StoreError> {
         match self.start_read(hash)? {
             Step::Done(found) => Ok(found),
-            Step::Finish {
-                loc,
-                path,
-                file,
-                meta,
-            } => self.finish_read(&loc, &path, file, &meta),
+            Step::Finish { loc, file, meta } => self.finish_read(&loc, file, &meta),
         }
     }
 
@@ -121,65 +109,69 @@ impl FsStore {
     /// left to [`FsStore::finish_read`] on a blocking thread.
     fn start_read(&self, hash: &TaskHash) -> Result<Step, StoreError> {
         let loc = self.locate(hash);
-        let root = self.open_root()?;
-        let path = self.shown(&loc.parts);
-        let file = match root.open_file(&loc.parts) {
-            Ok(f) => f,
-            Err(super::Beneath::Io(e)) if e.kind() == io::ErrorKind::NotFound => {
-                return Ok(Step::Done(None))
-            }
-            Err(b) => {
-                return Err(self.beneath_error(&root, &loc.parts, loc.owned_from, b, "cannot open"))
+        let mut root = self.open_root()?;
+        let mut again = true;
+        let file = loop {
+            match root.open_file(&loc.parts) {
+                Ok(f) => break f,
+                Err(b) if super::is_not_found(&b) => match self.reopened_root(&root)? {
+                    // The path names another directory now: look there (once).
+                    Some(current) if again => {
+                        root = current;
+                        again = false;
+                    }
+                    _ => return Ok(Step::Done(None)),
+                },
+                Err(b) => {
+                    let owned = loc.owned_from;
+                    return Err(self.beneath_error(&root, &loc.parts, owned, b, "cannot open"));
+                }
             }
         };
         let meta = file
             .metadata()
-            .map_err(|e| io_error(&e, format!("cannot stat {}", path.display())))?;
+            .map_err(|e| self.io_fault(&e, "cannot stat", &loc))?;
         if !meta.is_file() {
-            return Err(self.not_a_file(&loc, &path, &meta));
+            return Err(self.not_a_file(&loc, &meta));
         }
         let size = meta.len();
         if size <= SMALL_OBJECT_BYTES.min(self.inline_limit.saturating_add(HEADER_LEN as u64)) {
-            return self
-                .read_in_memory(&loc, &path, file, &meta)
-                .map(Step::Done);
+            return self.read_in_memory(&loc, file, &meta).map(Step::Done);
         }
         if size > self.inline_limit.saturating_add(HEADER_LEN as u64)
             && self.verified.matches(&meta)
         {
-            return self.serve_verified(&loc, &path, file).map(Step::Done);
+            return self.serve_verified(&loc, file).map(Step::Done);
         }
-        Ok(Step::Finish {
-            loc,
-            path,
-            file,
-            meta,
-        })
+        Ok(Step::Finish { loc, file, meta })
+    }
+
+    /// An I/O fault doing `doing` on the object at `loc`.
+    fn io_fault(&self, e: &io::Error, doing: &str, loc: &Location) -> StoreError {
+        io_error(e, format!("{doing} {}", self.shown(&loc.parts).display()))
     }
 
     /// The rest of a read (blocking: a whole medium object, or the hashing pass of a large one).
     fn finish_read(
         &self,
         loc: &Location,
-        path: &Path,
         file: std::fs::File,
         meta: &std::fs::Metadata,
     ) -> Result<Option<Artifact>, StoreError> {
         if meta.len() <= self.inline_limit.saturating_add(HEADER_LEN as u64) {
-            return self.read_in_memory(loc, path, file, meta);
+            return self.read_in_memory(loc, file, meta);
         }
-        self.verify_large(loc, path, file, meta)
+        self.verify_large(loc, file, meta)
     }
 
     /// Reads and verifies one pass of a small or medium object.
     fn read_in_memory(
         &self,
         loc: &Location,
-        path: &Path,
         mut file: std::fs::File,
         meta: &std::fs::Metadata,
     ) -> Result<Option<Artifact>, StoreError> {
-        let read_err = |e: io::Error| io_error(&e, format!("cannot read {}", path.display()));
+        let read_err = |e: io::Error| self.io_fault(&e, "cannot read", loc);
         let mut object = Vec::with_capacity(meta.len() as usize);
         file.read_to_end(&mut object).map_err(read_err)?;
         match crate::envelope::open(&object) {
@@ -192,7 +184,7 @@ impl FsStore {
                     body: ArtifactBody::Memory(payload),
                 }))
             }
-            Err(e) => Err(self.quarantine(loc, path, &e.to_string())),
+            Err(e) => Err(self.quarantine(loc, &e.to_string())),
         }
     }
 
@@ -201,12 +193,11 @@ impl FsStore {
     fn verify_large(
         &self,
         loc: &Location,
-        path: &Path,
         mut file: std::fs::File,
         meta: &std::fs::Metadata,
     ) -> Result<Option<Artifact>, StoreError> {
-        let read_err = |e: io::Error| io_error(&e, format!("cannot read {}", path.display()));
-        let header = self.read_header(loc, path, &mut file)?;
+        let read_err = |e: io::Error| self.io_fault(&e, "cannot read", loc);
+        let header = self.read_header(loc, &mut file)?;
         let mut digest = PayloadDigest::new();
         let mut buf = vec![0u8; 1024 * 1024];
         loop {
@@ -218,7 +209,7 @@ impl FsStore {
         }
         let (len, d) = digest.finish();
         if let Err(e) = header.verify(len, &d) {
-            return Err(self.quarantine(loc, path, &e.to_string()));
+            return Err(self.quarantine(loc, &e.to_string()));
         }
         file.seek(SeekFrom::Start(HEADER_LEN as u64))
             .map_err(read_err)?;
@@ -241,10 +232,9 @@ impl FsStore {
     fn serve_verified(
         &self,
         loc: &Location,
-        path: &Path,
         mut file: std::fs::File,
     ) -> Result<Option<Artifact>, StoreError> {
-        let header = self.read_header(loc, path, &mut file)?;
+        let header = self.read_header(loc, &mut file)?;
         Ok(Some(Artifact {
             len: header.payload_len,
             body: ArtifactBody::File {
@@ -255,20 +245,15 @@ impl FsStore {
     }
 
     /// Reads and decodes the envelope header at the file's start; a bad one quarantines the object.
-    fn read_header(
-        &self,
-        loc: &Location,
-        path: &Path,
-        file: &mut std::fs::File,
-    ) -> Result<Header, StoreError> {
+    fn read_header(&self, loc: &Location, file: &mut std::fs::File) -> Result<Header, StoreError> {
         let mut head = [0u8; HEADER_LEN];
         file.read_exact(&mut head)
-            .map_err(|e| io_error(&e, format!("cannot read {}", path.display())))?;
-        Header::decode(&head).map_err(|e| self.quarantine(loc, path, &e.to_string()))
+            .map_err(|e| self.io_fault(&e, "cannot read", loc))?;
+        Header::decode(&head).map_err(|e| self.quarantine(loc, &e.to_string()))
     }
 
     /// Removes an object that failed verification so the next build can store a good one.
-    fn quarantine(&self, loc: &Location, path: &Path, reason: &str) -> StoreError {
+    fn quarantine(&self, loc: &Location, reason: &str) -> StoreError {
         let removed = if self.unlink_object(loc) {
             "removed it"
         } else {
@@ -278,14 +263,14 @@ impl FsStore {
             ErrorKind::Corrupt,
             format!(
                 "corrupt cache object {} ({reason}); treated as a miss and {removed}",
-                path.display()
+                self.shown(&loc.parts).display()
             ),
         )
     }
 
     /// Something other than a regular file has an object's name: never served. A FIFO, socket
     /// or device node is removed (the node, nothing it refers to); a directory is left alone.
-    fn not_a_file(&self, loc: &Location, path: &Path, meta: &std::fs::Metadata) -> StoreError {
+    fn not_a_file(&self, loc: &Location, meta: &std::fs::Metadata) -> StoreError {
         let action = if meta.is_dir() {
             "remove it"
         } else {
@@ -299,7 +284,7 @@ impl FsStore {
             ErrorKind::Corrupt,
             format!(
                 "cache object {} is not a regular file; treated as a miss, {action}",
-                path.display()
+                self.shown(&loc.parts).display()
             ),
         )
     }

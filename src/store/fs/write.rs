@@ -1,7 +1,7 @@
 //! Writes and deletes of the fs store: temp file, fsync, publish by link (or rename without
 //! replacing), all relative to directory descriptors below the root.
 
-use super::dir::{Beneath, Dir, Kind};
+use super::dir::{Dir, Kind};
 use super::{temp, FsStore, Location};
 use crate::envelope::{PayloadDigest, HEADER_LEN};
 use crate::key::TaskHash;
@@ -60,7 +60,7 @@ impl FsStore {
     /// `None`: the object exists.
     fn start_write(&self, hash: &TaskHash) -> Result<Option<(Pending, std::fs::File)>, StoreError> {
         let loc = self.locate(hash);
-        let root = self.open_root()?;
+        let root = self.current_root()?;
         let object_dir = self.object_dir(&root, &loc)?;
         match object_dir.stat(OsStr::new(loc.name())) {
             Ok(s) if s.kind == Kind::Symlink => {
@@ -76,9 +76,10 @@ impl FsStore {
         let temp_dir = self.temp_dir(&root)?;
         let temp_name = temp::temp_name(hash);
         let temp_shown = self.shown(&[temp::TMP_DIR, temp_name.as_str()]);
-        let file = temp_dir
-            .create_new_file(&temp_name)
-            .map_err(|e| io_error(&e, format!("cannot create {}", temp_shown.display())))?;
+        let file = temp_dir.create_new_file(&temp_name).map_err(|e| {
+            let err = io_error(&e, format!("cannot create {}", temp_shown.display()));
+            self.or_root_fault(&root, err, e.kind() == io::ErrorKind::NotFound)
+        })?;
         Ok(Some((
             Pending {
                 object_dir,
@@ -150,13 +151,11 @@ impl FsStore {
     /// Deletes an object (`Store::delete`); a link at its name is a fault (and is removed).
     pub(super) fn remove(&self, hash: &TaskHash) -> Result<Deleted, StoreError> {
         let loc = self.locate(hash);
-        let root = self.open_root()?;
+        let root = self.current_root()?;
         let shown = self.shown(&loc.parts);
         let dir = match root.open_dir(loc.dir()) {
             Ok(d) => d,
-            Err(Beneath::Io(e)) if e.kind() == io::ErrorKind::NotFound => {
-                return Ok(Deleted::Absent)
-            }
+            Err(b) if super::is_not_found(&b) => return Ok(Deleted::Absent),
             Err(b) => {
                 return Err(self.beneath_error(&root, loc.dir(), loc.owned_from, b, "cannot open"))
             }

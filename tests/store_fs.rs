@@ -261,22 +261,34 @@ async fn stale_temp_files_are_cleared() {
     assert!(!tmp.exists());
 }
 
-/// A full disk: a real tmpfs of 256 KiB (needs root, as on this project's machines and CI).
-#[tokio::test]
-async fn disk_full_is_reported_and_leaves_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let mnt = dir.path().join("small");
+/// A real tmpfs of `size` at `<dir>/small` (needs root, as on this project's machines and CI);
+/// `None` (the test is skipped, and says so) where it cannot be mounted.
+fn small_tmpfs(dir: &std::path::Path, size: &str, test: &str) -> Option<std::path::PathBuf> {
+    let mnt = dir.join("small");
     std::fs::create_dir(&mnt).unwrap();
     let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
         .arg(&mnt)
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
     if !mounted {
-        eprintln!("SKIPPED disk_full_is_reported_and_leaves_nothing: cannot mount a tmpfs here (not root?)");
-        return;
+        eprintln!("SKIPPED {test}: cannot mount a tmpfs here (not root?)");
     }
+    mounted.then_some(mnt)
+}
+
+/// A full disk: a tmpfs of 256 KiB.
+#[tokio::test]
+async fn disk_full_is_reported_and_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mnt) = small_tmpfs(
+        dir.path(),
+        "256k",
+        "disk_full_is_reported_and_leaves_nothing",
+    ) else {
+        return;
+    };
     let s = FsStore::new(&mnt, Prefix::default());
     s.prepare().unwrap();
     let result = s
@@ -654,23 +666,14 @@ async fn a_fifo_or_directory_at_an_object_name_is_a_miss_not_a_hang() {
     assert!(err.message.contains("not a regular file"), "{err}");
 }
 
-/// `check` (what `/readyz` and the start-up probe use) says "full" when the filesystem has almost
-/// no room left: a real tmpfs of 8 MiB (needs root, as on this project's machines and CI).
+/// `check` (the start-up probe, doctor's setup step, a readiness probe) says "full" when the
+/// filesystem has almost no room left: a tmpfs of 8 MiB.
 #[tokio::test]
 async fn check_reports_a_full_disk() {
     let dir = tempfile::tempdir().unwrap();
-    let mnt = dir.path().join("small");
-    std::fs::create_dir(&mnt).unwrap();
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
-        .arg(&mnt)
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !mounted {
-        eprintln!("SKIPPED check_reports_a_full_disk: cannot mount a tmpfs here (not root?)");
+    let Some(mnt) = small_tmpfs(dir.path(), "8m", "check_reports_a_full_disk") else {
         return;
-    }
+    };
     let s = FsStore::new(mnt.join("cache"), Prefix::default());
     s.prepare().unwrap();
     let roomy = s.check().await;

@@ -40,7 +40,10 @@ pub fn path_identity(path: &Path) -> io::Result<Option<(u64, u64)>> {
 }
 
 fn kind_of(meta: &std::fs::Metadata) -> Kind {
-    let t = meta.file_type();
+    kind_of_type(meta.file_type())
+}
+
+fn kind_of_type(t: std::fs::FileType) -> Kind {
     if t.is_symlink() {
         Kind::Symlink
     } else if t.is_dir() {
@@ -168,20 +171,9 @@ impl Dir {
         let mut out = Vec::new();
         for entry in std::fs::read_dir(&self.path)? {
             let entry = entry?;
-            let kind = entry.file_type().ok().map(|t| {
-                if t.is_symlink() {
-                    Kind::Symlink
-                } else if t.is_dir() {
-                    Kind::Dir
-                } else if t.is_file() {
-                    Kind::File
-                } else {
-                    Kind::Other
-                }
-            });
             out.push(Entry {
                 name: entry.file_name(),
-                kind,
+                kind: entry.file_type().ok().map(kind_of_type),
             });
         }
         Ok(out)

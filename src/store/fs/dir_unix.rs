@@ -307,16 +307,10 @@ impl Dir {
     /// Hard-links `name` (not followed if it is a link) as `to_name` in `to`; fails with
     /// `AlreadyExists` if `to_name` exists.
     pub fn link(&self, name: &str, to: &Dir, to_name: &str) -> io::Result<()> {
-        let (from, dest) = (c_name(name.as_ref())?, c_name(to_name.as_ref())?);
-        // SAFETY: valid strings; flags 0: a link at `name` is linked itself, not followed.
-        check(unsafe {
-            libc::linkat(
-                self.fd.as_raw_fd(),
-                from.as_ptr(),
-                to.fd.as_raw_fd(),
-                dest.as_ptr(),
-                0,
-            )
+        // SAFETY (closure): valid descriptors and strings; flags 0: a link at `name` is linked
+        // itself, not followed.
+        self.between(name, to, to_name, |a, from, b, dest| unsafe {
+            libc::linkat(a, from, b, dest, 0)
         })
     }
 
@@ -325,16 +319,9 @@ impl Dir {
     pub fn rename_no_replace(&self, name: &str, to: &Dir, to_name: &str) -> io::Result<()> {
         #[cfg(target_os = "linux")]
         {
-            let (from, dest) = (c_name(name.as_ref())?, c_name(to_name.as_ref())?);
-            // SAFETY: valid strings.
-            check(unsafe {
-                libc::renameat2(
-                    self.fd.as_raw_fd(),
-                    from.as_ptr(),
-                    to.fd.as_raw_fd(),
-                    dest.as_ptr(),
-                    libc::RENAME_NOREPLACE,
-                )
+            // SAFETY (closure): valid descriptors and strings.
+            self.between(name, to, to_name, |a, from, b, dest| unsafe {
+                libc::renameat2(a, from, b, dest, libc::RENAME_NOREPLACE)
             })
         }
         #[cfg(not(target_os = "linux"))]
@@ -346,16 +333,27 @@ impl Dir {
 
     /// Renames `name` to `to_name` in `to`, replacing it.
     pub fn rename(&self, name: &str, to: &Dir, to_name: &str) -> io::Result<()> {
-        let (from, dest) = (c_name(name.as_ref())?, c_name(to_name.as_ref())?);
-        // SAFETY: valid strings.
-        check(unsafe {
-            libc::renameat(
-                self.fd.as_raw_fd(),
-                from.as_ptr(),
-                to.fd.as_raw_fd(),
-                dest.as_ptr(),
-            )
+        // SAFETY (closure): valid descriptors and strings.
+        self.between(name, to, to_name, |a, from, b, dest| unsafe {
+            libc::renameat(a, from, b, dest)
         })
+    }
+
+    /// Calls `f` (a two-name `*at` system call) with `name` here and `to_name` in `to`.
+    fn between(
+        &self,
+        name: &str,
+        to: &Dir,
+        to_name: &str,
+        f: impl FnOnce(RawFd, *const libc::c_char, RawFd, *const libc::c_char) -> libc::c_int,
+    ) -> io::Result<()> {
+        let (from, dest) = (c_name(name.as_ref())?, c_name(to_name.as_ref())?);
+        check(f(
+            self.fd.as_raw_fd(),
+            from.as_ptr(),
+            to.fd.as_raw_fd(),
+            dest.as_ptr(),
+        ))
     }
 
     /// Makes this directory's entries durable (best effort: not every filesystem allows it).

@@ -280,8 +280,11 @@ pub(super) fn evict(
     // full declared size (not what their temp files hold so far), and what it stored during the
     // scan where the scan did not see it.
     let mut total = match options.budget {
-        Some(b) => b.projected(objects_bytes + report.kept_temp.bytes - tree.own_temp_bytes),
-        None => objects_bytes + report.kept_temp.bytes,
+        Some(b) => {
+            let temps = report.kept_temp.bytes.saturating_sub(tree.own_temp_bytes);
+            b.projected(objects_bytes.saturating_add(temps))
+        }
+        None => objects_bytes.saturating_add(report.kept_temp.bytes),
     };
     let size_target = match policy.max_bytes {
         Some(max) if total > max => Some(options.size_target.unwrap_or(max).min(max)),
@@ -303,7 +306,7 @@ pub(super) fn evict(
         rel.push(object.name.clone());
         match delete_object(tree, object, options.dry) {
             Ok(Deletion::Deleted) => {
-                total -= object.len;
+                total = total.saturating_sub(object.len);
                 let counter: &mut Count = if expired {
                     &mut report.deleted_by_age
                 } else {
@@ -318,7 +321,7 @@ pub(super) fn evict(
             }
             Ok(Deletion::Kept) => {}
             Ok(Deletion::Gone) => {
-                total -= object.len;
+                total = total.saturating_sub(object.len);
                 let dir = &mut tree.dirs[object.dir];
                 dir.entries = dir.entries.saturating_sub(1);
             }

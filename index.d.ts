@@ -165,9 +165,10 @@ export interface FileHash {
 
 /**
  * Applies a retention policy to an fs cache directory: deletes objects not accessed within
- * `maxAge`, then the least recently accessed until the total fits `maxSize`, plus leftover temp
- * files and empty directories. Safe while a server or builds use the cache. Per-file faults are
- * listed in the report. Throws on a bad option (code `InvalidArg`; the message names the option,
+ * `maxAge`, then the least recently accessed until the total (objects and temp files) fits
+ * `maxSize`, plus leftover temp files and empty directories. Never follows a symbolic link below
+ * the directory (one found is listed as an error). Safe while a server or builds use the cache.
+ * Per-file faults are listed in the report. Throws on a bad option (code `InvalidArg`; the message names the option,
  * the value and the accepted forms) and when the directory cannot be read. `onProgress` is called
  * on this thread.
  */
@@ -196,9 +197,9 @@ export interface GcOptions {
   /** The fs store's directory (the root: every prefix below it shares the budget). */
   path: string
   /**
-   * Keep the objects' total size at most this: bytes as a number, or a string with a unit
-   * (`B`, `KB`, `MB`, `GB`, `TB`, `KiB`, `MiB`, `GiB`, `TiB`), e.g. `"50GiB"`. The least
-   * recently accessed objects are deleted first.
+   * Keep the total size (objects and temp files) at most this: bytes as a number, or a
+   * string with a unit (`B`, `KB`, `MB`, `GB`, `TB`, `KiB`, `MiB`, `GiB`, `TiB`), e.g.
+   * `"50GiB"`. The least recently accessed objects are deleted first.
    */
   maxSize?: string | number
   /**
@@ -230,10 +231,15 @@ export interface GcReport {
   deletedByAge: GcCount
   /** Least recently accessed objects evicted to fit `maxSize`. */
   deletedBySize: GcCount
-  /** Leftover temp files of killed writers (older than an hour). */
+  /**
+   * Temp files removed: their writer is gone (it ran on this machine), or they were not
+   * written to for an hour.
+   */
   deletedTemp: GcCount
   /** Objects left. */
   kept: GcCount
+  /** Temp files left (uploads in progress); they count toward `maxSize`. */
+  keptTemp: GcCount
   /** Empty directories removed. */
   removedDirs: number
   /** Wall time of the run in milliseconds. */

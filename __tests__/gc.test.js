@@ -239,3 +239,93 @@ test('native gc / gcAsync: progress phases, report, option errors with code Inva
   assert.equal(report.errorCount, 0);
   assert.equal(objects(root).size, 0);
 });
+
+/**
+ * Waits (bounded) until `dir` holds a file.
+ * @param {string} dir
+ * @returns {Promise<string>}
+ */
+async function firstFile(dir) {
+  for (let i = 0; i < 500; i += 1) {
+    const names = fs.existsSync(dir) ? fs.readdirSync(dir) : [];
+    if (names.length > 0) return path.join(dir, names[0]);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  throw new Error(`no file appeared in ${dir}`);
+}
+
+/**
+ * Starts `serve` on `storage`, begins an upload that never finishes, waits for its temp file and
+ * kills the server with SIGKILL. Returns the temp file left behind.
+ * @param {string} storage
+ * @param {string} secret
+ */
+async function killedMidUpload(storage, secret) {
+  const { startServe, serveEnv } = require('./helpers/serve-process.js');
+  const server = await startServe(['--storage', `fs:${storage}`, '--log', 'off'], {
+    env: serveEnv({ NX_OPEN_CACHE_SERVER_TOKENS: `ci:read-write:${secret}` }),
+  });
+  const http = require('node:http');
+  const req = http.request(`${server.url}/v1/cache/777`, {
+    method: 'PUT',
+    headers: { authorization: `Bearer ${secret}`, 'content-length': String(1 << 20) },
+    agent: false,
+  });
+  req.on('error', () => {});
+  req.write(Buffer.alloc(64 * 1024, 1));
+  const temp = await firstFile(path.join(storage, '.tmp'));
+  server.child.kill('SIGKILL');
+  await server.exited;
+  req.destroy();
+  return temp;
+}
+
+test('temp files of a serve killed mid-upload (kill -9) go at the next start and with gc', async () => {
+  const storage = path.join(ws, 'killed');
+  fs.mkdirSync(storage);
+  const secret = 'rw-secret-0123456789abcdef';
+  let temp = await killedMidUpload(storage, secret);
+  assert.ok(fs.existsSync(temp), 'left behind by the killed server');
+  // gc: removed at once (its writer ran on this machine and is gone), not after an hour.
+  const r = cli(['gc', '--path', storage, '--max-age', '30d']);
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /temp {5}1 leftover temp files, .* removed; 0 in progress/);
+  assert.ok(!fs.existsSync(temp));
+  // A restarted server removes them when it opens the store.
+  temp = await killedMidUpload(storage, secret);
+  assert.ok(fs.existsSync(temp));
+  const { startServe, serveEnv } = require('./helpers/serve-process.js');
+  const again = await startServe(['--storage', `fs:${storage}`, '--log', 'off'], {
+    env: serveEnv({ NX_OPEN_CACHE_SERVER_TOKENS: `ci:read-write:${secret}` }),
+  });
+  try {
+    assert.ok(!fs.existsSync(temp), 'removed at start');
+  } finally {
+    await again.stop();
+  }
+});
+
+test('gc never follows a symbolic link inside the directory: reported, the target untouched', async () => {
+  await fill('linked', { 5001: 100, 5002: 100 });
+  const root = path.join(ws, 'linked');
+  const files = objects(root);
+  const target = /** @type {string} */ (files.get('5001'));
+  const aa = path.dirname(path.dirname(target));
+  // Outside the cache: a copy of the fan-out tree, old enough to be deleted if it were followed.
+  const outside = fs.mkdtempSync(path.join(os.tmpdir(), 'nxoc-gc-outside-'));
+  try {
+    fs.cpSync(aa, outside, { recursive: true });
+    fs.rmSync(aa, { recursive: true });
+    fs.symlinkSync(outside, aa);
+    const copied = path.join(outside, path.basename(path.dirname(target)), '5001');
+    age(copied, 100);
+    for (const f of objects(root).values()) age(f, 100);
+    const r = cli(['gc', '--path', root, '--max-age', '30d']);
+    assert.equal(r.status, 1, r.stdout + r.stderr);
+    assert.match(r.stderr, new RegExp(`${aa.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: a symbolic link: not followed`));
+    assert.ok(fs.existsSync(copied), 'nothing outside the directory is deleted');
+    assert.ok(fs.lstatSync(aa).isSymbolicLink(), 'the link itself stays for the operator');
+  } finally {
+    fs.rmSync(outside, { recursive: true, force: true });
+  }
+});

@@ -6,9 +6,10 @@
 const GC_HELP = `Usage: nx-open-cache gc [--path <dir>] [--max-size <size>] [--max-age <age>] [--dry-run] [--json]
 
 Deletes cache objects of an fs cache directory: first those not accessed for longer than
---max-age, then the least recently accessed until the total fits --max-size; also temp files
-left by killed writers (older than an hour) and empty directories. Safe while builds or a
-server use the cache. At least one of --max-size / --max-age is required.
+--max-age, then the least recently accessed until the total (objects and temp files) fits
+--max-size; also temp files of writers that are gone (killed on this machine, or not written
+to for an hour) and empty directories. Never follows a symbolic link inside the directory.
+Safe while builds or a server use the cache. At least one of --max-size / --max-age is required.
 
   --path <dir>       The fs cache directory (default: the workspace's effective fs path,
                      as \`nx-open-cache config\` shows it). Every prefix below it counts.
@@ -188,7 +189,7 @@ function formatReport(dir, r) {
     `nx-open-cache gc: ${dir}${r.dryRun ? ' (dry run: nothing deleted)' : ''}`,
     `  scanned  ${c(r.scanned, 'objects')}`,
     `  ${r.dryRun ? 'would delete' : 'deleted'}  ${c(deleted, 'objects')} (by age: ${c(r.deletedByAge, 'objects')}; by size: ${c(r.deletedBySize, 'objects')})`,
-    `  temp     ${c(r.deletedTemp, 'stale temp files')}`,
+    `  temp     ${c(r.deletedTemp, 'leftover temp files')} ${r.dryRun ? 'would be removed' : 'removed'}; ${c(r.keptTemp, 'in progress')}`,
     `  kept     ${c(r.kept, 'objects')}`,
     `  dirs     ${r.removedDirs} empty directories removed`,
     `  errors   ${r.errorCount}`,

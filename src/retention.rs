@@ -3,44 +3,54 @@
 //!
 //! "Last access" is an object's mtime: the fs store sets it on a GET hit (at most once per
 //! [`crate::store::fs::ACCESS_GRANULARITY`]) and a new object starts with its write time; see
-//! `crate::store::fs`. atime is not used (often disabled by `noatime`/`relatime`).
+//! `crate::store::fs`. atime is not used (often disabled by `noatime`/`relatime`). A time in the
+//! future counts as now, and one more than [`crate::store::fs::temp::FUTURE_TOLERANCE`] ahead is
+//! set to now: a clock error never pins an object.
 //!
 //! What [`collect`] deletes, and nothing else:
 //! - objects: files at `<root>/[<prefix>/]<aa>/<bb>/<hash>` whose name is a valid task hash and whose
 //!   `aa`/`bb` directories are the fan-out of that hash (so pointing it at the wrong directory
 //!   deletes nothing that is not a cache object);
-//! - stale temp files: `*.tmp` files in `.tmp` directories older than [`STALE_TMP_AGE`] (left by
-//!   killed writers; a file being written is younger, since every write refreshes its mtime);
+//! - temp files (`*.tmp` in `.tmp` directories) whose writer is provably gone, or not written to
+//!   for [`STALE_TMP_AGE`] (see `crate::store::fs::temp`); the others count toward the size;
 //! - empty fan-out directories, and prefix directories this run emptied (never the root, never a
 //!   `.tmp` directory; `rmdir` refuses a directory that is not empty).
+//!
+//! No symbolic link is followed: the walk opens every directory relative to the root's descriptor
+//! without following links, and deletes relative to directory descriptors. A link found below the
+//! root is listed as an error (never followed, never deleted).
 //!
 //! Concurrency: the store keeps serving while this runs. A reader that already opened an object
 //! keeps reading it after it is unlinked (Unix semantics: the inode lives until the last fd is
 //! closed); a reader that opens it afterwards sees a plain miss. A writer publishes with `link()`
 //! into place: an object published after the scan is not known to this run and is kept. Each object
 //! is re-checked right before its deletion: one accessed since the scan is kept. A fan-out directory
-//! that is removed while a writer's temp file for it exists is re-created at once, so that writer's
-//! `link()` finds it.
+//! removed while a writer's upload is in flight is made again by that writer when it publishes.
 
-use crate::key::TaskHash;
-use std::io;
+mod background;
+mod walk;
+
+pub use crate::store::fs::STALE_TMP_AGE;
+pub use background::{spawn_background, spawn_background_with, BackgroundHandle};
+
+use crate::store::fs::Budget;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-/// Temp files older than this are leftovers of killed writers.
-pub const STALE_TMP_AGE: Duration = Duration::from_secs(3600);
 /// Progress is reported at most this often (plus once per phase change and at the end).
 pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
 /// At most this many errors are listed in a report (all are counted).
 pub const MAX_LISTED_ERRORS: usize = 1000;
-const TMP_DIR: &str = ".tmp";
+/// When a run started by the size budget finds the store over `max_bytes`, it evicts down to
+/// this share of it (in percent), so that uploads go on for a while before the next run.
+pub const LOW_WATER_PERCENT: u64 = 90;
 
 /// What to keep. With neither limit, only stale temp files and empty directories are removed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Policy {
-    /// Evict least recently accessed objects until the objects' total size is at most this.
+    /// Evict least recently accessed objects until the total size (objects and temp files) is at
+    /// most this.
     pub max_bytes: Option<u64>,
     /// Delete objects not accessed for longer than this.
     pub max_age: Option<Duration>,
@@ -118,10 +128,13 @@ pub struct Report {
     pub deleted_by_age: Count,
     /// Least recently accessed objects evicted to fit `max_bytes`.
     pub deleted_by_size: Count,
-    /// Stale temp files.
+    /// Temp files whose writer is gone, or stale.
     pub deleted_temp: Count,
     /// Objects left in the store.
     pub kept: Count,
+    /// Temp files left (uploads in progress), counted toward the size (a leftover that shares its
+    /// inode with an object counts 0 bytes: the object counts them).
+    pub kept_temp: Count,
     /// Empty directories removed.
     pub removed_dirs: u64,
     pub duration: Duration,
@@ -143,7 +156,7 @@ impl Report {
     pub fn summary(&self) -> String {
         let d = self.deleted_objects();
         format!(
-            "retention{}: scanned {} objects ({}), {} {} objects ({}: {} by age, {} by size), {} temp files, kept {} objects ({}), {} directories removed, {} errors, {} ms",
+            "retention{}: scanned {} objects ({}), {} {} objects ({}: {} by age, {} by size), {} temp files, kept {} objects ({}) and {} temp files ({}), {} directories removed, {} errors, {} ms",
             if self.dry_run { " (dry run)" } else { "" },
             self.scanned.files,
             format_bytes(self.scanned.bytes),
@@ -155,6 +168,8 @@ impl Report {
             self.deleted_temp.files,
             self.kept.files,
             format_bytes(self.kept.bytes),
+            self.kept_temp.files,
+            format_bytes(self.kept_temp.bytes),
             self.removed_dirs,
             self.error_count,
             self.duration.as_millis()
@@ -195,7 +210,7 @@ pub fn collect(
     policy: &Policy,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Report, String> {
-    run(root, policy, false, None, progress)
+    run(root, policy, &Run::default(), progress)
 }
 
 /// What [`collect`] would delete, deleting nothing.
@@ -204,26 +219,28 @@ pub fn dry_run(
     policy: &Policy,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Report, String> {
-    run(root, policy, true, None, progress)
+    let options = Run {
+        dry: true,
+        ..Run::default()
+    };
+    run(root, policy, &options, progress)
 }
 
-struct Object {
-    path: PathBuf,
-    /// Index of its directory in the scanned tree.
-    dir: usize,
-    len: u64,
-    accessed: SystemTime,
+/// How a run goes beyond its policy.
+#[derive(Default)]
+struct Run<'a> {
+    dry: bool,
+    cancel: Option<&'a AtomicBool>,
+    /// Seeded with what the run leaves (the store's running size estimate).
+    budget: Option<&'a Budget>,
+    /// Over `max_bytes`, evict down to this (default: `max_bytes`).
+    size_target: Option<u64>,
 }
 
-struct Dir {
-    path: PathBuf,
-    parent: usize,
-    /// A fan-out level (`aa` or `bb`): removable when empty.
-    fan: bool,
-    /// This run removed something from it: removable when that left it empty.
-    emptied: bool,
-    /// Entries seen by the scan minus those this run removed (only a directory at 0 is tried).
-    entries: u64,
+impl Run<'_> {
+    fn cancelled(&self) -> bool {
+        self.cancel.is_some_and(|c| c.load(Ordering::Relaxed))
+    }
 }
 
 struct Progressor<'a> {
@@ -250,25 +267,16 @@ impl Progressor<'_> {
     }
 }
 
-fn cancelled(cancel: Option<&AtomicBool>) -> bool {
-    cancel.is_some_and(|c| c.load(Ordering::Relaxed))
-}
-
+/// Scan, delete, prune; then the budget (if any) learns what is left.
 fn run(
     root: &Path,
     policy: &Policy,
-    dry: bool,
-    cancel: Option<&AtomicBool>,
+    options: &Run<'_>,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Report, String> {
     let started = Instant::now();
-    match std::fs::metadata(root) {
-        Ok(m) if m.is_dir() => {}
-        Ok(_) => return Err(format!("cache path {} is not a directory", root.display())),
-        Err(e) => return Err(format!("cache path {} is not usable: {e}", root.display())),
-    }
     let mut report = Report {
-        dry_run: dry,
+        dry_run: options.dry,
         ..Report::default()
     };
     let mut p = Progressor {
@@ -281,405 +289,28 @@ fn run(
         },
     };
     p.emit();
+    if let Some(b) = options.budget {
+        b.scan_started();
+    }
     let now = SystemTime::now();
-    let mut dirs = vec![Dir {
-        path: root.to_path_buf(),
-        parent: 0,
-        fan: false,
-        emptied: false,
-        entries: 0,
-    }];
-    let mut objects = Vec::new();
-    let mut tmp_dirs = Vec::new();
-
-    // Scan (depth first; `dirs` ends up in pre-order, so reversed it lists children first).
-    let mut stack = vec![0usize];
-    while let Some(index) = stack.pop() {
-        if cancelled(cancel) {
-            break;
-        }
-        let dir = dirs[index].path.clone();
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if index == 0 => {
-                return Err(format!("cannot list cache path {}: {e}", root.display()))
-            }
-            Err(e) => {
-                report.error(&dir, format!("cannot list directory: {e}"));
-                dirs[index].entries = 1; // unknown contents: never removed
-                continue;
-            }
-        };
-        for entry in entries {
-            let entry = match entry {
-                Ok(e) => e,
-                Err(e) => {
-                    report.error(&dir, format!("cannot list directory: {e}"));
-                    dirs[index].entries += 1;
-                    break;
-                }
-            };
-            dirs[index].entries += 1;
-            let path = entry.path();
-            let Ok(file_type) = entry.file_type() else {
-                continue;
-            };
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if file_type.is_dir() {
-                if name == TMP_DIR {
-                    tmp_dirs.push(path.clone());
-                    remove_stale_temps(&path, now, dry, &mut report, &mut p);
-                    continue;
-                }
-                let fan = is_fan_name(&name);
-                dirs.push(Dir {
-                    path,
-                    parent: index,
-                    fan,
-                    emptied: false,
-                    entries: 0,
-                });
-                stack.push(dirs.len() - 1);
-            } else if file_type.is_file() && is_object_path(&path) {
-                match entry.metadata() {
-                    Ok(m) => {
-                        let accessed = m.modified().unwrap_or(now);
-                        report.scanned.add(m.len());
-                        objects.push(Object {
-                            path,
-                            dir: index,
-                            len: m.len(),
-                            accessed,
-                        });
-                        p.current.scanned += 1;
-                        p.tick();
-                    }
-                    // Deleted since the listing (another run, a quarantine): nothing to do.
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => report.error(&path, format!("cannot stat: {e}")),
-                }
-            }
-        }
-    }
-
-    // Delete: expired first, then the least recently accessed until the budget holds.
+    let mut tree = walk::scan(root, now, options, &mut report, &mut p)?;
     p.phase(Phase::Delete);
-    objects.sort_by(|a, b| a.accessed.cmp(&b.accessed).then(a.path.cmp(&b.path)));
-    let mut total: u64 = objects.iter().map(|o| o.len).sum();
-    for object in &objects {
-        if cancelled(cancel) {
-            break;
-        }
-        let age = now.duration_since(object.accessed).unwrap_or_default();
-        let expired = policy.max_age.is_some_and(|max| age > max);
-        let over = policy.max_bytes.is_some_and(|max| total > max);
-        if !expired && !over {
-            // Sorted by last access: the objects after this one are younger still, and the
-            // budget already holds. Nothing more to delete.
-            break;
-        }
-        match delete_object(object, dry) {
-            Ok(true) => {
-                total -= object.len;
-                if expired {
-                    report.deleted_by_age.add(object.len);
-                } else {
-                    report.deleted_by_size.add(object.len);
-                }
-                let dir = &mut dirs[object.dir];
-                dir.entries = dir.entries.saturating_sub(1);
-                dir.emptied = true;
-                p.current.deleted += 1;
-                p.tick();
-            }
-            // Gone already, or accessed since the scan (then it is kept).
-            Ok(false) => {
-                if !object.path.exists() {
-                    total -= object.len;
-                    let dir = &mut dirs[object.dir];
-                    dir.entries = dir.entries.saturating_sub(1);
-                }
-            }
-            Err(e) => report.error(&object.path, format!("cannot delete: {e}")),
-        }
-    }
+    walk::evict(&mut tree, policy, now, options, &mut report, &mut p);
     report.kept = Count {
         files: report.scanned.files - report.deleted_objects().files,
         bytes: report.scanned.bytes - report.deleted_objects().bytes,
     };
-
-    // Prune empty directories, children before parents.
-    if !dry && !cancelled(cancel) {
+    if !options.dry && !options.cancelled() {
         p.phase(Phase::Prune);
-        for index in (1..dirs.len()).rev() {
-            let d = &dirs[index];
-            if d.entries > 0 || !(d.fan || d.emptied) {
-                continue;
-            }
-            let path = dirs[index].path.clone();
-            match std::fs::remove_dir(&path) {
-                Ok(()) => {
-                    if restore_if_awaited(&path, &tmp_dirs) {
-                        continue;
-                    }
-                    report.removed_dirs += 1;
-                    let parent = dirs[index].parent;
-                    let parent = &mut dirs[parent];
-                    parent.entries = parent.entries.saturating_sub(1);
-                    parent.emptied = true;
-                }
-                Err(e) if is_not_empty(&e) || e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => report.error(&path, format!("cannot remove empty directory: {e}")),
-            }
+        walk::prune(&mut tree, &mut report);
+        if let Some(b) = options.budget {
+            let temps = report.kept_temp.bytes.saturating_sub(tree.own_temp_bytes);
+            b.scan_finished(report.kept.bytes.saturating_add(temps));
         }
     }
     p.phase(Phase::Done);
     report.duration = started.elapsed();
     Ok(report)
-}
-
-/// Deletes one object unless it was accessed since the scan. Ok(false): kept or already gone.
-fn delete_object(object: &Object, dry: bool) -> io::Result<bool> {
-    let accessed = match std::fs::symlink_metadata(&object.path) {
-        Ok(m) => m.modified().unwrap_or(object.accessed),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(e),
-    };
-    if accessed > object.accessed {
-        return Ok(false);
-    }
-    if dry {
-        return Ok(true);
-    }
-    match std::fs::remove_file(&object.path) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
-fn remove_stale_temps(
-    dir: &Path,
-    now: SystemTime,
-    dry: bool,
-    report: &mut Report,
-    p: &mut Progressor<'_>,
-) {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) => {
-            report.error(dir, format!("cannot list directory: {e}"));
-            return;
-        }
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let is_temp = entry.file_type().is_ok_and(|t| t.is_file())
-            && path.extension().is_some_and(|e| e == "tmp");
-        if !is_temp {
-            continue;
-        }
-        let Ok(meta) = entry.metadata() else {
-            continue;
-        };
-        let age = meta
-            .modified()
-            .ok()
-            .and_then(|t| now.duration_since(t).ok())
-            .unwrap_or_default();
-        if age < STALE_TMP_AGE {
-            continue; // possibly being written
-        }
-        let removed = if dry {
-            Ok(())
-        } else {
-            std::fs::remove_file(&path)
-        };
-        match removed {
-            Ok(()) => {
-                report.deleted_temp.add(meta.len());
-                p.current.deleted += 1;
-                p.tick();
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => report.error(&path, format!("cannot delete stale temp file: {e}")),
-        }
-    }
-}
-
-fn is_not_empty(e: &io::Error) -> bool {
-    #[cfg(unix)]
-    if matches!(e.raw_os_error(), Some(libc::ENOTEMPTY) | Some(libc::EEXIST)) {
-        return true;
-    }
-    e.kind() == io::ErrorKind::DirectoryNotEmpty
-}
-
-fn is_fan_name(name: &str) -> bool {
-    name.len() == 2
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
-/// The two fan-out bytes of a hash, as the fs store computes them.
-fn fan_of(hash: &str) -> [String; 2] {
-    let fan = xxhash_rust::xxh3::xxh3_64(hash.as_bytes()).to_be_bytes();
-    [format!("{:02x}", fan[0]), format!("{:02x}", fan[1])]
-}
-
-/// `…/<aa>/<bb>/<hash>` with `aa`/`bb` the fan-out of a valid hash.
-fn is_object_path(path: &Path) -> bool {
-    let name = path.file_name().and_then(|n| n.to_str());
-    let bb = path
-        .parent()
-        .and_then(|p| p.file_name())
-        .and_then(|n| n.to_str());
-    let aa = path
-        .parent()
-        .and_then(|p| p.parent())
-        .and_then(|p| p.file_name())
-        .and_then(|n| n.to_str());
-    match (aa, bb, name) {
-        (Some(aa), Some(bb), Some(name)) => {
-            TaskHash::parse(name).is_ok() && fan_of(name) == [aa.to_owned(), bb.to_owned()]
-        }
-        _ => false,
-    }
-}
-
-/// After removing `dir`: if an in-flight temp file (named `<hash>.….tmp`) will be published below
-/// it, re-creates the directories that writer needs and returns true.
-fn restore_if_awaited(dir: &Path, tmp_dirs: &[PathBuf]) -> bool {
-    let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    let parent_name = dir
-        .parent()
-        .and_then(|p| p.file_name())
-        .and_then(|n| n.to_str())
-        .unwrap_or("");
-    let mut restored = false;
-    for tmp in tmp_dirs {
-        let Ok(entries) = std::fs::read_dir(tmp) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let file = entry.file_name();
-            let Some(hash) = file.to_str().and_then(|f| f.split('.').next()) else {
-                continue;
-            };
-            let [aa, bb] = fan_of(hash);
-            let target = if is_fan_name(parent_name) && name == bb && parent_name == aa {
-                Some(dir.to_path_buf()) // a `bb` level
-            } else if name == aa {
-                Some(dir.join(&bb)) // an `aa` level
-            } else if !is_fan_name(name) {
-                Some(dir.join(&aa).join(&bb)) // a prefix level
-            } else {
-                None
-            };
-            if let Some(target) = target {
-                let _ = std::fs::create_dir_all(target);
-                restored = true;
-            }
-        }
-    }
-    restored
-}
-
-/// Background retention: [`collect`] every `interval` on a blocking thread of the current tokio
-/// runtime, so request handling never waits for it.
-pub struct BackgroundHandle {
-    stop: Arc<AtomicBool>,
-    wake: Arc<tokio::sync::Notify>,
-    task: Option<tokio::task::JoinHandle<()>>,
-    last: Arc<Mutex<Option<Result<Report, String>>>>,
-}
-
-impl BackgroundHandle {
-    /// The result of the latest finished run.
-    pub fn last_report(&self) -> Option<Result<Report, String>> {
-        self.last.lock().ok().and_then(|l| l.clone())
-    }
-
-    /// Stops the loop: a run in progress ends at its next file; returns when it has.
-    pub async fn stop(mut self) {
-        self.signal();
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
-    }
-
-    fn signal(&self) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.wake.notify_one();
-    }
-}
-
-impl Drop for BackgroundHandle {
-    fn drop(&mut self) {
-        self.signal();
-    }
-}
-
-/// [`spawn_background_with`] logging each run's [`Report::summary`] (or its error) to stderr.
-/// Must be called inside a tokio runtime.
-pub fn spawn_background(root: PathBuf, policy: Policy, interval: Duration) -> BackgroundHandle {
-    spawn_background_with(root, policy, interval, |result| match result {
-        Ok(r) => {
-            eprintln!("nx-open-cache: {}", r.summary());
-            for e in &r.errors {
-                eprintln!(
-                    "nx-open-cache: retention: {}: {}",
-                    e.path.display(),
-                    e.reason
-                );
-            }
-        }
-        Err(e) => eprintln!("nx-open-cache: retention failed: {e}"),
-    })
-}
-
-/// Runs [`collect`] now and then every `interval` (at least one second), calling `on_report` after
-/// each run. Must be called inside a tokio runtime.
-pub fn spawn_background_with(
-    root: PathBuf,
-    policy: Policy,
-    interval: Duration,
-    on_report: impl Fn(&Result<Report, String>) + Send + Sync + 'static,
-) -> BackgroundHandle {
-    let stop = Arc::new(AtomicBool::new(false));
-    let wake = Arc::new(tokio::sync::Notify::new());
-    let last = Arc::new(Mutex::new(None));
-    let (stop2, wake2, last2) = (stop.clone(), wake.clone(), last.clone());
-    let interval = interval.max(Duration::from_secs(1));
-    let task = tokio::spawn(async move {
-        loop {
-            if stop2.load(Ordering::Relaxed) {
-                break;
-            }
-            let (root, policy, stop3) = (root.clone(), policy.clone(), stop2.clone());
-            let result = tokio::task::spawn_blocking(move || {
-                run(&root, &policy, false, Some(&stop3), &mut |_| {})
-            })
-            .await
-            .unwrap_or_else(|e| Err(format!("retention task failed: {e}")));
-            if let Ok(mut l) = last2.lock() {
-                *l = Some(result.clone());
-            }
-            on_report(&result);
-            tokio::select! {
-                _ = tokio::time::sleep(interval) => {}
-                _ = wake2.notified() => {}
-            }
-        }
-    });
-    BackgroundHandle {
-        stop,
-        wake,
-        task: Some(task),
-        last,
-    }
 }
 
 const SIZE_FORMS: &str = "a number with a unit: B, KB, MB, GB, TB (powers of 1000) or KiB, MiB, GiB, TiB (powers of 1024), e.g. 50GiB or 500MB";
@@ -790,17 +421,7 @@ mod tests {
     }
 
     #[test]
-    fn layout_recognition() {
-        let [aa, bb] = fan_of("12345");
-        assert!(is_object_path(&PathBuf::from(format!(
-            "/c/{aa}/{bb}/12345"
-        ))));
-        assert!(is_object_path(&PathBuf::from(format!(
-            "/c/team/a/{aa}/{bb}/12345"
-        ))));
-        assert!(!is_object_path(&PathBuf::from(format!("/c/{aa}/00/12345"))) || bb == "00");
-        assert!(!is_object_path(&PathBuf::from("/home/me/notes.txt")));
-        assert!(!is_object_path(&PathBuf::from(format!("/c/{aa}/{bb}/x y"))));
+    fn byte_formatting() {
         assert_eq!(format_bytes(1536), "1.5 KiB");
         assert_eq!(format_bytes(12), "12 B");
     }

@@ -216,29 +216,71 @@ fn empty_fan_out_and_prefix_directories_are_removed() {
     assert!(again.exists());
 }
 
+/// A body that sends `first`, then waits for the rest on `rest` (an upload in flight).
+fn held_body(
+    first: &[u8],
+) -> (
+    nx_open_cache::store::BodyStream<'static>,
+    tokio::sync::mpsc::UnboundedSender<bytes::Bytes>,
+) {
+    use futures_util::StreamExt;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<bytes::Bytes>();
+    tx.send(bytes::Bytes::copy_from_slice(first)).expect("send");
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (Ok(chunk), rx))
+    });
+    (stream.boxed(), tx)
+}
+
+/// Waits (bounded) until the store's temp directory holds a temp file for `hash`.
+fn wait_for_temp(root: &Path, hash: &str) -> PathBuf {
+    for _ in 0..1000 {
+        let found = std::fs::read_dir(root.join(".tmp")).ok().and_then(|d| {
+            d.flatten().map(|e| e.path()).find(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(&format!("{hash}.")))
+            })
+        });
+        if let Some(p) = found {
+            return p;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("no temp file for {hash} appeared");
+}
+
 #[test]
-fn a_directory_awaited_by_an_in_flight_writer_is_restored() {
+fn an_upload_whose_fan_out_directory_retention_removed_is_still_published() {
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let s = store(root, "");
     let old = put(&rt, &s, "5001", 10);
     set_age(&old, 20 * DAY);
-    let fan_dir = old.parent().unwrap().to_path_buf();
-    // A writer of another build of this hash is mid-upload: its temp file exists.
-    let temp = root.join(".tmp").join("5001.999.cafe.0011223344556677.tmp");
-    std::fs::write(&temp, b"partial").unwrap();
+    // An upload is in flight: its object's fan-out directories exist, empty, and its temp file.
+    let (mut stream, rest) = held_body(b"first half ");
+    let writer = {
+        let s = s.clone();
+        rt.spawn(async move { s.put(&hash("5002"), &mut stream, Some(22)).await })
+    };
+    let temp = wait_for_temp(root, "5002");
+    let fan_dir = s.object_path(&hash("5002")).parent().unwrap().to_path_buf();
+    assert!(fan_dir.is_dir());
     let policy = Policy {
         max_bytes: Some(0),
         max_age: None,
     };
     let r = collect(root, &policy);
     assert_eq!(r.deleted_by_size.files, 1);
-    assert!(temp.exists());
-    assert!(
-        fan_dir.is_dir(),
-        "the writer's link() target directory exists"
-    );
+    assert!(temp.exists(), "an upload in flight is never touched");
+    assert_eq!(r.kept_temp.files, 1, "and it counts toward the size");
+    assert!(!fan_dir.exists(), "its empty fan-out directory was pruned");
+    rest.send(bytes::Bytes::from_static(b"second half"))
+        .unwrap();
+    drop(rest);
+    let out = rt.block_on(writer).expect("writer task");
+    assert_eq!(out, Ok(PutOutcome::Stored(22)), "the writer made it again");
+    assert!(rt.block_on(s.get(&hash("5002"))).unwrap().is_some());
 }
 
 #[test]
@@ -400,6 +442,7 @@ fn background_retention_runs_on_the_runtime_and_stops() {
             root.clone(),
             policy,
             Duration::from_secs(3600),
+            None,
             move |r| {
                 let _ = tx.send(r.clone());
             },
@@ -415,4 +458,275 @@ fn background_retention_runs_on_the_runtime_and_stops() {
     assert!(rt.block_on(s.get(&hash("9002"))).unwrap().is_some());
     assert!(handle.last_report().is_some());
     rt.block_on(handle.stop());
+}
+
+// ---- Temp files of killed writers, clocks in the future, the size bound under load ----------
+
+const CHILD_ROOT: &str = "NXOC_TEST_CHILD_WRITER_ROOT";
+
+/// Run as a child process by `temp_files_of_killed_writers_go_at_the_next_start`: starts an
+/// upload into the store at $NXOC_TEST_CHILD_WRITER_ROOT whose body never ends (until killed).
+#[test]
+#[ignore = "a child process of another test"]
+fn child_writer_that_never_finishes() {
+    let Ok(root) = std::env::var(CHILD_ROOT) else {
+        return;
+    };
+    let rt = runtime();
+    let s = FsStore::new(root, Prefix::default());
+    let (mut stream, _rest) = held_body(b"partial upload of a killed writer");
+    let h = hash("9999");
+    let put = s.put(&h, &mut stream, Some(1 << 20));
+    let _ = rt.block_on(async { tokio::time::timeout(Duration::from_secs(60), put).await });
+}
+
+/// Starts a writer process, waits for its temp file, kills it with SIGKILL and reaps it.
+fn killed_writer(root: &Path) -> PathBuf {
+    let mut child = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "child_writer_that_never_finishes",
+            "--ignored",
+            "--quiet",
+        ])
+        .env(CHILD_ROOT, root)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("child writer");
+    let temp = wait_for_temp(root, "9999");
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reaped");
+    temp
+}
+
+#[test]
+fn temp_files_of_killed_writers_go_at_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let s = store(root, "");
+    let tmp = root.join(".tmp");
+    // Kept: another host's upload (age rule), a name of another format, and our own in flight.
+    let foreign = tmp.join("9001.0123456789abcdef.4242.777.00.tmp");
+    let other_format = tmp.join("9002.4242.cafe.0011223344556677.tmp");
+    std::fs::write(&foreign, b"another machine is uploading").unwrap();
+    std::fs::write(&other_format, b"an older writer").unwrap();
+
+    let dead = killed_writer(root);
+    assert!(dead.exists());
+    // A store opened again (serve start, a proxy, doctor) removes it at once.
+    s.prepare().unwrap();
+    assert!(!dead.exists(), "the killed writer's temp file is gone");
+    assert!(
+        foreign.exists() && other_format.exists(),
+        "writers that cannot be checked stay"
+    );
+
+    // gc too; its report counts it.
+    let dead = killed_writer(root);
+    let r = collect(root, &Policy::default());
+    assert!(!dead.exists());
+    assert_eq!(r.deleted_temp.files, 1, "{r:?}");
+    assert_eq!(r.kept_temp.files, 2, "{r:?}");
+    // An hour later the others go by the age rule.
+    set_age(&foreign, 2 * HOUR);
+    set_age(&other_format, 2 * HOUR);
+    let r = collect(root, &Policy::default());
+    assert_eq!(r.deleted_temp.files, 2, "{r:?}");
+}
+
+#[test]
+fn temp_files_count_toward_the_size_a_hard_linked_leftover_once() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let s = store(root, "");
+    let a = put(&rt, &s, "9101", 1000);
+    let b = put(&rt, &s, "9102", 1000);
+    set_age(&a, 2 * DAY);
+    // Another machine uploads 2000 bytes; a leftover of b's writer is linked into place already
+    // (its bytes are the object's).
+    let uploading = root.join(".tmp/9103.0123456789abcdef.1.1.00.tmp");
+    std::fs::write(&uploading, vec![1u8; 2000]).unwrap();
+    std::fs::hard_link(&b, root.join(".tmp/9102.0123456789abcdef.1.1.00.tmp")).unwrap();
+    // Room for both objects and 1000 bytes more: the upload's 2000 bytes take a's place.
+    let policy = Policy {
+        max_bytes: Some(2 * size_of(1000) + 1000),
+        max_age: None,
+    };
+    let r = collect(root, &policy);
+    assert_eq!(r.kept_temp.files, 2);
+    assert_eq!(
+        r.kept_temp.bytes, 2000,
+        "the hard-linked leftover counts once"
+    );
+    assert_eq!(r.deleted_by_size.files, 1, "{r:?}");
+    assert!(!a.exists() && b.exists());
+}
+
+#[test]
+fn future_dated_objects_and_temp_files_are_not_pinned() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let s = store(root, "");
+    let year_2100 = FileTime::from_unix_time(4_102_444_800, 0);
+    // A GET sets a future access time to now.
+    let read = put(&rt, &s, "9201", 10);
+    filetime::set_file_mtime(&read, year_2100).unwrap();
+    assert!(rt.block_on(s.get(&hash("9201"))).unwrap().is_some());
+    assert!(mtime(&read) <= SystemTime::now(), "reset by the read");
+
+    // Retention counts a future time as now and resets it: the object ages from then on.
+    let future = put(&rt, &s, "9202", 10);
+    let older = put(&rt, &s, "9203", 10);
+    filetime::set_file_mtime(&future, year_2100).unwrap();
+    set_age(&older, HOUR);
+    let budget_for_one = Policy {
+        max_bytes: Some(size_of(10) * 2),
+        max_age: Some(Duration::from_secs(30 * DAY)),
+    };
+    let r = collect(root, &budget_for_one);
+    assert_eq!(r.deleted_by_size.files, 1);
+    assert!(!older.exists() && future.exists());
+    assert!(mtime(&future) <= SystemTime::now(), "reset to now");
+    set_age(&future, 31 * DAY);
+    let r = collect(root, &budget_for_one);
+    assert_eq!(r.deleted_by_age.files, 1, "it expires like any object");
+    assert!(!future.exists());
+
+    // A future-dated temp file of another host: its age counts from the run that saw it.
+    let temp = root.join(".tmp/9204.0123456789abcdef.1.1.00.tmp");
+    std::fs::write(&temp, b"x").unwrap();
+    filetime::set_file_mtime(&temp, year_2100).unwrap();
+    let r = collect(root, &Policy::default());
+    assert_eq!(r.deleted_temp.files, 0);
+    assert!(mtime(&temp) <= SystemTime::now(), "reset to now");
+    set_age(&temp, 2 * HOUR);
+    assert_eq!(collect(root, &Policy::default()).deleted_temp.files, 1);
+}
+
+/// Sum of the sizes of the distinct files (inodes) below `root`: objects and temp files.
+fn disk_usage(root: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = std::collections::HashSet::new();
+    let mut total = 0;
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(m) = e.metadata() else { continue };
+            if m.is_dir() {
+                stack.push(e.path());
+            } else if seen.insert((m.dev(), m.ino())) {
+                total += m.len();
+            }
+        }
+    }
+    total
+}
+
+#[test]
+fn uploads_under_load_keep_the_store_within_max_size_plus_one_artifact() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    const MAX_SIZE: u64 = 4 << 20;
+    const MAX_ARTIFACT: u64 = 256 << 10;
+    const CLIENTS: usize = 16;
+    const UPLOADS_PER_CLIENT: usize = 60;
+    const SECRET: &str = "rw-secret-0123456789abcdef";
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("store");
+    std::fs::create_dir_all(&storage).unwrap();
+    let env: std::collections::HashMap<String, String> = [(
+        "NX_OPEN_CACHE_SERVER_TOKENS".to_owned(),
+        format!("ci:read-write:{SECRET}"),
+    )]
+    .into();
+    let args: Vec<String> = [
+        "--storage".to_owned(),
+        format!("fs:{}", storage.display()),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--max-size".into(),
+        format!("{MAX_SIZE}B"),
+        "--max-artifact-size".into(),
+        format!("{MAX_ARTIFACT}B"),
+        "--log".into(),
+        "off".into(),
+    ]
+    .into();
+    let config = nx_open_cache::serve::config::resolve(&args, &env, dir.path()).unwrap();
+    let server = nx_open_cache::serve::start(&config, &env).unwrap();
+
+    // Sample the directory's size while the uploads run.
+    let done = Arc::new(AtomicBool::new(false));
+    let peak = Arc::new(AtomicU64::new(0));
+    let sampler = {
+        let (done, peak, storage) = (done.clone(), peak.clone(), storage.clone());
+        std::thread::spawn(move || {
+            let mut samples = 0u64;
+            while !done.load(Ordering::Relaxed) && samples < 100_000 {
+                peak.fetch_max(disk_usage(&storage), Ordering::Relaxed);
+                samples += 1;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            samples
+        })
+    };
+    let rt = runtime();
+    let statuses = rt.block_on(async {
+        let client = reqwest::Client::new();
+        let mut tasks = Vec::new();
+        for c in 0..CLIENTS {
+            let (client, url) = (client.clone(), server.url.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut statuses = Vec::new();
+                for i in 0..UPLOADS_PER_CLIENT {
+                    // Valid artifacts of 64 KiB .. 240 KiB of noise (a few KiB of tar and gzip
+                    // framing on top stay under --max-artifact-size), fresh hashes.
+                    let len = (64 << 10) + ((c * 7919 + i * 104_729) % (176 << 10));
+                    let body = common::artifact(len, (c * 1000 + i) as u64);
+                    let resp = client
+                        .put(format!("{url}/v1/cache/{}", 1_000_000 + c * 1000 + i))
+                        .bearer_auth(SECRET)
+                        .body(body)
+                        .send()
+                        .await;
+                    statuses.push(resp.map(|r| r.status().as_u16()).unwrap_or(0));
+                }
+                statuses
+            }));
+        }
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.unwrap());
+        }
+        all
+    });
+    done.store(true, Ordering::Relaxed);
+    let samples = sampler.join().unwrap();
+    let stored = statuses.iter().filter(|s| **s == 200).count();
+    let total: u64 = (CLIENTS * UPLOADS_PER_CLIENT) as u64 * (160 << 10);
+    rt.block_on(server.stop());
+    let bound = MAX_SIZE + MAX_ARTIFACT + HEADER_LEN as u64;
+    let peak = peak.load(Ordering::Relaxed);
+    eprintln!(
+        "{} uploads (~{} MiB), {stored} stored; directory peak {} bytes in {samples} samples, bound {bound} (max size {MAX_SIZE} + one artifact)",
+        statuses.len(),
+        total >> 20,
+        peak
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 403),
+        "{statuses:?}"
+    );
+    assert!(stored > 0 && samples > 0);
+    assert!(
+        total > 4 * MAX_SIZE,
+        "the uploads are many times the budget"
+    );
+    assert!(peak <= bound, "peak {peak} > bound {bound}");
+    assert!(disk_usage(&storage) <= bound);
 }

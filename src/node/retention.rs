@@ -12,9 +12,9 @@ use std::time::Duration;
 pub struct GcOptions {
     /// The fs store's directory (the root: every prefix below it shares the budget).
     pub path: String,
-    /// Keep the objects' total size at most this: bytes as a number, or a string with a unit
-    /// (`B`, `KB`, `MB`, `GB`, `TB`, `KiB`, `MiB`, `GiB`, `TiB`), e.g. `"50GiB"`. The least
-    /// recently accessed objects are deleted first.
+    /// Keep the total size (objects and temp files) at most this: bytes as a number, or a
+    /// string with a unit (`B`, `KB`, `MB`, `GB`, `TB`, `KiB`, `MiB`, `GiB`, `TiB`), e.g.
+    /// `"50GiB"`. The least recently accessed objects are deleted first.
     pub max_size: Option<Either<String, f64>>,
     /// Delete objects not accessed for longer than this: seconds as a number, or a string with a
     /// unit (`s`, `m`, `h`, `d`, `w`), e.g. `"30d"`.
@@ -61,10 +61,13 @@ pub struct GcReport {
     pub deleted_by_age: GcCount,
     /// Least recently accessed objects evicted to fit `maxSize`.
     pub deleted_by_size: GcCount,
-    /// Leftover temp files of killed writers (older than an hour).
+    /// Temp files removed: their writer is gone (it ran on this machine), or they were not
+    /// written to for an hour.
     pub deleted_temp: GcCount,
     /// Objects left.
     pub kept: GcCount,
+    /// Temp files left (uploads in progress); they count toward `maxSize`.
+    pub kept_temp: GcCount,
     /// Empty directories removed.
     pub removed_dirs: i64,
     /// Wall time of the run in milliseconds.
@@ -96,6 +99,7 @@ impl From<Report> for GcReport {
             deleted_by_size: count(r.deleted_by_size),
             deleted_temp: count(r.deleted_temp),
             kept: count(r.kept),
+            kept_temp: count(r.kept_temp),
             removed_dirs: n(r.removed_dirs),
             duration_ms: r.duration.as_secs_f64() * 1000.0,
             error_count: n(r.error_count),
@@ -173,9 +177,10 @@ fn execute(job: &Job, progress: &mut dyn FnMut(Progress)) -> Result<GcReport> {
 }
 
 /// Applies a retention policy to an fs cache directory: deletes objects not accessed within
-/// `maxAge`, then the least recently accessed until the total fits `maxSize`, plus leftover temp
-/// files and empty directories. Safe while a server or builds use the cache. Per-file faults are
-/// listed in the report. Throws on a bad option (code `InvalidArg`; the message names the option,
+/// `maxAge`, then the least recently accessed until the total (objects and temp files) fits
+/// `maxSize`, plus leftover temp files and empty directories. Never follows a symbolic link below
+/// the directory (one found is listed as an error). Safe while a server or builds use the cache.
+/// Per-file faults are listed in the report. Throws on a bad option (code `InvalidArg`; the message names the option,
 /// the value and the accepted forms) and when the directory cannot be read. `onProgress` is called
 /// on this thread.
 #[napi(catch_unwind)]

@@ -10,7 +10,7 @@ use crate::server::auth::{check_secret, Auth, Role, TokenSpec};
 use crate::server::limits::Limits;
 use crate::server::{Caps, LogFormat, RunningServer, ServerSettings};
 use crate::stats::Stats;
-use crate::store::fs::FsStore;
+use crate::store::fs::{Budget, FsStore};
 use crate::store::object::ObjectStoreBackend;
 use crate::store::validate;
 use crate::store::Store;
@@ -118,13 +118,15 @@ pub fn limits(config: &ServeConfig) -> Limits {
 
 /// Opens the configured storage; cloud credentials come from `env`. Nothing is contacted for
 /// clouds yet (`/readyz` tells whether the storage is reachable); an fs directory is created.
+/// `budget`: the size budget an fs store holds its uploads to (see [`fs_budget`]).
 pub fn open_store(
     config: &ServeConfig,
     env: &HashMap<String, String>,
+    budget: Option<Arc<Budget>>,
 ) -> Result<Arc<dyn Store>, String> {
     match &config.backend {
         Backend::Fs { path } => {
-            let store = FsStore::new(path.clone(), config.prefix.clone());
+            let store = FsStore::new(path.clone(), config.prefix.clone()).with_budget(budget);
             store
                 .prepare()
                 .map_err(|e| format!("--storage {}: {}", config.storage, e.message))?;
@@ -133,6 +135,15 @@ pub fn open_store(
         other => ObjectStoreBackend::from_config(other, config.prefix.clone(), env)
             .map(|s| Arc::new(s) as Arc<dyn Store>)
             .map_err(|e| format!("--storage {}: {}", config.storage, e.message)),
+    }
+}
+
+/// The size budget of fs storage with `--max-size`, shared by the store (its uploads) and
+/// background retention (woken when uploads cross it).
+pub fn fs_budget(config: &ServeConfig) -> Option<Arc<Budget>> {
+    match (&config.backend, config.max_size) {
+        (Backend::Fs { .. }, Some(max)) => Some(Budget::new(max)),
+        _ => None,
     }
 }
 
@@ -270,9 +281,13 @@ pub fn start(config: &ServeConfig, env: &HashMap<String, String>) -> Result<Runn
         None => None,
     };
     let runtime = crate::runtime::get()?;
+    let budget = fs_budget(config);
     // Uploads and reads are checked to be valid Nx artifacts (a bad writer gets 400 at once; an
     // object written before, or by another writer of the storage, is a miss).
-    let store = validate::wrap(open_store(config, env)?, config.validation.clone());
+    let store = validate::wrap(
+        open_store(config, env, budget.clone())?,
+        config.validation.clone(),
+    );
     let location = store.describe();
     let std_listener = std::net::TcpListener::bind(config.listen)
         .map_err(|e| format!("--listen {}: cannot listen there: {e}", config.listen))?;
@@ -322,6 +337,7 @@ pub fn start(config: &ServeConfig, env: &HashMap<String, String>) -> Result<Runn
             path.clone(),
             policy,
             RETENTION_INTERVAL,
+            budget,
         )),
         _ => None,
     };

@@ -5,6 +5,19 @@
 //! Objects are written to `<root>/.tmp/` first (same filesystem), fsynced, then hard-linked into
 //! place: `link(2)` fails with EEXIST when the name exists, which makes creation atomic and
 //! first-writer-wins on local disks and on NFS alike, for any number of processes and machines.
+//! Temp file names say which host and process wrote them (see [`temp`]): leftovers of a writer
+//! that is provably gone are removed when a store is prepared, others after an hour.
+//!
+//! No symbolic link below the root is ever followed. The root itself is trusted as configured (it
+//! may be a link to a mount), resolved when it is opened and kept open (checked to still be what
+//! its path names when a lookup finds nothing and before every write); every path below it is
+//! opened relative to its descriptor without following links ([`dir`]: `openat2` with `RESOLVE_BENEATH |
+//! RESOLVE_NO_SYMLINKS` on Linux, `O_NOFOLLOW` component by component elsewhere), and every final
+//! operation (create, link, rename, unlink, stat, time update) acts on the name itself. A link met
+//! is a fault naming its path: a read is a miss, a write is not stored, and nothing outside the
+//! root is read or written. A link at a name the store owns (an object, a fan-out directory `aa`
+//! or `bb`, `.tmp`) is removed (`unlinkat` removes the link, never its target), so the next
+//! operation works; one at a prefix directory is left for the operator to remove.
 //!
 //! Reads: every object is verified against its envelope digest before a byte is served. Small
 //! objects (up to 256 KiB) are read and verified on the async worker, larger ones on the blocking
@@ -16,116 +29,131 @@
 //! is unusable: often `noatime`/`relatime`). Objects are immutable and verified by their envelope
 //! digest, so nothing else depends on their mtime. A GET hit sets it to now, at most once per
 //! [`ACCESS_GRANULARITY`] per object (compared first, so a hot object costs no metadata write per
-//! request); a failed update (read-only mount, foreign owner) never fails the read. Retention
-//! (`crate::retention`) evicts the least recently accessed objects by this mtime.
+//! request), and always when it lies in the future (a clock error never pins an object); a failed
+//! update (read-only mount, foreign owner) never fails the read. Retention (`crate::retention`)
+//! evicts the least recently accessed objects by this mtime.
+//!
+//! Size budget: a store given a [`Budget`] (`serve --max-size`) admits uploads only while its
+//! size estimate is within it and wakes retention when it is not (see [`budget`]).
 
-use super::{
-    io_error, next_chunk, Artifact, ArtifactBody, BodyStream, Deleted, ErrorKind, PutOutcome,
-    Store, StoreError,
-};
-use crate::envelope::{Header, PayloadDigest, HEADER_LEN};
+mod budget;
+pub(crate) mod dir;
+mod read;
+pub(crate) mod temp;
+mod write;
+
+pub use budget::{Budget, ADMISSION_WAIT};
+pub use temp::{STALE_TMP_AGE, TMP_DIR};
+
+use super::{io_error, Artifact, BodyStream, Deleted, ErrorKind, PutOutcome, Store, StoreError};
 use crate::key::{Prefix, TaskHash};
-use bytes::Bytes;
+use dir::{Beneath, Dir, Kind, Space};
 use futures_util::future::BoxFuture;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::ffi::OsStr;
+use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
-use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
 /// Objects up to this size are read and verified in memory in one pass.
 pub const DEFAULT_INLINE_LIMIT: u64 = 8 * 1024 * 1024;
-/// Temp files older than this are leftovers of killed writers and are removed.
-const STALE_TMP_AGE: Duration = Duration::from_secs(3600);
-const TMP_DIR: &str = ".tmp";
 /// A served object's last-access time (its mtime) is refreshed when older than this.
 pub const ACCESS_GRANULARITY: Duration = Duration::from_secs(3600);
+/// [`Store::check`] reports the store full when less than this many bytes are free for the
+/// store's user, or less than [`MIN_FREE_PERCENT`] of the filesystem if that is smaller (a small
+/// filesystem), or no inode is left.
+pub const MIN_FREE_BYTES: u64 = 64 * 1024 * 1024;
+/// See [`MIN_FREE_BYTES`].
+pub const MIN_FREE_PERCENT: u64 = 1;
 
-/// Objects up to this size (envelope included) are read and verified on the async worker.
-const SMALL_OBJECT_BYTES: u64 = 256 * 1024;
-/// How many verified large objects a store remembers (then it starts over).
-const VERIFIED_CAPACITY: usize = 65_536;
+/// Test hook: behave as if the kernel had no `openat2` (every path is then resolved one
+/// component at a time). Process-wide.
+#[doc(hidden)]
+pub fn simulate_no_openat2(on: bool) {
+    dir::simulate_no_openat2(on);
+}
+
+/// Test hook: how many paths were resolved one component at a time so far.
+#[doc(hidden)]
+pub fn component_walks() -> u64 {
+    dir::walks()
+}
+
+/// Test hook: whether a path was resolved with `openat2` in this process.
+#[doc(hidden)]
+pub fn openat2_works() -> bool {
+    dir::openat2_works()
+}
 
 #[derive(Clone)]
 pub struct FsStore {
+    /// The root as configured (messages name paths below it).
     root: PathBuf,
+    /// The open root (shared by clones and namespaced views).
+    opened: Arc<Mutex<Option<Arc<OpenRoot>>>>,
     prefix: Prefix,
     inline_limit: u64,
     /// Large objects that passed verification in this process (shared by namespaced views).
-    verified: Arc<Verified>,
+    verified: Arc<read::Verified>,
+    budget: Option<Arc<Budget>>,
 }
 
-/// What a read does next.
-enum Step {
-    Done(Option<Artifact>),
-    Finish {
-        path: PathBuf,
-        file: std::fs::File,
-        meta: std::fs::Metadata,
-    },
+/// The root directory, open: its links resolved when it was opened, kept open for every
+/// operation below it (one `openat2` per lookup). When a lookup finds nothing, the root's path is
+/// checked to still name this directory (an unmounted share, a deleted or replaced directory is
+/// reported, and the next operation opens the root again).
+struct OpenRoot {
+    /// The canonical path it was opened at.
+    path: PathBuf,
+    dir: Dir,
+    /// Device and inode (where the system tells).
+    id: Option<(u64, u64)>,
 }
 
-/// Identity and state of a file that passed verification: any write to it changes its ctime (and
-/// usually mtime and size), which no user can set back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Fingerprint {
-    size: u64,
-    mtime: (i64, i64),
-    ctime: (i64, i64),
+impl std::ops::Deref for OpenRoot {
+    type Target = Dir;
+    fn deref(&self) -> &Dir {
+        &self.dir
+    }
 }
 
-#[derive(Default)]
-struct Verified {
-    files: std::sync::Mutex<std::collections::HashMap<(u64, u64), Fingerprint>>,
+/// Where an object lives below the root: `[<prefix segments>/]<aa>/<bb>/<hash>`.
+struct Location {
+    parts: Vec<String>,
+    /// Index of `aa`: from here on the names are the store's own.
+    owned_from: usize,
 }
 
-impl Verified {
-    #[cfg(unix)]
-    fn key_and_print(meta: &std::fs::Metadata) -> Option<((u64, u64), Fingerprint)> {
-        use std::os::unix::fs::MetadataExt;
-        Some((
-            (meta.dev(), meta.ino()),
-            Fingerprint {
-                size: meta.size(),
-                mtime: (meta.mtime(), meta.mtime_nsec()),
-                ctime: (meta.ctime(), meta.ctime_nsec()),
-            },
-        ))
+impl Location {
+    fn dir(&self) -> &[String] {
+        &self.parts[..self.parts.len() - 1]
     }
 
-    #[cfg(not(unix))]
-    fn key_and_print(_meta: &std::fs::Metadata) -> Option<((u64, u64), Fingerprint)> {
-        None
+    fn name(&self) -> &str {
+        self.parts.last().map_or("", String::as_str)
     }
 
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<(u64, u64), Fingerprint>> {
-        self.files.lock().unwrap_or_else(|p| p.into_inner())
+    /// The object's path below the root, `/`-separated (how the budget knows it).
+    fn rel(&self) -> String {
+        self.parts.join("/")
     }
+}
 
-    fn matches(&self, meta: &std::fs::Metadata) -> bool {
-        Self::key_and_print(meta).is_some_and(|(key, print)| self.lock().get(&key) == Some(&print))
-    }
-
-    fn remember(&self, meta: &std::fs::Metadata) {
-        if let Some((key, print)) = Self::key_and_print(meta) {
-            let mut files = self.lock();
-            if files.len() >= VERIFIED_CAPACITY {
-                files.clear();
-            }
-            files.insert(key, print);
-        }
-    }
+/// The two fan-out directory names of a hash.
+pub(crate) fn fan_of(hash: &str) -> [String; 2] {
+    let fan = xxhash_rust::xxh3::xxh3_64(hash.as_bytes()).to_be_bytes();
+    [format!("{:02x}", fan[0]), format!("{:02x}", fan[1])]
 }
 
 impl FsStore {
     pub fn new(root: impl Into<PathBuf>, prefix: Prefix) -> Self {
         FsStore {
             root: root.into(),
+            opened: Arc::default(),
             prefix,
             inline_limit: DEFAULT_INLINE_LIMIT,
             verified: Arc::default(),
+            budget: None,
         }
     }
 
@@ -135,472 +163,282 @@ impl FsStore {
         self
     }
 
+    /// Holds uploads to a size budget shared with the retention task (`serve --max-size`).
+    pub fn with_budget(mut self, budget: Option<Arc<Budget>>) -> Self {
+        self.budget = budget;
+        self
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }
 
-    /// Creates the cache directory (and parents) if missing and clears stale temp files.
+    /// Creates the cache directory (and parents) if missing, and its temp directory; removes temp
+    /// files whose writer is provably gone or that are stale.
     pub fn prepare(&self) -> Result<(), StoreError> {
-        std::fs::create_dir_all(self.root.join(TMP_DIR)).map_err(|e| {
+        std::fs::create_dir_all(&self.root).map_err(|e| {
             io_error(
                 &e,
                 format!("cannot create cache directory {}", self.root.display()),
             )
         })?;
-        self.remove_stale_tmp(STALE_TMP_AGE);
+        *self.lock_root() = None;
+        let root = self.open_root()?;
+        let tmp = self.temp_dir(&root)?;
+        // Best effort: a temp file that cannot be removed now is removed by a later sweep.
+        let _ = temp::sweep(&tmp, SystemTime::now(), STALE_TMP_AGE, false);
         Ok(())
     }
 
-    /// Removes temp files older than `age` (left by writers that were killed mid-write).
+    /// Removes the temp files whose writer is provably gone, and those not written to for `age`;
+    /// returns how many went.
     pub fn remove_stale_tmp(&self, age: Duration) -> usize {
-        let Ok(entries) = std::fs::read_dir(self.root.join(TMP_DIR)) else {
+        let Ok(root) = self.open_root() else {
             return 0;
         };
-        let now = SystemTime::now();
-        let mut removed = 0;
-        for entry in entries.flatten() {
-            let old = entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| now.duration_since(t).ok())
-                .is_some_and(|d| d >= age);
-            if old && std::fs::remove_file(entry.path()).is_ok() {
-                removed += 1;
+        let Ok(tmp) = root.open_dir(&[TMP_DIR]) else {
+            return 0;
+        };
+        temp::sweep(&tmp, SystemTime::now(), age, false).map_or(0, |swept| {
+            swept
+                .iter()
+                .filter(|t| matches!(t, temp::Swept::Removed { .. }))
+                .count()
+        })
+    }
+
+    /// Where an object lives below the root.
+    fn locate(&self, hash: &TaskHash) -> Location {
+        let mut parts: Vec<String> = if self.prefix.is_empty() {
+            Vec::new()
+        } else {
+            self.prefix.as_str().split('/').map(str::to_owned).collect()
+        };
+        let owned_from = parts.len();
+        parts.extend(fan_of(hash.as_str()));
+        parts.push(hash.as_str().to_owned());
+        Location { parts, owned_from }
+    }
+
+    /// The object's path (below the root as configured).
+    pub fn object_path(&self, hash: &TaskHash) -> PathBuf {
+        self.shown(&self.locate(hash).parts)
+    }
+
+    /// A path below the root as configured, for messages.
+    fn shown<S: AsRef<OsStr>>(&self, rel: &[S]) -> PathBuf {
+        let mut path = self.root.clone();
+        for part in rel {
+            path.push(part.as_ref());
+        }
+        path
+    }
+
+    fn lock_root(&self) -> std::sync::MutexGuard<'_, Option<Arc<OpenRoot>>> {
+        self.opened.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The open root, opened (and its links resolved) if it is not. A root that is missing is a
+    /// fault, never recreated here: an unmounted share or a deleted directory is reported.
+    fn open_root(&self) -> Result<Arc<OpenRoot>, StoreError> {
+        let mut opened = self.lock_root();
+        if let Some(root) = opened.as_ref() {
+            return Ok(root.clone());
+        }
+        let path = std::fs::canonicalize(&self.root).map_err(|e| self.root_error(&e))?;
+        let dir = Dir::open_root(&path).map_err(|e| self.root_error(&e))?;
+        let id = dir.identity().ok().flatten();
+        let root = Arc::new(OpenRoot { path, dir, id });
+        *opened = Some(root.clone());
+        Ok(root)
+    }
+
+    /// Whether the root's path still names the open root: `Ok(None)` if so; if it names another
+    /// directory now (a remount, a directory replaced), that one, opened; a fault if it is gone
+    /// (the root is never recreated here). Checked when a lookup finds nothing or the filesystem
+    /// says the handle is stale, and before every write: a read that finds its object in the
+    /// directory as it was opened serves it (a verified object either way).
+    fn reopened_root(&self, root: &OpenRoot) -> Result<Option<Arc<OpenRoot>>, StoreError> {
+        let now = dir::path_identity(&root.path);
+        if matches!(&now, Ok(id) if *id == root.id) {
+            return Ok(None);
+        }
+        {
+            let mut opened = self.lock_root();
+            if opened.as_ref().is_some_and(|r| std::ptr::eq(&**r, root)) {
+                *opened = None;
             }
         }
-        removed
-    }
-
-    /// The directory an object lives in (below the root, prefix included).
-    fn object_dir(&self, hash: &TaskHash) -> PathBuf {
-        let fan = xxhash_rust::xxh3::xxh3_64(hash.as_str().as_bytes()).to_be_bytes();
-        let mut dir = self.root.clone();
-        if !self.prefix.is_empty() {
-            dir.push(self.prefix.as_str());
-        }
-        dir.push(format!("{:02x}", fan[0]));
-        dir.push(format!("{:02x}", fan[1]));
-        dir
-    }
-
-    pub fn object_path(&self, hash: &TaskHash) -> PathBuf {
-        self.object_dir(hash).join(hash.as_str())
-    }
-
-    fn root_missing(&self) -> Option<StoreError> {
-        match std::fs::metadata(&self.root) {
-            Ok(m) if m.is_dir() => None,
-            Ok(_) => Some(StoreError::new(
-                ErrorKind::Unavailable,
-                format!("cache path {} is not a directory", self.root.display()),
-            )),
-            Err(e) => Some(io_error(
-                &e,
-                format!("cache directory {} is not usable", self.root.display()),
-            )),
+        match now {
+            Ok(_) => self.open_root().map(Some),
+            Err(e) => Err(self.root_error(&e)),
         }
     }
 
-    /// Creates the fan-out directories below the root, never the root itself: a root that vanished
-    /// (unmounted share, deleted directory) is a fault to report, not something to paper over.
-    fn ensure_dirs(&self, hash: &TaskHash) -> Result<PathBuf, StoreError> {
-        if let Some(err) = self.root_missing() {
-            return Err(err);
+    /// `err`, or the root's fault when `err` (`suspect`: a lookup that found nothing) comes from
+    /// a root that is gone.
+    fn or_root_fault(&self, root: &OpenRoot, err: StoreError, suspect: bool) -> StoreError {
+        if suspect {
+            if let Err(fault) = self.reopened_root(root) {
+                return fault;
+            }
         }
-        let dir = self.object_dir(hash);
-        let rel = dir.strip_prefix(&self.root).map_err(|_| {
+        err
+    }
+
+    fn root_error(&self, e: &io::Error) -> StoreError {
+        if e.kind() == io::ErrorKind::NotADirectory {
             StoreError::new(
                 ErrorKind::Unavailable,
-                format!("object directory {} is outside the root", dir.display()),
+                format!("cache path {} is not a directory", self.root.display()),
             )
-        })?;
-        let mut current = self.root.clone();
-        for part in rel.components() {
-            current.push(part);
-            create_dir_once(&current)?;
-        }
-        create_dir_once(&self.root.join(TMP_DIR))?;
-        Ok(dir)
-    }
-
-    fn tmp_path(&self, hash: &TaskHash) -> PathBuf {
-        let mut rand = [0u8; 8];
-        // A failing OS random source only makes the name less unique; pid and time still differ.
-        let _ = getrandom::fill(&mut rand);
-        let nanos = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        self.root.join(TMP_DIR).join(format!(
-            "{}.{}.{:x}.{}.tmp",
-            hash.as_str(),
-            std::process::id(),
-            nanos,
-            hex::encode(rand)
-        ))
-    }
-
-    /// First step of a read, cheap enough to run on an async worker: open and stat the object;
-    /// a small object is read and verified right here, a large one already verified by this
-    /// process and unchanged since is served without a second hashing pass. Everything else is
-    /// left to [`FsStore::finish_read`] on a blocking thread.
-    fn start_read(&self, hash: &TaskHash) -> Result<Step, StoreError> {
-        let path = self.object_path(hash);
-        let file = match std::fs::File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return match self.root_missing() {
-                    Some(err) => Err(err),
-                    None => Ok(Step::Done(None)),
-                };
-            }
-            Err(e) => return Err(io_error(&e, format!("cannot open {}", path.display()))),
-        };
-        let meta = file
-            .metadata()
-            .map_err(|e| io_error(&e, format!("cannot stat {}", path.display())))?;
-        let size = meta.len();
-        if size <= SMALL_OBJECT_BYTES.min(self.inline_limit.saturating_add(HEADER_LEN as u64)) {
-            return self.read_in_memory(&path, file, &meta).map(Step::Done);
-        }
-        if size > self.inline_limit.saturating_add(HEADER_LEN as u64)
-            && self.verified.matches(&meta)
-        {
-            return self.serve_verified(&path, file).map(Step::Done);
-        }
-        Ok(Step::Finish { path, file, meta })
-    }
-
-    /// The rest of a read (blocking: a whole medium object, or the hashing pass of a large one).
-    fn finish_read(
-        &self,
-        path: &Path,
-        file: std::fs::File,
-        meta: &std::fs::Metadata,
-    ) -> Result<Option<Artifact>, StoreError> {
-        if meta.len() <= self.inline_limit.saturating_add(HEADER_LEN as u64) {
-            return self.read_in_memory(path, file, meta);
-        }
-        self.verify_large(path, file, meta)
-    }
-
-    /// Reads and verifies one pass of a small or medium object.
-    fn read_in_memory(
-        &self,
-        path: &Path,
-        mut file: std::fs::File,
-        meta: &std::fs::Metadata,
-    ) -> Result<Option<Artifact>, StoreError> {
-        let read_err = |e: io::Error| io_error(&e, format!("cannot read {}", path.display()));
-        let mut object = Vec::with_capacity(meta.len() as usize);
-        file.read_to_end(&mut object).map_err(read_err)?;
-        match crate::envelope::open(&object) {
-            Ok(_) => {
-                record_access(&file, meta);
-                let all = Bytes::from(object);
-                let payload = all.slice(HEADER_LEN..);
-                Ok(Some(Artifact {
-                    len: payload.len() as u64,
-                    body: ArtifactBody::Memory(payload),
-                }))
-            }
-            Err(e) => Err(self.quarantine(path, &e.to_string())),
+        } else {
+            io_error(
+                e,
+                format!("cache directory {} is not usable", self.root.display()),
+            )
         }
     }
 
-    /// Verifies a large object in a first pass, then hands out the same open file positioned at
-    /// the payload; remembers that this file (as it is now) passed.
-    fn verify_large(
-        &self,
-        path: &Path,
-        mut file: std::fs::File,
-        meta: &std::fs::Metadata,
-    ) -> Result<Option<Artifact>, StoreError> {
-        let read_err = |e: io::Error| io_error(&e, format!("cannot read {}", path.display()));
-        let header = self.read_header(path, &mut file)?;
-        let mut digest = PayloadDigest::new();
-        let mut buf = vec![0u8; 1024 * 1024];
+    /// The temp directory, made if missing.
+    fn temp_dir(&self, root: &OpenRoot) -> Result<Dir, StoreError> {
+        root.create_dirs(&[TMP_DIR]).map_err(|b| {
+            let not_found = is_not_found(&b);
+            let err = self.beneath_error(root, &[TMP_DIR], 0, b, "cannot open");
+            self.or_root_fault(root, err, not_found)
+        })
+    }
+
+    /// The directory of an object, made if missing. Retention removes empty fan-out directories:
+    /// one made a moment ago can be gone again before it is opened, so it is made again (a few
+    /// times at most).
+    fn object_dir(&self, root: &OpenRoot, loc: &Location) -> Result<Dir, StoreError> {
+        let mut attempts = 0;
         loop {
-            let n = file.read(&mut buf).map_err(read_err)?;
-            if n == 0 {
-                break;
+            match root.create_dirs(loc.dir()) {
+                Err(b) if is_not_found(&b) && attempts < 3 => attempts += 1,
+                Ok(dir) => return Ok(dir),
+                Err(b) => {
+                    let not_found = is_not_found(&b);
+                    let err = self.beneath_error(root, loc.dir(), loc.owned_from, b, "cannot open");
+                    return Err(self.or_root_fault(root, err, not_found));
+                }
             }
-            digest.update(&buf[..n]);
         }
-        let (len, d) = digest.finish();
-        if let Err(e) = header.verify(len, &d) {
-            return Err(self.quarantine(path, &e.to_string()));
-        }
-        file.seek(SeekFrom::Start(HEADER_LEN as u64))
-            .map_err(read_err)?;
-        record_access(&file, meta);
-        // After the access mark (which changes mtime and ctime): that is the state that passed.
-        if let Ok(now) = file.metadata() {
-            self.verified.remember(&now);
-        }
-        Ok(Some(Artifact {
-            len,
-            body: ArtifactBody::File {
-                file,
-                offset: HEADER_LEN as u64,
-            },
-        }))
     }
 
-    /// Serves a large object that passed verification in this process and has not changed since
-    /// (same inode, size, mtime and ctime): only its header is read.
-    fn serve_verified(
+    /// The fault of a path below the root that could not be opened; names from `owned_from` on
+    /// are the store's own (a link there is removed).
+    fn beneath_error<S: AsRef<OsStr>>(
         &self,
-        path: &Path,
-        mut file: std::fs::File,
-    ) -> Result<Option<Artifact>, StoreError> {
-        let header = self.read_header(path, &mut file)?;
-        Ok(Some(Artifact {
-            len: header.payload_len,
-            body: ArtifactBody::File {
-                file,
-                offset: HEADER_LEN as u64,
-            },
-        }))
-    }
-
-    /// Reads and decodes the envelope header at the file's start; a bad one quarantines the object.
-    fn read_header(&self, path: &Path, file: &mut std::fs::File) -> Result<Header, StoreError> {
-        let mut head = [0u8; HEADER_LEN];
-        file.read_exact(&mut head)
-            .map_err(|e| io_error(&e, format!("cannot read {}", path.display())))?;
-        Header::decode(&head).map_err(|e| self.quarantine(path, &e.to_string()))
-    }
-
-    /// Blocking read + verification of one object (both steps).
-    pub fn read_verified(&self, hash: &TaskHash) -> Result<Option<Artifact>, StoreError> {
-        match self.start_read(hash)? {
-            Step::Done(found) => Ok(found),
-            Step::Finish { path, file, meta } => self.finish_read(&path, file, &meta),
+        root: &Dir,
+        rel: &[S],
+        owned_from: usize,
+        err: Beneath,
+        doing: &str,
+    ) -> StoreError {
+        match err {
+            Beneath::Io(e) => io_error(&e, format!("{doing} {}", self.shown(rel).display())),
+            Beneath::Symlink(i) => {
+                let upto = &rel[..(i + 1).min(rel.len())];
+                self.link_fault(root, upto, i >= owned_from)
+            }
+            Beneath::NotDir(i) => StoreError::new(
+                ErrorKind::Unavailable,
+                format!(
+                    "{doing} {}: {} is not a directory",
+                    self.shown(rel).display(),
+                    self.shown(&rel[..(i + 1).min(rel.len())]).display()
+                ),
+            ),
         }
     }
 
-    /// Removes an object that failed verification so the next build can store a good one.
-    fn quarantine(&self, path: &Path, reason: &str) -> StoreError {
-        let removed = match std::fs::remove_file(path) {
-            Ok(()) => "removed it",
-            Err(_) => "could not remove it",
+    /// A symbolic link at `rel` (below the root): never followed. When `removable` (a name the
+    /// store owns), the link itself is removed so that the next operation works.
+    fn link_fault<S: AsRef<OsStr>>(&self, root: &Dir, rel: &[S], removable: bool) -> StoreError {
+        let shown = self.shown(rel);
+        let removed = removable
+            && rel.split_last().is_some_and(|(name, parent)| {
+                root.open_dir(parent).is_ok_and(|dir| {
+                    // Checked again right before: only a link is ever removed here.
+                    dir.stat(name.as_ref())
+                        .is_ok_and(|s| s.kind == Kind::Symlink)
+                        && dir.remove_file(name.as_ref()).is_ok()
+                })
+            });
+        let (kind, action) = if removed {
+            (ErrorKind::Corrupt, "removed the link")
+        } else {
+            (ErrorKind::Unavailable, "remove it")
         };
         StoreError::new(
-            ErrorKind::Corrupt,
+            kind,
             format!(
-                "corrupt cache object {} ({reason}); treated as a miss and {removed}",
-                path.display()
+                "{} is a symbolic link: not followed (nothing below the cache directory may be a link); {action}",
+                shown.display()
             ),
         )
     }
 
-    async fn write(
-        &self,
-        hash: &TaskHash,
-        body: &mut BodyStream<'_>,
-        declared_len: Option<u64>,
-    ) -> Result<PutOutcome, StoreError> {
-        // Directory work and the publishing link + directory fsync block: off the async workers.
-        let store = self.clone();
-        let h = hash.clone();
-        let prepared = tokio::task::spawn_blocking(move || {
-            let final_path = store.object_path(&h);
-            if final_path.exists() {
-                return Ok(None);
-            }
-            store.ensure_dirs(&h)?;
-            Ok(Some((final_path, store.tmp_path(&h))))
-        })
-        .await
-        .map_err(|e| StoreError::new(ErrorKind::Unavailable, format!("write task failed: {e}")))?;
-        let Some((final_path, tmp)) = prepared? else {
-            return Ok(PutOutcome::AlreadyExists);
+    /// Whether the filesystem has room for writes (see [`MIN_FREE_BYTES`]); a filesystem that
+    /// does not say passes.
+    fn check_space(&self, root: &Dir) -> Result<(), StoreError> {
+        let Ok(space) = root.space() else {
+            return Ok(());
         };
-        let result = self.write_tmp(&tmp, body, declared_len).await;
-        let store = self.clone();
-        let h = hash.clone();
-        tokio::task::spawn_blocking(move || {
-            let outcome = match result {
-                Ok(len) => {
-                    // Retention may remove an emptied fan-out directory between `ensure_dirs` and
-                    // the link: make it again and retry once.
-                    let published = match publish(&tmp, &final_path) {
-                        Err(_) if !final_path.parent().is_some_and(Path::exists) => store
-                            .ensure_dirs(&h)
-                            .and_then(|_| publish(&tmp, &final_path)),
-                        other => other,
-                    };
-                    published.map(|created| {
-                        if created {
-                            PutOutcome::Stored(len)
-                        } else {
-                            PutOutcome::AlreadyExists
-                        }
-                    })
-                }
-                Err(e) => Err(e),
-            };
-            // The temp name is either linked into place or garbage now.
-            let _ = std::fs::remove_file(&tmp);
-            outcome
-        })
-        .await
-        .map_err(|e| StoreError::new(ErrorKind::Unavailable, format!("write task failed: {e}")))?
+        match full_because(&space) {
+            None => Ok(()),
+            Some(why) => Err(StoreError::new(
+                ErrorKind::Full,
+                format!("cache directory {} is full: {why}", self.root.display()),
+            )),
+        }
     }
 
-    async fn write_tmp(
-        &self,
-        tmp: &Path,
-        body: &mut BodyStream<'_>,
-        declared_len: Option<u64>,
-    ) -> Result<u64, StoreError> {
-        let write_err = |e: io::Error| io_error(&e, format!("cannot write {}", tmp.display()));
-        let file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(tmp)
-            .await
-            .map_err(|e| io_error(&e, format!("cannot create {}", tmp.display())))?;
-        // A buffer no larger than the object needs (many small uploads may be in flight).
-        let capacity = declared_len
-            .map_or(1024 * 1024, |n| (n as usize).saturating_add(HEADER_LEN))
-            .clamp(8 * 1024, 1024 * 1024);
-        let mut out = tokio::io::BufWriter::with_capacity(capacity, file);
-        out.write_all(&[0u8; HEADER_LEN]).await.map_err(write_err)?;
-        let mut digest = PayloadDigest::new();
-        while let Some(chunk) = next_chunk(body, digest.len(), declared_len).await? {
-            digest.update(&chunk);
-            out.write_all(&chunk).await.map_err(write_err)?;
-        }
-        out.flush().await.map_err(write_err)?;
-        let mut file = out.into_inner();
-        let header = digest.into_header();
-        file.seek(SeekFrom::Start(0)).await.map_err(write_err)?;
-        file.write_all(&header.encode()).await.map_err(write_err)?;
-        file.sync_all().await.map_err(write_err)?;
-        Ok(header.payload_len)
+    /// The open root, checked to be what its path names now (before writes and checks).
+    fn current_root(&self) -> Result<Arc<OpenRoot>, StoreError> {
+        let root = self.open_root()?;
+        Ok(self.reopened_root(&root)?.unwrap_or(root))
+    }
+
+    fn check_blocking(&self) -> Result<(), StoreError> {
+        let root = self.current_root()?;
+        self.temp_dir(&root)?;
+        self.check_space(&root)
     }
 }
 
-/// Marks a served object as accessed now (its mtime) unless that was done less than
-/// [`ACCESS_GRANULARITY`] ago. Errors are ignored: a read never fails because of this.
-fn record_access(file: &std::fs::File, meta: &std::fs::Metadata) {
-    let now = SystemTime::now();
-    let recent = meta.modified().ok().is_some_and(|t| {
-        now.duration_since(t)
-            .map_or(true, |d| d < ACCESS_GRANULARITY)
-    });
-    if !recent {
-        let _ = filetime::set_file_handle_times(file, None, Some(filetime::FileTime::from(now)));
-    }
+/// A lookup that found nothing, or a handle the filesystem no longer knows (NFS): the root may
+/// be gone.
+fn is_not_found(b: &Beneath) -> bool {
+    matches!(b, Beneath::Io(e) if root_suspect(e))
 }
 
-/// Creates one directory level; an existing one is fine.
-fn create_dir_once(dir: &Path) -> Result<(), StoreError> {
-    match std::fs::create_dir(dir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(io_error(
-            &e,
-            format!("cannot create directory {}", dir.display()),
-        )),
-    }
-}
-
-/// Makes a finished temp file visible under its final name unless that name exists.
-/// Returns false when another writer got there first.
-fn publish(tmp: &Path, final_path: &Path) -> Result<bool, StoreError> {
-    match std::fs::hard_link(tmp, final_path) {
-        Ok(()) => {
-            sync_dir(final_path);
-            Ok(true)
-        }
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
-        Err(e) if link_unsupported(&e) => publish_by_rename(tmp, final_path),
-        Err(e) => Err(io_error(
-            &e,
-            format!("cannot publish {}", final_path.display()),
-        )),
-    }
-}
-
-/// Filesystems without hard links (some FUSE and SMB mounts): rename without replacing where the
-/// kernel offers it, else check-then-rename (a narrow window in which two writers of one hash both
-/// "win"; both wrote the same complete, verified bytes, so no reader sees a partial object).
-fn publish_by_rename(tmp: &Path, final_path: &Path) -> Result<bool, StoreError> {
-    #[cfg(target_os = "linux")]
-    {
-        use std::ffi::CString;
-        use std::os::unix::ffi::OsStrExt;
-        let (Ok(from), Ok(to)) = (
-            CString::new(tmp.as_os_str().as_bytes()),
-            CString::new(final_path.as_os_str().as_bytes()),
-        ) else {
-            return Err(StoreError::new(
-                ErrorKind::Unavailable,
-                format!("path {} contains a NUL byte", final_path.display()),
-            ));
-        };
-        // SAFETY: both pointers are valid NUL-terminated strings for the duration of the call.
-        let rc = unsafe {
-            libc::renameat2(
-                libc::AT_FDCWD,
-                from.as_ptr(),
-                libc::AT_FDCWD,
-                to.as_ptr(),
-                libc::RENAME_NOREPLACE,
-            )
-        };
-        if rc == 0 {
-            sync_dir(final_path);
-            return Ok(true);
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() == io::ErrorKind::AlreadyExists {
-            return Ok(false);
-        }
-        if !link_unsupported(&e) && e.raw_os_error() != Some(libc::EINVAL) {
-            return Err(io_error(
-                &e,
-                format!("cannot publish {}", final_path.display()),
-            ));
-        }
-    }
-    if final_path.exists() {
-        return Ok(false);
-    }
-    std::fs::rename(tmp, final_path)
-        .map_err(|e| io_error(&e, format!("cannot publish {}", final_path.display())))?;
-    sync_dir(final_path);
-    Ok(true)
-}
-
-fn link_unsupported(e: &io::Error) -> bool {
+fn root_suspect(e: &io::Error) -> bool {
     #[cfg(unix)]
-    {
-        matches!(
-            e.raw_os_error(),
-            Some(libc::EPERM) | Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) | Some(libc::EMLINK)
-        )
+    if e.raw_os_error() == Some(libc::ESTALE) {
+        return true;
     }
-    #[cfg(not(unix))]
-    {
-        e.kind() == io::ErrorKind::Unsupported
-    }
+    e.kind() == io::ErrorKind::NotFound
 }
 
-/// Makes the new directory entry durable (best effort: not every filesystem allows it).
-fn sync_dir(path: &Path) {
-    #[cfg(unix)]
-    if let Some(dir) = path.parent() {
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
+/// Why a filesystem counts as full (see [`MIN_FREE_BYTES`]), or `None`.
+fn full_because(space: &Space) -> Option<String> {
+    let threshold = MIN_FREE_BYTES.min(space.total / 100 * MIN_FREE_PERCENT);
+    if space.available < threshold {
+        return Some(format!(
+            "{} free of {} (less than {})",
+            crate::retention::format_bytes(space.available),
+            crate::retention::format_bytes(space.total),
+            crate::retention::format_bytes(threshold)
+        ));
     }
-    #[cfg(not(unix))]
-    let _ = path;
+    (space.inodes_available == Some(0)).then(|| "no inode left".to_owned())
+}
+
+fn task_failed(what: &str, e: tokio::task::JoinError) -> StoreError {
+    StoreError::new(ErrorKind::Unavailable, format!("{what} task failed: {e}"))
 }
 
 impl Store for FsStore {
@@ -608,24 +446,7 @@ impl Store for FsStore {
         &'a self,
         hash: &'a TaskHash,
     ) -> BoxFuture<'a, Result<Option<Artifact>, StoreError>> {
-        Box::pin(async move {
-            // Opening, a stat and a small read are cheap enough for the async worker (a hop to the
-            // blocking pool costs more than they do); medium reads and hashing passes are not.
-            match self.start_read(hash)? {
-                Step::Done(found) => Ok(found),
-                Step::Finish { path, file, meta } => {
-                    let store = self.clone();
-                    tokio::task::spawn_blocking(move || store.finish_read(&path, file, &meta))
-                        .await
-                        .map_err(|e| {
-                            StoreError::new(
-                                ErrorKind::Unavailable,
-                                format!("read task failed: {e}"),
-                            )
-                        })?
-                }
-            }
-        })
+        Box::pin(self.read(hash))
     }
 
     fn put<'a>(
@@ -650,25 +471,22 @@ impl Store for FsStore {
     }
 
     fn check(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-        // The directory exists (or can be made) and takes a temp file.
+        // The root is there, its temp directory is usable (made if missing), and the filesystem
+        // has room.
         Box::pin(async move {
             let store = self.clone();
-            tokio::task::spawn_blocking(move || store.prepare())
+            tokio::task::spawn_blocking(move || store.check_blocking())
                 .await
-                .map_err(|e| {
-                    StoreError::new(ErrorKind::Unavailable, format!("check failed: {e}"))
-                })?
+                .map_err(|e| task_failed("check", e))?
         })
     }
 
     fn delete<'a>(&'a self, hash: &'a TaskHash) -> BoxFuture<'a, Result<Deleted, StoreError>> {
         Box::pin(async move {
-            let path = self.object_path(hash);
-            match tokio::fs::remove_file(&path).await {
-                Ok(()) => Ok(Deleted::Removed),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Deleted::Absent),
-                Err(e) => Err(super::io_error(&e, format!("removing {}", path.display()))),
-            }
+            let (store, hash) = (self.clone(), hash.clone());
+            tokio::task::spawn_blocking(move || store.remove(&hash))
+                .await
+                .map_err(|e| task_failed("delete", e))?
         })
     }
 
@@ -676,5 +494,31 @@ impl Store for FsStore {
         let mut store = self.clone();
         store.prefix = super::namespaced(&self.prefix, ns)?;
         Ok(Arc::new(store))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_means_little_room_for_the_filesystem_size() {
+        let gib = 1u64 << 30;
+        let space = |available, total| Space {
+            available,
+            total,
+            inodes_available: Some(10),
+        };
+        assert!(full_because(&space(MIN_FREE_BYTES, 100 * gib)).is_none());
+        let why = full_because(&space(MIN_FREE_BYTES - 1, 100 * gib)).expect("full");
+        assert!(why.contains("less than 64.0 MiB"), "{why}");
+        // A 100 MiB filesystem is full below 1 MiB free.
+        assert!(full_because(&space(2 << 20, 100 << 20)).is_none());
+        assert!(full_because(&space(1 << 19, 100 << 20)).is_some());
+        let no_inodes = Space {
+            inodes_available: Some(0),
+            ..space(gib, 100 * gib)
+        };
+        assert_eq!(full_because(&no_inodes).as_deref(), Some("no inode left"));
     }
 }

@@ -63,9 +63,11 @@ pub enum Deleted {
 pub enum ErrorKind {
     /// The store cannot be reached or used (missing directory, permissions, I/O error).
     Unavailable,
-    /// No space left.
+    /// No space left (or, for a store with a size budget, no room made in time).
     Full,
-    /// A stored object failed its integrity check; it has been removed.
+    /// A stored object failed its integrity check, or something that is not an object (a
+    /// symbolic link, a FIFO) has its name; a miss, never served. The message says whether it was
+    /// removed.
     Corrupt,
     /// The client sent a body that does not match its declared length; nothing was stored.
     BadRequest,

@@ -1,0 +1,329 @@
+//! Reads of the fs store: open without following links, verify, serve, record the access.
+
+use super::dir::{Dir, Kind};
+use super::temp::clamp_future;
+use super::{FsStore, Location, ACCESS_GRANULARITY};
+use crate::envelope::{Header, PayloadDigest, HEADER_LEN};
+use crate::key::TaskHash;
+use crate::store::{io_error, Artifact, ArtifactBody, ErrorKind, StoreError};
+use bytes::Bytes;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::time::SystemTime;
+
+/// Objects up to this size (envelope included) are read and verified on the async worker.
+const SMALL_OBJECT_BYTES: u64 = 256 * 1024;
+/// How many verified large objects a store remembers (then it starts over).
+const VERIFIED_CAPACITY: usize = 65_536;
+
+/// What a read does next.
+enum Step {
+    Done(Option<Artifact>),
+    Finish {
+        loc: Location,
+        file: std::fs::File,
+        meta: std::fs::Metadata,
+    },
+}
+
+/// Identity and state of a file that passed verification: any write to it changes its ctime (and
+/// usually mtime and size), which no user can set back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Fingerprint {
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+#[derive(Default)]
+pub(super) struct Verified {
+    files: std::sync::Mutex<std::collections::HashMap<(u64, u64), Fingerprint>>,
+}
+
+impl Verified {
+    #[cfg(unix)]
+    fn key_and_print(meta: &std::fs::Metadata) -> Option<((u64, u64), Fingerprint)> {
+        use std::os::unix::fs::MetadataExt;
+        Some((
+            (meta.dev(), meta.ino()),
+            Fingerprint {
+                size: meta.size(),
+                mtime: (meta.mtime(), meta.mtime_nsec()),
+                ctime: (meta.ctime(), meta.ctime_nsec()),
+            },
+        ))
+    }
+
+    #[cfg(not(unix))]
+    fn key_and_print(_meta: &std::fs::Metadata) -> Option<((u64, u64), Fingerprint)> {
+        None
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<(u64, u64), Fingerprint>> {
+        self.files.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn matches(&self, meta: &std::fs::Metadata) -> bool {
+        Self::key_and_print(meta).is_some_and(|(key, print)| self.lock().get(&key) == Some(&print))
+    }
+
+    fn remember(&self, meta: &std::fs::Metadata) {
+        if let Some((key, print)) = Self::key_and_print(meta) {
+            let mut files = self.lock();
+            if files.len() >= VERIFIED_CAPACITY {
+                files.clear();
+            }
+            files.insert(key, print);
+        }
+    }
+}
+
+impl FsStore {
+    /// Looks an object up and verifies it; a hit records the access.
+    pub(super) async fn read(&self, hash: &TaskHash) -> Result<Option<Artifact>, StoreError> {
+        // Opening, a stat and a small read are cheap enough for the async worker (a hop to the
+        // blocking pool costs more than they do); medium reads and hashing passes are not.
+        match self.start_read(hash)? {
+            Step::Done(found) => Ok(found),
+            Step::Finish { loc, file, meta } => {
+                let store = self.clone();
+                tokio::task::spawn_blocking(move || store.finish_read(&loc, file, &meta))
+                    .await
+                    .map_err(|e| super::task_failed("read", e))?
+            }
+        }
+    }
+
+    /// Blocking read + verification of one object (both steps).
+    pub fn read_verified(&self, hash: &TaskHash) -> Result<Option<Artifact>, StoreError> {
+        match self.start_read(hash)? {
+            Step::Done(found) => Ok(found),
+            Step::Finish { loc, file, meta } => self.finish_read(&loc, file, &meta),
+        }
+    }
+
+    /// First step of a read, cheap enough to run on an async worker: open and stat the object;
+    /// a small object is read and verified right here, a large one already verified by this
+    /// process and unchanged since is served without a second hashing pass. Everything else is
+    /// left to [`FsStore::finish_read`] on a blocking thread.
+    fn start_read(&self, hash: &TaskHash) -> Result<Step, StoreError> {
+        let loc = self.locate(hash);
+        let mut root = self.open_root()?;
+        let mut again = true;
+        let file = loop {
+            match root.open_file(&loc.parts) {
+                Ok(f) => break f,
+                Err(b) if super::is_not_found(&b) => match self.reopened_root(&root)? {
+                    // The path names another directory now: look there (once).
+                    Some(current) if again => {
+                        root = current;
+                        again = false;
+                    }
+                    _ => return Ok(Step::Done(None)),
+                },
+                Err(b) => {
+                    let owned = loc.owned_from;
+                    return Err(self.beneath_error(&root, &loc.parts, owned, b, "cannot open"));
+                }
+            }
+        };
+        let meta = file
+            .metadata()
+            .map_err(|e| self.io_fault(&e, "cannot stat", &loc))?;
+        if !meta.is_file() {
+            return Err(self.not_a_file(&loc, &meta));
+        }
+        let size = meta.len();
+        if size <= SMALL_OBJECT_BYTES.min(self.inline_limit.saturating_add(HEADER_LEN as u64)) {
+            return self.read_in_memory(&loc, file, &meta).map(Step::Done);
+        }
+        if size > self.inline_limit.saturating_add(HEADER_LEN as u64)
+            && self.verified.matches(&meta)
+        {
+            return self.serve_verified(&loc, file).map(Step::Done);
+        }
+        Ok(Step::Finish { loc, file, meta })
+    }
+
+    /// An I/O fault doing `doing` on the object at `loc`.
+    fn io_fault(&self, e: &io::Error, doing: &str, loc: &Location) -> StoreError {
+        io_error(e, format!("{doing} {}", self.shown(&loc.parts).display()))
+    }
+
+    /// The rest of a read (blocking: a whole medium object, or the hashing pass of a large one).
+    fn finish_read(
+        &self,
+        loc: &Location,
+        file: std::fs::File,
+        meta: &std::fs::Metadata,
+    ) -> Result<Option<Artifact>, StoreError> {
+        if meta.len() <= self.inline_limit.saturating_add(HEADER_LEN as u64) {
+            return self.read_in_memory(loc, file, meta);
+        }
+        self.verify_large(loc, file, meta)
+    }
+
+    /// Reads and verifies one pass of a small or medium object.
+    fn read_in_memory(
+        &self,
+        loc: &Location,
+        mut file: std::fs::File,
+        meta: &std::fs::Metadata,
+    ) -> Result<Option<Artifact>, StoreError> {
+        let read_err = |e: io::Error| self.io_fault(&e, "cannot read", loc);
+        let mut object = Vec::with_capacity(meta.len() as usize);
+        file.read_to_end(&mut object).map_err(read_err)?;
+        match crate::envelope::open(&object) {
+            Ok(_) => {
+                record_access(&file, meta);
+                let all = Bytes::from(object);
+                let payload = all.slice(HEADER_LEN..);
+                Ok(Some(Artifact {
+                    len: payload.len() as u64,
+                    body: ArtifactBody::Memory(payload),
+                }))
+            }
+            Err(e) => Err(self.quarantine(loc, &e.to_string())),
+        }
+    }
+
+    /// Verifies a large object in a first pass, then hands out the same open file positioned at
+    /// the payload; remembers that this file (as it is now) passed.
+    fn verify_large(
+        &self,
+        loc: &Location,
+        mut file: std::fs::File,
+        meta: &std::fs::Metadata,
+    ) -> Result<Option<Artifact>, StoreError> {
+        let read_err = |e: io::Error| self.io_fault(&e, "cannot read", loc);
+        let header = self.read_header(loc, &mut file)?;
+        let mut digest = PayloadDigest::new();
+        let mut buf = vec![0u8; 1024 * 1024];
+        loop {
+            let n = file.read(&mut buf).map_err(read_err)?;
+            if n == 0 {
+                break;
+            }
+            digest.update(&buf[..n]);
+        }
+        let (len, d) = digest.finish();
+        if let Err(e) = header.verify(len, &d) {
+            return Err(self.quarantine(loc, &e.to_string()));
+        }
+        file.seek(SeekFrom::Start(HEADER_LEN as u64))
+            .map_err(read_err)?;
+        record_access(&file, meta);
+        // After the access mark (which changes mtime and ctime): that is the state that passed.
+        if let Ok(now) = file.metadata() {
+            self.verified.remember(&now);
+        }
+        Ok(Some(Artifact {
+            len,
+            body: ArtifactBody::File {
+                file,
+                offset: HEADER_LEN as u64,
+            },
+        }))
+    }
+
+    /// Serves a large object that passed verification in this process and has not changed since
+    /// (same inode, size, mtime and ctime): only its header is read.
+    fn serve_verified(
+        &self,
+        loc: &Location,
+        mut file: std::fs::File,
+    ) -> Result<Option<Artifact>, StoreError> {
+        let header = self.read_header(loc, &mut file)?;
+        Ok(Some(Artifact {
+            len: header.payload_len,
+            body: ArtifactBody::File {
+                file,
+                offset: HEADER_LEN as u64,
+            },
+        }))
+    }
+
+    /// Reads and decodes the envelope header at the file's start; a bad one quarantines the object.
+    fn read_header(&self, loc: &Location, file: &mut std::fs::File) -> Result<Header, StoreError> {
+        let mut head = [0u8; HEADER_LEN];
+        file.read_exact(&mut head)
+            .map_err(|e| self.io_fault(&e, "cannot read", loc))?;
+        Header::decode(&head).map_err(|e| self.quarantine(loc, &e.to_string()))
+    }
+
+    /// Removes an object that failed verification so the next build can store a good one.
+    fn quarantine(&self, loc: &Location, reason: &str) -> StoreError {
+        let removed = if self.unlink_object(loc) {
+            "removed it"
+        } else {
+            "could not remove it"
+        };
+        StoreError::new(
+            ErrorKind::Corrupt,
+            format!(
+                "corrupt cache object {} ({reason}); treated as a miss and {removed}",
+                self.shown(&loc.parts).display()
+            ),
+        )
+    }
+
+    /// Something other than a regular file has an object's name: never served. A FIFO, socket
+    /// or device node is removed (the node, nothing it refers to); a directory is left alone.
+    fn not_a_file(&self, loc: &Location, meta: &std::fs::Metadata) -> StoreError {
+        let action = if meta.is_dir() {
+            "remove it"
+        } else {
+            if self.unlink_object(loc) {
+                "removed it"
+            } else {
+                "could not remove it"
+            }
+        };
+        StoreError::new(
+            ErrorKind::Corrupt,
+            format!(
+                "cache object {} is not a regular file; treated as a miss, {action}",
+                self.shown(&loc.parts).display()
+            ),
+        )
+    }
+
+    /// Unlinks whatever has an object's name (never following a link); false if it could not.
+    fn unlink_object(&self, loc: &Location) -> bool {
+        let Ok(root) = self.open_root() else {
+            return false;
+        };
+        root.open_dir(loc.dir())
+            .is_ok_and(|dir| self.unlink_in(&dir, loc).is_ok())
+    }
+
+    /// Unlinks the entry at an object's name in its directory `dir` (a link itself, never its
+    /// target); the budget learns of a file's removal.
+    pub(super) fn unlink_in(&self, dir: &Dir, loc: &Location) -> io::Result<()> {
+        let name = std::ffi::OsStr::new(loc.name());
+        let stat = dir.stat(name)?;
+        dir.remove_file(name)?;
+        if let (Some(b), Kind::File) = (&self.budget, stat.kind) {
+            b.removed(&loc.rel(), stat.len);
+        }
+        Ok(())
+    }
+}
+
+/// Marks a served object as accessed now (its mtime) unless that was done less than
+/// [`ACCESS_GRANULARITY`] ago; a time in the future is set to now (see
+/// [`super::temp::clamp_future`]). Errors are ignored: a read never fails because of this.
+fn record_access(file: &std::fs::File, meta: &std::fs::Metadata) {
+    let now = SystemTime::now();
+    let due = meta.modified().ok().is_none_or(|t| {
+        let (accessed, reset) = clamp_future(t, now);
+        reset
+            || now
+                .duration_since(accessed)
+                .is_ok_and(|d| d >= ACCESS_GRANULARITY)
+    });
+    if due {
+        let _ = filetime::set_file_handle_times(file, None, Some(filetime::FileTime::from(now)));
+    }
+}

@@ -1,0 +1,264 @@
+//! Writes and deletes of the fs store: temp file, fsync, publish by link (or rename without
+//! replacing), all relative to directory descriptors below the root.
+
+use super::dir::{Dir, Kind};
+use super::{temp, FsStore, Location};
+use crate::envelope::{PayloadDigest, HEADER_LEN};
+use crate::key::TaskHash;
+use crate::store::{io_error, next_chunk, BodyStream, Deleted, PutOutcome, StoreError};
+use std::ffi::OsStr;
+use std::io::{self, SeekFrom};
+use std::path::PathBuf;
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+
+/// An upload's temp file and the directories it goes between.
+struct Pending {
+    object_dir: Dir,
+    temp_dir: Dir,
+    temp_name: String,
+    /// The temp file's path, for messages.
+    temp_shown: PathBuf,
+}
+
+impl FsStore {
+    pub(super) async fn write(
+        &self,
+        hash: &TaskHash,
+        body: &mut BodyStream<'_>,
+        declared_len: Option<u64>,
+    ) -> Result<PutOutcome, StoreError> {
+        let reservation = match &self.budget {
+            Some(b) => {
+                let bytes = declared_len.unwrap_or(0).saturating_add(HEADER_LEN as u64);
+                Some(b.admit(bytes, &self.root.display().to_string()).await?)
+            }
+            None => None,
+        };
+        // Directory work and the publishing link + directory fsync block: off the async workers.
+        let (store, h) = (self.clone(), hash.clone());
+        let started = tokio::task::spawn_blocking(move || store.start_write(&h))
+            .await
+            .map_err(|e| super::task_failed("write", e))??;
+        let Some((pending, file)) = started else {
+            return Ok(PutOutcome::AlreadyExists);
+        };
+        let written = write_tmp(file, &pending.temp_shown, body, declared_len).await;
+        let (store, h) = (self.clone(), hash.clone());
+        let outcome = tokio::task::spawn_blocking(move || store.finish_write(&h, pending, written))
+            .await
+            .map_err(|e| super::task_failed("write", e))?;
+        if let (Some(r), Ok(PutOutcome::Stored(len))) = (reservation, &outcome) {
+            r.stored(
+                &self.locate(hash).rel(),
+                len.saturating_add(HEADER_LEN as u64),
+            );
+        }
+        outcome
+    }
+
+    /// Makes the object's directory, checks that the hash is absent, and creates the temp file.
+    /// `None`: the object exists.
+    fn start_write(&self, hash: &TaskHash) -> Result<Option<(Pending, std::fs::File)>, StoreError> {
+        let loc = self.locate(hash);
+        let root = self.current_root()?;
+        let object_dir = self.object_dir(&root, &loc)?;
+        match object_dir.stat(OsStr::new(loc.name())) {
+            Ok(s) if s.kind == Kind::Symlink => {
+                return Err(self.link_fault(&root, &loc.parts, true));
+            }
+            Ok(_) => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                let shown = self.shown(&loc.parts);
+                return Err(io_error(&e, format!("cannot stat {}", shown.display())));
+            }
+        }
+        let temp_dir = self.temp_dir(&root)?;
+        let temp_name = temp::temp_name(hash);
+        let temp_shown = self.shown(&[temp::TMP_DIR, temp_name.as_str()]);
+        let file = temp_dir.create_new_file(&temp_name).map_err(|e| {
+            let err = io_error(&e, format!("cannot create {}", temp_shown.display()));
+            self.or_root_fault(&root, err, e.kind() == io::ErrorKind::NotFound)
+        })?;
+        Ok(Some((
+            Pending {
+                object_dir,
+                temp_dir,
+                temp_name,
+                temp_shown,
+            },
+            file,
+        )))
+    }
+
+    /// Publishes a complete temp file (or not, on a failed upload) and removes its temp name.
+    fn finish_write(
+        &self,
+        hash: &TaskHash,
+        pending: Pending,
+        written: Result<u64, StoreError>,
+    ) -> Result<PutOutcome, StoreError> {
+        let outcome = written.and_then(|len| {
+            let loc = self.locate(hash);
+            self.publish(&loc, &pending).map(|created| {
+                if created {
+                    PutOutcome::Stored(len)
+                } else {
+                    PutOutcome::AlreadyExists
+                }
+            })
+        });
+        // The temp name is either linked into place or garbage now.
+        let _ = pending.temp_dir.remove_file(OsStr::new(&pending.temp_name));
+        outcome
+    }
+
+    /// Makes the temp file visible under the object's name unless that name exists. Returns false
+    /// when another writer got there first.
+    fn publish(&self, loc: &Location, pending: &Pending) -> Result<bool, StoreError> {
+        let from = (&pending.temp_dir, pending.temp_name.as_str());
+        let (created, object_dir) = match link_into(from, &pending.object_dir, loc.name()) {
+            // Retention may remove an emptied fan-out directory between the start of the write
+            // and now: make it again and retry once.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let root = self.open_root()?;
+                let again = self.object_dir(&root, loc)?;
+                (link_into(from, &again, loc.name()), Some(again))
+            }
+            other => (other, None),
+        };
+        let object_dir = object_dir.as_ref().unwrap_or(&pending.object_dir);
+        match created {
+            Ok(true) => Ok(true),
+            Ok(false) => {
+                // The name is taken: by an object, or by a link planted there (not an object).
+                let planted = object_dir
+                    .stat(OsStr::new(loc.name()))
+                    .is_ok_and(|s| s.kind == Kind::Symlink);
+                if planted {
+                    let root = self.open_root()?;
+                    return Err(self.link_fault(&root, &loc.parts, true));
+                }
+                Ok(false)
+            }
+            Err(e) => Err(io_error(
+                &e,
+                format!("cannot publish {}", self.shown(&loc.parts).display()),
+            )),
+        }
+    }
+
+    /// Deletes an object (`Store::delete`); a link at its name is a fault (and is removed).
+    pub(super) fn remove(&self, hash: &TaskHash) -> Result<Deleted, StoreError> {
+        let loc = self.locate(hash);
+        let root = self.current_root()?;
+        let shown = self.shown(&loc.parts);
+        let dir = match root.open_dir(loc.dir()) {
+            Ok(d) => d,
+            Err(b) if super::is_not_found(&b) => return Ok(Deleted::Absent),
+            Err(b) => {
+                return Err(self.beneath_error(&root, loc.dir(), loc.owned_from, b, "cannot open"))
+            }
+        };
+        match dir.stat(OsStr::new(loc.name())) {
+            Ok(s) if s.kind == Kind::Symlink => {
+                return Err(self.link_fault(&root, &loc.parts, true))
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Deleted::Absent),
+            Err(e) => return Err(io_error(&e, format!("removing {}", shown.display()))),
+        }
+        match self.unlink_in(&dir, &loc) {
+            Ok(_) => Ok(Deleted::Removed),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Deleted::Absent),
+            Err(e) => Err(io_error(&e, format!("removing {}", shown.display()))),
+        }
+    }
+}
+
+async fn write_tmp(
+    file: std::fs::File,
+    shown: &std::path::Path,
+    body: &mut BodyStream<'_>,
+    declared_len: Option<u64>,
+) -> Result<u64, StoreError> {
+    let write_err = |e: io::Error| io_error(&e, format!("cannot write {}", shown.display()));
+    let file = tokio::fs::File::from_std(file);
+    // A buffer no larger than the object needs (many small uploads may be in flight).
+    let capacity = declared_len
+        .map_or(1024 * 1024, |n| (n as usize).saturating_add(HEADER_LEN))
+        .clamp(8 * 1024, 1024 * 1024);
+    let mut out = tokio::io::BufWriter::with_capacity(capacity, file);
+    out.write_all(&[0u8; HEADER_LEN]).await.map_err(write_err)?;
+    let mut digest = PayloadDigest::new();
+    while let Some(chunk) = next_chunk(body, digest.len(), declared_len).await? {
+        digest.update(&chunk);
+        out.write_all(&chunk).await.map_err(write_err)?;
+    }
+    out.flush().await.map_err(write_err)?;
+    let mut file = out.into_inner();
+    let header = digest.into_header();
+    file.seek(SeekFrom::Start(0)).await.map_err(write_err)?;
+    file.write_all(&header.encode()).await.map_err(write_err)?;
+    file.sync_all().await.map_err(write_err)?;
+    Ok(header.payload_len)
+}
+
+/// Hard-links `from` (a temp file) as `name` in `dir` unless the name exists (false then); on
+/// filesystems without hard links, renames without replacing.
+fn link_into(from: (&Dir, &str), dir: &Dir, name: &str) -> io::Result<bool> {
+    match from.0.link(from.1, dir, name) {
+        Ok(()) => {
+            dir.sync();
+            Ok(true)
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) if link_unsupported(&e) => rename_into(from, dir, name),
+        Err(e) => Err(e),
+    }
+}
+
+/// Filesystems without hard links (some FUSE and SMB mounts): rename without replacing where the
+/// system offers it, else check-then-rename (a narrow window in which two writers of one hash both
+/// "win"; both wrote the same complete, verified bytes, so no reader sees a partial object).
+fn rename_into(from: (&Dir, &str), dir: &Dir, name: &str) -> io::Result<bool> {
+    match from.0.rename_no_replace(from.1, dir, name) {
+        Ok(()) => {
+            dir.sync();
+            return Ok(true);
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
+        Err(e) if !rename_no_replace_unsupported(&e) => return Err(e),
+        Err(_) => {}
+    }
+    match dir.stat(OsStr::new(name)) {
+        Ok(_) => return Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    from.0.rename(from.1, dir, name)?;
+    dir.sync();
+    Ok(true)
+}
+
+fn link_unsupported(e: &io::Error) -> bool {
+    #[cfg(unix)]
+    {
+        matches!(
+            e.raw_os_error(),
+            Some(libc::EPERM) | Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) | Some(libc::EMLINK)
+        )
+    }
+    #[cfg(not(unix))]
+    {
+        e.kind() == io::ErrorKind::Unsupported
+    }
+}
+
+fn rename_no_replace_unsupported(e: &io::Error) -> bool {
+    #[cfg(unix)]
+    if e.raw_os_error() == Some(libc::EINVAL) {
+        return true;
+    }
+    e.kind() == io::ErrorKind::Unsupported || link_unsupported(e)
+}

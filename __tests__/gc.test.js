@@ -266,13 +266,16 @@ async function killedMidUpload(storage, secret) {
     env: serveEnv({ NX_OPEN_CACHE_SERVER_TOKENS: `ci:read-write:${secret}` }),
   });
   const http = require('node:http');
+  const { nxArtifact } = require('./helpers/hostile-tar.js');
+  // The start of a valid artifact (the server checks uploads as they arrive), never finished.
+  const artifact = nxArtifact({ 'dist/blob.bin': Buffer.alloc(1 << 20, 7) }, { level: 0 });
   const req = http.request(`${server.url}/v1/cache/777`, {
     method: 'PUT',
-    headers: { authorization: `Bearer ${secret}`, 'content-length': String(1 << 20) },
+    headers: { authorization: `Bearer ${secret}`, 'content-length': String(artifact.length) },
     agent: false,
   });
   req.on('error', () => {});
-  req.write(Buffer.alloc(64 * 1024, 1));
+  req.write(artifact.subarray(0, 64 * 1024));
   const temp = await firstFile(path.join(storage, '.tmp'));
   server.child.kill('SIGKILL');
   await server.exited;

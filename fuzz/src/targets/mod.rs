@@ -7,6 +7,11 @@
 //! envelope is accepted only as `seal` writes it; nothing is written outside an unpack's
 //! destination; a sealed object is served only when its seal checks out; no secret in an error;
 //! every answer of the server is one of its documented statuses).
+//!
+//! Adding a target (artifact validation is the next one: its seeds are the archives of `unpack`):
+//! a module here with `run`, a line in [`TARGETS`] and in `seeds::seeds`, a `[[bin]]` in
+//! `fuzz/Cargo.toml` with its `fuzz_targets/<name>.rs`, a corpus directory, and its input size
+//! limit in `scripts/fuzz.js`. `tests/fuzz_corpus.rs` picks it up from [`TARGETS`].
 
 pub mod config;
 pub mod envelope;

@@ -11,7 +11,7 @@
 // fuzz/target/logs/<target>.log; --update-corpus merges them into
 // the committed corpus fuzz/corpus/<target>/ and minimizes it (`cargo fuzz cmin`). A crash is
 // kept in fuzz/artifacts/<target>/ and makes the exit code 1; `cargo fuzz run <target> <file>`
-// replays it. The seeds are (re)written into the committed corpus first.
+// replays it. The seeds (tests/fuzz_corpus.rs write_seeds) go into the working corpus first.
 
 const { spawn, spawnSync } = require('node:child_process');
 const fs = require('node:fs');

@@ -2,8 +2,9 @@
 //! through the same body as the libFuzzer target (`fuzz/src/targets/`, compiled into this test),
 //! on stable Rust, without libFuzzer. A panic is a failure, named by target and file.
 //!
-//! `cargo test --test fuzz_corpus -- --ignored --exact write_seeds` (re)writes the seeds into the
-//! corpus directories (`npm run fuzz` does it before fuzzing).
+//! `cargo test --test fuzz_corpus -- --ignored --exact write_seeds` writes the seeds into the
+//! working corpora `fuzz/target/corpus/<target>/` (`npm run fuzz` does it before fuzzing; the
+//! committed corpora change only when it merges with `--update-corpus`).
 
 #[path = "../fuzz/src/targets/mod.rs"]
 #[allow(dead_code)]
@@ -14,6 +15,12 @@ use std::path::{Path, PathBuf};
 fn corpus_dir(target: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("fuzz/corpus")
+        .join(target)
+}
+
+fn working_corpus_dir(target: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/target/corpus")
         .join(target)
 }
 
@@ -73,11 +80,11 @@ fn the_seed_artifact_is_valid_so_the_success_checks_run() {
 }
 
 #[test]
-#[ignore = "writes the seeds into fuzz/corpus/ (run by `npm run fuzz`)"]
+#[ignore = "writes the seeds into fuzz/target/corpus/ (run by `npm run fuzz`)"]
 fn write_seeds() {
     for (target, _) in targets::TARGETS {
-        let dir = corpus_dir(target);
-        std::fs::create_dir_all(&dir).expect("create the corpus directory");
+        let dir = working_corpus_dir(target);
+        std::fs::create_dir_all(&dir).expect("create the working corpus directory");
         for (name, data) in targets::seeds::seeds(target) {
             std::fs::write(dir.join(name), data).expect("write a seed");
         }

@@ -2,7 +2,7 @@
 //! from `envelope::seal`, Nx artifacts from `archive::pack_to_vec` (gzip, as Nx writes them, and
 //! zstd), hostile archives forged entry by entry, sealed objects from the seal writer, option sets
 //! from the README, and the requests Nx sends. `tests/fuzz_corpus.rs` runs them through the bodies
-//! and writes them into `fuzz/corpus/<target>/` on request.
+//! and writes them into the working corpus `fuzz/target/corpus/<target>/` on request.
 
 use super::{block_on, seal_open, MemoryStore};
 use nx_open_cache::archive::{self, Format, PackOptions};

@@ -8,8 +8,8 @@
 // a stable one with RUSTC_BOOTSTRAP=1 (set here unless already set).
 //
 // Inputs found while fuzzing go to fuzz/target/corpus/<target>/, libFuzzer's output to
-// fuzz/target/logs/<target>.log; --update-corpus merges them into
-// the committed corpus fuzz/corpus/<target>/ and minimizes it (`cargo fuzz cmin`). A crash is
+// fuzz/target/logs/<target>.log; --update-corpus merges them into the committed corpus
+// fuzz/corpus/<target>/ and minimizes it (libFuzzer's set-cover merge). A crash is
 // kept in fuzz/artifacts/<target>/ and makes the exit code 1; `cargo fuzz run <target> <file>`
 // replays it. The seeds (tests/fuzz_corpus.rs write_seeds) go into the working corpus first.
 
@@ -134,15 +134,20 @@ function fuzzOne(target, opts) {
 }
 
 /**
- * Merges the new inputs into the committed corpus and minimizes it.
+ * Merges the new inputs into the committed corpus and minimizes it: libFuzzer's set-cover merge
+ * keeps the fewest files that hold every feature (about half the files of `cargo fuzz cmin`).
  * @param {string} target @param {string} sanitizer
  */
 function updateCorpus(target, sanitizer) {
   const committed = path.join(fuzzDir, 'corpus', target);
   const work = path.join(fuzzDir, 'target', 'corpus', target);
-  for (const f of fs.readdirSync(work)) fs.copyFileSync(path.join(work, f), path.join(committed, f));
-  run('cargo', ['fuzz', 'cmin', '-O', '-a', '--sanitizer', sanitizer, target, path.join('corpus', target),
-    '--', `-max_len=${TARGETS[/** @type {keyof TARGETS} */ (target)]}`], fuzzDir);
+  const merged = path.join(fuzzDir, 'target', 'merged', target);
+  fs.rmSync(merged, { recursive: true, force: true });
+  fs.mkdirSync(merged, { recursive: true });
+  run('cargo', ['fuzz', 'run', '-O', '-a', '--sanitizer', sanitizer, target, merged, committed, work, '--',
+    '-set_cover_merge=1', `-max_len=${TARGETS[/** @type {keyof TARGETS} */ (target)]}`], fuzzDir);
+  for (const f of fs.readdirSync(committed)) fs.rmSync(path.join(committed, f));
+  for (const f of fs.readdirSync(merged)) fs.copyFileSync(path.join(merged, f), path.join(committed, f));
 }
 
 async function main() {

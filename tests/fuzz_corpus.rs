@@ -1,6 +1,7 @@
-//! The fuzz corpora as regression tests: every file of `fuzz/corpus/<target>/` and every seed goes
-//! through the same body as the libFuzzer target (`fuzz/src/targets/`, compiled into this test),
-//! on stable Rust, without libFuzzer. A panic is a failure, named by target and file.
+//! The fuzz corpora as regression tests: every file of `fuzz/corpus/<target>/` (minimized by
+//! coverage), of `fuzz/regressions/<target>/` (inputs that once failed, kept by name) and every
+//! seed goes through the same body as the libFuzzer target (`fuzz/src/targets/`, compiled into
+//! this test), on stable Rust, without libFuzzer. A panic is a failure, named by target and file.
 //!
 //! `cargo test --test fuzz_corpus -- --ignored --exact write_seeds` writes the seeds into the
 //! working corpora `fuzz/target/corpus/<target>/` (`npm run fuzz` does it before fuzzing; the
@@ -12,15 +13,11 @@ mod targets;
 
 use std::path::{Path, PathBuf};
 
-fn corpus_dir(target: &str) -> PathBuf {
+/// `fuzz/<under>/<target>` of this checkout.
+fn dir(under: &str, target: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fuzz/corpus")
-        .join(target)
-}
-
-fn working_corpus_dir(target: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fuzz/target/corpus")
+        .join("fuzz")
+        .join(under)
         .join(target)
 }
 
@@ -34,10 +31,12 @@ fn failing(target: &str, inputs: Vec<(String, Vec<u8>)>) -> Vec<String> {
         .collect()
 }
 
-fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
-    let dir = corpus_dir(target);
-    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("corpus {}: {e}", dir.display()))
+/// The files of `dir`, sorted by name; none when it does not exist.
+fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<(String, Vec<u8>)> = entries
         .map(|e| {
             let path = e.expect("a corpus entry").path();
             let data = std::fs::read(&path).expect("a corpus file");
@@ -48,16 +47,21 @@ fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
     files
 }
 
-/// Every target: its committed corpus is not empty, and no corpus file or seed fails its body.
+/// Every target: its committed corpus is not empty, and no corpus file, regression or seed fails
+/// its body.
 #[test]
 fn every_corpus_file_and_seed_passes_its_target() {
     let mut failed = Vec::new();
     for (target, _) in targets::TARGETS {
-        let files = corpus(target);
-        assert!(!files.is_empty(), "{target}: the committed corpus is empty");
+        let mut inputs = files(&dir("corpus", target));
+        assert!(
+            !inputs.is_empty(),
+            "{target}: the committed corpus is empty"
+        );
+        inputs.extend(files(&dir("regressions", target)));
         let seeds = targets::seeds::seeds(target);
         assert!(!seeds.is_empty(), "{target}: no seeds");
-        failed.extend(failing(target, files));
+        failed.extend(failing(target, inputs));
         failed.extend(
             failing(target, seeds)
                 .into_iter()
@@ -83,10 +87,10 @@ fn the_seed_artifact_is_valid_so_the_success_checks_run() {
 #[ignore = "writes the seeds into fuzz/target/corpus/ (run by `npm run fuzz`)"]
 fn write_seeds() {
     for (target, _) in targets::TARGETS {
-        let dir = working_corpus_dir(target);
-        std::fs::create_dir_all(&dir).expect("create the working corpus directory");
+        let work = dir("target/corpus", target);
+        std::fs::create_dir_all(&work).expect("create the working corpus directory");
         for (name, data) in targets::seeds::seeds(target) {
-            std::fs::write(dir.join(name), data).expect("write a seed");
+            std::fs::write(work.join(name), data).expect("write a seed");
         }
     }
 }

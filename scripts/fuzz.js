@@ -67,10 +67,13 @@ function fuzzEnv() {
   return { ...process.env, RUSTC_BOOTSTRAP: process.env.RUSTC_BOOTSTRAP ?? '1', TMPDIR: tmp };
 }
 
-/** @param {string} cmd @param {string[]} args @param {string} cwd */
-function run(cmd, args, cwd) {
+/**
+ * @param {string} cmd @param {string[]} args @param {string} cwd
+ * @param {NodeJS.ProcessEnv} [env] default: the fuzzing environment
+ */
+function run(cmd, args, cwd, env = fuzzEnv()) {
   console.log(`$ ${cmd} ${args.join(' ')}`);
-  const r = spawnSync(cmd, args, { cwd, stdio: 'inherit', env: fuzzEnv() });
+  const r = spawnSync(cmd, args, { cwd, stdio: 'inherit', env });
   if (r.status !== 0) throw new Error(`${cmd} ${args[0]} failed (exit ${r.status})`);
 }
 
@@ -154,7 +157,8 @@ async function main() {
   const opts = parseArgs(process.argv.slice(2));
   const version = spawnSync('cargo', ['fuzz', '--version'], { encoding: 'utf8' });
   if (version.status !== 0) throw new Error('cargo-fuzz is missing: cargo install cargo-fuzz');
-  run('cargo', ['test', '--release', '--test', 'fuzz_corpus', '--', '--ignored', '--exact', 'write_seeds'], root);
+  // The caller's environment: RUSTC_BOOTSTRAP would invalidate the release build `npm test` uses.
+  run('cargo', ['test', '--release', '--test', 'fuzz_corpus', '--', '--ignored', '--exact', 'write_seeds'], root, process.env);
   run('cargo', ['fuzz', 'build', '-O', '-a', '--sanitizer', opts.sanitizer], fuzzDir);
   const results = [];
   for (const target of opts.targets) {

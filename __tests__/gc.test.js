@@ -276,11 +276,13 @@ async function killedMidUpload(storage, secret) {
   });
   req.on('error', () => {});
   req.write(artifact.subarray(0, 64 * 1024));
-  const temp = await firstFile(path.join(storage, '.tmp'));
-  server.child.kill('SIGKILL');
-  await server.exited;
-  req.destroy();
-  return temp;
+  try {
+    return await firstFile(path.join(storage, '.tmp'));
+  } finally {
+    server.child.kill('SIGKILL');
+    await server.exited;
+    req.destroy();
+  }
 }
 
 test('temp files of a serve killed mid-upload (kill -9) go at the next start and with gc', async () => {

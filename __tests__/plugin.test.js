@@ -159,7 +159,7 @@ test('an Nx without run ids: every run keeps its proxy until the last ends, whic
   const second = { url: process.env.NX_SELF_HOSTED_REMOTE_CACHE_SERVER, token: process.env.NX_SELF_HOSTED_REMOTE_CACHE_ACCESS_TOKEN };
   assert.notEqual(first.url, second.url);
   for (const [i, p] of [first, second].entries()) {
-    const r = await fetch(`${p.url}/v1/cache/${i}`, { method: 'PUT', headers: { authorization: `Bearer ${p.token}` }, body: 'x' });
+    const r = await fetch(`${p.url}/v1/cache/${i}`, { method: 'PUT', headers: { authorization: `Bearer ${p.token}` }, body: sizedArtifact(200, i) });
     assert.equal(r.status, 200);
   }
   await plugin.postTasksExecution({}, noId);

@@ -437,7 +437,7 @@ describe('serve: what reaches the log and the answers', () => {
       const s = await startServe(['--config', config, '--log', log], { env });
       try {
         const url = (/** @type {string} */ h) => `${s.url}/v1/cache/${h}`;
-        const body = crypto.randomBytes(2048);
+        const body = nxArtifact({ 'dist/blob.bin': crypto.randomBytes(2048) });
         const h = newHash();
         /** @type {[() => Promise<import('./helpers/serve-process.js').Reply>, number][]} */
         const exchanges = [
@@ -517,7 +517,7 @@ describe('serve: clients without a valid token cost little', () => {
       });
       try {
         const url = `${s.url}/v1/cache/${newHash()}`;
-        assert.equal((await request(url, { method: 'PUT', token: RW, body: crypto.randomBytes(64 * 1024) })).status, 200);
+        assert.equal((await request(url, { method: 'PUT', token: RW, body: nxArtifact({ 'dist/blob.bin': crypto.randomBytes(64 * 1024) }) })).status, 200);
         // Rounds of (GETs alone, GETs under the slow uploads); the median ratio of their p99s
         // (one round by default, three in the strict run: the shared machine is noisy).
         const port = Number(new URL(s.url).port);

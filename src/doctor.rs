@@ -18,7 +18,7 @@ use std::io::Read;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Bytes written by the write probe.
+/// Length of the write probe's terminal output (random hex).
 const PROBE_LEN: usize = 4096;
 /// No step may take longer than this (the store's own timeouts are usually shorter).
 const STEP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -150,10 +150,22 @@ fn random_hash() -> Result<TaskHash, String> {
         .map_err(|e| e.to_string())
 }
 
+/// The probe: a valid Nx artifact (servers and proxies check what they store and serve) with no
+/// outputs and a random terminal output of [`PROBE_LEN`] hex characters, in Nx's own format.
 fn probe_payload() -> Result<Vec<u8>, String> {
-    let mut data = vec![0u8; PROBE_LEN];
-    getrandom::fill(&mut data).map_err(|e| format!("cannot read OS randomness: {e}"))?;
-    Ok(data)
+    let mut noise = vec![0u8; PROBE_LEN / 2];
+    getrandom::fill(&mut noise).map_err(|e| format!("cannot read OS randomness: {e}"))?;
+    crate::archive::pack_to_vec(&crate::archive::PackOptions {
+        root: std::env::temp_dir(),
+        files: Vec::new(),
+        entries: Vec::new(),
+        terminal_output: hex::encode(noise),
+        code: 0,
+        format: crate::archive::Format::Nx,
+        level: Some(1),
+        threads: None,
+    })
+    .map_err(|e| format!("cannot make the probe artifact: {e}"))
 }
 
 fn read_body(body: ArtifactBody, len: u64) -> Result<Vec<u8>, String> {
@@ -431,4 +443,20 @@ pub async fn run(config: &CacheConfig, env: &HashMap<String, String>) -> Report 
         report.works = false;
     }
     report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_write_probe_is_a_valid_nx_artifact_and_differs_each_time() {
+        let a = probe_payload().expect("probe");
+        let b = probe_payload().expect("probe");
+        assert_ne!(a, b, "each probe is unique");
+        let checked =
+            crate::archive::validate_slice(&a, &crate::archive::ValidationLimits::default())
+                .expect("servers and proxies accept the probe");
+        assert_eq!(checked.code, 0);
+    }
 }

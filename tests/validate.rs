@@ -1336,6 +1336,117 @@ mod store {
             good
         );
     }
+
+    /// A store that hands out whatever payload it was given, claiming `digest` for it.
+    struct Claims {
+        payload: std::sync::Mutex<Vec<u8>>,
+        digest: Option<[u8; 32]>,
+    }
+
+    impl Store for Claims {
+        fn get<'a>(
+            &'a self,
+            _hash: &'a TaskHash,
+        ) -> futures_util::future::BoxFuture<
+            'a,
+            Result<Option<nx_open_cache::store::Artifact>, nx_open_cache::store::StoreError>,
+        > {
+            let bytes = self.payload.lock().unwrap().clone();
+            Box::pin(async move {
+                Ok(Some(nx_open_cache::store::Artifact {
+                    len: bytes.len() as u64,
+                    body: nx_open_cache::store::ArtifactBody::Memory(bytes.into()),
+                    digest: self.digest,
+                }))
+            })
+        }
+        fn put<'a>(
+            &'a self,
+            _hash: &'a TaskHash,
+            _body: &'a mut nx_open_cache::store::BodyStream<'_>,
+            _len: Option<u64>,
+        ) -> futures_util::future::BoxFuture<'a, Result<PutOutcome, nx_open_cache::store::StoreError>>
+        {
+            Box::pin(async { Ok(PutOutcome::AlreadyExists) })
+        }
+        fn describe(&self) -> String {
+            "claims".into()
+        }
+        fn with_namespace(
+            &self,
+            _ns: &Prefix,
+        ) -> Result<Arc<dyn Store>, nx_open_cache::store::StoreError> {
+            unreachable!("not used")
+        }
+    }
+
+    #[tokio::test]
+    async fn a_pass_is_remembered_by_the_digest_the_store_checked() {
+        // From the fs store (in memory and from a file), a pass is remembered once per payload,
+        // shared by namespaced views; a refusal is not.
+        for inline_limit in [8 << 20, 0] {
+            let dir = tempfile::tempdir().unwrap();
+            let raw = fs_store(dir.path(), inline_limit);
+            let good = artifact(2 << 20, 6);
+            raw.put(
+                &hash("30"),
+                &mut body(&good, 65536),
+                Some(good.len() as u64),
+            )
+            .await
+            .unwrap();
+            let bad = hostile();
+            raw.put(&hash("31"), &mut body(&bad, 512), Some(bad.len() as u64))
+                .await
+                .unwrap();
+            let s = checking(raw, ValidationPolicy::proxy(false));
+            assert_eq!(s.remembered(), 0);
+            for _ in 0..3 {
+                assert_eq!(read_all(s.get(&hash("30")).await.unwrap().unwrap()), good);
+                assert_eq!(s.remembered(), 1, "inline limit {inline_limit}");
+            }
+            for _ in 0..2 {
+                assert_eq!(
+                    s.get(&hash("31")).await.unwrap_err().kind,
+                    ErrorKind::Refused
+                );
+            }
+            assert_eq!(s.remembered(), 1);
+        }
+
+        // What the memory trusts: the store's claim. A store that lies about the digest gets its
+        // bytes through once the digest has passed; a store that claims none is checked each time.
+        let good = artifact(1000, 7);
+        let d = {
+            let mut h = nx_open_cache::envelope::PayloadDigest::new();
+            h.update(&good);
+            h.finish().1
+        };
+        let lying = Arc::new(Claims {
+            payload: std::sync::Mutex::new(good.clone()),
+            digest: Some(d),
+        });
+        let s = ValidatingStore::new(lying.clone(), ValidationPolicy::proxy(false));
+        assert_eq!(read_all(s.get(&hash("32")).await.unwrap().unwrap()), good);
+        *lying.payload.lock().unwrap() = hostile();
+        assert!(
+            s.get(&hash("32")).await.is_ok(),
+            "the remembered digest is trusted"
+        );
+
+        let honest = Arc::new(Claims {
+            payload: std::sync::Mutex::new(good.clone()),
+            digest: None,
+        });
+        let s = ValidatingStore::new(honest.clone(), ValidationPolicy::proxy(false));
+        assert!(s.get(&hash("33")).await.is_ok());
+        assert_eq!(s.remembered(), 0);
+        *honest.payload.lock().unwrap() = hostile();
+        assert_eq!(
+            s.get(&hash("33")).await.unwrap_err().kind,
+            ErrorKind::Refused
+        );
+    }
 }
 
 // ------------------------------------------------------------------ the proxy and serve over HTTP

@@ -142,24 +142,28 @@ impl SealedStore {
             return Ok(None);
         };
         let opener = self.clone_parts();
+        // A plain object passes through unchanged and keeps the backend's digest; an opened seal's
+        // plaintext has none.
+        let digest = artifact.digest;
         let result = match artifact.body {
             // A plain object in memory (the common case without settings): no copy, no hop.
             ArtifactBody::Memory(bytes) if !bytes.starts_with(MAGIC) => {
                 opener.plain().map(|()| Artifact {
                     len: artifact.len,
                     body: ArtifactBody::Memory(bytes),
+                    digest,
                 })
             }
             ArtifactBody::Memory(bytes) if artifact.len <= ON_WORKER_LIMIT => {
-                opener.open_memory(hash.as_str(), bytes)
+                opener.open_memory(hash.as_str(), bytes, digest)
             }
             body => {
                 let len = artifact.len;
                 let hash_s = hash.as_str().to_owned();
                 tokio::task::spawn_blocking(move || match body {
-                    ArtifactBody::Memory(bytes) => opener.open_memory(&hash_s, bytes),
+                    ArtifactBody::Memory(bytes) => opener.open_memory(&hash_s, bytes, digest),
                     ArtifactBody::File { file, offset } => {
-                        opener.open_file(&hash_s, file, offset, len)
+                        opener.open_file(&hash_s, file, offset, len, digest)
                     }
                 })
                 .await
@@ -336,12 +340,19 @@ impl Opener {
         }
     }
 
-    fn open_memory(&self, hash: &str, bytes: Bytes) -> Result<Artifact, Refusal> {
+    /// `digest`: the backend's, kept when the object is plain (served as it is).
+    fn open_memory(
+        &self,
+        hash: &str,
+        bytes: Bytes,
+        digest: Option<[u8; 32]>,
+    ) -> Result<Artifact, Refusal> {
         if !bytes.starts_with(MAGIC) {
             self.plain()?;
             return Ok(Artifact {
                 len: bytes.len() as u64,
                 body: ArtifactBody::Memory(bytes),
+                digest,
             });
         }
         let header = SealHeader::decode(&bytes)?;
@@ -366,6 +377,7 @@ impl Opener {
         mut file: std::fs::File,
         offset: u64,
         len: u64,
+        digest: Option<[u8; 32]>,
     ) -> Result<Artifact, Refusal> {
         let io = |e: std::io::Error| Refusal::Local(format!("cannot read the stored object: {e}"));
         let mut head = [0u8; HEADER_LEN];
@@ -376,6 +388,7 @@ impl Opener {
             return Ok(Artifact {
                 len,
                 body: ArtifactBody::File { file, offset },
+                digest,
             });
         }
         let header = SealHeader::decode(&head[..got])?;
@@ -427,6 +440,7 @@ impl Opener {
             Sink::Memory(v) => Ok(Artifact {
                 len,
                 body: ArtifactBody::Memory(Bytes::from(v)),
+                digest: None,
             }),
             Sink::File(w) => {
                 let fail = |e: String| Refusal::Local(format!("cannot spool the artifact: {e}"));
@@ -436,6 +450,7 @@ impl Opener {
                 Ok(Artifact {
                     len,
                     body: ArtifactBody::File { file, offset: 0 },
+                    digest: None,
                 })
             }
         }

@@ -28,6 +28,10 @@ pub struct Artifact {
     /// Payload length in bytes (the Nx artifact, without our envelope).
     pub len: u64,
     pub body: ArtifactBody,
+    /// The payload's SHA-256, when the store checked the bytes it hands out against it (the
+    /// envelope's digest; `None` where no such check vouches for these exact bytes). Lets a later
+    /// layer remember a verdict about these bytes ([`validate`]).
+    pub digest: Option<[u8; 32]>,
 }
 
 /// Where the verified payload bytes are.

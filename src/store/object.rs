@@ -875,7 +875,11 @@ impl ObjectStoreBackend {
                 }
             }
         };
-        Ok(Some(Artifact { len, body }))
+        Ok(Some(Artifact {
+            len,
+            body,
+            digest: Some(d),
+        }))
     }
 
     /// Removes an object that failed verification so the next build can store a good one.

@@ -14,6 +14,9 @@
 //!   the reason (the server's 400 "not stored: ..."). A body that does not match its
 //!   Content-Length is left to the inner store (`BadRequest`).
 //!
+//! - **memory** ([`verdicts`]): a pass is remembered by the payload's SHA-256 when the inner store
+//!   checked the bytes against it, so bytes that passed are not inflated again on every read.
+//!
 //! In a stack: backend -> seal -> validating -> guard. A refusal is never a store fault: the
 //! guard does not count it toward its outage breaker.
 
@@ -27,6 +30,8 @@ use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 use std::io::{Read, Seek, SeekFrom};
 use std::sync::{Arc, Mutex};
+
+pub mod verdicts;
 
 /// Payloads up to this size are checked on the async worker; larger ones on the blocking pool.
 const ON_WORKER_LIMIT: u64 = 256 * 1024;
@@ -70,6 +75,8 @@ impl ValidationPolicy {
 pub struct ValidatingStore {
     inner: Arc<dyn Store>,
     policy: Arc<ValidationPolicy>,
+    /// Shared with the namespaced views: a verdict is about bytes, wherever they are stored.
+    passed: Arc<verdicts::Verdicts>,
 }
 
 impl ValidatingStore {
@@ -77,11 +84,17 @@ impl ValidatingStore {
         ValidatingStore {
             inner,
             policy: Arc::new(policy),
+            passed: Arc::default(),
         }
     }
 
     pub fn inner(&self) -> &Arc<dyn Store> {
         &self.inner
+    }
+
+    /// How many payloads that passed are remembered (see [`verdicts`]).
+    pub fn remembered(&self) -> usize {
+        self.passed.len()
     }
 
     async fn read(&self, hash: &TaskHash) -> Result<Option<Artifact>, StoreError> {
@@ -91,9 +104,19 @@ impl ValidatingStore {
         if !self.policy.on_get {
             return Ok(Some(artifact));
         }
-        let (artifact, verdict) = check_artifact(artifact, &self.policy.limits).await?;
+        let digest = artifact.digest;
+        if digest.is_some_and(|d| self.passed.passed(&d)) {
+            return Ok(Some(artifact));
+        }
+        let (mut artifact, verdict) = check_artifact(artifact, &self.policy.limits).await?;
+        artifact.digest = digest;
         match verdict {
-            Ok(()) => Ok(Some(artifact)),
+            Ok(()) => {
+                if let Some(d) = digest {
+                    self.passed.remember(d);
+                }
+                Ok(Some(artifact))
+            }
             Err(refusal) => Err(self.refused_on_read(hash, &refusal).await),
         }
     }
@@ -188,6 +211,7 @@ fn memory(bytes: Bytes) -> Artifact {
     Artifact {
         len: bytes.len() as u64,
         body: ArtifactBody::Memory(bytes),
+        digest: None,
     }
 }
 
@@ -213,6 +237,7 @@ fn check_file(
         Artifact {
             len,
             body: ArtifactBody::File { file, offset },
+            digest: None,
         },
         verdict,
     ))
@@ -319,6 +344,7 @@ impl Store for ValidatingStore {
         Ok(Arc::new(ValidatingStore {
             inner: self.inner.with_namespace(ns)?,
             policy: self.policy.clone(),
+            passed: self.passed.clone(),
         }))
     }
 }

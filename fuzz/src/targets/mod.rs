@@ -111,6 +111,7 @@ impl MemoryStore {
             return Ok(Artifact {
                 len,
                 body: ArtifactBody::Memory(bytes),
+                digest: None,
             });
         };
         use std::io::{Seek, SeekFrom, Write};
@@ -125,6 +126,7 @@ impl MemoryStore {
                 file,
                 offset: FILE_OFFSET as u64,
             },
+            digest: None,
         })
     }
 }

@@ -177,11 +177,13 @@ impl FsStore {
         match crate::envelope::open(&object) {
             Ok(_) => {
                 record_access(&file, meta);
+                let digest = Header::decode(&object).ok().map(|h| h.digest);
                 let all = Bytes::from(object);
                 let payload = all.slice(HEADER_LEN..);
                 Ok(Some(Artifact {
                     len: payload.len() as u64,
                     body: ArtifactBody::Memory(payload),
+                    digest,
                 }))
             }
             Err(e) => Err(self.quarantine(loc, &e.to_string())),
@@ -224,6 +226,7 @@ impl FsStore {
                 file,
                 offset: HEADER_LEN as u64,
             },
+            digest: Some(d),
         }))
     }
 
@@ -241,6 +244,7 @@ impl FsStore {
                 file,
                 offset: HEADER_LEN as u64,
             },
+            digest: Some(header.digest),
         }))
     }
 

@@ -1382,12 +1382,21 @@ mod store {
 
     #[tokio::test]
     async fn a_pass_is_remembered_by_the_digest_the_store_checked() {
-        // From the fs store (in memory and from a file), a pass is remembered once per payload,
-        // shared by namespaced views; a refusal is not.
-        for inline_limit in [8 << 20, 0] {
+        // The memory is process-wide per set of limits: limits of this test's own keep other
+        // tests' passes out of its counts.
+        let own = ValidationPolicy {
+            limits: ValidationLimits {
+                max_entries: 999_983,
+                ..ValidationLimits::default()
+            },
+            ..ValidationPolicy::proxy(false)
+        };
+        // From the fs store (in memory and from a file), a pass is remembered once per payload;
+        // a refusal is not.
+        for (seed, inline_limit) in [(6, 8 << 20), (16, 0)] {
             let dir = tempfile::tempdir().unwrap();
             let raw = fs_store(dir.path(), inline_limit);
-            let good = artifact(2 << 20, 6);
+            let good = artifact(2 << 20, seed);
             raw.put(
                 &hash("30"),
                 &mut body(&good, 65536),
@@ -1399,11 +1408,11 @@ mod store {
             raw.put(&hash("31"), &mut body(&bad, 512), Some(bad.len() as u64))
                 .await
                 .unwrap();
-            let s = checking(raw, ValidationPolicy::proxy(false));
-            assert_eq!(s.remembered(), 0);
+            let s = checking(raw, own.clone());
+            let before = s.remembered();
             for _ in 0..3 {
                 assert_eq!(read_all(s.get(&hash("30")).await.unwrap().unwrap()), good);
-                assert_eq!(s.remembered(), 1, "inline limit {inline_limit}");
+                assert_eq!(s.remembered(), before + 1, "inline limit {inline_limit}");
             }
             for _ in 0..2 {
                 assert_eq!(
@@ -1411,7 +1420,11 @@ mod store {
                     ErrorKind::Refused
                 );
             }
-            assert_eq!(s.remembered(), 1);
+            assert_eq!(s.remembered(), before + 1);
+            // Another store with the same limits (the host's next run) shares the memory.
+            let dir2 = tempfile::tempdir().unwrap();
+            let next = checking(fs_store(dir2.path(), inline_limit), own.clone());
+            assert_eq!(next.remembered(), before + 1);
         }
 
         // What the memory trusts: the store's claim. A store that lies about the digest gets its
@@ -1426,7 +1439,7 @@ mod store {
             payload: std::sync::Mutex::new(good.clone()),
             digest: Some(d),
         });
-        let s = ValidatingStore::new(lying.clone(), ValidationPolicy::proxy(false));
+        let s = ValidatingStore::new(lying.clone(), own.clone());
         assert_eq!(read_all(s.get(&hash("32")).await.unwrap().unwrap()), good);
         *lying.payload.lock().unwrap() = hostile();
         assert!(
@@ -1438,9 +1451,10 @@ mod store {
             payload: std::sync::Mutex::new(good.clone()),
             digest: None,
         });
-        let s = ValidatingStore::new(honest.clone(), ValidationPolicy::proxy(false));
+        let s = ValidatingStore::new(honest.clone(), own.clone());
+        let before = s.remembered();
         assert!(s.get(&hash("33")).await.is_ok());
-        assert_eq!(s.remembered(), 0);
+        assert_eq!(s.remembered(), before);
         *honest.payload.lock().unwrap() = hostile();
         assert_eq!(
             s.get(&hash("33")).await.unwrap_err().kind,

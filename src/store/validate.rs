@@ -75,7 +75,8 @@ impl ValidationPolicy {
 pub struct ValidatingStore {
     inner: Arc<dyn Store>,
     policy: Arc<ValidationPolicy>,
-    /// Shared with the namespaced views: a verdict is about bytes, wherever they are stored.
+    /// Shared with the namespaced views and every store of the process with the same limits: a
+    /// verdict is about bytes, wherever they are stored.
     passed: Arc<verdicts::Verdicts>,
 }
 
@@ -83,8 +84,8 @@ impl ValidatingStore {
     pub fn new(inner: Arc<dyn Store>, policy: ValidationPolicy) -> Self {
         ValidatingStore {
             inner,
+            passed: verdicts::for_limits(&policy.limits),
             policy: Arc::new(policy),
-            passed: Arc::default(),
         }
     }
 

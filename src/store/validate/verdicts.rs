@@ -7,9 +7,33 @@
 //! Bounded: two generations of at most [`GENERATION`] digests each; when the current one is full
 //! it becomes the previous one and the oldest is forgotten, so a digest read at least once per
 //! generation stays. About 2 MiB at the most.
+//!
+//! One memory per set of limits for the whole process ([`for_limits`]): the cache host builds a
+//! new store for every run, and back-to-back runs read the same objects.
 
+use crate::archive::ValidationLimits;
 use std::collections::HashSet;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+/// Distinct sets of limits that get a process-wide memory; beyond them, a store gets its own.
+const SHARED_LIMIT_SETS: usize = 8;
+
+static SHARED: Mutex<Vec<(ValidationLimits, Arc<Verdicts>)>> = Mutex::new(Vec::new());
+
+/// The process-wide memory of passes under `limits`.
+pub fn for_limits(limits: &ValidationLimits) -> Arc<Verdicts> {
+    let Ok(mut shared) = SHARED.lock() else {
+        return Arc::default();
+    };
+    if let Some((_, v)) = shared.iter().find(|(l, _)| l == limits) {
+        return v.clone();
+    }
+    let v = Arc::new(Verdicts::default());
+    if shared.len() < SHARED_LIMIT_SETS {
+        shared.push((limits.clone(), v.clone()));
+    }
+    v
+}
 
 /// Digests per generation.
 pub const GENERATION: usize = 16_384;
@@ -78,6 +102,17 @@ mod tests {
         let mut out = [0u8; 32];
         out[..8].copy_from_slice(&(n as u64).to_le_bytes());
         out
+    }
+
+    #[test]
+    fn one_memory_per_set_of_limits() {
+        let a = ValidationLimits::default();
+        let b = ValidationLimits {
+            max_entries: 7,
+            ..ValidationLimits::default()
+        };
+        assert!(Arc::ptr_eq(&for_limits(&a), &for_limits(&a)));
+        assert!(!Arc::ptr_eq(&for_limits(&a), &for_limits(&b)));
     }
 
     #[test]

@@ -91,7 +91,9 @@ test('resolveConfig, CacheProxy.start, doctor: absurd artifact-check bounds are 
         assert.throws(() => native.resolveConfig(root, {}, { ...BASE_ENV, [variable]: v }), (e) => named(e, option, JSON.stringify(v)));
         assert.throws(() => native.resolveConfig(root, { [option]: v }, BASE_ENV), (e) => named(e, option, JSON.stringify(v)));
       }
-      for (const [n, value] of numbers) {
+      // Shown as JavaScript prints them (2 ** 64 as 18446744073709552000).
+      for (const value of numbers.map(([n]) => String(n))) {
+        const n = Number(value);
         assert.throws(() => native.resolveConfig(root, { [option]: n }, BASE_ENV), (e) => named(e, option, value));
         assert.throws(() => native.CacheProxy.start(root, { [option]: n }, BASE_ENV), (e) => named(e, option, value));
         assert.throws(() => native.doctor(root, { [option]: n }, BASE_ENV), (e) => named(e, option, value));

@@ -472,6 +472,12 @@ export interface ResolvedConfig {
   /** Why this mode applies, e.g. `ciMode (CI detected)`. */
   modeSource: string
   debug: boolean
+  /** The artifact check's bounds for what this run reads: most paths in one artifact... */
+  maxArtifactEntries: number
+  /** ...most bytes its tar stream may inflate to... */
+  maxExpandedSize: number
+  /** ...and most times its compressed size, once above 256 MiB. */
+  maxExpansionRatio: number
 }
 
 /**

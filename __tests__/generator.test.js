@@ -241,6 +241,37 @@ for (const flag of ['localMode', 'ciMode']) {
   });
 }
 
+test('the artifact check\'s bounds are written as given, on a new or an existing entry', async () => {
+  const tree = treeWith({});
+  await run(tree, { path: '/mnt/cache', maxArtifactEntries: 5000, maxExpandedSize: '8GiB', maxExpansionRatio: 50 });
+  const { options } = readNx(tree).plugins[0];
+  assert.deepEqual(options, {
+    backend: 'fs', path: '/mnt/cache', maxArtifactEntries: 5000, maxExpandedSize: '8GiB', maxExpansionRatio: 50,
+  });
+  const existing = treeWith({ plugins: [{ plugin: 'nx-open-cache', options: { backend: 's3', bucket: 'b' } }] });
+  const printed = await run(existing, { maxExpandedSize: 1048576 });
+  assert.deepEqual(readNx(existing).plugins[0].options, { backend: 's3', bucket: 'b', maxExpandedSize: 1048576 });
+  assert.deepEqual(printed, ['nx-open-cache: updated options: maxExpandedSize (unset) -> 1048576']);
+});
+
+test('a bound out of range or in the wrong form is refused with the addon\'s words, nothing written', async () => {
+  for (const [flag, value, words] of [
+    ['maxArtifactEntries', 0, 'invalid value 0 for option "maxArtifactEntries" (NX_OPEN_CACHE_MAX_ARTIFACT_ENTRIES): expected a whole number from 1 to 100000000'],
+    ['maxExpansionRatio', 2.5, 'invalid value 2.5 for option "maxExpansionRatio"'],
+    ['maxExpandedSize', '32', 'invalid value "32" for option "maxExpandedSize" (NX_OPEN_CACHE_MAX_EXPANDED_SIZE): expected a size such as 500MB or 2GiB'],
+    ['maxExpandedSize', true, 'invalid value true for --maxExpandedSize; expected a number or a string'],
+  ]) {
+    const tree = treeWith({});
+    const before = tree.read('nx.json', 'utf-8');
+    await assert.rejects(
+      run(tree, { [String(flag)]: value }),
+      (/** @type {Error} */ e) => e.message.includes(String(words)),
+      `${flag}=${JSON.stringify(value)}`,
+    );
+    assert.equal(tree.read('nx.json', 'utf-8'), before, 'nothing written on error');
+  }
+});
+
 test('every allowed mode is accepted', async () => {
   for (const mode of initGenerator.MODES) {
     const tree = treeWith({});

@@ -15,8 +15,16 @@
  * log and metrics of `nx-open-cache serve` when Nx reads the server directly. The refused objects
  * are removed, so each run stores the correct artifacts again.
  *
- * Two shapes are not here: an object sealed with an unknown key, and one sealed while this reader
- * has no key (the seal layer decides those, tested with it).
+ * Sealed objects, made by the plugin itself on this workspace (a writer run with a signing key
+ * the readers do not trust, one with an encryption key; keys from the addon's keygen):
+ *   - through the plugin, three readers: one with `trustedKeys` + `requireSignature` reads objects
+ *     signed by an unknown key, one with another NX_OPEN_CACHE_ENCRYPTION_KEY and one with none
+ *     read encrypted objects. Each run is green, rebuilds with the correct outputs, and its
+ *     summary names every hash with the seal layer's reason; the objects stay (a reader never
+ *     deletes what it refuses: a reader with the keys accepts them).
+ *   - through `serve` (which never opens seals), a signed and an encrypted payload are two more
+ *     shapes of the serve loop: not valid Nx artifacts (never handed to Nx as a hit), refused,
+ *     logged, removed.
  *
  * Run: node --test --test-concurrency=1 __tests__/hostile.e2e.test.js
  * Needs: a native build (`node scripts/ensure-native.js`).
@@ -32,6 +40,8 @@ const { serveEnv, startServe, request } = require('./helpers/serve-process.js');
 const { envelope } = require('./helpers/hostile-tar.js');
 const { SHAPES } = require('./helpers/hostile.js');
 
+const native = require('../index.js');
+
 /** @typedef {import('./helpers/nx-workspace.js').NxWorkspace} NxWorkspace */
 /** @typedef {import('./helpers/nx-workspace.js').RunResult} RunResult */
 /** @typedef {import('./helpers/hostile.js').Shape} Shape */
@@ -40,6 +50,14 @@ const { SHAPES } = require('./helpers/hostile.js');
 const PROJECTS = ['app-c', 'lib-a'];
 const RW = 'rw-secret-0123456789abcdef';
 const CANARY_TEXT = 'canary: nothing may change here\n';
+/** The envelope header of a stored fs object (src/envelope.rs). */
+const ENVELOPE_LEN = 48;
+
+/**
+ * The seal flags of a stored object's payload (1 signed, 2 encrypted), -1 when it is not sealed.
+ * @param {Buffer} payload
+ */
+const sealFlags = (payload) => (payload.subarray(0, 4).toString('latin1') === 'NXOS' ? payload[5] : -1);
 
 /** @param {RunResult} r */
 function show(r) {
@@ -121,6 +139,58 @@ describe('hostile objects in the store', () => {
   }
 
   /**
+   * The summary the last build saved (in its own workspace data directory).
+   * @returns {any}
+   */
+  function lastRun() {
+    const file = path.join(workspace().base, `data-${run}`, 'nx-open-cache', 'last-run.json');
+    return JSON.parse(fs.readFileSync(file, 'utf8'));
+  }
+
+  /**
+   * @typedef {{ options: Record<string, unknown>, store: string, payload: Buffer }} SealedStore
+   * @typedef {{ signed: SealedStore, encrypted: SealedStore, signer: { keyId: string },
+   *   trusted: { publicKey: string }, key1: { key: string, keyId: string },
+   *   key2: { key: string, keyId: string } }} Sealed
+   */
+  /** @type {Promise<Sealed> | undefined} */
+  let sealedOnce;
+
+  /**
+   * Two fs stores filled by the plugin: signed by a key nobody trusts (nx.json trusts another
+   * one and requires signatures), and encrypted with `key1`. Made once, on first use.
+   * @returns {Promise<Sealed>}
+   */
+  function sealedStores() {
+    sealedOnce ??= (async () => {
+      const w = workspace();
+      const [signer, trusted] = [native.keygen(), native.keygen()];
+      const [key1, key2] = [native.encryptionKeygen(), native.encryptionKeygen()];
+      /** @param {string} label @param {Record<string, unknown>} extra @param {Record<string, string>} env @param {number} flags */
+      const fill = async (label, extra, env, flags) => {
+        const store = w.newStorePath(label);
+        const options = { path: store, ...extra };
+        w.setPluginOptions(options);
+        const r = await build(env);
+        assert.equal(r.code, 0, `${label} writer${show(r)}`);
+        const payloads = storeObjects(store).map((o) => fs.readFileSync(path.join(store, o)).subarray(ENVELOPE_LEN));
+        assert.equal(payloads.length, PROJECTS.length, `${label}: one object per task`);
+        for (const p of payloads) assert.equal(sealFlags(p), flags, `${label}: sealed objects`);
+        return { options, store, payload: payloads[0] };
+      };
+      const signed = await fill(
+        'signed-unknown-key',
+        { trustedKeys: [trusted.publicKey], requireSignature: true },
+        { NX_OPEN_CACHE_SIGNING_KEY: signer.secretKey },
+        1,
+      );
+      const encrypted = await fill('encrypted', {}, { NX_OPEN_CACHE_ENCRYPTION_KEY: key1.key }, 2);
+      return { signed, encrypted, signer, trusted, key1, key2 };
+    })();
+    return sealedOnce;
+  }
+
+  /**
    * Puts `shape`'s payload, in a correct envelope, in place of every object of the fs store.
    * @param {string} store
    * @param {Shape} shape
@@ -138,7 +208,7 @@ describe('hostile objects in the store', () => {
    * The build is green, every task ran (a miss) with the honest outputs, and nothing was written
    * where a payload aimed.
    * @param {RunResult} r
-   * @param {Shape} shape
+   * @param {{ name: string }} shape
    */
   function assertSafe(r, shape) {
     const w = workspace();
@@ -177,8 +247,65 @@ describe('hostile objects in the store', () => {
     }
   });
 
+  test('through the plugin: sealed objects this reader cannot trust or open are misses, rebuilt, named, kept', async (t) => {
+    const w = workspace();
+    const { signed, encrypted, signer, key1, key2 } = await sealedStores();
+    const shapes = [
+      {
+        name: 'signed with an unknown key, the reader has trustedKeys + requireSignature',
+        from: signed,
+        env: {},
+        reason: new RegExp(`^signature by an untrusted key ${signer.keyId} \\(not among trustedKeys\\)`),
+      },
+      {
+        name: 'encrypted with another key than the reader\'s',
+        from: encrypted,
+        env: { NX_OPEN_CACHE_ENCRYPTION_KEY: key2.key },
+        reason: new RegExp(`^cannot decrypt: encrypted with key ${key1.keyId}, not among NX_OPEN_CACHE_ENCRYPTION_KEY's keys`),
+      },
+      {
+        name: 'encrypted, the reader has no NX_OPEN_CACHE_ENCRYPTION_KEY',
+        from: encrypted,
+        env: {},
+        reason: new RegExp(`^encrypted; no NX_OPEN_CACHE_ENCRYPTION_KEY here \\(encrypted with key ${key1.keyId}\\)`),
+      },
+    ];
+    for (const shape of shapes) {
+      const { store, options } = shape.from;
+      const before = new Map(storeObjects(store).map((o) => [o, fs.readFileSync(path.join(store, o))]));
+      w.setPluginOptions(options);
+      const r = await build(shape.env);
+      assertSafe(r, shape);
+      const summary = lastRun();
+      const named = (summary.refusals || []).find((/** @type {{ reason: string }} */ x) => shape.reason.test(x.reason));
+      assert.ok(named, `${shape.name}: ${JSON.stringify(summary.refusals)}${show(r)}`);
+      const hashes = [...before.keys()].map((o) => path.basename(o)).sort();
+      assert.deepEqual([...named.hashes].sort(), hashes, shape.name);
+      assert.equal(summary.refusedCount, hashes.length, shape.name);
+      assert.equal(summary.hits, 0, shape.name);
+      assert.equal(summary.errorCount, 0, `${shape.name}: a refusal is no fault: ${JSON.stringify(summary.errors)}`);
+      const line = r.output.split('\n').find((l) => l.includes('- refused') && l.includes(named.reason));
+      assert.ok(line, `${shape.name}: not in the printed summary${show(r)}`);
+      // Never deleted by a reader (one with the keys accepts them); first writer wins for the rebuild.
+      assert.deepEqual([...storeObjects(store)].sort(), [...before.keys()].sort(), shape.name);
+      for (const [o, bytes] of before) assert.ok(fs.readFileSync(path.join(store, o)).equals(bytes), `${shape.name}: ${o} changed`);
+      t.diagnostic(`${shape.name}: ${line.trim().slice(0, 160)}`);
+    }
+  });
+
   test('through serve, read by Nx directly: each shape is a miss, rebuilt, logged and counted', async (t) => {
     const w = workspace();
+    // serve never opens seals: to it, sealed objects are two more shapes that are not artifacts.
+    const { signed, encrypted } = await sealedStores();
+    /** @type {Shape[]} */
+    const sealedShapes = [
+      ['signed by the plugin', signed.payload],
+      ['encrypted by the plugin', encrypted.payload],
+    ].map(([name, payload]) => ({
+      name: `${name} (serve has no keys)`,
+      reason: /not gzip: it starts with 4e 58 .*sealed by the plugin \(signed or encrypted\), which only the plugin opens/,
+      payload: () => /** @type {Buffer} */ (payload),
+    }));
     w.setPluginOptions(null);
     const store = w.newStorePath('serve');
     const s = await startServe(['--storage', `fs:${store}`, '--log', 'json'], {
@@ -198,7 +325,7 @@ describe('hostile objects in the store', () => {
       const fill = await build(env);
       assert.equal(fill.code, 0, show(fill));
       assert.equal(storeObjects(store).length, PROJECTS.length, s.stderr());
-      for (const shape of SHAPES) {
+      for (const shape of [...SHAPES, ...sealedShapes]) {
         const hashes = poison(store, shape);
         const before = await refusedGets();
         const logged = s.stderr().length;

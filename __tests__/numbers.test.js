@@ -2,7 +2,8 @@
 // Absurd numbers through the real entry points: every one is an error naming the option, the
 // value and the allowed range, never a panic (which would abort the process: Nx then reports
 // "Plugin worker exited unexpectedly"). resolveConfig, CacheProxy.start and doctor with timeouts
-// from nx.json options and from the environment; gc's maxSize / maxAge. (pack's code, level and
+// and the artifact check's bounds from nx.json options and from the environment; gc's maxSize /
+// maxAge. (pack's code, level and
 // threads: archive.test.js.)
 
 const { test } = require('node:test');
@@ -62,6 +63,42 @@ test('resolveConfig: absurd timeouts from the environment and from options are e
     // In range, they work.
     const c = native.resolveConfig(root, { timeout: 3600, connectTimeout: '1s' }, BASE_ENV);
     assert.equal(c.backend, 'fs');
+  } finally {
+    fs.rmSync(root, { recursive: true, force: true });
+  }
+});
+
+test('resolveConfig, CacheProxy.start, doctor: absurd artifact-check bounds are errors naming option, value and form', () => {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'nxoc-numbers-'));
+  try {
+    const numbers = NUMBERS.filter(([n]) => !Number.isSafeInteger(n) || n <= 0);
+    const strings = [...STRINGS.filter((v) => v !== '3601'), '1.5', '0B'];
+    /** @param {unknown} e @param {string} option @param {string} value */
+    const named = (e, option, value) => {
+      assert.ok(e instanceof Error);
+      assert.equal(/** @type {any} */ (e).code, 'InvalidArg', e.message);
+      assert.ok(e.message.includes(`invalid value ${value} for option "${option}"`), `${value}: ${e.message}`);
+      assert.match(e.message, /expected (a whole number from 1 to|a size such as)/);
+      return true;
+    };
+    for (const [option, variable] of [
+      ['maxArtifactEntries', 'NX_OPEN_CACHE_MAX_ARTIFACT_ENTRIES'],
+      ['maxExpandedSize', 'NX_OPEN_CACHE_MAX_EXPANDED_SIZE'],
+      ['maxExpansionRatio', 'NX_OPEN_CACHE_MAX_EXPANSION_RATIO'],
+    ]) {
+      // A size needs its unit: a bare 32 is not 32 bytes.
+      for (const v of option === 'maxExpandedSize' ? [...strings, '32'] : strings) {
+        assert.throws(() => native.resolveConfig(root, {}, { ...BASE_ENV, [variable]: v }), (e) => named(e, option, JSON.stringify(v)));
+        assert.throws(() => native.resolveConfig(root, { [option]: v }, BASE_ENV), (e) => named(e, option, JSON.stringify(v)));
+      }
+      // Shown as JavaScript prints them (2 ** 64 as 18446744073709552000).
+      for (const value of numbers.map(([n]) => String(n))) {
+        const n = Number(value);
+        assert.throws(() => native.resolveConfig(root, { [option]: n }, BASE_ENV), (e) => named(e, option, value));
+        assert.throws(() => native.CacheProxy.start(root, { [option]: n }, BASE_ENV), (e) => named(e, option, value));
+        assert.throws(() => native.doctor(root, { [option]: n }, BASE_ENV), (e) => named(e, option, value));
+      }
+    }
   } finally {
     fs.rmSync(root, { recursive: true, force: true });
   }

@@ -2,6 +2,8 @@
 //!
 //! Every mistake is reported before any task runs, naming the option, the value and what is allowed.
 
+use crate::archive::limits::Limit;
+use crate::archive::ValidationLimits;
 use crate::key::Prefix;
 use crate::store::http::{redact_url, redact_urls};
 use serde_json::Value;
@@ -33,6 +35,9 @@ pub const KNOWN_OPTIONS: &[&str] = &[
     "readPrefixes",
     "trustedKeys",
     "requireSignature",
+    "maxArtifactEntries",
+    "maxExpandedSize",
+    "maxExpansionRatio",
 ];
 
 pub const BACKENDS_AVAILABLE: &[&str] = &["fs", "s3", "gcs", "azure", "http"];
@@ -212,6 +217,9 @@ pub struct CacheConfig {
     /// Signatures and encryption (`trustedKeys`, `requireSignature`, `NX_OPEN_CACHE_SIGNING_KEY`,
     /// `NX_OPEN_CACHE_ENCRYPTION_KEY`); its Debug output shows key ids only.
     pub seal: crate::seal::SealConfig,
+    /// The artifact check's bounds (`maxArtifactEntries`, `maxExpandedSize`, `maxExpansionRatio`
+    /// and their variables) for what this run reads.
+    pub limits: ValidationLimits,
     pub mode: Mode,
     /// Where the mode came from, for summaries and diagnostics.
     pub mode_source: String,
@@ -288,6 +296,9 @@ const COMMON_OPTIONS: &[&str] = &[
     "readPrefixes",
     "trustedKeys",
     "requireSignature",
+    "maxArtifactEntries",
+    "maxExpandedSize",
+    "maxExpansionRatio",
 ];
 const S3_OPTIONS: &[&str] = &["bucket", "region", "endpoint", "forcePathStyle"];
 const GCS_OPTIONS: &[&str] = &["bucket"];
@@ -659,13 +670,83 @@ fn duration_error(name: &str, var: &str, value: &str, why: &str) -> ConfigError 
 /// `JSON.parse` makes of `1e309`), which so never reaches [`resolve`]; `shown` as JavaScript
 /// prints it.
 pub fn non_finite_option(name: &str, shown: &str) -> ConfigError {
-    match DURATION_OPTIONS.iter().find(|(n, _)| *n == name) {
-        Some((name, var)) => duration_error(name, var, shown, "not a finite number"),
-        None => ConfigError {
-            option: name.to_owned(),
-            message: format!("invalid value {shown} for option \"{name}\": not a finite number"),
-        },
+    if let Some((name, var)) = DURATION_OPTIONS.iter().find(|(n, _)| *n == name) {
+        return duration_error(name, var, shown, "not a finite number");
     }
+    if let Some((name, var, limit)) = LIMIT_OPTIONS.iter().find(|(n, _, _)| *n == name) {
+        return ConfigError {
+            option: (*name).to_owned(),
+            message: format!(
+                "invalid value {shown} for {}: not a finite number; expected {}",
+                limit_label(name, var),
+                limit.form()
+            ),
+        };
+    }
+    ConfigError {
+        option: name.to_owned(),
+        message: format!("invalid value {shown} for option \"{name}\": not a finite number"),
+    }
+}
+
+/// The artifact check's bounds: option, variable, bound (parsed as `serve` parses its own).
+const LIMIT_OPTIONS: [(&str, &str, Limit); 3] = [
+    (
+        "maxArtifactEntries",
+        "NX_OPEN_CACHE_MAX_ARTIFACT_ENTRIES",
+        Limit::Entries,
+    ),
+    (
+        "maxExpandedSize",
+        "NX_OPEN_CACHE_MAX_EXPANDED_SIZE",
+        Limit::ExpandedSize,
+    ),
+    (
+        "maxExpansionRatio",
+        "NX_OPEN_CACHE_MAX_EXPANSION_RATIO",
+        Limit::ExpansionRatio,
+    ),
+];
+
+fn limit_label(name: &str, var: &str) -> String {
+    format!("option \"{name}\" ({var})")
+}
+
+/// The bounds of the artifact check for what the proxy reads: the defaults, then each option,
+/// then its variable (which wins). Text is parsed like `serve`'s flags (a size needs a unit); an
+/// nx.json number is a count, a ratio or a number of bytes, range-checked before any conversion.
+fn validation_limits(
+    options: &serde_json::Map<String, Value>,
+    env: &HashMap<String, String>,
+) -> Result<ValidationLimits, ConfigError> {
+    let mut limits = ValidationLimits::default();
+    for (name, var, limit) in LIMIT_OPTIONS {
+        let label = limit_label(name, var);
+        let value = match (
+            env.get(var).filter(|v| !v.trim().is_empty()),
+            options.get(name),
+        ) {
+            (Some(v), _) => limit.parse_text(&label, v),
+            (None, None | Some(Value::Null)) => continue,
+            (None, Some(Value::String(v))) => limit.parse_text(&label, v),
+            (None, Some(Value::Number(n))) => match n.as_u64() {
+                // Exact for every whole number JSON holds; fractions and negatives as f64.
+                Some(whole) => limit.parse_whole(&label, whole),
+                None => limit.parse_number(&label, n.as_f64().unwrap_or(f64::NAN)),
+            },
+            (None, Some(other)) => Err(format!(
+                "{label} must be a number or a string, got {}; expected {}",
+                describe_json(other),
+                limit.form()
+            )),
+        };
+        let value = value.map_err(|message| ConfigError {
+            option: name.to_owned(),
+            message,
+        })?;
+        limit.set(&mut limits, value);
+    }
+    Ok(limits)
 }
 
 /// Seconds from a plain number (`"30"`) or a duration with a unit (`"30s"`, `"2m"`), parsed like
@@ -946,6 +1027,7 @@ pub fn resolve(
 
     let seal =
         crate::seal::keys::from_options(options, env, matches!(backend, Backend::Http { .. }))?;
+    let limits = validation_limits(options, env)?;
 
     let local = string_option(options, "localMode")?
         .map(|v| Mode::parse("localMode", v))
@@ -981,6 +1063,7 @@ pub fn resolve(
         prefix,
         namespaces,
         seal,
+        limits,
         mode,
         mode_source,
         debug: truthy(env, "NX_OPEN_CACHE_DEBUG"),
@@ -1564,6 +1647,235 @@ mod tests {
         let err = resolve(&json!({"writePrefix": "a b"}), &env(&[]), ws()).unwrap_err();
         assert!(
             err.message.contains("relative to \"prefix\""),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn artifact_limits_from_options_and_env() {
+        let c = resolve(&json!({}), &env(&[]), ws()).unwrap();
+        assert_eq!(c.limits, ValidationLimits::default());
+        let c = resolve(
+            &json!({"maxArtifactEntries": 5000, "maxExpandedSize": "2GiB", "maxExpansionRatio": "50"}),
+            &env(&[]),
+            ws(),
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                c.limits.max_entries,
+                c.limits.max_expanded_bytes,
+                c.limits.max_expansion_ratio
+            ),
+            (5000, 2 << 30, 50)
+        );
+        // Bytes as a number; the range's ends.
+        let c = resolve(
+            &json!({"maxExpandedSize": 1048576, "maxArtifactEntries": 100_000_000, "maxExpansionRatio": 1}),
+            &env(&[]),
+            ws(),
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                c.limits.max_entries,
+                c.limits.max_expanded_bytes,
+                c.limits.max_expansion_ratio
+            ),
+            (100_000_000, 1 << 20, 1)
+        );
+        // The variables win over the options; an empty one is unset.
+        let c = resolve(
+            &json!({"maxArtifactEntries": 5000, "maxExpandedSize": "2GiB", "maxExpansionRatio": 50}),
+            &env(&[
+                ("NX_OPEN_CACHE_MAX_ARTIFACT_ENTRIES", "7"),
+                ("NX_OPEN_CACHE_MAX_EXPANDED_SIZE", "1KiB"),
+                ("NX_OPEN_CACHE_MAX_EXPANSION_RATIO", " "),
+            ]),
+            ws(),
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                c.limits.max_entries,
+                c.limits.max_expanded_bytes,
+                c.limits.max_expansion_ratio
+            ),
+            (7, 1024, 50)
+        );
+        // Other bounds keep their defaults.
+        assert_eq!(
+            c.limits.ratio_floor_bytes,
+            ValidationLimits::default().ratio_floor_bytes
+        );
+        // Every backend takes them (the http backend's proxy checks what the server sends).
+        let c = resolve(
+            &json!({"backend": "http", "url": "https://c.example", "maxArtifactEntries": 9}),
+            &env(&[]),
+            ws(),
+        )
+        .unwrap();
+        assert_eq!(c.limits.max_entries, 9);
+    }
+
+    #[test]
+    fn artifact_limits_are_range_checked_before_any_conversion() {
+        type Case = (
+            Value,
+            Vec<(&'static str, &'static str)>,
+            &'static str,
+            &'static str,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                json!({"maxArtifactEntries": 0}),
+                vec![],
+                "maxArtifactEntries",
+                "invalid value 0 ",
+            ),
+            (
+                json!({"maxArtifactEntries": 100_000_001}),
+                vec![],
+                "maxArtifactEntries",
+                "100000001",
+            ),
+            (
+                json!({"maxArtifactEntries": -1}),
+                vec![],
+                "maxArtifactEntries",
+                "-1",
+            ),
+            (
+                json!({"maxArtifactEntries": 2.5}),
+                vec![],
+                "maxArtifactEntries",
+                "2.5",
+            ),
+            (
+                json!({"maxArtifactEntries": 1e300}),
+                vec![],
+                "maxArtifactEntries",
+                "1e+300",
+            ),
+            (
+                json!({"maxArtifactEntries": u64::MAX}),
+                vec![],
+                "maxArtifactEntries",
+                "18446744073709551615",
+            ),
+            (
+                json!({"maxArtifactEntries": "many"}),
+                vec![],
+                "maxArtifactEntries",
+                "\"many\"",
+            ),
+            (
+                json!({"maxArtifactEntries": true}),
+                vec![],
+                "maxArtifactEntries",
+                "boolean true",
+            ),
+            (
+                json!({"maxExpandedSize": 0}),
+                vec![],
+                "maxExpandedSize",
+                "invalid value 0 ",
+            ),
+            (
+                json!({"maxExpandedSize": -5}),
+                vec![],
+                "maxExpandedSize",
+                "-5",
+            ),
+            (
+                json!({"maxExpandedSize": 0.5}),
+                vec![],
+                "maxExpandedSize",
+                "0.5",
+            ),
+            (
+                json!({"maxExpandedSize": "32"}),
+                vec![],
+                "maxExpandedSize",
+                "\"32\"",
+            ),
+            (
+                json!({"maxExpandedSize": "1e400GiB"}),
+                vec![],
+                "maxExpandedSize",
+                "1e400GiB",
+            ),
+            (
+                json!({"maxExpandedSize": "99999999999TiB"}),
+                vec![],
+                "maxExpandedSize",
+                "99999999999TiB",
+            ),
+            (
+                json!({"maxExpandedSize": ["1GiB"]}),
+                vec![],
+                "maxExpandedSize",
+                "an array",
+            ),
+            (
+                json!({"maxExpansionRatio": 1_000_001}),
+                vec![],
+                "maxExpansionRatio",
+                "1000001",
+            ),
+            (
+                json!({"maxExpansionRatio": "0"}),
+                vec![],
+                "maxExpansionRatio",
+                "\"0\"",
+            ),
+            // A bad variable is an error even when the option is fine.
+            (
+                json!({"maxArtifactEntries": 10}),
+                vec![("NX_OPEN_CACHE_MAX_ARTIFACT_ENTRIES", "1e6")],
+                "maxArtifactEntries",
+                "\"1e6\"",
+            ),
+            (
+                json!({}),
+                vec![("NX_OPEN_CACHE_MAX_EXPANDED_SIZE", "1000")],
+                "maxExpandedSize",
+                "\"1000\"",
+            ),
+            (
+                json!({}),
+                vec![("NX_OPEN_CACHE_MAX_EXPANSION_RATIO", "-2")],
+                "maxExpansionRatio",
+                "\"-2\"",
+            ),
+        ];
+        for (options, vars, option, shown) in cases {
+            let err = resolve(&options, &env(&vars), ws()).unwrap_err();
+            assert_eq!(err.option, option, "{options} {vars:?}");
+            let (_, var, limit) = LIMIT_OPTIONS
+                .iter()
+                .find(|(n, _, _)| *n == option)
+                .copied()
+                .unwrap();
+            assert!(
+                err.message.contains(shown)
+                    && err
+                        .message
+                        .contains(&format!("option \"{option}\" ({var})"))
+                    && (err.message.ends_with(&limit.form())
+                        || err.message.ends_with(&limit.text_form())),
+                "{options} {vars:?}: {}",
+                err.message
+            );
+        }
+        // What JSON cannot hold (`Infinity` from JavaScript) is named the same way.
+        let err = non_finite_option("maxExpandedSize", "Infinity");
+        assert_eq!(err.option, "maxExpandedSize");
+        assert!(
+            err.message.starts_with(
+                "invalid value Infinity for option \"maxExpandedSize\" (NX_OPEN_CACHE_MAX_EXPANDED_SIZE): not a finite number; expected a size"
+            ),
             "{}",
             err.message
         );

@@ -126,7 +126,7 @@ pub fn start(config: &CacheConfig, env: &HashMap<String, String>) -> Result<Prox
         // artifact before Nx gets it (Nx's own uploads are not checked).
         let checked = validate::wrap(
             opened,
-            ValidationPolicy::proxy(config.mode == Mode::ReadWrite),
+            ValidationPolicy::proxy(config.mode == Mode::ReadWrite, config.limits.clone()),
         );
         let _inside = runtime.enter();
         Arc::new(GuardedStore::new(checked, guard_policy(config)))

@@ -332,7 +332,19 @@ fn empty_garbage_and_other_formats_are_refused() {
         Rule::Gzip,
         &["not gzip", "a gzip stream starts with 1f 8b"],
     );
-    refused(b"PK\x03\x04 zip", Rule::Gzip, &["starts with 50 4b"]);
+    let zip = refused(b"PK\x03\x04 zip", Rule::Gzip, &["starts with 50 4b"]);
+    assert!(!zip.contains("sealed"), "{zip}");
+    // What the plugin's seal layer stores (read without it, as `serve` does): named as such.
+    let mut sealed = b"NXOS\x01\x02".to_vec();
+    sealed.extend(noise(200, 3));
+    refused(
+        &sealed,
+        Rule::Gzip,
+        &[
+            "starts with 4e 58",
+            "sealed by the plugin (signed or encrypted)",
+        ],
+    );
     let zstd = zstd::stream::encode_all(&tar(&[tail()])[..], 3).unwrap();
     refused(&zstd, Rule::Gzip, &["starts with 28 b5"]);
     // A plain tar, not compressed.
@@ -1258,7 +1270,7 @@ mod store {
         raw.put(&hash("8"), &mut body(&good, 65536), Some(good.len() as u64))
             .await
             .unwrap();
-        let s = checking(raw, ValidationPolicy::proxy(true));
+        let s = checking(raw, ValidationPolicy::proxy(true, limits()));
         let a = s.get(&hash("8")).await.unwrap().unwrap();
         assert!(matches!(
             a.body,
@@ -1275,7 +1287,7 @@ mod store {
         raw.put(&hash("9"), &mut body(&bad, 512), Some(bad.len() as u64))
             .await
             .unwrap();
-        let s = checking(raw, ValidationPolicy::proxy(false));
+        let s = checking(raw, ValidationPolicy::proxy(false, limits()));
         let e = s.get(&hash("9")).await.unwrap_err();
         assert_eq!(e.kind, ErrorKind::Refused);
         assert!(!e.message.contains("removed"), "{e}");
@@ -1286,6 +1298,48 @@ mod store {
             s.put(&hash("10"), &mut body(&bad, 512), Some(n)).await,
             Ok(PutOutcome::Stored(n))
         );
+    }
+
+    #[tokio::test]
+    async fn a_reader_with_lowered_limits_keeps_what_only_its_limits_refuse() {
+        let dir = tempfile::tempdir().unwrap();
+        let raw = fs_store(dir.path(), 8 << 20);
+        let (valid, bad) = (artifact(20_000, 6), hostile());
+        for (h, payload) in [("12", &valid), ("13", &bad)] {
+            raw.put(
+                &hash(h),
+                &mut body(payload, 512),
+                Some(payload.len() as u64),
+            )
+            .await
+            .unwrap();
+        }
+        let lowered = ValidationLimits {
+            max_entries: 2,
+            ..limits()
+        };
+        let s = checking(raw.clone(), ValidationPolicy::proxy(true, lowered));
+        let e = s.get(&hash("12")).await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Refused, "{e}");
+        assert!(e.message.contains("more than 2 paths"), "{e}");
+        assert!(
+            e.message
+                .ends_with("; kept in the store (over this machine's lowered limits only)"),
+            "{e}"
+        );
+        // What breaks a rule is removed as before.
+        let e = s.get(&hash("13")).await.unwrap_err();
+        assert!(e.message.ends_with("; removed from the store"), "{e}");
+        assert_eq!(object_files(dir.path()).len(), 1);
+        // A reader with the defaults gets the kept artifact.
+        let s = checking(raw, ValidationPolicy::proxy(true, limits()));
+        assert_eq!(read_all(s.get(&hash("12")).await.unwrap().unwrap()), valid);
+        // Raised limits are not lowered: over them, an object is removed.
+        let raised = ValidationLimits {
+            max_entries: 2_000_000,
+            ..limits()
+        };
+        assert!(ValidationPolicy::proxy(true, raised).delete_over_limit);
     }
 
     #[tokio::test]
@@ -1320,7 +1374,7 @@ mod store {
             .await
             .unwrap();
         let guarded = GuardedStore::without_probe(
-            Arc::new(checking(raw, ValidationPolicy::proxy(false))),
+            Arc::new(checking(raw, ValidationPolicy::proxy(false, limits()))),
             GuardPolicy {
                 failures_to_open: 1,
                 ..GuardPolicy::default()

@@ -39,6 +39,7 @@ const DEFAULT_PATH = '~/.cache/nx-open-cache';
 const OPTION_KEYS = /** @type {const} */ ([
   'backend', 'path', 'bucket', 'region', 'endpoint', 'forcePathStyle', 'container', 'accountName',
   'url', 'prefix', 'writePrefix', 'readPrefixes', 'localMode', 'ciMode',
+  'maxArtifactEntries', 'maxExpandedSize', 'maxExpansionRatio',
 ]);
 /** Backend-specific options, and the backends they apply to. */
 const BACKEND_OPTIONS = /** @type {Record<string, readonly string[]>} */ ({
@@ -52,7 +53,11 @@ const BACKEND_OPTIONS = /** @type {Record<string, readonly string[]>} */ ({
   url: ['http'],
 });
 /** Options of every backend. */
-const COMMON_OPTIONS = /** @type {const} */ (['prefix', 'localMode', 'ciMode']);
+const COMMON_OPTIONS = /** @type {const} */ ([
+  'prefix', 'localMode', 'ciMode', 'maxArtifactEntries', 'maxExpandedSize', 'maxExpansionRatio',
+]);
+/** The artifact check's bounds: their forms and ranges are the addon's (checked by resolveConfig). */
+const LIMIT_OPTIONS = /** @type {const} */ (['maxArtifactEntries', 'maxExpandedSize', 'maxExpansionRatio']);
 /** Trust presets (`--trust`) and the plugin options each one writes. */
 const TRUST_PRESETS = /** @type {Record<string, { writePrefix: string, readPrefixes: string[] }>} */ ({
   'ci-split': { writePrefix: 'untrusted', readPrefixes: ['trusted', 'untrusted'] },
@@ -76,6 +81,9 @@ const TRUSTED_ENV = 'NX_OPEN_CACHE_WRITE_PREFIX=trusted NX_OPEN_CACHE_READ_PREFI
  * @property {string} [prefix]    key prefix inside the store
  * @property {string} [localMode] `read-write` | `read-only` | `no-cache`
  * @property {string} [ciMode]    `read-write` | `read-only` | `no-cache`
+ * @property {number} [maxArtifactEntries] the artifact check: most paths in an artifact read (default 1000000)
+ * @property {string | number} [maxExpandedSize] the artifact check: most bytes its tar stream inflates to, e.g. `8GiB` (default 32GiB)
+ * @property {number} [maxExpansionRatio] the artifact check: most times its compressed size, above 256 MiB (default 200)
  * @property {string} [trust]     trust preset: `ci-split` (untrusted builds write untrusted/ only)
  * @property {boolean} [migrate]  move a deprecated top-level s3/gcs/azure block into the plugin options
  * @property {boolean} [check]    after writing, run doctor; fail when the cache does not work
@@ -156,7 +164,7 @@ function availableBackends() {
 /**
  * Validates the flags and returns only the options the user actually gave.
  * @param {InitSchema} schema
- * @returns {Partial<Record<typeof OPTION_KEYS[number], string | boolean | string[]>>}
+ * @returns {Partial<Record<typeof OPTION_KEYS[number], string | number | boolean | string[]>>}
  */
 function normalizeOptions(schema) {
   if (schema.backend !== undefined) {
@@ -185,15 +193,23 @@ function normalizeOptions(schema) {
       throw new Error(`nx-open-cache: invalid value ${JSON.stringify(v)} for --${key}; expected true or false`);
     }
   }
+  for (const key of LIMIT_OPTIONS) {
+    const v = schema[key];
+    if (v !== undefined && typeof v !== 'number' && typeof v !== 'string') {
+      throw new Error(`nx-open-cache: invalid value ${JSON.stringify(v)} for --${key}; expected a number or a string`);
+    }
+    // The form and the range: the addon's check, as the plugin makes it before a run.
+    if (v !== undefined) validateWithAddon(os.tmpdir(), { backend: DEFAULT_BACKEND, path: os.tmpdir(), [key]: v });
+  }
   checkEnum('localMode', schema.localMode, MODES);
   checkEnum('ciMode', schema.ciMode, MODES);
   checkEnum('trust', schema.trust, Object.keys(TRUST_PRESETS));
-  /** @type {Partial<Record<typeof OPTION_KEYS[number], string | boolean | string[]>>} */
+  /** @type {Partial<Record<typeof OPTION_KEYS[number], string | number | boolean | string[]>>} */
   const given = {};
   for (const key of OPTION_KEYS) {
     const v = /** @type {Record<string, unknown>} */ (schema)[key];
     if (v !== undefined && !(/** @type {readonly string[]} */ (TRUST_OPTIONS)).includes(key)) {
-      given[key] = /** @type {string | boolean} */ (v);
+      given[key] = /** @type {string | number | boolean} */ (v);
     }
   }
   if (schema.trust !== undefined) {

@@ -53,6 +53,7 @@
 //! Assumption: nobody else modifies `dest` while `unpack` runs (the checks against existing
 //! symlinks in `dest` are made before publishing, by path).
 
+pub mod limits;
 mod pack;
 pub mod rules;
 mod unpack;

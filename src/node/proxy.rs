@@ -26,6 +26,12 @@ pub struct ResolvedConfig {
     /// Why this mode applies, e.g. `ciMode (CI detected)`.
     pub mode_source: String,
     pub debug: bool,
+    /// The artifact check's bounds for what this run reads: most paths in one artifact...
+    pub max_artifact_entries: i64,
+    /// ...most bytes its tar stream may inflate to...
+    pub max_expanded_size: i64,
+    /// ...and most times its compressed size, once above 256 MiB.
+    pub max_expansion_ratio: i64,
 }
 
 /// Counters of one proxy's traffic.
@@ -135,6 +141,9 @@ pub fn resolve_config(
         mode: c.mode.as_str().to_owned(),
         mode_source: c.mode_source,
         debug: c.debug,
+        max_artifact_entries: n(c.limits.max_entries),
+        max_expanded_size: n(c.limits.max_expanded_bytes),
+        max_expansion_ratio: n(c.limits.max_expansion_ratio),
     })
 }
 

@@ -6,6 +6,7 @@
 //! Every mistake names the option (as it was spelled in its source), the bad value and what is
 //! allowed.
 
+use crate::archive::limits::Limit;
 use crate::config::Backend;
 use crate::key::Prefix;
 use serde_json::Value;
@@ -135,8 +136,7 @@ const TOKEN_KEYS: &[&str] = &[
 ];
 pub const ROLES: &[&str] = &["read-write", "read-only"];
 pub const LOG_FORMATS: &[&str] = &["text", "json", "off"];
-const SIZE_UNITS: &str =
-    "a size such as 500MB or 2GiB (units B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)";
+const SIZE_UNITS: &str = crate::archive::limits::SIZE_FORM;
 const DURATION_UNITS: &str = "a duration such as 90s, 10m, 12h, 30d or 2w";
 
 fn flag(key: &str) -> String {
@@ -911,25 +911,19 @@ pub fn resolve(
     let max_concurrent_uploads = count_of("max_concurrent_uploads")?;
     let max_connections = count_of("max_connections")?;
     let max_untrusted_connections = count_of("max_untrusted_connections")?;
-    let whole_of = |key: &str, most: u64| -> Result<Option<u64>, ServeConfigError> {
-        let Some(raw) = pick(key) else {
-            return Ok(None);
-        };
-        let s = raw.string()?;
-        match s.trim().parse::<u64>() {
-            Ok(n) if (1..=most).contains(&n) => Ok(Some(n)),
-            _ => raw.invalid(&s, &format!("a whole number from 1 to {most}")),
-        }
-    };
+    // The artifact check's bounds: parsed as the plugin parses its own (`crate::archive::limits`).
     let mut limits = crate::archive::ValidationLimits::default();
-    if let Some(n) = whole_of("max_artifact_entries", 100_000_000)? {
-        limits.max_entries = n;
-    }
-    if let Some(n) = size_of("max_expanded_size")? {
-        limits.max_expanded_bytes = n;
-    }
-    if let Some(n) = whole_of("max_expansion_ratio", 1_000_000)? {
-        limits.max_expansion_ratio = n;
+    for (key, limit) in [
+        ("max_artifact_entries", Limit::Entries),
+        ("max_expanded_size", Limit::ExpandedSize),
+        ("max_expansion_ratio", Limit::ExpansionRatio),
+    ] {
+        if let Some(raw) = pick(key) {
+            let value = limit
+                .parse_text(&raw.origin, &raw.string()?)
+                .map_err(ServeConfigError)?;
+            limit.set(&mut limits, value);
+        }
     }
     let mut validation = crate::store::validate::ValidationPolicy::server(limits);
     if let Some(raw) = pick("check_artifacts") {

@@ -7,7 +7,8 @@
 //!   artifact: ..."), so the server answers a miss and counts the reason. With `delete_refused`,
 //!   the object is also deleted when the inner store can delete (fs, s3, gcs, azure; not an http
 //!   upstream): under first-writer-wins the junk would otherwise hold its hash for good, and the
-//!   next correct upload of that hash could never replace it.
+//!   next correct upload of that hash could never replace it. A reader whose limits are below the
+//!   defaults keeps what it refuses for a bound only (`delete_over_limit` off): others accept it.
 //! - **put** (`on_put`): every chunk of the upload also feeds the check as it passes to the inner
 //!   store; a refusal (at once for a bad entry, at the end for a truncated stream) ends the
 //!   stream with an error, so the inner store publishes nothing, and comes back as `Refused` with
@@ -23,7 +24,7 @@
 use super::{
     Artifact, ArtifactBody, BodyStream, Deleted, ErrorKind, PutOutcome, Store, StoreError,
 };
-use crate::archive::validate::{validate_reader, validate_slice, Refusal, ValidationLimits};
+use crate::archive::validate::{validate_reader, validate_slice, Refusal, Rule, ValidationLimits};
 use crate::key::{Prefix, TaskHash};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
@@ -45,27 +46,33 @@ pub struct ValidationPolicy {
     pub on_put: bool,
     /// Delete an object that fails the check on read (when the store can delete).
     pub delete_refused: bool,
+    /// With `delete_refused`, also delete an object refused for a bound only ([`Rule::Limit`]).
+    pub delete_over_limit: bool,
     pub limits: ValidationLimits,
 }
 
 impl ValidationPolicy {
     /// The proxy's: reads are checked (Nx's own uploads are not); refused objects are deleted
-    /// when the run may write (`writes`).
-    pub fn proxy(writes: bool) -> Self {
+    /// when the run may write (`writes`), except, when this machine's `limits` are below the
+    /// defaults, those refused for a bound: a valid artifact that other readers accept stays.
+    pub fn proxy(writes: bool, limits: ValidationLimits) -> Self {
         ValidationPolicy {
             on_get: true,
             on_put: false,
             delete_refused: writes,
-            limits: ValidationLimits::default(),
+            delete_over_limit: !limits.lowered(),
+            limits,
         }
     }
 
-    /// `serve`'s: uploads and reads are checked; refused objects are deleted.
+    /// `serve`'s: uploads and reads are checked; refused objects are deleted (its limits are
+    /// the rule for everything it stores).
     pub fn server(limits: ValidationLimits) -> Self {
         ValidationPolicy {
             on_get: true,
             on_put: true,
             delete_refused: true,
+            delete_over_limit: true,
             limits,
         }
     }
@@ -124,7 +131,10 @@ impl ValidatingStore {
 
     /// The error for a stored object that failed the check, after deleting it if so configured.
     async fn refused_on_read(&self, hash: &TaskHash, refusal: &Refusal) -> StoreError {
-        let note = if self.policy.delete_refused {
+        let over_limit = refusal.rule() == Rule::Limit;
+        let note = if self.policy.delete_refused && over_limit && !self.policy.delete_over_limit {
+            "; kept in the store (over this machine's lowered limits only)"
+        } else if self.policy.delete_refused {
             match self.inner.delete(hash).await {
                 Ok(Deleted::Removed) => "; removed from the store",
                 Ok(Deleted::Absent) => "",

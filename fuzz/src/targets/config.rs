@@ -8,8 +8,8 @@
 //! `arbitrary`: option and variable names from the known sets, values from realistic words
 //! (backends, durations, URLs, real keys) and planted secrets.
 //!
-//! Guarantees checked: no panic; a resolved configuration has timeouts within 1 s..1 h, at least
-//! one read namespace and a canonical prefix; an error names an option and says something; a
+//! Guarantees checked: no panic; a resolved configuration has timeouts within 1 s..1 h, artifact
+//! limits within their ranges, at least one read namespace and a canonical prefix; an error names an option and says something; a
 //! planted secret that the input holds only where secrets go (the key variables, `trustedKeys`,
 //! a URL's password, query or fragment) appears in no error and no description; a parsed prefix
 //! or hash is canonical; a key parser's error does not repeat the value; a whole number converts
@@ -41,6 +41,9 @@ pub const ENV_NAMES: &[&str] = &[
     SIGNING_KEY_VAR,
     ENCRYPTION_KEY_VAR,
     seal_keys::REQUIRE_SIGNATURE_VAR,
+    "NX_OPEN_CACHE_MAX_ARTIFACT_ENTRIES",
+    "NX_OPEN_CACHE_MAX_EXPANDED_SIZE",
+    "NX_OPEN_CACHE_MAX_EXPANSION_RATIO",
 ];
 
 /// Option values worth combining: what users write, and the edges of each option.
@@ -340,6 +343,13 @@ fn resolved(c: &CacheConfig) -> String {
         assert!((min..=max).contains(&secs), "timeout {t:?} out of range");
     }
     assert!(!c.namespaces.read.is_empty(), "no read namespace");
+    let l = &c.limits;
+    assert!(
+        archive::limits::ENTRIES_RANGE.contains(&l.max_entries)
+            && archive::limits::RATIO_RANGE.contains(&l.max_expansion_ratio)
+            && l.max_expanded_bytes >= 1,
+        "artifact limits out of range: {l:?}"
+    );
     assert_eq!(Prefix::parse(c.prefix.as_str()).as_ref(), Ok(&c.prefix));
     format!(
         "{} {} | {} | {} | {}",

@@ -183,8 +183,16 @@ const FCOMMENT: u8 = 0x10;
 fn parse_gzip_header(b: &[u8]) -> Result<Option<usize>, Refusal> {
     if let (Some(&m0), Some(&m1)) = (b.first(), b.get(1)) {
         if [m0, m1] != crate::archive::GZIP_MAGIC {
+            // Objects the plugin signs or encrypts start with "NXOS" (`crate::seal`): whoever
+            // reads them without the seal layer (`serve`) says so.
+            let sealed = if [m0, m1] == *b"NX" {
+                "; \"NX\" starts an object sealed by the plugin (signed or encrypted), which only \
+                 the plugin opens"
+            } else {
+                ""
+            };
             return Err(gzip_refusal(format!(
-                "not gzip: it starts with {m0:02x} {m1:02x} (a gzip stream starts with 1f 8b)"
+                "not gzip: it starts with {m0:02x} {m1:02x} (a gzip stream starts with 1f 8b){sealed}"
             )));
         }
     }

@@ -1438,13 +1438,13 @@ mod store {
     async fn a_pass_is_remembered_by_the_digest_the_store_checked() {
         // The memory is process-wide per set of limits: limits of this test's own keep other
         // tests' passes out of its counts.
-        let own = ValidationPolicy {
-            limits: ValidationLimits {
-                max_entries: 999_983,
+        let own = ValidationPolicy::proxy(
+            false,
+            ValidationLimits {
+                max_entries: 1_000_003,
                 ..ValidationLimits::default()
             },
-            ..ValidationPolicy::proxy(false)
-        };
+        );
         // From the fs store (in memory and from a file), a pass is remembered once per payload;
         // a refusal is not.
         for (seed, inline_limit) in [(6, 8 << 20), (16, 0)] {

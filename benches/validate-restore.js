@@ -15,7 +15,8 @@
  *      fresh machines (empty Nx cache and workspace data, outputs deleted): the first with a
  *      freshly started server (every object verified against its SHA-256 and, when on, checked:
  *      what the plugin's per-run proxy does), the second with the same server again (the fs store
- *      skips the SHA-256 pass for a large file it verified before; the check runs again).
+ *      skips the SHA-256 pass for a large file it verified before, and the check remembers by
+ *      SHA-256 what passed: neither runs again).
  *   4. Per restore: the server's CPU (/proc/<pid>/stat), Nx's CPU (everything it ran and waited
  *      for: the remote-cache client, extraction, copying the outputs into the workspace) and the
  *      wall time; medians, and the ratios on/off. A restore counts only if every task is a remote
@@ -316,7 +317,8 @@ before it is served: the same \`ValidatingStore\` the plugin's proxy puts in fro
 \`--check-artifacts off\`; ${o.rounds} rounds alternate which goes first. "Fresh server": the first restore
 after the server starts, so every object is also verified against its SHA-256 (what the plugin's
 proxy, started per run, does). "Same server again": a second restore from the same server, where the
-fs store skips the SHA-256 pass for large files it verified before, while the check runs again.
+fs store skips the SHA-256 pass for large files it verified before, and the check remembers the
+artifacts that passed by their SHA-256: a long-running server checks an unchanged object once.
 
 CPU from /proc: the server process (utime + stime), and Nx with everything it waited for (its
 remote-cache client, the extraction into its cache, the copy into the workspace, the project graph).
@@ -327,6 +329,22 @@ Medians of ${o.rounds}; "on / off" and the ratio on/off.
 ${rows.join('\n')}
 
 ${reading(cells, info.storedBytes)}`;
+}
+
+/**
+ * The sentence on the first restore's wall time, which the machine's load can swamp.
+ * @param {number} wall ratio on/off
+ * @param {number} cpu ratio on/off of the whole restore's CPU
+ */
+function wallReading(wall, cpu) {
+  if (wall > cpu) {
+    return `The wall time grows more (x${f2(wall)}): the server checks an artifact before it sends its first byte, so the checks
+are on the critical path, competing for 2 CPUs with Nx's extraction and with the other jobs of this
+shared machine (see the load averages).`;
+  }
+  return `The wall time (x${f2(wall)}) says more about this shared machine's load than about the check (see the
+load averages): the server checks an artifact before it sends its first byte, so on an idle machine
+the check adds to the wall time.`;
 }
 
 /**
@@ -344,13 +362,11 @@ function reading(cells, storedBytes) {
 (${f2(check / gib)} s per GiB), ${pct(check / without)} of the whole restore's CPU without it: above the
 10% aim. Nearly all of it is one more inflate of every artifact (zlib-rs; the tar header walk, the
 path map and the symlink checks come on top of it), the same inflate Nx's own client does next to
-extract, so its share cannot fall much below the share of inflating in a restore. The wall time grows
-more (x${f2(med('on, fresh server', 'wall') / med('off, fresh server', 'wall'))}): the server checks an artifact before it sends its first byte, so the checks
-are on the critical path, competing for 2 CPUs with Nx's extraction and with the other jobs of this
-shared machine (see the load averages). A long-running server checks an unchanged file again on
-every read ("same server again": ${f2(med('on, same server again', 'server'))} s against ${f2(med('off, same server again', 'server'))} s of server CPU): remembering
-checked files, as the fs store remembers verified ones, would remove that; a server that is the only
-writer of its storage can check uploads only (\`--check-artifacts uploads\`).`;
+extract, so its share cannot fall much below the share of inflating in a restore. ${wallReading(med('on, fresh server', 'wall') / med('off, fresh server', 'wall'), (med('on, fresh server', 'server') + med('on, fresh server', 'nx')) / without)} A long-running server checks an unchanged object once: it
+remembers what passed by its SHA-256, so the second restore ("same server again") costs ${f2(med('on, same server again', 'server'))} s of server
+CPU checked against ${f2(med('off, same server again', 'server'))} s unchecked (whole restore x${f2((med('on, same server again', 'server') + med('on, same server again', 'nx')) / (med('off, same server again', 'server') + med('off, same server again', 'nx')))}, wall x${f2(med('on, same server again', 'wall') / med('off, same server again', 'wall'))}). A server that is the only writer of its
+storage can check uploads only (\`--check-artifacts uploads\`), which moves the first read's cost to
+the upload.`;
 }
 
 main().catch((e) => {

@@ -27,6 +27,7 @@ const TARGETS = {
   seal_open: 150000,
   config: 4096,
   router: 65536,
+  validate: 65536,
 };
 
 /**

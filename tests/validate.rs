@@ -9,8 +9,8 @@ mod common;
 use common::noise;
 use nx_open_cache::archive::validate::Rule;
 use nx_open_cache::archive::{
-    pack_to_vec, validate_reader, validate_slice, Checked, Format, PackOptions, Refusal,
-    ValidationLimits, Validator,
+    pack_to_vec, unpack_bytes, validate_reader, validate_slice, Checked, Format, PackOptions,
+    Refusal, ValidationLimits, Validator,
 };
 use std::io::Write;
 
@@ -884,6 +884,133 @@ fn symlinks_that_escape_loop_or_reach_nx_layout_are_refused() {
         ),
     ]);
     accepted(&nx(&chain(39)));
+}
+
+/// Found by an earlier fuzzing run (a small input for it in `fuzz/regressions/validate/`): a chain
+/// listed end first was resolved link by link from the memo, each looking one level deep, and
+/// accepted at any length. Links are counted as the kernel counts them before `ELOOP`: every link
+/// followed, nested or one after another, the link itself included, at most 40.
+#[test]
+fn symlink_levels_are_counted_as_the_kernel_counts_them_in_any_order() {
+    let chain = |n: usize| -> Vec<Vec<u8>> {
+        (0..n)
+            .map(|i| link(&format!("l{i}"), &format!("l{}", i + 1)))
+            .chain([file(&format!("l{n}"), b"end")])
+            .collect()
+    };
+    let reversed = |n: usize| {
+        let mut c = chain(n);
+        c.reverse();
+        c
+    };
+    let rotated = |n: usize| {
+        let mut c = chain(n);
+        c.rotate_left(n / 2);
+        c
+    };
+    for entries in [chain(41), reversed(41), rotated(41), reversed(200)] {
+        refused(&nx(&entries), Rule::Symlink, &["more than 40 levels"]);
+    }
+    for entries in [chain(40), reversed(40), rotated(40)] {
+        accepted(&nx(&entries));
+    }
+    // One after another: `via` goes through `n` links to `.` (one-letter names: the target fits
+    // the 100-byte link name field), and counts itself.
+    let through = |n: usize| -> Vec<Vec<u8>> {
+        let names: Vec<String> = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMN"
+            .chars()
+            .take(n)
+            .map(String::from)
+            .collect();
+        names
+            .iter()
+            .map(|name| link(name, "."))
+            .chain([link("via", &names.join("/"))])
+            .collect()
+    };
+    refused(
+        &nx(&through(40)),
+        Rule::Symlink,
+        &["`via`", "more than 40 levels"],
+    );
+    accepted(&nx(&through(39)));
+    // Our own restore draws the line at the same place.
+    let dir = tempfile::tempdir().unwrap();
+    for (i, entries) in [reversed(41), through(40)].into_iter().enumerate() {
+        let e = unpack_bytes(&nx(&entries), &dir.path().join(format!("r{i}"))).unwrap_err();
+        assert!(e.message().contains("too many levels of symlinks"), "{e}");
+    }
+    for (i, entries) in [reversed(40), through(39)].into_iter().enumerate() {
+        unpack_bytes(&nx(&entries), &dir.path().join(format!("a{i}"))).unwrap();
+    }
+}
+
+/// `entry` (a header block and its data) with the header bytes at `at` replaced by `bytes`, the
+/// checksum made right again.
+fn patched(mut entry: Vec<u8>, at: usize, bytes: &[u8]) -> Vec<u8> {
+    entry[at..at + bytes.len()].copy_from_slice(bytes);
+    let mut b = [0u8; 512];
+    b.copy_from_slice(&entry[..512]);
+    sum(&mut b);
+    entry[..512].copy_from_slice(&b);
+    entry
+}
+
+/// Found by an earlier fuzzing run (a small input for it in `fuzz/regressions/validate/`): a
+/// symlink's mode field was not read at all, so a symlink whose mode is not a number was accepted,
+/// and `unpack`, which reads every entry's mode, refused the artifact.
+#[test]
+fn a_symlink_mode_field_must_be_a_number_without_special_bits() {
+    let garbage = nx(&[patched(link("dist/l", "x"), 100, b"zzzzzzz\0")]);
+    refused(
+        &garbage,
+        Rule::Tar,
+        &["`dist/l`", "mode field is not a number"],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let e = unpack_bytes(&garbage, &dir.path().join("out")).unwrap_err();
+    assert!(e.message().contains("invalid mode"), "{e}");
+    refused(
+        &nx(&[patched(link("dist/l", "x"), 100, b"0004777\0")]),
+        Rule::Mode,
+        &["`dist/l`", "setuid", "4777"],
+    );
+    // A symlink's own permissions are never used: any of them is fine.
+    for mode in [0o777, 0o755, 0o000, 0o120777] {
+        let mut h = H::new(b"dist/l", b'2', mode, 0);
+        h.link = b"x".to_vec();
+        accepted(&nx(&[h.with(b"")]));
+    }
+}
+
+/// Found by an earlier fuzzing run (a small input for it in `fuzz/regressions/validate/`): zlib-rs
+/// may notice corrupt data in one call without failing it and fail the next call with "repeated
+/// call with bad state", so the reason for a corrupt deflate stream depended on how the payload was
+/// cut. Every corruption here is refused with one reason whatever the chunking (`verdict_with`
+/// feeds whole, 1 byte, odd sizes).
+#[test]
+fn corrupt_deflate_data_is_refused_with_one_reason_whatever_the_chunking() {
+    let lines: Vec<u8> = (0..20_000u32)
+        .flat_map(|i| format!("line {i} {}\n", i * 7919 % 1000).into_bytes())
+        .collect();
+    let a = nx(&[file("dist/log.txt", &lines)]);
+    let mut gzip = 0;
+    for i in 0..150 {
+        let mut bad = a.clone();
+        let at = 20 + (i * 7919) % (a.len() - 40);
+        bad[at] ^= 1 << (i % 8);
+        let Err(r) = verdict_with(&bad, &limits()) else {
+            continue;
+        };
+        if r.rule() == Rule::Gzip {
+            gzip += 1;
+            assert!(
+                !r.reason().contains("bad state"),
+                "the decoder's state leaks into the reason: {r}"
+            );
+        }
+    }
+    assert!(gzip > 50, "only {gzip} corruptions refused as gzip");
 }
 
 // ---------------------------------------------------------------------------- extension headers

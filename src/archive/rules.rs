@@ -14,6 +14,11 @@ pub const MAX_PATH_BYTES: usize = 3840;
 /// restore with `ENAMETOOLONG`.
 pub const MAX_COMPONENT_BYTES: usize = 255;
 
+/// The most symlinks followed to resolve one path, as the kernel counts them (Linux
+/// `MAXSYMLINKS`: every link followed, nested or one after another, the first one included); one
+/// more and the path fails with `ELOOP`.
+pub const MAX_SYMLINK_LEVELS: u32 = 40;
+
 /// What an entry is, once its type flag is accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EntryKind {

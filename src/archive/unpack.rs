@@ -294,7 +294,8 @@ impl Resolver<'_> {
                     cur.push(name);
                     if let Some(next) = self.link_at(&cur)? {
                         *hops += 1;
-                        if *hops > 40 {
+                        // The link being resolved counts too, as the kernel counts it.
+                        if *hops + 1 > rules::MAX_SYMLINK_LEVELS as usize {
                             return Ok(Err(format!(
                                 "its target `{raw}`: too many levels of symlinks"
                             )));

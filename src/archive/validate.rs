@@ -27,7 +27,8 @@
 //!    root (`./`); a name ending in `/` is a directory.
 //! 5. **entry types**: regular files, directories and symlinks only; hard links, character and
 //!    block devices, FIFOs, sparse files, PAX global headers and every other type are refused.
-//! 6. **modes**: no setuid, setgid or sticky bit; directories are readable, writable and
+//! 6. **modes**: every entry's mode field is a number (symlinks included: `unpack` reads it for
+//!    every entry), with no setuid, setgid or sticky bit; directories are readable, writable and
 //!    searchable by their owner and files readable by their owner (otherwise the restore fails
 //!    for a user who is not root).
 //! 7. **one entry per path**: no duplicate (directories included), no entry below a file or a
@@ -35,10 +36,12 @@
 //!    (whatever the order of the entries).
 //! 8. **symlinks**: the target is relative (no `/`, no drive letter), not empty, at most
 //!    `max_path_bytes`; resolved from the link's directory, following the archive's other
-//!    symlinks (chains; a loop or more than 40 levels is refused), it stays inside the archive
-//!    root and never reaches or goes through `terminalOutput` or `code`. `..` may only step out of
-//!    a directory of the archive (not out of a path the archive does not hold, which could be a
-//!    symlink on the machine that restores it).
+//!    symlinks (chains; a loop, or more than 40 symlinks followed in all, the link itself
+//!    included, as the kernel counts them before `ELOOP`, is refused, whatever the order of the
+//!    entries), it stays inside the archive root and never reaches or goes through
+//!    `terminalOutput` or `code`. `..` may only step out of a directory of the archive (not out
+//!    of a path the archive does not hold, which could be a symlink on the machine that restores
+//!    it).
 //! 9. **extension headers**: GNU long names (`L`) and long link names (`K`), and PAX headers
 //!    (`x`, keys `path`, `linkpath`, `size`; others ignored) are read and their values checked
 //!    like the header fields they replace. Refused as ambiguous (readers disagree on them): a
@@ -238,11 +241,11 @@ impl Validator {
     }
 
     /// The verdict, once every byte was fed.
-    pub fn finish(self) -> Result<Checked, Refusal> {
+    pub fn finish(mut self) -> Result<Checked, Refusal> {
         if let Some(r) = self.refused {
             return Err(r);
         }
-        self.gz.finish(self.fed)?;
+        self.gz.finish(self.fed, &mut self.tar)?;
         if !self.known_len {
             let bound = expansion_bound(&self.limits, self.fed);
             if self.tar.expanded > bound.bytes {

@@ -6,12 +6,12 @@
 //! The bodies check more than "no panic": each states the guarantee it holds the code to (an
 //! envelope is accepted only as `seal` writes it; nothing is written outside an unpack's
 //! destination; a sealed object is served only when its seal checks out; no secret in an error;
-//! every answer of the server is one of its documented statuses).
+//! every answer of the server is one of its documented statuses; an artifact check gives one
+//! verdict however the bytes are cut, and what it accepts restores).
 //!
-//! Adding a target (artifact validation is the next one: its seeds are the archives of `unpack`):
-//! a module here with `run`, a line in [`TARGETS`] and in `seeds::seeds`, a `[[bin]]` in
-//! `fuzz/Cargo.toml` with its `fuzz_targets/<name>.rs`, a corpus directory, and its input size
-//! limit in `scripts/fuzz.js`. `tests/fuzz_corpus.rs` picks it up from [`TARGETS`].
+//! Adding a target: a module here with `run`, a line in [`TARGETS`] and in `seeds::seeds`, a
+//! `[[bin]]` in `fuzz/Cargo.toml` with its `fuzz_targets/<name>.rs`, a corpus directory, and its
+//! input size limit in `scripts/fuzz.js`. `tests/fuzz_corpus.rs` picks it up from [`TARGETS`].
 
 pub mod config;
 pub mod envelope;
@@ -19,6 +19,7 @@ pub mod router;
 pub mod seal_open;
 pub mod seeds;
 pub mod unpack;
+pub mod validate;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
@@ -40,6 +41,7 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("seal_open", seal_open::run),
     ("config", config::run),
     ("router", router::run),
+    ("validate", validate::run),
 ];
 
 /// The body of the target `name`, if there is one.

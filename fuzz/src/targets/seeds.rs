@@ -1,7 +1,8 @@
 //! Realistic starting inputs for each target, made with the project's own writers: envelopes
 //! from `envelope::seal`, Nx artifacts from `archive::pack_to_vec` (gzip, as Nx writes them, and
-//! zstd), hostile archives forged entry by entry, sealed objects from the seal writer, option sets
-//! from the README, and the requests Nx sends. `tests/fuzz_corpus.rs` runs them through the bodies
+//! zstd), hostile archives forged entry by entry (for `unpack` and `validate`, which also gets
+//! the shapes its rules are about), sealed objects from the seal writer, option sets from the
+//! README, and the requests Nx sends. `tests/fuzz_corpus.rs` runs them through the bodies
 //! and writes them into the working corpus `fuzz/target/corpus/<target>/` on request.
 
 use super::{block_on, seal_open, MemoryStore};
@@ -27,6 +28,7 @@ pub fn seeds(name: &str) -> Vec<(String, Vec<u8>)> {
         "seal_open" => named("sealed", sealed_objects()),
         "config" => named("options", option_sets()),
         "router" => named("requests", requests()),
+        "validate" => named("validation", validations()),
         _ => Vec::new(),
     }
 }
@@ -137,6 +139,104 @@ fn archives() -> Vec<Vec<u8>> {
         gzip_tar(&[file("dup"), file("dup"), out(), code()]),
         gzip_tar(&[out()]),
     ]
+}
+
+/// `entry` (one header block and its data) with the header bytes at `at` replaced by `bytes` and
+/// the checksum made right again.
+fn patched(mut entry: Vec<u8>, at: usize, bytes: &[u8]) -> Vec<u8> {
+    entry[at..at + bytes.len()].copy_from_slice(bytes);
+    let mut h = tar::Header::new_old();
+    h.as_mut_bytes().copy_from_slice(&entry[..512]);
+    h.set_cksum();
+    entry[..512].copy_from_slice(h.as_bytes());
+    entry
+}
+
+/// The archives of `unpack`, and the shapes the validator's rules are about: extension headers,
+/// symlink chains in either order, symlink mode fields, corrupt and cut compressed data.
+fn validations() -> Vec<Vec<u8>> {
+    let out = || raw("terminalOutput", b'0', "", 0o644, b"done\n");
+    let code = || raw("code", b'0', "", 0o644, &0u32.to_be_bytes());
+    let link = |name: &str, target: &str| raw(name, b'2', target, 0o777, b"");
+    let with = |mut entries: Vec<Vec<u8>>| {
+        entries.extend([out(), code()]);
+        gzip_tar(&entries)
+    };
+    let chain = |n: usize| -> Vec<Vec<u8>> {
+        (0..n)
+            .map(|i| link(&format!("l{i}"), &format!("l{}", i + 1)))
+            .chain([raw(&format!("l{n}"), b'0', "", 0o644, b"end")])
+            .collect()
+    };
+    let pax = |records: &str| {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::XHeader);
+        h.set_size(records.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        let mut v = h.as_bytes().to_vec();
+        v.extend_from_slice(records.as_bytes());
+        v.resize(v.len().div_ceil(512) * 512, 0);
+        v
+    };
+    let long_name = |name: &str| {
+        let mut h = tar::Header::new_gnu();
+        h.as_mut_bytes()[..13].copy_from_slice(b"././@LongLink");
+        h.set_entry_type(tar::EntryType::GNULongName);
+        h.set_size(name.len() as u64 + 1);
+        h.set_cksum();
+        let mut v = h.as_bytes().to_vec();
+        v.extend_from_slice(name.as_bytes());
+        v.push(0);
+        v.resize(v.len().div_ceil(512) * 512, 0);
+        v
+    };
+    let valid = with(vec![
+        raw("dist", b'5', "", 0o755, b""),
+        raw("dist/a.js", b'0', "", 0o644, &[b'a'; 3000]),
+        link("dist/b.js", "a.js"),
+    ]);
+    let mut corrupt = valid.clone();
+    let mid = corrupt.len() / 2;
+    corrupt[mid] ^= 0x55;
+    let mut trailing = valid.clone();
+    trailing.extend_from_slice(b"\0junk");
+    let mut reversed = chain(45);
+    reversed.reverse();
+    let mut out_of_order = chain(30);
+    out_of_order.rotate_left(15);
+    let mut seeds = archives();
+    seeds.extend([
+        valid.clone(),
+        corrupt,
+        valid[..valid.len() - 5].to_vec(),
+        trailing,
+        with(chain(39)),
+        with(chain(41)),
+        with(reversed),
+        with(out_of_order),
+        with(vec![patched(link("dist/l", "x"), 100, b"zzzzzzz\0")]),
+        with(vec![patched(link("dist/l", "x"), 100, b"0004777\0")]),
+        with(vec![patched(
+            raw("dist/f", b'0', "", 0o644, b"x"),
+            100,
+            b"\0\0\0\0\0\0\0\0",
+        )]),
+        with(vec![
+            pax("20 path=dist/pax.js\n"),
+            raw("ignored", b'0', "", 0o644, b"x"),
+        ]),
+        with(vec![
+            long_name(&format!("dist/{}/x.js", "d".repeat(120))),
+            raw("cut", b'0', "", 0o644, b"x"),
+        ]),
+        with(vec![
+            raw("./", b'5', "", 0o755, b""),
+            link("up", ".."),
+            link("dangling", "dist/missing/deeper"),
+        ]),
+    ]);
+    seeds
 }
 
 /// The artifact sealed by a writer with `config`.

@@ -25,24 +25,29 @@ use std::path::{Component, Path, PathBuf};
 pub const MAX_EXPANDED: u64 = 4 << 20;
 
 /// The scratch directory sits this deep inside the jail, so that `../` escapes land in the jail.
-const DEPTH: [&str; 8] = ["1", "2", "3", "4", "5", "6", "7", "8"];
+pub(crate) const DEPTH: [&str; 8] = ["1", "2", "3", "4", "5", "6", "7", "8"];
 
 pub fn run(data: &[u8]) {
     if expanded_len(data) > MAX_EXPANDED {
         return;
     }
-    let jail = super::scratch();
-    let mut scratch = jail.path().to_path_buf();
-    scratch.extend(DEPTH);
-    let scratch = scratch.join("scratch");
-    fs::create_dir_all(&scratch).expect("create the scratch directory");
-
+    let (jail, scratch) = jail();
     into_new_destination(data, jail.path(), &scratch);
     make_traversable(&scratch);
     fs::remove_dir_all(&scratch).expect("clean the scratch directory");
     fs::create_dir(&scratch).expect("create the scratch directory");
     into_existing_destination(data, jail.path(), &scratch);
     make_traversable(jail.path());
+}
+
+/// A fresh jail directory and the empty scratch directory [`DEPTH`] levels inside it.
+pub(crate) fn jail() -> (tempfile::TempDir, PathBuf) {
+    let jail = super::scratch();
+    let mut scratch = jail.path().to_path_buf();
+    scratch.extend(DEPTH);
+    let scratch = scratch.join("scratch");
+    fs::create_dir_all(&scratch).expect("create the scratch directory");
+    (jail, scratch)
 }
 
 fn into_new_destination(data: &[u8], jail: &Path, scratch: &Path) {
@@ -93,7 +98,7 @@ fn into_existing_destination(data: &[u8], jail: &Path, scratch: &Path) {
 }
 
 /// The jail holds the directories down to `scratch` and nothing else.
-fn only_the_path_to(jail: &Path, scratch: &Path) {
+pub(crate) fn only_the_path_to(jail: &Path, scratch: &Path) {
     let mut dir = jail.to_path_buf();
     for (i, name) in DEPTH.iter().chain(["scratch"].iter()).enumerate() {
         assert_eq!(
@@ -108,7 +113,7 @@ fn only_the_path_to(jail: &Path, scratch: &Path) {
 
 /// Checks a successful unpack: what it reports exists, no special mode bits, no symlink out.
 /// `preexisting_links` are links the harness made (one points outside on purpose).
-fn restored(data: &[u8], dest: &Path, unpacked: &Unpacked, preexisting_links: &[&str]) {
+pub(crate) fn restored(data: &[u8], dest: &Path, unpacked: &Unpacked, preexisting_links: &[&str]) {
     assert_eq!(Some(unpacked.format), Format::detect(data));
     make_traversable(dest);
     for f in &unpacked.files {
@@ -135,7 +140,7 @@ fn restored(data: &[u8], dest: &Path, unpacked: &Unpacked, preexisting_links: &[
 /// Whether the symlink at `dest/rel` resolves inside `dest`: its target taken component by
 /// component from the link's directory, following symlinks found on disk (with a hop limit: a
 /// loop never resolves anywhere), a missing tail taken as written.
-fn resolves_inside(dest: &Path, rel: &Path) -> bool {
+pub(crate) fn resolves_inside(dest: &Path, rel: &Path) -> bool {
     let Ok(target) = fs::read_link(dest.join(rel)) else {
         return true;
     };
@@ -190,7 +195,7 @@ fn steps(p: &Path) -> VecDeque<Step> {
 }
 
 /// Every entry below `root` (not following symlinks), relative to it.
-fn walk(root: &Path) -> Vec<(PathBuf, fs::Metadata)> {
+pub(crate) fn walk(root: &Path) -> Vec<(PathBuf, fs::Metadata)> {
     let mut out = Vec::new();
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {
@@ -242,7 +247,7 @@ fn snapshot(root: &Path) -> BTreeMap<PathBuf, Snap> {
 
 /// Gives the owner rwx on every directory below `root` (keeping the other bits), so that the
 /// checks can read them and the scratch directory can be removed also when not running as root.
-fn make_traversable(root: &Path) {
+pub(crate) fn make_traversable(root: &Path) {
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
         if let Ok(meta) = fs::symlink_metadata(&dir) {
@@ -262,7 +267,7 @@ fn make_traversable(root: &Path) {
     }
 }
 
-fn names(dir: &Path) -> BTreeSet<String> {
+pub(crate) fn names(dir: &Path) -> BTreeSet<String> {
     fs::read_dir(dir)
         .map(|entries| {
             entries
@@ -273,7 +278,7 @@ fn names(dir: &Path) -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
-fn set(names: &[&str]) -> BTreeSet<String> {
+pub(crate) fn set(names: &[&str]) -> BTreeSet<String> {
     names.iter().map(|s| s.to_string()).collect()
 }
 

@@ -32,6 +32,13 @@ fn gzip_refusal(reason: impl Into<String>) -> Refusal {
     Refusal::new(Rule::Gzip, reason)
 }
 
+/// Corrupt deflate data, in one reason whatever the decoder said: its own message depends on
+/// how the input was cut (zlib-rs may notice bad data in one call, return without an error, and
+/// report "repeated call with bad state" on the next call), and a verdict must not.
+fn corrupt() -> Refusal {
+    gzip_refusal("the compressed data is corrupt (invalid deflate data)")
+}
+
 impl Gunzip {
     pub(super) fn new() -> Gunzip {
         Gunzip {
@@ -55,9 +62,7 @@ impl Gunzip {
                         if ended {
                             self.stage = GzStage::Trailer;
                         } else if used < data.len() {
-                            return Err(gzip_refusal(
-                                "the compressed data is corrupt (the decoder stopped)",
-                            ));
+                            return Err(corrupt());
                         }
                         used
                     }
@@ -109,8 +114,7 @@ impl Gunzip {
                 self.crc.update(produced);
                 tar.push(produced)?;
             }
-            let status = result
-                .map_err(|e| gzip_refusal(format!("the compressed data is corrupt ({e})")))?;
+            let status = result.map_err(|_| corrupt())?;
             if status == Status::StreamEnd {
                 return Ok((used, true));
             }
@@ -121,9 +125,7 @@ impl Gunzip {
                 return Ok((used, false));
             }
             if took == 0 && made == 0 {
-                return Err(gzip_refusal(
-                    "the compressed data is corrupt (the decoder made no progress)",
-                ));
+                return Err(corrupt());
             }
         }
     }
@@ -156,7 +158,17 @@ impl Gunzip {
         Ok(take)
     }
 
-    pub(super) fn finish(&self, fed: u64) -> Result<(), Refusal> {
+    /// The verdict on the gzip framing once every byte was fed; `tar` gets what a last call to
+    /// the decoder still makes.
+    pub(super) fn finish(&mut self, fed: u64, tar: &mut Tar) -> Result<(), Refusal> {
+        if self.stage == GzStage::Body {
+            // The input ran out inside the deflate data: ask the decoder once more, with nothing,
+            // so that data it already found corrupt is refused as corrupt (as it is when more
+            // bytes follow) and not as truncated.
+            if self.inflate(&[], tar)?.1 {
+                self.stage = GzStage::Trailer;
+            }
+        }
         match self.stage {
             GzStage::Done => Ok(()),
             GzStage::Header if fed == 0 => Err(gzip_refusal("it is empty (0 bytes)")),

@@ -351,9 +351,7 @@ impl Tar {
                 "only a directory can name the archive root",
             ));
         }
-        if kind != EntryKind::Symlink {
-            check_mode(b, kind).map_err(|(rule, why)| Refusal::entry(rule, name, why))?;
-        }
+        check_mode(b, kind).map_err(|(rule, why)| Refusal::entry(rule, name, why))?;
         let target = if kind == EntryKind::Symlink {
             rules::check_link_target(link, self.max_path)
                 .map_err(|why| Refusal::entry(Rule::Symlink, name, why))?;
@@ -666,7 +664,9 @@ fn parse_pax(mut data: &[u8]) -> Result<Pax, String> {
     Ok(pax)
 }
 
-/// Mode rules for files and directories; the error carries its rule.
+/// Mode rules; the error carries its rule. Every entry's mode field must be a number (the
+/// restore reads it whatever the entry type) without setuid, setgid or sticky bits; the owner's
+/// permissions matter for files and directories only (a symlink's own mode is never used).
 fn check_mode(b: &[u8; BLOCK], kind: EntryKind) -> Result<(), (Rule, String)> {
     let mode = octal(&b[100..108])
         .ok_or((Rule::Tar, "its mode field is not a number".to_owned()))?

@@ -3,7 +3,7 @@
 //! paths.
 
 use super::{Refusal, Rule};
-use crate::archive::rules::{shown, EntryKind};
+use crate::archive::rules::{self, shown, EntryKind};
 use std::collections::HashMap;
 
 /// What is at a path of the archive.
@@ -39,8 +39,9 @@ impl Node {
 }
 
 const ROOT: u32 = 0;
-/// Symlink levels followed before a resolution is refused (the kernel's own limit).
-const MAX_LINK_DEPTH: u32 = 40;
+/// Symlinks followed to resolve one symlink, itself included, before it is refused: the kernel's
+/// own limit, counted as the kernel counts (every link followed, nested or one after another).
+const MAX_LINK_DEPTH: u32 = rules::MAX_SYMLINK_LEVELS;
 /// Path components walked while resolving all symlinks of one archive before it is refused.
 const LINK_BUDGET: u64 = 16 << 20;
 
@@ -224,10 +225,20 @@ struct Pos {
     beyond: u32,
 }
 
+/// Where a symlink resolves to, and how many symlinks (itself included) were followed to get
+/// there.
+type Resolved = (Pos, u32);
+
+fn too_many_levels() -> String {
+    format!("more than {MAX_LINK_DEPTH} levels of symlinks")
+}
+
 struct Resolver<'a> {
     tree: &'a mut Tree,
     links: &'a [Link],
-    memo: Vec<Option<Result<Pos, String>>>,
+    /// Each link's resolution, reused when another link goes through it: its count of links
+    /// followed is reused with it, so a chain costs the same whatever the order of its entries.
+    memo: Vec<Option<Result<Resolved, String>>>,
     active: Vec<bool>,
     depth: u32,
     budget: u64,
@@ -235,15 +246,16 @@ struct Resolver<'a> {
 
 impl Resolver<'_> {
     /// Where link `index` points, following the archive's other links.
-    fn resolve(&mut self, index: usize) -> Result<Pos, String> {
+    fn resolve(&mut self, index: usize) -> Result<Resolved, String> {
         if let Some(Some(done)) = self.memo.get(index) {
             return done.clone();
         }
         if self.active.get(index) == Some(&true) {
             return Err("a symlink loop".into());
         }
+        // Nested resolutions each follow at least one link: this bounds the recursion too.
         if self.depth >= MAX_LINK_DEPTH {
-            return Err(format!("more than {MAX_LINK_DEPTH} levels of symlinks"));
+            return Err(too_many_levels());
         }
         let Some(link) = self.links.get(index) else {
             return Err("an unknown symlink".into());
@@ -267,7 +279,11 @@ impl Resolver<'_> {
         result
     }
 
-    fn walk(&mut self, mut pos: Pos, target: &[u8]) -> Result<Pos, String> {
+    /// Resolves `target` from `pos` for a link: the place, and the links followed (the link
+    /// itself, counted first, and every link its target goes through, with the links those go
+    /// through).
+    fn walk(&mut self, mut pos: Pos, target: &[u8]) -> Result<Resolved, String> {
+        let mut followed = 1u32;
         for comp in target.split(|c| *c == b'/') {
             self.budget = self
                 .budget
@@ -286,24 +302,34 @@ impl Resolver<'_> {
                     }
                     pos.node = self.tree.parent(pos.node);
                 }
-                name => pos = self.step(pos, name)?,
+                name => {
+                    let (next, links) = self.step(pos, name)?;
+                    followed = followed.saturating_add(links);
+                    if followed > MAX_LINK_DEPTH {
+                        return Err(too_many_levels());
+                    }
+                    pos = next;
+                }
             }
         }
-        Ok(pos)
+        Ok((pos, followed))
     }
 
-    fn step(&mut self, pos: Pos, name: &[u8]) -> Result<Pos, String> {
+    /// One component from `pos`: the place it leads to, and the links followed on the way.
+    fn step(&mut self, pos: Pos, name: &[u8]) -> Result<Resolved, String> {
         if pos.beyond > 0 || self.tree.kind(pos.node) == Node::File {
-            return Ok(Pos {
+            let beyond = Pos {
                 node: pos.node,
                 beyond: pos.beyond + 1,
-            });
+            };
+            return Ok((beyond, 0));
         }
         let Some(id) = self.tree.child(pos.node, name) else {
-            return Ok(Pos {
+            let beyond = Pos {
                 node: pos.node,
                 beyond: 1,
-            });
+            };
+            return Ok((beyond, 0));
         };
         match self.tree.kind(id) {
             Node::Reserved => Err(format!(
@@ -311,10 +337,13 @@ impl Resolver<'_> {
                 shown(name)
             )),
             Node::Symlink(index) => self.resolve(index as usize),
-            _ => Ok(Pos {
-                node: id,
-                beyond: 0,
-            }),
+            _ => Ok((
+                Pos {
+                    node: id,
+                    beyond: 0,
+                },
+                0,
+            )),
         }
     }
 }

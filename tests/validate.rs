@@ -1518,10 +1518,12 @@ mod store {
         );
     }
 
-    /// A store that hands out whatever payload it was given, claiming `digest` for it.
+    /// A store that hands out whatever payload it was given (in memory, or from a file when
+    /// `file`), claiming `digest` for it.
     struct Claims {
         payload: std::sync::Mutex<Vec<u8>>,
         digest: Option<[u8; 32]>,
+        file: bool,
     }
 
     impl Store for Claims {
@@ -1533,10 +1535,21 @@ mod store {
             Result<Option<nx_open_cache::store::Artifact>, nx_open_cache::store::StoreError>,
         > {
             let bytes = self.payload.lock().unwrap().clone();
+            let len = bytes.len() as u64;
+            let body = if self.file {
+                use std::io::{Seek, Write};
+                let mut f = tempfile::tempfile().unwrap();
+                f.write_all(b"header").unwrap();
+                f.write_all(&bytes).unwrap();
+                f.seek(std::io::SeekFrom::Start(6)).unwrap();
+                nx_open_cache::store::ArtifactBody::File { file: f, offset: 6 }
+            } else {
+                nx_open_cache::store::ArtifactBody::Memory(bytes.into())
+            };
             Box::pin(async move {
                 Ok(Some(nx_open_cache::store::Artifact {
-                    len: bytes.len() as u64,
-                    body: nx_open_cache::store::ArtifactBody::Memory(bytes.into()),
+                    len,
+                    body,
                     digest: self.digest,
                 }))
             })
@@ -1608,17 +1621,20 @@ mod store {
             assert_eq!(next.remembered(), before + 1);
         }
 
-        // What the memory trusts: the store's claim. A store that lies about the digest gets its
-        // bytes through once the digest has passed; a store that claims none is checked each time.
+        // What the memory trusts: for bytes in memory (immutable once the store hashed them), the
+        // store's claim. A store that lies about the digest gets its bytes through once the digest
+        // has passed; a store that claims none is checked each time.
         let good = artifact(1000, 7);
-        let d = {
+        let sha = |b: &[u8]| {
             let mut h = nx_open_cache::envelope::PayloadDigest::new();
-            h.update(&good);
+            h.update(b);
             h.finish().1
         };
+        let d = sha(&good);
         let lying = Arc::new(Claims {
             payload: std::sync::Mutex::new(good.clone()),
             digest: Some(d),
+            file: false,
         });
         let s = ValidatingStore::new(lying.clone(), own.clone());
         assert_eq!(read_all(s.get(&hash("32")).await.unwrap().unwrap()), good);
@@ -1631,6 +1647,7 @@ mod store {
         let honest = Arc::new(Claims {
             payload: std::sync::Mutex::new(good.clone()),
             digest: None,
+            file: false,
         });
         let s = ValidatingStore::new(honest.clone(), own.clone());
         let before = s.remembered();
@@ -1641,6 +1658,40 @@ mod store {
             s.get(&hash("33")).await.unwrap_err().kind,
             ErrorKind::Refused
         );
+
+        // A file may be rewritten between the store's hashing pass and the check: a pass is
+        // remembered only for the digest of the bytes the check read. A valid artifact read from
+        // a file under another artifact's digest passes but is not remembered, so the other
+        // artifact's digest later brings no unchecked bytes through.
+        let other = artifact(1000, 8);
+        let swapped = Arc::new(Claims {
+            payload: std::sync::Mutex::new(good.clone()),
+            digest: Some(sha(&other)),
+            file: true,
+        });
+        let s = ValidatingStore::new(swapped.clone(), own.clone());
+        let before = s.remembered();
+        assert_eq!(read_all(s.get(&hash("34")).await.unwrap().unwrap()), good);
+        assert_eq!(
+            s.remembered(),
+            before,
+            "a digest that is not the bytes' is not remembered"
+        );
+        *swapped.payload.lock().unwrap() = hostile();
+        assert_eq!(
+            s.get(&hash("34")).await.unwrap_err().kind,
+            ErrorKind::Refused
+        );
+        // From a file whose bytes are the claimed digest's, the pass is remembered.
+        let honest_file = Arc::new(Claims {
+            payload: std::sync::Mutex::new(other.clone()),
+            digest: Some(sha(&other)),
+            file: true,
+        });
+        let s = ValidatingStore::new(honest_file, own.clone());
+        let before = s.remembered();
+        assert_eq!(read_all(s.get(&hash("35")).await.unwrap().unwrap()), other);
+        assert_eq!(s.remembered(), before + 1);
     }
 }
 

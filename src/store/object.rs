@@ -625,10 +625,12 @@ impl ObjectStoreBackend {
             std::process::id(),
             hex::encode(rand)
         ));
-        let file = tokio::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
+        let mut options = tokio::fs::OpenOptions::new();
+        options.read(true).write(true).create_new(true);
+        // Owner-only: nobody else may change what is about to be checked and served.
+        #[cfg(unix)]
+        options.mode(0o600);
+        let file = options
             .open(&path)
             .await
             .map_err(|e| fail("create a file in", e))?;

@@ -116,11 +116,12 @@ impl ValidatingStore {
         if digest.is_some_and(|d| self.passed.passed(&d)) {
             return Ok(Some(artifact));
         }
-        let (mut artifact, verdict) = check_artifact(artifact, &self.policy.limits).await?;
+        let (mut artifact, verdict, vouched) =
+            check_artifact(artifact, &self.policy.limits).await?;
         artifact.digest = digest;
         match verdict {
             Ok(()) => {
-                if let Some(d) = digest {
+                if let Some(d) = vouched {
                     self.passed.remember(d);
                 }
                 Ok(Some(artifact))
@@ -187,25 +188,41 @@ impl ValidatingStore {
     }
 }
 
-/// Checks a verified artifact; returns it (a file rewound to its payload) with the verdict.
+/// What [`check_artifact`] found: the artifact (a file rewound to its payload), the verdict, and
+/// the digest that vouches for exactly the bytes checked, if any.
+type Checked = (Artifact, Result<(), Refusal>, Option<[u8; 32]>);
+
+/// Checks a verified artifact. The digest that may be remembered for a pass: the store's for
+/// bytes in memory (immutable, hashed by the store itself); for a file, which others may write
+/// between the store's hashing pass and this one, only a digest computed over the bytes this
+/// check read, and only when it equals the store's.
 async fn check_artifact(
     artifact: Artifact,
     limits: &ValidationLimits,
-) -> Result<(Artifact, Result<(), Refusal>), StoreError> {
+) -> Result<Checked, StoreError> {
     let len = artifact.len;
+    let claimed = artifact.digest;
     match artifact.body {
         ArtifactBody::Memory(bytes) if len <= ON_WORKER_LIMIT => {
             let verdict = validate_slice(&bytes, limits).map(|_| ());
-            Ok((memory(bytes), verdict))
+            Ok((memory(bytes), verdict, claimed))
         }
         body => {
+            // Checks of stored objects beyond the small ones take turns, as many at once as there
+            // are CPUs: they are CPU-bound, and each holds its archive's path map (about 120 bytes
+            // per path) while it runs.
+            let _turn = check_turns().acquire().await.map_err(|e| {
+                StoreError::new(ErrorKind::Unavailable, format!("artifact check: {e}"))
+            })?;
             let limits = limits.clone();
             tokio::task::spawn_blocking(move || match body {
                 ArtifactBody::Memory(bytes) => {
                     let verdict = validate_slice(&bytes, &limits).map(|_| ());
-                    Ok((memory(bytes), verdict))
+                    Ok((memory(bytes), verdict, claimed))
                 }
-                ArtifactBody::File { file, offset } => check_file(file, offset, len, &limits),
+                ArtifactBody::File { file, offset } => {
+                    check_file(file, offset, len, &limits, claimed)
+                }
             })
             .await
             .map_err(|e| {
@@ -218,6 +235,15 @@ async fn check_artifact(
     }
 }
 
+/// The process's turns for checking stored objects (see [`check_artifact`]).
+fn check_turns() -> &'static tokio::sync::Semaphore {
+    static TURNS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    TURNS.get_or_init(|| {
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        tokio::sync::Semaphore::new(cpus.max(2))
+    })
+}
+
 fn memory(bytes: Bytes) -> Artifact {
     Artifact {
         len: bytes.len() as u64,
@@ -226,13 +252,15 @@ fn memory(bytes: Bytes) -> Artifact {
     }
 }
 
-/// Reads `len` payload bytes from `offset`, checks them, and rewinds the file to `offset`.
+/// Reads `len` payload bytes from `offset`, checks them (hashing them too when the store claims a
+/// digest), and rewinds the file to `offset`.
 fn check_file(
     mut file: std::fs::File,
     offset: u64,
     len: u64,
     limits: &ValidationLimits,
-) -> Result<(Artifact, Result<(), Refusal>), StoreError> {
+    claimed: Option<[u8; 32]>,
+) -> Result<Checked, StoreError> {
     let fail = |e: std::io::Error| {
         StoreError::new(
             ErrorKind::Unavailable,
@@ -240,9 +268,26 @@ fn check_file(
         )
     };
     file.seek(SeekFrom::Start(offset)).map_err(fail)?;
-    let verdict = validate_reader((&mut file).take(len), limits, Some(len))
+    let mut reader = Hashing {
+        inner: (&mut file).take(len),
+        digest: claimed.map(|_| crate::envelope::PayloadDigest::new()),
+    };
+    let verdict = validate_reader(&mut reader, limits, Some(len))
         .map_err(fail)?
         .map(|_| ());
+    // A pass has read the payload to its end; anything left (there should be nothing) is hashed
+    // too, so the digest covers exactly `len` bytes or does not match.
+    let vouched = match (&verdict, claimed) {
+        (Ok(()), Some(claimed)) => {
+            std::io::copy(&mut reader, &mut std::io::sink()).map_err(fail)?;
+            reader
+                .digest
+                .map(|d| d.finish())
+                .filter(|(n, d)| *n == len && *d == claimed)
+                .map(|(_, d)| d)
+        }
+        _ => None,
+    };
     file.seek(SeekFrom::Start(offset)).map_err(fail)?;
     Ok((
         Artifact {
@@ -251,7 +296,24 @@ fn check_file(
             digest: None,
         },
         verdict,
+        vouched,
     ))
+}
+
+/// A reader that hashes what passes through it (when it has a digest to feed).
+struct Hashing<R> {
+    inner: R,
+    digest: Option<crate::envelope::PayloadDigest>,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let (Some(d), Some(read)) = (self.digest.as_mut(), buf.get(..n)) {
+            d.update(read);
+        }
+        Ok(n)
+    }
 }
 
 /// An upload on its way to the inner store, checked chunk by chunk.

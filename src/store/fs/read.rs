@@ -64,6 +64,14 @@ impl Verified {
         self.files.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Whether two stats of a file show the same state (same file, size, mtime and ctime).
+    fn unchanged(before: &std::fs::Metadata, after: &std::fs::Metadata) -> bool {
+        matches!(
+            (Self::key_and_print(before), Self::key_and_print(after)),
+            (Some(a), Some(b)) if a == b
+        )
+    }
+
     fn matches(&self, meta: &std::fs::Metadata) -> bool {
         Self::key_and_print(meta).is_some_and(|(key, print)| self.lock().get(&key) == Some(&print))
     }
@@ -215,10 +223,18 @@ impl FsStore {
         }
         file.seek(SeekFrom::Start(HEADER_LEN as u64))
             .map_err(read_err)?;
+        // Remembered only when nothing wrote the file during the hashing pass (its state after
+        // the pass is the one it was opened in), so the bytes that passed are the bytes a later
+        // read finds under that state.
+        let still = file
+            .metadata()
+            .is_ok_and(|after| Verified::unchanged(meta, &after));
         record_access(&file, meta);
         // After the access mark (which changes mtime and ctime): that is the state that passed.
-        if let Ok(now) = file.metadata() {
-            self.verified.remember(&now);
+        if still {
+            if let Ok(now) = file.metadata() {
+                self.verified.remember(&now);
+            }
         }
         Ok(Some(Artifact {
             len,

@@ -2,8 +2,11 @@
 //! objects again and again, and the check (one more inflate of every artifact) need not run twice
 //! over bytes it already passed.
 //!
-//! Only a digest the store checked the bytes against is remembered ([`crate::store::Artifact`]'s
-//! `digest`), and only a pass: a refused object is removed or refused again at its next read.
+//! Only a digest that describes exactly the bytes checked is remembered, and only a pass (a
+//! refused object is removed or refused again at its next read): for bytes in memory, the digest
+//! the store computed over them ([`crate::store::Artifact`]'s `digest`); for a file, which other
+//! writers of the store may change after the store's hashing pass, the digest of the bytes the
+//! check itself read, when it equals the store's.
 //! Bounded: two generations of at most [`GENERATION`] digests each; when the current one is full
 //! it becomes the previous one and the oldest is forgotten, so a digest read at least once per
 //! generation stays. About 2 MiB at the most.

@@ -66,22 +66,6 @@ async fn fan_out_and_prefix_layout() {
     assert!(s.describe().contains("prefix team/a"));
 }
 
-#[tokio::test]
-async fn second_writer_gets_already_exists_and_bytes_stay() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = store(dir.path());
-    let h = hash("42");
-    assert_eq!(
-        s.put(&h, &mut body(b"first", 2), Some(5)).await,
-        Ok(PutOutcome::Stored(5))
-    );
-    assert_eq!(
-        s.put(&h, &mut body(b"second!", 2), Some(7)).await,
-        Ok(PutOutcome::AlreadyExists)
-    );
-    assert_eq!(read_all(s.get(&h).await.unwrap().unwrap()), b"first");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_writers_of_one_hash_exactly_one_stores() {
     let dir = tempfile::tempdir().unwrap();

@@ -5,20 +5,16 @@
 
 mod common;
 
-use bytes::Bytes;
-use common::{body, noise, read_all};
-use futures_util::StreamExt;
+use common::{artifact, body, closed_port, hash, noise, read_all};
 use nx_open_cache::config::{resolve, Mode};
-use nx_open_cache::key::{Prefix, TaskHash};
+use nx_open_cache::key::Prefix;
 use nx_open_cache::proxy;
 use nx_open_cache::server::{self, ProxySettings, RunningProxy};
 use nx_open_cache::stats::Stats;
 use nx_open_cache::store::fs::FsStore;
 use nx_open_cache::store::http::{HttpOptions, HttpStore, TOKEN_ENV};
-use nx_open_cache::store::{ArtifactBody, BodyStream, PutOutcome, Store};
-use sha2::{Digest, Sha256};
+use nx_open_cache::store::{ArtifactBody, PutOutcome, Store};
 use std::collections::HashMap;
-use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -27,10 +23,6 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const TOKEN: &str = "upstream-secret-token";
-
-fn hash(s: &str) -> TaskHash {
-    TaskHash::parse(s).expect("valid test hash")
-}
 
 /// Short timeouts so that failure paths finish in well under a second each.
 fn quick(spool: &Path) -> HttpOptions {
@@ -74,14 +66,6 @@ fn url(addr: SocketAddr) -> String {
 
 fn store(url: &str, token: Option<&str>, options: HttpOptions) -> HttpStore {
     HttpStore::new(url, token, options).expect("client builds")
-}
-
-/// A closed port: bound, then released.
-fn closed_port() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = l.local_addr().expect("addr");
-    drop(l);
-    addr
 }
 
 // --- raw servers -----------------------------------------------------------------------------
@@ -182,46 +166,6 @@ async fn hanging_server() -> SocketAddr {
     addr
 }
 
-// --- large bodies ----------------------------------------------------------------------------
-
-/// Deterministic stream of `len` bytes in 1 MiB chunks, generated as it is consumed.
-fn generated(len: u64, seed: u64) -> BodyStream<'static> {
-    const CHUNK: u64 = 1 << 20;
-    futures_util::stream::iter((0..len.div_ceil(CHUNK)).map(move |i| {
-        let n = CHUNK.min(len - i * CHUNK) as usize;
-        Ok(Bytes::from(noise(n, seed.wrapping_add(i))))
-    }))
-    .boxed()
-}
-
-fn generated_sha256(len: u64, seed: u64) -> [u8; 32] {
-    const CHUNK: u64 = 1 << 20;
-    let mut h = Sha256::new();
-    for i in 0..len.div_ceil(CHUNK) {
-        h.update(noise(
-            CHUNK.min(len - i * CHUNK) as usize,
-            seed.wrapping_add(i),
-        ));
-    }
-    h.finalize().into()
-}
-
-fn proc_status_kib(field: &str) -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-fn dir_entries(dir: &Path) -> Vec<PathBuf> {
-    std::fs::read_dir(dir)
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default()
-}
-
 // --- tests -----------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -259,24 +203,6 @@ async fn round_trip_miss_and_second_writer() {
         Ok(PutOutcome::AlreadyExists)
     );
     assert_eq!(read_all(s.get(&hash("100")).await.unwrap().unwrap()), data);
-
-    // Two writers at once: exactly one stores.
-    let s2 = store(&url(up.addr), Some(TOKEN), quick(dir.path()));
-    let (d1, d2) = (noise(50_000, 3), noise(50_000, 4));
-    let (mut b1, mut b2) = (body(&d1, 4096), body(&d2, 4096));
-    let race = hash("race");
-    let (r1, r2) = tokio::join!(
-        s.put(&race, &mut b1, Some(50_000)),
-        s2.put(&race, &mut b2, Some(50_000))
-    );
-    let mut outcomes = [r1.unwrap(), r2.unwrap()];
-    outcomes.sort_by_key(|o| matches!(o, PutOutcome::AlreadyExists));
-    assert_eq!(
-        outcomes,
-        [PutOutcome::Stored(50_000), PutOutcome::AlreadyExists]
-    );
-    let won = read_all(s.get(&hash("race")).await.unwrap().unwrap());
-    assert!(won == d1 || won == d2);
 
     // Empty artifact, and a body of unknown length (spooled to learn it).
     assert_eq!(
@@ -326,69 +252,6 @@ async fn body_not_matching_its_length_stores_nothing() {
 }
 
 /// Large-object tests run one at a time so the process peak belongs to one of them.
-static LARGE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn large_artifact_streams_both_ways() {
-    let _one = LARGE.lock().await;
-    let mib: u64 = std::env::var("NX_OPEN_CACHE_TEST_LARGE_MIB")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(128);
-    let len = mib << 20;
-    let dir = tempfile::tempdir().unwrap();
-    let spool = dir.path().join("spool");
-    let up = upstream(dir.path(), Mode::ReadWrite).await;
-    let s = store(&url(up.addr), Some(TOKEN), quick(&spool));
-    let expected = generated_sha256(len, 9);
-    let h = hash("large");
-
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-    let rss_before = proc_status_kib("VmRSS:");
-    assert_eq!(
-        s.put(&h, &mut generated(len, 9), Some(len)).await,
-        Ok(PutOutcome::Stored(len))
-    );
-    let artifact = s.get(&h).await.unwrap().expect("hit");
-    assert_eq!(artifact.len, len);
-    assert!(dir_entries(&spool).is_empty(), "download spool unlinked");
-    let ArtifactBody::File { mut file, offset } = artifact.body else {
-        panic!("a large artifact must come back as a spool file, not in memory");
-    };
-    assert_eq!(offset, 0);
-    let mut digest = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut total = 0u64;
-    loop {
-        let n = file.read(&mut buf).unwrap();
-        if n == 0 {
-            break;
-        }
-        total += n as u64;
-        digest.update(&buf[..n]);
-    }
-    drop(file);
-    let peak = proc_status_kib("VmHWM:");
-    assert_eq!(total, len);
-    assert!(
-        <[u8; 32]>::from(digest.finalize()) == expected,
-        "bytes intact"
-    );
-    let growth_mib = peak.saturating_sub(rss_before) / 1024;
-    eprintln!(
-        "http: {mib} MiB up + down: RSS before {} MiB, peak {} MiB, growth {growth_mib} MiB",
-        rss_before / 1024,
-        peak / 1024
-    );
-    if rss_before > 0 {
-        assert!(
-            growth_mib < 64,
-            "{mib} MiB up and down must not be held in memory (peak grew by {growth_mib} MiB)"
-        );
-    }
-    up.stop().await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_tokens_name_the_env_var() {
     let dir = tempfile::tempdir().unwrap();
@@ -525,6 +388,65 @@ async fn proxy_in_front_of_an_upstream_round_trip() {
     assert_eq!(miss.status(), 404);
     let sb = b.stop().await;
     assert_eq!((sb.hits, sb.misses, sb.error_count), (1, 1, 0));
+    up.stop().await;
+}
+
+/// An upload the upstream `serve` refuses (its artifact check answers 400 with the reason) is a
+/// refusal for the proxy, not a store fault: Nx gets the quiet 403, the run summary counts the
+/// refusal with the server's reason, and the breaker is not fed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_the_upstream_refuses_is_a_quiet_refusal() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let args: Vec<String> = ["--storage", &format!("fs:{}", root.display())]
+        .into_iter()
+        .chain(["--listen", "127.0.0.1:0", "--log", "off"])
+        .map(str::to_owned)
+        .collect();
+    let server_env: HashMap<String, String> = [(
+        "NX_OPEN_CACHE_SERVER_TOKENS".to_owned(),
+        format!("ci:read-write:{TOKEN}"),
+    )]
+    .into();
+    let config = nx_open_cache::serve::config::resolve(&args, &server_env, dir.path()).unwrap();
+    let up = nx_open_cache::serve::start(&config, &server_env).expect("serve starts");
+    let env: HashMap<String, String> = [(TOKEN_ENV.to_owned(), TOKEN.to_owned())].into();
+    let options = serde_json::json!({"backend": "http", "url": up.url});
+    let p = proxy::start(&resolve(&options, &env, dir.path()).unwrap(), &env).expect("proxy");
+    let client = reqwest::Client::new();
+    let put = |h: &str, body: Vec<u8>| {
+        client
+            .put(format!("{}/v1/cache/{h}", p.url))
+            .bearer_auth(&p.token)
+            .body(body)
+            .send()
+    };
+    for h in ["500", "501", "502", "503"] {
+        assert_eq!(
+            put(h, b"not an Nx artifact".to_vec())
+                .await
+                .unwrap()
+                .status(),
+            403
+        );
+    }
+    assert_eq!(
+        put("504", artifact(1000, 1)).await.unwrap().status(),
+        200,
+        "the store is still used"
+    );
+    let s = p.stop().await;
+    assert_eq!(
+        (s.stored, s.refused_count, s.error_count),
+        (1, 4, 0),
+        "{s:?}"
+    );
+    assert_eq!(s.refusals.len(), 1, "one reason: {:?}", s.refusals);
+    assert!(
+        s.refusals[0].reason.contains("not a valid Nx artifact"),
+        "{:?}",
+        s.refusals
+    );
     up.stop().await;
 }
 

@@ -751,10 +751,15 @@ async fn put_artifact(
         }
         (Ok(Err(e)), _) if e.kind == ErrorKind::Refused => {
             refuse(&state, "put", &hash, &e.message);
-            text(
-                StatusCode::BAD_REQUEST,
-                &format!("nx-open-cache: not stored: {}", e.message),
-            )
+            // `serve` tells a bad client 400. Behind the proxy the refusal comes from a store (an
+            // upstream server's check): Nx takes 403 as "not stored" quietly, and the run
+            // summary names the reason.
+            let status = if state.operations {
+                StatusCode::BAD_REQUEST
+            } else {
+                StatusCode::FORBIDDEN
+            };
+            text(status, &format!("nx-open-cache: not stored: {}", e.message))
         }
         (Ok(Err(e)), _) if e.kind == ErrorKind::BadRequest => {
             state.metrics.rejected("bad_length");

@@ -688,6 +688,15 @@ impl HttpStore {
                 let said = Self::snippet(resp).await;
                 Err(self.auth_fault("PUT", &url, status, &said))
             }
+            // The server checked the upload and refused it (ours says `not stored: <reason>`): a
+            // refusal, not a fault of the store, and its reason is kept without the hash.
+            StatusCode::BAD_REQUEST if sent == len => {
+                let said = Self::snippet(resp).await;
+                Err(StoreError::new(
+                    ErrorKind::Refused,
+                    format!("{} refused the upload ({status}){said}", self.describe()),
+                ))
+            }
             StatusCode::PAYLOAD_TOO_LARGE => {
                 let said = Self::snippet(resp).await;
                 Err(unavailable(format!(

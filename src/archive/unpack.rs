@@ -24,7 +24,7 @@ pub struct Unpacked {
 #[derive(Debug)]
 enum Staged {
     Dir { mode: u32 },
-    File,
+    File { mode: u32 },
     Symlink { target: PathBuf },
 }
 
@@ -32,7 +32,7 @@ impl Staged {
     fn name(&self) -> &'static str {
         match self {
             Staged::Dir { .. } => "a directory",
-            Staged::File => "a file",
+            Staged::File { .. } => "a file",
             Staged::Symlink { .. } => "a symlink",
         }
     }
@@ -321,17 +321,53 @@ impl Resolver<'_> {
     }
 }
 
-/// Extracts a decompressed tar stream.
+/// What an archive holds once read: its output entries (files and directories written to the
+/// staging directory, symlinks waiting for the checks) and the task's result.
+struct Contents {
+    entries: BTreeMap<PathBuf, Staged>,
+    terminal_output: Option<String>,
+    code: u32,
+}
+
+/// Extracts a decompressed tar stream in four stages: read and stage, check against the
+/// destination, order (and make) the links, publish. Nothing reaches `dest` before every check
+/// has passed; on an error the staging directory is removed.
 fn extract<R: Read>(decoded: R, format: Format, dest: &Path) -> Result<Unpacked, Error> {
     let (parent, name) = prepare_dest(dest)?;
     let dest_abs = parent.join(&name);
     let staging = new_staging(&parent, &name)?;
-    let sroot = staging.path.clone();
 
+    let contents = read_and_stage(decoded, &staging.path)?;
+
+    let implicit = implicit_dirs(&contents.entries);
+    let mut view = DestView {
+        root: dest_abs.clone(),
+        exists: fs::symlink_metadata(&dest_abs).is_ok(),
+        cache: HashMap::new(),
+    };
+    check_against_dest(&contents.entries, &implicit, &mut view)?;
+
+    let links = order_links(&contents.entries, &implicit, &mut view)?;
+    make_links(&staging.path, &links)?;
+
+    publish(staging, &dest_abs, &contents.entries, &mut view)?;
+
+    Ok(Unpacked {
+        files: contents.entries.keys().map(|p| shown(p)).collect(),
+        terminal_output: contents.terminal_output,
+        code: contents.code,
+        format,
+    })
+}
+
+/// Reads every entry of the tar stream: the task's terminal output and exit code into memory,
+/// files and directories into the staging directory `sroot`, symlinks as entries only (made once
+/// checked). Then reads the compressed stream to its end, which verifies its checksum and
+/// catches truncation.
+fn read_and_stage<R: Read>(decoded: R, sroot: &Path) -> Result<Contents, Error> {
     let mut archive = tar::Archive::new(decoded);
     let mut entries: BTreeMap<PathBuf, Staged> = BTreeMap::new();
-    let mut terminal_output: Option<String> = None;
-    let mut code: Option<u32> = None;
+    let mut result = TaskResult::default();
     let mut buf = vec![0u8; 256 * 1024];
 
     let iter = archive
@@ -347,74 +383,11 @@ fn extract<R: Read>(decoded: R, format: Format, dest: &Path) -> Result<Unpacked,
             continue;
         }
         let rel = entry_path(&raw, &raw_shown)?;
-        let rel_shown = shown(&rel);
-
         if rel.as_os_str() == TERMINAL_OUTPUT_ENTRY || rel.as_os_str() == CODE_ENTRY {
-            if !kind.is_file() {
-                return Err(Error::entry(&raw_shown, "must be a regular file"));
-            }
-            let size = entry.size();
-            let limit = if rel.as_os_str() == CODE_ENTRY {
-                4
-            } else {
-                MAX_TERMINAL_OUTPUT
-            };
-            if size > limit {
-                return Err(Error::entry(
-                    &raw_shown,
-                    format!("{size} bytes is too large (at most {limit})"),
-                ));
-            }
-            let mut data = Vec::with_capacity(size as usize);
-            entry
-                .read_to_end(&mut data)
-                .map_err(|e| Error::entry(&raw_shown, format!("reading it: {e}")))?;
-            if data.len() as u64 != size {
-                return Err(Error::entry(
-                    &raw_shown,
-                    format!("truncated: {} of {size} bytes", data.len()),
-                ));
-            }
-            if rel.as_os_str() == CODE_ENTRY {
-                if code.is_some() {
-                    return Err(Error::entry(&raw_shown, "duplicate entry"));
-                }
-                code = Some(rules::code_value(&data).map_err(|why| Error::entry(&raw_shown, why))?);
-            } else {
-                if terminal_output.is_some() {
-                    return Err(Error::entry(&raw_shown, "duplicate entry"));
-                }
-                terminal_output = Some(
-                    String::from_utf8(data)
-                        .map_err(|e| Error::entry(&raw_shown, format!("not valid UTF-8: {e}")))?,
-                );
-            }
+            result.read(&mut entry, &rel, kind, &raw_shown)?;
             continue;
         }
-
-        let mode = entry
-            .header()
-            .mode()
-            .map_err(|e| Error::entry(&raw_shown, format!("invalid mode: {e}")))?
-            & 0o777;
-
-        let staged =
-            match rules::entry_kind(kind.as_byte()).map_err(|why| Error::entry(&raw_shown, why))? {
-                EntryKind::File => Staged::File,
-                EntryKind::Dir => Staged::Dir { mode },
-                EntryKind::Symlink => {
-                    let link = entry
-                        .link_name_bytes()
-                        .ok_or_else(|| Error::entry(&raw_shown, "symlink without a target"))?
-                        .into_owned();
-                    rules::check_link_target(&link, rules::MAX_PATH_BYTES)
-                        .map_err(|why| Error::entry(&raw_shown, why))?;
-                    let target = path_from_bytes(&link)
-                        .ok_or_else(|| Error::entry(&raw_shown, "symlink target is not UTF-8"))?;
-                    Staged::Symlink { target }
-                }
-            };
-
+        let staged = staged_kind(&entry, kind, &raw_shown)?;
         if rel.as_os_str().is_empty() {
             // The archive's root (`./`): the destination itself.
             if matches!(staged, Staged::Dir { .. }) {
@@ -435,56 +408,166 @@ fn extract<R: Read>(decoded: R, format: Format, dest: &Path) -> Result<Unpacked,
                 ));
             }
         }
-
-        let target = sroot.join(&rel);
-        let werr = |e: io::Error| Error::entry(&rel_shown, format!("writing it: {e}"));
-        match &staged {
-            Staged::Dir { .. } => fs::create_dir_all(&target).map_err(werr)?,
-            Staged::File => {
-                if let Some(p) = target.parent() {
-                    fs::create_dir_all(p).map_err(werr)?;
-                }
-                let size = entry.size();
-                let mut f = fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .open(&target)
-                    .map_err(werr)?;
-                let mut written: u64 = 0;
-                loop {
-                    let n = match entry.read(&mut buf) {
-                        Ok(0) => break,
-                        Ok(n) => n,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(e) => return Err(Error::entry(&rel_shown, format!("reading it: {e}"))),
-                    };
-                    f.write_all(&buf[..n]).map_err(werr)?;
-                    written += n as u64;
-                }
-                if written != size {
-                    return Err(Error::entry(
-                        &rel_shown,
-                        format!("truncated: {written} of {size} bytes"),
-                    ));
-                }
-                set_file_mode(&f, mode).map_err(werr)?;
-            }
-            Staged::Symlink { .. } => {}
-        }
+        stage(
+            &mut entry,
+            &staged,
+            &sroot.join(&rel),
+            &shown(&rel),
+            &mut buf,
+        )?;
         entries.insert(rel, staged);
     }
-    // Read the compressed stream to its end: this verifies its checksum and catches truncation.
     let mut rest = archive.into_inner();
     io::copy(&mut rest, &mut io::sink())
         .map_err(|e| Error::new(format!("reading the archive after its last entry: {e}")))?;
 
-    let code = code.ok_or_else(|| {
+    let code = result.code.ok_or_else(|| {
         Error::new(format!(
             "the archive has no `{CODE_ENTRY}` entry (truncated, or not a task-output archive)"
         ))
     })?;
+    Ok(Contents {
+        entries,
+        terminal_output: result.terminal_output,
+        code,
+    })
+}
 
-    // Every proper ancestor of an entry.
+/// The two entries that hold the task's result rather than an output, each at most once.
+#[derive(Default)]
+struct TaskResult {
+    terminal_output: Option<String>,
+    code: Option<u32>,
+}
+
+impl TaskResult {
+    /// Reads the `terminalOutput` or `code` entry at `rel`: a regular file within its size
+    /// limit, read whole.
+    fn read<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        rel: &Path,
+        kind: tar::EntryType,
+        raw_shown: &str,
+    ) -> Result<(), Error> {
+        if !kind.is_file() {
+            return Err(Error::entry(raw_shown, "must be a regular file"));
+        }
+        let is_code = rel.as_os_str() == CODE_ENTRY;
+        let size = entry.size();
+        let limit = if is_code { 4 } else { MAX_TERMINAL_OUTPUT };
+        if size > limit {
+            return Err(Error::entry(
+                raw_shown,
+                format!("{size} bytes is too large (at most {limit})"),
+            ));
+        }
+        let mut data = Vec::with_capacity(size as usize);
+        entry
+            .read_to_end(&mut data)
+            .map_err(|e| Error::entry(raw_shown, format!("reading it: {e}")))?;
+        if data.len() as u64 != size {
+            return Err(Error::entry(
+                raw_shown,
+                format!("truncated: {} of {size} bytes", data.len()),
+            ));
+        }
+        if is_code {
+            if self.code.is_some() {
+                return Err(Error::entry(raw_shown, "duplicate entry"));
+            }
+            self.code = Some(rules::code_value(&data).map_err(|why| Error::entry(raw_shown, why))?);
+        } else {
+            if self.terminal_output.is_some() {
+                return Err(Error::entry(raw_shown, "duplicate entry"));
+            }
+            self.terminal_output = Some(
+                String::from_utf8(data)
+                    .map_err(|e| Error::entry(raw_shown, format!("not valid UTF-8: {e}")))?,
+            );
+        }
+        Ok(())
+    }
+}
+
+/// What an output entry's header says it is: its kind (by the shared rules), its mode, and for
+/// a symlink its checked target.
+fn staged_kind<R: Read>(
+    entry: &tar::Entry<'_, R>,
+    kind: tar::EntryType,
+    raw_shown: &str,
+) -> Result<Staged, Error> {
+    let mode = entry
+        .header()
+        .mode()
+        .map_err(|e| Error::entry(raw_shown, format!("invalid mode: {e}")))?
+        & 0o777;
+    Ok(
+        match rules::entry_kind(kind.as_byte()).map_err(|why| Error::entry(raw_shown, why))? {
+            EntryKind::File => Staged::File { mode },
+            EntryKind::Dir => Staged::Dir { mode },
+            EntryKind::Symlink => {
+                let link = entry
+                    .link_name_bytes()
+                    .ok_or_else(|| Error::entry(raw_shown, "symlink without a target"))?
+                    .into_owned();
+                rules::check_link_target(&link, rules::MAX_PATH_BYTES)
+                    .map_err(|why| Error::entry(raw_shown, why))?;
+                let target = path_from_bytes(&link)
+                    .ok_or_else(|| Error::entry(raw_shown, "symlink target is not UTF-8"))?;
+                Staged::Symlink { target }
+            }
+        },
+    )
+}
+
+/// Writes a directory or file entry at `target` in the staging directory (a symlink waits for
+/// the checks, [`make_links`]).
+fn stage<R: Read>(
+    entry: &mut tar::Entry<'_, R>,
+    staged: &Staged,
+    target: &Path,
+    rel_shown: &str,
+    buf: &mut [u8],
+) -> Result<(), Error> {
+    let werr = |e: io::Error| Error::entry(rel_shown, format!("writing it: {e}"));
+    match staged {
+        Staged::Dir { .. } => fs::create_dir_all(target).map_err(werr),
+        Staged::File { mode } => {
+            if let Some(p) = target.parent() {
+                fs::create_dir_all(p).map_err(werr)?;
+            }
+            let size = entry.size();
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(target)
+                .map_err(werr)?;
+            let mut written: u64 = 0;
+            loop {
+                let n = match entry.read(buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(Error::entry(rel_shown, format!("reading it: {e}"))),
+                };
+                f.write_all(&buf[..n]).map_err(werr)?;
+                written += n as u64;
+            }
+            if written != size {
+                return Err(Error::entry(
+                    rel_shown,
+                    format!("truncated: {written} of {size} bytes"),
+                ));
+            }
+            set_file_mode(&f, *mode).map_err(werr)
+        }
+        Staged::Symlink { .. } => Ok(()),
+    }
+}
+
+/// Every proper ancestor of an entry (a directory the archive implies without listing it).
+fn implicit_dirs(entries: &BTreeMap<PathBuf, Staged>) -> HashSet<PathBuf> {
     let mut implicit: HashSet<PathBuf> = HashSet::new();
     for rel in entries.keys() {
         let mut a = rel.parent();
@@ -495,88 +578,24 @@ fn extract<R: Read>(decoded: R, format: Format, dest: &Path) -> Result<Unpacked,
             a = p.parent();
         }
     }
+    implicit
+}
 
-    let mut view = DestView {
-        root: dest_abs.clone(),
-        exists: fs::symlink_metadata(&dest_abs).is_ok(),
-        cache: HashMap::new(),
-    };
-
-    // No entry goes through a symlink of the archive, nor through (or replaces a directory with)
-    // something already in dest.
-    for (rel, staged) in &entries {
+/// No entry goes through a symlink of the archive, nor through (or replaces a directory with)
+/// something already in the destination; a directory the archive implies is free or a
+/// directory there.
+fn check_against_dest(
+    entries: &BTreeMap<PathBuf, Staged>,
+    implicit: &HashSet<PathBuf>,
+    view: &mut DestView,
+) -> Result<(), Error> {
+    for (rel, staged) in entries {
         let rs = shown(rel);
-        let mut a = rel.parent();
-        while let Some(p) = a {
-            if p.as_os_str().is_empty() {
-                break;
-            }
-            if let Some(Staged::Symlink { .. }) = entries.get(p) {
-                return Err(Error::entry(
-                    &rs,
-                    format!("its parent `{}` is a symlink in the archive", shown(p)),
-                ));
-            }
-            a = p.parent();
-        }
-        let ancestors: Vec<&Path> = rel
-            .ancestors()
-            .skip(1)
-            .filter(|p| !p.as_os_str().is_empty())
-            .collect();
-        for p in ancestors.into_iter().rev() {
-            match view.get(p)? {
-                Existing::Absent => break,
-                Existing::Dir => {}
-                Existing::Symlink => {
-                    return Err(Error::entry(
-                        &rs,
-                        format!(
-                            "its parent `{}` is an existing symlink in the destination",
-                            shown(p)
-                        ),
-                    ))
-                }
-                Existing::File => {
-                    return Err(Error::entry(
-                        &rs,
-                        format!(
-                            "its parent `{}` is an existing file in the destination",
-                            shown(p)
-                        ),
-                    ))
-                }
-            }
-        }
-        let here = view.get(rel)?;
-        match (staged, here) {
-            (_, Existing::Absent) | (Staged::Dir { .. }, Existing::Dir) => {}
-            (Staged::Dir { .. }, other) => {
-                return Err(Error::entry(
-                    &rs,
-                    format!(
-                        "a directory cannot replace the existing {} in the destination",
-                        if other == Existing::Symlink {
-                            "symlink"
-                        } else {
-                            "file"
-                        }
-                    ),
-                ))
-            }
-            (_, Existing::Dir) => {
-                return Err(Error::entry(
-                    &rs,
-                    format!(
-                        "{} cannot replace the existing directory in the destination",
-                        staged.name()
-                    ),
-                ))
-            }
-            _ => {}
-        }
+        check_parents_in_archive(entries, rel, &rs)?;
+        check_parents_in_dest(view, rel, &rs)?;
+        check_replacement(view, rel, staged, &rs)?;
     }
-    for p in &implicit {
+    for p in implicit {
         if entries.contains_key(p) {
             continue;
         }
@@ -590,29 +609,131 @@ fn extract<R: Read>(decoded: R, format: Format, dest: &Path) -> Result<Unpacked,
             }
         }
     }
+    Ok(())
+}
 
-    // Symlink targets stay inside dest; order links after the links their targets go through.
-    let mut links: Vec<(usize, PathBuf, PathBuf)> = Vec::new();
-    {
-        let mut resolver = Resolver {
-            entries: &entries,
-            implicit: &implicit,
-            dest: &mut view,
-        };
-        for (rel, staged) in &entries {
-            if let Staged::Symlink { target } = staged {
-                let mut hops = 0;
-                let mut deps = 0;
-                let parent = rel.parent().unwrap_or(Path::new("")).to_path_buf();
-                if let Err(why) = resolver.resolve(parent, target, &mut hops, &mut deps)? {
-                    return Err(Error::entry(&shown(rel), why));
-                }
-                links.push((deps, rel.clone(), target.clone()));
+/// No parent of `rel` is a symlink of the archive.
+fn check_parents_in_archive(
+    entries: &BTreeMap<PathBuf, Staged>,
+    rel: &Path,
+    rs: &str,
+) -> Result<(), Error> {
+    let mut a = rel.parent();
+    while let Some(p) = a {
+        if p.as_os_str().is_empty() {
+            break;
+        }
+        if let Some(Staged::Symlink { .. }) = entries.get(p) {
+            return Err(Error::entry(
+                rs,
+                format!("its parent `{}` is a symlink in the archive", shown(p)),
+            ));
+        }
+        a = p.parent();
+    }
+    Ok(())
+}
+
+/// Each parent of `rel` that exists in the destination, from the top down, is a directory.
+fn check_parents_in_dest(view: &mut DestView, rel: &Path, rs: &str) -> Result<(), Error> {
+    let ancestors: Vec<&Path> = rel
+        .ancestors()
+        .skip(1)
+        .filter(|p| !p.as_os_str().is_empty())
+        .collect();
+    for p in ancestors.into_iter().rev() {
+        match view.get(p)? {
+            Existing::Absent => break,
+            Existing::Dir => {}
+            Existing::Symlink => {
+                return Err(Error::entry(
+                    rs,
+                    format!(
+                        "its parent `{}` is an existing symlink in the destination",
+                        shown(p)
+                    ),
+                ))
+            }
+            Existing::File => {
+                return Err(Error::entry(
+                    rs,
+                    format!(
+                        "its parent `{}` is an existing file in the destination",
+                        shown(p)
+                    ),
+                ))
             }
         }
     }
+    Ok(())
+}
+
+/// What exists at `rel` in the destination may be replaced by `staged`: a directory only merges
+/// into a directory, and nothing else replaces one.
+fn check_replacement(
+    view: &mut DestView,
+    rel: &Path,
+    staged: &Staged,
+    rs: &str,
+) -> Result<(), Error> {
+    match (staged, view.get(rel)?) {
+        (_, Existing::Absent) | (Staged::Dir { .. }, Existing::Dir) => Ok(()),
+        (Staged::Dir { .. }, other) => Err(Error::entry(
+            rs,
+            format!(
+                "a directory cannot replace the existing {} in the destination",
+                if other == Existing::Symlink {
+                    "symlink"
+                } else {
+                    "file"
+                }
+            ),
+        )),
+        (_, Existing::Dir) => Err(Error::entry(
+            rs,
+            format!(
+                "{} cannot replace the existing directory in the destination",
+                staged.name()
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// A symlink to make: how many archive symlinks its target goes through, its path, its target.
+type Link = (usize, PathBuf, PathBuf);
+
+/// Every symlink's target stays inside the destination; returns the links ordered so that each
+/// comes after the archive links its target goes through.
+fn order_links(
+    entries: &BTreeMap<PathBuf, Staged>,
+    implicit: &HashSet<PathBuf>,
+    view: &mut DestView,
+) -> Result<Vec<Link>, Error> {
+    let mut links: Vec<Link> = Vec::new();
+    let mut resolver = Resolver {
+        entries,
+        implicit,
+        dest: view,
+    };
+    for (rel, staged) in entries {
+        if let Staged::Symlink { target } = staged {
+            let mut hops = 0;
+            let mut deps = 0;
+            let parent = rel.parent().unwrap_or(Path::new("")).to_path_buf();
+            if let Err(why) = resolver.resolve(parent, target, &mut hops, &mut deps)? {
+                return Err(Error::entry(&shown(rel), why));
+            }
+            links.push((deps, rel.clone(), target.clone()));
+        }
+    }
     links.sort();
-    for (_, rel, target) in &links {
+    Ok(links)
+}
+
+/// Makes the checked symlinks in the staging directory `sroot`, in their order.
+fn make_links(sroot: &Path, links: &[Link]) -> Result<(), Error> {
+    for (_, rel, target) in links {
         let at = sroot.join(rel);
         let werr = |e: io::Error| Error::entry(&shown(rel), format!("creating the symlink: {e}"));
         if let Some(p) = at.parent() {
@@ -620,7 +741,19 @@ fn extract<R: Read>(decoded: R, format: Format, dest: &Path) -> Result<Unpacked,
         }
         make_symlink(target, &at).map_err(werr)?;
     }
+    Ok(())
+}
 
+/// Moves the staged tree into the destination: in one rename when the destination is absent or
+/// empty, otherwise merged entry by entry. Directory modes (which may forbid writing) are
+/// applied last: before the rename, or after the merge to the directories it created.
+fn publish(
+    mut staging: Staging,
+    dest_abs: &Path,
+    entries: &BTreeMap<PathBuf, Staged>,
+    view: &mut DestView,
+) -> Result<(), Error> {
+    // Deepest first.
     let dir_modes: Vec<(&PathBuf, u32)> = entries
         .iter()
         .rev()
@@ -629,62 +762,68 @@ fn extract<R: Read>(decoded: R, format: Format, dest: &Path) -> Result<Unpacked,
             _ => None,
         })
         .collect();
-
-    // Publish.
-    let whole = match fs::symlink_metadata(&dest_abs) {
+    let empty = match fs::symlink_metadata(dest_abs) {
         Err(_) => true,
-        Ok(_) => fs::read_dir(&dest_abs)
+        Ok(_) => fs::read_dir(dest_abs)
             .map(|mut d| d.next().is_none())
             .unwrap_or(false),
     };
-    let mut published = false;
-    if whole {
-        for (p, mode) in &dir_modes {
-            set_mode(&sroot.join(p), *mode)
+    if empty && publish_whole(&staging.path, dest_abs, &dir_modes)? {
+        staging.armed = false;
+        return Ok(());
+    }
+    publish_merged(&staging.path, dest_abs, &dir_modes, view)
+    // `staging` (now only emptied directories) is removed on drop.
+}
+
+/// Applies the directory modes and renames the staging directory to `dest_abs`. False when the
+/// destination appeared or filled meanwhile (the staging directory is writable again, to merge).
+fn publish_whole(
+    sroot: &Path,
+    dest_abs: &Path,
+    dir_modes: &[(&PathBuf, u32)],
+) -> Result<bool, Error> {
+    for (p, mode) in dir_modes {
+        set_mode(&sroot.join(p), *mode)
+            .map_err(|e| Error::entry(&shown(p), format!("setting its mode: {e}")))?;
+    }
+    match fs::rename(sroot, dest_abs) {
+        Ok(()) => Ok(true),
+        Err(_) => {
+            make_writable(sroot);
+            Ok(false)
+        }
+    }
+}
+
+/// Merges the staging directory into `dest_abs`, then applies the modes of the directories the
+/// merge created (those that were absent before).
+fn publish_merged(
+    sroot: &Path,
+    dest_abs: &Path,
+    dir_modes: &[(&PathBuf, u32)],
+    view: &mut DestView,
+) -> Result<(), Error> {
+    fs::create_dir_all(dest_abs)
+        .map_err(|e| Error::new(format!("destination {}: {e}", dest_abs.display())))?;
+    let mut created_dirs: Vec<(&PathBuf, u32)> = Vec::new();
+    for (p, mode) in dir_modes {
+        if view.get(p)? == Existing::Absent {
+            created_dirs.push((p, *mode));
+        }
+    }
+    merge_dir(sroot, dest_abs)?;
+    for (p, mode) in &created_dirs {
+        let abs = dest_abs.join(p);
+        if fs::symlink_metadata(&abs)
+            .map(|m| m.is_dir())
+            .unwrap_or(false)
+        {
+            set_mode(&abs, *mode)
                 .map_err(|e| Error::entry(&shown(p), format!("setting its mode: {e}")))?;
         }
-        match fs::rename(&sroot, &dest_abs) {
-            Ok(()) => published = true,
-            Err(_) => {
-                // dest appeared or filled meanwhile: merge instead.
-                make_writable(&sroot);
-            }
-        }
     }
-    let mut staging = staging;
-    if published {
-        staging.armed = false;
-    } else {
-        fs::create_dir_all(&dest_abs)
-            .map_err(|e| Error::new(format!("destination {}: {e}", dest_abs.display())))?;
-        let mut created_dirs: Vec<(PathBuf, u32)> = Vec::new();
-        for (p, mode) in &dir_modes {
-            let pre = view.get(p)?;
-            if pre == Existing::Absent {
-                created_dirs.push(((*p).clone(), *mode));
-            }
-        }
-        merge_dir(&sroot, &dest_abs)?;
-        for (p, mode) in &created_dirs {
-            let abs = dest_abs.join(p);
-            if fs::symlink_metadata(&abs)
-                .map(|m| m.is_dir())
-                .unwrap_or(false)
-            {
-                set_mode(&abs, *mode)
-                    .map_err(|e| Error::entry(&shown(p), format!("setting its mode: {e}")))?;
-            }
-        }
-        // `staging` (now only emptied directories) is removed on drop.
-    }
-    drop(staging);
-
-    Ok(Unpacked {
-        files: entries.keys().map(|p| shown(p)).collect(),
-        terminal_output,
-        code,
-        format,
-    })
+    Ok(())
 }
 
 #[cfg(unix)]

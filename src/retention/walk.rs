@@ -4,7 +4,7 @@
 
 use super::{Count, Policy, Progressor, Report, Run};
 use crate::key::TaskHash;
-use crate::store::fs::dir::{Beneath, Dir, Kind};
+use crate::store::fs::dir::{Beneath, Dir, Entry, Kind};
 use crate::store::fs::temp::{self, Swept, TMP_DIR};
 use crate::store::fs::{fan_of, STALE_TMP_AGE};
 use std::ffi::{OsStr, OsString};
@@ -71,8 +71,61 @@ fn open_error(b: Beneath) -> String {
     }
 }
 
-/// Opens the root (its own path may pass through links: it is trusted as given) and lists every
-/// object and temp file below it; removes temp files whose writer is gone or that are stale.
+impl Tree {
+    /// Opens the root (its own path may pass through links: it is trusted as given).
+    fn open_root(root: &Path) -> Result<Tree, String> {
+        let root_dir = Dir::open_root(root).map_err(|e| match e.kind() {
+            io::ErrorKind::NotADirectory => {
+                format!("cache path {} is not a directory", root.display())
+            }
+            _ => format!("cache path {} is not usable: {e}", root.display()),
+        })?;
+        Ok(Tree {
+            root: root_dir,
+            shown: root.to_path_buf(),
+            dirs: vec![Node {
+                rel: Vec::new(),
+                parent: 0,
+                fan: false,
+                emptied: false,
+                entries: 0,
+            }],
+            objects: Vec::new(),
+            own_temp_bytes: 0,
+        })
+    }
+
+    /// Opens and lists directory `index`. `None` when it cannot be: the error is listed and the
+    /// directory is never removed (its contents are unknown); the root failing fails the run.
+    fn list(
+        &mut self,
+        index: usize,
+        report: &mut Report,
+    ) -> Result<Option<(Dir, Vec<Entry>)>, String> {
+        let listed = self
+            .open(index)
+            .map_err(open_error)
+            .and_then(|dir| match dir.entries() {
+                Ok(entries) => Ok((dir, entries)),
+                Err(e) => Err(format!("cannot list directory: {e}")),
+            });
+        match listed {
+            Ok(l) => Ok(Some(l)),
+            Err(reason) if index == 0 => Err(format!(
+                "cannot list cache path {}: {reason}",
+                self.shown.display()
+            )),
+            Err(reason) => {
+                report.error(&self.path(&self.dirs[index].rel), reason);
+                self.dirs[index].entries = 1;
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// Lists every object and temp file below the root (depth first, no link followed); removes
+/// temp files whose writer is gone or that are stale.
 pub(super) fn scan(
     root: &Path,
     now: SystemTime,
@@ -80,49 +133,15 @@ pub(super) fn scan(
     report: &mut Report,
     p: &mut Progressor<'_>,
 ) -> Result<Tree, String> {
-    let root_dir = Dir::open_root(root).map_err(|e| match e.kind() {
-        io::ErrorKind::NotADirectory => format!("cache path {} is not a directory", root.display()),
-        _ => format!("cache path {} is not usable: {e}", root.display()),
-    })?;
-    let mut tree = Tree {
-        root: root_dir,
-        shown: root.to_path_buf(),
-        dirs: vec![Node {
-            rel: Vec::new(),
-            parent: 0,
-            fan: false,
-            emptied: false,
-            entries: 0,
-        }],
-        objects: Vec::new(),
-        own_temp_bytes: 0,
-    };
+    let mut tree = Tree::open_root(root)?;
     // Depth first; `dirs` ends up in pre-order.
     let mut stack = vec![0usize];
     while let Some(index) = stack.pop() {
         if options.cancelled() {
             break;
         }
-        let listed = tree
-            .open(index)
-            .map_err(open_error)
-            .and_then(|dir| match dir.entries() {
-                Ok(entries) => Ok((dir, entries)),
-                Err(e) => Err(format!("cannot list directory: {e}")),
-            });
-        let (dir, entries) = match listed {
-            Ok(l) => l,
-            Err(reason) if index == 0 => {
-                return Err(format!(
-                    "cannot list cache path {}: {reason}",
-                    root.display()
-                ))
-            }
-            Err(reason) => {
-                report.error(&tree.path(&tree.dirs[index].rel), reason);
-                tree.dirs[index].entries = 1; // unknown contents: never removed
-                continue;
-            }
+        let Some((dir, entries)) = tree.list(index, report)? else {
+            continue;
         };
         for entry in entries {
             tree.dirs[index].entries += 1;

@@ -24,6 +24,7 @@ pub mod limits;
 pub mod listen;
 pub mod log;
 pub mod metrics;
+mod observe;
 mod ops;
 pub mod panics;
 
@@ -36,12 +37,12 @@ pub use ops::OPENAPI_JSON;
 use crate::config::Mode;
 use crate::key::{Prefix, TaskHash};
 use crate::stats::Stats;
-use crate::store::{ArtifactBody, BodyStream, ErrorKind, PutOutcome, Store};
+use crate::store::{Artifact, ArtifactBody, BodyStream, ErrorKind, PutOutcome, Store};
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, Request, StatusCode};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -49,11 +50,12 @@ use futures_util::StreamExt;
 use limits::{Cut, UploadBody, REFUSED_BODY_DRAIN};
 use listen::{Served, Transport};
 use metrics::Metrics;
+use observe::{Early, Observer, Operation, Upload};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio::sync::{watch, Semaphore};
+use std::time::Duration;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 /// How long `stop` waits for requests in flight before cutting them off.
@@ -323,11 +325,11 @@ fn build_state(settings: ServerSettings, strict: bool) -> Built {
     });
     match first_error {
         Some(reason) => {
-            state.stats.error(&reason);
+            // Strict: the caller reports the reason; otherwise the log says it.
+            observe::namespace_failed(&state, &reason, !strict);
             if strict {
                 Err((state, reason))
             } else {
-                warn(&state, &reason);
                 Ok(state)
             }
         }
@@ -358,7 +360,10 @@ fn router(state: Arc<AppState>) -> Router {
             state.clone(),
             panics::catch_panics,
         ))
-        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            observe::observe,
+        ))
         .with_state(state)
 }
 
@@ -373,74 +378,6 @@ pub(crate) fn text(status: StatusCode, message: &str) -> Response {
         message.to_owned(),
     )
         .into_response()
-}
-
-/// What a cache handler tells the observer for logs and metrics.
-#[derive(Clone, Default)]
-struct Outcome {
-    hash: String,
-    token: Option<String>,
-    bytes: u64,
-}
-
-/// The route a path goes to, as a metrics label (the path itself would be unbounded).
-fn route_label(path: &str, operations: bool) -> &'static str {
-    if let Some(rest) = path.strip_prefix("/v1/cache/") {
-        return if rest.is_empty() || rest.contains('/') {
-            "unmatched"
-        } else {
-            "cache"
-        };
-    }
-    match (path, operations) {
-        ("/healthz", true) => "healthz",
-        ("/readyz", true) => "readyz",
-        ("/metrics", true) => "metrics",
-        ("/openapi.json", true) => "openapi",
-        _ => "unmatched",
-    }
-}
-
-/// Metrics and logs for every request.
-async fn observe(State(state): State<Arc<AppState>>, req: Request<Body>, next: Next) -> Response {
-    let started = Instant::now();
-    let route = route_label(req.uri().path(), state.operations);
-    let method = req.method().clone();
-    let response = next.run(req).await;
-    let elapsed = started.elapsed();
-    let status = response.status();
-    state.metrics.request(
-        route,
-        method.as_str(),
-        status.as_u16(),
-        elapsed.as_secs_f64(),
-    );
-    let outcome = response.extensions().get::<Outcome>();
-    log::request(
-        state.log,
-        &log::RequestLine {
-            method: method.as_str(),
-            route,
-            status: status.as_u16(),
-            elapsed,
-            hash: outcome.map(|o| o.hash.as_str()),
-            token: outcome.and_then(|o| o.token.as_deref()),
-            bytes: outcome.map(|o| o.bytes).unwrap_or(0),
-        },
-    );
-    response
-}
-
-fn with_outcome(mut response: Response, hash: &str, token: Option<&str>, bytes: u64) -> Response {
-    if token.is_some() {
-        response.extensions_mut().insert(Trusted);
-    }
-    response.extensions_mut().insert(Outcome {
-        hash: hash.chars().take(160).collect(),
-        token: token.map(str::to_owned),
-        bytes,
-    });
-    response
 }
 
 /// Who is asking.
@@ -472,38 +409,6 @@ fn access<'a>(state: &'a AppState, headers: &HeaderMap) -> Access<'a> {
     }
 }
 
-fn warn(state: &AppState, reason: &str) {
-    log::warn(state.log, reason);
-}
-
-/// Records a storage fault for the summary and metrics; logs it (the first time in debug mode).
-fn record(state: &AppState, operation: &'static str, reason: &str) {
-    state.metrics.storage_error(operation);
-    let first = state.stats.error(reason);
-    if first || state.log == LogFormat::Json {
-        warn(state, reason);
-    }
-}
-
-/// Records a refused object or upload for the summary and metrics; logs the reason (the first
-/// time per reason in debug mode, always in JSON mode).
-fn refuse(state: &AppState, operation: &'static str, hash: &TaskHash, reason: &str) {
-    state.metrics.refused(operation);
-    let first = state.stats.refused(reason, hash.as_str());
-    if first || state.log == LogFormat::Json {
-        let verb = if operation == "get" {
-            "not served"
-        } else {
-            "not stored"
-        };
-        warn(state, &format!("{hash} {verb}: {reason}"));
-    }
-}
-
-fn elapsed_ms(started: Instant) -> u64 {
-    started.elapsed().as_millis().try_into().unwrap_or(u64::MAX)
-}
-
 fn bad_hash(raw: &Result<Path<String>, PathRejection>) -> Result<TaskHash, String> {
     match raw {
         Ok(Path(raw)) => TaskHash::parse(raw).map_err(|e| format!("nx-open-cache: {e}")),
@@ -523,66 +428,65 @@ async fn get_artifact(
     raw: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Response {
-    let started = Instant::now();
-    let shown = raw_hash(&raw).to_owned();
-    let (token, stores): (Option<&str>, &[Arc<dyn Store>]) = match access(&state, &headers) {
-        Access::Token(p) => (Some(p.name.as_str()), &p.reads),
-        Access::Anonymous(stores) => (None, stores),
-        Access::Denied => return with_outcome(unauthorized(&state), &shown, None, 0),
+    let mut obs = Observer::new(&state, Operation::Get, raw_hash(&raw));
+    let stores: &[Arc<dyn Store>] = match access(&state, &headers) {
+        Access::Token(p) => {
+            obs.token(&p.name);
+            &p.reads
+        }
+        Access::Anonymous(stores) => stores,
+        Access::Denied => return obs.answer(unauthorized(&state)),
     };
     let hash = match bad_hash(&raw) {
         Ok(h) => h,
-        Err(e) => {
-            return with_outcome(text(StatusCode::BAD_REQUEST, &e), &shown, token, 0);
-        }
+        Err(e) => return obs.answer(text(StatusCode::BAD_REQUEST, &e)),
     };
     if state.mode == Mode::NoCache {
-        state.stats.miss();
-        state.metrics.miss();
-        return with_outcome(StatusCode::NOT_FOUND.into_response(), &shown, token, 0);
+        obs.miss_without_lookup();
+        return obs.answer(StatusCode::NOT_FOUND.into_response());
     }
     for store in stores {
         match store.get(&hash).await {
             Ok(Some(artifact)) => {
-                state.stats.add_time(elapsed_ms(started));
-                state.stats.hit(artifact.len);
-                state.metrics.hit(artifact.len);
-                let body = match artifact.body {
-                    ArtifactBody::Memory(bytes) => Body::from(bytes),
-                    ArtifactBody::File { file, .. } => {
-                        // The file is positioned at the payload; stream exactly `len` bytes of it.
-                        use tokio::io::AsyncReadExt;
-                        let reader = tokio::fs::File::from_std(file).take(artifact.len);
-                        Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
-                            reader,
-                            256 * 1024,
-                        ))
-                    }
-                };
-                let mut resp = Response::new(body);
-                let headers = resp.headers_mut();
-                headers.insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/octet-stream"),
-                );
-                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(artifact.len));
-                return with_outcome(resp, &shown, token, artifact.len);
+                obs.hit(artifact.len);
+                return obs.answer(artifact_response(artifact));
             }
             Ok(None) => {}
-            Err(e) if e.kind == ErrorKind::Refused => {
-                refuse(&state, "get", &hash, &e.message);
-            }
-            Err(e) => record(
-                &state,
-                "get",
-                &format!("read {} from {}: {}", hash, store.describe(), e.message),
-            ),
+            Err(e) if e.kind == ErrorKind::Refused => obs.refused(&hash, &e.message),
+            Err(e) => obs.fault(&format!(
+                "read {} from {}: {}",
+                hash,
+                store.describe(),
+                e.message
+            )),
         }
     }
-    state.stats.add_time(elapsed_ms(started));
-    state.stats.miss();
-    state.metrics.miss();
-    with_outcome(StatusCode::NOT_FOUND.into_response(), &shown, token, 0)
+    obs.miss();
+    obs.answer(StatusCode::NOT_FOUND.into_response())
+}
+
+/// 200 with the artifact's payload, streamed from its file or sent from memory.
+fn artifact_response(artifact: Artifact) -> Response {
+    let body = match artifact.body {
+        ArtifactBody::Memory(bytes) => Body::from(bytes),
+        ArtifactBody::File { file, .. } => {
+            // The file is positioned at the payload; stream exactly `len` bytes of it.
+            use tokio::io::AsyncReadExt;
+            let reader = tokio::fs::File::from_std(file).take(artifact.len);
+            Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
+                reader,
+                256 * 1024,
+            ))
+        }
+    };
+    let mut resp = Response::new(body);
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(artifact.len));
+    resp
 }
 
 /// 401, `Content-Type: text/plain` exactly (Nx requires it). The connection is closed after it:
@@ -616,79 +520,114 @@ fn closing(mut resp: Response, complete: bool) -> Response {
     resp
 }
 
+/// `PUT /v1/cache/{hash}` in stages: authorise (token, hash, role and mode), admit (the upload
+/// limits), store (the body streamed into the token's store), answer.
 async fn put_artifact(
     State(state): State<Arc<AppState>>,
     raw: Result<Path<String>, PathRejection>,
     req: Request<Body>,
 ) -> Response {
-    let started = Instant::now();
-    let shown = raw_hash(&raw).to_owned();
+    let mut obs = Observer::new(&state, Operation::Put, raw_hash(&raw));
     let (parts, body) = req.into_parts();
     let declared: Option<u64> = parts
         .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let cap = state.limits.max_artifact_bytes;
-    let body = UploadBody::new(body, cap, state.limits.upload_timeout);
+    let body = UploadBody::new(
+        body,
+        state.limits.max_artifact_bytes,
+        state.limits.upload_timeout,
+    );
     let principal = match access(&state, &parts.headers) {
         Access::Token(p) => p,
         Access::Anonymous(_) | Access::Denied => {
             // At once: nothing of the body is read before the answer.
-            let resp = closing(unauthorized(&state), declared == Some(0));
-            return with_outcome(resp, &shown, None, 0);
+            return obs.answer(closing(unauthorized(&state), declared == Some(0)));
         }
     };
-    let token = Some(principal.name.as_str());
-    let hash = match bad_hash(&raw) {
-        Ok(h) => h,
-        Err(e) => {
-            let resp = early(body, declared, text(StatusCode::BAD_REQUEST, &e)).await;
-            return with_outcome(resp, &shown, token, 0);
+    obs.token(&principal.name);
+    let admitted = authorise(&state, principal, &raw)
+        .and_then(|hash| admit(&state, declared).map(|slot| (hash, slot)));
+    let (hash, _slot) = match admitted {
+        Ok(a) => a,
+        Err(refused) => {
+            obs.turned_away(&refused);
+            return obs.answer(early(body, declared, early_answer(refused)).await);
         }
     };
-    if principal.role == Role::ReadOnly || state.mode != Mode::ReadWrite {
-        state.stats.refused_write();
-        let message = if state.mode != Mode::ReadWrite {
-            format!(
-                "nx-open-cache is in {} mode: not stored",
-                state.mode.as_str()
-            )
-        } else {
-            format!(
-                "nx-open-cache: token {:?} is read-only: not stored",
-                principal.name
-            )
-        };
-        let resp = early(body, declared, text(StatusCode::FORBIDDEN, &message)).await;
-        return with_outcome(resp, &shown, token, 0);
+    let (upload, complete) = store_upload(&state, principal, &hash, body, declared).await;
+    obs.uploaded(&hash, &upload);
+    obs.answer(closing(upload_answer(&state, upload), complete))
+}
+
+/// The hash is valid, and the token and the mode write.
+fn authorise(
+    state: &AppState,
+    principal: &Principal,
+    raw: &Result<Path<String>, PathRejection>,
+) -> Result<TaskHash, Early> {
+    let hash = bad_hash(raw).map_err(Early::BadHash)?;
+    if state.mode != Mode::ReadWrite {
+        return Err(Early::NotWritable(format!(
+            "nx-open-cache is in {} mode: not stored",
+            state.mode.as_str()
+        )));
     }
+    if principal.role == Role::ReadOnly {
+        return Err(Early::NotWritable(format!(
+            "nx-open-cache: token {:?} is read-only: not stored",
+            principal.name
+        )));
+    }
+    Ok(hash)
+}
+
+/// An upload slot, held until the answer: it counts toward `max_concurrent_uploads` and
+/// `uploads_in_flight`.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    _in_flight: metrics::InFlight,
+}
+
+/// The limits admit the upload: a Content-Length where one is required, no more than the
+/// artifact limit declared, and a free upload slot.
+fn admit(state: &AppState, declared: Option<u64>) -> Result<Slot, Early> {
     if declared.is_none() && state.limits.require_content_length {
-        state.metrics.rejected("length_required");
-        let resp = text(
+        return Err(Early::LengthRequired);
+    }
+    if let (Some(declared), Some(cap)) = (declared, state.limits.max_artifact_bytes) {
+        if declared > cap {
+            return Err(Early::TooLarge { declared, cap });
+        }
+    }
+    let permit = state
+        .uploads
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| Early::Busy)?;
+    Ok(Slot {
+        _permit: permit,
+        _in_flight: state.metrics.upload_started(),
+    })
+}
+
+/// The answer to an upload refused before its body reached the store.
+fn early_answer(early: Early) -> Response {
+    match early {
+        Early::BadHash(message) => text(StatusCode::BAD_REQUEST, &message),
+        Early::NotWritable(message) => text(StatusCode::FORBIDDEN, &message),
+        Early::LengthRequired => text(
             StatusCode::LENGTH_REQUIRED,
             "nx-open-cache: a PUT needs a Content-Length header",
-        );
-        let resp = early(body, declared, resp).await;
-        return with_outcome(resp, &shown, token, 0);
-    }
-    if let (Some(d), Some(c)) = (declared, cap) {
-        if d > c {
-            state.metrics.rejected("too_large");
-            let resp = text(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &format!(
-                    "nx-open-cache: artifact of {d} bytes is larger than the limit of {c} bytes"
-                ),
-            );
-            let resp = early(body, declared, resp).await;
-            return with_outcome(resp, &shown, token, 0);
-        }
-    }
-    let _permit = match state.uploads.clone().try_acquire_owned() {
-        Ok(permit) => permit,
-        Err(_) => {
-            state.metrics.rejected("busy");
+        ),
+        Early::TooLarge { declared, cap } => text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!(
+                "nx-open-cache: artifact of {declared} bytes is larger than the limit of {cap} bytes"
+            ),
+        ),
+        Early::Busy => {
             let mut resp = text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "nx-open-cache: too many uploads at once, retry later",
@@ -697,111 +636,88 @@ async fn put_artifact(
                 header::RETRY_AFTER,
                 HeaderValue::from(limits::RETRY_AFTER_SECS),
             );
-            let resp = early(body, declared, resp).await;
-            return with_outcome(resp, &shown, token, 0);
+            resp
         }
-    };
-    let _in_flight = state.metrics.upload_started();
-    let mut body = body;
+    }
+}
+
+/// Streams the body into the token's store; then reads what the store left of the body. Returns
+/// how the upload ended and whether the body was read to its end.
+async fn store_upload(
+    state: &AppState,
+    principal: &Principal,
+    hash: &TaskHash,
+    mut body: UploadBody,
+    declared: Option<u64>,
+) -> (Upload, bool) {
     // Safety net for a store that hangs (the body itself is bounded by the upload deadline).
     let store_bound = state.limits.upload_timeout + Duration::from_secs(60);
     let result = {
         let mut stream: BodyStream<'_> = (&mut body).boxed();
         tokio::time::timeout(
             store_bound,
-            principal.write.put(&hash, &mut stream, declared),
+            principal.write.put(hash, &mut stream, declared),
         )
         .await
     };
     let complete = body.drain().await;
-    state.stats.add_time(elapsed_ms(started));
-    let resp = match (result, body.cut()) {
-        (_, Some(Cut::TimedOut)) => {
-            state.metrics.rejected("timeout");
-            text(
-                StatusCode::REQUEST_TIMEOUT,
-                &format!(
-                    "nx-open-cache: upload not finished within {} s: not stored",
-                    state.limits.upload_timeout.as_secs()
-                ),
-            )
-        }
-        (_, Some(Cut::TooLarge)) => {
-            state.metrics.rejected("too_large");
-            text(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &format!(
-                    "nx-open-cache: artifact is larger than the limit of {} bytes: not stored",
-                    cap.unwrap_or(u64::MAX)
-                ),
-            )
-        }
-        (Ok(Ok(PutOutcome::Stored(n))), _) => {
-            state.stats.stored(n);
-            state.metrics.stored(n);
-            return closing(
-                with_outcome(StatusCode::OK.into_response(), &shown, token, n),
-                complete,
-            );
-        }
-        (Ok(Ok(PutOutcome::AlreadyExists)), _) => {
-            state.stats.already_stored();
-            state.metrics.already_stored();
-            StatusCode::CONFLICT.into_response()
-        }
-        (Ok(Err(e)), _) if e.kind == ErrorKind::Refused => {
-            refuse(&state, "put", &hash, &e.message);
-            // `serve` tells a bad client 400. Behind the proxy the refusal comes from a store (an
-            // upstream server's check): Nx takes 403 as "not stored" quietly, and the run
-            // summary names the reason.
-            let status = if state.operations {
+    let write_fault =
+        |why: &str| format!("write {} to {}: {why}", hash, principal.write.describe());
+    let upload = match (result, body.cut()) {
+        (_, Some(Cut::TimedOut)) => Upload::TimedOut,
+        (_, Some(Cut::TooLarge)) => Upload::TooLarge,
+        (Ok(Ok(PutOutcome::Stored(n))), _) => Upload::Stored(n),
+        (Ok(Ok(PutOutcome::AlreadyExists)), _) => Upload::AlreadyStored,
+        (Ok(Err(e)), _) if e.kind == ErrorKind::Refused => Upload::Refused(e.message),
+        (Ok(Err(e)), _) if e.kind == ErrorKind::BadRequest => Upload::BadLength(e.message),
+        (Ok(Err(e)), _) => Upload::Fault(write_fault(&e.message)),
+        (Err(_), _) => Upload::Fault(write_fault(&format!(
+            "storage did not finish within {} s",
+            store_bound.as_secs()
+        ))),
+    };
+    (upload, complete)
+}
+
+/// The answer to an upload that reached the store.
+fn upload_answer(state: &AppState, upload: Upload) -> Response {
+    match upload {
+        Upload::Stored(_) => StatusCode::OK.into_response(),
+        Upload::AlreadyStored => StatusCode::CONFLICT.into_response(),
+        Upload::TooLarge => text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!(
+                "nx-open-cache: artifact is larger than the limit of {} bytes: not stored",
+                state.limits.max_artifact_bytes.unwrap_or(u64::MAX)
+            ),
+        ),
+        Upload::TimedOut => text(
+            StatusCode::REQUEST_TIMEOUT,
+            &format!(
+                "nx-open-cache: upload not finished within {} s: not stored",
+                state.limits.upload_timeout.as_secs()
+            ),
+        ),
+        // `serve` tells a bad client 400. Behind the proxy the refusal comes from a store (an
+        // upstream server's check): Nx takes 403 as "not stored" quietly, and the run summary
+        // names the reason.
+        Upload::Refused(reason) => text(
+            if state.operations {
                 StatusCode::BAD_REQUEST
             } else {
                 StatusCode::FORBIDDEN
-            };
-            text(status, &format!("nx-open-cache: not stored: {}", e.message))
-        }
-        (Ok(Err(e)), _) if e.kind == ErrorKind::BadRequest => {
-            state.metrics.rejected("bad_length");
-            text(
-                StatusCode::BAD_REQUEST,
-                &format!("nx-open-cache: {}", e.message),
-            )
-        }
-        (Ok(Err(e)), _) => {
-            record(
-                &state,
-                "put",
-                &format!(
-                    "write {} to {}: {}",
-                    hash,
-                    principal.write.describe(),
-                    e.message
-                ),
-            );
-            text(
-                StatusCode::FORBIDDEN,
-                "nx-open-cache: not stored (storage fault, see the run summary)",
-            )
-        }
-        (Err(_), _) => {
-            record(
-                &state,
-                "put",
-                &format!(
-                    "write {} to {}: storage did not finish within {} s",
-                    hash,
-                    principal.write.describe(),
-                    store_bound.as_secs()
-                ),
-            );
-            text(
-                StatusCode::FORBIDDEN,
-                "nx-open-cache: not stored (storage fault, see the run summary)",
-            )
-        }
-    };
-    closing(with_outcome(resp, &shown, token, 0), complete)
+            },
+            &format!("nx-open-cache: not stored: {reason}"),
+        ),
+        Upload::BadLength(message) => text(
+            StatusCode::BAD_REQUEST,
+            &format!("nx-open-cache: {message}"),
+        ),
+        Upload::Fault(_) => text(
+            StatusCode::FORBIDDEN,
+            "nx-open-cache: not stored (storage fault, see the run summary)",
+        ),
+    }
 }
 
 /// The store of a token whose namespace could not be made: every operation is that fault.

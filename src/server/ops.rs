@@ -38,8 +38,7 @@ pub(super) async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let Some((kind, reason)) = failed else {
         return text(StatusCode::OK, "ready");
     };
-    state.metrics.storage_error("probe");
-    super::warn(
+    super::observe::probe_failed(
         &state,
         &format!("not ready: {}: {reason}", state.probe.describe()),
     );

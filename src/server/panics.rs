@@ -6,7 +6,7 @@
 //! (installed once, chaining to the previous hook for every other panic) keeps the default hook
 //! from printing the panic a second time, unescaped, and notes where it happened.
 
-use super::{log, AppState};
+use super::AppState;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderValue, Request, StatusCode};
@@ -125,10 +125,9 @@ pub(super) async fn catch_panics(
     match CatchPanic::new(next.run(req)).await {
         Ok(response) => response,
         Err(p) => {
-            state.metrics.panicked();
             let at = p.location.map(|l| format!(" at {l}")).unwrap_or_default();
-            log::warn(
-                state.log,
+            super::observe::panicked(
+                &state,
                 &format!(
                     "request {method} {path} panicked{at}: {}; answered 500",
                     p.message

@@ -1,0 +1,323 @@
+//! Every request is observed once, here: the run summary ([`Stats`](crate::stats::Stats)), the
+//! metrics ([`super::metrics`]) and the log ([`super::log`]) are updated together, so that a
+//! handler only says what happened and never counts it itself.
+//!
+//! - [`observe`] (the outermost middleware) counts and logs every answered request: its route,
+//!   method, status and time, plus what its cache handler recorded (hash, token name, bytes).
+//! - An [`Observer`], one per cache request, turns what the handler tells it into counters:
+//!   a hit, a miss, an upload's end, a limit that refused it, a refused object, a fault.
+//!   `cache_millis` counts the requests that reached storage (a lookup or an upload), as it
+//!   always did: a request refused before (no token, bad hash, read-only, a limit) adds no time.
+//! - Faults and refusals are logged once per reason in the text format and always in JSON, with
+//!   every client-controlled part escaped by [`log::warn`].
+
+use super::log::{self, LogFormat};
+use super::{AppState, Trusted};
+use crate::key::TaskHash;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::Request;
+use axum::middleware::Next;
+use axum::response::Response;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Longest hash kept for the log line (the path's hash may be anything a client sends).
+const MAX_SHOWN_HASH_CHARS: usize = 160;
+
+/// The cache operation a request performs, as the metrics label it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Operation {
+    Get,
+    Put,
+}
+
+impl Operation {
+    fn label(self) -> &'static str {
+        match self {
+            Operation::Get => "get",
+            Operation::Put => "put",
+        }
+    }
+}
+
+/// A limit that refused an upload: the `reason` label of `rejected_uploads_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Limit {
+    LengthRequired,
+    TooLarge,
+    Busy,
+    Timeout,
+    BadLength,
+}
+
+impl Limit {
+    fn label(self) -> &'static str {
+        match self {
+            Limit::LengthRequired => "length_required",
+            Limit::TooLarge => "too_large",
+            Limit::Busy => "busy",
+            Limit::Timeout => "timeout",
+            Limit::BadLength => "bad_length",
+        }
+    }
+}
+
+/// Why an upload from a valid token is answered before its body reaches the store.
+#[derive(Debug)]
+pub(crate) enum Early {
+    /// The hash is not valid: the message says why (400).
+    BadHash(String),
+    /// The token or the mode does not write: the message says which (403).
+    NotWritable(String),
+    /// No Content-Length where one is required (411).
+    LengthRequired,
+    /// The declared length is over the artifact limit `cap` (413).
+    TooLarge { declared: u64, cap: u64 },
+    /// Too many uploads at once (503).
+    Busy,
+}
+
+/// How an upload that reached the store ended.
+#[derive(Debug)]
+pub(crate) enum Upload {
+    /// Stored, this many payload bytes.
+    Stored(u64),
+    /// The hash was stored already (first writer wins).
+    AlreadyStored,
+    /// The body did not arrive within the upload timeout; nothing was stored.
+    TimedOut,
+    /// The body grew past the artifact limit; nothing was stored.
+    TooLarge,
+    /// The store refused the upload (not a valid artifact): the reason, for the client too.
+    Refused(String),
+    /// The body does not match its Content-Length: the store's message.
+    BadLength(String),
+    /// A storage fault: the reason for the summary and the log (never shown to the client).
+    Fault(String),
+}
+
+/// What a cache handler recorded, read by [`observe`] for the request line.
+#[derive(Clone, Default)]
+struct Observed {
+    hash: String,
+    token: Option<String>,
+    bytes: u64,
+}
+
+/// The observer of one cache request (`GET`/`PUT /v1/cache/{hash}`).
+pub(crate) struct Observer<'s> {
+    state: &'s AppState,
+    operation: Operation,
+    started: Instant,
+    /// The hash as the client wrote it (cut to [`MAX_SHOWN_HASH_CHARS`]), for the log line.
+    shown: String,
+    /// The token's name once the caller presented a valid one.
+    token: Option<&'s str>,
+    /// Payload bytes served or stored.
+    bytes: u64,
+}
+
+impl<'s> Observer<'s> {
+    /// Starts observing a request for `shown`, the hash as the client wrote it.
+    pub(crate) fn new(state: &'s AppState, operation: Operation, shown: &str) -> Observer<'s> {
+        Observer {
+            state,
+            operation,
+            started: Instant::now(),
+            shown: shown.chars().take(MAX_SHOWN_HASH_CHARS).collect(),
+            token: None,
+            bytes: 0,
+        }
+    }
+
+    /// The caller presented the valid token named `name`.
+    pub(crate) fn token(&mut self, name: &'s str) {
+        self.token = Some(name);
+    }
+
+    fn add_time(&self) {
+        let millis = self.started.elapsed().as_millis();
+        self.state
+            .stats
+            .add_time(millis.try_into().unwrap_or(u64::MAX));
+    }
+
+    /// A lookup served an artifact of `bytes` payload bytes.
+    pub(crate) fn hit(&mut self, bytes: u64) {
+        self.add_time();
+        self.bytes = bytes;
+        self.state.stats.hit(bytes);
+        self.state.metrics.hit(bytes);
+    }
+
+    /// A lookup found nothing to serve (faults and refusals included, recorded on their own).
+    pub(crate) fn miss(&mut self) {
+        self.add_time();
+        self.count_miss();
+    }
+
+    /// A miss without a lookup (the `no-cache` mode): it takes no storage time.
+    pub(crate) fn miss_without_lookup(&mut self) {
+        self.count_miss();
+    }
+
+    fn count_miss(&self) {
+        self.state.stats.miss();
+        self.state.metrics.miss();
+    }
+
+    /// An upload answered before its body reached the store.
+    pub(crate) fn turned_away(&self, early: &Early) {
+        match early {
+            Early::BadHash(_) => {}
+            Early::NotWritable(_) => self.state.stats.refused_write(),
+            Early::LengthRequired => self.limited(Limit::LengthRequired),
+            Early::TooLarge { .. } => self.limited(Limit::TooLarge),
+            Early::Busy => self.limited(Limit::Busy),
+        }
+    }
+
+    fn limited(&self, limit: Limit) {
+        self.state.metrics.rejected(limit.label());
+    }
+
+    /// An upload reached the store and ended as `upload`; `hash` is its parsed hash.
+    pub(crate) fn uploaded(&mut self, hash: &TaskHash, upload: &Upload) {
+        self.add_time();
+        match upload {
+            Upload::Stored(n) => {
+                self.bytes = *n;
+                self.state.stats.stored(*n);
+                self.state.metrics.stored(*n);
+            }
+            Upload::AlreadyStored => {
+                self.state.stats.already_stored();
+                self.state.metrics.already_stored();
+            }
+            Upload::TimedOut => self.limited(Limit::Timeout),
+            Upload::TooLarge => self.limited(Limit::TooLarge),
+            Upload::Refused(reason) => self.refused(hash, reason),
+            Upload::BadLength(_) => self.limited(Limit::BadLength),
+            Upload::Fault(reason) => self.fault(reason),
+        }
+    }
+
+    /// The store read `hash` but refused it (`get`), or refused its upload (`put`). Logged the
+    /// first time per reason in the text format, always in JSON.
+    pub(crate) fn refused(&self, hash: &TaskHash, reason: &str) {
+        self.state.metrics.refused(self.operation.label());
+        let first = self.state.stats.refused(reason, hash.as_str());
+        if first || self.state.log == LogFormat::Json {
+            let verb = match self.operation {
+                Operation::Get => "not served",
+                Operation::Put => "not stored",
+            };
+            log::warn(self.state.log, &format!("{hash} {verb}: {reason}"));
+        }
+    }
+
+    /// A storage fault (the reason names the store and what failed).
+    pub(crate) fn fault(&self, reason: &str) {
+        fault(self.state, self.operation.label(), reason);
+    }
+
+    /// `response`, carrying what the log line needs, and marked trusted when a valid token was
+    /// presented (the connection counts as trusted from then on, [`super::listen`]).
+    pub(crate) fn answer(self, mut response: Response) -> Response {
+        if self.token.is_some() {
+            response.extensions_mut().insert(Trusted);
+        }
+        response.extensions_mut().insert(Observed {
+            hash: self.shown,
+            token: self.token.map(str::to_owned),
+            bytes: self.bytes,
+        });
+        response
+    }
+}
+
+/// Records a storage fault of `operation` (`get`, `put`, `probe`) for the summary and metrics;
+/// logs it the first time per reason in the text format, always in JSON.
+pub(crate) fn fault(state: &AppState, operation: &'static str, reason: &str) {
+    state.metrics.storage_error(operation);
+    let first = state.stats.error(reason);
+    if first || state.log == LogFormat::Json {
+        log::warn(state.log, reason);
+    }
+}
+
+/// `/readyz` found the storage not ready: a `probe` fault in the metrics and the log (not in the
+/// run summary: a probe is no cache request).
+pub(crate) fn probe_failed(state: &AppState, reason: &str) {
+    state.metrics.storage_error("probe");
+    log::warn(state.log, reason);
+}
+
+/// A token's namespace could not be made when the server started: a fault in the summary,
+/// logged (no request, so no metric).
+pub(crate) fn namespace_failed(state: &AppState, reason: &str, logged: bool) {
+    state.stats.error(reason);
+    if logged {
+        log::warn(state.log, reason);
+    }
+}
+
+/// A handler panicked: counted and logged (the request itself is answered 500 and observed by
+/// [`observe`] like any other).
+pub(crate) fn panicked(state: &AppState, message: &str) {
+    state.metrics.panicked();
+    log::warn(state.log, message);
+}
+
+/// The route a path goes to, as a metrics label (the path itself would be unbounded).
+fn route_label(path: &str, operations: bool) -> &'static str {
+    if let Some(rest) = path.strip_prefix("/v1/cache/") {
+        return if rest.is_empty() || rest.contains('/') {
+            "unmatched"
+        } else {
+            "cache"
+        };
+    }
+    match (path, operations) {
+        ("/healthz", true) => "healthz",
+        ("/readyz", true) => "readyz",
+        ("/metrics", true) => "metrics",
+        ("/openapi.json", true) => "openapi",
+        _ => "unmatched",
+    }
+}
+
+/// The outermost middleware: counts and logs every answered request.
+pub(super) async fn observe(
+    State(state): State<Arc<AppState>>,
+    req: Request<Body>,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let route = route_label(req.uri().path(), state.operations);
+    let method = req.method().clone();
+    let response = next.run(req).await;
+    let elapsed = started.elapsed();
+    let status = response.status();
+    state.metrics.request(
+        route,
+        method.as_str(),
+        status.as_u16(),
+        elapsed.as_secs_f64(),
+    );
+    let observed = response.extensions().get::<Observed>();
+    log::request(
+        state.log,
+        &log::RequestLine {
+            method: method.as_str(),
+            route,
+            status: status.as_u16(),
+            elapsed,
+            hash: observed.map(|o| o.hash.as_str()),
+            token: observed.and_then(|o| o.token.as_deref()),
+            bytes: observed.map(|o| o.bytes).unwrap_or(0),
+        },
+    );
+    response
+}

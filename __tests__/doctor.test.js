@@ -98,3 +98,73 @@ test('no plugin in nx.json: says how to add it, exit 1; --help documents the ste
   assert.equal(h.code, 0);
   assert.match(h.out, /write, read back, delete/);
 });
+
+/**
+ * @param {string} cwd
+ * @param {string[]} args
+ * @param {Record<string, string>} [env]
+ */
+function cli(cwd, args, env = {}) {
+  const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('NX_OPEN_CACHE_') && k !== 'CI'));
+  const r = spawnSync(process.execPath, [CLI, ...args], { cwd, env: { ...clean, ...env }, encoding: 'utf8', timeout: 60_000 });
+  return { code: r.status, out: r.stdout, err: r.stderr };
+}
+
+/** Whether this build accepts the s3 backend. */
+function s3Available() {
+  try {
+    require('../index.js').resolveConfig(base, { backend: 's3', bucket: 'b', region: 'eu-west-1' }, {});
+    return true;
+  } catch (e) {
+    return !/not available/.test(String(/** @type {Error} */ (e).message));
+  }
+}
+
+test('config, doctor and gc see the configuration the plugin uses: the deprecated block, the first of two entries', (t) => {
+  // The plugin entry names no backend: the deprecated s3 block configures the cache, the entry's
+  // options override it. `config` used to ignore the block and show the default fs backend.
+  const legacy = workspace({
+    plugins: [{ plugin: 'nx-open-cache', options: { timeout: 2, connectTimeout: 1 } }],
+    s3: { bucket: 'legacy-bucket', region: 'eu-west-1', endpoint: 'http://127.0.0.1:9', forcePathStyle: true, accessKeyId: 'AKIA-TEST', secretAccessKey: 'not-shown-secret' },
+  });
+  if (s3Available()) {
+    const config = cli(legacy, ['config'], { AWS_EC2_METADATA_DISABLED: 'true' });
+    assert.equal(config.code, 0, config.err);
+    const c = JSON.parse(config.out);
+    assert.equal(c.backend, 's3');
+    assert.match(c.location, /legacy-bucket/);
+    assert.match(config.err, /using the deprecated top-level "s3" block/);
+    assert.ok(!(config.out + config.err).includes('not-shown-secret'));
+    const d = cli(legacy, ['doctor', '--json'], { AWS_EC2_METADATA_DISABLED: 'true' });
+    assert.equal(d.code, 1, d.out + d.err);
+    assert.match(JSON.parse(d.out).location, /^s3 legacy-bucket\b/);
+    const gc = cli(legacy, ['gc', '--max-age', '1d']);
+    assert.equal(gc.code, 2);
+    assert.match(gc.err, /this workspace caches in .*legacy-bucket.* \(s3\): gc works on fs cache directories/);
+  } else {
+    t.diagnostic('this build has no s3 backend: the refusal names it, so the block was used');
+    const config = cli(legacy, ['config']);
+    assert.equal(config.code, 1);
+    assert.match(config.err, /backend "s3" is not available/);
+  }
+
+  // Two entries: the first wins everywhere (doctor used to take the last).
+  const twice = workspace({
+    plugins: [
+      { plugin: 'nx-open-cache', options: { path: 'first' } },
+      { plugin: 'nx-open-cache', options: { path: 'second' } },
+    ],
+  });
+  const config = cli(twice, ['config']);
+  assert.equal(config.code, 0, config.err);
+  assert.equal(JSON.parse(config.out).location, path.join(twice, 'first'));
+  assert.match(config.err, /lists nx-open-cache 2 times: the first entry is used/);
+  const d = cli(twice, ['doctor', '--json']);
+  assert.equal(d.code, 0, d.out + d.err);
+  const report = JSON.parse(d.out);
+  assert.equal(report.location, `fs ${path.join(twice, 'first')}`);
+  assert.match(report.notes.join('\n'), /the first entry is used/);
+  const gc = cli(twice, ['gc', '--max-age', '1d', '--json']);
+  assert.equal(gc.code, 0, gc.err);
+  assert.equal(JSON.parse(gc.out).path, path.join(twice, 'first'));
+});

@@ -163,3 +163,22 @@ test('plugin: an entry naming a backend ignores the legacy block', async () => {
   await plugin.postTasksExecution(undefined, context);
   assert.ok(!sb.printed.join('\n').includes('deprecated'), sb.printed.join('\n'));
 });
+
+test('plugin: nx.json lists the plugin twice: the first entry serves the run, the other entry\'s hooks do nothing', async () => {
+  const first = { path: 'first' };
+  const second = { path: 'second' };
+  const nxJson = { plugins: [{ plugin: 'nx-open-cache', options: first }, { plugin: 'nx-open-cache', options: second }] };
+  fs.writeFileSync(path.join(sb.root, 'nx.json'), JSON.stringify(nxJson));
+  const context = { id: 'twice-1', workspaceRoot: sb.root, argv: ['nx', 'run-many', '-t', 'build'], nxJsonConfiguration: nxJson };
+  // Nx runs the hooks of each entry; the second entry's first.
+  await plugin.preTasksExecution(second, context);
+  assert.equal(process.env.NX_SELF_HOSTED_REMOTE_CACHE_SERVER, undefined, 'the second entry started a proxy');
+  await plugin.preTasksExecution(first, context);
+  assert.match(String(process.env.NX_SELF_HOSTED_REMOTE_CACHE_SERVER), /^http:\/\/127\.0\.0\.1:\d+$/);
+  await plugin.postTasksExecution(second, context);
+  assert.ok(!sb.printed.some((l) => /\d+ hits?, /.test(l)), 'the second entry ended the run');
+  await plugin.postTasksExecution(first, context);
+  const out = sb.printed.join('\n');
+  assert.match(out, /nx-open-cache: 0 hits, 0 misses, 0 stored.*first/, out);
+  assert.equal(out.match(/lists nx-open-cache 2 times: the first entry is used/g)?.length, 1, out);
+});

@@ -3,6 +3,8 @@
 // src/retention.rs). Exit codes: 0 done, 1 done with errors (or the directory unusable), 2 bad
 // options.
 
+const { findWorkspaceRoot, readNxJson, workspaceInput } = require('./workspace.js');
+
 const GC_HELP = `Usage: nx-open-cache gc [--path <dir>] [--max-size <size>] [--max-age <age>] [--dry-run] [--json]
 
 Deletes cache objects of an fs cache directory: first those not accessed for longer than
@@ -80,22 +82,18 @@ function parseArgs(argv) {
 }
 
 /**
- * The workspace's effective fs cache directory.
- * @param {{ findWorkspaceRoot: (from: string) => string | undefined, pluginOptions: (root: string) => Record<string, unknown> | undefined }} workspace
+ * The workspace's effective fs cache directory (the plugin's configuration, lib/workspace.js).
  * @returns {{ path: string } | { error: string }}
  */
-function workspacePath(workspace) {
-  const root = workspace.findWorkspaceRoot(process.cwd());
+function workspacePath() {
+  const root = findWorkspaceRoot(process.cwd());
   if (!root) return { error: `no --path given and no nx.json found in ${process.cwd()} or above` };
-  const options = workspace.pluginOptions(root);
-  if (options === undefined) {
-    return { error: 'no --path given and the nx-open-cache plugin is not in nx.json' };
-  }
-  const native = require('../index.js');
   /** @type {{ backend: string, location: string }} */
   let c;
   try {
-    c = native.resolveConfig(root, options, /** @type {Record<string,string>} */ ({ ...process.env }));
+    const input = workspaceInput(readNxJson(root));
+    if (!input.configured) return { error: 'no --path given and the nx-open-cache plugin is not in nx.json' };
+    c = require('../index.js').resolveConfig(root, input.options, input.env);
   } catch (e) {
     return { error: /** @type {Error} */ (e).message };
   }
@@ -111,10 +109,9 @@ function workspacePath(workspace) {
 /**
  * Runs `nx-open-cache gc`.
  * @param {string[]} argv the arguments after `gc`
- * @param {{ findWorkspaceRoot: (from: string) => string | undefined, pluginOptions: (root: string) => Record<string, unknown> | undefined }} workspace
  * @returns {number} the exit code
  */
-function gcCommand(argv, workspace) {
+function gcCommand(argv) {
   const args = parseArgs(argv);
   if ('help' in args) {
     console.log(GC_HELP);
@@ -126,7 +123,7 @@ function gcCommand(argv, workspace) {
   }
   let dir = args.path;
   if (dir === undefined) {
-    const found = workspacePath(workspace);
+    const found = workspacePath();
     if ('error' in found) {
       console.error(`nx-open-cache gc: ${found.error}`);
       return 2;

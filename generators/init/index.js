@@ -28,8 +28,7 @@ const os = require('node:os');
 const path = require('node:path');
 const { readNxJson, updateNxJson, writeJson, logger } = require('nx/src/devkit-exports');
 const { legacyBlock } = require('../../lib/legacy.js');
-
-const PLUGIN_NAME = 'nx-open-cache';
+const { isOurEntry, PLUGIN_NAME } = require('../../lib/workspace.js');
 /** Every backend nx-open-cache knows of; which of them this build supports is asked of the addon. */
 const KNOWN_BACKENDS = /** @type {const} */ (['fs', 's3', 'gcs', 'azure', 'http']);
 const MODES = ['read-write', 'read-only', 'no-cache'];
@@ -218,12 +217,6 @@ function normalizeOptions(schema) {
     given.readPrefixes = [...preset.readPrefixes];
   }
   return given;
-}
-
-/** @param {unknown} entry */
-function isOurEntry(entry) {
-  if (typeof entry === 'string') return entry === PLUGIN_NAME;
-  return !!entry && typeof entry === 'object' && /** @type {any} */ (entry).plugin === PLUGIN_NAME;
 }
 
 /** @param {unknown} v */
@@ -445,7 +438,7 @@ async function initGenerator(tree, schema) {
   } else {
     const entry = /** @type {PluginEntry} */ (existingEntry);
     if (plugins.slice(index + 1).some(isOurEntry)) {
-      logger.warn(`nx-open-cache: nx.json lists ${PLUGIN_NAME} more than once; only the first entry was checked`);
+      logger.warn(`nx-open-cache: nx.json lists ${PLUGIN_NAME} more than once; only the first entry is used (by the plugin, doctor and the CLI) and was checked`);
     }
     if (typeof entry === 'string') {
       finalOptions = mergeOptions(undefined, given, mergeOpts);

@@ -87,7 +87,7 @@ test('configuration mistakes: exit 2, naming the option, the value and the choic
   assert.match(r2.err, /invalid value "read" for option "NX_OPEN_CACHE_MODE": expected one of "read-write", "read-only", "no-cache"/);
   const r3 = doctor(ws, ['--fix']);
   assert.equal(r3.code, 2);
-  assert.match(r3.err, /unknown option "--fix"; allowed: --json, --help/);
+  assert.match(r3.err, /unknown option "--fix" for doctor \(allowed: --json\)/);
 });
 
 test('no plugin in nx.json: says how to add it, exit 1; --help documents the steps', () => {
@@ -167,4 +167,27 @@ test('config, doctor and gc see the configuration the plugin uses: the deprecate
   const gc = cli(twice, ['gc', '--max-age', '1d', '--json']);
   assert.equal(gc.code, 0, gc.err);
   assert.equal(JSON.parse(gc.out).path, path.join(twice, 'first'));
+});
+
+test('every JS command names a bad argument and the allowed ones; --help anywhere shows the usage', () => {
+  const ws = workspace({ plugins: [{ plugin: 'nx-open-cache', options: { path: 'store' } }] });
+  /** @type {[string[], RegExp][]} */
+  const cases = [
+    [['summary', '--jsn'], /nx-open-cache summary: unknown option "--jsn" for summary \(allowed: --json\)/],
+    [['config', '--json'], /nx-open-cache config: unknown option "--json" for config \(it takes no options\)/],
+    [['host', 'restart'], /nx-open-cache host: unexpected argument "restart" for host: expected at most one of status, stop/],
+    [['host', '--json=yes'], /nx-open-cache host: option --json takes no value \(got "yes"\)/],
+    [['keygen', '--encrypt'], /nx-open-cache keygen: unknown option "--encrypt" for keygen \(allowed: --encryption, --json\)/],
+    [['doctor', 'now'], /nx-open-cache doctor: unexpected argument "now" for doctor: it takes options only/],
+  ];
+  for (const [args, message] of cases) {
+    const r = cli(ws, args);
+    assert.notEqual(r.code, 0, args.join(' '));
+    assert.match(r.err, message);
+  }
+  for (const [command, usage] of [['host', /Usage: nx-open-cache host/], ['keygen', /Usage: nx-open-cache keygen/], ['gc', /Usage: nx-open-cache gc/]]) {
+    const r = cli(ws, [/** @type {string} */ (command), '--bogus', '-h']);
+    assert.equal(r.code, 0, `${command}: ${r.err}`);
+    assert.match(r.out, /** @type {RegExp} */ (usage));
+  }
 });

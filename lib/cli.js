@@ -3,6 +3,7 @@
 // `npx nx-open-cache <command>`.
 
 const { formatSummary, pluginDataDir, readSummary, summaryFile } = require('./summary.js');
+const { parseCommandArgs } = require('./args.js');
 const { findWorkspaceRoot, inputNotes, readNxJson, workspaceInput } = require('./workspace.js');
 
 const HELP = `Usage: nx-open-cache <command>
@@ -29,12 +30,53 @@ Commands:
   --version          Print the version`;
 
 /**
+ * A command's own options parsed; the exit code when it has printed the usage or the mistake.
+ * @param {string} command
+ * @param {string[]} args
+ * @param {import('./args.js').OptionSpecs} options
+ * @returns {import('./args.js').Parsed | number}
+ */
+function commandArgs(command, args, options) {
+  const parsed = parseCommandArgs(command, args, options);
+  if ('help' in parsed) {
+    console.log(HELP);
+    return 0;
+  }
+  if ('error' in parsed) {
+    console.error(`nx-open-cache ${command}: ${parsed.error}`);
+    return 1;
+  }
+  return parsed;
+}
+
+/**
+ * `summary [--json]`: the last run's summary.
+ * @param {string} root
+ * @param {string[]} args
+ * @returns {number}
+ */
+function summaryCommand(root, args) {
+  const parsed = commandArgs('summary', args, { json: { type: 'boolean' } });
+  if (typeof parsed === 'number') return parsed;
+  const s = readSummary(root);
+  if (!s) {
+    console.error(`nx-open-cache: no run summary yet (${summaryFile(root)}): run an Nx command with the plugin first`);
+    return 1;
+  }
+  console.log(parsed.values.json === true ? JSON.stringify(s, null, 2) : `${formatSummary(s)}\n  (run ended ${s.endedAt})`);
+  return 0;
+}
+
+/**
  * `config`: the effective configuration, from the same input as the plugin's and doctor's; where it
  * came from (a deprecated block, duplicate entries) on stderr, so stdout stays JSON.
  * @param {string} root
+ * @param {string[]} args
  * @returns {number}
  */
-function configCommand(root) {
+function configCommand(root, args) {
+  const parsed = commandArgs('config', args, {});
+  if (typeof parsed === 'number') return parsed;
   try {
     const input = workspaceInput(readNxJson(root));
     if (!input.configured) {
@@ -72,16 +114,8 @@ function main(argv) {
     return 1;
   }
   if (command === 'host') return require('./host.js').hostCommand(rest, pluginDataDir(root));
-  if (command === 'summary') {
-    const s = readSummary(root);
-    if (!s) {
-      console.error(`nx-open-cache: no run summary yet (${summaryFile(root)}): run an Nx command with the plugin first`);
-      return 1;
-    }
-    console.log(rest.includes('--json') ? JSON.stringify(s, null, 2) : `${formatSummary(s)}\n  (run ended ${s.endedAt})`);
-    return 0;
-  }
-  if (command === 'config') return configCommand(root);
+  if (command === 'summary') return summaryCommand(root, rest);
+  if (command === 'config') return configCommand(root, rest);
   console.error(`nx-open-cache: unknown command "${command}"\n\n${HELP}`);
   return 1;
 }

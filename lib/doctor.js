@@ -4,6 +4,7 @@
 // top-level s3/gcs/azure block), which backend and mode apply and why, then the native checks
 // (setup, lookup, write / read back / delete probe), each timed, with a fix for every failure.
 
+const { parseCommandArgs } = require('./args.js');
 const { inputNotes, readNxJson, workspaceInput } = require('./workspace.js');
 
 /** @typedef {import('../index').DoctorReport} DoctorReport */
@@ -83,20 +84,20 @@ async function runDoctor(root, o = {}) {
  * @returns {Promise<number>}
  */
 async function doctorCommand(args, root) {
-  if (args.includes('--help') || args.includes('-h')) {
+  const parsed = parseCommandArgs('doctor', args, { json: { type: 'boolean' } });
+  if ('help' in parsed) {
     console.log(HELP);
     return 0;
   }
-  const unknown = args.filter((a) => a !== '--json');
-  if (unknown.length) {
-    console.error(`nx-open-cache doctor: unknown option ${JSON.stringify(unknown[0])}; allowed: --json, --help`);
+  if ('error' in parsed) {
+    console.error(`nx-open-cache doctor: ${parsed.error}`);
     return 2;
   }
   if (!root) {
     console.error(`nx-open-cache doctor: no nx.json found in ${process.cwd()} or above: run it inside an Nx workspace`);
     return 2;
   }
-  return runDoctor(root, { json: args.includes('--json') });
+  return runDoctor(root, { json: parsed.values.json === true });
 }
 
 module.exports = { runDoctor, doctorCommand, format, HELP };

@@ -3,6 +3,7 @@
 // src/retention.rs). Exit codes: 0 done, 1 done with errors (or the directory unusable), 2 bad
 // options.
 
+const { parseCommandArgs } = require('./args.js');
 const { findWorkspaceRoot, readNxJson, workspaceInput } = require('./workspace.js');
 
 const GC_HELP = `Usage: nx-open-cache gc [--path <dir>] [--max-size <size>] [--max-age <age>] [--dry-run] [--json]
@@ -41,40 +42,19 @@ function formatBytes(n) {
  * @param {string[]} argv
  * @returns {{ error: string } | { help: true } | { path?: string, maxSize?: string, maxAge?: string, dryRun: boolean, json: boolean }}
  */
-function parseArgs(argv) {
-  /** @type {{ path?: string, maxSize?: string, maxAge?: string, dryRun: boolean, json: boolean }} */
-  const out = { dryRun: false, json: false };
-  /** @type {Record<string, 'path' | 'maxSize' | 'maxAge'>} */
-  const valued = { '--path': 'path', '--max-size': 'maxSize', '--max-age': 'maxAge' };
-  for (let i = 0; i < argv.length; i += 1) {
-    const arg = argv[i];
-    if (arg === '--help' || arg === '-h') return { help: true };
-    if (arg === '--dry-run') {
-      out.dryRun = true;
-      continue;
-    }
-    if (arg === '--json') {
-      out.json = true;
-      continue;
-    }
-    const eq = arg.indexOf('=');
-    const name = eq > 0 ? arg.slice(0, eq) : arg;
-    const key = valued[name];
-    if (!key) {
-      return { error: `unknown option "${arg}" for gc (allowed: --path, --max-size, --max-age, --dry-run, --json)` };
-    }
-    let value;
-    if (eq > 0) {
-      value = arg.slice(eq + 1);
-    } else {
-      value = argv[i + 1];
-      i += 1;
-    }
-    if (value === undefined || value === '' || (eq < 0 && value.startsWith('--'))) {
-      return { error: `option ${name} needs a value` };
-    }
-    out[key] = value;
-  }
+function parseGcArgs(argv) {
+  const parsed = parseCommandArgs('gc', argv, {
+    path: { type: 'string' },
+    'max-size': { type: 'string' },
+    'max-age': { type: 'string' },
+    'dry-run': { type: 'boolean' },
+    json: { type: 'boolean' },
+  });
+  if (!('values' in parsed)) return parsed;
+  const v = parsed.values;
+  /** @param {string | boolean | undefined} x */
+  const str = (x) => (typeof x === 'string' ? x : undefined);
+  const out = { path: str(v.path), maxSize: str(v['max-size']), maxAge: str(v['max-age']), dryRun: v['dry-run'] === true, json: v.json === true };
   if (out.maxSize === undefined && out.maxAge === undefined) {
     return { error: 'give --max-size and/or --max-age (e.g. --max-size 50GiB --max-age 30d)' };
   }
@@ -112,7 +92,7 @@ function workspacePath() {
  * @returns {number} the exit code
  */
 function gcCommand(argv) {
-  const args = parseArgs(argv);
+  const args = parseGcArgs(argv);
   if ('help' in args) {
     console.log(GC_HELP);
     return 0;
@@ -194,4 +174,4 @@ function formatReport(dir, r) {
   ].join('\n');
 }
 
-module.exports = { gcCommand, parseArgs, formatBytes, GC_HELP };
+module.exports = { gcCommand, parseGcArgs, formatBytes, GC_HELP };

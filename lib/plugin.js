@@ -212,7 +212,7 @@ async function serveFromHost(addon, context, options, env) {
 
 /**
  * The run's summary from its in-process proxy, or from the host.
- * @param {{ id?: string, workspaceRoot: string }} context
+ * @param {{ id?: string, workspaceRoot: string, argv?: readonly string[] }} context
  * @returns {Promise<import('./summary.js').RunSummary | undefined>}
  */
 async function endOfRun(context) {
@@ -241,6 +241,7 @@ async function endOfRun(context) {
     anonymousHostRuns -= 1;
   }
   const registeredHere = context.id !== undefined && hostRuns.delete(context.id);
+  /** @type {import('../index').HostEndResult & { reason?: string }} */
   const r = await endRun(addon, pluginDataDir(context.workspaceRoot), context.id).catch((e) => ({ outcome: 'failed', reason: e.message }));
   if (r.outcome === 'ended' && r.ended) {
     const { stats, runId, location, mode, modeSource, startedAt, runs: merged } = r.ended;
@@ -254,7 +255,7 @@ async function endOfRun(context) {
   if (r.outcome === 'deferred') {
     console.log(`nx-open-cache: ${r.open} other Nx run(s) in this workspace still use the cache, and this Nx gives no run ids: the last to end reports them all`);
   } else if (registeredHere || r.outcome === 'failed') {
-    console.log(`nx-open-cache: no summary for this run: its cache host is gone (${'reason' in r ? r.reason : r.outcome})`);
+    console.log(`nx-open-cache: no summary for this run: its cache host is gone (${r.reason ?? r.outcome})`);
   }
   return undefined;
 }

@@ -337,12 +337,10 @@ function addToGitignore(tree, entry) {
 }
 
 /**
+ * nx.json as the generator sees it: its `plugins` and our (first) entry there.
  * @param {import('nx/src/generators/tree').Tree} tree
- * @param {InitSchema} schema
- * @returns {Promise<(() => Promise<void>) | undefined>} with --check, the doctor run after nx.json is written
  */
-async function initGenerator(tree, schema) {
-  let given = normalizeOptions(schema ?? {});
+function readWorkspace(tree) {
   const hasNxJson = tree.exists('nx.json');
   /** @type {Record<string, any>} */
   const nxJson = (hasNxJson ? readNxJson(tree) : null) ?? {};
@@ -352,141 +350,175 @@ async function initGenerator(tree, schema) {
   /** @type {PluginEntry[]} */
   const plugins = nxJson.plugins ?? [];
   const index = plugins.findIndex(isOurEntry);
-  const existingEntry = index === -1 ? undefined : plugins[index];
+  const entry = index === -1 ? undefined : plugins[index];
   /** @type {PluginOptions | undefined} */
-  const existingOptions = existingEntry && typeof existingEntry === 'object' ? existingEntry.options ?? undefined : undefined;
+  const existingOptions = entry && typeof entry === 'object' ? entry.options ?? undefined : undefined;
+  return { hasNxJson, nxJson, plugins, index, entry, existingOptions };
+}
 
+/**
+ * Stage 1: a deprecated top-level s3 / gcs / azure block. Migrated into the flags (and removed
+ * from `nxJson`) unless something conflicts with it or --no-migrate; else kept (it still
+ * configures the cache when no backend is named) or reported as unused.
+ * @param {Record<string, any>} nxJson  changed in place when the block is migrated
+ * @param {ReturnType<typeof normalizeOptions>} given
+ * @param {PluginOptions | undefined} existingOptions
+ * @param {InitSchema} schema
+ * @returns {{ given: ReturnType<typeof normalizeOptions>, keepLegacy: boolean, changed: boolean, messages: string[] }}
+ */
+function legacyStage(nxJson, given, existingOptions, schema) {
+  const legacy = legacyBlock(nxJson);
+  if (!legacy) return { given, keepLegacy: false, changed: false, messages: [] };
   /** @type {string[]} */
   const messages = [];
-  let changed = false;
-
-  // --- a deprecated top-level s3 / gcs / azure block ---------------------------------------------
-  const legacy = legacyBlock(nxJson);
-  let keepLegacy = false;
-  if (legacy) {
-    /** @type {string[]} */
-    const conflicts = [];
-    if (given.backend !== undefined && given.backend !== legacy.kind) conflicts.push(`--backend ${given.backend}`);
-    if (given.path !== undefined) conflicts.push('--path');
-    const existingBackend = existingOptions?.backend;
-    if (existingBackend !== undefined && existingBackend !== legacy.kind) {
-      conflicts.push(`the plugin entry's backend ${show(existingBackend)}`);
-    }
-    const available = availableBackends();
-    if (!available.list.includes(legacy.kind)) {
-      conflicts.push(`backend "${legacy.kind}" is not available in this version of nx-open-cache${available.why ? ` (${available.why})` : ''}`);
-    }
-    if (schema?.migrate === true && conflicts.length > 0) {
-      throw new Error(
-        `nx-open-cache: --migrate: the top-level "${legacy.kind}" block of nx.json cannot be migrated: ${conflicts.join('; ')}`,
-      );
-    }
-    const migrate = schema?.migrate ?? conflicts.length === 0;
-    if (migrate) {
-      // The entry's own options win over the block's, the flags over both.
-      /** @type {Record<string, unknown>} */
-      const fromBlock = { ...legacy.options };
-      for (const key of Object.keys(existingOptions ?? {})) if (key !== 'backend') delete fromBlock[key];
-      given = /** @type {typeof given} */ ({ ...fromBlock, ...given });
-      delete nxJson[legacy.kind];
-      changed = true;
-      messages.push(
-        `nx-open-cache: migrated the top-level "${legacy.kind}" block of nx.json into the plugin options ` +
-          `(${legacy.moved.join(', ') || 'no settings'}) and removed the block`,
-      );
-      if (legacy.ignored.length > 0) {
-        messages.push(`nx-open-cache: not migrated, no equivalent option: ${legacy.ignored.join(', ')}`);
-      }
-      if (legacy.secrets.length > 0) {
-        const fixes = [];
-        if (legacy.secrets.some((k) => k !== 'encryptionKey')) {
-          fixes.push('set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment, or use an AWS profile, web identity or an instance role');
-        }
-        if (legacy.secrets.includes('encryptionKey')) fixes.push('set NX_OPEN_CACHE_ENCRYPTION_KEY in the environment');
-        messages.push(
-          `nx-open-cache: ${legacy.secrets.map((k) => `${legacy.kind}.${k}`).join(' and ')} were NOT copied (secrets are never ` +
-            `written to nx.json): ${fixes.join('; ')}`,
-        );
-      }
-    } else if (given.backend === undefined && existingOptions?.backend === undefined) {
-      keepLegacy = true;
-      messages.push(
-        `nx-open-cache: the top-level "${legacy.kind}" block of nx.json still configures the cache ` +
-          '(pass --migrate to move it into the plugin options)',
-      );
-    } else {
-      messages.push(
-        `nx-open-cache: the top-level "${legacy.kind}" block of nx.json is not used by nx-open-cache ` +
-          `(${conflicts.join('; ') || '--no-migrate'}); remove it once the deprecated plugin is gone`,
-      );
-    }
-    if (legacy.others.length > 0) {
-      messages.push(`nx-open-cache: nx.json also has top-level ${legacy.others.map((k) => `"${k}"`).join(', ')} block(s); left as they are`);
-    }
-  }
-  const mergeOpts = { defaultBackend: !keepLegacy };
-
-  /** @type {PluginOptions} */
-  let finalOptions;
   /** @type {string[]} */
-  const entryMessages = [];
-  if (index === -1) {
-    finalOptions = mergeOptions(undefined, given, mergeOpts);
-    nxJson.plugins = [...plugins, { plugin: PLUGIN_NAME, options: finalOptions }];
+  const conflicts = [];
+  if (given.backend !== undefined && given.backend !== legacy.kind) conflicts.push(`--backend ${given.backend}`);
+  if (given.path !== undefined) conflicts.push('--path');
+  const existingBackend = existingOptions?.backend;
+  if (existingBackend !== undefined && existingBackend !== legacy.kind) {
+    conflicts.push(`the plugin entry's backend ${show(existingBackend)}`);
+  }
+  const available = availableBackends();
+  if (!available.list.includes(legacy.kind)) {
+    conflicts.push(`backend "${legacy.kind}" is not available in this version of nx-open-cache${available.why ? ` (${available.why})` : ''}`);
+  }
+  if (schema.migrate === true && conflicts.length > 0) {
+    throw new Error(
+      `nx-open-cache: --migrate: the top-level "${legacy.kind}" block of nx.json cannot be migrated: ${conflicts.join('; ')}`,
+    );
+  }
+  let keepLegacy = false;
+  let changed = false;
+  if (schema.migrate ?? conflicts.length === 0) {
+    // The entry's own options win over the block's, the flags over both.
+    /** @type {Record<string, unknown>} */
+    const fromBlock = { ...legacy.options };
+    for (const key of Object.keys(existingOptions ?? {})) if (key !== 'backend') delete fromBlock[key];
+    given = /** @type {typeof given} */ ({ ...fromBlock, ...given });
+    delete nxJson[legacy.kind];
     changed = true;
-    entryMessages.push(`nx-open-cache: added plugin to nx.json (${describe(finalOptions)})`);
+    messages.push(...migrationMessages(legacy));
+  } else if (given.backend === undefined && existingOptions?.backend === undefined) {
+    keepLegacy = true;
+    messages.push(
+      `nx-open-cache: the top-level "${legacy.kind}" block of nx.json still configures the cache ` +
+        '(pass --migrate to move it into the plugin options)',
+    );
   } else {
-    const entry = /** @type {PluginEntry} */ (existingEntry);
-    if (plugins.slice(index + 1).some(isOurEntry)) {
-      logger.warn(`nx-open-cache: nx.json lists ${PLUGIN_NAME} more than once; only the first entry is used (by the plugin, doctor and the CLI) and was checked`);
-    }
-    if (typeof entry === 'string') {
-      finalOptions = mergeOptions(undefined, given, mergeOpts);
-      nxJson.plugins = plugins.map((e, i) => (i === index ? { plugin: PLUGIN_NAME, options: finalOptions } : e));
-      changed = true;
-      entryMessages.push(`nx-open-cache: converted the "${PLUGIN_NAME}" entry in nx.json to object form (${describe(finalOptions)})`);
-    } else {
-      const before = existingOptions;
-      finalOptions = mergeOptions(before ?? {}, given, mergeOpts);
-      /** @type {string[]} */
-      const diffs = [];
-      for (const key of new Set([...Object.keys(before ?? {}), ...Object.keys(finalOptions)])) {
-        const a = before?.[key];
-        const b = finalOptions[key];
-        if (JSON.stringify(a) !== JSON.stringify(b)) diffs.push(`${key} ${show(a)} -> ${show(b)}`);
-      }
-      if (diffs.length > 0) {
-        nxJson.plugins = plugins.map((e, i) => (i === index ? { ...entry, options: finalOptions } : e));
-        changed = true;
-        entryMessages.push(`nx-open-cache: updated options: ${diffs.join(', ')}`);
-      } else if (!changed) {
-        entryMessages.push(`nx-open-cache: already configured, nothing changed (${describe(finalOptions)})`);
-      }
-    }
+    messages.push(
+      `nx-open-cache: the top-level "${legacy.kind}" block of nx.json is not used by nx-open-cache ` +
+        `(${conflicts.join('; ') || '--no-migrate'}); remove it once the deprecated plugin is gone`,
+    );
   }
-
-  if (changed) {
-    validateWithAddon(tree.root, finalOptions);
-    if (hasNxJson) updateNxJson(tree, /** @type {any} */ (nxJson));
-    else writeJson(tree, 'nx.json', nxJson);
+  if (legacy.others.length > 0) {
+    messages.push(`nx-open-cache: nx.json also has top-level ${legacy.others.map((k) => `"${k}"`).join(', ')} block(s); left as they are`);
   }
-  messages.unshift(...entryMessages);
+  return { given, keepLegacy, changed, messages };
+}
 
+/**
+ * What a migration of `legacy` says: what moved, what has no equivalent, which secrets were not copied.
+ * @param {import('../../lib/legacy.js').LegacyMapping} legacy
+ * @returns {string[]}
+ */
+function migrationMessages(legacy) {
+  const messages = [
+    `nx-open-cache: migrated the top-level "${legacy.kind}" block of nx.json into the plugin options ` +
+      `(${legacy.moved.join(', ') || 'no settings'}) and removed the block`,
+  ];
+  if (legacy.ignored.length > 0) {
+    messages.push(`nx-open-cache: not migrated, no equivalent option: ${legacy.ignored.join(', ')}`);
+  }
+  if (legacy.secrets.length > 0) {
+    const fixes = [];
+    if (legacy.secrets.some((k) => k !== 'encryptionKey')) {
+      fixes.push('set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment, or use an AWS profile, web identity or an instance role');
+    }
+    if (legacy.secrets.includes('encryptionKey')) fixes.push('set NX_OPEN_CACHE_ENCRYPTION_KEY in the environment');
+    messages.push(
+      `nx-open-cache: ${legacy.secrets.map((k) => `${legacy.kind}.${k}`).join(' and ')} were NOT copied (secrets are never ` +
+        `written to nx.json): ${fixes.join('; ')}`,
+    );
+  }
+  return messages;
+}
+
+/**
+ * Stage 2: our plugin entry added, converted to object form, or its options updated.
+ * @param {ReturnType<typeof readWorkspace>} ws
+ * @param {ReturnType<typeof normalizeOptions>} given
+ * @param {{ defaultBackend: boolean }} mergeOpts
+ * @param {boolean} changedBefore  whether an earlier stage changed nx.json
+ * @returns {{ plugins: PluginEntry[], finalOptions: PluginOptions, changed: boolean, messages: string[] }}
+ */
+function entryStage(ws, given, mergeOpts, changedBefore) {
+  const { plugins, index, entry } = ws;
+  if (index === -1 || entry === undefined) {
+    const finalOptions = mergeOptions(undefined, given, mergeOpts);
+    return {
+      plugins: [...plugins, { plugin: PLUGIN_NAME, options: finalOptions }],
+      finalOptions,
+      changed: true,
+      messages: [`nx-open-cache: added plugin to nx.json (${describe(finalOptions)})`],
+    };
+  }
+  if (plugins.slice(index + 1).some(isOurEntry)) {
+    logger.warn(`nx-open-cache: nx.json lists ${PLUGIN_NAME} more than once; only the first entry is used (by the plugin, doctor and the CLI) and was checked`);
+  }
+  if (typeof entry === 'string') {
+    const finalOptions = mergeOptions(undefined, given, mergeOpts);
+    return {
+      plugins: plugins.map((e, i) => (i === index ? { plugin: PLUGIN_NAME, options: finalOptions } : e)),
+      finalOptions,
+      changed: true,
+      messages: [`nx-open-cache: converted the "${PLUGIN_NAME}" entry in nx.json to object form (${describe(finalOptions)})`],
+    };
+  }
+  const before = ws.existingOptions;
+  const finalOptions = mergeOptions(before ?? {}, given, mergeOpts);
+  /** @type {string[]} */
+  const diffs = [];
+  for (const key of new Set([...Object.keys(before ?? {}), ...Object.keys(finalOptions)])) {
+    const a = before?.[key];
+    const b = finalOptions[key];
+    if (JSON.stringify(a) !== JSON.stringify(b)) diffs.push(`${key} ${show(a)} -> ${show(b)}`);
+  }
+  if (diffs.length > 0) {
+    return {
+      plugins: plugins.map((e, i) => (i === index ? { ...entry, options: finalOptions } : e)),
+      finalOptions,
+      changed: true,
+      messages: [`nx-open-cache: updated options: ${diffs.join(', ')}`],
+    };
+  }
+  const messages = changedBefore ? [] : [`nx-open-cache: already configured, nothing changed (${describe(finalOptions)})`];
+  return { plugins, finalOptions, changed: false, messages };
+}
+
+/**
+ * Stage 3: what else the written options call for: a .gitignore line for a cache directory inside
+ * the workspace (written here), the http token, the trust preset's opt-in for trusted builds.
+ * @param {import('nx/src/generators/tree').Tree} tree
+ * @param {PluginOptions} finalOptions
+ * @param {InitSchema} schema
+ * @returns {string[]}
+ */
+function followUps(tree, finalOptions, schema) {
+  const messages = [];
   if (typeof finalOptions.path === 'string' && tree.exists('.gitignore')) {
     const entry = gitignoreEntryFor(finalOptions.path);
     if (entry && addToGitignore(tree, entry)) {
       messages.push(`nx-open-cache: added ${entry} to .gitignore`);
     }
   }
-
   if (finalOptions.backend === 'http' && !process.env.NX_OPEN_CACHE_TOKEN) {
     messages.push(
       'nx-open-cache: the http backend sends the token in NX_OPEN_CACHE_TOKEN (never written to nx.json): ' +
         'set it in the environment of every machine and CI job that uses the cache (without it, requests are anonymous)',
     );
   }
-
-  if (schema?.trust === 'ci-split') {
+  if (schema.trust === 'ci-split') {
     messages.push(
       'nx-open-cache: trust namespaces (ci-split): every build that is not explicitly trusted writes only to ' +
         '"untrusted/" and reads "trusted/" first, then "untrusted/". In the CI job of trusted builds only ' +
@@ -495,20 +527,46 @@ async function initGenerator(tree, schema) {
         'that cannot write to "trusted/" (README: "Trusted and untrusted builds (cache poisoning)")',
     );
   }
+  return messages;
+}
 
-  for (const m of messages) logger.info(m);
+/**
+ * With --check: doctor, run by Nx after it has written nx.json (doctor reads the configuration
+ * from disk, like the plugin); throws when the cache does not work.
+ * @param {import('nx/src/generators/tree').Tree} tree
+ * @returns {() => Promise<void>}
+ */
+function doctorCheck(tree) {
+  return async () => {
+    const { runDoctor } = require('../../lib/doctor.js');
+    const code = await runDoctor(tree.root, { log: (s) => logger.info(s), error: (s) => logger.error(s) });
+    if (code !== 0) {
+      throw new Error('nx-open-cache: --check: the cache does not work from this machine (see the checks above)');
+    }
+  };
+}
 
-  if (schema?.check === true) {
-    // After Nx has written nx.json: doctor reads the configuration from disk, like the plugin.
-    return async () => {
-      const { runDoctor } = require('../../lib/doctor.js');
-      const code = await runDoctor(tree.root, { log: (s) => logger.info(s), error: (s) => logger.error(s) });
-      if (code !== 0) {
-        throw new Error('nx-open-cache: --check: the cache does not work from this machine (see the checks above)');
-      }
-    };
+/**
+ * The generator: flags checked, then the stages (deprecated block, plugin entry, write, follow-ups).
+ * @param {import('nx/src/generators/tree').Tree} tree
+ * @param {InitSchema} schema
+ * @returns {Promise<(() => Promise<void>) | undefined>} with --check, the doctor run after nx.json is written
+ */
+async function initGenerator(tree, schema) {
+  const flags = schema ?? {};
+  const given = normalizeOptions(flags);
+  const ws = readWorkspace(tree);
+  const legacy = legacyStage(ws.nxJson, given, ws.existingOptions, flags);
+  const entry = entryStage(ws, legacy.given, { defaultBackend: !legacy.keepLegacy }, legacy.changed);
+  if (legacy.changed || entry.changed) {
+    validateWithAddon(tree.root, entry.finalOptions);
+    const nxJson = entry.changed ? { ...ws.nxJson, plugins: entry.plugins } : ws.nxJson;
+    if (ws.hasNxJson) updateNxJson(tree, /** @type {any} */ (nxJson));
+    else writeJson(tree, 'nx.json', nxJson);
   }
-  return undefined;
+  const messages = [...entry.messages, ...legacy.messages, ...followUps(tree, entry.finalOptions, flags)];
+  for (const m of messages) logger.info(m);
+  return flags.check === true ? doctorCheck(tree) : undefined;
 }
 
 /** @param {PluginOptions} options */

@@ -18,6 +18,7 @@ pub mod serve;
 pub mod server;
 pub mod stats;
 pub mod store;
+pub mod units;
 
 #[cfg(feature = "node")]
 pub mod node;

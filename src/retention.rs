@@ -187,21 +187,8 @@ impl Report {
     }
 }
 
-/// `1536` → `1.5 KiB`.
-pub fn format_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
-}
+/// The project's byte formatter, here for the callers that name it by this path.
+pub use crate::units::format_bytes;
 
 /// Applies `policy` to the fs store at `root` (all prefixes below it share the budget).
 /// Fails only when the root cannot be read; per-file faults are listed in the report.

@@ -147,22 +147,6 @@ pub fn fs_budget(config: &ServeConfig) -> Option<Arc<Budget>> {
     }
 }
 
-/// `1.5 GiB`, `512 MiB`, `100 B`.
-pub fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    let shown = format!("{value:.1}");
-    format!("{} {}", shown.trim_end_matches(".0"), UNITS[unit])
-}
-
 fn human_duration(d: std::time::Duration) -> String {
     let s = d.as_secs();
     match s {
@@ -214,14 +198,14 @@ fn banner(config: &ServeConfig, shown: &Shown<'_>) -> String {
         .collect();
     let max = limits
         .max_artifact_bytes
-        .map(human_size)
+        .map(crate::units::format_bytes)
         .unwrap_or_else(|| "unlimited".into());
     let retention = match (config.max_size, config.max_age) {
         (None, None) => "off".to_owned(),
         (size, age) => {
             let mut parts = vec![format!("every {}", human_duration(RETENTION_INTERVAL))];
             if let Some(s) = size {
-                parts.push(format!("max size {}", human_size(s)));
+                parts.push(format!("max size {}", crate::units::format_bytes(s)));
             }
             if let Some(a) = age {
                 parts.push(format!("max age {}", human_duration(a)));
@@ -368,9 +352,9 @@ mod tests {
 
     #[test]
     fn sizes_for_humans() {
-        assert_eq!(human_size(100), "100 B");
-        assert_eq!(human_size(4 << 30), "4 GiB");
-        assert_eq!(human_size(1536), "1.5 KiB");
+        assert_eq!(crate::units::format_bytes(100), "100 B");
+        assert_eq!(crate::units::format_bytes(4 << 30), "4 GiB");
+        assert_eq!(crate::units::format_bytes(1536), "1.5 KiB");
         assert_eq!(human_duration(std::time::Duration::from_secs(600)), "10m");
     }
 }

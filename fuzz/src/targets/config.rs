@@ -17,7 +17,7 @@
 
 use arbitrary::{Arbitrary, Unstructured};
 use nx_open_cache::archive::{self, Format};
-use nx_open_cache::config::{self, CacheConfig, ConfigError, KNOWN_OPTIONS};
+use nx_open_cache::config::{self, CacheConfig, ConfigError};
 use nx_open_cache::key::{Prefix, TaskHash, MAX_HASH_LEN, MAX_PREFIX_LEN};
 use nx_open_cache::seal::keys::{self as seal_keys, ENCRYPTION_KEY_VAR, SIGNING_KEY_VAR};
 use nx_open_cache::server::{Auth, Role};
@@ -186,6 +186,11 @@ enum Piece {
     PublicKey(u8),
 }
 
+/// The plugin's option names, in the schema's order.
+fn option_names() -> Vec<&'static str> {
+    config::OPTIONS.iter().map(|o| o.name).collect()
+}
+
 fn pick<T: AsRef<str>>(list: &[T], i: u8) -> &str {
     list[usize::from(i) % list.len()].as_ref()
 }
@@ -276,7 +281,7 @@ fn from_structured(data: &[u8]) -> Option<Input> {
             let mut map = Map::new();
             for (name, v) in &s.options {
                 let name = match name {
-                    OptionName::Known(i) => pick(KNOWN_OPTIONS, *i).to_owned(),
+                    OptionName::Known(i) => pick(&option_names(), *i).to_owned(),
                     OptionName::Other(s) => s.clone(),
                 };
                 map.insert(name, v.build(4, &mut odd_numbers));

@@ -4,6 +4,7 @@
 // options.
 
 const { parseCommandArgs } = require('./args.js');
+const { formatBytes } = require('./summary.js');
 const { findWorkspaceRoot, readNxJson, workspaceInput } = require('./workspace.js');
 
 const GC_HELP = `Usage: nx-open-cache gc [--path <dir>] [--max-size <size>] [--max-age <age>] [--dry-run] [--json]
@@ -25,18 +26,6 @@ Exit codes: 0 done, 1 done but some files could not be handled, 2 bad options.`;
 
 /** Seconds between progress lines when stderr is not a terminal. */
 const PLAIN_PROGRESS_SECONDS = 5;
-
-/** @param {number} n */
-function formatBytes(n) {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let v = n;
-  let u = 0;
-  while (v >= 1024 && u + 1 < units.length) {
-    v /= 1024;
-    u += 1;
-  }
-  return u === 0 ? `${n} B` : `${v.toFixed(1)} ${units[u]}`;
-}
 
 /**
  * @param {string[]} argv
@@ -174,4 +163,4 @@ function formatReport(dir, r) {
   ].join('\n');
 }
 
-module.exports = { gcCommand, parseGcArgs, formatBytes, GC_HELP };
+module.exports = { gcCommand, parseGcArgs, GC_HELP };

@@ -7,8 +7,10 @@
  *   {"plugin": "nx-open-cache", "options": {"backend": "s3", "bucket": "my-cache", "region": "eu-west-1"}}
  *   {"plugin": "nx-open-cache", "options": {"backend": "http", "url": "https://cache.example.com"}}
  *
- * The backends it accepts are the ones the native addon accepts (asked through `resolveConfig`),
- * so the generator and the plugin never disagree. Secrets are never written: credentials come from
+ * Its flags, their types, choices and backends, and the backends themselves come from the native
+ * option schema (`optionSchema()`, through ./options.js; schema.json is generated from it), and the
+ * options it writes are checked by the addon's `resolveConfig`, so the generator and the plugin
+ * never disagree. Secrets are never written: credentials come from
  * each cloud's standard chain (environment, profiles, workload identity, ...); the http backend's token
  * from NX_OPEN_CACHE_TOKEN.
  *
@@ -29,34 +31,9 @@ const path = require('node:path');
 const { readNxJson, updateNxJson, writeJson, logger } = require('nx/src/devkit-exports');
 const { legacyBlock } = require('../../lib/legacy.js');
 const { isOurEntry, PLUGIN_NAME } = require('../../lib/workspace.js');
-/** Every backend nx-open-cache knows of; which of them this build supports is asked of the addon. */
-const KNOWN_BACKENDS = /** @type {const} */ (['fs', 's3', 'gcs', 'azure', 'http']);
-const MODES = ['read-write', 'read-only', 'no-cache'];
+const { MAY_BE_EMPTY, flagOptions, flagTypes, forAllBackends, optionSchema } = require('./options.js');
 const DEFAULT_BACKEND = 'fs';
 const DEFAULT_PATH = '~/.cache/nx-open-cache';
-/** Options this generator writes, in the order they are written for a new entry. */
-const OPTION_KEYS = /** @type {const} */ ([
-  'backend', 'path', 'bucket', 'region', 'endpoint', 'forcePathStyle', 'container', 'accountName',
-  'url', 'prefix', 'writePrefix', 'readPrefixes', 'localMode', 'ciMode',
-  'maxArtifactEntries', 'maxExpandedSize', 'maxExpansionRatio',
-]);
-/** Backend-specific options, and the backends they apply to. */
-const BACKEND_OPTIONS = /** @type {Record<string, readonly string[]>} */ ({
-  path: ['fs'],
-  bucket: ['s3', 'gcs'],
-  region: ['s3'],
-  endpoint: ['s3', 'gcs', 'azure'],
-  forcePathStyle: ['s3'],
-  container: ['azure'],
-  accountName: ['azure'],
-  url: ['http'],
-});
-/** Options of every backend. */
-const COMMON_OPTIONS = /** @type {const} */ ([
-  'prefix', 'localMode', 'ciMode', 'maxArtifactEntries', 'maxExpandedSize', 'maxExpansionRatio',
-]);
-/** The artifact check's bounds: their forms and ranges are the addon's (checked by resolveConfig). */
-const LIMIT_OPTIONS = /** @type {const} */ (['maxArtifactEntries', 'maxExpandedSize', 'maxExpansionRatio']);
 /** Trust presets (`--trust`) and the plugin options each one writes. */
 const TRUST_PRESETS = /** @type {Record<string, { writePrefix: string, readPrefixes: string[] }>} */ ({
   'ci-split': { writePrefix: 'untrusted', readPrefixes: ['trusted', 'untrusted'] },
@@ -68,7 +45,7 @@ const TRUSTED_ENV = 'NX_OPEN_CACHE_WRITE_PREFIX=trusted NX_OPEN_CACHE_READ_PREFI
 
 /**
  * @typedef {object} InitSchema
- * @property {string} [backend]   storage backend: fs, s3, gcs, azure (those this build supports)
+ * @property {string} [backend]   storage backend: fs, s3, gcs, azure, http
  * @property {string} [path]      fs backend: shared directory (absolute, relative to the workspace root, or `~/...`)
  * @property {string} [bucket]    s3, gcs: the bucket
  * @property {string} [region]    s3: the region
@@ -83,6 +60,9 @@ const TRUSTED_ENV = 'NX_OPEN_CACHE_WRITE_PREFIX=trusted NX_OPEN_CACHE_READ_PREFI
  * @property {number} [maxArtifactEntries] the artifact check: most paths in an artifact read (default 1000000)
  * @property {string | number} [maxExpandedSize] the artifact check: most bytes its tar stream inflates to, e.g. `8GiB` (default 32GiB)
  * @property {number} [maxExpansionRatio] the artifact check: most times its compressed size, above 256 MiB (default 200)
+ * @property {string | number} [timeout] the cloud / http requests' timeout
+ * @property {string | number} [connectTimeout] their connect timeout
+ * @property {boolean} [requireSignature] refuse artifacts without a trusted signature
  * @property {string} [trust]     trust preset: `ci-split` (untrusted builds write untrusted/ only)
  * @property {boolean} [migrate]  move a deprecated top-level s3/gcs/azure block into the plugin options
  * @property {boolean} [check]    after writing, run doctor; fail when the cache does not work
@@ -108,109 +88,68 @@ function checkEnum(flag, value, allowed) {
   }
 }
 
+/** How the messages name a JSON type. */
+const TYPE_WORDS = /** @type {Record<string, string>} */ ({ string: 'a string', number: 'a number', boolean: 'true or false', array: 'a list' });
+
+/** @param {unknown} v */
+function jsonType(v) {
+  return Array.isArray(v) ? 'array' : typeof v;
+}
+
 /**
- * @param {string} flag
+ * Backend-specific options (every option the native table does not apply to all backends), and
+ * the backends each applies to.
+ * @returns {Record<string, readonly string[]>}
+ */
+function backendOptions() {
+  return Object.fromEntries(optionSchema().options.filter((o) => !forAllBackends(o)).map((o) => [o.name, o.backends]));
+}
+
+/**
+ * One flag that is a plugin option, checked against the native table: its JSON type, its choices,
+ * a non-empty string; an option of every backend (limits, timeouts) also by the addon itself, in
+ * its own words.
+ * @param {import('./options.js').OptionInfo} option
  * @param {unknown} value
  */
-function checkNonEmptyString(flag, value) {
-  if (value === undefined) return;
-  if (typeof value !== 'string' || value.trim() === '') {
-    throw new Error(`nx-open-cache: invalid value ${JSON.stringify(value)} for --${flag}; expected a non-empty string`);
+function checkFlag(option, value) {
+  const { name } = option;
+  const types = flagTypes(option);
+  if (!types.includes(jsonType(value))) {
+    throw new Error(`nx-open-cache: invalid value ${JSON.stringify(value)} for --${name}; expected ${types.map((t) => TYPE_WORDS[t] ?? t).join(' or ')}`);
+  }
+  if (option.choices.length > 0) checkEnum(name, value, option.choices);
+  else if (typeof value === 'string' && value.trim() === '' && !MAY_BE_EMPTY.includes(name)) {
+    throw new Error(`nx-open-cache: invalid value ${JSON.stringify(value)} for --${name}; expected a non-empty string`);
+  }
+  if (forAllBackends(option) && option.choices.length === 0) {
+    validateWithAddon(os.tmpdir(), { backend: DEFAULT_BACKEND, path: os.tmpdir(), [name]: value });
   }
 }
 
-/** Minimal options that make `resolveConfig` accept each backend when the build supports it. */
-const PROBE_OPTIONS = /** @type {Record<string, Record<string, unknown>>} */ ({
-  fs: { backend: 'fs', path: os.tmpdir() },
-  s3: { backend: 's3', bucket: 'nxoc-probe', region: 'us-east-1' },
-  gcs: { backend: 'gcs', bucket: 'nxoc-probe' },
-  azure: { backend: 'azure', container: 'nxoc-probe', accountName: 'nxocprobe' },
-  http: { backend: 'http', url: 'http://127.0.0.1:1' },
-});
-
-/** @type {{ list: string[], why?: string } | undefined} */
-let availableCache;
-
 /**
- * The backends this build of nx-open-cache supports, asked of the native addon (the very check the
- * plugin makes before a run), so the generator never writes a backend the plugin then refuses.
- * @returns {{ list: string[], why?: string }} `why`: set when the addon could not be asked
- */
-function availableBackends() {
-  if (availableCache) return availableCache;
-  /** @type {{ resolveConfig: (root: string, options: unknown, env: Record<string, string>) => unknown }} */
-  let addon;
-  try {
-    addon = require('../../index.js');
-  } catch (e) {
-    availableCache = { list: [DEFAULT_BACKEND], why: `the native addon did not load (${/** @type {Error} */ (e).message})` };
-    return availableCache;
-  }
-  const list = KNOWN_BACKENDS.filter((backend) => {
-    try {
-      addon.resolveConfig(os.tmpdir(), PROBE_OPTIONS[backend], { HOME: os.homedir() });
-      return true;
-    } catch (e) {
-      // Only a refusal of the backend itself counts; any other complaint means it is understood.
-      const msg = String(/** @type {Error} */ (e).message);
-      return !/not available|for option "backend"/.test(msg);
-    }
-  });
-  availableCache = { list };
-  return availableCache;
-}
-
-/**
- * Validates the flags and returns only the options the user actually gave.
+ * Validates the flags and returns only the plugin options the user actually gave, in the native
+ * table's order (the order a new entry is written in).
  * @param {InitSchema} schema
- * @returns {Partial<Record<typeof OPTION_KEYS[number], string | number | boolean | string[]>>}
+ * @returns {Record<string, unknown>}
  */
 function normalizeOptions(schema) {
-  if (schema.backend !== undefined) {
-    const { list, why } = availableBackends();
-    try {
-      checkEnum('backend', schema.backend, list);
-    } catch (e) {
-      const known = typeof schema.backend === 'string' && /** @type {readonly string[]} */ (KNOWN_BACKENDS).includes(schema.backend);
-      const note = why
-        ? ` (${why})`
-        : known
-          ? ` (backend ${JSON.stringify(schema.backend)} is not available in this version of nx-open-cache)`
-          : '';
-      throw new Error(`${/** @type {Error} */ (e).message}${note}`);
-    }
+  const flags = /** @type {Record<string, unknown>} */ (schema);
+  /** @type {Record<string, unknown>} */
+  const given = {};
+  for (const option of flagOptions()) {
+    const v = flags[option.name];
+    if (v === undefined) continue;
+    checkFlag(option, v);
+    given[option.name] = v;
   }
-  for (const key of ['path', 'bucket', 'region', 'endpoint', 'container', 'accountName', 'url']) {
-    checkNonEmptyString(key, /** @type {Record<string, unknown>} */ (schema)[key]);
-  }
-  if (schema.prefix !== undefined && typeof schema.prefix !== 'string') {
-    throw new Error(`nx-open-cache: invalid value ${JSON.stringify(schema.prefix)} for --prefix; expected a string`);
-  }
-  for (const key of /** @type {const} */ (['forcePathStyle', 'migrate', 'check'])) {
+  for (const key of /** @type {const} */ (['migrate', 'check'])) {
     const v = schema[key];
     if (v !== undefined && typeof v !== 'boolean') {
       throw new Error(`nx-open-cache: invalid value ${JSON.stringify(v)} for --${key}; expected true or false`);
     }
   }
-  for (const key of LIMIT_OPTIONS) {
-    const v = schema[key];
-    if (v !== undefined && typeof v !== 'number' && typeof v !== 'string') {
-      throw new Error(`nx-open-cache: invalid value ${JSON.stringify(v)} for --${key}; expected a number or a string`);
-    }
-    // The form and the range: the addon's check, as the plugin makes it before a run.
-    if (v !== undefined) validateWithAddon(os.tmpdir(), { backend: DEFAULT_BACKEND, path: os.tmpdir(), [key]: v });
-  }
-  checkEnum('localMode', schema.localMode, MODES);
-  checkEnum('ciMode', schema.ciMode, MODES);
   checkEnum('trust', schema.trust, Object.keys(TRUST_PRESETS));
-  /** @type {Partial<Record<typeof OPTION_KEYS[number], string | number | boolean | string[]>>} */
-  const given = {};
-  for (const key of OPTION_KEYS) {
-    const v = /** @type {Record<string, unknown>} */ (schema)[key];
-    if (v !== undefined && !(/** @type {readonly string[]} */ (TRUST_OPTIONS)).includes(key)) {
-      given[key] = /** @type {string | number | boolean} */ (v);
-    }
-  }
   if (schema.trust !== undefined) {
     const preset = TRUST_PRESETS[schema.trust];
     given.writePrefix = preset.writePrefix;
@@ -246,8 +185,9 @@ function mergeOptions(existing, given, opts = {}) {
         'README: "Tokens, roles and namespaces")',
     );
   }
-  for (const [key, backends] of Object.entries(BACKEND_OPTIONS)) {
-    if (/** @type {Record<string, unknown>} */ (given)[key] === undefined || backends.includes(effective)) continue;
+  const perBackend = backendOptions();
+  for (const [key, backends] of Object.entries(perBackend)) {
+    if (given[key] === undefined || backends.includes(effective)) continue;
     const source = given.backend !== undefined ? 'you chose' : 'nx.json already configures';
     throw new Error(
       `nx-open-cache: ${source} backend ${show(effective)}; --${key} applies to the ${backends.join(', ')} backend${backends.length > 1 ? 's' : ''} only ` +
@@ -256,28 +196,20 @@ function mergeOptions(existing, given, opts = {}) {
   }
   if (backend !== undefined) next.backend = backend;
   if (given.backend !== undefined && given.backend !== current) {
-    // Switching backends: options of the old one no longer mean anything.
-    for (const [key, backends] of Object.entries(BACKEND_OPTIONS)) {
+    // Switching backends: options that do not apply to the new one no longer mean anything.
+    for (const [key, backends] of Object.entries(perBackend)) {
       if (!backends.includes(effective)) delete next[key];
     }
-    if (effective === 'http') for (const key of TRUST_OPTIONS) delete next[key];
   }
   if (effective === 'fs' && backend !== undefined) {
     next.path = given.path ?? (next.path === undefined ? DEFAULT_PATH : next.path);
   }
-  for (const key of Object.keys(BACKEND_OPTIONS)) {
-    if (key === 'path') continue;
-    const v = /** @type {Record<string, unknown>} */ (given)[key];
-    if (v !== undefined) next[key] = v;
-  }
-  for (const key of [...COMMON_OPTIONS, ...TRUST_OPTIONS]) {
-    if (given[key] !== undefined) next[key] = given[key];
-  }
+  for (const [key, v] of Object.entries(given)) if (key !== 'backend' && key !== 'path') next[key] = v;
   if (existing) return next;
-  // A new entry gets the keys in a stable, readable order.
+  // A new entry gets the keys in the native table's order.
   /** @type {PluginOptions} */
   const ordered = {};
-  for (const key of OPTION_KEYS) if (next[key] !== undefined) ordered[key] = next[key];
+  for (const { name } of optionSchema().options) if (next[name] !== undefined) ordered[name] = next[name];
   return ordered;
 }
 
@@ -378,10 +310,6 @@ function legacyStage(nxJson, given, existingOptions, schema) {
   const existingBackend = existingOptions?.backend;
   if (existingBackend !== undefined && existingBackend !== legacy.kind) {
     conflicts.push(`the plugin entry's backend ${show(existingBackend)}`);
-  }
-  const available = availableBackends();
-  if (!available.list.includes(legacy.kind)) {
-    conflicts.push(`backend "${legacy.kind}" is not available in this version of nx-open-cache${available.why ? ` (${available.why})` : ''}`);
   }
   if (schema.migrate === true && conflicts.length > 0) {
     throw new Error(
@@ -578,9 +506,6 @@ function describe(options) {
 module.exports = initGenerator;
 module.exports.default = initGenerator;
 module.exports.initGenerator = initGenerator;
-module.exports.KNOWN_BACKENDS = KNOWN_BACKENDS;
-module.exports.availableBackends = availableBackends;
-module.exports.MODES = MODES;
 module.exports.DEFAULT_PATH = DEFAULT_PATH;
 module.exports.TRUST_PRESETS = TRUST_PRESETS;
 module.exports.TRUSTED_ENV = TRUSTED_ENV;

@@ -49,4 +49,26 @@ function parseCommandArgs(command, args, options, o = {}) {
   return { values, positionals };
 }
 
-module.exports = { parseCommandArgs };
+/**
+ * A command's arguments parsed; or, when it has printed the usage (`--help`, exit 0) or the mistake
+ * (`nx-open-cache <command>: <mistake>`, then the usage when `usageOnError`), its exit code.
+ * @param {{ command: string, usage: string, errorCode: number, usageOnError?: boolean,
+ *   positionals?: readonly string[], log?: (line: string) => void }} c
+ * @param {string[]} args
+ * @param {OptionSpecs} options
+ * @returns {Parsed | number}
+ */
+function commandArgs(c, args, options) {
+  const parsed = parseCommandArgs(c.command, args, options, { positionals: c.positionals });
+  if ('help' in parsed) {
+    (c.log ?? ((line) => console.log(line)))(c.usage);
+    return 0;
+  }
+  if ('error' in parsed) {
+    console.error(`nx-open-cache ${c.command}: ${parsed.error}${c.usageOnError ? `\n\n${c.usage}` : ''}`);
+    return c.errorCode;
+  }
+  return parsed;
+}
+
+module.exports = { parseCommandArgs, commandArgs };

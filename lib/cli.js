@@ -3,7 +3,7 @@
 // `npx nx-open-cache <command>`.
 
 const { formatSummary, pluginDataDir, readSummary, summaryFile } = require('./summary.js');
-const { parseCommandArgs } = require('./args.js');
+const { commandArgs } = require('./args.js');
 const { findWorkspaceRoot, inputNotes, readNxJson, workspaceInput } = require('./workspace.js');
 
 const HELP = `Usage: nx-open-cache <command>
@@ -30,33 +30,13 @@ Commands:
   --version          Print the version`;
 
 /**
- * A command's own options parsed; the exit code when it has printed the usage or the mistake.
- * @param {string} command
- * @param {string[]} args
- * @param {import('./args.js').OptionSpecs} options
- * @returns {import('./args.js').Parsed | number}
- */
-function commandArgs(command, args, options) {
-  const parsed = parseCommandArgs(command, args, options);
-  if ('help' in parsed) {
-    console.log(HELP);
-    return 0;
-  }
-  if ('error' in parsed) {
-    console.error(`nx-open-cache ${command}: ${parsed.error}`);
-    return 1;
-  }
-  return parsed;
-}
-
-/**
  * `summary [--json]`: the last run's summary.
  * @param {string} root
  * @param {string[]} args
  * @returns {number}
  */
 function summaryCommand(root, args) {
-  const parsed = commandArgs('summary', args, { json: { type: 'boolean' } });
+  const parsed = commandArgs({ command: 'summary', usage: HELP, errorCode: 1 }, args, { json: { type: 'boolean' } });
   if (typeof parsed === 'number') return parsed;
   const s = readSummary(root);
   if (!s) {
@@ -75,7 +55,7 @@ function summaryCommand(root, args) {
  * @returns {number}
  */
 function configCommand(root, args) {
-  const parsed = commandArgs('config', args, {});
+  const parsed = commandArgs({ command: 'config', usage: HELP, errorCode: 1 }, args, {});
   if (typeof parsed === 'number') return parsed;
   try {
     const input = workspaceInput(readNxJson(root));

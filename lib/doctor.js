@@ -4,7 +4,7 @@
 // top-level s3/gcs/azure block), which backend and mode apply and why, then the native checks
 // (setup, lookup, write / read back / delete probe), each timed, with a fix for every failure.
 
-const { parseCommandArgs } = require('./args.js');
+const { commandArgs } = require('./args.js');
 const { inputNotes, readNxJson, workspaceInput } = require('./workspace.js');
 
 /** @typedef {import('../index').DoctorReport} DoctorReport */
@@ -84,15 +84,8 @@ async function runDoctor(root, o = {}) {
  * @returns {Promise<number>}
  */
 async function doctorCommand(args, root) {
-  const parsed = parseCommandArgs('doctor', args, { json: { type: 'boolean' } });
-  if ('help' in parsed) {
-    console.log(HELP);
-    return 0;
-  }
-  if ('error' in parsed) {
-    console.error(`nx-open-cache doctor: ${parsed.error}`);
-    return 2;
-  }
+  const parsed = commandArgs({ command: 'doctor', usage: HELP, errorCode: 2 }, args, { json: { type: 'boolean' } });
+  if (typeof parsed === 'number') return parsed;
   if (!root) {
     console.error(`nx-open-cache doctor: no nx.json found in ${process.cwd()} or above: run it inside an Nx workspace`);
     return 2;

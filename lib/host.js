@@ -8,7 +8,7 @@ const { spawn } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 
-const { parseCommandArgs } = require('./args.js');
+const { commandArgs } = require('./args.js');
 
 const VERSION = require('../package.json').version;
 
@@ -118,15 +118,9 @@ function endRun(addon, dir, id) {
  * @returns {Promise<number>}
  */
 async function hostCommand(args, dir) {
-  const parsed = parseCommandArgs('host', args, { json: { type: 'boolean' } }, { positionals: ['status', 'stop'] });
-  if ('help' in parsed) {
-    console.log(HOST_HELP);
-    return 0;
-  }
-  if ('error' in parsed) {
-    console.error(`nx-open-cache host: ${parsed.error}`);
-    return 1;
-  }
+  const usage = { command: 'host', usage: HOST_HELP, errorCode: 1, positionals: ['status', 'stop'] };
+  const parsed = commandArgs(usage, args, { json: { type: 'boolean' } });
+  if (typeof parsed === 'number') return parsed;
   const addon = require('../index.js');
   const json = parsed.values.json === true;
   const [sub = 'status'] = parsed.positionals;

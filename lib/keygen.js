@@ -6,7 +6,7 @@
  * system's random number generator); nothing is written to disk.
  */
 
-const { parseCommandArgs } = require('./args.js');
+const { commandArgs } = require('./args.js');
 
 const HELP = `Usage: nx-open-cache keygen [--encryption] [--json]
 
@@ -24,15 +24,9 @@ machine that reads or writes the cache; for rotation list "new,old").
  * @returns {number}
  */
 function keygenCommand(args, native, out = (line) => console.log(line)) {
-  const parsed = parseCommandArgs('keygen', args, { encryption: { type: 'boolean' }, json: { type: 'boolean' } });
-  if ('error' in parsed) {
-    console.error(`nx-open-cache keygen: ${parsed.error}\n\n${HELP}`);
-    return 1;
-  }
-  if ('help' in parsed) {
-    out(HELP);
-    return 0;
-  }
+  const usage = { command: 'keygen', usage: HELP, errorCode: 1, usageOnError: true, log: out };
+  const parsed = commandArgs(usage, args, { encryption: { type: 'boolean' }, json: { type: 'boolean' } });
+  if (typeof parsed === 'number') return parsed;
   const addon = native ?? require('../index.js');
   const json = parsed.values.json === true;
   if (parsed.values.encryption === true) {

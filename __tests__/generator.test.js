@@ -539,3 +539,17 @@ test('switching a ci-split entry to http drops the namespaces (the server\'s tok
   await run(tree, { backend: 'http', url: 'https://cache.example.com' });
   assert.deepEqual(readNx(tree).plugins[0].options, { backend: 'http', url: 'https://cache.example.com' });
 });
+
+test('every option of the native table is a flag: timeouts written as given, checked by the addon; backends from the table', async () => {
+  const tree = treeWith({});
+  await run(tree, { timeout: '30s', connectTimeout: 2 });
+  assert.deepEqual(readNx(tree).plugins[0].options, { backend: 'fs', path: '~/.cache/nx-open-cache', timeout: '30s', connectTimeout: 2 });
+  const bad = treeWith({});
+  const before = bad.read('nx.json', 'utf-8');
+  await assert.rejects(run(bad, { timeout: 'soon' }), /invalid value "soon" for option "timeout" \(NX_OPEN_CACHE_TIMEOUT\)/);
+  assert.equal(bad.read('nx.json', 'utf-8'), before, 'nothing written on error');
+  // prefix applies to the stores, not to http (the server's tokens choose the namespace).
+  await assert.rejects(run(treeWith({}), { backend: 'http', url: 'http://127.0.0.1:1', prefix: 'p' }), {
+    message: 'nx-open-cache: you chose backend http; --prefix applies to the fs, s3, gcs, azure backends only (pass --backend fs to switch to it)',
+  });
+});

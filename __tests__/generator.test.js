@@ -546,7 +546,7 @@ test('every option of the native table is a flag: timeouts written as given, che
   assert.deepEqual(readNx(tree).plugins[0].options, { backend: 'fs', path: '~/.cache/nx-open-cache', timeout: '30s', connectTimeout: 2 });
   const bad = treeWith({});
   const before = bad.read('nx.json', 'utf-8');
-  await assert.rejects(run(bad, { timeout: 'soon' }), /invalid value "soon" for option "timeout" \(NX_OPEN_CACHE_TIMEOUT\)/);
+  await assert.rejects(run(bad, { timeout: 'soon' }), /invalid value "soon" for option "timeout"/);
   assert.equal(bad.read('nx.json', 'utf-8'), before, 'nothing written on error');
   // prefix applies to the stores, not to http (the server's tokens choose the namespace).
   await assert.rejects(run(treeWith({}), { backend: 'http', url: 'http://127.0.0.1:1', prefix: 'p' }), {

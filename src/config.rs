@@ -886,13 +886,13 @@ fn duration_option(
 ) -> Result<Duration, ConfigError> {
     let bad = |value: &str, why: &str| duration_error(name, var, value, why);
     let (shown, secs) = match (env.get(var).filter(|v| !v.is_empty()), options.get(name)) {
-        (Some(v), _) => (format!("{v:?}"), seconds(v)),
+        (Some(v), _) => (format!("{v:?}"), crate::units::seconds(v)),
         (None, None | Some(Value::Null)) => return Ok(default),
         (None, Some(Value::Number(n))) => (
             n.to_string(),
             n.as_f64().ok_or_else(|| "not a number".to_owned()),
         ),
-        (None, Some(Value::String(v))) => (format!("{v:?}"), seconds(v)),
+        (None, Some(Value::String(v))) => (format!("{v:?}"), crate::units::seconds(v)),
         (None, Some(other)) => return Err(bad(&describe_json(other), "not a number or a string")),
     };
     let secs = secs.map_err(|why| bad(&shown, &why))?;
@@ -1003,20 +1003,6 @@ fn validation_limits(
         limit.set(&mut limits, value);
     }
     Ok(limits)
-}
-
-/// Seconds from a plain number (`"30"`) or a duration with a unit (`"30s"`, `"2m"`), parsed like
-/// every other duration of the project (`crate::retention::parse_duration`). Not range-checked.
-fn seconds(v: &str) -> Result<f64, String> {
-    match v.trim().parse::<f64>() {
-        Ok(secs) if secs.is_finite() => Ok(secs),
-        Ok(_) => Err("not a finite number".into()),
-        Err(_) => match crate::retention::parse_duration("it", v) {
-            Ok(d) => Ok(d.as_secs_f64()),
-            Err(e) if e.contains("too large") => Err("out of range".into()),
-            Err(_) => Err("not a number of seconds nor a duration with a unit (s, m, h)".into()),
-        },
-    }
 }
 
 /// What a namespace prefix may look like, for error messages.
@@ -2153,7 +2139,7 @@ mod tests {
         assert_eq!(text("localMode"), c.mode.as_str());
         let ci = resolve(&json!({}), &env(&[("CI", "1")]), ws()).unwrap();
         assert_eq!(text("ciMode"), ci.mode.as_str());
-        let secs = |name: &str| seconds(text(name)).unwrap();
+        let secs = |name: &str| crate::units::seconds(text(name)).unwrap();
         assert_eq!(secs("timeout"), c.timeouts.answer.as_secs_f64());
         assert_eq!(secs("connectTimeout"), c.timeouts.connect.as_secs_f64());
         for (name, _, limit) in LIMIT_OPTIONS {

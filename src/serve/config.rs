@@ -136,8 +136,7 @@ const TOKEN_KEYS: &[&str] = &[
 ];
 pub const ROLES: &[&str] = &["read-write", "read-only"];
 pub const LOG_FORMATS: &[&str] = &["text", "json", "off"];
-const SIZE_UNITS: &str = crate::archive::limits::SIZE_FORM;
-const DURATION_UNITS: &str = "a duration such as 90s, 10m, 12h, 30d or 2w";
+use crate::units::{DURATION_FORM as DURATION_UNITS, SIZE_FORM as SIZE_UNITS};
 
 fn flag(key: &str) -> String {
     format!("--{}", key.replace('_', "-"))
@@ -881,7 +880,7 @@ pub fn resolve(
             return Ok(None);
         };
         let s = raw.string()?;
-        match crate::retention::parse_size(&raw.origin, &s) {
+        match crate::units::parse_size(&raw.origin, &s) {
             Ok(n) if n > 0 => Ok(Some(n)),
             _ => raw.invalid(&s, SIZE_UNITS),
         }
@@ -891,7 +890,7 @@ pub fn resolve(
             return Ok(None);
         };
         let s = raw.string()?;
-        match crate::retention::parse_duration(&raw.origin, &s) {
+        match crate::units::parse_duration(&raw.origin, &s) {
             Ok(d) if !d.is_zero() => Ok(Some(d)),
             _ => raw.invalid(&s, DURATION_UNITS),
         }

@@ -147,16 +147,6 @@ pub fn fs_budget(config: &ServeConfig) -> Option<Arc<Budget>> {
     }
 }
 
-fn human_duration(d: std::time::Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        s if s % 86400 == 0 => format!("{}d", s / 86400),
-        s if s % 3600 == 0 => format!("{}h", s / 3600),
-        s if s % 60 == 0 => format!("{}m", s / 60),
-        s => format!("{s}s"),
-    }
-}
-
 /// What the startup line shows besides the configuration.
 struct Shown<'a> {
     url: &'a str,
@@ -203,12 +193,15 @@ fn banner(config: &ServeConfig, shown: &Shown<'_>) -> String {
     let retention = match (config.max_size, config.max_age) {
         (None, None) => "off".to_owned(),
         (size, age) => {
-            let mut parts = vec![format!("every {}", human_duration(RETENTION_INTERVAL))];
+            let mut parts = vec![format!(
+                "every {}",
+                crate::units::format_duration(RETENTION_INTERVAL)
+            )];
             if let Some(s) = size {
                 parts.push(format!("max size {}", crate::units::format_bytes(s)));
             }
             if let Some(a) = age {
-                parts.push(format!("max age {}", human_duration(a)));
+                parts.push(format!("max age {}", crate::units::format_duration(a)));
             }
             parts.join(", ")
         }
@@ -247,7 +240,7 @@ fn banner(config: &ServeConfig, shown: &Shown<'_>) -> String {
              token | retention {retention} | artifacts checked: {checked}",
             if tokens.is_empty() { "none".to_owned() } else { tokens.join(", ") },
             if config.allow_anonymous { "on" } else { "off" },
-            human_duration(limits.upload_timeout),
+            crate::units::format_duration(limits.upload_timeout),
             limits.max_concurrent_uploads,
             caps.total,
             caps.untrusted,
@@ -355,6 +348,9 @@ mod tests {
         assert_eq!(crate::units::format_bytes(100), "100 B");
         assert_eq!(crate::units::format_bytes(4 << 30), "4 GiB");
         assert_eq!(crate::units::format_bytes(1536), "1.5 KiB");
-        assert_eq!(human_duration(std::time::Duration::from_secs(600)), "10m");
+        assert_eq!(
+            crate::units::format_duration(std::time::Duration::from_secs(600)),
+            "10m"
+        );
     }
 }

@@ -338,19 +338,3 @@ pub fn start(config: &ServeConfig, env: &HashMap<String, String>) -> Result<Runn
         retention,
     })
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes_for_humans() {
-        assert_eq!(crate::units::format_bytes(100), "100 B");
-        assert_eq!(crate::units::format_bytes(4 << 30), "4 GiB");
-        assert_eq!(crate::units::format_bytes(1536), "1.5 KiB");
-        assert_eq!(
-            crate::units::format_duration(std::time::Duration::from_secs(600)),
-            "10m"
-        );
-    }
-}

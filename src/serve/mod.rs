@@ -6,7 +6,7 @@ pub mod tls;
 
 use crate::config::Backend;
 use crate::key::Prefix;
-use crate::server::auth::{check_secret, Auth, Role, TokenSpec};
+use crate::server::auth::{check_secret, Auth, TokenSpec};
 use crate::server::limits::Limits;
 use crate::server::{Caps, LogFormat, RunningServer, ServerSettings};
 use crate::stats::Stats;
@@ -14,7 +14,7 @@ use crate::store::fs::{Budget, FsStore};
 use crate::store::object::ObjectStoreBackend;
 use crate::store::validate;
 use crate::store::Store;
-use config::{LogChoice, ServeConfig, TokenRole};
+use config::ServeConfig;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -50,19 +50,7 @@ pub fn build_auth(config: &ServeConfig) -> Result<Auth, String> {
     let mut tokens: Vec<TokenSpec> = Vec::new();
     for t in &config.tokens {
         check_secret(&t.name, &t.secret)?;
-        tokens.push(TokenSpec {
-            name: t.name.clone(),
-            role: match t.role {
-                TokenRole::ReadWrite => Role::ReadWrite,
-                TokenRole::ReadOnly => Role::ReadOnly,
-            },
-            secret: t.secret.clone(),
-            write_prefix: t.write_prefix.clone(),
-            read_prefixes: t
-                .read_prefixes
-                .clone()
-                .unwrap_or_else(|| vec![t.write_prefix.clone()]),
-        });
+        tokens.push(t.clone());
     }
     for list in &config.token_lists {
         let parsed = Auth::parse_tokens(&list.text).map_err(|e| format!("{}: {e}", list.source))?;
@@ -213,7 +201,7 @@ fn banner(config: &ServeConfig, shown: &Shown<'_>) -> String {
         (false, false) => "off",
     };
     match config.log {
-        LogChoice::Json => serde_json::json!({
+        LogFormat::Json => serde_json::json!({
             "level": "info",
             "msg": "nx-open-cache serve started",
             "url": url,
@@ -290,11 +278,7 @@ pub fn start(config: &ServeConfig, env: &HashMap<String, String>) -> Result<Runn
         mode: crate::config::Mode::ReadWrite,
         limits: limits.clone(),
         operations: true,
-        log: match config.log {
-            LogChoice::Text => LogFormat::Debug,
-            LogChoice::Json => LogFormat::Json,
-            LogChoice::Off => LogFormat::Off,
-        },
+        log: config.log,
         stats: Arc::new(Stats::default()),
     };
     let (server, scheme) = match tls {

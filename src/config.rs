@@ -6,9 +6,10 @@ use crate::archive::limits::Limit;
 use crate::archive::ValidationLimits;
 use crate::key::Prefix;
 use crate::store::http::{redact_url, redact_urls};
+pub use crate::value::ConfigError;
+use crate::value::{bool_option, describe_json, one_of, string_option, truthy};
 use serde_json::Value;
 use std::collections::HashMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -500,63 +501,6 @@ pub struct CacheConfig {
     pub debug: bool,
 }
 
-/// A configuration mistake, with the option, the value and what would be accepted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub option: String,
-    pub message: String,
-}
-
-impl ConfigError {
-    fn invalid(option: &str, value: &str, allowed: &str) -> Self {
-        ConfigError {
-            option: option.to_owned(),
-            message: format!("invalid value {value:?} for option \"{option}\": expected {allowed}"),
-        }
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "nx-open-cache: {}", self.message)
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
-fn one_of(values: &[&str]) -> String {
-    let quoted: Vec<String> = values.iter().map(|v| format!("\"{v}\"")).collect();
-    format!("one of {}", quoted.join(", "))
-}
-
-fn describe_json(v: &Value) -> String {
-    match v {
-        Value::Null => "null".into(),
-        Value::Bool(b) => format!("boolean {b}"),
-        Value::Number(n) => format!("number {n}"),
-        Value::String(s) => format!("string {s:?}"),
-        Value::Array(_) => "an array".into(),
-        Value::Object(_) => "an object".into(),
-    }
-}
-
-fn string_option<'a>(
-    options: &'a serde_json::Map<String, Value>,
-    name: &str,
-) -> Result<Option<&'a str>, ConfigError> {
-    match options.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.as_str())),
-        Some(other) => Err(ConfigError {
-            option: name.to_owned(),
-            message: format!(
-                "option \"{name}\" must be a string, got {}",
-                describe_json(other)
-            ),
-        }),
-    }
-}
-
 /// Refuses options that do not apply to `backend` (e.g. `path` with `backend: "s3"`): they would
 /// be silently ignored otherwise.
 fn only_options(
@@ -761,41 +705,12 @@ fn refuse_namespaces_for_http(
     Ok(())
 }
 
-fn bool_option(
-    options: &serde_json::Map<String, Value>,
-    name: &str,
-) -> Result<Option<bool>, ConfigError> {
-    match options.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(Value::String(s)) if s == "true" || s == "false" => Ok(Some(s == "true")),
-        Some(other) => Err(ConfigError {
-            option: name.to_owned(),
-            message: format!(
-                "option \"{name}\" must be true or false, got {}",
-                describe_json(other)
-            ),
-        }),
-    }
-}
-
 /// True when the `CI` variable says this is a CI run.
 pub fn is_ci(env: &HashMap<String, String>) -> bool {
     env.get("CI")
         .map(|v| {
             let v = v.trim().to_ascii_lowercase();
             !(v.is_empty() || v == "0" || v == "false")
-        })
-        .unwrap_or(false)
-}
-
-fn truthy(env: &HashMap<String, String>, name: &str) -> bool {
-    env.get(name)
-        .map(|v| {
-            matches!(
-                v.trim().to_ascii_lowercase().as_str(),
-                "1" | "true" | "yes" | "on"
-            )
         })
         .unwrap_or(false)
 }
@@ -886,13 +801,13 @@ fn duration_option(
 ) -> Result<Duration, ConfigError> {
     let bad = |value: &str, why: &str| duration_error(name, var, value, why);
     let (shown, secs) = match (env.get(var).filter(|v| !v.is_empty()), options.get(name)) {
-        (Some(v), _) => (format!("{v:?}"), seconds(v)),
+        (Some(v), _) => (format!("{v:?}"), crate::units::seconds(v)),
         (None, None | Some(Value::Null)) => return Ok(default),
         (None, Some(Value::Number(n))) => (
             n.to_string(),
             n.as_f64().ok_or_else(|| "not a number".to_owned()),
         ),
-        (None, Some(Value::String(v))) => (format!("{v:?}"), seconds(v)),
+        (None, Some(Value::String(v))) => (format!("{v:?}"), crate::units::seconds(v)),
         (None, Some(other)) => return Err(bad(&describe_json(other), "not a number or a string")),
     };
     let secs = secs.map_err(|why| bad(&shown, &why))?;
@@ -1003,20 +918,6 @@ fn validation_limits(
         limit.set(&mut limits, value);
     }
     Ok(limits)
-}
-
-/// Seconds from a plain number (`"30"`) or a duration with a unit (`"30s"`, `"2m"`), parsed like
-/// every other duration of the project (`crate::retention::parse_duration`). Not range-checked.
-fn seconds(v: &str) -> Result<f64, String> {
-    match v.trim().parse::<f64>() {
-        Ok(secs) if secs.is_finite() => Ok(secs),
-        Ok(_) => Err("not a finite number".into()),
-        Err(_) => match crate::retention::parse_duration("it", v) {
-            Ok(d) => Ok(d.as_secs_f64()),
-            Err(e) if e.contains("too large") => Err("out of range".into()),
-            Err(_) => Err("not a number of seconds nor a duration with a unit (s, m, h)".into()),
-        },
-    }
 }
 
 /// What a namespace prefix may look like, for error messages.
@@ -2153,7 +2054,7 @@ mod tests {
         assert_eq!(text("localMode"), c.mode.as_str());
         let ci = resolve(&json!({}), &env(&[("CI", "1")]), ws()).unwrap();
         assert_eq!(text("ciMode"), ci.mode.as_str());
-        let secs = |name: &str| seconds(text(name)).unwrap();
+        let secs = |name: &str| crate::units::seconds(text(name)).unwrap();
         assert_eq!(secs("timeout"), c.timeouts.answer.as_secs_f64());
         assert_eq!(secs("connectTimeout"), c.timeouts.connect.as_secs_f64());
         for (name, _, limit) in LIMIT_OPTIONS {

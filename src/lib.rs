@@ -19,6 +19,7 @@ pub mod server;
 pub mod stats;
 pub mod store;
 pub mod units;
+pub mod value;
 
 #[cfg(feature = "node")]
 pub mod node;

@@ -164,6 +164,12 @@ export interface FileHash {
 }
 
 /**
+ * A byte count in binary units, one decimal at most: `100 B`, `1.5 KiB`, `4 GiB`. Throws on a
+ * negative, fractional or non-finite number.
+ */
+export declare function formatBytes(n: number): string
+
+/**
  * Applies a retention policy to an fs cache directory: deletes objects not accessed within
  * `maxAge`, then the least recently accessed until the total (objects and temp files) fits
  * `maxSize`, plus leftover temp files and empty directories. Never follows a symbolic link below
@@ -399,6 +405,37 @@ export declare function keygen(): SigningKeyPair
  * (after waiting a few seconds for an exiting one to release it).
  */
 export declare function openCacheHost(dir: string, version: string): CacheHost | null
+
+/** One plugin option, as `resolveConfig` checks it. */
+export interface OptionInfo {
+  name: string
+  /** The JSON Schema type the option is written as: `string`, `boolean`, `number` or `array`. */
+  type: 'string' | 'boolean' | 'number' | 'array'
+  /** Every JSON type `resolveConfig` accepts for it (e.g. `timeout`: a number or a string). */
+  accepts: Array<string>
+  /** The backends it applies to; `["all"]` for every backend. */
+  backends: Array<string>
+  /** Its default (`null`: unset, or from the cloud's own variables). */
+  default: string | number | boolean | null
+  /** The variable that overrides it, if any. */
+  env?: string
+  /** The values it may take, when it is one of a list (else empty). */
+  choices: Array<string>
+  description: string
+}
+
+/**
+ * Every plugin option (name, JSON type, backends, default, variable, choices, description), the
+ * backends and the modes: the table `resolveConfig` validates with.
+ */
+export declare function optionSchema(): OptionSchema
+
+/** The plugin's options, backends and modes. */
+export interface OptionSchema {
+  options: Array<OptionInfo>
+  backends: Array<string>
+  modes: Array<string>
+}
 
 /**
  * Packs the outputs plus the terminal output and exit code into one reproducible archive (same

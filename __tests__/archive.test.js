@@ -74,8 +74,12 @@ function nxClient() {
   return new nx.HttpRemoteCache();
 }
 
-/** Writes a small output tree: text, binary, modes, an empty dir, internal symlinks, long names. */
+/**
+ * Writes a small output tree: text, binary, modes, an empty dir, internal symlinks, long names.
+ * @param {string} root
+ */
 function makeTree(root) {
+  /** @param {string} rel @param {string | Buffer} data @param {number} [mode] */
   const w = (rel, data, mode) => {
     const p = path.join(root, rel);
     fs.mkdirSync(path.dirname(p), { recursive: true });
@@ -92,10 +96,14 @@ function makeTree(root) {
   fs.symlinkSync('../a/bin', path.join(root, 'dist/libs/a/bin-link'));
 }
 
-/** Sorted [relative path, description, mode] of everything below root. */
+/**
+ * Sorted [relative path, description, mode] of everything below root.
+ * @param {string} root
+ */
 function snapshot(root) {
   /** @type {[string, string, number][]} */
   const out = [];
+  /** @param {string} dir */
   const walk = (dir) => {
     for (const name of fs.readdirSync(dir)) {
       const p = path.join(dir, name);
@@ -157,7 +165,7 @@ test('what Nx\'s HttpRemoteCache.store uploads unpacks with ours to the same fil
 test('round trip through Nx: ours -> Nx retrieve -> Nx store -> ours', async () => {
   const src = path.join(tmp, 'src3');
   makeTree(src);
-  stored.set('h3', ours.pack({ root: src, entries: ['dist', 'not-built'], terminalOutput: '', code: 0, format: 'nx' }));
+  stored.set('h3', /** @type {Buffer} */ (ours.pack({ root: src, entries: ['dist', 'not-built'], terminalOutput: '', code: 0, format: 'nx' })));
   const cacheDir = path.join(tmp, 'nx-cache3');
   fs.mkdirSync(cacheDir);
   const client = nxClient();
@@ -191,7 +199,11 @@ test('zstd is the default format, reproducible, and packAsync/output write the s
   assert.deepEqual(snapshot(path.join(tmp, 'restored4')), snapshot(src));
 });
 
-/** A one-entry forged tar (name written straight into the header), gzipped. */
+/**
+ * A one-entry forged tar (name written straight into the header), gzipped.
+ * @param {string} name
+ * @param {Buffer} body
+ */
 function forged(name, body) {
   const h = Buffer.alloc(512);
   h.write(name, 0, 'utf8');
@@ -246,7 +258,7 @@ test('pack refuses numbers out of range instead of wrapping them: code, level, t
     [{ code: 0, threads: NaN }, /invalid value NaN for threads/],
   ];
   for (const [extra, expected] of cases) {
-    const opts = /** @type {import('../index').PackOptions} */ ({ ...base, ...extra });
+    const opts = /** @type {import('../index').PackOptions} */ (/** @type {unknown} */ ({ ...base, ...extra }));
     assert.throws(() => ours.pack(opts), expected, JSON.stringify(extra));
     await assert.rejects(ours.packAsync(opts), expected, JSON.stringify(extra));
   }

@@ -83,7 +83,7 @@ function lastRun(r, what) {
     currentTest.diagnostic(`${what}: ${printed.length ? printed.join(' | ') : JSON.stringify(s)}`);
   }
   for (const k of ['hits', 'misses', 'stored', 'bytesDown', 'bytesUp', 'errorCount']) {
-    assert.equal(typeof s[k], 'number', `${what}: last-run.json field ${k} is not a number: ${JSON.stringify(s)}`);
+    assert.equal(typeof s[/** @type {keyof typeof s} */ (k)], 'number', `${what}: last-run.json field ${k} is not a number: ${JSON.stringify(s)}`);
   }
   assert.ok(Array.isArray(s.errors), `${what}: last-run.json errors is not an array: ${JSON.stringify(s)}`);
   assert.equal(typeof s.mode, 'string', `${what}: last-run.json mode is not a string: ${JSON.stringify(s)}`);

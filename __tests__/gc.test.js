@@ -108,7 +108,7 @@ test('gc --max-age in the workspace: the effective fs path, old objects gone, re
   const lines = r.stdout.trim().split('\n');
   assert.equal(lines[0], `nx-open-cache gc: ${root}`);
   assert.match(r.stdout, /scanned {2}4 objects, 4\.1 KiB/);
-  assert.match(r.stdout, /deleted {2}2 objects, 2\.0 KiB \(by age: 2 objects, 2\.0 KiB; by size: 0 objects, 0 B\)/);
+  assert.match(r.stdout, /deleted {2}2 objects, 2 KiB \(by age: 2 objects, 2 KiB; by size: 0 objects, 0 B\)/);
   assert.match(r.stdout, /kept {5}2 objects/);
   assert.match(r.stdout, /errors {3}0/);
   assert.deepEqual([...objects(root).keys()].sort(), ['1003', '1004']);

@@ -14,6 +14,7 @@ const { getGeneratorInformation } = require('nx/src/command-line/generate/genera
 const { spawnSync } = require('node:child_process');
 
 const initGenerator = require('../generators/init/index.js');
+const native = require('../index.js');
 
 const REPO_ROOT = path.resolve(__dirname, '..');
 
@@ -198,36 +199,41 @@ test('a workspace without nx.json gets one', async () => {
   assert.deepEqual(readNx(tree), { plugins: [{ plugin: 'nx-open-cache', options: { backend: 'fs', path: '/c' } }] });
 });
 
-test('an unknown backend is an error naming the flag, the value and the allowed values', async () => {
+test('an unknown backend is an error naming the flag, the value and the allowed values (the native table\'s)', async () => {
   const tree = treeWith({});
   const before = tree.read('nx.json', 'utf-8');
-  const allowed = initGenerator.availableBackends().list;
-  assert.ok(allowed.includes('fs'), `fs is always available: ${allowed}`);
+  const allowed = native.optionSchema().backends;
+  assert.deepEqual(allowed, ['fs', 's3', 'gcs', 'azure', 'http']);
   await assert.rejects(run(tree, { backend: 'ftp' }), {
     message: `nx-open-cache: invalid value "ftp" for --backend; allowed values: ${allowed.join(', ')}`,
   });
   assert.equal(tree.read('nx.json', 'utf-8'), before, 'nothing written on error');
 });
 
-test('the allowed backends are exactly those the addon accepts (the plugin\'s own check)', async () => {
-  const { resolveConfig } = require('../index.js');
-  const { list } = initGenerator.availableBackends();
-  for (const backend of initGenerator.KNOWN_BACKENDS) {
-    let refused = '';
-    try {
-      resolveConfig(os.tmpdir(), { backend }, { HOME: os.homedir() });
-    } catch (e) {
-      if (/not available|for option "backend"/.test(String(/** @type {Error} */ (e).message))) refused = String(/** @type {Error} */ (e).message);
+test('schema.json is generated from the native option schema: no drift, every flag option declared with its type', () => {
+  const { expected, FILE } = require('../scripts/schema.js');
+  assert.equal(fs.readFileSync(FILE, 'utf8'), expected(), 'generators/init/schema.json drifted: run `node scripts/schema.js --write`');
+  const check = spawnSync(process.execPath, [path.join(REPO_ROOT, 'scripts', 'schema.js')], { encoding: 'utf8' });
+  assert.equal(check.status, 0, check.stderr);
+  const { properties } = JSON.parse(fs.readFileSync(FILE, 'utf8'));
+  for (const option of native.optionSchema().options) {
+    if (['writePrefix', 'readPrefixes', 'trustedKeys'].includes(option.name)) {
+      assert.equal(properties[option.name], undefined, `${option.name} is set by a preset or by hand, not a flag`);
+      continue;
     }
-    assert.equal(list.includes(backend), refused === '', `backend ${backend}: generator ${list.includes(backend)}, addon: ${refused || 'accepted'}`);
-    if (!refused) continue;
-    const tree = treeWith({});
-    const before = tree.read('nx.json', 'utf-8');
-    await assert.rejects(run(tree, { backend }), {
-      message: `nx-open-cache: invalid value "${backend}" for --backend; allowed values: ${list.join(', ')} ` +
-        `(backend "${backend}" is not available in this version of nx-open-cache)`,
+    assert.equal(properties[option.name]?.type, option.type, option.name);
+    for (const choice of option.choices) assert.ok(properties[option.name].description.includes(choice), `${option.name}: ${choice}`);
+  }
+  // An option the native table gains is a flag at once: the drift test above fails until
+  // schema.json is regenerated.
+});
+
+test('a flag that applies to other backends only is refused with the native table\'s backends', async () => {
+  for (const option of native.optionSchema().options) {
+    if (option.backends.includes('all') || option.backends.includes('fs') || option.type !== 'string') continue;
+    await assert.rejects(run(treeWith({}), { [option.name]: 'x' }), {
+      message: `nx-open-cache: nx.json already configures backend fs; --${option.name} applies to the ${option.backends.join(', ')} backend${option.backends.length > 1 ? 's' : ''} only (pass --backend ${option.backends[0]} to switch to it)`,
     });
-    assert.equal(tree.read('nx.json', 'utf-8'), before, 'nothing written on error');
   }
 });
 
@@ -273,7 +279,7 @@ test('a bound out of range or in the wrong form is refused with the addon\'s wor
 });
 
 test('every allowed mode is accepted', async () => {
-  for (const mode of initGenerator.MODES) {
+  for (const mode of native.optionSchema().modes) {
     const tree = treeWith({});
     await run(tree, { localMode: mode, ciMode: mode });
     const { options } = readNx(tree).plugins[0];
@@ -387,9 +393,6 @@ test('the real `nx g nx-open-cache:init` CLI in a scratch workspace: add, no-op 
 
 /* ---- cloud backends and the deprecated top-level s3 / gcs / azure blocks ------------------------ */
 
-/** @param {string} backend */
-const available = (backend) => initGenerator.availableBackends().list.includes(backend);
-
 const CLOUD_FLAGS = {
   s3: { backend: 's3', bucket: 'my-cache', region: 'eu-west-1', endpoint: 'http://127.0.0.1:9000', forcePathStyle: true },
   gcs: { backend: 'gcs', bucket: 'my-cache' },
@@ -397,14 +400,8 @@ const CLOUD_FLAGS = {
 };
 
 for (const [backend, flags] of Object.entries(CLOUD_FLAGS)) {
-  test(`--backend ${backend} with its options: written as given when available, else refused (nothing written)`, async () => {
+  test(`--backend ${backend} with its options: written as given`, async () => {
     const tree = treeWith({});
-    const before = tree.read('nx.json', 'utf-8');
-    if (!available(backend)) {
-      await assert.rejects(run(tree, { ...flags, prefix: 'team-a' }), new RegExp(`backend "${backend}" is not available`));
-      assert.equal(tree.read('nx.json', 'utf-8'), before);
-      return;
-    }
     const printed = await run(tree, { ...flags, prefix: 'team-a' });
     assert.deepEqual(readNx(tree).plugins, [{ plugin: 'nx-open-cache', options: { ...flags, prefix: 'team-a' } }]);
     assert.match(printed[0], new RegExp(`added plugin to nx.json \\(backend ${backend}, `));
@@ -442,33 +439,26 @@ const LEGACY_S3 = {
   ciMode: 'read-only',
 };
 
-test('legacy s3 block, no flags: migrated into the plugin options when s3 is available (secrets never copied), else kept working', async () => {
+test('legacy s3 block, no flags: migrated into the plugin options (secrets never copied)', async () => {
   const tree = treeWith({ targetDefaults: {}, s3: LEGACY_S3 });
   const printed = await run(tree, {});
   const nx = readNx(tree);
   const text = JSON.stringify(nx);
-  if (available('s3')) {
-    assert.equal(nx.s3, undefined, 'block removed');
-    assert.deepEqual(nx.plugins, [{
-      plugin: 'nx-open-cache',
-      options: {
-        backend: 's3', bucket: 'legacy-bucket', region: 'eu-west-1', endpoint: 'http://127.0.0.1:9000',
-        forcePathStyle: true, prefix: 'legacy-prefix', ciMode: 'read-only',
-      },
-    }]);
-    assert.ok(!text.includes('generator-secret-value') && !text.includes('AKIA-GENERATOR-TEST'), `secret written: ${text}`);
-    const all = printed.join('\n');
-    assert.match(all, /migrated the top-level "s3" block of nx\.json into the plugin options \(s3\.bucket -> bucket, .*s3\.cacheKeyPrefix -> prefix/);
-    assert.match(all, /s3\.accessKeyId and s3\.secretAccessKey were NOT copied .*AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY/);
-    assert.ok(!all.includes('generator-secret-value'), 'secret printed');
-    const again = await run(tree, {});
-    assert.match(again[0], /already configured, nothing changed/);
-  } else {
-    // The plugin still reads the block at run time: the entry names no backend.
-    assert.deepEqual(nx.s3, LEGACY_S3, 'block left alone');
-    assert.deepEqual(nx.plugins, [{ plugin: 'nx-open-cache', options: {} }]);
-    assert.match(printed.join('\n'), /top-level "s3" block of nx\.json still configures the cache/);
-  }
+  assert.equal(nx.s3, undefined, 'block removed');
+  assert.deepEqual(nx.plugins, [{
+    plugin: 'nx-open-cache',
+    options: {
+      backend: 's3', bucket: 'legacy-bucket', region: 'eu-west-1', endpoint: 'http://127.0.0.1:9000',
+      forcePathStyle: true, prefix: 'legacy-prefix', ciMode: 'read-only',
+    },
+  }]);
+  assert.ok(!text.includes('generator-secret-value') && !text.includes('AKIA-GENERATOR-TEST'), `secret written: ${text}`);
+  const all = printed.join('\n');
+  assert.match(all, /migrated the top-level "s3" block of nx\.json into the plugin options \(s3\.bucket -> bucket, .*s3\.cacheKeyPrefix -> prefix/);
+  assert.match(all, /s3\.accessKeyId and s3\.secretAccessKey were NOT copied .*AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY/);
+  assert.ok(!all.includes('generator-secret-value'), 'secret printed');
+  const again = await run(tree, {});
+  assert.match(again[0], /already configured, nothing changed/);
 });
 
 test('legacy block with --no-migrate: block kept, the entry names no backend so the plugin keeps reading it', async () => {
@@ -548,4 +538,18 @@ test('switching a ci-split entry to http drops the namespaces (the server\'s tok
   const tree = treeWith({ plugins: [{ plugin: 'nx-open-cache', options: { backend: 'fs', path: '/c', writePrefix: 'untrusted', readPrefixes: ['trusted', 'untrusted'] } }] });
   await run(tree, { backend: 'http', url: 'https://cache.example.com' });
   assert.deepEqual(readNx(tree).plugins[0].options, { backend: 'http', url: 'https://cache.example.com' });
+});
+
+test('every option of the native table is a flag: timeouts written as given, checked by the addon; backends from the table', async () => {
+  const tree = treeWith({});
+  await run(tree, { timeout: '30s', connectTimeout: 2 });
+  assert.deepEqual(readNx(tree).plugins[0].options, { backend: 'fs', path: '~/.cache/nx-open-cache', timeout: '30s', connectTimeout: 2 });
+  const bad = treeWith({});
+  const before = bad.read('nx.json', 'utf-8');
+  await assert.rejects(run(bad, { timeout: 'soon' }), /invalid value "soon" for option "timeout"/);
+  assert.equal(bad.read('nx.json', 'utf-8'), before, 'nothing written on error');
+  // prefix applies to the stores, not to http (the server's tokens choose the namespace).
+  await assert.rejects(run(treeWith({}), { backend: 'http', url: 'http://127.0.0.1:1', prefix: 'p' }), {
+    message: 'nx-open-cache: you chose backend http; --prefix applies to the fs, s3, gcs, azure backends only (pass --backend fs to switch to it)',
+  });
 });

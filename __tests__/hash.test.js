@@ -209,7 +209,11 @@ function put(root, rel, data) {
   fs.writeFileSync(path.join(root, rel), data);
 }
 
-/** Generates a workspace-like tree with ignore files, hardcoded-ignored dirs, symlinks, unicode. */
+/**
+ * Generates a workspace-like tree with ignore files, hardcoded-ignored dirs, symlinks, unicode.
+ * @param {string} root
+ * @param {number} seed
+ */
 function generateTree(root, seed) {
   const r = rng(seed);
   const dirs = ['', 'src', 'src/app', 'src/日本', 'lib', 'lib/build', 'lib/é dir', 'docs', 'tmp', 'apps/a/dist', 'apps/b'];

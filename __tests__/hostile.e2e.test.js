@@ -250,6 +250,7 @@ describe('hostile objects in the store', () => {
   test('through the plugin: sealed objects this reader cannot trust or open are misses, rebuilt, named, kept', async (t) => {
     const w = workspace();
     const { signed, encrypted, signer, key1, key2 } = await sealedStores();
+    /** @type {{ name: string, from: typeof signed, env: Record<string, string>, reason: RegExp }[]} */
     const shapes = [
       {
         name: 'signed with an unknown key, the reader has trustedKeys + requireSignature',

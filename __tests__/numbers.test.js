@@ -150,3 +150,41 @@ test('gc: absurd maxSize / maxAge are errors naming the option and the value, ne
     fs.rmSync(root, { recursive: true, force: true });
   }
 });
+
+test('formatBytes: binary units, one decimal at most; absurd numbers are errors naming the value', () => {
+  assert.equal(native.formatBytes(0), '0 B');
+  assert.equal(native.formatBytes(1536), '1.5 KiB');
+  assert.equal(native.formatBytes(4 * 2 ** 30), '4 GiB');
+  assert.equal(native.formatBytes(2 ** 20 - 1), '1 MiB');
+  for (const [n, shown] of /** @type {[number, string][]} */ ([[-1, '-1'], [1.5, '1.5'], [NaN, 'NaN'], [Infinity, 'Infinity']])) {
+    assert.throws(() => native.formatBytes(n), (/** @type {Error} */ e) => e.message.includes(`invalid value ${shown} for bytes`));
+  }
+});
+
+test('optionSchema: every option, with the backends it applies to, as resolveConfig checks them', () => {
+  const schema = native.optionSchema();
+  assert.deepEqual(schema.backends, ['fs', 's3', 'gcs', 'azure', 'http']);
+  assert.deepEqual(schema.modes, ['read-write', 'read-only', 'no-cache']);
+  const byName = new Map(schema.options.map((o) => [o.name, o]));
+  assert.deepEqual(byName.get('path'), {
+    name: 'path', type: 'string', accepts: ['string'], backends: ['fs'], default: '~/.cache/nx-open-cache',
+    choices: [], description: byName.get('path')?.description,
+  });
+  assert.equal(byName.get('timeout')?.env, 'NX_OPEN_CACHE_TIMEOUT');
+  assert.equal(byName.get('maxArtifactEntries')?.default, 1000000);
+  assert.deepEqual(byName.get('localMode')?.choices, schema.modes);
+  // An option outside its backends is refused by name.
+  for (const o of schema.options) {
+    if (o.backends.includes('all')) continue;
+    const other = schema.backends.find((b) => !o.backends.includes(b));
+    if (!other) continue;
+    const minimal = /** @type {Record<string, Record<string, unknown>>} */ ({
+      fs: {}, s3: { bucket: 'b' }, gcs: { bucket: 'b' }, azure: { container: 'c' }, http: { url: 'https://h' },
+    })[other];
+    assert.throws(
+      () => native.resolveConfig(os.tmpdir(), { backend: other, ...minimal, [o.name]: o.type === 'boolean' ? true : 'x' }, BASE_ENV),
+      (/** @type {Error} */ e) => e.message.includes(`"${o.name}"`) && e.message.includes(`backend "${other}"`),
+      `${o.name} with ${other}`,
+    );
+  }
+});

@@ -31,10 +31,11 @@ const FILE_NAMES = ['f.js', 'g.map', 'index.js', 'index.js.map', 'x.js', 'a.ts',
  * @returns {{dirs: string[], files: string[], links: string[]}} relative paths
  */
 function makeTree(r, dir) {
+  /** @param {string[]} list */
   const pick = (list) => list[Math.floor(r() * list.length)];
-  const dirs = [];
-  const files = [];
-  const links = [];
+  /** @type {string[]} */ const dirs = [];
+  /** @type {string[]} */ const files = [];
+  /** @type {string[]} */ const links = [];
   /** @param {string} rel @param {number} depth */
   function fill(rel, depth) {
     const abs = path.join(dir, rel);
@@ -87,6 +88,7 @@ function makeTree(r, dir) {
  * @returns {string[]}
  */
 function makeEntries(r, t) {
+  /** @param {string[]} list */
   const pick = (list) => list[Math.floor(r() * list.length)];
   const dir = () => (t.dirs.length && r() < 0.85 ? pick(t.dirs) : pick(['dist', 'out', 'missing', 'a/b']));
   const file = () => (t.files.length && r() < 0.9 ? pick(t.files) : 'nope.js');
@@ -148,10 +150,11 @@ function makeEntries(r, t) {
     () => pick(['dist/[a', 'out/{x', `${dir()}/!(a`]),
   ];
   const n = 1 + Math.floor(r() * 4);
+  /** @type {string[]} */
   const entries = [];
   for (let i = 0; i < n; i++) {
     // Invalid globs rarely, and never as negations (Nx aborts the process on those).
-    let f = pick(forms);
+    let f = forms[Math.floor(r() * forms.length)];
     if (f === forms[forms.length - 1] && r() < 0.7) f = forms[0];
     entries.push(f());
   }
@@ -163,7 +166,7 @@ function attempt(fn) {
   try {
     return { ok: true, value: fn() };
   } catch (e) {
-    return { ok: false, error: String(e && e.message) };
+    return { ok: false, error: String(e && /** @type {Error} */ (e).message) };
   }
 }
 
@@ -184,6 +187,7 @@ function listing(dir) {
   return out.join('\n');
 }
 
+/** @param {Iterable<string>} v */
 const sorted = (v) => [...v].sort();
 
 test(`differential against Nx (seed ${SEED}, ${TREES} trees x ${CASES} entry lists)`, () => {
@@ -197,6 +201,7 @@ test(`differential against Nx (seed ${SEED}, ${TREES} trees x ${CASES} entry lis
     for (let ti = 0; ti < TREES && failures.length < 5; ti++) {
       const dir = path.join(base, `t${ti}`);
       const t = makeTree(r, dir);
+      /** @type {string[][]} */
       const batch = [];
       for (let ci = 0; ci < CASES && failures.length < 5; ci++) {
         const entries = makeEntries(r, t);
@@ -206,12 +211,14 @@ test(`differential against Nx (seed ${SEED}, ${TREES} trees x ${CASES} entry lis
         const theirsFiles = attempt(() => nx.getFilesForOutputsBatch(dir, [entries])[0]);
         const oursFiles = attempt(() => ours.getFilesForOutputs(dir, entries));
         const problems = [];
-        for (const [what, a, b, order] of [
+        /** @type {[string, ReturnType<typeof attempt>, ReturnType<typeof attempt>, boolean][]} */
+        const pairs = [
           ['expandOutputs', theirsExpand, oursExpand, entries.some((e) => /[!?@+*|,{}[\]()]/.test(e))],
           ['getFilesForOutputs', theirsFiles, oursFiles, false],
-        ]) {
+        ];
+        for (const [what, a, b, order] of pairs) {
           if (a.ok !== b.ok) problems.push(`${what}: nx ${a.ok ? 'returned' : 'threw'}, ours ${b.ok ? 'returned' : 'threw'}`);
-          else if (a.ok) {
+          else if (a.ok && b.ok) {
             const [x, y] = order ? [sorted(a.value), sorted(b.value)] : [a.value, b.value];
             if (JSON.stringify(x) !== JSON.stringify(y)) problems.push(`${what}: results differ`);
           }

@@ -232,7 +232,7 @@ test('--skip-remote-cache, NX_SKIP_REMOTE_CACHE and no-cache mode leave Nx alone
 });
 
 test('a wrong option throws before anything starts, naming option, value and choices', async () => {
-  await assert.rejects(plugin.preTasksExecution({ backend: 'nope' }, ctx('e1')), (e) => {
+  await assert.rejects(plugin.preTasksExecution({ backend: 'nope' }, ctx('e1')), (/** @type {Error} */ e) => {
     assert.match(e.message, /invalid value "nope" for option "backend": expected one of "fs"/);
     return true;
   });
@@ -254,11 +254,13 @@ test('NX_OPEN_CACHE_SUMMARY=off prints nothing but still saves', async () => {
 test('summary formatting: units, faults listed once with counts', () => {
   assert.equal(formatBytes(0), '0 B');
   assert.equal(formatBytes(999), '999 B');
-  assert.equal(formatBytes(21_700), '21.7 KB');
-  assert.equal(formatBytes(1_500_000), '1.50 MB');
+  assert.equal(formatBytes(21_700), '21.2 KiB');
+  assert.equal(formatBytes(1_500_000), '1.4 MiB');
+  assert.equal(formatBytes(4 * 2 ** 30), '4 GiB', 'the native formatter (src/units.rs), as serve and gc show sizes');
   const text = formatSummary({
     hits: 1, misses: 2, stored: 0, alreadyStored: 1, refusedWrites: 0, bytesDown: 10, bytesUp: 0,
     cacheMillis: 3, errorCount: 3, errors: [{ reason: 'write 1: disk full', count: 2 }, { reason: 'gone', count: 1 }],
+    refusedCount: 0, refusals: [],
     location: 'fs /x', mode: 'read-write', modeSource: 'default', startedAt: '', endedAt: '', runId: 'r',
   });
   const lines = text.split('\n');
@@ -290,6 +292,7 @@ test('summary table: every counter, faults grouped by reason', () => {
   const text = formatSummaryTable({
     hits: 4, misses: 2, stored: 2, alreadyStored: 1, refusedWrites: 3, bytesDown: 21_700, bytesUp: 1_500_000,
     cacheMillis: 1234, errorCount: 3, errors: [{ reason: 'write 1: disk full', count: 2 }, { reason: 'gone', count: 1 }],
+    refusedCount: 0, refusals: [],
     location: 'fs /x', mode: 'read-only', modeSource: 'ciMode (CI detected)', startedAt: '', endedAt: '', runId: 'r',
   });
   assert.deepEqual(text.split('\n'), [
@@ -299,8 +302,8 @@ test('summary table: every counter, faults grouped by reason', () => {
     '  stored                  2',
     '  already stored          1',
     '  not stored (read-only)  3',
-    '  downloaded              21.7 KB',
-    '  uploaded                1.50 MB',
+    '  downloaded              21.2 KiB',
+    '  uploaded                1.4 MiB',
     '  time in cache calls     1.23 s',
     '  errors                  3',
     '  errors by reason:',

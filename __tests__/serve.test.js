@@ -480,12 +480,14 @@ describe('serve: what reaches the log and the answers', () => {
       assert.match(s.stderr(), /not ready: fs /, 'the readiness reason goes to the log');
     }
     // Configuration mistakes: errors name the tokens, never their secrets.
-    for (const [extra, want] of [
+    /** @type {[Record<string, string>, RegExp][]} */
+    const mistakes = [
       [{ NX_OPEN_CACHE_SERVER_TOKENS: `dup:read-write:${secrets.configEnv}` }, /"cfgenv" and "dup" have the same secret/],
       [{ CFG_SECRET: `${secrets.configEnv}\u001b[2J` }, /token "cfgenv".*printable ASCII/],
       [{ CFG_SECRET: `${secrets.configEnv}é` }, /token "cfgenv".*non-ASCII/],
       [{ NX_OPEN_CACHE_SERVER_TOKENS: `${secrets.env}:envtok:read-write` }, /token entry 1: the role \(not shown\)/],
-    ]) {
+    ];
+    for (const [extra, want] of mistakes) {
       const r = runServeSync(['--config', config], { env: { ...env, ...extra } });
       assert.equal(r.code, 2, r.stderr);
       assert.match(r.stderr, want);
@@ -509,7 +511,9 @@ describe('serve: clients without a valid token cost little', () => {
       return;
     }
     const strict = process.env.NX_OPEN_CACHE_TEST_STRICT_TIMING === '1';
-    for (const [label, wrapper] of [['default descriptor limit', []], ['prlimit --nofile=256:256', ['prlimit', '--nofile=256:256', '--']]]) {
+    /** @type {[string, string[]][]} */
+    const wrappers = [['default descriptor limit', []], ['prlimit --nofile=256:256', ['prlimit', '--nofile=256:256', '--']]];
+    for (const [label, wrapper] of wrappers) {
       const store = dir('slow');
       const s = await startServe(['--storage', `fs:${store}`, '--log', 'off'], {
         env: serveEnv({ NX_OPEN_CACHE_SERVER_TOKENS: TOKENS }),
@@ -532,7 +536,7 @@ describe('serve: clients without a valid token cost little', () => {
           rounds.push({ base, loaded });
         }
         for (const { base, loaded } of rounds) {
-          for (const [when, w] of [['alone', base], ['under the slow uploads', loaded]]) {
+          for (const [when, w] of /** @type {[string, WrkResult][]} */ ([['alone', base], ['under the slow uploads', loaded]])) {
             assert.ok(w.requests > 0 && w.non2xx === 0 && w.errors === 0, `authenticated GETs ${when} failed:\n${w.out}`);
           }
         }

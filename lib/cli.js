@@ -2,9 +2,9 @@
 'use strict';
 // `npx nx-open-cache <command>`.
 
-const fs = require('node:fs');
-const path = require('node:path');
 const { formatSummary, pluginDataDir, readSummary, summaryFile } = require('./summary.js');
+const { commandArgs } = require('./args.js');
+const { findWorkspaceRoot, inputNotes, readNxJson, workspaceInput } = require('./workspace.js');
 
 const HELP = `Usage: nx-open-cache <command>
 
@@ -29,26 +29,48 @@ Commands:
   help               This text
   --version          Print the version`;
 
-/** @param {string} from */
-function findWorkspaceRoot(from) {
-  let dir = path.resolve(from);
-  for (let i = 0; i < 100; i += 1) {
-    if (fs.existsSync(path.join(dir, 'nx.json'))) return dir;
-    const up = path.dirname(dir);
-    if (up === dir) break;
-    dir = up;
+/**
+ * `summary [--json]`: the last run's summary.
+ * @param {string} root
+ * @param {string[]} args
+ * @returns {number}
+ */
+function summaryCommand(root, args) {
+  const parsed = commandArgs({ command: 'summary', usage: HELP, errorCode: 1 }, args, { json: { type: 'boolean' } });
+  if (typeof parsed === 'number') return parsed;
+  const s = readSummary(root);
+  if (!s) {
+    console.error(`nx-open-cache: no run summary yet (${summaryFile(root)}): run an Nx command with the plugin first`);
+    return 1;
   }
-  return undefined;
+  console.log(parsed.values.json === true ? JSON.stringify(s, null, 2) : `${formatSummary(s)}\n  (run ended ${s.endedAt})`);
+  return 0;
 }
 
-/** @param {string} root */
-function pluginOptions(root) {
-  const nxJson = JSON.parse(fs.readFileSync(path.join(root, 'nx.json'), 'utf8'));
-  for (const p of nxJson.plugins || []) {
-    if (p === 'nx-open-cache') return {};
-    if (p && typeof p === 'object' && p.plugin === 'nx-open-cache') return p.options || {};
+/**
+ * `config`: the effective configuration, from the same input as the plugin's and doctor's; where it
+ * came from (a deprecated block, duplicate entries) on stderr, so stdout stays JSON.
+ * @param {string} root
+ * @param {string[]} args
+ * @returns {number}
+ */
+function configCommand(root, args) {
+  const parsed = commandArgs({ command: 'config', usage: HELP, errorCode: 1 }, args, {});
+  if (typeof parsed === 'number') return parsed;
+  try {
+    const input = workspaceInput(readNxJson(root));
+    if (!input.configured) {
+      console.error('nx-open-cache: the plugin is not in nx.json: run `npx nx g nx-open-cache:init`');
+      return 1;
+    }
+    for (const note of inputNotes(input, 'this command')) console.error(`nx-open-cache: note: ${note}`);
+    const c = require('../index.js').resolveConfig(root, input.options, input.env);
+    console.log(JSON.stringify(c, null, 2));
+    return 0;
+  } catch (e) {
+    console.error(/** @type {Error} */ (e).message);
+    return 1;
   }
-  return undefined;
 }
 
 /** @param {string[]} argv @returns {number | undefined | Promise<number>} */
@@ -62,7 +84,7 @@ function main(argv) {
     console.log(require('../package.json').version);
     return 0;
   }
-  if (command === 'gc') return require('./gc.js').gcCommand(rest, { findWorkspaceRoot, pluginOptions });
+  if (command === 'gc') return require('./gc.js').gcCommand(rest);
   if (command === 'keygen') return require('./keygen.js').keygenCommand(rest);
   if (command === 'serve') return require('./serve.js').run(rest);
   if (command === 'doctor') return require('./doctor.js').doctorCommand(rest, findWorkspaceRoot(process.cwd()));
@@ -72,31 +94,8 @@ function main(argv) {
     return 1;
   }
   if (command === 'host') return require('./host.js').hostCommand(rest, pluginDataDir(root));
-  if (command === 'summary') {
-    const s = readSummary(root);
-    if (!s) {
-      console.error(`nx-open-cache: no run summary yet (${summaryFile(root)}): run an Nx command with the plugin first`);
-      return 1;
-    }
-    console.log(rest.includes('--json') ? JSON.stringify(s, null, 2) : `${formatSummary(s)}\n  (run ended ${s.endedAt})`);
-    return 0;
-  }
-  if (command === 'config') {
-    const options = pluginOptions(root);
-    if (options === undefined) {
-      console.error('nx-open-cache: the plugin is not in nx.json: run `npx nx g nx-open-cache:init`');
-      return 1;
-    }
-    const native = require('../index.js');
-    try {
-      const c = native.resolveConfig(root, options, /** @type {Record<string,string>} */ ({ ...process.env }));
-      console.log(JSON.stringify(c, null, 2));
-      return 0;
-    } catch (e) {
-      console.error(/** @type {Error} */ (e).message);
-      return 1;
-    }
-  }
+  if (command === 'summary') return summaryCommand(root, rest);
+  if (command === 'config') return configCommand(root, rest);
   console.error(`nx-open-cache: unknown command "${command}"\n\n${HELP}`);
   return 1;
 }

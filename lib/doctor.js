@@ -4,9 +4,8 @@
 // top-level s3/gcs/azure block), which backend and mode apply and why, then the native checks
 // (setup, lookup, write / read back / delete probe), each timed, with a fix for every failure.
 
-const fs = require('node:fs');
-const path = require('node:path');
-const { withLegacy } = require('./legacy.js');
+const { commandArgs } = require('./args.js');
+const { inputNotes, readNxJson, workspaceInput } = require('./workspace.js');
 
 /** @typedef {import('../index').DoctorReport} DoctorReport */
 
@@ -24,37 +23,6 @@ Every step is timed; every failure comes with a fix. Exit code 0 only when the c
 
 Options:
   --json   Print the report as JSON`;
-
-/** @param {string} root @returns {any} */
-function readNxJson(root) {
-  return JSON.parse(fs.readFileSync(path.join(root, 'nx.json'), 'utf8'));
-}
-
-/**
- * The plugin options and environment the plugin itself would use in this workspace.
- * @param {string} root
- * @returns {{ options: Record<string, unknown> | null, env: Record<string, string>, notes: string[], configured: boolean }}
- */
-function effectiveInput(root) {
-  const nxJson = readNxJson(root);
-  /** @type {Record<string, unknown> | undefined} */
-  let options;
-  for (const p of nxJson.plugins || []) {
-    if (p === 'nx-open-cache') options = {};
-    else if (p && typeof p === 'object' && p.plugin === 'nx-open-cache') options = p.options || {};
-  }
-  /** @type {Record<string, string>} */
-  const env = {};
-  for (const [k, v] of Object.entries(process.env)) if (typeof v === 'string') env[k] = v;
-  const notes = [];
-  const { options: merged, legacy } = withLegacy(options, nxJson);
-  if (legacy) {
-    notes.push(`settings from the deprecated top-level "${legacy.kind}" block of nx.json (\`nx g nx-open-cache:init --migrate\` moves them)`);
-    Object.assign(env, legacy.secretEnv);
-    if (legacy.secrets.length) notes.push(`credentials from nx.json (${legacy.secrets.join(', ')}): move them to the environment`);
-  }
-  return { options: merged ?? null, env, notes, configured: options !== undefined || Boolean(legacy) };
-}
 
 /**
  * @param {DoctorReport} r
@@ -86,11 +54,12 @@ async function runDoctor(root, o = {}) {
   const error = o.error || ((/** @type {string} */ s) => console.error(s));
   let input;
   try {
-    input = effectiveInput(root);
+    input = workspaceInput(readNxJson(root));
   } catch (e) {
-    error(`nx-open-cache doctor: cannot read ${path.join(root, 'nx.json')}: ${/** @type {Error} */ (e).message}`);
+    error(`nx-open-cache doctor: ${/** @type {Error} */ (e).message}`);
     return 2;
   }
+  const notes = inputNotes(input, 'this check');
   if (!input.configured) {
     error('nx-open-cache doctor: the plugin is not in nx.json: run `npx nx g nx-open-cache:init` (or `nx add nx-open-cache`)');
     return 1;
@@ -104,7 +73,7 @@ async function runDoctor(root, o = {}) {
     error(`nx-open-cache doctor: ${/** @type {Error} */ (e).message.replace(/^nx-open-cache: /, '')}`);
     return 2;
   }
-  log(o.json ? JSON.stringify({ ...report, notes: input.notes }, null, 2) : format(report, input.notes));
+  log(o.json ? JSON.stringify({ ...report, notes }, null, 2) : format(report, notes));
   return report.works ? 0 : 1;
 }
 
@@ -115,20 +84,13 @@ async function runDoctor(root, o = {}) {
  * @returns {Promise<number>}
  */
 async function doctorCommand(args, root) {
-  if (args.includes('--help') || args.includes('-h')) {
-    console.log(HELP);
-    return 0;
-  }
-  const unknown = args.filter((a) => a !== '--json');
-  if (unknown.length) {
-    console.error(`nx-open-cache doctor: unknown option ${JSON.stringify(unknown[0])}; allowed: --json, --help`);
-    return 2;
-  }
+  const parsed = commandArgs({ command: 'doctor', usage: HELP, errorCode: 2 }, args, { json: { type: 'boolean' } });
+  if (typeof parsed === 'number') return parsed;
   if (!root) {
     console.error(`nx-open-cache doctor: no nx.json found in ${process.cwd()} or above: run it inside an Nx workspace`);
     return 2;
   }
-  return runDoctor(root, { json: args.includes('--json') });
+  return runDoctor(root, { json: parsed.values.json === true });
 }
 
 module.exports = { runDoctor, doctorCommand, format, HELP };

@@ -3,6 +3,10 @@
 // src/retention.rs). Exit codes: 0 done, 1 done with errors (or the directory unusable), 2 bad
 // options.
 
+const { parseCommandArgs } = require('./args.js');
+const { formatBytes } = require('./summary.js');
+const { findWorkspaceRoot, readNxJson, workspaceInput } = require('./workspace.js');
+
 const GC_HELP = `Usage: nx-open-cache gc [--path <dir>] [--max-size <size>] [--max-age <age>] [--dry-run] [--json]
 
 Deletes cache objects of an fs cache directory: first those not accessed for longer than
@@ -23,56 +27,23 @@ Exit codes: 0 done, 1 done but some files could not be handled, 2 bad options.`;
 /** Seconds between progress lines when stderr is not a terminal. */
 const PLAIN_PROGRESS_SECONDS = 5;
 
-/** @param {number} n */
-function formatBytes(n) {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let v = n;
-  let u = 0;
-  while (v >= 1024 && u + 1 < units.length) {
-    v /= 1024;
-    u += 1;
-  }
-  return u === 0 ? `${n} B` : `${v.toFixed(1)} ${units[u]}`;
-}
-
 /**
  * @param {string[]} argv
  * @returns {{ error: string } | { help: true } | { path?: string, maxSize?: string, maxAge?: string, dryRun: boolean, json: boolean }}
  */
-function parseArgs(argv) {
-  /** @type {{ path?: string, maxSize?: string, maxAge?: string, dryRun: boolean, json: boolean }} */
-  const out = { dryRun: false, json: false };
-  /** @type {Record<string, 'path' | 'maxSize' | 'maxAge'>} */
-  const valued = { '--path': 'path', '--max-size': 'maxSize', '--max-age': 'maxAge' };
-  for (let i = 0; i < argv.length; i += 1) {
-    const arg = argv[i];
-    if (arg === '--help' || arg === '-h') return { help: true };
-    if (arg === '--dry-run') {
-      out.dryRun = true;
-      continue;
-    }
-    if (arg === '--json') {
-      out.json = true;
-      continue;
-    }
-    const eq = arg.indexOf('=');
-    const name = eq > 0 ? arg.slice(0, eq) : arg;
-    const key = valued[name];
-    if (!key) {
-      return { error: `unknown option "${arg}" for gc (allowed: --path, --max-size, --max-age, --dry-run, --json)` };
-    }
-    let value;
-    if (eq > 0) {
-      value = arg.slice(eq + 1);
-    } else {
-      value = argv[i + 1];
-      i += 1;
-    }
-    if (value === undefined || value === '' || (eq < 0 && value.startsWith('--'))) {
-      return { error: `option ${name} needs a value` };
-    }
-    out[key] = value;
-  }
+function parseGcArgs(argv) {
+  const parsed = parseCommandArgs('gc', argv, {
+    path: { type: 'string' },
+    'max-size': { type: 'string' },
+    'max-age': { type: 'string' },
+    'dry-run': { type: 'boolean' },
+    json: { type: 'boolean' },
+  });
+  if (!('values' in parsed)) return parsed;
+  const v = parsed.values;
+  /** @param {string | boolean | undefined} x */
+  const str = (x) => (typeof x === 'string' ? x : undefined);
+  const out = { path: str(v.path), maxSize: str(v['max-size']), maxAge: str(v['max-age']), dryRun: v['dry-run'] === true, json: v.json === true };
   if (out.maxSize === undefined && out.maxAge === undefined) {
     return { error: 'give --max-size and/or --max-age (e.g. --max-size 50GiB --max-age 30d)' };
   }
@@ -80,22 +51,18 @@ function parseArgs(argv) {
 }
 
 /**
- * The workspace's effective fs cache directory.
- * @param {{ findWorkspaceRoot: (from: string) => string | undefined, pluginOptions: (root: string) => Record<string, unknown> | undefined }} workspace
+ * The workspace's effective fs cache directory (the plugin's configuration, lib/workspace.js).
  * @returns {{ path: string } | { error: string }}
  */
-function workspacePath(workspace) {
-  const root = workspace.findWorkspaceRoot(process.cwd());
+function workspacePath() {
+  const root = findWorkspaceRoot(process.cwd());
   if (!root) return { error: `no --path given and no nx.json found in ${process.cwd()} or above` };
-  const options = workspace.pluginOptions(root);
-  if (options === undefined) {
-    return { error: 'no --path given and the nx-open-cache plugin is not in nx.json' };
-  }
-  const native = require('../index.js');
   /** @type {{ backend: string, location: string }} */
   let c;
   try {
-    c = native.resolveConfig(root, options, /** @type {Record<string,string>} */ ({ ...process.env }));
+    const input = workspaceInput(readNxJson(root));
+    if (!input.configured) return { error: 'no --path given and the nx-open-cache plugin is not in nx.json' };
+    c = require('../index.js').resolveConfig(root, input.options, input.env);
   } catch (e) {
     return { error: /** @type {Error} */ (e).message };
   }
@@ -111,11 +78,10 @@ function workspacePath(workspace) {
 /**
  * Runs `nx-open-cache gc`.
  * @param {string[]} argv the arguments after `gc`
- * @param {{ findWorkspaceRoot: (from: string) => string | undefined, pluginOptions: (root: string) => Record<string, unknown> | undefined }} workspace
  * @returns {number} the exit code
  */
-function gcCommand(argv, workspace) {
-  const args = parseArgs(argv);
+function gcCommand(argv) {
+  const args = parseGcArgs(argv);
   if ('help' in args) {
     console.log(GC_HELP);
     return 0;
@@ -126,7 +92,7 @@ function gcCommand(argv, workspace) {
   }
   let dir = args.path;
   if (dir === undefined) {
-    const found = workspacePath(workspace);
+    const found = workspacePath();
     if ('error' in found) {
       console.error(`nx-open-cache gc: ${found.error}`);
       return 2;
@@ -197,4 +163,4 @@ function formatReport(dir, r) {
   ].join('\n');
 }
 
-module.exports = { gcCommand, parseArgs, formatBytes, GC_HELP };
+module.exports = { gcCommand, parseGcArgs, GC_HELP };

@@ -8,7 +8,16 @@ const { spawn } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 
+const { commandArgs } = require('./args.js');
+
 const VERSION = require('../package.json').version;
+
+const HOST_HELP = `Usage: nx-open-cache host [status|stop] [--json]
+
+The workspace's cache host: the process that serves the cache proxies of the Nx runs here.
+  status   its pid, version, log file and runs (the default); --json prints them as JSON
+  stop     stop it (runs still registered finish their requests in flight first); it also
+           exits by itself a few seconds after its last run ends`;
 
 /** How long preTasksExecution waits for a host (one starting takes a fraction of a second). */
 const ATTACH_TIMEOUT_MS = 15_000;
@@ -109,9 +118,12 @@ function endRun(addon, dir, id) {
  * @returns {Promise<number>}
  */
 async function hostCommand(args, dir) {
+  const usage = { command: 'host', usage: HOST_HELP, errorCode: 1, positionals: ['status', 'stop'] };
+  const parsed = commandArgs(usage, args, { json: { type: 'boolean' } });
+  if (typeof parsed === 'number') return parsed;
   const addon = require('../index.js');
-  const json = args.includes('--json');
-  const [sub = 'status'] = args.filter((a) => a !== '--json');
+  const json = parsed.values.json === true;
+  const [sub = 'status'] = parsed.positionals;
   const { log } = addon.hostPaths(dir, VERSION);
   if (sub === 'stop') {
     if (!(await addon.hostStop(dir, VERSION))) {
@@ -124,10 +136,6 @@ async function hostCommand(args, dir) {
     const gone = !(await addon.hostStatus(dir, VERSION));
     console.log(gone ? 'nx-open-cache: the cache host stopped' : `nx-open-cache: the cache host is still stopping (log: ${log})`);
     return gone ? 0 : 1;
-  }
-  if (sub !== 'status') {
-    console.error(`nx-open-cache host: unknown subcommand "${sub}": expected status or stop`);
-    return 1;
   }
   const status = await addon.hostStatus(dir, VERSION);
   if (json) {

@@ -6,6 +6,8 @@
  * system's random number generator); nothing is written to disk.
  */
 
+const { commandArgs } = require('./args.js');
+
 const HELP = `Usage: nx-open-cache keygen [--encryption] [--json]
 
 Prints a new key pair for signed artifacts:
@@ -22,19 +24,12 @@ machine that reads or writes the cache; for rotation list "new,old").
  * @returns {number}
  */
 function keygenCommand(args, native, out = (line) => console.log(line)) {
-  const known = ['--encryption', '--json', '--help', '-h'];
-  const unknown = args.filter((a) => !known.includes(a));
-  if (unknown.length > 0) {
-    console.error(`nx-open-cache keygen: unknown argument "${unknown[0]}"\n\n${HELP}`);
-    return 1;
-  }
-  if (args.includes('--help') || args.includes('-h')) {
-    out(HELP);
-    return 0;
-  }
+  const usage = { command: 'keygen', usage: HELP, errorCode: 1, usageOnError: true, log: out };
+  const parsed = commandArgs(usage, args, { encryption: { type: 'boolean' }, json: { type: 'boolean' } });
+  if (typeof parsed === 'number') return parsed;
   const addon = native ?? require('../index.js');
-  const json = args.includes('--json');
-  if (args.includes('--encryption')) {
+  const json = parsed.values.json === true;
+  if (parsed.values.encryption === true) {
     const k = addon.encryptionKeygen();
     if (json) {
       out(JSON.stringify({ encryptionKey: k.key, keyId: k.keyId }, null, 2));

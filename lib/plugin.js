@@ -4,11 +4,8 @@
 // postTasksExecution ends the run there and reports it. Where the hooks run in Nx's own process
 // (the daemon is off), or no host can serve, the proxy runs in this process instead.
 
-const fs = require('node:fs');
-const path = require('node:path');
-
 const { formatSummary, formatSummaryTable, pluginDataDir, summaryMode, writeSummary } = require('./summary.js');
-const { withLegacy } = require('./legacy.js');
+const { inputNotes, isWinningEntry, pluginEntry, readNxJson, truthy, workspaceInput } = require('./workspace.js');
 const { attachRun, endRun } = require('./host.js');
 
 /** @type {typeof import('../index') | undefined} */
@@ -50,38 +47,6 @@ function noticeOnce(message) {
   if (said.has(message)) return;
   said.add(message);
   console.log(`nx-open-cache: ${message}`);
-}
-
-/** @param {string | undefined} v */
-function truthy(v) {
-  return v !== undefined && ['1', 'true', 'yes', 'on'].includes(v.trim().toLowerCase());
-}
-
-/**
- * nx.json, for an Nx that does not pass it in the hook's context; undefined when unreadable (the
- * legacy blocks are then simply not looked at).
- * @param {string} workspaceRoot
- * @returns {unknown}
- */
-function readNxJson(workspaceRoot) {
-  try {
-    return JSON.parse(fs.readFileSync(path.join(workspaceRoot, 'nx.json'), 'utf8'));
-  } catch {
-    return undefined;
-  }
-}
-
-/**
- * @param {NodeJS.ProcessEnv} source
- * @returns {Record<string, string>}
- */
-function envObject(source) {
-  /** @type {Record<string, string>} */
-  const out = {};
-  for (const [k, v] of Object.entries(source)) {
-    if (typeof v === 'string') out[k] = v;
-  }
-  return out;
 }
 
 /**
@@ -133,36 +98,34 @@ function useHost(addon, value, argv) {
 }
 
 /**
- * Applies the deprecated @nx/*-cache top-level block of nx.json, if the plugin entry names no
- * backend; its secrets go into `env` (this run's proxy only).
+ * nx.json, from the hook's context or, for an Nx that does not pass it, from the workspace;
+ * undefined when unreadable (the deprecated blocks and other entries are then not looked at).
+ * @param {{ workspaceRoot: string, nxJsonConfiguration?: unknown }} context
+ * @returns {unknown}
+ */
+function contextNxJson(context) {
+  if (context.nxJsonConfiguration !== undefined) return context.nxJsonConfiguration;
+  try {
+    return readNxJson(context.workspaceRoot);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * This run's configuration input, found once: the entry's options, a deprecated top-level block
+ * of nx.json under them (its secrets go into the returned env, this run's proxy only), the
+ * environment. Undefined when nx.json lists the plugin more than once and these options are not
+ * the first entry's: that entry's hooks serve the run (a notice says so once).
  * @param {Record<string, unknown> | undefined} pluginOptions
  * @param {{ workspaceRoot: string, nxJsonConfiguration?: unknown }} context
- * @param {Record<string, string>} env
+ * @param {NodeJS.ProcessEnv} hookEnv
  */
-function applyLegacy(pluginOptions, context, env) {
-  const { options, legacy } = withLegacy(pluginOptions, context.nxJsonConfiguration ?? readNxJson(context.workspaceRoot));
-  if (!legacy) return options;
-  noticeOnce(
-    `using the deprecated top-level "${legacy.kind}" block of nx.json (${legacy.moved.join(', ') || 'no settings'}); ` +
-      '`nx g nx-open-cache:init` migrates it into the plugin options',
-  );
-  if (legacy.others.length > 0) {
-    noticeOnce(`nx.json also has top-level ${legacy.others.map((k) => `"${k}"`).join(', ')} block(s): ignored, "${legacy.kind}" is used`);
-  }
-  if (legacy.secrets.length > 0) {
-    // Given to this run's proxy only: never written anywhere, never put in process.env.
-    Object.assign(env, legacy.secretEnv);
-    const fixes = [];
-    if (legacy.secrets.some((k) => k !== 'encryptionKey')) {
-      fixes.push('set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in the environment (or use web identity or an instance role)');
-    }
-    if (legacy.secrets.includes('encryptionKey')) fixes.push('set NX_OPEN_CACHE_ENCRYPTION_KEY in the environment');
-    noticeOnce(
-      `nx.json's ${legacy.secrets.map((k) => `${legacy.kind}.${k}`).join(' and ')} are used for this run's proxy only; ` +
-        `keep secrets out of nx.json: ${fixes.join(', and ')}, and remove them from nx.json`,
-    );
-  }
-  return options;
+function runInput(pluginOptions, context, hookEnv) {
+  const nxJson = contextNxJson(context);
+  const input = workspaceInput(nxJson, { env: hookEnv, entryOptions: pluginOptions });
+  for (const note of inputNotes(input, "this run's proxy")) noticeOnce(note);
+  return input.entry && !isWinningEntry(input.entry, pluginOptions) ? undefined : input;
 }
 
 /**
@@ -196,8 +159,9 @@ async function preTasksExecution(pluginOptions, context) {
     noticeOnce(stayOut);
     return;
   }
-  const env = envObject(hookEnv);
-  const options = applyLegacy(pluginOptions, context, env) ?? null;
+  const input = runInput(pluginOptions, context, hookEnv);
+  if (!input) return;
+  const { options, env } = input;
   let addon;
   try {
     addon = native();
@@ -248,7 +212,7 @@ async function serveFromHost(addon, context, options, env) {
 
 /**
  * The run's summary from its in-process proxy, or from the host.
- * @param {{ id?: string, workspaceRoot: string }} context
+ * @param {{ id?: string, workspaceRoot: string, argv?: readonly string[] }} context
  * @returns {Promise<import('./summary.js').RunSummary | undefined>}
  */
 async function endOfRun(context) {
@@ -277,6 +241,7 @@ async function endOfRun(context) {
     anonymousHostRuns -= 1;
   }
   const registeredHere = context.id !== undefined && hostRuns.delete(context.id);
+  /** @type {import('../index').HostEndResult & { reason?: string }} */
   const r = await endRun(addon, pluginDataDir(context.workspaceRoot), context.id).catch((e) => ({ outcome: 'failed', reason: e.message }));
   if (r.outcome === 'ended' && r.ended) {
     const { stats, runId, location, mode, modeSource, startedAt, runs: merged } = r.ended;
@@ -290,7 +255,7 @@ async function endOfRun(context) {
   if (r.outcome === 'deferred') {
     console.log(`nx-open-cache: ${r.open} other Nx run(s) in this workspace still use the cache, and this Nx gives no run ids: the last to end reports them all`);
   } else if (registeredHere || r.outcome === 'failed') {
-    console.log(`nx-open-cache: no summary for this run: its cache host is gone (${'reason' in r ? r.reason : r.outcome})`);
+    console.log(`nx-open-cache: no summary for this run: its cache host is gone (${r.reason ?? r.outcome})`);
   }
   return undefined;
 }
@@ -314,10 +279,12 @@ function takeLocalRun(id) {
 }
 
 /**
- * @param {Record<string, unknown> | undefined} _options
+ * @param {Record<string, unknown> | undefined} options
  * @param {{ id?: string, workspaceRoot: string, argv?: readonly string[] }} context
  */
-async function postTasksExecution(_options, context) {
+async function postTasksExecution(options, context) {
+  const entry = pluginEntry(contextNxJson(context));
+  if (entry && !isWinningEntry(entry, options)) return; // the first entry's hook ends the run
   const summary = await endOfRun(context);
   if (!summary) return;
   if (context.argv) summary.command = context.argv.slice(2).join(' ');

@@ -15,20 +15,14 @@ const path = require('node:path');
  */
 
 /**
- * Formats a byte count with binary-free SI units, e.g. `12.3 KB`.
+ * A byte count as everything nx-open-cache shows one: the native formatter (src/units.rs), e.g.
+ * `21.2 KiB`. A count that is not a whole number (never from the native counters) is shown as is.
  * @param {number} bytes
  * @returns {string}
  */
 function formatBytes(bytes) {
-  if (!Number.isFinite(bytes) || bytes < 1000) return `${Math.max(0, Math.round(bytes || 0))} B`;
-  const units = ['KB', 'MB', 'GB', 'TB'];
-  let value = bytes;
-  let unit = -1;
-  while (value >= 1000 && unit < units.length - 1) {
-    value /= 1000;
-    unit += 1;
-  }
-  return `${value.toFixed(value < 10 ? 2 : 1)} ${units[unit]}`;
+  if (!Number.isSafeInteger(bytes) || bytes < 0) return `${bytes} B`;
+  return /** @type {typeof import('../index')} */ (require('../index.js')).formatBytes(bytes);
 }
 
 /**

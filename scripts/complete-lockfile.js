@@ -20,7 +20,7 @@ const CPU = ['x64', 'arm64', 'arm', 'ia32', 'ppc64', 's390x', 'riscv64', 'loong6
 
 /** Platform fields from a package name such as `@nx/nx-linux-x64-musl`. @param {string} name */
 function platformOf(name) {
-  const parts = name.split('/').pop().split('-');
+  const parts = (name.split('/').pop() ?? name).split('-');
   /** @type {{os?: string[], cpu?: string[], libc?: string[]}} */
   const out = {};
   const os = parts.find((p) => OS.includes(p));
@@ -33,7 +33,11 @@ function platformOf(name) {
   return out;
 }
 
-/** Where npm would look up `dep` from the package at `at`: nested first, then up to the root. */
+/**
+ * Where npm would look up `dep` from the package at `at`: nested first, then up to the root.
+ * @param {string} at
+ * @param {string} dep
+ */
 function resolves(at, dep) {
   let base = at;
   for (;;) {

@@ -492,15 +492,15 @@ async function startS3(o) {
       pid: /** @type {number} */ (child.proc.pid),
       version: `moto ${PIP_PACKAGES.moto.version}`,
       async listObjects() {
-        /** @type {string[]} */ const keys = [];
+        /** @type {string[]} */ const names = [];
         let token = '';
         for (let page = 0; page < MAX_LIST_PAGES; page++) {
           const q = `list-type=2${token ? `&continuation-token=${encodeURIComponent(token)}` : ''}`;
           const r = await s3Request('GET', `${endpoint}/${bucket}?${q}`, { keys });
           expectStatus(r, [200], `listing bucket ${bucket}`);
-          keys.push(...xmlValues(r.body, 'Key'));
+          names.push(...xmlValues(r.body, 'Key'));
           const next = xmlValues(r.body, 'NextContinuationToken');
-          if (!next.length || !xmlValues(r.body, 'IsTruncated').includes('true')) return keys.sort();
+          if (!next.length || !xmlValues(r.body, 'IsTruncated').includes('true')) return names.sort();
           token = next[0];
         }
         throw new Error(`emulators: listing bucket ${bucket}: more than ${MAX_LIST_PAGES} pages`);

@@ -237,7 +237,7 @@ async function startGcsXmlFront(opts) {
    */
   function passThrough(req, res) {
     const { req: up, response } = upstream(/** @type {string} */ (req.method), /** @type {string} */ (req.url), {
-      ...Object.fromEntries(Object.entries(req.headers).filter(([k, v]) => typeof v === 'string' && k !== 'host')),
+      .../** @type {Record<string, string>} */ (Object.fromEntries(Object.entries(req.headers).filter(([k, v]) => typeof v === 'string' && k !== 'host'))),
     });
     response.then(
       (r) => {

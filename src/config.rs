@@ -6,43 +6,317 @@ use crate::archive::limits::Limit;
 use crate::archive::ValidationLimits;
 use crate::key::Prefix;
 use crate::store::http::{redact_url, redact_urls};
+pub use crate::value::ConfigError;
+use crate::value::{bool_option, describe_json, one_of, string_option, truthy};
 use serde_json::Value;
 use std::collections::HashMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Default shared directory for the fs backend: per user, shared by every checkout on the machine.
 pub const DEFAULT_FS_PATH: &str = "~/.cache/nx-open-cache";
 
-/// Options the plugin understands. Backend-specific ones are accepted here and checked per backend.
-pub const KNOWN_OPTIONS: &[&str] = &[
-    "backend",
-    "path",
-    "prefix",
-    "localMode",
-    "ciMode",
-    "bucket",
-    "region",
-    "endpoint",
-    "forcePathStyle",
-    "container",
-    "accountName",
-    "url",
-    "timeout",
-    "connectTimeout",
-    "writePrefix",
-    "readPrefixes",
-    "trustedKeys",
-    "requireSignature",
-    "maxArtifactEntries",
-    "maxExpandedSize",
-    "maxExpansionRatio",
+/// The JSON type of an option's value, as nx.json holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JsonType {
+    String,
+    Boolean,
+    /// A number; its string form (`"200"`) is accepted too.
+    Number,
+    /// An array of strings.
+    StringArray,
+    /// A string with a unit (`"30s"`, `"8GiB"`) or a number (seconds, bytes).
+    StringOrNumber,
+}
+
+impl JsonType {
+    /// The JSON Schema type the generator writes for it.
+    pub fn schema_type(self) -> &'static str {
+        match self {
+            JsonType::String | JsonType::StringOrNumber => "string",
+            JsonType::Boolean => "boolean",
+            JsonType::Number => "number",
+            JsonType::StringArray => "array",
+        }
+    }
+
+    /// Every JSON type `resolve` accepts for it.
+    pub fn accepts(self) -> &'static [&'static str] {
+        match self {
+            JsonType::String => &["string"],
+            // `"true"` / `"false"` too (flags typed on a command line arrive as text).
+            JsonType::Boolean => &["boolean", "string"],
+            JsonType::Number | JsonType::StringOrNumber => &["number", "string"],
+            JsonType::StringArray => &["array"],
+        }
+    }
+}
+
+/// An option's default, as the README gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OptionDefault {
+    /// No default: unset (or, for `region` / `accountName`, from the cloud's own variables).
+    None,
+    Text(&'static str),
+    Whole(u64),
+    Bool(bool),
+}
+
+impl OptionDefault {
+    pub fn to_json(self) -> Value {
+        match self {
+            OptionDefault::None => Value::Null,
+            OptionDefault::Text(t) => Value::String(t.to_owned()),
+            OptionDefault::Whole(n) => Value::from(n),
+            OptionDefault::Bool(b) => Value::Bool(b),
+        }
+    }
+}
+
+/// One plugin option: the single description of it that `resolve`, the generator (through the
+/// addon's `optionSchema()`) and the documentation share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OptionSpec {
+    pub name: &'static str,
+    pub json_type: JsonType,
+    /// The backends it applies to; empty: all of them.
+    pub backends: &'static [&'static str],
+    pub default: OptionDefault,
+    /// The variable that overrides it, if any.
+    pub env: Option<&'static str>,
+    /// The values it may take, when it is one of a list.
+    pub choices: &'static [&'static str],
+    pub description: &'static str,
+}
+
+impl OptionSpec {
+    /// Whether it applies to `backend`.
+    pub fn applies_to(&self, backend: &str) -> bool {
+        self.backends.is_empty() || self.backends.contains(&backend)
+    }
+}
+
+/// The storage backends, in the order the README lists them.
+pub const BACKENDS: &[&str] = &["fs", "s3", "gcs", "azure", "http"];
+/// The cache modes.
+pub const MODES: &[&str] = &["read-write", "read-only", "no-cache"];
+/// The backends that take trust namespaces, a prefix and the seal layer (not `http`: the server
+/// decides where artifacts go and what it stores).
+const STORE_BACKENDS: &[&str] = &["fs", "s3", "gcs", "azure"];
+
+pub const WRITE_PREFIX_VAR: &str = "NX_OPEN_CACHE_WRITE_PREFIX";
+pub const READ_PREFIXES_VAR: &str = "NX_OPEN_CACHE_READ_PREFIXES";
+/// Overrides `localMode` and `ciMode`.
+pub const MODE_VAR: &str = "NX_OPEN_CACHE_MODE";
+pub const TIMEOUT_VAR: &str = "NX_OPEN_CACHE_TIMEOUT";
+pub const CONNECT_TIMEOUT_VAR: &str = "NX_OPEN_CACHE_CONNECT_TIMEOUT";
+pub const MAX_ARTIFACT_ENTRIES_VAR: &str = "NX_OPEN_CACHE_MAX_ARTIFACT_ENTRIES";
+pub const MAX_EXPANDED_SIZE_VAR: &str = "NX_OPEN_CACHE_MAX_EXPANDED_SIZE";
+pub const MAX_EXPANSION_RATIO_VAR: &str = "NX_OPEN_CACHE_MAX_EXPANSION_RATIO";
+
+/// Every option the plugin understands (the fuzz targets pick them by index: add new ones last).
+pub const OPTIONS: &[OptionSpec] = &[
+    OptionSpec {
+        name: "backend",
+        json_type: JsonType::String,
+        backends: &[],
+        default: OptionDefault::Text("fs"),
+        env: None,
+        choices: BACKENDS,
+        description: "Storage backend.",
+    },
+    OptionSpec {
+        name: "path",
+        json_type: JsonType::String,
+        backends: &["fs"],
+        default: OptionDefault::Text(DEFAULT_FS_PATH),
+        env: None,
+        choices: &[],
+        description: "The shared cache directory: absolute, relative to the workspace root (and inside it), or starting with ~/.",
+    },
+    OptionSpec {
+        name: "prefix",
+        json_type: JsonType::String,
+        backends: STORE_BACKENDS,
+        default: OptionDefault::None,
+        env: None,
+        choices: &[],
+        description: "A namespace inside the store: /-separated segments of A-Z a-z 0-9 . _ -.",
+    },
+    OptionSpec {
+        name: "localMode",
+        json_type: JsonType::String,
+        backends: &[],
+        default: OptionDefault::Text("read-write"),
+        env: Some(MODE_VAR),
+        choices: MODES,
+        description: "Cache mode outside CI.",
+    },
+    OptionSpec {
+        name: "ciMode",
+        json_type: JsonType::String,
+        backends: &[],
+        default: OptionDefault::Text("read-write"),
+        env: Some(MODE_VAR),
+        choices: MODES,
+        description: "Cache mode when the CI variable is set (and not false / 0).",
+    },
+    OptionSpec {
+        name: "bucket",
+        json_type: JsonType::String,
+        backends: &["s3", "gcs"],
+        default: OptionDefault::None,
+        env: None,
+        choices: &[],
+        description: "The bucket.",
+    },
+    OptionSpec {
+        name: "region",
+        json_type: JsonType::String,
+        backends: &["s3"],
+        default: OptionDefault::None,
+        env: None,
+        choices: &[],
+        description: "The bucket's region (else AWS_REGION / AWS_DEFAULT_REGION, else us-east-1).",
+    },
+    OptionSpec {
+        name: "endpoint",
+        json_type: JsonType::String,
+        backends: &["s3", "azure"],
+        default: OptionDefault::None,
+        env: None,
+        choices: &[],
+        description: "s3: an S3-compatible endpoint (MinIO, R2, Ceph, SeaweedFS...); azure: the account's blob service URL (e.g. Azurite).",
+    },
+    OptionSpec {
+        name: "forcePathStyle",
+        json_type: JsonType::Boolean,
+        backends: &["s3"],
+        default: OptionDefault::Bool(false),
+        env: None,
+        choices: &[],
+        description: "Path-style requests (<endpoint>/<bucket>/<key>), which most S3-compatible stores need.",
+    },
+    OptionSpec {
+        name: "container",
+        json_type: JsonType::String,
+        backends: &["azure"],
+        default: OptionDefault::None,
+        env: None,
+        choices: &[],
+        description: "The blob container.",
+    },
+    OptionSpec {
+        name: "accountName",
+        json_type: JsonType::String,
+        backends: &["azure"],
+        default: OptionDefault::None,
+        env: None,
+        choices: &[],
+        description: "The storage account (else AZURE_STORAGE_ACCOUNT_NAME or the connection string).",
+    },
+    OptionSpec {
+        name: "url",
+        json_type: JsonType::String,
+        backends: &["http"],
+        default: OptionDefault::None,
+        env: None,
+        choices: &[],
+        description: "The base URL of an Nx-protocol server, http:// or https://, no trailing slash; the token comes from NX_OPEN_CACHE_TOKEN.",
+    },
+    OptionSpec {
+        name: "timeout",
+        json_type: JsonType::StringOrNumber,
+        backends: &[],
+        default: OptionDefault::Text("10s"),
+        env: Some(TIMEOUT_VAR),
+        choices: &[],
+        description: "How long a storage call may wait for the store to answer: seconds, or \"30s\", \"2m\"; 1 s to 1 h.",
+    },
+    OptionSpec {
+        name: "connectTimeout",
+        json_type: JsonType::StringOrNumber,
+        backends: &[],
+        default: OptionDefault::Text("5s"),
+        env: Some(CONNECT_TIMEOUT_VAR),
+        choices: &[],
+        description: "How long connecting to the store may take; same forms and range as timeout.",
+    },
+    OptionSpec {
+        name: "writePrefix",
+        json_type: JsonType::String,
+        backends: STORE_BACKENDS,
+        default: OptionDefault::None,
+        env: Some(WRITE_PREFIX_VAR),
+        choices: &[],
+        description: "Trust namespace this run writes to, relative to prefix (default: the store root).",
+    },
+    OptionSpec {
+        name: "readPrefixes",
+        json_type: JsonType::StringArray,
+        backends: STORE_BACKENDS,
+        default: OptionDefault::None,
+        env: Some(READ_PREFIXES_VAR),
+        choices: &[],
+        description: "Trust namespaces this run reads, in order, relative to prefix (default: [writePrefix]).",
+    },
+    OptionSpec {
+        name: "trustedKeys",
+        json_type: JsonType::StringArray,
+        backends: STORE_BACKENDS,
+        default: OptionDefault::None,
+        env: None,
+        choices: &[],
+        description: "Base64 Ed25519 public keys whose signatures are accepted (nx-open-cache keygen prints a pair).",
+    },
+    OptionSpec {
+        name: "requireSignature",
+        json_type: JsonType::Boolean,
+        backends: STORE_BACKENDS,
+        default: OptionDefault::Bool(false),
+        env: Some(crate::seal::keys::REQUIRE_SIGNATURE_VAR),
+        choices: &[],
+        description: "Refuse artifacts not signed by one of trustedKeys.",
+    },
+    OptionSpec {
+        name: "maxArtifactEntries",
+        json_type: JsonType::Number,
+        backends: &[],
+        default: OptionDefault::Whole(1_000_000),
+        env: Some(MAX_ARTIFACT_ENTRIES_VAR),
+        choices: &[],
+        description: "The artifact check: an artifact read with more paths is a miss; 1 to 100000000.",
+    },
+    OptionSpec {
+        name: "maxExpandedSize",
+        json_type: JsonType::StringOrNumber,
+        backends: &[],
+        default: OptionDefault::Text("32GiB"),
+        env: Some(MAX_EXPANDED_SIZE_VAR),
+        choices: &[],
+        description: "The artifact check: one whose tar stream inflates to more is a miss; a size such as 8GiB or 500MB, or a number of bytes.",
+    },
+    OptionSpec {
+        name: "maxExpansionRatio",
+        json_type: JsonType::Number,
+        backends: &[],
+        default: OptionDefault::Whole(200),
+        env: Some(MAX_EXPANSION_RATIO_VAR),
+        choices: &[],
+        description: "The artifact check: one that inflates to more than this many times its compressed size, once above 256 MiB, is a miss; 1 to 1000000.",
+    },
 ];
 
-pub const BACKENDS_AVAILABLE: &[&str] = &["fs", "s3", "gcs", "azure", "http"];
-pub const BACKENDS_PLANNED: &[&str] = &[];
-pub const MODES: &[&str] = &["read-write", "read-only", "no-cache"];
+/// The option called `name`.
+pub fn option(name: &str) -> Option<&'static OptionSpec> {
+    OPTIONS.iter().find(|o| o.name == name)
+}
+
+/// The names of every option, for messages.
+fn option_names() -> String {
+    let names: Vec<&str> = OPTIONS.iter().map(|o| o.name).collect();
+    names.join(", ")
+}
 
 /// What the cache may do in this run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -227,104 +501,30 @@ pub struct CacheConfig {
     pub debug: bool,
 }
 
-/// A configuration mistake, with the option, the value and what would be accepted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub option: String,
-    pub message: String,
-}
-
-impl ConfigError {
-    fn invalid(option: &str, value: &str, allowed: &str) -> Self {
-        ConfigError {
-            option: option.to_owned(),
-            message: format!("invalid value {value:?} for option \"{option}\": expected {allowed}"),
-        }
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "nx-open-cache: {}", self.message)
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
-fn one_of(values: &[&str]) -> String {
-    let quoted: Vec<String> = values.iter().map(|v| format!("\"{v}\"")).collect();
-    format!("one of {}", quoted.join(", "))
-}
-
-fn describe_json(v: &Value) -> String {
-    match v {
-        Value::Null => "null".into(),
-        Value::Bool(b) => format!("boolean {b}"),
-        Value::Number(n) => format!("number {n}"),
-        Value::String(s) => format!("string {s:?}"),
-        Value::Array(_) => "an array".into(),
-        Value::Object(_) => "an object".into(),
-    }
-}
-
-fn string_option<'a>(
-    options: &'a serde_json::Map<String, Value>,
-    name: &str,
-) -> Result<Option<&'a str>, ConfigError> {
-    match options.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.as_str())),
-        Some(other) => Err(ConfigError {
-            option: name.to_owned(),
-            message: format!(
-                "option \"{name}\" must be a string, got {}",
-                describe_json(other)
-            ),
-        }),
-    }
-}
-
-/// Options every backend accepts (`writePrefix` / `readPrefixes` are refused for `http` by name).
-const COMMON_OPTIONS: &[&str] = &[
-    "backend",
-    "prefix",
-    "localMode",
-    "ciMode",
-    "timeout",
-    "connectTimeout",
-    "writePrefix",
-    "readPrefixes",
-    "trustedKeys",
-    "requireSignature",
-    "maxArtifactEntries",
-    "maxExpandedSize",
-    "maxExpansionRatio",
-];
-const S3_OPTIONS: &[&str] = &["bucket", "region", "endpoint", "forcePathStyle"];
-const GCS_OPTIONS: &[&str] = &["bucket"];
-const AZURE_OPTIONS: &[&str] = &["container", "accountName", "endpoint"];
-const HTTP_OPTIONS: &[&str] = &["url"];
-
-/// Refuses options that belong to another backend (e.g. `path` with `backend: "s3"`): they would be
-/// silently ignored otherwise.
+/// Refuses options that do not apply to `backend` (e.g. `path` with `backend: "s3"`): they would
+/// be silently ignored otherwise.
 fn only_options(
     options: &serde_json::Map<String, Value>,
     backend: &str,
-    allowed: &[&str],
 ) -> Result<(), ConfigError> {
-    for key in options.keys() {
-        if options.get(key).is_some_and(Value::is_null) {
+    for (key, value) in options {
+        // An empty `prefix` is the store root, which every backend has.
+        let unset = value.is_null() || (key == "prefix" && value.as_str() == Some(""));
+        if unset || option(key).is_none_or(|o| o.applies_to(backend)) {
             continue;
         }
-        if !COMMON_OPTIONS.contains(&key.as_str()) && !allowed.contains(&key.as_str()) {
-            return Err(ConfigError {
-                option: key.clone(),
-                message: format!(
-                    "option \"{key}\" does not apply to backend \"{backend}\"; its options are: {}",
-                    allowed.join(", ")
-                ),
-            });
-        }
+        let own: Vec<&str> = OPTIONS
+            .iter()
+            .filter(|o| o.applies_to(backend))
+            .map(|o| o.name)
+            .collect();
+        return Err(ConfigError {
+            option: key.clone(),
+            message: format!(
+                "option \"{key}\" does not apply to backend \"{backend}\"; its options are: {}",
+                own.join(", ")
+            ),
+        });
     }
     Ok(())
 }
@@ -505,41 +705,12 @@ fn refuse_namespaces_for_http(
     Ok(())
 }
 
-fn bool_option(
-    options: &serde_json::Map<String, Value>,
-    name: &str,
-) -> Result<Option<bool>, ConfigError> {
-    match options.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(Value::String(s)) if s == "true" || s == "false" => Ok(Some(s == "true")),
-        Some(other) => Err(ConfigError {
-            option: name.to_owned(),
-            message: format!(
-                "option \"{name}\" must be true or false, got {}",
-                describe_json(other)
-            ),
-        }),
-    }
-}
-
 /// True when the `CI` variable says this is a CI run.
 pub fn is_ci(env: &HashMap<String, String>) -> bool {
     env.get("CI")
         .map(|v| {
             let v = v.trim().to_ascii_lowercase();
             !(v.is_empty() || v == "0" || v == "false")
-        })
-        .unwrap_or(false)
-}
-
-fn truthy(env: &HashMap<String, String>, name: &str) -> bool {
-    env.get(name)
-        .map(|v| {
-            matches!(
-                v.trim().to_ascii_lowercase().as_str(),
-                "1" | "true" | "yes" | "on"
-            )
         })
         .unwrap_or(false)
 }
@@ -630,13 +801,13 @@ fn duration_option(
 ) -> Result<Duration, ConfigError> {
     let bad = |value: &str, why: &str| duration_error(name, var, value, why);
     let (shown, secs) = match (env.get(var).filter(|v| !v.is_empty()), options.get(name)) {
-        (Some(v), _) => (format!("{v:?}"), seconds(v)),
+        (Some(v), _) => (format!("{v:?}"), crate::units::seconds(v)),
         (None, None | Some(Value::Null)) => return Ok(default),
         (None, Some(Value::Number(n))) => (
             n.to_string(),
             n.as_f64().ok_or_else(|| "not a number".to_owned()),
         ),
-        (None, Some(Value::String(v))) => (format!("{v:?}"), seconds(v)),
+        (None, Some(Value::String(v))) => (format!("{v:?}"), crate::units::seconds(v)),
         (None, Some(other)) => return Err(bad(&describe_json(other), "not a number or a string")),
     };
     let secs = secs.map_err(|why| bad(&shown, &why))?;
@@ -652,8 +823,8 @@ fn duration_option(
 
 /// The duration options and their variables.
 const DURATION_OPTIONS: [(&str, &str); 2] = [
-    ("timeout", "NX_OPEN_CACHE_TIMEOUT"),
-    ("connectTimeout", "NX_OPEN_CACHE_CONNECT_TIMEOUT"),
+    ("timeout", TIMEOUT_VAR),
+    ("connectTimeout", CONNECT_TIMEOUT_VAR),
 ];
 
 fn duration_error(name: &str, var: &str, value: &str, why: &str) -> ConfigError {
@@ -693,17 +864,17 @@ pub fn non_finite_option(name: &str, shown: &str) -> ConfigError {
 const LIMIT_OPTIONS: [(&str, &str, Limit); 3] = [
     (
         "maxArtifactEntries",
-        "NX_OPEN_CACHE_MAX_ARTIFACT_ENTRIES",
+        MAX_ARTIFACT_ENTRIES_VAR,
         Limit::Entries,
     ),
     (
         "maxExpandedSize",
-        "NX_OPEN_CACHE_MAX_EXPANDED_SIZE",
+        MAX_EXPANDED_SIZE_VAR,
         Limit::ExpandedSize,
     ),
     (
         "maxExpansionRatio",
-        "NX_OPEN_CACHE_MAX_EXPANSION_RATIO",
+        MAX_EXPANSION_RATIO_VAR,
         Limit::ExpansionRatio,
     ),
 ];
@@ -749,26 +920,9 @@ fn validation_limits(
     Ok(limits)
 }
 
-/// Seconds from a plain number (`"30"`) or a duration with a unit (`"30s"`, `"2m"`), parsed like
-/// every other duration of the project (`crate::retention::parse_duration`). Not range-checked.
-fn seconds(v: &str) -> Result<f64, String> {
-    match v.trim().parse::<f64>() {
-        Ok(secs) if secs.is_finite() => Ok(secs),
-        Ok(_) => Err("not a finite number".into()),
-        Err(_) => match crate::retention::parse_duration("it", v) {
-            Ok(d) => Ok(d.as_secs_f64()),
-            Err(e) if e.contains("too large") => Err("out of range".into()),
-            Err(_) => Err("not a number of seconds nor a duration with a unit (s, m, h)".into()),
-        },
-    }
-}
-
 /// What a namespace prefix may look like, for error messages.
 const NAMESPACE_FORM: &str = "a key prefix relative to \"prefix\": ASCII letters, digits, '_', \
      '-', '.', segments separated by '/', no '.' or '..' segments (e.g. \"trusted\" or \"untrusted\")";
-
-pub const WRITE_PREFIX_VAR: &str = "NX_OPEN_CACHE_WRITE_PREFIX";
-pub const READ_PREFIXES_VAR: &str = "NX_OPEN_CACHE_READ_PREFIXES";
 
 /// One namespace prefix from `option` (an option name or a variable); `label` names it in the
 /// message, e.g. `option "writePrefix"` or `entry 2 of NX_OPEN_CACHE_READ_PREFIXES`.
@@ -935,12 +1089,12 @@ pub fn resolve(
         }
     };
     for key in options.keys() {
-        if !KNOWN_OPTIONS.contains(&key.as_str()) {
+        if option(key).is_none() {
             return Err(ConfigError {
                 option: key.clone(),
                 message: format!(
                     "unknown option \"{key}\" in the nx-open-cache plugin options; known options: {}",
-                    KNOWN_OPTIONS.join(", ")
+                    option_names()
                 ),
             });
         }
@@ -949,13 +1103,14 @@ pub fn resolve(
     let backend_name = string_option(options, "backend")?.unwrap_or("fs");
     let backend = match backend_name {
         "fs" => {
+            only_options(options, "fs")?;
             let raw = string_option(options, "path")?.unwrap_or(DEFAULT_FS_PATH);
             Backend::Fs {
                 path: resolve_path(raw, env, workspace_root)?,
             }
         }
         "http" => {
-            only_options(options, "http", HTTP_OPTIONS)?;
+            // The options of the other backends' own layers first, each refused with its reason.
             refuse_namespaces_for_http(options, env)?;
             if string_option(options, "prefix")?.is_some_and(|p| !p.is_empty()) {
                 return Err(ConfigError {
@@ -965,22 +1120,14 @@ pub fn resolve(
                         .into(),
                 });
             }
+            crate::seal::keys::from_options(options, env, true)?;
+            only_options(options, "http")?;
             Backend::Http {
                 url: http_url(options)?,
             }
         }
-        other if BACKENDS_PLANNED.contains(&other) => {
-            return Err(ConfigError {
-                option: "backend".into(),
-                message: format!(
-                    "backend \"{other}\" is not available in nx-open-cache {}; available: {}",
-                    env!("CARGO_PKG_VERSION"),
-                    one_of(BACKENDS_AVAILABLE)
-                ),
-            })
-        }
         "s3" => {
-            only_options(options, "s3", S3_OPTIONS)?;
+            only_options(options, "s3")?;
             Backend::S3 {
                 bucket: required_name(options, "s3", "bucket", "--bucket=my-cache")?,
                 region: optional_token(options, "region")?,
@@ -989,26 +1136,20 @@ pub fn resolve(
             }
         }
         "gcs" => {
-            only_options(options, "gcs", GCS_OPTIONS)?;
+            only_options(options, "gcs")?;
             Backend::Gcs {
                 bucket: required_name(options, "gcs", "bucket", "--bucket=my-cache")?,
             }
         }
         "azure" => {
-            only_options(options, "azure", AZURE_OPTIONS)?;
+            only_options(options, "azure")?;
             Backend::Azure {
                 container: required_name(options, "azure", "container", "--container=nx-cache")?,
                 account_name: optional_token(options, "accountName")?,
                 endpoint: optional_url(options, "endpoint")?,
             }
         }
-        other => {
-            return Err(ConfigError::invalid(
-                "backend",
-                other,
-                &one_of(BACKENDS_AVAILABLE),
-            ))
-        }
+        other => return Err(ConfigError::invalid("backend", other, &one_of(BACKENDS))),
     };
 
     let prefix = match string_option(options, "prefix")? {
@@ -1036,11 +1177,8 @@ pub fn resolve(
         .map(|v| Mode::parse("ciMode", v))
         .transpose()?;
     let ci_run = is_ci(env);
-    let (mode, mode_source) = match env.get("NX_OPEN_CACHE_MODE").filter(|v| !v.is_empty()) {
-        Some(v) => (
-            Mode::parse("NX_OPEN_CACHE_MODE", v)?,
-            "NX_OPEN_CACHE_MODE".to_owned(),
-        ),
+    let (mode, mode_source) = match env.get(MODE_VAR).filter(|v| !v.is_empty()) {
+        Some(v) => (Mode::parse(MODE_VAR, v)?, MODE_VAR.to_owned()),
         None if ci_run => match ci {
             Some(m) => (m, "ciMode (CI detected)".to_owned()),
             None => (Mode::ReadWrite, "default (CI detected)".to_owned()),
@@ -1890,5 +2028,99 @@ mod tests {
         )
         .unwrap();
         assert!(c.debug);
+    }
+
+    #[test]
+    fn the_option_schema_is_what_resolve_does() {
+        // Names are unique and every backend-specific option names real backends.
+        for (i, o) in OPTIONS.iter().enumerate() {
+            assert!(OPTIONS[..i].iter().all(|p| p.name != o.name), "{}", o.name);
+            assert!(
+                o.backends.iter().all(|b| BACKENDS.contains(b)),
+                "{}",
+                o.name
+            );
+            assert!(!o.description.is_empty(), "{}", o.name);
+        }
+        // The defaults are what resolve gives without options.
+        let c = resolve(&json!({}), &env(&[("HOME", "/h")]), ws()).unwrap();
+        let default_of = |name: &str| option(name).unwrap().default;
+        let text = |name: &str| match default_of(name) {
+            OptionDefault::Text(t) => t,
+            other => panic!("{name}: {other:?}"),
+        };
+        assert_eq!(text("backend"), c.backend.name());
+        assert_eq!(c.backend.location(), text("path").replace('~', "/h"));
+        assert_eq!(text("localMode"), c.mode.as_str());
+        let ci = resolve(&json!({}), &env(&[("CI", "1")]), ws()).unwrap();
+        assert_eq!(text("ciMode"), ci.mode.as_str());
+        let secs = |name: &str| crate::units::seconds(text(name)).unwrap();
+        assert_eq!(secs("timeout"), c.timeouts.answer.as_secs_f64());
+        assert_eq!(secs("connectTimeout"), c.timeouts.connect.as_secs_f64());
+        for (name, _, limit) in LIMIT_OPTIONS {
+            let v = match default_of(name) {
+                OptionDefault::Whole(n) => n,
+                OptionDefault::Text(t) => limit.parse_text(name, t).unwrap(),
+                other => panic!("{name}: {other:?}"),
+            };
+            assert_eq!(v, limit.get(&c.limits), "{name}");
+        }
+        assert_eq!(default_of("forcePathStyle"), OptionDefault::Bool(false));
+        assert_eq!(default_of("requireSignature"), OptionDefault::Bool(false));
+        assert!(!c.seal.require_signature);
+        // The variables the tables of resolve read are the schema's.
+        for (name, var) in DURATION_OPTIONS {
+            assert_eq!(option(name).unwrap().env, Some(var));
+        }
+        for (name, var, _) in LIMIT_OPTIONS {
+            assert_eq!(option(name).unwrap().env, Some(var));
+        }
+        // Each option applies to the backends the schema says, and is refused elsewhere.
+        let minimal = |backend: &str| match backend {
+            "fs" => json!({"backend": "fs", "path": "/c"}),
+            "s3" => json!({"backend": "s3", "bucket": "b"}),
+            "gcs" => json!({"backend": "gcs", "bucket": "b"}),
+            "azure" => json!({"backend": "azure", "container": "c"}),
+            "http" => json!({"backend": "http", "url": "https://h"}),
+            other => panic!("{other}"),
+        };
+        let sample = |o: &OptionSpec| match o.name {
+            "backend" => None,
+            "trustedKeys" => Some(json!([])),
+            "readPrefixes" => Some(json!(["a"])),
+            "url" => Some(json!("https://h")),
+            "endpoint" => Some(json!("https://e")),
+            "timeout" | "connectTimeout" => Some(json!("5s")),
+            "maxExpandedSize" => Some(json!("1GiB")),
+            "path" => Some(json!("/c")),
+            "bucket" | "container" => Some(json!("b")),
+            _ if !o.choices.is_empty() => Some(json!(o.choices[0])),
+            _ => match o.json_type {
+                JsonType::Boolean => Some(json!(false)),
+                JsonType::Number => Some(json!(7)),
+                _ => Some(json!("x")),
+            },
+        };
+        for backend in BACKENDS {
+            for o in OPTIONS {
+                let Some(value) = sample(o) else { continue };
+                let mut options = minimal(backend);
+                options[o.name] = value;
+                let r = resolve(&options, &env(&[]), ws());
+                if o.applies_to(backend) {
+                    assert!(r.is_ok(), "{options}: {r:?}");
+                } else {
+                    let err = r.unwrap_err();
+                    assert_eq!(err.option, o.name, "{options}");
+                    assert!(err.message.contains("does not apply"), "{}", err.message);
+                }
+            }
+        }
+        // Choices are what resolve accepts.
+        assert_eq!(option("backend").unwrap().choices, BACKENDS);
+        for mode in MODES {
+            let c = resolve(&json!({"localMode": mode}), &env(&[]), ws()).unwrap();
+            assert_eq!(c.mode.as_str(), *mode);
+        }
     }
 }

@@ -18,6 +18,8 @@ pub mod serve;
 pub mod server;
 pub mod stats;
 pub mod store;
+pub mod units;
+pub mod value;
 
 #[cfg(feature = "node")]
 pub mod node;

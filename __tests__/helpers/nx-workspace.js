@@ -31,8 +31,7 @@ const TOOL_TIMEOUT_MS = 300_000;
  * @typedef {{ code: number | null, signal: NodeJS.Signals | null, timedOut: boolean,
  *   stdout: string, stderr: string, output: string, command: string }} RunResult
  * @typedef {{ kind: 'file', sha256: string, mode: number, size: number } | { kind: 'dir', mode: number }} SnapshotEntry
- * @typedef {{ hits: number, misses: number, stored: number, bytesDown: number, bytesUp: number,
- *   errorCount: number, errors: { reason: string, count: number }[], mode: string }} RunSummary
+ * @typedef {import('../../lib/summary.js').RunSummary} RunSummary
  */
 
 /** The projects of the test workspace. `lib-b` builds after `lib-a` (`dependsOn: ["^build"]`). */

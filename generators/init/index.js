@@ -7,8 +7,10 @@
  *   {"plugin": "nx-open-cache", "options": {"backend": "s3", "bucket": "my-cache", "region": "eu-west-1"}}
  *   {"plugin": "nx-open-cache", "options": {"backend": "http", "url": "https://cache.example.com"}}
  *
- * The backends it accepts are the ones the native addon accepts (asked through `resolveConfig`),
- * so the generator and the plugin never disagree. Secrets are never written: credentials come from
+ * Its flags, their types, choices and backends, and the backends themselves come from the native
+ * option schema (`optionSchema()`, through ./options.js; schema.json is generated from it), and the
+ * options it writes are checked by the addon's `resolveConfig`, so the generator and the plugin
+ * never disagree. Secrets are never written: credentials come from
  * each cloud's standard chain (environment, profiles, workload identity, ...); the http backend's token
  * from NX_OPEN_CACHE_TOKEN.
  *
@@ -28,36 +30,10 @@ const os = require('node:os');
 const path = require('node:path');
 const { readNxJson, updateNxJson, writeJson, logger } = require('nx/src/devkit-exports');
 const { legacyBlock } = require('../../lib/legacy.js');
-
-const PLUGIN_NAME = 'nx-open-cache';
-/** Every backend nx-open-cache knows of; which of them this build supports is asked of the addon. */
-const KNOWN_BACKENDS = /** @type {const} */ (['fs', 's3', 'gcs', 'azure', 'http']);
-const MODES = ['read-write', 'read-only', 'no-cache'];
+const { isOurEntry, PLUGIN_NAME } = require('../../lib/workspace.js');
+const { MAY_BE_EMPTY, flagOptions, flagTypes, forAllBackends, optionSchema } = require('./options.js');
 const DEFAULT_BACKEND = 'fs';
 const DEFAULT_PATH = '~/.cache/nx-open-cache';
-/** Options this generator writes, in the order they are written for a new entry. */
-const OPTION_KEYS = /** @type {const} */ ([
-  'backend', 'path', 'bucket', 'region', 'endpoint', 'forcePathStyle', 'container', 'accountName',
-  'url', 'prefix', 'writePrefix', 'readPrefixes', 'localMode', 'ciMode',
-  'maxArtifactEntries', 'maxExpandedSize', 'maxExpansionRatio',
-]);
-/** Backend-specific options, and the backends they apply to. */
-const BACKEND_OPTIONS = /** @type {Record<string, readonly string[]>} */ ({
-  path: ['fs'],
-  bucket: ['s3', 'gcs'],
-  region: ['s3'],
-  endpoint: ['s3', 'gcs', 'azure'],
-  forcePathStyle: ['s3'],
-  container: ['azure'],
-  accountName: ['azure'],
-  url: ['http'],
-});
-/** Options of every backend. */
-const COMMON_OPTIONS = /** @type {const} */ ([
-  'prefix', 'localMode', 'ciMode', 'maxArtifactEntries', 'maxExpandedSize', 'maxExpansionRatio',
-]);
-/** The artifact check's bounds: their forms and ranges are the addon's (checked by resolveConfig). */
-const LIMIT_OPTIONS = /** @type {const} */ (['maxArtifactEntries', 'maxExpandedSize', 'maxExpansionRatio']);
 /** Trust presets (`--trust`) and the plugin options each one writes. */
 const TRUST_PRESETS = /** @type {Record<string, { writePrefix: string, readPrefixes: string[] }>} */ ({
   'ci-split': { writePrefix: 'untrusted', readPrefixes: ['trusted', 'untrusted'] },
@@ -69,7 +45,7 @@ const TRUSTED_ENV = 'NX_OPEN_CACHE_WRITE_PREFIX=trusted NX_OPEN_CACHE_READ_PREFI
 
 /**
  * @typedef {object} InitSchema
- * @property {string} [backend]   storage backend: fs, s3, gcs, azure (those this build supports)
+ * @property {string} [backend]   storage backend: fs, s3, gcs, azure, http
  * @property {string} [path]      fs backend: shared directory (absolute, relative to the workspace root, or `~/...`)
  * @property {string} [bucket]    s3, gcs: the bucket
  * @property {string} [region]    s3: the region
@@ -84,6 +60,9 @@ const TRUSTED_ENV = 'NX_OPEN_CACHE_WRITE_PREFIX=trusted NX_OPEN_CACHE_READ_PREFI
  * @property {number} [maxArtifactEntries] the artifact check: most paths in an artifact read (default 1000000)
  * @property {string | number} [maxExpandedSize] the artifact check: most bytes its tar stream inflates to, e.g. `8GiB` (default 32GiB)
  * @property {number} [maxExpansionRatio] the artifact check: most times its compressed size, above 256 MiB (default 200)
+ * @property {string | number} [timeout] the cloud / http requests' timeout
+ * @property {string | number} [connectTimeout] their connect timeout
+ * @property {boolean} [requireSignature] refuse artifacts without a trusted signature
  * @property {string} [trust]     trust preset: `ci-split` (untrusted builds write untrusted/ only)
  * @property {boolean} [migrate]  move a deprecated top-level s3/gcs/azure block into the plugin options
  * @property {boolean} [check]    after writing, run doctor; fail when the cache does not work
@@ -109,121 +88,74 @@ function checkEnum(flag, value, allowed) {
   }
 }
 
+/** How the messages name a JSON type. */
+const TYPE_WORDS = /** @type {Record<string, string>} */ ({ string: 'a string', number: 'a number', boolean: 'true or false', array: 'a list' });
+
+/** @param {unknown} v */
+function jsonType(v) {
+  return Array.isArray(v) ? 'array' : typeof v;
+}
+
 /**
- * @param {string} flag
+ * Backend-specific options (every option the native table does not apply to all backends), and
+ * the backends each applies to.
+ * @returns {Record<string, readonly string[]>}
+ */
+function backendOptions() {
+  return Object.fromEntries(optionSchema().options.filter((o) => !forAllBackends(o)).map((o) => [o.name, o.backends]));
+}
+
+/**
+ * One flag that is a plugin option, checked against the native table: its JSON type, its choices,
+ * a non-empty string; an option of every backend (limits, timeouts) also by the addon itself, in
+ * its own words.
+ * @param {import('./options.js').OptionInfo} option
  * @param {unknown} value
  */
-function checkNonEmptyString(flag, value) {
-  if (value === undefined) return;
-  if (typeof value !== 'string' || value.trim() === '') {
-    throw new Error(`nx-open-cache: invalid value ${JSON.stringify(value)} for --${flag}; expected a non-empty string`);
+function checkFlag(option, value) {
+  const { name } = option;
+  const types = flagTypes(option);
+  if (!types.includes(jsonType(value))) {
+    throw new Error(`nx-open-cache: invalid value ${JSON.stringify(value)} for --${name}; expected ${types.map((t) => TYPE_WORDS[t] ?? t).join(' or ')}`);
+  }
+  if (option.choices.length > 0) checkEnum(name, value, option.choices);
+  else if (typeof value === 'string' && value.trim() === '' && !MAY_BE_EMPTY.includes(name)) {
+    throw new Error(`nx-open-cache: invalid value ${JSON.stringify(value)} for --${name}; expected a non-empty string`);
+  }
+  if (forAllBackends(option) && option.choices.length === 0) {
+    validateWithAddon(os.tmpdir(), { backend: DEFAULT_BACKEND, path: os.tmpdir(), [name]: value });
   }
 }
 
-/** Minimal options that make `resolveConfig` accept each backend when the build supports it. */
-const PROBE_OPTIONS = /** @type {Record<string, Record<string, unknown>>} */ ({
-  fs: { backend: 'fs', path: os.tmpdir() },
-  s3: { backend: 's3', bucket: 'nxoc-probe', region: 'us-east-1' },
-  gcs: { backend: 'gcs', bucket: 'nxoc-probe' },
-  azure: { backend: 'azure', container: 'nxoc-probe', accountName: 'nxocprobe' },
-  http: { backend: 'http', url: 'http://127.0.0.1:1' },
-});
-
-/** @type {{ list: string[], why?: string } | undefined} */
-let availableCache;
-
 /**
- * The backends this build of nx-open-cache supports, asked of the native addon (the very check the
- * plugin makes before a run), so the generator never writes a backend the plugin then refuses.
- * @returns {{ list: string[], why?: string }} `why`: set when the addon could not be asked
- */
-function availableBackends() {
-  if (availableCache) return availableCache;
-  /** @type {{ resolveConfig: (root: string, options: unknown, env: Record<string, string>) => unknown }} */
-  let addon;
-  try {
-    addon = require('../../index.js');
-  } catch (e) {
-    availableCache = { list: [DEFAULT_BACKEND], why: `the native addon did not load (${/** @type {Error} */ (e).message})` };
-    return availableCache;
-  }
-  const list = KNOWN_BACKENDS.filter((backend) => {
-    try {
-      addon.resolveConfig(os.tmpdir(), PROBE_OPTIONS[backend], { HOME: os.homedir() });
-      return true;
-    } catch (e) {
-      // Only a refusal of the backend itself counts; any other complaint means it is understood.
-      const msg = String(/** @type {Error} */ (e).message);
-      return !/not available|for option "backend"/.test(msg);
-    }
-  });
-  availableCache = { list };
-  return availableCache;
-}
-
-/**
- * Validates the flags and returns only the options the user actually gave.
+ * Validates the flags and returns only the plugin options the user actually gave, in the native
+ * table's order (the order a new entry is written in).
  * @param {InitSchema} schema
- * @returns {Partial<Record<typeof OPTION_KEYS[number], string | number | boolean | string[]>>}
+ * @returns {Record<string, unknown>}
  */
 function normalizeOptions(schema) {
-  if (schema.backend !== undefined) {
-    const { list, why } = availableBackends();
-    try {
-      checkEnum('backend', schema.backend, list);
-    } catch (e) {
-      const known = typeof schema.backend === 'string' && /** @type {readonly string[]} */ (KNOWN_BACKENDS).includes(schema.backend);
-      const note = why
-        ? ` (${why})`
-        : known
-          ? ` (backend ${JSON.stringify(schema.backend)} is not available in this version of nx-open-cache)`
-          : '';
-      throw new Error(`${/** @type {Error} */ (e).message}${note}`);
-    }
+  const flags = /** @type {Record<string, unknown>} */ (schema);
+  /** @type {Record<string, unknown>} */
+  const given = {};
+  for (const option of flagOptions()) {
+    const v = flags[option.name];
+    if (v === undefined) continue;
+    checkFlag(option, v);
+    given[option.name] = v;
   }
-  for (const key of ['path', 'bucket', 'region', 'endpoint', 'container', 'accountName', 'url']) {
-    checkNonEmptyString(key, /** @type {Record<string, unknown>} */ (schema)[key]);
-  }
-  if (schema.prefix !== undefined && typeof schema.prefix !== 'string') {
-    throw new Error(`nx-open-cache: invalid value ${JSON.stringify(schema.prefix)} for --prefix; expected a string`);
-  }
-  for (const key of /** @type {const} */ (['forcePathStyle', 'migrate', 'check'])) {
+  for (const key of /** @type {const} */ (['migrate', 'check'])) {
     const v = schema[key];
     if (v !== undefined && typeof v !== 'boolean') {
       throw new Error(`nx-open-cache: invalid value ${JSON.stringify(v)} for --${key}; expected true or false`);
     }
   }
-  for (const key of LIMIT_OPTIONS) {
-    const v = schema[key];
-    if (v !== undefined && typeof v !== 'number' && typeof v !== 'string') {
-      throw new Error(`nx-open-cache: invalid value ${JSON.stringify(v)} for --${key}; expected a number or a string`);
-    }
-    // The form and the range: the addon's check, as the plugin makes it before a run.
-    if (v !== undefined) validateWithAddon(os.tmpdir(), { backend: DEFAULT_BACKEND, path: os.tmpdir(), [key]: v });
-  }
-  checkEnum('localMode', schema.localMode, MODES);
-  checkEnum('ciMode', schema.ciMode, MODES);
   checkEnum('trust', schema.trust, Object.keys(TRUST_PRESETS));
-  /** @type {Partial<Record<typeof OPTION_KEYS[number], string | number | boolean | string[]>>} */
-  const given = {};
-  for (const key of OPTION_KEYS) {
-    const v = /** @type {Record<string, unknown>} */ (schema)[key];
-    if (v !== undefined && !(/** @type {readonly string[]} */ (TRUST_OPTIONS)).includes(key)) {
-      given[key] = /** @type {string | number | boolean} */ (v);
-    }
-  }
   if (schema.trust !== undefined) {
     const preset = TRUST_PRESETS[schema.trust];
     given.writePrefix = preset.writePrefix;
     given.readPrefixes = [...preset.readPrefixes];
   }
   return given;
-}
-
-/** @param {unknown} entry */
-function isOurEntry(entry) {
-  if (typeof entry === 'string') return entry === PLUGIN_NAME;
-  return !!entry && typeof entry === 'object' && /** @type {any} */ (entry).plugin === PLUGIN_NAME;
 }
 
 /** @param {unknown} v */
@@ -253,8 +185,9 @@ function mergeOptions(existing, given, opts = {}) {
         'README: "Tokens, roles and namespaces")',
     );
   }
-  for (const [key, backends] of Object.entries(BACKEND_OPTIONS)) {
-    if (/** @type {Record<string, unknown>} */ (given)[key] === undefined || backends.includes(effective)) continue;
+  const perBackend = backendOptions();
+  for (const [key, backends] of Object.entries(perBackend)) {
+    if (given[key] === undefined || backends.includes(effective)) continue;
     const source = given.backend !== undefined ? 'you chose' : 'nx.json already configures';
     throw new Error(
       `nx-open-cache: ${source} backend ${show(effective)}; --${key} applies to the ${backends.join(', ')} backend${backends.length > 1 ? 's' : ''} only ` +
@@ -263,28 +196,20 @@ function mergeOptions(existing, given, opts = {}) {
   }
   if (backend !== undefined) next.backend = backend;
   if (given.backend !== undefined && given.backend !== current) {
-    // Switching backends: options of the old one no longer mean anything.
-    for (const [key, backends] of Object.entries(BACKEND_OPTIONS)) {
+    // Switching backends: options that do not apply to the new one no longer mean anything.
+    for (const [key, backends] of Object.entries(perBackend)) {
       if (!backends.includes(effective)) delete next[key];
     }
-    if (effective === 'http') for (const key of TRUST_OPTIONS) delete next[key];
   }
   if (effective === 'fs' && backend !== undefined) {
     next.path = given.path ?? (next.path === undefined ? DEFAULT_PATH : next.path);
   }
-  for (const key of Object.keys(BACKEND_OPTIONS)) {
-    if (key === 'path') continue;
-    const v = /** @type {Record<string, unknown>} */ (given)[key];
-    if (v !== undefined) next[key] = v;
-  }
-  for (const key of [...COMMON_OPTIONS, ...TRUST_OPTIONS]) {
-    if (given[key] !== undefined) next[key] = given[key];
-  }
+  for (const [key, v] of Object.entries(given)) if (key !== 'backend' && key !== 'path') next[key] = v;
   if (existing) return next;
-  // A new entry gets the keys in a stable, readable order.
+  // A new entry gets the keys in the native table's order.
   /** @type {PluginOptions} */
   const ordered = {};
-  for (const key of OPTION_KEYS) if (next[key] !== undefined) ordered[key] = next[key];
+  for (const { name } of optionSchema().options) if (next[name] !== undefined) ordered[name] = next[name];
   return ordered;
 }
 
@@ -344,12 +269,10 @@ function addToGitignore(tree, entry) {
 }
 
 /**
+ * nx.json as the generator sees it: its `plugins` and our (first) entry there.
  * @param {import('nx/src/generators/tree').Tree} tree
- * @param {InitSchema} schema
- * @returns {Promise<(() => Promise<void>) | undefined>} with --check, the doctor run after nx.json is written
  */
-async function initGenerator(tree, schema) {
-  let given = normalizeOptions(schema ?? {});
+function readWorkspace(tree) {
   const hasNxJson = tree.exists('nx.json');
   /** @type {Record<string, any>} */
   const nxJson = (hasNxJson ? readNxJson(tree) : null) ?? {};
@@ -359,141 +282,171 @@ async function initGenerator(tree, schema) {
   /** @type {PluginEntry[]} */
   const plugins = nxJson.plugins ?? [];
   const index = plugins.findIndex(isOurEntry);
-  const existingEntry = index === -1 ? undefined : plugins[index];
+  const entry = index === -1 ? undefined : plugins[index];
   /** @type {PluginOptions | undefined} */
-  const existingOptions = existingEntry && typeof existingEntry === 'object' ? existingEntry.options ?? undefined : undefined;
+  const existingOptions = entry && typeof entry === 'object' ? entry.options ?? undefined : undefined;
+  return { hasNxJson, nxJson, plugins, index, entry, existingOptions };
+}
 
+/**
+ * Stage 1: a deprecated top-level s3 / gcs / azure block. Migrated into the flags (and removed
+ * from `nxJson`) unless something conflicts with it or --no-migrate; else kept (it still
+ * configures the cache when no backend is named) or reported as unused.
+ * @param {Record<string, any>} nxJson  changed in place when the block is migrated
+ * @param {ReturnType<typeof normalizeOptions>} given
+ * @param {PluginOptions | undefined} existingOptions
+ * @param {InitSchema} schema
+ * @returns {{ given: ReturnType<typeof normalizeOptions>, keepLegacy: boolean, changed: boolean, messages: string[] }}
+ */
+function legacyStage(nxJson, given, existingOptions, schema) {
+  const legacy = legacyBlock(nxJson);
+  if (!legacy) return { given, keepLegacy: false, changed: false, messages: [] };
   /** @type {string[]} */
   const messages = [];
-  let changed = false;
-
-  // --- a deprecated top-level s3 / gcs / azure block ---------------------------------------------
-  const legacy = legacyBlock(nxJson);
-  let keepLegacy = false;
-  if (legacy) {
-    /** @type {string[]} */
-    const conflicts = [];
-    if (given.backend !== undefined && given.backend !== legacy.kind) conflicts.push(`--backend ${given.backend}`);
-    if (given.path !== undefined) conflicts.push('--path');
-    const existingBackend = existingOptions?.backend;
-    if (existingBackend !== undefined && existingBackend !== legacy.kind) {
-      conflicts.push(`the plugin entry's backend ${show(existingBackend)}`);
-    }
-    const available = availableBackends();
-    if (!available.list.includes(legacy.kind)) {
-      conflicts.push(`backend "${legacy.kind}" is not available in this version of nx-open-cache${available.why ? ` (${available.why})` : ''}`);
-    }
-    if (schema?.migrate === true && conflicts.length > 0) {
-      throw new Error(
-        `nx-open-cache: --migrate: the top-level "${legacy.kind}" block of nx.json cannot be migrated: ${conflicts.join('; ')}`,
-      );
-    }
-    const migrate = schema?.migrate ?? conflicts.length === 0;
-    if (migrate) {
-      // The entry's own options win over the block's, the flags over both.
-      /** @type {Record<string, unknown>} */
-      const fromBlock = { ...legacy.options };
-      for (const key of Object.keys(existingOptions ?? {})) if (key !== 'backend') delete fromBlock[key];
-      given = /** @type {typeof given} */ ({ ...fromBlock, ...given });
-      delete nxJson[legacy.kind];
-      changed = true;
-      messages.push(
-        `nx-open-cache: migrated the top-level "${legacy.kind}" block of nx.json into the plugin options ` +
-          `(${legacy.moved.join(', ') || 'no settings'}) and removed the block`,
-      );
-      if (legacy.ignored.length > 0) {
-        messages.push(`nx-open-cache: not migrated, no equivalent option: ${legacy.ignored.join(', ')}`);
-      }
-      if (legacy.secrets.length > 0) {
-        const fixes = [];
-        if (legacy.secrets.some((k) => k !== 'encryptionKey')) {
-          fixes.push('set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment, or use an AWS profile, web identity or an instance role');
-        }
-        if (legacy.secrets.includes('encryptionKey')) fixes.push('set NX_OPEN_CACHE_ENCRYPTION_KEY in the environment');
-        messages.push(
-          `nx-open-cache: ${legacy.secrets.map((k) => `${legacy.kind}.${k}`).join(' and ')} were NOT copied (secrets are never ` +
-            `written to nx.json): ${fixes.join('; ')}`,
-        );
-      }
-    } else if (given.backend === undefined && existingOptions?.backend === undefined) {
-      keepLegacy = true;
-      messages.push(
-        `nx-open-cache: the top-level "${legacy.kind}" block of nx.json still configures the cache ` +
-          '(pass --migrate to move it into the plugin options)',
-      );
-    } else {
-      messages.push(
-        `nx-open-cache: the top-level "${legacy.kind}" block of nx.json is not used by nx-open-cache ` +
-          `(${conflicts.join('; ') || '--no-migrate'}); remove it once the deprecated plugin is gone`,
-      );
-    }
-    if (legacy.others.length > 0) {
-      messages.push(`nx-open-cache: nx.json also has top-level ${legacy.others.map((k) => `"${k}"`).join(', ')} block(s); left as they are`);
-    }
-  }
-  const mergeOpts = { defaultBackend: !keepLegacy };
-
-  /** @type {PluginOptions} */
-  let finalOptions;
   /** @type {string[]} */
-  const entryMessages = [];
-  if (index === -1) {
-    finalOptions = mergeOptions(undefined, given, mergeOpts);
-    nxJson.plugins = [...plugins, { plugin: PLUGIN_NAME, options: finalOptions }];
+  const conflicts = [];
+  if (given.backend !== undefined && given.backend !== legacy.kind) conflicts.push(`--backend ${given.backend}`);
+  if (given.path !== undefined) conflicts.push('--path');
+  const existingBackend = existingOptions?.backend;
+  if (existingBackend !== undefined && existingBackend !== legacy.kind) {
+    conflicts.push(`the plugin entry's backend ${show(existingBackend)}`);
+  }
+  if (schema.migrate === true && conflicts.length > 0) {
+    throw new Error(
+      `nx-open-cache: --migrate: the top-level "${legacy.kind}" block of nx.json cannot be migrated: ${conflicts.join('; ')}`,
+    );
+  }
+  let keepLegacy = false;
+  let changed = false;
+  if (schema.migrate ?? conflicts.length === 0) {
+    // The entry's own options win over the block's, the flags over both.
+    /** @type {Record<string, unknown>} */
+    const fromBlock = { ...legacy.options };
+    for (const key of Object.keys(existingOptions ?? {})) if (key !== 'backend') delete fromBlock[key];
+    given = /** @type {typeof given} */ ({ ...fromBlock, ...given });
+    delete nxJson[legacy.kind];
     changed = true;
-    entryMessages.push(`nx-open-cache: added plugin to nx.json (${describe(finalOptions)})`);
+    messages.push(...migrationMessages(legacy));
+  } else if (given.backend === undefined && existingOptions?.backend === undefined) {
+    keepLegacy = true;
+    messages.push(
+      `nx-open-cache: the top-level "${legacy.kind}" block of nx.json still configures the cache ` +
+        '(pass --migrate to move it into the plugin options)',
+    );
   } else {
-    const entry = /** @type {PluginEntry} */ (existingEntry);
-    if (plugins.slice(index + 1).some(isOurEntry)) {
-      logger.warn(`nx-open-cache: nx.json lists ${PLUGIN_NAME} more than once; only the first entry was checked`);
-    }
-    if (typeof entry === 'string') {
-      finalOptions = mergeOptions(undefined, given, mergeOpts);
-      nxJson.plugins = plugins.map((e, i) => (i === index ? { plugin: PLUGIN_NAME, options: finalOptions } : e));
-      changed = true;
-      entryMessages.push(`nx-open-cache: converted the "${PLUGIN_NAME}" entry in nx.json to object form (${describe(finalOptions)})`);
-    } else {
-      const before = existingOptions;
-      finalOptions = mergeOptions(before ?? {}, given, mergeOpts);
-      /** @type {string[]} */
-      const diffs = [];
-      for (const key of new Set([...Object.keys(before ?? {}), ...Object.keys(finalOptions)])) {
-        const a = before?.[key];
-        const b = finalOptions[key];
-        if (JSON.stringify(a) !== JSON.stringify(b)) diffs.push(`${key} ${show(a)} -> ${show(b)}`);
-      }
-      if (diffs.length > 0) {
-        nxJson.plugins = plugins.map((e, i) => (i === index ? { ...entry, options: finalOptions } : e));
-        changed = true;
-        entryMessages.push(`nx-open-cache: updated options: ${diffs.join(', ')}`);
-      } else if (!changed) {
-        entryMessages.push(`nx-open-cache: already configured, nothing changed (${describe(finalOptions)})`);
-      }
-    }
+    messages.push(
+      `nx-open-cache: the top-level "${legacy.kind}" block of nx.json is not used by nx-open-cache ` +
+        `(${conflicts.join('; ') || '--no-migrate'}); remove it once the deprecated plugin is gone`,
+    );
   }
-
-  if (changed) {
-    validateWithAddon(tree.root, finalOptions);
-    if (hasNxJson) updateNxJson(tree, /** @type {any} */ (nxJson));
-    else writeJson(tree, 'nx.json', nxJson);
+  if (legacy.others.length > 0) {
+    messages.push(`nx-open-cache: nx.json also has top-level ${legacy.others.map((k) => `"${k}"`).join(', ')} block(s); left as they are`);
   }
-  messages.unshift(...entryMessages);
+  return { given, keepLegacy, changed, messages };
+}
 
+/**
+ * What a migration of `legacy` says: what moved, what has no equivalent, which secrets were not copied.
+ * @param {import('../../lib/legacy.js').LegacyMapping} legacy
+ * @returns {string[]}
+ */
+function migrationMessages(legacy) {
+  const messages = [
+    `nx-open-cache: migrated the top-level "${legacy.kind}" block of nx.json into the plugin options ` +
+      `(${legacy.moved.join(', ') || 'no settings'}) and removed the block`,
+  ];
+  if (legacy.ignored.length > 0) {
+    messages.push(`nx-open-cache: not migrated, no equivalent option: ${legacy.ignored.join(', ')}`);
+  }
+  if (legacy.secrets.length > 0) {
+    const fixes = [];
+    if (legacy.secrets.some((k) => k !== 'encryptionKey')) {
+      fixes.push('set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment, or use an AWS profile, web identity or an instance role');
+    }
+    if (legacy.secrets.includes('encryptionKey')) fixes.push('set NX_OPEN_CACHE_ENCRYPTION_KEY in the environment');
+    messages.push(
+      `nx-open-cache: ${legacy.secrets.map((k) => `${legacy.kind}.${k}`).join(' and ')} were NOT copied (secrets are never ` +
+        `written to nx.json): ${fixes.join('; ')}`,
+    );
+  }
+  return messages;
+}
+
+/**
+ * Stage 2: our plugin entry added, converted to object form, or its options updated.
+ * @param {ReturnType<typeof readWorkspace>} ws
+ * @param {ReturnType<typeof normalizeOptions>} given
+ * @param {{ defaultBackend: boolean }} mergeOpts
+ * @param {boolean} changedBefore  whether an earlier stage changed nx.json
+ * @returns {{ plugins: PluginEntry[], finalOptions: PluginOptions, changed: boolean, messages: string[] }}
+ */
+function entryStage(ws, given, mergeOpts, changedBefore) {
+  const { plugins, index, entry } = ws;
+  if (index === -1 || entry === undefined) {
+    const finalOptions = mergeOptions(undefined, given, mergeOpts);
+    return {
+      plugins: [...plugins, { plugin: PLUGIN_NAME, options: finalOptions }],
+      finalOptions,
+      changed: true,
+      messages: [`nx-open-cache: added plugin to nx.json (${describe(finalOptions)})`],
+    };
+  }
+  if (plugins.slice(index + 1).some(isOurEntry)) {
+    logger.warn(`nx-open-cache: nx.json lists ${PLUGIN_NAME} more than once; only the first entry is used (by the plugin, doctor and the CLI) and was checked`);
+  }
+  if (typeof entry === 'string') {
+    const finalOptions = mergeOptions(undefined, given, mergeOpts);
+    return {
+      plugins: plugins.map((e, i) => (i === index ? { plugin: PLUGIN_NAME, options: finalOptions } : e)),
+      finalOptions,
+      changed: true,
+      messages: [`nx-open-cache: converted the "${PLUGIN_NAME}" entry in nx.json to object form (${describe(finalOptions)})`],
+    };
+  }
+  const before = ws.existingOptions;
+  const finalOptions = mergeOptions(before ?? {}, given, mergeOpts);
+  /** @type {string[]} */
+  const diffs = [];
+  for (const key of new Set([...Object.keys(before ?? {}), ...Object.keys(finalOptions)])) {
+    const a = before?.[key];
+    const b = finalOptions[key];
+    if (JSON.stringify(a) !== JSON.stringify(b)) diffs.push(`${key} ${show(a)} -> ${show(b)}`);
+  }
+  if (diffs.length > 0) {
+    return {
+      plugins: plugins.map((e, i) => (i === index ? { ...entry, options: finalOptions } : e)),
+      finalOptions,
+      changed: true,
+      messages: [`nx-open-cache: updated options: ${diffs.join(', ')}`],
+    };
+  }
+  const messages = changedBefore ? [] : [`nx-open-cache: already configured, nothing changed (${describe(finalOptions)})`];
+  return { plugins, finalOptions, changed: false, messages };
+}
+
+/**
+ * Stage 3: what else the written options call for: a .gitignore line for a cache directory inside
+ * the workspace (written here), the http token, the trust preset's opt-in for trusted builds.
+ * @param {import('nx/src/generators/tree').Tree} tree
+ * @param {PluginOptions} finalOptions
+ * @param {InitSchema} schema
+ * @returns {string[]}
+ */
+function followUps(tree, finalOptions, schema) {
+  const messages = [];
   if (typeof finalOptions.path === 'string' && tree.exists('.gitignore')) {
     const entry = gitignoreEntryFor(finalOptions.path);
     if (entry && addToGitignore(tree, entry)) {
       messages.push(`nx-open-cache: added ${entry} to .gitignore`);
     }
   }
-
   if (finalOptions.backend === 'http' && !process.env.NX_OPEN_CACHE_TOKEN) {
     messages.push(
       'nx-open-cache: the http backend sends the token in NX_OPEN_CACHE_TOKEN (never written to nx.json): ' +
         'set it in the environment of every machine and CI job that uses the cache (without it, requests are anonymous)',
     );
   }
-
-  if (schema?.trust === 'ci-split') {
+  if (schema.trust === 'ci-split') {
     messages.push(
       'nx-open-cache: trust namespaces (ci-split): every build that is not explicitly trusted writes only to ' +
         '"untrusted/" and reads "trusted/" first, then "untrusted/". In the CI job of trusted builds only ' +
@@ -502,20 +455,46 @@ async function initGenerator(tree, schema) {
         'that cannot write to "trusted/" (README: "Trusted and untrusted builds (cache poisoning)")',
     );
   }
+  return messages;
+}
 
-  for (const m of messages) logger.info(m);
+/**
+ * With --check: doctor, run by Nx after it has written nx.json (doctor reads the configuration
+ * from disk, like the plugin); throws when the cache does not work.
+ * @param {import('nx/src/generators/tree').Tree} tree
+ * @returns {() => Promise<void>}
+ */
+function doctorCheck(tree) {
+  return async () => {
+    const { runDoctor } = require('../../lib/doctor.js');
+    const code = await runDoctor(tree.root, { log: (s) => logger.info(s), error: (s) => logger.error(s) });
+    if (code !== 0) {
+      throw new Error('nx-open-cache: --check: the cache does not work from this machine (see the checks above)');
+    }
+  };
+}
 
-  if (schema?.check === true) {
-    // After Nx has written nx.json: doctor reads the configuration from disk, like the plugin.
-    return async () => {
-      const { runDoctor } = require('../../lib/doctor.js');
-      const code = await runDoctor(tree.root, { log: (s) => logger.info(s), error: (s) => logger.error(s) });
-      if (code !== 0) {
-        throw new Error('nx-open-cache: --check: the cache does not work from this machine (see the checks above)');
-      }
-    };
+/**
+ * The generator: flags checked, then the stages (deprecated block, plugin entry, write, follow-ups).
+ * @param {import('nx/src/generators/tree').Tree} tree
+ * @param {InitSchema} schema
+ * @returns {Promise<(() => Promise<void>) | undefined>} with --check, the doctor run after nx.json is written
+ */
+async function initGenerator(tree, schema) {
+  const flags = schema ?? {};
+  const given = normalizeOptions(flags);
+  const ws = readWorkspace(tree);
+  const legacy = legacyStage(ws.nxJson, given, ws.existingOptions, flags);
+  const entry = entryStage(ws, legacy.given, { defaultBackend: !legacy.keepLegacy }, legacy.changed);
+  if (legacy.changed || entry.changed) {
+    validateWithAddon(tree.root, entry.finalOptions);
+    const nxJson = entry.changed ? { ...ws.nxJson, plugins: entry.plugins } : ws.nxJson;
+    if (ws.hasNxJson) updateNxJson(tree, /** @type {any} */ (nxJson));
+    else writeJson(tree, 'nx.json', nxJson);
   }
-  return undefined;
+  const messages = [...entry.messages, ...legacy.messages, ...followUps(tree, entry.finalOptions, flags)];
+  for (const m of messages) logger.info(m);
+  return flags.check === true ? doctorCheck(tree) : undefined;
 }
 
 /** @param {PluginOptions} options */
@@ -527,9 +506,6 @@ function describe(options) {
 module.exports = initGenerator;
 module.exports.default = initGenerator;
 module.exports.initGenerator = initGenerator;
-module.exports.KNOWN_BACKENDS = KNOWN_BACKENDS;
-module.exports.availableBackends = availableBackends;
-module.exports.MODES = MODES;
 module.exports.DEFAULT_PATH = DEFAULT_PATH;
 module.exports.TRUST_PRESETS = TRUST_PRESETS;
 module.exports.TRUSTED_ENV = TRUSTED_ENV;

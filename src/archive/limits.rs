@@ -4,7 +4,7 @@
 //!
 //! - text (a flag, a variable, a string in a file or in nx.json): counts and ratios are whole
 //!   numbers; sizes need a unit (`2GiB`, `500MB`), as every size of the project does
-//!   ([`crate::retention::parse_size`]): a bare `32` is a mistake, not 32 bytes;
+//!   ([`crate::units::parse_size`]): a bare `32` is a mistake, not 32 bytes;
 //! - a number (nx.json, a TOML integer read as text by `serve`): counts and ratios as above, sizes
 //!   a whole number of bytes. Checked whole and in range before any conversion
 //!   ([`crate::number::whole`]).
@@ -16,9 +16,7 @@ use std::ops::RangeInclusive;
 pub const ENTRIES_RANGE: RangeInclusive<u64> = 1..=100_000_000;
 /// The expansion ratio's range.
 pub const RATIO_RANGE: RangeInclusive<u64> = 1..=1_000_000;
-/// A size in text, for error messages.
-pub const SIZE_FORM: &str =
-    "a size such as 500MB or 2GiB (units B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)";
+pub use crate::units::SIZE_FORM;
 
 /// One configurable bound of the artifact check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,7 +58,7 @@ impl Limit {
             )
         };
         match self {
-            Limit::ExpandedSize => match crate::retention::parse_size(label, text) {
+            Limit::ExpandedSize => match crate::units::parse_size(label, text) {
                 Ok(n) if n > 0 => Ok(n),
                 _ => Err(bad()),
             },

@@ -7,6 +7,7 @@
 //! `async fn` futures run as tokio tasks, whose panics napi turns into rejections.
 
 pub mod archive;
+pub mod config;
 pub mod doctor;
 pub mod hash;
 pub mod host;

@@ -150,12 +150,12 @@ fn job(options: GcOptions) -> Result<Job> {
     }
     let max_bytes = match options.max_size {
         None => None,
-        Some(Either::A(s)) => Some(retention::parse_size("maxSize", &s).map_err(bad)?),
+        Some(Either::A(s)) => Some(crate::units::parse_size("maxSize", &s).map_err(bad)?),
         Some(Either::B(v)) => Some(whole_number("maxSize", v, "bytes")?),
     };
     let max_age = match options.max_age {
         None => None,
-        Some(Either::A(s)) => Some(retention::parse_duration("maxAge", &s).map_err(bad)?),
+        Some(Either::A(s)) => Some(crate::units::parse_duration("maxAge", &s).map_err(bad)?),
         Some(Either::B(v)) => Some(Duration::from_secs(whole_number("maxAge", v, "seconds")?)),
     };
     Ok(Job {

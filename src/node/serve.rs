@@ -62,7 +62,7 @@ pub fn start_server(args: Vec<String>, env: HashMap<String, String>) -> Result<S
         )
     })?;
     let config = serve::config::resolve(&args, &env, &cwd)
-        .map_err(|e| Error::new(Status::InvalidArg, e.to_string()))?;
+        .map_err(|e| Error::new(Status::InvalidArg, e.shown_by("serve")))?;
     serve::validate(&config)
         .map_err(|e| Error::new(Status::InvalidArg, format!("nx-open-cache serve: {e}")))?;
     let running = serve::start(&config, &env)

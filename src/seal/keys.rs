@@ -1,7 +1,7 @@
 //! Keys and settings of the seal layer: parsing (with errors that name the option or variable but
 //! never echo a secret), key ids, and key generation for `nx-open-cache keygen`.
 
-use crate::config::ConfigError;
+use crate::value::{bool_option, bool_word, ConfigError};
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine;
 use ed25519_dalek::{SigningKey, VerifyingKey};
@@ -267,10 +267,7 @@ pub fn generate_encryption_key() -> Result<Zeroizing<String>, String> {
 pub const OPTIONS: &[&str] = &["trustedKeys", "requireSignature"];
 
 fn config_error(option: &str, message: String) -> ConfigError {
-    ConfigError {
-        option: option.to_owned(),
-        message,
-    }
+    ConfigError::new(option, message)
 }
 
 /// What `trustedKeys` holds, for error messages.
@@ -418,33 +415,21 @@ pub fn from_options(
         return Ok(SealConfig::default());
     }
     let trusted_keys = trusted_keys(options)?;
-    let require_signature = match options.get("requireSignature") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(Value::String(s)) if s == "true" || s == "false" => s == "true",
-        Some(other) => {
-            return Err(config_error(
-                "requireSignature",
-                format!("option \"requireSignature\" must be true or false, got {other}"),
-            ))
-        }
-    };
+    let require_signature = bool_option(options, "requireSignature")?.unwrap_or(false);
     // The variable wins: pull-request jobs of a workspace whose nx.json requires signatures may
     // relax it for themselves (it only changes what that job restores).
-    let require_signature = match env
-        .get(REQUIRE_SIGNATURE_VAR)
-        .map(|v| v.trim().to_ascii_lowercase())
-    {
+    let require_signature = match env.get(REQUIRE_SIGNATURE_VAR) {
         None => require_signature,
-        Some(v) if v.is_empty() => require_signature,
-        Some(v) if matches!(v.as_str(), "true" | "1" | "yes" | "on") => true,
-        Some(v) if matches!(v.as_str(), "false" | "0" | "no" | "off") => false,
-        Some(v) => {
-            return Err(config_error(
+        Some(v) if v.trim().is_empty() => require_signature,
+        Some(v) => bool_word(v).ok_or_else(|| {
+            config_error(
                 REQUIRE_SIGNATURE_VAR,
-                format!("invalid value {v:?} for {REQUIRE_SIGNATURE_VAR}: expected true or false"),
-            ))
-        }
+                format!(
+                    "invalid value {:?} for {REQUIRE_SIGNATURE_VAR}: expected true or false",
+                    v.trim().to_ascii_lowercase()
+                ),
+            )
+        })?,
     };
     if require_signature && trusted_keys.is_empty() {
         return Err(config_error(

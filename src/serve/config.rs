@@ -5,10 +5,24 @@
 //!
 //! Every mistake names the option (as it was spelled in its source), the bad value and what is
 //! allowed.
+//!
+//! The sources: the command line is parsed by clap (built from [`OPTIONS`]); the file is read
+//! through serde (`toml` / `serde_json`) into a map. Two parts stay by hand: the environment (clap's
+//! `env` feature reads the process environment, while [`resolve`] takes it as a map: the addon
+//! passes `process.env` from JavaScript, tests their own) and the checks of each value (every
+//! message names the source the value came from, which a derived parser cannot know).
+//!
+//! [`resolve`] goes through named stages: [`Sources::read`] (layering), [`storage`],
+//! [`listen_and_tls`], [`upload_limits`], [`artifact_check`], [`retention`], [`log_format`],
+//! [`tokens`].
 
 use crate::archive::limits::Limit;
 use crate::config::Backend;
 use crate::key::Prefix;
+use crate::server::auth::{Role, TokenSpec, ROLES};
+use crate::server::LogFormat;
+use crate::units::{DURATION_FORM, SIZE_FORM};
+use crate::value::{bool_word, describe_json, one_of, ConfigError};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::fmt;
@@ -24,103 +38,42 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:3000";
 /// [`ENV_PREFIX`] + the name upper-cased.
 struct OptionSpec {
     key: &'static str,
-    /// A switch (`--allow-anonymous`) takes no value on the command line.
+    /// A switch (`--allow-anonymous`) takes no value on the command line (`--switch=false` works).
     switch: bool,
 }
 
+const fn opt(key: &'static str) -> OptionSpec {
+    OptionSpec { key, switch: false }
+}
+
+const fn switch(key: &'static str) -> OptionSpec {
+    OptionSpec { key, switch: true }
+}
+
 const OPTIONS: &[OptionSpec] = &[
-    OptionSpec {
-        key: "storage",
-        switch: false,
-    },
-    OptionSpec {
-        key: "listen",
-        switch: false,
-    },
-    OptionSpec {
-        key: "tls_cert",
-        switch: false,
-    },
-    OptionSpec {
-        key: "tls_key",
-        switch: false,
-    },
-    OptionSpec {
-        key: "tokens_file",
-        switch: false,
-    },
-    OptionSpec {
-        key: "allow_anonymous",
-        switch: true,
-    },
-    OptionSpec {
-        key: "max_artifact_size",
-        switch: false,
-    },
-    OptionSpec {
-        key: "upload_timeout",
-        switch: false,
-    },
-    OptionSpec {
-        key: "max_concurrent_uploads",
-        switch: false,
-    },
-    OptionSpec {
-        key: "max_connections",
-        switch: false,
-    },
-    OptionSpec {
-        key: "max_untrusted_connections",
-        switch: false,
-    },
-    OptionSpec {
-        key: "check_artifacts",
-        switch: false,
-    },
-    OptionSpec {
-        key: "max_artifact_entries",
-        switch: false,
-    },
-    OptionSpec {
-        key: "max_expanded_size",
-        switch: false,
-    },
-    OptionSpec {
-        key: "max_expansion_ratio",
-        switch: false,
-    },
-    OptionSpec {
-        key: "max_size",
-        switch: false,
-    },
-    OptionSpec {
-        key: "max_age",
-        switch: false,
-    },
-    OptionSpec {
-        key: "log",
-        switch: false,
-    },
-    OptionSpec {
-        key: "s3_region",
-        switch: false,
-    },
-    OptionSpec {
-        key: "s3_endpoint",
-        switch: false,
-    },
-    OptionSpec {
-        key: "s3_force_path_style",
-        switch: true,
-    },
-    OptionSpec {
-        key: "az_account",
-        switch: false,
-    },
-    OptionSpec {
-        key: "az_endpoint",
-        switch: false,
-    },
+    opt("storage"),
+    opt("listen"),
+    opt("tls_cert"),
+    opt("tls_key"),
+    opt("tokens_file"),
+    switch("allow_anonymous"),
+    opt("max_artifact_size"),
+    opt("upload_timeout"),
+    opt("max_concurrent_uploads"),
+    opt("max_connections"),
+    opt("max_untrusted_connections"),
+    opt("check_artifacts"),
+    opt("max_artifact_entries"),
+    opt("max_expanded_size"),
+    opt("max_expansion_ratio"),
+    opt("max_size"),
+    opt("max_age"),
+    opt("log"),
+    opt("s3_region"),
+    opt("s3_endpoint"),
+    switch("s3_force_path_style"),
+    opt("az_account"),
+    opt("az_endpoint"),
 ];
 
 /// Keys a config file may hold besides [`OPTIONS`].
@@ -134,10 +87,8 @@ const TOKEN_KEYS: &[&str] = &[
     "write_prefix",
     "read_prefixes",
 ];
-pub const ROLES: &[&str] = &["read-write", "read-only"];
-pub const LOG_FORMATS: &[&str] = &["text", "json", "off"];
-const SIZE_UNITS: &str = crate::archive::limits::SIZE_FORM;
-const DURATION_UNITS: &str = "a duration such as 90s, 10m, 12h, 30d or 2w";
+/// `--check-artifacts` values.
+const CHECKS: &[&str] = &["on", "uploads", "off"];
 
 fn flag(key: &str) -> String {
     format!("--{}", key.replace('_', "-"))
@@ -147,60 +98,13 @@ fn env_name(key: &str) -> String {
     format!("{ENV_PREFIX}{}", key.to_ascii_uppercase())
 }
 
-/// A configuration mistake; `Display` gives the whole message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServeConfigError(pub String);
-
-impl fmt::Display for ServeConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "nx-open-cache serve: {}", self.0)
-    }
+/// A mistake that is not one option's (e.g. no token at all).
+fn fail(message: impl Into<String>) -> ConfigError {
+    ConfigError::new("", message)
 }
 
-impl std::error::Error for ServeConfigError {}
-
-fn err<T>(message: impl Into<String>) -> Result<T, ServeConfigError> {
-    Err(ServeConfigError(message.into()))
-}
-
-/// What a token may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TokenRole {
-    ReadWrite,
-    ReadOnly,
-}
-
-impl TokenRole {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TokenRole::ReadWrite => "read-write",
-            TokenRole::ReadOnly => "read-only",
-        }
-    }
-}
-
-/// A token of the config file's full form, its secret already read.
-#[derive(Clone, PartialEq, Eq)]
-pub struct TokenEntry {
-    pub name: String,
-    pub role: TokenRole,
-    pub secret: String,
-    /// Where its PUTs go, inside the storage's prefix (empty: the storage prefix itself).
-    pub write_prefix: Prefix,
-    /// Where its GETs look, in order; `None`: `[write_prefix]`.
-    pub read_prefixes: Option<Vec<Prefix>>,
-}
-
-impl fmt::Debug for TokenEntry {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TokenEntry")
-            .field("name", &self.name)
-            .field("role", &self.role)
-            .field("secret", &"<redacted>")
-            .field("write_prefix", &self.write_prefix)
-            .field("read_prefixes", &self.read_prefixes)
-            .finish()
-    }
+fn err<T>(message: impl Into<String>) -> Result<T, ConfigError> {
+    Err(fail(message))
 }
 
 /// A list of tokens in the simple form `name:role:secret[,...]`, and where it came from (for
@@ -217,16 +121,6 @@ impl fmt::Debug for TokenList {
     }
 }
 
-/// How requests are logged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogChoice {
-    /// One human-readable line per request on stderr.
-    Text,
-    /// One JSON object per request on stderr.
-    Json,
-    Off,
-}
-
 /// The resolved `serve` configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServeConfig {
@@ -237,8 +131,8 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     /// PEM certificate chain and private key.
     pub tls: Option<(PathBuf, PathBuf)>,
-    /// Tokens of the config file's `[[tokens]]` tables.
-    pub tokens: Vec<TokenEntry>,
+    /// Tokens of the config file's `[[tokens]]` tables, their secrets read and checked.
+    pub tokens: Vec<TokenSpec>,
     /// Tokens in the simple form (env `NX_OPEN_CACHE_SERVER_TOKENS`, `--tokens-file`).
     pub token_lists: Vec<TokenList>,
     pub allow_anonymous: bool,
@@ -254,10 +148,11 @@ pub struct ServeConfig {
     /// Retention (fs storage only): total size and age limits.
     pub max_size: Option<u64>,
     pub max_age: Option<Duration>,
-    pub log: LogChoice,
+    /// `--log text` is [`LogFormat::Debug`]: one human line per request.
+    pub log: LogFormat,
 }
 
-/// A raw option value and where it was found (`--listen`, `NX_OPEN_CACHE_SERVER_LISTEN`, `listen
+/// A raw option value and where it was found (`--listen`, `NX_OPEN_CACHE_SERVER_LISTEN`, `"listen"
 /// in server.toml`).
 #[derive(Debug, Clone)]
 struct Raw {
@@ -266,53 +161,45 @@ struct Raw {
 }
 
 impl Raw {
-    fn string(&self) -> Result<String, ServeConfigError> {
+    fn error(&self, message: String) -> ConfigError {
+        ConfigError::new(self.origin.clone(), message)
+    }
+
+    fn string(&self) -> Result<String, ConfigError> {
         match &self.value {
             Value::String(s) => Ok(s.clone()),
             Value::Number(n) => Ok(n.to_string()),
-            other => err(format!(
+            other => Err(self.error(format!(
                 "{} must be a string, got {}",
                 self.origin,
-                describe(other)
-            )),
+                describe_json(other)
+            ))),
         }
     }
 
-    fn bool(&self) -> Result<bool, ServeConfigError> {
+    fn bool(&self) -> Result<bool, ConfigError> {
         match &self.value {
             Value::Bool(b) => Ok(*b),
-            Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
-                "true" | "1" | "yes" | "on" => Ok(true),
-                "false" | "0" | "no" | "off" | "" => Ok(false),
-                _ => err(format!(
+            Value::String(s) if s.trim().is_empty() => Ok(false),
+            Value::String(s) => bool_word(s).ok_or_else(|| {
+                self.error(format!(
                     "invalid value {s:?} for {}: expected true or false",
                     self.origin
-                )),
-            },
-            other => err(format!(
+                ))
+            }),
+            other => Err(self.error(format!(
                 "{} must be true or false, got {}",
                 self.origin,
-                describe(other)
-            )),
+                describe_json(other)
+            ))),
         }
     }
 
-    fn invalid<T>(&self, value: &str, allowed: &str) -> Result<T, ServeConfigError> {
-        err(format!(
+    fn invalid<T>(&self, value: &str, allowed: &str) -> Result<T, ConfigError> {
+        Err(self.error(format!(
             "invalid value {value:?} for {}: expected {allowed}",
             self.origin
-        ))
-    }
-}
-
-fn describe(v: &Value) -> String {
-    match v {
-        Value::Null => "null".into(),
-        Value::Bool(b) => format!("boolean {b}"),
-        Value::Number(n) => format!("number {n}"),
-        Value::String(s) => format!("string {s:?}"),
-        Value::Array(_) => "an array".into(),
-        Value::Object(_) => "a table/object".into(),
+        )))
     }
 }
 
@@ -323,83 +210,107 @@ fn allowed_flags() -> String {
     flags.join(", ")
 }
 
+/// The command line's parser: one clap argument per option (`--name value`, `--name=value`;
+/// a switch alone means true), plus `--config`.
+fn command() -> clap::Command {
+    let mut cmd = clap::Command::new("nx-open-cache serve")
+        .no_binary_name(true)
+        .disable_help_flag(true)
+        .disable_version_flag(true);
+    for o in OPTIONS {
+        let name = flag(o.key);
+        let mut arg = clap::Arg::new(o.key)
+            .long(name[2..].to_owned())
+            .action(clap::ArgAction::Set)
+            .allow_hyphen_values(false);
+        if o.switch {
+            arg = arg
+                .num_args(0..=1)
+                .require_equals(true)
+                .default_missing_value("true");
+        }
+        cmd = cmd.arg(arg);
+    }
+    cmd.arg(
+        clap::Arg::new("config")
+            .long("config")
+            .action(clap::ArgAction::Set),
+    )
+}
+
+/// What clap refused, in this module's words (the option and what the options are).
+fn command_line_error(e: &clap::Error) -> ConfigError {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let arg = match e.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(s)) => s.split(' ').next().unwrap_or("").to_owned(),
+        _ => String::new(),
+    };
+    match e.kind() {
+        ErrorKind::UnknownArgument if arg.starts_with("--") => {
+            let name = arg.split('=').next().unwrap_or(&arg);
+            fail(format!(
+                "unknown option {name}; the options are: {}",
+                allowed_flags()
+            ))
+        }
+        ErrorKind::UnknownArgument => fail(format!(
+            "unexpected argument {arg:?}: options start with -- ({})",
+            allowed_flags()
+        )),
+        ErrorKind::ArgumentConflict => {
+            ConfigError::new(arg.clone(), format!("option {arg} is given twice"))
+        }
+        ErrorKind::InvalidValue | ErrorKind::NoEquals => {
+            ConfigError::new(arg.clone(), format!("option {arg} needs a value"))
+        }
+        _ => {
+            // Other refusals: clap's own first line, without its "error: " prefix.
+            let text = e.render().to_string();
+            let line = text
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim_start_matches("error: ");
+            fail(format!("{line}; the options are: {}", allowed_flags()))
+        }
+    }
+}
+
 /// Command-line options by config key, plus the `--config` file.
 fn parse_args(
     args: &[String],
-) -> Result<(HashMap<&'static str, Raw>, Option<String>), ServeConfigError> {
-    let mut found: HashMap<&'static str, Raw> = HashMap::new();
-    let mut config = None;
-    let mut i = 0;
-    while i < args.len() {
-        let arg = &args[i];
-        i += 1;
-        let Some(body) = arg.strip_prefix("--") else {
+) -> Result<(HashMap<&'static str, Raw>, Option<String>), ConfigError> {
+    for arg in args {
+        let name = arg.split('=').next().unwrap_or(arg);
+        if name == "--tokens" || name == "--token" {
             return err(format!(
-                "unexpected argument {arg:?}: options start with -- ({})",
-                allowed_flags()
-            ));
-        };
-        let (name, inline) = match body.split_once('=') {
-            Some((n, v)) => (n, Some(v.to_owned())),
-            None => (body, None),
-        };
-        if name == "tokens" || name == "token" {
-            return err(format!(
-                "--{name} is not an option: secrets are never given on the command line; use the \
+                "{name} is not an option: secrets are never given on the command line; use the \
                  environment variable {ENV_PREFIX}TOKENS, --tokens-file <file> or [[tokens]] in the \
                  config file"
             ));
         }
-        let spec = OPTIONS.iter().find(|o| flag(o.key) == format!("--{name}"));
-        let is_config = name == "config";
-        if spec.is_none() && !is_config {
-            return err(format!(
-                "unknown option --{name}; the options are: {}",
-                allowed_flags()
-            ));
-        }
-        let value = match (spec.map(|s| s.switch).unwrap_or(false), inline) {
-            (_, Some(v)) => Value::String(v),
-            (true, None) => Value::Bool(true),
-            (false, None) => match args.get(i) {
-                Some(v) if !v.starts_with("--") => {
-                    i += 1;
-                    Value::String(v.clone())
-                }
-                _ => return err(format!("option --{name} needs a value")),
-            },
-        };
-        if is_config {
-            if config.is_some() {
-                return err("option --config is given twice");
-            }
-            match value {
-                Value::String(s) => config = Some(s),
-                _ => return err("option --config needs a file name"),
-            }
-            continue;
-        }
-        if let Some(spec) = spec {
-            if found.contains_key(spec.key) {
-                return err(format!("option {} is given twice", flag(spec.key)));
-            }
+    }
+    let matches = command()
+        .try_get_matches_from(args)
+        .map_err(|e| command_line_error(&e))?;
+    let mut found = HashMap::new();
+    for o in OPTIONS {
+        if let Some(v) = matches.get_one::<String>(o.key) {
             found.insert(
-                spec.key,
+                o.key,
                 Raw {
-                    origin: flag(spec.key),
-                    value,
+                    origin: flag(o.key),
+                    value: Value::String(v.clone()),
                 },
             );
         }
     }
-    Ok((found, config))
+    Ok((found, matches.get_one::<String>("config").cloned()))
 }
 
 /// The environment's `NX_OPEN_CACHE_SERVER_*` options; an unknown one is an error (a typo would
 /// otherwise be silently ignored).
-fn parse_env(
-    env: &HashMap<String, String>,
-) -> Result<HashMap<&'static str, Raw>, ServeConfigError> {
+fn parse_env(env: &HashMap<String, String>) -> Result<HashMap<&'static str, Raw>, ConfigError> {
     let mut found = HashMap::new();
     let mut names: Vec<&String> = env.keys().filter(|k| k.starts_with(ENV_PREFIX)).collect();
     names.sort();
@@ -415,9 +326,12 @@ fn parse_env(
             let mut known: Vec<String> = OPTIONS.iter().map(|o| env_name(o.key)).collect();
             known.push(format!("{ENV_PREFIX}TOKENS"));
             known.push(format!("{ENV_PREFIX}CONFIG"));
-            return err(format!(
-                "unknown environment variable {name}; the known ones are: {}",
-                known.join(", ")
+            return Err(ConfigError::new(
+                name.clone(),
+                format!(
+                    "unknown environment variable {name}; the known ones are: {}",
+                    known.join(", ")
+                ),
             ));
         };
         found.insert(
@@ -438,25 +352,23 @@ type FileContents = (
 );
 
 /// Reads a TOML or JSON config file into its options and its `[[tokens]]` entries.
-fn read_file(path: &Path) -> Result<FileContents, ServeConfigError> {
+fn read_file(path: &Path) -> Result<FileContents, ConfigError> {
     let shown = path.display();
     let text = std::fs::read_to_string(path)
-        .map_err(|e| ServeConfigError(format!("cannot read config file {shown}: {e}")))?;
+        .map_err(|e| fail(format!("cannot read config file {shown}: {e}")))?;
     let ext = path
         .extension()
         .and_then(|e| e.to_str())
         .map(|e| e.to_ascii_lowercase());
     let value: Value = match ext.as_deref() {
         Some("toml") => {
-            let table: toml::Table = toml::from_str(&text).map_err(|e| {
-                ServeConfigError(format!("config file {shown} is not valid TOML: {e}"))
-            })?;
-            serde_json::to_value(table).map_err(|e| {
-                ServeConfigError(format!("config file {shown}: unsupported TOML value: {e}"))
-            })?
+            let table: toml::Table = toml::from_str(&text)
+                .map_err(|e| fail(format!("config file {shown} is not valid TOML: {e}")))?;
+            serde_json::to_value(table)
+                .map_err(|e| fail(format!("config file {shown}: unsupported TOML value: {e}")))?
         }
         Some("json") => serde_json::from_str(&text)
-            .map_err(|e| ServeConfigError(format!("config file {shown} is not valid JSON: {e}")))?,
+            .map_err(|e| fail(format!("config file {shown} is not valid JSON: {e}")))?,
         _ => {
             return err(format!(
                 "config file {shown}: unknown format; the file name must end in .toml or .json"
@@ -466,7 +378,7 @@ fn read_file(path: &Path) -> Result<FileContents, ServeConfigError> {
     let Value::Object(map) = value else {
         return err(format!(
             "config file {shown} must hold a table/object of options, got {}",
-            describe(&value)
+            describe_json(&value)
         ));
     };
     let mut found = HashMap::new();
@@ -476,14 +388,14 @@ fn read_file(path: &Path) -> Result<FileContents, ServeConfigError> {
             let Value::Array(items) = value else {
                 return err(format!(
                     "\"tokens\" in {shown} must be an array of tables ([[tokens]]), got {}",
-                    describe(&value)
+                    describe_json(&value)
                 ));
             };
             for (i, item) in items.into_iter().enumerate() {
                 let Value::Object(t) = item else {
                     return err(format!(
                         "tokens[{i}] in {shown} must be a table/object, got {}",
-                        describe(&item)
+                        describe_json(&item)
                     ));
                 };
                 tokens.push(t);
@@ -514,12 +426,160 @@ fn read_file(path: &Path) -> Result<FileContents, ServeConfigError> {
     Ok((found, tokens))
 }
 
+/// The three sources of the options, layered: command line, environment, config file.
+struct Sources<'a> {
+    cli: HashMap<&'static str, Raw>,
+    env_options: HashMap<&'static str, Raw>,
+    file: HashMap<&'static str, Raw>,
+    /// The config file (absolute), if any.
+    config_file: Option<PathBuf>,
+    file_tokens: Vec<serde_json::Map<String, Value>>,
+    env: &'a HashMap<String, String>,
+    cwd: &'a Path,
+}
+
+impl<'a> Sources<'a> {
+    /// Parses the command line and the environment, then reads the config file they name.
+    fn read(
+        args: &[String],
+        env: &'a HashMap<String, String>,
+        cwd: &'a Path,
+    ) -> Result<Self, ConfigError> {
+        let (cli, config_arg) = parse_args(args)?;
+        let env_options = parse_env(env)?;
+        let config_file = config_arg
+            .or_else(|| {
+                env.get(&format!("{ENV_PREFIX}CONFIG"))
+                    .filter(|v| !v.is_empty())
+                    .cloned()
+            })
+            .map(|f| absolute(cwd, Path::new(&f)));
+        let (file, file_tokens) = match &config_file {
+            Some(f) => read_file(f)?,
+            None => (HashMap::new(), Vec::new()),
+        };
+        Ok(Sources {
+            cli,
+            env_options,
+            file,
+            config_file,
+            file_tokens,
+            env,
+            cwd,
+        })
+    }
+
+    /// The value of `key` from the first source that sets it.
+    fn pick(&self, key: &str) -> Option<&Raw> {
+        self.cli
+            .get(key)
+            .or_else(|| self.env_options.get(key))
+            .or_else(|| self.file.get(key))
+    }
+
+    /// The directory the config file's relative paths are taken from.
+    fn file_base(&self) -> PathBuf {
+        self.config_file
+            .as_ref()
+            .and_then(|f| f.parent().map(Path::to_path_buf))
+            .unwrap_or_else(|| self.cwd.to_path_buf())
+    }
+
+    /// Where a relative path of `key` is taken from: the file's directory when the file set it.
+    fn base_of(&self, key: &str) -> PathBuf {
+        if self.cli.contains_key(key) || self.env_options.contains_key(key) {
+            self.cwd.to_path_buf()
+        } else {
+            self.file_base()
+        }
+    }
+
+    fn path_of(&self, key: &str) -> Result<Option<PathBuf>, ConfigError> {
+        let Some(raw) = self.pick(key) else {
+            return Ok(None);
+        };
+        let s = raw.string()?;
+        if s.is_empty() {
+            return raw.invalid(&s, "a file path");
+        }
+        Ok(Some(absolute(&self.base_of(key), Path::new(&s))))
+    }
+
+    fn string_of(&self, key: &str) -> Result<Option<String>, ConfigError> {
+        self.pick(key)
+            .map(Raw::string)
+            .transpose()
+            .map(|o| o.filter(|s| !s.is_empty()))
+    }
+
+    fn bool_of(&self, key: &str) -> Result<bool, ConfigError> {
+        self.pick(key)
+            .map(Raw::bool)
+            .transpose()
+            .map(|o| o.unwrap_or(false))
+    }
+
+    fn url_of(&self, key: &str) -> Result<Option<String>, ConfigError> {
+        let Some(v) = self.string_of(key)? else {
+            return Ok(None);
+        };
+        let ok = (v.starts_with("http://") || v.starts_with("https://"))
+            && !v.contains(char::is_whitespace)
+            && !v.contains('?');
+        match self.pick(key) {
+            Some(raw) if !ok => raw.invalid(&v, "an http:// or https:// URL"),
+            _ => Ok(Some(v.trim_end_matches('/').to_owned())),
+        }
+    }
+
+    fn size_of(&self, key: &str) -> Result<Option<u64>, ConfigError> {
+        let Some(raw) = self.pick(key) else {
+            return Ok(None);
+        };
+        let s = raw.string()?;
+        match crate::units::parse_size(&raw.origin, &s) {
+            Ok(n) if n > 0 => Ok(Some(n)),
+            _ => raw.invalid(&s, SIZE_FORM),
+        }
+    }
+
+    fn duration_of(&self, key: &str) -> Result<Option<Duration>, ConfigError> {
+        let Some(raw) = self.pick(key) else {
+            return Ok(None);
+        };
+        let s = raw.string()?;
+        match crate::units::parse_duration(&raw.origin, &s) {
+            Ok(d) if !d.is_zero() => Ok(Some(d)),
+            _ => raw.invalid(&s, DURATION_FORM),
+        }
+    }
+
+    fn count_of(&self, key: &str) -> Result<Option<usize>, ConfigError> {
+        let Some(raw) = self.pick(key) else {
+            return Ok(None);
+        };
+        let s = raw.string()?;
+        match s.trim().parse::<usize>() {
+            Ok(n) if (1..=100_000).contains(&n) => Ok(Some(n)),
+            _ => raw.invalid(&s, "a whole number from 1 to 100000"),
+        }
+    }
+}
+
+fn absolute(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
 /// `fs:/path`, `s3://bucket/prefix`, `gs://bucket/prefix`, `az://container/prefix`.
 fn parse_storage(
     raw: &Raw,
     cwd: &Path,
     home: Option<&str>,
-) -> Result<(String, Option<String>, String, Prefix), ServeConfigError> {
+) -> Result<(String, Option<String>, String, Prefix), ConfigError> {
     const ALLOWED: &str =
         "fs:/path, s3://bucket[/prefix], gs://bucket[/prefix] or az://container[/prefix]";
     let text = raw.string()?;
@@ -527,17 +587,15 @@ fn parse_storage(
         if path.is_empty() || path.contains('\0') {
             return raw.invalid(&text, &format!("{ALLOWED} (fs: needs a directory)"));
         }
-        let p = Path::new(path);
         let abs = match (path.strip_prefix("~/"), home) {
             (Some(rest), Some(home)) => Path::new(home).join(rest),
             (Some(_), None) => {
-                return err(format!(
+                return Err(raw.error(format!(
                     "{} is {text:?} but HOME is not set to expand \"~\"",
                     raw.origin
-                ))
+                )))
             }
-            _ if p.is_absolute() => p.to_path_buf(),
-            _ => cwd.join(p),
+            _ => absolute(cwd, Path::new(path)),
         };
         return Ok((
             "fs".into(),
@@ -566,7 +624,7 @@ fn parse_storage(
         );
     }
     let prefix = Prefix::parse(prefix).map_err(|e| {
-        ServeConfigError(format!(
+        raw.error(format!(
             "invalid prefix {:?} in {} {text:?}: {}",
             e.value, raw.origin, e.reason
         ))
@@ -574,18 +632,204 @@ fn parse_storage(
     Ok((scheme.into(), Some(bucket.into()), String::new(), prefix))
 }
 
-fn parse_prefix(value: &Value, what: &str) -> Result<Prefix, ServeConfigError> {
-    let Value::String(s) = value else {
-        return err(format!("{what} must be a string, got {}", describe(value)));
+/// The storage: the backend, the prefix inside it and the text the user wrote. Options of another
+/// cloud than the storage's are refused by name.
+fn storage(sources: &Sources) -> Result<(Backend, Prefix, String), ConfigError> {
+    let Some(raw) = sources.pick("storage") else {
+        return Err(ConfigError::new(
+            "--storage",
+            format!(
+                "no storage: give --storage (or {ENV_PREFIX}STORAGE, or \"storage\" in the config \
+                 file) as fs:/path, s3://bucket[/prefix], gs://bucket[/prefix] or \
+                 az://container[/prefix]"
+            ),
+        ));
     };
-    Prefix::parse(s)
-        .map_err(|e| ServeConfigError(format!("invalid value {s:?} for {what}: {}", e.reason)))
+    let text = raw.string()?;
+    let home = sources
+        .env
+        .get("HOME")
+        .map(String::as_str)
+        .filter(|h| !h.is_empty());
+    let (scheme, bucket, fs_path, prefix) = parse_storage(raw, &sources.base_of("storage"), home)?;
+    for (keys, needed) in [
+        (
+            &["s3_region", "s3_endpoint", "s3_force_path_style"][..],
+            "s3",
+        ),
+        (&["az_account", "az_endpoint"][..], "az"),
+    ] {
+        for key in keys {
+            match sources.pick(key) {
+                Some(other) if scheme != needed => {
+                    return Err(other.error(format!(
+                        "{} applies only to {needed}:// storage, but the storage is {text}",
+                        other.origin
+                    )))
+                }
+                _ => {}
+            }
+        }
+    }
+    let bucket = bucket.unwrap_or_default();
+    let backend = match scheme.as_str() {
+        "fs" => Backend::Fs {
+            path: PathBuf::from(fs_path),
+        },
+        "s3" => Backend::S3 {
+            bucket,
+            region: sources.string_of("s3_region")?,
+            endpoint: sources.url_of("s3_endpoint")?,
+            force_path_style: sources.bool_of("s3_force_path_style")?,
+        },
+        "gs" => Backend::Gcs { bucket },
+        _ => Backend::Azure {
+            container: bucket,
+            account_name: sources.string_of("az_account")?,
+            endpoint: sources.url_of("az_endpoint")?,
+        },
+    };
+    Ok((backend, prefix, text))
+}
+
+/// The address to listen on and the TLS files (both or neither).
+fn listen_and_tls(
+    sources: &Sources,
+) -> Result<(SocketAddr, Option<(PathBuf, PathBuf)>), ConfigError> {
+    let listen =
+        match sources.pick("listen") {
+            None => DEFAULT_LISTEN.parse().map_err(|e| fail(format!("{e}")))?,
+            Some(raw) => {
+                let s = raw.string()?;
+                match s.parse::<SocketAddr>() {
+                    Ok(a) => a,
+                    Err(_) => return raw.invalid(
+                        &s,
+                        "an IP address and port such as 127.0.0.1:3000, 0.0.0.0:3000 or [::]:3000",
+                    ),
+                }
+            }
+        };
+    let tls = match (sources.path_of("tls_cert")?, sources.path_of("tls_key")?) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(ConfigError::new(
+                "--tls-key",
+                "--tls-cert is given without --tls-key: TLS needs both PEM files",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::new(
+                "--tls-cert",
+                "--tls-key is given without --tls-cert: TLS needs both PEM files",
+            ))
+        }
+    };
+    Ok((listen, tls))
+}
+
+/// Upload and connection limits; `None`: the server's defaults.
+struct UploadLimits {
+    max_artifact_size: Option<u64>,
+    upload_timeout: Option<Duration>,
+    max_concurrent_uploads: Option<usize>,
+    max_connections: Option<usize>,
+    max_untrusted_connections: Option<usize>,
+}
+
+fn upload_limits(sources: &Sources) -> Result<UploadLimits, ConfigError> {
+    Ok(UploadLimits {
+        max_artifact_size: sources.size_of("max_artifact_size")?,
+        upload_timeout: sources.duration_of("upload_timeout")?,
+        max_concurrent_uploads: sources.count_of("max_concurrent_uploads")?,
+        max_connections: sources.count_of("max_connections")?,
+        max_untrusted_connections: sources.count_of("max_untrusted_connections")?,
+    })
+}
+
+/// What is checked (`check_artifacts`) and the check's bounds, parsed as the plugin parses its own
+/// (`crate::archive::limits`).
+fn artifact_check(
+    sources: &Sources,
+) -> Result<crate::store::validate::ValidationPolicy, ConfigError> {
+    let mut limits = crate::archive::ValidationLimits::default();
+    for (key, limit) in [
+        ("max_artifact_entries", Limit::Entries),
+        ("max_expanded_size", Limit::ExpandedSize),
+        ("max_expansion_ratio", Limit::ExpansionRatio),
+    ] {
+        if let Some(raw) = sources.pick(key) {
+            let value = limit
+                .parse_text(&raw.origin, &raw.string()?)
+                .map_err(|m| raw.error(m))?;
+            limit.set(&mut limits, value);
+        }
+    }
+    let mut validation = crate::store::validate::ValidationPolicy::server(limits);
+    if let Some(raw) = sources.pick("check_artifacts") {
+        match raw.string()?.as_str() {
+            "on" => {}
+            "uploads" => validation.on_get = false,
+            "off" => (validation.on_get, validation.on_put) = (false, false),
+            other => return raw.invalid(other, &one_of(CHECKS)),
+        }
+    }
+    Ok(validation)
+}
+
+/// Retention limits (`max_size`, `max_age`): fs storage only.
+fn retention(
+    sources: &Sources,
+    backend: &Backend,
+) -> Result<(Option<u64>, Option<Duration>), ConfigError> {
+    let max_size = sources.size_of("max_size")?;
+    let max_age = sources.duration_of("max_age")?;
+    if !matches!(backend, Backend::Fs { .. }) {
+        let scheme = match backend {
+            Backend::S3 { .. } => "s3",
+            Backend::Gcs { .. } => "gs",
+            _ => "az",
+        };
+        for key in ["max_size", "max_age"] {
+            if let Some(raw) = sources.pick(key) {
+                return Err(raw.error(format!(
+                    "{} applies only to fs: storage; for {scheme}:// storage use the bucket's own \
+                     lifecycle rule to expire old artifacts (see the README, section Retention)",
+                    raw.origin
+                )));
+            }
+        }
+    }
+    Ok((max_size, max_age))
+}
+
+/// `--log`: `text` (the default), `json` or `off`.
+fn log_format(sources: &Sources) -> Result<LogFormat, ConfigError> {
+    match sources.pick("log") {
+        None => Ok(LogFormat::Debug),
+        Some(raw) => {
+            let s = raw.string()?;
+            LogFormat::from_serve_name(&s)
+                .map_or_else(|| raw.invalid(&s, &one_of(LogFormat::SERVE_NAMES)), Ok)
+        }
+    }
+}
+
+fn parse_prefix(value: &Value, what: &str) -> Result<Prefix, ConfigError> {
+    let Value::String(s) = value else {
+        return err(format!(
+            "{what} must be a string, got {}",
+            describe_json(value)
+        ));
+    };
+    Prefix::parse(s).map_err(|e| fail(format!("invalid value {s:?} for {what}: {}", e.reason)))
 }
 
 /// Reads a secret from a file: the first line, without surrounding whitespace.
-fn read_secret_file(path: &Path, what: &str) -> Result<String, ServeConfigError> {
+fn read_secret_file(path: &Path, what: &str) -> Result<String, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
-        ServeConfigError(format!(
+        fail(format!(
             "{what}: cannot read secret file {}: {e}",
             path.display()
         ))
@@ -597,13 +841,15 @@ fn read_secret_file(path: &Path, what: &str) -> Result<String, ServeConfigError>
     Ok(secret)
 }
 
+/// One `[[tokens]]` table of the config file, its secret read (from `secret_env` or
+/// `secret_file`) and checked.
 fn token_entry(
     t: &serde_json::Map<String, Value>,
     index: usize,
     file: &Path,
     base: &Path,
     env: &HashMap<String, String>,
-) -> Result<TokenEntry, ServeConfigError> {
+) -> Result<TokenSpec, ConfigError> {
     let shown = file.display();
     let at = format!("tokens[{index}] in {shown}");
     for key in t.keys() {
@@ -624,22 +870,30 @@ fn token_entry(
         Some(v) => {
             return err(format!(
                 "invalid \"name\" {} in {at}: expected ASCII letters, digits, '.', '_' or '-'",
-                describe(v)
+                describe_json(v)
             ))
         }
         None => return err(format!("{at} has no \"name\"")),
     };
     let at = format!("token \"{name}\" in {shown}");
     let role = match t.get("role") {
-        Some(Value::String(s)) if s == "read-write" => TokenRole::ReadWrite,
-        Some(Value::String(s)) if s == "read-only" => TokenRole::ReadOnly,
-        Some(v) => {
+        Some(Value::String(s)) => Role::parse(s).ok(),
+        _ => None,
+    };
+    let role = match (role, t.get("role")) {
+        (Some(r), _) => r,
+        (None, Some(v)) => {
             return err(format!(
-                "invalid \"role\" {} for {at}: expected \"read-write\" or \"read-only\"",
-                describe(v)
+                "invalid \"role\" {} for {at}: expected {}",
+                describe_json(v),
+                ROLES
+                    .iter()
+                    .map(|r| format!("{r:?}"))
+                    .collect::<Vec<_>>()
+                    .join(" or ")
             ))
         }
-        None => {
+        (None, None) => {
             return err(format!(
                 "{at} has no \"role\" (\"read-write\" or \"read-only\")"
             ))
@@ -654,15 +908,7 @@ fn token_entry(
                 ))
             }
         },
-        (None, Some(Value::String(f))) => {
-            let p = Path::new(f);
-            let p = if p.is_absolute() {
-                p.to_path_buf()
-            } else {
-                base.join(p)
-            };
-            read_secret_file(&p, &at)?
-        }
+        (None, Some(Value::String(f))) => read_secret_file(&absolute(base, Path::new(f)), &at)?,
         (None, None) => {
             return err(format!(
                 "{at} needs its secret from secret_env (an environment variable name) or \
@@ -675,32 +921,30 @@ fn token_entry(
         (Some(v), None) | (None, Some(v)) => {
             return err(format!(
                 "{at}: secret_env / secret_file must be a string, got {}",
-                describe(v)
+                describe_json(v)
             ))
         }
     };
     crate::server::auth::check_secret(&name, &secret)
-        .map_err(|e| ServeConfigError(format!("{e} (in {shown})")))?;
+        .map_err(|e| fail(format!("{e} (in {shown})")))?;
     let write_prefix = match t.get("write_prefix") {
         None => Prefix::default(),
         Some(v) => parse_prefix(v, &format!("\"write_prefix\" of {at}"))?,
     };
     let read_prefixes = match t.get("read_prefixes") {
-        None => None,
-        Some(Value::Array(items)) if !items.is_empty() => Some(
-            items
-                .iter()
-                .map(|v| parse_prefix(v, &format!("\"read_prefixes\" of {at}")))
-                .collect::<Result<Vec<_>, _>>()?,
-        ),
+        None => vec![write_prefix.clone()],
+        Some(Value::Array(items)) if !items.is_empty() => items
+            .iter()
+            .map(|v| parse_prefix(v, &format!("\"read_prefixes\" of {at}")))
+            .collect::<Result<Vec<_>, _>>()?,
         Some(v) => {
             return err(format!(
                 "\"read_prefixes\" of {at} must be a non-empty array of prefixes, got {}",
-                describe(v)
+                describe_json(v)
             ))
         }
     };
-    Ok(TokenEntry {
+    Ok(TokenSpec {
         name,
         role,
         secret,
@@ -716,259 +960,20 @@ fn valid_name(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-/// Resolves the configuration: `args` are the words after `serve`, `env` the process environment,
-/// `cwd` the directory relative paths are taken from.
-pub fn resolve(
-    args: &[String],
-    env: &HashMap<String, String>,
-    cwd: &Path,
-) -> Result<ServeConfig, ServeConfigError> {
-    let (cli, config_arg) = parse_args(args)?;
-    let from_env = parse_env(env)?;
-    let config_file = config_arg
-        .or_else(|| {
-            env.get(&format!("{ENV_PREFIX}CONFIG"))
-                .filter(|v| !v.is_empty())
-                .cloned()
-        })
-        .map(|f| {
-            let p = Path::new(&f);
-            if p.is_absolute() {
-                p.to_path_buf()
-            } else {
-                cwd.join(p)
-            }
-        });
-    let (from_file, file_tokens) = match &config_file {
-        Some(f) => read_file(f)?,
-        None => (HashMap::new(), Vec::new()),
-    };
-    let pick = |key: &str| -> Option<&Raw> {
-        cli.get(key)
-            .or_else(|| from_env.get(key))
-            .or_else(|| from_file.get(key))
-    };
-    // Relative paths in the config file are taken from the file's directory.
-    let base_of = |key: &str| -> PathBuf {
-        match (cli.get(key).or_else(|| from_env.get(key)), &config_file) {
-            (None, Some(f)) => f
-                .parent()
-                .map(Path::to_path_buf)
-                .unwrap_or_else(|| cwd.to_path_buf()),
-            _ => cwd.to_path_buf(),
-        }
-    };
-    let path_of = |key: &str| -> Result<Option<PathBuf>, ServeConfigError> {
-        let Some(raw) = pick(key) else {
-            return Ok(None);
-        };
-        let s = raw.string()?;
-        if s.is_empty() {
-            return raw.invalid(&s, "a file path");
-        }
-        let p = Path::new(&s);
-        Ok(Some(if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            base_of(key).join(p)
-        }))
-    };
-
-    let Some(storage_raw) = pick("storage") else {
-        return err(format!(
-            "no storage: give --storage (or {ENV_PREFIX}STORAGE, or \"storage\" in the config file) as \
-             fs:/path, s3://bucket[/prefix], gs://bucket[/prefix] or az://container[/prefix]"
-        ));
-    };
-    let (scheme, bucket, fs_path, prefix) = parse_storage(
-        storage_raw,
-        &base_of("storage"),
-        env.get("HOME")
-            .map(String::as_str)
-            .filter(|h| !h.is_empty()),
-    )?;
-    let string_of = |key: &str| -> Result<Option<String>, ServeConfigError> {
-        pick(key)
-            .map(Raw::string)
-            .transpose()
-            .map(|o| o.filter(|s| !s.is_empty()))
-    };
-    let bool_of = |key: &str| -> Result<bool, ServeConfigError> {
-        pick(key)
-            .map(Raw::bool)
-            .transpose()
-            .map(|o| o.unwrap_or(false))
-    };
-    let cloud_only = |keys: &[&str], scheme_needed: &str| -> Result<(), ServeConfigError> {
-        for key in keys {
-            if let Some(raw) = pick(key) {
-                if scheme != scheme_needed {
-                    return err(format!(
-                        "{} applies only to {scheme_needed}:// storage, but the storage is {}",
-                        raw.origin,
-                        storage_raw.string()?
-                    ));
-                }
-            }
-        }
-        Ok(())
-    };
-    cloud_only(&["s3_region", "s3_endpoint", "s3_force_path_style"], "s3")?;
-    cloud_only(&["az_account", "az_endpoint"], "az")?;
-    let url_of = |key: &str| -> Result<Option<String>, ServeConfigError> {
-        let Some(v) = string_of(key)? else {
-            return Ok(None);
-        };
-        let ok = (v.starts_with("http://") || v.starts_with("https://"))
-            && !v.contains(char::is_whitespace)
-            && !v.contains('?');
-        if !ok {
-            if let Some(raw) = pick(key) {
-                return raw.invalid(&v, "an http:// or https:// URL");
-            }
-        }
-        Ok(Some(v.trim_end_matches('/').to_owned()))
-    };
-    let bucket = bucket.unwrap_or_default();
-    let backend = match scheme.as_str() {
-        "fs" => Backend::Fs {
-            path: PathBuf::from(fs_path),
-        },
-        "s3" => Backend::S3 {
-            bucket,
-            region: string_of("s3_region")?,
-            endpoint: url_of("s3_endpoint")?,
-            force_path_style: bool_of("s3_force_path_style")?,
-        },
-        "gs" => Backend::Gcs { bucket },
-        _ => Backend::Azure {
-            container: bucket,
-            account_name: string_of("az_account")?,
-            endpoint: url_of("az_endpoint")?,
-        },
-    };
-
-    let listen =
-        match pick("listen") {
-            None => DEFAULT_LISTEN
-                .parse()
-                .map_err(|e| ServeConfigError(format!("{e}")))?,
-            Some(raw) => {
-                let s = raw.string()?;
-                match s.parse::<SocketAddr>() {
-                    Ok(a) => a,
-                    Err(_) => return raw.invalid(
-                        &s,
-                        "an IP address and port such as 127.0.0.1:3000, 0.0.0.0:3000 or [::]:3000",
-                    ),
-                }
-            }
-        };
-
-    let tls = match (path_of("tls_cert")?, path_of("tls_key")?) {
-        (Some(c), Some(k)) => Some((c, k)),
-        (None, None) => None,
-        (Some(_), None) => {
-            return err("--tls-cert is given without --tls-key: TLS needs both PEM files")
-        }
-        (None, Some(_)) => {
-            return err("--tls-key is given without --tls-cert: TLS needs both PEM files")
-        }
-    };
-
-    let size_of = |key: &str| -> Result<Option<u64>, ServeConfigError> {
-        let Some(raw) = pick(key) else {
-            return Ok(None);
-        };
-        let s = raw.string()?;
-        match crate::retention::parse_size(&raw.origin, &s) {
-            Ok(n) if n > 0 => Ok(Some(n)),
-            _ => raw.invalid(&s, SIZE_UNITS),
-        }
-    };
-    let duration_of = |key: &str| -> Result<Option<Duration>, ServeConfigError> {
-        let Some(raw) = pick(key) else {
-            return Ok(None);
-        };
-        let s = raw.string()?;
-        match crate::retention::parse_duration(&raw.origin, &s) {
-            Ok(d) if !d.is_zero() => Ok(Some(d)),
-            _ => raw.invalid(&s, DURATION_UNITS),
-        }
-    };
-    let max_artifact_size = size_of("max_artifact_size")?;
-    let upload_timeout = duration_of("upload_timeout")?;
-    let count_of = |key: &str| -> Result<Option<usize>, ServeConfigError> {
-        let Some(raw) = pick(key) else {
-            return Ok(None);
-        };
-        let s = raw.string()?;
-        match s.trim().parse::<usize>() {
-            Ok(n) if (1..=100_000).contains(&n) => Ok(Some(n)),
-            _ => raw.invalid(&s, "a whole number from 1 to 100000"),
-        }
-    };
-    let max_concurrent_uploads = count_of("max_concurrent_uploads")?;
-    let max_connections = count_of("max_connections")?;
-    let max_untrusted_connections = count_of("max_untrusted_connections")?;
-    // The artifact check's bounds: parsed as the plugin parses its own (`crate::archive::limits`).
-    let mut limits = crate::archive::ValidationLimits::default();
-    for (key, limit) in [
-        ("max_artifact_entries", Limit::Entries),
-        ("max_expanded_size", Limit::ExpandedSize),
-        ("max_expansion_ratio", Limit::ExpansionRatio),
-    ] {
-        if let Some(raw) = pick(key) {
-            let value = limit
-                .parse_text(&raw.origin, &raw.string()?)
-                .map_err(ServeConfigError)?;
-            limit.set(&mut limits, value);
-        }
-    }
-    let mut validation = crate::store::validate::ValidationPolicy::server(limits);
-    if let Some(raw) = pick("check_artifacts") {
-        match raw.string()?.as_str() {
-            "on" => {}
-            "uploads" => validation.on_get = false,
-            "off" => (validation.on_get, validation.on_put) = (false, false),
-            other => return raw.invalid(other, "one of \"on\", \"uploads\", \"off\""),
-        }
-    }
-    let max_size = size_of("max_size")?;
-    let max_age = duration_of("max_age")?;
-    if scheme != "fs" {
-        for key in ["max_size", "max_age"] {
-            if let Some(raw) = pick(key) {
-                return err(format!(
-                    "{} applies only to fs: storage; for {scheme}:// storage use the bucket's own \
-                     lifecycle rule to expire old artifacts (see the README, section Retention)",
-                    raw.origin
-                ));
-            }
-        }
-    }
-    let log = match pick("log") {
-        None => LogChoice::Text,
-        Some(raw) => match raw.string()?.as_str() {
-            "text" => LogChoice::Text,
-            "json" => LogChoice::Json,
-            "off" => LogChoice::Off,
-            other => return raw.invalid(other, "one of \"text\", \"json\", \"off\""),
-        },
-    };
-
-    let file_base = config_file
-        .as_ref()
-        .and_then(|f| f.parent().map(Path::to_path_buf))
-        .unwrap_or_else(|| cwd.to_path_buf());
+/// The tokens: the config file's `[[tokens]]`, the simple lists (`NX_OPEN_CACHE_SERVER_TOKENS`,
+/// `--tokens-file`), and whether anonymous reads are allowed. Starting with none of them is
+/// refused.
+fn tokens(sources: &Sources) -> Result<(Vec<TokenSpec>, Vec<TokenList>, bool), ConfigError> {
     let mut tokens = Vec::new();
-    if let Some(f) = &config_file {
-        for (i, t) in file_tokens.iter().enumerate() {
-            tokens.push(token_entry(t, i, f, &file_base, env)?);
+    if let Some(f) = &sources.config_file {
+        let base = sources.file_base();
+        for (i, t) in sources.file_tokens.iter().enumerate() {
+            tokens.push(token_entry(t, i, f, &base, sources.env)?);
         }
     }
     let mut token_lists = Vec::new();
-    if let Some(text) = env
+    if let Some(text) = sources
+        .env
         .get(&format!("{ENV_PREFIX}TOKENS"))
         .filter(|v| !v.trim().is_empty())
     {
@@ -977,9 +982,9 @@ pub fn resolve(
             text: text.trim().to_owned(),
         });
     }
-    if let Some(path) = path_of("tokens_file")? {
+    if let Some(path) = sources.path_of("tokens_file")? {
         let text = std::fs::read_to_string(&path).map_err(|e| {
-            ServeConfigError(format!(
+            fail(format!(
                 "cannot read the tokens file {}: {e}",
                 path.display()
             ))
@@ -1000,7 +1005,7 @@ pub fn resolve(
             text: entries.join(","),
         });
     }
-    let allow_anonymous = bool_of("allow_anonymous")?;
+    let allow_anonymous = sources.bool_of("allow_anonymous")?;
     if tokens.is_empty() && token_lists.is_empty() && !allow_anonymous {
         return err(format!(
             "refusing to start without any access token: set {ENV_PREFIX}TOKENS (e.g. \
@@ -1009,21 +1014,38 @@ pub fn resolve(
              --allow-anonymous explicitly"
         ));
     }
+    Ok((tokens, token_lists, allow_anonymous))
+}
 
+/// Resolves the configuration: `args` are the words after `serve`, `env` the process environment,
+/// `cwd` the directory relative paths are taken from.
+pub fn resolve(
+    args: &[String],
+    env: &HashMap<String, String>,
+    cwd: &Path,
+) -> Result<ServeConfig, ConfigError> {
+    let sources = Sources::read(args, env, cwd)?;
+    let (backend, prefix, storage) = storage(&sources)?;
+    let (listen, tls) = listen_and_tls(&sources)?;
+    let uploads = upload_limits(&sources)?;
+    let validation = artifact_check(&sources)?;
+    let (max_size, max_age) = retention(&sources, &backend)?;
+    let log = log_format(&sources)?;
+    let (tokens, token_lists, allow_anonymous) = tokens(&sources)?;
     Ok(ServeConfig {
         backend,
         prefix,
-        storage: storage_raw.string()?,
+        storage,
         listen,
         tls,
         tokens,
         token_lists,
         allow_anonymous,
-        max_artifact_size,
-        upload_timeout,
-        max_concurrent_uploads,
-        max_connections,
-        max_untrusted_connections,
+        max_artifact_size: uploads.max_artifact_size,
+        upload_timeout: uploads.upload_timeout,
+        max_concurrent_uploads: uploads.max_concurrent_uploads,
+        max_connections: uploads.max_connections,
+        max_untrusted_connections: uploads.max_untrusted_connections,
         validation,
         max_size,
         max_age,
@@ -1163,7 +1185,7 @@ mod tests {
         assert_eq!(c.max_artifact_size, None);
         assert_eq!(c.upload_timeout, None);
         assert_eq!(c.max_concurrent_uploads, None);
-        assert_eq!(c.log, LogChoice::Text);
+        assert_eq!(c.log, LogFormat::Debug);
         assert!(c.tls.is_none());
         assert_eq!(c.token_lists.len(), 1);
 
@@ -1239,7 +1261,7 @@ mod tests {
             ],
         );
         assert_eq!(c.listen.port(), 3);
-        assert_eq!(c.log, LogChoice::Off);
+        assert_eq!(c.log, LogFormat::Off);
         assert_eq!(c.upload_timeout, Some(Duration::from_secs(60)));
         // Relative paths of the file are taken from its directory.
         assert_eq!(
@@ -1255,7 +1277,7 @@ mod tests {
         assert_eq!(c.listen.port(), 2);
         let c = resolve_ok(&[], &[TOKENS, ("NX_OPEN_CACHE_SERVER_CONFIG", f)]);
         assert_eq!(c.listen.port(), 1);
-        assert_eq!(c.log, LogChoice::Json);
+        assert_eq!(c.log, LogFormat::Json);
     }
 
     #[test]
@@ -1394,7 +1416,7 @@ read_prefixes = ["pr", ""]
         );
         assert_eq!(c.tokens[1].secret, "prsecret-0123456789");
         assert_eq!(c.tokens[1].write_prefix.as_str(), "pr");
-        assert_eq!(c.tokens[1].read_prefixes.as_ref().map(Vec::len), Some(2));
+        assert_eq!(c.tokens[1].read_prefixes.len(), 2);
         assert!(!format!("{c:?}").contains("prsecret"));
 
         // Control and non-ASCII characters in a secret (environment or file) are refused, naming
@@ -1457,5 +1479,58 @@ read_prefixes = ["pr", ""]
             &[],
         );
         assert!(e.contains("holds no token"), "{e}");
+    }
+
+    #[test]
+    fn command_line_forms() {
+        // A switch alone is true; with `=` it takes a yes/no word.
+        let c = resolve_ok(&["--storage=fs:/d", "--allow-anonymous=false"], &[TOKENS]);
+        assert!(!c.allow_anonymous);
+        let c = resolve_ok(&["--allow-anonymous", "--storage", "fs:/d"], &[]);
+        assert!(c.allow_anonymous);
+        // A value may start with a dash only inline.
+        let e = resolve_err(&["--storage", "fs:/d", "--listen"], &[TOKENS]);
+        assert!(e.contains("--listen") && e.contains("needs a value"), "{e}");
+        let e = resolve_err(
+            &["--storage", "fs:/d", "--listen", "--log", "off"],
+            &[TOKENS],
+        );
+        assert!(e.contains("--listen") && e.contains("needs a value"), "{e}");
+        let e = resolve_err(
+            &["--storage", "fs:/d", "--log", "off", "--log", "json"],
+            &[TOKENS],
+        );
+        assert!(e.contains("--log") && e.contains("twice"), "{e}");
+        let e = resolve_err(&["--storage", "fs:/d", "stray"], &[TOKENS]);
+        assert!(
+            e.contains("\"stray\"") && e.contains("options start with --"),
+            "{e}"
+        );
+        let e = resolve_err(&["--storage", "fs:/d", "--token=abc"], &[]);
+        assert!(
+            e.contains("never given on the command line") && !e.contains("abc"),
+            "{e}"
+        );
+        // The option an error names is the one the user spelled.
+        let err = resolve(
+            &args(&["--storage", "fs:/d", "--log", "yaml"]),
+            &env(&[TOKENS]),
+            Path::new("/w"),
+        )
+        .unwrap_err();
+        assert_eq!(err.option, "--log");
+        let err = resolve(
+            &args(&["--storage", "fs:/d"]),
+            &env(&[TOKENS, ("NX_OPEN_CACHE_SERVER_LOG", "yaml")]),
+            Path::new("/w"),
+        )
+        .unwrap_err();
+        assert_eq!(err.option, "NX_OPEN_CACHE_SERVER_LOG");
+        assert!(
+            err.shown_by("serve").starts_with(
+                "nx-open-cache serve: invalid value \"yaml\" for NX_OPEN_CACHE_SERVER_LOG"
+            ),
+            "{err}"
+        );
     }
 }

@@ -6,7 +6,7 @@ pub mod tls;
 
 use crate::config::Backend;
 use crate::key::Prefix;
-use crate::server::auth::{check_secret, Auth, Role, TokenSpec};
+use crate::server::auth::{check_secret, Auth, TokenSpec};
 use crate::server::limits::Limits;
 use crate::server::{Caps, LogFormat, RunningServer, ServerSettings};
 use crate::stats::Stats;
@@ -14,7 +14,7 @@ use crate::store::fs::{Budget, FsStore};
 use crate::store::object::ObjectStoreBackend;
 use crate::store::validate;
 use crate::store::Store;
-use config::{LogChoice, ServeConfig, TokenRole};
+use config::ServeConfig;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -50,19 +50,7 @@ pub fn build_auth(config: &ServeConfig) -> Result<Auth, String> {
     let mut tokens: Vec<TokenSpec> = Vec::new();
     for t in &config.tokens {
         check_secret(&t.name, &t.secret)?;
-        tokens.push(TokenSpec {
-            name: t.name.clone(),
-            role: match t.role {
-                TokenRole::ReadWrite => Role::ReadWrite,
-                TokenRole::ReadOnly => Role::ReadOnly,
-            },
-            secret: t.secret.clone(),
-            write_prefix: t.write_prefix.clone(),
-            read_prefixes: t
-                .read_prefixes
-                .clone()
-                .unwrap_or_else(|| vec![t.write_prefix.clone()]),
-        });
+        tokens.push(t.clone());
     }
     for list in &config.token_lists {
         let parsed = Auth::parse_tokens(&list.text).map_err(|e| format!("{}: {e}", list.source))?;
@@ -147,32 +135,6 @@ pub fn fs_budget(config: &ServeConfig) -> Option<Arc<Budget>> {
     }
 }
 
-/// `1.5 GiB`, `512 MiB`, `100 B`.
-pub fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    let shown = format!("{value:.1}");
-    format!("{} {}", shown.trim_end_matches(".0"), UNITS[unit])
-}
-
-fn human_duration(d: std::time::Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        s if s % 86400 == 0 => format!("{}d", s / 86400),
-        s if s % 3600 == 0 => format!("{}h", s / 3600),
-        s if s % 60 == 0 => format!("{}m", s / 60),
-        s => format!("{s}s"),
-    }
-}
-
 /// What the startup line shows besides the configuration.
 struct Shown<'a> {
     url: &'a str,
@@ -214,17 +176,20 @@ fn banner(config: &ServeConfig, shown: &Shown<'_>) -> String {
         .collect();
     let max = limits
         .max_artifact_bytes
-        .map(human_size)
+        .map(crate::units::format_bytes)
         .unwrap_or_else(|| "unlimited".into());
     let retention = match (config.max_size, config.max_age) {
         (None, None) => "off".to_owned(),
         (size, age) => {
-            let mut parts = vec![format!("every {}", human_duration(RETENTION_INTERVAL))];
+            let mut parts = vec![format!(
+                "every {}",
+                crate::units::format_duration(RETENTION_INTERVAL)
+            )];
             if let Some(s) = size {
-                parts.push(format!("max size {}", human_size(s)));
+                parts.push(format!("max size {}", crate::units::format_bytes(s)));
             }
             if let Some(a) = age {
-                parts.push(format!("max age {}", human_duration(a)));
+                parts.push(format!("max age {}", crate::units::format_duration(a)));
             }
             parts.join(", ")
         }
@@ -236,7 +201,7 @@ fn banner(config: &ServeConfig, shown: &Shown<'_>) -> String {
         (false, false) => "off",
     };
     match config.log {
-        LogChoice::Json => serde_json::json!({
+        LogFormat::Json => serde_json::json!({
             "level": "info",
             "msg": "nx-open-cache serve started",
             "url": url,
@@ -263,7 +228,7 @@ fn banner(config: &ServeConfig, shown: &Shown<'_>) -> String {
              token | retention {retention} | artifacts checked: {checked}",
             if tokens.is_empty() { "none".to_owned() } else { tokens.join(", ") },
             if config.allow_anonymous { "on" } else { "off" },
-            human_duration(limits.upload_timeout),
+            crate::units::format_duration(limits.upload_timeout),
             limits.max_concurrent_uploads,
             caps.total,
             caps.untrusted,
@@ -313,11 +278,7 @@ pub fn start(config: &ServeConfig, env: &HashMap<String, String>) -> Result<Runn
         mode: crate::config::Mode::ReadWrite,
         limits: limits.clone(),
         operations: true,
-        log: match config.log {
-            LogChoice::Text => LogFormat::Debug,
-            LogChoice::Json => LogFormat::Json,
-            LogChoice::Off => LogFormat::Off,
-        },
+        log: config.log,
         stats: Arc::new(Stats::default()),
     };
     let (server, scheme) = match tls {
@@ -360,17 +321,4 @@ pub fn start(config: &ServeConfig, env: &HashMap<String, String>) -> Result<Runn
         server,
         retention,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes_for_humans() {
-        assert_eq!(human_size(100), "100 B");
-        assert_eq!(human_size(4 << 30), "4 GiB");
-        assert_eq!(human_size(1536), "1.5 KiB");
-        assert_eq!(human_duration(std::time::Duration::from_secs(600)), "10m");
-    }
 }

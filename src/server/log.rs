@@ -22,6 +22,21 @@ pub enum LogFormat {
     Json,
 }
 
+impl LogFormat {
+    /// `serve`'s names of the formats (`--log`), in the order of [`LogFormat::from_serve_name`].
+    pub const SERVE_NAMES: &'static [&'static str] = &["text", "json", "off"];
+
+    /// `--log text` (one human line per request: [`LogFormat::Debug`]), `json` or `off`.
+    pub fn from_serve_name(name: &str) -> Option<LogFormat> {
+        match name {
+            "text" => Some(LogFormat::Debug),
+            "json" => Some(LogFormat::Json),
+            "off" => Some(LogFormat::Off),
+            _ => None,
+        }
+    }
+}
+
 /// Longest method shown in a log line (hyper accepts any token as a method).
 const MAX_METHOD_CHARS: usize = 32;
 

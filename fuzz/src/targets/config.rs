@@ -1,7 +1,7 @@
 //! The plugin's configuration: `config::resolve` on options and environment built from the input,
 //! and the parsers behind it run on every string and number of the input: namespaces and prefixes
 //! (`key`), keys (`trustedKeys`, `NX_OPEN_CACHE_SIGNING_KEY`, `NX_OPEN_CACHE_ENCRYPTION_KEY`),
-//! sizes and durations (`retention`), whole numbers (`number`), server tokens, roles, formats.
+//! sizes and durations (`units`), whole numbers (`number`), server tokens, roles, formats.
 //!
 //! An input is either JSON text, `{"options": {...}, "env": {"NAME": "value"}}` (how the seeds
 //! from the README are written), or any other bytes, read as a [`Structured`] value with
@@ -17,11 +17,11 @@
 
 use arbitrary::{Arbitrary, Unstructured};
 use nx_open_cache::archive::{self, Format};
-use nx_open_cache::config::{self, CacheConfig, ConfigError, KNOWN_OPTIONS};
+use nx_open_cache::config::{self, CacheConfig, ConfigError};
 use nx_open_cache::key::{Prefix, TaskHash, MAX_HASH_LEN, MAX_PREFIX_LEN};
 use nx_open_cache::seal::keys::{self as seal_keys, ENCRYPTION_KEY_VAR, SIGNING_KEY_VAR};
 use nx_open_cache::server::{Auth, Role};
-use nx_open_cache::{number, retention};
+use nx_open_cache::{number, units};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::path::Path;
@@ -186,6 +186,11 @@ enum Piece {
     PublicKey(u8),
 }
 
+/// The plugin's option names, in the schema's order.
+fn option_names() -> Vec<&'static str> {
+    config::OPTIONS.iter().map(|o| o.name).collect()
+}
+
 fn pick<T: AsRef<str>>(list: &[T], i: u8) -> &str {
     list[usize::from(i) % list.len()].as_ref()
 }
@@ -276,7 +281,7 @@ fn from_structured(data: &[u8]) -> Option<Input> {
             let mut map = Map::new();
             for (name, v) in &s.options {
                 let name = match name {
-                    OptionName::Known(i) => pick(KNOWN_OPTIONS, *i).to_owned(),
+                    OptionName::Known(i) => pick(&option_names(), *i).to_owned(),
                     OptionName::Other(s) => s.clone(),
                 };
                 map.insert(name, v.build(4, &mut odd_numbers));
@@ -456,8 +461,8 @@ fn parse_string(s: &str) {
     if let Ok(h) = TaskHash::parse(s) {
         assert!(h.as_str() == s && !s.is_empty() && s.len() <= MAX_HASH_LEN);
     }
-    let _ = retention::parse_size("--max-size", s);
-    let _ = retention::parse_duration("--max-age", s);
+    let _ = units::parse_size("--max-size", s);
+    let _ = units::parse_duration("--max-age", s);
     for e in [
         seal_keys::decode_key32(s).err(),
         seal_keys::parse_public_key(s).err(),

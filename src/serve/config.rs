@@ -222,7 +222,8 @@ fn command() -> clap::Command {
         let mut arg = clap::Arg::new(o.key)
             .long(name[2..].to_owned())
             .action(clap::ArgAction::Set)
-            .allow_hyphen_values(false);
+            // `--max-connections -5` is a bad count (named as such), not an unknown option.
+            .allow_negative_numbers(true);
         if o.switch {
             arg = arg
                 .num_args(0..=1)
@@ -1501,6 +1502,14 @@ read_prefixes = ["pr", ""]
             &[TOKENS],
         );
         assert!(e.contains("--log") && e.contains("twice"), "{e}");
+        let e = resolve_err(
+            &["--storage", "fs:/d", "--max-connections", "-5"],
+            &[TOKENS],
+        );
+        assert!(
+            e.contains("--max-connections") && e.contains("\"-5\"") && e.contains("1 to 100000"),
+            "{e}"
+        );
         let e = resolve_err(&["--storage", "fs:/d", "stray"], &[TOKENS]);
         assert!(
             e.contains("\"stray\"") && e.contains("options start with --"),

@@ -7,7 +7,8 @@ use crate::stats::{Snapshot, Stats};
 use crate::store::fs::FsStore;
 use crate::store::guard::{GuardPolicy, GuardedStore};
 use crate::store::http::{HttpOptions, HttpStore};
-use crate::store::object::{ObjectStoreBackend, UnavailableStore};
+use crate::store::object::ObjectStoreBackend;
+use crate::store::unavailable::UnavailableStore;
 use crate::store::validate::{self, ValidationPolicy};
 use crate::store::Store;
 use std::collections::HashMap;
@@ -67,10 +68,7 @@ pub fn open_store(
                 if config.mode != Mode::NoCache {
                     stats.error(&e.message);
                 }
-                Arc::new(UnavailableStore {
-                    location: format!("http {url}"),
-                    reason: e.message,
-                })
+                Arc::new(UnavailableStore::new(format!("http {url}"), e.message))
             }
         },
         Backend::S3 { .. } | Backend::Gcs { .. } | Backend::Azure { .. } => {
@@ -87,14 +85,9 @@ pub fn open_store(
                     if config.mode != Mode::NoCache {
                         stats.error(&e.message);
                     }
-                    Arc::new(UnavailableStore {
-                        location: format!(
-                            "{} {}",
-                            config.backend.name(),
-                            config.backend.location()
-                        ),
-                        reason: e.message,
-                    })
+                    let location =
+                        format!("{} {}", config.backend.name(), config.backend.location());
+                    Arc::new(UnavailableStore::new(location, e.message))
                 }
             }
         }

@@ -6,9 +6,9 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 use nx_open_cache::key::{Prefix, TaskHash};
-use nx_open_cache::store::guard::{GuardPolicy, GuardedStore, PROBE_HASH};
+use nx_open_cache::store::guard::{GuardPolicy, GuardedStore};
 use nx_open_cache::store::{
-    Artifact, ArtifactBody, BodyStream, ErrorKind, PutOutcome, Store, StoreError,
+    Artifact, ArtifactBody, BodyStream, ErrorKind, PutOutcome, Store, StoreError, PROBE_HASH,
 };
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;

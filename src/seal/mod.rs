@@ -55,19 +55,18 @@ pub mod keys;
 pub use keys::SealConfig;
 
 use crate::key::{Prefix, TaskHash};
+use crate::store::spool::{self, Spool, Spooled};
 use crate::store::{
     Artifact, ArtifactBody, BodyStream, Deleted, ErrorKind, PutOutcome, Store, StoreError,
 };
 use bytes::Bytes;
 use format::{Checks, Refusal, SealHeader, Sealer, HEADER_LEN, MAGIC};
 use futures_util::future::BoxFuture;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// Artifacts up to this size are opened into memory; larger ones into a spool file.
-pub const DEFAULT_INLINE_LIMIT: u64 = 8 * 1024 * 1024;
 /// Sealed objects up to this size are opened on the async worker; larger ones on the blocking pool.
 const ON_WORKER_LIMIT: u64 = 256 * 1024;
 
@@ -87,8 +86,8 @@ impl SealedStore {
             inner,
             config: Arc::new(config),
             verifying,
-            spool_dir: std::env::temp_dir().join("nx-open-cache-spool"),
-            inline_limit: DEFAULT_INLINE_LIMIT,
+            spool_dir: spool::dir(),
+            inline_limit: spool::INLINE_LIMIT,
         }
     }
 
@@ -302,27 +301,6 @@ struct Opener {
     inline_limit: u64,
 }
 
-/// Where an opened artifact goes.
-enum Sink {
-    Memory(Vec<u8>),
-    File(std::io::BufWriter<std::fs::File>),
-}
-
-impl Write for Sink {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        match self {
-            Sink::Memory(v) => v.write(buf),
-            Sink::File(f) => f.write(buf),
-        }
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        match self {
-            Sink::Memory(_) => Ok(()),
-            Sink::File(f) => f.flush(),
-        }
-    }
-}
-
 impl Opener {
     fn checks(&self) -> Checks<'_> {
         Checks {
@@ -358,7 +336,7 @@ impl Opener {
         let header = SealHeader::decode(&bytes)?;
         let key = format::precheck(&header, &self.checks())?;
         let body = &bytes[HEADER_LEN..];
-        let mut sink = self.sink(body.len() as u64)?;
+        let mut sink = self.sink(body.len() as u64);
         let len = format::open_body(
             hash,
             &header,
@@ -394,7 +372,7 @@ impl Opener {
         let header = SealHeader::decode(&head[..got])?;
         let key = format::precheck(&header, &self.checks())?;
         let body_len = len - HEADER_LEN as u64;
-        let mut sink = self.sink(body_len)?;
+        let mut sink = self.sink(body_len);
         let mut source = std::io::BufReader::with_capacity(256 * 1024, (&mut file).take(body_len));
         let n = format::open_body(
             hash,
@@ -408,52 +386,28 @@ impl Opener {
         self.finish(sink, n)
     }
 
-    fn sink(&self, upper_bound: u64) -> Result<Sink, Refusal> {
-        if upper_bound <= self.inline_limit {
-            return Ok(Sink::Memory(Vec::with_capacity(upper_bound as usize)));
-        }
-        let fail = |e: std::io::Error| {
-            Refusal::Local(format!(
-                "cannot create a spool file in {}: {e}",
-                self.spool_dir.display()
-            ))
-        };
-        std::fs::create_dir_all(&self.spool_dir).map_err(fail)?;
-        let mut rand = [0u8; 8];
-        let _ = getrandom::fill(&mut rand);
-        let path =
-            self.spool_dir
-                .join(format!("{}.{}.open", std::process::id(), hex::encode(rand)));
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(fail)?;
-        // Unlinked at once (see store::object): nothing stays behind on any path.
-        let _ = std::fs::remove_file(&path);
-        Ok(Sink::File(std::io::BufWriter::with_capacity(1 << 20, file)))
+    /// Where an opened artifact of at most `upper_bound` bytes goes: memory up to the inline
+    /// limit, else a spool file.
+    fn sink(&self, upper_bound: u64) -> Spool {
+        Spool::new(&self.spool_dir, self.inline_limit, Some(upper_bound))
     }
 
-    fn finish(&self, sink: Sink, len: u64) -> Result<Artifact, Refusal> {
-        match sink {
-            Sink::Memory(v) => Ok(Artifact {
-                len,
-                body: ArtifactBody::Memory(Bytes::from(v)),
-                digest: None,
-            }),
-            Sink::File(w) => {
-                let fail = |e: String| Refusal::Local(format!("cannot spool the artifact: {e}"));
-                let mut file = w.into_inner().map_err(|e| fail(e.error().to_string()))?;
-                file.seek(SeekFrom::Start(0))
-                    .map_err(|e| fail(e.to_string()))?;
-                Ok(Artifact {
-                    len,
-                    body: ArtifactBody::File { file, offset: 0 },
-                    digest: None,
-                })
+    fn finish(&self, sink: Spool, len: u64) -> Result<Artifact, Refusal> {
+        let body = match sink.finish_blocking() {
+            Ok(Spooled::Memory(bytes)) => ArtifactBody::Memory(bytes),
+            Ok(Spooled::File(file)) => ArtifactBody::File { file, offset: 0 },
+            Err(e) => {
+                return Err(Refusal::Local(format!(
+                    "cannot spool the artifact: {}",
+                    e.message
+                )))
             }
-        }
+        };
+        Ok(Artifact {
+            len,
+            body,
+            digest: None,
+        })
     }
 }
 

@@ -55,8 +55,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-/// Objects up to this size are read and verified in memory in one pass.
-pub const DEFAULT_INLINE_LIMIT: u64 = 8 * 1024 * 1024;
 /// A served object's last-access time (its mtime) is refreshed when older than this.
 pub const ACCESS_GRANULARITY: Duration = Duration::from_secs(3600);
 /// [`Store::check`] reports the store full when less than this many bytes are free for the
@@ -151,7 +149,7 @@ impl FsStore {
             root: root.into(),
             opened: Arc::default(),
             prefix,
-            inline_limit: DEFAULT_INLINE_LIMIT,
+            inline_limit: super::spool::INLINE_LIMIT,
             verified: Arc::default(),
             budget: None,
         }

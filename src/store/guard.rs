@@ -21,9 +21,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
-/// The hash the probe looks up (valid, and never written by Nx, whose hashes are decimal).
-pub const PROBE_HASH: &str = "nx-open-cache-probe";
-
 /// How the guard behaves.
 #[derive(Debug, Clone)]
 pub struct GuardPolicy {

@@ -22,6 +22,7 @@
 //! the OS trust store), plus the PEM certificates in the file named by `NODE_EXTRA_CA_CERTS`, as
 //! Node does. `NODE_TLS_REJECT_UNAUTHORIZED=0` turns verification off, with a warning.
 
+use super::spool::{self, Spool, Spooled};
 use super::{Artifact, ArtifactBody, BodyStream, ErrorKind, PutOutcome, Store, StoreError};
 use crate::key::{Prefix, TaskHash};
 use bytes::Bytes;
@@ -31,11 +32,9 @@ use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 use std::collections::HashMap;
 use std::error::Error as _;
-use std::io::SeekFrom;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
 /// The environment variable holding the upstream's bearer token.
 pub const TOKEN_ENV: &str = "NX_OPEN_CACHE_TOKEN";
@@ -44,8 +43,6 @@ pub const EXTRA_CA_ENV: &str = "NODE_EXTRA_CA_CERTS";
 /// Node's variable that, set to `0`, turns TLS certificate verification off.
 pub const REJECT_UNAUTHORIZED_ENV: &str = "NODE_TLS_REJECT_UNAUTHORIZED";
 
-/// Artifacts up to this size are received in memory; larger ones go to a spool file.
-pub const DEFAULT_INLINE_LIMIT: u64 = 8 * 1024 * 1024;
 /// Longest piece of an error answer's body quoted in a fault.
 const SNIPPET_LEN: usize = 300;
 
@@ -85,8 +82,8 @@ impl Default for HttpOptions {
             upload_answer_timeout: Duration::from_secs(5 * 60),
             get_retries: 2,
             retry_backoff: Duration::from_millis(200),
-            inline_limit: DEFAULT_INLINE_LIMIT,
-            spool_dir: std::env::temp_dir().join("nx-open-cache-spool"),
+            inline_limit: spool::INLINE_LIMIT,
+            spool_dir: spool::dir(),
             extra_ca_file: None,
             accept_invalid_certs: false,
         }
@@ -334,6 +331,11 @@ impl HttpStore {
         self.auth.is_some()
     }
 
+    /// A spool for a body of `expected` bytes, as the options say.
+    fn spool(&self, expected: Option<u64>) -> Spool {
+        Spool::new(&self.options.spool_dir, self.options.inline_limit, expected)
+    }
+
     /// `<url>/v1/cache/<hash>`.
     pub fn object_url(&self, hash: &TaskHash) -> String {
         format!("{}/v1/cache/{}", self.base, hash.as_str())
@@ -504,7 +506,7 @@ impl HttpStore {
     /// Receives a 200 answer's body: in memory up to the inline limit, else in a spool file.
     async fn receive(&self, url: &str, resp: reqwest::Response) -> Result<Artifact, Failure> {
         let declared = resp.content_length();
-        let mut spool = Spool::new(self, declared);
+        let mut spool = self.spool(declared);
         let mut stream = resp.bytes_stream();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| {
@@ -661,7 +663,7 @@ impl HttpStore {
             Some(len) => (len, self.upload(&url, len, body).await?),
             None => {
                 // Unknown length (Nx always sends one): spool to learn it, then send.
-                let mut spool = Spool::new(self, None);
+                let mut spool = self.spool(None);
                 while let Some(chunk) = super::next_chunk(body, spool.len(), None).await? {
                     spool.push(&chunk).await?;
                 }
@@ -721,119 +723,6 @@ fn backoff(base: Duration, n: u32) -> Duration {
     let _ = getrandom::fill(&mut r);
     let fraction = f64::from(u32::from_le_bytes(r)) / f64::from(u32::MAX);
     top.mul_f64(0.5 + fraction / 2.0)
-}
-
-/// Bytes collected in memory up to the inline limit, then in an unlinked temp file.
-struct Spool<'s> {
-    store: &'s HttpStore,
-    memory: Vec<u8>,
-    file: Option<tokio::io::BufWriter<tokio::fs::File>>,
-    len: u64,
-}
-
-enum Spooled {
-    Memory(Bytes),
-    File(std::fs::File),
-}
-
-impl<'s> Spool<'s> {
-    fn new(store: &'s HttpStore, expected: Option<u64>) -> Self {
-        let capacity = expected
-            .filter(|n| *n <= store.options.inline_limit)
-            .unwrap_or(0);
-        Spool {
-            store,
-            memory: Vec::with_capacity(usize::try_from(capacity).unwrap_or(0)),
-            file: None,
-            len: 0,
-        }
-    }
-
-    fn len(&self) -> u64 {
-        self.len
-    }
-
-    fn spool_error(&self, e: std::io::Error) -> StoreError {
-        super::io_error(
-            &e,
-            format!(
-                "cannot write spool file in {}",
-                self.store.options.spool_dir.display()
-            ),
-        )
-    }
-
-    async fn push(&mut self, chunk: &[u8]) -> Result<(), StoreError> {
-        self.len += chunk.len() as u64;
-        if self.file.is_none() && self.len > self.store.options.inline_limit {
-            let file = spool_file(&self.store.options.spool_dir).await?;
-            let mut f = tokio::io::BufWriter::with_capacity(1 << 20, file);
-            let memory = std::mem::take(&mut self.memory);
-            if let Err(e) = f.write_all(&memory).await {
-                return Err(self.spool_error(e));
-            }
-            self.file = Some(f);
-        }
-        match &mut self.file {
-            Some(f) => {
-                if let Err(e) = f.write_all(chunk).await {
-                    return Err(self.spool_error(e));
-                }
-            }
-            None => self.memory.extend_from_slice(chunk),
-        }
-        Ok(())
-    }
-
-    /// The collected bytes; a file is positioned at its start.
-    async fn finish(mut self) -> Result<Spooled, StoreError> {
-        match self.file.take() {
-            None => Ok(Spooled::Memory(Bytes::from(std::mem::take(
-                &mut self.memory,
-            )))),
-            Some(mut f) => {
-                if let Err(e) = f.flush().await {
-                    return Err(self.spool_error(e));
-                }
-                let mut f = f.into_inner();
-                if let Err(e) = f.seek(SeekFrom::Start(0)).await {
-                    return Err(self.spool_error(e));
-                }
-                Ok(Spooled::File(f.into_std().await))
-            }
-        }
-    }
-}
-
-/// A new spool file, unlinked at once: the open handle keeps the data and nothing is left behind
-/// on any path (error, panic, kill -9). Windows cannot remove an open file; there it stays in the
-/// spool directory.
-async fn spool_file(dir: &std::path::Path) -> Result<tokio::fs::File, StoreError> {
-    let fail = |what: &str, e: std::io::Error| {
-        super::io_error(
-            &e,
-            format!("cannot {what} spool directory {}", dir.display()),
-        )
-    };
-    tokio::fs::create_dir_all(dir)
-        .await
-        .map_err(|e| fail("create", e))?;
-    let mut rand = [0u8; 8];
-    let _ = getrandom::fill(&mut rand);
-    let path = dir.join(format!(
-        "{}.{}.http.spool",
-        std::process::id(),
-        hex::encode(rand)
-    ));
-    let file = tokio::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(&path)
-        .await
-        .map_err(|e| fail("create a file in", e))?;
-    let _ = tokio::fs::remove_file(&path).await;
-    Ok(file)
 }
 
 impl Store for HttpStore {

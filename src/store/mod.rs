@@ -9,6 +9,8 @@ pub mod fs;
 pub mod guard;
 pub mod http;
 pub mod object;
+pub mod spool;
+pub mod unavailable;
 pub mod validate;
 
 use crate::key::{Prefix, TaskHash};
@@ -18,6 +20,10 @@ use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use std::fmt;
 use std::io;
+
+/// The hash a store's check looks up (valid, and never written by Nx, whose hashes are decimal):
+/// the guard's start-up probe, doctor and [`Store::check`]'s default.
+pub const PROBE_HASH: &str = "nx-open-cache-probe";
 
 /// A body arriving from a client, chunk by chunk.
 pub type BodyStream<'a> = BoxStream<'a, Result<Bytes, std::io::Error>>;
@@ -130,7 +136,7 @@ pub trait Store: Send + Sync + 'static {
     /// there) without writing. The default looks up a hash that is never stored.
     fn check(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
-            let hash = TaskHash::parse(guard::PROBE_HASH)
+            let hash = TaskHash::parse(PROBE_HASH)
                 .map_err(|e| StoreError::new(ErrorKind::Unavailable, e.to_string()))?;
             self.get(&hash).await.map(|_| ())
         })

@@ -17,13 +17,13 @@
 //! its digest is computed; only a verified payload is handed back. A digest failure removes the
 //! object so the next build can store a good one.
 
+use super::spool::{self, Spool, Spooled};
 use super::{
     Artifact, ArtifactBody, BodyStream, Deleted, ErrorKind, PutOutcome, Store, StoreError,
 };
 use crate::config::{Backend, Timeouts};
 use crate::envelope::{EnvelopeError, Header, PayloadDigest, HEADER_LEN};
 use crate::key::{Prefix, TaskHash};
-use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 use object_store::aws::{AmazonS3Builder, S3ConditionalPut, S3CopyIfNotExists};
@@ -35,14 +35,11 @@ use object_store::{
     PutMode, PutOptions, PutPayload, RetryConfig, WriteMultipart,
 };
 use std::collections::HashMap;
-use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
-/// Objects up to this size are uploaded in one PUT and verified in memory on read.
-pub const DEFAULT_INLINE_LIMIT: u64 = 8 * 1024 * 1024;
 /// Multipart part size (S3 needs >= 5 MiB for every part but the last).
 pub const PART_SIZE: usize = 8 * 1024 * 1024;
 /// Parts in flight at once during a multipart upload (bounds memory to about this many parts).
@@ -472,8 +469,8 @@ impl ObjectStoreBackend {
             detail,
             prefix,
             credentials: String::new(),
-            spool_dir: std::env::temp_dir().join("nx-open-cache-spool"),
-            inline_limit: DEFAULT_INLINE_LIMIT,
+            spool_dir: spool::dir(),
+            inline_limit: spool::INLINE_LIMIT,
         }
     }
 
@@ -608,82 +605,28 @@ impl ObjectStoreBackend {
         }
     }
 
-    async fn spool_file(&self) -> Result<tokio::fs::File, StoreError> {
-        let fail = |what: &str, e: std::io::Error| {
-            super::io_error(
-                &e,
-                format!("cannot {what} spool directory {}", self.spool_dir.display()),
-            )
-        };
-        tokio::fs::create_dir_all(&self.spool_dir)
-            .await
-            .map_err(|e| fail("create", e))?;
-        let mut rand = [0u8; 8];
-        let _ = getrandom::fill(&mut rand);
-        let path = self.spool_dir.join(format!(
-            "{}.{}.spool",
-            std::process::id(),
-            hex::encode(rand)
-        ));
-        let mut options = tokio::fs::OpenOptions::new();
-        options.read(true).write(true).create_new(true);
-        // Owner-only: nobody else may change what is about to be checked and served.
-        #[cfg(unix)]
-        options.mode(0o600);
-        let file = options
-            .open(&path)
-            .await
-            .map_err(|e| fail("create a file in", e))?;
-        // Unlinked at once: the open handle keeps the data and nothing is left behind on any path
-        // (error, panic, kill -9). Windows cannot remove an open file; there the removal fails
-        // quietly and the file stays in the spool directory.
-        let _ = tokio::fs::remove_file(&path).await;
-        Ok(file)
-    }
-
-    /// Receives a request body: header placeholder + payload, in memory until it outgrows the
-    /// inline limit, then in a spool file. Checks the declared length.
+    /// Receives a request body behind a header placeholder into a spool (its limit counts the
+    /// payload alone) and checks the declared length; the header is filled in at the end.
     async fn receive(
         &self,
         body: &mut BodyStream<'_>,
         declared_len: Option<u64>,
-    ) -> Result<(Spool, Header), StoreError> {
+    ) -> Result<(Spooled, Header), StoreError> {
+        let header_len = HEADER_LEN as u64;
+        let mut spool = Spool::new(
+            &self.spool_dir,
+            self.inline_limit.saturating_add(header_len),
+            declared_len.map(|n| n.saturating_add(header_len)),
+        );
+        spool.push(&[0u8; HEADER_LEN]).await?;
         let mut digest = PayloadDigest::new();
-        let mut memory = vec![0u8; HEADER_LEN];
-        let mut file: Option<tokio::io::BufWriter<tokio::fs::File>> = None;
-        let spool_err =
-            |e: std::io::Error| super::io_error(&e, "cannot write spool file".to_owned());
         while let Some(chunk) = super::next_chunk(body, digest.len(), declared_len).await? {
             digest.update(&chunk);
-            match &mut file {
-                Some(f) => f.write_all(&chunk).await.map_err(spool_err)?,
-                None if digest.len() > self.inline_limit => {
-                    let mut f =
-                        tokio::io::BufWriter::with_capacity(1 << 20, self.spool_file().await?);
-                    f.write_all(&memory).await.map_err(spool_err)?;
-                    f.write_all(&chunk).await.map_err(spool_err)?;
-                    memory = Vec::new();
-                    file = Some(f);
-                }
-                None => memory.extend_from_slice(&chunk),
-            }
+            spool.push(&chunk).await?;
         }
         let header = digest.into_header();
-        let spool = match file {
-            None => {
-                memory[..HEADER_LEN].copy_from_slice(&header.encode());
-                Spool::Memory(memory)
-            }
-            Some(mut f) => {
-                f.flush().await.map_err(spool_err)?;
-                let mut f = f.into_inner();
-                f.seek(SeekFrom::Start(0)).await.map_err(spool_err)?;
-                f.write_all(&header.encode()).await.map_err(spool_err)?;
-                f.seek(SeekFrom::Start(0)).await.map_err(spool_err)?;
-                Spool::File(f)
-            }
-        };
-        Ok((spool, header))
+        spool.rewrite_start(header.encode().to_vec()).await?;
+        Ok((spool.finish().await?, header))
     }
 
     async fn write(
@@ -703,17 +646,20 @@ impl ObjectStoreBackend {
         }
         let (spool, header) = self.receive(body, declared_len).await?;
         let outcome = match spool {
-            Spool::Memory(bytes) => {
+            Spooled::Memory(bytes) => {
                 let opts = PutOptions {
                     mode: PutMode::Create,
                     ..Default::default()
                 };
                 self.inner
-                    .put_opts(&key, PutPayload::from(Bytes::from(bytes)), opts)
+                    .put_opts(&key, PutPayload::from(bytes), opts)
                     .await
                     .map(|_| true)
             }
-            Spool::File(file) => return self.upload_large(hash, &key, file, &header).await,
+            Spooled::File(file) => {
+                let file = tokio::fs::File::from_std(file);
+                return self.upload_large(hash, &key, file, &header).await;
+            }
         };
         match outcome {
             Ok(_) => Ok(PutOutcome::Stored(header.payload_len)),
@@ -820,25 +766,14 @@ impl ObjectStoreBackend {
         let mut stream = result.into_stream();
         let mut head: Vec<u8> = Vec::with_capacity(HEADER_LEN);
         let mut digest = PayloadDigest::new();
-        let in_memory = size <= self.inline_limit.saturating_add(HEADER_LEN as u64);
-        let mut memory: Vec<u8> = if in_memory {
-            Vec::with_capacity(size.saturating_sub(HEADER_LEN as u64) as usize)
-        } else {
-            Vec::new()
-        };
-        let mut file = if in_memory {
-            None
-        } else {
-            Some(tokio::io::BufWriter::with_capacity(
-                1 << 20,
-                self.spool_file().await?,
-            ))
-        };
-        let spool_err = |e: std::io::Error| {
-            super::io_error(
-                &e,
-                format!("cannot write spool file for {}", self.where_(&key)),
-            )
+        let mut spool = Spool::new(
+            &self.spool_dir,
+            self.inline_limit,
+            Some(size.saturating_sub(HEADER_LEN as u64)),
+        );
+        let spool_err = |mut e: StoreError| {
+            e.message = format!("{}: {}", self.where_(&key), e.message);
+            e
         };
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| self.fault("download", &key, e))?;
@@ -852,10 +787,7 @@ impl ObjectStoreBackend {
                 continue;
             }
             digest.update(rest);
-            match &mut file {
-                Some(f) => f.write_all(rest).await.map_err(spool_err)?,
-                None => memory.extend_from_slice(rest),
-            }
+            spool.push(rest).await.map_err(spool_err)?;
         }
         let header = match Header::decode(&head) {
             Ok(h) => h,
@@ -865,17 +797,9 @@ impl ObjectStoreBackend {
         if let Err(e) = header.verify(len, &d) {
             return Err(self.quarantine(&key, e).await);
         }
-        let body = match file {
-            None => ArtifactBody::Memory(Bytes::from(memory)),
-            Some(mut f) => {
-                f.flush().await.map_err(spool_err)?;
-                let mut f = f.into_inner();
-                f.seek(SeekFrom::Start(0)).await.map_err(spool_err)?;
-                ArtifactBody::File {
-                    file: f.into_std().await,
-                    offset: 0,
-                }
-            }
+        let body = match spool.finish().await.map_err(spool_err)? {
+            Spooled::Memory(bytes) => ArtifactBody::Memory(bytes),
+            Spooled::File(file) => ArtifactBody::File { file, offset: 0 },
         };
         Ok(Some(Artifact {
             len,
@@ -898,12 +822,6 @@ impl ObjectStoreBackend {
             ),
         )
     }
-}
-
-/// A spooled request body: header + payload.
-enum Spool {
-    Memory(Vec<u8>),
-    File(tokio::fs::File),
 }
 
 impl Store for ObjectStoreBackend {
@@ -960,41 +878,5 @@ impl Store for ObjectStoreBackend {
 
     fn check(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(self.prepare())
-    }
-}
-
-/// A store that could not be set up: every request is a fault with the same reason, so the build
-/// goes on uncached and the summary says why.
-pub struct UnavailableStore {
-    pub location: String,
-    pub reason: String,
-}
-
-impl Store for UnavailableStore {
-    fn get<'a>(
-        &'a self,
-        _hash: &'a TaskHash,
-    ) -> BoxFuture<'a, Result<Option<Artifact>, StoreError>> {
-        Box::pin(async move { Err(StoreError::new(ErrorKind::Unavailable, self.reason.clone())) })
-    }
-
-    fn put<'a>(
-        &'a self,
-        _hash: &'a TaskHash,
-        _body: &'a mut BodyStream<'_>,
-        _declared_len: Option<u64>,
-    ) -> BoxFuture<'a, Result<PutOutcome, StoreError>> {
-        Box::pin(async move { Err(StoreError::new(ErrorKind::Unavailable, self.reason.clone())) })
-    }
-
-    fn describe(&self) -> String {
-        self.location.clone()
-    }
-
-    fn with_namespace(&self, _ns: &Prefix) -> Result<Arc<dyn Store>, StoreError> {
-        Ok(Arc::new(UnavailableStore {
-            location: self.location.clone(),
-            reason: self.reason.clone(),
-        }))
     }
 }

@@ -704,7 +704,8 @@ async fn put_artifact(
     let _in_flight = state.metrics.upload_started();
     let mut body = body;
     // Safety net for a store that hangs (the body itself is bounded by the upload deadline).
-    let store_bound = state.limits.upload_timeout + Duration::from_secs(60);
+    let store_bound =
+        crate::store::resilience::Resilience::store_bound(state.limits.upload_timeout);
     let result = {
         let mut stream: BodyStream<'_> = (&mut body).boxed();
         tokio::time::timeout(

@@ -2,13 +2,18 @@
 //!
 //! A [`GuardedStore`] wraps any store with three things:
 //! - a start-up probe: the store's own check (`Store::check`: a listing, a directory check, or a
-//!   lookup of a hash that is never stored), started as soon as the guard is made. Requests that arrive before it answers wait for it (at most the probe timeout); a probe
-//!   that fails or does not answer in time opens the breaker at once, so a dead store costs one
-//!   probe timeout per run, not one per request;
+//!   lookup of a hash that is never stored), started as soon as the guard is made. Requests that
+//!   arrive before it answers wait for it (at most the probe timeout); a probe that fails or does
+//!   not answer in time opens the breaker at once, so a dead store costs one probe timeout per
+//!   run, not one per request;
 //! - a time limit on every storage call (on top of the backend's own connect/read timeouts);
 //! - an outage breaker: after `failures_to_open` consecutive faults, every call is skipped with
 //!   the same reason (one line in the run summary) for the rest of the run, or until a cool-down
-//!   has passed, after which one call is let through to try again.
+//!   has passed, after which one call is let through to try again. That trial holds a permit:
+//!   a trial whose future is dropped before it ends gives the permit back, so the next call
+//!   tries (a cancelled trial never keeps the breaker open for good).
+//!
+//! The settings come from the one resilience policy ([`super::resilience`]).
 //!
 //! Only faults of the store itself count (unreachable, timeouts, disk full); a corrupt object or a
 //! client's bad upload says nothing about the store's health.
@@ -21,30 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
-/// How the guard behaves.
-#[derive(Debug, Clone)]
-pub struct GuardPolicy {
-    /// How long the probe (and the requests waiting for it) may take.
-    pub probe_timeout: Duration,
-    /// Longest one storage call may take, transfer included.
-    pub call_timeout: Duration,
-    /// Consecutive store faults that open the breaker (at least 1).
-    pub failures_to_open: u32,
-    /// `None`: once open, the store is skipped for the rest of the run. `Some(d)`: after `d`, one
-    /// call is let through; its success closes the breaker.
-    pub cool_down: Option<Duration>,
-}
-
-impl Default for GuardPolicy {
-    fn default() -> Self {
-        GuardPolicy {
-            probe_timeout: Duration::from_secs(10),
-            call_timeout: Duration::from_secs(15 * 60),
-            failures_to_open: 3,
-            cool_down: None,
-        }
-    }
-}
+pub use super::resilience::GuardPolicy;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Probe {
@@ -77,8 +59,33 @@ pub struct GuardedStore {
 enum Gate {
     Go,
     /// The one trial call after a cool-down.
-    Trial,
+    Trial(TrialPermit),
     Skip(String),
+}
+
+/// The right to make the one trial call after a cool-down. Dropped without a recorded outcome
+/// (the call's future was cancelled), it gives the right back, so a later call can try: a
+/// cancelled trial never leaves the breaker open for good.
+struct TrialPermit {
+    /// `None` once spent.
+    state: Option<Arc<State>>,
+}
+
+impl TrialPermit {
+    /// The trial's outcome was recorded: nothing to give back.
+    fn spend(mut self) {
+        self.state = None;
+    }
+}
+
+impl Drop for TrialPermit {
+    fn drop(&mut self) {
+        if let Some(state) = self.state.take() {
+            if let Some(o) = state.lock_open().as_mut() {
+                o.trial = false;
+            }
+        }
+    }
 }
 
 impl GuardedStore {
@@ -149,7 +156,9 @@ impl GuardedStore {
             Some(o) => match self.policy.cool_down {
                 Some(d) if !o.trial && o.since.elapsed() >= d => {
                     o.trial = true;
-                    Gate::Trial
+                    Gate::Trial(TrialPermit {
+                        state: Some(self.state.clone()),
+                    })
                 }
                 _ => Gate::Skip(o.reason.clone()),
             },
@@ -163,8 +172,16 @@ impl GuardedStore {
         )
     }
 
-    /// Books the outcome of a call that went through.
-    fn record<T>(&self, result: &Result<T, StoreError>, trial: bool) {
+    /// Books the outcome of a call that went through (a trial's permit is spent here: a failed
+    /// trial opens the breaker anew, with a new cool-down).
+    fn record<T>(&self, result: &Result<T, StoreError>, trial: Option<TrialPermit>) {
+        let trial = match trial {
+            Some(permit) => {
+                permit.spend();
+                true
+            }
+            None => false,
+        };
         match result {
             Err(e) if counts(e) => {
                 let n = self.state.consecutive.fetch_add(1, Ordering::SeqCst) + 1;
@@ -227,8 +244,8 @@ impl Store for GuardedStore {
         Box::pin(async move {
             let trial = match self.gate().await {
                 Gate::Skip(reason) => return Err(Self::skipped(&reason)),
-                Gate::Trial => true,
-                Gate::Go => false,
+                Gate::Trial(permit) => Some(permit),
+                Gate::Go => None,
             };
             let result = tokio::time::timeout(self.policy.call_timeout, self.inner.get(hash))
                 .await
@@ -247,8 +264,8 @@ impl Store for GuardedStore {
         Box::pin(async move {
             let trial = match self.gate().await {
                 Gate::Skip(reason) => return Err(Self::skipped(&reason)),
-                Gate::Trial => true,
-                Gate::Go => false,
+                Gate::Trial(permit) => Some(permit),
+                Gate::Go => None,
             };
             let result = tokio::time::timeout(
                 self.policy.call_timeout,

@@ -9,7 +9,8 @@
 //! and check the received length against `Content-Length`. A 404 is a miss; 401/403 is a fault that
 //! says the token was refused; anything else, a timeout or a connection failure is a fault naming
 //! the URL and the status or cause. Connection failures (not timeouts), 429 and 5xx answers are
-//! retried with jittered exponential backoff.
+//! retried with jittered exponential backoff. Timeouts and retries are the resilience policy's
+//! ([`super::resilience`]).
 //!
 //! Writes stream the request body straight through with its `Content-Length` (a body whose length
 //! is unknown is spooled first to learn it). A streamed PUT is not retried: its body cannot be
@@ -22,6 +23,7 @@
 //! the OS trust store), plus the PEM certificates in the file named by `NODE_EXTRA_CA_CERTS`, as
 //! Node does. `NODE_TLS_REJECT_UNAUTHORIZED=0` turns verification off, with a warning.
 
+use super::resilience::Resilience;
 use super::spool::{self, Spool, Spooled};
 use super::{Artifact, ArtifactBody, BodyStream, ErrorKind, PutOutcome, Store, StoreError};
 use crate::key::{Prefix, TaskHash};
@@ -49,20 +51,11 @@ const SNIPPET_LEN: usize = 300;
 /// Timeouts, retries, spooling and TLS settings of an [`HttpStore`].
 #[derive(Debug, Clone)]
 pub struct HttpOptions {
-    /// Establishing the TCP (and TLS) connection.
-    pub connect_timeout: Duration,
-    /// Longest wait for the next bytes of an answer (headers or body).
-    pub read_timeout: Duration,
-    /// Cap on one whole request, streaming included.
-    pub total_timeout: Duration,
-    /// How long the server may take to answer after the last byte of a large upload (one above
-    /// the inline limit): it may be writing gigabytes to its storage. Small uploads get
-    /// `read_timeout`.
-    pub upload_answer_timeout: Duration,
-    /// Extra attempts of a GET after a connection failure, a 429 or a 5xx.
-    pub get_retries: u32,
-    /// First retry delay; doubled per attempt, with full jitter.
-    pub retry_backoff: Duration,
+    /// Timeouts and GET retries: `connect` (TCP and TLS), `answer` (the next bytes of an answer,
+    /// headers or body), `request` (one whole request, streaming included), `bulk_answer` (the
+    /// server storing a large upload, one above the inline limit, after its last byte; small
+    /// uploads get `answer`) and `http_get` (a GET after a connection failure, a 429 or a 5xx).
+    pub resilience: Resilience,
     /// Artifacts up to this size are received in memory.
     pub inline_limit: u64,
     /// Where larger artifacts (and unsized uploads) are spooled.
@@ -76,12 +69,7 @@ pub struct HttpOptions {
 impl Default for HttpOptions {
     fn default() -> Self {
         HttpOptions {
-            connect_timeout: Duration::from_secs(5),
-            read_timeout: Duration::from_secs(30),
-            total_timeout: Duration::from_secs(15 * 60),
-            upload_answer_timeout: Duration::from_secs(5 * 60),
-            get_retries: 2,
-            retry_backoff: Duration::from_millis(200),
+            resilience: Resilience::default(),
             inline_limit: spool::INLINE_LIMIT,
             spool_dir: spool::dir(),
             extra_ca_file: None,
@@ -94,7 +82,13 @@ impl HttpOptions {
     /// The defaults, with the TLS settings Node reads from the environment
     /// (`NODE_EXTRA_CA_CERTS`, `NODE_TLS_REJECT_UNAUTHORIZED`).
     pub fn from_env(env: &HashMap<String, String>) -> Self {
+        HttpOptions::new(Resilience::default(), env)
+    }
+
+    /// `resilience`'s timeouts and retries, with the TLS settings of the environment.
+    pub fn new(resilience: Resilience, env: &HashMap<String, String>) -> Self {
         HttpOptions {
+            resilience,
             extra_ca_file: env
                 .get(EXTRA_CA_ENV)
                 .filter(|v| !v.trim().is_empty())
@@ -109,9 +103,9 @@ impl HttpOptions {
 
 /// A store on an upstream Nx-protocol server.
 pub struct HttpStore {
-    /// GETs: connect, time-to-answer (`read_timeout`, also between body reads) and total timeouts.
+    /// GETs: connect, time-to-answer (`answer`, also between body reads) and request timeouts.
     client: reqwest::Client,
-    /// PUTs: connect and total timeouts only; the upload's own stall and answer limits are
+    /// PUTs: connect and request timeouts only; the upload's own stall and answer limits are
     /// applied around it (reqwest's read timeout would run from the start of the upload).
     put_client: reqwest::Client,
     /// The configured URL, without trailing slash.
@@ -276,8 +270,8 @@ impl HttpStore {
         }
         let build = |read_timeout: Option<Duration>| {
             let mut b = reqwest::Client::builder()
-                .connect_timeout(options.connect_timeout)
-                .timeout(options.total_timeout)
+                .connect_timeout(options.resilience.connect)
+                .timeout(options.resilience.request)
                 .redirect(reqwest::redirect::Policy::none())
                 .user_agent(concat!("nx-open-cache/", env!("CARGO_PKG_VERSION")));
             if let Some(t) = read_timeout {
@@ -302,7 +296,7 @@ impl HttpStore {
                 ))
             })
         };
-        let client = build(Some(options.read_timeout))?;
+        let client = build(Some(options.resilience.answer))?;
         let put_client = build(None)?;
         Ok(HttpStore {
             client,
@@ -356,15 +350,15 @@ impl HttpStore {
 
     /// A transport failure (no answer): connection refused/reset, DNS, TLS, timeouts.
     fn transport(&self, method: &str, url: &str, e: &reqwest::Error) -> Failure {
-        let o = &self.options;
+        let o = &self.options.resilience;
         let what = if e.is_timeout() {
             if e.is_connect() {
-                format!("could not connect within {}", secs(o.connect_timeout))
+                format!("could not connect within {}", secs(o.connect))
             } else {
                 format!(
                     "no answer in time (read timeout {}, total {})",
-                    secs(o.read_timeout),
-                    secs(o.total_timeout)
+                    secs(o.answer),
+                    secs(o.request)
                 )
             }
         } else if e.is_connect() {
@@ -455,13 +449,14 @@ impl HttpStore {
 
     async fn read(&self, hash: &TaskHash) -> Result<Option<Artifact>, StoreError> {
         let url = self.object_url(hash);
+        let retry = self.options.resilience.http_get;
         let mut attempt: u32 = 0;
         loop {
             match self.try_get(&url).await {
                 Ok(found) => return Ok(found),
-                Err(f) if f.retry && attempt < self.options.get_retries => {
+                Err(f) if f.retry && attempt < retry.retries => {
                     attempt += 1;
-                    tokio::time::sleep(backoff(self.options.retry_backoff, attempt)).await;
+                    tokio::time::sleep(retry.delay(attempt)).await;
                 }
                 Err(f) => {
                     let mut error = f.error;
@@ -585,7 +580,7 @@ impl HttpStore {
             .send();
         tokio::pin!(request);
         let sent = AtomicU64::new(0);
-        let stall = self.options.read_timeout;
+        let stall = self.options.resilience.answer;
         let pump = async {
             let mut received: u64 = 0;
             let mut pending: Option<Bytes> = None;
@@ -632,7 +627,7 @@ impl HttpStore {
             None => {
                 // Storing a large artifact (fsync, a cloud upload behind the server) takes longer.
                 let wait = if len > self.options.inline_limit {
-                    self.options.upload_answer_timeout.max(stall)
+                    self.options.resilience.bulk_answer.max(stall)
                 } else {
                     stall
                 };
@@ -712,19 +707,6 @@ impl HttpStore {
     }
 }
 
-/// Retry delay of attempt `n` (1-based): `base * 2^(n-1)`, full jitter over its upper half, at
-/// most 5 s.
-fn backoff(base: Duration, n: u32) -> Duration {
-    let top = base
-        .saturating_mul(1u32 << n.saturating_sub(1).min(10))
-        .min(Duration::from_secs(5));
-    let mut r = [0u8; 4];
-    // Without OS randomness the delay is just not jittered.
-    let _ = getrandom::fill(&mut r);
-    let fraction = f64::from(u32::from_le_bytes(r)) / f64::from(u32::MAX);
-    top.mul_f64(0.5 + fraction / 2.0)
-}
-
 impl Store for HttpStore {
     fn get<'a>(
         &'a self,
@@ -769,18 +751,6 @@ impl Store for HttpStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_is_jittered_and_capped() {
-        let base = Duration::from_millis(200);
-        for n in 1..=20 {
-            let d = backoff(base, n);
-            let top = base
-                .saturating_mul(1u32 << (n - 1).min(10))
-                .min(Duration::from_secs(5));
-            assert!(d >= top / 2 && d <= top, "attempt {n}: {d:?} vs {top:?}");
-        }
-    }
 
     #[test]
     fn env_settings() {
@@ -831,10 +801,8 @@ mod tests {
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
             .unwrap_or(9);
-        let options = HttpOptions {
-            get_retries: 0,
-            ..HttpOptions::default()
-        };
+        let mut options = HttpOptions::default();
+        options.resilience.http_get.retries = 0;
         let store = HttpStore::new(
             &format!("http://user:hunter2-pass@127.0.0.1:{port}"),
             None,

@@ -9,6 +9,7 @@ pub mod fs;
 pub mod guard;
 pub mod http;
 pub mod object;
+pub mod resilience;
 pub mod spool;
 pub mod unavailable;
 pub mod validate;

@@ -16,23 +16,29 @@
 //! Reads: the object streams into a spool (memory up to 8 MiB, else an unlinked temp file) while
 //! its digest is computed; only a verified payload is handed back. A digest failure removes the
 //! object so the next build can store a good one.
+//!
+//! One file per cloud builds its client from the configuration and the environment (`s3.rs`,
+//! `gcs.rs`, `azure.rs`: credentials, endpoints, what messages say about them); timeouts and retries
+//! are the resilience policy's ([`super::resilience`]).
 
+mod azure;
+mod gcs;
+mod s3;
+
+use super::resilience::Resilience;
 use super::spool::{self, Spool, Spooled};
 use super::{
     Artifact, ArtifactBody, BodyStream, Deleted, ErrorKind, PutOutcome, Store, StoreError,
 };
-use crate::config::{Backend, Timeouts};
+use crate::config::Backend;
 use crate::envelope::{EnvelopeError, Header, PayloadDigest, HEADER_LEN};
 use crate::key::{Prefix, TaskHash};
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
-use object_store::aws::{AmazonS3Builder, S3ConditionalPut, S3CopyIfNotExists};
-use object_store::azure::MicrosoftAzureBuilder;
-use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::path::Path as ObjectPath;
 use object_store::{
-    BackoffConfig, ClientOptions, CopyMode, CopyOptions, GetOptions, ObjectStore, ObjectStoreExt,
-    PutMode, PutOptions, PutPayload, RetryConfig, WriteMultipart,
+    ClientOptions, CopyMode, CopyOptions, GetOptions, ObjectStore, ObjectStoreExt, PutMode,
+    PutOptions, PutPayload, WriteMultipart,
 };
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -44,16 +50,6 @@ use tokio::io::AsyncReadExt;
 pub const PART_SIZE: usize = 8 * 1024 * 1024;
 /// Parts in flight at once during a multipart upload (bounds memory to about this many parts).
 const UPLOAD_CONCURRENCY: usize = 2;
-/// Connect and answer timeouts come from the configuration (`connectTimeout`, `timeout`; defaults
-/// 5 s and 10 s); a response that stalls that long between reads is abandoned (and retried).
-/// The answer timeout for the calls of a large upload (parts, completion, the publishing copy): a store may
-/// assemble or copy gigabytes before it answers CompleteMultipartUpload or a copy.
-const BULK_READ_TIMEOUT: Duration = Duration::from_secs(5 * 60);
-/// Hard cap on one request, including streaming a large object.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(15 * 60);
-/// Retries of transient faults (5xx, timeouts, connection resets), with exponential backoff.
-const MAX_RETRIES: usize = 2;
-const RETRY_TIMEOUT: Duration = Duration::from_secs(30);
 const TMP_SEGMENT: &str = ".tmp";
 
 /// Which cloud, for messages and credential hints.
@@ -90,52 +86,49 @@ pub struct ObjectStoreBackend {
     credentials: String,
     spool_dir: PathBuf,
     inline_limit: u64,
+    /// The bulk client's answer timeout, for messages.
+    bulk_answer: Duration,
 }
 
-fn client_options(allow_http: bool, connect: Duration, read_timeout: Duration) -> ClientOptions {
-    ClientOptions::new()
-        .with_connect_timeout(connect)
-        .with_read_timeout(read_timeout)
-        .with_timeout(REQUEST_TIMEOUT)
-        .with_allow_http(allow_http)
-}
-
-/// Builds a configured builder twice: the client for ordinary calls and the one for large uploads
-/// (longer read timeout).
-macro_rules! build_clients {
-    ($builder:expr, $allow_http:expr, $timeouts:expr) => {{
-        let b = $builder;
-        let t: &Timeouts = $timeouts;
-        b.clone()
-            .with_client_options(client_options($allow_http, t.connect, t.answer))
-            .build()
-            .and_then(|quick| {
-                b.with_client_options(client_options($allow_http, t.connect, BULK_READ_TIMEOUT))
-                    .build()
-                    .map(|bulk| Clients {
-                        quick: Arc::new(quick),
-                        bulk: Arc::new(bulk),
-                    })
-            })
-    }};
-}
-
-/// One store, two clients that differ only in their read timeout.
+/// One store, two clients that differ only in their answer timeout.
 struct Clients {
     quick: Arc<dyn ObjectStore>,
+    /// For multipart uploads and the publishing copy (the resilience policy's `bulk_answer`).
     bulk: Arc<dyn ObjectStore>,
 }
 
-fn retry_config() -> RetryConfig {
-    RetryConfig {
-        backoff: BackoffConfig {
-            init_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_secs(2),
-            base: 2.0,
-        },
-        max_retries: MAX_RETRIES,
-        retry_timeout: RETRY_TIMEOUT,
-    }
+/// A cloud's builder, configured, with what messages say about it.
+struct Configured {
+    cloud: Cloud,
+    /// Bucket or `<account>/<container>`.
+    bucket: String,
+    detail: Option<String>,
+    /// Which credential sources the environment offered (names only, never values).
+    credentials: String,
+    clients: object_store::Result<Clients>,
+}
+
+/// Builds a configured builder twice, with the resilience policy's client options: the client
+/// for ordinary calls and the one for large uploads.
+fn clients<B: Clone, S: ObjectStore>(
+    builder: B,
+    allow_http: bool,
+    resilience: &Resilience,
+    with_options: fn(B, ClientOptions) -> B,
+    build: fn(B) -> object_store::Result<S>,
+) -> object_store::Result<Clients> {
+    let quick = build(with_options(
+        builder.clone(),
+        resilience.object_client(allow_http, false),
+    ))?;
+    let bulk = build(with_options(
+        builder,
+        resilience.object_client(allow_http, true),
+    ))?;
+    Ok(Clients {
+        quick: Arc::new(quick),
+        bulk: Arc::new(bulk),
+    })
 }
 
 fn truthy(v: Option<&String>) -> bool {
@@ -146,110 +139,6 @@ fn present(env: &HashMap<String, String>, name: &str) -> bool {
     env.get(name).is_some_and(|v| !v.is_empty())
 }
 
-/// Inserts the bucket into an endpoint's host for virtual-hosted requests, as the AWS SDKs do:
-/// `https://minio:9000` → `https://<bucket>.minio:9000`.
-fn virtual_hosted_endpoint(endpoint: &str, bucket: &str) -> String {
-    match endpoint.split_once("://") {
-        Some((scheme, rest)) => format!("{scheme}://{bucket}.{rest}"),
-        None => format!("{bucket}.{endpoint}"),
-    }
-}
-
-/// `key=value;key=value` of an Azure Storage connection string.
-fn parse_connection_string(s: &str) -> HashMap<String, String> {
-    s.split(';')
-        .filter_map(|part| {
-            let (k, v) = part.split_once('=')?;
-            Some((k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        })
-        .collect()
-}
-
-/// What the S3 credential chain had to go on, for error messages. `profile` is what the AWS profile
-/// lookup found (its keys are already merged into `env`).
-fn s3_credentials(
-    env: &HashMap<String, String>,
-    profile: &super::aws_profile::ProfileLookup,
-) -> String {
-    let mut tried = Vec::new();
-    let from_profile = profile.env.contains_key("AWS_ACCESS_KEY_ID");
-    if let (false, Some(note)) = (from_profile, &profile.note) {
-        tried.push(note.clone());
-    }
-    if present(env, "AWS_ACCESS_KEY_ID") {
-        let id: String = env["AWS_ACCESS_KEY_ID"].chars().take(4).collect();
-        let source = match (&profile.note, from_profile) {
-            (Some(note), true) => note.clone(),
-            _ => "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY".to_owned(),
-        };
-        tried.push(format!(
-            "access key {id}... from {source}{}",
-            if present(env, "AWS_SESSION_TOKEN") {
-                " (+AWS_SESSION_TOKEN)"
-            } else {
-                ""
-            }
-        ));
-    }
-    if present(env, "AWS_WEB_IDENTITY_TOKEN_FILE") {
-        tried.push("web identity (AWS_WEB_IDENTITY_TOKEN_FILE + AWS_ROLE_ARN)".into());
-    }
-    if present(env, "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
-        || present(env, "AWS_CONTAINER_CREDENTIALS_FULL_URI")
-    {
-        tried.push("ECS/EKS container credentials".into());
-    }
-    if tried.is_empty() {
-        "no AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS profile with static keys, \
-         AWS_WEB_IDENTITY_TOKEN_FILE or container credentials, so the EC2 instance metadata service \
-         was tried"
-            .into()
-    } else {
-        format!("tried {}", tried.join(", then "))
-    }
-}
-
-fn gcs_credentials(env: &HashMap<String, String>) -> String {
-    for name in [
-        "GOOGLE_SERVICE_ACCOUNT",
-        "GOOGLE_SERVICE_ACCOUNT_PATH",
-        "GOOGLE_SERVICE_ACCOUNT_KEY",
-        "GOOGLE_APPLICATION_CREDENTIALS",
-    ] {
-        if present(env, name) {
-            return format!("tried the credentials named by {name}");
-        }
-    }
-    "no GOOGLE_APPLICATION_CREDENTIALS or GOOGLE_SERVICE_ACCOUNT in the environment, so application \
-     default credentials (gcloud auth application-default login) and then the GCE metadata server \
-     were tried"
-        .into()
-}
-
-fn azure_credentials(env: &HashMap<String, String>) -> String {
-    let sources = [
-        ("AZURE_STORAGE_CONNECTION_STRING", "the connection string"),
-        ("AZURE_STORAGE_ACCOUNT_KEY", "the account key"),
-        ("AZURE_STORAGE_SAS_KEY", "the SAS token"),
-        ("AZURE_STORAGE_SAS_TOKEN", "the SAS token"),
-        ("AZURE_FEDERATED_TOKEN_FILE", "workload identity"),
-        ("AZURE_CLIENT_SECRET", "the client secret"),
-    ];
-    let tried: Vec<String> = sources
-        .iter()
-        .filter(|(name, _)| present(env, name))
-        .map(|(name, what)| format!("{what} from {name}"))
-        .collect();
-    if tried.is_empty() {
-        "no AZURE_STORAGE_CONNECTION_STRING, AZURE_STORAGE_ACCOUNT_KEY, AZURE_STORAGE_SAS_KEY or \
-         workload identity (AZURE_FEDERATED_TOKEN_FILE) in the environment, so managed identity \
-         was tried"
-            .into()
-    } else {
-        format!("tried {}", tried.join(", then "))
-    }
-}
-
 impl ObjectStoreBackend {
     /// Builds the client for a cloud backend from the configuration and the environment's
     /// standard credential variables (AWS_*, GOOGLE_*, AZURE_*). Nothing is contacted yet.
@@ -258,188 +147,25 @@ impl ObjectStoreBackend {
         prefix: Prefix,
         env: &HashMap<String, String>,
     ) -> Result<Self, StoreError> {
-        Self::from_config_with(backend, prefix, env, &Timeouts::default())
+        Self::from_config_with(backend, prefix, env, &Resilience::default())
     }
 
-    /// `from_config` with the configured connect and answer timeouts.
+    /// `from_config` with the run's resilience policy (timeouts, retries).
     pub fn from_config_with(
         backend: &Backend,
         prefix: Prefix,
         env: &HashMap<String, String>,
-        timeouts: &Timeouts,
+        resilience: &Resilience,
     ) -> Result<Self, StoreError> {
-        let (cloud, bucket, detail, credentials, built) = match backend {
-            Backend::S3 {
-                bucket,
-                region,
-                endpoint,
-                force_path_style,
-            } => {
-                // Keys (and region) of the selected AWS profile, when the environment has none.
-                let profile = super::aws_profile::lookup(env);
-                let merged: HashMap<String, String>;
-                let env = if profile.env.is_empty() {
-                    env
-                } else {
-                    merged = env
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .chain(profile.env.clone())
-                        .collect();
-                    &merged
-                };
-                let mut b = AmazonS3Builder::new();
-                for (k, v) in env.iter().filter(|(k, _)| k.starts_with("AWS_")) {
-                    if let Ok(key) = k.to_ascii_lowercase().parse() {
-                        b = b.with_config(key, v);
-                    }
-                }
-                let region = region
-                    .clone()
-                    .or_else(|| env.get("AWS_REGION").cloned())
-                    .or_else(|| env.get("AWS_DEFAULT_REGION").cloned())
-                    .filter(|r| !r.is_empty())
-                    .unwrap_or_else(|| "us-east-1".to_owned());
-                let endpoint = endpoint.clone().or_else(|| {
-                    env.get("AWS_ENDPOINT_URL")
-                        .or_else(|| env.get("AWS_ENDPOINT"))
-                        .filter(|e| !e.is_empty())
-                        .cloned()
-                });
-                let allow_http = endpoint
-                    .as_deref()
-                    .is_some_and(|e| e.starts_with("http://"))
-                    || truthy(env.get("AWS_ALLOW_HTTP"));
-                b = b
-                    .with_bucket_name(bucket)
-                    .with_region(&region)
-                    .with_conditional_put(S3ConditionalPut::ETagMatch)
-                    .with_copy_if_not_exists(S3CopyIfNotExists::Multipart)
-                    .with_retry(retry_config());
-                b = match &endpoint {
-                    Some(e) if *force_path_style => {
-                        b.with_endpoint(e).with_virtual_hosted_style_request(false)
-                    }
-                    Some(e) => b
-                        .with_endpoint(virtual_hosted_endpoint(e, bucket))
-                        .with_virtual_hosted_style_request(true),
-                    None => b.with_virtual_hosted_style_request(!*force_path_style),
-                };
-                let detail = match &endpoint {
-                    Some(e) => format!("{region}, {e}"),
-                    None => region,
-                };
-                (
-                    Cloud::S3,
-                    bucket.clone(),
-                    Some(detail),
-                    s3_credentials(env, &profile),
-                    build_clients!(b, allow_http, timeouts),
-                )
-            }
-            Backend::Gcs { bucket } => {
-                let mut b = GoogleCloudStorageBuilder::new();
-                for (k, v) in env.iter().filter(|(k, _)| k.starts_with("GOOGLE_")) {
-                    if let Ok(key) = k.to_ascii_lowercase().parse() {
-                        b = b.with_config(key, v);
-                    }
-                }
-                // The Google SDKs' emulator convention: plain http to a local emulator.
-                let allow_http = present(env, "STORAGE_EMULATOR_HOST");
-                b = b.with_bucket_name(bucket).with_retry(retry_config());
-                (
-                    Cloud::Gcs,
-                    bucket.clone(),
-                    None,
-                    gcs_credentials(env),
-                    build_clients!(b, allow_http, timeouts),
-                )
-            }
-            Backend::Azure {
-                container,
-                account_name,
-                endpoint,
-            } => {
-                let mut b = MicrosoftAzureBuilder::new();
-                for (k, v) in env.iter().filter(|(k, _)| k.starts_with("AZURE_")) {
-                    if let Ok(key) = k.to_ascii_lowercase().parse() {
-                        b = b.with_config(key, v);
-                    }
-                }
-                let mut account = account_name.clone().or_else(|| {
-                    env.get("AZURE_STORAGE_ACCOUNT_NAME")
-                        .filter(|a| !a.is_empty())
-                        .cloned()
-                });
-                let mut endpoint = endpoint.clone();
-                if let Some(cs) = env
-                    .get("AZURE_STORAGE_CONNECTION_STRING")
-                    .filter(|c| !c.is_empty())
-                {
-                    let cs = parse_connection_string(cs);
-                    if account.is_none() {
-                        account = cs.get("accountname").cloned();
-                    }
-                    if let Some(key) = cs.get("accountkey") {
-                        b = b.with_access_key(key);
-                    }
-                    if let Some(sas) = cs.get("sharedaccesssignature") {
-                        b = b.with_config(
-                            object_store::azure::AzureConfigKey::SasKey,
-                            sas.trim_start_matches('?'),
-                        );
-                    }
-                    if endpoint.is_none() {
-                        endpoint = cs.get("blobendpoint").cloned().or_else(|| {
-                            let a = account.as_deref()?;
-                            let suffix = cs.get("endpointsuffix")?;
-                            let proto = cs
-                                .get("defaultendpointsprotocol")
-                                .map(String::as_str)
-                                .unwrap_or("https");
-                            Some(format!("{proto}://{a}.blob.{suffix}"))
-                        });
-                    }
-                }
-                let allow_http = endpoint
-                    .as_deref()
-                    .is_some_and(|e| e.starts_with("http://"));
-                if let Some(e) = &endpoint {
-                    // An explicit account URL wins over AZURE_STORAGE_USE_EMULATOR's fixed address.
-                    b = b
-                        .with_use_emulator(false)
-                        .with_endpoint(e.trim_end_matches('/').to_owned());
-                }
-                if let Some(a) = &account {
-                    b = b.with_account(a);
-                }
-                b = b.with_container_name(container).with_retry(retry_config());
-                let shown = match &account {
-                    Some(a) => format!("{a}/{container}"),
-                    None => container.clone(),
-                };
-                (
-                    Cloud::Azure,
-                    shown,
-                    endpoint.clone(),
-                    azure_credentials(env),
-                    build_clients!(b, allow_http, timeouts),
-                )
-            }
-            Backend::Fs { path } => {
-                return Err(StoreError::new(
-                    ErrorKind::Unavailable,
-                    format!("fs backend ({}) is not an object store", path.display()),
-                ))
-            }
-            Backend::Http { url } => {
-                return Err(StoreError::new(
-                    ErrorKind::Unavailable,
-                    format!("http backend ({url}) is not an object store"),
-                ))
-            }
-        };
-        let clients = built.map_err(|e| {
+        let configured = Self::configure(backend, env, resilience)?;
+        let Configured {
+            cloud,
+            bucket,
+            detail,
+            credentials,
+            clients,
+        } = configured;
+        let clients = clients.map_err(|e| {
             StoreError::new(
                 ErrorKind::Unavailable,
                 format!(
@@ -450,7 +176,57 @@ impl ObjectStoreBackend {
         })?;
         let mut store = Self::with_client(clients.quick, cloud, bucket, detail, prefix);
         store.bulk = clients.bulk;
+        store.bulk_answer = resilience.bulk_answer;
         Ok(store.with_credentials(credentials))
+    }
+
+    /// The configured builder of the backend's cloud.
+    fn configure(
+        backend: &Backend,
+        env: &HashMap<String, String>,
+        resilience: &Resilience,
+    ) -> Result<Configured, StoreError> {
+        let not_object = |what: String| {
+            StoreError::new(
+                ErrorKind::Unavailable,
+                format!("{what} is not an object store"),
+            )
+        };
+        Ok(match backend {
+            Backend::S3 {
+                bucket,
+                region,
+                endpoint,
+                force_path_style,
+            } => s3::configure(
+                &s3::S3Settings {
+                    bucket,
+                    region: region.as_deref(),
+                    endpoint: endpoint.as_deref(),
+                    force_path_style: *force_path_style,
+                },
+                env,
+                resilience,
+            ),
+            Backend::Gcs { bucket } => gcs::configure(bucket, env, resilience),
+            Backend::Azure {
+                container,
+                account_name,
+                endpoint,
+            } => azure::configure(
+                &azure::AzureSettings {
+                    container,
+                    account_name: account_name.as_deref(),
+                    endpoint: endpoint.as_deref(),
+                },
+                env,
+                resilience,
+            ),
+            Backend::Fs { path } => {
+                return Err(not_object(format!("fs backend ({})", path.display())))
+            }
+            Backend::Http { url } => return Err(not_object(format!("http backend ({url})"))),
+        })
     }
 
     /// Wraps an already built client (tests use this to reach an emulator directly).
@@ -471,6 +247,7 @@ impl ObjectStoreBackend {
             credentials: String::new(),
             spool_dir: spool::dir(),
             inline_limit: spool::INLINE_LIMIT,
+            bulk_answer: Resilience::default().bulk_answer,
         }
     }
 
@@ -573,7 +350,7 @@ impl ObjectStoreBackend {
             object_store::Error::NotFound { .. } if op.contains("multipart") => format!(
                 "the upload is gone ({text}): the store may have taken longer than the {} s read \
                  timeout to assemble it, after which the client aborted it",
-                BULK_READ_TIMEOUT.as_secs()
+                self.bulk_answer.as_secs()
             ),
             object_store::Error::NotFound { .. } => {
                 format!("not found: the {container} may not exist ({text})")

@@ -57,11 +57,11 @@ pub use keys::SealConfig;
 use crate::key::{Prefix, TaskHash};
 use crate::store::spool::{self, Spool, Spooled};
 use crate::store::{
-    Artifact, ArtifactBody, BodyStream, Deleted, ErrorKind, PutOutcome, Store, StoreError,
+    Artifact, ArtifactBody, AsyncStore, BodyStream, ErrorKind, Found, PutOutcome, Store,
+    StoreError, Upload, Written,
 };
 use bytes::Bytes;
 use format::{Checks, Refusal, SealHeader, Sealer, HEADER_LEN, MAGIC};
-use futures_util::future::BoxFuture;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -71,6 +71,7 @@ use std::sync::{Arc, Mutex};
 const ON_WORKER_LIMIT: u64 = 256 * 1024;
 
 /// A store whose artifacts are signed and/or encrypted on write and checked on read.
+#[derive(Clone)]
 pub struct SealedStore {
     inner: Arc<dyn Store>,
     config: Arc<SealConfig>,
@@ -124,14 +125,6 @@ impl SealedStore {
         }
     }
 
-    async fn read(&self, hash: &TaskHash) -> Result<Option<Artifact>, StoreError> {
-        match self.read_checked(hash).await? {
-            None => Ok(None),
-            Some(Ok(artifact)) => Ok(Some(artifact)),
-            Some(Err(why)) => Err(Self::refused(&why)),
-        }
-    }
-
     /// The backend's artifact, opened and checked: `Some(Err)` says why it is refused.
     async fn read_checked(
         &self,
@@ -172,60 +165,6 @@ impl SealedStore {
             }
         };
         Ok(Some(result))
-    }
-
-    async fn write(
-        &self,
-        hash: &TaskHash,
-        body: &mut BodyStream<'_>,
-        declared_len: Option<u64>,
-    ) -> Result<PutOutcome, StoreError> {
-        let sealer = Sealer::new(hash.as_str(), &self.config)
-            .map_err(|e| StoreError::new(ErrorKind::Unavailable, e))?;
-        let Some(sealer) = sealer else {
-            // Neither signing nor encrypting: stored plain, as without this layer.
-            return self.inner.put(hash, body, declared_len).await;
-        };
-        if sealer.signed() {
-            // A trusted writer does not let an object it refuses (unsigned, signed by another
-            // key, altered) hold its hash forever under first-writer-wins: it replaces it. An
-            // object it accepts stays (`AlreadyExists`, nothing read from the body).
-            match self.read_checked(hash).await? {
-                None => {}
-                Some(Ok(_)) => return Ok(PutOutcome::AlreadyExists),
-                Some(Err(Refusal::Local(e))) => {
-                    return Err(StoreError::new(ErrorKind::Unavailable, e))
-                }
-                Some(Err(_)) => {
-                    self.inner.delete(hash).await?;
-                }
-            }
-        }
-        let sealed_len =
-            declared_len.map(|n| format::sealed_len(n, sealer.signed(), sealer.encrypted()));
-        let failure: Arc<Mutex<Option<StoreError>>> = Arc::new(Mutex::new(None));
-        let plain_len = Arc::new(AtomicU64::new(0));
-        let state = WriteState {
-            input: body,
-            sealer: Some(sealer),
-            header_sent: false,
-            received: 0,
-            declared: declared_len,
-            failure: failure.clone(),
-            plain_len: plain_len.clone(),
-        };
-        let mut sealed: BodyStream<'_> = Box::pin(futures_util::stream::unfold(state, step));
-        let outcome = self.inner.put(hash, &mut sealed, sealed_len).await;
-        drop(sealed);
-        let ours = failure.lock().ok().and_then(|mut f| f.take());
-        match (outcome, ours) {
-            (Err(_), Some(e)) => Err(e),
-            (Err(e), None) => Err(e),
-            (Ok(PutOutcome::Stored(_)), _) => {
-                Ok(PutOutcome::Stored(plain_len.load(Ordering::Relaxed)))
-            }
-            (Ok(other), _) => Ok(other),
-        }
     }
 }
 
@@ -424,21 +363,63 @@ fn read_up_to(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(got)
 }
 
-impl Store for SealedStore {
-    fn get<'a>(
-        &'a self,
-        hash: &'a TaskHash,
-    ) -> BoxFuture<'a, Result<Option<Artifact>, StoreError>> {
-        Box::pin(self.read(hash))
+impl AsyncStore for SealedStore {
+    async fn get(&self, hash: &TaskHash) -> Found {
+        match self.read_checked(hash).await? {
+            None => Ok(None),
+            Some(Ok(artifact)) => Ok(Some(artifact)),
+            Some(Err(why)) => Err(Self::refused(&why)),
+        }
     }
 
-    fn put<'a>(
-        &'a self,
-        hash: &'a TaskHash,
-        body: &'a mut BodyStream<'_>,
-        declared_len: Option<u64>,
-    ) -> BoxFuture<'a, Result<PutOutcome, StoreError>> {
-        Box::pin(self.write(hash, body, declared_len))
+    async fn put(&self, hash: &TaskHash, upload: Upload<'_, '_>) -> Written {
+        let Upload { body, declared_len } = upload;
+        let sealer = Sealer::new(hash.as_str(), &self.config)
+            .map_err(|e| StoreError::new(ErrorKind::Unavailable, e))?;
+        let Some(sealer) = sealer else {
+            // Neither signing nor encrypting: stored plain, as without this layer.
+            return self.inner.put(hash, body, declared_len).await;
+        };
+        if sealer.signed() {
+            // A trusted writer does not let an object it refuses (unsigned, signed by another
+            // key, altered) hold its hash forever under first-writer-wins: it replaces it. An
+            // object it accepts stays (`AlreadyExists`, nothing read from the body).
+            match self.read_checked(hash).await? {
+                None => {}
+                Some(Ok(_)) => return Ok(PutOutcome::AlreadyExists),
+                Some(Err(Refusal::Local(e))) => {
+                    return Err(StoreError::new(ErrorKind::Unavailable, e))
+                }
+                Some(Err(_)) => {
+                    self.inner.delete(hash).await?;
+                }
+            }
+        }
+        let sealed_len =
+            declared_len.map(|n| format::sealed_len(n, sealer.signed(), sealer.encrypted()));
+        let failure: Arc<Mutex<Option<StoreError>>> = Arc::new(Mutex::new(None));
+        let plain_len = Arc::new(AtomicU64::new(0));
+        let state = WriteState {
+            input: body,
+            sealer: Some(sealer),
+            header_sent: false,
+            received: 0,
+            declared: declared_len,
+            failure: failure.clone(),
+            plain_len: plain_len.clone(),
+        };
+        let mut sealed: BodyStream<'_> = Box::pin(futures_util::stream::unfold(state, step));
+        let outcome = self.inner.put(hash, &mut sealed, sealed_len).await;
+        drop(sealed);
+        let ours = failure.lock().ok().and_then(|mut f| f.take());
+        match (outcome, ours) {
+            (Err(_), Some(e)) => Err(e),
+            (Err(e), None) => Err(e),
+            (Ok(PutOutcome::Stored(_)), _) => {
+                Ok(PutOutcome::Stored(plain_len.load(Ordering::Relaxed)))
+            }
+            (Ok(other), _) => Ok(other),
+        }
     }
 
     fn describe(&self) -> String {
@@ -450,22 +431,14 @@ impl Store for SealedStore {
         }
     }
 
-    fn check(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.inner.check()
-    }
-
-    fn delete<'a>(&'a self, hash: &'a TaskHash) -> BoxFuture<'a, Result<Deleted, StoreError>> {
-        self.inner.delete(hash)
+    fn inner(&self) -> Option<&Arc<dyn Store>> {
+        Some(&self.inner)
     }
 
     fn with_namespace(&self, ns: &Prefix) -> Result<Arc<dyn Store>, StoreError> {
-        Ok(Arc::new(SealedStore {
-            inner: self.inner.with_namespace(ns)?,
-            config: self.config.clone(),
-            verifying: self.verifying.clone(),
-            spool_dir: self.spool_dir.clone(),
-            inline_limit: self.inline_limit,
-        }))
+        let mut view = self.clone();
+        view.inner = self.inner.with_namespace(ns)?;
+        Ok(Arc::new(view))
     }
 }
 

@@ -45,10 +45,9 @@ mod write;
 pub use budget::{Budget, ADMISSION_WAIT};
 pub use temp::{STALE_TMP_AGE, TMP_DIR};
 
-use super::{io_error, Artifact, BodyStream, Deleted, ErrorKind, PutOutcome, Store, StoreError};
+use super::{io_error, AsyncStore, Deleted, ErrorKind, Found, Store, StoreError, Upload, Written};
 use crate::key::{Prefix, TaskHash};
 use dir::{Beneath, Dir, Kind, Space};
-use futures_util::future::BoxFuture;
 use std::ffi::OsStr;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -439,21 +438,13 @@ fn task_failed(what: &str, e: tokio::task::JoinError) -> StoreError {
     StoreError::new(ErrorKind::Unavailable, format!("{what} task failed: {e}"))
 }
 
-impl Store for FsStore {
-    fn get<'a>(
-        &'a self,
-        hash: &'a TaskHash,
-    ) -> BoxFuture<'a, Result<Option<Artifact>, StoreError>> {
-        Box::pin(self.read(hash))
+impl AsyncStore for FsStore {
+    async fn get(&self, hash: &TaskHash) -> Found {
+        self.read(hash).await
     }
 
-    fn put<'a>(
-        &'a self,
-        hash: &'a TaskHash,
-        body: &'a mut BodyStream<'_>,
-        declared_len: Option<u64>,
-    ) -> BoxFuture<'a, Result<PutOutcome, StoreError>> {
-        Box::pin(self.write(hash, body, declared_len))
+    async fn put(&self, hash: &TaskHash, upload: Upload<'_, '_>) -> Written {
+        self.write(hash, upload.body, upload.declared_len).await
     }
 
     fn describe(&self) -> String {
@@ -468,24 +459,20 @@ impl Store for FsStore {
         }
     }
 
-    fn check(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-        // The root is there, its temp directory is usable (made if missing), and the filesystem
-        // has room.
-        Box::pin(async move {
-            let store = self.clone();
-            tokio::task::spawn_blocking(move || store.check_blocking())
-                .await
-                .map_err(|e| task_failed("check", e))?
-        })
+    /// The root is there, its temp directory is usable (made if missing), and the filesystem
+    /// has room.
+    async fn check(&self) -> Result<(), StoreError> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.check_blocking())
+            .await
+            .map_err(|e| task_failed("check", e))?
     }
 
-    fn delete<'a>(&'a self, hash: &'a TaskHash) -> BoxFuture<'a, Result<Deleted, StoreError>> {
-        Box::pin(async move {
-            let (store, hash) = (self.clone(), hash.clone());
-            tokio::task::spawn_blocking(move || store.remove(&hash))
-                .await
-                .map_err(|e| task_failed("delete", e))?
-        })
+    async fn delete(&self, hash: &TaskHash) -> Result<Deleted, StoreError> {
+        let (store, hash) = (self.clone(), hash.clone());
+        tokio::task::spawn_blocking(move || store.remove(&hash))
+            .await
+            .map_err(|e| task_failed("delete", e))?
     }
 
     fn with_namespace(&self, ns: &Prefix) -> Result<Arc<dyn Store>, StoreError> {

@@ -18,9 +18,9 @@
 //! Only faults of the store itself count (unreachable, timeouts, disk full); a corrupt object or a
 //! client's bad upload says nothing about the store's health.
 
-use super::{Artifact, BodyStream, Deleted, ErrorKind, PutOutcome, Store, StoreError};
+use super::{AsyncStore, ErrorKind, Found, Store, StoreError, Upload, Written};
 use crate::key::{Prefix, TaskHash};
-use futures_util::future::BoxFuture;
+use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -49,6 +49,7 @@ struct State {
 }
 
 /// A store behind a start-up probe, call time limits and an outage breaker.
+#[derive(Clone)]
 pub struct GuardedStore {
     inner: Arc<dyn Store>,
     policy: GuardPolicy,
@@ -204,6 +205,24 @@ impl GuardedStore {
         }
     }
 
+    /// One storage call through the gate, within the call limit, its outcome booked.
+    async fn call<T>(
+        &self,
+        what: &str,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let trial = match self.gate().await {
+            Gate::Skip(reason) => return Err(Self::skipped(&reason)),
+            Gate::Trial(permit) => Some(permit),
+            Gate::Go => None,
+        };
+        let result = tokio::time::timeout(self.policy.call_timeout, call)
+            .await
+            .unwrap_or_else(|_| Err(self.timed_out(what)));
+        self.record(&result, trial);
+        result
+    }
+
     fn timed_out(&self, what: &str) -> StoreError {
         StoreError::new(
             ErrorKind::Unavailable,
@@ -236,66 +255,29 @@ fn counts(e: &StoreError) -> bool {
     matches!(e.kind, ErrorKind::Unavailable | ErrorKind::Full)
 }
 
-impl Store for GuardedStore {
-    fn get<'a>(
-        &'a self,
-        hash: &'a TaskHash,
-    ) -> BoxFuture<'a, Result<Option<Artifact>, StoreError>> {
-        Box::pin(async move {
-            let trial = match self.gate().await {
-                Gate::Skip(reason) => return Err(Self::skipped(&reason)),
-                Gate::Trial(permit) => Some(permit),
-                Gate::Go => None,
-            };
-            let result = tokio::time::timeout(self.policy.call_timeout, self.inner.get(hash))
-                .await
-                .unwrap_or_else(|_| Err(self.timed_out("a read")));
-            self.record(&result, trial);
-            result
-        })
+impl AsyncStore for GuardedStore {
+    async fn get(&self, hash: &TaskHash) -> Found {
+        self.call("a read", self.inner.get(hash)).await
     }
 
-    fn put<'a>(
-        &'a self,
-        hash: &'a TaskHash,
-        body: &'a mut BodyStream<'_>,
-        declared_len: Option<u64>,
-    ) -> BoxFuture<'a, Result<PutOutcome, StoreError>> {
-        Box::pin(async move {
-            let trial = match self.gate().await {
-                Gate::Skip(reason) => return Err(Self::skipped(&reason)),
-                Gate::Trial(permit) => Some(permit),
-                Gate::Go => None,
-            };
-            let result = tokio::time::timeout(
-                self.policy.call_timeout,
-                self.inner.put(hash, body, declared_len),
-            )
+    async fn put(&self, hash: &TaskHash, upload: Upload<'_, '_>) -> Written {
+        let Upload { body, declared_len } = upload;
+        self.call("a write", self.inner.put(hash, body, declared_len))
             .await
-            .unwrap_or_else(|_| Err(self.timed_out("a write")));
-            self.record(&result, trial);
-            result
-        })
     }
 
     fn describe(&self) -> String {
         self.inner.describe()
     }
 
-    fn delete<'a>(&'a self, hash: &'a TaskHash) -> BoxFuture<'a, Result<Deleted, StoreError>> {
-        self.inner.delete(hash)
-    }
-
-    fn check(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.inner.check()
+    fn inner(&self) -> Option<&Arc<dyn Store>> {
+        Some(&self.inner)
     }
 
     fn with_namespace(&self, ns: &Prefix) -> Result<Arc<dyn Store>, StoreError> {
         // The namespaced view shares this guard's probe and breaker: it is the same store.
-        Ok(Arc::new(GuardedStore {
-            inner: self.inner.with_namespace(ns)?,
-            policy: self.policy.clone(),
-            state: self.state.clone(),
-        }))
+        let mut view = self.clone();
+        view.inner = self.inner.with_namespace(ns)?;
+        Ok(Arc::new(view))
     }
 }

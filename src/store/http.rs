@@ -25,10 +25,12 @@
 
 use super::resilience::Resilience;
 use super::spool::{self, Spool, Spooled};
-use super::{Artifact, ArtifactBody, BodyStream, ErrorKind, PutOutcome, Store, StoreError};
+use super::{
+    Artifact, ArtifactBody, AsyncStore, BodyStream, ErrorKind, Found, PutOutcome, Store,
+    StoreError, Upload, Written,
+};
 use crate::key::{Prefix, TaskHash};
 use bytes::Bytes;
-use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
@@ -102,6 +104,7 @@ impl HttpOptions {
 }
 
 /// A store on an upstream Nx-protocol server.
+#[derive(Clone)]
 pub struct HttpStore {
     /// GETs: connect, time-to-answer (`answer`, also between body reads) and request timeouts.
     client: reqwest::Client,
@@ -447,7 +450,7 @@ impl HttpStore {
         unavailable(format!("http {method} {url}: {why}{said}"))
     }
 
-    async fn read(&self, hash: &TaskHash) -> Result<Option<Artifact>, StoreError> {
+    async fn read(&self, hash: &TaskHash) -> Found {
         let url = self.object_url(hash);
         let retry = self.options.resilience.http_get;
         let mut attempt: u32 = 0;
@@ -647,12 +650,8 @@ impl HttpStore {
         Ok((resp, sent.load(Ordering::Relaxed)))
     }
 
-    async fn write(
-        &self,
-        hash: &TaskHash,
-        body: &mut BodyStream<'_>,
-        declared_len: Option<u64>,
-    ) -> Result<PutOutcome, StoreError> {
+    async fn write(&self, hash: &TaskHash, upload: Upload<'_, '_>) -> Written {
+        let Upload { body, declared_len } = upload;
         let url = self.object_url(hash);
         let (len, answer) = match declared_len {
             Some(len) => (len, self.upload(&url, len, body).await?),
@@ -707,21 +706,14 @@ impl HttpStore {
     }
 }
 
-impl Store for HttpStore {
-    fn get<'a>(
-        &'a self,
-        hash: &'a TaskHash,
-    ) -> BoxFuture<'a, Result<Option<Artifact>, StoreError>> {
-        Box::pin(async move { self.read(hash).await.map_err(shown) })
+/// Every fault of this store is shown with its URLs redacted.
+impl AsyncStore for HttpStore {
+    async fn get(&self, hash: &TaskHash) -> Found {
+        self.read(hash).await.map_err(shown)
     }
 
-    fn put<'a>(
-        &'a self,
-        hash: &'a TaskHash,
-        body: &'a mut BodyStream<'_>,
-        declared_len: Option<u64>,
-    ) -> BoxFuture<'a, Result<PutOutcome, StoreError>> {
-        Box::pin(async move { self.write(hash, body, declared_len).await.map_err(shown) })
+    async fn put(&self, hash: &TaskHash, upload: Upload<'_, '_>) -> Written {
+        self.write(hash, upload).await.map_err(shown)
     }
 
     fn describe(&self) -> String {
@@ -730,14 +722,7 @@ impl Store for HttpStore {
 
     fn with_namespace(&self, ns: &Prefix) -> Result<Arc<dyn Store>, StoreError> {
         if ns.is_empty() {
-            return Ok(Arc::new(HttpStore {
-                client: self.client.clone(),
-                put_client: self.put_client.clone(),
-                base: self.base.clone(),
-                auth: self.auth.clone(),
-                options: self.options.clone(),
-                warnings: self.warnings.clone(),
-            }));
+            return Ok(Arc::new(self.clone()));
         }
         Err(unavailable(format!(
             "http {}: an upstream Nx-protocol server has no key prefix, so namespace {:?} cannot \
@@ -809,6 +794,8 @@ mod tests {
             options,
         )
         .unwrap();
+        // What callers hold.
+        let store: Arc<dyn Store> = Arc::new(store);
         let hash = TaskHash::parse("1234").unwrap();
         let err = store.get(&hash).await.err().map(|e| e.message);
         let err = err.unwrap_or_default();

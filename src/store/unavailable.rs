@@ -2,9 +2,8 @@
 //! on uncached and the run summary (or the server's log) says why. Used for a client that cannot
 //! be built (the proxy) and for a token whose namespace cannot be made (the server).
 
-use super::{Artifact, BodyStream, ErrorKind, PutOutcome, Store, StoreError};
+use super::{AsyncStore, ErrorKind, Found, Store, StoreError, Upload, Written};
 use crate::key::{Prefix, TaskHash};
-use futures_util::future::BoxFuture;
 use std::sync::Arc;
 
 #[derive(Debug, Clone)]
@@ -28,29 +27,21 @@ impl UnavailableStore {
     }
 }
 
-impl Store for UnavailableStore {
-    fn get<'a>(
-        &'a self,
-        _hash: &'a TaskHash,
-    ) -> BoxFuture<'a, Result<Option<Artifact>, StoreError>> {
-        Box::pin(async move { Err(self.fault()) })
+impl AsyncStore for UnavailableStore {
+    async fn get(&self, _hash: &TaskHash) -> Found {
+        Err(self.fault())
     }
 
-    fn put<'a>(
-        &'a self,
-        _hash: &'a TaskHash,
-        _body: &'a mut BodyStream<'_>,
-        _declared_len: Option<u64>,
-    ) -> BoxFuture<'a, Result<PutOutcome, StoreError>> {
-        Box::pin(async move { Err(self.fault()) })
+    async fn put(&self, _hash: &TaskHash, _upload: Upload<'_, '_>) -> Written {
+        Err(self.fault())
     }
 
     fn describe(&self) -> String {
         self.location.clone()
     }
 
-    fn check(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(async move { Err(self.fault()) })
+    async fn check(&self) -> Result<(), StoreError> {
+        Err(self.fault())
     }
 
     /// Any namespace of it is as unavailable, for the same reason.

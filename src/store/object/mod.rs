@@ -28,12 +28,12 @@ mod s3;
 use super::resilience::Resilience;
 use super::spool::{self, Spool, Spooled};
 use super::{
-    Artifact, ArtifactBody, BodyStream, Deleted, ErrorKind, PutOutcome, Store, StoreError,
+    Artifact, ArtifactBody, AsyncStore, BodyStream, Deleted, ErrorKind, Found, PutOutcome, Store,
+    StoreError, Upload, Written,
 };
 use crate::config::Backend;
 use crate::envelope::{EnvelopeError, Header, PayloadDigest, HEADER_LEN};
 use crate::key::{Prefix, TaskHash};
-use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 use object_store::path::Path as ObjectPath;
 use object_store::{
@@ -406,46 +406,6 @@ impl ObjectStoreBackend {
         Ok((spool.finish().await?, header))
     }
 
-    async fn write(
-        &self,
-        hash: &TaskHash,
-        body: &mut BodyStream<'_>,
-        declared_len: Option<u64>,
-    ) -> Result<PutOutcome, StoreError> {
-        let key = self.object_key(hash);
-        // A large or unsized body: one HEAD first spares uploading what is already stored.
-        if declared_len.is_none_or(|n| n > self.inline_limit) {
-            match self.inner.head(&key).await {
-                Ok(_) => return Ok(PutOutcome::AlreadyExists),
-                Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(self.fault("checking", &key, e)),
-            }
-        }
-        let (spool, header) = self.receive(body, declared_len).await?;
-        let outcome = match spool {
-            Spooled::Memory(bytes) => {
-                let opts = PutOptions {
-                    mode: PutMode::Create,
-                    ..Default::default()
-                };
-                self.inner
-                    .put_opts(&key, PutPayload::from(bytes), opts)
-                    .await
-                    .map(|_| true)
-            }
-            Spooled::File(file) => {
-                let file = tokio::fs::File::from_std(file);
-                return self.upload_large(hash, &key, file, &header).await;
-            }
-        };
-        match outcome {
-            Ok(_) => Ok(PutOutcome::Stored(header.payload_len)),
-            Err(object_store::Error::AlreadyExists { .. })
-            | Err(object_store::Error::Precondition { .. }) => Ok(PutOutcome::AlreadyExists),
-            Err(e) => Err(self.fault("upload", &key, e)),
-        }
-    }
-
     /// Multipart upload of a spooled object to a temp key, then a create-if-absent copy to the
     /// final key, then removal of the temp key.
     async fn upload_large(
@@ -526,7 +486,24 @@ impl ObjectStoreBackend {
             .map_err(|e| self.fault("completing the multipart upload", tmp, e))
     }
 
-    async fn read(&self, hash: &TaskHash) -> Result<Option<Artifact>, StoreError> {
+    /// Removes an object that failed verification so the next build can store a good one.
+    async fn quarantine(&self, key: &ObjectPath, reason: EnvelopeError) -> StoreError {
+        let removed = match self.inner.delete(key).await {
+            Ok(()) => "removed it".to_owned(),
+            Err(e) => format!("could not remove it: {e}"),
+        };
+        StoreError::new(
+            ErrorKind::Corrupt,
+            format!(
+                "corrupt cache object {} ({reason}); treated as a miss and {removed}",
+                self.where_(key)
+            ),
+        )
+    }
+}
+
+impl AsyncStore for ObjectStoreBackend {
+    async fn get(&self, hash: &TaskHash) -> Found {
         let key = self.object_key(hash);
         let result = match self.inner.get_opts(&key, GetOptions::default()).await {
             Ok(r) => r,
@@ -585,37 +562,40 @@ impl ObjectStoreBackend {
         }))
     }
 
-    /// Removes an object that failed verification so the next build can store a good one.
-    async fn quarantine(&self, key: &ObjectPath, reason: EnvelopeError) -> StoreError {
-        let removed = match self.inner.delete(key).await {
-            Ok(()) => "removed it".to_owned(),
-            Err(e) => format!("could not remove it: {e}"),
+    async fn put(&self, hash: &TaskHash, upload: Upload<'_, '_>) -> Written {
+        let Upload { body, declared_len } = upload;
+        let key = self.object_key(hash);
+        // A large or unsized body: one HEAD first spares uploading what is already stored.
+        if declared_len.is_none_or(|n| n > self.inline_limit) {
+            match self.inner.head(&key).await {
+                Ok(_) => return Ok(PutOutcome::AlreadyExists),
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(self.fault("checking", &key, e)),
+            }
+        }
+        let (spool, header) = self.receive(body, declared_len).await?;
+        let outcome = match spool {
+            Spooled::Memory(bytes) => {
+                let opts = PutOptions {
+                    mode: PutMode::Create,
+                    ..Default::default()
+                };
+                self.inner
+                    .put_opts(&key, PutPayload::from(bytes), opts)
+                    .await
+                    .map(|_| true)
+            }
+            Spooled::File(file) => {
+                let file = tokio::fs::File::from_std(file);
+                return self.upload_large(hash, &key, file, &header).await;
+            }
         };
-        StoreError::new(
-            ErrorKind::Corrupt,
-            format!(
-                "corrupt cache object {} ({reason}); treated as a miss and {removed}",
-                self.where_(key)
-            ),
-        )
-    }
-}
-
-impl Store for ObjectStoreBackend {
-    fn get<'a>(
-        &'a self,
-        hash: &'a TaskHash,
-    ) -> BoxFuture<'a, Result<Option<Artifact>, StoreError>> {
-        Box::pin(self.read(hash))
-    }
-
-    fn put<'a>(
-        &'a self,
-        hash: &'a TaskHash,
-        body: &'a mut BodyStream<'_>,
-        declared_len: Option<u64>,
-    ) -> BoxFuture<'a, Result<PutOutcome, StoreError>> {
-        Box::pin(self.write(hash, body, declared_len))
+        match outcome {
+            Ok(_) => Ok(PutOutcome::Stored(header.payload_len)),
+            Err(object_store::Error::AlreadyExists { .. })
+            | Err(object_store::Error::Precondition { .. }) => Ok(PutOutcome::AlreadyExists),
+            Err(e) => Err(self.fault("upload", &key, e)),
+        }
     }
 
     fn describe(&self) -> String {
@@ -630,21 +610,19 @@ impl Store for ObjectStoreBackend {
         out
     }
 
-    fn delete<'a>(&'a self, hash: &'a TaskHash) -> BoxFuture<'a, Result<Deleted, StoreError>> {
-        Box::pin(async move {
-            let key = self.object_key(hash);
-            // Object stores answer a delete of a missing key with success: ask first.
-            match self.inner.head(&key).await {
-                Err(object_store::Error::NotFound { .. }) => return Ok(Deleted::Absent),
-                Err(e) => return Err(self.fault("checking", &key, e)),
-                Ok(_) => {}
-            }
-            match self.inner.delete(&key).await {
-                Ok(()) => Ok(Deleted::Removed),
-                Err(object_store::Error::NotFound { .. }) => Ok(Deleted::Absent),
-                Err(e) => Err(self.fault("deleting", &key, e)),
-            }
-        })
+    async fn delete(&self, hash: &TaskHash) -> Result<Deleted, StoreError> {
+        let key = self.object_key(hash);
+        // Object stores answer a delete of a missing key with success: ask first.
+        match self.inner.head(&key).await {
+            Err(object_store::Error::NotFound { .. }) => return Ok(Deleted::Absent),
+            Err(e) => return Err(self.fault("checking", &key, e)),
+            Ok(_) => {}
+        }
+        match self.inner.delete(&key).await {
+            Ok(()) => Ok(Deleted::Removed),
+            Err(object_store::Error::NotFound { .. }) => Ok(Deleted::Absent),
+            Err(e) => Err(self.fault("deleting", &key, e)),
+        }
     }
 
     fn with_namespace(&self, ns: &Prefix) -> Result<Arc<dyn Store>, StoreError> {
@@ -653,7 +631,7 @@ impl Store for ObjectStoreBackend {
         Ok(Arc::new(store))
     }
 
-    fn check(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(self.prepare())
+    async fn check(&self) -> Result<(), StoreError> {
+        self.prepare().await
     }
 }

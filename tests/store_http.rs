@@ -15,7 +15,7 @@ use nx_open_cache::server::{self, ProxySettings, RunningProxy};
 use nx_open_cache::stats::Stats;
 use nx_open_cache::store::fs::FsStore;
 use nx_open_cache::store::http::{HttpOptions, HttpStore, TOKEN_ENV};
-use nx_open_cache::store::resilience::Resilience;
+use nx_open_cache::store::resilience::{Resilience, Retry};
 use nx_open_cache::store::{ArtifactBody, BodyStream, PutOutcome, Store};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -35,12 +35,18 @@ fn hash(s: &str) -> TaskHash {
 
 /// Short timeouts so that failure paths finish in well under a second each.
 fn quick(spool: &Path) -> HttpOptions {
-    let mut resilience = Resilience::default();
-    resilience.connect = Duration::from_secs(2);
-    resilience.answer = Duration::from_millis(400);
-    resilience.request = Duration::from_secs(60);
-    resilience.http_get.retries = 2;
-    resilience.http_get.first_delay = Duration::from_millis(20);
+    let base = Resilience::default();
+    let resilience = Resilience {
+        connect: Duration::from_secs(2),
+        answer: Duration::from_millis(400),
+        request: Duration::from_secs(60),
+        http_get: Retry {
+            retries: 2,
+            first_delay: Duration::from_millis(20),
+            ..base.http_get
+        },
+        ..base
+    };
     HttpOptions {
         resilience,
         spool_dir: spool.to_path_buf(),

@@ -786,8 +786,17 @@ mod tests {
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
             .unwrap_or(9);
-        let mut options = HttpOptions::default();
-        options.resilience.http_get.retries = 0;
+        let base = HttpOptions::default();
+        let options = HttpOptions {
+            resilience: Resilience {
+                http_get: crate::store::resilience::Retry {
+                    retries: 0,
+                    ..base.resilience.http_get
+                },
+                ..base.resilience.clone()
+            },
+            ..base
+        };
         let store = HttpStore::new(
             &format!("http://user:hunter2-pass@127.0.0.1:{port}"),
             None,

@@ -112,7 +112,7 @@ impl Spool {
     }
 
     /// Moves what is in memory to a new spool file (blocking).
-    fn to_file(&mut self, file: std::fs::File) -> io::Result<()> {
+    fn move_to_file(&mut self, file: std::fs::File) -> io::Result<()> {
         let mut f = BufWriter::with_capacity(FILE_BUFFER, file);
         f.write_all(&std::mem::take(&mut self.memory))?;
         self.file = Some(f);
@@ -243,7 +243,7 @@ impl Write for Spool {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if self.outgrows(buf.len()) {
             let made = file(&self.dir).map_err(|e| io::Error::other(e.message))?;
-            self.to_file(made)?;
+            self.move_to_file(made)?;
         }
         let n = match &mut self.file {
             Some(f) => f.write(buf)?,

@@ -418,8 +418,9 @@ pub struct Timeouts {
     pub answer: Duration,
 }
 
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The defaults, and every timeout, retry and breaker setting derived from these two, are the
+/// resilience policy's (`store::resilience`).
+pub use crate::store::resilience::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT};
 
 impl Default for Timeouts {
     fn default() -> Self {

@@ -9,7 +9,7 @@
 use crate::config::{Backend, CacheConfig, Mode};
 use crate::key::TaskHash;
 use crate::stats::Stats;
-use crate::store::guard::PROBE_HASH;
+use crate::store::PROBE_HASH;
 use crate::store::{ArtifactBody, Deleted, ErrorKind, PutOutcome, Store, StoreError};
 use bytes::Bytes;
 use futures_util::StreamExt;

@@ -5,9 +5,11 @@ use crate::config::{Backend, CacheConfig, Mode};
 use crate::server::{self, Auth, Limits, LogFormat, RunningProxy, ServerSettings, TokenSpec};
 use crate::stats::{Snapshot, Stats};
 use crate::store::fs::FsStore;
-use crate::store::guard::{GuardPolicy, GuardedStore};
+use crate::store::guard::GuardedStore;
 use crate::store::http::{HttpOptions, HttpStore};
-use crate::store::object::{ObjectStoreBackend, UnavailableStore};
+use crate::store::object::ObjectStoreBackend;
+use crate::store::resilience::Resilience;
+use crate::store::unavailable::UnavailableStore;
 use crate::store::validate::{self, ValidationPolicy};
 use crate::store::Store;
 use std::collections::HashMap;
@@ -32,6 +34,16 @@ pub fn open_store(
     env: &HashMap<String, String>,
     stats: &Arc<Stats>,
 ) -> Arc<dyn Store> {
+    open_store_with(config, &Resilience::from_config(config), env, stats)
+}
+
+/// [`open_store`] with the run's resilience policy, already resolved.
+pub fn open_store_with(
+    config: &CacheConfig,
+    resilience: &Resilience,
+    env: &HashMap<String, String>,
+    stats: &Arc<Stats>,
+) -> Arc<dyn Store> {
     let store: Arc<dyn Store> = match &config.backend {
         Backend::Fs { path } => {
             let store = FsStore::new(path.clone(), config.prefix.clone());
@@ -45,11 +57,7 @@ pub fn open_store(
         Backend::Http { url } => match HttpStore::new(
             url,
             env.get("NX_OPEN_CACHE_TOKEN").map(String::as_str),
-            HttpOptions {
-                connect_timeout: config.timeouts.connect,
-                read_timeout: config.timeouts.answer,
-                ..HttpOptions::from_env(env)
-            },
+            HttpOptions::new(resilience.clone(), env),
         ) {
             Ok(store) => {
                 if config.mode != Mode::NoCache {
@@ -67,10 +75,7 @@ pub fn open_store(
                 if config.mode != Mode::NoCache {
                     stats.error(&e.message);
                 }
-                Arc::new(UnavailableStore {
-                    location: format!("http {url}"),
-                    reason: e.message,
-                })
+                Arc::new(UnavailableStore::new(format!("http {url}"), e.message))
             }
         },
         Backend::S3 { .. } | Backend::Gcs { .. } | Backend::Azure { .. } => {
@@ -78,7 +83,7 @@ pub fn open_store(
                 &config.backend,
                 config.prefix.clone(),
                 env,
-                &config.timeouts,
+                resilience,
             ) {
                 // The bucket and the credentials are checked by the guard's start-up probe
                 // (`start`) or by doctor's first step.
@@ -87,14 +92,9 @@ pub fn open_store(
                     if config.mode != Mode::NoCache {
                         stats.error(&e.message);
                     }
-                    Arc::new(UnavailableStore {
-                        location: format!(
-                            "{} {}",
-                            config.backend.name(),
-                            config.backend.location()
-                        ),
-                        reason: e.message,
-                    })
+                    let location =
+                        format!("{} {}", config.backend.name(), config.backend.location());
+                    Arc::new(UnavailableStore::new(location, e.message))
                 }
             }
         }
@@ -104,21 +104,14 @@ pub fn open_store(
     crate::seal::wrap(store, &config.seal)
 }
 
-/// The guard the proxy puts in front of its store: the start-up check may take the configured
-/// answer timeout; three consecutive faults and the store is skipped for the rest of the run.
-pub fn guard_policy(config: &CacheConfig) -> GuardPolicy {
-    GuardPolicy {
-        probe_timeout: config.timeouts.answer,
-        ..GuardPolicy::default()
-    }
-}
-
 /// Starts a proxy on 127.0.0.1 (random port) on the shared runtime; `env` is the environment the
 /// storage client reads its credentials from.
 pub fn start(config: &CacheConfig, env: &HashMap<String, String>) -> Result<Proxy, String> {
     let runtime = crate::runtime::get()?;
     let stats = Arc::new(Stats::default());
-    let opened = open_store(config, env, &stats);
+    // Every timeout, retry and breaker setting of this run, resolved once.
+    let resilience = Resilience::from_config(config);
+    let opened = open_store_with(config, &resilience, env, &stats);
     let store: Arc<dyn Store> = if config.mode == Mode::NoCache {
         opened
     } else {
@@ -129,7 +122,7 @@ pub fn start(config: &CacheConfig, env: &HashMap<String, String>) -> Result<Prox
             ValidationPolicy::proxy(config.mode == Mode::ReadWrite, config.limits.clone()),
         );
         let _inside = runtime.enter();
-        Arc::new(GuardedStore::new(checked, guard_policy(config)))
+        Arc::new(GuardedStore::new(checked, resilience.guard))
     };
     let location = if config.namespaces.is_default() {
         store.describe()

@@ -4,11 +4,11 @@
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use nx_open_cache::key::{Prefix, TaskHash};
-use nx_open_cache::store::guard::{GuardPolicy, GuardedStore, PROBE_HASH};
+use nx_open_cache::store::guard::{GuardPolicy, GuardedStore};
 use nx_open_cache::store::{
-    Artifact, ArtifactBody, BodyStream, ErrorKind, PutOutcome, Store, StoreError,
+    Artifact, ArtifactBody, BodyStream, ErrorKind, PutOutcome, Store, StoreError, PROBE_HASH,
 };
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
@@ -239,6 +239,37 @@ async fn after_the_cool_down_one_trial_call_decides() {
     assert!(g.get(&hash("22")).await.is_ok());
     assert!(g.open_reason().is_none());
     assert!(g.get(&hash("23")).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_cancelled_trial_call_lets_the_next_call_try() {
+    let s = Scripted::new(Behaviour::Fails);
+    let mut p = policy();
+    // No wait: once the breaker is open, every call may be the trial.
+    p.cool_down = Some(Duration::ZERO);
+    let g = GuardedStore::without_probe(Arc::new(Handle(s.clone())), p);
+    for i in 0..3 {
+        assert!(g.get(&hash(&format!("1{i}"))).await.is_err());
+    }
+    assert!(g.open_reason().is_some());
+    // The trial call hangs and its future is dropped after the first poll (its client went away,
+    // a timeout above it fired).
+    s.set(Behaviour::Hangs);
+    let calls = s.calls.load(Ordering::SeqCst);
+    assert!(
+        g.get(&hash("20")).now_or_never().is_none(),
+        "the trial hangs"
+    );
+    assert_eq!(
+        s.calls.load(Ordering::SeqCst),
+        calls + 1,
+        "the trial reached the store"
+    );
+    // The next call is the trial now; the store has recovered, so it closes the breaker.
+    s.set(Behaviour::Works);
+    assert!(g.get(&hash("21")).await.is_ok());
+    assert!(g.open_reason().is_none());
+    assert_eq!(s.calls.load(Ordering::SeqCst), calls + 2);
 }
 
 #[tokio::test]

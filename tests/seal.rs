@@ -584,7 +584,7 @@ async fn keyless_read_cost() {
     let data = noise(64 << 20, 99);
     let plain: Arc<dyn Store> = Arc::new(fs(dir.path()));
     put(plain.as_ref(), "big", &data).await;
-    let layered = keyless(dir.path(), nx_open_cache::store::fs::DEFAULT_INLINE_LIMIT);
+    let layered = keyless(dir.path(), nx_open_cache::store::spool::INLINE_LIMIT);
     let time = |s: Arc<dyn Store>| async move {
         let t = std::time::Instant::now();
         let got = read_all(s.get(&hash("big")).await.unwrap().unwrap());

@@ -36,6 +36,7 @@ use nx_open_cache::store::fs::FsStore;
 use nx_open_cache::store::guard::{GuardPolicy, GuardedStore};
 use nx_open_cache::store::http::{HttpOptions, HttpStore};
 use nx_open_cache::store::object::ObjectStoreBackend;
+use nx_open_cache::store::resilience::{Resilience, Retry};
 use nx_open_cache::store::validate::{ValidatingStore, ValidationPolicy};
 use nx_open_cache::store::{ErrorKind, PutOutcome, Store, StoreError};
 use object_store::{ObjectStoreExt, PutPayload};
@@ -135,10 +136,17 @@ fn start_serve(root: &Path) -> RunningServe {
 }
 
 fn http_options(spool: &Path) -> HttpOptions {
+    let base = Resilience::default();
     HttpOptions {
-        connect_timeout: Duration::from_secs(2),
-        get_retries: 1,
-        retry_backoff: Duration::from_millis(20),
+        resilience: Resilience {
+            connect: Duration::from_secs(2),
+            http_get: Retry {
+                retries: 1,
+                first_delay: Duration::from_millis(20),
+                ..base.http_get
+            },
+            ..base
+        },
         spool_dir: spool.to_path_buf(),
         ..HttpOptions::default()
     }

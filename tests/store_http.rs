@@ -13,6 +13,7 @@ use nx_open_cache::server::{self, ProxySettings, RunningProxy};
 use nx_open_cache::stats::Stats;
 use nx_open_cache::store::fs::FsStore;
 use nx_open_cache::store::http::{HttpOptions, HttpStore, TOKEN_ENV};
+use nx_open_cache::store::resilience::{Resilience, Retry};
 use nx_open_cache::store::{ArtifactBody, PutOutcome, Store};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -26,12 +27,20 @@ const TOKEN: &str = "upstream-secret-token";
 
 /// Short timeouts so that failure paths finish in well under a second each.
 fn quick(spool: &Path) -> HttpOptions {
+    let base = Resilience::default();
+    let resilience = Resilience {
+        connect: Duration::from_secs(2),
+        answer: Duration::from_millis(400),
+        request: Duration::from_secs(60),
+        http_get: Retry {
+            retries: 2,
+            first_delay: Duration::from_millis(20),
+            ..base.http_get
+        },
+        ..base
+    };
     HttpOptions {
-        connect_timeout: Duration::from_secs(2),
-        read_timeout: Duration::from_millis(400),
-        total_timeout: Duration::from_secs(60),
-        get_retries: 2,
-        retry_backoff: Duration::from_millis(20),
+        resilience,
         spool_dir: spool.to_path_buf(),
         ..HttpOptions::default()
     }

@@ -55,23 +55,23 @@ pub mod keys;
 pub use keys::SealConfig;
 
 use crate::key::{Prefix, TaskHash};
+use crate::store::spool::{self, Spool, Spooled};
 use crate::store::{
-    Artifact, ArtifactBody, BodyStream, Deleted, ErrorKind, PutOutcome, Store, StoreError,
+    Artifact, ArtifactBody, AsyncStore, BodyStream, ErrorKind, Found, PutOutcome, Store,
+    StoreError, Upload, Written,
 };
 use bytes::Bytes;
 use format::{Checks, Refusal, SealHeader, Sealer, HEADER_LEN, MAGIC};
-use futures_util::future::BoxFuture;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// Artifacts up to this size are opened into memory; larger ones into a spool file.
-pub const DEFAULT_INLINE_LIMIT: u64 = 8 * 1024 * 1024;
 /// Sealed objects up to this size are opened on the async worker; larger ones on the blocking pool.
 const ON_WORKER_LIMIT: u64 = 256 * 1024;
 
 /// A store whose artifacts are signed and/or encrypted on write and checked on read.
+#[derive(Clone)]
 pub struct SealedStore {
     inner: Arc<dyn Store>,
     config: Arc<SealConfig>,
@@ -87,8 +87,8 @@ impl SealedStore {
             inner,
             config: Arc::new(config),
             verifying,
-            spool_dir: std::env::temp_dir().join("nx-open-cache-spool"),
-            inline_limit: DEFAULT_INLINE_LIMIT,
+            spool_dir: spool::dir(),
+            inline_limit: spool::INLINE_LIMIT,
         }
     }
 
@@ -122,14 +122,6 @@ impl SealedStore {
             verifying: self.verifying.clone(),
             spool_dir: self.spool_dir.clone(),
             inline_limit: self.inline_limit,
-        }
-    }
-
-    async fn read(&self, hash: &TaskHash) -> Result<Option<Artifact>, StoreError> {
-        match self.read_checked(hash).await? {
-            None => Ok(None),
-            Some(Ok(artifact)) => Ok(Some(artifact)),
-            Some(Err(why)) => Err(Self::refused(&why)),
         }
     }
 
@@ -173,60 +165,6 @@ impl SealedStore {
             }
         };
         Ok(Some(result))
-    }
-
-    async fn write(
-        &self,
-        hash: &TaskHash,
-        body: &mut BodyStream<'_>,
-        declared_len: Option<u64>,
-    ) -> Result<PutOutcome, StoreError> {
-        let sealer = Sealer::new(hash.as_str(), &self.config)
-            .map_err(|e| StoreError::new(ErrorKind::Unavailable, e))?;
-        let Some(sealer) = sealer else {
-            // Neither signing nor encrypting: stored plain, as without this layer.
-            return self.inner.put(hash, body, declared_len).await;
-        };
-        if sealer.signed() {
-            // A trusted writer does not let an object it refuses (unsigned, signed by another
-            // key, altered) hold its hash forever under first-writer-wins: it replaces it. An
-            // object it accepts stays (`AlreadyExists`, nothing read from the body).
-            match self.read_checked(hash).await? {
-                None => {}
-                Some(Ok(_)) => return Ok(PutOutcome::AlreadyExists),
-                Some(Err(Refusal::Local(e))) => {
-                    return Err(StoreError::new(ErrorKind::Unavailable, e))
-                }
-                Some(Err(_)) => {
-                    self.inner.delete(hash).await?;
-                }
-            }
-        }
-        let sealed_len =
-            declared_len.map(|n| format::sealed_len(n, sealer.signed(), sealer.encrypted()));
-        let failure: Arc<Mutex<Option<StoreError>>> = Arc::new(Mutex::new(None));
-        let plain_len = Arc::new(AtomicU64::new(0));
-        let state = WriteState {
-            input: body,
-            sealer: Some(sealer),
-            header_sent: false,
-            received: 0,
-            declared: declared_len,
-            failure: failure.clone(),
-            plain_len: plain_len.clone(),
-        };
-        let mut sealed: BodyStream<'_> = Box::pin(futures_util::stream::unfold(state, step));
-        let outcome = self.inner.put(hash, &mut sealed, sealed_len).await;
-        drop(sealed);
-        let ours = failure.lock().ok().and_then(|mut f| f.take());
-        match (outcome, ours) {
-            (Err(_), Some(e)) => Err(e),
-            (Err(e), None) => Err(e),
-            (Ok(PutOutcome::Stored(_)), _) => {
-                Ok(PutOutcome::Stored(plain_len.load(Ordering::Relaxed)))
-            }
-            (Ok(other), _) => Ok(other),
-        }
     }
 }
 
@@ -302,27 +240,6 @@ struct Opener {
     inline_limit: u64,
 }
 
-/// Where an opened artifact goes.
-enum Sink {
-    Memory(Vec<u8>),
-    File(std::io::BufWriter<std::fs::File>),
-}
-
-impl Write for Sink {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        match self {
-            Sink::Memory(v) => v.write(buf),
-            Sink::File(f) => f.write(buf),
-        }
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        match self {
-            Sink::Memory(_) => Ok(()),
-            Sink::File(f) => f.flush(),
-        }
-    }
-}
-
 impl Opener {
     fn checks(&self) -> Checks<'_> {
         Checks {
@@ -358,7 +275,7 @@ impl Opener {
         let header = SealHeader::decode(&bytes)?;
         let key = format::precheck(&header, &self.checks())?;
         let body = &bytes[HEADER_LEN..];
-        let mut sink = self.sink(body.len() as u64)?;
+        let mut sink = self.sink(body.len() as u64);
         let len = format::open_body(
             hash,
             &header,
@@ -394,7 +311,7 @@ impl Opener {
         let header = SealHeader::decode(&head[..got])?;
         let key = format::precheck(&header, &self.checks())?;
         let body_len = len - HEADER_LEN as u64;
-        let mut sink = self.sink(body_len)?;
+        let mut sink = self.sink(body_len);
         let mut source = std::io::BufReader::with_capacity(256 * 1024, (&mut file).take(body_len));
         let n = format::open_body(
             hash,
@@ -408,52 +325,28 @@ impl Opener {
         self.finish(sink, n)
     }
 
-    fn sink(&self, upper_bound: u64) -> Result<Sink, Refusal> {
-        if upper_bound <= self.inline_limit {
-            return Ok(Sink::Memory(Vec::with_capacity(upper_bound as usize)));
-        }
-        let fail = |e: std::io::Error| {
-            Refusal::Local(format!(
-                "cannot create a spool file in {}: {e}",
-                self.spool_dir.display()
-            ))
-        };
-        std::fs::create_dir_all(&self.spool_dir).map_err(fail)?;
-        let mut rand = [0u8; 8];
-        let _ = getrandom::fill(&mut rand);
-        let path =
-            self.spool_dir
-                .join(format!("{}.{}.open", std::process::id(), hex::encode(rand)));
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(fail)?;
-        // Unlinked at once (see store::object): nothing stays behind on any path.
-        let _ = std::fs::remove_file(&path);
-        Ok(Sink::File(std::io::BufWriter::with_capacity(1 << 20, file)))
+    /// Where an opened artifact of at most `upper_bound` bytes goes: memory up to the inline
+    /// limit, else a spool file.
+    fn sink(&self, upper_bound: u64) -> Spool {
+        Spool::new(&self.spool_dir, self.inline_limit, Some(upper_bound))
     }
 
-    fn finish(&self, sink: Sink, len: u64) -> Result<Artifact, Refusal> {
-        match sink {
-            Sink::Memory(v) => Ok(Artifact {
-                len,
-                body: ArtifactBody::Memory(Bytes::from(v)),
-                digest: None,
-            }),
-            Sink::File(w) => {
-                let fail = |e: String| Refusal::Local(format!("cannot spool the artifact: {e}"));
-                let mut file = w.into_inner().map_err(|e| fail(e.error().to_string()))?;
-                file.seek(SeekFrom::Start(0))
-                    .map_err(|e| fail(e.to_string()))?;
-                Ok(Artifact {
-                    len,
-                    body: ArtifactBody::File { file, offset: 0 },
-                    digest: None,
-                })
+    fn finish(&self, sink: Spool, len: u64) -> Result<Artifact, Refusal> {
+        let body = match sink.finish_blocking() {
+            Ok(Spooled::Memory(bytes)) => ArtifactBody::Memory(bytes),
+            Ok(Spooled::File(file)) => ArtifactBody::File { file, offset: 0 },
+            Err(e) => {
+                return Err(Refusal::Local(format!(
+                    "cannot spool the artifact: {}",
+                    e.message
+                )))
             }
-        }
+        };
+        Ok(Artifact {
+            len,
+            body,
+            digest: None,
+        })
     }
 }
 
@@ -470,21 +363,63 @@ fn read_up_to(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(got)
 }
 
-impl Store for SealedStore {
-    fn get<'a>(
-        &'a self,
-        hash: &'a TaskHash,
-    ) -> BoxFuture<'a, Result<Option<Artifact>, StoreError>> {
-        Box::pin(self.read(hash))
+impl AsyncStore for SealedStore {
+    async fn get(&self, hash: &TaskHash) -> Found {
+        match self.read_checked(hash).await? {
+            None => Ok(None),
+            Some(Ok(artifact)) => Ok(Some(artifact)),
+            Some(Err(why)) => Err(Self::refused(&why)),
+        }
     }
 
-    fn put<'a>(
-        &'a self,
-        hash: &'a TaskHash,
-        body: &'a mut BodyStream<'_>,
-        declared_len: Option<u64>,
-    ) -> BoxFuture<'a, Result<PutOutcome, StoreError>> {
-        Box::pin(self.write(hash, body, declared_len))
+    async fn put(&self, hash: &TaskHash, upload: Upload<'_, '_>) -> Written {
+        let Upload { body, declared_len } = upload;
+        let sealer = Sealer::new(hash.as_str(), &self.config)
+            .map_err(|e| StoreError::new(ErrorKind::Unavailable, e))?;
+        let Some(sealer) = sealer else {
+            // Neither signing nor encrypting: stored plain, as without this layer.
+            return self.inner.put(hash, body, declared_len).await;
+        };
+        if sealer.signed() {
+            // A trusted writer does not let an object it refuses (unsigned, signed by another
+            // key, altered) hold its hash forever under first-writer-wins: it replaces it. An
+            // object it accepts stays (`AlreadyExists`, nothing read from the body).
+            match self.read_checked(hash).await? {
+                None => {}
+                Some(Ok(_)) => return Ok(PutOutcome::AlreadyExists),
+                Some(Err(Refusal::Local(e))) => {
+                    return Err(StoreError::new(ErrorKind::Unavailable, e))
+                }
+                Some(Err(_)) => {
+                    self.inner.delete(hash).await?;
+                }
+            }
+        }
+        let sealed_len =
+            declared_len.map(|n| format::sealed_len(n, sealer.signed(), sealer.encrypted()));
+        let failure: Arc<Mutex<Option<StoreError>>> = Arc::new(Mutex::new(None));
+        let plain_len = Arc::new(AtomicU64::new(0));
+        let state = WriteState {
+            input: body,
+            sealer: Some(sealer),
+            header_sent: false,
+            received: 0,
+            declared: declared_len,
+            failure: failure.clone(),
+            plain_len: plain_len.clone(),
+        };
+        let mut sealed: BodyStream<'_> = Box::pin(futures_util::stream::unfold(state, step));
+        let outcome = self.inner.put(hash, &mut sealed, sealed_len).await;
+        drop(sealed);
+        let ours = failure.lock().ok().and_then(|mut f| f.take());
+        match (outcome, ours) {
+            (Err(_), Some(e)) => Err(e),
+            (Err(e), None) => Err(e),
+            (Ok(PutOutcome::Stored(_)), _) => {
+                Ok(PutOutcome::Stored(plain_len.load(Ordering::Relaxed)))
+            }
+            (Ok(other), _) => Ok(other),
+        }
     }
 
     fn describe(&self) -> String {
@@ -496,22 +431,14 @@ impl Store for SealedStore {
         }
     }
 
-    fn check(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.inner.check()
-    }
-
-    fn delete<'a>(&'a self, hash: &'a TaskHash) -> BoxFuture<'a, Result<Deleted, StoreError>> {
-        self.inner.delete(hash)
+    fn inner(&self) -> Option<&Arc<dyn Store>> {
+        Some(&self.inner)
     }
 
     fn with_namespace(&self, ns: &Prefix) -> Result<Arc<dyn Store>, StoreError> {
-        Ok(Arc::new(SealedStore {
-            inner: self.inner.with_namespace(ns)?,
-            config: self.config.clone(),
-            verifying: self.verifying.clone(),
-            spool_dir: self.spool_dir.clone(),
-            inline_limit: self.inline_limit,
-        }))
+        let mut view = self.clone();
+        view.inner = self.inner.with_namespace(ns)?;
+        Ok(Arc::new(view))
     }
 }
 

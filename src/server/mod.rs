@@ -264,10 +264,10 @@ fn build_state(settings: ServerSettings, strict: bool) -> Built {
             Err(e) => {
                 let reason = format!("{owner}: {}", e.message);
                 first_error.get_or_insert_with(|| reason.clone());
-                Arc::new(FailedStore {
-                    location: base.describe(),
+                Arc::new(crate::store::unavailable::UnavailableStore::new(
+                    base.describe(),
                     reason,
-                })
+                ))
             }
         };
         stores.insert(prefix.as_str().to_owned(), store.clone());
@@ -651,7 +651,8 @@ async fn store_upload(
     declared: Option<u64>,
 ) -> (Upload, bool) {
     // Safety net for a store that hangs (the body itself is bounded by the upload deadline).
-    let store_bound = state.limits.upload_timeout + Duration::from_secs(60);
+    let store_bound =
+        crate::store::resilience::Resilience::store_bound(state.limits.upload_timeout);
     let result = {
         let mut stream: BodyStream<'_> = (&mut body).boxed();
         tokio::time::timeout(
@@ -717,53 +718,5 @@ fn upload_answer(state: &AppState, upload: Upload) -> Response {
             StatusCode::FORBIDDEN,
             "nx-open-cache: not stored (storage fault, see the run summary)",
         ),
-    }
-}
-
-/// The store of a token whose namespace could not be made: every operation is that fault.
-struct FailedStore {
-    location: String,
-    reason: String,
-}
-
-impl Store for FailedStore {
-    fn get<'a>(
-        &'a self,
-        _hash: &'a TaskHash,
-    ) -> futures_util::future::BoxFuture<
-        'a,
-        Result<Option<crate::store::Artifact>, crate::store::StoreError>,
-    > {
-        Box::pin(async move {
-            Err(crate::store::StoreError::new(
-                ErrorKind::Unavailable,
-                self.reason.clone(),
-            ))
-        })
-    }
-
-    fn put<'a>(
-        &'a self,
-        _hash: &'a TaskHash,
-        _body: &'a mut BodyStream<'_>,
-        _declared_len: Option<u64>,
-    ) -> futures_util::future::BoxFuture<'a, Result<PutOutcome, crate::store::StoreError>> {
-        Box::pin(async move {
-            Err(crate::store::StoreError::new(
-                ErrorKind::Unavailable,
-                self.reason.clone(),
-            ))
-        })
-    }
-
-    fn describe(&self) -> String {
-        self.location.clone()
-    }
-
-    fn with_namespace(&self, _ns: &Prefix) -> Result<Arc<dyn Store>, crate::store::StoreError> {
-        Err(crate::store::StoreError::new(
-            ErrorKind::Unavailable,
-            self.reason.clone(),
-        ))
     }
 }

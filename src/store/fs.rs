@@ -45,18 +45,15 @@ mod write;
 pub use budget::{Budget, ADMISSION_WAIT};
 pub use temp::{STALE_TMP_AGE, TMP_DIR};
 
-use super::{io_error, Artifact, BodyStream, Deleted, ErrorKind, PutOutcome, Store, StoreError};
+use super::{io_error, AsyncStore, Deleted, ErrorKind, Found, Store, StoreError, Upload, Written};
 use crate::key::{Prefix, TaskHash};
 use dir::{Beneath, Dir, Kind, Space};
-use futures_util::future::BoxFuture;
 use std::ffi::OsStr;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-/// Objects up to this size are read and verified in memory in one pass.
-pub const DEFAULT_INLINE_LIMIT: u64 = 8 * 1024 * 1024;
 /// A served object's last-access time (its mtime) is refreshed when older than this.
 pub const ACCESS_GRANULARITY: Duration = Duration::from_secs(3600);
 /// [`Store::check`] reports the store full when less than this many bytes are free for the
@@ -151,7 +148,7 @@ impl FsStore {
             root: root.into(),
             opened: Arc::default(),
             prefix,
-            inline_limit: DEFAULT_INLINE_LIMIT,
+            inline_limit: super::spool::INLINE_LIMIT,
             verified: Arc::default(),
             budget: None,
         }
@@ -441,21 +438,13 @@ fn task_failed(what: &str, e: tokio::task::JoinError) -> StoreError {
     StoreError::new(ErrorKind::Unavailable, format!("{what} task failed: {e}"))
 }
 
-impl Store for FsStore {
-    fn get<'a>(
-        &'a self,
-        hash: &'a TaskHash,
-    ) -> BoxFuture<'a, Result<Option<Artifact>, StoreError>> {
-        Box::pin(self.read(hash))
+impl AsyncStore for FsStore {
+    async fn get(&self, hash: &TaskHash) -> Found {
+        self.read(hash).await
     }
 
-    fn put<'a>(
-        &'a self,
-        hash: &'a TaskHash,
-        body: &'a mut BodyStream<'_>,
-        declared_len: Option<u64>,
-    ) -> BoxFuture<'a, Result<PutOutcome, StoreError>> {
-        Box::pin(self.write(hash, body, declared_len))
+    async fn put(&self, hash: &TaskHash, upload: Upload<'_, '_>) -> Written {
+        self.write(hash, upload.body, upload.declared_len).await
     }
 
     fn describe(&self) -> String {
@@ -470,24 +459,20 @@ impl Store for FsStore {
         }
     }
 
-    fn check(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-        // The root is there, its temp directory is usable (made if missing), and the filesystem
-        // has room.
-        Box::pin(async move {
-            let store = self.clone();
-            tokio::task::spawn_blocking(move || store.check_blocking())
-                .await
-                .map_err(|e| task_failed("check", e))?
-        })
+    /// The root is there, its temp directory is usable (made if missing), and the filesystem
+    /// has room.
+    async fn check(&self) -> Result<(), StoreError> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.check_blocking())
+            .await
+            .map_err(|e| task_failed("check", e))?
     }
 
-    fn delete<'a>(&'a self, hash: &'a TaskHash) -> BoxFuture<'a, Result<Deleted, StoreError>> {
-        Box::pin(async move {
-            let (store, hash) = (self.clone(), hash.clone());
-            tokio::task::spawn_blocking(move || store.remove(&hash))
-                .await
-                .map_err(|e| task_failed("delete", e))?
-        })
+    async fn delete(&self, hash: &TaskHash) -> Result<Deleted, StoreError> {
+        let (store, hash) = (self.clone(), hash.clone());
+        tokio::task::spawn_blocking(move || store.remove(&hash))
+            .await
+            .map_err(|e| task_failed("delete", e))?
     }
 
     fn with_namespace(&self, ns: &Prefix) -> Result<Arc<dyn Store>, StoreError> {

@@ -2,52 +2,31 @@
 //!
 //! A [`GuardedStore`] wraps any store with three things:
 //! - a start-up probe: the store's own check (`Store::check`: a listing, a directory check, or a
-//!   lookup of a hash that is never stored), started as soon as the guard is made. Requests that arrive before it answers wait for it (at most the probe timeout); a probe
-//!   that fails or does not answer in time opens the breaker at once, so a dead store costs one
-//!   probe timeout per run, not one per request;
+//!   lookup of a hash that is never stored), started as soon as the guard is made. Requests that
+//!   arrive before it answers wait for it (at most the probe timeout); a probe that fails or does
+//!   not answer in time opens the breaker at once, so a dead store costs one probe timeout per
+//!   run, not one per request;
 //! - a time limit on every storage call (on top of the backend's own connect/read timeouts);
 //! - an outage breaker: after `failures_to_open` consecutive faults, every call is skipped with
 //!   the same reason (one line in the run summary) for the rest of the run, or until a cool-down
-//!   has passed, after which one call is let through to try again.
+//!   has passed, after which one call is let through to try again. That trial holds a permit:
+//!   a trial whose future is dropped before it ends gives the permit back, so the next call
+//!   tries (a cancelled trial never keeps the breaker open for good).
+//!
+//! The settings come from the one resilience policy ([`super::resilience`]).
 //!
 //! Only faults of the store itself count (unreachable, timeouts, disk full); a corrupt object or a
 //! client's bad upload says nothing about the store's health.
 
-use super::{Artifact, BodyStream, Deleted, ErrorKind, PutOutcome, Store, StoreError};
+use super::{AsyncStore, ErrorKind, Found, Store, StoreError, Upload, Written};
 use crate::key::{Prefix, TaskHash};
-use futures_util::future::BoxFuture;
+use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
-/// The hash the probe looks up (valid, and never written by Nx, whose hashes are decimal).
-pub const PROBE_HASH: &str = "nx-open-cache-probe";
-
-/// How the guard behaves.
-#[derive(Debug, Clone)]
-pub struct GuardPolicy {
-    /// How long the probe (and the requests waiting for it) may take.
-    pub probe_timeout: Duration,
-    /// Longest one storage call may take, transfer included.
-    pub call_timeout: Duration,
-    /// Consecutive store faults that open the breaker (at least 1).
-    pub failures_to_open: u32,
-    /// `None`: once open, the store is skipped for the rest of the run. `Some(d)`: after `d`, one
-    /// call is let through; its success closes the breaker.
-    pub cool_down: Option<Duration>,
-}
-
-impl Default for GuardPolicy {
-    fn default() -> Self {
-        GuardPolicy {
-            probe_timeout: Duration::from_secs(10),
-            call_timeout: Duration::from_secs(15 * 60),
-            failures_to_open: 3,
-            cool_down: None,
-        }
-    }
-}
+pub use super::resilience::GuardPolicy;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Probe {
@@ -70,6 +49,7 @@ struct State {
 }
 
 /// A store behind a start-up probe, call time limits and an outage breaker.
+#[derive(Clone)]
 pub struct GuardedStore {
     inner: Arc<dyn Store>,
     policy: GuardPolicy,
@@ -80,8 +60,33 @@ pub struct GuardedStore {
 enum Gate {
     Go,
     /// The one trial call after a cool-down.
-    Trial,
+    Trial(TrialPermit),
     Skip(String),
+}
+
+/// The right to make the one trial call after a cool-down. Dropped without a recorded outcome
+/// (the call's future was cancelled), it gives the right back, so a later call can try: a
+/// cancelled trial never leaves the breaker open for good.
+struct TrialPermit {
+    /// `None` once spent.
+    state: Option<Arc<State>>,
+}
+
+impl TrialPermit {
+    /// The trial's outcome was recorded: nothing to give back.
+    fn spend(mut self) {
+        self.state = None;
+    }
+}
+
+impl Drop for TrialPermit {
+    fn drop(&mut self) {
+        if let Some(state) = self.state.take() {
+            if let Some(o) = state.lock_open().as_mut() {
+                o.trial = false;
+            }
+        }
+    }
 }
 
 impl GuardedStore {
@@ -152,7 +157,9 @@ impl GuardedStore {
             Some(o) => match self.policy.cool_down {
                 Some(d) if !o.trial && o.since.elapsed() >= d => {
                     o.trial = true;
-                    Gate::Trial
+                    Gate::Trial(TrialPermit {
+                        state: Some(self.state.clone()),
+                    })
                 }
                 _ => Gate::Skip(o.reason.clone()),
             },
@@ -166,8 +173,16 @@ impl GuardedStore {
         )
     }
 
-    /// Books the outcome of a call that went through.
-    fn record<T>(&self, result: &Result<T, StoreError>, trial: bool) {
+    /// Books the outcome of a call that went through (a trial's permit is spent here: a failed
+    /// trial opens the breaker anew, with a new cool-down).
+    fn record<T>(&self, result: &Result<T, StoreError>, trial: Option<TrialPermit>) {
+        let trial = match trial {
+            Some(permit) => {
+                permit.spend();
+                true
+            }
+            None => false,
+        };
         match result {
             Err(e) if counts(e) => {
                 let n = self.state.consecutive.fetch_add(1, Ordering::SeqCst) + 1;
@@ -188,6 +203,24 @@ impl GuardedStore {
                 }
             }
         }
+    }
+
+    /// One storage call through the gate, within the call limit, its outcome booked.
+    async fn call<T>(
+        &self,
+        what: &str,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let trial = match self.gate().await {
+            Gate::Skip(reason) => return Err(Self::skipped(&reason)),
+            Gate::Trial(permit) => Some(permit),
+            Gate::Go => None,
+        };
+        let result = tokio::time::timeout(self.policy.call_timeout, call)
+            .await
+            .unwrap_or_else(|_| Err(self.timed_out(what)));
+        self.record(&result, trial);
+        result
     }
 
     fn timed_out(&self, what: &str) -> StoreError {
@@ -222,66 +255,29 @@ fn counts(e: &StoreError) -> bool {
     matches!(e.kind, ErrorKind::Unavailable | ErrorKind::Full)
 }
 
-impl Store for GuardedStore {
-    fn get<'a>(
-        &'a self,
-        hash: &'a TaskHash,
-    ) -> BoxFuture<'a, Result<Option<Artifact>, StoreError>> {
-        Box::pin(async move {
-            let trial = match self.gate().await {
-                Gate::Skip(reason) => return Err(Self::skipped(&reason)),
-                Gate::Trial => true,
-                Gate::Go => false,
-            };
-            let result = tokio::time::timeout(self.policy.call_timeout, self.inner.get(hash))
-                .await
-                .unwrap_or_else(|_| Err(self.timed_out("a read")));
-            self.record(&result, trial);
-            result
-        })
+impl AsyncStore for GuardedStore {
+    async fn get(&self, hash: &TaskHash) -> Found {
+        self.call("a read", self.inner.get(hash)).await
     }
 
-    fn put<'a>(
-        &'a self,
-        hash: &'a TaskHash,
-        body: &'a mut BodyStream<'_>,
-        declared_len: Option<u64>,
-    ) -> BoxFuture<'a, Result<PutOutcome, StoreError>> {
-        Box::pin(async move {
-            let trial = match self.gate().await {
-                Gate::Skip(reason) => return Err(Self::skipped(&reason)),
-                Gate::Trial => true,
-                Gate::Go => false,
-            };
-            let result = tokio::time::timeout(
-                self.policy.call_timeout,
-                self.inner.put(hash, body, declared_len),
-            )
+    async fn put(&self, hash: &TaskHash, upload: Upload<'_, '_>) -> Written {
+        let Upload { body, declared_len } = upload;
+        self.call("a write", self.inner.put(hash, body, declared_len))
             .await
-            .unwrap_or_else(|_| Err(self.timed_out("a write")));
-            self.record(&result, trial);
-            result
-        })
     }
 
     fn describe(&self) -> String {
         self.inner.describe()
     }
 
-    fn delete<'a>(&'a self, hash: &'a TaskHash) -> BoxFuture<'a, Result<Deleted, StoreError>> {
-        self.inner.delete(hash)
-    }
-
-    fn check(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.inner.check()
+    fn inner(&self) -> Option<&Arc<dyn Store>> {
+        Some(&self.inner)
     }
 
     fn with_namespace(&self, ns: &Prefix) -> Result<Arc<dyn Store>, StoreError> {
         // The namespaced view shares this guard's probe and breaker: it is the same store.
-        Ok(Arc::new(GuardedStore {
-            inner: self.inner.with_namespace(ns)?,
-            policy: self.policy.clone(),
-            state: self.state.clone(),
-        }))
+        let mut view = self.clone();
+        view.inner = self.inner.with_namespace(ns)?;
+        Ok(Arc::new(view))
     }
 }

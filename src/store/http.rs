@@ -9,7 +9,8 @@
 //! and check the received length against `Content-Length`. A 404 is a miss; 401/403 is a fault that
 //! says the token was refused; anything else, a timeout or a connection failure is a fault naming
 //! the URL and the status or cause. Connection failures (not timeouts), 429 and 5xx answers are
-//! retried with jittered exponential backoff.
+//! retried with jittered exponential backoff. Timeouts and retries are the resilience policy's
+//! ([`super::resilience`]).
 //!
 //! Writes stream the request body straight through with its `Content-Length` (a body whose length
 //! is unknown is spooled first to learn it). A streamed PUT is not retried: its body cannot be
@@ -22,20 +23,22 @@
 //! the OS trust store), plus the PEM certificates in the file named by `NODE_EXTRA_CA_CERTS`, as
 //! Node does. `NODE_TLS_REJECT_UNAUTHORIZED=0` turns verification off, with a warning.
 
-use super::{Artifact, ArtifactBody, BodyStream, ErrorKind, PutOutcome, Store, StoreError};
+use super::resilience::Resilience;
+use super::spool::{self, Spool, Spooled};
+use super::{
+    Artifact, ArtifactBody, AsyncStore, BodyStream, ErrorKind, Found, PutOutcome, Store,
+    StoreError, Upload, Written,
+};
 use crate::key::{Prefix, TaskHash};
 use bytes::Bytes;
-use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 use std::collections::HashMap;
 use std::error::Error as _;
-use std::io::SeekFrom;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
 /// The environment variable holding the upstream's bearer token.
 pub const TOKEN_ENV: &str = "NX_OPEN_CACHE_TOKEN";
@@ -44,28 +47,17 @@ pub const EXTRA_CA_ENV: &str = "NODE_EXTRA_CA_CERTS";
 /// Node's variable that, set to `0`, turns TLS certificate verification off.
 pub const REJECT_UNAUTHORIZED_ENV: &str = "NODE_TLS_REJECT_UNAUTHORIZED";
 
-/// Artifacts up to this size are received in memory; larger ones go to a spool file.
-pub const DEFAULT_INLINE_LIMIT: u64 = 8 * 1024 * 1024;
 /// Longest piece of an error answer's body quoted in a fault.
 const SNIPPET_LEN: usize = 300;
 
 /// Timeouts, retries, spooling and TLS settings of an [`HttpStore`].
 #[derive(Debug, Clone)]
 pub struct HttpOptions {
-    /// Establishing the TCP (and TLS) connection.
-    pub connect_timeout: Duration,
-    /// Longest wait for the next bytes of an answer (headers or body).
-    pub read_timeout: Duration,
-    /// Cap on one whole request, streaming included.
-    pub total_timeout: Duration,
-    /// How long the server may take to answer after the last byte of a large upload (one above
-    /// the inline limit): it may be writing gigabytes to its storage. Small uploads get
-    /// `read_timeout`.
-    pub upload_answer_timeout: Duration,
-    /// Extra attempts of a GET after a connection failure, a 429 or a 5xx.
-    pub get_retries: u32,
-    /// First retry delay; doubled per attempt, with full jitter.
-    pub retry_backoff: Duration,
+    /// Timeouts and GET retries: `connect` (TCP and TLS), `answer` (the next bytes of an answer,
+    /// headers or body), `request` (one whole request, streaming included), `bulk_answer` (the
+    /// server storing a large upload, one above the inline limit, after its last byte; small
+    /// uploads get `answer`) and `http_get` (a GET after a connection failure, a 429 or a 5xx).
+    pub resilience: Resilience,
     /// Artifacts up to this size are received in memory.
     pub inline_limit: u64,
     /// Where larger artifacts (and unsized uploads) are spooled.
@@ -79,14 +71,9 @@ pub struct HttpOptions {
 impl Default for HttpOptions {
     fn default() -> Self {
         HttpOptions {
-            connect_timeout: Duration::from_secs(5),
-            read_timeout: Duration::from_secs(30),
-            total_timeout: Duration::from_secs(15 * 60),
-            upload_answer_timeout: Duration::from_secs(5 * 60),
-            get_retries: 2,
-            retry_backoff: Duration::from_millis(200),
-            inline_limit: DEFAULT_INLINE_LIMIT,
-            spool_dir: std::env::temp_dir().join("nx-open-cache-spool"),
+            resilience: Resilience::default(),
+            inline_limit: spool::INLINE_LIMIT,
+            spool_dir: spool::dir(),
             extra_ca_file: None,
             accept_invalid_certs: false,
         }
@@ -97,7 +84,13 @@ impl HttpOptions {
     /// The defaults, with the TLS settings Node reads from the environment
     /// (`NODE_EXTRA_CA_CERTS`, `NODE_TLS_REJECT_UNAUTHORIZED`).
     pub fn from_env(env: &HashMap<String, String>) -> Self {
+        HttpOptions::new(Resilience::default(), env)
+    }
+
+    /// `resilience`'s timeouts and retries, with the TLS settings of the environment.
+    pub fn new(resilience: Resilience, env: &HashMap<String, String>) -> Self {
         HttpOptions {
+            resilience,
             extra_ca_file: env
                 .get(EXTRA_CA_ENV)
                 .filter(|v| !v.trim().is_empty())
@@ -111,10 +104,11 @@ impl HttpOptions {
 }
 
 /// A store on an upstream Nx-protocol server.
+#[derive(Clone)]
 pub struct HttpStore {
-    /// GETs: connect, time-to-answer (`read_timeout`, also between body reads) and total timeouts.
+    /// GETs: connect, time-to-answer (`answer`, also between body reads) and request timeouts.
     client: reqwest::Client,
-    /// PUTs: connect and total timeouts only; the upload's own stall and answer limits are
+    /// PUTs: connect and request timeouts only; the upload's own stall and answer limits are
     /// applied around it (reqwest's read timeout would run from the start of the upload).
     put_client: reqwest::Client,
     /// The configured URL, without trailing slash.
@@ -279,8 +273,8 @@ impl HttpStore {
         }
         let build = |read_timeout: Option<Duration>| {
             let mut b = reqwest::Client::builder()
-                .connect_timeout(options.connect_timeout)
-                .timeout(options.total_timeout)
+                .connect_timeout(options.resilience.connect)
+                .timeout(options.resilience.request)
                 .redirect(reqwest::redirect::Policy::none())
                 .user_agent(concat!("nx-open-cache/", env!("CARGO_PKG_VERSION")));
             if let Some(t) = read_timeout {
@@ -305,7 +299,7 @@ impl HttpStore {
                 ))
             })
         };
-        let client = build(Some(options.read_timeout))?;
+        let client = build(Some(options.resilience.answer))?;
         let put_client = build(None)?;
         Ok(HttpStore {
             client,
@@ -334,6 +328,11 @@ impl HttpStore {
         self.auth.is_some()
     }
 
+    /// A spool for a body of `expected` bytes, as the options say.
+    fn spool(&self, expected: Option<u64>) -> Spool {
+        Spool::new(&self.options.spool_dir, self.options.inline_limit, expected)
+    }
+
     /// `<url>/v1/cache/<hash>`.
     pub fn object_url(&self, hash: &TaskHash) -> String {
         format!("{}/v1/cache/{}", self.base, hash.as_str())
@@ -354,15 +353,15 @@ impl HttpStore {
 
     /// A transport failure (no answer): connection refused/reset, DNS, TLS, timeouts.
     fn transport(&self, method: &str, url: &str, e: &reqwest::Error) -> Failure {
-        let o = &self.options;
+        let o = &self.options.resilience;
         let what = if e.is_timeout() {
             if e.is_connect() {
-                format!("could not connect within {}", secs(o.connect_timeout))
+                format!("could not connect within {}", secs(o.connect))
             } else {
                 format!(
                     "no answer in time (read timeout {}, total {})",
-                    secs(o.read_timeout),
-                    secs(o.total_timeout)
+                    secs(o.answer),
+                    secs(o.request)
                 )
             }
         } else if e.is_connect() {
@@ -451,15 +450,16 @@ impl HttpStore {
         unavailable(format!("http {method} {url}: {why}{said}"))
     }
 
-    async fn read(&self, hash: &TaskHash) -> Result<Option<Artifact>, StoreError> {
+    async fn read(&self, hash: &TaskHash) -> Found {
         let url = self.object_url(hash);
+        let retry = self.options.resilience.http_get;
         let mut attempt: u32 = 0;
         loop {
             match self.try_get(&url).await {
                 Ok(found) => return Ok(found),
-                Err(f) if f.retry && attempt < self.options.get_retries => {
+                Err(f) if f.retry && attempt < retry.retries => {
                     attempt += 1;
-                    tokio::time::sleep(backoff(self.options.retry_backoff, attempt)).await;
+                    tokio::time::sleep(retry.delay(attempt)).await;
                 }
                 Err(f) => {
                     let mut error = f.error;
@@ -504,7 +504,7 @@ impl HttpStore {
     /// Receives a 200 answer's body: in memory up to the inline limit, else in a spool file.
     async fn receive(&self, url: &str, resp: reqwest::Response) -> Result<Artifact, Failure> {
         let declared = resp.content_length();
-        let mut spool = Spool::new(self, declared);
+        let mut spool = self.spool(declared);
         let mut stream = resp.bytes_stream();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| {
@@ -583,7 +583,7 @@ impl HttpStore {
             .send();
         tokio::pin!(request);
         let sent = AtomicU64::new(0);
-        let stall = self.options.read_timeout;
+        let stall = self.options.resilience.answer;
         let pump = async {
             let mut received: u64 = 0;
             let mut pending: Option<Bytes> = None;
@@ -630,7 +630,7 @@ impl HttpStore {
             None => {
                 // Storing a large artifact (fsync, a cloud upload behind the server) takes longer.
                 let wait = if len > self.options.inline_limit {
-                    self.options.upload_answer_timeout.max(stall)
+                    self.options.resilience.bulk_answer.max(stall)
                 } else {
                     stall
                 };
@@ -650,18 +650,14 @@ impl HttpStore {
         Ok((resp, sent.load(Ordering::Relaxed)))
     }
 
-    async fn write(
-        &self,
-        hash: &TaskHash,
-        body: &mut BodyStream<'_>,
-        declared_len: Option<u64>,
-    ) -> Result<PutOutcome, StoreError> {
+    async fn write(&self, hash: &TaskHash, upload: Upload<'_, '_>) -> Written {
+        let Upload { body, declared_len } = upload;
         let url = self.object_url(hash);
         let (len, answer) = match declared_len {
             Some(len) => (len, self.upload(&url, len, body).await?),
             None => {
                 // Unknown length (Nx always sends one): spool to learn it, then send.
-                let mut spool = Spool::new(self, None);
+                let mut spool = self.spool(None);
                 while let Some(chunk) = super::next_chunk(body, spool.len(), None).await? {
                     spool.push(&chunk).await?;
                 }
@@ -694,7 +690,10 @@ impl HttpStore {
                 let said = Self::snippet(resp).await;
                 Err(StoreError::new(
                     ErrorKind::Refused,
-                    format!("{} refused the upload ({status}){said}", self.describe()),
+                    format!(
+                        "{} refused the upload ({status}){said}",
+                        AsyncStore::describe(self)
+                    ),
                 ))
             }
             StatusCode::PAYLOAD_TOO_LARGE => {
@@ -719,147 +718,14 @@ impl HttpStore {
     }
 }
 
-/// Retry delay of attempt `n` (1-based): `base * 2^(n-1)`, full jitter over its upper half, at
-/// most 5 s.
-fn backoff(base: Duration, n: u32) -> Duration {
-    let top = base
-        .saturating_mul(1u32 << n.saturating_sub(1).min(10))
-        .min(Duration::from_secs(5));
-    let mut r = [0u8; 4];
-    // Without OS randomness the delay is just not jittered.
-    let _ = getrandom::fill(&mut r);
-    let fraction = f64::from(u32::from_le_bytes(r)) / f64::from(u32::MAX);
-    top.mul_f64(0.5 + fraction / 2.0)
-}
-
-/// Bytes collected in memory up to the inline limit, then in an unlinked temp file.
-struct Spool<'s> {
-    store: &'s HttpStore,
-    memory: Vec<u8>,
-    file: Option<tokio::io::BufWriter<tokio::fs::File>>,
-    len: u64,
-}
-
-enum Spooled {
-    Memory(Bytes),
-    File(std::fs::File),
-}
-
-impl<'s> Spool<'s> {
-    fn new(store: &'s HttpStore, expected: Option<u64>) -> Self {
-        let capacity = expected
-            .filter(|n| *n <= store.options.inline_limit)
-            .unwrap_or(0);
-        Spool {
-            store,
-            memory: Vec::with_capacity(usize::try_from(capacity).unwrap_or(0)),
-            file: None,
-            len: 0,
-        }
+/// Every fault of this store is shown with its URLs redacted.
+impl AsyncStore for HttpStore {
+    async fn get(&self, hash: &TaskHash) -> Found {
+        self.read(hash).await.map_err(shown)
     }
 
-    fn len(&self) -> u64 {
-        self.len
-    }
-
-    fn spool_error(&self, e: std::io::Error) -> StoreError {
-        super::io_error(
-            &e,
-            format!(
-                "cannot write spool file in {}",
-                self.store.options.spool_dir.display()
-            ),
-        )
-    }
-
-    async fn push(&mut self, chunk: &[u8]) -> Result<(), StoreError> {
-        self.len += chunk.len() as u64;
-        if self.file.is_none() && self.len > self.store.options.inline_limit {
-            let file = spool_file(&self.store.options.spool_dir).await?;
-            let mut f = tokio::io::BufWriter::with_capacity(1 << 20, file);
-            let memory = std::mem::take(&mut self.memory);
-            if let Err(e) = f.write_all(&memory).await {
-                return Err(self.spool_error(e));
-            }
-            self.file = Some(f);
-        }
-        match &mut self.file {
-            Some(f) => {
-                if let Err(e) = f.write_all(chunk).await {
-                    return Err(self.spool_error(e));
-                }
-            }
-            None => self.memory.extend_from_slice(chunk),
-        }
-        Ok(())
-    }
-
-    /// The collected bytes; a file is positioned at its start.
-    async fn finish(mut self) -> Result<Spooled, StoreError> {
-        match self.file.take() {
-            None => Ok(Spooled::Memory(Bytes::from(std::mem::take(
-                &mut self.memory,
-            )))),
-            Some(mut f) => {
-                if let Err(e) = f.flush().await {
-                    return Err(self.spool_error(e));
-                }
-                let mut f = f.into_inner();
-                if let Err(e) = f.seek(SeekFrom::Start(0)).await {
-                    return Err(self.spool_error(e));
-                }
-                Ok(Spooled::File(f.into_std().await))
-            }
-        }
-    }
-}
-
-/// A new spool file, unlinked at once: the open handle keeps the data and nothing is left behind
-/// on any path (error, panic, kill -9). Windows cannot remove an open file; there it stays in the
-/// spool directory.
-async fn spool_file(dir: &std::path::Path) -> Result<tokio::fs::File, StoreError> {
-    let fail = |what: &str, e: std::io::Error| {
-        super::io_error(
-            &e,
-            format!("cannot {what} spool directory {}", dir.display()),
-        )
-    };
-    tokio::fs::create_dir_all(dir)
-        .await
-        .map_err(|e| fail("create", e))?;
-    let mut rand = [0u8; 8];
-    let _ = getrandom::fill(&mut rand);
-    let path = dir.join(format!(
-        "{}.{}.http.spool",
-        std::process::id(),
-        hex::encode(rand)
-    ));
-    let file = tokio::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(&path)
-        .await
-        .map_err(|e| fail("create a file in", e))?;
-    let _ = tokio::fs::remove_file(&path).await;
-    Ok(file)
-}
-
-impl Store for HttpStore {
-    fn get<'a>(
-        &'a self,
-        hash: &'a TaskHash,
-    ) -> BoxFuture<'a, Result<Option<Artifact>, StoreError>> {
-        Box::pin(async move { self.read(hash).await.map_err(shown) })
-    }
-
-    fn put<'a>(
-        &'a self,
-        hash: &'a TaskHash,
-        body: &'a mut BodyStream<'_>,
-        declared_len: Option<u64>,
-    ) -> BoxFuture<'a, Result<PutOutcome, StoreError>> {
-        Box::pin(async move { self.write(hash, body, declared_len).await.map_err(shown) })
+    async fn put(&self, hash: &TaskHash, upload: Upload<'_, '_>) -> Written {
+        self.write(hash, upload).await.map_err(shown)
     }
 
     fn describe(&self) -> String {
@@ -868,14 +734,7 @@ impl Store for HttpStore {
 
     fn with_namespace(&self, ns: &Prefix) -> Result<Arc<dyn Store>, StoreError> {
         if ns.is_empty() {
-            return Ok(Arc::new(HttpStore {
-                client: self.client.clone(),
-                put_client: self.put_client.clone(),
-                base: self.base.clone(),
-                auth: self.auth.clone(),
-                options: self.options.clone(),
-                warnings: self.warnings.clone(),
-            }));
+            return Ok(Arc::new(self.clone()));
         }
         Err(unavailable(format!(
             "http {}: an upstream Nx-protocol server has no key prefix, so namespace {:?} cannot \
@@ -889,18 +748,6 @@ impl Store for HttpStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_is_jittered_and_capped() {
-        let base = Duration::from_millis(200);
-        for n in 1..=20 {
-            let d = backoff(base, n);
-            let top = base
-                .saturating_mul(1u32 << (n - 1).min(10))
-                .min(Duration::from_secs(5));
-            assert!(d >= top / 2 && d <= top, "attempt {n}: {d:?} vs {top:?}");
-        }
-    }
 
     #[test]
     fn env_settings() {
@@ -951,9 +798,16 @@ mod tests {
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
             .unwrap_or(9);
+        let base = HttpOptions::default();
         let options = HttpOptions {
-            get_retries: 0,
-            ..HttpOptions::default()
+            resilience: Resilience {
+                http_get: crate::store::resilience::Retry {
+                    retries: 0,
+                    ..base.resilience.http_get
+                },
+                ..base.resilience.clone()
+            },
+            ..base
         };
         let store = HttpStore::new(
             &format!("http://user:hunter2-pass@127.0.0.1:{port}"),
@@ -961,6 +815,8 @@ mod tests {
             options,
         )
         .unwrap();
+        // What callers hold.
+        let store: Arc<dyn Store> = Arc::new(store);
         let hash = TaskHash::parse("1234").unwrap();
         let err = store.get(&hash).await.err().map(|e| e.message);
         let err = err.unwrap_or_default();

@@ -9,6 +9,9 @@ pub mod fs;
 pub mod guard;
 pub mod http;
 pub mod object;
+pub mod resilience;
+pub mod spool;
+pub mod unavailable;
 pub mod validate;
 
 use crate::key::{Prefix, TaskHash};
@@ -17,7 +20,13 @@ use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use std::fmt;
+use std::future::Future;
 use std::io;
+use std::sync::Arc;
+
+/// The hash a store's check looks up (valid, and never written by Nx, whose hashes are decimal):
+/// the guard's start-up probe, doctor and [`Store::check`]'s default.
+pub const PROBE_HASH: &str = "nx-open-cache-probe";
 
 /// A body arriving from a client, chunk by chunk.
 pub type BodyStream<'a> = BoxStream<'a, Result<Bytes, std::io::Error>>;
@@ -105,11 +114,23 @@ impl fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
-/// A place artifacts are kept.
+/// What a lookup found: a verified artifact, `None` for a plain miss, or a fault.
+pub type Found = Result<Option<Artifact>, StoreError>;
+/// What a write did, or a fault.
+pub type Written = Result<PutOutcome, StoreError>;
+
+/// An upload to store: its body and the length its request declared (Content-Length), which the
+/// bytes received are checked against.
+pub struct Upload<'a, 'b> {
+    pub body: &'a mut BodyStream<'b>,
+    pub declared_len: Option<u64>,
+}
+
+/// A place artifacts are kept, as callers hold it (`Arc<dyn Store>`): the futures are boxed.
+/// Stores and wrappers are written as an [`AsyncStore`], from which this follows.
 pub trait Store: Send + Sync + 'static {
     /// Looks up and verifies an artifact. `Ok(None)` is a plain miss.
-    fn get<'a>(&'a self, hash: &'a TaskHash)
-        -> BoxFuture<'a, Result<Option<Artifact>, StoreError>>;
+    fn get<'a>(&'a self, hash: &'a TaskHash) -> BoxFuture<'a, Found>;
 
     /// Stores an artifact if the hash is absent. `declared_len` (the request's Content-Length) is
     /// checked against the bytes received; on any error nothing becomes visible.
@@ -121,7 +142,7 @@ pub trait Store: Send + Sync + 'static {
         hash: &'a TaskHash,
         body: &'a mut BodyStream<'_>,
         declared_len: Option<u64>,
-    ) -> BoxFuture<'a, Result<PutOutcome, StoreError>>;
+    ) -> BoxFuture<'a, Written>;
 
     /// Human-readable location for summaries and errors, e.g. `fs /mnt/nx-cache`.
     fn describe(&self) -> String;
@@ -129,11 +150,7 @@ pub trait Store: Send + Sync + 'static {
     /// Checks that the store can be used (reachable, credentials accepted, bucket or directory
     /// there) without writing. The default looks up a hash that is never stored.
     fn check(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(async move {
-            let hash = TaskHash::parse(guard::PROBE_HASH)
-                .map_err(|e| StoreError::new(ErrorKind::Unavailable, e.to_string()))?;
-            self.get(&hash).await.map(|_| ())
-        })
+        Box::pin(async move { self.get(&probe_hash()?).await.map(|_| ()) })
     }
 
     /// Removes an artifact (used by `doctor` to clean up its probe). Stores that cannot delete
@@ -144,7 +161,87 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// The same storage with `ns` appended to its key prefix (the server's token namespaces).
-    fn with_namespace(&self, ns: &Prefix) -> Result<std::sync::Arc<dyn Store>, StoreError>;
+    fn with_namespace(&self, ns: &Prefix) -> Result<Arc<dyn Store>, StoreError>;
+}
+
+/// The one shape of every store and wrapper of this crate: [`Store`]'s calls as plain `async fn`s
+/// ([`Store`] follows, its futures boxed in one place). A wrapper (seal, validate, guard) names the
+/// store it stands in front of ([`AsyncStore::inner`]); what it does not change (the check,
+/// deletes) is then that store's.
+pub trait AsyncStore: Send + Sync + 'static {
+    /// See [`Store::get`].
+    fn get(&self, hash: &TaskHash) -> impl Future<Output = Found> + Send;
+
+    /// See [`Store::put`].
+    fn put(&self, hash: &TaskHash, upload: Upload<'_, '_>) -> impl Future<Output = Written> + Send;
+
+    /// See [`Store::describe`].
+    fn describe(&self) -> String;
+
+    /// See [`Store::with_namespace`].
+    fn with_namespace(&self, ns: &Prefix) -> Result<Arc<dyn Store>, StoreError>;
+
+    /// The store a wrapper stands in front of; `None` for a backend.
+    fn inner(&self) -> Option<&Arc<dyn Store>> {
+        None
+    }
+
+    /// See [`Store::check`]: a wrapper's inner store's check; for a backend, a lookup of
+    /// [`PROBE_HASH`].
+    fn check(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
+        async move {
+            match self.inner() {
+                Some(inner) => inner.check().await,
+                None => AsyncStore::get(self, &probe_hash()?).await.map(|_| ()),
+            }
+        }
+    }
+
+    /// See [`Store::delete`]: a wrapper's inner store's delete; a backend cannot by default.
+    fn delete(&self, hash: &TaskHash) -> impl Future<Output = Result<Deleted, StoreError>> + Send {
+        async move {
+            match self.inner() {
+                Some(inner) => inner.delete(hash).await,
+                None => Ok(Deleted::Unsupported),
+            }
+        }
+    }
+}
+
+impl<T: AsyncStore> Store for T {
+    fn get<'a>(&'a self, hash: &'a TaskHash) -> BoxFuture<'a, Found> {
+        Box::pin(AsyncStore::get(self, hash))
+    }
+
+    fn put<'a>(
+        &'a self,
+        hash: &'a TaskHash,
+        body: &'a mut BodyStream<'_>,
+        declared_len: Option<u64>,
+    ) -> BoxFuture<'a, Written> {
+        Box::pin(AsyncStore::put(self, hash, Upload { body, declared_len }))
+    }
+
+    fn describe(&self) -> String {
+        AsyncStore::describe(self)
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(AsyncStore::check(self))
+    }
+
+    fn delete<'a>(&'a self, hash: &'a TaskHash) -> BoxFuture<'a, Result<Deleted, StoreError>> {
+        Box::pin(AsyncStore::delete(self, hash))
+    }
+
+    fn with_namespace(&self, ns: &Prefix) -> Result<Arc<dyn Store>, StoreError> {
+        AsyncStore::with_namespace(self, ns)
+    }
+}
+
+/// [`PROBE_HASH`] as a hash: a store that answers its lookup (with a miss) is usable.
+fn probe_hash() -> Result<TaskHash, StoreError> {
+    TaskHash::parse(PROBE_HASH).map_err(|e| StoreError::new(ErrorKind::Unavailable, e.to_string()))
 }
 
 /// The prefix of a namespaced store, or why it cannot be made.

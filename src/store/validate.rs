@@ -22,12 +22,12 @@
 //! guard does not count it toward its outage breaker.
 
 use super::{
-    Artifact, ArtifactBody, BodyStream, Deleted, ErrorKind, PutOutcome, Store, StoreError,
+    Artifact, ArtifactBody, AsyncStore, BodyStream, Deleted, ErrorKind, Found, PutOutcome, Store,
+    StoreError, Upload, Written,
 };
 use crate::archive::validate::{validate_reader, validate_slice, Refusal, Rule, ValidationLimits};
 use crate::key::{Prefix, TaskHash};
 use bytes::Bytes;
-use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 use std::io::{Read, Seek, SeekFrom};
 use std::sync::{Arc, Mutex};
@@ -79,6 +79,7 @@ impl ValidationPolicy {
 }
 
 /// A store that serves and stores only valid Nx artifacts.
+#[derive(Clone)]
 pub struct ValidatingStore {
     inner: Arc<dyn Store>,
     policy: Arc<ValidationPolicy>,
@@ -105,31 +106,6 @@ impl ValidatingStore {
         self.passed.len()
     }
 
-    async fn read(&self, hash: &TaskHash) -> Result<Option<Artifact>, StoreError> {
-        let Some(artifact) = self.inner.get(hash).await? else {
-            return Ok(None);
-        };
-        if !self.policy.on_get {
-            return Ok(Some(artifact));
-        }
-        let digest = artifact.digest;
-        if digest.is_some_and(|d| self.passed.passed(&d)) {
-            return Ok(Some(artifact));
-        }
-        let (mut artifact, verdict, vouched) =
-            check_artifact(artifact, &self.policy.limits).await?;
-        artifact.digest = digest;
-        match verdict {
-            Ok(()) => {
-                if let Some(d) = vouched {
-                    self.passed.remember(d);
-                }
-                Ok(Some(artifact))
-            }
-            Err(refusal) => Err(self.refused_on_read(hash, &refusal).await),
-        }
-    }
-
     /// The error for a stored object that failed the check, after deleting it if so configured.
     async fn refused_on_read(&self, hash: &TaskHash, refusal: &Refusal) -> StoreError {
         let over_limit = refusal.rule() == Rule::Limit;
@@ -146,45 +122,6 @@ impl ValidatingStore {
             ""
         };
         StoreError::new(ErrorKind::Refused, format!("{refusal}{note}"))
-    }
-
-    async fn write(
-        &self,
-        hash: &TaskHash,
-        body: &mut BodyStream<'_>,
-        declared_len: Option<u64>,
-    ) -> Result<PutOutcome, StoreError> {
-        if !self.policy.on_put {
-            return self.inner.put(hash, body, declared_len).await;
-        }
-        let refused: Arc<Mutex<Option<Refusal>>> = Arc::default();
-        let outcome = {
-            let checking = CheckedUpload {
-                input: body,
-                validator: Some(crate::archive::Validator::new(
-                    self.policy.limits.clone(),
-                    declared_len,
-                )),
-                received: 0,
-                declared: declared_len,
-                refused: refused.clone(),
-            };
-            let mut stream: BodyStream<'_> =
-                Box::pin(futures_util::stream::unfold(checking, next_checked));
-            self.inner.put(hash, &mut stream, declared_len).await
-        };
-        let refusal = refused.lock().ok().and_then(|mut r| r.take());
-        match (outcome, refusal) {
-            (Ok(PutOutcome::Stored(_)), Some(refusal)) => {
-                // A store that published despite the failed stream: take it back.
-                let _ = self.inner.delete(hash).await;
-                Err(StoreError::new(ErrorKind::Refused, refusal.to_string()))
-            }
-            (Err(_), Some(refusal)) => {
-                Err(StoreError::new(ErrorKind::Refused, refusal.to_string()))
-            }
-            (outcome, _) => outcome,
-        }
     }
 }
 
@@ -384,41 +321,79 @@ async fn next_checked<'a, 'b>(
     }
 }
 
-impl Store for ValidatingStore {
-    fn get<'a>(
-        &'a self,
-        hash: &'a TaskHash,
-    ) -> BoxFuture<'a, Result<Option<Artifact>, StoreError>> {
-        Box::pin(self.read(hash))
+impl AsyncStore for ValidatingStore {
+    async fn get(&self, hash: &TaskHash) -> Found {
+        let Some(artifact) = self.inner.get(hash).await? else {
+            return Ok(None);
+        };
+        if !self.policy.on_get {
+            return Ok(Some(artifact));
+        }
+        let digest = artifact.digest;
+        if digest.is_some_and(|d| self.passed.passed(&d)) {
+            return Ok(Some(artifact));
+        }
+        let (mut artifact, verdict, vouched) =
+            check_artifact(artifact, &self.policy.limits).await?;
+        artifact.digest = digest;
+        match verdict {
+            Ok(()) => {
+                if let Some(d) = vouched {
+                    self.passed.remember(d);
+                }
+                Ok(Some(artifact))
+            }
+            Err(refusal) => Err(self.refused_on_read(hash, &refusal).await),
+        }
     }
 
-    fn put<'a>(
-        &'a self,
-        hash: &'a TaskHash,
-        body: &'a mut BodyStream<'_>,
-        declared_len: Option<u64>,
-    ) -> BoxFuture<'a, Result<PutOutcome, StoreError>> {
-        Box::pin(self.write(hash, body, declared_len))
+    async fn put(&self, hash: &TaskHash, upload: Upload<'_, '_>) -> Written {
+        let Upload { body, declared_len } = upload;
+        if !self.policy.on_put {
+            return self.inner.put(hash, body, declared_len).await;
+        }
+        let refused: Arc<Mutex<Option<Refusal>>> = Arc::default();
+        let outcome = {
+            let checking = CheckedUpload {
+                input: body,
+                validator: Some(crate::archive::Validator::new(
+                    self.policy.limits.clone(),
+                    declared_len,
+                )),
+                received: 0,
+                declared: declared_len,
+                refused: refused.clone(),
+            };
+            let mut stream: BodyStream<'_> =
+                Box::pin(futures_util::stream::unfold(checking, next_checked));
+            self.inner.put(hash, &mut stream, declared_len).await
+        };
+        let refusal = refused.lock().ok().and_then(|mut r| r.take());
+        match (outcome, refusal) {
+            (Ok(PutOutcome::Stored(_)), Some(refusal)) => {
+                // A store that published despite the failed stream: take it back.
+                let _ = self.inner.delete(hash).await;
+                Err(StoreError::new(ErrorKind::Refused, refusal.to_string()))
+            }
+            (Err(_), Some(refusal)) => {
+                Err(StoreError::new(ErrorKind::Refused, refusal.to_string()))
+            }
+            (outcome, _) => outcome,
+        }
     }
 
     fn describe(&self) -> String {
         self.inner.describe()
     }
 
-    fn check(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.inner.check()
-    }
-
-    fn delete<'a>(&'a self, hash: &'a TaskHash) -> BoxFuture<'a, Result<Deleted, StoreError>> {
-        self.inner.delete(hash)
+    fn inner(&self) -> Option<&Arc<dyn Store>> {
+        Some(&self.inner)
     }
 
     fn with_namespace(&self, ns: &Prefix) -> Result<Arc<dyn Store>, StoreError> {
-        Ok(Arc::new(ValidatingStore {
-            inner: self.inner.with_namespace(ns)?,
-            policy: self.policy.clone(),
-            passed: self.passed.clone(),
-        }))
+        let mut view = self.clone();
+        view.inner = self.inner.with_namespace(ns)?;
+        Ok(Arc::new(view))
     }
 }
 

@@ -57,7 +57,7 @@ fn readers() -> &'static [Reader] {
             file,
             inline_limit,
         };
-        let big = nx_open_cache::seal::DEFAULT_INLINE_LIMIT;
+        let big = nx_open_cache::store::spool::INLINE_LIMIT;
         vec![
             reader("key-less", SealConfig::default(), false, big),
             reader(

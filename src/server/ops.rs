@@ -8,13 +8,9 @@ use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Our OpenAPI 3 document: Nx's remote-cache specification plus our statuses and endpoints.
 pub const OPENAPI_JSON: &str = include_str!("../../openapi/nx-open-cache.json");
-
-/// How long `/readyz` waits for the storage.
-pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub(super) async fn healthz() -> Response {
     text(StatusCode::OK, "ok")
@@ -23,7 +19,8 @@ pub(super) async fn healthz() -> Response {
 /// `/readyz`, answered without a token: only "ready", "not ready: storage unavailable" or "not
 /// ready: storage full" (never a path or a reason from the store); the reason goes to the log.
 pub(super) async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    let failed = match tokio::time::timeout(PROBE_TIMEOUT, state.probe.check()).await {
+    let bound = crate::store::resilience::Resilience::default().ready_probe;
+    let failed = match tokio::time::timeout(bound, state.probe.check()).await {
         Ok(Ok(())) => None,
         // The store answered: an object it refuses or found corrupt is no outage.
         Ok(Err(e)) if matches!(e.kind, ErrorKind::Unavailable | ErrorKind::Full) => {
@@ -32,7 +29,7 @@ pub(super) async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         Ok(Err(_)) => None,
         Err(_) => Some((
             ErrorKind::Unavailable,
-            format!("it did not answer within {} s", PROBE_TIMEOUT.as_secs()),
+            format!("it did not answer within {} s", bound.as_secs()),
         )),
     };
     let Some((kind, reason)) = failed else {

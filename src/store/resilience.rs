@@ -12,7 +12,8 @@
 //!   `object_store`'s retry configuration (within 30 s);
 //! - the outage breaker: opened by the start-up probe failing (it may take `timeout`) or by three
 //!   faults in a row; no cool-down (a store that failed is skipped for the rest of the run);
-//! - the server gives a store call 60 s more than its upload deadline.
+//! - the server gives a store call 60 s more than its upload deadline, and its readiness probe
+//!   (`/readyz`) 5 s.
 
 use crate::config::{CacheConfig, Timeouts};
 use object_store::{BackoffConfig, ClientOptions, RetryConfig};
@@ -104,6 +105,8 @@ pub struct Resilience {
     pub guard: GuardPolicy,
     /// What the server adds to its upload deadline before it abandons a store call.
     pub store_margin: Duration,
+    /// How long the server's readiness probe (`/readyz`) waits for the store.
+    pub ready_probe: Duration,
 }
 
 impl Default for Resilience {
@@ -141,6 +144,7 @@ impl Resilience {
                 cool_down: None,
             },
             store_margin: Duration::from_secs(60),
+            ready_probe: Duration::from_secs(5),
         }
     }
 

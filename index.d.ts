@@ -42,6 +42,18 @@ export declare class CacheProxy {
   stop(): Promise<CacheStats>
 }
 
+/**
+ * A run's configuration, resolved once: what the plugin shows and decides on (`config`), and
+ * the proxy it starts from the same resolution (`startProxy`), so the options are not resolved
+ * again.
+ */
+export declare class RunConfig {
+  /** The effective configuration, as `resolveConfig` shows it. */
+  get config(): ResolvedConfig
+  /** Starts the proxy of this configuration. */
+  startProxy(): CacheProxy
+}
+
 /** A running `nx-open-cache serve` server. */
 export declare class ServerHandle {
   /**
@@ -516,6 +528,9 @@ export interface ResolvedConfig {
   /** ...and most times its compressed size, once above 256 MiB. */
   maxExpansionRatio: number
 }
+
+/** Resolves a run's options and environment once (throws like `resolveConfig` on a mistake). */
+export declare function resolveRun(workspaceRoot: string, options: any | undefined | null, env: Record<string, string>): RunConfig
 
 /**
  * The `nx-open-cache serve --help` text: every option with its environment variable and

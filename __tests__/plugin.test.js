@@ -69,6 +69,24 @@ test('pre starts a proxy Nx can use; post stops it, prints and saves the summary
   assert.deepEqual(host.runs, []);
 });
 
+test('resolveRun: one resolution gives the shown configuration and the proxy; a bad option throws naming it', async () => {
+  const options = { path: path.join(sb.root, 'store-run') };
+  const env = { HOME: sb.root };
+  const run = native.resolveRun(sb.root, options, env);
+  assert.deepEqual(run.config, native.resolveConfig(sb.root, options, env));
+  const proxy = run.startProxy();
+  try {
+    assert.match(proxy.url, /^http:\/\/127\.0\.0\.1:\d+$/);
+    assert.equal(proxy.location, `fs ${options.path}`);
+    const res = await fetch(`${proxy.url}/v1/cache/123`, { headers: { authorization: `Bearer ${proxy.token}` } });
+    assert.equal(res.status, 404);
+  } finally {
+    const stats = await proxy.stop();
+    assert.equal(stats.misses, 1);
+  }
+  assert.throws(() => native.resolveRun(sb.root, { localMode: 'sometimes' }, env), /"sometimes" for option "localMode"/);
+});
+
 test('a run registered by one process is ended by another (a restarted plugin worker) with its own counters', async () => {
   await plugin.preTasksExecution({ path: 'store' }, ctx('w-1'));
   const url = process.env.NX_SELF_HOSTED_REMOTE_CACHE_SERVER;

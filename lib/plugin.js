@@ -129,15 +129,13 @@ function runInput(pluginOptions, context, hookEnv) {
 }
 
 /**
- * Starts this run's proxy in this process; undefined (with a notice) when it cannot start.
- * @param {typeof import('../index')} addon
- * @param {string} workspaceRoot
- * @param {Record<string, unknown> | null} options
- * @param {Record<string, string>} env
+ * Starts this run's proxy in this process, from the run's one resolution of its options;
+ * undefined (with a notice) when it cannot start.
+ * @param {import('../index').RunConfig} run
  */
-function startLocalProxy(addon, workspaceRoot, options, env) {
+function startLocalProxy(run) {
   try {
-    return addon.CacheProxy.start(workspaceRoot, options, env);
+    return run.startProxy();
   } catch (e) {
     // A cache that cannot start must not fail the build.
     noticeOnce(`cannot start the cache proxy (${/** @type {Error} */ (e).message}): running without the remote cache`);
@@ -170,7 +168,8 @@ async function preTasksExecution(pluginOptions, context) {
     return;
   }
   // Throws, before any task runs, on a wrong option: the message names option, value and choices.
-  const config = addon.resolveConfig(context.workspaceRoot, options, env);
+  const run = addon.resolveRun(context.workspaceRoot, options, env);
+  const config = run.config;
   if (config.mode === 'no-cache') {
     noticeOnce(`mode is no-cache (${config.modeSource}): remote cache not used`);
     return;
@@ -178,7 +177,7 @@ async function preTasksExecution(pluginOptions, context) {
   const served = useHost(addon, hookEnv.NX_OPEN_CACHE_HOST, context.argv)
     ? await serveFromHost(addon, context, options, env)
     : undefined;
-  const proxy = served ?? startLocalProxy(addon, context.workspaceRoot, options, env);
+  const proxy = served ?? startLocalProxy(run);
   if (!proxy) return;
   if (!served) runs.set(context.id ?? 'default', { proxy: /** @type {import('../index').CacheProxy} */ (proxy), modeSource: config.modeSource, startedAt: new Date() });
   hookEnv[SERVER] = proxy.url;

@@ -28,6 +28,7 @@ const PLUGIN_NAME = 'nx-open-cache';
  * @property {number} index  its position in `plugins`
  * @property {PluginOptions} options  its options (`{}` for the string form)
  * @property {number} count  how many entries name the plugin (only the first is used)
+ * @property {string[]} later  the other entries' options, as JSON
  */
 
 /**
@@ -97,19 +98,25 @@ function pluginEntry(nxJson) {
   if (!Array.isArray(plugins)) return undefined;
   const index = plugins.findIndex(isOurEntry);
   if (index === -1) return undefined;
-  const entry = plugins[index];
-  const options = typeof entry === 'object' && entry.options && typeof entry.options === 'object' ? entry.options : {};
-  return { index, options, count: plugins.filter(isOurEntry).length };
+  /** @param {unknown} e */
+  const optionsOf = (e) => (e && typeof e === 'object' && /** @type {{ options?: unknown }} */ (e).options && typeof /** @type {{ options?: unknown }} */ (e).options === 'object'
+    ? /** @type {PluginOptions} */ (/** @type {{ options?: unknown }} */ (e).options)
+    : {});
+  const ours = plugins.filter(isOurEntry);
+  return { index, options: optionsOf(plugins[index]), count: ours.length, later: ours.slice(1).map((e) => JSON.stringify(optionsOf(e))) };
 }
 
 /**
  * Whether `options` (given by Nx to a hook) are the winning entry's: with several entries Nx runs
- * the hooks once per entry, and only the first entry's run uses the cache.
+ * the hooks once per entry, and only the first entry's run uses the cache. Options that are no
+ * later entry's (Nx passed them otherwise than nx.json holds them) are taken as the first's, so
+ * the cache is never left off without a word.
  * @param {PluginEntry} entry
  * @param {PluginOptions | null | undefined} options
  */
 function isWinningEntry(entry, options) {
-  return entry.count <= 1 || JSON.stringify(entry.options) === JSON.stringify(options ?? {});
+  const given = JSON.stringify(options ?? {});
+  return entry.count <= 1 || JSON.stringify(entry.options) === given || !entry.later.includes(given);
 }
 
 /**

@@ -240,7 +240,8 @@ impl Subject {
         }
     }
 
-    /// Stops what the subject started, and checks that no spool file was left behind.
+    /// Stops what the subject started, and checks that no spool file was left behind with a name
+    /// (spool files are unlinked when made; one still listed would be a leak on disk).
     async fn finish(mut self) {
         if let Some(server) = self.server.take() {
             server.stop().await;
@@ -339,16 +340,17 @@ async fn got(s: &dyn Store, h: &TaskHash) -> Option<Vec<u8>> {
 // ------------------------------------------------------------------------------------------------
 // The behaviours.
 
-/// A miss, round trips of several sizes (declared length or not), and a second writer changes
-/// nothing.
+/// A miss, round trips of several sizes (declared length or not, in memory and spooled), and a
+/// second writer changes nothing.
 async fn round_trip(kind: Kind) {
     let s = Subject::new(kind).await;
     let st = s.store.as_ref();
-    for (i, len) in [10usize, 300_000, 3 << 20].into_iter().enumerate() {
+    // Sizes below and above the 8 MiB kept in memory, each with and without a declared length.
+    for (i, len) in [10usize, 300_000, 3 << 20, 9 << 20].into_iter().enumerate() {
         let h = hash(&format!("10{i}"));
         assert_eq!(got(st, &h).await, None, "{kind:?}: an empty store misses");
         let data = artifact(len, i as u64);
-        let declared = (i != 1).then_some(data.len() as u64);
+        let declared = (i % 2 == 0).then_some(data.len() as u64);
         let stored = st
             .put(&h, &mut body(&data, 7000), declared)
             .await
@@ -494,6 +496,10 @@ async fn large_objects_stream_in_bounded_memory(kind: Kind) {
     let _one_at_a_time = common::LARGE.lock().await;
     let s = Subject::new(kind).await;
     let mib = common::large_mib();
+    assert!(
+        mib >= 96,
+        "NX_OPEN_CACHE_TEST_LARGE_MIB={mib}: at least 96, so that half of it held in memory is over the bound"
+    );
     let path = s._dir.path().join("large.tar.gz");
     let (len, expected) = common::large_artifact_file(&path, mib << 20, 9);
     let h = hash("777");
@@ -517,12 +523,14 @@ async fn large_objects_stream_in_bounded_memory(kind: Kind) {
         rss_before / 1024,
         peak / 1024
     );
-    if rss_before > 0 {
-        assert!(
-            growth_mib < 100.min(mib),
-            "{kind:?}: memory grew by {growth_mib} MiB moving {mib} MiB"
-        );
-    }
+    // Measured growth: 1-20 MiB for 128 MiB (the clouds' multipart parts the most); an object
+    // held whole, or half of it, in memory would be caught.
+    let bound = 48;
+    assert!(rss_before > 0, "/proc/self/status gives no VmRSS here");
+    assert!(
+        growth_mib < bound,
+        "{kind:?}: memory grew by {growth_mib} MiB moving {mib} MiB (bound {bound} MiB)"
+    );
     s.finish().await;
 }
 

@@ -126,8 +126,11 @@ pub fn resolve_config(
     options: JsOptions,
     env: HashMap<String, String>,
 ) -> Result<ResolvedConfig> {
-    let c = resolve(&workspace_root, options, env)?;
-    Ok(ResolvedConfig {
+    Ok(shown(&resolve(&workspace_root, options, env)?))
+}
+
+fn shown(c: &config::CacheConfig) -> ResolvedConfig {
+    ResolvedConfig {
         backend: c.backend.name().to_owned(),
         location: c.backend.location(),
         prefix: c.prefix.as_str().to_owned(),
@@ -139,12 +142,50 @@ pub fn resolve_config(
             .map(|p| p.as_str().to_owned())
             .collect(),
         mode: c.mode.as_str().to_owned(),
-        mode_source: c.mode_source,
+        mode_source: c.mode_source.clone(),
         debug: c.debug,
         max_artifact_entries: n(c.limits.max_entries),
         max_expanded_size: n(c.limits.max_expanded_bytes),
         max_expansion_ratio: n(c.limits.max_expansion_ratio),
-    })
+    }
+}
+
+/// A run's configuration, resolved once: what the plugin shows and decides on (`config`), and
+/// the proxy it starts from the same resolution (`startProxy`), so the options are not resolved
+/// again.
+#[napi]
+pub struct RunConfig {
+    config: config::CacheConfig,
+    env: HashMap<String, String>,
+}
+
+/// Resolves a run's options and environment once (throws like `resolveConfig` on a mistake).
+#[napi(
+    ts_args_type = "workspaceRoot: string, options: any | undefined | null, env: Record<string, string>",
+    catch_unwind
+)]
+pub fn resolve_run(
+    workspace_root: String,
+    options: JsOptions,
+    env: HashMap<String, String>,
+) -> Result<RunConfig> {
+    let config = resolve(&workspace_root, options, env.clone())?;
+    Ok(RunConfig { config, env })
+}
+
+#[napi]
+impl RunConfig {
+    /// The effective configuration, as `resolveConfig` shows it.
+    #[napi(getter, catch_unwind)]
+    pub fn config(&self) -> ResolvedConfig {
+        shown(&self.config)
+    }
+
+    /// Starts the proxy of this configuration.
+    #[napi(catch_unwind)]
+    pub fn start_proxy(&self) -> Result<CacheProxy> {
+        CacheProxy::from_config(&self.config, &self.env)
+    }
 }
 
 /// An Nx remote-cache proxy on 127.0.0.1 with a random port and bearer token, serving from the
@@ -172,7 +213,14 @@ impl CacheProxy {
         env: HashMap<String, String>,
     ) -> Result<CacheProxy> {
         let config = resolve(&workspace_root, options, env.clone())?;
-        let p = proxy::start(&config, &env).map_err(|e| Error::new(Status::GenericFailure, e))?;
+        CacheProxy::from_config(&config, &env)
+    }
+
+    fn from_config(
+        config: &config::CacheConfig,
+        env: &HashMap<String, String>,
+    ) -> Result<CacheProxy> {
+        let p = proxy::start(config, env).map_err(|e| Error::new(Status::GenericFailure, e))?;
         Ok(CacheProxy {
             url: p.url.clone(),
             token: p.token.clone(),

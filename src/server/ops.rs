@@ -19,7 +19,7 @@ pub(super) async fn healthz() -> Response {
 /// `/readyz`, answered without a token: only "ready", "not ready: storage unavailable" or "not
 /// ready: storage full" (never a path or a reason from the store); the reason goes to the log.
 pub(super) async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    let bound = crate::store::resilience::Resilience::default().ready_probe;
+    let bound = crate::store::resilience::READY_PROBE;
     let failed = match tokio::time::timeout(bound, state.probe.check()).await {
         Ok(Ok(())) => None,
         // The store answered: an object it refuses or found corrupt is no outage.

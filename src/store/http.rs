@@ -49,6 +49,8 @@ pub const REJECT_UNAUTHORIZED_ENV: &str = "NODE_TLS_REJECT_UNAUTHORIZED";
 
 /// Longest piece of an error answer's body quoted in a fault.
 const SNIPPET_LEN: usize = 300;
+/// How `nx-open-cache serve` begins the answer to an upload its artifact check refused.
+const REFUSED_BY_SERVE: &str = "nx-open-cache: not stored: ";
 
 /// Timeouts, retries, spooling and TLS settings of an [`HttpStore`].
 #[derive(Debug, Clone)]
@@ -684,17 +686,24 @@ impl HttpStore {
                 let said = Self::snippet(resp).await;
                 Err(self.auth_fault("PUT", &url, status, &said))
             }
-            // The server checked the upload and refused it (ours says `not stored: <reason>`): a
-            // refusal, not a fault of the store, and its reason is kept without the hash.
+            // `nx-open-cache serve` checked the upload and refused it (`not stored: <reason>`): a
+            // refusal, not a fault of the store, and its reason is kept without the hash. Any
+            // other 400 (another server, a proxy in between) stays a fault below.
             StatusCode::BAD_REQUEST if sent == len => {
                 let said = Self::snippet(resp).await;
-                Err(StoreError::new(
-                    ErrorKind::Refused,
-                    format!(
-                        "{} refused the upload ({status}){said}",
-                        AsyncStore::describe(self)
-                    ),
-                ))
+                if said.contains(REFUSED_BY_SERVE) {
+                    Err(StoreError::new(
+                        ErrorKind::Refused,
+                        format!(
+                            "{} refused the upload ({status}){said}",
+                            AsyncStore::describe(self)
+                        ),
+                    ))
+                } else {
+                    Err(unavailable(format!(
+                        "http PUT {url}: unexpected answer {status}{said}"
+                    )))
+                }
             }
             StatusCode::PAYLOAD_TOO_LARGE => {
                 let said = Self::snippet(resp).await;

@@ -23,6 +23,10 @@ use std::time::Duration;
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// `timeout`'s default.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// What the server adds to its upload deadline before it abandons a store call.
+pub const STORE_MARGIN: Duration = Duration::from_secs(60);
+/// How long the server's readiness probe (`/readyz`) waits for the store.
+pub const READY_PROBE: Duration = Duration::from_secs(5);
 
 /// Retries of a transient fault, with exponential backoff.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -143,8 +147,8 @@ impl Resilience {
                 failures_to_open: 3,
                 cool_down: None,
             },
-            store_margin: Duration::from_secs(60),
-            ready_probe: Duration::from_secs(5),
+            store_margin: STORE_MARGIN,
+            ready_probe: READY_PROBE,
         }
     }
 
@@ -156,7 +160,7 @@ impl Resilience {
     /// How long the server lets one store write take: its upload deadline (the body is bounded
     /// by it) plus the margin, a safety net for a store that hangs.
     pub fn store_bound(upload_timeout: Duration) -> Duration {
-        upload_timeout + Resilience::default().store_margin
+        upload_timeout + STORE_MARGIN
     }
 
     /// An object-store client's options: `bulk` for the calls of a large upload (longer answer

@@ -131,10 +131,6 @@ fn clients<B: Clone, S: ObjectStore>(
     })
 }
 
-fn truthy(v: Option<&String>) -> bool {
-    v.is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
-}
-
 fn present(env: &HashMap<String, String>, name: &str) -> bool {
     env.get(name).is_some_and(|v| !v.is_empty())
 }

@@ -1,7 +1,7 @@
 //! Amazon S3 and S3-compatible stores: the builder from the configuration and the environment
 //! (AWS_* variables, the selected AWS profile's static keys), and the credential sources tried.
 
-use super::{present, truthy, Cloud, Configured};
+use super::{present, Cloud, Configured};
 use crate::store::aws_profile::{self, ProfileLookup};
 use crate::store::resilience::Resilience;
 use object_store::aws::{AmazonS3Builder, S3ConditionalPut, S3CopyIfNotExists};
@@ -55,7 +55,7 @@ pub(super) fn configure(
     let allow_http = endpoint
         .as_deref()
         .is_some_and(|e| e.starts_with("http://"))
-        || truthy(env.get("AWS_ALLOW_HTTP"));
+        || crate::value::truthy(env, "AWS_ALLOW_HTTP");
     b = b
         .with_bucket_name(s.bucket)
         .with_region(&region)

@@ -91,6 +91,16 @@ struct Subject {
     server: Option<RunningServe>,
     _emulator: Option<Emulator>,
     _dir: tempfile::TempDir,
+    _turn: Turn,
+}
+
+/// The large-object behaviour runs alone (the process's peak memory is what it measures); the
+/// others share their turns.
+static TURNS: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+enum Turn {
+    Shared(#[allow(dead_code)] tokio::sync::RwLockReadGuard<'static, ()>),
+    Alone(#[allow(dead_code)] tokio::sync::RwLockWriteGuard<'static, ()>),
 }
 
 const RW: &str = "contract-rw-secret-0123456789";
@@ -154,6 +164,15 @@ fn http_options(spool: &Path) -> HttpOptions {
 
 impl Subject {
     async fn new(kind: Kind) -> Subject {
+        Subject::with_turn(kind, Turn::Shared(TURNS.read().await)).await
+    }
+
+    /// A subject for a behaviour that runs alone.
+    async fn alone(kind: Kind) -> Subject {
+        Subject::with_turn(kind, Turn::Alone(TURNS.write().await)).await
+    }
+
+    async fn with_turn(kind: Kind, turn: Turn) -> Subject {
         let dir = tempfile::tempdir().expect("temp dir");
         let root = dir.path().join("store");
         let spool = dir.path().join("spool");
@@ -168,6 +187,7 @@ impl Subject {
             server: None,
             _emulator: None,
             _dir: dir,
+            _turn: turn,
         };
         match kind {
             Kind::Fs => {}
@@ -493,8 +513,7 @@ async fn refused_objects_are_misses(kind: Kind) {
 /// A large artifact (`NX_OPEN_CACHE_TEST_LARGE_MIB`, default 128) goes up from a stream and comes
 /// back as a file, byte for byte, while the process grows by less than the artifact.
 async fn large_objects_stream_in_bounded_memory(kind: Kind) {
-    let _one_at_a_time = common::LARGE.lock().await;
-    let s = Subject::new(kind).await;
+    let s = Subject::alone(kind).await;
     let mib = common::large_mib();
     assert!(
         mib >= 96,

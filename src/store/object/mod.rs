@@ -432,7 +432,9 @@ impl ObjectStoreBackend {
             Err(e) => Err(e),
         };
         // The temp key is garbage now, whatever happened (a failed multipart upload left none).
-        match self.inner.delete(&tmp).await {
+        // Removing a large object is a call of the large upload (an emulator or a store may take
+        // longer than `timeout` to drop gigabytes): the bulk client's answer timeout.
+        match self.bulk.delete(&tmp).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => {
                 if result.is_ok() {

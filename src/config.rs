@@ -1069,15 +1069,58 @@ fn namespaces(
     })
 }
 
-/// Builds the effective configuration from the plugin options and the environment.
+/// Builds the effective configuration from the plugin options and the environment, in stages:
+/// the options object and its keys, the backend, the key prefix and namespaces, the seal and the
+/// artifact check's limits, the mode, the timeouts.
 pub fn resolve(
     options: &Value,
     env: &HashMap<String, String>,
     workspace_root: &Path,
 ) -> Result<CacheConfig, ConfigError> {
     let empty = serde_json::Map::new();
+    let options = options_object(options, &empty)?;
+    let backend = backend(options, env, workspace_root)?;
+    let http = matches!(backend, Backend::Http { .. });
+    let prefix = match string_option(options, "prefix")? {
+        None => Prefix::default(),
+        Some(raw) => Prefix::parse(raw).map_err(|e| ConfigError {
+            option: "prefix".into(),
+            message: format!("invalid value {raw:?} for option \"prefix\": {}", e.reason),
+        })?,
+    };
+    let namespaces = if http {
+        Namespaces::default()
+    } else {
+        namespaces(options, env)?
+    };
+    let seal = crate::seal::keys::from_options(options, env, http)?;
+    let limits = validation_limits(options, env)?;
+    let (mode, mode_source) = mode(options, env)?;
+    let [(answer, answer_var), (connect, connect_var)] = DURATION_OPTIONS;
+    let timeouts = Timeouts {
+        connect: duration_option(options, connect, env, connect_var, DEFAULT_CONNECT_TIMEOUT)?,
+        answer: duration_option(options, answer, env, answer_var, DEFAULT_TIMEOUT)?,
+    };
+    Ok(CacheConfig {
+        backend,
+        timeouts,
+        prefix,
+        namespaces,
+        seal,
+        limits,
+        mode,
+        mode_source,
+        debug: truthy(env, "NX_OPEN_CACHE_DEBUG"),
+    })
+}
+
+/// The plugin options as an object (`null`: none), every key a known option.
+fn options_object<'a>(
+    options: &'a Value,
+    empty: &'a serde_json::Map<String, Value>,
+) -> Result<&'a serde_json::Map<String, Value>, ConfigError> {
     let options = match options {
-        Value::Null => &empty,
+        Value::Null => empty,
         Value::Object(map) => map,
         other => {
             return Err(ConfigError {
@@ -1100,9 +1143,16 @@ pub fn resolve(
             });
         }
     }
+    Ok(options)
+}
 
-    let backend_name = string_option(options, "backend")?.unwrap_or("fs");
-    let backend = match backend_name {
+/// The backend and its own options (each refused where it does not apply).
+fn backend(
+    options: &serde_json::Map<String, Value>,
+    env: &HashMap<String, String>,
+    workspace_root: &Path,
+) -> Result<Backend, ConfigError> {
+    Ok(match string_option(options, "backend")?.unwrap_or("fs") {
         "fs" => {
             only_options(options, "fs")?;
             let raw = string_option(options, "path")?.unwrap_or(DEFAULT_FS_PATH);
@@ -1151,36 +1201,23 @@ pub fn resolve(
             }
         }
         other => return Err(ConfigError::invalid("backend", other, &one_of(BACKENDS))),
-    };
+    })
+}
 
-    let prefix = match string_option(options, "prefix")? {
-        None => Prefix::default(),
-        Some(raw) => Prefix::parse(raw).map_err(|e| ConfigError {
-            option: "prefix".into(),
-            message: format!("invalid value {raw:?} for option \"prefix\": {}", e.reason),
-        })?,
-    };
-
-    let namespaces = if matches!(backend, Backend::Http { .. }) {
-        Namespaces::default()
-    } else {
-        namespaces(options, env)?
-    };
-
-    let seal =
-        crate::seal::keys::from_options(options, env, matches!(backend, Backend::Http { .. }))?;
-    let limits = validation_limits(options, env)?;
-
+/// The mode and why it applies: `NX_OPEN_CACHE_MODE`, else `ciMode` on CI, else `localMode`.
+fn mode(
+    options: &serde_json::Map<String, Value>,
+    env: &HashMap<String, String>,
+) -> Result<(Mode, String), ConfigError> {
     let local = string_option(options, "localMode")?
         .map(|v| Mode::parse("localMode", v))
         .transpose()?;
     let ci = string_option(options, "ciMode")?
         .map(|v| Mode::parse("ciMode", v))
         .transpose()?;
-    let ci_run = is_ci(env);
-    let (mode, mode_source) = match env.get(MODE_VAR).filter(|v| !v.is_empty()) {
+    Ok(match env.get(MODE_VAR).filter(|v| !v.is_empty()) {
         Some(v) => (Mode::parse(MODE_VAR, v)?, MODE_VAR.to_owned()),
-        None if ci_run => match ci {
+        None if is_ci(env) => match ci {
             Some(m) => (m, "ciMode (CI detected)".to_owned()),
             None => (Mode::ReadWrite, "default (CI detected)".to_owned()),
         },
@@ -1188,24 +1225,6 @@ pub fn resolve(
             Some(m) => (m, "localMode".to_owned()),
             None => (Mode::ReadWrite, "default".to_owned()),
         },
-    };
-
-    let [(answer, answer_var), (connect, connect_var)] = DURATION_OPTIONS;
-    let timeouts = Timeouts {
-        connect: duration_option(options, connect, env, connect_var, DEFAULT_CONNECT_TIMEOUT)?,
-        answer: duration_option(options, answer, env, answer_var, DEFAULT_TIMEOUT)?,
-    };
-
-    Ok(CacheConfig {
-        backend,
-        timeouts,
-        prefix,
-        namespaces,
-        seal,
-        limits,
-        mode,
-        mode_source,
-        debug: truthy(env, "NX_OPEN_CACHE_DEBUG"),
     })
 }
 

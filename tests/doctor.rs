@@ -1,6 +1,8 @@
 //! `doctor` against real stores: a working fs store, a read-only mode, a missing directory, and S3
 //! with refused credentials (moto in auth mode). Each failure carries a fix.
 
+mod common;
+
 use nx_open_cache::config::resolve;
 use nx_open_cache::doctor::{self, Outcome, Report};
 use serde_json::json;
@@ -122,49 +124,18 @@ async fn refused_s3_credentials_fail_with_the_credential_fix() {
     if std::env::var("NX_OPEN_CACHE_SKIP_CLOUD_TESTS").is_ok_and(|v| v == "1") {
         return;
     }
-    let root = env!("CARGO_MANIFEST_DIR");
-    let mut child = std::process::Command::new("node")
-        .args([
-            &format!("{root}/scripts/emulators.js"),
-            "start",
-            "s3",
-            "--auth",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::inherit())
-        .spawn()
-        .expect("node scripts/emulators.js start s3 --auth");
-    let mut line = String::new();
-    let stdout = child.stdout.take().expect("stdout");
-    let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line);
-    let info: serde_json::Value = match serde_json::from_str(line.trim()) {
-        Ok(v) => v,
-        Err(e) => {
-            let _ = child.kill();
-            panic!("emulator did not start: {e}: {line}");
-        }
-    };
-    let mut e: HashMap<String, String> = info["env"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
-                .collect()
-        })
-        .unwrap_or_default();
-    e.insert("HOME".into(), "/nonexistent-home".into());
+    // Stopped when dropped, also when an assertion below fails.
+    let emu = common::emulator::Emulator::start_with("s3", &["--auth"]);
+    let mut e = emu.env();
+    let options = serde_json::Value::Object(emu.options());
     let dir = tempfile::tempdir().unwrap();
-    let good = run(info["options"].clone(), &e, dir.path()).await;
+    let good = run(options.clone(), &e, dir.path()).await;
     e.insert(
         "AWS_SECRET_ACCESS_KEY".into(),
         "wrong-secret-wrong-secret".into(),
     );
-    let bad = run(info["options"].clone(), &e, dir.path()).await;
-    // SAFETY: plain kill(2) on the controller we spawned; it stops the emulator on SIGTERM.
-    unsafe {
-        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
-    }
-    let _ = child.wait();
+    let bad = run(options, &e, dir.path()).await;
+    drop(emu);
     assert!(good.works, "{good:#?}");
     assert_eq!(outcome(&good, "delete"), Outcome::Ok, "{good:#?}");
     assert!(!bad.works, "{bad:#?}");

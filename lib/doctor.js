@@ -46,7 +46,9 @@ function format(r, notes) {
 /**
  * Runs the doctor in the workspace at `root`.
  * @param {string} root
- * @param {{ json?: boolean, log?: (s: string) => void, error?: (s: string) => void }} [o]
+ * @param {{ json?: boolean, log?: (s: string) => void, error?: (s: string) => void, nxJson?: unknown }} [o]
+ *   nxJson: the configuration to check instead of the file's (the init generator checks what it
+ *   is about to write)
  * @returns {Promise<number>} exit code: 0 works, 1 does not, 2 configuration mistake
  */
 async function runDoctor(root, o = {}) {
@@ -54,7 +56,7 @@ async function runDoctor(root, o = {}) {
   const error = o.error || ((/** @type {string} */ s) => console.error(s));
   let input;
   try {
-    input = workspaceInput(readNxJson(root));
+    input = workspaceInput(o.nxJson ?? readNxJson(root));
   } catch (e) {
     error(`nx-open-cache doctor: ${/** @type {Error} */ (e).message}`);
     return 2;

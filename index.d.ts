@@ -552,8 +552,8 @@ export interface SigningKeyPair {
  * Starts the server from the words after `serve` on the command line and the environment
  * (`NX_OPEN_CACHE_SERVER_*`, cloud credentials); relative paths are taken from the current
  * directory. A configuration mistake throws with code `InvalidArg` and a message naming the
- * option, the value and what is allowed; a failure to start (port in use, storage directory not
- * creatable, bad TLS files) throws with code `GenericFailure`.
+ * option, the value and what is allowed; a failure to start (port in use, bad TLS files, storage
+ * not ready with `--require-ready`) throws with code `GenericFailure`.
  */
 export declare function startServer(args: Array<string>, env: Record<string, string>): ServerHandle
 

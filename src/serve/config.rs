@@ -99,6 +99,14 @@ fn env_name(key: &str) -> String {
     format!("{ENV_PREFIX}{}", key.to_ascii_uppercase())
 }
 
+/// Every `NX_OPEN_CACHE_SERVER_*` variable `serve` reads (the plugin's check of unknown
+/// `NX_OPEN_CACHE_*` variables, `crate::config::known_vars`, knows them from here).
+pub fn env_names() -> Vec<String> {
+    let mut names: Vec<String> = OPTIONS.iter().map(|o| env_name(o.key)).collect();
+    names.extend(["TOKENS", "CONFIG"].map(|k| format!("{ENV_PREFIX}{k}")));
+    names
+}
+
 /// A mistake that is not one option's (e.g. no token at all).
 fn fail(message: impl Into<String>) -> ConfigError {
     ConfigError::new("", message)

@@ -802,3 +802,22 @@ test('the real CLI: --signing prints the secret once and no file of the workspac
     w.dispose();
   }
 });
+
+test('a signing key in the environment whose public key is not in trustedKeys is warned about (the addon\'s config warning); a trusted one is not', async () => {
+  const signer = native.keygen();
+  const other = native.keygen();
+  const saved = process.env.NX_OPEN_CACHE_SIGNING_KEY;
+  process.env.NX_OPEN_CACHE_SIGNING_KEY = signer.secretKey;
+  try {
+    const printed = await run(treeWith({}), { path: '/mnt/cache', trustedKeys: other.publicKey });
+    const warnings = printed.filter((l) => l.startsWith('WARN '));
+    assert.equal(warnings.length, 1, printed.join('\n'));
+    assert.match(warnings[0], new RegExp(`^WARN nx-open-cache: NX_OPEN_CACHE_SIGNING_KEY signs with key ${signer.keyId}, but "trustedKeys" lists ${other.keyId}: other machines will refuse what this one signs`));
+    assert.ok(!printed.join('\n').includes(signer.secretKey), 'the secret is shown');
+    const trusted = await run(treeWith({}), { path: '/mnt/cache', trustedKeys: `${other.publicKey},${signer.publicKey}` });
+    assert.deepEqual(trusted.filter((l) => l.startsWith('WARN ')), []);
+  } finally {
+    if (saved === undefined) delete process.env.NX_OPEN_CACHE_SIGNING_KEY;
+    else process.env.NX_OPEN_CACHE_SIGNING_KEY = saved;
+  }
+});

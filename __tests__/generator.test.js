@@ -821,3 +821,13 @@ test('a signing key in the environment whose public key is not in trustedKeys is
     else process.env.NX_OPEN_CACHE_SIGNING_KEY = saved;
   }
 });
+
+test('an nx.json with comments: written (keys and indentation kept) and the lost comments are said', async () => {
+  const tree = treeWith('{\n   // where the team cache lives\n   "defaultBase": "main",\n}\n');
+  const printed = await run(tree, { path: '/mnt/nx-cache' });
+  assert.equal(
+    tree.read('nx.json', 'utf-8'),
+    '{\n   "defaultBase": "main",\n   "plugins": [\n      {\n         "plugin": "nx-open-cache",\n         "options": {\n            "backend": "fs",\n            "path": "/mnt/nx-cache"\n         }\n      }\n   ]\n}\n',
+  );
+  assert.ok(printed.includes('nx-open-cache: nx.json had comments or trailing commas, which a JSON writer cannot keep: put the comments back by hand if you need them'), printed.join('\n'));
+});

@@ -683,7 +683,7 @@ function writeNxJson(tree, nxJson) {
   if (style.eol !== '\n') text = text.replace(/\n/g, style.eol);
   tree.write('nx.json', style.finalNewline ? `${text}${style.eol}` : text);
   if (original !== null && !isStrictJson(original)) {
-    return ['nx-open-cache: nx.json had comments: they could not be kept (JSON has no place for them); put them back by hand if you need them'];
+    return ['nx-open-cache: nx.json had comments or trailing commas, which a JSON writer cannot keep: put the comments back by hand if you need them'];
   }
   return [];
 }
@@ -729,16 +729,13 @@ async function initGenerator(tree, schema) {
   const signing = signingStage(legacy.given, ws.existingOptions, flags);
   const entry = entryStage(ws, signing.given, { defaultBackend: !legacy.keepLegacy }, legacy.changed);
   const nxJson = entry.changed ? { ...ws.nxJson, plugins: entry.plugins } : ws.nxJson;
-  /** @type {string[]} */
-  const written = [];
-  if (legacy.changed || entry.changed) {
+  const changed = legacy.changed || entry.changed;
+  if (changed) {
     checkSignatureKeys(entry.finalOptions);
     validateWithAddon(tree.root, entry.finalOptions);
-    if (flags.check === true) await doctorCheck(tree, nxJson);
-    written.push(...writeNxJson(tree, nxJson));
-  } else if (flags.check === true) {
-    await doctorCheck(tree, nxJson);
   }
+  if (flags.check === true) await doctorCheck(tree, nxJson);
+  const written = changed ? writeNxJson(tree, nxJson) : [];
   const messages = [...entry.messages, ...legacy.messages, ...written, ...followUps(tree, entry.finalOptions, flags)];
   if (signing.pair) messages.push(...signingMessages(signing.pair, entry.finalOptions));
   for (const m of messages) logger.info(m);

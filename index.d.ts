@@ -118,7 +118,10 @@ export declare function doctorAsync(workspaceRoot: string, options: any | undefi
 export interface DoctorCheck {
   /** `setup`, `read`, `write`, `read back` or `delete`. */
   name: string
-  /** `ok`, `failed` or `skipped`. */
+  /**
+   * `ok`, `failed`, `skipped` or `warning` (refused with a setting for it: writes refused
+   * while reads work, fixed by read-only mode).
+   */
   outcome: string
   /** How long the step took, in milliseconds. */
   millis: number
@@ -140,9 +143,24 @@ export interface DoctorReport {
   checks: Array<DoctorCheck>
   /**
    * True when the cache works: the store answers and, in read-write mode, an artifact can be
-   * written and read back.
+   * written and read back (or writes are refused, a warning).
    */
   works: boolean
+  /**
+   * `ok`, `warning` (it works, but see the warnings and the checks with outcome `warning`) or
+   * `broken`.
+   */
+  status: string
+  /**
+   * The keys by id, e.g. `signs with key a64d..., trusts a64d..., 9f1c...`; empty without
+   * signing or encryption.
+   */
+  keys: string
+  /**
+   * The configuration's warnings: unknown `NX_OPEN_CACHE_*` variables, a signing key whose
+   * public key is not in `trustedKeys`.
+   */
+  warnings: Array<string>
 }
 
 /** Generates an XChaCha20-Poly1305 encryption key from the system's random number generator. */
@@ -497,6 +515,12 @@ export interface PackOptions {
 }
 
 /**
+ * The key id of a public key (as `nx-open-cache keygen` prints it, e.g. for a `trustedKeys`
+ * entry). Throws naming what is wrong, without the value.
+ */
+export declare function publicKeyId(publicKey: string): string
+
+/**
  * Resolves plugin options (from nx.json) and environment into the effective configuration.
  * Throws an error naming the option, the value and the allowed values on any mistake.
  */
@@ -527,6 +551,24 @@ export interface ResolvedConfig {
   maxExpandedSize: number
   /** ...and most times its compressed size, once above 256 MiB. */
   maxExpansionRatio: number
+  /** The key id of `NX_OPEN_CACHE_SIGNING_KEY` (as `nx-open-cache keygen` prints it), if set. */
+  signingKeyId?: string
+  /** The key ids of `trustedKeys`, in order. */
+  trustedKeyIds: Array<string>
+  /** Refuse artifacts not signed by a trusted key (`requireSignature`). */
+  requireSignature: boolean
+  /** The key ids of `NX_OPEN_CACHE_ENCRYPTION_KEY` (the first encrypts). */
+  encryptionKeyIds: Array<string>
+  /**
+   * The keys in one line, e.g. `signs with key a64d..., trusts a64d..., 9f1c...`; empty
+   * without signing or encryption.
+   */
+  keys: string
+  /**
+   * What may be wrong although every value is valid (unknown `NX_OPEN_CACHE_*` variables, a
+   * signing key whose public key is not in `trustedKeys`): the plugin prints each once.
+   */
+  warnings: Array<string>
 }
 
 /** Resolves a run's options and environment once (throws like `resolveConfig` on a mistake). */
@@ -552,8 +594,8 @@ export interface SigningKeyPair {
  * Starts the server from the words after `serve` on the command line and the environment
  * (`NX_OPEN_CACHE_SERVER_*`, cloud credentials); relative paths are taken from the current
  * directory. A configuration mistake throws with code `InvalidArg` and a message naming the
- * option, the value and what is allowed; a failure to start (port in use, storage directory not
- * creatable, bad TLS files) throws with code `GenericFailure`.
+ * option, the value and what is allowed; a failure to start (port in use, bad TLS files, storage
+ * not ready with `--require-ready`) throws with code `GenericFailure`.
  */
 export declare function startServer(args: Array<string>, env: Record<string, string>): ServerHandle
 

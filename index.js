@@ -868,6 +868,7 @@ module.exports.openCacheHost = nativeBinding.openCacheHost
 module.exports.optionSchema = nativeBinding.optionSchema
 module.exports.pack = nativeBinding.pack
 module.exports.packAsync = nativeBinding.packAsync
+module.exports.publicKeyId = nativeBinding.publicKeyId
 module.exports.resolveConfig = nativeBinding.resolveConfig
 module.exports.resolveRun = nativeBinding.resolveRun
 module.exports.serveHelp = nativeBinding.serveHelp

@@ -174,3 +174,96 @@ test('every JS command names a bad argument and the allowed ones; --help anywher
     assert.match(r.out, /** @type {RegExp} */ (usage));
   }
 });
+
+test('a read-only token of a real serve: reads work, writes are refused, a warning that says read-only mode, exit 0', async () => {
+  const { startServe, serveEnv } = require('./helpers/serve-process.js');
+  const crypto = require('node:crypto');
+  const ro = crypto.randomBytes(16).toString('hex');
+  const rw = crypto.randomBytes(16).toString('hex');
+  const upstream = await startServe(['--storage', `fs:${path.join(base, 'serve-storage')}`, '--log', 'off'], {
+    env: serveEnv({ NX_OPEN_CACHE_SERVER_TOKENS: `dev:read-only:${ro},ci:read-write:${rw}` }),
+  });
+  try {
+    const ws = workspace({ plugins: [{ plugin: 'nx-open-cache', options: { backend: 'http', url: upstream.url } }] });
+    // serve is another process: the synchronous doctor runs below do not block it.
+    const dev = doctor(ws, [], { NX_OPEN_CACHE_TOKEN: ro });
+    assert.equal(dev.code, 0, dev.out + dev.err);
+    assert.match(dev.out, /^ {2}ok {3}read {7}a lookup was answered/m, dev.out);
+    assert.match(dev.out, /^ {2}WARN write {6}.*403.*\(\d+ ms\)$/m, dev.out);
+    assert.match(dev.out, /fix: reads work, writes are refused: set localMode "read-only" in the nx-open-cache plugin options \(or NX_OPEN_CACHE_MODE=read-only\) on this machine; to store from here, use a read-write token in NX_OPEN_CACHE_TOKEN$/m, dev.out);
+    assert.match(dev.out, /^the cache works from this machine, with 1 warning: reads work, writes are refused \(see the fix above\)$/m, dev.out);
+    assert.ok(!(dev.out + dev.err).includes(ro), 'the token is never shown');
+    const json = JSON.parse(doctor(ws, ['--json'], { NX_OPEN_CACHE_TOKEN: ro }).out);
+    assert.equal(json.status, 'warning');
+    assert.equal(json.works, true);
+    // Already read-only: the write is skipped (and says so), and that passes without a warning.
+    const ro2 = doctor(ws, [], { NX_OPEN_CACHE_TOKEN: ro, NX_OPEN_CACHE_MODE: 'read-only' });
+    assert.equal(ro2.code, 0, ro2.out + ro2.err);
+    assert.match(ro2.out, /^ {2}skip write {6}mode is read-only: nothing is written$/m, ro2.out);
+    assert.match(ro2.out, /^the cache works from this machine$/m, ro2.out);
+    // On CI the option is ciMode.
+    const ci = doctor(ws, [], { NX_OPEN_CACHE_TOKEN: ro, CI: 'true' });
+    assert.equal(ci.code, 0, ci.out + ci.err);
+    assert.match(ci.out, /fix: reads work, writes are refused: set ciMode "read-only"/, ci.out);
+    // A read-write token: no warning.
+    const writer = doctor(ws, [], { NX_OPEN_CACHE_TOKEN: rw });
+    assert.equal(writer.code, 0, writer.out + writer.err);
+    assert.match(writer.out, /^the cache works from this machine$/m, writer.out);
+  } finally {
+    await upstream.stop();
+  }
+});
+
+test('key ids and config warnings: doctor (WARN, exit 0) and config (stderr, JSON fields) show them, never a secret', () => {
+  const native = require('../index.js');
+  const signer = native.keygen();
+  const other = native.keygen();
+  const enc = native.encryptionKeygen();
+  const ws = workspace({ plugins: [{ plugin: 'nx-open-cache', options: { path: 'store', trustedKeys: [other.publicKey], requireSignature: true } }] });
+  const env = { NX_OPEN_CACHE_SIGNING_KEY: signer.secretKey, NX_OPEN_CACHE_ENCRYPTION_KEY: enc.key, NX_OPEN_CACHE_TOKN: 'typo-value' };
+  const d = doctor(ws, [], env);
+  assert.equal(d.code, 0, d.out + d.err);
+  assert.match(d.out, new RegExp(`signs with key ${signer.keyId}, trusts ${other.keyId} \\(requires signatures\\), encrypts with key ${enc.keyId}`), d.out);
+  assert.match(d.out, /^ {2}WARN unknown environment variable NX_OPEN_CACHE_TOKN \(ignored\): did you mean NX_OPEN_CACHE_TOKEN\?$/m, d.out);
+  assert.match(d.out, new RegExp(`^ {2}WARN NX_OPEN_CACHE_SIGNING_KEY signs with key ${signer.keyId}, but "trustedKeys" lists ${other.keyId}: other machines will refuse what this one signs`, 'm'), d.out);
+  assert.match(d.out, /^the cache works from this machine, with 2 warnings: see above$/m, d.out);
+  const c = cli(ws, ['config'], env);
+  assert.equal(c.code, 0, c.err);
+  const shown = JSON.parse(c.out);
+  assert.equal(shown.signingKeyId, signer.keyId);
+  assert.deepEqual(shown.trustedKeyIds, [other.keyId]);
+  assert.deepEqual(shown.encryptionKeyIds, [enc.keyId]);
+  assert.equal(shown.requireSignature, true);
+  assert.equal(shown.warnings.length, 2);
+  assert.match(c.err, new RegExp(`^nx-open-cache: keys: signs with key ${signer.keyId}, trusts ${other.keyId}`, 'm'), c.err);
+  assert.match(c.err, /^nx-open-cache: warning: unknown environment variable NX_OPEN_CACHE_TOKN \(ignored\): did you mean NX_OPEN_CACHE_TOKEN\?$/m, c.err);
+  for (const out of [d.out + d.err, c.out + c.err]) {
+    for (const secret of [signer.secretKey, enc.key, 'typo-value']) assert.ok(!out.includes(secret), `${secret} shown`);
+  }
+  // Its public key listed: no warning.
+  const fine = workspace({ plugins: [{ plugin: 'nx-open-cache', options: { path: 'store', trustedKeys: [other.publicKey, signer.publicKey] } }] });
+  const ok = doctor(fine, [], { NX_OPEN_CACHE_SIGNING_KEY: signer.secretKey });
+  assert.equal(ok.code, 0, ok.out + ok.err);
+  assert.ok(!ok.out.includes('WARN'), ok.out);
+  assert.equal(native.publicKeyId(signer.publicKey), signer.keyId);
+});
+
+test('an unknown option gets a "did you mean" when a known one is close; the encryption-key error names encryptionKey only when nx.json has one', () => {
+  const typo = doctor(workspace({ plugins: [{ plugin: 'nx-open-cache', options: { path: 'store', trustedKey: [] } }] }));
+  assert.equal(typo.code, 2, typo.out + typo.err);
+  assert.match(typo.err, /unknown option "trustedKey" in the nx-open-cache plugin options \(did you mean "trustedKeys"\?\); known options: /);
+  const far = doctor(workspace({ plugins: [{ plugin: 'nx-open-cache', options: { frobnicate: 1 } }] }));
+  assert.equal(far.code, 2);
+  assert.doesNotMatch(far.err, /did you mean/);
+
+  const bad = 'bm90LWEta2V5';
+  const plain = doctor(workspace({ plugins: [{ plugin: 'nx-open-cache', options: { path: 'store' } }] }), [], { NX_OPEN_CACHE_ENCRYPTION_KEY: bad });
+  assert.equal(plain.code, 2, plain.out + plain.err);
+  assert.match(plain.err, /NX_OPEN_CACHE_ENCRYPTION_KEY is not a valid encryption key: it decodes to 9 bytes, not 32/);
+  assert.doesNotMatch(plain.err, /encryptionKey|deprecated/);
+  const legacy = workspace({ plugins: ['nx-open-cache'], s3: { bucket: 'b', region: 'eu-west-1', encryptionKey: bad } });
+  const l = doctor(legacy, [], { AWS_EC2_METADATA_DISABLED: 'true' });
+  assert.equal(l.code, 2, l.out + l.err);
+  assert.match(l.err, /NX_OPEN_CACHE_ENCRYPTION_KEY is not a valid encryption key \(it comes from "encryptionKey" of the deprecated top-level "s3" block of nx.json/);
+  for (const out of [plain.out + plain.err, l.out + l.err]) assert.ok(!out.includes(bad), 'the key is never shown');
+});

@@ -285,6 +285,28 @@ async function killedMidUpload(storage, secret) {
   }
 }
 
+test('gc output counts in the grammatical number: 1 object, 0 objects, 1 empty directory', async () => {
+  await fill('plural', { 5001: 100, 5002: 100 });
+  const root = path.join(ws, 'plural');
+  const files = objects(root);
+  age(/** @type {string} */ (files.get('5001')), 100);
+  // The expired object's fan-out directories are emptied by the deletion and removed.
+  const r = cli(['gc', '--path', root, '--max-age', '30d']);
+  assert.equal(r.status, 0, r.stderr);
+  const line = (/** @type {string} */ label) => r.stdout.split('\n').find((l) => l.startsWith(`  ${label} `))?.replace(/ {2,}/g, ' ').trim();
+  assert.match(String(line('scanned')), /^scanned 2 objects, /);
+  assert.match(String(line('deleted')), /^deleted 1 object, \S+ \S+ \(by age: 1 object, \S+ \S+; by size: 0 objects, 0 B\)$/);
+  assert.match(String(line('kept')), /^kept 1 object, /);
+  assert.match(String(line('temp')), /^temp 0 leftover temp files, 0 B were removed; 0 in progress, 0 B$/);
+  assert.match(String(line('dirs')), /^dirs [12] empty director(y|ies) removed$/);
+  const again = cli(['gc', '--path', root, '--max-age', '30d']);
+  assert.equal(again.status, 0, again.stderr);
+  assert.match(again.stdout, /scanned {2}1 object, /);
+  assert.match(again.stdout, /kept {5}1 object, /);
+  assert.match(again.stdout, /dirs {5}0 empty directories removed/);
+  assert.ok(!/\b1 (objects|empty directories|leftover temp files)\b|\b[02-9] (object|empty directory)\b/.test(again.stdout + r.stdout), r.stdout + again.stdout);
+});
+
 test('temp files of a serve killed mid-upload (kill -9) go at the next start and with gc', async () => {
   const storage = path.join(ws, 'killed');
   fs.mkdirSync(storage);
@@ -294,7 +316,7 @@ test('temp files of a serve killed mid-upload (kill -9) go at the next start and
   // gc: removed at once (its writer ran on this machine and is gone), not after an hour.
   const r = cli(['gc', '--path', storage, '--max-age', '30d']);
   assert.equal(r.status, 0, r.stderr);
-  assert.match(r.stdout, /temp {5}1 leftover temp files, .* removed; 0 in progress/);
+  assert.match(r.stdout, /temp {5}1 leftover temp file, .* was removed; 0 in progress/);
   assert.ok(!fs.existsSync(temp));
   // A restarted server removes them when it opens the store.
   temp = await killedMidUpload(storage, secret);

@@ -3,6 +3,7 @@
 // (in memory, and once on a real directory through FsTree + flushChanges).
 const test = require('node:test');
 const assert = require('node:assert/strict');
+const crypto = require('node:crypto');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
@@ -17,6 +18,16 @@ const initGenerator = require('../generators/init/index.js');
 const native = require('../index.js');
 
 const REPO_ROOT = path.resolve(__dirname, '..');
+
+/**
+ * The generator's warning for a fs path on this machine only.
+ * @param {string} p  the path as written
+ * @param {string} why
+ */
+const HOME_WARNING = (p, why) =>
+  `nx-open-cache: path ${p} is ${why}: only this machine uses it, other machines and CI never see its artifacts. ` +
+  'For a team cache pass --path=<a shared mount every machine sees at the same path> (e.g. --path=/mnt/nx-cache on NFS or SMB), ' +
+  'or use another backend (--backend s3 --bucket <bucket>, gcs, azure, or http for `nx-open-cache serve`)';
 
 /**
  * Runs the generator and returns what it printed through nx's logger.
@@ -77,7 +88,10 @@ test('fresh add writes the plugin entry with backend and default path only', asy
     { plugin: 'nx-open-cache', options: { backend: 'fs', path: '~/.cache/nx-open-cache' } },
   ]);
   assert.deepEqual(nx.targetDefaults, { build: { cache: true } });
-  assert.deepEqual(printed, ['nx-open-cache: added plugin to nx.json (backend fs, path ~/.cache/nx-open-cache)']);
+  assert.deepEqual(printed, [
+    'nx-open-cache: added plugin to nx.json (backend fs, path ~/.cache/nx-open-cache)',
+    `WARN ${HOME_WARNING('~/.cache/nx-open-cache', 'under your home directory')}`,
+  ]);
 });
 
 test('fresh add writes only the options given, in a stable order', async () => {
@@ -155,6 +169,7 @@ test('an object entry without options gets backend and path', async () => {
   ]);
   assert.deepEqual(printed, [
     'nx-open-cache: updated options: backend (unset) -> fs, path (unset) -> ~/.cache/nx-open-cache',
+    `WARN ${HOME_WARNING('~/.cache/nx-open-cache', 'under your home directory')}`,
   ]);
 });
 
@@ -217,11 +232,12 @@ test('schema.json is generated from the native option schema: no drift, every fl
   assert.equal(check.status, 0, check.stderr);
   const { properties } = JSON.parse(fs.readFileSync(FILE, 'utf8'));
   for (const option of native.optionSchema().options) {
-    if (['writePrefix', 'readPrefixes', 'trustedKeys'].includes(option.name)) {
-      assert.equal(properties[option.name], undefined, `${option.name} is set by a preset or by hand, not a flag`);
+    if (['writePrefix', 'readPrefixes'].includes(option.name)) {
+      assert.equal(properties[option.name], undefined, `${option.name} is set by a preset, not a flag`);
       continue;
     }
     assert.equal(properties[option.name]?.type, option.type, option.name);
+    if (option.type === 'array') assert.deepEqual(properties[option.name].items, { type: 'string' }, option.name);
     for (const choice of option.choices) assert.ok(properties[option.name].description.includes(choice), `${option.name}: ${choice}`);
   }
   // An option the native table gains is a flag at once: the drift test above fails until
@@ -308,6 +324,7 @@ test('.gitignore: a relative path inside the workspace is added once', async () 
   assert.deepEqual(printed, [
     'nx-open-cache: added plugin to nx.json (backend fs, path ./.cache//nx-open-cache/)',
     'nx-open-cache: added /.cache/nx-open-cache to .gitignore',
+    `WARN ${HOME_WARNING('./.cache//nx-open-cache/', 'inside the workspace (this clone only)')}`,
   ]);
   const again = await run(tree, { path: './.cache//nx-open-cache/' });
   assert.equal(tree.read('.gitignore', 'utf-8'), 'node_modules\ndist\n/.cache/nx-open-cache\n');
@@ -328,66 +345,87 @@ test('.gitignore: absolute, home paths and a missing .gitignore are left alone; 
     const tree = treeWith({}, { '.gitignore': 'dist\n' });
     const printed = await run(tree, { path: p });
     assert.equal(tree.read('.gitignore', 'utf-8'), 'dist\n', `path ${p}`);
-    assert.equal(printed.length, 1, `path ${p}`);
+    assert.equal(printed.filter((l) => !l.startsWith('WARN ')).length, 1, `path ${p}`);
   }
   const tree = treeWith({});
   await run(tree, { path: 'local-cache' });
   assert.equal(tree.exists('.gitignore'), false, 'no .gitignore is created');
 });
 
-test('the real `nx g nx-open-cache:init` CLI in a scratch workspace: add, no-op re-run, bad flag', () => {
+/**
+ * A scratch Nx workspace that uses this package (symlinked) with `nx.json` as given, and the
+ * real `nx g nx-open-cache:init` CLI in it.
+ * @param {string} nxJson  the file's text
+ */
+function scratchWorkspace(nxJson) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'noc-gen-cli-'));
-  try {
-    fs.mkdirSync(path.join(dir, 'node_modules'));
-    fs.symlinkSync(path.dirname(require.resolve('nx/package.json')), path.join(dir, 'node_modules', 'nx'), 'dir');
-    fs.symlinkSync(REPO_ROOT, path.join(dir, 'node_modules', 'nx-open-cache'), 'dir');
-    fs.writeFileSync(path.join(dir, 'package.json'), '{"name":"scratch","private":true}\n');
-    fs.writeFileSync(path.join(dir, 'nx.json'), '{}\n');
-    fs.writeFileSync(path.join(dir, '.gitignore'), 'node_modules\n');
-    spawnSync('git', ['init', '-q'], { cwd: dir });
-    const nxBin = path.join(dir, 'node_modules', 'nx', require('nx/package.json').bin.nx);
-    const env = {
-      ...process.env,
-      NX_DAEMON: 'false',
-      NX_NO_CLOUD: 'true',
-      NX_TUI: 'false',
-      // keep Nx's cache and workspace data inside the scratch dir (nx 24 defaults to ~/.nx/<repo id>)
-      NX_CACHE_DIRECTORY: path.join(dir, '.nx', 'cache'),
-      NX_WORKSPACE_DATA_DIRECTORY: path.join(dir, '.nx', 'workspace-data'),
-    };
-    /** @param {string[]} args */
-    const nx = (args) => {
+  fs.mkdirSync(path.join(dir, 'node_modules'));
+  fs.symlinkSync(path.dirname(require.resolve('nx/package.json')), path.join(dir, 'node_modules', 'nx'), 'dir');
+  fs.symlinkSync(REPO_ROOT, path.join(dir, 'node_modules', 'nx-open-cache'), 'dir');
+  fs.writeFileSync(path.join(dir, 'package.json'), '{"name":"scratch","private":true}\n');
+  fs.writeFileSync(path.join(dir, 'nx.json'), nxJson);
+  fs.writeFileSync(path.join(dir, '.gitignore'), 'node_modules\n');
+  spawnSync('git', ['init', '-q'], { cwd: dir });
+  const nxBin = path.join(dir, 'node_modules', 'nx', require('nx/package.json').bin.nx);
+  /** @type {Record<string, string | undefined>} */
+  const env = {
+    ...process.env,
+    NX_DAEMON: 'false',
+    NX_NO_CLOUD: 'true',
+    NX_TUI: 'false',
+    // keep Nx's cache and workspace data inside the scratch dir (nx 24 defaults to ~/.nx/<repo id>)
+    NX_CACHE_DIRECTORY: path.join(dir, '.nx', 'cache'),
+    NX_WORKSPACE_DATA_DIRECTORY: path.join(dir, '.nx', 'workspace-data'),
+  };
+  for (const k of Object.keys(env)) if (k.startsWith('NX_OPEN_CACHE_')) delete env[k];
+  return {
+    dir,
+    /** @param {string} file */
+    read: (file = 'nx.json') => fs.readFileSync(path.join(dir, file)),
+    /**
+     * @param {string[]} args
+     * @param {Record<string, string>} [extraEnv]
+     */
+    nx: (args, extraEnv = {}) => {
       // --skipProjectGraph: the generator must not depend on the plugin itself being loadable.
       const r = spawnSync(process.execPath, [nxBin, 'g', 'nx-open-cache:init', '--skipProjectGraph', ...args], {
         cwd: dir,
-        env,
+        env: { ...env, ...extraEnv },
         encoding: 'utf8',
+        timeout: 120_000,
       });
       return { code: r.status, out: `${r.stdout}${r.stderr}` };
-    };
+    },
+    dispose: () => fs.rmSync(dir, { recursive: true, force: true }),
+  };
+}
 
-    const first = nx(['--path', 'shared-cache', '--local-mode', 'read-only']);
+test('the real `nx g nx-open-cache:init` CLI in a scratch workspace: add, no-op re-run, bad flag', () => {
+  const w = scratchWorkspace('{}\n');
+  try {
+    const first = w.nx(['--path', 'shared-cache', '--local-mode', 'read-only']);
     assert.equal(first.code, 0, first.out);
     assert.match(first.out, /nx-open-cache: added plugin to nx\.json \(backend fs, path shared-cache, localMode read-only\)/);
     assert.match(first.out, /nx-open-cache: added \/shared-cache to \.gitignore/);
-    const nxJson = fs.readFileSync(path.join(dir, 'nx.json'));
+    assert.match(first.out, /path shared-cache is inside the workspace \(this clone only\): only this machine uses it/);
+    const nxJson = w.read();
     assert.deepEqual(JSON.parse(nxJson.toString()).plugins, [
       { plugin: 'nx-open-cache', options: { backend: 'fs', path: 'shared-cache', localMode: 'read-only' } },
     ]);
-    assert.equal(fs.readFileSync(path.join(dir, '.gitignore'), 'utf8'), 'node_modules\n/shared-cache\n');
+    assert.equal(w.read('.gitignore').toString(), 'node_modules\n/shared-cache\n');
 
     // what `nx add` runs on an already configured workspace
-    const second = nx(['--keepExistingVersions']);
+    const second = w.nx(['--keepExistingVersions']);
     assert.equal(second.code, 0, second.out);
     assert.match(second.out, /nx-open-cache: already configured, nothing changed/);
-    assert.ok(fs.readFileSync(path.join(dir, 'nx.json')).equals(nxJson), 'nx.json byte-identical');
+    assert.ok(w.read().equals(nxJson), 'nx.json byte-identical');
 
-    const bad = nx(['--backend', 'ftp']);
+    const bad = w.nx(['--backend', 'ftp']);
     assert.notEqual(bad.code, 0);
     assert.match(bad.out, /invalid value "ftp" for --backend; allowed values: fs\b/);
-    assert.ok(fs.readFileSync(path.join(dir, 'nx.json')).equals(nxJson), 'nx.json untouched after an error');
+    assert.ok(w.read().equals(nxJson), 'nx.json untouched after an error');
   } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
+    w.dispose();
   }
 });
 
@@ -552,4 +590,244 @@ test('every option of the native table is a flag: timeouts written as given, che
   await assert.rejects(run(treeWith({}), { backend: 'http', url: 'http://127.0.0.1:1', prefix: 'p' }), {
     message: 'nx-open-cache: you chose backend http; --prefix applies to the fs, s3, gcs, azure backends only (pass --backend fs to switch to it)',
   });
+});
+
+/* ---- signing, nx.json formatting, --check, machine-local paths ---------------------------------- */
+
+/**
+ * The public key of a base64 Ed25519 secret key (its 32-byte seed), derived by Node's crypto: an
+ * independent check that a printed secret belongs to the written public key.
+ * @param {string} secret
+ */
+function publicKeyOf(secret) {
+  const der = Buffer.concat([Buffer.from('302e020100300506032b657004220420', 'hex'), Buffer.from(secret, 'base64')]);
+  const pub = crypto.createPublicKey(crypto.createPrivateKey({ key: der, format: 'der', type: 'pkcs8' }));
+  return /** @type {Buffer} */ (pub.export({ format: 'der', type: 'spki' })).subarray(-32).toString('base64');
+}
+
+/**
+ * Every regular file below `dir` (symbolic links not followed: node_modules points at this repo).
+ * @param {string} dir
+ * @returns {string[]}
+ */
+function filesBelow(dir) {
+  /** @type {string[]} */
+  const out = [];
+  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory()) out.push(...filesBelow(p));
+    else if (e.isFile()) out.push(p);
+  }
+  return out;
+}
+
+test('--trustedKeys: comma-separated or a list, trimmed, repeats dropped; it replaces the entry\'s list', async () => {
+  const [a, b, c] = [native.keygen(), native.keygen(), native.keygen()].map((k) => k.publicKey);
+  const tree = treeWith({});
+  await run(tree, { path: '/mnt/cache', trustedKeys: ` ${a},${b},,${a}` });
+  assert.deepEqual(readNx(tree).plugins[0].options, { backend: 'fs', path: '/mnt/cache', trustedKeys: [a, b] });
+  const printed = await run(tree, { trustedKeys: [c, `${a}`] });
+  assert.deepEqual(readNx(tree).plugins[0].options.trustedKeys, [c, a]);
+  assert.deepEqual(printed, [`nx-open-cache: updated options: trustedKeys ${JSON.stringify([a, b])} -> ${JSON.stringify([c, a])}`]);
+  await assert.rejects(run(treeWith({}), { trustedKeys: ' , ' }), /invalid value " , " for --trustedKeys; expected at least one value/);
+  const bad = treeWith({});
+  const before = bad.read('nx.json', 'utf-8');
+  await assert.rejects(run(bad, { path: '/mnt/cache', trustedKeys: 'not-a-key' }), /trustedKeys/);
+  assert.equal(bad.read('nx.json', 'utf-8'), before, 'nothing written on error');
+});
+
+test('--requireSignature without trusted keys says how to get one (--signing or --trustedKeys); nothing written', async () => {
+  const tree = treeWith({});
+  const before = tree.read('nx.json', 'utf-8');
+  await assert.rejects(run(tree, { path: '/mnt/cache', requireSignature: true }), {
+    message:
+      'nx-open-cache: --requireSignature needs trusted keys: add --signing (makes a key pair, writes its public key, prints the secret key once) ' +
+      'or --trustedKeys=<public key>[,<public key>...] (from `nx-open-cache keygen`). Nothing was written to nx.json',
+  });
+  assert.equal(tree.read('nx.json', 'utf-8'), before);
+  const key = native.keygen().publicKey;
+  await run(tree, { path: '/mnt/cache', requireSignature: true, trustedKeys: key });
+  assert.deepEqual(readNx(tree).plugins[0].options, { backend: 'fs', path: '/mnt/cache', trustedKeys: [key], requireSignature: true });
+});
+
+test('the secret key of NX_OPEN_CACHE_SIGNING_KEY given as a trusted key is refused by position, never shown', async () => {
+  const pair = native.keygen();
+  const saved = process.env.NX_OPEN_CACHE_SIGNING_KEY;
+  process.env.NX_OPEN_CACHE_SIGNING_KEY = pair.secretKey;
+  try {
+    const tree = treeWith({});
+    const before = tree.read('nx.json', 'utf-8');
+    await assert.rejects(run(tree, { path: '/mnt/cache', trustedKeys: [native.keygen().publicKey, pair.secretKey] }), (/** @type {Error} */ e) => {
+      assert.match(e.message, /^nx-open-cache: --trustedKeys entry 2 is the SECRET key in NX_OPEN_CACHE_SIGNING_KEY, not a public key/);
+      assert.ok(!e.message.includes(pair.secretKey), 'the secret is shown');
+      return true;
+    });
+    assert.equal(tree.read('nx.json', 'utf-8'), before);
+  } finally {
+    if (saved === undefined) delete process.env.NX_OPEN_CACHE_SIGNING_KEY;
+    else process.env.NX_OPEN_CACHE_SIGNING_KEY = saved;
+  }
+});
+
+test('--signing: a new pair, its public key added to trustedKeys, requireSignature on, the secret printed once and written nowhere', async () => {
+  const kept = native.keygen().publicKey;
+  const tree = treeWith({ plugins: [{ plugin: 'nx-open-cache', options: { backend: 's3', bucket: 'b', trustedKeys: [kept] } }] });
+  const printed = await run(tree, { signing: true });
+  const { options } = readNx(tree).plugins[0];
+  assert.equal(options.trustedKeys.length, 2);
+  assert.equal(options.trustedKeys[0], kept, 'the keys already trusted stay');
+  assert.equal(options.requireSignature, true);
+  const secretLine = printed.find((l) => l.includes('the SECRET key'));
+  const secret = /** @type {string} */ (/\n\n {4}(\S+)\n/.exec(String(secretLine))?.[1]);
+  assert.equal(publicKeyOf(secret), options.trustedKeys[1], 'the printed secret belongs to the written public key');
+  assert.equal(printed.filter((l) => l.includes(secret)).length, 1, 'the secret is printed once');
+  assert.ok(!String(tree.read('nx.json', 'utf-8')).includes(secret));
+  const all = printed.join('\n');
+  assert.match(all, /key id [0-9a-f]{4,}/);
+  assert.match(all, /CI secret NX_OPEN_CACHE_SIGNING_KEY of your trusted CI only \(main-branch builds\)/);
+  assert.match(all, /never in a pull-request build, on a developer machine, in nx\.json or in any file of the repository/);
+  // --requireSignature=false keeps it off; http refuses.
+  const off = treeWith({});
+  await run(off, { path: '/mnt/cache', signing: true, requireSignature: false });
+  assert.equal(readNx(off).plugins[0].options.requireSignature, false);
+  assert.equal(readNx(off).plugins[0].options.trustedKeys.length, 1);
+  await assert.rejects(run(treeWith({}), { backend: 'http', url: 'https://c.example.com', signing: true }), /--signing does not apply to the http backend/);
+});
+
+test('machine-local paths: home directory, temporary directories and the workspace; a mount elsewhere is not', () => {
+  const { machineLocal } = initGenerator;
+  const root = path.join(os.tmpdir(), 'ws-root-for-test');
+  assert.equal(machineLocal('/srv/ws', '~/.cache/nx-open-cache'), 'under your home directory');
+  assert.equal(machineLocal('/srv/ws', path.join(os.homedir(), '.cache', 'x')), 'under your home directory');
+  assert.equal(machineLocal('/srv/ws', '/tmp/nx-cache'), 'in a temporary directory');
+  assert.equal(machineLocal('/srv/ws', '/var/tmp/nx-cache'), 'in a temporary directory');
+  assert.equal(machineLocal('/srv/ws', 'cache'), 'inside the workspace (this clone only)');
+  assert.equal(machineLocal('/srv/ws', '/srv/ws/.cache'), 'inside the workspace (this clone only)');
+  assert.equal(machineLocal(root, path.join(root, 'c')), 'inside the workspace (this clone only)');
+  for (const shared of ['/mnt/nx-cache', '/srv/nx-cache', '/srv/wsx', '/tmpfoo/cache']) assert.equal(machineLocal('/srv/ws', shared), null, shared);
+});
+
+test('the chosen path in /tmp is warned about with how to pass a shared mount; a shared mount and an unchanged entry are not', async () => {
+  const tree = treeWith({});
+  const printed = await run(tree, { path: '/tmp/nx-cache' });
+  assert.deepEqual(printed.slice(1), [`WARN ${HOME_WARNING('/tmp/nx-cache', 'in a temporary directory')}`]);
+  assert.deepEqual((await run(tree, { path: '/tmp/nx-cache' })).filter((l) => l.startsWith('WARN')), []);
+  assert.deepEqual((await run(treeWith({}), { path: '/mnt/nx-cache' })).filter((l) => l.startsWith('WARN')), []);
+  assert.deepEqual((await run(treeWith({}), { backend: 's3', bucket: 'b' })).filter((l) => l.startsWith('WARN')), []);
+});
+
+for (const [label, text, expectedOf] of /** @type {const} */ ([
+  [
+    '4-space indentation, no final newline',
+    '{\n    "npmScope": "acme",\n    "targetDefaults": {\n        "build": { "cache": true }\n    },\n    "plugins": ["@nx/js/typescript"],\n    "defaultBase": "main"\n}',
+    (/** @type {string} */ entry) =>
+      `{\n    "npmScope": "acme",\n    "targetDefaults": {\n        "build": {\n            "cache": true\n        }\n    },\n    "plugins": [\n        "@nx/js/typescript",\n${entry}\n    ],\n    "defaultBase": "main"\n}`,
+  ],
+  [
+    'tabs and CRLF line endings, final newline',
+    '{\r\n\t"defaultBase": "main",\r\n\t"namedInputs": { "default": ["{projectRoot}/**/*"] }\r\n}\r\n',
+    (/** @type {string} */ entry) =>
+      `{\r\n\t"defaultBase": "main",\r\n\t"namedInputs": {\r\n\t\t"default": [\r\n\t\t\t"{projectRoot}/**/*"\r\n\t\t]\r\n\t},\r\n\t"plugins": [\r\n${entry}\r\n\t]\r\n}\r\n`,
+  ],
+])) {
+  test(`nx.json keeps its formatting through the real CLI (${label}): indentation, line endings, final newline, key order`, () => {
+    const w = scratchWorkspace(text);
+    try {
+      const r = w.nx(['--path=/mnt/nx-cache']);
+      assert.equal(r.code, 0, r.out);
+      const indent = label.startsWith('tabs') ? '\t' : '    ';
+      const eol = label.startsWith('tabs') ? '\r\n' : '\n';
+      const entry = [
+        '{',
+        `${indent}"plugin": "nx-open-cache",`,
+        `${indent}"options": {`,
+        `${indent}${indent}"backend": "fs",`,
+        `${indent}${indent}"path": "/mnt/nx-cache"`,
+        `${indent}}`,
+        '}',
+      ].map((l) => `${indent}${indent}${l}`).join(eol);
+      assert.equal(w.read().toString(), expectedOf(entry));
+    } finally {
+      w.dispose();
+    }
+  });
+}
+
+test('init --check that fails writes nothing: nx.json and .gitignore byte-identical, and it says so', () => {
+  const w = scratchWorkspace('{\n    "defaultBase": "main"\n}');
+  try {
+    const blocker = path.join(w.dir, 'not-a-directory');
+    fs.writeFileSync(blocker, 'a file where the cache directory should be\n');
+    const nxJson = w.read();
+    const gitignore = w.read('.gitignore');
+    const r = w.nx(['--path=not-a-directory', '--check']);
+    assert.notEqual(r.code, 0, r.out);
+    assert.match(r.out, /FAIL/);
+    assert.match(r.out, /--check: the cache does not work from this machine \(see the checks above\); nothing was written \(nx\.json is as it was\)/);
+    assert.ok(w.read().equals(nxJson), 'nx.json byte-identical');
+    assert.ok(w.read('.gitignore').equals(gitignore), '.gitignore byte-identical');
+
+    const ok = w.nx(['--path=cache-dir', '--check']);
+    assert.equal(ok.code, 0, ok.out);
+    assert.match(ok.out, /the cache works from this machine/);
+    assert.deepEqual(JSON.parse(w.read().toString()).plugins, [{ plugin: 'nx-open-cache', options: { backend: 'fs', path: 'cache-dir' } }]);
+    assert.match(w.read().toString(), /^\{\n {4}"defaultBase": "main",\n {4}"plugins": \[/);
+  } finally {
+    w.dispose();
+  }
+});
+
+test('the real CLI: --signing prints the secret once and no file of the workspace holds it; --trustedKeys comma-separated and repeated', () => {
+  const w = scratchWorkspace('{}\n');
+  try {
+    const r = w.nx(['--signing', '--path=/mnt/nx-cache']);
+    assert.equal(r.code, 0, r.out);
+    const { options } = JSON.parse(w.read().toString()).plugins[0];
+    assert.equal(options.requireSignature, true);
+    assert.equal(options.trustedKeys.length, 1);
+    const secret = /** @type {string} */ (/\n {4}([A-Za-z0-9+/]{43}=)\n/.exec(r.out)?.[1]);
+    assert.ok(secret, r.out);
+    assert.notEqual(secret, options.trustedKeys[0]);
+    assert.equal(publicKeyOf(secret), options.trustedKeys[0]);
+    assert.equal(r.out.split(secret).length - 1, 1, 'printed exactly once');
+    for (const file of filesBelow(w.dir)) assert.ok(!fs.readFileSync(file).includes(secret), `${file} holds the secret key`);
+
+    const [a, b, c] = [native.keygen(), native.keygen(), native.keygen()].map((k) => k.publicKey);
+    const keys = w.nx([`--trustedKeys=${a},${b}`, `--trustedKeys=${c}`, '--requireSignature=false']);
+    assert.equal(keys.code, 0, keys.out);
+    const after = JSON.parse(w.read().toString()).plugins[0].options;
+    assert.deepEqual(after.trustedKeys, [a, b, c]);
+    assert.equal(after.requireSignature, false);
+  } finally {
+    w.dispose();
+  }
+});
+
+test('a signing key in the environment whose public key is not in trustedKeys is warned about (the addon\'s config warning); a trusted one is not', async () => {
+  const signer = native.keygen();
+  const other = native.keygen();
+  const saved = process.env.NX_OPEN_CACHE_SIGNING_KEY;
+  process.env.NX_OPEN_CACHE_SIGNING_KEY = signer.secretKey;
+  try {
+    const printed = await run(treeWith({}), { path: '/mnt/cache', trustedKeys: other.publicKey });
+    const warnings = printed.filter((l) => l.startsWith('WARN '));
+    assert.equal(warnings.length, 1, printed.join('\n'));
+    assert.match(warnings[0], new RegExp(`^WARN nx-open-cache: NX_OPEN_CACHE_SIGNING_KEY signs with key ${signer.keyId}, but "trustedKeys" lists ${other.keyId}: other machines will refuse what this one signs`));
+    assert.ok(!printed.join('\n').includes(signer.secretKey), 'the secret is shown');
+    const trusted = await run(treeWith({}), { path: '/mnt/cache', trustedKeys: `${other.publicKey},${signer.publicKey}` });
+    assert.deepEqual(trusted.filter((l) => l.startsWith('WARN ')), []);
+  } finally {
+    if (saved === undefined) delete process.env.NX_OPEN_CACHE_SIGNING_KEY;
+    else process.env.NX_OPEN_CACHE_SIGNING_KEY = saved;
+  }
+});
+
+test('an nx.json with comments: written (keys and indentation kept) and the lost comments are said', async () => {
+  const tree = treeWith('{\n   // where the team cache lives\n   "defaultBase": "main",\n}\n');
+  const printed = await run(tree, { path: '/mnt/nx-cache' });
+  assert.equal(
+    tree.read('nx.json', 'utf-8'),
+    '{\n   "defaultBase": "main",\n   "plugins": [\n      {\n         "plugin": "nx-open-cache",\n         "options": {\n            "backend": "fs",\n            "path": "/mnt/nx-cache"\n         }\n      }\n   ]\n}\n',
+  );
+  assert.ok(printed.includes('nx-open-cache: nx.json had comments or trailing commas, which a JSON writer cannot keep: put the comments back by hand if you need them'), printed.join('\n'));
 });

@@ -23,6 +23,8 @@ const VARS = [
   'NX_OPEN_CACHE_SUMMARY',
   'NX_OPEN_CACHE_HOST',
   'NX_WORKSPACE_DATA_DIRECTORY',
+  'NX_OPEN_CACHE_TOKN',
+  'NX_OPEN_CACHE_SIGNING_KEY',
   'CI',
 ];
 
@@ -259,6 +261,27 @@ test('a wrong option throws before anything starts, naming option, value and cho
   process.env.NX_OPEN_CACHE_MODE = 'ro';
   await assert.rejects(plugin.preTasksExecution({}, ctx('e4')), /NX_OPEN_CACHE_MODE/);
   assert.equal(process.env.NX_SELF_HOSTED_REMOTE_CACHE_SERVER, undefined);
+});
+
+test('config warnings are printed in every run, before it starts: an unknown variable, a signing key that is not trusted', async () => {
+  const signer = native.keygen();
+  const other = native.keygen();
+  process.env.NX_OPEN_CACHE_TOKN = 'typo-value';
+  process.env.NX_OPEN_CACHE_SIGNING_KEY = signer.secretKey;
+  const options = { path: 'store', trustedKeys: [other.publicKey] };
+  for (const id of ['w1', 'w2']) {
+    await plugin.preTasksExecution(options, ctx(id));
+    await plugin.postTasksExecution(options, ctx(id));
+  }
+  const warnings = sb.printed.filter((l) => l.startsWith('nx-open-cache: warning: '));
+  const unknown = 'nx-open-cache: warning: unknown environment variable NX_OPEN_CACHE_TOKN (ignored): did you mean NX_OPEN_CACHE_TOKEN?';
+  const untrusted = `nx-open-cache: warning: NX_OPEN_CACHE_SIGNING_KEY signs with key ${signer.keyId}, but "trustedKeys" lists ${other.keyId}: other machines will refuse what this one signs (this one trusts its own key); add the public key of ${signer.keyId} to "trustedKeys" (\`nx-open-cache keygen\` printed it with the secret key), or set NX_OPEN_CACHE_SIGNING_KEY to the secret key of a listed public key`;
+  // Once per run: both in the first run, both again in the second.
+  assert.deepEqual(warnings, [unknown, untrusted, unknown, untrusted]);
+  // The summary names the keys by id.
+  const line = sb.printed.find((l) => l.startsWith('nx-open-cache: 0 hits'));
+  assert.match(String(line), new RegExp(`signs with key ${signer.keyId}, trusts ${other.keyId}`), sb.printed.join('\n'));
+  assert.ok(!sb.printed.join('\n').includes(signer.secretKey) && !sb.printed.join('\n').includes('typo-value'));
 });
 
 test('NX_OPEN_CACHE_SUMMARY=off prints nothing but still saves', async () => {

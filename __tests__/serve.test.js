@@ -2,7 +2,8 @@
 /**
  * `nx-open-cache serve` as users run it: the real CLI in child processes on 127.0.0.1 (random
  * ports), configuration errors, tokens from the environment / a tokens file / a config file, TLS,
- * graceful SIGTERM, kill -9 mid-upload, a real Nx workspace through NX_SELF_HOSTED_REMOTE_CACHE_SERVER
+ * graceful SIGTERM, kill -9 mid-upload, the storage probed at start (an unwritable directory, a
+ * missing bucket on moto; --require-ready), a real Nx workspace through NX_SELF_HOSTED_REMOTE_CACHE_SERVER
  * (no plugin), and schemathesis against /openapi.json.
  *
  * Run: node --test --test-concurrency=1 __tests__/serve.test.js
@@ -137,6 +138,108 @@ describe('serve: configuration errors exit 2 with a message naming the option, v
 });
 
 /* ------------------------------------------------------------------------------------------------ */
+
+describe('serve: the storage is probed at start (as /readyz probes it)', () => {
+  /** Runs serve as a user that may not write the storage (root ignores permission bits). */
+  const asRoot = typeof process.getuid === 'function' && process.getuid() === 0;
+  const NOBODY = ['setpriv', '--reuid', '65534', '--regid', '65534', '--clear-groups', '--'];
+
+  /**
+   * A storage directory this test's serve may read but not write: owned by root when run as root
+   * (serve then runs as nobody), else made read-only.
+   * @returns {{ store: string, wrapper: string[], restore: () => void }}
+   */
+  function unwritableStore() {
+    const parent = fs.mkdtempSync(path.join(os.tmpdir(), 'nxoc-serve-ro-'));
+    const store = path.join(parent, 'store');
+    fs.mkdirSync(path.join(store, '.tmp'), { recursive: true });
+    fs.chmodSync(parent, 0o755);
+    if (asRoot) return { store, wrapper: NOBODY, restore: () => fs.rmSync(parent, { recursive: true, force: true }) };
+    fs.chmodSync(store, 0o555);
+    return {
+      store,
+      wrapper: [],
+      restore: () => {
+        fs.chmodSync(store, 0o755);
+        fs.rmSync(parent, { recursive: true, force: true });
+      },
+    };
+  }
+
+  test('an unwritable fs directory: a warning naming the storage and the reason, /readyz 503; --require-ready: exit 1 with the reason', async () => {
+    const { store, wrapper, restore } = unwritableStore();
+    try {
+      const env = serveEnv({ NX_OPEN_CACHE_SERVER_TOKENS: TOKENS });
+      const s = await startServe(['--storage', `fs:${store}`], { env, wrapper });
+      try {
+        await s.waitForStderr(/WARNING: until it is/);
+        const warning = s.stderr().split('\n').filter((l) => l.includes('WARNING'));
+        assert.equal(warning[0], `nx-open-cache serve: WARNING: storage fs ${store} is not ready: cannot write in ${store}: Permission denied (os error 13)`);
+        assert.equal(
+          warning[1],
+          'nx-open-cache serve: WARNING: until it is, Nx clients get misses and failed uploads (their builds still pass, uncached) and /readyz answers 503; ' +
+            'fix the storage, or pass --require-ready to refuse to start instead',
+        );
+        const ready = await request(`${s.url}/readyz`);
+        assert.equal(ready.status, 503);
+        assert.equal(ready.body.toString(), 'not ready: storage unavailable');
+      } finally {
+        await stopOk(s);
+      }
+      /** @type {[string[], Record<string, string>][]} */
+      const refusals = [[['--require-ready'], {}], [[], { NX_OPEN_CACHE_SERVER_REQUIRE_READY: 'true' }]];
+      for (const [args, extra] of refusals) {
+        const command = [...wrapper, process.execPath, path.join(REPO_ROOT, 'lib', 'cli.js'), 'serve', '--storage', `fs:${store}`, '--listen', '127.0.0.1:0', ...args];
+        const r = spawnSync(command[0], command.slice(1), { cwd: REPO_ROOT, env: { ...env, ...extra }, encoding: 'utf8', timeout: 30_000 });
+        assert.equal(r.status, 1, `${args} ${JSON.stringify(extra)}: ${r.stdout}${r.stderr}`);
+        assert.equal(r.stdout, '', 'no startup line');
+        assert.equal(
+          r.stderr.trim(),
+          `nx-open-cache serve: storage fs ${store} is not ready: cannot write in ${store}: Permission denied (os error 13); refusing to start (--require-ready)`,
+        );
+      }
+    } finally {
+      restore();
+    }
+  });
+
+  test('a missing S3 bucket (moto): a warning naming the bucket and the cloud\'s reason, no secret; --require-ready: exit 1; an existing bucket starts quietly', async () => {
+    const emulators = require('../scripts/emulators.js');
+    emulators.install({ log: () => undefined });
+    const emu = await emulators.start('s3');
+    try {
+      const env = serveEnv({ ...emu.env, NX_OPEN_CACHE_SERVER_TOKENS: TOKENS });
+      const missing = ['--storage', 's3://acme-nx-cahce/team', '--s3-force-path-style'];
+      const s = await startServe(missing, { env });
+      try {
+        await s.waitForStderr(/WARNING: until it is/);
+        const lines = s.stderr().split('\n').filter((l) => l.includes('WARNING'));
+        assert.equal(lines.length, 2, s.stderr());
+        assert.match(lines[0], /^nx-open-cache serve: WARNING: storage s3 acme-nx-cahce\/team \(us-east-1, http:\/\/127\.0\.0\.1:\d+\) is not ready: .*(does not exist|NoSuchBucket)/);
+        assert.match(lines[1], /--require-ready to refuse to start instead$/);
+        for (const secret of [emu.env.AWS_SECRET_ACCESS_KEY, RW, RO]) assert.ok(!`${s.stdout()}${s.stderr()}`.includes(String(secret)), 'a secret was printed');
+        assert.equal((await request(`${s.url}/readyz`)).status, 503);
+      } finally {
+        await stopOk(s);
+      }
+      const refused = runServeSync([...missing, '--require-ready', '--listen', '127.0.0.1:0'], { env });
+      assert.equal(refused.code, 1, refused.stdout + refused.stderr);
+      assert.equal(refused.stdout, '');
+      assert.match(refused.stderr, /^nx-open-cache serve: storage s3 acme-nx-cahce\/team \(.*\) is not ready: .*(does not exist|NoSuchBucket).*; refusing to start \(--require-ready\)\n$/);
+      assert.ok(!refused.stderr.includes(String(emu.env.AWS_SECRET_ACCESS_KEY)));
+
+      const good = await startServe(['--storage', `s3://${emu.bucket}`, '--s3-force-path-style', '--require-ready'], { env });
+      try {
+        assert.equal((await request(`${good.url}/readyz`)).status, 200);
+        assert.ok(!good.stderr().includes('WARNING'), good.stderr());
+      } finally {
+        await stopOk(good);
+      }
+    } finally {
+      await emu.stop();
+    }
+  });
+});
 
 describe('serve: tokens', () => {
   test('tokens from the environment: roles, 401, startup line names tokens and roles, never secrets', async () => {

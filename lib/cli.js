@@ -12,7 +12,9 @@ Commands:
   summary [--json]   Show the cache summary of the last Nx run in this workspace
                      (with the Nx daemon on, the summary line is printed to the daemon log;
                      this shows it)
-  config             Show the effective configuration (nx.json plugin options + environment)
+  config             Show the effective configuration (nx.json plugin options + environment) as
+                     JSON, with the key ids (signing, trusted, encryption) and requireSignature;
+                     notes and warnings on stderr
   doctor [--json]    Check that the configured cache works from this machine: setup, a lookup,
                      a write / read back / delete probe, each timed, with a fix per failure
                      (exit 0 only when it works); \`doctor --help\` for details
@@ -65,7 +67,10 @@ function configCommand(root, args) {
     }
     for (const note of inputNotes(input, 'this command')) console.error(`nx-open-cache: note: ${note}`);
     const c = require('../index.js').resolveConfig(root, input.options, input.env);
-    console.log(JSON.stringify(c, null, 2));
+    if (c.keys) console.error(`nx-open-cache: keys: ${c.keys}`);
+    for (const w of c.warnings) console.error(`nx-open-cache: warning: ${w}`);
+    // Unset shown as null (not left out), so the output always says whether this machine signs.
+    console.log(JSON.stringify({ ...c, signingKeyId: c.signingKeyId ?? null }, null, 2));
     return 0;
   } catch (e) {
     console.error(/** @type {Error} */ (e).message);

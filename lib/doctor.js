@@ -18,8 +18,12 @@ Checks the cache this workspace is configured for, from this machine:
   - read: a lookup of a hash that is never stored is answered;
   - write, read back, delete: a 4 KB probe under a unique hash (skipped in read-only / no-cache
     mode; the http backend cannot delete, its probe stays).
-Every step is timed; every failure comes with a fix. Exit code 0 only when the cache works,
-1 when it does not, 2 on a configuration mistake.
+Every step is timed; every failure comes with a fix. Warnings (WARN): writes refused while reads
+work (a read-only token or credentials: set localMode / ciMode "read-only", or
+NX_OPEN_CACHE_MODE=read-only), unknown NX_OPEN_CACHE_* variables, a signing key whose public key
+is not in trustedKeys.
+Exit code: 0 when the cache works (also with warnings), 1 when it does not, 2 on a configuration
+mistake.
 
 Options:
   --json   Print the report as JSON`;
@@ -32,29 +36,46 @@ Options:
 function format(r, notes) {
   const lines = [`nx-open-cache doctor: ${r.backend} backend, ${r.location}`, `  mode ${r.mode} (${r.modeSource})`];
   for (const n of notes) lines.push(`  note: ${n}`);
+  for (const w of r.warnings) lines.push(`  WARN ${w}`);
   const width = Math.max(...r.checks.map((c) => c.name.length));
+  /** @type {Record<string, string>} */
+  const marks = { ok: 'ok  ', failed: 'FAIL', warning: 'WARN', skipped: 'skip' };
   for (const c of r.checks) {
-    const mark = c.outcome === 'ok' ? 'ok  ' : c.outcome === 'failed' ? 'FAIL' : 'skip';
     const time = c.outcome === 'skipped' ? '' : ` (${c.millis} ms)`;
-    lines.push(`  ${mark} ${c.name.padEnd(width)}  ${c.detail}${time}`);
+    lines.push(`  ${marks[c.outcome] ?? c.outcome} ${c.name.padEnd(width)}  ${c.detail}${time}`);
     if (c.fix) lines.push(`       ${' '.repeat(width)}  fix: ${c.fix}`);
   }
-  lines.push(r.works ? 'the cache works from this machine' : 'the cache does NOT work from this machine: Nx runs would go uncached');
+  lines.push(verdict(r));
   return lines.join('\n');
+}
+
+/**
+ * The last line: works, works with warnings (which), or does not work.
+ * @param {DoctorReport} r
+ */
+function verdict(r) {
+  if (!r.works) return 'the cache does NOT work from this machine: Nx runs would go uncached';
+  if (r.status !== 'warning') return 'the cache works from this machine';
+  const refused = r.checks.some((c) => c.outcome === 'warning');
+  const count = r.warnings.length + (refused ? 1 : 0);
+  const what = refused ? 'reads work, writes are refused (see the fix above)' : 'see above';
+  return `the cache works from this machine, with ${count} ${count === 1 ? 'warning' : 'warnings'}: ${what}`;
 }
 
 /**
  * Runs the doctor in the workspace at `root`.
  * @param {string} root
- * @param {{ json?: boolean, log?: (s: string) => void, error?: (s: string) => void }} [o]
- * @returns {Promise<number>} exit code: 0 works, 1 does not, 2 configuration mistake
+ * @param {{ json?: boolean, log?: (s: string) => void, error?: (s: string) => void, nxJson?: unknown }} [o]
+ *   nxJson: the configuration to check instead of the file's (the init generator checks what it
+ *   is about to write)
+ * @returns {Promise<number>} exit code: 0 works (also with warnings), 1 does not, 2 configuration mistake
  */
 async function runDoctor(root, o = {}) {
   const log = o.log || ((/** @type {string} */ s) => console.log(s));
   const error = o.error || ((/** @type {string} */ s) => console.error(s));
   let input;
   try {
-    input = workspaceInput(readNxJson(root));
+    input = workspaceInput(o.nxJson ?? readNxJson(root));
   } catch (e) {
     error(`nx-open-cache doctor: ${/** @type {Error} */ (e).message}`);
     return 2;

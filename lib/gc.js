@@ -106,7 +106,7 @@ function gcCommand(argv) {
   /** @param {{ phase: string, scanned: number, deleted: number }} p */
   const onProgress = (p) => {
     const verb = args.dryRun ? 'to delete' : 'deleted';
-    const line = `nx-open-cache gc: ${p.phase}: ${p.scanned} objects scanned, ${p.deleted} ${verb}`;
+    const line = `nx-open-cache gc: ${p.phase}: ${count(p.scanned, 'object', 'objects')} scanned, ${p.deleted} ${verb}`;
     if (tty) {
       process.stderr.write(`\r${line}\x1b[K`);
       shown = true;
@@ -141,23 +141,32 @@ function gcCommand(argv) {
 }
 
 /**
+ * A count with its noun in the grammatical number: `1 object`, `0 objects`.
+ * @param {number} n @param {string} one @param {string} many
+ */
+function count(n, one, many) {
+  return `${n} ${n === 1 ? one : many}`;
+}
+
+/**
  * @param {string} dir
  * @param {import('../index.js').GcReport} r
  */
 function formatReport(dir, r) {
-  /** @param {{ files: number, bytes: number }} c @param {string} what */
-  const c = (c, what) => `${c.files} ${what}, ${formatBytes(c.bytes)}`;
+  /** @param {{ files: number, bytes: number }} c @param {string} one @param {string} [many] */
+  const c = (c, one, many = `${one}s`) => `${count(c.files, one, many)}, ${formatBytes(c.bytes)}`;
   const deleted = {
     files: r.deletedByAge.files + r.deletedBySize.files,
     bytes: r.deletedByAge.bytes + r.deletedBySize.bytes,
   };
+  const temp = r.dryRun ? ['would be removed', 'would be removed'] : ['was removed', 'were removed'];
   return [
     `nx-open-cache gc: ${dir}${r.dryRun ? ' (dry run: nothing deleted)' : ''}`,
-    `  scanned  ${c(r.scanned, 'objects')}`,
-    `  ${r.dryRun ? 'would delete' : 'deleted'}  ${c(deleted, 'objects')} (by age: ${c(r.deletedByAge, 'objects')}; by size: ${c(r.deletedBySize, 'objects')})`,
-    `  temp     ${c(r.deletedTemp, 'leftover temp files')} ${r.dryRun ? 'would be removed' : 'removed'}; ${c(r.keptTemp, 'in progress')}`,
-    `  kept     ${c(r.kept, 'objects')}`,
-    `  dirs     ${r.removedDirs} empty directories removed`,
+    `  scanned  ${c(r.scanned, 'object')}`,
+    `  ${r.dryRun ? 'would delete' : 'deleted'}  ${c(deleted, 'object')} (by age: ${c(r.deletedByAge, 'object')}; by size: ${c(r.deletedBySize, 'object')})`,
+    `  temp     ${c(r.deletedTemp, 'leftover temp file')} ${r.deletedTemp.files === 1 ? temp[0] : temp[1]}; ${c(r.keptTemp, 'in progress', 'in progress')}`,
+    `  kept     ${c(r.kept, 'object')}`,
+    `  dirs     ${count(r.removedDirs, 'empty directory', 'empty directories')} ${r.dryRun ? 'would be removed' : 'removed'}`,
     `  errors   ${r.errorCount}`,
     `  took     ${(r.durationMs / 1000).toFixed(2)} s`,
   ].join('\n');

@@ -170,6 +170,8 @@ async function preTasksExecution(pluginOptions, context) {
   // Throws, before any task runs, on a wrong option: the message names option, value and choices.
   const run = addon.resolveRun(context.workspaceRoot, options, env);
   const config = run.config;
+  // Every run: a warning is about this run's environment, which may differ from the last one's.
+  for (const w of config.warnings) console.log(`nx-open-cache: warning: ${w}`);
   if (config.mode === 'no-cache') {
     noticeOnce(`mode is no-cache (${config.modeSource}): remote cache not used`);
     return;

@@ -13,7 +13,10 @@
 
 const fs = require('node:fs');
 const path = require('node:path');
-const { withLegacy } = require('./legacy.js');
+const { withLegacy, ENCRYPTION_KEY_VAR } = require('./legacy.js');
+
+/** Set for the native side when NX_OPEN_CACHE_ENCRYPTION_KEY comes from a deprecated block of nx.json. */
+const ENCRYPTION_KEY_FROM_VAR = 'NX_OPEN_CACHE_ENCRYPTION_KEY_FROM';
 
 const PLUGIN_NAME = 'nx-open-cache';
 
@@ -143,7 +146,11 @@ function workspaceInput(nxJson, o = {}) {
   const own = 'entryOptions' in o ? o.entryOptions ?? undefined : entry?.options;
   const { options, legacy } = withLegacy(own, nxJson);
   const env = envObject(o.env ?? process.env);
-  if (legacy) Object.assign(env, legacy.secretEnv);
+  if (legacy) {
+    Object.assign(env, legacy.secretEnv);
+    // Tells the native side that the encryption key came from nx.json (for its error message).
+    if (legacy.secretEnv[ENCRYPTION_KEY_VAR]) env[ENCRYPTION_KEY_FROM_VAR] = legacy.kind;
+  }
   return { entry, legacy, options: options ?? null, env, configured: entry !== undefined || legacy !== null };
 }
 

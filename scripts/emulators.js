@@ -75,6 +75,8 @@ const INSTALL_TIMEOUT_MS = 600_000;
  * @property {string} [bucket]   s3, gcs
  * @property {string} [container] azure
  * @property {Record<string, unknown>} options  plugin options (nx.json) that reach this emulator
+ * @property {Record<string, string>} [readOnlyEnv]  s3 with `auth`: the keys of a user allowed only
+ *   s3:ListBucket and s3:GetObject (over `env`'s)
  * @property {number} pid        the emulator process (leader of its own process group)
  * @property {string} version    emulator package and version
  * @property {() => Promise<string[]>} listObjects  every object key in the bucket / container, sorted
@@ -426,16 +428,30 @@ function s3Request(method, urlString, opts = {}) {
   return request(method, urlString, { headers, body: opts.body });
 }
 
-/** Requests moto serves before it starts checking signatures in auth mode (see `iamUser`). */
-const S3_AUTH_SETUP_ACTIONS = 4;
+/** Requests moto serves before it starts checking signatures in auth mode (see `iamUsers`). */
+const S3_AUTH_SETUP_ACTIONS = 7;
 
 /**
- * An IAM user allowed `s3:*`, with an access key (moto's auth mode only accepts keys it issued):
- * exactly S3_AUTH_SETUP_ACTIONS - 1 requests, after the bucket creation.
+ * Two IAM users with an access key each (moto's auth mode only accepts keys it issued): one allowed
+ * `s3:*`, one allowed only to read (`s3:ListBucket`, `s3:GetObject`, as a developer machine's
+ * credentials are); exactly S3_AUTH_SETUP_ACTIONS - 1 requests, after the bucket creation.
  * @param {string} endpoint
+ * @returns {Promise<{ keys: { id: string, secret: string }, readOnly: { id: string, secret: string } }>}
+ */
+async function iamUsers(endpoint) {
+  const keys = await iamUser(endpoint, 'nxoc-test', ['s3:*']);
+  const readOnly = await iamUser(endpoint, 'nxoc-test-reader', ['s3:ListBucket', 's3:GetObject']);
+  return { keys, readOnly };
+}
+
+/**
+ * An IAM user allowed `actions` on every resource, with an access key: three requests.
+ * @param {string} endpoint
+ * @param {string} user
+ * @param {string[]} actions
  * @returns {Promise<{ id: string, secret: string }>}
  */
-async function iamUser(endpoint) {
+async function iamUser(endpoint, user, actions) {
   const iam = async (/** @type {Record<string, string>} */ params) => {
     const body = Buffer.from(new URLSearchParams({ ...params, Version: '2010-05-08' }).toString());
     const r = await s3Request('POST', `${endpoint}/`, {
@@ -446,10 +462,9 @@ async function iamUser(endpoint) {
     expectStatus(r, [200], `IAM ${params.Action}`);
     return r.body;
   };
-  const user = 'nxoc-test';
   await iam({ Action: 'CreateUser', UserName: user });
-  const policy = { Version: '2012-10-17', Statement: [{ Effect: 'Allow', Action: 's3:*', Resource: '*' }] };
-  await iam({ Action: 'PutUserPolicy', UserName: user, PolicyName: 's3-all', PolicyDocument: JSON.stringify(policy) });
+  const policy = { Version: '2012-10-17', Statement: [{ Effect: 'Allow', Action: actions, Resource: '*' }] };
+  await iam({ Action: 'PutUserPolicy', UserName: user, PolicyName: 's3-policy', PolicyDocument: JSON.stringify(policy) });
   const created = await iam({ Action: 'CreateAccessKey', UserName: user });
   const [id] = xmlValues(created, 'AccessKeyId');
   const [secret] = xmlValues(created, 'SecretAccessKey');
@@ -473,7 +488,8 @@ async function startS3(o) {
     await waitReady(child, `moto_server on ${endpoint}`, async () => (await request('GET', `${endpoint}/moto-api/`)).status === 200);
     const bucket = o.bucket || uniqueName('s3');
     expectStatus(await s3Request('PUT', `${endpoint}/${bucket}`), [200], `creating bucket ${bucket}`);
-    const keys = o.auth ? await iamUser(endpoint) : { id: S3_ACCESS_KEY, secret: S3_SECRET_KEY };
+    const users = o.auth ? await iamUsers(endpoint) : undefined;
+    const keys = users ? users.keys : { id: S3_ACCESS_KEY, secret: S3_SECRET_KEY };
     const region = S3_REGION;
     return {
       kind: 's3',
@@ -489,6 +505,7 @@ async function startS3(o) {
         AWS_ALLOW_HTTP: 'true',
       },
       options: { backend: 's3', bucket, region, endpoint, forcePathStyle: true },
+      ...(users ? { readOnlyEnv: { AWS_ACCESS_KEY_ID: users.readOnly.id, AWS_SECRET_ACCESS_KEY: users.readOnly.secret } } : {}),
       pid: /** @type {number} */ (child.proc.pid),
       version: `moto ${PIP_PACKAGES.moto.version}`,
       async listObjects() {

@@ -113,6 +113,134 @@ pub const CONNECT_TIMEOUT_VAR: &str = "NX_OPEN_CACHE_CONNECT_TIMEOUT";
 pub const MAX_ARTIFACT_ENTRIES_VAR: &str = "NX_OPEN_CACHE_MAX_ARTIFACT_ENTRIES";
 pub const MAX_EXPANDED_SIZE_VAR: &str = "NX_OPEN_CACHE_MAX_EXPANDED_SIZE";
 pub const MAX_EXPANSION_RATIO_VAR: &str = "NX_OPEN_CACHE_MAX_EXPANSION_RATIO";
+/// `NX_OPEN_CACHE_DEBUG`: log every request.
+pub const DEBUG_VAR: &str = "NX_OPEN_CACHE_DEBUG";
+
+/// What every nx-open-cache variable starts with.
+pub const VAR_PREFIX: &str = "NX_OPEN_CACHE_";
+
+/// The `NX_OPEN_CACHE_*` variables read outside the options: by the core (keys, the http
+/// backend's token, debug) and by the JavaScript layer (lib/). With the options' variables
+/// ([`OPTIONS`]) and `serve`'s ([`crate::serve::config::env_names`]) they are every variable
+/// nx-open-cache knows ([`known_vars`]); any other is warned about.
+pub const OTHER_VARS: &[&str] = &[
+    crate::seal::keys::SIGNING_KEY_VAR,
+    crate::seal::keys::ENCRYPTION_KEY_VAR,
+    crate::seal::keys::ENCRYPTION_KEY_FROM_VAR,
+    crate::store::http::TOKEN_ENV,
+    DEBUG_VAR,
+    // lib/plugin.js: where the run's cache proxy runs, and the proxy URL it set itself.
+    "NX_OPEN_CACHE_HOST",
+    "NX_OPEN_CACHE_PROXY_URL",
+    // lib/plugin.js: how the run summary is shown.
+    "NX_OPEN_CACHE_SUMMARY",
+    // This repository's own test harness (tests/common, __tests__).
+    "NX_OPEN_CACHE_SKIP_CLOUD_TESTS",
+];
+
+/// Variables of this repository's test harness (`NX_OPEN_CACHE_TEST_*`): never warned about.
+const TEST_VAR_PREFIX: &str = "NX_OPEN_CACHE_TEST_";
+
+/// Every `NX_OPEN_CACHE_*` variable nx-open-cache reads, sorted: the options' variables, the
+/// others ([`OTHER_VARS`]) and `serve`'s.
+pub fn known_vars() -> Vec<String> {
+    let mut names: Vec<String> = OPTIONS
+        .iter()
+        .filter_map(|o| o.env)
+        .chain(OTHER_VARS.iter().copied())
+        .map(str::to_owned)
+        .chain(crate::serve::config::env_names())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// The distance between two words: insertions, deletions, substitutions and swaps of neighbours
+/// (optimal string alignment), compared without case.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.to_lowercase().chars().collect();
+    let b: Vec<char> = b.to_lowercase().chars().collect();
+    let mut rows = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in rows.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in rows[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut d = (rows[i - 1][j] + 1)
+                .min(rows[i][j - 1] + 1)
+                .min(rows[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d = d.min(rows[i - 2][j - 2] + 1);
+            }
+            rows[i][j] = d;
+        }
+    }
+    rows[a.len()][b.len()]
+}
+
+/// The candidate closest to `word`, when it is close: at most a third of its length in edits
+/// (and at most 3), so `TOKN` finds `TOKEN` but `X` finds nothing. `strip` is a common prefix left
+/// out of the comparison (e.g. `NX_OPEN_CACHE_`). Bounded: words longer than 100 characters are
+/// not compared.
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+    strip: &str,
+) -> Option<&'a str> {
+    let core = |w: &'a str| w.strip_prefix(strip).unwrap_or(w);
+    let mine = word.strip_prefix(strip).unwrap_or(word);
+    if mine.len() > 100 {
+        return None;
+    }
+    candidates
+        .into_iter()
+        .filter(|c| c.len() <= 100 + strip.len())
+        .map(|c| (edit_distance(mine, core(c)), c))
+        .filter(|(d, c)| *d <= (core(c).chars().count() / 3).clamp(1, 3))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// The warnings for `NX_OPEN_CACHE_*` variables nx-open-cache does not know (a typo would be
+/// silently ignored otherwise), sorted, each with a "did you mean" when a known one is close.
+/// Never shows a value.
+pub fn unknown_var_warnings(env: &HashMap<String, String>) -> Vec<String> {
+    let known = known_vars();
+    let mut unknown: Vec<&String> = env
+        .keys()
+        .filter(|k| k.starts_with(VAR_PREFIX) && !k.starts_with(TEST_VAR_PREFIX))
+        .filter(|k| !known.contains(k))
+        .collect();
+    unknown.sort();
+    unknown
+        .into_iter()
+        .map(
+            |name| match did_you_mean(name, known.iter().map(String::as_str), VAR_PREFIX) {
+                Some(close) => {
+                    format!("unknown environment variable {name} (ignored): did you mean {close}?")
+                }
+                None => format!(
+                    "unknown environment variable {name} (ignored); the known ones are: {}",
+                    known.join(", ")
+                ),
+            },
+        )
+        .collect()
+}
+
+/// What may be wrong although the configuration is valid: unknown `NX_OPEN_CACHE_*` variables,
+/// a signing key whose public key is not in `trustedKeys`. The plugin prints each once per run;
+/// `doctor` and `nx-open-cache config` show them. Never shows a secret.
+pub fn warnings(seal: &crate::seal::SealConfig, env: &HashMap<String, String>) -> Vec<String> {
+    let mut out = unknown_var_warnings(env);
+    out.extend(seal.untrusted_signing_key());
+    out
+}
 
 /// Every option the plugin understands (the fuzz targets pick them by index: add new ones last).
 pub const OPTIONS: &[OptionSpec] = &[
@@ -500,6 +628,8 @@ pub struct CacheConfig {
     pub mode_source: String,
     /// `NX_OPEN_CACHE_DEBUG`: log every request.
     pub debug: bool,
+    /// What may be wrong although every value is valid ([`warnings`]).
+    pub warnings: Vec<String>,
 }
 
 /// Refuses options that do not apply to `backend` (e.g. `path` with `backend: "s3"`): they would
@@ -1106,11 +1236,12 @@ pub fn resolve(
         timeouts,
         prefix,
         namespaces,
-        seal,
         limits,
         mode,
         mode_source,
-        debug: truthy(env, "NX_OPEN_CACHE_DEBUG"),
+        debug: truthy(env, DEBUG_VAR),
+        warnings: warnings(&seal, env),
+        seal,
     })
 }
 
@@ -1134,10 +1265,14 @@ fn options_object<'a>(
     };
     for key in options.keys() {
         if option(key).is_none() {
+            let close = did_you_mean(key, OPTIONS.iter().map(|o| o.name), "")
+                .map(|c| format!(" (did you mean \"{c}\"?)"))
+                .unwrap_or_default();
             return Err(ConfigError {
                 option: key.clone(),
                 message: format!(
-                    "unknown option \"{key}\" in the nx-open-cache plugin options; known options: {}",
+                    "unknown option \"{key}\" in the nx-open-cache plugin options{close}; known \
+                     options: {}",
                     option_names()
                 ),
             });
@@ -2142,5 +2277,141 @@ mod tests {
             let c = resolve(&json!({"localMode": mode}), &env(&[]), ws()).unwrap();
             assert_eq!(c.mode.as_str(), *mode);
         }
+    }
+
+    #[test]
+    fn unknown_variables_are_warned_about_with_the_closest_known_one() {
+        let secret = "value-never-shown";
+        let c = resolve(
+            &Value::Null,
+            &env(&[
+                ("NX_OPEN_CACHE_TOKN", secret),
+                ("NX_OPEN_CACHE_SERVR_LISTEN", secret),
+                ("NX_OPEN_CACHE_REQUIRE_SIGNATRUE", secret),
+                ("NX_OPEN_CACHE_ZQXJ", secret),
+                ("NX_OPEN_CACHE_TEST_LARGE_MIB", "1"),
+                ("NX_OPEN_CACHE_TOKEN", secret),
+                ("NX_OTHER_THING", secret),
+            ]),
+            ws(),
+        )
+        .unwrap();
+        assert_eq!(c.warnings.len(), 4, "{:#?}", c.warnings);
+        let w = |name: &str| {
+            c.warnings
+                .iter()
+                .find(|w| w.contains(&format!("variable {name} ")))
+                .unwrap_or_else(|| panic!("no warning for {name}: {:#?}", c.warnings))
+                .clone()
+        };
+        assert_eq!(
+            w("NX_OPEN_CACHE_TOKN"),
+            "unknown environment variable NX_OPEN_CACHE_TOKN (ignored): did you mean NX_OPEN_CACHE_TOKEN?"
+        );
+        assert!(
+            w("NX_OPEN_CACHE_SERVR_LISTEN").ends_with("did you mean NX_OPEN_CACHE_SERVER_LISTEN?")
+        );
+        assert!(w("NX_OPEN_CACHE_REQUIRE_SIGNATRUE")
+            .ends_with("did you mean NX_OPEN_CACHE_REQUIRE_SIGNATURE?"));
+        let far = w("NX_OPEN_CACHE_ZQXJ");
+        assert!(
+            !far.contains("did you mean") && far.contains("NX_OPEN_CACHE_SUMMARY"),
+            "{far}"
+        );
+        assert!(c.warnings.iter().all(|w| !w.contains(secret)));
+        // Every known variable is known: the options', the core's and lib/'s, serve's.
+        let all: Vec<(String, String)> = known_vars()
+            .into_iter()
+            .map(|k| (k, String::new()))
+            .collect();
+        let e: HashMap<String, String> = all.into_iter().collect();
+        assert!(unknown_var_warnings(&e).is_empty());
+        for name in [
+            "NX_OPEN_CACHE_SUMMARY",
+            "NX_OPEN_CACHE_HOST",
+            "NX_OPEN_CACHE_PROXY_URL",
+            "NX_OPEN_CACHE_SERVER_TOKENS",
+            "NX_OPEN_CACHE_SERVER_LISTEN",
+            "NX_OPEN_CACHE_MODE",
+            "NX_OPEN_CACHE_SIGNING_KEY",
+        ] {
+            assert!(known_vars().iter().any(|k| k == name), "{name}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_option_names_the_closest_known_one() {
+        let err = |o: Value| resolve(&o, &env(&[]), ws()).unwrap_err().message;
+        assert!(
+            err(json!({"trustedKey": []})).contains("unknown option \"trustedKey\" in the nx-open-cache plugin options (did you mean \"trustedKeys\"?)"),
+            "{}",
+            err(json!({"trustedKey": []}))
+        );
+        assert!(err(json!({"pth": "x"})).contains("(did you mean \"path\"?)"));
+        assert!(err(json!({"localmode": "read-only"})).contains("(did you mean \"localMode\"?)"));
+        assert!(err(json!({"requireSignatures": true}))
+            .contains("(did you mean \"requireSignature\"?)"));
+        let far = err(json!({"frobnicate": 1}));
+        assert!(
+            !far.contains("did you mean") && far.contains("known options: backend"),
+            "{far}"
+        );
+    }
+
+    #[test]
+    fn edit_distance_counts_swaps_as_one() {
+        assert_eq!(edit_distance("TOKEN", "TOKN"), 1);
+        assert_eq!(edit_distance("TOKEN", "TOKNE"), 1);
+        assert_eq!(edit_distance("abc", "abc"), 0);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(did_you_mean("X", ["HOST", "MODE"], ""), None);
+        assert_eq!(did_you_mean(&"A".repeat(500), ["A"], ""), None);
+    }
+
+    #[test]
+    fn a_signing_key_whose_public_key_is_not_trusted_is_a_warning_with_key_ids() {
+        let (public, secret) = crate::seal::keys::generate_signing_key().unwrap();
+        let (other, _) = crate::seal::keys::generate_signing_key().unwrap();
+        let id = |k: &str| crate::seal::keys::public_key_id(k).unwrap();
+        let signing = [("NX_OPEN_CACHE_SIGNING_KEY", secret.as_str())];
+        let c = resolve(
+            &json!({"path": "/c", "trustedKeys": [other]}),
+            &env(&signing),
+            ws(),
+        )
+        .unwrap();
+        assert_eq!(c.warnings.len(), 1, "{:#?}", c.warnings);
+        let w = &c.warnings[0];
+        assert!(
+            w.starts_with(&format!(
+                "NX_OPEN_CACHE_SIGNING_KEY signs with key {}, but \"trustedKeys\" lists {}: other machines will refuse",
+                id(&public),
+                id(&other)
+            )),
+            "{w}"
+        );
+        assert!(!w.contains(secret.as_str()));
+        let c = resolve(&json!({"path": "/c"}), &env(&signing), ws()).unwrap();
+        assert!(
+            c.warnings[0].contains("\"trustedKeys\" is empty"),
+            "{:?}",
+            c.warnings
+        );
+        let c = resolve(
+            &json!({"path": "/c", "trustedKeys": [other, public], "requireSignature": true}),
+            &env(&signing),
+            ws(),
+        )
+        .unwrap();
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        assert_eq!(
+            c.seal.describe(),
+            format!(
+                "signs with key {}, trusts {}, {} (requires signatures)",
+                id(&public),
+                id(&other),
+                id(&public)
+            )
+        );
     }
 }

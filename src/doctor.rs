@@ -5,6 +5,11 @@
 //! that is never stored answers (the store is reachable and accepts the credentials); then, unless
 //! the mode forbids writing, an artifact is written under a unique hash, read back byte for byte and
 //! deleted again. Every step is timed.
+//!
+//! The verdict ([`Status`]): the cache works; it works with a warning (reads work but writes are
+//! refused, as with a read-only token, while the mode is read-write: the fix is read-only mode); or
+//! it does not work. The configuration's warnings (unknown variables, a signing key that is not
+//! trusted) come with the report.
 
 use crate::config::{Backend, CacheConfig, Mode};
 use crate::key::TaskHash;
@@ -30,6 +35,9 @@ pub enum Outcome {
     Failed,
     /// Not run: the mode forbids it or an earlier step failed.
     Skipped,
+    /// Refused in a way that has a setting for it: a write refused while reads work (the fix is
+    /// read-only mode).
+    Warning,
 }
 
 impl Outcome {
@@ -38,6 +46,29 @@ impl Outcome {
             Outcome::Ok => "ok",
             Outcome::Failed => "failed",
             Outcome::Skipped => "skipped",
+            Outcome::Warning => "warning",
+        }
+    }
+}
+
+/// The verdict of a report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Every step that ran passed.
+    Works,
+    /// The cache can be used as it is, but something should change: reads work and writes are
+    /// refused (set read-only mode), or the configuration has warnings.
+    Warning,
+    /// Nx runs would go uncached (or not stored, for reasons without a setting).
+    Broken,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Works => "ok",
+            Status::Warning => "warning",
+            Status::Broken => "broken",
         }
     }
 }
@@ -60,8 +91,13 @@ pub struct Report {
     pub mode: String,
     pub mode_source: String,
     pub checks: Vec<Check>,
-    /// Every step that ran passed, and the store was reached.
+    /// The store was reached and every step that ran passed or only warned.
     pub works: bool,
+    pub status: Status,
+    /// The keys by id (`signs with key ..., trusts ...`); empty without signing or encryption.
+    pub keys: String,
+    /// The configuration's warnings ([`crate::config::warnings`]).
+    pub warnings: Vec<String>,
 }
 
 fn ms(started: Instant) -> u64 {
@@ -83,7 +119,10 @@ pub fn fix_for(backend: &Backend, e: &StoreError) -> Option<String> {
                 Backend::S3 { .. } => {
                     "give this machine AWS credentials: AWS_ACCESS_KEY_ID + AWS_SECRET_ACCESS_KEY, \
                      AWS_PROFILE, web identity (AWS_WEB_IDENTITY_TOKEN_FILE + AWS_ROLE_ARN) or an \
-                     instance role, allowed s3:GetObject, s3:PutObject and s3:DeleteObject on the bucket"
+                     instance role, allowed s3:ListBucket on the bucket (setup lists it, and \
+                     without it a miss is refused instead of not found) and s3:GetObject, \
+                     s3:PutObject and s3:DeleteObject on its objects (read-only machines: \
+                     s3:ListBucket and s3:GetObject)"
                 }
                 Backend::Gcs { .. } => {
                     "set GOOGLE_APPLICATION_CREDENTIALS to a service-account key file (or run on a \
@@ -143,6 +182,54 @@ pub fn fix_for(backend: &Backend, e: &StoreError) -> Option<String> {
     None
 }
 
+/// Whether a write failed because the store refused it (a read-only token, credentials without
+/// write permission, a read-only directory or mount) rather than because it is unreachable or
+/// full. Asked only after reads with the same credentials worked.
+fn refused_write(e: &StoreError) -> bool {
+    if e.kind != ErrorKind::Unavailable {
+        return false;
+    }
+    let m = e.message.to_ascii_lowercase();
+    [
+        "403",
+        "forbidden",
+        "refused the write",
+        "read-only token",
+        "accessdenied",
+        "access denied",
+        "permissiondenied",
+        "permission denied",
+        "not authorized",
+        "authorizationpermissionmismatch",
+        "credentials were refused",
+        "credentials missing or refused",
+        "read-only file system",
+        "401",
+    ]
+    .iter()
+    .any(|needle| m.contains(needle))
+}
+
+/// The fix for writes refused while reads work: read-only mode, by the option this run's mode
+/// comes from (`ciMode` on CI), or writing credentials.
+fn read_only_fix(config: &CacheConfig, env: &HashMap<String, String>) -> String {
+    let option = if crate::config::is_ci(env) {
+        "ciMode"
+    } else {
+        "localMode"
+    };
+    let writer = match &config.backend {
+        Backend::Http { .. } => "a read-write token in NX_OPEN_CACHE_TOKEN",
+        Backend::Fs { .. } => "a directory this user may write",
+        _ => "credentials allowed to write",
+    };
+    format!(
+        "reads work, writes are refused: set {option} \"read-only\" in the nx-open-cache plugin \
+         options (or {}=read-only) on this machine; to store from here, use {writer}",
+        crate::config::MODE_VAR
+    )
+}
+
 fn random_hash() -> Result<TaskHash, String> {
     let mut bytes = [0u8; 8];
     getrandom::fill(&mut bytes).map_err(|e| format!("cannot read OS randomness: {e}"))?;
@@ -195,7 +282,12 @@ async fn timed<T>(
 }
 
 /// Runs every check against `store` (already built from `config`).
-pub async fn check_store(config: &CacheConfig, store: Arc<dyn Store>, setup: Check) -> Report {
+pub async fn check_store(
+    config: &CacheConfig,
+    env: &HashMap<String, String>,
+    store: Arc<dyn Store>,
+    setup: Check,
+) -> Report {
     let mut checks = vec![setup];
     let failed = |name, started, e: &StoreError| Check {
         name,
@@ -246,12 +338,19 @@ pub async fn check_store(config: &CacheConfig, store: Arc<dyn Store>, setup: Che
             ));
         }
     } else {
-        write_read_delete(store.as_ref(), &mut checks, config).await;
+        write_read_delete(store.as_ref(), &mut checks, config, env).await;
     }
     let works = reachable
         && checks
             .iter()
             .all(|c| c.outcome != Outcome::Failed || c.name == "delete");
+    let status = if !works {
+        Status::Broken
+    } else if !config.warnings.is_empty() || checks.iter().any(|c| c.outcome == Outcome::Warning) {
+        Status::Warning
+    } else {
+        Status::Works
+    };
     Report {
         backend: config.backend.name().to_owned(),
         location: store.describe(),
@@ -259,10 +358,18 @@ pub async fn check_store(config: &CacheConfig, store: Arc<dyn Store>, setup: Che
         mode_source: config.mode_source.clone(),
         checks,
         works,
+        status,
+        keys: config.seal.describe(),
+        warnings: config.warnings.clone(),
     }
 }
 
-async fn write_read_delete(store: &dyn Store, checks: &mut Vec<Check>, config: &CacheConfig) {
+async fn write_read_delete(
+    store: &dyn Store,
+    checks: &mut Vec<Check>,
+    config: &CacheConfig,
+    env: &HashMap<String, String>,
+) {
     let local = |name, detail: String| Check {
         name,
         outcome: Outcome::Failed,
@@ -289,13 +396,25 @@ async fn write_read_delete(store: &dyn Store, checks: &mut Vec<Check>, config: &
             fix: None,
         }),
         Err(e) => {
+            // Reads worked with the same credentials: a refusal is a read-only setup, whose
+            // setting is read-only mode (a warning, not a broken cache).
+            let refused = refused_write(&e);
             checks.push(Check {
                 name: "write",
-                outcome: Outcome::Failed,
+                outcome: if refused {
+                    Outcome::Warning
+                } else {
+                    Outcome::Failed
+                },
                 millis: ms(started),
                 detail: e.message.clone(),
-                fix: fix_for(&config.backend, &e)
-                    .or_else(|| Some("check that these credentials may write to the store".into())),
+                fix: if refused {
+                    Some(read_only_fix(config, env))
+                } else {
+                    fix_for(&config.backend, &e).or_else(|| {
+                        Some("check that these credentials may write to the store".into())
+                    })
+                },
             });
             checks.push(Check {
                 name: "read back",
@@ -429,6 +548,30 @@ pub async fn run(config: &CacheConfig, env: &HashMap<String, String>) -> Report 
             ),
             fix: None,
         },
+        // A directory this user may read but not write (a read-only mount): the lookup below
+        // decides whether reads work; if so it is a read-only setup.
+        Err(e) if matches!(config.backend, Backend::Fs { .. }) && refused_write(&e) => {
+            let read_write = config.mode == Mode::ReadWrite;
+            Check {
+                name: "setup",
+                outcome: if read_write {
+                    Outcome::Warning
+                } else {
+                    Outcome::Ok
+                },
+                millis: ms(started),
+                detail: if read_write {
+                    e.message.clone()
+                } else {
+                    format!(
+                        "{} (mode is {}: nothing is written)",
+                        e.message,
+                        config.mode.as_str()
+                    )
+                },
+                fix: read_write.then(|| read_only_fix(config, env)),
+            }
+        }
         Err(e) => Check {
             name: "setup",
             outcome: Outcome::Failed,
@@ -438,9 +581,10 @@ pub async fn run(config: &CacheConfig, env: &HashMap<String, String>) -> Report 
         },
     };
     let setup_failed = setup.outcome == Outcome::Failed;
-    let mut report = check_store(config, store, setup).await;
+    let mut report = check_store(config, env, store, setup).await;
     if setup_failed {
         report.works = false;
+        report.status = Status::Broken;
     }
     report
 }

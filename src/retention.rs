@@ -154,24 +154,27 @@ impl Report {
 
     /// One line for logs.
     pub fn summary(&self) -> String {
+        use crate::units::count;
         let d = self.deleted_objects();
+        let objects = |n| count(n, "object", "objects");
+        let temp = |n| count(n, "temp file", "temp files");
         format!(
-            "retention{}: scanned {} objects ({}), {} {} objects ({}: {} by age, {} by size), {} temp files, kept {} objects ({}) and {} temp files ({}), {} directories removed, {} errors, {} ms",
+            "retention{}: scanned {} ({}), {} {} ({}: {} by age, {} by size), {}, kept {} ({}) and {} ({}), {} removed, {}, {} ms",
             if self.dry_run { " (dry run)" } else { "" },
-            self.scanned.files,
+            objects(self.scanned.files),
             format_bytes(self.scanned.bytes),
             if self.dry_run { "would delete" } else { "deleted" },
-            d.files,
+            objects(d.files),
             format_bytes(d.bytes),
             self.deleted_by_age.files,
             self.deleted_by_size.files,
-            self.deleted_temp.files,
-            self.kept.files,
+            temp(self.deleted_temp.files),
+            objects(self.kept.files),
             format_bytes(self.kept.bytes),
-            self.kept_temp.files,
+            temp(self.kept_temp.files),
             format_bytes(self.kept_temp.bytes),
-            self.removed_dirs,
-            self.error_count,
+            count(self.removed_dirs, "directory", "directories"),
+            count(self.error_count, "error", "errors"),
             self.duration.as_millis()
         )
     }

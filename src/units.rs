@@ -117,6 +117,11 @@ pub fn format_bytes(bytes: u64) -> String {
     format!("{} {}", shown.trim_end_matches(".0"), BINARY_UNITS[unit])
 }
 
+/// A count with its noun in the grammatical number: `1 object`, `0 objects`, `2 directories`.
+pub fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 /// A duration in the largest unit that shows it whole, in the form [`parse_duration`] reads:
 /// `30d`, `12h`, `10m`, `90s`.
 pub fn format_duration(d: Duration) -> String {
@@ -131,6 +136,13 @@ pub fn format_duration(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_take_the_noun_in_its_number() {
+        assert_eq!(count(0, "object", "objects"), "0 objects");
+        assert_eq!(count(1, "object", "objects"), "1 object");
+        assert_eq!(count(2, "directory", "directories"), "2 directories");
+    }
 
     #[test]
     fn sizes() {

@@ -23,12 +23,19 @@
  * opt in with NX_OPEN_CACHE_WRITE_PREFIX=trusted NX_OPEN_CACHE_READ_PREFIXES=trusted, so they never
  * restore what an untrusted build stored.
  *
+ * `--signing` sets up signed artifacts: a new key pair from the addon's keygen, its public key
+ * added to `trustedKeys` (and `requireSignature` on), the secret key printed once, never written.
+ *
+ * nx.json keeps its formatting: indentation, line endings, a final newline and the order of its
+ * keys are those of the file. With `--check`, doctor runs on the new configuration before anything
+ * is written: when the cache does not work, nothing is.
+ *
  * Idempotent: with the same options a second run writes nothing. Only the `nx` package is
  * used at runtime (no @nx/devkit).
  */
 const os = require('node:os');
 const path = require('node:path');
-const { readNxJson, updateNxJson, writeJson, logger } = require('nx/src/devkit-exports');
+const { readNxJson, updateNxJson, logger, parseJson } = require('nx/src/devkit-exports');
 const { legacyBlock } = require('../../lib/legacy.js');
 const { isOurEntry, PLUGIN_NAME } = require('../../lib/workspace.js');
 const { MAY_BE_EMPTY, flagOptions, flagTypes, forAllBackends, optionSchema } = require('./options.js');
@@ -63,6 +70,8 @@ const TRUSTED_ENV = 'NX_OPEN_CACHE_WRITE_PREFIX=trusted NX_OPEN_CACHE_READ_PREFI
  * @property {string | number} [timeout] the cloud / http requests' timeout
  * @property {string | number} [connectTimeout] their connect timeout
  * @property {boolean} [requireSignature] refuse artifacts without a trusted signature
+ * @property {string | string[]} [trustedKeys] public keys whose signatures are accepted (comma-separated or repeated)
+ * @property {boolean} [signing] make a key pair: public key to trustedKeys, secret key printed once
  * @property {string} [trust]     trust preset: `ci-split` (untrusted builds write untrusted/ only)
  * @property {boolean} [migrate]  move a deprecated top-level s3/gcs/azure block into the plugin options
  * @property {boolean} [check]    after writing, run doctor; fail when the cache does not work
@@ -141,9 +150,10 @@ function normalizeOptions(schema) {
     const v = flags[option.name];
     if (v === undefined) continue;
     checkFlag(option, v);
-    given[option.name] = v;
+    given[option.name] = option.type === 'array' ? listFlag(option.name, v) : v;
   }
-  for (const key of /** @type {const} */ (['migrate', 'check'])) {
+  if (given.trustedKeys !== undefined) checkNotSecret(/** @type {string[]} */ (given.trustedKeys));
+  for (const key of /** @type {const} */ (['migrate', 'check', 'signing'])) {
     const v = schema[key];
     if (v !== undefined && typeof v !== 'boolean') {
       throw new Error(`nx-open-cache: invalid value ${JSON.stringify(v)} for --${key}; expected true or false`);
@@ -156,6 +166,47 @@ function normalizeOptions(schema) {
     given.readPrefixes = [...preset.readPrefixes];
   }
   return given;
+}
+
+/**
+ * A list flag's values: `--x=a,b`, the flag repeated, or both; trimmed, without empty items or
+ * repeats.
+ * @param {string} name
+ * @param {unknown} value  a string or a list (checked by checkFlag)
+ * @returns {string[]}
+ */
+function listFlag(name, value) {
+  const items = (Array.isArray(value) ? value : [value]).flatMap((v) => {
+    if (typeof v !== 'string') {
+      throw new Error(`nx-open-cache: invalid value ${JSON.stringify(v)} in --${name}; expected strings`);
+    }
+    return v.split(',');
+  });
+  const list = [...new Set(items.map((v) => v.trim()).filter((v) => v !== ''))];
+  if (list.length === 0) {
+    throw new Error(`nx-open-cache: invalid value ${JSON.stringify(value)} for --${name}; expected at least one value`);
+  }
+  return list;
+}
+
+/** The variable holding the signing (secret) key of trusted builds. */
+const SIGNING_ENV = 'NX_OPEN_CACHE_SIGNING_KEY';
+
+/**
+ * Refuses a secret key given as a trusted (public) key: the one in NX_OPEN_CACHE_SIGNING_KEY here,
+ * named by its position, never shown.
+ * @param {string[]} keys
+ */
+function checkNotSecret(keys) {
+  const secret = process.env[SIGNING_ENV]?.trim();
+  const at = secret ? keys.indexOf(secret) : -1;
+  if (at !== -1) {
+    throw new Error(
+      `nx-open-cache: --trustedKeys entry ${at + 1} is the SECRET key in ${SIGNING_ENV}, not a public key: ` +
+        'nx.json is committed, so it must hold only public keys (`nx-open-cache keygen` prints both; ' +
+        '`--signing` makes a pair and writes the right one). Nothing was written to nx.json',
+    );
+  }
 }
 
 /** @param {unknown} v */
@@ -459,42 +510,239 @@ function followUps(tree, finalOptions, schema) {
 }
 
 /**
- * With --check: doctor, run by Nx after it has written nx.json (doctor reads the configuration
- * from disk, like the plugin); throws when the cache does not work.
- * @param {import('nx/src/generators/tree').Tree} tree
- * @returns {() => Promise<void>}
+ * Stage: `--signing`. A new key pair from the addon; its public key joins the trusted keys (the
+ * flag's, else the entry's), requireSignature is turned on unless the flag says otherwise.
+ * @param {ReturnType<typeof normalizeOptions>} given
+ * @param {PluginOptions | undefined} existingOptions
+ * @param {InitSchema} flags
+ * @returns {{ given: ReturnType<typeof normalizeOptions>, pair?: { publicKey: string, secretKey: string, keyId: string } }}
  */
-function doctorCheck(tree) {
-  return async () => {
-    const { runDoctor } = require('../../lib/doctor.js');
-    const code = await runDoctor(tree.root, { log: (s) => logger.info(s), error: (s) => logger.error(s) });
-    if (code !== 0) {
-      throw new Error('nx-open-cache: --check: the cache does not work from this machine (see the checks above)');
-    }
-  };
+function signingStage(given, existingOptions, flags) {
+  if (flags.signing !== true) return { given };
+  const backend = given.backend ?? existingOptions?.backend;
+  if (backend === 'http') {
+    throw new Error(
+      'nx-open-cache: --signing does not apply to the http backend: the server decides what it stores and serves ' +
+        '(signatures work on the fs, s3, gcs and azure backends)',
+    );
+  }
+  const pair = /** @type {typeof import('../../index')} */ (require('../../index.js')).keygen();
+  const before = /** @type {unknown} */ (given.trustedKeys ?? existingOptions?.trustedKeys);
+  const keys = Array.isArray(before) ? before.filter((k) => typeof k === 'string') : [];
+  /** @type {Record<string, unknown>} */
+  const next = { ...given, trustedKeys: [...keys, pair.publicKey] };
+  if (next.requireSignature === undefined) next.requireSignature = true;
+  return { given: next, pair };
 }
 
 /**
- * The generator: flags checked, then the stages (deprecated block, plugin entry, write, follow-ups).
+ * Whether a run of nx (this process) is a dry run: then nothing is written, so a secret key
+ * printed now would belong to a public key nobody trusts.
+ */
+function isDryRun() {
+  return process.argv.some((a) => /^(--dry-?run(=true)?|-d)$/i.test(a));
+}
+
+/**
+ * What --signing says once nx.json is about to be written: the key id, where the public key
+ * went, and the secret key with where it belongs (printed here only, never written).
+ * @param {{ publicKey: string, secretKey: string, keyId: string }} pair
+ * @param {PluginOptions} finalOptions
+ * @returns {string[]}
+ */
+function signingMessages(pair, finalOptions) {
+  const messages = [
+    `nx-open-cache: signing: made a new Ed25519 key pair (key id ${pair.keyId}); its public key is in "trustedKeys" of nx.json (safe to commit)` +
+      (finalOptions.requireSignature === true ? ' and "requireSignature" is on: unsigned artifacts are refused' : ''),
+  ];
+  if (isDryRun()) {
+    messages.push('nx-open-cache: signing: dry run: nothing is written, so the secret key is not shown; run without --dry-run to make the key pair');
+    return messages;
+  }
+  messages.push(
+    `nx-open-cache: signing: the SECRET key (shown this once, written nowhere; make a new pair with --signing if it is lost):\n\n    ${pair.secretKey}\n`,
+    `nx-open-cache: signing: store it as the CI secret ${SIGNING_ENV} of your trusted CI only (main-branch builds): ` +
+      'never in a pull-request build, on a developer machine, in nx.json or in any file of the repository. ' +
+      'Builds with it sign what they store; every build restores only artifacts signed by a key of "trustedKeys"',
+  );
+  if (finalOptions.requireSignature === true) {
+    messages.push(
+      'nx-open-cache: signing: until the trusted CI has run with the key, the cache has no signed artifacts: every build misses (and still runs)',
+    );
+  }
+  return messages;
+}
+
+/**
+ * The key `requireSignature` needs: refused early, saying how to get one.
+ * @param {PluginOptions} finalOptions
+ */
+function checkSignatureKeys(finalOptions) {
+  const on = finalOptions.requireSignature === true || finalOptions.requireSignature === 'true';
+  const keys = finalOptions.trustedKeys;
+  if (on && !(Array.isArray(keys) && keys.length > 0)) {
+    throw new Error(
+      'nx-open-cache: --requireSignature needs trusted keys: add --signing (makes a key pair, writes its public key, prints the secret key once) ' +
+        'or --trustedKeys=<public key>[,<public key>...] (from `nx-open-cache keygen`). Nothing was written to nx.json',
+    );
+  }
+}
+
+/**
+ * Why the fs `cachePath` is on this machine only, or null (an absolute path elsewhere is taken
+ * for a shared mount).
+ * @param {string} root  the workspace root
+ * @param {string} cachePath
+ * @returns {string | null}
+ */
+function machineLocal(root, cachePath) {
+  const p = cachePath.replace(/\\/g, '/');
+  if (p === '~' || p.startsWith('~/')) return 'under your home directory';
+  if (!path.isAbsolute(cachePath)) return 'inside the workspace (this clone only)';
+  const abs = path.resolve(cachePath);
+  /** @param {string} dir */
+  const under = (dir) => abs === dir || abs.startsWith(dir.endsWith(path.sep) ? dir : dir + path.sep);
+  if (root && under(path.resolve(root))) return 'inside the workspace (this clone only)';
+  if (['/tmp', '/var/tmp', os.tmpdir()].some((d) => under(path.resolve(d)))) return 'in a temporary directory';
+  if (under(os.homedir())) return 'under your home directory';
+  return null;
+}
+
+/**
+ * The warning for a machine-local fs path, or none.
+ * @param {string} root
+ * @param {PluginOptions} finalOptions
+ * @returns {string[]}
+ */
+function localPathWarning(root, finalOptions) {
+  if ((finalOptions.backend ?? DEFAULT_BACKEND) !== 'fs' || typeof finalOptions.path !== 'string') return [];
+  const why = machineLocal(root, finalOptions.path);
+  if (!why) return [];
+  return [
+    `nx-open-cache: path ${finalOptions.path} is ${why}: only this machine uses it, other machines and CI never see its artifacts. ` +
+      'For a team cache pass --path=<a shared mount every machine sees at the same path> (e.g. --path=/mnt/nx-cache on NFS or SMB), ' +
+      'or use another backend (--backend s3 --bucket <bucket>, gcs, azure, or http for `nx-open-cache serve`)',
+  ];
+}
+
+/**
+ * The configuration warnings the addon gives for `options` with this process's environment
+ * (e.g. a signing key whose public key is not in trustedKeys), when it gives any. A mistake in
+ * the environment is the plugin's to report at the next run.
+ * @param {string} root
+ * @param {PluginOptions} options
+ * @returns {string[]}
+ */
+function configWarnings(root, options) {
+  try {
+    const { workspaceInput } = require('../../lib/workspace.js');
+    const input = workspaceInput({ plugins: [{ plugin: PLUGIN_NAME, options }] });
+    const resolved = /** @type {{ warnings?: unknown }} */ (require('../../index.js').resolveConfig(root, input.options, input.env));
+    return Array.isArray(resolved.warnings) ? resolved.warnings.map((w) => `nx-open-cache: ${String(w).replace(/^nx-open-cache: /, '')}`) : [];
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * The text of a JSON file as its author formats it: indentation, line ending, final newline.
+ * @param {string | null} original  the file as it is (null: a new file)
+ */
+function jsonStyle(original) {
+  if (original === null) return { indent: '  ', eol: '\n', finalNewline: true };
+  const indent = /^([ \t]+)\S/m.exec(original)?.[1] ?? '  ';
+  const eol = original.includes('\r\n') ? '\r\n' : '\n';
+  return { indent, eol, finalNewline: /\r?\n$/.test(original) };
+}
+
+/**
+ * Writes nx.json in its author's formatting: the top-level keys in the file's order (new ones
+ * last), its indentation, line endings and final newline. A file that `extends` another keeps
+ * only what differs from it (Nx's own rule).
+ * @param {import('nx/src/generators/tree').Tree} tree
+ * @param {Record<string, any>} nxJson  the whole new configuration
+ * @returns {string[]} what the user should know about the write
+ */
+function writeNxJson(tree, nxJson) {
+  const original = tree.exists('nx.json') ? tree.read('nx.json', 'utf-8') : null;
+  /** @type {Record<string, any>} */
+  let next = nxJson;
+  /** @type {string[]} */
+  let order = [];
+  if (original !== null) {
+    updateNxJson(tree, /** @type {any} */ (nxJson));
+    next = JSON.parse(/** @type {string} */ (tree.read('nx.json', 'utf-8')));
+    order = Object.keys(parseJson(original));
+  }
+  /** @type {Record<string, any>} */
+  const ordered = {};
+  for (const k of order) if (k in next) ordered[k] = next[k];
+  Object.assign(ordered, next);
+  const style = jsonStyle(original);
+  let text = JSON.stringify(ordered, null, style.indent);
+  if (style.eol !== '\n') text = text.replace(/\n/g, style.eol);
+  tree.write('nx.json', style.finalNewline ? `${text}${style.eol}` : text);
+  if (original !== null && !isStrictJson(original)) {
+    return ['nx-open-cache: nx.json had comments or trailing commas, which a JSON writer cannot keep: put the comments back by hand if you need them'];
+  }
+  return [];
+}
+
+/** @param {string} text */
+function isStrictJson(text) {
+  try {
+    JSON.parse(text);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * With --check: doctor on the configuration about to be written (before Nx writes anything);
+ * throws when the cache does not work, so nothing is written.
+ * @param {import('nx/src/generators/tree').Tree} tree
+ * @param {Record<string, any>} nxJson  the new nx.json
+ */
+async function doctorCheck(tree, nxJson) {
+  const { runDoctor } = require('../../lib/doctor.js');
+  const code = await runDoctor(tree.root, { nxJson, log: (s) => logger.info(s), error: (s) => logger.error(s) });
+  if (code !== 0) {
+    throw new Error(
+      'nx-open-cache: --check: the cache does not work from this machine (see the checks above); nothing was written (nx.json is as it was)',
+    );
+  }
+}
+
+/**
+ * The generator: flags checked, then the stages (deprecated block, signing, plugin entry, checks,
+ * write, follow-ups).
  * @param {import('nx/src/generators/tree').Tree} tree
  * @param {InitSchema} schema
- * @returns {Promise<(() => Promise<void>) | undefined>} with --check, the doctor run after nx.json is written
+ * @returns {Promise<void>}
  */
 async function initGenerator(tree, schema) {
   const flags = schema ?? {};
   const given = normalizeOptions(flags);
   const ws = readWorkspace(tree);
   const legacy = legacyStage(ws.nxJson, given, ws.existingOptions, flags);
-  const entry = entryStage(ws, legacy.given, { defaultBackend: !legacy.keepLegacy }, legacy.changed);
-  if (legacy.changed || entry.changed) {
+  const signing = signingStage(legacy.given, ws.existingOptions, flags);
+  const entry = entryStage(ws, signing.given, { defaultBackend: !legacy.keepLegacy }, legacy.changed);
+  const nxJson = entry.changed ? { ...ws.nxJson, plugins: entry.plugins } : ws.nxJson;
+  const changed = legacy.changed || entry.changed;
+  if (changed) {
+    checkSignatureKeys(entry.finalOptions);
     validateWithAddon(tree.root, entry.finalOptions);
-    const nxJson = entry.changed ? { ...ws.nxJson, plugins: entry.plugins } : ws.nxJson;
-    if (ws.hasNxJson) updateNxJson(tree, /** @type {any} */ (nxJson));
-    else writeJson(tree, 'nx.json', nxJson);
   }
-  const messages = [...entry.messages, ...legacy.messages, ...followUps(tree, entry.finalOptions, flags)];
+  if (flags.check === true) await doctorCheck(tree, nxJson);
+  const written = changed ? writeNxJson(tree, nxJson) : [];
+  const messages = [...entry.messages, ...legacy.messages, ...written, ...followUps(tree, entry.finalOptions, flags)];
+  if (signing.pair) messages.push(...signingMessages(signing.pair, entry.finalOptions));
   for (const m of messages) logger.info(m);
-  return flags.check === true ? doctorCheck(tree) : undefined;
+  // The path is warned about when this run chose it (or the default), not on every later change.
+  const pathChosen = entry.changed && ws.existingOptions?.path !== entry.finalOptions.path;
+  const warnings = [...(pathChosen ? localPathWarning(tree.root, entry.finalOptions) : []), ...configWarnings(tree.root, entry.finalOptions)];
+  for (const w of warnings) logger.warn(w);
 }
 
 /** @param {PluginOptions} options */
@@ -507,5 +755,6 @@ module.exports = initGenerator;
 module.exports.default = initGenerator;
 module.exports.initGenerator = initGenerator;
 module.exports.DEFAULT_PATH = DEFAULT_PATH;
+module.exports.machineLocal = machineLocal;
 module.exports.TRUST_PRESETS = TRUST_PRESETS;
 module.exports.TRUSTED_ENV = TRUSTED_ENV;

@@ -9,18 +9,17 @@
 /** @typedef {import('../../index').OptionInfo} OptionInfo */
 /** @typedef {import('../../index').OptionSchema} OptionSchema */
 
-/**
- * Plugin options that are not flags: the trust namespaces come from `--trust` presets, trusted
- * signing keys from `nx-open-cache keygen` (a list of keys, written by hand).
- */
-const NOT_FLAGS = /** @type {readonly string[]} */ (['writePrefix', 'readPrefixes', 'trustedKeys']);
+/** Plugin options that are not flags: the trust namespaces come from `--trust` presets. */
+const NOT_FLAGS = /** @type {readonly string[]} */ (['writePrefix', 'readPrefixes']);
 /** String flags that may be empty (an empty prefix is the store's root). */
 const MAY_BE_EMPTY = /** @type {readonly string[]} */ (['prefix']);
 
 /** What the generator adds to an option's description. */
 const GENERATOR_NOTES = /** @type {Record<string, string>} */ ({
   backend: 'A new entry gets fs; an existing entry keeps its backend unless this flag is given.',
-  path: 'A new fs entry gets ~/.cache/nx-open-cache; an existing entry keeps its path unless this flag is given. A path inside the workspace is added to .gitignore.',
+  path: 'A new fs entry gets ~/.cache/nx-open-cache; an existing entry keeps its path unless this flag is given. A path inside the workspace is added to .gitignore. A path under the home directory, in a temporary directory or inside the workspace is on this machine only (the generator warns): for a team cache give a shared mount every machine sees at the same path.',
+  trustedKeys: 'Comma-separated, or the flag repeated; replaces the list in nx.json (--signing adds its new key to it). Public keys only: a secret key belongs in NX_OPEN_CACHE_SIGNING_KEY of the trusted CI, never in nx.json.',
+  requireSignature: 'Needs trustedKeys (or --signing, which turns this on unless --requireSignature=false is given).',
 });
 
 /** The generator's own flags (not plugin options), as schema.json declares them. */
@@ -35,11 +34,17 @@ const GENERATOR_FLAGS = {
     description:
       'Move a top-level s3 / gcs / azure block of the deprecated @nx/*-cache plugins into the plugin options and remove it. Default: yes when such a block exists and no flag conflicts with it. accessKeyId / secretAccessKey are never copied: credentials come from the environment. --no-migrate keeps the block, which the plugin then keeps reading.',
   },
+  signing: {
+    type: 'boolean',
+    default: false,
+    description:
+      'Set up signed artifacts: makes a new Ed25519 key pair, adds its public key to trustedKeys and turns requireSignature on (unless --requireSignature=false), and prints the secret key once, with where it goes: the CI secret NX_OPEN_CACHE_SIGNING_KEY of the trusted CI only (main-branch builds). The secret key is never written to a file. Not for the http backend.',
+  },
   check: {
     type: 'boolean',
     default: false,
     description:
-      'After writing the configuration, run `nx-open-cache doctor` from this machine: setup, a lookup, a write / read back / delete probe, each timed, with a fix per failure. The generator fails when the cache does not work.',
+      'Before writing the configuration, run `nx-open-cache doctor` on it from this machine: setup, a lookup, a write / read back / delete probe, each timed, with a fix per failure. When the cache does not work the generator fails and writes nothing.',
   },
   keepExistingVersions: {
     type: 'boolean',
@@ -91,7 +96,10 @@ function forAllBackends(option) {
  * @returns {readonly string[]}
  */
 function flagTypes(option) {
-  return option.type === 'boolean' ? ['boolean'] : option.accepts;
+  if (option.type === 'boolean') return ['boolean'];
+  // A list flag: Nx splits `--x=a,b` and collects a repeated flag; given directly, a string is split.
+  if (option.type === 'array') return ['array', 'string'];
+  return option.accepts;
 }
 
 /**
@@ -115,7 +123,11 @@ function describeOption(o) {
 function schemaJson(schema = optionSchema()) {
   /** @type {Record<string, Record<string, unknown>>} */
   const properties = {};
-  for (const o of flagOptions(schema)) properties[o.name] = { type: o.type, description: describeOption(o) };
+  for (const o of flagOptions(schema)) {
+    properties[o.name] = o.type === 'array'
+      ? { type: 'array', items: { type: 'string' }, description: describeOption(o) }
+      : { type: o.type, description: describeOption(o) };
+  }
   Object.assign(properties, GENERATOR_FLAGS);
   return {
     $schema: 'https://json-schema.org/schema',

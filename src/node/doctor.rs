@@ -12,7 +12,8 @@ use std::path::Path;
 pub struct DoctorCheck {
     /// `setup`, `read`, `write`, `read back` or `delete`.
     pub name: String,
-    /// `ok`, `failed` or `skipped`.
+    /// `ok`, `failed`, `skipped` or `warning` (refused with a setting for it: writes refused
+    /// while reads work, fixed by read-only mode).
     pub outcome: String,
     /// How long the step took, in milliseconds.
     pub millis: i64,
@@ -34,8 +35,17 @@ pub struct DoctorReport {
     pub mode_source: String,
     pub checks: Vec<DoctorCheck>,
     /// True when the cache works: the store answers and, in read-write mode, an artifact can be
-    /// written and read back.
+    /// written and read back (or writes are refused, a warning).
     pub works: bool,
+    /// `ok`, `warning` (it works, but see the warnings and the checks with outcome `warning`) or
+    /// `broken`.
+    pub status: String,
+    /// The keys by id, e.g. `signs with key a64d..., trusts a64d..., 9f1c...`; empty without
+    /// signing or encryption.
+    pub keys: String,
+    /// The configuration's warnings: unknown `NX_OPEN_CACHE_*` variables, a signing key whose
+    /// public key is not in `trustedKeys`.
+    pub warnings: Vec<String>,
 }
 
 fn convert(r: doctor::Report) -> DoctorReport {
@@ -45,6 +55,9 @@ fn convert(r: doctor::Report) -> DoctorReport {
         mode: r.mode,
         mode_source: r.mode_source,
         works: r.works,
+        status: r.status.as_str().to_owned(),
+        keys: r.keys,
+        warnings: r.warnings,
         checks: r
             .checks
             .into_iter()

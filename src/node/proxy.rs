@@ -32,6 +32,20 @@ pub struct ResolvedConfig {
     pub max_expanded_size: i64,
     /// ...and most times its compressed size, once above 256 MiB.
     pub max_expansion_ratio: i64,
+    /// The key id of `NX_OPEN_CACHE_SIGNING_KEY` (as `nx-open-cache keygen` prints it), if set.
+    pub signing_key_id: Option<String>,
+    /// The key ids of `trustedKeys`, in order.
+    pub trusted_key_ids: Vec<String>,
+    /// Refuse artifacts not signed by a trusted key (`requireSignature`).
+    pub require_signature: bool,
+    /// The key ids of `NX_OPEN_CACHE_ENCRYPTION_KEY` (the first encrypts).
+    pub encryption_key_ids: Vec<String>,
+    /// The keys in one line, e.g. `signs with key a64d..., trusts a64d..., 9f1c...`; empty
+    /// without signing or encryption.
+    pub keys: String,
+    /// What may be wrong although every value is valid (unknown `NX_OPEN_CACHE_*` variables, a
+    /// signing key whose public key is not in `trustedKeys`): the plugin prints each once.
+    pub warnings: Vec<String>,
 }
 
 /// Counters of one proxy's traffic.
@@ -147,6 +161,12 @@ fn shown(c: &config::CacheConfig) -> ResolvedConfig {
         max_artifact_entries: n(c.limits.max_entries),
         max_expanded_size: n(c.limits.max_expanded_bytes),
         max_expansion_ratio: n(c.limits.max_expansion_ratio),
+        signing_key_id: c.seal.signing_key_id(),
+        trusted_key_ids: c.seal.trusted_key_ids(),
+        require_signature: c.seal.require_signature,
+        encryption_key_ids: c.seal.encryption_key_ids(),
+        keys: c.seal.describe(),
+        warnings: c.warnings.clone(),
     }
 }
 

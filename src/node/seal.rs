@@ -51,3 +51,10 @@ pub fn encryption_keygen() -> Result<EncryptionKeyInfo> {
         key_id,
     })
 }
+
+/// The key id of a public key (as `nx-open-cache keygen` prints it, e.g. for a `trustedKeys`
+/// entry). Throws naming what is wrong, without the value.
+#[napi(catch_unwind)]
+pub fn public_key_id(public_key: String) -> Result<String> {
+    keys::public_key_id(&public_key).map_err(|why| Error::new(Status::InvalidArg, why))
+}

@@ -51,8 +51,8 @@ impl ServerHandle {
 /// Starts the server from the words after `serve` on the command line and the environment
 /// (`NX_OPEN_CACHE_SERVER_*`, cloud credentials); relative paths are taken from the current
 /// directory. A configuration mistake throws with code `InvalidArg` and a message naming the
-/// option, the value and what is allowed; a failure to start (port in use, storage directory not
-/// creatable, bad TLS files) throws with code `GenericFailure`.
+/// option, the value and what is allowed; a failure to start (port in use, bad TLS files, storage
+/// not ready with `--require-ready`) throws with code `GenericFailure`.
 #[napi(catch_unwind)]
 pub fn start_server(args: Vec<String>, env: HashMap<String, String>) -> Result<ServerHandle> {
     let cwd = std::env::current_dir().map_err(|e| {

@@ -17,6 +17,10 @@ pub const SIGNING_KEY_VAR: &str = "NX_OPEN_CACHE_SIGNING_KEY";
 /// encrypts, all decrypt).
 pub const ENCRYPTION_KEY_VAR: &str = "NX_OPEN_CACHE_ENCRYPTION_KEY";
 
+/// Set by the plugin (never by a user) when `NX_OPEN_CACHE_ENCRYPTION_KEY` comes from a deprecated
+/// block's `encryptionKey` in nx.json: the block's name, e.g. `s3`, for the error about that key.
+pub const ENCRYPTION_KEY_FROM_VAR: &str = "NX_OPEN_CACHE_ENCRYPTION_KEY_FROM";
+
 /// Overrides the `requireSignature` option (`true` / `false`).
 pub const REQUIRE_SIGNATURE_VAR: &str = "NX_OPEN_CACHE_REQUIRE_SIGNATURE";
 
@@ -97,32 +101,74 @@ impl SealConfig {
         keys
     }
 
-    /// e.g. `signs with key 1a2b..., encrypts with key 3c4d..., requires signatures by 2 trusted keys`.
+    /// The key id of the signing key (`NX_OPEN_CACHE_SIGNING_KEY`), as `keygen` prints it.
+    pub fn signing_key_id(&self) -> Option<String> {
+        self.signing_key
+            .as_ref()
+            .map(|k| show_id(&signer_id(&k.verifying_key())))
+    }
+
+    /// The key ids of `trustedKeys`, in order.
+    pub fn trusted_key_ids(&self) -> Vec<String> {
+        self.trusted_keys
+            .iter()
+            .map(|k| show_id(&signer_id(k)))
+            .collect()
+    }
+
+    /// The key ids of the encryption keys (the first encrypts).
+    pub fn encryption_key_ids(&self) -> Vec<String> {
+        self.encryption_keys
+            .iter()
+            .map(|k| show_id(&k.id))
+            .collect()
+    }
+
+    /// The signing key's own public key is not in `trustedKeys`: this machine trusts its own
+    /// signatures, every other machine refuses them. The warning, if so.
+    pub fn untrusted_signing_key(&self) -> Option<String> {
+        let own = self.signing_key.as_ref()?.verifying_key();
+        if self.trusted_keys.contains(&own) {
+            return None;
+        }
+        let id = show_id(&signer_id(&own));
+        let listed = match self.trusted_key_ids().as_slice() {
+            [] => "\"trustedKeys\" is empty".to_owned(),
+            ids => format!("\"trustedKeys\" lists {}", ids.join(", ")),
+        };
+        Some(format!(
+            "{SIGNING_KEY_VAR} signs with key {id}, but {listed}: other machines will refuse \
+             what this one signs (this one trusts its own key); add the public key of {id} to \
+             \"trustedKeys\" (`nx-open-cache keygen` printed it with the secret key), or set \
+             {SIGNING_KEY_VAR} to the secret key of a listed public key"
+        ))
+    }
+
+    /// The keys, by id as `nx-open-cache keygen` prints them, e.g. `signs with key a64d...,
+    /// trusts a64d..., 9f1c... (requires signatures), encrypts with key 3c4d...`; empty when
+    /// nothing is set.
     pub fn describe(&self) -> String {
         let mut parts = Vec::new();
-        if let Some(k) = &self.signing_key {
-            parts.push(format!(
-                "signs with key {}",
-                show_id(&signer_id(&k.verifying_key()))
-            ));
+        if let Some(id) = self.signing_key_id() {
+            parts.push(format!("signs with key {id}"));
         }
-        if let Some(k) = self.encryption_keys.first() {
-            let more = self.encryption_keys.len() - 1;
-            parts.push(match more {
-                0 => format!("encrypts with key {}", show_id(&k.id)),
-                n => format!("encrypts with key {} ({n} more decrypt)", show_id(&k.id)),
+        let trusted = self.trusted_key_ids();
+        if !trusted.is_empty() {
+            let required = if self.require_signature {
+                " (requires signatures)"
+            } else {
+                ""
+            };
+            parts.push(format!("trusts {}{required}", trusted.join(", ")));
+        }
+        if let Some((first, rest)) = self.encryption_key_ids().split_first() {
+            parts.push(match rest.len() {
+                0 => format!("encrypts with key {first}"),
+                n => format!(
+                    "encrypts with key {first} ({n} more decrypt: {})",
+                    rest.join(", ")
+                ),
             });
-        }
-        let n = self.trusted_keys.len();
-        let keys = if n == 1 {
-            "1 trusted key".to_owned()
-        } else {
-            format!("{n} trusted keys")
-        };
-        if self.require_signature {
-            parts.push(format!("requires signatures by {keys}"));
-        } else if n > 0 {
-            parts.push(format!("checks signatures by {keys}"));
         }
         parts.join(", ")
     }
@@ -204,6 +250,21 @@ pub fn decode_key32(raw: &str) -> Result<Zeroizing<[u8; 32]>, String> {
 pub fn parse_public_key(raw: &str) -> Result<VerifyingKey, String> {
     let bytes = decode_key32(raw)?;
     VerifyingKey::from_bytes(&bytes).map_err(|_| "it is not a valid Ed25519 public key".into())
+}
+
+/// The key id of a public key given as text; refuses (without the value) what is no public key,
+/// and what looks like a secret key ([`looks_like_secret_key`]).
+pub fn public_key_id(raw: &str) -> Result<String, String> {
+    let bytes = decode_key32(raw).map_err(|why| format!("not a public key: {why}"))?;
+    if looks_like_secret_key(&bytes) {
+        return Err(
+            "not a public key: it looks like a secret key (value not shown); `nx-open-cache \
+             keygen` prints the public key beside it"
+                .to_owned(),
+        );
+    }
+    let key = parse_public_key(raw).map_err(|why| format!("not a public key: {why}"))?;
+    Ok(show_id(&signer_id(&key)))
 }
 
 /// `NX_OPEN_CACHE_SIGNING_KEY`: the base64 32-byte seed printed by `nx-open-cache keygen`.
@@ -291,9 +352,21 @@ fn public_of_seed(bytes: &[u8; 32]) -> VerifyingKey {
     SigningKey::from_bytes(bytes).verifying_key()
 }
 
+/// Whether 32 bytes cannot be a public key `nx-open-cache keygen` printed, so are most likely a
+/// secret key: about half of all secret keys are no curve point at all, and a public key is always
+/// in the prime-order subgroup, where only one curve point in eight lies. 15 of 16 secret keys are
+/// told apart this way; the rest look exactly like public keys.
+pub fn looks_like_secret_key(bytes: &[u8; 32]) -> bool {
+    match VerifyingKey::from_bytes(bytes) {
+        Err(_) => true,
+        Ok(k) => !k.to_edwards().is_torsion_free(),
+    }
+}
+
 /// One entry of `trustedKeys` (1-based `n`). A bad entry is never shown: it may be a secret key
-/// pasted in the wrong place (a secret decodes to 32 bytes as well); the message then gives the
-/// key id of the public key that secret would have.
+/// pasted in the wrong place (a secret decodes to 32 bytes as well); one that cannot be a public
+/// key is named as the secret key it most likely is, with the public key (and key id) that secret
+/// has, which is what belongs there.
 fn trusted_key(n: usize, item: &Value) -> Result<VerifyingKey, ConfigError> {
     let bad = |why: String| {
         config_error(
@@ -305,14 +378,24 @@ fn trusted_key(n: usize, item: &Value) -> Result<VerifyingKey, ConfigError> {
         return Err(bad(format!("it is {}, not a string", kind_of(item))));
     };
     let bytes = decode_key32(s).map_err(|why| bad(format!("{why} (value not shown)")))?;
-    VerifyingKey::from_bytes(&bytes).map_err(|_| {
-        bad(format!(
-            "it is not an Ed25519 public key (value not shown); if it is a secret key (the value \
-             of {SIGNING_KEY_VAR}), its public key has key id {}: list that public key instead \
-             and keep the secret key out of nx.json",
-            show_id(&signer_id(&public_of_seed(&bytes)))
-        ))
-    })
+    if looks_like_secret_key(&bytes) {
+        let public = public_of_seed(&bytes);
+        return Err(config_error(
+            "trustedKeys",
+            format!(
+                "trustedKeys entry {n} is a secret key, not a public key (value not shown): it is \
+                 no public key `nx-open-cache keygen` can print; as a secret key (the value of \
+                 {SIGNING_KEY_VAR}) its public key is {} (key id {}): list that in \
+                 \"trustedKeys\" instead, keep the secret key in {SIGNING_KEY_VAR} of the trusted \
+                 builds only, and if nx.json with the secret key was committed or shared, make a \
+                 new key pair with `nx-open-cache keygen`",
+                STANDARD.encode(public.as_bytes()),
+                show_id(&signer_id(&public))
+            ),
+        ));
+    }
+    VerifyingKey::from_bytes(&bytes)
+        .map_err(|_| bad("it is not an Ed25519 public key (value not shown)".to_owned()))
 }
 
 /// `trustedKeys`: an array of public keys; an entry that is the secret key of another entry is
@@ -345,8 +428,8 @@ fn trusted_keys(
             return Err(config_error(
                 "trustedKeys",
                 format!(
-                    "entry {} of option \"trustedKeys\" is a secret key: its public key (key id \
-                     {}) is entry {} (value not shown); remove the secret key from nx.json, and \
+                    "trustedKeys entry {} is a secret key, not a public key (value not shown): its \
+                     public key (key id {}) is entry {}; remove the secret key from nx.json, and \
                      since it was there, make a new key pair with `nx-open-cache keygen`",
                     i + 1,
                     show_id(&signer_id(&public)),
@@ -457,13 +540,22 @@ pub fn from_options(
     let encryption_keys = match env.get(ENCRYPTION_KEY_VAR).filter(set) {
         None => Vec::new(),
         Some(raw) => parse_encryption_keys(raw).map_err(|why| {
+            // Only a key that came from nx.json is said to: naming a deprecated setting the
+            // workspace does not have would send the user looking for it.
+            let source = match env.get(ENCRYPTION_KEY_FROM_VAR).map(|b| b.trim()) {
+                Some(block @ ("s3" | "gcs" | "azure")) => format!(
+                    " (it comes from \"encryptionKey\" of the deprecated top-level \"{block}\" \
+                     block of nx.json: move the key out of nx.json into {ENCRYPTION_KEY_VAR})"
+                ),
+                _ => String::new(),
+            };
             config_error(
                 ENCRYPTION_KEY_VAR,
                 format!(
-                    "{ENCRYPTION_KEY_VAR} is not a valid encryption key: {why}; expected 32 bytes \
-                     as base64 or 64 hex digits (`nx-open-cache keygen --encryption`), or a \
-                     comma-separated list of them (the first encrypts, all decrypt); it may come \
-                     from the deprecated plugins' encryptionKey in nx.json (value not shown)"
+                    "{ENCRYPTION_KEY_VAR} is not a valid encryption key{source}: {why}; expected \
+                     32 bytes as base64 or 64 hex digits (`nx-open-cache keygen --encryption`), or \
+                     a comma-separated list of them (the first encrypts, all decrypt) (value not \
+                     shown)"
                 ),
             )
         })?,
@@ -515,5 +607,80 @@ mod tests {
             !shown.contains(secret.as_str()) && !shown.contains(a.as_str()),
             "{shown}"
         );
+    }
+
+    /// Deterministic seeds: the SHA-256 of their index.
+    fn seeds(n: u8) -> Vec<[u8; 32]> {
+        (0..n).map(|i| Sha256::digest([i]).into()).collect()
+    }
+
+    #[test]
+    fn most_secret_keys_are_told_apart_from_public_keys() {
+        let mut told = 0;
+        for seed in seeds(64) {
+            let public = public_of_seed(&seed);
+            assert!(!looks_like_secret_key(public.as_bytes()), "a public key");
+            if looks_like_secret_key(&seed) {
+                told += 1;
+            }
+        }
+        // 15 in 16 on average; these 64 seeds are fixed.
+        assert!(told >= 52, "{told} of 64");
+    }
+
+    #[test]
+    fn a_secret_key_in_trusted_keys_is_named_by_entry_never_shown() {
+        let seed = seeds(64)
+            .into_iter()
+            .find(|s| looks_like_secret_key(s))
+            .expect("a secret told apart");
+        let secret = STANDARD.encode(seed);
+        let public = public_of_seed(&seed);
+        let (other, _) = generate_signing_key().unwrap();
+        let options = serde_json::json!({ "trustedKeys": [other, secret] });
+        let err = from_options(options.as_object().unwrap(), &HashMap::new(), false).unwrap_err();
+        assert_eq!(err.option, "trustedKeys");
+        assert!(
+            err.message
+                .starts_with("trustedKeys entry 2 is a secret key, not a public key")
+                && err.message.contains(&STANDARD.encode(public.as_bytes()))
+                && err.message.contains(&show_id(&signer_id(&public)))
+                && !err.message.contains(&secret),
+            "{}",
+            err.message
+        );
+        assert!(public_key_id(&secret)
+            .unwrap_err()
+            .contains("looks like a secret key"));
+        assert_eq!(
+            public_key_id(&STANDARD.encode(public.as_bytes())).unwrap(),
+            show_id(&signer_id(&public))
+        );
+    }
+
+    #[test]
+    fn the_encryption_key_error_names_nx_json_only_when_the_key_came_from_there() {
+        let bad = |from: Option<&str>| {
+            let mut env = HashMap::from([(ENCRYPTION_KEY_VAR.to_owned(), "c2hvcnQ=".to_owned())]);
+            if let Some(f) = from {
+                env.insert(ENCRYPTION_KEY_FROM_VAR.to_owned(), f.to_owned());
+            }
+            from_options(&serde_json::Map::new(), &env, false)
+                .unwrap_err()
+                .message
+        };
+        let plain = bad(None);
+        assert!(
+            !plain.contains("encryptionKey") && !plain.contains("nx.json"),
+            "{plain}"
+        );
+        assert!(plain.contains("decodes to 5 bytes"), "{plain}");
+        let legacy = bad(Some("s3"));
+        assert!(
+            legacy.contains("\"encryptionKey\" of the deprecated top-level \"s3\" block"),
+            "{legacy}"
+        );
+        // Anything else in the marker is not shown.
+        assert!(!bad(Some("x; rm -rf")).contains("rm -rf"));
     }
 }

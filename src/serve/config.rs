@@ -52,6 +52,7 @@ const fn switch(key: &'static str) -> OptionSpec {
 
 const OPTIONS: &[OptionSpec] = &[
     opt("storage"),
+    switch("require_ready"),
     opt("listen"),
     opt("tls_cert"),
     opt("tls_key"),
@@ -98,6 +99,14 @@ fn env_name(key: &str) -> String {
     format!("{ENV_PREFIX}{}", key.to_ascii_uppercase())
 }
 
+/// Every `NX_OPEN_CACHE_SERVER_*` variable `serve` reads (the plugin's check of unknown
+/// `NX_OPEN_CACHE_*` variables, `crate::config::known_vars`, knows them from here).
+pub fn env_names() -> Vec<String> {
+    let mut names: Vec<String> = OPTIONS.iter().map(|o| env_name(o.key)).collect();
+    names.extend(["TOKENS", "CONFIG"].map(|k| format!("{ENV_PREFIX}{k}")));
+    names
+}
+
 /// A mistake that is not one option's (e.g. no token at all).
 fn fail(message: impl Into<String>) -> ConfigError {
     ConfigError::new("", message)
@@ -128,6 +137,8 @@ pub struct ServeConfig {
     pub prefix: Prefix,
     /// The storage as the user wrote it (for the startup line), e.g. `s3://cache/nx`.
     pub storage: String,
+    /// Refuse to start when the storage is not ready (else a warning at start).
+    pub require_ready: bool,
     pub listen: SocketAddr,
     /// PEM certificate chain and private key.
     pub tls: Option<(PathBuf, PathBuf)>,
@@ -1033,10 +1044,12 @@ pub fn resolve(
     let (max_size, max_age) = retention(&sources, &backend)?;
     let log = log_format(&sources)?;
     let (tokens, token_lists, allow_anonymous) = tokens(&sources)?;
+    let require_ready = sources.bool_of("require_ready")?;
     Ok(ServeConfig {
         backend,
         prefix,
         storage,
+        require_ready,
         listen,
         tls,
         tokens,
@@ -1073,6 +1086,11 @@ precedence is command line > environment > config file > default.
       Where artifacts are kept (required): fs:/path, s3://bucket[/prefix],
       gs://bucket[/prefix], az://container[/prefix]. Cloud credentials come from the
       standard environment (AWS_*, GOOGLE_APPLICATION_CREDENTIALS, AZURE_STORAGE_*).
+  --require-ready              REQUIRE_READY=true              require_ready = true
+      The storage is probed at start as /readyz probes it. When it is not ready
+      (missing bucket, rejected credentials, unwritable directory), serve prints a
+      warning with the reason and starts anyway (/readyz answers 503 until it is);
+      with this option it refuses to start (exit 1) instead.
   --listen <ip:port>           LISTEN                          listen
       Address to listen on (default {DEFAULT_LISTEN}; use 0.0.0.0:3000 in a container).
   --tls-cert <file.pem>        TLS_CERT                        tls_cert
@@ -1279,6 +1297,34 @@ mod tests {
         let c = resolve_ok(&[], &[TOKENS, ("NX_OPEN_CACHE_SERVER_CONFIG", f)]);
         assert_eq!(c.listen.port(), 1);
         assert_eq!(c.log, LogFormat::Json);
+    }
+
+    #[test]
+    fn require_ready_from_the_flag_the_environment_and_the_config_file() {
+        assert!(!resolve_ok(&["--storage", "fs:/d"], &[TOKENS]).require_ready);
+        assert!(resolve_ok(&["--storage", "fs:/d", "--require-ready"], &[TOKENS]).require_ready);
+        let env = ("NX_OPEN_CACHE_SERVER_REQUIRE_READY", "true");
+        assert!(resolve_ok(&["--storage", "fs:/d"], &[TOKENS, env]).require_ready);
+        let c = resolve_ok(
+            &["--storage", "fs:/d", "--require-ready=false"],
+            &[TOKENS, env],
+        );
+        assert!(
+            !c.require_ready,
+            "the command line wins over the environment"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("server.toml");
+        std::fs::write(&file, "storage = \"fs:/d\"\nrequire_ready = true\n").unwrap();
+        assert!(resolve_ok(&["--config", file.to_str().unwrap()], &[TOKENS]).require_ready);
+        let e = resolve_err(
+            &["--storage", "fs:/d"],
+            &[TOKENS, ("NX_OPEN_CACHE_SERVER_REQUIRE_READY", "maybe")],
+        );
+        assert!(
+            e.contains("NX_OPEN_CACHE_SERVER_REQUIRE_READY") && e.contains("\"maybe\""),
+            "{e}"
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@ pub mod tls;
 
 use crate::config::Backend;
 use crate::key::Prefix;
-use crate::server::auth::{check_secret, Auth, TokenSpec};
+use crate::server::auth::{check_secret, Auth, Role, TokenSpec};
 use crate::server::limits::Limits;
 use crate::server::{Caps, LogFormat, RunningServer, ServerSettings};
 use crate::stats::Stats;
@@ -105,24 +105,70 @@ pub fn limits(config: &ServeConfig) -> Limits {
 }
 
 /// Opens the configured storage; cloud credentials come from `env`. Nothing is contacted for
-/// clouds yet (`/readyz` tells whether the storage is reachable); an fs directory is created.
-/// `budget`: the size budget an fs store holds its uploads to (see [`fs_budget`]).
+/// clouds here (see [`probe`]); an fs directory is created when it can be (when it cannot, the
+/// probe at start says why and `/readyz` answers 503 until it can).
+/// `budget`: the size budget an fs store holds its uploads to (see [`fs_budget`]); `writes`:
+/// whether a token may upload (an fs directory must then take new entries to be ready).
 pub fn open_store(
     config: &ServeConfig,
     env: &HashMap<String, String>,
     budget: Option<Arc<Budget>>,
+    writes: bool,
 ) -> Result<Arc<dyn Store>, String> {
     match &config.backend {
         Backend::Fs { path } => {
-            let store = FsStore::new(path.clone(), config.prefix.clone()).with_budget(budget);
-            store
-                .prepare()
-                .map_err(|e| format!("--storage {}: {}", config.storage, e.message))?;
+            let mut store = FsStore::new(path.clone(), config.prefix.clone()).with_budget(budget);
+            if writes {
+                store = store.expecting_writes();
+            }
+            // A directory that cannot be made or used now is the probe's to report, like a
+            // missing bucket: the same warning, or the same refusal with --require-ready.
+            let _ = store.prepare();
             Ok(Arc::new(store))
         }
         other => ObjectStoreBackend::from_config(other, config.prefix.clone(), env)
             .map(|s| Arc::new(s) as Arc<dyn Store>)
             .map_err(|e| format!("--storage {}: {}", config.storage, e.message)),
+    }
+}
+
+/// Probes `store` as `/readyz` does (bounded by its timeout), from a thread outside the runtime
+/// or inside another one. `Err`: why it is not ready, on one line (the store's reason, whose
+/// cloud XML bodies have line breaks; no secret).
+pub fn probe(runtime: &tokio::runtime::Runtime, store: &Arc<dyn Store>) -> Result<(), String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let probed = store.clone();
+    runtime.spawn(async move {
+        let _ = tx.send(crate::server::readiness(probed.as_ref()).await);
+    });
+    match rx.recv() {
+        Ok(answer) => {
+            answer.map_err(|(_, reason)| reason.split_whitespace().collect::<Vec<_>>().join(" "))
+        }
+        Err(_) => Err("the probe stopped without an answer".to_owned()),
+    }
+}
+
+/// What `serve` says at start when the storage is not ready and it starts anyway: on stderr,
+/// where the request log goes (a JSON line with `--log json`).
+fn not_ready_warning(config: &ServeConfig, location: &str, reason: &str) -> String {
+    let consequence = "until it is, Nx clients get misses and failed uploads (their builds \
+                       still pass, uncached) and /readyz answers 503";
+    let fix = "fix the storage, or pass --require-ready to refuse to start instead";
+    match config.log {
+        LogFormat::Json => serde_json::json!({
+            "level": "warn",
+            "msg": "storage not ready at start",
+            "storage": location,
+            "reason": reason,
+            "consequence": consequence,
+            "fix": fix,
+        })
+        .to_string(),
+        _ => format!(
+            "nx-open-cache serve: WARNING: storage {location} is not ready: {reason}\n\
+             nx-open-cache serve: WARNING: {consequence}; {fix}"
+        ),
     }
 }
 
@@ -247,13 +293,22 @@ pub fn start(config: &ServeConfig, env: &HashMap<String, String>) -> Result<Runn
     };
     let runtime = crate::runtime::get()?;
     let budget = fs_budget(config);
+    let writes = auth.tokens.iter().any(|t| t.role == Role::ReadWrite);
     // Uploads and reads are checked to be valid Nx artifacts (a bad writer gets 400 at once; an
     // object written before, or by another writer of the storage, is a miss).
     let store = validate::wrap(
-        open_store(config, env, budget.clone())?,
+        open_store(config, env, budget.clone(), writes)?,
         config.validation.clone(),
     );
     let location = store.describe();
+    if let Err(reason) = probe(runtime, &store) {
+        if config.require_ready {
+            return Err(format!(
+                "storage {location} is not ready: {reason}; refusing to start (--require-ready)"
+            ));
+        }
+        eprintln!("{}", not_ready_warning(config, &location, &reason));
+    }
     let std_listener = std::net::TcpListener::bind(config.listen)
         .map_err(|e| format!("--listen {}: cannot listen there: {e}", config.listen))?;
     std_listener.set_nonblocking(true).map_err(|e| {

@@ -32,7 +32,7 @@ pub use auth::{Auth, Role, TokenSpec};
 pub use conns::Caps;
 pub use limits::Limits;
 pub use log::LogFormat;
-pub use ops::OPENAPI_JSON;
+pub use ops::{readiness, OPENAPI_JSON};
 
 use crate::config::Mode;
 use crate::key::{Prefix, TaskHash};

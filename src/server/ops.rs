@@ -3,7 +3,7 @@
 //! None of them shows a secret, a filesystem path or a reason from the store.
 
 use super::{text, AppState};
-use crate::store::ErrorKind;
+use crate::store::{ErrorKind, Store};
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -16,23 +16,28 @@ pub(super) async fn healthz() -> Response {
     text(StatusCode::OK, "ok")
 }
 
-/// `/readyz`, answered without a token: only "ready", "not ready: storage unavailable" or "not
-/// ready: storage full" (never a path or a reason from the store); the reason goes to the log.
-pub(super) async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+/// Whether `store` is ready, as `/readyz` and `serve`'s start decide: its check answers within
+/// [`crate::store::resilience::READY_PROBE`], and not with an outage (an object it refuses or
+/// found corrupt is no outage). `Err` holds the kind (unavailable or full) and the reason.
+pub async fn readiness(store: &dyn Store) -> Result<(), (ErrorKind, String)> {
     let bound = crate::store::resilience::READY_PROBE;
-    let failed = match tokio::time::timeout(bound, state.probe.check()).await {
-        Ok(Ok(())) => None,
-        // The store answered: an object it refuses or found corrupt is no outage.
+    match tokio::time::timeout(bound, store.check()).await {
+        Ok(Ok(())) => Ok(()),
         Ok(Err(e)) if matches!(e.kind, ErrorKind::Unavailable | ErrorKind::Full) => {
-            Some((e.kind, e.message))
+            Err((e.kind, e.message))
         }
-        Ok(Err(_)) => None,
-        Err(_) => Some((
+        Ok(Err(_)) => Ok(()),
+        Err(_) => Err((
             ErrorKind::Unavailable,
             format!("it did not answer within {} s", bound.as_secs()),
         )),
-    };
-    let Some((kind, reason)) = failed else {
+    }
+}
+
+/// `/readyz`, answered without a token: only "ready", "not ready: storage unavailable" or "not
+/// ready: storage full" (never a path or a reason from the store); the reason goes to the log.
+pub(super) async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let Err((kind, reason)) = readiness(state.probe.as_ref()).await else {
         return text(StatusCode::OK, "ready");
     };
     super::observe::probe_failed(

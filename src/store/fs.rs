@@ -93,6 +93,8 @@ pub struct FsStore {
     /// Large objects that passed verification in this process (shared by namespaced views).
     verified: Arc<read::Verified>,
     budget: Option<Arc<Budget>>,
+    /// The check also asks whether new entries can be made (see [`FsStore::expecting_writes`]).
+    check_writes: bool,
 }
 
 /// The root directory, open: its links resolved when it was opened, kept open for every
@@ -151,7 +153,16 @@ impl FsStore {
             inline_limit: super::spool::INLINE_LIMIT,
             verified: Arc::default(),
             budget: None,
+            check_writes: false,
         }
+    }
+
+    /// The check (`/readyz`, `serve`'s start) also fails when this process may not make entries
+    /// in the root or its temp directory (permissions, a read-only mount): for a server, which
+    /// always takes uploads. Not for a client, where a read-only share is a valid setup.
+    pub fn expecting_writes(mut self) -> Self {
+        self.check_writes = true;
+        self
     }
 
     /// Sets the in-memory verification threshold (tests use 0 to force the streaming path).
@@ -401,7 +412,18 @@ impl FsStore {
 
     fn check_blocking(&self) -> Result<(), StoreError> {
         let root = self.current_root()?;
-        self.temp_dir(&root)?;
+        let tmp = self.temp_dir(&root)?;
+        // Uploads are written in the temp directory and linked into the fan-out directories
+        // made below the root: both must take new entries.
+        if self.check_writes {
+            for (dir, shown) in [
+                (&root.dir, self.root.clone()),
+                (&tmp, self.shown(&[TMP_DIR])),
+            ] {
+                dir.writable()
+                    .map_err(|e| io_error(&e, format!("cannot write in {}", shown.display())))?;
+            }
+        }
         self.check_space(&root)
     }
 }
@@ -460,7 +482,7 @@ impl AsyncStore for FsStore {
     }
 
     /// The root is there, its temp directory is usable (made if missing), and the filesystem
-    /// has room.
+    /// has room; when [`FsStore::expecting_writes`], new entries can be made in both.
     async fn check(&self) -> Result<(), StoreError> {
         let store = self.clone();
         tokio::task::spawn_blocking(move || store.check_blocking())

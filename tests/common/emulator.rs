@@ -99,6 +99,21 @@ impl Emulator {
         env
     }
 
+    /// s3 started with `--auth`: `env()` with the keys of a user allowed only s3:ListBucket and
+    /// s3:GetObject.
+    pub fn read_only_env(&self) -> HashMap<String, String> {
+        let mut env = self.env();
+        let keys = self.info["readOnlyEnv"]
+            .as_object()
+            .expect("readOnlyEnv: an s3 emulator started with --auth");
+        for (k, v) in keys {
+            if let Some(v) = v.as_str() {
+                env.insert(k.clone(), v.to_owned());
+            }
+        }
+        env
+    }
+
     pub fn options(&self) -> serde_json::Map<String, Value> {
         self.info["options"]
             .as_object()

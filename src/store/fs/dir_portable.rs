@@ -163,6 +163,14 @@ impl Dir {
 
     pub fn sync(&self) {}
 
+    /// Whether entries can be made here, as far as the read-only attribute tells.
+    pub fn writable(&self) -> io::Result<()> {
+        if std::fs::metadata(&self.path)?.permissions().readonly() {
+            return Err(io::Error::from(io::ErrorKind::PermissionDenied));
+        }
+        Ok(())
+    }
+
     pub fn space(&self) -> io::Result<Space> {
         Err(io::Error::from(io::ErrorKind::Unsupported))
     }

@@ -362,6 +362,20 @@ impl Dir {
         let _ = unsafe { libc::fsync(self.fd.as_raw_fd()) };
     }
 
+    /// Whether this process may create and remove entries here (permissions, a read-only
+    /// mount), asked without writing anything.
+    pub fn writable(&self) -> io::Result<()> {
+        // SAFETY: a valid descriptor and a NUL-terminated name.
+        check(unsafe {
+            libc::faccessat(
+                self.fd.as_raw_fd(),
+                c".".as_ptr(),
+                libc::W_OK | libc::X_OK,
+                libc::AT_EACCESS,
+            )
+        })
+    }
+
     /// Free space and inodes of the filesystem this directory is on.
     pub fn space(&self) -> io::Result<Space> {
         // SAFETY: an all-zero `statvfs` is valid; it is filled by the call.

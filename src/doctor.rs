@@ -350,6 +350,14 @@ pub async fn check_store(
     } else {
         write_read_delete(store.as_ref(), &mut checks, config, env).await;
     }
+    // The read-only fix is said once (a read-only directory refuses both setup's temp directory
+    // and the write).
+    for i in 1..checks.len() {
+        let said = |c: &Check| c.outcome == Outcome::Warning && c.fix == checks[i].fix;
+        if checks[i].outcome == Outcome::Warning && checks[..i].iter().any(said) {
+            checks[i].fix = None;
+        }
+    }
     let works = reachable
         && checks
             .iter()
@@ -574,7 +582,7 @@ pub async fn run(config: &CacheConfig, env: &HashMap<String, String>) -> Report 
                     e.message.clone()
                 } else {
                     format!(
-                        "{} (mode is {}: nothing is written)",
+                        "{}: fine, mode is {} (nothing is written)",
                         e.message,
                         config.mode.as_str()
                     )

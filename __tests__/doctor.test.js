@@ -267,3 +267,28 @@ test('an unknown option gets a "did you mean" when a known one is close; the enc
   assert.match(l.err, /NX_OPEN_CACHE_ENCRYPTION_KEY is not a valid encryption key \(it comes from "encryptionKey" of the deprecated top-level "s3" block of nx.json/);
   for (const out of [plain.out + plain.err, l.out + l.err]) assert.ok(!out.includes(bad), 'the key is never shown');
 });
+
+test('S3 credentials that may only read (moto with IAM users): reads work, writes are refused (AccessDenied), a warning, exit 0', async () => {
+  const emulators = require('../scripts/emulators.js');
+  emulators.install({ log: () => undefined });
+  const emu = await emulators.start('s3', { auth: true });
+  try {
+    const ws = workspace({ plugins: [{ plugin: 'nx-open-cache', options: emu.options }] });
+    const reader = { ...emu.env, ...emu.readOnlyEnv };
+    const r = doctor(ws, [], reader);
+    assert.equal(r.code, 0, r.out + r.err);
+    assert.match(r.out, /^ {2}ok {3}setup /m, r.out);
+    assert.match(r.out, /^ {2}ok {3}read {7}a lookup was answered/m, r.out);
+    assert.match(r.out, /^ {2}WARN write {6}[^]*?AccessDenied/m, r.out);
+    assert.match(r.out, /fix: reads work, writes are refused: set localMode "read-only" .*; to store from here, use credentials allowed to write$/m, r.out);
+    assert.match(r.out, /^the cache works from this machine, with 1 warning: reads work, writes are refused \(see the fix above\)$/m, r.out);
+    const secret = String(emu.readOnlyEnv?.AWS_SECRET_ACCESS_KEY);
+    assert.ok(!(r.out + r.err).includes(secret), 'the secret key is never shown');
+    // The writer's credentials: no warning.
+    const w = doctor(ws, [], emu.env);
+    assert.equal(w.code, 0, w.out + w.err);
+    assert.match(w.out, /^the cache works from this machine$/m, w.out);
+  } finally {
+    await emu.stop();
+  }
+});

@@ -257,7 +257,7 @@ test('a wrong option throws before anything starts, naming option, value and cho
     return true;
   });
   await assert.rejects(plugin.preTasksExecution({ localMode: 'read' }, ctx('e2')), /"localMode".*"read-write", "read-only", "no-cache"/);
-  await assert.rejects(plugin.preTasksExecution({ pth: 'x' }, ctx('e3')), /unknown option "pth"/);
+  await assert.rejects(plugin.preTasksExecution({ pth: 'x' }, ctx('e3')), /unknown option "pth" in the nx-open-cache plugin options \(did you mean "path"\?\)/);
   process.env.NX_OPEN_CACHE_MODE = 'ro';
   await assert.rejects(plugin.preTasksExecution({}, ctx('e4')), /NX_OPEN_CACHE_MODE/);
   assert.equal(process.env.NX_SELF_HOSTED_REMOTE_CACHE_SERVER, undefined);

@@ -236,6 +236,13 @@ describe('signed and encrypted artifacts with a real Nx workspace', () => {
     assert.deepEqual(w.builtProjects().sort(), all, `main run: every project rebuilt${show(main)}`);
     assert.ok(!victimOutput().includes(POISON_TEXT), `main run: poisoned output${show(main)}`);
     assert.deepEqual(w.snapshotOutputs(), clean, 'main run: honest outputs');
+    // The summary names the keys by id, as keygen prints them.
+    assert.match(
+      summaryLines(main.output).join('\n'),
+      new RegExp(`signs with key ${signing.keyId}, trusts ${signing.keyId} \\(requires signatures\\)`),
+      show(main),
+    );
+    assert.doesNotMatch(main.output, /nx-open-cache: warning:/, show(main));
     const s = w.readLastRun();
     assert.equal(s?.hits, 0, JSON.stringify(s));
     assert.equal(s?.stored, n, `main run replaces the unsigned objects: ${JSON.stringify(s)}`);
@@ -258,7 +265,13 @@ describe('signed and encrypted artifacts with a real Nx workspace', () => {
     const attacker = native.keygen();
     await freshMachine();
     w.setPluginOptions({ ...storage.options, prefix: 'attacked', trustedKeys: [signing.publicKey], requireSignature: true });
-    await build('attacker run (own key)', { ...storage.env, POISON: '1', NX_OPEN_CACHE_SIGNING_KEY: attacker.secretKey }, t);
+    const own = await build('attacker run (own key)', { ...storage.env, POISON: '1', NX_OPEN_CACHE_SIGNING_KEY: attacker.secretKey }, t);
+    // A signing key whose public key is not trusted: the run says so before it starts.
+    assert.match(
+      own.output,
+      new RegExp(`nx-open-cache: warning: NX_OPEN_CACHE_SIGNING_KEY signs with key ${attacker.keyId}, but "trustedKeys" lists ${signing.keyId}: other machines will refuse what this one signs`),
+      show(own),
+    );
     await freshMachine();
     const victim = await build('trusted reader after the attacker', storage.env, t);
     for (const p of all) assert.ok(!isRemoteHit(victim.output, p), `${p} restored from an untrusted signer${show(victim)}`);

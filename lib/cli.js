@@ -17,7 +17,8 @@ Commands:
                      notes and warnings on stderr
   doctor [--json]    Check that the configured cache works from this machine: setup, a lookup,
                      a write / read back / delete probe, each timed, with a fix per failure
-                     (exit 0 only when it works); \`doctor --help\` for details
+                     (exit 0 when it works, also with warnings such as "reads work, writes are
+                     refused"; 1 when it does not); \`doctor --help\` for details
   serve [options]    Run an Nx remote-cache server (see \`nx-open-cache serve --help\`)
   gc [--max-size <size>] [--max-age <age>] [--path <dir>] [--dry-run] [--json]
                      Delete least recently used / expired objects of an fs cache directory
@@ -69,8 +70,16 @@ function configCommand(root, args) {
     const c = require('../index.js').resolveConfig(root, input.options, input.env);
     if (c.keys) console.error(`nx-open-cache: keys: ${c.keys}`);
     for (const w of c.warnings) console.error(`nx-open-cache: warning: ${w}`);
-    // Unset shown as null (not left out), so the output always says whether this machine signs.
-    console.log(JSON.stringify({ ...c, signingKeyId: c.signingKeyId ?? null }, null, 2));
+    // The signing key id beside the trusted ones, null when unset (not left out): the output
+    // always says whether this machine signs.
+    const { signingKeyId, ...rest } = c;
+    /** @type {Record<string, unknown>} */
+    const shown = {};
+    for (const [k, v] of Object.entries(rest)) {
+      if (k === 'trustedKeyIds') shown.signingKeyId = signingKeyId ?? null;
+      shown[k] = v;
+    }
+    console.log(JSON.stringify(shown, null, 2));
     return 0;
   } catch (e) {
     console.error(/** @type {Error} */ (e).message);

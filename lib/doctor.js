@@ -2,7 +2,9 @@
 // `npx nx-open-cache doctor` (and `nx g nx-open-cache:init --check`): does the configured cache
 // work on this machine? The effective configuration (plugin options, environment, a deprecated
 // top-level s3/gcs/azure block), which backend and mode apply and why, then the native checks
-// (setup, lookup, write / read back / delete probe), each timed, with a fix for every failure.
+// (setup, lookup, write / read back / delete probe), each timed, with a fix for every failure,
+// and the warnings (WARN): the configuration's, and writes refused while reads work (the fix is
+// read-only mode). Exit 0 when the cache works (also with warnings), 1 when not, 2 on a mistake.
 
 const { commandArgs } = require('./args.js');
 const { inputNotes, readNxJson, workspaceInput } = require('./workspace.js');

@@ -190,8 +190,19 @@ fn refused_write(e: &StoreError) -> bool {
         return false;
     }
     let m = e.message.to_ascii_lowercase();
+    // A status code as a word of its own (never a piece of an object key's hex).
+    let status = |code: &str| {
+        m.match_indices(code).any(|(i, _)| {
+            let before = m[..i].chars().next_back();
+            let after = m[i + code.len()..].chars().next();
+            !before.is_some_and(|c| c.is_ascii_alphanumeric())
+                && !after.is_some_and(|c| c.is_ascii_alphanumeric())
+        })
+    };
+    if status("403") || status("401") {
+        return true;
+    }
     [
-        "403",
         "forbidden",
         "refused the write",
         "read-only token",
@@ -204,7 +215,6 @@ fn refused_write(e: &StoreError) -> bool {
         "credentials were refused",
         "credentials missing or refused",
         "read-only file system",
-        "401",
     ]
     .iter()
     .any(|needle| m.contains(needle))
@@ -339,6 +349,14 @@ pub async fn check_store(
         }
     } else {
         write_read_delete(store.as_ref(), &mut checks, config, env).await;
+    }
+    // The read-only fix is said once (a read-only directory refuses both setup's temp directory
+    // and the write).
+    for i in 1..checks.len() {
+        let said = |c: &Check| c.outcome == Outcome::Warning && c.fix == checks[i].fix;
+        if checks[i].outcome == Outcome::Warning && checks[..i].iter().any(said) {
+            checks[i].fix = None;
+        }
     }
     let works = reachable
         && checks
@@ -564,7 +582,7 @@ pub async fn run(config: &CacheConfig, env: &HashMap<String, String>) -> Report 
                     e.message.clone()
                 } else {
                     format!(
-                        "{} (mode is {}: nothing is written)",
+                        "{}: fine, mode is {} (nothing is written)",
                         e.message,
                         config.mode.as_str()
                     )
@@ -592,6 +610,29 @@ pub async fn run(config: &CacheConfig, env: &HashMap<String, String>) -> Report 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_write_is_told_by_its_status_or_code_never_by_digits_in_a_key() {
+        let e = |m: &str| StoreError::new(ErrorKind::Unavailable, m);
+        for refused in [
+            "http PUT http://h/v1/cache/1: the server refused the write (403 Forbidden; read-only token?)",
+            "s3 b/k: writing failed: credentials were refused (AccessDenied: Access Denied)",
+            "fs /mnt/c: cannot create the temp directory: Permission denied (os error 13)",
+            "fs /mnt/c: Read-only file system (os error 30)",
+            "http PUT http://h/v1/cache/1: the server requires a token (401 Unauthorized)",
+        ] {
+            assert!(refused_write(&e(refused)), "{refused}");
+        }
+        for other in [
+            "s3 b/nx-open-cache-doctor-a403b401c4030000: no answer within 60 s",
+            "http PUT http://h:4031/v1/cache/1: connection refused",
+            "s3 b/k: 503 Service Unavailable",
+        ] {
+            assert!(!refused_write(&e(other)), "{other}");
+        }
+        let full = StoreError::new(ErrorKind::Full, "403 free of 9 GiB");
+        assert!(!refused_write(&full));
+    }
 
     #[test]
     fn the_write_probe_is_a_valid_nx_artifact_and_differs_each_time() {

@@ -632,7 +632,7 @@ mod tests {
     fn a_secret_key_in_trusted_keys_is_named_by_entry_never_shown() {
         let seed = seeds(64)
             .into_iter()
-            .find(|s| looks_like_secret_key(s))
+            .find(looks_like_secret_key)
             .expect("a secret told apart");
         let secret = STANDARD.encode(seed);
         let public = public_of_seed(&seed);

@@ -8,7 +8,7 @@ use futures_util::{FutureExt, StreamExt};
 use nx_open_cache::key::{Prefix, TaskHash};
 use nx_open_cache::store::guard::{GuardPolicy, GuardedStore};
 use nx_open_cache::store::{
-    Artifact, ArtifactBody, BodyStream, ErrorKind, PutOutcome, Store, StoreError, PROBE_HASH,
+    Artifact, ArtifactBody, BodyStream, Cause, ErrorKind, PutOutcome, Store, StoreError, PROBE_HASH,
 };
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
@@ -20,6 +20,8 @@ enum Behaviour {
     Fails,
     Hangs,
     Corrupt,
+    /// Fails with a cause that cannot fix itself within the run (a bucket that does not exist).
+    Lasting,
 }
 
 struct Scripted {
@@ -53,6 +55,11 @@ impl Scripted {
                 "test store: HTTP 500 from 127.0.0.1",
             )),
             Behaviour::Corrupt => Err(StoreError::new(ErrorKind::Corrupt, "digest mismatch")),
+            Behaviour::Lasting => Err(StoreError::new(
+                ErrorKind::Unavailable,
+                format!("test store {hash}: the bucket does not exist"),
+            )
+            .with_cause(Cause::lasting("no bucket", "bucket acme does not exist"))),
             Behaviour::Hangs => {
                 futures_util::future::pending::<()>().await;
                 Ok(())
@@ -298,4 +305,51 @@ async fn namespaces_share_the_breaker() {
     }
     let e = g.get(&hash("7")).await.expect_err("open for all views");
     assert!(e.message.starts_with("skipped"), "{}", e.message);
+}
+
+#[tokio::test]
+async fn a_lasting_cause_skips_the_store_at_once_with_that_cause() {
+    let s = Scripted::new(Behaviour::Works);
+    let g = GuardedStore::new(Arc::new(Handle(s.clone())), policy());
+    assert!(g.get(&hash("1")).await.unwrap().is_some(), "probe passed");
+    s.set(Behaviour::Lasting);
+    let first = g.get(&hash("2")).await.expect_err("fault");
+    assert!(first
+        .cause
+        .as_ref()
+        .is_some_and(|c| c.lasting && !c.skipped));
+    let calls = s.calls.load(Ordering::SeqCst);
+    for i in 0..20 {
+        let e = g
+            .put(&hash(&format!("3{i}")), &mut body(b"x"), Some(1))
+            .await
+            .expect_err("skipped");
+        let cause = e.cause.expect("the skip carries the cause");
+        assert_eq!(
+            (cause.key.as_str(), cause.reason.as_str(), cause.skipped),
+            ("no bucket", "bucket acme does not exist", true)
+        );
+    }
+    assert_eq!(
+        s.calls.load(Ordering::SeqCst),
+        calls,
+        "one fault, then no call"
+    );
+    assert_eq!(
+        g.open_reason().as_deref(),
+        Some("bucket acme does not exist")
+    );
+}
+
+#[tokio::test]
+async fn a_lasting_cause_at_the_probe_is_the_skip_reason_itself() {
+    let s = Scripted::new(Behaviour::Lasting);
+    let g = GuardedStore::new(Arc::new(Handle(s.clone())), policy());
+    let e = g.get(&hash("1")).await.expect_err("skipped");
+    let cause = e.cause.expect("cause");
+    assert_eq!(
+        (cause.reason.as_str(), cause.skipped),
+        ("bucket acme does not exist", true)
+    );
+    assert_eq!(s.calls.load(Ordering::SeqCst), 0);
 }

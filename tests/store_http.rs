@@ -890,7 +890,7 @@ async fn a_missing_token_is_one_cause_and_the_store_is_skipped_for_the_run() {
     assert_eq!(s.errors.len(), 1, "{:?}", s.errors);
     assert_eq!(
         s.errors[0].reason,
-        format!("server {base} requires a token (401 Unauthorized): set {TOKEN_ENV}")
+        format!("server {base} requires a token (401 Unauthorized): {TOKEN_ENV} is not set")
     );
     assert!(s.errors[0].skipped, "{:?}", s.errors);
     assert_eq!(
@@ -914,10 +914,7 @@ async fn a_refused_token_is_one_cause_named_once() {
     assert_eq!(
         (e.reason.as_str(), e.count, e.skipped),
         (
-            format!(
-                "server {base} refused the token (401 Unauthorized): set {TOKEN_ENV} to a token of this server"
-            )
-            .as_str(),
+            format!("server {base} refused the token in {TOKEN_ENV} (401 Unauthorized)").as_str(),
             8,
             true
         )

@@ -483,7 +483,7 @@ impl HttpStore {
         match (self.auth.is_some(), status, method) {
             (false, _, _) => Cause::lasting(
                 format!("http no token {base}"),
-                format!("server {base} requires a token ({status_text}): set {TOKEN_ENV}"),
+                format!("server {base} requires a token ({status_text}): {TOKEN_ENV} is not set"),
             ),
             (true, StatusCode::FORBIDDEN, "PUT") => Cause::new(
                 format!("http write refused {base}"),
@@ -494,11 +494,13 @@ impl HttpStore {
             ),
             (true, StatusCode::FORBIDDEN, _) => Cause::lasting(
                 format!("http read refused {base}"),
-                format!("server {base} refused read access to the token in {TOKEN_ENV} ({status_text})"),
+                format!(
+                    "server {base} refused read access to the token in {TOKEN_ENV} ({status_text})"
+                ),
             ),
             (true, _, _) => Cause::lasting(
                 format!("http token refused {base}"),
-                format!("server {base} refused the token ({status_text}): set {TOKEN_ENV} to a token of this server"),
+                format!("server {base} refused the token in {TOKEN_ENV} ({status_text})"),
             ),
         }
     }

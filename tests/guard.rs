@@ -22,6 +22,8 @@ enum Behaviour {
     Corrupt,
     /// Fails with a cause that cannot fix itself within the run (a bucket that does not exist).
     Lasting,
+    /// Reads work; writes are refused (a read-only token).
+    WritesRefused,
 }
 
 struct Scripted {
@@ -41,7 +43,7 @@ impl Scripted {
     fn set(&self, b: Behaviour) {
         *self.behaviour.lock().unwrap() = b;
     }
-    async fn act(&self, hash: &TaskHash) -> Result<(), StoreError> {
+    async fn act(&self, hash: &TaskHash, writing: bool) -> Result<(), StoreError> {
         if hash.as_str() == PROBE_HASH {
             self.probed.store(true, Ordering::SeqCst);
         } else {
@@ -60,6 +62,15 @@ impl Scripted {
                 format!("test store {hash}: the bucket does not exist"),
             )
             .with_cause(Cause::lasting("no bucket", "bucket acme does not exist"))),
+            Behaviour::WritesRefused if !writing => Ok(()),
+            Behaviour::WritesRefused => Err(StoreError::new(
+                ErrorKind::Unavailable,
+                format!("test store {hash}: 403 on write"),
+            )
+            .with_cause(Cause::writes_only(
+                "write refused",
+                "writes refused (read-only token?)",
+            ))),
             Behaviour::Hangs => {
                 futures_util::future::pending::<()>().await;
                 Ok(())
@@ -76,7 +87,7 @@ impl Store for Handle {
         hash: &'a TaskHash,
     ) -> BoxFuture<'a, Result<Option<Artifact>, StoreError>> {
         Box::pin(async move {
-            self.0.act(hash).await?;
+            self.0.act(hash, false).await?;
             Ok(Some(Artifact {
                 len: 2,
                 body: ArtifactBody::Memory(Bytes::from_static(b"ok")),
@@ -91,7 +102,7 @@ impl Store for Handle {
         _declared_len: Option<u64>,
     ) -> BoxFuture<'a, Result<PutOutcome, StoreError>> {
         Box::pin(async move {
-            self.0.act(hash).await?;
+            self.0.act(hash, true).await?;
             let mut n = 0u64;
             while let Some(Ok(c)) = body.next().await {
                 n += c.len() as u64;
@@ -352,4 +363,19 @@ async fn a_lasting_cause_at_the_probe_is_the_skip_reason_itself() {
         ("bucket acme does not exist", true)
     );
     assert_eq!(s.calls.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn refused_writes_never_open_the_breaker_reads_go_on() {
+    let s = Scripted::new(Behaviour::WritesRefused);
+    let g = GuardedStore::new(Arc::new(Handle(s.clone())), policy());
+    for i in 0..10 {
+        let e = g
+            .put(&hash(&format!("5{i}")), &mut body(b"x"), Some(1))
+            .await
+            .expect_err("refused");
+        assert!(e.message.contains("403"), "{}", e.message);
+    }
+    assert!(g.open_reason().is_none(), "ten refused writes in a row");
+    assert!(g.get(&hash("6")).await.unwrap().is_some(), "reads go on");
 }

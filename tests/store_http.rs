@@ -341,8 +341,28 @@ async fn read_only_upstream_refuses_writes_and_the_proxy_stays_quiet() {
         .unwrap()
         .status();
     assert_eq!(status, 403);
+    // More refused writes in a row never skip the store: the reads go on.
+    for h in 301..305 {
+        let put = client
+            .put(format!("{}/v1/cache/{h}", p.url))
+            .bearer_auth(&p.token)
+            .body(data.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(put.status(), 403);
+    }
+    let get = client
+        .get(format!("{}/v1/cache/305", p.url))
+        .bearer_auth(&p.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(get.status(), 404);
     let stats = p.stop().await;
     assert_eq!(stats.stored, 0);
+    assert_eq!(stats.errors.len(), 1, "{:?}", stats.errors);
+    assert_eq!((stats.errors[0].count, stats.errors[0].skipped), (5, false));
     assert!(
         stats
             .errors

@@ -205,6 +205,9 @@ impl GuardedStore {
             None => false,
         };
         match result {
+            // A refused write says nothing about the store's health either way: the count of
+            // faults in a row is neither fed nor reset.
+            Err(e) if e.cause.as_ref().is_some_and(|c| c.writes_only) && !trial => {}
             Err(e) if counts(e) => {
                 let n = self.state.consecutive.fetch_add(1, Ordering::SeqCst) + 1;
                 let last = e.cause.as_ref().map_or(e.message.as_str(), |c| &c.reason);
@@ -279,9 +282,10 @@ impl State {
     }
 }
 
-/// Faults that say the store is unhealthy.
+/// Faults that say the store is unhealthy (a refused write does not: reads go on).
 fn counts(e: &StoreError) -> bool {
     matches!(e.kind, ErrorKind::Unavailable | ErrorKind::Full)
+        && !e.cause.as_ref().is_some_and(|c| c.writes_only)
 }
 
 impl AsyncStore for GuardedStore {

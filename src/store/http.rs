@@ -485,7 +485,7 @@ impl HttpStore {
                 format!("http no token {base}"),
                 format!("server {base} requires a token ({status_text}): {TOKEN_ENV} is not set"),
             ),
-            (true, StatusCode::FORBIDDEN, "PUT") => Cause::new(
+            (true, StatusCode::FORBIDDEN, "PUT") => Cause::writes_only(
                 format!("http write refused {base}"),
                 format!(
                     "server {base} refused writes with the token in {TOKEN_ENV} ({status_text}): \

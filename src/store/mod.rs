@@ -117,6 +117,9 @@ pub struct Cause {
     /// A refusal that is part of normal operation (an unsigned object this signing run replaces):
     /// counted apart from errors and refusals.
     pub routine: bool,
+    /// It concerns writes only (a read-only token or credentials refused a write): it says
+    /// nothing about reads, so it never opens the guard's breaker.
+    pub writes_only: bool,
 }
 
 impl Cause {
@@ -128,6 +131,15 @@ impl Cause {
             lasting: false,
             skipped: false,
             routine: false,
+            writes_only: false,
+        }
+    }
+
+    /// A cause that concerns writes only (reads go on).
+    pub fn writes_only(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Cause {
+            writes_only: true,
+            ..Cause::new(key, reason)
         }
     }
 

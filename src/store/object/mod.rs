@@ -384,7 +384,7 @@ impl ObjectStoreBackend {
             };
             let summary = format!("{what} by {cloud} ({text}); {}", self.credentials);
             let cause = if writing {
-                Cause::new(
+                Cause::writes_only(
                     format!("{} write refused {bucket}", self.cloud.name()),
                     format!("{cloud} refused writes to {holder} {bucket}: {summary}"),
                 )

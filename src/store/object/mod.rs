@@ -21,7 +21,7 @@
 //! `gcs.rs`, `azure.rs`: credentials, endpoints, what messages say about them); timeouts and retries
 //! are the resilience policy's ([`super::resilience`]).
 
-pub mod answer;
+mod answer;
 mod azure;
 mod gcs;
 mod s3;

@@ -476,6 +476,16 @@ impl HttpStore {
         ))
     }
 
+    /// The cause of an unexpected answer to `what` (`reads`, `writes`): one per status and what
+    /// the server said, without the URL (which names the hash).
+    fn answer_cause(&self, what: &str, status: StatusCode, said: &str) -> Cause {
+        let base = redact_url(&self.base);
+        Cause::new(
+            format!("http {status} {what} {base}{said}"),
+            format!("server {base} answered {what} with {status}{said}"),
+        )
+    }
+
     /// The root cause of a 401/403. A missing or refused token, or refused reads, last for the
     /// run; a refused write does not stop the reads (a read-only token).
     fn auth_cause(&self, method: &str, status: StatusCode, status_text: &str) -> Cause {
@@ -549,7 +559,8 @@ impl HttpStore {
             _ => {
                 let said = Self::snippet(resp).await;
                 Err(Failure {
-                    error: unavailable(format!("http GET {url}: unexpected answer {status}{said}")),
+                    error: unavailable(format!("http GET {url}: unexpected answer {status}{said}"))
+                        .with_cause(self.answer_cause("reads", status, &said)),
                     retry: status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS,
                 })
             }
@@ -753,16 +764,22 @@ impl HttpStore {
                         ),
                     ))
                 } else {
-                    Err(unavailable(format!(
-                        "http PUT {url}: unexpected answer {status}{said}"
-                    )))
+                    Err(
+                        unavailable(format!("http PUT {url}: unexpected answer {status}{said}"))
+                            .with_cause(self.answer_cause("writes", status, &said)),
+                    )
                 }
             }
             StatusCode::PAYLOAD_TOO_LARGE => {
                 let said = Self::snippet(resp).await;
+                let base = redact_url(&self.base);
                 Err(unavailable(format!(
                     "http PUT {url}: the server refused the artifact of {len} bytes as too large \
                      ({status}){said}"
+                ))
+                .with_cause(Cause::new(
+                    format!("http too large {base}"),
+                    format!("server {base} refused artifacts as too large ({status}){said}"),
                 )))
             }
             _ => {
@@ -774,7 +791,8 @@ impl HttpStore {
                 };
                 Err(unavailable(format!(
                     "http PUT {url}: unexpected answer {status}{partial}{said}"
-                )))
+                ))
+                .with_cause(self.answer_cause("writes", status, &said)))
             }
         }
     }

@@ -70,10 +70,12 @@ export declare class ServerHandle {
   stop(): Promise<void>
 }
 
-/** One fault reason and how often it happened. */
+/** One fault cause, without hashes, and how many requests it concerned. */
 export interface CacheError {
   reason: string
   count: number
+  /** The store was skipped for the rest of the run because of it. */
+  skipped: boolean
 }
 
 /** One refusal reason, how often, and the first hashes it concerned. */
@@ -81,6 +83,8 @@ export interface CacheRefusal {
   reason: string
   count: number
   hashes: Array<string>
+  /** Part of normal operation: counted in `routineCount`, not in `refusedCount`. */
+  routine: boolean
 }
 
 /** Counters of one proxy's traffic. */
@@ -97,9 +101,12 @@ export interface CacheStats {
   errors: Array<CacheError>
   /**
    * Objects not served (or uploads not stored): not valid artifacts, or sealed in a way this
-   * machine cannot open or check. Each is also a miss (or a write not stored).
+   * machine cannot open or check. Each is also a miss (or a write not stored). Routine
+   * refusals are not counted here.
    */
   refusedCount: number
+  /** Routine refusals (an unsigned object this signing run replaces): each also a miss. */
+  routineCount: number
   refusals: Array<CacheRefusal>
 }
 

@@ -7,12 +7,13 @@ const { sizedArtifact } = require('./helpers/hostile-tar.js');
 const assert = require('node:assert/strict');
 const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
+const http = require('node:http');
 const path = require('node:path');
 
 const plugin = require('../lib/plugin.js');
 const { VERSION } = require('../lib/host.js');
 const native = require('../index.js');
-const { formatBytes, formatSummary, formatSummaryTable, pluginDataDir, runSummaryFile, summaryMode, summaryFile } = require('../lib/summary.js');
+const { formatAge, formatBytes, formatSummary, formatSummaryTable, pluginDataDir, runSummaryFile, summaryMode, summaryFile } = require('../lib/summary.js');
 
 const VARS = [
   'NX_SELF_HOSTED_REMOTE_CACHE_SERVER',
@@ -25,6 +26,7 @@ const VARS = [
   'NX_WORKSPACE_DATA_DIRECTORY',
   'NX_OPEN_CACHE_TOKN',
   'NX_OPEN_CACHE_SIGNING_KEY',
+  'NX_OPEN_CACHE_TOKEN',
   'CI',
 ];
 
@@ -247,7 +249,8 @@ test('--skip-remote-cache, NX_SKIP_REMOTE_CACHE and no-cache mode leave Nx alone
   process.env.CI = 'true';
   await plugin.preTasksExecution({ path: 'store', ciMode: 'no-cache' }, ctx('s3'));
   assert.equal(process.env.NX_SELF_HOSTED_REMOTE_CACHE_SERVER, undefined);
-  assert.ok(sb.printed.some((l) => l.includes('no-cache (ciMode (CI detected))')), sb.printed.join('\n'));
+  await plugin.postTasksExecution({ path: 'store', ciMode: 'no-cache' }, ctx('s3'));
+  assert.ok(sb.printed.some((l) => l.includes('remote cache not used (fs ') && l.endsWith('no-cache from ciMode (CI detected))')), sb.printed.join('\n'));
   assert.ok(!fs.existsSync(path.join(sb.root, 'store')), 'nothing created');
 });
 
@@ -300,14 +303,96 @@ test('summary formatting: units, faults listed once with counts', () => {
   assert.equal(formatBytes(4 * 2 ** 30), '4 GiB', 'the native formatter (src/units.rs), as serve and gc show sizes');
   const text = formatSummary({
     hits: 1, misses: 2, stored: 0, alreadyStored: 1, refusedWrites: 0, bytesDown: 10, bytesUp: 0,
-    cacheMillis: 3, errorCount: 3, errors: [{ reason: 'write 1: disk full', count: 2 }, { reason: 'gone', count: 1 }],
-    refusedCount: 0, refusals: [],
+    cacheMillis: 3, errorCount: 3, errors: [{ reason: 'write 1: disk full', count: 2, skipped: false }, { reason: 'gone', count: 1, skipped: false }],
+    refusedCount: 0, routineCount: 0, refusals: [],
     location: 'fs /x', mode: 'read-write', modeSource: 'default', startedAt: '', endedAt: '', runId: 'r',
   });
   const lines = text.split('\n');
-  assert.equal(lines[0], 'nx-open-cache: 1 hit, 2 misses, 0 stored, 1 already stored, 10 B down, 0 B up, 3 errors (fs /x, read-write)');
-  assert.equal(lines[1], '  ! 2x write 1: disk full');
-  assert.equal(lines[2], '  ! gone');
+  assert.equal(lines[0], 'nx-open-cache: 1 hit, 2 misses, 0 stored, 1 already stored, 10 B down, 0 B up, 2 errors (3 requests) (fs /x, read-write)');
+  assert.equal(lines[1], '  ! write 1: disk full: 2 requests');
+  assert.equal(lines[2], '  ! gone: 1 request');
+});
+
+test('summary line: a lasting cause says once that the store was skipped; routine refusals are one clause, not errors', () => {
+  const base = {
+    hits: 0, misses: 4, stored: 0, alreadyStored: 0, refusedWrites: 0, bytesDown: 0, bytesUp: 0, cacheMillis: 0,
+    location: 's3 acme-nx-cahce (us-east-1)', mode: 'read-write', modeSource: 'default', startedAt: '', endedAt: '', runId: 'r',
+  };
+  const skipped = formatSummary({
+    ...base, errorCount: 8, errors: [{ reason: 'S3 bucket acme-nx-cahce does not exist', count: 8, skipped: true }],
+    refusedCount: 0, routineCount: 0, refusals: [],
+  });
+  assert.deepEqual(skipped.split('\n'), [
+    'nx-open-cache: 0 hits, 4 misses, 0 stored, 0 B down, 0 B up, 1 error (8 requests) (s3 acme-nx-cahce (us-east-1), read-write)',
+    '  ! S3 bucket acme-nx-cahce does not exist: 8 requests, store skipped for this run',
+    '  (cache faults never fail the build: affected tasks ran or were not stored)',
+  ]);
+  const routine = formatSummary({
+    ...base, misses: 3, stored: 3, errorCount: 0, errors: [], refusedCount: 0, routineCount: 3,
+    refusals: [{ reason: 'unsigned, replaced by this signing run', count: 3, hashes: ['1', '2', '3'], routine: true }],
+  });
+  assert.deepEqual(routine.split('\n'), [
+    'nx-open-cache: 0 hits, 3 misses, 3 stored, 0 B down, 0 B up, 0 errors, 3 routine (unsigned, replaced by this signing run) (s3 acme-nx-cahce (us-east-1), read-write)',
+  ]);
+  const table = formatSummaryTable({
+    ...base, misses: 3, stored: 3, errorCount: 0, errors: [], refusedCount: 0, routineCount: 3,
+    refusals: [{ reason: 'unsigned, replaced by this signing run', count: 3, hashes: ['1', '2', '3'], routine: true }],
+  });
+  assert.ok(!table.includes('errors by cause'), table);
+  assert.match(table, /^ {2}routine \(each a miss, not an error\):\n {7}3x {2}unsigned, replaced by this signing run$/m);
+});
+
+test('500 requests through the real proxy with two fault causes: the summary stays a handful of lines', async () => {
+  // An upstream Nx-protocol server that answers every lookup 404, and fails uploads two ways.
+  const upstream = http.createServer((req, res) => {
+    req.resume();
+    req.on('end', () => {
+      if (req.method !== 'PUT') return res.writeHead(404).end();
+      if (Number(String(req.url).split('/').pop()) % 2 === 0) return res.writeHead(413).end('too large');
+      return res.writeHead(500).end('internal error');
+    });
+  });
+  await new Promise((resolve) => upstream.listen(0, '127.0.0.1', () => resolve(undefined)));
+  try {
+    const address = /** @type {import('node:net').AddressInfo} */ (upstream.address());
+    const options = { backend: 'http', url: `http://127.0.0.1:${address.port}` };
+    process.env.NX_OPEN_CACHE_TOKEN = 'upstream-token';
+    await plugin.preTasksExecution(options, ctx('five-hundred'));
+    const url = process.env.NX_SELF_HOSTED_REMOTE_CACHE_SERVER;
+    const auth = { authorization: `Bearer ${process.env.NX_SELF_HOSTED_REMOTE_CACHE_ACCESS_TOKEN}` };
+    for (let i = 0; i < 250; i++) {
+      assert.equal((await fetch(`${url}/v1/cache/${1000 + i}`, { headers: auth })).status, 404);
+      assert.equal((await fetch(`${url}/v1/cache/${1000 + i}`, { method: 'PUT', headers: auth, body: 'x' })).status, 403);
+    }
+    await plugin.postTasksExecution(options, ctx('five-hundred'));
+    const start = sb.printed.findIndex((l) => l.startsWith('nx-open-cache: 0 hits'));
+    assert.ok(start >= 0, sb.printed.join('\n'));
+    const lines = sb.printed.slice(start).join('\n').split('\n');
+    assert.ok(lines.length <= 6, `at most 6 lines:\n${lines.join('\n')}`);
+    assert.match(lines[0], /^nx-open-cache: 0 hits, 250 misses, 0 stored, 0 B down, 0 B up, 2 errors \(250 requests\) \(http /);
+    assert.equal(lines.filter((l) => l.startsWith('  ! ')).length, 2, lines.join('\n'));
+    assert.ok(lines.every((l) => !/\b1\d{3}\b/.test(l)), `no hash in the summary:\n${lines.join('\n')}`);
+    assert.ok(lines.some((l) => l.endsWith(': 125 requests')), lines.join('\n'));
+  } finally {
+    await new Promise((resolve) => upstream.close(() => resolve(undefined)));
+  }
+});
+
+test('a no-cache run writes its own summary: mode, zero counts, "remote cache not used"', async () => {
+  await plugin.preTasksExecution({ path: 'store' }, ctx('cached'));
+  await plugin.postTasksExecution({ path: 'store' }, ctx('cached'));
+  process.env.NX_OPEN_CACHE_MODE = 'no-cache';
+  sb.printed.length = 0;
+  await plugin.preTasksExecution({ path: 'store' }, ctx('uncached'));
+  await plugin.postTasksExecution({ path: 'store' }, ctx('uncached'));
+  const s = JSON.parse(fs.readFileSync(summaryFile(sb.root), 'utf8'));
+  assert.equal(s.runId, 'uncached');
+  assert.equal(s.mode, 'no-cache');
+  assert.equal(s.modeSource, 'NX_OPEN_CACHE_MODE');
+  assert.deepEqual([s.hits, s.misses, s.stored, s.errorCount], [0, 0, 0, 0]);
+  assert.equal(s.command, 'run-many -t build');
+  assert.ok(fs.existsSync(runSummaryFile(sb.root, 'uncached')), 'the run has its own file');
+  assert.deepEqual(sb.printed, [`nx-open-cache: remote cache not used (fs ${path.join(sb.root, 'store')}, no-cache from NX_OPEN_CACHE_MODE)`]);
 });
 
 test('NX_OPEN_CACHE_SUMMARY=table prints the table; a typo warns, names the choices and shows the line', async () => {
@@ -332,8 +417,8 @@ test('summary table: every counter, faults grouped by reason', () => {
   assert.equal(summaryMode('read').mode, 'line');
   const text = formatSummaryTable({
     hits: 4, misses: 2, stored: 2, alreadyStored: 1, refusedWrites: 3, bytesDown: 21_700, bytesUp: 1_500_000,
-    cacheMillis: 1234, errorCount: 3, errors: [{ reason: 'write 1: disk full', count: 2 }, { reason: 'gone', count: 1 }],
-    refusedCount: 0, refusals: [],
+    cacheMillis: 1234, errorCount: 3, errors: [{ reason: 'write 1: disk full', count: 2, skipped: false }, { reason: 'gone', count: 1, skipped: true }],
+    refusedCount: 0, routineCount: 0, refusals: [],
     location: 'fs /x', mode: 'read-only', modeSource: 'ciMode (CI detected)', startedAt: '', endedAt: '', runId: 'r',
   });
   assert.deepEqual(text.split('\n'), [
@@ -346,10 +431,10 @@ test('summary table: every counter, faults grouped by reason', () => {
     '  downloaded              21.2 KiB',
     '  uploaded                1.4 MiB',
     '  time in cache calls     1.23 s',
-    '  errors                  3',
-    '  errors by reason:',
+    '  errors                  2 (3 requests)',
+    '  errors by cause (requests):',
     '       2x  write 1: disk full',
-    '       1x  gone',
+    '       1x  gone (store skipped for this run)',
     '  (cache faults never fail the build: affected tasks ran or were not stored)',
   ]);
 });
@@ -359,12 +444,13 @@ test('CLI: summary shows the saved run, config shows the effective settings, err
   const run = (/** @type {string[]} */ args) => spawnSync(process.execPath, [cli, ...args], { cwd: sb.root, encoding: 'utf8' });
   let r = run(['summary']);
   assert.equal(r.status, 1);
-  assert.match(r.stderr, /no run summary yet/);
+  assert.match(r.stderr, /no run summary yet: no Nx run in this workspace has ended with the plugin/);
   await plugin.preTasksExecution({ path: 'store' }, ctx('c'));
   await plugin.postTasksExecution({ path: 'store' }, ctx('c'));
   r = run(['summary']);
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout, /^nx-open-cache: 0 hits, 0 misses/);
+  assert.match(r.stdout, /^ {2}\(nx run-many -t build, ended just now at \d{4}-\d\d-\d\dT[\d:.]+Z\)$/m);
   assert.equal(JSON.parse(run(['summary', '--json']).stdout).runId, 'c');
   r = run(['config']);
   assert.equal(r.status, 1);
@@ -389,4 +475,14 @@ test('CLI: summary shows the saved run, config shows the effective settings, err
   r = run(['frobnicate']);
   assert.equal(r.status, 1);
   assert.match(r.stderr, /unknown command "frobnicate"/);
+});
+
+test('summary age: just now, minutes, hours, days', () => {
+  const now = Date.parse('2026-11-27T10:00:00Z');
+  assert.equal(formatAge('2026-11-27T09:59:30Z', now), 'just now');
+  assert.equal(formatAge('2026-11-27T09:58:00Z', now), '2 min ago');
+  assert.equal(formatAge('2026-11-27T07:00:00Z', now), '3 h ago');
+  assert.equal(formatAge('2026-11-26T09:00:00Z', now), '1 day ago');
+  assert.equal(formatAge('2026-11-20T10:00:00Z', now), '7 days ago');
+  assert.equal(formatAge('not a time', now), undefined);
 });

@@ -249,6 +249,12 @@ describe('signed and encrypted artifacts with a real Nx workspace', () => {
     const unsigned = (s?.refusals || []).find((r) => /^unsigned/.test(r.reason));
     assert.equal(unsigned?.count, n, `main run: every hash refused as unsigned: ${JSON.stringify(s?.refusals)}`);
     assert.equal(s?.errorCount, 0, `main run: refusals are no faults: ${JSON.stringify(s?.errors)}`);
+    // Routine: counted apart, one clause of the line, no warning line.
+    assert.equal(unsigned?.routine, true, JSON.stringify(s?.refusals));
+    assert.deepEqual([s?.routineCount, s?.refusedCount], [n, 0], JSON.stringify(s));
+    const line = main.output.split(/\r?\n/).find((l) => l.startsWith('nx-open-cache: 0 hits'));
+    assert.ok(line?.includes(`, 0 errors, ${n} routine (unsigned, replaced by this signing run) (`), `main run: the line${show(main)}`);
+    assert.ok(!/^ {2}- refused/m.test(main.output), `main run: no refusal warning line${show(main)}`);
     payloads = await storage.payloads();
     assert.equal(payloads.length, n);
     assert.ok(payloads.every((p) => sealFlags(p) === 1), 'main run: signed objects');

@@ -2,7 +2,7 @@
 'use strict';
 // `npx nx-open-cache <command>`.
 
-const { formatSummary, pluginDataDir, readSummary, summaryFile } = require('./summary.js');
+const { formatAge, formatSummary, pluginDataDir, readSummary, summaryFile } = require('./summary.js');
 const { commandArgs } = require('./args.js');
 const { findWorkspaceRoot, inputNotes, readNxJson, workspaceInput } = require('./workspace.js');
 
@@ -33,7 +33,18 @@ Commands:
   --version          Print the version`;
 
 /**
- * `summary [--json]`: the last run's summary.
+ * When and by which command a summary's run ended: `(nx run-many -t build, ended 2 min ago at
+ * 2026-11-27T07:46:11.862Z)`.
+ * @param {import('./summary.js').RunSummary} s
+ */
+function runLine(s) {
+  const age = formatAge(s.endedAt);
+  const ended = age ? `ended ${age} at ${s.endedAt}` : `ended ${s.endedAt}`;
+  return `  (${s.command ? `nx ${s.command}, ` : ''}${ended})`;
+}
+
+/**
+ * `summary [--json]`: the last run's summary, its age and command.
  * @param {string} root
  * @param {string[]} args
  * @returns {number}
@@ -43,10 +54,10 @@ function summaryCommand(root, args) {
   if (typeof parsed === 'number') return parsed;
   const s = readSummary(root);
   if (!s) {
-    console.error(`nx-open-cache: no run summary yet (${summaryFile(root)}): run an Nx command with the plugin first`);
+    console.error(`nx-open-cache: no run summary yet: no Nx run in this workspace has ended with the plugin (${summaryFile(root)} is missing): run an Nx command first`);
     return 1;
   }
-  console.log(parsed.values.json === true ? JSON.stringify(s, null, 2) : `${formatSummary(s)}\n  (run ended ${s.endedAt})`);
+  console.log(parsed.values.json === true ? JSON.stringify(s, null, 2) : `${formatSummary(s)}\n${runLine(s)}`);
   return 0;
 }
 

@@ -4,7 +4,7 @@
 // postTasksExecution ends the run there and reports it. Where the hooks run in Nx's own process
 // (the daemon is off), or no host can serve, the proxy runs in this process instead.
 
-const { formatSummary, formatSummaryTable, pluginDataDir, summaryMode, writeSummary } = require('./summary.js');
+const { formatSummary, formatSummaryTable, pluginDataDir, summaryMode, unusedRunSummary, writeSummary } = require('./summary.js');
 const { inputNotes, isWinningEntry, pluginEntry, readNxJson, truthy, workspaceInput } = require('./workspace.js');
 const { attachRun, endRun } = require('./host.js');
 
@@ -32,6 +32,12 @@ const TOKEN = 'NX_SELF_HOSTED_REMOTE_CACHE_ACCESS_TOKEN';
 
 /** In-process proxies by Nx run id (the daemon may serve several runs at once). @type {Map<string, LocalRun>} */
 const runs = new Map();
+/**
+ * `no-cache` runs by Nx run id: no proxy, but a summary of their own at their end (so `summary`
+ * never shows an older run in their place).
+ * @type {Map<string, { location: string, modeSource: string, startedAt: Date }>}
+ */
+const unusedRuns = new Map();
 /** Runs this process registered at the host, by Nx run id (to report a host that vanished). @type {Set<string>} */
 const hostRuns = new Set();
 /**
@@ -173,7 +179,8 @@ async function preTasksExecution(pluginOptions, context) {
   // Every run: a warning is about this run's environment, which may differ from the last one's.
   for (const w of config.warnings) console.log(`nx-open-cache: warning: ${w}`);
   if (config.mode === 'no-cache') {
-    noticeOnce(`mode is no-cache (${config.modeSource}): remote cache not used`);
+    // The run's summary says so at its end.
+    unusedRuns.set(context.id ?? 'default', { location: `${config.backend} ${config.location}`, modeSource: config.modeSource, startedAt: new Date() });
     return;
   }
   const served = useHost(addon, hookEnv.NX_OPEN_CACHE_HOST, context.argv)
@@ -217,6 +224,11 @@ async function serveFromHost(addon, context, options, env) {
  * @returns {Promise<import('./summary.js').RunSummary | undefined>}
  */
 async function endOfRun(context) {
+  const unused = unusedRuns.get(context.id ?? 'default');
+  if (unused) {
+    unusedRuns.delete(context.id ?? 'default');
+    return unusedRunSummary({ ...unused, runId: context.id ?? 'default' });
+  }
   const local = takeLocalRun(context.id);
   if (local) {
     const stats = await local.proxy.stop();

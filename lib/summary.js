@@ -10,9 +10,66 @@ const path = require('node:path');
 /**
  * @typedef {CacheStats & {
  *   location: string, mode: string, modeSource: string,
- *   startedAt: string, endedAt: string, runId: string, command?: string, runs?: number
+ *   startedAt: string, endedAt: string, runId: string, command?: string, runs?: number,
+ *   note?: string
  * }} RunSummary
  */
+
+/** Said for a `no-cache` run, whose summary has zero counts. */
+const NOT_USED = 'remote cache not used';
+
+/**
+ * The summary of a run that did not use the remote cache (`no-cache`): zero counts, the mode and
+ * why, so that `summary` never shows an older run in its place.
+ * @param {{ location: string, modeSource: string, runId: string, startedAt: Date }} run
+ * @returns {RunSummary}
+ */
+function unusedRunSummary(run) {
+  return {
+    hits: 0, misses: 0, stored: 0, alreadyStored: 0, refusedWrites: 0, bytesDown: 0, bytesUp: 0,
+    cacheMillis: 0, errorCount: 0, errors: [], refusedCount: 0, routineCount: 0, refusals: [],
+    location: run.location, mode: 'no-cache', modeSource: run.modeSource, runId: run.runId,
+    startedAt: run.startedAt.toISOString(), endedAt: new Date().toISOString(), note: NOT_USED,
+  };
+}
+
+/**
+ * @param {number} n
+ * @param {string} one
+ * @param {string} [many]
+ */
+function count(n, one, many = `${one}s`) {
+  return `${n} ${n === 1 ? one : many}`;
+}
+
+/**
+ * The faults in the line: causes, and the requests they concerned when that differs
+ * (`1 error (8 requests)`, `0 errors`).
+ * @param {RunSummary} s
+ */
+function errorsClause(s) {
+  const causes = (s.errors || []).length;
+  if (!s.errorCount || causes === s.errorCount) return count(s.errorCount, 'error');
+  return `${count(causes, 'error')} (${count(s.errorCount, 'request')})`;
+}
+
+/**
+ * One fault cause as the line shows it: `S3 bucket x does not exist: 8 requests, store skipped
+ * for this run`.
+ * @param {{ reason: string, count: number, skipped?: boolean }} e
+ */
+function causeText(e) {
+  return `${e.reason}: ${count(e.count, 'request')}${e.skipped ? ', store skipped for this run' : ''}`;
+}
+
+/**
+ * Refusals that are part of normal operation, and the others.
+ * @param {RunSummary} s
+ */
+function splitRefusals(s) {
+  const all = s.refusals || [];
+  return { routine: all.filter((r) => r.routine), refused: all.filter((r) => !r.routine) };
+}
 
 /**
  * A byte count as everything nx-open-cache shows one: the native formatter (src/units.rs), e.g.
@@ -26,11 +83,16 @@ function formatBytes(bytes) {
 }
 
 /**
- * The summary: one line, then one indented line per distinct fault reason.
+ * The summary: one line, then one indented line per fault cause (with its request count) and per
+ * refusal reason. Routine refusals are one clause of the line.
  * @param {RunSummary} s
  * @returns {string}
  */
 function formatSummary(s) {
+  if (s.mode === 'no-cache') {
+    return `nx-open-cache: ${s.note || NOT_USED} (${s.location}, no-cache${s.modeSource ? ` from ${s.modeSource}` : ''})`;
+  }
+  const { routine, refused } = splitRefusals(s);
   const parts = [
     `${s.hits} ${s.hits === 1 ? 'hit' : 'hits'}`,
     `${s.misses} ${s.misses === 1 ? 'miss' : 'misses'}`,
@@ -39,13 +101,12 @@ function formatSummary(s) {
   if (s.alreadyStored) parts.push(`${s.alreadyStored} already stored`);
   if (s.refusedWrites) parts.push(`${s.refusedWrites} not stored (${s.mode})`);
   parts.push(`${formatBytes(s.bytesDown)} down`, `${formatBytes(s.bytesUp)} up`);
-  parts.push(`${s.errorCount} ${s.errorCount === 1 ? 'error' : 'errors'}`);
+  parts.push(errorsClause(s));
   if (s.refusedCount) parts.push(`${s.refusedCount} refused`);
+  if (s.routineCount) parts.push(`${s.routineCount} routine (${routine.map((r) => r.reason).join('; ') || 'not errors'})`);
   const lines = [`nx-open-cache: ${parts.join(', ')} (${s.location}, ${s.mode})`];
-  for (const e of s.errors || []) {
-    lines.push(`  ! ${e.count > 1 ? `${e.count}x ` : ''}${e.reason}`);
-  }
-  for (const r of s.refusals || []) {
+  for (const e of s.errors || []) lines.push(`  ! ${causeText(e)}`);
+  for (const r of refused) {
     lines.push(`  - refused ${r.count > 1 ? `${r.count}x ` : ''}(${refusedHashes(r)}): ${r.reason}`);
   }
   if (s.errorCount) {
@@ -82,20 +143,32 @@ function formatSummaryTable(s) {
     ['downloaded', formatBytes(s.bytesDown)],
     ['uploaded', formatBytes(s.bytesUp)],
     ['time in cache calls', `${((s.cacheMillis || 0) / 1000).toFixed(2)} s`],
-    ['errors', String(s.errorCount)],
+    ['errors', errorsClause(s).replace(/ errors?\b/, '')],
   );
   if (s.refusedCount) rows.push(['refused', String(s.refusedCount)]);
+  if (s.routineCount) rows.push(['routine (not errors)', String(s.routineCount)]);
   const width = Math.max(...rows.map(([k]) => k.length));
   const lines = [`nx-open-cache (${s.location}, ${s.mode}${s.modeSource ? ` from ${s.modeSource}` : ''})`];
+  if (s.mode === 'no-cache') {
+    lines.push(`  ${s.note || NOT_USED}`);
+    return lines.join('\n');
+  }
   for (const [k, v] of rows) lines.push(`  ${k.padEnd(width)}  ${v}`);
+  const { routine, refused } = splitRefusals(s);
   if ((s.errors || []).length) {
-    lines.push('  errors by reason:');
-    for (const e of s.errors) lines.push(`    ${String(e.count).padStart(4)}x  ${e.reason}`);
+    lines.push('  errors by cause (requests):');
+    for (const e of s.errors) {
+      lines.push(`    ${String(e.count).padStart(4)}x  ${e.reason}${e.skipped ? ' (store skipped for this run)' : ''}`);
+    }
     lines.push('  (cache faults never fail the build: affected tasks ran or were not stored)');
   }
-  if ((s.refusals || []).length) {
+  if (refused.length) {
     lines.push('  refused by reason (each a miss or a write not stored):');
-    for (const r of s.refusals) lines.push(`    ${String(r.count).padStart(4)}x  ${r.reason} (${refusedHashes(r)})`);
+    for (const r of refused) lines.push(`    ${String(r.count).padStart(4)}x  ${r.reason} (${refusedHashes(r)})`);
+  }
+  if (routine.length) {
+    lines.push('  routine (each a miss, not an error):');
+    for (const r of routine) lines.push(`    ${String(r.count).padStart(4)}x  ${r.reason}`);
   }
   return lines.join('\n');
 }
@@ -220,7 +293,24 @@ function readSummary(workspaceRoot) {
   }
 }
 
+/**
+ * How long ago `then` was, in the largest whole unit: `just now`, `2 min ago`, `3 h ago`,
+ * `4 days ago`; undefined for a time that cannot be read.
+ * @param {string} then  an ISO time
+ * @param {number} [now]  ms since the epoch
+ * @returns {string | undefined}
+ */
+function formatAge(then, now = Date.now()) {
+  const t = Date.parse(then);
+  if (Number.isNaN(t)) return undefined;
+  const s = Math.max(0, Math.floor((now - t) / 1000));
+  if (s < 60) return 'just now';
+  if (s < 3600) return `${Math.floor(s / 60)} min ago`;
+  if (s < 86_400) return `${Math.floor(s / 3600)} h ago`;
+  return `${count(Math.floor(s / 86_400), 'day')} ago`;
+}
+
 module.exports = {
-  formatBytes, formatSummary, formatSummaryTable, summaryMode, SUMMARY_MODES,
+  formatBytes, formatSummary, formatSummaryTable, summaryMode, SUMMARY_MODES, formatAge, unusedRunSummary,
   pluginDataDir, summaryFile, runSummaryFile, writeSummary, readSummary,
 };

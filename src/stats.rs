@@ -1,4 +1,10 @@
-//! Counters for the run summary: hits, misses, stores, bytes and faults grouped by reason.
+//! Counters for the run summary: hits, misses, stores, bytes, and faults and refusals grouped by
+//! root cause.
+//!
+//! A fault is booked under its cause's key (a [`Cause`](crate::store::Cause) the store gave, or
+//! the reason without the hash), so that a misspelled bucket is one line with a request count,
+//! not one line per request. Routine refusals (an unsigned object a signing run replaces) are
+//! counted apart from refusals and errors.
 
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -16,8 +22,16 @@ pub struct Stats {
     bytes_down: AtomicU64,
     bytes_up: AtomicU64,
     cache_millis: AtomicU64,
-    errors: Mutex<BTreeMap<String, u64>>,
+    errors: Mutex<BTreeMap<String, Faults>>,
     refusals: Mutex<BTreeMap<String, Refusals>>,
+}
+
+/// Faults of one cause: its reason, how many requests, whether the store was skipped for it.
+#[derive(Default, Debug)]
+struct Faults {
+    reason: String,
+    count: u64,
+    skipped: bool,
 }
 
 /// Refusals of one reason: how many, and the first few hashes.
@@ -25,13 +39,29 @@ pub struct Stats {
 struct Refusals {
     count: u64,
     hashes: Vec<String>,
+    routine: bool,
 }
 
-/// One fault reason and how often it happened.
+/// A fault to book: what groups it, what the summary says, and whether the store was skipped.
+#[derive(Debug, Clone, Copy)]
+pub struct Fault<'a> {
+    /// Faults with the same key are one entry.
+    pub key: &'a str,
+    /// Short, without hash or object key.
+    pub reason: &'a str,
+    /// The guard skipped the store for the rest of the run because of this cause.
+    pub skipped: bool,
+}
+
+/// One fault cause and how many requests it concerned.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct ErrorCount {
     pub reason: String,
+    /// Requests that failed for this cause.
     pub count: u64,
+    /// The store was skipped for the rest of the run because of it.
+    #[serde(default)]
+    pub skipped: bool,
 }
 
 /// One refusal reason (an object read but not served, an upload not stored), how often, and the
@@ -42,6 +72,10 @@ pub struct RefusalCount {
     pub count: u64,
     /// At most [`MAX_REFUSAL_HASHES`] hashes, in the order they were refused.
     pub hashes: Vec<String>,
+    /// Part of normal operation (e.g. an unsigned object this signing run replaces): not a
+    /// warning, not counted in `refused_count`.
+    #[serde(default)]
+    pub routine: bool,
 }
 
 /// A point-in-time copy of the counters.
@@ -66,11 +100,16 @@ pub struct Snapshot {
     pub errors: Vec<ErrorCount>,
     /// Objects read but not served, or uploads not stored, because they are not valid artifacts
     /// or cannot be opened or checked here (each also counts as a miss or a failed store).
+    /// Routine refusals are not counted here.
     pub refused_count: u64,
+    /// Routine refusals (each also a miss): an unsigned object this signing run replaces.
+    pub routine_count: u64,
+    /// Refusals by reason, routine ones included (marked).
     pub refusals: Vec<RefusalCount>,
 }
 
-/// Longest reason kept; the rest is cut so one noisy error cannot grow the summary without bound.
+/// Longest reason kept; the rest is cut (at a word) so one noisy error cannot grow the summary
+/// without bound.
 const MAX_REASON_LEN: usize = 400;
 /// Distinct reasons kept; later new reasons are folded into one "other" entry.
 const MAX_REASONS: usize = 50;
@@ -84,16 +123,43 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     }
 }
 
-/// `reason` cut to [`MAX_REASON_LEN`] characters, or the overflow reason when `kept` already holds
-/// [`MAX_REASONS`] other reasons.
-fn bounded_reason<V>(kept: &BTreeMap<String, V>, reason: &str, overflow: &str) -> String {
-    let reason: String = reason.chars().take(MAX_REASON_LEN).collect();
-    if !kept.contains_key(&reason) && kept.len() >= MAX_REASONS {
+/// `text` in at most `max` characters: cut at the last word boundary that fits (never mid-word,
+/// unless one word is longer than half of `max`), with `…` in place of the rest.
+pub fn shorten(text: &str, max: usize) -> String {
+    let text = text.trim();
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let keep: String = text.chars().take(max.saturating_sub(1)).collect();
+    let next_is_break = text
+        .chars()
+        .nth(keep.chars().count())
+        .is_some_and(char::is_whitespace);
+    let cut = if next_is_break {
+        keep.as_str()
+    } else {
+        match keep.rfind(char::is_whitespace) {
+            Some(i) if keep[..i].chars().count() >= max / 2 => &keep[..i],
+            _ => keep.as_str(),
+        }
+    };
+    let cut = cut.trim_end_matches(|c: char| c.is_whitespace() || ",;:(-".contains(c));
+    format!("{cut}…")
+}
+
+/// `key` cut to [`MAX_REASON_LEN`] characters, or the overflow key when `kept` already holds
+/// [`MAX_REASONS`] other keys.
+fn bounded_key<V>(kept: &BTreeMap<String, V>, key: &str, overflow: &str) -> String {
+    let key = shorten(key, MAX_REASON_LEN);
+    if !kept.contains_key(&key) && kept.len() >= MAX_REASONS {
         overflow.to_owned()
     } else {
-        reason
+        key
     }
 }
+
+const OTHER_ERRORS: &str = "other errors (too many distinct reasons to list)";
+const OTHER_REFUSALS: &str = "other refusals (too many distinct reasons to list)";
 
 impl Stats {
     pub fn hit(&self, bytes: u64) {
@@ -117,30 +183,47 @@ impl Stats {
         self.cache_millis.fetch_add(millis, Ordering::Relaxed);
     }
 
-    /// Records a fault. Returns true the first time this reason is seen (so callers can warn once).
+    /// Records a fault whose reason is its own key. Returns true the first time this reason is
+    /// seen (so callers can warn once).
     pub fn error(&self, reason: &str) -> bool {
-        let mut errors = lock(&self.errors);
-        let reason = bounded_reason(
-            &errors,
+        self.fault(Fault {
+            key: reason,
             reason,
-            "other errors (too many distinct reasons to list)",
-        );
-        let count = errors.entry(reason).or_insert(0);
-        *count += 1;
-        *count == 1
+            skipped: false,
+        })
+    }
+
+    /// Records a fault under its cause. Returns true the first time this cause is seen.
+    pub fn fault(&self, fault: Fault<'_>) -> bool {
+        let mut errors = lock(&self.errors);
+        let key = bounded_key(&errors, fault.key, OTHER_ERRORS);
+        let overflow = key == OTHER_ERRORS && fault.key != OTHER_ERRORS;
+        let entry = errors.entry(key).or_default();
+        if entry.count == 0 {
+            entry.reason = if overflow {
+                OTHER_ERRORS.to_owned()
+            } else {
+                shorten(fault.reason, MAX_REASON_LEN)
+            };
+        }
+        entry.count += 1;
+        entry.skipped |= fault.skipped;
+        entry.count == 1
     }
 
     /// Records a refusal of `hash` (an object not served or an upload not stored) for `reason`.
     /// Returns true the first time this reason is seen.
     pub fn refused(&self, reason: &str, hash: &str) -> bool {
+        self.refusal(reason, hash, false)
+    }
+
+    /// Records a refusal; `routine` marks one that is part of normal operation.
+    pub fn refusal(&self, reason: &str, hash: &str, routine: bool) -> bool {
         let mut refusals = lock(&self.refusals);
-        let reason = bounded_reason(
-            &refusals,
-            reason,
-            "other refusals (too many distinct reasons to list)",
-        );
+        let reason = bounded_key(&refusals, reason, OTHER_REFUSALS);
         let entry = refusals.entry(reason).or_default();
         entry.count += 1;
+        entry.routine = routine;
         if entry.hashes.len() < MAX_REFUSAL_HASHES && !entry.hashes.iter().any(|h| h == hash) {
             entry.hashes.push(hash.to_owned());
         }
@@ -154,16 +237,20 @@ impl Stats {
                 reason: reason.clone(),
                 count: r.count,
                 hashes: r.hashes.clone(),
+                routine: r.routine,
             })
             .collect();
-        let errors = lock(&self.errors);
-        let errors: Vec<ErrorCount> = errors
-            .iter()
-            .map(|(reason, count)| ErrorCount {
-                reason: reason.clone(),
-                count: *count,
+        let mut errors: Vec<ErrorCount> = lock(&self.errors)
+            .values()
+            .map(|f| ErrorCount {
+                reason: f.reason.clone(),
+                count: f.count,
+                skipped: f.skipped,
             })
             .collect();
+        // The cause behind most requests first.
+        errors.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.reason.cmp(&b.reason)));
+        let (routine, refused): (Vec<_>, Vec<_>) = refusals.iter().partition(|r| r.routine);
         Snapshot {
             hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
@@ -175,7 +262,8 @@ impl Stats {
             cache_millis: self.cache_millis.load(Ordering::Relaxed),
             error_count: errors.iter().map(|e| e.count).sum(),
             errors,
-            refused_count: refusals.iter().map(|r| r.count).sum(),
+            refused_count: refused.iter().map(|r| r.count).sum(),
+            routine_count: routine.iter().map(|r| r.count).sum(),
             refusals,
         }
     }
@@ -219,6 +307,77 @@ mod tests {
             .find(|r| r.reason.ends_with("not gzip"))
             .map(|r| (r.count, r.hashes.len(), r.hashes[0].clone()));
         assert_eq!(gzip, Some((11, MAX_REFUSAL_HASHES, "h1".to_owned())));
+    }
+
+    #[test]
+    fn faults_of_one_cause_are_one_entry_with_a_request_count() {
+        let s = Stats::default();
+        let bucket = Fault {
+            key: "s3-bucket-missing acme",
+            reason: "S3 bucket acme-nx-cahce does not exist",
+            skipped: false,
+        };
+        assert!(s.fault(bucket));
+        for _ in 0..7 {
+            assert!(!s.fault(Fault {
+                skipped: true,
+                ..bucket
+            }));
+        }
+        assert!(s.error("disk full"));
+        let snap = s.snapshot();
+        assert_eq!(snap.error_count, 9);
+        assert_eq!(
+            snap.errors,
+            vec![
+                ErrorCount {
+                    reason: "S3 bucket acme-nx-cahce does not exist".into(),
+                    count: 8,
+                    skipped: true
+                },
+                ErrorCount {
+                    reason: "disk full".into(),
+                    count: 1,
+                    skipped: false
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn routine_refusals_are_counted_apart() {
+        let s = Stats::default();
+        for i in 0..3 {
+            s.refusal(
+                "unsigned, replaced by this signing run",
+                &format!("h{i}"),
+                true,
+            );
+        }
+        s.refused("not a valid Nx artifact: not gzip", "h9");
+        let snap = s.snapshot();
+        assert_eq!(
+            (snap.routine_count, snap.refused_count, snap.error_count),
+            (3, 1, 0)
+        );
+        assert!(snap.refusals.iter().any(|r| r.routine && r.count == 3));
+    }
+
+    #[test]
+    fn shorten_never_cuts_mid_word() {
+        assert_eq!(shorten("short", 10), "short");
+        assert_eq!(shorten("404 Not Found here", 12), "404 Not…");
+        assert_eq!(
+            shorten("the bucket does not exist", 20),
+            "the bucket does not…"
+        );
+        let long = "x".repeat(50);
+        assert_eq!(shorten(&long, 10).chars().count(), 10);
+        let cut = shorten(&"word ".repeat(100), 400);
+        assert!(
+            cut.ends_with("word…") && cut.chars().count() <= 400,
+            "{cut}"
+        );
     }
 
     #[test]

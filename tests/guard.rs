@@ -8,7 +8,7 @@ use futures_util::{FutureExt, StreamExt};
 use nx_open_cache::key::{Prefix, TaskHash};
 use nx_open_cache::store::guard::{GuardPolicy, GuardedStore};
 use nx_open_cache::store::{
-    Artifact, ArtifactBody, BodyStream, ErrorKind, PutOutcome, Store, StoreError, PROBE_HASH,
+    Artifact, ArtifactBody, BodyStream, Cause, ErrorKind, PutOutcome, Store, StoreError, PROBE_HASH,
 };
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
@@ -20,6 +20,10 @@ enum Behaviour {
     Fails,
     Hangs,
     Corrupt,
+    /// Fails with a cause that cannot fix itself within the run (a bucket that does not exist).
+    Lasting,
+    /// Reads work; writes are refused (a read-only token).
+    WritesRefused,
 }
 
 struct Scripted {
@@ -39,7 +43,7 @@ impl Scripted {
     fn set(&self, b: Behaviour) {
         *self.behaviour.lock().unwrap() = b;
     }
-    async fn act(&self, hash: &TaskHash) -> Result<(), StoreError> {
+    async fn act(&self, hash: &TaskHash, writing: bool) -> Result<(), StoreError> {
         if hash.as_str() == PROBE_HASH {
             self.probed.store(true, Ordering::SeqCst);
         } else {
@@ -53,6 +57,20 @@ impl Scripted {
                 "test store: HTTP 500 from 127.0.0.1",
             )),
             Behaviour::Corrupt => Err(StoreError::new(ErrorKind::Corrupt, "digest mismatch")),
+            Behaviour::Lasting => Err(StoreError::new(
+                ErrorKind::Unavailable,
+                format!("test store {hash}: the bucket does not exist"),
+            )
+            .with_cause(Cause::lasting("no bucket", "bucket acme does not exist"))),
+            Behaviour::WritesRefused if !writing => Ok(()),
+            Behaviour::WritesRefused => Err(StoreError::new(
+                ErrorKind::Unavailable,
+                format!("test store {hash}: 403 on write"),
+            )
+            .with_cause(Cause::writes_only(
+                "write refused",
+                "writes refused (read-only token?)",
+            ))),
             Behaviour::Hangs => {
                 futures_util::future::pending::<()>().await;
                 Ok(())
@@ -69,7 +87,7 @@ impl Store for Handle {
         hash: &'a TaskHash,
     ) -> BoxFuture<'a, Result<Option<Artifact>, StoreError>> {
         Box::pin(async move {
-            self.0.act(hash).await?;
+            self.0.act(hash, false).await?;
             Ok(Some(Artifact {
                 len: 2,
                 body: ArtifactBody::Memory(Bytes::from_static(b"ok")),
@@ -84,7 +102,7 @@ impl Store for Handle {
         _declared_len: Option<u64>,
     ) -> BoxFuture<'a, Result<PutOutcome, StoreError>> {
         Box::pin(async move {
-            self.0.act(hash).await?;
+            self.0.act(hash, true).await?;
             let mut n = 0u64;
             while let Some(Ok(c)) = body.next().await {
                 n += c.len() as u64;
@@ -298,4 +316,66 @@ async fn namespaces_share_the_breaker() {
     }
     let e = g.get(&hash("7")).await.expect_err("open for all views");
     assert!(e.message.starts_with("skipped"), "{}", e.message);
+}
+
+#[tokio::test]
+async fn a_lasting_cause_skips_the_store_at_once_with_that_cause() {
+    let s = Scripted::new(Behaviour::Works);
+    let g = GuardedStore::new(Arc::new(Handle(s.clone())), policy());
+    assert!(g.get(&hash("1")).await.unwrap().is_some(), "probe passed");
+    s.set(Behaviour::Lasting);
+    let first = g.get(&hash("2")).await.expect_err("fault");
+    assert!(first
+        .cause
+        .as_ref()
+        .is_some_and(|c| c.lasting && !c.skipped));
+    let calls = s.calls.load(Ordering::SeqCst);
+    for i in 0..20 {
+        let e = g
+            .put(&hash(&format!("3{i}")), &mut body(b"x"), Some(1))
+            .await
+            .expect_err("skipped");
+        let cause = e.cause.expect("the skip carries the cause");
+        assert_eq!(
+            (cause.key.as_str(), cause.reason.as_str(), cause.skipped),
+            ("no bucket", "bucket acme does not exist", true)
+        );
+    }
+    assert_eq!(
+        s.calls.load(Ordering::SeqCst),
+        calls,
+        "one fault, then no call"
+    );
+    assert_eq!(
+        g.open_reason().as_deref(),
+        Some("bucket acme does not exist")
+    );
+}
+
+#[tokio::test]
+async fn a_lasting_cause_at_the_probe_is_the_skip_reason_itself() {
+    let s = Scripted::new(Behaviour::Lasting);
+    let g = GuardedStore::new(Arc::new(Handle(s.clone())), policy());
+    let e = g.get(&hash("1")).await.expect_err("skipped");
+    let cause = e.cause.expect("cause");
+    assert_eq!(
+        (cause.reason.as_str(), cause.skipped),
+        ("bucket acme does not exist", true)
+    );
+    assert_eq!(s.calls.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn refused_writes_never_open_the_breaker_reads_go_on() {
+    let s = Scripted::new(Behaviour::WritesRefused);
+    let g = GuardedStore::new(Arc::new(Handle(s.clone())), policy());
+    for i in 0..10 {
+        let e = g
+            .put(&hash(&format!("5{i}")), &mut body(b"x"), Some(1))
+            .await
+            .expect_err("refused");
+        assert!(e.message.contains("403"), "{}", e.message);
+    }
+    assert!(g.open_reason().is_none(), "ten refused writes in a row");
+    assert!(g.get(&hash("6")).await.unwrap().is_some(), "reads go on");
 }

@@ -427,12 +427,14 @@ mod registry {
             errors: vec![ErrorCount {
                 reason: "disk full".into(),
                 count: 2,
+                skipped: false,
             }],
             refused_count: 1,
             refusals: vec![RefusalCount {
                 reason: "not gzip".into(),
                 count: 1,
                 hashes: vec!["h1".into()],
+                routine: false,
             }],
             ..Snapshot::default()
         };
@@ -444,10 +446,12 @@ mod registry {
                 ErrorCount {
                     reason: "disk full".into(),
                     count: 1,
+                    skipped: false,
                 },
                 ErrorCount {
                     reason: "gone".into(),
                     count: 1,
+                    skipped: false,
                 },
             ],
             refused_count: 2,
@@ -455,6 +459,7 @@ mod registry {
                 reason: "not gzip".into(),
                 count: 2,
                 hashes: vec!["h1".into(), "h2".into()],
+                routine: false,
             }],
             ..Snapshot::default()
         };

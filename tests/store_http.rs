@@ -341,13 +341,33 @@ async fn read_only_upstream_refuses_writes_and_the_proxy_stays_quiet() {
         .unwrap()
         .status();
     assert_eq!(status, 403);
+    // More refused writes in a row never skip the store: the reads go on.
+    for h in 301..305 {
+        let put = client
+            .put(format!("{}/v1/cache/{h}", p.url))
+            .bearer_auth(&p.token)
+            .body(data.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(put.status(), 403);
+    }
+    let get = client
+        .get(format!("{}/v1/cache/305", p.url))
+        .bearer_auth(&p.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(get.status(), 404);
     let stats = p.stop().await;
     assert_eq!(stats.stored, 0);
+    assert_eq!(stats.errors.len(), 1, "{:?}", stats.errors);
+    assert_eq!((stats.errors[0].count, stats.errors[0].skipped), (5, false));
     assert!(
         stats
             .errors
             .iter()
-            .any(|e| e.reason.contains("refused the write")),
+            .any(|e| e.reason.contains("refused writes") && e.reason.contains("read-only")),
         "{:?}",
         stats.errors
     );
@@ -848,4 +868,119 @@ async fn tls_with_extra_roots_and_without() {
     assert_eq!(stats.errors.len(), 1, "{:?}", stats.errors);
     assert!(stats.errors[0].reason.contains("not verified"));
     up.stop().await;
+}
+
+// --- the run summary: faults grouped by root cause ---------------------------------------------
+
+/// A proxy (as the plugin starts it) in front of `base`, with `env`.
+fn proxy_to(base: &str, env: &HashMap<String, String>, dir: &Path) -> proxy::Proxy {
+    let options = serde_json::json!({"backend": "http", "url": base});
+    let config = resolve(&options, env, dir).expect("config");
+    proxy::start(&config, env).expect("proxy")
+}
+
+/// `n` lookups and `n` uploads through the proxy, one after the other (hashes 1000..1000+n).
+async fn get_and_put(p: &proxy::Proxy, n: usize) {
+    let client = reqwest::Client::new();
+    for i in 0..n {
+        let url = format!("{}/v1/cache/{}", p.url, 1000 + i);
+        let get = client.get(&url).bearer_auth(&p.token).send().await.unwrap();
+        assert_eq!(get.status(), 404);
+        let put = client
+            .put(&url)
+            .bearer_auth(&p.token)
+            .body(b"artifact".to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(put.status(), 403, "a write not stored");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_token_is_one_cause_and_the_store_is_skipped_for_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let answer: Answer = Arc::new(|_, _| response("401 Unauthorized", "missing token"));
+    let (addr, count) = raw_server(answer).await;
+    let base = url(addr);
+    let p = proxy_to(&base, &HashMap::new(), dir.path());
+    get_and_put(&p, 4).await;
+    let s = p.stop().await;
+    assert_eq!((s.misses, s.error_count), (4, 8), "{s:?}");
+    assert_eq!(s.errors.len(), 1, "{:?}", s.errors);
+    assert_eq!(
+        s.errors[0].reason,
+        format!("server {base} requires a token (401 Unauthorized): {TOKEN_ENV} is not set")
+    );
+    assert!(s.errors[0].skipped, "{:?}", s.errors);
+    assert_eq!(
+        count.load(Ordering::SeqCst),
+        1,
+        "only the start-up check reached the server"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_token_is_one_cause_named_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = upstream(dir.path(), Mode::ReadWrite).await;
+    let base = url(up.addr);
+    let env: HashMap<String, String> = [(TOKEN_ENV.to_owned(), "not-the-token".to_owned())].into();
+    let p = proxy_to(&base, &env, dir.path());
+    get_and_put(&p, 4).await;
+    let s = p.stop().await;
+    assert_eq!(s.errors.len(), 1, "{:?}", s.errors);
+    let e = &s.errors[0];
+    assert_eq!(
+        (e.reason.as_str(), e.count, e.skipped),
+        (
+            format!("server {base} refused the token in {TOKEN_ENV} (401 Unauthorized)").as_str(),
+            8,
+            true
+        )
+    );
+    assert!(
+        !format!("{s:?}").contains("not-the-token"),
+        "the token is never shown"
+    );
+    up.stop().await;
+}
+
+/// 500 requests through the proxy whose upstream fails writes in two ways (413 for even hashes,
+/// 500 for odd ones): two entries with their request counts, no hash in either reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_hundred_requests_with_two_causes_are_two_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let answer: Answer = Arc::new(|_, line| {
+        let hash: u64 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.rsplit('/').next())
+            .and_then(|h| h.parse().ok())
+            .unwrap_or(0);
+        match (line.starts_with("PUT"), hash % 2) {
+            (false, _) => response("404 Not Found", ""),
+            (true, 0) => response("413 Payload Too Large", "too large"),
+            (true, _) => response("500 Internal Server Error", "request id 12345-abc"),
+        }
+    });
+    let (addr, _) = raw_server(answer).await;
+    let env: HashMap<String, String> = [(TOKEN_ENV.to_owned(), TOKEN.to_owned())].into();
+    let p = proxy_to(&url(addr), &env, dir.path());
+    get_and_put(&p, 250).await;
+    let s = p.stop().await;
+    assert_eq!((s.misses, s.error_count), (250, 250), "{s:?}");
+    let counts: Vec<u64> = s.errors.iter().map(|e| e.count).collect();
+    assert_eq!(counts, vec![125, 125], "{:?}", s.errors);
+    for e in &s.errors {
+        assert!(
+            !e.skipped,
+            "a transient fault does not skip the store: {e:?}"
+        );
+        assert!(
+            !e.reason.contains("/v1/cache/"),
+            "no URL naming the hash: {e:?}"
+        );
+        assert!(e.reason.starts_with("server http://127.0.0.1:"), "{e:?}");
+    }
 }

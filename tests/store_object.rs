@@ -166,6 +166,21 @@ async fn missing_bucket_is_unavailable(kind: &'static str) {
         err.message
     );
     assert!(err.message.contains("does not exist"), "{}", err.message);
+    // The root cause the summary shows: lasting, no key, the cloud's code instead of its body.
+    let cause = err.cause.as_deref().expect("a root cause");
+    let (cloud, holder) = match kind {
+        "s3" => ("S3", "bucket"),
+        "gcs" => ("GCS", "bucket"),
+        _ => ("Azure", "container"),
+    };
+    assert!(cause.lasting, "{cause:?}");
+    assert!(
+        cause.reason.starts_with(&format!("{cloud} {holder} "))
+            && cause.reason.ends_with("nxoc-no-such-bucket does not exist"),
+        "{cause:?}"
+    );
+    assert!(!err.message.contains("RequestId"), "{}", err.message);
+    assert!(!err.message.contains("<Error>"), "{}", err.message);
     let err = s
         .put(&hash("1"), &mut body(b"data", 2), Some(4))
         .await
@@ -261,6 +276,12 @@ async fn bad_credentials_are_named(kind: &'static str) {
     );
     assert!(err.message.contains("credentials"), "{}", err.message);
     assert!(err.message.contains(needle), "{}", err.message);
+    let cause = err.cause.as_deref().expect("a root cause");
+    assert!(
+        cause.lasting && cause.reason.contains("credentials"),
+        "{cause:?}"
+    );
+    assert!(!cause.reason.contains("RequestId"), "{cause:?}");
     let err = s
         .put(&hash("9"), &mut body(b"data", 2), Some(4))
         .await

@@ -542,9 +542,13 @@ pub fn merge(into: &mut Snapshot, other: Snapshot) {
     into.cache_millis += other.cache_millis;
     into.error_count += other.error_count;
     into.refused_count += other.refused_count;
+    into.routine_count += other.routine_count;
     for e in other.errors {
         match into.errors.iter_mut().find(|x| x.reason == e.reason) {
-            Some(x) => x.count += e.count,
+            Some(x) => {
+                x.count += e.count;
+                x.skipped |= e.skipped;
+            }
             None => into.errors.push(ErrorCount { ..e }),
         }
     }
@@ -552,6 +556,7 @@ pub fn merge(into: &mut Snapshot, other: Snapshot) {
         match into.refusals.iter_mut().find(|x| x.reason == r.reason) {
             Some(x) => {
                 x.count += r.count;
+                x.routine &= r.routine;
                 for h in r.hashes {
                     if x.hashes.len() < MAX_REFUSAL_HASHES && !x.hashes.contains(&h) {
                         x.hashes.push(h);

@@ -62,8 +62,11 @@ pub struct CacheStats {
     pub error_count: i64,
     pub errors: Vec<CacheError>,
     /// Objects not served (or uploads not stored): not valid artifacts, or sealed in a way this
-    /// machine cannot open or check. Each is also a miss (or a write not stored).
+    /// machine cannot open or check. Each is also a miss (or a write not stored). Routine
+    /// refusals are not counted here.
     pub refused_count: i64,
+    /// Routine refusals (an unsigned object this signing run replaces): each also a miss.
+    pub routine_count: i64,
     pub refusals: Vec<CacheRefusal>,
 }
 
@@ -73,13 +76,17 @@ pub struct CacheRefusal {
     pub reason: String,
     pub count: i64,
     pub hashes: Vec<String>,
+    /// Part of normal operation: counted in `routineCount`, not in `refusedCount`.
+    pub routine: bool,
 }
 
-/// One fault reason and how often it happened.
+/// One fault cause, without hashes, and how many requests it concerned.
 #[napi(object)]
 pub struct CacheError {
     pub reason: String,
     pub count: i64,
+    /// The store was skipped for the rest of the run because of it.
+    pub skipped: bool,
 }
 
 fn n(v: u64) -> i64 {
@@ -104,9 +111,11 @@ impl From<stats::Snapshot> for CacheStats {
                 .map(|e| CacheError {
                     reason: e.reason,
                     count: n(e.count),
+                    skipped: e.skipped,
                 })
                 .collect(),
             refused_count: n(s.refused_count),
+            routine_count: n(s.routine_count),
             refusals: s
                 .refusals
                 .into_iter()
@@ -114,6 +123,7 @@ impl From<stats::Snapshot> for CacheStats {
                     reason: r.reason,
                     count: n(r.count),
                     hashes: r.hashes,
+                    routine: r.routine,
                 })
                 .collect(),
         }

@@ -57,7 +57,7 @@ pub use keys::SealConfig;
 use crate::key::{Prefix, TaskHash};
 use crate::store::spool::{self, Spool, Spooled};
 use crate::store::{
-    Artifact, ArtifactBody, AsyncStore, BodyStream, ErrorKind, Found, PutOutcome, Store,
+    Artifact, ArtifactBody, AsyncStore, BodyStream, Cause, ErrorKind, Found, PutOutcome, Store,
     StoreError, Upload, Written,
 };
 use bytes::Bytes;
@@ -368,6 +368,16 @@ impl AsyncStore for SealedStore {
         match self.read_checked(hash).await? {
             None => Ok(None),
             Some(Ok(artifact)) => Ok(Some(artifact)),
+            Some(Err(Refusal::Unsigned)) if self.config.signing_key.is_some() => {
+                // Routine: this run's write of the hash replaces it with a signed one.
+                Err(Self::refused(&Refusal::Unsigned).with_cause(Cause {
+                    routine: true,
+                    ..Cause::new(
+                        "unsigned replaced",
+                        "unsigned, replaced by this signing run",
+                    )
+                }))
+            }
             Some(Err(why)) => Err(Self::refused(&why)),
         }
     }

@@ -50,7 +50,7 @@ use futures_util::StreamExt;
 use limits::{Cut, UploadBody, REFUSED_BODY_DRAIN};
 use listen::{Served, Transport};
 use metrics::Metrics;
-use observe::{Early, Observer, Operation, Upload};
+use observe::{Early, Observer, Operation, StorageFault, Upload};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -452,12 +452,18 @@ async fn get_artifact(
                 return obs.answer(artifact_response(artifact));
             }
             Ok(None) => {}
-            Err(e) if e.kind == ErrorKind::Refused => obs.refused(&hash, &e.message),
-            Err(e) => obs.fault(&format!(
-                "read {} from {}: {}",
-                hash,
-                store.describe(),
-                e.message
+            Err(e) if e.kind == ErrorKind::Refused => {
+                // Routine only where this server writes: its write replaces the object.
+                match e.cause.as_deref().filter(|c| c.routine) {
+                    Some(c) if state.mode == Mode::ReadWrite => obs.refused(&hash, &c.reason, true),
+                    _ => obs.refused(&hash, &e.message, false),
+                }
+            }
+            Err(e) => obs.fault(&StorageFault::of(
+                Operation::Get,
+                &hash,
+                &store.describe(),
+                &e,
             )),
         }
     }
@@ -662,8 +668,6 @@ async fn store_upload(
         .await
     };
     let complete = body.drain().await;
-    let write_fault =
-        |why: &str| format!("write {} to {}: {why}", hash, principal.write.describe());
     let upload = match (result, body.cut()) {
         (_, Some(Cut::TimedOut)) => Upload::TimedOut,
         (_, Some(Cut::TooLarge)) => Upload::TooLarge,
@@ -671,11 +675,17 @@ async fn store_upload(
         (Ok(Ok(PutOutcome::AlreadyExists)), _) => Upload::AlreadyStored,
         (Ok(Err(e)), _) if e.kind == ErrorKind::Refused => Upload::Refused(e.message),
         (Ok(Err(e)), _) if e.kind == ErrorKind::BadRequest => Upload::BadLength(e.message),
-        (Ok(Err(e)), _) => Upload::Fault(write_fault(&e.message)),
-        (Err(_), _) => Upload::Fault(write_fault(&format!(
-            "storage did not finish within {} s",
-            store_bound.as_secs()
-        ))),
+        (Ok(Err(e)), _) => Upload::Fault(StorageFault::of(
+            Operation::Put,
+            hash,
+            &principal.write.describe(),
+            &e,
+        )),
+        (Err(_), _) => Upload::Fault(StorageFault::write_unfinished(
+            hash,
+            &principal.write.describe(),
+            &format!("storage did not finish within {} s", store_bound.as_secs()),
+        )),
     };
     (upload, complete)
 }

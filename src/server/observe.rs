@@ -14,6 +14,8 @@
 use super::log::{self, LogFormat};
 use super::{AppState, Trusted};
 use crate::key::TaskHash;
+use crate::stats::Fault;
+use crate::store::StoreError;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::Request;
@@ -93,8 +95,70 @@ pub(crate) enum Upload {
     Refused(String),
     /// The body does not match its Content-Length: the store's message.
     BadLength(String),
-    /// A storage fault: the reason for the summary and the log (never shown to the client).
-    Fault(String),
+    /// A storage fault: for the summary and the log (never shown to the client).
+    Fault(StorageFault),
+}
+
+/// A storage fault of one request, as the run summary books it: under its root cause when the
+/// store gave one, else under its message with the hash taken out, so that one fault on many
+/// requests is one line with a count.
+#[derive(Debug)]
+pub(crate) struct StorageFault {
+    /// What groups it.
+    key: String,
+    /// What the summary says: no hash.
+    reason: String,
+    /// The store was skipped for the rest of the run for this cause.
+    skipped: bool,
+    /// The log line: the full message, hash included.
+    logged: String,
+}
+
+impl StorageFault {
+    /// `error` of a `get` (read) or `put` (write) of `hash` on `store`.
+    pub(crate) fn of(
+        operation: Operation,
+        hash: &TaskHash,
+        store: &str,
+        error: &StoreError,
+    ) -> Self {
+        let (verb, preposition) = match operation {
+            Operation::Get => ("read", "from"),
+            Operation::Put => ("write", "to"),
+        };
+        let logged = format!("{verb} {hash} {preposition} {store}: {}", error.message);
+        match &error.cause {
+            Some(cause) => StorageFault {
+                key: cause.key.replace(hash.as_str(), "<hash>"),
+                reason: cause.reason.replace(hash.as_str(), "<hash>"),
+                skipped: cause.skipped,
+                logged,
+            },
+            None => {
+                let reason = format!(
+                    "{verb} {preposition} {store}: {}",
+                    error.message.replace(hash.as_str(), "<hash>")
+                );
+                StorageFault {
+                    key: reason.clone(),
+                    reason,
+                    skipped: false,
+                    logged,
+                }
+            }
+        }
+    }
+
+    /// A write of `hash` on `store` that did not finish: `why`.
+    pub(crate) fn write_unfinished(hash: &TaskHash, store: &str, why: &str) -> Self {
+        let reason = format!("write to {store}: {why}");
+        StorageFault {
+            key: reason.clone(),
+            reason,
+            skipped: false,
+            logged: format!("write {hash} to {store}: {why}"),
+        }
+    }
 }
 
 /// What a cache handler recorded, read by [`observe`] for the request line.
@@ -197,18 +261,19 @@ impl<'s> Observer<'s> {
             }
             Upload::TimedOut => self.limited(Limit::Timeout),
             Upload::TooLarge => self.limited(Limit::TooLarge),
-            Upload::Refused(reason) => self.refused(hash, reason),
+            Upload::Refused(reason) => self.refused(hash, reason, false),
             Upload::BadLength(_) => self.limited(Limit::BadLength),
-            Upload::Fault(reason) => self.fault(reason),
+            Upload::Fault(fault) => self.fault(fault),
         }
     }
 
     /// The store read `hash` but refused it (`get`), or refused its upload (`put`). Logged the
-    /// first time per reason in the text format, always in JSON.
-    pub(crate) fn refused(&self, hash: &TaskHash, reason: &str) {
+    /// first time per reason in the text format, always in JSON. `routine`: part of normal
+    /// operation (an unsigned object this signing writer replaces): counted apart, not logged.
+    pub(crate) fn refused(&self, hash: &TaskHash, reason: &str, routine: bool) {
         self.state.metrics.refused(self.operation.label());
-        let first = self.state.stats.refused(reason, hash.as_str());
-        if first || self.state.log == LogFormat::Json {
+        let first = self.state.stats.refusal(reason, hash.as_str(), routine);
+        if !routine && (first || self.state.log == LogFormat::Json) {
             let verb = match self.operation {
                 Operation::Get => "not served",
                 Operation::Put => "not stored",
@@ -217,9 +282,18 @@ impl<'s> Observer<'s> {
         }
     }
 
-    /// A storage fault (the reason names the store and what failed).
-    pub(crate) fn fault(&self, reason: &str) {
-        fault(self.state, self.operation.label(), reason);
+    /// A storage fault of this request, booked under its cause; logged the first time per cause
+    /// in the text format (with the hash), always in JSON.
+    pub(crate) fn fault(&self, fault: &StorageFault) {
+        self.state.metrics.storage_error(self.operation.label());
+        let first = self.state.stats.fault(Fault {
+            key: &fault.key,
+            reason: &fault.reason,
+            skipped: fault.skipped,
+        });
+        if first || self.state.log == LogFormat::Json {
+            log::warn(self.state.log, &fault.logged);
+        }
     }
 
     /// `response`, carrying what the log line needs, and marked trusted when a valid token was
@@ -234,16 +308,6 @@ impl<'s> Observer<'s> {
             bytes: self.bytes,
         });
         response
-    }
-}
-
-/// Records a storage fault of `operation` (`get`, `put`, `probe`) for the summary and metrics;
-/// logs it the first time per reason in the text format, always in JSON.
-pub(crate) fn fault(state: &AppState, operation: &'static str, reason: &str) {
-    state.metrics.storage_error(operation);
-    let first = state.stats.error(reason);
-    if first || state.log == LogFormat::Json {
-        log::warn(state.log, reason);
     }
 }
 

@@ -7,9 +7,11 @@
 //!   not answer in time opens the breaker at once, so a dead store costs one probe timeout per
 //!   run, not one per request;
 //! - a time limit on every storage call (on top of the backend's own connect/read timeouts);
-//! - an outage breaker: after `failures_to_open` consecutive faults, every call is skipped with
-//!   the same reason (one line in the run summary) for the rest of the run, or until a cool-down
-//!   has passed, after which one call is let through to try again. That trial holds a permit:
+//! - an outage breaker: after `failures_to_open` consecutive faults, or at once after a fault
+//!   whose root cause cannot fix itself within the run (a bucket that does not exist, credentials
+//!   or a token missing or refused, an unknown host: [`Cause::lasting`]), every call is skipped
+//!   with the same cause (one line in the run summary) for the rest of the run, or until a
+//!   cool-down has passed, after which one call is let through to try again. That trial holds a permit:
 //!   a trial whose future is dropped before it ends gives the permit back, so the next call
 //!   tries (a cancelled trial never keeps the breaker open for good).
 //!
@@ -18,7 +20,7 @@
 //! Only faults of the store itself count (unreachable, timeouts, disk full); a corrupt object or a
 //! client's bad upload says nothing about the store's health.
 
-use super::{AsyncStore, ErrorKind, Found, Store, StoreError, Upload, Written};
+use super::{AsyncStore, Cause, ErrorKind, Found, Store, StoreError, Upload, Written};
 use crate::key::{Prefix, TaskHash};
 use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -36,7 +38,8 @@ enum Probe {
 
 #[derive(Debug)]
 struct Open {
-    reason: String,
+    /// Why the store is skipped; every skipped call carries it.
+    cause: Cause,
     since: Instant,
     /// A trial call after the cool-down is in flight.
     trial: bool,
@@ -61,7 +64,7 @@ enum Gate {
     Go,
     /// The one trial call after a cool-down.
     Trial(TrialPermit),
-    Skip(String),
+    Skip(Cause),
 }
 
 /// The right to make the one trial call after a cool-down. Dropped without a recorded outcome
@@ -106,15 +109,25 @@ impl GuardedStore {
             let outcome = tokio::time::timeout(timeout, probe_store.check()).await;
             let failure = match outcome {
                 Ok(Ok(())) => None,
-                Ok(Err(e)) if counts(&e) => Some(e.message),
+                Ok(Err(e)) if counts(&e) => Some(match e.cause {
+                    // A known root cause is the summary's line itself.
+                    Some(cause) => *cause,
+                    None => {
+                        let reason = format!("the store failed its start-up check: {}", e.message);
+                        Cause::new(reason.clone(), reason)
+                    }
+                }),
                 Ok(Err(_)) => None,
-                Err(_) => Some(format!(
-                    "{location} did not answer within {} s",
-                    timeout.as_secs_f32()
-                )),
+                Err(_) => {
+                    let reason = format!(
+                        "{location} did not answer within {} s (start-up check)",
+                        timeout.as_secs_f32()
+                    );
+                    Some(Cause::new(reason.clone(), reason))
+                }
             };
-            if let Some(reason) = failure {
-                probe_state.open(format!("the store failed its start-up check: {reason}"));
+            if let Some(cause) = failure {
+                probe_state.open(cause);
             }
             let _ = tx.send(Probe::Done);
         });
@@ -141,7 +154,10 @@ impl GuardedStore {
 
     /// Why the store is being skipped, if it is.
     pub fn open_reason(&self) -> Option<String> {
-        self.state.lock_open().as_ref().map(|o| o.reason.clone())
+        self.state
+            .lock_open()
+            .as_ref()
+            .map(|o| o.cause.reason.clone())
     }
 
     async fn gate(&self) -> Gate {
@@ -161,16 +177,21 @@ impl GuardedStore {
                         state: Some(self.state.clone()),
                     })
                 }
-                _ => Gate::Skip(o.reason.clone()),
+                _ => Gate::Skip(o.cause.clone()),
             },
         }
     }
 
-    fn skipped(reason: &str) -> StoreError {
+    /// A call not made: it carries the breaker's cause, marked skipped.
+    fn skipped(cause: Cause) -> StoreError {
         StoreError::new(
             ErrorKind::Unavailable,
-            format!("skipped (store not used for this run): {reason}"),
+            format!("skipped (store not used for this run): {}", cause.reason),
         )
+        .with_cause(Cause {
+            skipped: true,
+            ..cause
+        })
     }
 
     /// Books the outcome of a call that went through (a trial's permit is spent here: a failed
@@ -184,15 +205,26 @@ impl GuardedStore {
             None => false,
         };
         match result {
+            // A refused write says nothing about the store's health either way: the count of
+            // faults in a row is neither fed nor reset.
+            Err(e) if e.cause.as_ref().is_some_and(|c| c.writes_only) && !trial => {}
             Err(e) if counts(e) => {
                 let n = self.state.consecutive.fetch_add(1, Ordering::SeqCst) + 1;
-                if trial {
-                    self.state
-                        .open(format!("still failing after the cool-down: {}", e.message));
+                let last = e.cause.as_ref().map_or(e.message.as_str(), |c| &c.reason);
+                if let Some(cause) = e.cause.as_ref().filter(|c| c.lasting) {
+                    // It will not fix itself: no point in a second try this run.
+                    self.state.open(Cause::clone(cause));
+                } else if trial {
+                    let reason = format!("still failing after the cool-down: {last}");
+                    self.state.open(Cause::new(reason.clone(), reason));
                 } else if n >= self.policy.failures_to_open.max(1) {
-                    self.state.open(format!(
-                        "{n} storage calls failed in a row, the last with: {}",
-                        e.message
+                    let reason = format!(
+                        "{n} storage calls failed in a row on {}, the last with: {last}",
+                        self.inner.describe()
+                    );
+                    self.state.open(Cause::new(
+                        format!("breaker {}", self.inner.describe()),
+                        reason,
                     ));
                 }
             }
@@ -212,7 +244,7 @@ impl GuardedStore {
         call: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
         let trial = match self.gate().await {
-            Gate::Skip(reason) => return Err(Self::skipped(&reason)),
+            Gate::Skip(cause) => return Err(Self::skipped(cause)),
             Gate::Trial(permit) => Some(permit),
             Gate::Go => None,
         };
@@ -241,18 +273,19 @@ impl State {
         self.open.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn open(&self, reason: String) {
+    fn open(&self, cause: Cause) {
         *self.lock_open() = Some(Open {
-            reason,
+            cause,
             since: Instant::now(),
             trial: false,
         });
     }
 }
 
-/// Faults that say the store is unhealthy.
+/// Faults that say the store is unhealthy (a refused write does not: reads go on).
 fn counts(e: &StoreError) -> bool {
     matches!(e.kind, ErrorKind::Unavailable | ErrorKind::Full)
+        && !e.cause.as_ref().is_some_and(|c| c.writes_only)
 }
 
 impl AsyncStore for GuardedStore {

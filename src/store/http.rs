@@ -26,7 +26,7 @@
 use super::resilience::Resilience;
 use super::spool::{self, Spool, Spooled};
 use super::{
-    Artifact, ArtifactBody, AsyncStore, BodyStream, ErrorKind, Found, PutOutcome, Store,
+    Artifact, ArtifactBody, AsyncStore, BodyStream, Cause, ErrorKind, Found, PutOutcome, Store,
     StoreError, Upload, Written,
 };
 use crate::key::{Prefix, TaskHash};
@@ -207,6 +207,10 @@ pub fn redact_urls(text: &str) -> String {
 /// A fault of this store with every URL in its message redacted.
 fn shown(mut e: StoreError) -> StoreError {
     e.message = redact_urls(&e.message);
+    if let Some(c) = e.cause.as_mut() {
+        c.key = redact_urls(&c.key);
+        c.reason = redact_urls(&c.reason);
+    }
     e
 }
 
@@ -392,8 +396,24 @@ impl HttpStore {
         } else {
             what
         };
+        // An unknown host stays unknown for the run; a refused connection or a hang may pass.
+        let unknown_host =
+            cause.contains("dns error") || cause.contains("failed to lookup address");
+        let base = redact_url(&self.base);
+        let summary = if unknown_host {
+            Cause::lasting(
+                format!("http unknown host {base}"),
+                format!("server {base} is an unknown host: {cause}"),
+            )
+        } else {
+            Cause::new(
+                format!("http {what} {base}"),
+                format!("server {base}: {what}{hint}: {cause}"),
+            )
+        };
         Failure {
-            error: unavailable(format!("http {method} {url}: {what}{hint}: {cause}")),
+            error: unavailable(format!("http {method} {url}: {what}{hint}: {cause}"))
+                .with_cause(summary),
             // A refused or reset connection is worth another try; a hang is not (it would cost
             // another full timeout), nor is a certificate that will not change.
             retry: !e.is_timeout()
@@ -449,7 +469,50 @@ impl HttpStore {
                  a valid token of this server"
             ),
         };
-        unavailable(format!("http {method} {url}: {why}{said}"))
+        unavailable(format!("http {method} {url}: {why}{said}")).with_cause(self.auth_cause(
+            method,
+            status,
+            &status_text,
+        ))
+    }
+
+    /// The cause of an unexpected answer to `what` (`reads`, `writes`): one per status and what
+    /// the server said, without the URL (which names the hash).
+    fn answer_cause(&self, what: &str, status: StatusCode, said: &str) -> Cause {
+        let base = redact_url(&self.base);
+        Cause::new(
+            format!("http {status} {what} {base}{said}"),
+            format!("server {base} answered {what} with {status}{said}"),
+        )
+    }
+
+    /// The root cause of a 401/403. A missing or refused token, or refused reads, last for the
+    /// run; a refused write does not stop the reads (a read-only token).
+    fn auth_cause(&self, method: &str, status: StatusCode, status_text: &str) -> Cause {
+        let base = redact_url(&self.base);
+        match (self.auth.is_some(), status, method) {
+            (false, _, _) => Cause::lasting(
+                format!("http no token {base}"),
+                format!("server {base} requires a token ({status_text}): {TOKEN_ENV} is not set"),
+            ),
+            (true, StatusCode::FORBIDDEN, "PUT") => Cause::writes_only(
+                format!("http write refused {base}"),
+                format!(
+                    "server {base} refused writes with the token in {TOKEN_ENV} ({status_text}): \
+                     a read-only token? then set localMode read-only (or NX_OPEN_CACHE_MODE)"
+                ),
+            ),
+            (true, StatusCode::FORBIDDEN, _) => Cause::lasting(
+                format!("http read refused {base}"),
+                format!(
+                    "server {base} refused read access to the token in {TOKEN_ENV} ({status_text})"
+                ),
+            ),
+            (true, _, _) => Cause::lasting(
+                format!("http token refused {base}"),
+                format!("server {base} refused the token in {TOKEN_ENV} ({status_text})"),
+            ),
+        }
     }
 
     async fn read(&self, hash: &TaskHash) -> Found {
@@ -496,7 +559,8 @@ impl HttpStore {
             _ => {
                 let said = Self::snippet(resp).await;
                 Err(Failure {
-                    error: unavailable(format!("http GET {url}: unexpected answer {status}{said}")),
+                    error: unavailable(format!("http GET {url}: unexpected answer {status}{said}"))
+                        .with_cause(self.answer_cause("reads", status, &said)),
                     retry: status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS,
                 })
             }
@@ -700,16 +764,22 @@ impl HttpStore {
                         ),
                     ))
                 } else {
-                    Err(unavailable(format!(
-                        "http PUT {url}: unexpected answer {status}{said}"
-                    )))
+                    Err(
+                        unavailable(format!("http PUT {url}: unexpected answer {status}{said}"))
+                            .with_cause(self.answer_cause("writes", status, &said)),
+                    )
                 }
             }
             StatusCode::PAYLOAD_TOO_LARGE => {
                 let said = Self::snippet(resp).await;
+                let base = redact_url(&self.base);
                 Err(unavailable(format!(
                     "http PUT {url}: the server refused the artifact of {len} bytes as too large \
                      ({status}){said}"
+                ))
+                .with_cause(Cause::new(
+                    format!("http too large {base}"),
+                    format!("server {base} refused artifacts as too large ({status}){said}"),
                 )))
             }
             _ => {
@@ -721,7 +791,8 @@ impl HttpStore {
                 };
                 Err(unavailable(format!(
                     "http PUT {url}: unexpected answer {status}{partial}{said}"
-                )))
+                ))
+                .with_cause(self.answer_cause("writes", status, &said)))
             }
         }
     }

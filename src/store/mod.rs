@@ -95,6 +95,61 @@ pub enum ErrorKind {
 pub struct StoreError {
     pub kind: ErrorKind,
     pub message: String,
+    /// The root cause, when the store could tell it (a bucket that does not exist, refused
+    /// credentials or token): the run summary groups faults by it, and a lasting one makes the
+    /// guard skip the store for the rest of the run. `None`: grouped by the message.
+    pub cause: Option<Box<Cause>>,
+}
+
+/// The root cause of a fault (or a refusal), as the run summary shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cause {
+    /// What groups faults: faults with equal keys are one line of the summary.
+    pub key: String,
+    /// Short and the same for every request it concerns: no hash, no object key, no request id.
+    /// E.g. `S3 bucket acme-nx-cahce does not exist`.
+    pub reason: String,
+    /// It cannot fix itself within a run (a missing bucket, refused credentials or token, an
+    /// unknown host): the guard stops calling the store at once.
+    pub lasting: bool,
+    /// The call did not reach the store: the guard skipped it for this cause.
+    pub skipped: bool,
+    /// A refusal that is part of normal operation (an unsigned object this signing run replaces):
+    /// counted apart from errors and refusals.
+    pub routine: bool,
+    /// It concerns writes only (a read-only token or credentials refused a write): it says
+    /// nothing about reads, so it never opens the guard's breaker.
+    pub writes_only: bool,
+}
+
+impl Cause {
+    /// A cause that may pass (a timeout, a 5xx) or whose lastingness is unknown.
+    pub fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Cause {
+            key: key.into(),
+            reason: reason.into(),
+            lasting: false,
+            skipped: false,
+            routine: false,
+            writes_only: false,
+        }
+    }
+
+    /// A cause that concerns writes only (reads go on).
+    pub fn writes_only(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Cause {
+            writes_only: true,
+            ..Cause::new(key, reason)
+        }
+    }
+
+    /// A cause that cannot fix itself within the run.
+    pub fn lasting(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Cause {
+            lasting: true,
+            ..Cause::new(key, reason)
+        }
+    }
 }
 
 impl StoreError {
@@ -102,7 +157,19 @@ impl StoreError {
         StoreError {
             kind,
             message: message.into(),
+            cause: None,
         }
+    }
+
+    /// This error with its root cause.
+    pub fn with_cause(mut self, cause: Cause) -> Self {
+        self.cause = Some(Box::new(cause));
+        self
+    }
+
+    /// Whether the cause cannot fix itself within the run.
+    pub fn is_lasting(&self) -> bool {
+        self.cause.as_ref().is_some_and(|c| c.lasting)
     }
 }
 

@@ -10,8 +10,11 @@
 //! - retries of transient faults (refused or reset connections, 429, 5xx): two, with
 //!   exponential backoff and jitter; an http GET retries itself, an object store through
 //!   `object_store`'s retry configuration (within 30 s);
-//! - the outage breaker: opened by the start-up probe failing (it may take `timeout`) or by three
-//!   faults in a row; no cool-down (a store that failed is skipped for the rest of the run);
+//! - the outage breaker: opened by the start-up probe failing (it may take `timeout`), by three
+//!   faults in a row, or at once by one fault whose root cause cannot fix itself within the run
+//!   (a bucket that does not exist, credentials or a token missing or refused, an unknown host:
+//!   [`super::Cause::lasting`]); no cool-down (a store that failed is skipped for the rest of the
+//!   run);
 //! - the server gives a store call 60 s more than its upload deadline, and its readiness probe
 //!   (`/readyz`) 5 s.
 

@@ -21,6 +21,7 @@
 //! `gcs.rs`, `azure.rs`: credentials, endpoints, what messages say about them); timeouts and retries
 //! are the resilience policy's ([`super::resilience`]).
 
+mod answer;
 mod azure;
 mod gcs;
 mod s3;
@@ -28,8 +29,8 @@ mod s3;
 use super::resilience::Resilience;
 use super::spool::{self, Spool, Spooled};
 use super::{
-    Artifact, ArtifactBody, AsyncStore, BodyStream, Deleted, ErrorKind, Found, PutOutcome, Store,
-    StoreError, Upload, Written,
+    Artifact, ArtifactBody, AsyncStore, BodyStream, Cause, Deleted, ErrorKind, Found, PutOutcome,
+    Store, StoreError, Upload, Written,
 };
 use crate::config::Backend;
 use crate::envelope::{EnvelopeError, Header, PayloadDigest, HEADER_LEN};
@@ -66,6 +67,23 @@ impl Cloud {
             Cloud::S3 => "s3",
             Cloud::Gcs => "gcs",
             Cloud::Azure => "azure",
+        }
+    }
+
+    /// The cloud as a sentence names it.
+    pub fn title(self) -> &'static str {
+        match self {
+            Cloud::S3 => "S3",
+            Cloud::Gcs => "GCS",
+            Cloud::Azure => "Azure",
+        }
+    }
+
+    /// What holds the objects: `bucket` or `container`.
+    pub fn holder(self) -> &'static str {
+        match self {
+            Cloud::Azure => "container",
+            Cloud::S3 | Cloud::Gcs => "bucket",
         }
     }
 }
@@ -308,55 +326,103 @@ impl ObjectStoreBackend {
         format!("{} {}/{}", self.cloud.name(), self.bucket, key)
     }
 
-    /// Turns a client error into a store fault naming the backend, bucket, key and reason.
+    /// Turns a client error into a store fault naming the backend, bucket, key and reason (the
+    /// cloud's error code and message, not its raw answer), with its root cause when it is one
+    /// the summary groups by: a bucket that does not exist, credentials missing or refused, an
+    /// unknown host. Those last for the run, except a refused write (reads may still work, e.g.
+    /// with read-only credentials).
     fn fault(&self, op: &str, key: &ObjectPath, e: object_store::Error) -> StoreError {
-        let text = e.to_string();
-        let lower = text.to_ascii_lowercase();
-        let container = if self.cloud == Cloud::Azure {
-            "container"
-        } else {
-            "bucket"
-        };
-        let reason = match &e {
+        let raw = e.to_string();
+        let lower = raw.to_ascii_lowercase();
+        let text = answer::short(&raw);
+        let holder = self.cloud.holder();
+        let cloud = self.cloud.title();
+        let bucket = &self.bucket;
+        // Reads are a listing, a download or a metadata check; anything else writes.
+        let writing = !matches!(op, "download" | "listing" | "checking");
+        let credentials_refused = matches!(
+            e,
             object_store::Error::Unauthenticated { .. }
-            | object_store::Error::PermissionDenied { .. } => {
-                format!("credentials were refused ({text}); {}", self.credentials)
-            }
-            _ if lower.contains("nosuchbucket")
-                || lower.contains("containernotfound")
-                || lower.contains("bucket does not exist")
-                || lower.contains("bucket not found") =>
-            {
-                format!("the {container} does not exist ({text})")
-            }
-            _ if lower.contains("credential")
-                || lower.contains("accessdenied")
-                || lower.contains("signaturedoesnotmatch")
-                || lower.contains("invalidaccesskeyid")
-                || lower.contains("authorization")
-                || lower.contains("403 forbidden")
-                || lower.contains("401 unauthorized")
-                || lower.contains("token") =>
-            {
-                format!(
-                    "credentials missing or refused ({text}); {}",
-                    self.credentials
+                | object_store::Error::PermissionDenied { .. }
+        );
+        let (reason, cause) = if lower.contains("nosuchbucket")
+            || lower.contains("containernotfound")
+            || lower.contains("bucket does not exist")
+            || lower.contains("bucket not found")
+        {
+            (
+                format!("the {holder} does not exist ({text})"),
+                Some(Cause::lasting(
+                    format!("{} no {holder} {bucket}", self.cloud.name()),
+                    format!("{cloud} {holder} {bucket} does not exist"),
+                )),
+            )
+        } else if lower.contains("dns error") || lower.contains("failed to lookup address") {
+            (
+                format!("unknown host ({text})"),
+                Some(Cause::lasting(
+                    format!("{} unknown host {bucket}", self.cloud.name()),
+                    format!(
+                        "the {cloud} endpoint of {holder} {bucket} is an unknown host ({text})"
+                    ),
+                )),
+            )
+        } else if credentials_refused
+            || lower.contains("credential")
+            || lower.contains("accessdenied")
+            || lower.contains("signaturedoesnotmatch")
+            || lower.contains("invalidaccesskeyid")
+            || lower.contains("authorization")
+            || lower.contains("403 forbidden")
+            || lower.contains("401 unauthorized")
+            || lower.contains("token")
+        {
+            let what = if credentials_refused {
+                "credentials were refused"
+            } else {
+                "credentials missing or refused"
+            };
+            let summary = format!("{what} by {cloud} ({text}); {}", self.credentials);
+            let cause = if writing {
+                Cause::writes_only(
+                    format!("{} write refused {bucket}", self.cloud.name()),
+                    format!("{cloud} refused writes to {holder} {bucket}: {summary}"),
                 )
-            }
-            object_store::Error::NotFound { .. } if op.contains("multipart") => format!(
-                "the upload is gone ({text}): the store may have taken longer than the {} s read \
-                 timeout to assemble it, after which the client aborted it",
-                self.bulk_answer.as_secs()
-            ),
-            object_store::Error::NotFound { .. } => {
-                format!("not found: the {container} may not exist ({text})")
-            }
-            _ => text,
+            } else {
+                Cause::lasting(
+                    format!("{} credentials {bucket}", self.cloud.name()),
+                    summary,
+                )
+            };
+            (
+                format!("{what} ({text}); {}", self.credentials),
+                Some(cause),
+            )
+        } else if matches!(e, object_store::Error::NotFound { .. }) && op.contains("multipart") {
+            (
+                format!(
+                    "the upload is gone ({text}): the store may have taken longer than the {} s \
+                     read timeout to assemble it, after which the client aborted it",
+                    self.bulk_answer.as_secs()
+                ),
+                None,
+            )
+        } else if matches!(e, object_store::Error::NotFound { .. }) {
+            (
+                format!("not found: the {holder} may not exist ({text})"),
+                None,
+            )
+        } else {
+            (text, None)
         };
-        StoreError::new(
+        let error = StoreError::new(
             ErrorKind::Unavailable,
             format!("{}: {op} failed: {reason}", self.where_(key)),
-        )
+        );
+        match cause {
+            Some(c) => error.with_cause(c),
+            None => error,
+        }
     }
 
     /// Checks that the bucket/container answers with these credentials (one cheap list request).

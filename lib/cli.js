@@ -57,7 +57,14 @@ function summaryCommand(root, args) {
     console.error(`nx-open-cache: no run summary yet: no Nx run in this workspace has ended with the plugin (${summaryFile(root)} is missing): run an Nx command first`);
     return 1;
   }
-  console.log(parsed.values.json === true ? JSON.stringify(s, null, 2) : `${formatSummary(s)}\n${runLine(s)}`);
+  if (parsed.values.json === true) {
+    console.log(JSON.stringify(s, null, 2));
+    return 0;
+  }
+  // The run's configuration warnings, printed at its start (into the daemon's log when the daemon
+  // ran the hooks).
+  const warnings = (s.warnings || []).map((w) => `  warning: ${w}`);
+  console.log([formatSummary(s), ...warnings, runLine(s)].join('\n'));
   return 0;
 }
 

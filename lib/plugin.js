@@ -38,6 +38,12 @@ const runs = new Map();
  * @type {Map<string, { location: string, modeSource: string, startedAt: Date }>}
  */
 const unusedRuns = new Map();
+/**
+ * The configuration warnings of runs that have them, by Nx run id: kept in the run's summary so
+ * `nx-open-cache summary` shows them when the daemon swallowed the line printed at the start.
+ * @type {Map<string, string[]>}
+ */
+const runWarnings = new Map();
 /** Runs this process registered at the host, by Nx run id (to report a host that vanished). @type {Set<string>} */
 const hostRuns = new Set();
 /**
@@ -178,6 +184,7 @@ async function preTasksExecution(pluginOptions, context) {
   const config = run.config;
   // Every run: a warning is about this run's environment, which may differ from the last one's.
   for (const w of config.warnings) console.log(`nx-open-cache: warning: ${w}`);
+  if (config.warnings.length) runWarnings.set(context.id ?? 'default', config.warnings);
   if (config.mode === 'no-cache') {
     // The run's summary says so at its end.
     unusedRuns.set(context.id ?? 'default', { location: `${config.backend} ${config.location}`, modeSource: config.modeSource, startedAt: new Date() });
@@ -298,8 +305,12 @@ function takeLocalRun(id) {
 async function postTasksExecution(options, context) {
   const entry = pluginEntry(contextNxJson(context));
   if (entry && !isWinningEntry(entry, options)) return; // the first entry's hook ends the run
+  const warnings = runWarnings.get(context.id ?? 'default');
+  runWarnings.delete(context.id ?? 'default');
   const summary = await endOfRun(context);
   if (!summary) return;
+  // Printed at the start of the run already; kept for `nx-open-cache summary`.
+  if (warnings) summary.warnings = warnings;
   if (context.argv) summary.command = context.argv.slice(2).join(' ');
   const writeError = writeSummary(context.workspaceRoot, summary);
   const { mode, warning } = summaryMode(process.env.NX_OPEN_CACHE_SUMMARY);

@@ -11,7 +11,7 @@ const path = require('node:path');
  * @typedef {CacheStats & {
  *   location: string, mode: string, modeSource: string,
  *   startedAt: string, endedAt: string, runId: string, command?: string, runs?: number,
- *   note?: string
+ *   note?: string, warnings?: string[]
  * }} RunSummary
  */
 

@@ -749,7 +749,7 @@ mod tests {
                 continue;
             };
             refused += 1;
-            let typo_public = public_of_seed(&*decode_key32(&typo).unwrap());
+            let typo_public = public_of_seed(&decode_key32(&typo).unwrap());
             assert!(
                 err.message
                     .starts_with("trustedKeys entry 1 is not a valid public key (value not shown)")

@@ -77,6 +77,33 @@ test('an unusable directory: failures with a fix, exit 1', () => {
   assert.match(r.out, /the cache does NOT work/);
 });
 
+const asRoot = typeof process.getuid === 'function' && process.getuid() === 0;
+
+test('a directory this user may not even read (0700, doctor as nobody): setup and read fail, no read-only advice, exit 1', { skip: !asRoot && 'needs root to run doctor as nobody' }, (t) => {
+  const parent = fs.mkdtempSync(path.join(os.tmpdir(), 'nxoc-doctor-closed-'));
+  t.after(() => fs.rmSync(parent, { recursive: true, force: true }));
+  fs.chmodSync(parent, 0o755);
+  const store = path.join(parent, 'store');
+  fs.mkdirSync(store, { mode: 0o700 });
+  fs.chmodSync(store, 0o700);
+  const ws = path.join(parent, 'ws');
+  fs.mkdirSync(ws, { mode: 0o755 });
+  fs.writeFileSync(path.join(ws, 'nx.json'), JSON.stringify({ plugins: [{ plugin: 'nx-open-cache', options: { path: store } }] }), { mode: 0o644 });
+  const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('NX_OPEN_CACHE_') && k !== 'CI'));
+  const nobody = ['--reuid', '65534', '--regid', '65534', '--clear-groups', '--', process.execPath, CLI, 'doctor'];
+  const r = spawnSync('setpriv', nobody, { cwd: ws, env: clean, encoding: 'utf8', timeout: 60_000 });
+  assert.equal(r.status, 1, r.stdout + r.stderr);
+  assert.match(r.stdout, /^ {2}FAIL setup {2}.*Permission denied.*\(\d+ ms\)$/m, r.stdout);
+  assert.ok(
+    r.stdout.includes(`fix: this user may not read ${store} either: make it readable (and writable, to store) for this user, or point \`path\` at a directory that is\n`),
+    r.stdout,
+  );
+  assert.match(r.stdout, /^ {2}FAIL read /m, r.stdout);
+  assert.ok(r.stdout.includes(`fix: make ${store} readable and writable for this user (readable is enough in read-only mode)`), r.stdout);
+  assert.ok(!r.stdout.includes('reads work'), `no read-only advice when reads fail too:\n${r.stdout}`);
+  assert.match(r.stdout, /^the cache does NOT work from this machine/m, r.stdout);
+});
+
 test('configuration mistakes: exit 2, naming the option, the value and the choices', () => {
   const ws = workspace({ plugins: [{ plugin: 'nx-open-cache', options: { backend: 's4' } }] });
   const r = doctor(ws);
@@ -175,7 +202,7 @@ test('every JS command names a bad argument and the allowed ones; --help anywher
   }
 });
 
-test('a read-only token of a real serve: reads work, writes are refused, a warning that says read-only mode, exit 0', async () => {
+test('a read-only token of a real serve: reads work, writes are refused: a warning that says read-only mode, exit 0, on a developer machine in the default mode; broken (exit 1) on CI or with read-write set', async () => {
   const { startServe, serveEnv } = require('./helpers/serve-process.js');
   const crypto = require('node:crypto');
   const ro = crypto.randomBytes(16).toString('hex');
@@ -201,10 +228,34 @@ test('a read-only token of a real serve: reads work, writes are refused, a warni
     assert.equal(ro2.code, 0, ro2.out + ro2.err);
     assert.match(ro2.out, /^ {2}skip write {6}mode is read-only: nothing is written$/m, ro2.out);
     assert.match(ro2.out, /^the cache works from this machine$/m, ro2.out);
-    // On CI the option is ciMode.
-    const ci = doctor(ws, [], { NX_OPEN_CACHE_TOKEN: ro, CI: 'true' });
-    assert.equal(ci.code, 0, ci.out + ci.err);
-    assert.match(ci.out, /fix: reads work, writes are refused: set ciMode "read-only"/, ci.out);
+    // On CI, or with read-write mode set explicitly, this machine is meant to write: refused
+    // writes are a broken cache (exit 1), and the fix is a read-write token first.
+    const writers = [
+      [{ CI: 'true' }, 'default (CI detected)', 'ciMode'],
+      [{ NX_OPEN_CACHE_MODE: 'read-write' }, 'NX_OPEN_CACHE_MODE', 'localMode'],
+    ];
+    for (const [env, source, option] of writers) {
+      const w = doctor(ws, [], { NX_OPEN_CACHE_TOKEN: ro, ...env });
+      assert.equal(w.code, 1, w.out + w.err);
+      assert.match(w.out, /^ {2}ok {3}read {7}a lookup was answered/m, w.out);
+      assert.match(w.out, /^ {2}FAIL write {6}.*403.*\(\d+ ms\)$/m, w.out);
+      assert.ok(
+        w.out.includes(
+          `fix: reads work, writes are refused, and this machine is meant to write (mode read-write from ${source}): ` +
+            `use a read-write token in NX_OPEN_CACHE_TOKEN; if it should only read, set ${option} "read-only" in the nx-open-cache plugin options (or NX_OPEN_CACHE_MODE=read-only)\n`,
+        ),
+        w.out,
+      );
+      assert.match(w.out, /^the cache does NOT work from this machine/m, w.out);
+      const report = JSON.parse(doctor(ws, ['--json'], { NX_OPEN_CACHE_TOKEN: ro, ...env }).out);
+      assert.equal(report.status, 'broken');
+      assert.equal(report.works, false);
+    }
+    // On CI with ciMode read-write given explicitly: the same.
+    const ciWs = workspace({ plugins: [{ plugin: 'nx-open-cache', options: { backend: 'http', url: upstream.url, ciMode: 'read-write' } }] });
+    const ci = doctor(ciWs, [], { NX_OPEN_CACHE_TOKEN: ro, CI: 'true' });
+    assert.equal(ci.code, 1, ci.out + ci.err);
+    assert.match(ci.out, /meant to write \(mode read-write from ciMode \(CI detected\)\): use a read-write token/, ci.out);
     // A read-write token: no warning.
     const writer = doctor(ws, [], { NX_OPEN_CACHE_TOKEN: rw });
     assert.equal(writer.code, 0, writer.out + writer.err);

@@ -628,7 +628,11 @@ test('--trustedKeys: comma-separated or a list, trimmed, repeats dropped; it rep
   assert.deepEqual(readNx(tree).plugins[0].options, { backend: 'fs', path: '/mnt/cache', trustedKeys: [a, b] });
   const printed = await run(tree, { trustedKeys: [c, `${a}`] });
   assert.deepEqual(readNx(tree).plugins[0].options.trustedKeys, [c, a]);
-  assert.deepEqual(printed, [`nx-open-cache: updated options: trustedKeys ${JSON.stringify([a, b])} -> ${JSON.stringify([c, a])}`]);
+  assert.deepEqual(printed, [
+    `nx-open-cache: updated options: trustedKeys ${JSON.stringify([a, b])} -> ${JSON.stringify([c, a])}`,
+    `nx-open-cache: trusts ${native.publicKeyId(c)}, ${native.publicKeyId(a)} (key ids of "trustedKeys")`,
+  ]);
+  assert.match(printed[1], /^nx-open-cache: trusts [0-9a-f]{16}, [0-9a-f]{16} \(key ids of "trustedKeys"\)$/);
   await assert.rejects(run(treeWith({}), { trustedKeys: ' , ' }), /invalid value " , " for --trustedKeys; expected at least one value/);
   const bad = treeWith({});
   const before = bad.read('nx.json', 'utf-8');
@@ -763,7 +767,7 @@ test('init --check that fails writes nothing: nx.json and .gitignore byte-identi
     const r = w.nx(['--path=not-a-directory', '--check']);
     assert.notEqual(r.code, 0, r.out);
     assert.match(r.out, /FAIL/);
-    assert.match(r.out, /--check: the cache does not work from this machine \(see the checks above\); nothing was written \(nx\.json is as it was\)/);
+    assert.match(r.out, /--check: the cache does not work from this machine \(see the checks above\); nx\.json and \.gitignore unchanged$/m);
     assert.ok(w.read().equals(nxJson), 'nx.json byte-identical');
     assert.ok(w.read('.gitignore').equals(gitignore), '.gitignore byte-identical');
 

@@ -203,6 +203,27 @@ describe('serve: the storage is probed at start (as /readyz probes it)', () => {
     }
   });
 
+  test('an fs directory that does not exist and cannot be made (parent not writable): serve stops, exit 1, with the reason', () => {
+    const parent = fs.mkdtempSync(path.join(os.tmpdir(), 'nxoc-serve-noparent-'));
+    const store = path.join(parent, 'store');
+    // Not writable for this test's serve: root-owned 0755 with serve as nobody, else 0555.
+    fs.chmodSync(parent, asRoot ? 0o755 : 0o555);
+    try {
+      const env = serveEnv({ NX_OPEN_CACHE_SERVER_TOKENS: TOKENS });
+      for (const args of [[], ['--require-ready']]) {
+        const command = [...(asRoot ? NOBODY : []), process.execPath, path.join(REPO_ROOT, 'lib', 'cli.js'), 'serve', '--storage', `fs:${store}`, '--listen', '127.0.0.1:0', ...args];
+        const r = spawnSync(command[0], command.slice(1), { cwd: REPO_ROOT, env, encoding: 'utf8', timeout: 30_000 });
+        assert.equal(r.status, 1, `${args}: ${r.stdout}${r.stderr}`);
+        assert.equal(r.stdout, '', 'no startup line');
+        assert.equal(r.stderr.trim(), `nx-open-cache serve: --storage fs:${store}: cannot create cache directory ${store}: Permission denied (os error 13)`);
+        assert.ok(!fs.existsSync(store));
+      }
+    } finally {
+      fs.chmodSync(parent, 0o755);
+      fs.rmSync(parent, { recursive: true, force: true });
+    }
+  });
+
   test('a missing S3 bucket (moto): a warning naming the bucket and the cloud\'s reason, no secret; --require-ready: exit 1; an existing bucket starts quietly', async () => {
     const emulators = require('../scripts/emulators.js');
     emulators.install({ log: () => undefined });

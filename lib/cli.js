@@ -18,7 +18,8 @@ Commands:
   doctor [--json]    Check that the configured cache works from this machine: setup, a lookup,
                      a write / read back / delete probe, each timed, with a fix per failure
                      (exit 0 when it works, also with warnings such as "reads work, writes are
-                     refused"; 1 when it does not); \`doctor --help\` for details
+                     refused"; 1 when it does not; 2 on a configuration mistake); \`doctor --help\`
+                     for details
   serve [options]    Run an Nx remote-cache server (see \`nx-open-cache serve --help\`)
   gc [--max-size <size>] [--max-age <age>] [--path <dir>] [--dry-run] [--json]
                      Delete least recently used / expired objects of an fs cache directory

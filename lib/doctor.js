@@ -7,6 +7,7 @@
 // read-only mode). Exit 0 when the cache works (also with warnings), 1 when not, 2 on a mistake.
 
 const { commandArgs } = require('./args.js');
+const { count } = require('./plural.js');
 const { inputNotes, readNxJson, workspaceInput } = require('./workspace.js');
 
 /** @typedef {import('../index').DoctorReport} DoctorReport */
@@ -21,9 +22,10 @@ Checks the cache this workspace is configured for, from this machine:
   - write, read back, delete: a 4 KB probe under a unique hash (skipped in read-only / no-cache
     mode; the http backend cannot delete, its probe stays).
 Every step is timed; every failure comes with a fix. Warnings (WARN): writes refused while reads
-work (a read-only token or credentials: set localMode / ciMode "read-only", or
-NX_OPEN_CACHE_MODE=read-only), unknown NX_OPEN_CACHE_* variables, a signing key whose public key
-is not in trustedKeys.
+work on a developer machine in the default mode (a read-only token or credentials: set localMode
+"read-only", or NX_OPEN_CACHE_MODE=read-only), unknown NX_OPEN_CACHE_* variables, a signing key
+whose public key is not in trustedKeys. Writes refused on CI, or with read-write mode set
+explicitly, are a failure: that machine is meant to write (use a read-write token or credentials).
 Exit code: 0 when the cache works (also with warnings), 1 when it does not, 2 on a configuration
 mistake.
 
@@ -59,9 +61,9 @@ function verdict(r) {
   if (!r.works) return 'the cache does NOT work from this machine: Nx runs would go uncached';
   if (r.status !== 'warning') return 'the cache works from this machine';
   const refused = r.checks.some((c) => c.outcome === 'warning');
-  const count = r.warnings.length + (refused ? 1 : 0);
+  const warnings = r.warnings.length + (refused ? 1 : 0);
   const what = refused ? 'reads work, writes are refused (see the fix above)' : 'see above';
-  return `the cache works from this machine, with ${count} ${count === 1 ? 'warning' : 'warnings'}: ${what}`;
+  return `the cache works from this machine, with ${count(warnings, 'warning')}: ${what}`;
 }
 
 /**

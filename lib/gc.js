@@ -4,6 +4,7 @@
 // options.
 
 const { parseCommandArgs } = require('./args.js');
+const { count } = require('./plural.js');
 const { formatBytes } = require('./summary.js');
 const { findWorkspaceRoot, readNxJson, workspaceInput } = require('./workspace.js');
 
@@ -138,14 +139,6 @@ function gcCommand(argv) {
     console.error(`nx-open-cache gc: ... and ${report.errorCount - report.errors.length} more errors`);
   }
   return report.errorCount > 0 ? 1 : 0;
-}
-
-/**
- * A count with its noun in the grammatical number: `1 object`, `0 objects`.
- * @param {number} n @param {string} one @param {string} many
- */
-function count(n, one, many) {
-  return `${n} ${n === 1 ? one : many}`;
 }
 
 /**

@@ -25,6 +25,8 @@ const COMMON = /** @type {const} */ (['localMode', 'ciMode']);
 const SECRETS = /** @type {const} */ ({ accessKeyId: 'AWS_ACCESS_KEY_ID', secretAccessKey: 'AWS_SECRET_ACCESS_KEY' });
 /** The deprecated plugins' artifact encryption key (every block): nx-open-cache's encryption key. */
 const ENCRYPTION_KEY_VAR = 'NX_OPEN_CACHE_ENCRYPTION_KEY';
+/** Set for the native side when NX_OPEN_CACHE_ENCRYPTION_KEY comes from a deprecated block of nx.json. */
+const ENCRYPTION_KEY_FROM_VAR = 'NX_OPEN_CACHE_ENCRYPTION_KEY_FROM';
 
 /**
  * @typedef {object} LegacyMapping
@@ -92,4 +94,4 @@ function withLegacy(options, nxJson) {
   return { options: { ...legacy.options, ...(options || {}) }, legacy };
 }
 
-module.exports = { LEGACY_KINDS, SECRETS, ENCRYPTION_KEY_VAR, legacyBlock, withLegacy };
+module.exports = { LEGACY_KINDS, SECRETS, ENCRYPTION_KEY_VAR, ENCRYPTION_KEY_FROM_VAR, legacyBlock, withLegacy };

@@ -13,10 +13,7 @@
 
 const fs = require('node:fs');
 const path = require('node:path');
-const { withLegacy, ENCRYPTION_KEY_VAR } = require('./legacy.js');
-
-/** Set for the native side when NX_OPEN_CACHE_ENCRYPTION_KEY comes from a deprecated block of nx.json. */
-const ENCRYPTION_KEY_FROM_VAR = 'NX_OPEN_CACHE_ENCRYPTION_KEY_FROM';
+const { withLegacy, ENCRYPTION_KEY_VAR, ENCRYPTION_KEY_FROM_VAR } = require('./legacy.js');
 
 const PLUGIN_NAME = 'nx-open-cache';
 

@@ -7,8 +7,9 @@
 //! deleted again. Every step is timed.
 //!
 //! The verdict ([`Status`]): the cache works; it works with a warning (reads work but writes are
-//! refused, as with a read-only token, while the mode is read-write: the fix is read-only mode); or
-//! it does not work. The configuration's warnings (unknown variables, a signing key that is not
+//! refused, as with a read-only token, while the mode is read-write by default on a developer
+//! machine: the fix is read-only mode); or it does not work (also when writes are refused on CI or
+//! with read-write mode set explicitly: that machine is meant to write). The configuration's warnings (unknown variables, a signing key that is not
 //! trusted) come with the report.
 
 use crate::config::{Backend, CacheConfig, Mode};
@@ -152,9 +153,16 @@ pub fn fix_for(backend: &Backend, e: &StoreError) -> Option<String> {
         });
     }
     if let Backend::Fs { path } = backend {
-        if m.contains("permission denied") || m.contains("read-only file system") {
+        if m.contains("read-only file system") {
             return Some(format!(
                 "make {} writable for this user, or point `path` at a directory that is",
+                path.display()
+            ));
+        }
+        if m.contains("permission denied") {
+            return Some(format!(
+                "make {} readable and writable for this user (readable is enough in read-only \
+                 mode), or point `path` at a directory that is",
                 path.display()
             ));
         }
@@ -220,24 +228,60 @@ fn refused_write(e: &StoreError) -> bool {
     .any(|needle| m.contains(needle))
 }
 
-/// The fix for writes refused while reads work: read-only mode, by the option this run's mode
-/// comes from (`ciMode` on CI), or writing credentials.
-fn read_only_fix(config: &CacheConfig, env: &HashMap<String, String>) -> String {
-    let option = if crate::config::is_ci(env) {
+/// The mode option of this machine: `ciMode` on CI, else `localMode`.
+fn mode_option(env: &HashMap<String, String>) -> &'static str {
+    if crate::config::is_ci(env) {
         "ciMode"
     } else {
         "localMode"
-    };
-    let writer = match &config.backend {
+    }
+}
+
+/// What lets this machine write, by backend.
+fn writer(config: &CacheConfig) -> &'static str {
+    match &config.backend {
         Backend::Http { .. } => "a read-write token in NX_OPEN_CACHE_TOKEN",
         Backend::Fs { .. } => "a directory this user may write",
         _ => "credentials allowed to write",
-    };
+    }
+}
+
+/// Whether this machine is meant to write, so that refused writes are a broken cache: the mode
+/// is read-write on CI (where the writers are), or set to read-write explicitly. Only the default
+/// mode on a developer machine, with writes refused, is a read-only setup (a warning).
+fn meant_to_write(config: &CacheConfig, env: &HashMap<String, String>) -> bool {
+    config.mode == Mode::ReadWrite && (crate::config::is_ci(env) || config.mode_source != "default")
+}
+
+/// The fix for writes refused while reads work: read-only mode, by the option this run's mode
+/// comes from (`ciMode` on CI), or writing credentials; for a machine meant to write
+/// ([`meant_to_write`]), writing credentials first.
+fn read_only_fix(config: &CacheConfig, env: &HashMap<String, String>) -> String {
+    let option = mode_option(env);
+    let var = crate::config::MODE_VAR;
+    let writer = writer(config);
+    if meant_to_write(config, env) {
+        return format!(
+            "reads work, writes are refused, and this machine is meant to write (mode read-write \
+             from {}): use {writer}; if it should only read, set {option} \"read-only\" in the \
+             nx-open-cache plugin options (or {var}=read-only)",
+            config.mode_source
+        );
+    }
     format!(
         "reads work, writes are refused: set {option} \"read-only\" in the nx-open-cache plugin \
-         options (or {}=read-only) on this machine; to store from here, use {writer}",
-        crate::config::MODE_VAR
+         options (or {var}=read-only) on this machine; to store from here, use {writer}"
     )
+}
+
+/// The outcome of refused writes while reads work: broken for a machine meant to write, else a
+/// warning (a read-only setup).
+fn refused_outcome(config: &CacheConfig, env: &HashMap<String, String>) -> Outcome {
+    if meant_to_write(config, env) {
+        Outcome::Failed
+    } else {
+        Outcome::Warning
+    }
 }
 
 fn random_hash() -> Result<TaskHash, String> {
@@ -352,9 +396,10 @@ pub async fn check_store(
     }
     // The read-only fix is said once (a read-only directory refuses both setup's temp directory
     // and the write).
+    let read_only = Some(read_only_fix(config, env));
     for i in 1..checks.len() {
-        let said = |c: &Check| c.outcome == Outcome::Warning && c.fix == checks[i].fix;
-        if checks[i].outcome == Outcome::Warning && checks[..i].iter().any(said) {
+        let said = |c: &Check| c.fix == read_only && c.outcome == checks[i].outcome;
+        if checks[i].fix == read_only && checks[..i].iter().any(said) {
             checks[i].fix = None;
         }
     }
@@ -415,12 +460,13 @@ async fn write_read_delete(
         }),
         Err(e) => {
             // Reads worked with the same credentials: a refusal is a read-only setup, whose
-            // setting is read-only mode (a warning, not a broken cache).
+            // setting is read-only mode (a warning, not a broken cache), unless this machine is
+            // meant to write.
             let refused = refused_write(&e);
             checks.push(Check {
                 name: "write",
                 outcome: if refused {
-                    Outcome::Warning
+                    refused_outcome(config, env)
                 } else {
                     Outcome::Failed
                 },
@@ -566,28 +612,40 @@ pub async fn run(config: &CacheConfig, env: &HashMap<String, String>) -> Report 
             ),
             fix: None,
         },
-        // A directory this user may read but not write (a read-only mount): the lookup below
-        // decides whether reads work; if so it is a read-only setup.
+        // Refused by a directory: a read-only one (a read-only mount) when a lookup works, which
+        // is asked first; else this user may not even read it.
         Err(e) if matches!(config.backend, Backend::Fs { .. }) && refused_write(&e) => {
+            let readable = match TaskHash::parse(PROBE_HASH) {
+                Ok(h) => timed(store.get(&h)).await.is_ok(),
+                Err(_) => false,
+            };
             let read_write = config.mode == Mode::ReadWrite;
             Check {
                 name: "setup",
-                outcome: if read_write {
-                    Outcome::Warning
-                } else {
-                    Outcome::Ok
+                outcome: match (readable, read_write) {
+                    (false, _) => Outcome::Failed,
+                    (true, true) => refused_outcome(config, env),
+                    (true, false) => Outcome::Ok,
                 },
                 millis: ms(started),
-                detail: if read_write {
-                    e.message.clone()
-                } else {
+                detail: if readable && !read_write {
                     format!(
                         "{}: fine, mode is {} (nothing is written)",
                         e.message,
                         config.mode.as_str()
                     )
+                } else {
+                    e.message.clone()
                 },
-                fix: read_write.then(|| read_only_fix(config, env)),
+                fix: match (readable, read_write) {
+                    (false, _) => Some(format!(
+                        "this user may not read {} either: make it readable (and writable, to \
+                         store) for this user, or point `path` at a directory that is",
+                        config.backend.location()
+                    )),
+                    (true, true) => Some(read_only_fix(config, env)),
+                    (true, false) => None,
+                },
             }
         }
         Err(e) => Check {

@@ -123,7 +123,7 @@ async fn an_unusable_directory_fails_with_a_fix() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_s3_credentials_fail_with_the_credential_fix() {
-    if std::env::var("NX_OPEN_CACHE_SKIP_CLOUD_TESTS").is_ok_and(|v| v == "1") {
+    if std::env::var("NX_OPEN_CACHE_TEST_SKIP_CLOUD").is_ok_and(|v| v == "1") {
         return;
     }
     // Stopped when dropped, also when an assertion below fails.
@@ -228,7 +228,7 @@ fn assert_read_only_warning(r: &Report, option: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_read_only_token_of_serve_is_a_warning_that_says_read_only_mode() {
+async fn a_read_only_token_of_serve_is_a_warning_on_a_developer_machine_broken_for_a_writer() {
     let dir = tempfile::tempdir().unwrap();
     let (ro, rw) = ("doctor-read-only-token-1", "doctor-read-write-token-1");
     let args: Vec<String> = [
@@ -258,6 +258,12 @@ async fn a_read_only_token_of_serve_is_a_warning_that_says_read_only_mode() {
     };
     let dev = run(options.clone(), &token(ro, &[]), dir.path()).await;
     let ci = run(options.clone(), &token(ro, &[("CI", "true")]), dir.path()).await;
+    let explicit = run(
+        options.clone(),
+        &token(ro, &[("NX_OPEN_CACHE_MODE", "read-write")]),
+        dir.path(),
+    )
+    .await;
     let read_only = run(
         options.clone(),
         &token(ro, &[("NX_OPEN_CACHE_MODE", "read-only")]),
@@ -272,7 +278,27 @@ async fn a_read_only_token_of_serve_is_a_warning_that_says_read_only_mode() {
         "{:?}",
         check(&dev, "write")
     );
-    assert_read_only_warning(&ci, "ciMode");
+    // On CI (and with read-write set explicitly) this machine is meant to write: broken, and
+    // the fix is a read-write token first.
+    for (r, source, option) in [
+        (&ci, "default (CI detected)", "ciMode"),
+        (&explicit, "NX_OPEN_CACHE_MODE", "localMode"),
+    ] {
+        assert!(!r.works, "{r:#?}");
+        assert_eq!(r.status, Status::Broken, "{r:#?}");
+        assert_eq!(outcome(r, "read"), Outcome::Ok, "{r:#?}");
+        let write = check(r, "write");
+        assert_eq!(write.outcome, Outcome::Failed, "{r:#?}");
+        assert_eq!(
+            write.fix.as_deref().unwrap_or_default(),
+            format!(
+                "reads work, writes are refused, and this machine is meant to write (mode \
+                 read-write from {source}): use a read-write token in NX_OPEN_CACHE_TOKEN; if it \
+                 should only read, set {option} \"read-only\" in the nx-open-cache plugin options \
+                 (or NX_OPEN_CACHE_MODE=read-only)"
+            )
+        );
+    }
     // Already read-only: the write is skipped, and that passes.
     assert_eq!(read_only.status, Status::Works, "{read_only:#?}");
     assert_eq!(outcome(&read_only, "write"), Outcome::Skipped);
@@ -286,7 +312,7 @@ async fn a_read_only_token_of_serve_is_a_warning_that_says_read_only_mode() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_credentials_that_may_only_read_are_a_warning_that_says_read_only_mode() {
-    if std::env::var("NX_OPEN_CACHE_SKIP_CLOUD_TESTS").is_ok_and(|v| v == "1") {
+    if std::env::var("NX_OPEN_CACHE_TEST_SKIP_CLOUD").is_ok_and(|v| v == "1") {
         return;
     }
     let emu = common::emulator::Emulator::start_with("s3", &["--auth"]);

@@ -764,19 +764,41 @@ fn configuration_from_options_and_environment() {
         err.message
     );
     // A secret alone in the list: refused when it cannot be a public key (15 in 16 secrets: no
-    // valid point, or one outside the prime-order subgroup), with the key id of its public key.
+    // valid point, or one outside the prime-order subgroup). Without more it may as well be a
+    // public key with a typo: both are said, with the key id its public key would have, never a
+    // public key to list.
     let lone = (0..200)
         .map(|_| keypair())
         .find(|p| parse_public_key(&p.secret).is_err())
         .expect("one in 200 secret keys is no valid point");
     let err = resolve(&json!({"trustedKeys": [lone.secret]}), &env(&[]), ws).unwrap_err();
     assert!(
-        err.message
-            .contains("trustedKeys entry 1 is a secret key, not a public key")
-            && err
-                .message
-                .contains(&format!("key id {}", key_id(&lone.public)))
+        err.message.starts_with(
+            "trustedKeys entry 1 is not a valid public key (value not shown): a mistyped or \
+             truncated public key, or a secret key pasted by mistake"
+        ) && err
+            .message
+            .contains(&format!("key id {}", key_id(&lone.public)))
+            && !err.message.contains(&lone.public)
             && !err.message.contains(&lone.secret),
+        "{}",
+        err.message
+    );
+    // The same value in NX_OPEN_CACHE_SIGNING_KEY: provably the secret key, and its public key
+    // is the one to list.
+    let err = resolve(
+        &json!({"trustedKeys": [lone.secret]}),
+        &env(&[("NX_OPEN_CACHE_SIGNING_KEY", &lone.secret)]),
+        ws,
+    )
+    .unwrap_err();
+    assert!(
+        err.message.starts_with(&format!(
+            "trustedKeys entry 1 is a secret key, not a public key (value not shown): it is the \
+             value of NX_OPEN_CACHE_SIGNING_KEY, whose public key is {} (key id {})",
+            lone.public,
+            key_id(&lone.public)
+        )) && !err.message.contains(&lone.secret),
         "{}",
         err.message
     );

@@ -67,6 +67,22 @@ async fn storage_that_is_not_ready_starts_with_readyz_503_or_is_refused_with_req
     );
     assert!(!refused.contains(SECRET), "{refused}");
 
+    // A directory that cannot be made (here its parent is a file; as with a parent this user may
+    // not write): serve stops, with or without --require-ready, saying why.
+    let under_file = storage.join("cache");
+    for extra in [&[][..], &["--require-ready"][..]] {
+        let stopped = serve::start(&config(&under_file, extra), &env())
+            .err()
+            .expect("stops");
+        let shown = under_file.display().to_string();
+        assert!(
+            stopped.starts_with(&format!(
+                "--storage fs:{shown}: cannot create cache directory {shown}: "
+            )),
+            "{stopped}"
+        );
+    }
+
     // Once the directory is there, --require-ready starts and /readyz answers 200.
     std::fs::remove_file(&storage).expect("remove");
     std::fs::create_dir(&storage).expect("mkdir");

@@ -640,7 +640,7 @@ macro_rules! contract {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $behaviour() {
                     if super::Kind::$kind.cloud().is_some() && super::emulator::skip() {
-                        eprintln!("skipped: NX_OPEN_CACHE_SKIP_CLOUD_TESTS=1");
+                        eprintln!("skipped: NX_OPEN_CACHE_TEST_SKIP_CLOUD=1");
                         return;
                     }
                     super::$behaviour(super::Kind::$kind).await;

@@ -560,7 +560,7 @@ async fn proxy_over_http(kind: &'static str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn s3_credentials_from_an_aws_profile() {
     if skip() {
-        eprintln!("skipped: NX_OPEN_CACHE_SKIP_CLOUD_TESTS=1");
+        eprintln!("skipped: NX_OPEN_CACHE_TEST_SKIP_CLOUD=1");
         return;
     }
     let emu = Emulator::start("s3");
@@ -607,7 +607,7 @@ mod checked_credentials {
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn $name() {
                 if super::skip() {
-                    eprintln!("skipped: NX_OPEN_CACHE_SKIP_CLOUD_TESTS=1");
+                    eprintln!("skipped: NX_OPEN_CACHE_TEST_SKIP_CLOUD=1");
                     return;
                 }
                 super::wrong_credentials_are_refused_and_named($kind).await;
@@ -628,7 +628,7 @@ macro_rules! backend_tests {
                     $(#[$ignore])?
                     async fn $name() {
                         if super::skip() {
-                            eprintln!("skipped: NX_OPEN_CACHE_SKIP_CLOUD_TESTS=1");
+                            eprintln!("skipped: NX_OPEN_CACHE_TEST_SKIP_CLOUD=1");
                             return;
                         }
                         super::$name($kind).await;

@@ -28,10 +28,11 @@
  *
  * nx.json keeps its formatting: indentation, line endings, a final newline and the order of its
  * keys are those of the file. With `--check`, doctor runs on the new configuration before anything
- * is written: when the cache does not work, nothing is.
+ * is written: when the cache does not work, nx.json and .gitignore stay unchanged.
  *
- * Idempotent: with the same options a second run writes nothing. Only the `nx` package is
- * used at runtime (no @nx/devkit).
+ * Idempotent: with the same options a second run writes nothing, except with `--signing`, which
+ * makes another key pair each run and adds its public key. Only the `nx` package is used at
+ * runtime (no @nx/devkit).
  */
 const os = require('node:os');
 const path = require('node:path');
@@ -574,6 +575,18 @@ function signingMessages(pair, finalOptions) {
 }
 
 /**
+ * What --trustedKeys sets, by key id (as `nx-open-cache keygen`, doctor and the run summary show
+ * them): `nx-open-cache: trusts 9f1c..., a64d...`. The keys were checked by the addon already.
+ * @param {PluginOptions} finalOptions
+ * @returns {string}
+ */
+function trustedKeysMessage(finalOptions) {
+  const { publicKeyId } = /** @type {typeof import('../../index')} */ (require('../../index.js'));
+  const keys = Array.isArray(finalOptions.trustedKeys) ? finalOptions.trustedKeys : [];
+  return `nx-open-cache: trusts ${keys.map((k) => publicKeyId(String(k))).join(', ')} (key ids of "trustedKeys")`;
+}
+
+/**
  * The key `requireSignature` needs: refused early, saying how to get one.
  * @param {PluginOptions} finalOptions
  */
@@ -700,7 +713,7 @@ function isStrictJson(text) {
 
 /**
  * With --check: doctor on the configuration about to be written (before Nx writes anything);
- * throws when the cache does not work, so nothing is written.
+ * throws when the cache does not work, so nx.json and .gitignore stay unchanged.
  * @param {import('nx/src/generators/tree').Tree} tree
  * @param {Record<string, any>} nxJson  the new nx.json
  */
@@ -709,7 +722,7 @@ async function doctorCheck(tree, nxJson) {
   const code = await runDoctor(tree.root, { nxJson, log: (s) => logger.info(s), error: (s) => logger.error(s) });
   if (code !== 0) {
     throw new Error(
-      'nx-open-cache: --check: the cache does not work from this machine (see the checks above); nothing was written (nx.json is as it was)',
+      'nx-open-cache: --check: the cache does not work from this machine (see the checks above); nx.json and .gitignore unchanged',
     );
   }
 }
@@ -738,6 +751,7 @@ async function initGenerator(tree, schema) {
   const written = changed ? writeNxJson(tree, nxJson) : [];
   const messages = [...entry.messages, ...legacy.messages, ...written, ...followUps(tree, entry.finalOptions, flags)];
   if (signing.pair) messages.push(...signingMessages(signing.pair, entry.finalOptions));
+  if (changed && given.trustedKeys !== undefined) messages.push(trustedKeysMessage(entry.finalOptions));
   for (const m of messages) logger.info(m);
   // The path is warned about when this run chose it (or the default), not on every later change.
   const pathChosen = entry.changed && ws.existingOptions?.path !== entry.finalOptions.path;

@@ -38,13 +38,13 @@ const GENERATOR_FLAGS = {
     type: 'boolean',
     default: false,
     description:
-      'Set up signed artifacts: makes a new Ed25519 key pair, adds its public key to trustedKeys and turns requireSignature on (unless --requireSignature=false), and prints the secret key once, with where it goes: the CI secret NX_OPEN_CACHE_SIGNING_KEY of the trusted CI only (main-branch builds). The secret key is never written to a file. Not for the http backend.',
+      'Set up signed artifacts: makes a new Ed25519 key pair, adds its public key to trustedKeys and turns requireSignature on (unless --requireSignature=false), and prints the secret key once, with where it goes: the CI secret NX_OPEN_CACHE_SIGNING_KEY of the trusted CI only (main-branch builds). The secret key is never written to a file. Not idempotent: each run makes another key pair and adds it to trustedKeys. Not for the http backend.',
   },
   check: {
     type: 'boolean',
     default: false,
     description:
-      'Before writing the configuration, run `nx-open-cache doctor` on it from this machine: setup, a lookup, a write / read back / delete probe, each timed, with a fix per failure. When the cache does not work the generator fails and writes nothing.',
+      'Before writing the configuration, run `nx-open-cache doctor` on it from this machine: setup, a lookup, a write / read back / delete probe, each timed, with a fix per failure. When the cache does not work the generator fails; nx.json and .gitignore stay unchanged.',
   },
   keepExistingVersions: {
     type: 'boolean',

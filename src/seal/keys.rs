@@ -125,17 +125,24 @@ impl SealConfig {
     }
 
     /// The signing key's own public key is not in `trustedKeys`: this machine trusts its own
-    /// signatures, every other machine refuses them. The warning, if so.
+    /// signatures, every other machine refuses them (or, with `trustedKeys` empty, nobody checks
+    /// them). The warning, if so.
     pub fn untrusted_signing_key(&self) -> Option<String> {
         let own = self.signing_key.as_ref()?.verifying_key();
         if self.trusted_keys.contains(&own) {
             return None;
         }
         let id = show_id(&signer_id(&own));
-        let listed = match self.trusted_key_ids().as_slice() {
-            [] => "\"trustedKeys\" is empty".to_owned(),
-            ids => format!("\"trustedKeys\" lists {}", ids.join(", ")),
-        };
+        let ids = self.trusted_key_ids();
+        if ids.is_empty() {
+            // Nobody checks signatures then: nothing is refused, and nothing is protected.
+            return Some(format!(
+                "{SIGNING_KEY_VAR} signs with key {id}, but no machine checks signatures \
+                 (\"trustedKeys\" is empty), so signing protects nothing: add the public key of \
+                 {id} to \"trustedKeys\" (`nx-open-cache keygen` printed it with the secret key)"
+            ));
+        }
+        let listed = format!("\"trustedKeys\" lists {}", ids.join(", "));
         Some(format!(
             "{SIGNING_KEY_VAR} signs with key {id}, but {listed}: other machines will refuse \
              what this one signs (this one trusts its own key); add the public key of {id} to \
@@ -363,11 +370,9 @@ pub fn looks_like_secret_key(bytes: &[u8; 32]) -> bool {
     }
 }
 
-/// One entry of `trustedKeys` (1-based `n`). A bad entry is never shown: it may be a secret key
-/// pasted in the wrong place (a secret decodes to 32 bytes as well); one that cannot be a public
-/// key is named as the secret key it most likely is, with the public key (and key id) that secret
-/// has, which is what belongs there.
-fn trusted_key(n: usize, item: &Value) -> Result<VerifyingKey, ConfigError> {
+/// One entry of `trustedKeys` (1-based `n`) as 32 bytes. A bad entry is never shown: it may be a
+/// secret key pasted in the wrong place (a secret decodes to 32 bytes as well).
+fn trusted_entry(n: usize, item: &Value) -> Result<Zeroizing<[u8; 32]>, ConfigError> {
     let bad = |why: String| {
         config_error(
             "trustedKeys",
@@ -377,31 +382,29 @@ fn trusted_key(n: usize, item: &Value) -> Result<VerifyingKey, ConfigError> {
     let Value::String(s) = item else {
         return Err(bad(format!("it is {}, not a string", kind_of(item))));
     };
-    let bytes = decode_key32(s).map_err(|why| bad(format!("{why} (value not shown)")))?;
-    if looks_like_secret_key(&bytes) {
-        let public = public_of_seed(&bytes);
-        return Err(config_error(
-            "trustedKeys",
-            format!(
-                "trustedKeys entry {n} is a secret key, not a public key (value not shown): it is \
-                 no public key `nx-open-cache keygen` can print; as a secret key (the value of \
-                 {SIGNING_KEY_VAR}) its public key is {} (key id {}): list that in \
-                 \"trustedKeys\" instead, keep the secret key in {SIGNING_KEY_VAR} of the trusted \
-                 builds only, and if nx.json with the secret key was committed or shared, make a \
-                 new key pair with `nx-open-cache keygen`",
-                STANDARD.encode(public.as_bytes()),
-                show_id(&signer_id(&public))
-            ),
-        ));
-    }
-    VerifyingKey::from_bytes(&bytes)
-        .map_err(|_| bad("it is not an Ed25519 public key (value not shown)".to_owned()))
+    decode_key32(s).map_err(|why| bad(format!("{why} (value not shown)")))
 }
 
-/// `trustedKeys`: an array of public keys; an entry that is the secret key of another entry is
-/// refused (without showing it).
+/// An entry (1-based `n`) that is provably a secret key: `why` says how it is known.
+fn secret_in_trusted_keys(n: usize, why: String) -> ConfigError {
+    config_error(
+        "trustedKeys",
+        format!(
+            "trustedKeys entry {n} is a secret key, not a public key (value not shown): {why}; \
+             keep the secret key in {SIGNING_KEY_VAR} of the trusted builds only, and since it was \
+             in nx.json, make a new key pair with `nx-open-cache keygen`"
+        ),
+    )
+}
+
+/// `trustedKeys`: an array of public keys. An entry that cannot be a public key is called a
+/// secret key only when that is provable: it is the value of `NX_OPEN_CACHE_SIGNING_KEY`
+/// (`signing`, its 32 bytes when it decodes), or its public key is another entry. Otherwise it
+/// may as well be a public key with a typo, and the error says both (never a public key derived
+/// from it as the one to list: nobody holds the secret of a typo).
 fn trusted_keys(
     options: &serde_json::Map<String, Value>,
+    signing: Option<&[u8; 32]>,
 ) -> Result<Vec<VerifyingKey>, ConfigError> {
     let items = match options.get("trustedKeys") {
         None | Some(Value::Null) => return Ok(Vec::new()),
@@ -417,26 +420,55 @@ fn trusted_keys(
             ))
         }
     };
-    let keys = items
+    let entries = items
         .iter()
         .enumerate()
-        .map(|(i, item)| trusted_key(i + 1, item))
+        .map(|(i, item)| trusted_entry(i + 1, item))
         .collect::<Result<Vec<_>, _>>()?;
-    for (i, key) in keys.iter().enumerate() {
-        let public = public_of_seed(key.as_bytes());
-        if let Some(j) = keys.iter().position(|k| *k == public) {
-            return Err(config_error(
-                "trustedKeys",
+    let mut keys = Vec::with_capacity(entries.len());
+    for (i, bytes) in entries.iter().enumerate() {
+        let n = i + 1;
+        let public = public_of_seed(bytes);
+        let id = show_id(&signer_id(&public));
+        let secret_like = looks_like_secret_key(bytes);
+        // Equal to the signing key and no public key: the secret is in the wrong place. (Equal
+        // and a valid public key: either place may be wrong; `keys_in_their_places` says so.)
+        if secret_like && signing.is_some_and(|s| s == &**bytes) {
+            return Err(secret_in_trusted_keys(
+                n,
                 format!(
-                    "trustedKeys entry {} is a secret key, not a public key (value not shown): its \
-                     public key (key id {}) is entry {}; remove the secret key from nx.json, and \
-                     since it was there, make a new key pair with `nx-open-cache keygen`",
-                    i + 1,
-                    show_id(&signer_id(&public)),
+                    "it is the value of {SIGNING_KEY_VAR}, whose public key is {} (key id {id}): \
+                     list that in \"trustedKeys\" instead",
+                    STANDARD.encode(public.as_bytes())
+                ),
+            ));
+        }
+        if let Some(j) = entries.iter().position(|e| **e == *public.as_bytes()) {
+            return Err(secret_in_trusted_keys(
+                n,
+                format!(
+                    "its public key (key id {id}) is entry {}; remove the secret key from nx.json",
                     j + 1
                 ),
             ));
         }
+        let key = match VerifyingKey::from_bytes(bytes) {
+            Ok(key) if !secret_like => key,
+            _ => {
+                return Err(config_error(
+                    "trustedKeys",
+                    format!(
+                        "trustedKeys entry {n} is not a valid public key (value not shown): a \
+                         mistyped or truncated public key, or a secret key pasted by mistake (a \
+                         secret key's public key would have key id {id}: if so, list the public \
+                         key `nx-open-cache keygen` printed beside it, and if nx.json with the \
+                         secret key was committed or shared, make a new key pair); \
+                         {TRUSTED_KEYS_FORM}"
+                    ),
+                ))
+            }
+        };
+        keys.push(key);
     }
     Ok(keys)
 }
@@ -497,7 +529,11 @@ pub fn from_options(
         }
         return Ok(SealConfig::default());
     }
-    let trusted_keys = trusted_keys(options)?;
+    let signing_seed = env
+        .get(SIGNING_KEY_VAR)
+        .filter(set)
+        .and_then(|raw| decode_key32(raw).ok());
+    let trusted_keys = trusted_keys(options, signing_seed.as_deref())?;
     let require_signature = bool_option(options, "requireSignature")?.unwrap_or(false);
     // The variable wins: pull-request jobs of a workspace whose nx.json requires signatures may
     // relax it for themselves (it only changes what that job restores).
@@ -628,34 +664,105 @@ mod tests {
         assert!(told >= 52, "{told} of 64");
     }
 
-    #[test]
-    fn a_secret_key_in_trusted_keys_is_named_by_entry_never_shown() {
+    fn trusted_error(keys: &[&str], env: &[(&str, &str)]) -> Result<SealConfig, ConfigError> {
+        let options = serde_json::json!({ "trustedKeys": keys });
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        from_options(options.as_object().unwrap(), &env, false)
+    }
+
+    /// A secret key told apart from public keys, and its public key.
+    fn told_secret() -> ([u8; 32], String, VerifyingKey) {
         let seed = seeds(64)
             .into_iter()
             .find(looks_like_secret_key)
             .expect("a secret told apart");
-        let secret = STANDARD.encode(seed);
-        let public = public_of_seed(&seed);
+        (seed, STANDARD.encode(seed), public_of_seed(&seed))
+    }
+
+    #[test]
+    fn a_secret_key_in_trusted_keys_is_called_one_only_when_provable_never_shown() {
+        let (_, secret, public) = told_secret();
+        let public_b64 = STANDARD.encode(public.as_bytes());
+        let id = show_id(&signer_id(&public));
         let (other, _) = generate_signing_key().unwrap();
-        let options = serde_json::json!({ "trustedKeys": [other, secret] });
-        let err = from_options(options.as_object().unwrap(), &HashMap::new(), false).unwrap_err();
+
+        // Alone, without the signing key: it may be a typo, so both are said, and no public
+        // key is given as the one to list.
+        let err = trusted_error(&[&other, &secret], &[]).unwrap_err();
         assert_eq!(err.option, "trustedKeys");
         assert!(
-            err.message
-                .starts_with("trustedKeys entry 2 is a secret key, not a public key")
-                && err.message.contains(&STANDARD.encode(public.as_bytes()))
-                && err.message.contains(&show_id(&signer_id(&public)))
+            err.message.starts_with(&format!(
+                "trustedKeys entry 2 is not a valid public key (value not shown): a mistyped or \
+                 truncated public key, or a secret key pasted by mistake (a secret key's public \
+                 key would have key id {id}: if so, list the public key `nx-open-cache keygen` \
+                 printed beside it"
+            )) && !err.message.contains(&public_b64)
                 && !err.message.contains(&secret),
             "{}",
             err.message
         );
+
+        // Equal to the signing key: provably the secret key, with its public key to list.
+        let err = trusted_error(&[&secret], &[(SIGNING_KEY_VAR, &secret)]).unwrap_err();
+        assert!(
+            err.message.starts_with(&format!(
+                "trustedKeys entry 1 is a secret key, not a public key (value not shown): it is \
+                 the value of {SIGNING_KEY_VAR}, whose public key is {public_b64} (key id {id}): \
+                 list that in \"trustedKeys\" instead"
+            )) && !err.message.contains(&secret),
+            "{}",
+            err.message
+        );
+
+        // Its public key is another entry: provably the secret key.
+        let err = trusted_error(&[&public_b64, &secret], &[]).unwrap_err();
+        assert!(
+            err.message.starts_with(
+                "trustedKeys entry 2 is a secret key, not a public key (value not shown): its \
+                 public key"
+            ) && err.message.contains("is entry 1")
+                && !err.message.contains(&secret),
+            "{}",
+            err.message
+        );
+
         assert!(public_key_id(&secret)
             .unwrap_err()
             .contains("looks like a secret key"));
-        assert_eq!(
-            public_key_id(&STANDARD.encode(public.as_bytes())).unwrap(),
-            show_id(&signer_id(&public))
-        );
+        assert_eq!(public_key_id(&public_b64).unwrap(), id);
+    }
+
+    #[test]
+    fn a_public_key_with_one_typo_is_never_called_a_secret_key() {
+        let mut refused = 0;
+        for _ in 0..20 {
+            let (public, _) = generate_signing_key().unwrap();
+            let mut chars: Vec<char> = public.chars().collect();
+            chars[10] = if chars[10] == 'A' { 'B' } else { 'A' };
+            let typo: String = chars.into_iter().collect();
+            // 1 in 16 typos is a valid public key as well: nothing can tell it (it is trusted,
+            // and no signature verifies with it).
+            let Err(err) = trusted_error(&[&typo], &[]) else {
+                continue;
+            };
+            refused += 1;
+            let typo_public = public_of_seed(&decode_key32(&typo).unwrap());
+            assert!(
+                err.message
+                    .starts_with("trustedKeys entry 1 is not a valid public key (value not shown)")
+                    && !err.message.contains("is a secret key")
+                    && !err
+                        .message
+                        .contains(&STANDARD.encode(typo_public.as_bytes()))
+                    && !err.message.contains(&typo),
+                "{}",
+                err.message
+            );
+        }
+        assert!(refused >= 10, "{refused} of 20 typos refused");
     }
 
     #[test]

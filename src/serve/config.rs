@@ -335,15 +335,20 @@ fn parse_env(env: &HashMap<String, String>) -> Result<HashMap<&'static str, Raw>
             continue;
         }
         let Some(spec) = OPTIONS.iter().find(|o| &env_name(o.key) == name) else {
-            let mut known: Vec<String> = OPTIONS.iter().map(|o| env_name(o.key)).collect();
-            known.push(format!("{ENV_PREFIX}TOKENS"));
-            known.push(format!("{ENV_PREFIX}CONFIG"));
+            let known = env_names();
+            let close =
+                crate::config::did_you_mean(name, known.iter().map(String::as_str), ENV_PREFIX);
             return Err(ConfigError::new(
                 name.clone(),
-                format!(
-                    "unknown environment variable {name}; the known ones are: {}",
-                    known.join(", ")
-                ),
+                match close {
+                    Some(close) => {
+                        format!("unknown environment variable {name}: did you mean {close}?")
+                    }
+                    None => format!(
+                        "unknown environment variable {name}; the known ones are: {}",
+                        known.join(", ")
+                    ),
+                },
             ));
         };
         found.insert(
@@ -1297,6 +1302,29 @@ mod tests {
         let c = resolve_ok(&[], &[TOKENS, ("NX_OPEN_CACHE_SERVER_CONFIG", f)]);
         assert_eq!(c.listen.port(), 1);
         assert_eq!(c.log, LogFormat::Json);
+    }
+
+    #[test]
+    fn an_unknown_serve_variable_names_the_closest_known_one() {
+        let e = resolve_err(
+            &["--storage", "fs:/d"],
+            &[TOKENS, ("NX_OPEN_CACHE_SERVER_LISTN", "127.0.0.1:1")],
+        );
+        assert!(
+            e.ends_with(
+                "unknown environment variable NX_OPEN_CACHE_SERVER_LISTN: did you mean \
+                 NX_OPEN_CACHE_SERVER_LISTEN?"
+            ),
+            "{e}"
+        );
+        let e = resolve_err(
+            &["--storage", "fs:/d"],
+            &[TOKENS, ("NX_OPEN_CACHE_SERVER_ZQXJ", "1")],
+        );
+        assert!(
+            e.contains("the known ones are: ") && e.contains("NX_OPEN_CACHE_SERVER_TOKENS"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -105,8 +105,9 @@ pub fn limits(config: &ServeConfig) -> Limits {
 }
 
 /// Opens the configured storage; cloud credentials come from `env`. Nothing is contacted for
-/// clouds here (see [`probe`]); an fs directory is created when it can be (when it cannot, the
-/// probe at start says why and `/readyz` answers 503 until it can).
+/// clouds here (see [`probe`]); an fs directory is created (when it does not exist and cannot be,
+/// `Err`; when it exists but cannot be used, the second value says why: the probe at start
+/// reports it and `/readyz` answers 503 until it can be used).
 /// `budget`: the size budget an fs store holds its uploads to (see [`fs_budget`]); `writes`:
 /// whether a token may upload (an fs directory must then take new entries to be ready).
 pub fn open_store(
@@ -114,20 +115,26 @@ pub fn open_store(
     env: &HashMap<String, String>,
     budget: Option<Arc<Budget>>,
     writes: bool,
-) -> Result<Arc<dyn Store>, String> {
+) -> Result<(Arc<dyn Store>, Option<String>), String> {
     match &config.backend {
         Backend::Fs { path } => {
             let mut store = FsStore::new(path.clone(), config.prefix.clone()).with_budget(budget);
             if writes {
                 store = store.expecting_writes();
             }
-            // A directory that cannot be made or used now is the probe's to report, like a
-            // missing bucket: the same warning, or the same refusal with --require-ready.
-            let _ = store.prepare();
-            Ok(Arc::new(store))
+            // Nothing there and it cannot be made (a wrong path, a parent this user may not
+            // write): serve stops. A directory that cannot be used now, or something else in its
+            // place, is the probe's to report, like a missing bucket (the same warning, or the
+            // same refusal with --require-ready); for a directory, with this reason (for a file
+            // in its place, the probe's "is not a directory" says more than "File exists").
+            let prepared = store.prepare().err().map(|e| e.message);
+            if let Some(reason) = prepared.as_ref().filter(|_| !path.exists()) {
+                return Err(format!("--storage {}: {reason}", config.storage));
+            }
+            Ok((Arc::new(store), prepared.filter(|_| path.is_dir())))
         }
         other => ObjectStoreBackend::from_config(other, config.prefix.clone(), env)
-            .map(|s| Arc::new(s) as Arc<dyn Store>)
+            .map(|s| (Arc::new(s) as Arc<dyn Store>, None))
             .map_err(|e| format!("--storage {}: {}", config.storage, e.message)),
     }
 }
@@ -151,9 +158,15 @@ pub fn probe(runtime: &tokio::runtime::Runtime, store: &Arc<dyn Store>) -> Resul
 
 /// What `serve` says at start when the storage is not ready and it starts anyway: on stderr,
 /// where the request log goes (a JSON line with `--log json`).
-fn not_ready_warning(config: &ServeConfig, location: &str, reason: &str) -> String {
-    let consequence = "until it is, Nx clients get misses and failed uploads (their builds \
-                       still pass, uncached) and /readyz answers 503";
+/// `writes`: whether a token may upload (with read-only tokens only, no upload is tried).
+fn not_ready_warning(config: &ServeConfig, location: &str, reason: &str, writes: bool) -> String {
+    let consequence = if writes {
+        "until it is, Nx clients get misses and failed uploads (their builds still pass, \
+         uncached) and /readyz answers 503"
+    } else {
+        "until it is, Nx clients get misses (their builds still pass, uncached) and /readyz \
+         answers 503"
+    };
     let fix = "fix the storage, or pass --require-ready to refuse to start instead";
     match config.log {
         LogFormat::Json => serde_json::json!({
@@ -296,18 +309,17 @@ pub fn start(config: &ServeConfig, env: &HashMap<String, String>) -> Result<Runn
     let writes = auth.tokens.iter().any(|t| t.role == Role::ReadWrite);
     // Uploads and reads are checked to be valid Nx artifacts (a bad writer gets 400 at once; an
     // object written before, or by another writer of the storage, is a miss).
-    let store = validate::wrap(
-        open_store(config, env, budget.clone(), writes)?,
-        config.validation.clone(),
-    );
+    let (opened, prepared) = open_store(config, env, budget.clone(), writes)?;
+    let store = validate::wrap(opened, config.validation.clone());
     let location = store.describe();
-    if let Err(reason) = probe(runtime, &store) {
+    // The probe's reason, or the one an fs directory could not be prepared for (more precise).
+    if let Err(reason) = probe(runtime, &store).map_err(|probed| prepared.unwrap_or(probed)) {
         if config.require_ready {
             return Err(format!(
                 "storage {location} is not ready: {reason}; refusing to start (--require-ready)"
             ));
         }
-        eprintln!("{}", not_ready_warning(config, &location, &reason));
+        eprintln!("{}", not_ready_warning(config, &location, &reason, writes));
     }
     let std_listener = std::net::TcpListener::bind(config.listen)
         .map_err(|e| format!("--listen {}: cannot listen there: {e}", config.listen))?;
@@ -376,4 +388,27 @@ pub fn start(config: &ServeConfig, env: &HashMap<String, String>) -> Result<Runn
         server,
         retention,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_not_ready_warning_speaks_of_uploads_only_when_a_token_may_upload() {
+        let args: Vec<String> = ["--storage", "fs:/d"].map(str::to_owned).to_vec();
+        let env = HashMap::from([(
+            "NX_OPEN_CACHE_SERVER_TOKENS".to_owned(),
+            "dev:read-only:0123456789abcdef".to_owned(),
+        )]);
+        let config = config::resolve(&args, &env, std::path::Path::new("/w")).expect("config");
+        let reader = not_ready_warning(&config, "fs /d", "gone", false);
+        assert!(
+            reader.contains("Nx clients get misses (their builds still pass, uncached)")
+                && !reader.contains("upload"),
+            "{reader}"
+        );
+        let writer = not_ready_warning(&config, "fs /d", "gone", true);
+        assert!(writer.contains("misses and failed uploads"), "{writer}");
+    }
 }

@@ -4,7 +4,7 @@
 //!
 //! `NX_OPEN_CACHE_TEST_EMULATOR_S3` / `_GCS` / `_AZURE` may hold the JSON line that
 //! `emulators.js start` prints, to use an emulator that is already running. Without an emulator the
-//! tests fail; `NX_OPEN_CACHE_SKIP_CLOUD_TESTS=1` skips them explicitly.
+//! tests fail; `NX_OPEN_CACHE_TEST_SKIP_CLOUD=1` skips them explicitly.
 
 use nx_open_cache::config::{resolve, Backend};
 use nx_open_cache::key::Prefix;
@@ -15,9 +15,9 @@ use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-/// `NX_OPEN_CACHE_SKIP_CLOUD_TESTS=1`: the cloud tests are skipped explicitly.
+/// `NX_OPEN_CACHE_TEST_SKIP_CLOUD=1`: the cloud tests are skipped explicitly.
 pub fn skip() -> bool {
-    std::env::var("NX_OPEN_CACHE_SKIP_CLOUD_TESTS").is_ok_and(|v| v == "1")
+    std::env::var("NX_OPEN_CACHE_TEST_SKIP_CLOUD").is_ok_and(|v| v == "1")
 }
 
 /// One running emulator (ours to stop, or an external one named by env).
@@ -56,7 +56,7 @@ impl Emulator {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| {
-                panic!("cannot run `node {script} start {kind}` ({e}); set NX_OPEN_CACHE_SKIP_CLOUD_TESTS=1 to skip the cloud tests")
+                panic!("cannot run `node {script} start {kind}` ({e}); set NX_OPEN_CACHE_TEST_SKIP_CLOUD=1 to skip the cloud tests")
             });
         let mut line = String::new();
         let stdout = child.stdout.take().expect("piped stdout");
@@ -73,7 +73,7 @@ impl Emulator {
                 let _ = child.wait();
                 panic!(
                     "the {kind} emulator did not start (`node scripts/emulators.js start {kind}`): {}{}\n\
-                     run `node scripts/emulators.js install` first, or set NX_OPEN_CACHE_SKIP_CLOUD_TESTS=1 to skip",
+                     run `node scripts/emulators.js install` first, or set NX_OPEN_CACHE_TEST_SKIP_CLOUD=1 to skip",
                     line.trim(),
                     err.trim()
                 );

@@ -163,9 +163,12 @@ impl Dir {
 
     pub fn sync(&self) {}
 
-    /// Whether entries can be made here, as far as the read-only attribute tells.
+    /// Whether entries can be made here, as far as the read-only attribute tells. Windows
+    /// ignores that attribute on directories (Explorer uses it to mark folders as customised):
+    /// there only that the directory is there is checked, and a refused write says the rest.
     pub fn writable(&self) -> io::Result<()> {
-        if std::fs::metadata(&self.path)?.permissions().readonly() {
+        let meta = std::fs::metadata(&self.path)?;
+        if !cfg!(windows) && meta.permissions().readonly() {
             return Err(io::Error::from(io::ErrorKind::PermissionDenied));
         }
         Ok(())

@@ -190,7 +190,7 @@ describe('five common mistakes', () => {
     }
   });
 
-  test('the secret key pasted into trustedKeys: refused at once, naming the entry and the public key to list, never the value', async (t) => {
+  test('the secret key pasted into trustedKeys: refused at once, naming the entry (and, when provable, the public key to list), never the value', async (t) => {
     const { publicKeyId } = require('../index.js');
     // 15 in 16 secret keys can be told from a public key (the rest look exactly like one: covered
     // by the warning for a signing key whose public key is not trusted, src/seal/keys.rs tests)
@@ -209,13 +209,18 @@ describe('five common mistakes', () => {
     assert.ok(pair, 'keygen gave 64 secret keys that look like public keys');
     await ws.resetScenario();
     ws.setPluginOptions({ backend: 'fs', path: ws.newStorePath('signed'), trustedKeys: [pair.secretKey] });
-    const expected = `trustedKeys entry 1 is a secret key, not a public key (value not shown): it is no public key \`nx-open-cache keygen\` can print; as a secret key (the value of NX_OPEN_CACHE_SIGNING_KEY) its public key is ${pair.publicKey} (key id ${pair.keyId})`;
-    for (const env of [{}, { NX_OPEN_CACHE_SIGNING_KEY: pair.secretKey }]) {
+    // Alone, the value may be a mistyped public key as well: the message hedges and shows no key.
+    // Beside the same value in NX_OPEN_CACHE_SIGNING_KEY it is provably the secret key: the
+    // message says so and names the public key to list.
+    const hedged = `trustedKeys entry 1 is not a valid public key (value not shown): a mistyped or truncated public key, or a secret key pasted by mistake (a secret key's public key would have key id ${pair.keyId}: if so, list the public key \`nx-open-cache keygen\` printed beside it`;
+    const firm = `trustedKeys entry 1 is a secret key, not a public key (value not shown): it is the value of NX_OPEN_CACHE_SIGNING_KEY, whose public key is ${pair.publicKey} (key id ${pair.keyId}): list that in "trustedKeys" instead`;
+    for (const [env, expected] of /** @type {[Record<string, string>, string][]} */ ([[{}, hedged], [{ NX_OPEN_CACHE_SIGNING_KEY: pair.secretKey }, firm]])) {
       const r = await freshBuild(env);
       t.diagnostic(r.output.split('\n').filter((l) => l.includes('nx-open-cache')).join('\n'));
       assert.notEqual(r.code, 0, `a wrong option stops the run before any task${show(r)}`);
       assert.ok(r.output.includes(expected), show(r));
       assert.ok(!r.output.includes(pair.secretKey), 'the secret key is never shown');
+      if (expected === hedged) assert.ok(!r.output.includes(pair.publicKey), 'no key is offered to list on a guess');
       assert.deepEqual(ws.builtProjects(), [], 'no task ran');
       const config = await cli(['config'], env);
       assert.notEqual(config.code, 0, show(config));

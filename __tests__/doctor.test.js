@@ -230,10 +230,10 @@ test('a read-only token of a real serve: reads work, writes are refused: a warni
     assert.match(ro2.out, /^the cache works from this machine$/m, ro2.out);
     // On CI, or with read-write mode set explicitly, this machine is meant to write: refused
     // writes are a broken cache (exit 1), and the fix is a read-write token first.
-    const writers = [
+    const writers = /** @type {[Record<string, string>, string, string][]} */ ([
       [{ CI: 'true' }, 'default (CI detected)', 'ciMode'],
       [{ NX_OPEN_CACHE_MODE: 'read-write' }, 'NX_OPEN_CACHE_MODE', 'localMode'],
-    ];
+    ]);
     for (const [env, source, option] of writers) {
       const w = doctor(ws, [], { NX_OPEN_CACHE_TOKEN: ro, ...env });
       assert.equal(w.code, 1, w.out + w.err);

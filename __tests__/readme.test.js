@@ -35,6 +35,7 @@ const {
   isRemoteHit,
   taskLines,
 } = require('./helpers/nx-workspace.js');
+const { startServe, serveEnv } = require('./helpers/serve-process.js');
 
 /** @typedef {import('./helpers/nx-workspace.js').RunResult} RunResult */
 
@@ -291,5 +292,29 @@ describe("the README's first 200 lines", () => {
       }
     }
     assert.ok(second, 'the second clone ran');
+  });
+
+  test("Nx's own client pointed directly at `serve` fails the run on a wrong token, as the README says (the plugin's http backend does not: http-backend.test.js)", async () => {
+    const storage = path.join(base, 'serve-storage');
+    const server = await startServe(['--storage', `fs:${storage}`], {
+      env: serveEnv({ NX_OPEN_CACHE_SERVER_TOKENS: `ci:read-write:${crypto.randomBytes(24).toString('hex')}` }),
+    });
+    try {
+      const r = await runProcess('npx', ['nx', 'run-many', '-t', 'build'], {
+        cwd: first.root,
+        env: {
+          ...userEnv,
+          NX_CACHE_DIRECTORY: fs.mkdtempSync(path.join(base, 'nx-cache-')),
+          NX_SELF_HOSTED_REMOTE_CACHE_SERVER: server.url,
+          NX_SELF_HOSTED_REMOTE_CACHE_ACCESS_TOKEN: 'not-a-token-of-this-server',
+        },
+        timeoutMs: COMMAND_TIMEOUT_MS,
+      });
+      assert.equal(r.timedOut, false, `timed out${show(r)}`);
+      assert.notEqual(r.code, 0, `Nx's own client with a wrong token: the run was green${show(r)}`);
+      assert.match(r.output, /401|unauthori[sz]ed/i, `Nx's own client with a wrong token: the failure is not the 401${show(r)}`);
+    } finally {
+      await server.stop();
+    }
   });
 });

@@ -142,6 +142,34 @@ function sharedNxCacheDir(root) {
   return path.join(os.homedir(), '.nx', sha256(repoKey).slice(0, 16), 'cache');
 }
 
+/**
+ * GitHub's anchor for a heading: lower case, punctuation other than `-` and `_` dropped, spaces as `-`.
+ * @param {string} heading
+ */
+function anchorOf(heading) {
+  return heading.trim().toLowerCase().replace(/[^\p{L}\p{N}\s_-]/gu, '').replace(/\s/g, '-');
+}
+
+/**
+ * The anchors of a markdown file's headings (outside code blocks), with GitHub's -1, -2 for repeats.
+ * @param {string} markdown
+ * @returns {Set<string>}
+ */
+function anchorsOf(markdown) {
+  /** @type {Set<string>} */ const anchors = new Set();
+  let inFence = false;
+  for (const line of markdown.split('\n')) {
+    if (line.startsWith('```')) inFence = !inFence;
+    const heading = !inFence && /^#{1,6}\s+(.*)$/.exec(line);
+    if (!heading) continue;
+    const base = anchorOf(heading[1]);
+    let anchor = base;
+    for (let n = 1; anchors.has(anchor); n++) anchor = `${base}-${n}`;
+    anchors.add(anchor);
+  }
+  return anchors;
+}
+
 /** The README as a user sees it, and its commands. */
 const readme = fs.readFileSync(path.join(REPO_ROOT, 'README.md'), 'utf8');
 const commands = shellCommands(readme, README_LINES);
@@ -316,5 +344,29 @@ describe("the README's first 200 lines", () => {
     } finally {
       await server.stop();
     }
+  });
+
+  test('every relative link of the README and docs/*.md names a file of this repository and, with #, one of its headings', () => {
+    const docsDir = path.join(REPO_ROOT, 'docs');
+    const pages = ['README.md', ...fs.readdirSync(docsDir).filter((f) => f.endsWith('.md')).map((f) => `docs/${f}`)];
+    /** @type {string[]} */ const broken = [];
+    let links = 0;
+    for (const page of pages) {
+      const text = fs.readFileSync(path.join(REPO_ROOT, page), 'utf8').replace(/^```[\s\S]*?^```/gm, '');
+      for (const m of text.matchAll(/\]\(([^)\s]+)\)/g)) {
+        const target = m[1];
+        if (/^[a-z]+:/i.test(target)) continue;
+        links += 1;
+        const [file, anchor] = target.split('#');
+        const resolved = file ? path.join(path.dirname(path.join(REPO_ROOT, page)), file) : path.join(REPO_ROOT, page);
+        if (!fs.existsSync(resolved)) {
+          broken.push(`${page}: ${target} (no such file)`);
+          continue;
+        }
+        if (anchor && !anchorsOf(fs.readFileSync(resolved, 'utf8')).has(anchor)) broken.push(`${page}: ${target} (no such heading)`);
+      }
+    }
+    assert.ok(links > 20, `only ${links} relative links found`);
+    assert.deepEqual(broken, []);
   });
 });

@@ -398,9 +398,9 @@ impl HttpStore {
         } else {
             what
         };
-        // An unknown host stays unknown for the run; a refused connection or a hang may pass.
-        let unknown_host =
-            cause.contains("dns error") || cause.contains("failed to lookup address");
+        // An unknown host stays unknown for the run; a temporary failure to resolve the name
+        // (EAI_AGAIN), a refused connection or a hang may pass.
+        let unknown_host = super::object::answer::unknown_host(&cause);
         let base = redact_url(&self.base);
         let summary = if unknown_host {
             Cause::lasting(

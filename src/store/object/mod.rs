@@ -789,7 +789,7 @@ fn scrub(text: &str, key: &ObjectPath) -> String {
     while let Some(at) = out[from..].find("uploadId=") {
         let start = from + at + "uploadId=".len();
         let end = out[start..]
-            .find(|c: char| c == '&' || c == ' ' || c == ')' || c == '"' || c == '\'')
+            .find(['&', ' ', ')', '"', '\''])
             .map_or(out.len(), |n| start + n);
         out.replace_range(start..end, "<id>");
         from = start + "<id>".len();

@@ -395,6 +395,31 @@ test('a no-cache run writes its own summary: mode, zero counts, "remote cache no
   assert.deepEqual(sb.printed, [`nx-open-cache: remote cache not used (fs ${path.join(sb.root, 'store')}, no-cache from NX_OPEN_CACHE_MODE)`]);
 });
 
+test('runs the plugin stays out of write their own summary with the reason, printed once at their start', async () => {
+  await plugin.preTasksExecution({ path: 'store' }, ctx('cached2'));
+  await plugin.postTasksExecution({ path: 'store' }, ctx('cached2'));
+  const cases = [
+    ['skip', ['nx', 'run-many', '-t', 'build', '--skip-remote-cache'], {}, 'remote cache skipped (--skip-remote-cache): not starting'],
+    ['skipenv', undefined, { NX_SKIP_REMOTE_CACHE: 'true' }, 'remote cache skipped (NX_SKIP_REMOTE_CACHE): not starting'],
+    ['server', undefined, { NX_SELF_HOSTED_REMOTE_CACHE_SERVER: 'http://127.0.0.1:1' }, 'NX_SELF_HOSTED_REMOTE_CACHE_SERVER is already set (http://127.0.0.1:1)'],
+  ];
+  for (const [id, argv, env, note] of cases) {
+    Object.assign(process.env, env);
+    sb.printed.length = 0;
+    await plugin.preTasksExecution({ path: 'store' }, argv ? ctx(id, argv) : ctx(id));
+    await plugin.postTasksExecution({ path: 'store' }, argv ? ctx(id, argv) : ctx(id));
+    for (const k of Object.keys(env)) delete process.env[k];
+    const s = JSON.parse(fs.readFileSync(summaryFile(sb.root), 'utf8'));
+    assert.equal(s.runId, id, 'the run has its own summary, not the older one');
+    assert.equal(s.mode, 'stayed out');
+    assert.ok(s.note.startsWith(note), s.note);
+    assert.deepEqual([s.hits, s.misses, s.stored, s.errorCount], [0, 0, 0, 0]);
+    assert.ok(fs.existsSync(runSummaryFile(sb.root, id)));
+    assert.ok(!sb.printed.some((l) => l.startsWith('nx-open-cache: 0 hits')), sb.printed.join('\n'));
+    assert.equal(require('../lib/summary.js').formatSummary(s), `nx-open-cache: ${s.note}`);
+  }
+});
+
 test('NX_OPEN_CACHE_SUMMARY=table prints the table; a typo warns, names the choices and shows the line', async () => {
   process.env.NX_OPEN_CACHE_SUMMARY = 'table';
   await plugin.preTasksExecution({ path: 'store' }, ctx('t1'));

@@ -4,7 +4,7 @@
 // postTasksExecution ends the run there and reports it. Where the hooks run in Nx's own process
 // (the daemon is off), or no host can serve, the proxy runs in this process instead.
 
-const { formatSummary, formatSummaryTable, pluginDataDir, summaryMode, unusedRunSummary, writeSummary } = require('./summary.js');
+const { formatSummary, formatSummaryTable, pluginDataDir, summaryMode, unusedRunSummary, writeSummary, STAYED_OUT } = require('./summary.js');
 const { inputNotes, isWinningEntry, pluginEntry, readNxJson, truthy, workspaceInput } = require('./workspace.js');
 const { attachRun, endRun } = require('./host.js');
 
@@ -33,9 +33,9 @@ const TOKEN = 'NX_SELF_HOSTED_REMOTE_CACHE_ACCESS_TOKEN';
 /** In-process proxies by Nx run id (the daemon may serve several runs at once). @type {Map<string, LocalRun>} */
 const runs = new Map();
 /**
- * `no-cache` runs by Nx run id: no proxy, but a summary of their own at their end (so `summary`
- * never shows an older run in their place).
- * @type {Map<string, { location: string, modeSource: string, startedAt: Date }>}
+ * `no-cache` runs, and runs the plugin stayed out of (`note`: why), by Nx run id: no proxy, but a
+ * summary of their own at their end (so `summary` never shows an older run in their place).
+ * @type {Map<string, { location: string, modeSource: string, startedAt: Date, note?: string }>}
  */
 const unusedRuns = new Map();
 /**
@@ -141,6 +141,17 @@ function runInput(pluginOptions, context, hookEnv) {
 }
 
 /**
+ * Records a run the plugin stays out of, so that its end writes the run's own summary with `note`
+ * (the notice was printed at its start) and `summary` never shows an older run in its place.
+ * @param {{ id?: string }} context
+ * @param {string} note
+ * @param {string} [location]
+ */
+function stayedOut(context, note, location = '') {
+  unusedRuns.set(context.id ?? 'default', { location, modeSource: '', startedAt: new Date(), note });
+}
+
+/**
  * Starts this run's proxy in this process, from the run's one resolution of its options;
  * undefined (with a notice) when it cannot start.
  * @param {import('../index').RunConfig} run
@@ -167,6 +178,7 @@ async function preTasksExecution(pluginOptions, context) {
   const stayOut = reasonToStayOut(context.argv, hookEnv);
   if (stayOut) {
     noticeOnce(stayOut);
+    stayedOut(context, stayOut);
     return;
   }
   const input = runInput(pluginOptions, context, hookEnv);
@@ -176,7 +188,9 @@ async function preTasksExecution(pluginOptions, context) {
   try {
     addon = native();
   } catch (e) {
-    noticeOnce(`cannot load the native addon (${/** @type {Error} */ (e).message}): running without the remote cache`);
+    const note = `cannot load the native addon (${/** @type {Error} */ (e).message}): running without the remote cache`;
+    noticeOnce(note);
+    stayedOut(context, note);
     return;
   }
   // Throws, before any task runs, on a wrong option: the message names option, value and choices.
@@ -194,7 +208,10 @@ async function preTasksExecution(pluginOptions, context) {
     ? await serveFromHost(addon, context, options, env)
     : undefined;
   const proxy = served ?? startLocalProxy(run);
-  if (!proxy) return;
+  if (!proxy) {
+    stayedOut(context, `cannot start the cache proxy: running without the remote cache`, `${config.backend} ${config.location}`);
+    return;
+  }
   if (!served) runs.set(context.id ?? 'default', { proxy: /** @type {import('../index').CacheProxy} */ (proxy), modeSource: config.modeSource, startedAt: new Date() });
   hookEnv[SERVER] = proxy.url;
   hookEnv[TOKEN] = proxy.token;
@@ -313,6 +330,8 @@ async function postTasksExecution(options, context) {
   if (warnings) summary.warnings = warnings;
   if (context.argv) summary.command = context.argv.slice(2).join(' ');
   const writeError = writeSummary(context.workspaceRoot, summary);
+  // A run the plugin stayed out of said why at its start: its summary is kept, not printed.
+  if (summary.mode === STAYED_OUT) return;
   const { mode, warning } = summaryMode(process.env.NX_OPEN_CACHE_SUMMARY);
   if (warning) console.log(warning);
   if (mode !== 'off') {

@@ -17,19 +17,23 @@ const path = require('node:path');
 
 /** Said for a `no-cache` run, whose summary has zero counts. */
 const NOT_USED = 'remote cache not used';
+/** The mode of a run the plugin stayed out of (its `note` says why). */
+const STAYED_OUT = 'stayed out';
 
 /**
- * The summary of a run that did not use the remote cache (`no-cache`): zero counts, the mode and
- * why, so that `summary` never shows an older run in its place.
- * @param {{ location: string, modeSource: string, runId: string, startedAt: Date }} run
+ * The summary of a run that did not use the remote cache: a `no-cache` run, or one the plugin
+ * stayed out of (`note` says why: --skip-remote-cache, a server already set, a proxy that could
+ * not start). Zero counts, the mode and why, so that `summary` never shows an older run in its
+ * place.
+ * @param {{ location: string, modeSource: string, runId: string, startedAt: Date, note?: string }} run
  * @returns {RunSummary}
  */
 function unusedRunSummary(run) {
   return {
     hits: 0, misses: 0, stored: 0, alreadyStored: 0, refusedWrites: 0, bytesDown: 0, bytesUp: 0,
     cacheMillis: 0, errorCount: 0, errors: [], refusedCount: 0, routineCount: 0, refusals: [],
-    location: run.location, mode: 'no-cache', modeSource: run.modeSource, runId: run.runId,
-    startedAt: run.startedAt.toISOString(), endedAt: new Date().toISOString(), note: NOT_USED,
+    location: run.location, mode: run.note ? STAYED_OUT : 'no-cache', modeSource: run.modeSource, runId: run.runId,
+    startedAt: run.startedAt.toISOString(), endedAt: new Date().toISOString(), note: run.note || NOT_USED,
   };
 }
 
@@ -51,6 +55,16 @@ function errorsClause(s) {
   const causes = (s.errors || []).length;
   if (!s.errorCount || causes === s.errorCount) return count(s.errorCount, 'error');
   return `${count(causes, 'error')} (${count(s.errorCount, 'request')})`;
+}
+
+/**
+ * The table's errors cell: `1 (8 requests)`, `0`.
+ * @param {RunSummary} s
+ */
+function errorsCell(s) {
+  const causes = (s.errors || []).length;
+  if (!s.errorCount || causes === s.errorCount) return String(s.errorCount);
+  return `${causes} (${count(s.errorCount, 'request')})`;
 }
 
 /**
@@ -92,6 +106,7 @@ function formatSummary(s) {
   if (s.mode === 'no-cache') {
     return `nx-open-cache: ${s.note || NOT_USED} (${s.location}, no-cache${s.modeSource ? ` from ${s.modeSource}` : ''})`;
   }
+  if (s.mode === STAYED_OUT) return `nx-open-cache: ${s.note}${s.location ? ` (${s.location})` : ''}`;
   const { routine, refused } = splitRefusals(s);
   const parts = [
     `${s.hits} ${s.hits === 1 ? 'hit' : 'hits'}`,
@@ -143,11 +158,12 @@ function formatSummaryTable(s) {
     ['downloaded', formatBytes(s.bytesDown)],
     ['uploaded', formatBytes(s.bytesUp)],
     ['time in cache calls', `${((s.cacheMillis || 0) / 1000).toFixed(2)} s`],
-    ['errors', errorsClause(s).replace(/ errors?\b/, '')],
+    ['errors', errorsCell(s)],
   );
   if (s.refusedCount) rows.push(['refused', String(s.refusedCount)]);
   if (s.routineCount) rows.push(['routine (not errors)', String(s.routineCount)]);
   const width = Math.max(...rows.map(([k]) => k.length));
+  if (s.mode === STAYED_OUT) return `nx-open-cache (${s.location ? `${s.location}, ` : ''}${STAYED_OUT})\n  ${s.note}`;
   const lines = [`nx-open-cache (${s.location}, ${s.mode}${s.modeSource ? ` from ${s.modeSource}` : ''})`];
   if (s.mode === 'no-cache') {
     lines.push(`  ${s.note || NOT_USED}`);
@@ -311,6 +327,6 @@ function formatAge(then, now = Date.now()) {
 }
 
 module.exports = {
-  formatBytes, formatSummary, formatSummaryTable, summaryMode, SUMMARY_MODES, formatAge, unusedRunSummary,
+  formatBytes, formatSummary, formatSummaryTable, summaryMode, SUMMARY_MODES, formatAge, unusedRunSummary, STAYED_OUT,
   pluginDataDir, summaryFile, runSummaryFile, writeSummary, readSummary,
 };

@@ -211,19 +211,20 @@ impl Stats {
         entry.count == 1
     }
 
-    /// Records a refusal of `hash` (an object not served or an upload not stored) for `reason`.
-    /// Returns true the first time this reason is seen.
-    pub fn refused(&self, reason: &str, hash: &str) -> bool {
-        self.refusal(reason, hash, false)
-    }
-
-    /// Records a refusal; `routine` marks one that is part of normal operation.
+    /// Records a refusal of `hash` (an object not served or an upload not stored) for `reason`;
+    /// `routine` marks one that is part of normal operation. Returns true the first time this
+    /// reason is seen.
     pub fn refusal(&self, reason: &str, hash: &str, routine: bool) -> bool {
         let mut refusals = lock(&self.refusals);
         let reason = bounded_key(&refusals, reason, OTHER_REFUSALS);
         let entry = refusals.entry(reason).or_default();
+        // Routine only while every refusal of this reason was (as the host merges runs).
+        entry.routine = if entry.count == 0 {
+            routine
+        } else {
+            entry.routine && routine
+        };
         entry.count += 1;
-        entry.routine = routine;
         if entry.hashes.len() < MAX_REFUSAL_HASHES && !entry.hashes.iter().any(|h| h == hash) {
             entry.hashes.push(hash.to_owned());
         }
@@ -293,11 +294,11 @@ mod tests {
     #[test]
     fn groups_refusals_by_reason_with_their_first_hashes() {
         let s = Stats::default();
-        assert!(s.refused("not a valid Nx artifact: not gzip", "h1"));
+        assert!(s.refusal("not a valid Nx artifact: not gzip", "h1", false));
         for i in 0..10 {
-            assert!(!s.refused("not a valid Nx artifact: not gzip", &format!("x{i}")));
+            assert!(!s.refusal("not a valid Nx artifact: not gzip", &format!("x{i}"), false));
         }
-        assert!(s.refused("encrypted", "h1"));
+        assert!(s.refusal("encrypted", "h1", false));
         let snap = s.snapshot();
         assert_eq!(snap.refused_count, 12);
         assert_eq!(snap.error_count, 0, "refusals are not errors");
@@ -354,13 +355,18 @@ mod tests {
                 true,
             );
         }
-        s.refused("not a valid Nx artifact: not gzip", "h9");
+        s.refusal("not a valid Nx artifact: not gzip", "h9", false);
         let snap = s.snapshot();
         assert_eq!(
             (snap.routine_count, snap.refused_count, snap.error_count),
             (3, 1, 0)
         );
         assert!(snap.refusals.iter().any(|r| r.routine && r.count == 3));
+        // A reason refused once outside routine is not routine, whatever came first.
+        s.refusal("unsigned, replaced by this signing run", "h7", false);
+        s.refusal("unsigned, replaced by this signing run", "h8", true);
+        let snap = s.snapshot();
+        assert_eq!((snap.routine_count, snap.refused_count), (0, 6));
     }
 
     #[test]

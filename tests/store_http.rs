@@ -951,7 +951,7 @@ async fn a_refused_token_is_one_cause_named_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_hundred_requests_with_two_causes_are_two_entries() {
     let dir = tempfile::tempdir().unwrap();
-    let answer: Answer = Arc::new(|_, line| {
+    let answer: Answer = Arc::new(|n, line| {
         let hash: u64 = line
             .split_whitespace()
             .nth(1)
@@ -961,7 +961,8 @@ async fn five_hundred_requests_with_two_causes_are_two_entries() {
         match (line.starts_with("PUT"), hash % 2) {
             (false, _) => response("404 Not Found", ""),
             (true, 0) => response("413 Payload Too Large", "too large"),
-            (true, _) => response("500 Internal Server Error", "request id 12345-abc"),
+            // A body that differs on every request (a request id): still one cause.
+            (true, _) => response("500 Internal Server Error", &format!("request id {n}-abc")),
         }
     });
     let (addr, _) = raw_server(answer).await;
@@ -983,4 +984,128 @@ async fn five_hundred_requests_with_two_causes_are_two_entries() {
         );
         assert!(e.reason.starts_with("server http://127.0.0.1:"), "{e:?}");
     }
+    let five = s.errors.iter().find(|e| e.reason.contains("500")).unwrap();
+    assert!(
+        five.reason.contains("the server said: request id ") && five.count == 125,
+        "the first body is kept in the reason: {five:?}"
+    );
+}
+
+/// `serve` with anonymous reads: a developer without a token reads, and a write answered 401
+/// concerns writes only: the reads go on hitting for the rest of the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_reads_go_on_after_a_write_refused_for_want_of_a_token() {
+    use nx_open_cache::server::{Auth, Limits, LogFormat, Role, ServerSettings, TokenSpec};
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FsStore::new(dir.path().join("store"), Prefix::default());
+    fs.prepare().expect("store directory");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let up = server::serve_server(
+        listener,
+        ServerSettings {
+            store: Arc::new(fs),
+            auth: Auth {
+                tokens: vec![TokenSpec::new("ci", Role::ReadWrite, TOKEN)],
+                anonymous_read: Some(vec![Prefix::default()]),
+            },
+            mode: Mode::ReadWrite,
+            limits: Limits::server(),
+            operations: true,
+            log: LogFormat::Off,
+            stats: Arc::new(Stats::default()),
+        },
+    )
+    .expect("serve");
+    let base = url(up.addr);
+    // CI stored 1000 and 1001.
+    let ci = store(&base, Some(TOKEN), quick(dir.path()));
+    for h in ["1000", "1001"] {
+        let data = artifact(3000, 5);
+        let len = data.len() as u64;
+        ci.put(&hash(h), &mut body(&data, 1000), Some(len))
+            .await
+            .expect("CI stores");
+    }
+    let p = proxy_to(&base, &HashMap::new(), dir.path());
+    let client = reqwest::Client::new();
+    let at = |h: &str| format!("{}/v1/cache/{h}", p.url);
+    let get = client
+        .get(at("1000"))
+        .bearer_auth(&p.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(get.status(), 200, "an anonymous read hits");
+    for h in ["2000", "2001", "2002", "2003"] {
+        let put = client
+            .put(at(h))
+            .bearer_auth(&p.token)
+            .body(b"artifact".to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(put.status(), 403, "a write not stored");
+    }
+    let get = client
+        .get(at("1001"))
+        .bearer_auth(&p.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        get.status(),
+        200,
+        "reads still hit after the refused writes"
+    );
+    let s = p.stop().await;
+    assert_eq!(s.hits, 2, "{s:?}");
+    assert_eq!(s.errors.len(), 1, "{:?}", s.errors);
+    let e = &s.errors[0];
+    assert_eq!(
+        (e.reason.as_str(), e.count, e.skipped),
+        (
+            format!(
+                "server {base} refused writes without a token (401 Unauthorized): writes need a \
+                 token: set {TOKEN_ENV}, or localMode read-only"
+            )
+            .as_str(),
+            4,
+            false
+        )
+    );
+    up.stop().await;
+}
+
+/// `serve` answers 403 to a write its own storage failed: that is the server's storage, not a
+/// read-only token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_the_server_could_not_store_is_a_storage_fault() {
+    let dir = tempfile::tempdir().unwrap();
+    let answer: Answer = Arc::new(|_, line| {
+        if line.starts_with("PUT") {
+            response(
+                "403 Forbidden",
+                "nx-open-cache: not stored (storage fault, see the run summary)",
+            )
+        } else {
+            response("404 Not Found", "")
+        }
+    });
+    let (addr, _) = raw_server(answer).await;
+    let base = url(addr);
+    let env: HashMap<String, String> = [(TOKEN_ENV.to_owned(), TOKEN.to_owned())].into();
+    let p = proxy_to(&base, &env, dir.path());
+    get_and_put(&p, 2).await;
+    let s = p.stop().await;
+    assert_eq!(s.errors.len(), 1, "{:?}", s.errors);
+    assert_eq!(
+        s.errors[0].reason,
+        format!(
+            "server {base} could not store artifacts (403 Forbidden): its storage failed (see \
+             the server's log)"
+        )
+    );
+    assert!(!s.errors[0].reason.contains("read-only"), "{:?}", s.errors);
 }

@@ -277,10 +277,10 @@ async fn bad_credentials_are_named(kind: &'static str) {
     assert!(err.message.contains("credentials"), "{}", err.message);
     assert!(err.message.contains(needle), "{}", err.message);
     let cause = err.cause.as_deref().expect("a root cause");
-    assert!(
-        cause.lasting && cause.reason.contains("credentials"),
-        "{cause:?}"
-    );
+    assert!(cause.reason.contains("credentials"), "{cause:?}");
+    // A refused key lasts for the run; an unreachable metadata service may pass (the start-up
+    // check still skips the store for the run, tests/guard.rs).
+    assert_eq!(cause.lasting, kind != "s3", "{cause:?}");
     assert!(!cause.reason.contains("RequestId"), "{cause:?}");
     let err = s
         .put(&hash("9"), &mut body(b"data", 2), Some(4))

@@ -552,6 +552,9 @@ pub fn merge(into: &mut Snapshot, other: Snapshot) {
             None => into.errors.push(ErrorCount { ..e }),
         }
     }
+    // The cause behind most requests first, as one run's snapshot orders them.
+    into.errors
+        .sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.reason.cmp(&b.reason)));
     for r in other.refusals {
         match into.refusals.iter_mut().find(|x| x.reason == r.reason) {
             Some(x) => {

@@ -114,7 +114,7 @@ impl GuardedStore {
                     Some(cause) => *cause,
                     None => {
                         let reason = format!("the store failed its start-up check: {}", e.message);
-                        Cause::new(reason.clone(), reason)
+                        Cause::plain(reason)
                     }
                 }),
                 Ok(Err(_)) => None,
@@ -123,7 +123,7 @@ impl GuardedStore {
                         "{location} did not answer within {} s (start-up check)",
                         timeout.as_secs_f32()
                     );
-                    Some(Cause::new(reason.clone(), reason))
+                    Some(Cause::plain(reason))
                 }
             };
             if let Some(cause) = failure {
@@ -216,7 +216,7 @@ impl GuardedStore {
                     self.state.open(Cause::clone(cause));
                 } else if trial {
                     let reason = format!("still failing after the cool-down: {last}");
-                    self.state.open(Cause::new(reason.clone(), reason));
+                    self.state.open(Cause::plain(reason));
                 } else if n >= self.policy.failures_to_open.max(1) {
                     let reason = format!(
                         "{n} storage calls failed in a row on {}, the last with: {last}",

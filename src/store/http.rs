@@ -51,6 +51,8 @@ pub const REJECT_UNAUTHORIZED_ENV: &str = "NODE_TLS_REJECT_UNAUTHORIZED";
 const SNIPPET_LEN: usize = 300;
 /// How `nx-open-cache serve` begins the answer to an upload its artifact check refused.
 const REFUSED_BY_SERVE: &str = "nx-open-cache: not stored: ";
+/// How `nx-open-cache serve` begins the 403 answer to an upload its own storage failed.
+const STORAGE_FAULT_BY_SERVE: &str = "nx-open-cache: not stored (storage fault";
 
 /// Timeouts, retries, spooling and TLS settings of an [`HttpStore`].
 #[derive(Debug, Clone)]
@@ -396,9 +398,9 @@ impl HttpStore {
         } else {
             what
         };
-        // An unknown host stays unknown for the run; a refused connection or a hang may pass.
-        let unknown_host =
-            cause.contains("dns error") || cause.contains("failed to lookup address");
+        // An unknown host stays unknown for the run; a temporary failure to resolve the name
+        // (EAI_AGAIN), a refused connection or a hang may pass.
+        let unknown_host = super::object::answer::unknown_host(&cause);
         let base = redact_url(&self.base);
         let summary = if unknown_host {
             Cause::lasting(
@@ -445,74 +447,107 @@ impl HttpStore {
         }
     }
 
-    /// 401/403: the token was refused (or is missing).
+    /// 401/403: the token was refused (or is missing). One table gives both the fault's message
+    /// and its root cause.
     fn auth_fault(&self, method: &str, url: &str, status: StatusCode, said: &str) -> StoreError {
         let status_text = format!(
             "{} {}",
             status.as_u16(),
             status.canonical_reason().unwrap_or("")
         );
-        let why = match (self.auth.is_some(), status, method) {
-            (false, _, _) => format!(
-                "the server requires a token ({status_text}) and {TOKEN_ENV} is not set: set it to \
-                 a token the server accepts"
+        let base = redact_url(&self.base);
+        let writing = method == "PUT";
+        let (why, cause) = match (self.auth.is_some(), status, writing) {
+            // A server may read anonymously and want a token for writes only (`serve` with
+            // anonymous reads): reads go on.
+            (false, _, true) => (
+                format!(
+                    "the server refused the write ({status_text}): writes need a token: set \
+                     {TOKEN_ENV}, or localMode read-only"
+                ),
+                Cause::writes_only(
+                    format!("http write needs token {base}"),
+                    format!(
+                        "server {base} refused writes without a token ({status_text}): writes \
+                         need a token: set {TOKEN_ENV}, or localMode read-only"
+                    ),
+                ),
             ),
-            (true, StatusCode::FORBIDDEN, "PUT") => format!(
-                "the server refused the write ({status_text}; read-only token?): the token in \
-                 {TOKEN_ENV} may only read, or the server could not store the artifact"
+            (false, _, false) => (
+                format!(
+                    "the server requires a token ({status_text}) and {TOKEN_ENV} is not set: set \
+                     it to a token the server accepts"
+                ),
+                Cause::lasting(
+                    format!("http no token {base}"),
+                    format!(
+                        "server {base} requires a token ({status_text}): {TOKEN_ENV} is not set"
+                    ),
+                ),
             ),
-            (true, StatusCode::FORBIDDEN, _) => format!(
-                "the server refused read access to the token in {TOKEN_ENV} ({status_text})"
+            // `serve` answers 403 to a write its own storage failed: not the token's fault.
+            (true, StatusCode::FORBIDDEN, true) if said.contains(STORAGE_FAULT_BY_SERVE) => (
+                format!(
+                    "the server could not store the artifact ({status_text}): its storage \
+                     failed (see the server's log)"
+                ),
+                Cause::new(
+                    format!("http server storage fault {base}"),
+                    format!(
+                        "server {base} could not store artifacts ({status_text}): its storage \
+                         failed (see the server's log)"
+                    ),
+                ),
             ),
-            (true, _, _) => format!(
-                "the server refused the token in {TOKEN_ENV} ({status_text}): check that it is \
-                 a valid token of this server"
+            (true, StatusCode::FORBIDDEN, true) => (
+                format!(
+                    "the server refused the write ({status_text}; read-only token?): the token in \
+                     {TOKEN_ENV} may only read, or the server could not store the artifact"
+                ),
+                Cause::writes_only(
+                    format!("http write refused {base}"),
+                    format!(
+                        "server {base} refused writes with the token in {TOKEN_ENV} \
+                         ({status_text}): a read-only token? then set localMode read-only (or \
+                         NX_OPEN_CACHE_MODE); or the server could not store them"
+                    ),
+                ),
+            ),
+            (true, StatusCode::FORBIDDEN, false) => (
+                format!(
+                    "the server refused read access to the token in {TOKEN_ENV} ({status_text})"
+                ),
+                Cause::lasting(
+                    format!("http read refused {base}"),
+                    format!(
+                        "server {base} refused read access to the token in {TOKEN_ENV} \
+                         ({status_text})"
+                    ),
+                ),
+            ),
+            (true, _, _) => (
+                format!(
+                    "the server refused the token in {TOKEN_ENV} ({status_text}): check that it \
+                     is a valid token of this server"
+                ),
+                Cause::lasting(
+                    format!("http token refused {base}"),
+                    format!("server {base} refused the token in {TOKEN_ENV} ({status_text})"),
+                ),
             ),
         };
-        unavailable(format!("http {method} {url}: {why}{said}")).with_cause(self.auth_cause(
-            method,
-            status,
-            &status_text,
-        ))
+        unavailable(format!("http {method} {url}: {why}{said}")).with_cause(cause)
     }
 
-    /// The cause of an unexpected answer to `what` (`reads`, `writes`): one per status and what
-    /// the server said, without the URL (which names the hash).
+    /// The cause of an unexpected answer to `what` (`reads`, `writes`): one per status, operation
+    /// and server, without the URL (which names the hash). What the server said the first time
+    /// is kept in the reason (the summary keeps a cause's first reason).
     fn answer_cause(&self, what: &str, status: StatusCode, said: &str) -> Cause {
         let base = redact_url(&self.base);
         Cause::new(
-            format!("http {status} {what} {base}{said}"),
+            format!("http {status} {what} {base}"),
             format!("server {base} answered {what} with {status}{said}"),
         )
-    }
-
-    /// The root cause of a 401/403. A missing or refused token, or refused reads, last for the
-    /// run; a refused write does not stop the reads (a read-only token).
-    fn auth_cause(&self, method: &str, status: StatusCode, status_text: &str) -> Cause {
-        let base = redact_url(&self.base);
-        match (self.auth.is_some(), status, method) {
-            (false, _, _) => Cause::lasting(
-                format!("http no token {base}"),
-                format!("server {base} requires a token ({status_text}): {TOKEN_ENV} is not set"),
-            ),
-            (true, StatusCode::FORBIDDEN, "PUT") => Cause::writes_only(
-                format!("http write refused {base}"),
-                format!(
-                    "server {base} refused writes with the token in {TOKEN_ENV} ({status_text}): \
-                     a read-only token? then set localMode read-only (or NX_OPEN_CACHE_MODE)"
-                ),
-            ),
-            (true, StatusCode::FORBIDDEN, _) => Cause::lasting(
-                format!("http read refused {base}"),
-                format!(
-                    "server {base} refused read access to the token in {TOKEN_ENV} ({status_text})"
-                ),
-            ),
-            (true, _, _) => Cause::lasting(
-                format!("http token refused {base}"),
-                format!("server {base} refused the token in {TOKEN_ENV} ({status_text})"),
-            ),
-        }
     }
 
     async fn read(&self, hash: &TaskHash) -> Found {

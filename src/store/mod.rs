@@ -135,6 +135,12 @@ impl Cause {
         }
     }
 
+    /// A cause whose reason is its key (the guard's own causes).
+    pub fn plain(reason: impl Into<String>) -> Self {
+        let reason = reason.into();
+        Cause::new(reason.clone(), reason)
+    }
+
     /// A cause that concerns writes only (reads go on).
     pub fn writes_only(key: impl Into<String>, reason: impl Into<String>) -> Self {
         Cause {
@@ -165,11 +171,6 @@ impl StoreError {
     pub fn with_cause(mut self, cause: Cause) -> Self {
         self.cause = Some(Box::new(cause));
         self
-    }
-
-    /// Whether the cause cannot fix itself within the run.
-    pub fn is_lasting(&self) -> bool {
-        self.cause.as_ref().is_some_and(|c| c.lasting)
     }
 }
 

@@ -106,8 +106,79 @@ fn clean_message(m: &str) -> String {
         .join(" ")
 }
 
+/// A root cause that cannot fix itself within a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lasting {
+    /// The bucket or container does not exist.
+    NoBucket,
+    /// The credentials were refused: an unknown key id, a wrong secret, a 401.
+    Credentials,
+    /// The host name is not known (not a temporary failure to resolve it).
+    UnknownHost,
+}
+
+/// The lasting root cause a client error's text names, if any. Decided on the HTTP status, the
+/// service's own error code (and message) and the resolver's words, never on the rest of the
+/// text: a URL or a bucket name (`nx-token-cache`) says nothing. Shared by the object and http
+/// backends.
+pub fn lasting(text: &str) -> Option<Lasting> {
+    if unknown_host(text) {
+        return Some(Lasting::UnknownHost);
+    }
+    let service = service_error(text);
+    let code = service.as_ref().and_then(|s| s.code.as_deref());
+    match code {
+        Some("NoSuchBucket" | "ContainerNotFound") => return Some(Lasting::NoBucket),
+        Some(
+            "InvalidAccessKeyId"
+            | "SignatureDoesNotMatch"
+            | "AuthorizationFailure"
+            | "AuthenticationFailed",
+        ) => return Some(Lasting::Credentials),
+        _ => {}
+    }
+    let message = service
+        .as_ref()
+        .and_then(|s| s.message.as_deref())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    match status(text) {
+        Some("404")
+            if message.contains("bucket does not exist")
+                || message.contains("bucket not found") =>
+        {
+            Some(Lasting::NoBucket)
+        }
+        Some("401") => Some(Lasting::Credentials),
+        _ => None,
+    }
+}
+
+/// Whether a client error's text says the host name is not known (EAI_NONAME: "Name or service
+/// not known", "nodename nor servname provided"), as opposed to a temporary failure to resolve
+/// it (EAI_AGAIN: "Temporary failure in name resolution"), which may pass. Only the resolver's
+/// part of the text is read, not the URL before it.
+pub fn unknown_host(text: &str) -> bool {
+    let lower = text.to_ascii_lowercase();
+    let Some(at) = ["dns error", "failed to lookup address"]
+        .iter()
+        .filter_map(|n| lower.find(n))
+        .min()
+    else {
+        return false;
+    };
+    let resolver = &lower[at..];
+    if resolver.contains("temporary") || resolver.contains("try again") {
+        return false;
+    }
+    resolver.contains("name or service not known")
+        || resolver.contains("nodename nor servname")
+        || resolver.contains("no such host")
+        || resolver.contains("failed to lookup address")
+}
+
 /// The HTTP status in a client error text (`... status code: 404 Not Found ...`), e.g. `404`.
-fn status(text: &str) -> Option<&str> {
+pub fn status(text: &str) -> Option<&str> {
     let at = text.find("status code: ")? + "status code: ".len();
     let digits = &text[at..];
     let end = digits
@@ -217,6 +288,36 @@ mod tests {
             short(plain),
             "Generic S3 error: Error performing GET http://h/b - connection reset"
         );
+    }
+
+    #[test]
+    fn lasting_is_decided_on_status_and_code_not_on_the_url() {
+        assert_eq!(lasting(MOTO_NO_BUCKET), Some(Lasting::NoBucket));
+        assert_eq!(lasting(MOTO_BAD_KEY), Some(Lasting::Credentials));
+        assert_eq!(lasting(AZURITE_NO_CONTAINER), Some(Lasting::NoBucket));
+        assert_eq!(lasting(AZURITE_BAD_KEY), Some(Lasting::Credentials));
+        // A bucket named like a credential, answering 503 SlowDown: it may pass.
+        let slow = "Generic S3 error: Error performing GET http://127.0.0.1:9000/nx-token-cache/p/123?continuation-token=abc&x-id=authorization-credential in 4ms - Server returned non-2xx status code: 503 Service Unavailable: <Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
+        assert_eq!(lasting(slow), None);
+        let expired = "Generic S3 error: status code: 400 Bad Request: <Error><Code>ExpiredToken</Code><Message>The provided token has expired.</Message></Error>";
+        assert_eq!(lasting(expired), None);
+        let imds = "Generic S3 error: Error fetching credentials from instance metadata: error sending request: operation timed out";
+        assert_eq!(lasting(imds), None);
+    }
+
+    #[test]
+    fn only_a_name_that_is_not_known_is_an_unknown_host() {
+        let again = "error sending request for url (http://nx-cache.example/v1/cache/1): client error (Connect): dns error: failed to lookup address information: Temporary failure in name resolution";
+        assert!(!unknown_host(again));
+        assert_eq!(lasting(again), None);
+        let unknown = "error sending request for url (http://nx-cahce.example/): client error (Connect): dns error: failed to lookup address information: Name or service not known";
+        assert!(unknown_host(unknown));
+        let mac = "dns error: failed to lookup address information: nodename nor servname provided, or not known";
+        assert!(unknown_host(mac));
+        // A URL that merely contains the words is not a resolver's answer.
+        assert!(!unknown_host(
+            "Error performing GET http://h/dns-error-cache/1 - connection reset"
+        ));
     }
 
     #[test]

@@ -21,7 +21,7 @@
 //! `gcs.rs`, `azure.rs`: credentials, endpoints, what messages say about them); timeouts and retries
 //! are the resilience policy's ([`super::resilience`]).
 
-mod answer;
+pub(crate) mod answer;
 mod azure;
 mod gcs;
 mod s3;
@@ -327,102 +327,125 @@ impl ObjectStoreBackend {
     }
 
     /// Turns a client error into a store fault naming the backend, bucket, key and reason (the
-    /// cloud's error code and message, not its raw answer), with its root cause when it is one
-    /// the summary groups by: a bucket that does not exist, credentials missing or refused, an
-    /// unknown host. Those last for the run, except a refused write (reads may still work, e.g.
-    /// with read-only credentials).
-    fn fault(&self, op: &str, key: &ObjectPath, e: object_store::Error) -> StoreError {
+    /// cloud's error code and message, not its raw answer), with its root cause, which the run
+    /// summary groups by. A bucket that does not exist, refused credentials (an unknown key id, a
+    /// wrong secret, a 401, or a refused listing) and an unknown host last for the run; a refused
+    /// write concerns writes only; a refused read of one object (its KMS key, an ACL) after the
+    /// listing passed concerns that object. Any other fault is one cause per cloud, operation,
+    /// bucket and status or code (3 in a row open the breaker). Lastingness is decided on the
+    /// status and the service's code ([`answer::lasting`]), never on the URL or bucket name, and
+    /// no cause's reason names an object key or an upload id.
+    fn fault(&self, op: Op, key: &ObjectPath, e: object_store::Error) -> StoreError {
         let raw = e.to_string();
-        let lower = raw.to_ascii_lowercase();
-        let text = answer::short(&raw);
+        // The listing's key is the prefix, the same for every request.
+        let text = match op {
+            Op::Listing => answer::short(&raw),
+            _ => scrub(&answer::short(&raw), key),
+        };
         let holder = self.cloud.holder();
         let cloud = self.cloud.title();
+        let name = self.cloud.name();
         let bucket = &self.bucket;
-        // Reads are a listing, a download or a metadata check; anything else writes.
-        let writing = !matches!(op, "download" | "listing" | "checking");
-        let credentials_refused = matches!(
-            e,
-            object_store::Error::Unauthenticated { .. }
-                | object_store::Error::PermissionDenied { .. }
-        );
-        let (reason, cause) = if lower.contains("nosuchbucket")
-            || lower.contains("containernotfound")
-            || lower.contains("bucket does not exist")
-            || lower.contains("bucket not found")
-        {
-            (
+        let status = answer::status(&raw);
+        let service = answer::service_error(&raw);
+        let code = service.as_ref().and_then(|s| s.code.clone());
+        let refused = matches!(e, object_store::Error::PermissionDenied { .. })
+            || status == Some("403")
+            || code.as_deref() == Some("AccessDenied");
+        let lasting = answer::lasting(&raw)
+            .or_else(|| {
+                matches!(e, object_store::Error::Unauthenticated { .. })
+                    .then_some(answer::Lasting::Credentials)
+            })
+            // The listing is the start-up check: a refusal there refuses everything.
+            .or_else(|| (refused && op == Op::Listing).then_some(answer::Lasting::Credentials));
+        let credentials = &self.credentials;
+        let (reason, cause) = match lasting {
+            Some(answer::Lasting::NoBucket) => (
                 format!("the {holder} does not exist ({text})"),
-                Some(Cause::lasting(
-                    format!("{} no {holder} {bucket}", self.cloud.name()),
+                Cause::lasting(
+                    format!("{name} no {holder} {bucket}"),
                     format!("{cloud} {holder} {bucket} does not exist"),
-                )),
-            )
-        } else if lower.contains("dns error") || lower.contains("failed to lookup address") {
-            (
+                ),
+            ),
+            Some(answer::Lasting::UnknownHost) => (
                 format!("unknown host ({text})"),
-                Some(Cause::lasting(
-                    format!("{} unknown host {bucket}", self.cloud.name()),
+                Cause::lasting(
+                    format!("{name} unknown host {bucket}"),
                     format!(
                         "the {cloud} endpoint of {holder} {bucket} is an unknown host ({text})"
                     ),
-                )),
-            )
-        } else if credentials_refused
-            || lower.contains("credential")
-            || lower.contains("accessdenied")
-            || lower.contains("signaturedoesnotmatch")
-            || lower.contains("invalidaccesskeyid")
-            || lower.contains("authorization")
-            || lower.contains("403 forbidden")
-            || lower.contains("401 unauthorized")
-            || lower.contains("token")
-        {
-            let what = if credentials_refused {
-                "credentials were refused"
-            } else {
-                "credentials missing or refused"
-            };
-            let summary = format!("{what} by {cloud} ({text}); {}", self.credentials);
-            let cause = if writing {
-                Cause::writes_only(
-                    format!("{} write refused {bucket}", self.cloud.name()),
-                    format!("{cloud} refused writes to {holder} {bucket}: {summary}"),
-                )
-            } else {
-                Cause::lasting(
-                    format!("{} credentials {bucket}", self.cloud.name()),
-                    summary,
-                )
-            };
-            (
-                format!("{what} ({text}); {}", self.credentials),
-                Some(cause),
-            )
-        } else if matches!(e, object_store::Error::NotFound { .. }) && op.contains("multipart") {
-            (
-                format!(
-                    "the upload is gone ({text}): the store may have taken longer than the {} s \
-                     read timeout to assemble it, after which the client aborted it",
-                    self.bulk_answer.as_secs()
                 ),
-                None,
-            )
-        } else if matches!(e, object_store::Error::NotFound { .. }) {
-            (
-                format!("not found: the {holder} may not exist ({text})"),
-                None,
-            )
-        } else {
-            (text, None)
+            ),
+            Some(answer::Lasting::Credentials) => {
+                let summary =
+                    format!("credentials were refused by {cloud} ({text}); {credentials}");
+                (
+                    format!("credentials were refused ({text}); {credentials}"),
+                    Cause::lasting(format!("{name} credentials {bucket}"), summary),
+                )
+            }
+            None if refused && op.writes() => (
+                format!("the write was refused ({text}); {credentials}"),
+                Cause::writes_only(
+                    format!("{name} write refused {bucket}"),
+                    format!("{cloud} refused writes to {holder} {bucket}: ({text}); {credentials}"),
+                ),
+            ),
+            None if refused => (
+                format!(
+                    "the read was refused ({text}): the listing passed, so this object's own \
+                     permissions (a KMS key, an ACL) refuse it"
+                ),
+                Cause::new(
+                    format!("{name} read refused {bucket}"),
+                    format!(
+                        "{cloud} refused reads of objects in {holder} {bucket} ({text}): the \
+                         listing passed, so the objects' own permissions (a KMS key, an ACL) \
+                         refuse them"
+                    ),
+                ),
+            ),
+            None => {
+                let reason = if matches!(e, object_store::Error::NotFound { .. }) && op.multipart()
+                {
+                    format!(
+                        "the upload is gone ({text}): the store may have taken longer than the \
+                         {} s read timeout to assemble it, after which the client aborted it",
+                        self.bulk_answer.as_secs()
+                    )
+                } else if matches!(e, object_store::Error::NotFound { .. }) {
+                    format!("not found: the {holder} may not exist ({text})")
+                } else if op == Op::Listing || fetching_credentials(&raw) {
+                    // The start-up check, or fetching credentials failed (the metadata
+                    // service, a web identity): it may pass, but say where they were looked for.
+                    format!("{text}; {credentials}")
+                } else {
+                    text.clone()
+                };
+                let class = code
+                    .as_deref()
+                    .or(status)
+                    .unwrap_or(match e {
+                        object_store::Error::NotFound { .. } => "not found",
+                        _ => "error",
+                    })
+                    .to_owned();
+                let op_text = op.text();
+                (
+                    reason.clone(),
+                    Cause::new(
+                        format!("{name} {op_text} {bucket} {class}"),
+                        format!("{cloud} {holder} {bucket}: {op_text} failed: {reason}"),
+                    ),
+                )
+            }
         };
-        let error = StoreError::new(
+        StoreError::new(
             ErrorKind::Unavailable,
-            format!("{}: {op} failed: {reason}", self.where_(key)),
-        );
-        match cause {
-            Some(c) => error.with_cause(c),
-            None => error,
-        }
+            format!("{}: {} failed: {reason}", self.where_(key), op.text()),
+        )
+        .with_cause(cause)
     }
 
     /// Checks that the bucket/container answers with these credentials (one cheap list request).
@@ -437,7 +460,7 @@ impl ObjectStoreBackend {
         match listing.next().await {
             None | Some(Ok(_)) => Ok(()),
             Some(Err(e)) => Err(self.fault(
-                "listing",
+                Op::Listing,
                 &prefix.unwrap_or_else(|| ObjectPath::from("")),
                 e,
             )),
@@ -492,7 +515,7 @@ impl ObjectStoreBackend {
                     | Err(object_store::Error::Precondition { .. }) => {
                         Ok(PutOutcome::AlreadyExists)
                     }
-                    Err(e) => Err(self.fault("publishing (copy from the temp key)", key, e)),
+                    Err(e) => Err(self.fault(Op::Publishing, key, e)),
                 }
             }
             Err(e) => Err(e),
@@ -504,7 +527,7 @@ impl ObjectStoreBackend {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => {
                 if result.is_ok() {
-                    return Err(self.fault("removing the temp object", &tmp, e));
+                    return Err(self.fault(Op::RemovingTemp, &tmp, e));
                 }
             }
         }
@@ -520,7 +543,7 @@ impl ObjectStoreBackend {
             .bulk
             .put_multipart(tmp)
             .await
-            .map_err(|e| self.fault("starting the multipart upload", tmp, e))?;
+            .map_err(|e| self.fault(Op::StartingMultipart, tmp, e))?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
         let mut buf = vec![0u8; 1 << 20];
         loop {
@@ -539,7 +562,7 @@ impl ObjectStoreBackend {
             }
             if let Err(e) = writer.wait_for_capacity(UPLOAD_CONCURRENCY).await {
                 let _ = writer.abort().await;
-                return Err(self.fault("uploading a part", tmp, e));
+                return Err(self.fault(Op::UploadingPart, tmp, e));
             }
             writer.write(&buf[..n]);
         }
@@ -547,7 +570,7 @@ impl ObjectStoreBackend {
             .finish()
             .await
             .map(|_| ())
-            .map_err(|e| self.fault("completing the multipart upload", tmp, e))
+            .map_err(|e| self.fault(Op::CompletingMultipart, tmp, e))
     }
 
     /// Removes an object that failed verification so the next build can store a good one.
@@ -574,11 +597,11 @@ impl AsyncStore for ObjectStoreBackend {
             Err(e @ object_store::Error::NotFound { .. }) => {
                 let text = e.to_string().to_ascii_lowercase();
                 if text.contains("nosuchbucket") || text.contains("containernotfound") {
-                    return Err(self.fault("download", &key, e));
+                    return Err(self.fault(Op::Download, &key, e));
                 }
                 return Ok(None);
             }
-            Err(e) => return Err(self.fault("download", &key, e)),
+            Err(e) => return Err(self.fault(Op::Download, &key, e)),
         };
         let size = result.meta.size;
         let mut stream = result.into_stream();
@@ -594,7 +617,7 @@ impl AsyncStore for ObjectStoreBackend {
             e
         };
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| self.fault("download", &key, e))?;
+            let chunk = chunk.map_err(|e| self.fault(Op::Download, &key, e))?;
             let mut rest = &chunk[..];
             if head.len() < HEADER_LEN {
                 let take = (HEADER_LEN - head.len()).min(rest.len());
@@ -634,7 +657,7 @@ impl AsyncStore for ObjectStoreBackend {
             match self.inner.head(&key).await {
                 Ok(_) => return Ok(PutOutcome::AlreadyExists),
                 Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(self.fault("checking", &key, e)),
+                Err(e) => return Err(self.fault(Op::Checking, &key, e)),
             }
         }
         let (spool, header) = self.receive(body, declared_len).await?;
@@ -658,7 +681,7 @@ impl AsyncStore for ObjectStoreBackend {
             Ok(_) => Ok(PutOutcome::Stored(header.payload_len)),
             Err(object_store::Error::AlreadyExists { .. })
             | Err(object_store::Error::Precondition { .. }) => Ok(PutOutcome::AlreadyExists),
-            Err(e) => Err(self.fault("upload", &key, e)),
+            Err(e) => Err(self.fault(Op::Upload, &key, e)),
         }
     }
 
@@ -679,13 +702,13 @@ impl AsyncStore for ObjectStoreBackend {
         // Object stores answer a delete of a missing key with success: ask first.
         match self.inner.head(&key).await {
             Err(object_store::Error::NotFound { .. }) => return Ok(Deleted::Absent),
-            Err(e) => return Err(self.fault("checking", &key, e)),
+            Err(e) => return Err(self.fault(Op::Checking, &key, e)),
             Ok(_) => {}
         }
         match self.inner.delete(&key).await {
             Ok(()) => Ok(Deleted::Removed),
             Err(object_store::Error::NotFound { .. }) => Ok(Deleted::Absent),
-            Err(e) => Err(self.fault("deleting", &key, e)),
+            Err(e) => Err(self.fault(Op::Deleting, &key, e)),
         }
     }
 
@@ -697,5 +720,191 @@ impl AsyncStore for ObjectStoreBackend {
 
     async fn check(&self) -> Result<(), StoreError> {
         self.prepare().await
+    }
+}
+/// What a store call was doing when it failed: named in faults, and whether it writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    /// The start-up check's listing.
+    Listing,
+    Download,
+    /// A metadata check of an object.
+    Checking,
+    Upload,
+    Publishing,
+    RemovingTemp,
+    StartingMultipart,
+    UploadingPart,
+    CompletingMultipart,
+    Deleting,
+}
+
+impl Op {
+    fn text(self) -> &'static str {
+        match self {
+            Op::Listing => "listing",
+            Op::Download => "download",
+            Op::Checking => "checking",
+            Op::Upload => "upload",
+            Op::Publishing => "publishing (copy from the temp key)",
+            Op::RemovingTemp => "removing the temp object",
+            Op::StartingMultipart => "starting the multipart upload",
+            Op::UploadingPart => "uploading a part",
+            Op::CompletingMultipart => "completing the multipart upload",
+            Op::Deleting => "deleting",
+        }
+    }
+
+    /// It changes the store (a refusal then says nothing about reads).
+    fn writes(self) -> bool {
+        !matches!(self, Op::Listing | Op::Download | Op::Checking)
+    }
+
+    fn multipart(self) -> bool {
+        matches!(
+            self,
+            Op::StartingMultipart | Op::UploadingPart | Op::CompletingMultipart
+        )
+    }
+}
+
+/// Whether a client error's text is about fetching credentials (the words of the client, or the
+/// instance metadata service's paths), for the wording only: it never makes a cause lasting.
+fn fetching_credentials(raw: &str) -> bool {
+    let lower = raw.to_ascii_lowercase();
+    lower.contains("credential")
+        || lower.contains("/latest/api/token")
+        || lower.contains("/latest/meta-data")
+}
+
+/// `text` without the object key (it names a hash, or a temp object) and the upload id, which
+/// differ on every request: `<key>`, `uploadId=<id>`.
+fn scrub(text: &str, key: &ObjectPath) -> String {
+    let mut out = if key.as_ref().is_empty() {
+        text.to_owned()
+    } else {
+        text.replace(&format!("/{}", key.as_ref()), "/<key>")
+    };
+    let mut from = 0;
+    while let Some(at) = out[from..].find("uploadId=") {
+        let start = from + at + "uploadId=".len();
+        let end = out[start..]
+            .find(['&', ' ', ')', '"', '\''])
+            .map_or(out.len(), |n| start + n);
+        out.replace_range(start..end, "<id>");
+        from = start + "<id>".len();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backend(bucket: &str) -> ObjectStoreBackend {
+        ObjectStoreBackend::with_client(
+            Arc::new(object_store::memory::InMemory::new()),
+            Cloud::S3,
+            bucket.to_owned(),
+            None,
+            Prefix::default(),
+        )
+    }
+
+    fn generic(text: &str) -> object_store::Error {
+        object_store::Error::Generic {
+            store: "S3",
+            source: text.to_owned().into(),
+        }
+    }
+
+    fn denied(path: &str, text: &str) -> object_store::Error {
+        object_store::Error::PermissionDenied {
+            path: path.to_owned(),
+            source: text.to_owned().into(),
+        }
+    }
+
+    #[test]
+    fn a_bucket_named_like_a_token_answering_503_is_not_lasting() {
+        let b = backend("nx-token-cache");
+        let key = ObjectPath::from("123");
+        let text = "Error performing GET http://127.0.0.1:9000/nx-token-cache/123?continuation-token=abc in 4ms - Server returned non-2xx status code: 503 Service Unavailable: <Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
+        let cause = b.fault(Op::Download, &key, generic(text)).cause.unwrap();
+        assert!(!cause.lasting && !cause.writes_only, "{cause:?}");
+        assert_eq!(cause.key, "s3 download nx-token-cache SlowDown");
+        let eai_again = "Error performing GET http://h/nx-token-cache/123 - error sending request: client error (Connect): dns error: failed to lookup address information: Temporary failure in name resolution";
+        let cause = b
+            .fault(Op::Download, &key, generic(eai_again))
+            .cause
+            .unwrap();
+        assert!(!cause.lasting, "{cause:?}");
+        let unknown = "Error performing GET http://h/nx-token-cache/123 - error sending request: client error (Connect): dns error: failed to lookup address information: Name or service not known";
+        let cause = b.fault(Op::Download, &key, generic(unknown)).cause.unwrap();
+        assert!(cause.lasting, "{cause:?}");
+        assert!(!cause.reason.contains("/123"), "no object key: {cause:?}");
+    }
+
+    #[test]
+    fn a_refused_object_read_after_the_listing_passed_is_not_lasting() {
+        let b = backend("acme");
+        let text = "Server returned non-2xx status code: 403 Forbidden: <Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>";
+        let read = b
+            .fault(Op::Download, &ObjectPath::from("555"), denied("555", text))
+            .cause
+            .unwrap();
+        assert!(!read.lasting && !read.writes_only, "{read:?}");
+        assert_eq!(read.key, "s3 read refused acme");
+        let write = b
+            .fault(Op::Upload, &ObjectPath::from("555"), denied("555", text))
+            .cause
+            .unwrap();
+        assert!(write.writes_only && !write.lasting, "{write:?}");
+        let listing = b
+            .fault(Op::Listing, &ObjectPath::from(""), generic(text))
+            .cause
+            .unwrap();
+        assert!(listing.lasting, "the start-up listing refused: {listing:?}");
+        let bad_key = "Server returned non-2xx status code: 403 Forbidden: <Error><Code>InvalidAccessKeyId</Code><Message>The AWS Access Key Id you provided does not exist in our records.</Message></Error>";
+        let read = b
+            .fault(
+                Op::Download,
+                &ObjectPath::from("555"),
+                denied("555", bad_key),
+            )
+            .cause
+            .unwrap();
+        assert!(read.lasting, "{read:?}");
+    }
+
+    #[test]
+    fn multipart_faults_are_one_cause_without_temp_keys_or_upload_ids() {
+        let b = backend("acme");
+        let causes: Vec<Box<Cause>> = ["1111", "2222"]
+            .iter()
+            .map(|h| {
+                let tmp = ObjectPath::from(format!(".tmp/{h}.77.abc.0011"));
+                let text = format!("Error performing PUT http://h/acme/.tmp/{h}.77.abc.0011?partNumber=1&uploadId=XyZ{h} in 3ms - Server returned non-2xx status code: 500 Internal Server Error: <Error><Code>InternalError</Code><Message>We encountered an internal error.</Message></Error>");
+                b.fault(Op::UploadingPart, &tmp, generic(&text))
+                    .cause
+                    .unwrap()
+            })
+            .collect::<Vec<_>>();
+        assert_eq!(causes[0].key, causes[1].key);
+        assert_eq!(causes[0].key, "s3 uploading a part acme InternalError");
+        let plain = "Error performing PUT http://h/acme/.tmp/1111.77.abc.0011?partNumber=1&uploadId=XyZ1 - connection reset";
+        let tmp = ObjectPath::from(".tmp/1111.77.abc.0011");
+        let cause = b
+            .fault(Op::UploadingPart, &tmp, generic(plain))
+            .cause
+            .unwrap();
+        assert!(
+            !cause.reason.contains("1111") && !cause.reason.contains("XyZ1"),
+            "{cause:?}"
+        );
+        assert!(
+            cause.reason.contains("<key>?partNumber=1&uploadId=<id>"),
+            "{cause:?}"
+        );
     }
 }

@@ -398,11 +398,11 @@ test('a no-cache run writes its own summary: mode, zero counts, "remote cache no
 test('runs the plugin stays out of write their own summary with the reason, printed once at their start', async () => {
   await plugin.preTasksExecution({ path: 'store' }, ctx('cached2'));
   await plugin.postTasksExecution({ path: 'store' }, ctx('cached2'));
-  const cases = [
+  const cases = /** @type {[string, string[] | undefined, Record<string, string>, string][]} */ ([
     ['skip', ['nx', 'run-many', '-t', 'build', '--skip-remote-cache'], {}, 'remote cache skipped (--skip-remote-cache): not starting'],
     ['skipenv', undefined, { NX_SKIP_REMOTE_CACHE: 'true' }, 'remote cache skipped (NX_SKIP_REMOTE_CACHE): not starting'],
     ['server', undefined, { NX_SELF_HOSTED_REMOTE_CACHE_SERVER: 'http://127.0.0.1:1' }, 'NX_SELF_HOSTED_REMOTE_CACHE_SERVER is already set (http://127.0.0.1:1)'],
-  ];
+  ]);
   for (const [id, argv, env, note] of cases) {
     Object.assign(process.env, env);
     sb.printed.length = 0;

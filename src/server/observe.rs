@@ -114,6 +114,27 @@ pub(crate) struct StorageFault {
     logged: String,
 }
 
+/// `text` with every whole occurrence of `hash` replaced by `<hash>`: one not inside a longer run
+/// of letters and digits (a port `41139` keeps its digits when the hash is `1139`).
+fn without_hash(text: &str, hash: &TaskHash) -> String {
+    let hash = hash.as_str();
+    if hash.is_empty() {
+        return text.to_owned();
+    }
+    let word = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(hash) {
+        let end = at + hash.len();
+        let whole = !word(rest[..at].chars().next_back()) && !word(rest[end..].chars().next());
+        out.push_str(&rest[..at]);
+        out.push_str(if whole { "<hash>" } else { hash });
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 impl StorageFault {
     /// `error` of a `get` (read) or `put` (write) of `hash` on `store`.
     pub(crate) fn of(
@@ -129,15 +150,15 @@ impl StorageFault {
         let logged = format!("{verb} {hash} {preposition} {store}: {}", error.message);
         match &error.cause {
             Some(cause) => StorageFault {
-                key: cause.key.replace(hash.as_str(), "<hash>"),
-                reason: cause.reason.replace(hash.as_str(), "<hash>"),
+                key: without_hash(&cause.key, hash),
+                reason: without_hash(&cause.reason, hash),
                 skipped: cause.skipped,
                 logged,
             },
             None => {
                 let reason = format!(
                     "{verb} {preposition} {store}: {}",
-                    error.message.replace(hash.as_str(), "<hash>")
+                    without_hash(&error.message, hash)
                 );
                 StorageFault {
                     key: reason.clone(),
@@ -384,4 +405,27 @@ pub(super) async fn observe(
         },
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_whole_hashes_are_taken_out() {
+        let hash = TaskHash::parse("1139").expect("a valid hash");
+        assert_eq!(
+            without_hash(
+                "GET http://127.0.0.1:41139/v1/cache/1139: 500 (1139)",
+                &hash
+            ),
+            "GET http://127.0.0.1:41139/v1/cache/<hash>: 500 (<hash>)"
+        );
+        assert_eq!(
+            without_hash("11390 a1139 1139b", &hash),
+            "11390 a1139 1139b"
+        );
+        assert_eq!(without_hash("1139", &hash), "<hash>");
+        assert_eq!(without_hash("", &hash), "");
+    }
 }

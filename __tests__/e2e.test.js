@@ -109,7 +109,12 @@ function assertPrintedSummary(r, s, what) {
   assert.equal(num(/(\d+) hits?\b/), s.hits, `${what}: printed hits vs last-run.json: ${line}`);
   assert.equal(num(/(\d+) miss(?:es)?\b/), s.misses, `${what}: printed misses vs last-run.json: ${line}`);
   assert.equal(num(/(\d+) stored\b/), s.stored, `${what}: printed stored vs last-run.json: ${line}`);
-  assert.equal(num(/(\d+) errors?\b/), s.errorCount, `${what}: printed errors vs last-run.json: ${line}`);
+  // Errors are counted by cause; with fewer causes than failed requests, the requests follow.
+  const causes = s.errors.length;
+  assert.equal(num(/(\d+) errors?\b/), s.errorCount === causes ? s.errorCount : causes, `${what}: printed errors (causes) vs last-run.json: ${line}`);
+  if (s.errorCount !== causes) {
+    assert.equal(num(/\d+ errors? \((\d+) requests?\)/), s.errorCount, `${what}: printed failed requests vs last-run.json: ${line}`);
+  }
 }
 
 /** @returns {number} how many runs the workspace's cache host registered (0: none ran) */

@@ -7,6 +7,7 @@ const crypto = require('node:crypto');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
+const { stripVTControlCharacters } = require('node:util');
 
 const { createTree } = require('nx/src/devkit-testing-exports');
 const { FsTree, flushChanges } = require('nx/src/generators/tree');
@@ -394,7 +395,8 @@ function scratchWorkspace(nxJson) {
         encoding: 'utf8',
         timeout: 120_000,
       });
-      return { code: r.status, out: `${r.stdout}${r.stderr}` };
+      // Nx colours its messages when CI is set: compare the text a person reads.
+      return { code: r.status, out: stripVTControlCharacters(`${r.stdout}${r.stderr}`) };
     },
     dispose: () => fs.rmSync(dir, { recursive: true, force: true }),
   };

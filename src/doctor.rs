@@ -447,17 +447,45 @@ async fn write_read_delete(
             return;
         }
     };
+    if !write_probe(store, checks, config, env, &hash, &data).await {
+        for name in ["read back", "delete"] {
+            checks.push(Check {
+                name,
+                outcome: Outcome::Skipped,
+                millis: 0,
+                detail: "nothing was written".into(),
+                fix: None,
+            });
+        }
+        return;
+    }
+    checks.push(read_back(store, config, &hash, &data).await);
+    checks.push(delete_probe(store, &hash).await);
+}
+
+/// Writes the probe artifact; true when it was stored (or already there).
+async fn write_probe(
+    store: &dyn Store,
+    checks: &mut Vec<Check>,
+    config: &CacheConfig,
+    env: &HashMap<String, String>,
+    hash: &TaskHash,
+    data: &[u8],
+) -> bool {
     let started = Instant::now();
-    let bytes = Bytes::from(data.clone());
+    let bytes = Bytes::copy_from_slice(data);
     let mut body = futures_util::stream::iter(vec![Ok::<Bytes, std::io::Error>(bytes)]).boxed();
-    match timed(store.put(&hash, &mut body, Some(data.len() as u64))).await {
-        Ok(PutOutcome::Stored(_)) | Ok(PutOutcome::AlreadyExists) => checks.push(Check {
-            name: "write",
-            outcome: Outcome::Ok,
-            millis: ms(started),
-            detail: format!("{} bytes stored under {hash}", data.len()),
-            fix: None,
-        }),
+    match timed(store.put(hash, &mut body, Some(data.len() as u64))).await {
+        Ok(PutOutcome::Stored(_)) | Ok(PutOutcome::AlreadyExists) => {
+            checks.push(Check {
+                name: "write",
+                outcome: Outcome::Ok,
+                millis: ms(started),
+                detail: format!("{} bytes stored under {hash}", data.len()),
+                fix: None,
+            });
+            true
+        }
         Err(e) => {
             // Reads worked with the same credentials: a refusal is a read-only setup, whose
             // setting is read-only mode (a warning, not a broken cache), unless this machine is
@@ -480,30 +508,20 @@ async fn write_read_delete(
                     })
                 },
             });
-            checks.push(Check {
-                name: "read back",
-                outcome: Outcome::Skipped,
-                millis: 0,
-                detail: "nothing was written".into(),
-                fix: None,
-            });
-            checks.push(Check {
-                name: "delete",
-                outcome: Outcome::Skipped,
-                millis: 0,
-                detail: "nothing was written".into(),
-                fix: None,
-            });
-            return;
+            false
         }
     }
+}
+
+/// Reads the probe artifact back and compares it with what was written.
+async fn read_back(store: &dyn Store, config: &CacheConfig, hash: &TaskHash, data: &[u8]) -> Check {
     let started = Instant::now();
-    let back = match timed(store.get(&hash)).await {
+    let back = match timed(store.get(hash)).await {
         Ok(Some(a)) => read_body(a.body, a.len).map(|b| b == data),
         Ok(None) => Err("the artifact just written is not found".to_owned()),
         Err(e) => Err(e.message),
     };
-    checks.push(match back {
+    match back {
         Ok(true) => Check {
             name: "read back",
             outcome: Outcome::Ok,
@@ -544,9 +562,13 @@ async fn write_read_delete(
             detail,
             fix: Some("the store accepted a write it cannot serve: check read permissions".into()),
         },
-    });
+    }
+}
+
+/// Deletes the probe artifact (where the store can).
+async fn delete_probe(store: &dyn Store, hash: &TaskHash) -> Check {
     let started = Instant::now();
-    checks.push(match timed(store.delete(&hash)).await {
+    match timed(store.delete(hash)).await {
         Ok(Deleted::Removed) | Ok(Deleted::Absent) => Check {
             name: "delete",
             outcome: Outcome::Ok,
@@ -572,7 +594,7 @@ async fn write_read_delete(
                 "not needed for caching; remove {hash} by hand, or allow deletes to let doctor clean up"
             )),
         },
-    });
+    }
 }
 
 /// Builds the configured store and runs every check (inside a tokio runtime).

@@ -3,35 +3,20 @@
 //! nor make the server create files outside it. The real `serve` (configuration, store, server)
 //! on 127.0.0.1.
 
+mod common;
+
 use nx_open_cache::key::TaskHash;
 use nx_open_cache::serve::{self, RunningServe};
 use nx_open_cache::store::fs::FsStore;
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 const SECRET: &str = "rw-secret-0123456789abcdef";
 
 fn start(storage: &Path) -> RunningServe {
-    let env: HashMap<String, String> = [(
-        "NX_OPEN_CACHE_SERVER_TOKENS".to_owned(),
-        format!("ci:read-write:{SECRET}"),
-    )]
-    .into();
-    let args: Vec<String> = [
-        "--storage",
-        &format!("fs:{}", storage.display()),
-        "--listen",
-        "127.0.0.1:0",
-        "--log",
-        "off",
-        // The bodies here are short markers, not Nx artifacts: this test is about the links.
-        "--check-artifacts",
-        "off",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let config = serve::config::resolve(&args, &env, storage).expect("config");
+    let env = common::serve_env(SECRET);
+    // The bodies here are short markers, not Nx artifacts: this test is about the links.
+    let extra = ["--check-artifacts", "off"];
+    let config = common::serve_fs_config(storage, SECRET, &extra, storage);
     serve::start(&config, &env).expect("serve starts")
 }
 

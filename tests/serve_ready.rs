@@ -3,6 +3,8 @@
 //! answering 503, or, with `--require-ready`, does not start and says why. The real `serve`
 //! (configuration, store, server) on 127.0.0.1.
 
+mod common;
+
 use nx_open_cache::serve;
 use std::collections::HashMap;
 use std::path::Path;
@@ -10,27 +12,11 @@ use std::path::Path;
 const SECRET: &str = "rw-secret-0123456789abcdef";
 
 fn env() -> HashMap<String, String> {
-    [(
-        "NX_OPEN_CACHE_SERVER_TOKENS".to_owned(),
-        format!("ci:read-write:{SECRET}"),
-    )]
-    .into()
+    common::serve_env(SECRET)
 }
 
 fn config(storage: &Path, extra: &[&str]) -> serve::config::ServeConfig {
-    let mut args: Vec<String> = [
-        "--storage",
-        &format!("fs:{}", storage.display()),
-        "--listen",
-        "127.0.0.1:0",
-        "--log",
-        "off",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.extend(extra.iter().map(|s| s.to_string()));
-    serve::config::resolve(&args, &env(), storage.parent().expect("parent")).expect("config")
+    common::serve_fs_config(storage, SECRET, extra, storage.parent().expect("parent"))
 }
 
 async fn readyz(url: &str) -> (u16, String) {

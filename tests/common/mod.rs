@@ -275,3 +275,31 @@ pub fn file_body(path: &std::path::Path) -> BodyStream<'static> {
     let file = std::fs::File::open(path).expect("open the body file");
     tokio_util::io::ReaderStream::with_capacity(tokio::fs::File::from_std(file), 1 << 20).boxed()
 }
+
+/// The environment of a `serve` with one read-write token `secret` (client name `ci`).
+pub fn serve_env(secret: &str) -> std::collections::HashMap<String, String> {
+    [(
+        "NX_OPEN_CACHE_SERVER_TOKENS".to_owned(),
+        format!("ci:read-write:{secret}"),
+    )]
+    .into()
+}
+
+/// `serve`'s configuration for fs storage in `storage`, on 127.0.0.1 (a free port), log off, with
+/// `extra` arguments after those; relative paths resolve against `base`.
+pub fn serve_fs_config(
+    storage: &std::path::Path,
+    secret: &str,
+    extra: &[&str],
+    base: &std::path::Path,
+) -> nx_open_cache::serve::config::ServeConfig {
+    let storage = format!("fs:{}", storage.display());
+    let args: Vec<String> = ["--storage", &storage, "--listen", "127.0.0.1:0"]
+        .iter()
+        .chain(["--log", "off"].iter())
+        .chain(extra.iter())
+        .map(|s| s.to_string())
+        .collect();
+    nx_open_cache::serve::config::resolve(&args, &serve_env(secret), base)
+        .expect("serve configuration")
+}

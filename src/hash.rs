@@ -101,19 +101,25 @@ pub fn hash_array<S: AsRef<str>>(items: &[Option<S>]) -> String {
 /// symlink, or a path through a non-directory) and for a directory. Other failures (permission
 /// denied, I/O error, a FIFO/socket/device) are errors naming the path.
 pub fn hash_file_u64(path: &Path) -> Result<Option<u64>, HashError> {
-    let file = match read::open_path(path) {
-        Ok(f) => f,
-        Err(e) if is_absent(&e) => return Ok(None),
+    match opened(path, read::open_path(path))? {
+        Some(file) => read::hash_opened(file, path),
+        None => Ok(None),
+    }
+}
+
+/// The outcome of opening `path` for hashing: `Ok(None)` when there is nothing to hash (absent,
+/// or a directory), an error naming the path otherwise.
+fn opened(path: &Path, open: io::Result<fs::File>) -> Result<Option<fs::File>, HashError> {
+    match open {
+        Ok(f) => Ok(Some(f)),
+        Err(e) if is_absent(&e) => Ok(None),
         // Windows refuses to open a directory as a file.
-        Err(_) if fs::metadata(path).is_ok_and(|m| m.is_dir()) => return Ok(None),
-        Err(source) => {
-            return Err(HashError::Io {
-                path: path.to_path_buf(),
-                source,
-            })
-        }
-    };
-    read::hash_opened(file, path)
+        Err(_) if fs::metadata(path).is_ok_and(|m| m.is_dir()) => Ok(None),
+        Err(source) => Err(HashError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
 }
 
 /// Nx's `hashFile` as a decimal string (see [`hash_file_u64`]).
@@ -188,7 +194,8 @@ pub fn file_entry(path: &str, hash: u64) -> String {
 ///
 /// Paths are relative to `root` with `/` separators (a non-UTF-8 name is converted lossily).
 /// Each walker thread hashes the files it finds as it finds them (files are opened relative to
-/// `root`, see [`read`]), so walking and reading overlap and no list of paths is built first.
+/// `root`, see `hash/read.rs`), so walking and reading overlap and no list of paths is built
+/// first.
 pub fn hash_files<S: AsRef<str>>(
     root: &Path,
     globs: &[S],
@@ -397,18 +404,10 @@ impl Visitor<'_> {
     /// The hash of the file at `path` (`rel` below the root), `None` if it is gone or is no
     /// longer a file.
     fn hash(&self, path: &Path, rel: &Path) -> Result<Option<u64>, HashError> {
-        let file = match self.base.open_file(rel) {
-            Ok(f) => f,
-            Err(e) if is_absent(&e) => return Ok(None),
-            Err(_) if fs::metadata(path).is_ok_and(|m| m.is_dir()) => return Ok(None),
-            Err(source) => {
-                return Err(HashError::Io {
-                    path: path.to_path_buf(),
-                    source,
-                })
-            }
-        };
-        read::hash_opened(file, path)
+        match opened(path, self.base.open_file(rel))? {
+            Some(file) => read::hash_opened(file, path),
+            None => Ok(None),
+        }
     }
 }
 

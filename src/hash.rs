@@ -9,20 +9,17 @@
 //!   symlink, a path through a non-directory and a directory give `None`.
 //! - `hash_files(root, globs, options)`: see [`hash_files`].
 
+mod read;
+
 use crate::outputs::glob::NxGlobSet;
 use ignore::{DirEntry, WalkBuilder, WalkState};
-use rayon::prelude::*;
-use std::cell::RefCell;
+use read::BaseDir;
 use std::fmt;
-use std::fs::{self, File};
-use std::io::{self, Read};
+use std::fs;
+use std::io;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
-use xxhash_rust::xxh3::{xxh3_64, Xxh3};
-
-/// The per-thread read buffer: files up to this size are hashed in one call, larger ones through
-/// the streaming xxh3 state in chunks of this size.
-const CHUNK: usize = 1 << 20;
+use xxhash_rust::xxh3::Xxh3;
 
 /// Directories (or files, for `.git`) the walk never enters while ignore rules apply: the same
 /// list as Nx's `getHardcodedIgnorePatterns()` (`**/node_modules`, `**/.git`, `**/.nx/cache`,
@@ -104,93 +101,30 @@ pub fn hash_array<S: AsRef<str>>(items: &[Option<S>]) -> String {
 /// symlink, or a path through a non-directory) and for a directory. Other failures (permission
 /// denied, I/O error, a FIFO/socket/device) are errors naming the path.
 pub fn hash_file_u64(path: &Path) -> Result<Option<u64>, HashError> {
-    let io_err = |source: io::Error| HashError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let file = match open_for_hashing(path) {
-        Ok(f) => f,
-        Err(e) if is_absent(&e) => return Ok(None),
-        // Windows refuses to open a directory as a file.
-        Err(_) if fs::metadata(path).is_ok_and(|m| m.is_dir()) => return Ok(None),
-        Err(e) => return Err(io_err(e)),
-    };
-    // The kind of what was opened (the symlink target), from the descriptor: no second lookup.
-    let meta = file.metadata().map_err(io_err)?;
-    if meta.is_dir() {
-        return Ok(None);
+    match opened(path, read::open_path(path))? {
+        Some(file) => read::hash_opened(file, path),
+        None => Ok(None),
     }
-    if !meta.is_file() {
-        return Err(HashError::NotARegularFile {
-            path: path.to_path_buf(),
-        });
-    }
-    hash_reader(file).map(Some).map_err(io_err)
 }
 
-/// Opens `path` for reading. On Unix with `O_NONBLOCK`, so that opening a FIFO returns at once
-/// (it is then refused as not a regular file) instead of waiting for a writer; the flag does
-/// nothing to reads of regular files.
-fn open_for_hashing(path: &Path) -> io::Result<File> {
-    let mut options = fs::OpenOptions::new();
-    options.read(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.custom_flags(libc::O_NONBLOCK);
+/// The outcome of opening `path` for hashing: `Ok(None)` when there is nothing to hash (absent,
+/// or a directory), an error naming the path otherwise.
+fn opened(path: &Path, open: io::Result<fs::File>) -> Result<Option<fs::File>, HashError> {
+    match open {
+        Ok(f) => Ok(Some(f)),
+        Err(e) if is_absent(&e) => Ok(None),
+        // Windows refuses to open a directory as a file.
+        Err(_) if fs::metadata(path).is_ok_and(|m| m.is_dir()) => Ok(None),
+        Err(source) => Err(HashError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
     }
-    options.open(path)
 }
 
 /// Nx's `hashFile` as a decimal string (see [`hash_file_u64`]).
 pub fn hash_file(path: &Path) -> Result<Option<String>, HashError> {
     Ok(hash_file_u64(path)?.map(to_decimal))
-}
-
-thread_local! {
-    /// One reusable read buffer per thread (rayon workers, libuv workers, the JS thread).
-    static BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Hashes everything `file` yields, reading into a fixed per-thread buffer of [`CHUNK`] bytes: a
-/// file that fits is hashed in one call, a larger one through the streaming state, chunk by chunk
-/// (the two give the same value). Memory use is bounded whatever the file size.
-fn hash_reader(mut file: File) -> io::Result<u64> {
-    BUFFER.with(|cell| {
-        let mut buf = cell.borrow_mut();
-        if buf.len() != CHUNK {
-            *buf = vec![0; CHUNK];
-        }
-        let mut state: Option<Xxh3> = None;
-        loop {
-            let filled = fill(&mut file, &mut buf)?;
-            if filled < CHUNK {
-                // End of file.
-                return Ok(match state {
-                    None => xxh3_64(&buf[..filled]),
-                    Some(mut s) => {
-                        s.update(&buf[..filled]);
-                        s.digest()
-                    }
-                });
-            }
-            state.get_or_insert_with(Xxh3::new).update(&buf[..]);
-        }
-    })
-}
-
-/// Reads until `buf` is full or the end of the file; returns how many bytes were read.
-fn fill(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match file.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
 }
 
 fn is_absent(e: &io::Error) -> bool {
@@ -259,7 +193,9 @@ pub fn file_entry(path: &str, hash: u64) -> String {
 /// - a file that disappears between the walk and its hashing is left out.
 ///
 /// Paths are relative to `root` with `/` separators (a non-UTF-8 name is converted lossily).
-/// Files are hashed in parallel (rayon).
+/// Each walker thread hashes the files it finds as it finds them (files are opened relative to
+/// `root`, see `hash/read.rs`), so walking and reading overlap and no list of paths is built
+/// first.
 pub fn hash_files<S: AsRef<str>>(
     root: &Path,
     globs: &[S],
@@ -269,12 +205,7 @@ pub fn hash_files<S: AsRef<str>>(
         glob: e.glob,
         reason: e.reason,
     })?;
-    let listed = list_files(root, &matcher, &literal_prefixes(globs), options)?;
-    let hashed: Vec<Option<FileHash>> = listed
-        .into_par_iter()
-        .map(|(path, abs)| Ok(hash_file_u64(&abs)?.map(|hash| FileHash { path, hash })))
-        .collect::<Result<_, HashError>>()?;
-    let files: Vec<FileHash> = hashed.into_iter().flatten().collect();
+    let files = walk_and_hash(root, &matcher, &literal_prefixes(globs), options)?;
     let mut state = Xxh3::new();
     for (i, f) in files.iter().enumerate() {
         if i > 0 {
@@ -291,14 +222,17 @@ pub fn hash_files<S: AsRef<str>>(
     })
 }
 
-/// The files [`hash_files`] would hash, as `(relative path, absolute path)`, sorted by the relative
-/// path.
-fn list_files(
+/// The files [`hash_files`] selects, each hashed, sorted by the relative path.
+fn walk_and_hash(
     root: &Path,
     matcher: &NxGlobSet,
     prefixes: &Option<Vec<Vec<String>>>,
     options: &HashFilesOptions,
-) -> Result<Vec<(String, PathBuf)>, HashError> {
+) -> Result<Vec<FileHash>, HashError> {
+    let io_err = |source: io::Error| HashError::Io {
+        path: root.to_path_buf(),
+        source,
+    };
     match fs::metadata(root) {
         Ok(m) if m.is_dir() => {}
         Ok(_) => {
@@ -306,13 +240,9 @@ fn list_files(
                 path: root.to_path_buf(),
             })
         }
-        Err(source) => {
-            return Err(HashError::Io {
-                path: root.to_path_buf(),
-                source,
-            })
-        }
+        Err(source) => return Err(io_err(source)),
     }
+    let base = BaseDir::open(root).map_err(io_err)?;
     let respect = !options.include_ignored;
     let mut builder = WalkBuilder::new(root);
     builder
@@ -331,18 +261,19 @@ fn list_files(
     // Directories that cannot hold a match (outside every including glob's literal leading
     // directories) are not entered.
     let prefixes = prefixes.clone();
-    let base = root.to_path_buf();
+    let walk_root = root.to_path_buf();
     builder.filter_entry(move |e| {
         !skipped(e, respect)
             && prefixes
                 .as_deref()
-                .is_none_or(|p| may_hold_match(&base, e, p))
+                .is_none_or(|p| may_hold_match(&walk_root, e, p))
     });
 
-    let found: Mutex<Vec<Listed>> = Mutex::new(Vec::new());
+    let found: Mutex<Vec<Vec<FileHash>>> = Mutex::new(Vec::new());
     let failure: Mutex<Option<HashError>> = Mutex::new(None);
     let mut visitors = Collector {
         root,
+        base: &base,
         matcher,
         found: &found,
         failure: &failure,
@@ -352,13 +283,10 @@ fn list_files(
     if let Some(e) = lock(&failure).take() {
         return Err(e);
     }
-    let mut all: Vec<(String, PathBuf)> = lock(&found).drain(..).flatten().collect();
-    all.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let mut all: Vec<FileHash> = lock(&found).drain(..).flatten().collect();
+    all.sort_unstable_by(|a, b| a.path.cmp(&b.path));
     Ok(all)
 }
-
-/// Files found by one walker thread: `(relative path, path)`.
-type Listed = Vec<(String, PathBuf)>;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -433,8 +361,9 @@ fn may_hold_match(root: &Path, entry: &DirEntry, prefixes: &[Vec<String>]) -> bo
 
 struct Collector<'a> {
     root: &'a Path,
+    base: &'a BaseDir,
     matcher: &'a NxGlobSet,
-    found: &'a Mutex<Vec<Listed>>,
+    found: &'a Mutex<Vec<Vec<FileHash>>>,
     failure: &'a Mutex<Option<HashError>>,
 }
 
@@ -442,6 +371,7 @@ impl<'s> ignore::ParallelVisitorBuilder<'s> for Collector<'s> {
     fn build(&mut self) -> Box<dyn ignore::ParallelVisitor + 's> {
         Box::new(Visitor {
             root: self.root,
+            base: self.base,
             matcher: self.matcher,
             local: Vec::new(),
             found: self.found,
@@ -450,12 +380,35 @@ impl<'s> ignore::ParallelVisitorBuilder<'s> for Collector<'s> {
     }
 }
 
+/// One walker thread: hashes the selected files it is handed and keeps the results until it is
+/// dropped (one lock per thread, not per file).
 struct Visitor<'a> {
     root: &'a Path,
+    base: &'a BaseDir,
     matcher: &'a NxGlobSet,
-    local: Listed,
-    found: &'a Mutex<Vec<Listed>>,
+    local: Vec<FileHash>,
+    found: &'a Mutex<Vec<Vec<FileHash>>>,
     failure: &'a Mutex<Option<HashError>>,
+}
+
+impl Visitor<'_> {
+    /// Records the first failure of the walk (later ones are consequences or races).
+    fn fail(&self, error: HashError) -> WalkState {
+        let mut f = lock(self.failure);
+        if f.is_none() {
+            *f = Some(error);
+        }
+        WalkState::Quit
+    }
+
+    /// The hash of the file at `path` (`rel` below the root), `None` if it is gone or is no
+    /// longer a file.
+    fn hash(&self, path: &Path, rel: &Path) -> Result<Option<u64>, HashError> {
+        match opened(path, self.base.open_file(rel))? {
+            Some(file) => read::hash_opened(file, path),
+            None => Ok(None),
+        }
+    }
 }
 
 impl Drop for Visitor<'_> {
@@ -472,14 +425,10 @@ impl ignore::ParallelVisitor for Visitor<'_> {
         let entry = match entry {
             Ok(e) => e,
             Err(e) => {
-                let mut f = lock(self.failure);
-                if f.is_none() {
-                    *f = Some(HashError::Walk {
-                        root: self.root.to_path_buf(),
-                        reason: e.to_string(),
-                    });
-                }
-                return WalkState::Quit;
+                return self.fail(HashError::Walk {
+                    root: self.root.to_path_buf(),
+                    reason: e.to_string(),
+                })
             }
         };
         let Some(ft) = entry.file_type() else {
@@ -498,19 +447,62 @@ impl ignore::ParallelVisitor for Visitor<'_> {
         if !is_file {
             return WalkState::Continue;
         }
-        let Some(rel) = relative(self.root, entry.path()) else {
+        let Some(rel_path) = strip_root(self.root, entry.path()) else {
             return WalkState::Continue;
         };
-        if self.matcher.is_match(&rel) {
-            self.local.push((rel, entry.into_path()));
+        let Some(rel) = relative_str(rel_path) else {
+            return WalkState::Continue;
+        };
+        if !self.matcher.is_match(&rel) {
+            return WalkState::Continue;
+        }
+        match self.hash(entry.path(), rel_path) {
+            Ok(Some(hash)) => self.local.push(FileHash { path: rel, hash }),
+            Ok(None) => {}
+            Err(e) => return self.fail(e),
         }
         WalkState::Continue
     }
 }
 
+/// `path` (a path the walk built by joining names to `root`) relative to `root`.
+fn strip_root<'p>(root: &Path, path: &'p Path) -> Option<&'p Path> {
+    // The walk's paths start with the root's bytes followed by a separator: no need to compare
+    // them component by component.
+    #[cfg(unix)]
+    {
+        use std::ffi::OsStr;
+        use std::os::unix::ffi::OsStrExt;
+        let root = root.as_os_str().as_bytes();
+        let rest = path.as_os_str().as_bytes().strip_prefix(root);
+        if let Some(rest) = rest.and_then(|r| r.strip_prefix(b"/")) {
+            if !root.is_empty() && !root.ends_with(b"/") && !rest.starts_with(b"/") {
+                return Some(Path::new(OsStr::from_bytes(rest)));
+            }
+        }
+    }
+    path.strip_prefix(root).ok()
+}
+
 /// `path` relative to `root`, `/`-separated.
 fn relative(root: &Path, path: &Path) -> Option<String> {
-    let rest = path.strip_prefix(root).ok()?;
+    relative_str(path.strip_prefix(root).ok()?)
+}
+
+/// A relative path, `/`-separated (`None` for an empty one or one that leaves its base).
+fn relative_str(rest: &Path) -> Option<String> {
+    // The walk's paths are clean: on Unix a UTF-8 one is already in its final form.
+    #[cfg(unix)]
+    if let Some(s) = rest.to_str() {
+        let clean = !s.is_empty()
+            && !s.starts_with('/')
+            && !s.ends_with('/')
+            && !s.contains("//")
+            && s.split('/').all(|c| c != "." && c != "..");
+        if clean {
+            return Some(s.to_owned());
+        }
+    }
     let mut out = String::new();
     for c in rest.components() {
         match c {

@@ -107,12 +107,22 @@ fn unreadable_file_is_an_error_naming_it() {
 #[test]
 fn streaming_matches_one_shot_across_chunk_boundaries() {
     let dir = tempfile::tempdir().unwrap();
-    // Sizes around the 1 MiB chunk and xxh3's internal block/stripe sizes.
+    let mut expected = Vec::new();
+    // Sizes around the 256 KiB read chunk (and the former 1 MiB one), a page, and xxh3's internal
+    // block/stripe sizes; hashFiles reads them the same way as hashFile.
     for size in [
-        1usize,
+        0usize,
+        1,
         240,
         241,
         1024,
+        4095,
+        4096,
+        4097,
+        (256 << 10) - 1,
+        256 << 10,
+        (256 << 10) + 1,
+        2 * (256 << 10),
         (1 << 20) - 1,
         1 << 20,
         (1 << 20) + 1,
@@ -121,14 +131,62 @@ fn streaming_matches_one_shot_across_chunk_boundaries() {
         let bytes: Vec<u8> = (0..size)
             .map(|i| (i as u32).wrapping_mul(2654435761).to_le_bytes()[1])
             .collect();
-        let p = dir.path().join(format!("f{size}"));
-        fs::write(&p, &bytes).unwrap();
+        let name = format!("f{size}");
+        fs::write(dir.path().join(&name), &bytes).unwrap();
         assert_eq!(
-            hash_file_u64(&p).unwrap(),
+            hash_file_u64(&dir.path().join(&name)).unwrap(),
             Some(xxh3_64(&bytes)),
             "size {size}"
         );
+        expected.push((name, xxh3_64(&bytes)));
     }
+    expected.sort();
+    let walked = hash_files(dir.path(), &["**/*"], &HashFilesOptions::default()).unwrap();
+    let got: Vec<(String, u64)> = walked.files.into_iter().map(|f| (f.path, f.hash)).collect();
+    assert_eq!(got, expected);
+}
+
+/// `/proc` files report a size of 0 and still have bytes: a size of 0 does not end the read.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_file_that_reports_size_zero_is_read_to_its_end() {
+    let contents = fs::read("/proc/version").unwrap();
+    assert!(!contents.is_empty());
+    assert_eq!(fs::metadata("/proc/version").unwrap().len(), 0);
+    assert_eq!(
+        hash_file_u64(Path::new("/proc/version")).unwrap(),
+        Some(xxh3_64(&contents))
+    );
+    // Through a symlink in a walked tree too.
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink("/proc/version", dir.path().join("version")).unwrap();
+    let r = hash_files(dir.path(), &["**/*"], &HashFilesOptions::default()).unwrap();
+    assert_eq!(r.files.len(), 1);
+    assert_eq!(r.files[0].hash, xxh3_64(&contents));
+}
+
+#[test]
+fn a_root_written_with_a_dot_or_a_trailing_slash_gives_the_same_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write(root, "a/b.txt", b"b");
+    write(root, "c.txt", b"c");
+    let plain = hash_files(root, &["**/*"], &HashFilesOptions::default()).unwrap();
+    assert_eq!(
+        plain
+            .files
+            .iter()
+            .map(|f| f.path.as_str())
+            .collect::<Vec<_>>(),
+        ["a/b.txt", "c.txt"]
+    );
+    for variant in [root.join("."), root.join("a").join("..")] {
+        let r = hash_files(&variant, &["**/*"], &HashFilesOptions::default()).unwrap();
+        assert_eq!(r, plain, "{}", variant.display());
+    }
+    let slash = format!("{}/", root.display());
+    let r = hash_files(Path::new(&slash), &["**/*"], &HashFilesOptions::default()).unwrap();
+    assert_eq!(r, plain, "{slash}");
 }
 
 #[test]

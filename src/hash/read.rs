@@ -1,0 +1,213 @@
+//! Reading one file for hashing, at the pace of a plain read: one `open`, one `fstat`, as many
+//! `read`s as the file's size needs (no extra `read` to find the end when the size says it was
+//! reached), one `close`, into a per-thread buffer that is reused for every file.
+//!
+//! Guarantees:
+//! - the value is xxh3-64 of the file's bytes: the value Nx's `hashFile` gives for a file that is
+//!   not written while it is hashed. Reading stops when `read` returns 0 or once the size `fstat`
+//!   reported after the open has been read, whichever comes first (a file written meanwhile gives
+//!   some mix of old and new bytes, as with any reader, Nx's included);
+//! - memory is bounded whatever the file size (files over [`CHUNK`] go through the streaming
+//!   xxh3 state, which gives the same value as the one-shot hash);
+//! - only regular files are read: a directory gives `None`, a FIFO, socket or device is an error
+//!   (decided on the opened descriptor, so a path swapped after a walk saw it is judged by what
+//!   was actually opened), and opening never waits for a FIFO's writer (`O_NONBLOCK`).
+//!
+//! No `mmap`: a file truncated by another process while mapped raises `SIGBUS`, which would kill
+//! the Node process; a read only returns fewer bytes.
+
+use super::HashError;
+use std::cell::RefCell;
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::path::Path;
+use xxhash_rust::xxh3::{xxh3_64, Xxh3};
+
+/// The per-thread read size: files up to this size are hashed in one call, larger ones through
+/// the streaming state chunk by chunk. Small enough that a chunk the kernel just copied is still
+/// in the core's L2 cache when it is hashed (the 4 MiB files of benches/hash.js hash measurably
+/// slower through a 1 MiB buffer).
+pub(super) const CHUNK: usize = 256 << 10;
+
+/// Alignment of the read buffer. The kernel's copy from the page cache runs up to twice as slow
+/// on this project's benchmark machine (AMD EPYC) into a destination that is not 64-byte aligned,
+/// and a large `Vec` starts 16 bytes into a page; page alignment also keeps every chunk boundary
+/// on a page boundary.
+const ALIGN: usize = 4096;
+
+thread_local! {
+    /// One reusable read buffer per thread (walker threads, libuv workers, the JS thread), with
+    /// room to align a [`CHUNK`] inside it.
+    static BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// The NUL-terminated relative name [`BaseDir::open_file`] passes to `openat`.
+    #[cfg(unix)]
+    static NAME: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Opens `path` for reading. On Unix with `O_NONBLOCK`, so that opening a FIFO returns at once
+/// (it is then refused as not a regular file) instead of waiting for a writer; the flag does
+/// nothing to reads of regular files.
+pub(super) fn open_path(path: &Path) -> io::Result<File> {
+    let mut options = fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    options.open(path)
+}
+
+/// A directory that files are opened relative to: on Unix an open descriptor (`openat`), so
+/// that each open resolves only the components below it, as a tool started in that directory
+/// would; elsewhere the joined path.
+pub(super) struct BaseDir {
+    #[cfg(unix)]
+    dir: File,
+    #[cfg(not(unix))]
+    path: std::path::PathBuf,
+}
+
+impl BaseDir {
+    pub(super) fn open(path: &Path) -> io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            let dir = fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+                .open(path)?;
+            Ok(BaseDir { dir })
+        }
+        #[cfg(not(unix))]
+        Ok(BaseDir {
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Opens `rel` (relative to this directory) like [`open_path`].
+    #[cfg(unix)]
+    pub(super) fn open_file(&self, rel: &Path) -> io::Result<File> {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        use std::os::unix::ffi::OsStrExt;
+        if rel.is_absolute() {
+            return open_path(rel);
+        }
+        let bytes = rel.as_os_str().as_bytes();
+        if bytes.contains(&0) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} contains a NUL byte", rel.display()),
+            ));
+        }
+        NAME.with(|cell| {
+            // The NUL-terminated name, in a per-thread buffer (no allocation per file).
+            let mut name = cell.borrow_mut();
+            name.clear();
+            name.extend_from_slice(bytes);
+            name.push(0);
+            loop {
+                // SAFETY: `name` is NUL-terminated and outlives the call; `self.dir` keeps the
+                // descriptor open for the call.
+                let fd = unsafe {
+                    libc::openat(
+                        self.dir.as_raw_fd(),
+                        name.as_ptr().cast(),
+                        libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NONBLOCK,
+                    )
+                };
+                if fd >= 0 {
+                    // SAFETY: `fd` was just returned by openat and is owned by nothing else.
+                    return Ok(unsafe { File::from_raw_fd(fd) });
+                }
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        })
+    }
+
+    /// Opens `rel` (relative to this directory) like [`open_path`].
+    #[cfg(not(unix))]
+    pub(super) fn open_file(&self, rel: &Path) -> io::Result<File> {
+        open_path(&self.path.join(rel))
+    }
+}
+
+/// Hashes an opened file: `Ok(None)` if it is a directory, [`HashError::NotARegularFile`] if it
+/// is not a regular file; `path` names it in errors.
+pub(super) fn hash_opened(file: File, path: &Path) -> Result<Option<u64>, HashError> {
+    let io_err = |source: io::Error| HashError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    // The kind of what was opened (a symlink's target), from the descriptor: no second lookup.
+    let meta = file.metadata().map_err(io_err)?;
+    if meta.is_dir() {
+        return Ok(None);
+    }
+    if !meta.is_file() {
+        return Err(HashError::NotARegularFile {
+            path: path.to_path_buf(),
+        });
+    }
+    hash_contents(file, meta.len()).map(Some).map_err(io_err)
+}
+
+/// xxh3-64 of everything `file` yields, `size` being the length `fstat` reported: reading stops
+/// once that many bytes were read (or at `read` returning 0 before), so a file that fits in one
+/// chunk costs a single `read`.
+fn hash_contents(mut file: File, size: u64) -> io::Result<u64> {
+    BUFFER.with(|cell| {
+        let mut storage = cell.borrow_mut();
+        if storage.len() != CHUNK + ALIGN {
+            *storage = vec![0; CHUNK + ALIGN];
+        }
+        let start = storage.as_ptr().align_offset(ALIGN).min(ALIGN);
+        let buf = &mut storage[start..start + CHUNK];
+        let mut read_so_far = 0u64;
+        let mut state: Option<Xxh3> = None;
+        loop {
+            let (filled, at_end) = fill(&mut file, buf, size, &mut read_so_far)?;
+            if at_end {
+                return Ok(match state {
+                    None => xxh3_64(&buf[..filled]),
+                    Some(mut s) => {
+                        s.update(&buf[..filled]);
+                        s.digest()
+                    }
+                });
+            }
+            state.get_or_insert_with(Xxh3::new).update(&buf[..filled]);
+        }
+    })
+}
+
+/// Reads into `buf` until it is full or the file ends; returns how many bytes it holds and
+/// whether the file ended. The file ends when `read` returns 0, or when `read_so_far` reaches a
+/// non-zero `size` (a size of 0 proves nothing: `/proc` files report it and still have bytes).
+fn fill(
+    file: &mut File,
+    buf: &mut [u8],
+    size: u64,
+    read_so_far: &mut u64,
+) -> io::Result<(usize, bool)> {
+    let reached = |n: u64| size > 0 && n == size;
+    let mut filled = 0;
+    while filled < buf.len() {
+        if reached(*read_so_far) {
+            return Ok((filled, true));
+        }
+        match file.read(&mut buf[filled..]) {
+            Ok(0) => return Ok((filled, true)),
+            Ok(n) => {
+                filled += n;
+                *read_so_far += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((filled, reached(*read_so_far)))
+}

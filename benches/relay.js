@@ -594,7 +594,7 @@ function cpuSeconds(pid) {
  * @property {number} port
  * @property {number} pid
  * @property {() => number} cpuSeconds  CPU seconds the relay process has used so far
- * @property {() => Promise<void>} stop
+ * @property {() => Promise<RelayStats | undefined>} stop  the relay's last counters (a relay; not the calibration server)
  */
 
 /**
@@ -612,6 +612,8 @@ function spawnRelay(args) {
     err = (err + b).slice(-4000);
   });
   const exited = new Promise((resolve) => child.once('exit', resolve));
+  /** @type {RelayStats | undefined} */
+  let last;
   const stop = async () => {
     if (child.exitCode === null && child.signalCode === null) {
       child.kill('SIGTERM');
@@ -619,6 +621,9 @@ function spawnRelay(args) {
       await exited;
       clearTimeout(t);
     }
+    const lines = out.split('\n').filter(Boolean);
+    if (lines.length > 1) last = JSON.parse(lines[lines.length - 1]);
+    return last;
   };
   return new Promise((resolve, reject) => {
     const t = setTimeout(() => {
@@ -629,10 +634,12 @@ function spawnRelay(args) {
       clearTimeout(t);
       reject(new Error(`relay: the child ${args.join(' ')} exited (${code}) before it listened: ${err}`));
     });
+    let listening = false;
     child.stdout.on('data', (b) => {
       out += b;
       const nl = out.indexOf('\n');
-      if (nl < 0) return;
+      if (nl < 0 || listening) return;
+      listening = true;
       clearTimeout(t);
       const info = JSON.parse(out.slice(0, nl));
       const pid = /** @type {number} */ (child.pid);
@@ -788,8 +795,12 @@ async function main() {
     port: o.listen ? o.listen.port : 0,
   });
   console.log(JSON.stringify({ url: relay.url, port: relay.port, pid: process.pid, rttMs: shape.rttMs, rate: shape.rate }));
+  // The counters go out as a last line, so that a parent can check the traffic went through.
   const stop = () => {
-    relay.close().then(() => process.exit(0));
+    const stats = relay.stats();
+    relay.close().then(() => {
+      process.stdout.write(`${JSON.stringify(stats)}\n`, () => process.exit(0));
+    });
   };
   process.on('SIGINT', stop);
   process.on('SIGTERM', stop);
@@ -802,4 +813,4 @@ if (require.main === module) {
   });
 }
 
-module.exports = { startRelay, spawnRelay, cpuSeconds, parseRate, PROFILES, MB };
+module.exports = { startRelay, spawnRelay, check, cpuSeconds, parseRate, PROFILES, MB };

@@ -8,11 +8,13 @@
  * rounds; on S3 also the AWS CLI (`aws s3 cp`, its default multipart and concurrency) when installed.
  *
  *   node benches/cloud.js [--profile 20ms|5ms|passthrough|none] [--kinds s3,gcs,azure] [--rounds 3]
- *                         [--repo <checkout>] [--aws <aws binary>] [--out benches/results/cloud.md]
+ *                         [--repo <checkout>] [--label <what the proxy code is>] [--aws <aws binary>]
+ *                         [--out benches/results/cloud.md]
  *
  * --profile: the link (benches/relay.js PROFILES; several comma-separated; `none`: no relay at all).
  * --repo: the checkout whose index.js (native addon) runs the proxy (default: this one), to measure
- *   another branch's data path with this bench.
+ *   another branch's data path with this bench; --label names it in the report (default: its git branch
+ *   and commit).
  * --aws: the AWS CLI to time on S3 (default: `aws` in .venv, then /tmp/awscli-venv; skipped if none).
  *
  * Everything listens on 127.0.0.1; relays and emulators are stopped in `finally`. Loops are bounded by
@@ -58,6 +60,8 @@ function parseArgs() {
     repo: REPO_ROOT,
     /** @type {string | undefined} */
     aws: undefined,
+    /** @type {string | undefined} */
+    label: undefined,
     out: path.join(REPO_ROOT, 'benches', 'results', 'cloud.md'),
   };
   const value = (/** @type {number} */ i) => {
@@ -71,6 +75,7 @@ function parseArgs() {
     else if (args[i] === '--repo') o.repo = path.resolve(value(++i));
     else if (args[i] === '--aws') o.aws = path.resolve(value(++i));
     else if (args[i] === '--out') o.out = path.resolve(value(++i));
+    else if (args[i] === '--label') o.label = value(++i);
     else throw new Error(`cloud bench: unknown argument ${args[i]}`);
   }
   for (const p of o.profiles) {
@@ -671,7 +676,7 @@ function target(size, ph) {
 function report(o, rows, awsRows, notes, run) {
   const cpu = os.cpus()[0];
   const lines = [];
-  const code = codeLabel(o.repo);
+  const code = o.label || codeLabel(o.repo);
   lines.push(`## Cloud backends over a shaped link: proxy vs a plain client (proxy code: ${code})`);
   lines.push('');
   lines.push(`Command: \`node benches/cloud.js ${process.argv.slice(2).join(' ')}\``.replace(/ `$/, '`'));
@@ -776,6 +781,38 @@ function report(o, rows, awsRows, notes, run) {
     lines.push('');
   }
   lines.push(`Targets (issue 14): met in ${tally.met} of ${tally.cells} cells${tally.missed.length ? `; missed: ${tally.missed.join('; ')}` : ''}.`);
+  lines.push('');
+  /** @type {Record<string, { v: number, where: string }>} */
+  const peak = {};
+  for (const r of rows) {
+    for (const side of /** @type {const} */ (['proxy', 'direct'])) {
+      for (const ph of /** @type {const} */ (['put', 'get'])) {
+        for (const k of /** @type {const} */ (['relay', 'emulator', 'bench'])) {
+          const v = median(r[side].map((x) => x[ph].cpu[k]));
+          if (!peak[k] || v > peak[k].v) {
+            peak[k] = { v, where: `${r.profile} ${r.kind} ${r.cell.label} x${r.cell.concurrency} ${ph.toUpperCase()} ${side === 'direct' ? 'plain' : 'proxy'}` };
+          }
+        }
+      }
+    }
+  }
+  if (peak.relay) {
+    lines.push(
+      `Bottlenecks: the highest CPU share of a phase (median over the rounds) was ${fmt(peak.relay.v, 0)}% of one core for the ` +
+        `relays (${peak.relay.where}), ${fmt(peak.emulator.v, 0)}% for the emulator (${peak.emulator.where}; moto and Azurite ` +
+        `run their requests on one core, Python's GIL and Node's event loop, so 100% would mean a saturated emulator) and ` +
+        `${fmt(peak.bench.v, 0)}% for this process (${peak.bench.where}). With no process near a full core, what bounds the ` +
+        'cells is the link (RTT, handshakes, cap) and the CPU the shared machine leaves (see the load average).',
+    );
+    lines.push('');
+  }
+  lines.push(
+    'Reading: moto (werkzeug) answers every request with `Connection: close`, so on S3 every request of both the proxy ' +
+      'and the plain client opens a new connection and pays the handshake RTT (the relay counts the connections, below); ' +
+      'GCS and Azurite keep connections alive. The 64 MiB cells move one artifact per round, so they are three samples. ' +
+      'The AWS CLI\'s figures include a Python start of several seconds on this machine; the "minus start" column ' +
+      'takes off one `head-bucket` command (start plus one request).',
+  );
   lines.push('');
   lines.push('Proxy counters checked after each backend (`await proxy.stop()`), and what each relay carried:');
   lines.push('');

@@ -599,7 +599,13 @@ async function runBackend(o, kind, profile, payloads, aws) {
     if (!ok) throw new Error(`cloud bench: proxy counters do not match the traffic: ${note}`);
     return { rows, aws: awsRow, note, version: emu0.version };
   } finally {
-    if (proxy) await proxy.stop().catch(() => undefined);
+    if (proxy) {
+      // A failed cell: the proxy's own account of the fault (its run summary) goes out with the error.
+      const stats = await proxy.stop().catch(() => undefined);
+      if (stats && stats.errors.length) {
+        console.error(`${profile} ${kind}: proxy faults: ${stats.errors.map((/** @type {any} */ e) => `${e.reason} x${e.count}`).join('; ')}`);
+      }
+    }
     for (const r of relays) await r.stop();
     await emu0.stop();
     fs.rmSync(ws, { recursive: true, force: true });

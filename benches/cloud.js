@@ -282,6 +282,8 @@ function proxyClient(baseUrl, token) {
 /* ------------------------------------------------------------------------------------------------ */
 
 let hashCounter = 0;
+/** The proxy's faults when the last backend failed (for the report). */
+let lastFaults = '';
 const RUN_ID = String(Date.now());
 /** A fresh decimal hash (the form Nx uses). */
 function freshHash() {
@@ -517,9 +519,10 @@ function loadAvg() {
  * @param {string} profile
  * @param {Map<number, { buf: Buffer, sha: string, file: string }>} payloads
  * @param {{ bin: string, version: string } | undefined} aws
- * @returns {Promise<{ rows: Row[], aws?: AwsRow, note: string, version: string }>}
+ * @param {Row[]} rows  the cells' rows are added here as they start, so a failure keeps the rounds done
+ * @returns {Promise<{ aws?: AwsRow, note: string, version: string }>}
  */
-async function runBackend(o, kind, profile, payloads, aws) {
+async function runBackend(o, kind, profile, payloads, aws, rows) {
   const { CacheProxy } = require(path.join(o.repo, 'index.js'));
   const emu0 = await startEmulator(/** @type {any} */ (kind));
   const ws = fs.mkdtempSync(path.join(os.tmpdir(), `nxoc-bench-cloud-${kind}-`));
@@ -551,19 +554,25 @@ async function runBackend(o, kind, profile, payloads, aws) {
     const viaProxy = proxyClient(proxy.url, proxy.token);
     const direct = directClient(emu);
     /** @type {Row[]} */
-    const rows = CELLS.map((cell) => ({ profile, kind, cell, proxy: [], direct: [] }));
+    const mine = CELLS.map((cell) => ({ profile, kind, cell, proxy: [], direct: [] }));
+    rows.push(...mine);
     /** @type {AwsRow | undefined} */
     const awsRow = aws && kind === 's3' ? { profile, kind, size: BIG, putS: [], getS: [], startS: [] } : undefined;
     let puts = 0;
     let gets = 0;
     for (let round = 0; round < o.rounds; round++) {
-      for (const [i, row] of rows.entries()) {
+      for (const [i, row] of mine.entries()) {
         const { cell } = row;
         const { buf, sha } = /** @type {{ buf: Buffer, sha: string }} */ (payloads.get(cell.size));
         const sides = /** @type {const} */ (['proxy', 'direct']);
+        /** @type {Partial<Record<'proxy' | 'direct', { put: Phase, get: Phase }>>} */
+        const got = {};
         for (const side of (round + i) % 2 === 0 ? sides : [...sides].reverse()) {
-          row[side].push(await measure(side === 'proxy' ? viaProxy : direct, buf, sha, cell, meter));
+          got[side] = await measure(side === 'proxy' ? viaProxy : direct, buf, sha, cell, meter);
         }
+        // Both sides or neither: a round counts only as a pair.
+        row.proxy.push(/** @type {{ put: Phase, get: Phase }} */ (got.proxy));
+        row.direct.push(/** @type {{ put: Phase, get: Phase }} */ (got.direct));
         puts += cell.count;
         gets += cell.count + 1;
         const last = (/** @type {'proxy' | 'direct'} */ side, /** @type {'put' | 'get'} */ ph) => row[side][row[side].length - 1][ph].s;
@@ -597,13 +606,14 @@ async function runBackend(o, kind, profile, payloads, aws) {
       (relayed.length ? `; relays ${relayed.join('; ')}` : '');
     console.error(note);
     if (!ok) throw new Error(`cloud bench: proxy counters do not match the traffic: ${note}`);
-    return { rows, aws: awsRow, note, version: emu0.version };
+    return { aws: awsRow, note, version: emu0.version };
   } finally {
     if (proxy) {
       // A failed cell: the proxy's own account of the fault (its run summary) goes out with the error.
       const stats = await proxy.stop().catch(() => undefined);
       if (stats && stats.errors.length) {
-        console.error(`${profile} ${kind}: proxy faults: ${stats.errors.map((/** @type {any} */ e) => `${e.reason} x${e.count}`).join('; ')}`);
+        lastFaults = stats.errors.map((/** @type {any} */ e) => `${e.reason} x${e.count}`).join('; ');
+        console.error(`${profile} ${kind}: proxy faults: ${lastFaults}`);
       }
     }
     for (const r of relays) await r.stop();
@@ -636,13 +646,20 @@ async function main() {
     /** @type {AwsRow[]} */ const awsRows = [];
     /** @type {string[]} */ const notes = [];
     /** @type {Set<string>} */ const versions = new Set();
+    let failures = 0;
     for (const profile of o.profiles) {
       for (const kind of o.kinds) {
-        const r = await runBackend(o, kind, profile, payloads, aws);
-        rows.push(...r.rows);
-        if (r.aws) awsRows.push(r.aws);
-        notes.push(r.note);
-        versions.add(`${kind}: ${r.version}`);
+        try {
+          const r = await runBackend(o, kind, profile, payloads, aws, rows);
+          if (r.aws) awsRows.push(r.aws);
+          notes.push(r.note);
+          versions.add(`${kind}: ${r.version}`);
+        } catch (e) {
+          // Reported, not hidden: the rounds done so far stay in the tables, the failure in the notes.
+          const msg = e instanceof Error ? e.message : String(e);
+          notes.push(`${profile} ${kind}: FAILED: ${msg.split('\n')[0]}${lastFaults ? `; proxy faults: ${lastFaults}` : ''}`);
+          failures += 1;
+        }
       }
     }
     const seconds = (Date.now() - started) / 1000;
@@ -650,6 +667,7 @@ async function main() {
     fs.mkdirSync(path.dirname(o.out), { recursive: true });
     fs.writeFileSync(o.out, md);
     console.log(md);
+    if (failures) process.exitCode = 1;
   } finally {
     fs.rmSync(tmp, { recursive: true, force: true });
   }
@@ -674,12 +692,14 @@ function target(size, ph) {
 
 /**
  * @param {ReturnType<typeof parseArgs>} o
- * @param {Row[]} rows
+ * @param {Row[]} allRows
  * @param {AwsRow[]} awsRows
  * @param {string[]} notes
  * @param {{ seconds: number, loadStart: string, loadEnd: string, versions: string[], aws: { bin: string, version: string } | undefined, calibration: { lines: string[], ok: boolean } | undefined }} run
  */
-function report(o, rows, awsRows, notes, run) {
+function report(o, allRows, awsRows, notes, run) {
+  // Cells a failed backend never reached have no rounds: they are left out (the failure is in the notes).
+  const rows = allRows.filter((r) => r.proxy.length > 0);
   const cpu = os.cpus()[0];
   const lines = [];
   const code = o.label || codeLabel(o.repo);

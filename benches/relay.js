@@ -605,7 +605,8 @@ function cpuSeconds(pid) {
  */
 function spawnRelay(args) {
   const { spawn } = require('node:child_process');
-  const child = spawn(process.execPath, [__filename, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  // stdin is a pipe from this process: when it ends (this process is gone), the child stops too.
+  const child = spawn(process.execPath, [__filename, ...args, '--exit-with-stdin'], { stdio: ['pipe', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
   child.stderr.on('data', (b) => {
@@ -752,6 +753,11 @@ async function main() {
     const a = args[i];
     if (a === '--check') o.check = true;
     else if (a === '--calibration-server') o.calibrationServer = true;
+    else if (a === '--exit-with-stdin') {
+      process.stdin.on('end', () => process.exit(0));
+      process.stdin.on('error', () => process.exit(0));
+      process.stdin.resume();
+    }
     else if (a === '--upstream') o.upstream = parseHostPort(value(++i));
     else if (a === '--listen') o.listen = parseHostPort(value(++i));
     else if (a === '--profile') o.profile = value(++i);

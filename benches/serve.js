@@ -6,7 +6,7 @@
  * x16 and 1 KiB x1/x16; peak RSS <= 64 MiB and flat over a soak").
  *
  *   node benches/serve.js [--quick] [--seconds N] [--rounds N] [--only get|put] [--soak MINUTES]
- *                         [--no-nice] [--dir DIR] [--out FILE]
+ *                         [--no-nice] [--dir DIR] [--repo DIR] [--out FILE]
  *
  * - The server under test: `node lib/cli.js serve --storage fs:<tmp>/store --listen 127.0.0.1:<port>
  *   --log off` in its own process, one read-write token (NX_OPEN_CACHE_SERVER_TOKENS); every request
@@ -37,7 +37,10 @@
  *   with the second half's.
  * - Niceness -10 for both servers and wrk when permitted (`--no-nice`: 0).
  *
- * --quick: 1 round of 2 s cells (about a minute); results go to stdout only, unless --out is given.
+ * --quick: 1 round of 2 s cells, no warm-up (about a minute); results go to stdout only, unless --out
+ * is given. --repo DIR: the checkout whose `lib/cli.js serve` is measured (default: this one), e.g.
+ * `node /work/wt-bench/benches/serve.js --quick --repo .` from another worktree. --dir DIR: where
+ * the objects and both stores live (default: the OS temp directory; its filesystem is reported).
  * Figures are reported, never asserted; the exit status is non-zero only when something is
  * functionally wrong (a server that does not start, a wrong digest, a wrk error).
  */
@@ -102,7 +105,7 @@ function log(msg) {
 /** @param {number} ms */
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-const USAGE = 'allowed: --quick, --seconds <1-600>, --rounds <1-20>, --only get|put, --soak <1-60 minutes>, --no-nice, --dir <dir>, --out <file>';
+const USAGE = 'allowed: --quick, --seconds <1-600>, --rounds <1-20>, --only get|put, --soak <1-60 minutes>, --no-nice, --dir <dir>, --repo <dir>, --out <file>';
 
 function parseArgs() {
   const args = process.argv.slice(2);
@@ -114,6 +117,7 @@ function parseArgs() {
     soakMinutes: 0,
     nice: DEFAULT_NICE,
     dir: os.tmpdir(),
+    repo: REPO_ROOT,
     /** @type {string | undefined} */ out: undefined,
   };
   /** @param {string} name @param {string | undefined} v @param {number} lo @param {number} hi */
@@ -133,11 +137,15 @@ function parseArgs() {
       const v = args[++i];
       if (v !== 'get' && v !== 'put') throw new Error(`serve bench: --only must be get or put, got ${v === undefined ? 'nothing' : JSON.stringify(v)}`);
       o.only = v;
-    } else if (a === '--dir' || a === '--out') {
+    } else if (a === '--dir' || a === '--out' || a === '--repo') {
       const v = args[++i];
       if (!v) throw new Error(`serve bench: ${a} needs a path`);
       if (a === '--dir') o.dir = path.resolve(v);
-      else o.out = path.resolve(v);
+      else if (a === '--out') o.out = path.resolve(v);
+      else {
+        o.repo = path.resolve(v);
+        if (!fs.existsSync(path.join(o.repo, 'lib', 'cli.js'))) throw new Error(`serve bench: --repo ${v}: no lib/cli.js there (give a checkout of nx-open-cache with its addon built)`);
+      }
     } else throw new Error(`serve bench: unknown argument ${a} (${USAGE})`);
   }
   return {
@@ -264,17 +272,18 @@ function childrenOf(pid) {
 
 /**
  * `nx-open-cache serve` in its own process, fs storage, one read-write token, request log off.
+ * @param {string} repo  the checkout whose lib/cli.js runs
  * @param {string} storeDir
  * @param {number} nice
  * @returns {Promise<Server>}
  */
-async function startOurs(storeDir, nice) {
+async function startOurs(repo, storeDir, nice) {
   fs.mkdirSync(storeDir, { recursive: true });
   let lastError = '';
   for (let attempt = 1; attempt <= 3; attempt++) {
     const port = await freePort();
     const child = spawn(
-      ...niced(nice, process.execPath, [path.join(REPO_ROOT, 'lib', 'cli.js'), 'serve', '--storage', `fs:${storeDir}`, '--listen', `127.0.0.1:${port}`, '--log', 'off']),
+      ...niced(nice, process.execPath, [path.join(repo, 'lib', 'cli.js'), 'serve', '--storage', `fs:${storeDir}`, '--listen', `127.0.0.1:${port}`, '--log', 'off']),
       { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NX_OPEN_CACHE_SERVER_TOKENS: `bench:read-write:${TOKEN_SECRET}` } },
     );
     let out = '';
@@ -500,11 +509,14 @@ async function checkAndDeleteUploads(o) {
   return files.length;
 }
 
-function gitDescribe() {
+/** @param {string} repo */
+function gitDescribe(repo) {
   const { spawnSync } = require('node:child_process');
-  const r = spawnSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: REPO_ROOT, encoding: 'utf8' });
-  const pkg = JSON.parse(fs.readFileSync(path.join(REPO_ROOT, 'package.json'), 'utf8'));
-  return `${pkg.version}${r.status === 0 ? ` (commit ${r.stdout.trim()})` : ''}`;
+  const r = spawnSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: repo, encoding: 'utf8' });
+  const dirty = spawnSync('git', ['status', '--porcelain', '--untracked-files=no'], { cwd: repo, encoding: 'utf8' });
+  const pkg = JSON.parse(fs.readFileSync(path.join(repo, 'package.json'), 'utf8'));
+  const changed = dirty.status === 0 && dirty.stdout.trim() ? ', with uncommitted changes' : '';
+  return `${pkg.version}${r.status === 0 ? ` (commit ${r.stdout.trim()}${changed})` : ''}`;
 }
 
 /** The filesystem type of `dir` (from /proc/mounts, the longest mount point containing it). @param {string} dir */
@@ -538,7 +550,7 @@ async function main() {
   const load0 = os.loadavg();
   const nginxBin = ensureNginx();
   const wrkBin = wrk.ensureWrk();
-  const versions = { nginx: nginxVersionOf(nginxBin), wrk: wrk.version(wrkBin), ours: gitDescribe() };
+  const versions = { nginx: nginxVersionOf(nginxBin), wrk: wrk.version(wrkBin), ours: gitDescribe(o.repo) };
   const cells = CELLS.filter((c) => !o.only || c.method.toLowerCase() === o.only);
   log(
     `${os.cpus().length} CPUs, load average ${load0.map((x) => x.toFixed(2)).join(' ')}; nx-open-cache ${versions.ours}, ${versions.nginx}, ${versions.wrk}, node ${process.version}; ` +
@@ -606,7 +618,7 @@ async function main() {
     log(`artifacts: ${getSizes.map((s) => `${OBJECTS_PER_SIZE} x ${sizeLabel(s)}`).join(', ')} to GET; PUT bodies of ${putSizes.map(sizeLabel).join(', ')} (Nx artifacts of noise) in ${tmp} (${fsTypeOf(tmp)})`);
 
     // Servers.
-    ours = await startOurs(storeDir, o.nice);
+    ours = await startOurs(o.repo, storeDir, o.nice);
     log(`nx-open-cache serve on ${ours.url} (pid ${ours.pid})`);
     const oursSrv = ours;
     /** @type {{t: number, kib: number, threads: number, label: string}[]} */
@@ -719,8 +731,8 @@ async function main() {
       return run;
     };
 
-    // Warm-up (untimed, 1 s per GET cell and server), then the rounds.
-    for (const c of cells.filter((x) => x.method === 'GET')) {
+    // Warm-up (untimed, 1 s per GET cell and server; not with --quick), then the rounds.
+    for (const c of cells.filter((x) => x.method === 'GET' && !o.quick)) {
       for (const which of /** @type {const} */ (['ours', 'nginx'])) {
         const r = await wrk.runWrk({ bin: wrkBin, baseUrl: servers[which].url, scriptFile: /** @type {string} */ (getScripts.get(`${c.size} ${which}`)), connections: c.connections, seconds: 1, nice: o.nice });
         if (wrk.errorCount(r) > 0) throw new Error(`warm-up ${which} ${cellName(c)}: wrk reported errors (${wrk.errorText(r)})`);
@@ -912,9 +924,24 @@ function report(a) {
   }
   const memText = memLines.join('\n');
 
-  const cmdArgs = process.argv.slice(2).filter((x, i, xs) => x !== '--out' && xs[i - 1] !== '--out' && x !== '--dir' && xs[i - 1] !== '--dir');
+  const withPath = ['--out', '--dir', '--repo'];
+  const cmdArgs = process.argv.slice(2).filter((x, i, xs) => !withPath.includes(x) && !withPath.includes(xs[i - 1]));
   const cmd = `node benches/serve.js${cmdArgs.length ? ` ${cmdArgs.join(' ')}` : ''}`;
   const loadText = `${a.load0.map((/** @type {number} */ x) => x.toFixed(2)).join(' ')} at the start, ${a.load1.map((/** @type {number} */ x) => x.toFixed(2)).join(' ')} at the end`;
+  const allRuns = rows.flatMap((x) => [...x.runs.ours, ...x.runs.nginx]);
+  const busyRuns = allRuns.filter((x) => x.machinePct >= 190).length;
+  const wrkMax = Math.max(...allRuns.map((x) => (x.r.clientCpuS / x.r.seconds) * 100));
+  const reading =
+    `Ours and nginx do not do the same work. nx-open-cache checks a token on every request, serves an object's bytes only ` +
+    `after they were verified against its SHA-256 (at least on the first read; \`src/store/fs.rs\` says when again), and on PUT ` +
+    `validates the artifact, writes a temp file, fsyncs it and its directory and publishes it only if the hash is absent; ` +
+    `nginx serves files with sendfile, no checksum, and its WebDAV PUT renames the body's temp file without fsync. ` +
+    `The machine was shared: ${busyRuns} of ${allRuns.length} runs had both CPUs busy (load average ${loadText}), so single rounds vary ` +
+    `(every round is listed) and the server CPU per request is the steadier comparison. wrk used at most ${fmt(wrkMax)}% of a CPU in a run` +
+    `${wrkMax >= 90 ? ': it was saturated there, so that cell understates the faster server' : ': it was not the bottleneck'}.` +
+    (Math.max(a.load0[0], a.load1[0]) > 2 * os.cpus().length
+      ? ` **The 1-minute load average exceeded twice the CPU count: other jobs took most of the machine, so these throughput figures are mostly noise; rerun on a quieter machine.**`
+      : '');
   const goalLine =
     `Goals (issue 14; ratios of medians, ours/nginx): throughput met in ${thrMet} of ${goalRows.length} goal cells ` +
     `(GET >= ${GOAL_GET}x, PUT >= ${GOAL_PUT}x), GET p99 <= nginx's in ${p99Met} of ${p99Rows.length}; peak RSS ${fmtMib(peakKib)} MiB (<= ${GOAL_RSS_MIB} MiB: ${rssMet ? 'met' : 'not met'})` +
@@ -945,7 +972,7 @@ through the ${OBJECTS_PER_SIZE} objects of their size; PUTs upload one artifact 
 Before timing, all ${a.verified / 2} objects were fetched once from each server and their SHA-256 compared with the originals;
 after each PUT run, the store had to hold at least as many of the run's objects as wrk counted successful uploads, one of
 them was fetched back and compared, then the run's uploads were deleted (untimed).
-Any wrk error (connect, read, write, timeout, status >= 400) fails the bench. One untimed 1 s warm-up per GET cell and server,
+Any wrk error (connect, read, write, timeout, status >= 400) fails the bench. ${o.quick ? 'No warm-up (`--quick`),' : 'One untimed 1 s warm-up per GET cell and server,'}
 then ${o.rounds} round(s) of ${o.seconds} s per cell and server; a round is one pass over all cells, the servers' order
 alternating per round. Figures are medians over rounds (every round's req/s listed, in run order); p50/p99 are wrk's latency
 percentiles. Server CPU: the serve process / nginx master + workers, user + system time per request. wrk CPU: its own share
@@ -965,6 +992,10 @@ ${goalLine}
 ### Memory
 
 ${memText}
+
+### Reading
+
+${reading}
 `;
   const summary = `${table}\n\n${ratioTable}\n\n${memText}\n\n${goalLine} Load average ${loadText}; whole bench ${fmt(a.wallS)} s.`;
   return { md, summary };

@@ -871,9 +871,9 @@ function report(a) {
   });
   const yn = (/** @type {boolean | undefined} */ b) => (b === undefined ? '-' : b ? '**met**' : 'not met');
 
-  const every = (/** @type {Run[]} */ xs) => xs.map((x) => fmt(x.rps)).join(' / ');
+  const every = (/** @type {Run[]} */ xs) => `${xs.map((x) => fmt(x.rps)).join(' / ')}; p99 ${xs.map((x) => fmtMs(x.r.p99Ms)).join(' / ')}`;
   const table = [
-    '| cell | server | req/s (median) | MB/s (median) | req/s every round | p50 ms | p99 ms | server CPU µs/req | wrk CPU % | machine busy % |',
+    '| cell | server | req/s (median) | MB/s (median) | every round: req/s; p99 ms | p50 ms | p99 ms | server CPU µs/req | wrk CPU % | machine busy % |',
     '|---|---|---:|---:|---|---:|---:|---:|---:|---:|',
     ...rows.flatMap((x) =>
       /** @type {const} */ (['ours', 'nginx']).map((w) => {
@@ -974,7 +974,7 @@ after each PUT run, the store had to hold at least as many of the run's objects 
 them was fetched back and compared, then the run's uploads were deleted (untimed).
 Any wrk error (connect, read, write, timeout, status >= 400) fails the bench. ${o.quick ? 'No warm-up (`--quick`),' : 'One untimed 1 s warm-up per GET cell and server,'}
 then ${o.rounds} round(s) of ${o.seconds} s per cell and server; a round is one pass over all cells, the servers' order
-alternating per round. Figures are medians over rounds (every round's req/s listed, in run order); p50/p99 are wrk's latency
+alternating per round. Figures are medians over rounds (every round's req/s and p99 listed, in run order); p50/p99 are wrk's latency
 percentiles. Server CPU: the serve process / nginx master + workers, user + system time per request. wrk CPU: its own share
 of one CPU. Machine busy: 200% = both CPUs busy (other jobs on this shared machine included). MB/s: 10^6 bytes/s of artifact bodies.
 

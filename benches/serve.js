@@ -883,9 +883,9 @@ function report(a) {
     ),
   ].join('\n');
   const ratioTable = [
-    '| cell | req/s ours/nginx | p50 ours/nginx | p99 ours/nginx | server CPU per request ours/nginx | goal: throughput | goal: p99 <= nginx |',
-    '|---|---:|---:|---:|---:|---|---|',
-    ...rows.map((x) => `| ${x.name} | ${fmt(x.thr, 2)} | ${fmt(x.p50, 2)} | ${fmt(x.p99, 2)} | ${fmt(x.cpu, 2)} | ${x.c.goal ? `>= ${x.goalThr}x: ${yn(x.thrMet)}` : '-'} | ${yn(x.p99Met)} |`),
+    '| cell | req/s ours/nginx | req/s ours/nginx every round | p50 ours/nginx | p99 ours/nginx | server CPU per request ours/nginx | goal: throughput | goal: p99 <= nginx |',
+    '|---|---:|---|---:|---:|---:|---|---|',
+    ...rows.map((x) => `| ${x.name} | ${fmt(x.thr, 2)} | ${x.runs.ours.map((r, i) => fmt(r.rps / x.runs.nginx[i].rps, 2)).join(' / ')} | ${fmt(x.p50, 2)} | ${fmt(x.p99, 2)} | ${fmt(x.cpu, 2)} | ${x.c.goal ? `>= ${x.goalThr}x: ${yn(x.thrMet)}` : '-'} | ${yn(x.p99Met)} |`),
   ].join('\n');
   const goalRows = rows.filter((x) => x.c.goal);
   const thrMet = goalRows.filter((x) => x.thrMet).length;
@@ -983,7 +983,8 @@ of one CPU. Machine busy: 200% = both CPUs busy (other jobs on this shared machi
 ${table}
 
 Ratios of the medians (**req/s ours/nginx: 1.00 = parity, higher is better for nx-open-cache**; latency and CPU ratios:
-lower is better for nx-open-cache):
+lower is better for nx-open-cache), and each round's own ratio (the two servers measured back to back; their spread shows
+how far the machine's noise moves a verdict):
 
 ${ratioTable}
 

@@ -543,6 +543,246 @@ function fsTypeOf(dir) {
  * @property {number} machinePct  busy share of the machine, 100% per CPU
  * @property {number} rssMaxKib   the server's max sampled RSS during the run
  */
+/** @typedef {{hash: string, sha256: string, bytes: Buffer}} GetObject */
+/** @typedef {{file: string, sha256: string}} PutBody */
+/** @typedef {{t: number, kib: number, threads: number, label: string}} Sample */
+/** @typedef {{i: number, getRps: number, putRps: number, rssMaxKib: number, threadsMax: number}} SoakSlice */
+
+/**
+ * The GET objects (OBJECTS_PER_SIZE per size, written under nginx's root) and one PUT body per PUT
+ * size (a file wrk reads), for the cells to run and the soak.
+ * @param {{cells: CellDef[], soak: boolean, nginxCache: string, srcDir: string}} a
+ */
+function makeArtifacts(a) {
+  const getSizes = [...new Set(a.cells.filter((c) => c.method === 'GET').map((c) => c.size))];
+  const putSizes = [...new Set(a.cells.filter((c) => c.method === 'PUT').map((c) => c.size))];
+  if (a.soak) {
+    for (const s of [KIB, 64 * KIB]) if (!getSizes.includes(s)) getSizes.push(s);
+    if (!putSizes.includes(64 * KIB)) putSizes.push(64 * KIB);
+  }
+  /** @type {Map<number, GetObject[]>} */
+  const objects = new Map();
+  for (const size of getSizes) {
+    const list = [];
+    for (let i = 0; i < OBJECTS_PER_SIZE; i++) {
+      const bytes = exactArtifact(size);
+      const hash = `g${size / KIB}k${String(i).padStart(2, '0')}`;
+      fs.writeFileSync(path.join(a.nginxCache, hash), bytes);
+      list.push({ hash, sha256: sha256(bytes), bytes });
+    }
+    objects.set(size, list);
+  }
+  /** @type {Map<number, PutBody>} */
+  const putBodies = new Map();
+  for (const size of putSizes) {
+    const bytes = exactArtifact(size);
+    const file = path.join(a.srcDir, `put-${size / KIB}k`);
+    fs.writeFileSync(file, bytes);
+    putBodies.set(size, { file, sha256: sha256(bytes) });
+  }
+  return { objects, putBodies };
+}
+
+/**
+ * VmRSS and threads of our server every SAMPLE_MS, each sample labelled with the phase; nginx's RSS
+ * (master + workers) tracked as a maximum.
+ * @param {Server} ours
+ * @param {number} t0
+ */
+function startSampler(ours, t0) {
+  /** @type {Sample[]} */
+  const samples = [];
+  /** @type {Server | undefined} */
+  let nginx;
+  const m = {
+    samples,
+    label: 'idle',
+    nginxRssMaxKib: NaN,
+    /** @param {Server} n */
+    watchNginx(n) {
+      nginx = n;
+    },
+    sample() {
+      const kib = ours.rssKib();
+      if (Number.isFinite(kib)) samples.push({ t: Date.now() - t0, kib, threads: statusField(ours.pid, 'Threads'), label: m.label });
+      const n = nginx ? nginx.rssKib() : NaN;
+      if (Number.isFinite(n) && !(n <= m.nginxRssMaxKib)) m.nginxRssMaxKib = n;
+    },
+    stop() {
+      clearInterval(timer);
+    },
+  };
+  m.sample();
+  const timer = setInterval(() => m.sample(), SAMPLE_MS);
+  return m;
+}
+
+/** @param {{kib: number}[]} xs */
+const maxKib = (xs) => xs.reduce((m, s) => Math.max(m, s.kib), -Infinity);
+/** @param {{threads: number}[]} xs */
+const maxThreads = (xs) => xs.reduce((m, s) => Math.max(m, s.threads), -Infinity);
+
+/**
+ * Seeds our server with the GET objects through its API, then fetches every object from both
+ * servers and compares its SHA-256 (untimed). Returns the number of bodies checked.
+ * @param {Map<number, GetObject[]>} objects @param {Server} ours @param {Server} nginx
+ */
+async function seedAndVerify(objects, ours, nginx) {
+  for (const list of objects.values()) for (const x of list) await seedPut(ours.url, x.hash, x.bytes);
+  let verified = 0;
+  for (const [size, list] of objects) {
+    for (const x of list) {
+      await verifyGet(`${ours.url}/v1/cache/${x.hash}`, TOKEN_SECRET, x.sha256, `nx-open-cache, ${sizeLabel(size)} object ${x.hash}`);
+      await verifyGet(`${nginx.url}/v1/cache/${x.hash}`, null, x.sha256, `nginx, ${sizeLabel(size)} object ${x.hash}`);
+      verified += 2;
+    }
+  }
+  return verified;
+}
+
+/**
+ * What a measurement needs: options, binaries, servers, artifacts, scripts, the sampler.
+ * @typedef {object} Ctx
+ * @property {ReturnType<typeof parseArgs>} o
+ * @property {string} wrkBin
+ * @property {{ours: Server, nginx: Server}} servers
+ * @property {Map<number, GetObject[]>} objects
+ * @property {Map<number, PutBody>} putBodies
+ * @property {Map<string, string>} getScripts  `<size> <ours|nginx>` -> Lua file
+ * @property {string} scriptDir
+ * @property {{ours: string, nginx: string}} roots  where each server's uploads land
+ * @property {ReturnType<typeof startSampler>} mem
+ * @property {{ours: number, nginx: number, wrk: number}} nices
+ */
+
+/** @param {Ctx} ctx @param {number} size @param {'ours' | 'nginx'} which */
+const getScriptOf = (ctx, size, which) => /** @type {string} */ (ctx.getScripts.get(`${size} ${which}`));
+/** @param {Ctx} ctx @param {number} size */
+const putBodyOf = (ctx, size) => /** @type {PutBody} */ (ctx.putBodies.get(size));
+/** @param {'ours' | 'nginx'} which */
+const tokenOf = (which) => (which === 'ours' ? TOKEN_SECRET : null);
+
+/**
+ * One wrk run of one cell against one server; throws on any wrk error or a wrong stored upload.
+ * @param {Ctx} ctx @param {CellDef} c @param {'ours' | 'nginx'} which @param {number} round
+ * @returns {Promise<Run>}
+ */
+async function runOne(ctx, c, which, round) {
+  const srv = ctx.servers[which];
+  const token = tokenOf(which);
+  const prefix = `p${round}${which[0]}${c.size / KIB}k${c.connections}t`;
+  let scriptFile = getScriptOf(ctx, c.size, which);
+  if (c.method === 'PUT') {
+    scriptFile = path.join(ctx.scriptDir, `${prefix}.lua`);
+    fs.writeFileSync(scriptFile, wrk.putScript({ prefix, bodyFile: putBodyOf(ctx, c.size).file, token }));
+  }
+  const label = `${which} r${round} ${cellName(c)}`;
+  if (which === 'ours') ctx.mem.label = label;
+  const samplesBefore = ctx.mem.samples.length;
+  const cpu0 = srv.cpu();
+  const m0 = machineJiffies();
+  const r = await wrk.runWrk({
+    bin: ctx.wrkBin,
+    baseUrl: srv.url,
+    scriptFile,
+    connections: c.connections,
+    seconds: ctx.o.seconds,
+    nice: ctx.o.nice,
+    onSpawn: (pid) =>
+      setTimeout(() => {
+        if (Number.isNaN(ctx.nices.wrk)) ctx.nices.wrk = niceOf(pid);
+      }, 200).unref(),
+  });
+  const cpu1 = srv.cpu();
+  const m1 = machineJiffies();
+  ctx.mem.label = 'idle';
+  if (wrk.errorCount(r) > 0) throw new Error(`${label}: wrk reported errors (${wrk.errorText(r)}) in ${r.requests} requests`);
+  if (r.requests === 0) throw new Error(`${label}: no request completed in ${ctx.o.seconds} s`);
+  if (c.method === 'PUT') {
+    await checkAndDeleteUploads({ root: ctx.roots[which], prefix, uploads: r.requests, url: srv.url, token, sha256: putBodyOf(ctx, c.size).sha256, what: label });
+  }
+  const run = {
+    round,
+    r,
+    rps: r.requests / r.seconds,
+    mbps: (r.requests * c.size) / r.seconds / 1e6,
+    serverCpuS: cpu1 - cpu0,
+    machinePct: ((m1.busy - m0.busy) / (m1.total - m0.total)) * 100 * os.cpus().length,
+    rssMaxKib: which === 'ours' ? maxKib(ctx.mem.samples.slice(samplesBefore)) : NaN,
+  };
+  log(
+    `${which.padEnd(5)} ${cellName(c).padEnd(16)} r${round} ${fmt(run.rps).padStart(7)} req/s ${fmt(run.mbps, 1).padStart(7)} MB/s ` +
+      `p50 ${fmtMs(r.p50Ms)} ms p99 ${fmtMs(r.p99Ms)} ms | server CPU ${fmt((run.serverCpuS / r.seconds) * 100)}%, wrk ${fmt((r.clientCpuS / r.seconds) * 100)}%, machine ${fmt(run.machinePct)}%`,
+  );
+  return run;
+}
+
+/**
+ * An untimed 1 s warm-up per GET cell and server (not with --quick), then `rounds` passes over the
+ * cells, the servers' order alternating per round.
+ * @param {Ctx} ctx @param {CellDef[]} cells
+ */
+async function runRounds(ctx, cells) {
+  for (const c of cells.filter((x) => x.method === 'GET' && !ctx.o.quick)) {
+    for (const which of /** @type {const} */ (['ours', 'nginx'])) {
+      const r = await wrk.runWrk({ bin: ctx.wrkBin, baseUrl: ctx.servers[which].url, scriptFile: getScriptOf(ctx, c.size, which), connections: c.connections, seconds: 1, nice: ctx.o.nice });
+      if (wrk.errorCount(r) > 0) throw new Error(`warm-up ${which} ${cellName(c)}: wrk reported errors (${wrk.errorText(r)})`);
+    }
+  }
+  /** @type {Map<string, {ours: Run[], nginx: Run[]}>} */
+  const runs = new Map(cells.map((c) => [cellName(c), { ours: [], nginx: [] }]));
+  for (let round = 0; round < ctx.o.rounds; round++) {
+    /** @type {('ours' | 'nginx')[]} */
+    const order = round % 2 === 0 ? ['ours', 'nginx'] : ['nginx', 'ours'];
+    for (const c of cells) {
+      const byServer = /** @type {{ours: Run[], nginx: Run[]}} */ (runs.get(cellName(c)));
+      for (const which of order) byServer[which].push(await runOne(ctx, c, which, round));
+    }
+  }
+  return runs;
+}
+
+/**
+ * The soak: GET 1 + 64 KiB x16 and paced PUT 64 KiB on our server alone for `--soak` minutes, in
+ * slices of SOAK_SLICE_S whose uploads are checked and deleted after each.
+ * @param {Ctx} ctx
+ * @returns {Promise<{slices: SoakSlice[], seconds: number}>}
+ */
+async function runSoak(ctx) {
+  const srv = ctx.servers.ours;
+  const totalS = ctx.o.soakMinutes * 60;
+  const nSlices = Math.max(2, Math.round(totalS / SOAK_SLICE_S));
+  const sliceS = Math.max(1, Math.round(totalS / nSlices));
+  const mixed = path.join(ctx.scriptDir, 'soak-get.lua');
+  const soakObjects = [...(ctx.objects.get(KIB) ?? []), ...(ctx.objects.get(64 * KIB) ?? [])];
+  fs.writeFileSync(mixed, wrk.getScript({ paths: soakObjects.map((x) => `/v1/cache/${x.hash}`), token: TOKEN_SECRET }));
+  const body = putBodyOf(ctx, 64 * KIB);
+  /** @type {SoakSlice[]} */
+  const slices = [];
+  const ts = Date.now();
+  log(`soak: ${nSlices} slices of ${sliceS} s: GET 1 + 64 KiB x16 and PUT 64 KiB x${SOAK_PUT_CONNECTIONS} (each connection waits ${SOAK_PUT_DELAY_MS} ms before each PUT), our server alone`);
+  for (let i = 0; i < nSlices; i++) {
+    const prefix = `soak${i}t`;
+    const putFile = path.join(ctx.scriptDir, `${prefix}.lua`);
+    fs.writeFileSync(putFile, wrk.putScript({ prefix, bodyFile: body.file, token: TOKEN_SECRET, delayMs: SOAK_PUT_DELAY_MS }));
+    ctx.mem.label = `soak ${i}`;
+    const before = ctx.mem.samples.length;
+    const [g, p] = await Promise.all([
+      wrk.runWrk({ bin: ctx.wrkBin, baseUrl: srv.url, scriptFile: mixed, connections: 16, threads: 1, seconds: sliceS, nice: ctx.o.nice }),
+      wrk.runWrk({ bin: ctx.wrkBin, baseUrl: srv.url, scriptFile: putFile, connections: SOAK_PUT_CONNECTIONS, threads: 1, seconds: sliceS, nice: ctx.o.nice }),
+    ]);
+    ctx.mem.label = 'idle';
+    for (const [what, r] of /** @type {const} */ ([['GET', g], ['PUT', p]])) {
+      if (wrk.errorCount(r) > 0) throw new Error(`soak slice ${i} ${what}: wrk reported errors (${wrk.errorText(r)})`);
+    }
+    await checkAndDeleteUploads({ root: ctx.roots.ours, prefix, uploads: p.requests, url: srv.url, token: TOKEN_SECRET, sha256: body.sha256, what: `soak slice ${i}` });
+    const ss = ctx.mem.samples.slice(before);
+    const slice = { i, getRps: g.requests / g.seconds, putRps: p.requests / p.seconds, rssMaxKib: maxKib(ss), threadsMax: maxThreads(ss) };
+    slices.push(slice);
+    log(`soak ${i + 1}/${nSlices}: GET ${fmt(slice.getRps)} req/s, PUT ${fmt(slice.putRps)} req/s, max RSS ${fmtMib(slice.rssMaxKib)} MiB, threads ${slice.threadsMax}`);
+  }
+  return { slices, seconds: (Date.now() - ts) / 1000 };
+}
 
 async function main() {
   const o = parseArgs();
@@ -559,241 +799,69 @@ async function main() {
 
   fs.mkdirSync(o.dir, { recursive: true });
   const tmp = fs.mkdtempSync(path.join(o.dir, 'nxoc-serve-bench-'));
-  const srcDir = path.join(tmp, 'src');
-  const storeDir = path.join(tmp, 'store');
-  const nginxRoot = path.join(tmp, 'nginx-root');
-  const nginxCache = path.join(nginxRoot, 'v1', 'cache');
-  fs.mkdirSync(srcDir, { recursive: true });
-  fs.mkdirSync(nginxCache, { recursive: true });
+  const dirs = { src: path.join(tmp, 'src'), store: path.join(tmp, 'store'), nginxRoot: path.join(tmp, 'nginx-root'), lua: path.join(tmp, 'lua') };
+  const nginxCache = path.join(dirs.nginxRoot, 'v1', 'cache');
+  for (const d of [dirs.src, dirs.lua, nginxCache]) fs.mkdirSync(d, { recursive: true });
 
   /** @type {Server | undefined} */
   let ours;
   /** @type {Server | undefined} */
   let nginx;
-  /** @type {Set<number>} */
-  const wrkPids = new Set();
-  /** @type {NodeJS.Timeout | undefined} */
-  let sampler;
+  /** @type {ReturnType<typeof startSampler> | undefined} */
+  let mem;
   const onExit = () => {
     ours?.killSync();
     nginx?.killSync();
-    for (const pid of wrkPids) {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        // gone
-      }
-    }
   };
   process.on('exit', onExit);
   const t0 = Date.now();
   try {
-    // Artifacts: GET objects per size, one PUT body per PUT size.
-    const getSizes = [...new Set(cells.filter((c) => c.method === 'GET').map((c) => c.size))];
-    const putSizes = [...new Set(cells.filter((c) => c.method === 'PUT').map((c) => c.size))];
-    if (o.soakMinutes) {
-      for (const s of [KIB, 64 * KIB]) if (!getSizes.includes(s)) getSizes.push(s);
-      if (!putSizes.includes(64 * KIB)) putSizes.push(64 * KIB);
-    }
-    /** @type {Map<number, {hash: string, sha256: string, bytes: Buffer}[]>} */
-    const objects = new Map();
-    for (const size of getSizes) {
-      const list = [];
-      for (let i = 0; i < OBJECTS_PER_SIZE; i++) {
-        const bytes = exactArtifact(size);
-        const hash = `g${size / KIB}k${String(i).padStart(2, '0')}`;
-        fs.writeFileSync(path.join(nginxCache, hash), bytes);
-        list.push({ hash, sha256: sha256(bytes), bytes });
-      }
-      objects.set(size, list);
-    }
-    /** @type {Map<number, {file: string, sha256: string}>} */
-    const putBodies = new Map();
-    for (const size of putSizes) {
-      const bytes = exactArtifact(size);
-      const file = path.join(srcDir, `put-${size / KIB}k`);
-      fs.writeFileSync(file, bytes);
-      putBodies.set(size, { file, sha256: sha256(bytes) });
-    }
-    log(`artifacts: ${getSizes.map((s) => `${OBJECTS_PER_SIZE} x ${sizeLabel(s)}`).join(', ')} to GET; PUT bodies of ${putSizes.map(sizeLabel).join(', ')} (Nx artifacts of noise) in ${tmp} (${fsTypeOf(tmp)})`);
+    const { objects, putBodies } = makeArtifacts({ cells, soak: o.soakMinutes > 0, nginxCache, srcDir: dirs.src });
+    log(`artifacts: ${[...objects.keys()].map((s) => `${OBJECTS_PER_SIZE} x ${sizeLabel(s)}`).join(', ')} to GET; PUT bodies of ${[...putBodies.keys()].map(sizeLabel).join(', ')} (Nx artifacts of noise) in ${tmp} (${fsTypeOf(tmp)})`);
 
-    // Servers.
-    ours = await startOurs(o.repo, storeDir, o.nice);
+    ours = await startOurs(o.repo, dirs.store, o.nice);
     log(`nx-open-cache serve on ${ours.url} (pid ${ours.pid})`);
-    const oursSrv = ours;
-    /** @type {{t: number, kib: number, threads: number, label: string}[]} */
-    const samples = [];
-    let memLabel = 'idle';
-    let nginxRssMax = NaN;
-    const sample = () => {
-      const kib = oursSrv.rssKib();
-      const threads = statusField(oursSrv.pid, 'Threads');
-      if (Number.isFinite(kib)) samples.push({ t: Date.now() - t0, kib, threads, label: memLabel });
-      if (nginx) {
-        const n = nginx.rssKib();
-        if (Number.isFinite(n) && !(n <= nginxRssMax)) nginxRssMax = n;
-      }
-    };
-    sample();
-    sampler = setInterval(sample, SAMPLE_MS);
-    const firstGet = getSizes.length ? /** @type {any[]} */ (objects.get(getSizes[0]))[0].hash : 'none';
-    if (!getSizes.length) fs.writeFileSync(path.join(nginxCache, firstGet), 'probe');
-    nginx = await startNginxDav(nginxBin, nginxRoot, path.join(tmp, 'nginx'), `/v1/cache/${firstGet}`, o.nice);
+    mem = startSampler(ours, t0);
+    const probeHash = objects.size ? /** @type {GetObject[]} */ (objects.values().next().value)[0].hash : 'probe';
+    if (!objects.size) fs.writeFileSync(path.join(nginxCache, probeHash), 'probe');
+    nginx = await startNginxDav(nginxBin, dirs.nginxRoot, path.join(tmp, 'nginx'), `/v1/cache/${probeHash}`, o.nice);
+    mem.watchNginx(nginx);
     log(`nginx on ${nginx.url} (master pid ${nginx.pid}, workers ${childrenOf(nginx.pid).join(', ')})`);
-    const servers = { ours, nginx };
 
-    // Seed our server (untimed), then check every GET object on both servers.
-    memLabel = 'seed';
-    for (const list of objects.values()) for (const x of list) await seedPut(ours.url, x.hash, x.bytes);
-    memLabel = 'idle';
+    mem.label = 'seed';
+    const verified = await seedAndVerify(objects, ours, nginx);
+    mem.label = 'idle';
     const memAfterSeed = ours.rssKib();
-    let verified = 0;
-    for (const [size, list] of objects) {
-      for (const x of list) {
-        await verifyGet(`${ours.url}/v1/cache/${x.hash}`, TOKEN_SECRET, x.sha256, `nx-open-cache, ${sizeLabel(size)} object ${x.hash}`);
-        await verifyGet(`${nginx.url}/v1/cache/${x.hash}`, null, x.sha256, `nginx, ${sizeLabel(size)} object ${x.hash}`);
-        verified += 2;
-      }
-    }
     log(`verified ${verified} GET bodies by SHA-256 (every object on both servers) before timing`);
 
-    // Scripts.
-    const scriptDir = path.join(tmp, 'lua');
-    fs.mkdirSync(scriptDir);
     /** @type {Map<string, string>} */
     const getScripts = new Map();
     for (const [size, list] of objects) {
       for (const which of /** @type {const} */ (['ours', 'nginx'])) {
-        const file = path.join(scriptDir, `get-${size}-${which}.lua`);
-        fs.writeFileSync(file, wrk.getScript({ paths: list.map((x) => `/v1/cache/${x.hash}`), token: which === 'ours' ? TOKEN_SECRET : null }));
+        const file = path.join(dirs.lua, `get-${size}-${which}.lua`);
+        fs.writeFileSync(file, wrk.getScript({ paths: list.map((x) => `/v1/cache/${x.hash}`), token: tokenOf(which) }));
         getScripts.set(`${size} ${which}`, file);
       }
     }
-    const nices = { ours: niceOf(ours.pid), nginx: niceOf(nginx.pid), wrk: NaN };
-
-    /**
-     * One wrk run of one cell against one server; throws on any wrk error or a wrong stored upload.
-     * @param {CellDef} c @param {'ours' | 'nginx'} which @param {number} round @param {number} seconds
-     * @returns {Promise<Run>}
-     */
-    const runOne = async (c, which, round, seconds) => {
-      const srv = servers[which];
-      const token = which === 'ours' ? TOKEN_SECRET : null;
-      const prefix = `p${round}${which[0]}${c.size / KIB}k${c.connections}t`;
-      let scriptFile;
-      if (c.method === 'GET') scriptFile = /** @type {string} */ (getScripts.get(`${c.size} ${which}`));
-      else {
-        scriptFile = path.join(scriptDir, `${prefix}.lua`);
-        fs.writeFileSync(scriptFile, wrk.putScript({ prefix, bodyFile: /** @type {any} */ (putBodies.get(c.size)).file, token }));
-      }
-      const label = `${which} r${round} ${cellName(c)}`;
-      if (which === 'ours') memLabel = label;
-      const samplesBefore = samples.length;
-      const cpu0 = srv.cpu();
-      const m0 = machineJiffies();
-      const r = await wrk.runWrk({
-        bin: wrkBin,
-        baseUrl: srv.url,
-        scriptFile,
-        connections: c.connections,
-        seconds,
-        nice: o.nice,
-        onSpawn: (pid) => {
-          wrkPids.add(pid);
-          setTimeout(() => {
-            if (Number.isNaN(nices.wrk)) nices.wrk = niceOf(pid);
-          }, 200).unref();
-        },
-      });
-      const cpu1 = srv.cpu();
-      const m1 = machineJiffies();
-      memLabel = 'idle';
-      wrkPids.clear();
-      if (wrk.errorCount(r) > 0) throw new Error(`${label}: wrk reported errors (${wrk.errorText(r)}) in ${r.requests} requests`);
-      if (r.requests === 0) throw new Error(`${label}: no request completed in ${seconds} s`);
-      if (c.method === 'PUT') {
-        const root = which === 'ours' ? storeDir : nginxCache;
-        await checkAndDeleteUploads({ root, prefix, uploads: r.requests, url: srv.url, token, sha256: /** @type {any} */ (putBodies.get(c.size)).sha256, what: label });
-      }
-      const run = {
-        round,
-        r,
-        rps: r.requests / r.seconds,
-        mbps: (r.requests * c.size) / r.seconds / 1e6,
-        serverCpuS: cpu1 - cpu0,
-        machinePct: ((m1.busy - m0.busy) / (m1.total - m0.total)) * 100 * os.cpus().length,
-        rssMaxKib: which === 'ours' ? samples.slice(samplesBefore).reduce((m, s) => Math.max(m, s.kib), -Infinity) : NaN,
-      };
-      log(
-        `${which.padEnd(5)} ${cellName(c).padEnd(16)} r${round} ${fmt(run.rps).padStart(7)} req/s ${fmt(run.mbps, 1).padStart(7)} MB/s ` +
-          `p50 ${fmtMs(r.p50Ms)} ms p99 ${fmtMs(r.p99Ms)} ms | server CPU ${fmt((run.serverCpuS / r.seconds) * 100)}%, wrk ${fmt((r.clientCpuS / r.seconds) * 100)}%, machine ${fmt(run.machinePct)}%`,
-      );
-      return run;
+    /** @type {Ctx} */
+    const ctx = {
+      o,
+      wrkBin,
+      servers: { ours, nginx },
+      objects,
+      putBodies,
+      getScripts,
+      scriptDir: dirs.lua,
+      roots: { ours: dirs.store, nginx: nginxCache },
+      mem,
+      nices: { ours: niceOf(ours.pid), nginx: niceOf(nginx.pid), wrk: NaN },
     };
+    const runs = await runRounds(ctx, cells);
+    const soak = o.soakMinutes ? await runSoak(ctx) : undefined;
 
-    // Warm-up (untimed, 1 s per GET cell and server; not with --quick), then the rounds.
-    for (const c of cells.filter((x) => x.method === 'GET' && !o.quick)) {
-      for (const which of /** @type {const} */ (['ours', 'nginx'])) {
-        const r = await wrk.runWrk({ bin: wrkBin, baseUrl: servers[which].url, scriptFile: /** @type {string} */ (getScripts.get(`${c.size} ${which}`)), connections: c.connections, seconds: 1, nice: o.nice });
-        if (wrk.errorCount(r) > 0) throw new Error(`warm-up ${which} ${cellName(c)}: wrk reported errors (${wrk.errorText(r)})`);
-      }
-    }
-    /** @type {Map<string, {ours: Run[], nginx: Run[]}>} */
-    const runs = new Map(cells.map((c) => [cellName(c), { ours: [], nginx: [] }]));
-    for (let round = 0; round < o.rounds; round++) {
-      /** @type {('ours' | 'nginx')[]} */
-      const order = round % 2 === 0 ? ['ours', 'nginx'] : ['nginx', 'ours'];
-      for (const c of cells) {
-        for (const which of order) /** @type {any} */ (runs.get(cellName(c)))[which].push(await runOne(c, which, round, o.seconds));
-      }
-    }
-
-    // Soak (opt-in): mixed load on our server alone, in slices whose uploads are deleted after each.
-    /** @type {{slices: {i: number, getRps: number, putRps: number, rssMaxKib: number, threadsMax: number}[], seconds: number} | undefined} */
-    let soak;
-    if (o.soakMinutes) soak = await runSoak();
-
-    /** Runs the soak; a closure over the servers, scripts and sampler above. */
-    async function runSoak() {
-      const srv = /** @type {Server} */ (ours);
-      const totalS = o.soakMinutes * 60;
-      const nSlices = Math.max(2, Math.round(totalS / SOAK_SLICE_S));
-      const sliceS = Math.max(1, Math.round(totalS / nSlices));
-      const mixed = path.join(scriptDir, 'soak-get.lua');
-      const soakObjects = [...(objects.get(KIB) ?? []), ...(objects.get(64 * KIB) ?? [])];
-      fs.writeFileSync(mixed, wrk.getScript({ paths: soakObjects.map((x) => `/v1/cache/${x.hash}`), token: TOKEN_SECRET }));
-      const slices = [];
-      const ts = Date.now();
-      log(`soak: ${nSlices} slices of ${sliceS} s: GET 1 + 64 KiB x16 and PUT 64 KiB x${SOAK_PUT_CONNECTIONS} (each connection waits ${SOAK_PUT_DELAY_MS} ms before each PUT), our server alone`);
-      for (let i = 0; i < nSlices; i++) {
-        const prefix = `soak${i}t`;
-        const putFile = path.join(scriptDir, `${prefix}.lua`);
-        fs.writeFileSync(putFile, wrk.putScript({ prefix, bodyFile: /** @type {any} */ (putBodies.get(64 * KIB)).file, token: TOKEN_SECRET, delayMs: SOAK_PUT_DELAY_MS }));
-        memLabel = `soak ${i}`;
-        const before = samples.length;
-        const [g, p] = await Promise.all([
-          wrk.runWrk({ bin: wrkBin, baseUrl: srv.url, scriptFile: mixed, connections: 16, threads: 1, seconds: sliceS, nice: o.nice }),
-          wrk.runWrk({ bin: wrkBin, baseUrl: srv.url, scriptFile: putFile, connections: SOAK_PUT_CONNECTIONS, threads: 1, seconds: sliceS, nice: o.nice }),
-        ]);
-        memLabel = 'idle';
-        for (const [what, r] of /** @type {const} */ ([['GET', g], ['PUT', p]])) {
-          if (wrk.errorCount(r) > 0) throw new Error(`soak slice ${i} ${what}: wrk reported errors (${wrk.errorText(r)})`);
-        }
-        await checkAndDeleteUploads({ root: storeDir, prefix, uploads: p.requests, url: srv.url, token: TOKEN_SECRET, sha256: /** @type {any} */ (putBodies.get(64 * KIB)).sha256, what: `soak slice ${i}` });
-        const ss = samples.slice(before);
-        const slice = { i, getRps: g.requests / g.seconds, putRps: p.requests / p.seconds, rssMaxKib: ss.reduce((m, s) => Math.max(m, s.kib), -Infinity), threadsMax: ss.reduce((m, s) => Math.max(m, s.threads), -Infinity) };
-        slices.push(slice);
-        log(`soak ${i + 1}/${nSlices}: GET ${fmt(slice.getRps)} req/s, PUT ${fmt(slice.putRps)} req/s, max RSS ${fmtMib(slice.rssMaxKib)} MiB, threads ${slice.threadsMax}`);
-      }
-      return { slices, seconds: (Date.now() - ts) / 1000 };
-    }
-
-    sample();
-    const memEnd = ours.rssKib();
-    const hwmEnd = statusField(ours.pid, 'VmHWM');
-    const threadsEnd = statusField(ours.pid, 'Threads');
-    clearInterval(sampler);
-    sampler = undefined;
+    mem.sample();
+    mem.stop();
+    const end = { rssKib: ours.rssKib(), hwmKib: statusField(ours.pid, 'VmHWM'), threads: statusField(ours.pid, 'Threads') };
     await ours.stop();
     ours = undefined;
     await nginx.stop();
@@ -802,7 +870,10 @@ async function main() {
     const load1 = os.loadavg();
     const wallS = (Date.now() - t0) / 1000;
 
-    const text = report({ o, cells, runs, samples, memAfterSeed, memEnd, hwmEnd, threadsEnd, nginxRssMax, soak, versions, nices, startedAt, load0, load1, wallS, verified, fsType: fsTypeOf(tmp) });
+    const text = report({
+      o, cells, runs, samples: mem.samples, memAfterSeed, memEnd: end.rssKib, hwmEnd: end.hwmKib, threadsEnd: end.threads, nginxRssMax: mem.nginxRssMaxKib,
+      soak, versions, nices: ctx.nices, startedAt, load0, load1, wallS, verified, fsType: fsTypeOf(tmp),
+    });
     console.log(`\n${text.summary}`);
     if (o.out) {
       fs.mkdirSync(path.dirname(o.out), { recursive: true });
@@ -812,7 +883,7 @@ async function main() {
       log('--quick: results not written (give --out <file> to keep them)');
     }
   } finally {
-    if (sampler) clearInterval(sampler);
+    mem?.stop();
     if (ours) await ours.stop();
     if (nginx) await nginx.stop();
     process.off('exit', onExit);
@@ -834,7 +905,6 @@ function report(a) {
   const runs = a.runs;
   /** @type {{t: number, kib: number, threads: number, label: string}[]} */
   const samples = a.samples;
-  const maxKib = (/** @type {{kib: number}[]} */ xs) => xs.reduce((m, s) => Math.max(m, s.kib), -Infinity);
 
   const rows = cells.map((c) => {
     const r = /** @type {{ours: Run[], nginx: Run[]}} */ (runs.get(cellName(c)));
@@ -895,7 +965,7 @@ function report(a) {
   // Memory.
   const peakKib = Math.max(a.hwmEnd, maxKib(samples));
   const rssMet = peakKib <= GOAL_RSS_MIB * 1024;
-  const threadsMax = samples.reduce((m, s) => Math.max(m, s.threads), -Infinity);
+  const threadsMax = maxThreads(samples);
   const perCell = rows.map((x) => `${x.name} ${fmtMib(x.ours.rssMaxKib)}`).join(', ');
   const memLines = [
     `- VmRSS of the serve process, sampled every ${SAMPLE_MS} ms over the whole run (${samples.length} samples, ${fmt(a.wallS)} s): start ${fmtMib(samples[0]?.kib)} MiB, ` +

@@ -1,42 +1,52 @@
 #!/usr/bin/env node
 'use strict';
 /**
- * `nx-open-cache serve` against nginx on loopback (issue 5: "within 1.3x of nginx on GET, memory flat
- * under sustained load").
+ * `nx-open-cache serve` against nginx on loopback, wrk as the load generator (issue 14: "serve GET
+ * >= 0.9x nginx at 1 KiB and 1 MiB, 1 and 16 connections, p99 no worse; PUT >= 0.9x nginx at 64 KiB
+ * x16 and 1 KiB x1/x16; peak RSS <= 64 MiB and flat over a soak").
  *
- *   node benches/serve.js [--quick] [--out benches/results/serve.md]
+ *   node benches/serve.js [--quick] [--seconds N] [--rounds N] [--only get|put] [--soak MINUTES]
+ *                         [--no-nice] [--dir DIR] [--repo DIR] [--out FILE]
  *
  * - The server under test: `node lib/cli.js serve --storage fs:<tmp>/store --listen 127.0.0.1:<port>
- *   --log off` in its own process, one read-write token (NX_OPEN_CACHE_SERVER_TOKENS).
- * - The reference: nginx (benches/nginx.js finds or installs it) with a config of our own: files under
- *   <tmp>/nginx-root/v1/cache/<hash> for GET, WebDAV PUT (dav_methods PUT, create_full_put_path) for
- *   PUT, worker_processes 2, sendfile on, access_log off.
- * - Both serve the same artifact bytes: random bodies generated here, PUT into our server (untimed
- *   seeding) and copied into nginx's root.
- * - The load generator (benches/load.js) is a separate Node process (keep-alive agent, maxSockets =
- *   connections, a fixed number of requests per cell after a few untimed warm-up requests). Every
- *   response's status and length are checked, and the SHA-256 of at least one GET body per cell.
- * - Cells: 1 KiB and 64 KiB GET and PUT at 1, 16 and 64 connections (requests/s, p50, p99);
- *   a 256 MiB artifact GET and PUT at 1 and 4 connections (MB/s = 10^6 bytes/s). PUTs always use
- *   fresh hashes. Each cell runs against our server, then against nginx.
- * - CPU: the server's CPU time per request (ours: the serve process; nginx: master + workers), the
- *   load generator's CPU and the whole machine's busy share, per cell; on 2 CPUs the client's CPU
- *   matters, and this shows when it is the bottleneck.
- * - Small cells run 5 rounds (alternating which server goes first) and report each server's best
- *   round; large cells 2 rounds at 1 connection, 1 at 4.
- * - Memory: VmRSS (and thread count) of the serve process every 250 ms for the whole run; start, max,
- *   end, VmHWM at the end; then a sustained phase on our server alone (64 KiB PUTs, then small GETs,
- *   64 connections) whose first-half and second-half maxima tell whether RSS stays flat.
- * - The servers and the load generator run at niceness -10 when permitted (--no-nice: 0), so that
- *   other jobs on a shared machine disturb the figures less.
+ *   --log off` in its own process, one read-write token (NX_OPEN_CACHE_SERVER_TOKENS); every request
+ *   carries it.
+ * - The reference: nginx (benches/nginx.js finds or installs it) with a config of our own: files
+ *   under <tmp>/nginx-root/v1/cache/<hash> for GET, WebDAV PUT (dav_methods PUT) for PUT,
+ *   worker_processes 2, sendfile on, access_log off, no authentication.
+ * - Both serve the same bytes: valid Nx artifacts of noise (serve validates uploads and stores nothing
+ *   else), 16 per size (1 KiB, 64 KiB, 1 MiB), PUT into our server through its API (untimed) and
+ *   written under nginx's root. Before any timing, every one of them is fetched once from each server
+ *   (Node fetch) and its SHA-256 compared with the original's.
+ * - The load generator: wrk (benches/wrk.js finds or installs it), 1 thread at 1 connection, 2 at 16.
+ *   GETs cycle through the 16 objects of their size; PUTs upload one artifact under a fresh hash per
+ *   request (a Lua script: thread id + counter). A cell fails (no verdict, exit status 1 at the end)
+ *   on any wrk error in a timed run (connect, read, write, timeout, a status >= 400; in the soak they
+ *   are reported, not fatal). After each PUT run, the store must hold at least as many of the run's
+ *   objects as wrk counted 2xx uploads, one of them is fetched back and its SHA-256 compared; then the
+ *   run's uploads are deleted from both stores (untimed) so that the disk does not fill.
+ * - Cells: GET 1 KiB, 64 KiB and 1 MiB (16 connections), 1 KiB and 1 MiB also at 1 connection; PUT
+ *   1 KiB at 1 and 16 connections, 64 KiB at 16. Each cell runs `--seconds` (5) per server and round,
+ *   `--rounds` (3) rounds; a round is one pass over all cells, the servers' order alternating per
+ *   round. Reported: every round, and the median of req/s, MB/s, p50 and p99 per cell and server;
+ *   ratios are of medians, ours/nginx.
+ * - CPU: each server's CPU time per request (ours: the serve process; nginx: master + workers), wrk's
+ *   own CPU and the whole machine's busy share.
+ * - Memory: VmRSS and thread count of the serve process every 250 ms for the whole run (max per cell),
+ *   VmHWM at the end; nginx's RSS (master + workers) beside it. `--soak MINUTES` (1-60, opt-in) then
+ *   runs mixed GET/PUT load on our server alone for that long and compares the first half's max RSS
+ *   with the second half's.
+ * - Niceness -10 for both servers and wrk when permitted (`--no-nice`: 0).
  *
- * --quick: a fifth of the requests, a 64 MiB large artifact at 1 connection only (a smoke run); it
- * writes its results only where --out says.
+ * --quick: 1 round of 2 s cells, no warm-up (about a minute); results go to stdout only, unless --out
+ * is given. --repo DIR: the checkout whose `lib/cli.js serve` is measured (default: this one), e.g.
+ * `node /work/wt-bench/benches/serve.js --quick --repo .` from another worktree. --dir DIR: where
+ * the objects and both stores live (default: the OS temp directory; its filesystem is reported).
  * Figures are reported, never asserted; the exit status is non-zero only when something is
- * functionally wrong (a server that does not start, a wrong status, length or digest).
+ * functionally wrong (a server that does not start, a wrong digest, a wrk error).
  */
 
-const { spawn, fork } = require('node:child_process');
+const { spawn } = require('node:child_process');
 const crypto = require('node:crypto');
 const fs = require('node:fs');
 const http = require('node:http');
@@ -44,59 +54,108 @@ const os = require('node:os');
 const path = require('node:path');
 const { ensureNginx, version: nginxVersionOf, freePort } = require('./nginx.js');
 const { processCpu, processTreeCpu } = require('./cpu.js');
-const { exactArtifact, artifactChunks } = require('./validate-artifact.js');
+const { exactArtifact } = require('./validate-artifact.js');
+const wrk = require('./wrk.js');
 
 const REPO_ROOT = path.resolve(__dirname, '..');
 const KIB = 1024;
 const MIB = 1024 * KIB;
 const START_TIMEOUT_MS = 20_000;
 const STOP_TIMEOUT_MS = 10_000;
-const CELL_TIMEOUT_MS = 180_000;
 const SAMPLE_MS = 250;
 const TOKEN_SECRET = crypto.randomBytes(24).toString('hex');
-const TARGET = 1.3;
-/** Distinct small artifacts per size, fetched round robin. */
-const SMALL_COUNT = 128;
-
-/**
- * Timed requests per small cell (warm-up comes on top), by method, size and connections.
- * @type {Record<'GET' | 'PUT', Record<number, Record<number, number>>>}
- */
-const SMALL_REQUESTS = {
-  GET: { [KIB]: { 1: 1500, 16: 6000, 64: 6000 }, [64 * KIB]: { 1: 1000, 16: 4000, 64: 4000 } },
-  PUT: { [KIB]: { 1: 200, 16: 600, 64: 600 }, [64 * KIB]: { 1: 200, 16: 600, 64: 600 } },
-};
-/** Rounds per small cell, alternating which server goes first. */
-const SMALL_ROUNDS = 5;
-/** Small GETs of the final sustained phase (our server alone), for the memory figure. */
-const SUSTAINED_REQUESTS = 100000;
-/** 64 KiB PUTs (fresh hashes) of the final sustained upload phase, for the memory figure. */
-const SUSTAINED_PUTS = 6000;
-/** Niceness of the servers and the load generator (when permitted), so that other jobs on a shared machine disturb less. */
+/** Distinct GET objects per size, cycled through by wrk. */
+const OBJECTS_PER_SIZE = 16;
+/** The issue's goals, as ratios ours/nginx (nginx stands in for the Go server on PUT: see COMMON14). */
+const GOAL_GET = 0.9;
+const GOAL_PUT = 0.9;
+const GOAL_RSS_MIB = 64;
 const DEFAULT_NICE = -10;
 const DEFAULT_OUT = path.join(REPO_ROOT, 'benches', 'results', 'serve.md');
+const SOAK_MAX_MINUTES = 60;
+/** The soak runs in slices of this many seconds; each slice's uploads are deleted after it. */
+const SOAK_SLICE_S = 30;
+/** Soak upload pace: each of SOAK_PUT_CONNECTIONS connections waits this long before each PUT. */
+const SOAK_PUT_DELAY_MS = 10;
+const SOAK_PUT_CONNECTIONS = 2;
+
+/**
+ * @typedef {object} CellDef
+ * @property {'GET' | 'PUT'} method
+ * @property {number} size
+ * @property {number} connections
+ * @property {boolean} goal   the issue sets a goal for this cell
+ */
+/** @type {CellDef[]} */
+const CELLS = [
+  { method: 'GET', size: KIB, connections: 1, goal: true },
+  { method: 'GET', size: KIB, connections: 16, goal: true },
+  { method: 'GET', size: 64 * KIB, connections: 16, goal: false },
+  { method: 'GET', size: MIB, connections: 1, goal: true },
+  { method: 'GET', size: MIB, connections: 16, goal: true },
+  { method: 'PUT', size: KIB, connections: 1, goal: true },
+  { method: 'PUT', size: KIB, connections: 16, goal: true },
+  { method: 'PUT', size: 64 * KIB, connections: 16, goal: true },
+];
 
 /** @param {string} msg */
 function log(msg) {
-  console.log(`bench: ${msg}`);
+  console.log(`bench ${new Date().toISOString().slice(11, 19)}: ${msg}`);
 }
 
 /** @param {number} ms */
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+const USAGE = 'allowed: --quick, --seconds <1-600>, --rounds <1-20>, --only get|put, --soak <1-60 minutes>, --no-nice, --dir <dir>, --repo <dir>, --out <file>';
+
 function parseArgs() {
   const args = process.argv.slice(2);
-  const o = { quick: false, out: DEFAULT_OUT, nice: DEFAULT_NICE };
+  const o = {
+    quick: false,
+    /** @type {number | undefined} */ seconds: undefined,
+    /** @type {number | undefined} */ rounds: undefined,
+    /** @type {'get' | 'put' | undefined} */ only: undefined,
+    soakMinutes: 0,
+    nice: DEFAULT_NICE,
+    dir: os.tmpdir(),
+    repo: REPO_ROOT,
+    /** @type {string | undefined} */ out: undefined,
+  };
+  /** @param {string} name @param {string | undefined} v @param {number} lo @param {number} hi */
+  const int = (name, v, lo, hi) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < lo || n > hi) throw new Error(`serve bench: ${name} must be a whole number from ${lo} to ${hi}, got ${v === undefined ? 'nothing' : JSON.stringify(v)}`);
+    return n;
+  };
   for (let i = 0; i < args.length; i++) {
-    if (args[i] === '--quick') o.quick = true;
-    else if (args[i] === '--no-nice') o.nice = 0;
-    else if (args[i] === '--out') {
+    const a = args[i];
+    if (a === '--quick') o.quick = true;
+    else if (a === '--no-nice') o.nice = 0;
+    else if (a === '--seconds') o.seconds = int('--seconds', args[++i], 1, 600);
+    else if (a === '--rounds') o.rounds = int('--rounds', args[++i], 1, 20);
+    else if (a === '--soak') o.soakMinutes = int('--soak', args[++i], 1, SOAK_MAX_MINUTES);
+    else if (a === '--only') {
       const v = args[++i];
-      if (!v) throw new Error('serve bench: --out needs a file name');
-      o.out = path.resolve(v);
-    } else throw new Error(`serve bench: unknown argument ${args[i]} (allowed: --quick, --no-nice, --out <file>)`);
+      if (v !== 'get' && v !== 'put') throw new Error(`serve bench: --only must be get or put, got ${v === undefined ? 'nothing' : JSON.stringify(v)}`);
+      o.only = v;
+    } else if (a === '--dir' || a === '--out' || a === '--repo') {
+      const v = args[++i];
+      if (!v) throw new Error(`serve bench: ${a} needs a path`);
+      if (a === '--dir') o.dir = path.resolve(v);
+      else if (a === '--out') o.out = path.resolve(v);
+      else {
+        o.repo = path.resolve(v);
+        if (!fs.existsSync(path.join(o.repo, 'lib', 'cli.js'))) throw new Error(`serve bench: --repo ${v}: no lib/cli.js there (give a checkout of nx-open-cache with its addon built)`);
+      }
+    } else throw new Error(`serve bench: unknown argument ${a} (${USAGE})`);
   }
-  return o;
+  return {
+    ...o,
+    seconds: o.seconds ?? (o.quick ? 2 : 5),
+    rounds: o.rounds ?? (o.quick ? 1 : 3),
+    // --quick writes nowhere unless asked; a full run writes the results file.
+    out: o.out ?? (o.quick ? undefined : DEFAULT_OUT),
+  };
 }
 
 /**
@@ -120,6 +179,7 @@ function probe(url) {
  * @property {string} url
  * @property {number} pid
  * @property {() => number} cpu   CPU seconds of the server's processes so far
+ * @property {() => number} rssKib  resident memory now (nginx: master + workers), KiB
  * @property {() => Promise<void>} stop
  * @property {() => void} killSync
  */
@@ -187,19 +247,44 @@ function niceOf(pid) {
   }
 }
 
+/** @param {number} pid @param {string} field @returns {number} KiB (or a count), NaN when unreadable */
+function statusField(pid, field) {
+  try {
+    const m = fs.readFileSync(`/proc/${pid}/status`, 'utf8').match(new RegExp(`${field}:\\s+(\\d+)`));
+    return m ? Number(m[1]) : NaN;
+  } catch {
+    return NaN;
+  }
+}
+
+/** The direct children of `pid` (nginx's workers). @param {number} pid @returns {number[]} */
+function childrenOf(pid) {
+  try {
+    return fs
+      .readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8')
+      .trim()
+      .split(/\s+/)
+      .filter(Boolean)
+      .map(Number);
+  } catch {
+    return [];
+  }
+}
+
 /**
  * `nx-open-cache serve` in its own process, fs storage, one read-write token, request log off.
+ * @param {string} repo  the checkout whose lib/cli.js runs
  * @param {string} storeDir
  * @param {number} nice
- * @returns {Promise<Server & {stderr: () => string}>}
+ * @returns {Promise<Server>}
  */
-async function startOurs(storeDir, nice) {
+async function startOurs(repo, storeDir, nice) {
   fs.mkdirSync(storeDir, { recursive: true });
   let lastError = '';
   for (let attempt = 1; attempt <= 3; attempt++) {
     const port = await freePort();
     const child = spawn(
-      ...niced(nice, process.execPath, [path.join(REPO_ROOT, 'lib', 'cli.js'), 'serve', '--storage', `fs:${storeDir}`, '--listen', `127.0.0.1:${port}`, '--log', 'off']),
+      ...niced(nice, process.execPath, [path.join(repo, 'lib', 'cli.js'), 'serve', '--storage', `fs:${storeDir}`, '--listen', `127.0.0.1:${port}`, '--log', 'off']),
       { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NX_OPEN_CACHE_SERVER_TOKENS: `bench:read-write:${TOKEN_SECRET}` } },
     );
     let out = '';
@@ -218,11 +303,11 @@ async function startOurs(storeDir, nice) {
       url,
       pid,
       cpu: () => processCpu(pid),
+      rssKib: () => statusField(pid, 'VmRSS'),
       stop: () => stopChild(child, false),
       killSync: () => {
         if (child.exitCode === null) child.kill('SIGKILL');
       },
-      stderr: () => out,
     };
   }
   throw new Error(`could not start nx-open-cache serve: ${lastError}`);
@@ -302,6 +387,7 @@ async function startNginxDav(bin, root, workDir, probePath, nice) {
       url,
       pid,
       cpu: () => processTreeCpu(pid),
+      rssKib: () => [pid, ...childrenOf(pid)].reduce((s, p) => s + statusField(p, 'VmRSS'), 0),
       stop: () => stopChild(child, true),
       killSync: () => {
         try {
@@ -315,58 +401,7 @@ async function startNginxDav(bin, root, workDir, probePath, nice) {
   throw new Error(`could not start nginx: ${lastError}`);
 }
 
-/**
- * Writes `count` artifacts of `size` bytes (valid Nx artifacts of noise: serve stores nothing else) to `srcDir` (the bytes the load generator uploads
- * and our server is seeded with) and copies them under nginx's root.
- * @param {{srcDir: string, nginxCache: string, size: number, count: number, tag: string}} o
- * @returns {{artifacts: import('./load.js').CellSpec['artifacts'] & object[], files: string[]}}
- */
-function makeSmall(o) {
-  const artifacts = [];
-  const files = [];
-  for (let i = 0; i < o.count; i++) {
-    const bytes = exactArtifact(o.size);
-    const hash = `${o.tag}${String(i).padStart(4, '0')}`;
-    const file = path.join(o.srcDir, hash);
-    fs.writeFileSync(file, bytes);
-    fs.writeFileSync(path.join(o.nginxCache, hash), bytes);
-    artifacts.push({ hash, length: o.size, sha256: crypto.createHash('sha256').update(bytes).digest('hex') });
-    files.push(file);
-  }
-  return { artifacts, files };
-}
-
-/**
- * A large artifact (a valid Nx artifact of noise) written a piece at a time; copied under nginx's root.
- * @param {{srcDir: string, nginxCache: string, mib: number, hash: string}} o
- */
-function makeLarge(o) {
-  const file = path.join(o.srcDir, o.hash);
-  const fd = fs.openSync(file, 'w');
-  const h = crypto.createHash('sha256');
-  try {
-    for (const c of artifactChunks(o.mib * MIB)) {
-      h.update(c);
-      fs.writeSync(fd, c);
-    }
-  } finally {
-    fs.closeSync(fd);
-  }
-  fs.copyFileSync(file, path.join(o.nginxCache, o.hash));
-  return { artifact: { hash: o.hash, length: o.mib * MIB, sha256: h.digest('hex') }, file };
-}
-
-/** @param {number} pid @param {string} field @returns {number} KiB, NaN when unreadable */
-function statusKib(pid, field) {
-  try {
-    const m = fs.readFileSync(`/proc/${pid}/status`, 'utf8').match(new RegExp(`${field}:\\s+(\\d+)`));
-    return m ? Number(m[1]) : NaN;
-  } catch {
-    return NaN;
-  }
-}
-
-/** Busy and total jiffies of the whole machine (/proc/stat). */
+/** The whole machine's busy and total jiffies (/proc/stat), for its busy share. */
 function machineJiffies() {
   try {
     const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
@@ -378,84 +413,382 @@ function machineJiffies() {
   }
 }
 
-/**
- * The forked load generator.
- */
-/** @param {number} nice */
-function startLoad(nice) {
-  const child = fork(path.join(__dirname, 'load.js'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-  if (nice !== 0 && child.pid !== undefined) {
-    try {
-      os.setPriority(child.pid, nice); // its main thread, where the client runs
-    } catch {
-      // not permitted: the niceness reported in the results says so
-    }
-  }
-  let nextId = 1;
-  /** @type {Map<number, {onStart: () => void, resolve: (r: any) => void, reject: (e: Error) => void}>} */
-  const pending = new Map();
-  child.on('message', (/** @type {any} */ m) => {
-    const p = pending.get(m.id);
-    if (!p) return;
-    if (m.event === 'start') return p.onStart();
-    pending.delete(m.id);
-    if (m.error) p.reject(new Error(m.error));
-    else p.resolve(m.result);
-  });
-  child.on('exit', (code, signal) => {
-    for (const p of pending.values()) p.reject(new Error(`the load generator exited (${code ?? signal})`));
-    pending.clear();
-  });
-  return {
-    child,
-    /**
-     * @param {import('./load.js').CellSpec} spec
-     * @param {() => void} onStart
-     * @returns {Promise<import('./load.js').CellResult>}
-     */
-    run(spec, onStart) {
-      const id = nextId++;
-      return new Promise((resolve, reject) => {
-        const timer = setTimeout(() => {
-          pending.delete(id);
-          reject(new Error(`cell did not finish within ${CELL_TIMEOUT_MS} ms`));
-        }, CELL_TIMEOUT_MS);
-        pending.set(id, {
-          onStart,
-          resolve: (r) => {
-            clearTimeout(timer);
-            resolve(r);
-          },
-          reject: (e) => {
-            clearTimeout(timer);
-            reject(e);
-          },
-        });
-        child.send({ id, spec });
-      });
-    },
-    stop() {
-      if (child.connected) child.send({ exit: true });
-      if (child.exitCode === null) setTimeout(() => child.exitCode === null && child.kill('SIGKILL'), 2000).unref();
-    },
-  };
-}
-
 /** @param {number} bytes */
 function sizeLabel(bytes) {
   return bytes >= MIB ? `${bytes / MIB} MiB` : `${bytes / KIB} KiB`;
 }
 
+/** @param {CellDef} c */
+const cellName = (c) => `${c.method} ${sizeLabel(c.size)} x${c.connections}`;
+
 /** @param {number} x @param {number} [d] */
 const fmt = (x, d = 0) => (Number.isFinite(x) ? x.toFixed(d) : 'n/a');
 /** @param {number} x */
-const fmtMs = (x) => (!Number.isFinite(x) ? 'n/a' : x < 10 ? x.toFixed(2) : x < 100 ? x.toFixed(1) : x.toFixed(0));
+const fmtMs = (x) => (!Number.isFinite(x) ? 'n/a' : x < 1 ? x.toFixed(3) : x < 10 ? x.toFixed(2) : x < 100 ? x.toFixed(1) : x.toFixed(0));
+/** @param {number} kib */
+const fmtMib = (kib) => fmt(kib / 1024, 1);
 
-function gitDescribe() {
+/** @param {number[]} xs */
+function median(xs) {
+  const s = xs.filter(Number.isFinite).sort((a, b) => a - b);
+  if (s.length === 0) return NaN;
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+/** @param {Uint8Array} b */
+const sha256 = (b) => crypto.createHash('sha256').update(b).digest('hex');
+
+/**
+ * GETs `url` (Node fetch) and checks status 200 and the body's SHA-256.
+ * @param {string} url
+ * @param {string | null} token
+ * @param {string} want  hex SHA-256
+ * @param {string} what  for the error
+ */
+async function verifyGet(url, token, want, what) {
+  const res = await fetch(url, { headers: token ? { authorization: `Bearer ${token}` } : {}, signal: AbortSignal.timeout(30_000) });
+  const body = new Uint8Array(await res.arrayBuffer());
+  if (res.status !== 200) throw new Error(`${what}: GET ${url} answered ${res.status}, expected 200`);
+  const got = sha256(body);
+  if (got !== want) throw new Error(`${what}: GET ${url} returned ${body.length} bytes with SHA-256 ${got}, expected ${want}`);
+}
+
+/**
+ * PUTs `body` to our server (Node fetch), expecting 200.
+ * @param {string} baseUrl @param {string} hash @param {Buffer} body
+ */
+async function seedPut(baseUrl, hash, body) {
+  const res = await fetch(`${baseUrl}/v1/cache/${hash}`, {
+    method: 'PUT',
+    headers: { authorization: `Bearer ${TOKEN_SECRET}`, 'content-type': 'application/octet-stream' },
+    body,
+    signal: AbortSignal.timeout(30_000),
+  });
+  const text = await res.text();
+  if (res.status !== 200) throw new Error(`seeding ${hash} (${body.length} bytes): PUT answered ${res.status}: ${text.slice(0, 300)}`);
+}
+
+/**
+ * Every file under `root` named `<prefix><thread>x<n>` (a run's uploads: ours stores an object under
+ * its hash as file name, nginx under the request path), outside dot directories (ours' temp files).
+ * @param {string} root @param {string} prefix @returns {string[]}
+ */
+function findUploads(root, prefix) {
+  /** @type {string[]} */
+  const found = [];
+  /** @param {string} dir */
+  const walk = (dir) => {
+    let entries;
+    try {
+      entries = fs.readdirSync(dir, { withFileTypes: true });
+    } catch {
+      return;
+    }
+    for (const e of entries) {
+      const p = path.join(dir, e.name);
+      if (e.isDirectory()) {
+        if (!e.name.startsWith('.')) walk(p); // not ours' .tmp: uploads in flight when wrk stopped
+      } else if (e.isFile() && e.name.startsWith(prefix) && /^\d+x\d+$/.test(e.name.slice(prefix.length))) found.push(p);
+    }
+  };
+  walk(root);
+  return found;
+}
+
+/**
+ * After a PUT run: at least as many objects stored under `prefix` as wrk counted successful uploads,
+ * one of them (the first by name) fetched back through the server and its SHA-256 compared; then all
+ * of them deleted, so that the disk does not fill (untimed).
+ * @param {{root: string, prefix: string, uploads: number, url: string, token: string | null, sha256: string, what: string}} o
+ */
+async function checkAndDeleteUploads(o) {
+  const files = findUploads(o.root, o.prefix).sort();
+  if (files.length < o.uploads) throw new Error(`${o.what}: wrk counted ${o.uploads} successful uploads but only ${files.length} objects named ${o.prefix}* are stored`);
+  if (files.length > 0) await verifyGet(`${o.url}/v1/cache/${path.basename(files[0])}`, o.token, o.sha256, `${o.what}: an uploaded object`);
+  for (const f of files) fs.rmSync(f, { force: true });
+  return files.length;
+}
+
+/** @param {string} repo */
+function gitDescribe(repo) {
   const { spawnSync } = require('node:child_process');
-  const r = spawnSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: REPO_ROOT, encoding: 'utf8' });
-  const pkg = JSON.parse(fs.readFileSync(path.join(REPO_ROOT, 'package.json'), 'utf8'));
-  return `${pkg.version}${r.status === 0 ? ` (commit ${r.stdout.trim()})` : ''}`;
+  const r = spawnSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: repo, encoding: 'utf8' });
+  const dirty = spawnSync('git', ['status', '--porcelain', '--untracked-files=no'], { cwd: repo, encoding: 'utf8' });
+  const pkg = JSON.parse(fs.readFileSync(path.join(repo, 'package.json'), 'utf8'));
+  const changed = dirty.status === 0 && dirty.stdout.trim() ? ', with uncommitted changes' : '';
+  return `${pkg.version}${r.status === 0 ? ` (commit ${r.stdout.trim()}${changed})` : ''}`;
+}
+
+/** The filesystem type of `dir` (from /proc/mounts, the longest mount point containing it). @param {string} dir */
+function fsTypeOf(dir) {
+  try {
+    let best = { mnt: '', type: 'unknown' };
+    for (const line of fs.readFileSync('/proc/mounts', 'utf8').split('\n')) {
+      const [, mnt, type] = line.split(' ');
+      if (mnt && (dir === mnt || dir.startsWith(mnt.endsWith('/') ? mnt : `${mnt}/`)) && mnt.length > best.mnt.length) best = { mnt, type };
+    }
+    return best.type;
+  } catch {
+    return 'unknown';
+  }
+}
+
+/**
+ * @typedef {object} Run
+ * @property {number} round
+ * @property {import('./wrk.js').WrkResult} r
+ * @property {number} rps
+ * @property {number} mbps        artifact body bytes, 10^6 bytes/s
+ * @property {number} serverCpuS
+ * @property {number} machinePct  busy share of the machine, 100% per CPU
+ * @property {number} rssMaxKib   the server's max sampled RSS during the run
+ * @property {string} errors      wrk's errors in this run ('' when none): the cell is marked failed
+ */
+/** @typedef {{hash: string, sha256: string, bytes: Buffer}} GetObject */
+/** @typedef {{file: string, sha256: string}} PutBody */
+/** @typedef {{t: number, kib: number, threads: number, label: string}} Sample */
+/** @typedef {{i: number, getRps: number, putRps: number, putMaxMs: number, rssMaxKib: number, threadsMax: number, errors: string}} SoakSlice */
+
+/**
+ * The GET objects (OBJECTS_PER_SIZE per size, written under nginx's root) and one PUT body per PUT
+ * size (a file wrk reads), for the cells to run and the soak.
+ * @param {{cells: CellDef[], soak: boolean, nginxCache: string, srcDir: string}} a
+ */
+function makeArtifacts(a) {
+  const getSizes = [...new Set(a.cells.filter((c) => c.method === 'GET').map((c) => c.size))];
+  const putSizes = [...new Set(a.cells.filter((c) => c.method === 'PUT').map((c) => c.size))];
+  if (a.soak) {
+    for (const s of [KIB, 64 * KIB]) if (!getSizes.includes(s)) getSizes.push(s);
+    if (!putSizes.includes(64 * KIB)) putSizes.push(64 * KIB);
+  }
+  /** @type {Map<number, GetObject[]>} */
+  const objects = new Map();
+  for (const size of getSizes) {
+    const list = [];
+    for (let i = 0; i < OBJECTS_PER_SIZE; i++) {
+      const bytes = exactArtifact(size);
+      const hash = `g${size / KIB}k${String(i).padStart(2, '0')}`;
+      fs.writeFileSync(path.join(a.nginxCache, hash), bytes);
+      list.push({ hash, sha256: sha256(bytes), bytes });
+    }
+    objects.set(size, list);
+  }
+  /** @type {Map<number, PutBody>} */
+  const putBodies = new Map();
+  for (const size of putSizes) {
+    const bytes = exactArtifact(size);
+    const file = path.join(a.srcDir, `put-${size / KIB}k`);
+    fs.writeFileSync(file, bytes);
+    putBodies.set(size, { file, sha256: sha256(bytes) });
+  }
+  return { objects, putBodies };
+}
+
+/**
+ * VmRSS and threads of our server every SAMPLE_MS, each sample labelled with the phase; nginx's RSS
+ * (master + workers) tracked as a maximum.
+ * @param {Server} ours
+ * @param {number} t0
+ */
+function startSampler(ours, t0) {
+  /** @type {Sample[]} */
+  const samples = [];
+  /** @type {Server | undefined} */
+  let nginx;
+  const m = {
+    samples,
+    label: 'idle',
+    nginxRssMaxKib: NaN,
+    /** @param {Server} n */
+    watchNginx(n) {
+      nginx = n;
+    },
+    sample() {
+      const kib = ours.rssKib();
+      if (Number.isFinite(kib)) samples.push({ t: Date.now() - t0, kib, threads: statusField(ours.pid, 'Threads'), label: m.label });
+      const n = nginx ? nginx.rssKib() : NaN;
+      if (Number.isFinite(n) && !(n <= m.nginxRssMaxKib)) m.nginxRssMaxKib = n;
+    },
+    stop() {
+      clearInterval(timer);
+    },
+  };
+  m.sample();
+  const timer = setInterval(() => m.sample(), SAMPLE_MS);
+  return m;
+}
+
+/** @param {{kib: number}[]} xs */
+const maxKib = (xs) => xs.reduce((m, s) => Math.max(m, s.kib), -Infinity);
+/** @param {{threads: number}[]} xs */
+const maxThreads = (xs) => xs.reduce((m, s) => Math.max(m, s.threads), -Infinity);
+
+/**
+ * Seeds our server with the GET objects through its API, then fetches every object from both
+ * servers and compares its SHA-256 (untimed). Returns the number of bodies checked.
+ * @param {Map<number, GetObject[]>} objects @param {Server} ours @param {Server} nginx
+ */
+async function seedAndVerify(objects, ours, nginx) {
+  for (const list of objects.values()) for (const x of list) await seedPut(ours.url, x.hash, x.bytes);
+  let verified = 0;
+  for (const [size, list] of objects) {
+    for (const x of list) {
+      await verifyGet(`${ours.url}/v1/cache/${x.hash}`, TOKEN_SECRET, x.sha256, `nx-open-cache, ${sizeLabel(size)} object ${x.hash}`);
+      await verifyGet(`${nginx.url}/v1/cache/${x.hash}`, null, x.sha256, `nginx, ${sizeLabel(size)} object ${x.hash}`);
+      verified += 2;
+    }
+  }
+  return verified;
+}
+
+/**
+ * What a measurement needs: options, binaries, servers, artifacts, scripts, the sampler.
+ * @typedef {object} Ctx
+ * @property {ReturnType<typeof parseArgs>} o
+ * @property {string} wrkBin
+ * @property {{ours: Server, nginx: Server}} servers
+ * @property {Map<number, GetObject[]>} objects
+ * @property {Map<number, PutBody>} putBodies
+ * @property {Map<string, string>} getScripts  `<size> <ours|nginx>` -> Lua file
+ * @property {string} scriptDir
+ * @property {{ours: string, nginx: string}} roots  where each server's uploads land
+ * @property {ReturnType<typeof startSampler>} mem
+ * @property {{ours: number, nginx: number, wrk: number}} nices
+ */
+
+/** @param {Ctx} ctx @param {number} size @param {'ours' | 'nginx'} which */
+const getScriptOf = (ctx, size, which) => /** @type {string} */ (ctx.getScripts.get(`${size} ${which}`));
+/** @param {Ctx} ctx @param {number} size */
+const putBodyOf = (ctx, size) => /** @type {PutBody} */ (ctx.putBodies.get(size));
+/** @param {'ours' | 'nginx'} which */
+const tokenOf = (which) => (which === 'ours' ? TOKEN_SECRET : null);
+
+/**
+ * One wrk run of one cell against one server; throws on any wrk error or a wrong stored upload.
+ * @param {Ctx} ctx @param {CellDef} c @param {'ours' | 'nginx'} which @param {number} round
+ * @returns {Promise<Run>}
+ */
+async function runOne(ctx, c, which, round) {
+  const srv = ctx.servers[which];
+  const token = tokenOf(which);
+  const prefix = `p${round}${which[0]}${c.size / KIB}k${c.connections}t`;
+  let scriptFile = getScriptOf(ctx, c.size, which);
+  if (c.method === 'PUT') {
+    scriptFile = path.join(ctx.scriptDir, `${prefix}.lua`);
+    fs.writeFileSync(scriptFile, wrk.putScript({ prefix, bodyFile: putBodyOf(ctx, c.size).file, token }));
+  }
+  const label = `${which} r${round} ${cellName(c)}`;
+  if (which === 'ours') ctx.mem.label = label;
+  const samplesBefore = ctx.mem.samples.length;
+  const cpu0 = srv.cpu();
+  const m0 = machineJiffies();
+  const r = await wrk.runWrk({
+    bin: ctx.wrkBin,
+    baseUrl: srv.url,
+    scriptFile,
+    connections: c.connections,
+    seconds: ctx.o.seconds,
+    nice: ctx.o.nice,
+    onSpawn: (pid) =>
+      setTimeout(() => {
+        if (Number.isNaN(ctx.nices.wrk)) ctx.nices.wrk = niceOf(pid);
+      }, 200).unref(),
+  });
+  const cpu1 = srv.cpu();
+  const m1 = machineJiffies();
+  ctx.mem.label = 'idle';
+  // wrk's errors fail the cell (marked in the report, exit status 1 at the end), not the whole bench.
+  const errors = r.requests === 0 ? `no request completed in ${ctx.o.seconds} s` : wrk.errorText(r);
+  if (c.method === 'PUT') {
+    // With status errors wrk's count includes refused uploads: then only the stored bytes are checked.
+    const uploads = r.errors.status > 0 ? 0 : r.requests;
+    await checkAndDeleteUploads({ root: ctx.roots[which], prefix, uploads, url: srv.url, token, sha256: putBodyOf(ctx, c.size).sha256, what: label });
+  }
+  const run = {
+    round,
+    r,
+    rps: r.requests / r.seconds,
+    mbps: (r.requests * c.size) / r.seconds / 1e6,
+    serverCpuS: cpu1 - cpu0,
+    machinePct: ((m1.busy - m0.busy) / (m1.total - m0.total)) * 100 * os.cpus().length,
+    rssMaxKib: which === 'ours' ? maxKib(ctx.mem.samples.slice(samplesBefore)) : NaN,
+    errors,
+  };
+  log(
+    `${which.padEnd(5)} ${cellName(c).padEnd(16)} r${round} ${fmt(run.rps).padStart(7)} req/s ${fmt(run.mbps, 1).padStart(7)} MB/s ` +
+      `p50 ${fmtMs(r.p50Ms)} ms p99 ${fmtMs(r.p99Ms)} ms | server CPU ${fmt((run.serverCpuS / r.seconds) * 100)}%, wrk ${fmt((r.clientCpuS / r.seconds) * 100)}%, machine ${fmt(run.machinePct)}%${errors ? ` | FAILED: ${errors}` : ''}`,
+  );
+  return run;
+}
+
+/**
+ * An untimed 1 s warm-up per GET cell and server (not with --quick), then `rounds` passes over the
+ * cells, the servers' order alternating per round.
+ * @param {Ctx} ctx @param {CellDef[]} cells
+ */
+async function runRounds(ctx, cells) {
+  for (const c of cells.filter((x) => x.method === 'GET' && !ctx.o.quick)) {
+    for (const which of /** @type {const} */ (['ours', 'nginx'])) {
+      const r = await wrk.runWrk({ bin: ctx.wrkBin, baseUrl: ctx.servers[which].url, scriptFile: getScriptOf(ctx, c.size, which), connections: c.connections, seconds: 1, nice: ctx.o.nice });
+      if (wrk.errorCount(r) > 0) throw new Error(`warm-up ${which} ${cellName(c)}: wrk reported errors (${wrk.errorText(r)})`);
+    }
+  }
+  /** @type {Map<string, {ours: Run[], nginx: Run[]}>} */
+  const runs = new Map(cells.map((c) => [cellName(c), { ours: [], nginx: [] }]));
+  for (let round = 0; round < ctx.o.rounds; round++) {
+    /** @type {('ours' | 'nginx')[]} */
+    const order = round % 2 === 0 ? ['ours', 'nginx'] : ['nginx', 'ours'];
+    for (const c of cells) {
+      const byServer = /** @type {{ours: Run[], nginx: Run[]}} */ (runs.get(cellName(c)));
+      for (const which of order) byServer[which].push(await runOne(ctx, c, which, round));
+    }
+  }
+  return runs;
+}
+
+/**
+ * The soak: GET 1 + 64 KiB x16 and paced PUT 64 KiB on our server alone for `--soak` minutes, in
+ * slices of SOAK_SLICE_S whose uploads are checked and deleted after each.
+ * @param {Ctx} ctx
+ * @returns {Promise<{slices: SoakSlice[], seconds: number}>}
+ */
+async function runSoak(ctx) {
+  const srv = ctx.servers.ours;
+  const totalS = ctx.o.soakMinutes * 60;
+  const nSlices = Math.max(2, Math.round(totalS / SOAK_SLICE_S));
+  const sliceS = Math.max(1, Math.round(totalS / nSlices));
+  const mixed = path.join(ctx.scriptDir, 'soak-get.lua');
+  const soakObjects = [...(ctx.objects.get(KIB) ?? []), ...(ctx.objects.get(64 * KIB) ?? [])];
+  fs.writeFileSync(mixed, wrk.getScript({ paths: soakObjects.map((x) => `/v1/cache/${x.hash}`), token: TOKEN_SECRET }));
+  const body = putBodyOf(ctx, 64 * KIB);
+  /** @type {SoakSlice[]} */
+  const slices = [];
+  const ts = Date.now();
+  log(`soak: ${nSlices} slices of ${sliceS} s: GET 1 + 64 KiB x16 and PUT 64 KiB x${SOAK_PUT_CONNECTIONS} (each connection waits ${SOAK_PUT_DELAY_MS} ms before each PUT), our server alone`);
+  for (let i = 0; i < nSlices; i++) {
+    const prefix = `soak${i}t`;
+    const putFile = path.join(ctx.scriptDir, `${prefix}.lua`);
+    fs.writeFileSync(putFile, wrk.putScript({ prefix, bodyFile: body.file, token: TOKEN_SECRET, delayMs: SOAK_PUT_DELAY_MS }));
+    ctx.mem.label = `soak ${i}`;
+    const before = ctx.mem.samples.length;
+    const [g, p] = await Promise.all([
+      wrk.runWrk({ bin: ctx.wrkBin, baseUrl: srv.url, scriptFile: mixed, connections: 16, threads: 1, seconds: sliceS, nice: ctx.o.nice }),
+      wrk.runWrk({ bin: ctx.wrkBin, baseUrl: srv.url, scriptFile: putFile, connections: SOAK_PUT_CONNECTIONS, threads: 1, seconds: sliceS, nice: ctx.o.nice }),
+    ]);
+    ctx.mem.label = 'idle';
+    // Errors are reported, not fatal: the soak measures memory over its whole length.
+    const errors = [['GET', g], ['PUT', p]]
+      .filter(([, r]) => wrk.errorCount(/** @type {import('./wrk.js').WrkResult} */ (r)) > 0)
+      .map(([what, r]) => `${what}: ${wrk.errorText(/** @type {import('./wrk.js').WrkResult} */ (r))}`)
+      .join('; ');
+    await checkAndDeleteUploads({ root: ctx.roots.ours, prefix, uploads: p.errors.status > 0 ? 0 : p.requests, url: srv.url, token: TOKEN_SECRET, sha256: body.sha256, what: `soak slice ${i}` });
+    const ss = ctx.mem.samples.slice(before);
+    const slice = { i, getRps: g.requests / g.seconds, putRps: p.requests / p.seconds, putMaxMs: p.maxMs, rssMaxKib: maxKib(ss), threadsMax: maxThreads(ss), errors };
+    slices.push(slice);
+    log(`soak ${i + 1}/${nSlices}: GET ${fmt(slice.getRps)} req/s, PUT ${fmt(slice.putRps)} req/s, max RSS ${fmtMib(slice.rssMaxKib)} MiB, threads ${slice.threadsMax}${errors ? ` | wrk errors: ${errors}` : ''}`);
+  }
+  return { slices, seconds: (Date.now() - ts) / 1000 };
 }
 
 async function main() {
@@ -463,433 +796,105 @@ async function main() {
   const startedAt = new Date();
   const load0 = os.loadavg();
   const nginxBin = ensureNginx();
-  const nginxVersion = nginxVersionOf(nginxBin);
-  const oursVersion = gitDescribe();
-  const largeMib = o.quick ? 64 : 256;
-  const largeConns = o.quick ? [1] : [1, 4];
-  const scale = o.quick ? 0.2 : 1;
-  log(`${os.cpus().length} CPUs, load average ${load0.map((x) => x.toFixed(2)).join(' ')}; nx-open-cache ${oursVersion}, ${nginxVersion}, node ${process.version}`);
+  const wrkBin = wrk.ensureWrk();
+  const versions = { nginx: nginxVersionOf(nginxBin), wrk: wrk.version(wrkBin), ours: gitDescribe(o.repo) };
+  const cells = CELLS.filter((c) => !o.only || c.method.toLowerCase() === o.only);
+  log(
+    `${os.cpus().length} CPUs, load average ${load0.map((x) => x.toFixed(2)).join(' ')}; nx-open-cache ${versions.ours}, ${versions.nginx}, ${versions.wrk}, node ${process.version}; ` +
+      `${cells.length} cells x ${o.rounds} round(s) x ${o.seconds} s${o.soakMinutes ? `, then a ${o.soakMinutes} min soak` : ''}`,
+  );
 
-  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'nxoc-serve-bench-'));
-  const srcDir = path.join(tmp, 'src');
-  const nginxRoot = path.join(tmp, 'nginx-root');
-  const nginxCache = path.join(nginxRoot, 'v1', 'cache');
-  fs.mkdirSync(srcDir, { recursive: true });
-  fs.mkdirSync(nginxCache, { recursive: true });
+  fs.mkdirSync(o.dir, { recursive: true });
+  const tmp = fs.mkdtempSync(path.join(o.dir, 'nxoc-serve-bench-'));
+  const dirs = { src: path.join(tmp, 'src'), store: path.join(tmp, 'store'), nginxRoot: path.join(tmp, 'nginx-root'), lua: path.join(tmp, 'lua') };
+  const nginxCache = path.join(dirs.nginxRoot, 'v1', 'cache');
+  for (const d of [dirs.src, dirs.lua, nginxCache]) fs.mkdirSync(d, { recursive: true });
 
-  /** @type {(Server & {stderr?: () => string}) | undefined} */
+  /** @type {Server | undefined} */
   let ours;
   /** @type {Server | undefined} */
   let nginx;
-  /** @type {ReturnType<typeof startLoad> | undefined} */
-  let load;
-  /** @type {NodeJS.Timeout | undefined} */
-  let sampler;
+  /** @type {ReturnType<typeof startSampler> | undefined} */
+  let mem;
   const onExit = () => {
     ours?.killSync();
     nginx?.killSync();
-    load?.child.kill('SIGKILL');
   };
   process.on('exit', onExit);
   const t0 = Date.now();
   try {
-    // Artifacts.
-    /** @type {Record<number, {artifacts: any[], files: string[]}>} */
-    const small = {};
-    for (const size of [KIB, 64 * KIB]) {
-      small[size] = makeSmall({ srcDir, nginxCache, size, count: SMALL_COUNT, tag: `s${size / KIB}k` });
-    }
-    const large = makeLarge({ srcDir, nginxCache, mib: largeMib, hash: 'large0' });
-    log(`artifacts: ${SMALL_COUNT} x 1 KiB, ${SMALL_COUNT} x 64 KiB, 1 x ${largeMib} MiB (Nx artifacts of random bytes) in ${tmp}`);
+    const { objects, putBodies } = makeArtifacts({ cells, soak: o.soakMinutes > 0, nginxCache, srcDir: dirs.src });
+    log(`artifacts: ${[...objects.keys()].map((s) => `${OBJECTS_PER_SIZE} x ${sizeLabel(s)}`).join(', ')} to GET; PUT bodies of ${[...putBodies.keys()].map(sizeLabel).join(', ')} (Nx artifacts of noise) in ${tmp} (${fsTypeOf(tmp)})`);
 
-    // Servers and the load generator.
-    ours = await startOurs(path.join(tmp, 'store'), o.nice);
+    ours = await startOurs(o.repo, dirs.store, o.nice);
     log(`nx-open-cache serve on ${ours.url} (pid ${ours.pid})`);
-    const oursPid = ours.pid;
-    /** @type {{t: number, kib: number, threads: number, label: string}[]} */
-    const samples = [];
-    let memLabel = 'idle';
-    const sample = () => {
-      const kib = statusKib(oursPid, 'VmRSS');
-      const threads = statusKib(oursPid, 'Threads');
-      if (Number.isFinite(kib)) samples.push({ t: Date.now() - t0, kib, threads, label: memLabel });
-    };
-    sample();
-    sampler = setInterval(sample, SAMPLE_MS);
-    nginx = await startNginxDav(nginxBin, nginxRoot, path.join(tmp, 'nginx'), `/v1/cache/${small[KIB].artifacts[0].hash}`, o.nice);
-    log(`nginx on ${nginx.url} (master pid ${nginx.pid})`);
-    load = startLoad(o.nice);
-    const nices = { ours: niceOf(ours.pid), nginx: niceOf(nginx.pid), load: niceOf(/** @type {number} */ (load.child.pid)) };
-    log(`niceness: nx-open-cache ${nices.ours}, nginx ${nices.nginx}, load generator ${nices.load}`);
+    mem = startSampler(ours, t0);
+    const probeHash = objects.size ? /** @type {GetObject[]} */ (objects.values().next().value)[0].hash : 'probe';
+    if (!objects.size) fs.writeFileSync(path.join(nginxCache, probeHash), 'probe');
+    nginx = await startNginxDav(nginxBin, dirs.nginxRoot, path.join(tmp, 'nginx'), `/v1/cache/${probeHash}`, o.nice);
+    mem.watchNginx(nginx);
+    log(`nginx on ${nginx.url} (master pid ${nginx.pid}, workers ${childrenOf(nginx.pid).join(', ')})`);
 
-    // Seed our server with the same bytes (untimed).
-    memLabel = 'seed';
-    for (const size of [KIB, 64 * KIB]) {
-      const s = small[size];
-      await load.run(
-        { baseUrl: ours.url, token: TOKEN_SECRET, method: 'PUT', connections: 4, requests: s.artifacts.length, warmup: 0, expectStatus: 200, bodies: s.files, hashes: s.artifacts.map((a) => a.hash) },
-        () => {},
-      );
-    }
-    await load.run(
-      { baseUrl: ours.url, token: TOKEN_SECRET, method: 'PUT', connections: 1, requests: 1, warmup: 0, expectStatus: 200, bodies: [large.file], hashes: [large.artifact.hash] },
-      () => {},
-    );
-    memLabel = 'idle';
-    const memAfterSeed = statusKib(oursPid, 'VmRSS');
+    mem.label = 'seed';
+    const verified = await seedAndVerify(objects, ours, nginx);
+    mem.label = 'idle';
+    const memAfterSeed = ours.rssKib();
+    log(`verified ${verified} GET bodies by SHA-256 (every object on both servers) before timing`);
 
-    /**
-     * One measurement of one server in one round.
-     * @typedef {object} Run
-     * @property {import('./load.js').CellResult} r
-     * @property {number} serverCpuS
-     * @property {number} machinePct
-     */
-    /**
-     * One cell and one server, over all rounds.
-     * @typedef {object} Row
-     * @property {string} cell
-     * @property {'ours' | 'nginx'} server
-     * @property {'GET' | 'PUT'} method
-     * @property {boolean} isLarge
-     * @property {number} connections
-     * @property {Run[]} runs
-     * @property {import('./load.js').CellResult} best   the round with the highest throughput
-     * @property {number} rps            of the best round
-     * @property {number} mbps           of the best round
-     * @property {number[]} allRps       every round's requests/s (MB/s for large cells), in run order
-     * @property {number} serverCpuUsPerReq  all rounds together
-     * @property {number} serverCpuPct       all rounds together, share of one CPU
-     * @property {number} clientCpuPct       all rounds together
-     * @property {number} machinePct         mean over rounds
-     * @property {number} verified
-     */
-    /** @type {Row[]} */
-    const rows = [];
-    let cellNo = 0;
-    /**
-     * Runs a cell `rounds` times against both servers, alternating which goes first.
-     * @param {{method: 'GET' | 'PUT', size: number, connections: number, requests: number, warmup: number, isLarge: boolean, verifyEvery: number, rounds: number}} c
-     */
-    const runCell = async (c) => {
-      cellNo++;
-      const cell = `${c.method} ${sizeLabel(c.size)} x${c.connections}`;
-      /** @type {Record<'ours' | 'nginx', Run[]>} */
-      const runs = { ours: [], nginx: [] };
-      for (let round = 0; round < c.rounds; round++) {
-        /** @type {('ours' | 'nginx')[]} */
-        const order = round % 2 === 0 ? ['ours', 'nginx'] : ['nginx', 'ours'];
-        for (const which of order) {
-          const srv = /** @type {Server} */ (which === 'ours' ? ours : nginx);
-          const s = c.isLarge ? { artifacts: [large.artifact], files: [large.file] } : small[c.size];
-          /** @type {import('./load.js').CellSpec} */
-          const spec = {
-            baseUrl: srv.url,
-            token: which === 'ours' ? TOKEN_SECRET : null,
-            method: c.method,
-            connections: c.connections,
-            requests: c.requests,
-            warmup: c.warmup,
-            expectStatus: c.method === 'GET' ? 200 : which === 'ours' ? 200 : 201,
-            verifyEvery: c.verifyEvery,
-          };
-          if (c.method === 'GET') spec.artifacts = s.artifacts;
-          else {
-            spec.bodies = s.files;
-            spec.hashPrefix = `c${cellNo}r${round}${which === 'ours' ? 'o' : 'n'}`;
-          }
-          let cpu0 = NaN;
-          let m0 = machineJiffies();
-          const r = await /** @type {ReturnType<typeof startLoad>} */ (load).run(spec, () => {
-            cpu0 = srv.cpu();
-            m0 = machineJiffies();
-            if (which === 'ours') memLabel = `${c.isLarge ? 'large' : 'small'} ${c.method} r${round} ${cell}`;
-          });
-          const cpu1 = srv.cpu();
-          const m1 = machineJiffies();
-          memLabel = 'idle';
-          const run = { r, serverCpuS: cpu1 - cpu0, machinePct: ((m1.busy - m0.busy) / (m1.total - m0.total)) * 100 * os.cpus().length };
-          runs[which].push(run);
-          log(
-            `${which.padEnd(5)} ${cell.padEnd(18)} r${round} ${fmt(r.requests / r.seconds).padStart(7)} req/s ${fmt(r.bytes / r.seconds / 1e6, 1).padStart(7)} MB/s ` +
-              `p50 ${fmtMs(r.p50Ms)} ms p99 ${fmtMs(r.p99Ms)} ms | server CPU ${fmt((run.serverCpuS / r.seconds) * 100)}%, ` +
-              `client ${fmt((r.clientCpuS / r.seconds) * 100)}%, machine ${fmt(run.machinePct)}% | ${r.requests} req`,
-          );
-        }
-      }
+    /** @type {Map<string, string>} */
+    const getScripts = new Map();
+    for (const [size, list] of objects) {
       for (const which of /** @type {const} */ (['ours', 'nginx'])) {
-        const rs = runs[which];
-        const thr = (/** @type {Run} */ x) => (c.isLarge ? x.r.bytes / x.r.seconds / 1e6 : x.r.requests / x.r.seconds);
-        const best = rs.reduce((a, b) => (thr(b) > thr(a) ? b : a));
-        const sum = (/** @type {(x: Run) => number} */ f) => rs.reduce((a, x) => a + f(x), 0);
-        const seconds = sum((x) => x.r.seconds);
-        rows.push({
-          cell,
-          server: which,
-          method: c.method,
-          isLarge: c.isLarge,
-          connections: c.connections,
-          runs: rs,
-          best: best.r,
-          rps: best.r.requests / best.r.seconds,
-          mbps: best.r.bytes / best.r.seconds / 1e6,
-          allRps: rs.map(thr),
-          serverCpuUsPerReq: (sum((x) => x.serverCpuS) / sum((x) => x.r.requests)) * 1e6,
-          serverCpuPct: (sum((x) => x.serverCpuS) / seconds) * 100,
-          clientCpuPct: (sum((x) => x.r.clientCpuS) / seconds) * 100,
-          machinePct: sum((x) => x.machinePct) / rs.length,
-          verified: sum((x) => x.r.verified),
-        });
+        const file = path.join(dirs.lua, `get-${size}-${which}.lua`);
+        fs.writeFileSync(file, wrk.getScript({ paths: list.map((x) => `/v1/cache/${x.hash}`), token: tokenOf(which) }));
+        getScripts.set(`${size} ${which}`, file);
       }
+    }
+    /** @type {Ctx} */
+    const ctx = {
+      o,
+      wrkBin,
+      servers: { ours, nginx },
+      objects,
+      putBodies,
+      getScripts,
+      scriptDir: dirs.lua,
+      roots: { ours: dirs.store, nginx: nginxCache },
+      mem,
+      nices: { ours: niceOf(ours.pid), nginx: niceOf(nginx.pid), wrk: NaN },
     };
+    const runs = await runRounds(ctx, cells);
+    const soak = o.soakMinutes ? await runSoak(ctx) : undefined;
 
-    const cells = [];
-    for (const method of /** @type {const} */ (['GET', 'PUT'])) {
-      for (const size of [KIB, 64 * KIB]) {
-        for (const connections of [1, 16, 64]) {
-          const requests = Math.max(connections * 4, Math.round(SMALL_REQUESTS[method][size][connections] * scale));
-          cells.push({ method, size, connections, requests, warmup: Math.max(50, connections * 4), isLarge: false, verifyEvery: 500, rounds: SMALL_ROUNDS });
-        }
-      }
-    }
-    for (const method of /** @type {const} */ (['GET', 'PUT'])) {
-      for (const connections of largeConns) {
-        // GET: one untimed request (its SHA-256 checked) warms the page cache; the timed ones are only
-        // length-checked, so that the client's digest does not slow the transfer it measures.
-        const requests = method === 'GET' ? (connections === 1 ? 3 : connections * 2) : connections;
-        cells.push({ method, size: largeMib * MIB, connections, requests, warmup: method === 'GET' ? 1 : 0, isLarge: true, verifyEvery: 0, rounds: connections === 1 ? 2 : 1 });
-      }
-    }
-    for (const c of cells) await runCell(c);
-
-    // Sustained uploads to our server alone, for the memory figure: 64 KiB PUTs at 64 connections.
-    memLabel = 'sustained PUT';
-    const sustainedPut = await load.run(
-      {
-        baseUrl: ours.url,
-        token: TOKEN_SECRET,
-        method: 'PUT',
-        connections: 64,
-        requests: Math.round(SUSTAINED_PUTS * scale),
-        warmup: 0,
-        expectStatus: 200,
-        bodies: small[64 * KIB].files,
-        hashPrefix: 'sustained',
-      },
-      () => {},
-    );
-    memLabel = 'idle';
-    sample();
-    log(`ours  sustained PUT 64 KiB x64: ${sustainedPut.requests} requests in ${fmt(sustainedPut.seconds, 1)} s (${fmt(sustainedPut.requests / sustainedPut.seconds)} req/s)`);
-
-    // Sustained downloads from our server alone: small GETs (both sizes) at 64 connections.
-    const sustainedRequests = Math.round(SUSTAINED_REQUESTS * scale);
-    memLabel = 'sustained';
-    const sustained = await load.run(
-      {
-        baseUrl: ours.url,
-        token: TOKEN_SECRET,
-        method: 'GET',
-        connections: 64,
-        requests: sustainedRequests,
-        warmup: 0,
-        expectStatus: 200,
-        artifacts: [...small[KIB].artifacts, ...small[64 * KIB].artifacts],
-        verifyEvery: 1000,
-      },
-      () => {},
-    );
-    memLabel = 'idle';
-    log(`ours  sustained GET 1+64 KiB x64: ${sustained.requests} requests in ${fmt(sustained.seconds, 1)} s (${fmt(sustained.requests / sustained.seconds)} req/s)`);
-    // One more sample at the very end of the sustained phase.
-    sample();
-
-    const memEnd = statusKib(oursPid, 'VmRSS');
-    const hwmEnd = statusKib(oursPid, 'VmHWM');
-    const threadsEnd = statusKib(oursPid, 'Threads');
-    clearInterval(sampler);
-    sampler = undefined;
-    load.stop();
-    load = undefined;
+    mem.sample();
+    mem.stop();
+    const end = { rssKib: ours.rssKib(), hwmKib: statusField(ours.pid, 'VmHWM'), threads: statusField(ours.pid, 'Threads') };
     await ours.stop();
     ours = undefined;
     await nginx.stop();
     nginx = undefined;
+    log('servers stopped');
     const load1 = os.loadavg();
     const wallS = (Date.now() - t0) / 1000;
 
-    // Memory figures.
-    const mib = (/** @type {number} */ kib) => kib / 1024;
-    const maxOf = (/** @type {{kib: number}[]} */ xs) => xs.reduce((m, s) => Math.max(m, s.kib), -Infinity);
-    const sus = samples.filter((s) => s.label === 'sustained');
-    const susPut = samples.filter((s) => s.label === 'sustained PUT');
-    const half = Math.floor(sus.length / 2);
-    const firstHalfMax = maxOf(sus.slice(0, half));
-    const secondHalfMax = maxOf(sus.slice(half));
-    const threadsMaxOf = (/** @type {{threads: number}[]} */ xs) => xs.reduce((m, x) => Math.max(m, x.threads), -Infinity);
-    const susThreads = [threadsMaxOf(sus.slice(0, half)), threadsMaxOf(sus.slice(half))];
-    /** Max VmRSS per small cell of `method`, in run order. @param {string} method */
-    const cellMax = (method) =>
-      rows
-        .filter((r) => r.server === 'ours' && !r.isLarge && r.method === method)
-        .map((r) => ({ cell: r.cell, kib: maxOf(samples.filter((s) => s.label.startsWith('small ') && s.label.endsWith(` ${r.cell}`))) }));
-    const mem = {
-      start: samples.length ? samples[0].kib : NaN,
-      afterSeed: memAfterSeed,
-      max: maxOf(samples),
-      end: memEnd,
-      hwm: hwmEnd,
-      n: samples.length,
-      susN: sus.length,
-      putFirstMax: maxOf(susPut.slice(0, Math.floor(susPut.length / 2))),
-      putSecondMax: maxOf(susPut.slice(Math.floor(susPut.length / 2))),
-      putN: susPut.length,
-      firstHalfMax,
-      secondHalfMax,
-      getCells: cellMax('GET'),
-      putCells: cellMax('PUT'),
-      largeMax: maxOf(samples.filter((s) => s.label.startsWith('large'))),
-      threadsStart: samples.length ? samples[0].threads : NaN,
-      threadsMax: samples.reduce((m, x) => Math.max(m, x.threads), -Infinity),
-      threadsEnd,
-    };
-    // Flat: the second half of the sustained load peaks no more than max(2 MiB, 5%) above its first half.
-    const flatMargin = Math.max(2048, firstHalfMax * 0.05);
-    /** @type {boolean | undefined} undefined: too few samples to tell */
-    const flat = sus.length >= 4 ? secondHalfMax <= firstHalfMax + flatMargin : undefined;
-    const flatWord = flat === undefined ? 'too short to tell' : flat ? 'flat' : 'not flat';
-
-    // Ratios: ours/nginx throughput (best round's requests/s for small cells, MB/s for large ones):
-    // 1.00 = parity, higher is better for ours; the GET target "within 1.3x" is ours/nginx >= 1/1.3.
-    // Latency and CPU ratios are ours/nginx: lower is better for ours.
-    const ratios = [];
-    for (let i = 0; i < rows.length; i += 2) {
-      const a = rows[i];
-      const b = rows[i + 1];
-      const thr = a.isLarge ? a.mbps / b.mbps : a.rps / b.rps;
-      const p99 = a.best.p99Ms / b.best.p99Ms;
-      ratios.push({
-        cell: a.cell,
-        method: a.method,
-        isLarge: a.isLarge,
-        thr,
-        p50: a.best.p50Ms / b.best.p50Ms,
-        p99,
-        cpu: a.serverCpuUsPerReq / b.serverCpuUsPerReq,
-        met: a.method === 'GET' ? (thr >= 1 / TARGET ? 'yes' : 'no') : '-',
-        p99met: a.method === 'GET' ? (p99 <= TARGET ? 'yes' : 'no') : '-',
-      });
-    }
-
-    // Output.
-    const table = [
-      '| cell | server | req/s (best) | MB/s (best) | every round | p50 ms | p99 ms | first byte p50 ms | server CPU µs/req | server CPU % | client CPU % | machine busy % |',
-      '|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|',
-      ...rows.map(
-        (r) =>
-          `| ${r.cell} | ${r.server === 'ours' ? 'nx-open-cache' : 'nginx'} | ${fmt(r.rps, r.isLarge ? 2 : 0)} | ${fmt(r.mbps, 1)} | ` +
-          `${r.allRps.map((x) => fmt(x)).join(' / ')}${r.isLarge ? ' MB/s' : ''} | ${fmtMs(r.best.p50Ms)} | ${fmtMs(r.best.p99Ms)} | ${fmtMs(r.best.ttfbP50Ms)} | ` +
-          `${fmt(r.serverCpuUsPerReq)} | ${fmt(r.serverCpuPct)} | ${fmt(r.clientCpuPct)} | ${fmt(r.machinePct)} |`,
-      ),
-    ].join('\n');
-    const ratioTable = [
-      '| cell | throughput ours/nginx | p50 ours/nginx | p99 ours/nginx | server CPU per request ours/nginx | GET within 1.3x (throughput) | GET within 1.3x (p99) |',
-      '|---|---:|---:|---:|---:|---|---|',
-      ...ratios.map((x) => `| ${x.cell} | ${fmt(x.thr, 2)} | ${fmt(x.p50, 2)} | ${fmt(x.p99, 2)} | ${fmt(x.cpu, 2)} | ${x.met} | ${x.p99met} |`),
-    ].join('\n');
-    const getRatios = ratios.filter((x) => x.method === 'GET');
-    const getMet = getRatios.filter((x) => x.met === 'yes').length;
-    const p99Met = getRatios.filter((x) => x.p99met === 'yes').length;
-    const perCell = (/** @type {{cell: string, kib: number}[]} */ xs) => xs.map((x) => `${x.cell.replace(/^(GET|PUT) /, '')} ${fmt(mib(x.kib), 1)}`).join(', ');
-    const memText = [
-      `- VmRSS of the serve process, sampled every ${SAMPLE_MS} ms over the whole run (${mem.n} samples, ${fmt(wallS)} s): start ${fmt(mib(mem.start), 1)} MiB, ` +
-        `after seeding ${fmt(mib(mem.afterSeed), 1)} MiB, max ${fmt(mib(mem.max), 1)} MiB, end ${fmt(mib(mem.end), 1)} MiB; VmHWM at the end ${fmt(mib(mem.hwm), 1)} MiB.`,
-      `- Sustained load at the end (${sustained.requests} small GETs, 1 and 64 KiB, 64 connections, ${fmt(sustained.seconds, 1)} s, ${mem.susN} samples): ` +
-        `max ${fmt(mib(firstHalfMax), 1)} MiB in the first half, ${fmt(mib(secondHalfMax), 1)} MiB in the second half (threads at most ${susThreads[0]}, then ${susThreads[1]}): **${flatWord}** ` +
-        `(flat = second-half max at most max(2 MiB, 5%) above the first-half max).`,
-      `- Sustained uploads before it (${sustainedPut.requests} PUTs of 64 KiB, fresh hashes, 64 connections, ${fmt(sustainedPut.seconds, 1)} s, ${mem.putN} samples): ` +
-        `max ${fmt(mib(mem.putFirstMax), 1)} MiB in the first half, ${fmt(mib(mem.putSecondMax), 1)} MiB in the second half.`,
-      `- Max VmRSS (MiB) per cell, in run order: small GETs ${perCell(mem.getCells)}; small PUTs ${perCell(mem.putCells)}; ` +
-        `during the large (${largeMib} MiB) cells: ${fmt(mib(mem.largeMax), 1)} MiB.`,
-      `- Threads of the serve process: ${mem.threadsStart} at start, at most ${mem.threadsMax} (sampled), ${mem.threadsEnd} at the end.`,
-    ].join('\n');
-
-    console.log('');
-    console.log(table);
-    console.log('');
-    console.log(ratioTable);
-    console.log('');
-    console.log(memText);
-    console.log(`\nGET cells within 1.3x of nginx: ${getMet} of ${getRatios.length} on throughput, ${p99Met} of ${getRatios.length} on p99. Whole bench ${fmt(wallS)} s, load average ${load1.map((x) => x.toFixed(2)).join(' ')} at the end.`);
-
-    const cmd = `node benches/serve.js${o.quick ? ' --quick' : ''}`;
-    const counts = (/** @type {'GET' | 'PUT'} */ m, /** @type {number} */ size) =>
-      [1, 16, 64].map((c) => Math.max(c * 4, Math.round(SMALL_REQUESTS[m][size][c] * scale))).join('/');
-    const md = `## Server: \`nx-open-cache serve\` vs nginx (\`benches/serve.js\`)
-
-Command: \`${cmd}\`${o.quick ? ' (smoke run: a fifth of the requests, a 64 MiB large artifact, 1 connection)' : ''}.
-
-- Date: ${startedAt.toISOString().replace('T', ' ').replace(/\.\d+Z$/, ' UTC')}
-- Machine: ${os.cpus().length} CPUs (${os.cpus()[0]?.model.trim() || 'unknown'}), ${fmt(os.totalmem() / 2 ** 30, 1)} GiB memory; Linux ${os.release()} ${os.arch()}
-- Load average (1, 5, 15 min): ${load0.map((x) => x.toFixed(2)).join(' ')} at the start, ${load1.map((x) => x.toFixed(2)).join(' ')} at the end; whole bench ${fmt(wallS)} s
-- nx-open-cache ${oursVersion}, ${nginxVersion}, Node ${process.version}
-- Niceness (\`--no-nice\` keeps 0): nx-open-cache ${nices.ours}, nginx ${nices.nginx}, load generator ${nices.load} (raised priority, so that other jobs on a shared machine disturb the bench less)
-
-### Setup
-
-Both servers run on 127.0.0.1 and serve the same random artifact bytes: ${SMALL_COUNT} of 1 KiB, ${SMALL_COUNT} of 64 KiB, one of
-${largeMib} MiB. **nx-open-cache**: \`node lib/cli.js serve --storage fs:<tmp>/store --listen 127.0.0.1:<port> --log off\` in its own
-process, one read-write token from \`NX_OPEN_CACHE_SERVER_TOKENS\` (every request carries it), seeded through its own
-PUTs before the timed cells. **nginx**: own config, \`worker_processes 2\`, \`sendfile on\`, \`access_log off\`, files under
-\`<tmp>/nginx-root/v1/cache/<hash>\`, PUT through the WebDAV module (\`dav_methods PUT; create_full_put_path on;
-client_max_body_size 0\`, body temp files on the same filesystem), no authentication.
-
-The load generator (\`benches/load.js\`) is a separate Node process: one keep-alive \`http.Agent\` per cell with
-\`maxSockets\` = connections and as many requests in flight, a fixed number of timed requests after untimed warm-up requests
-(small: max(50, 4 x connections); large GET: 1). Every response's status (GET 200; PUT 200 from ours, 201 from nginx) and
-byte length are checked, and the SHA-256 of GET bodies (small: every 500th timed one and the first warm-up one; large: the
-warm-up one). PUTs always use fresh hashes. Timed requests per small cell at 1/16/64 connections: ${counts('GET', KIB)} (GET 1 KiB),
-${counts('GET', 64 * KIB)} (GET 64 KiB), ${counts('PUT', KIB)} (PUT 1 KiB), ${counts('PUT', 64 * KIB)} (PUT 64 KiB); each small cell runs
-${SMALL_ROUNDS} rounds, alternating which server goes first. Large cells: GET ${largeConns.map((c) => `${c === 1 ? 3 : c * 2} requests at ${c} connection${c > 1 ? 's' : ''}`).join(', ')};
-PUT ${largeConns.map((c) => `${c} at ${c}`).join(', ')}; ${largeConns.includes(4) ? '2 rounds at 1 connection, 1 at 4' : '2 rounds'}.
-
-Throughput, p50 and p99 are those of each server's best round (highest throughput; every round's figure is listed, in run
-order). CPU columns cover all rounds: the server's user+system CPU time during the timed phases (ours: the serve process;
-nginx: master and workers) per request and as a share of one CPU, the load generator's own CPU, and the whole machine's
-busy time (200% = both CPUs busy, other jobs on this shared machine included). MB/s are 10^6 bytes/s of artifact bodies.
-"First byte" is the time to the response headers (for a large GET: the time before the body starts).
-
-### Results
-
-${table}
-
-Ratios (throughput = requests/s for small cells, MB/s for large ones; **throughput ours/nginx: 1.00 = parity, higher is
-better for nx-open-cache**; latency and CPU ratios ours/nginx: lower is better for nx-open-cache). The issue's GET target
-"within 1.3x of nginx" is read as throughput ours/nginx >= ${fmt(1 / TARGET, 2)}, and separately p99 ours/nginx <= 1.3:
-
-${ratioTable}
-
-GET cells meeting the target: ${getMet} of ${getRatios.length} on throughput, ${p99Met} of ${getRatios.length} on p99.
-
-### Memory
-
-${memText}
-
-### Reading
-
-READING_PLACEHOLDER
-`;
-    if (!o.quick || o.out !== DEFAULT_OUT) {
+    const text = report({
+      o, cells, runs, samples: mem.samples, memAfterSeed, memEnd: end.rssKib, hwmEnd: end.hwmKib, threadsEnd: end.threads, nginxRssMax: mem.nginxRssMaxKib,
+      soak, versions, nices: ctx.nices, startedAt, load0, load1, wallS, verified, fsType: fsTypeOf(tmp),
+    });
+    console.log(`\n${text.summary}`);
+    if (o.out) {
       fs.mkdirSync(path.dirname(o.out), { recursive: true });
-      const reading = readingFrom(rows, ratios, mem, flatWord);
-      fs.writeFileSync(o.out, md.replace('READING_PLACEHOLDER', reading));
+      fs.writeFileSync(o.out, text.md);
       log(`wrote ${path.relative(process.cwd(), o.out)}`);
     } else {
-      log('--quick: results not written to benches/results/serve.md (give --out <file> to keep them)');
+      log('--quick: results not written (give --out <file> to keep them)');
+    }
+    if (text.failed) {
+      log(`${text.failed} run(s) had wrk errors (see "Failed runs" above): exit status 1`);
+      process.exitCode = 1;
     }
   } finally {
-    if (sampler) clearInterval(sampler);
-    load?.stop();
+    mem?.stop();
     if (ours) await ours.stop();
     if (nginx) await nginx.stop();
     process.off('exit', onExit);
@@ -898,48 +903,195 @@ READING_PLACEHOLDER
 }
 
 /**
- * The reading paragraph, from the figures of this run.
- * @param {any[]} rows
- * @param {any[]} ratios
- * @param {any} mem
- * @param {string} flatWord
+ * The figures as a markdown section (benches/results/serve.md) and a console summary.
+ * @param {any} a
+ * @returns {{md: string, summary: string, failed: number}}
  */
-function readingFrom(rows, ratios, mem, flatWord) {
-  const get = ratios.filter((x) => x.method === 'GET' && !x.isLarge);
-  const put = ratios.filter((x) => x.method === 'PUT' && !x.isLarge);
-  const lg = ratios.filter((x) => x.isLarge);
-  const range = (/** @type {any[]} */ xs, /** @type {string} */ k) =>
-    xs.length ? `${fmt(Math.min(...xs.map((x) => x[k])), 2)}-${fmt(Math.max(...xs.map((x) => x[k])), 2)}` : 'n/a';
-  const busy = rows.filter((r) => r.machinePct >= 190).length;
-  const others = rows.map((r) => r.machinePct - r.serverCpuPct - r.clientCpuPct).filter(Number.isFinite);
-  const othersMean = others.length ? others.reduce((a, b) => a + b, 0) / others.length : NaN;
-  const clientBusy = rows.filter((r) => r.clientCpuPct >= 90).map((r) => `${r.cell} against ${r.server === 'ours' ? 'nx-open-cache' : 'nginx'}`);
-  const clientMax = Math.max(...rows.map((r) => r.clientCpuPct));
-  const lgGet = rows.filter((r) => r.isLarge && r.method === 'GET' && r.connections === 1);
-  const ttfb = lgGet.length === 2 ? `; a large GET's first byte comes after ${fmtMs(lgGet[0].best.ttfbP50Ms)} ms from nx-open-cache vs ${fmtMs(lgGet[1].best.ttfbP50Ms)} ms from nginx` : '';
-  const getFail = get.filter((x) => x.met === 'no').map((x) => x.cell);
-  const lgFail = lg.filter((x) => x.met === 'no').map((x) => x.cell);
-  return (
-    `Small GETs: nx-open-cache reaches ${range(get, 'thr')}x nginx's requests/s (best rounds; p99 ${range(get, 'p99')}x nginx's) ` +
-    `and spends ${range(get, 'cpu')}x nginx's server CPU per request; the 1.3x GET target is missed on throughput in ` +
-    `${getFail.length ? getFail.join(', ') : 'no small cell'}${lgFail.length ? ` and in ${lgFail.join(', ')}` : ''}. ` +
-    `Large artifact: ${lg.map((x) => `${x.cell} ${fmt(x.thr, 2)}x`).join(', ')}${ttfb}. Small PUTs: ${range(put, 'thr')}x nginx's requests/s. ` +
-    `The two do not do the same work: nx-open-cache checks a token on every request, reads each object and verifies its SHA-256 ` +
-    `before the first byte goes out (a corrupted object is a miss, never served; a large object is read twice), and on PUT ` +
-    `streams the body to a temp file, fsyncs it and its directory and publishes it only if absent; nginx serves files with ` +
-    `sendfile (no copy through user space, no checksum) and its WebDAV PUT renames the body's temp file without fsync. ` +
-    `The machine was shared: ${busy} of ${rows.length} measurements ran with both CPUs busy, other processes taking ${fmt(othersMean)}% ` +
-    `of a CPU on average beside the server and the load generator (despite their niceness), so single rounds vary widely (every ` +
-    `round is listed) and the server-CPU-per-request ratio is the steadier comparison. ` +
-    (clientBusy.length
-      ? `The Node load generator used >= 90% of a CPU in ${clientBusy.join(', ')}: it was the bottleneck there, so those figures understate that server's capacity. `
-      : `The Node load generator used at most ${fmt(clientMax)}% of a CPU: not saturated by itself, but on 2 CPUs it competes with the servers for the same cores. `) +
-    `Memory: the serve process's RSS went from ${fmt(mem.start / 1024, 1)} MiB to at most ${fmt(mem.max / 1024, 1)} MiB ` +
-    `(VmHWM ${fmt(mem.hwm / 1024, 1)} MiB, ${fmt(mem.end / 1024, 1)} MiB at the end); it was ${flatWord} over the final sustained ` +
-    `small-GET load, while uploads raised it (sustained PUTs: ${fmt(mem.putFirstMax / 1024, 1)} then ${fmt(mem.putSecondMax / 1024, 1)} MiB) ` +
-    `together with the thread count (up to ${mem.threadsMax} threads: file I/O runs on tokio's blocking pool, which grows with ` +
-    `concurrent requests; idle threads exit after 10 s).`
-  );
+function report(a) {
+  /** @type {ReturnType<typeof parseArgs>} */
+  const o = a.o;
+  /** @type {CellDef[]} */
+  const cells = a.cells;
+  /** @type {Map<string, {ours: Run[], nginx: Run[]}>} */
+  const runs = a.runs;
+  /** @type {{t: number, kib: number, threads: number, label: string}[]} */
+  const samples = a.samples;
+
+  const rows = cells.map((c) => {
+    const r = /** @type {{ours: Run[], nginx: Run[]}} */ (runs.get(cellName(c)));
+    /** @param {Run[]} xs */
+    const med = (xs) => ({
+      rps: median(xs.map((x) => x.rps)),
+      mbps: median(xs.map((x) => x.mbps)),
+      p50: median(xs.map((x) => x.r.p50Ms)),
+      p99: median(xs.map((x) => x.r.p99Ms)),
+      cpuUsPerReq: (xs.reduce((s, x) => s + x.serverCpuS, 0) / xs.reduce((s, x) => s + x.r.requests, 0)) * 1e6,
+      clientPct: (xs.reduce((s, x) => s + x.r.clientCpuS, 0) / xs.reduce((s, x) => s + x.r.seconds, 0)) * 100,
+      machinePct: median(xs.map((x) => x.machinePct)),
+      rssMaxKib: xs.reduce((m, x) => Math.max(m, x.rssMaxKib), -Infinity),
+    });
+    const ours = med(r.ours);
+    const nginx = med(r.nginx);
+    const thr = ours.rps / nginx.rps;
+    const p99 = ours.p99 / nginx.p99;
+    const goalThr = c.method === 'GET' ? GOAL_GET : GOAL_PUT;
+    const failed = /** @type {const} */ (['ours', 'nginx']).flatMap((w) => r[w].filter((x) => x.errors).map((x) => `${w === 'ours' ? 'nx-open-cache' : 'nginx'} round ${x.round}: ${x.errors}`));
+    return {
+      c,
+      failed,
+      name: cellName(c),
+      runs: r,
+      ours,
+      nginx,
+      thr,
+      p50: ours.p50 / nginx.p50,
+      p99,
+      cpu: ours.cpuUsPerReq / nginx.cpuUsPerReq,
+      thrMet: c.goal ? thr >= goalThr : undefined,
+      p99Met: c.goal && c.method === 'GET' ? ours.p99 <= nginx.p99 : undefined,
+      goalThr,
+    };
+  });
+  const yn = (/** @type {boolean | undefined} */ b) => (b === undefined ? '-' : b ? '**met**' : 'not met');
+  /** A goal verdict; a cell with wrk errors has none. @param {{failed: string[]}} x @param {boolean | undefined} b */
+  const verdict = (x, b) => (b !== undefined && x.failed.length ? 'FAILED (wrk errors)' : yn(b));
+  const failedRuns = rows.flatMap((x) => x.failed.map((f) => `${x.name}, ${f}`));
+
+  const every = (/** @type {Run[]} */ xs) => `${xs.map((x) => fmt(x.rps)).join(' / ')}; p99 ${xs.map((x) => fmtMs(x.r.p99Ms)).join(' / ')}`;
+  const table = [
+    '| cell | server | req/s (median) | MB/s (median) | every round: req/s; p99 ms | p50 ms | p99 ms | server CPU µs/req | wrk CPU % | machine busy % |',
+    '|---|---|---:|---:|---|---:|---:|---:|---:|---:|',
+    ...rows.flatMap((x) =>
+      /** @type {const} */ (['ours', 'nginx']).map((w) => {
+        const m = x[w];
+        return `| ${x.name} | ${w === 'ours' ? 'nx-open-cache' : 'nginx'} | ${fmt(m.rps)} | ${fmt(m.mbps, 1)} | ${every(x.runs[w])} | ${fmtMs(m.p50)} | ${fmtMs(m.p99)} | ${fmt(m.cpuUsPerReq, 1)} | ${fmt(m.clientPct)} | ${fmt(m.machinePct)} |`;
+      }),
+    ),
+  ].join('\n');
+  const ratioTable = [
+    '| cell | req/s ours/nginx | req/s ours/nginx every round | p50 ours/nginx | p99 ours/nginx | server CPU per request ours/nginx | goal: throughput | goal: p99 <= nginx |',
+    '|---|---:|---|---:|---:|---:|---|---|',
+    ...rows.map((x) => `| ${x.name} | ${fmt(x.thr, 2)} | ${x.runs.ours.map((r, i) => fmt(r.rps / x.runs.nginx[i].rps, 2)).join(' / ')} | ${fmt(x.p50, 2)} | ${fmt(x.p99, 2)} | ${fmt(x.cpu, 2)} | ${x.c.goal ? `>= ${x.goalThr}x: ${verdict(x, x.thrMet)}` : '-'} | ${verdict(x, x.p99Met)} |`),
+  ].join('\n');
+  const goalRows = rows.filter((x) => x.c.goal);
+  const thrMet = goalRows.filter((x) => x.thrMet && !x.failed.length).length;
+  const p99Rows = goalRows.filter((x) => x.p99Met !== undefined);
+  const p99Met = p99Rows.filter((x) => x.p99Met && !x.failed.length).length;
+
+  // Memory.
+  const peakKib = Math.max(a.hwmEnd, maxKib(samples));
+  const rssMet = peakKib <= GOAL_RSS_MIB * 1024;
+  const threadsMax = maxThreads(samples);
+  const perCell = rows.map((x) => `${x.name} ${fmtMib(x.ours.rssMaxKib)}`).join(', ');
+  const memLines = [
+    `- VmRSS of the serve process, sampled every ${SAMPLE_MS} ms over the whole run (${samples.length} samples, ${fmt(a.wallS)} s): start ${fmtMib(samples[0]?.kib)} MiB, ` +
+      `after seeding ${fmtMib(a.memAfterSeed)} MiB, max ${fmtMib(maxKib(samples))} MiB, end ${fmtMib(a.memEnd)} MiB; **VmHWM at the end ${fmtMib(a.hwmEnd)} MiB** ` +
+      `(goal <= ${GOAL_RSS_MIB} MiB: ${yn(rssMet)}). nginx (master + 2 workers, summed) at most ${fmtMib(a.nginxRssMax)} MiB.`,
+    `- Max VmRSS (MiB) per cell over its rounds: ${perCell}.`,
+    `- Threads of the serve process: ${samples[0]?.threads} at start, at most ${threadsMax} (sampled), ${a.threadsEnd} at the end.`,
+  ];
+  /** @type {boolean | undefined} */
+  let flat;
+  if (a.soak) {
+    /** @type {SoakSlice[]} */
+    const sl = a.soak.slices;
+    const soakErrors = sl.filter((x) => x.errors).map((x) => `slice ${x.i + 1}: ${x.errors}`);
+    const half = Math.floor(sl.length / 2);
+    const first = sl.slice(0, half).reduce((/** @type {number} */ m, /** @type {any} */ s) => Math.max(m, s.rssMaxKib), -Infinity);
+    const second = sl.slice(half).reduce((/** @type {number} */ m, /** @type {any} */ s) => Math.max(m, s.rssMaxKib), -Infinity);
+    flat = second <= first + Math.max(2048, first * 0.05);
+    const getRps = median(sl.map((/** @type {any} */ s) => s.getRps));
+    const putRps = median(sl.map((/** @type {any} */ s) => s.putRps));
+    memLines.push(
+      `- Soak (\`--soak ${o.soakMinutes}\`, ${fmt(a.soak.seconds)} s, our server alone): GET 1 + 64 KiB x16 (median ${fmt(getRps)} req/s) together with PUT 64 KiB x${SOAK_PUT_CONNECTIONS} ` +
+        `(paced, median ${fmt(putRps)} req/s), in ${sl.length} slices whose uploads are deleted after each. Max RSS per slice (MiB): ${sl.map((/** @type {any} */ s) => fmtMib(s.rssMaxKib)).join(', ')}. ` +
+        `First half max ${fmtMib(first)} MiB, second half ${fmtMib(second)} MiB: **${flat ? 'flat' : 'not flat'}** (flat = second-half max at most max(2 MiB, 5%) above the first-half max). ` +
+        `Slowest PUT per slice (ms): ${sl.map((x) => fmtMs(x.putMaxMs)).join(', ')}. ` +
+        `wrk errors during the soak: ${soakErrors.length ? soakErrors.join('; ') : 'none'} (reported, not fatal: a timeout is a request slower than wrk's 10 s \`--timeout\`).`,
+    );
+  } else {
+    memLines.push('- No soak in this run (`--soak <minutes>` adds one).');
+  }
+  const memText = memLines.join('\n');
+
+  const withPath = ['--out', '--dir', '--repo'];
+  const cmdArgs = process.argv.slice(2).filter((x, i, xs) => !withPath.includes(x) && !withPath.includes(xs[i - 1]));
+  const cmd = `node benches/serve.js${cmdArgs.length ? ` ${cmdArgs.join(' ')}` : ''}`;
+  const loadText = `${a.load0.map((/** @type {number} */ x) => x.toFixed(2)).join(' ')} at the start, ${a.load1.map((/** @type {number} */ x) => x.toFixed(2)).join(' ')} at the end`;
+  const allRuns = rows.flatMap((x) => [...x.runs.ours, ...x.runs.nginx]);
+  const busyRuns = allRuns.filter((x) => x.machinePct >= 190).length;
+  const wrkMax = Math.max(...allRuns.map((x) => (x.r.clientCpuS / x.r.seconds) * 100));
+  const reading =
+    `Ours and nginx do not do the same work. nx-open-cache checks a token on every request, serves an object's bytes only ` +
+    `after they were verified against its SHA-256 (at least on the first read; \`src/store/fs.rs\` says when again), and on PUT ` +
+    `validates the artifact, writes a temp file, fsyncs it and its directory and publishes it only if the hash is absent; ` +
+    `nginx serves files with sendfile, no checksum, and its WebDAV PUT renames the body's temp file without fsync. ` +
+    `The machine was shared: ${busyRuns} of ${allRuns.length} runs had both CPUs busy (load average ${loadText}), so single rounds vary ` +
+    `(every round is listed) and the server CPU per request is the steadier comparison. wrk used at most ${fmt(wrkMax)}% of a CPU in a run` +
+    `${wrkMax >= 90 ? ': it was saturated there, so that cell understates the faster server' : ': it was not the bottleneck'}.` +
+    (Math.max(a.load0[0], a.load1[0]) > 2 * os.cpus().length
+      ? ` **The 1-minute load average exceeded twice the CPU count: other jobs took most of the machine, so these throughput figures are mostly noise; rerun on a quieter machine.**`
+      : '');
+  const goalLine =
+    `Goals (issue 14; ratios of medians, ours/nginx): throughput met in ${thrMet} of ${goalRows.length} goal cells ` +
+    `(GET >= ${GOAL_GET}x, PUT >= ${GOAL_PUT}x), GET p99 <= nginx's in ${p99Met} of ${p99Rows.length}; peak RSS ${fmtMib(peakKib)} MiB (<= ${GOAL_RSS_MIB} MiB: ${rssMet ? 'met' : 'not met'})` +
+    `${flat === undefined ? '; no soak' : `; soak ${flat ? 'flat' : 'not flat'}`}.`;
+
+  const md = `## Server: \`nx-open-cache serve\` vs nginx (\`benches/serve.js\`, wrk)
+
+Command: \`${cmd}\`${o.quick ? ' (smoke run: 1 round of 2 s cells)' : ''}.
+
+- Date: ${a.startedAt.toISOString().replace('T', ' ').replace(/\.\d+Z$/, ' UTC')}
+- Machine: ${os.cpus().length} CPUs (${os.cpus()[0]?.model.trim() || 'unknown'}), ${fmt(os.totalmem() / 2 ** 30, 1)} GiB memory; Linux ${os.release()} ${os.arch()}; files on ${a.fsType}
+- Load average (1, 5, 15 min): ${loadText}; whole bench ${fmt(a.wallS)} s
+- nx-open-cache ${a.versions.ours}, ${a.versions.nginx}, ${a.versions.wrk}, Node ${process.version}
+- Niceness (\`--no-nice\` keeps 0): nx-open-cache ${a.nices.ours}, nginx ${a.nices.nginx}, wrk ${a.nices.wrk}
+
+### Setup
+
+Both servers run on 127.0.0.1 and serve the same bytes: valid Nx artifacts of noise (\`serve\` validates uploads and
+stores nothing else), ${OBJECTS_PER_SIZE} per GET size. **nx-open-cache**: \`node lib/cli.js serve --storage fs:<tmp>/store --listen
+127.0.0.1:<port> --log off\` in its own process, one read-write token from \`NX_OPEN_CACHE_SERVER_TOKENS\` (every request
+carries it), seeded through its own PUTs. **nginx**: own config, \`worker_processes 2\`, \`sendfile on\`, \`access_log off\`,
+files under \`<tmp>/nginx-root/v1/cache/<hash>\`, PUT through the WebDAV module (\`dav_methods PUT\`, body temp files on the
+same filesystem, no fsync), no authentication. nginx stands in for the issue's Go server (measured on this machine at
+~0.9x nginx on PUT 64 KiB and ~1.0x on GET 1 MiB), so the PUT goal is read as >= ${GOAL_PUT}x nginx.
+
+The load generator is **wrk** (1 thread at 1 connection, 2 threads at 16; Lua scripts from \`benches/wrk.js\`): GETs cycle
+through the ${OBJECTS_PER_SIZE} objects of their size; PUTs upload one artifact under a fresh hash per request (thread id + counter).
+Before timing, all ${a.verified / 2} objects were fetched once from each server and their SHA-256 compared with the originals;
+after each PUT run, the store had to hold at least as many of the run's objects as wrk counted successful uploads, one of
+them was fetched back and compared, then the run's uploads were deleted (untimed).
+Any wrk error in a timed run (connect, read, write, timeout after 10 s, status >= 400) fails its cell (no verdict, exit status 1). ${o.quick ? 'No warm-up (`--quick`),' : 'One untimed 1 s warm-up per GET cell and server,'}
+then ${o.rounds} round(s) of ${o.seconds} s per cell and server; a round is one pass over all cells, the servers' order
+alternating per round. Figures are medians over rounds (every round's req/s and p99 listed, in run order); p50/p99 are wrk's latency
+percentiles. Server CPU: the serve process / nginx master + workers, user + system time per request. wrk CPU: its own share
+of one CPU. Machine busy: 200% = both CPUs busy (other jobs on this shared machine included). MB/s: 10^6 bytes/s of artifact bodies.
+
+### Results
+
+${table}
+
+Ratios of the medians (**req/s ours/nginx: 1.00 = parity, higher is better for nx-open-cache**; latency and CPU ratios:
+lower is better for nx-open-cache), and each round's own ratio (the two servers measured back to back; their spread shows
+how far the machine's noise moves a verdict):
+
+${ratioTable}
+
+${goalLine}
+${failedRuns.length ? `
+**Failed runs** (wrk errors; their cells have no verdict): ${failedRuns.join('; ')}.
+` : ''}
+### Memory
+
+${memText}
+
+### Reading
+
+${reading}
+`;
+  const summary = `${table}\n\n${ratioTable}\n\n${memText}\n\n${goalLine}${failedRuns.length ? ` Failed runs: ${failedRuns.join('; ')}.` : ''} Load average ${loadText}; whole bench ${fmt(a.wallS)} s.`;
+  return { md, summary, failed: failedRuns.length };
 }
 
 main().catch((e) => {

@@ -1,6 +1,8 @@
 //! Accepting and serving connections: room for each one ([`super::conns`]), the TLS handshake,
 //! HTTP/1.1 by hyper, and closing.
 //!
+//! - Each accepted connection is handed to one of the connection threads ([`super::workers`])
+//!   and served there to its end; the accept loop itself runs where the server was started.
 //! - Accept errors (out of descriptors and the like) back off briefly (5 ms, doubling up to
 //!   [`MAX_ACCEPT_BACKOFF`]), so the loop neither spins nor stalls; errors of one client's
 //!   connection are skipped at once.
@@ -90,7 +92,24 @@ pub(super) async fn accept_loop(
                 } else {
                     super::HEADER_READ_TIMEOUT
                 };
-                conns.spawn(connection(tcp, conn, served.clone(), header_timeout, stop_rx.clone()));
+                let (served, stop) = (served.clone(), stop_rx.clone());
+                match super::workers::next() {
+                    // Moved to its thread's runtime (registered with that thread's reactor).
+                    Some(thread) => match tcp.into_std() {
+                        Ok(tcp) => {
+                            conns.spawn_on(async move {
+                                if let Ok(tcp) = TcpStream::from_std(tcp) {
+                                    connection(tcp, conn, served, header_timeout, stop).await;
+                                }
+                            }, thread);
+                        }
+                        // Dropped: the client sees its connection closed and may retry.
+                        Err(_) => drop(conn),
+                    },
+                    None => {
+                        conns.spawn(connection(tcp, conn, served, header_timeout, stop));
+                    }
+                }
             }
         }
     };

@@ -20,6 +20,7 @@
 
 pub mod auth;
 pub mod conns;
+mod file_body;
 pub mod limits;
 pub mod listen;
 pub mod log;
@@ -27,6 +28,7 @@ pub mod metrics;
 mod observe;
 mod ops;
 pub mod panics;
+mod workers;
 
 pub use auth::{Auth, Role, TokenSpec};
 pub use conns::Caps;
@@ -475,14 +477,10 @@ async fn get_artifact(
 fn artifact_response(artifact: Artifact) -> Response {
     let body = match artifact.body {
         ArtifactBody::Memory(bytes) => Body::from(bytes),
-        ArtifactBody::File { file, .. } => {
-            // The file is positioned at the payload; stream exactly `len` bytes of it.
-            use tokio::io::AsyncReadExt;
-            let reader = tokio::fs::File::from_std(file).take(artifact.len);
-            Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
-                reader,
-                256 * 1024,
-            ))
+        // Positioned reads from the payload's offset: exactly `len` bytes, the file checked
+        // unchanged after every chunk (see `file_body`).
+        ArtifactBody::File { file, offset } => {
+            Body::new(file_body::FileBody::new(file, offset, artifact.len))
         }
     };
     let mut resp = Response::new(body);

@@ -1,4 +1,21 @@
 //! Reads of the fs store: open without following links, verify, serve, record the access.
+//!
+//! Every byte is verified against the envelope digest before it is served the first time. A
+//! file that passed is remembered by its identity and state ([`Verified`]: device, inode, size,
+//! mtime, ctime) and served again without a hashing pass while that state holds: a write to the
+//! file changes its ctime (which no user can set back) and a file replaced by a rename has another
+//! inode, so either is verified again. A state is remembered only when it held for the whole
+//! pass and its ctime is at least [`SETTLED`] old: file times come from a coarse clock (one
+//! tick), so a write in the tick of the file's last change could leave its times as they were; a
+//! second later it cannot. An object served from memory is checked against its remembered state
+//! again after its bytes were read (a change in between means the bytes read are hashed after
+//! all); one streamed from its file is checked by the server after every chunk.
+//!
+//! Where the work runs: opening, a stat, a small object's read (and its first verification) and
+//! a verified object's header are cheap enough for the async worker; the first hashing pass of a
+//! larger object runs on the blocking pool. The access mark (an mtime update, at most once per
+//! [`ACCESS_GRANULARITY`]) is made before the state is compared, so the state remembered is the
+//! one after it: a hot object costs one more verification per granularity, no write per request.
 
 use super::dir::{Dir, Kind};
 use super::temp::clamp_future;
@@ -8,12 +25,15 @@ use crate::key::TaskHash;
 use crate::store::{io_error, Artifact, ArtifactBody, ErrorKind, StoreError};
 use bytes::Bytes;
 use std::io::{self, Read, Seek, SeekFrom};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
-/// Objects up to this size (envelope included) are read and verified on the async worker.
+/// Objects up to this size (envelope included) are read and verified on the async worker, and
+/// served from memory once verified; larger verified ones are streamed from their file.
 const SMALL_OBJECT_BYTES: u64 = 256 * 1024;
-/// How many verified large objects a store remembers (then it starts over).
+/// How many verified objects a store remembers (then it starts over).
 const VERIFIED_CAPACITY: usize = 65_536;
+/// How old a file's ctime must be before its state may be remembered (see the module doc).
+pub(crate) const SETTLED: Duration = Duration::from_secs(1);
 
 /// What a read does next.
 enum Step {
@@ -58,6 +78,23 @@ impl Verified {
         None
     }
 
+    /// Whether a state may be remembered: its ctime is at least [`SETTLED`] before `now`.
+    #[cfg(unix)]
+    fn settled(meta: &std::fs::Metadata, now: SystemTime) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let ctime = u64::try_from(meta.ctime()).ok().map(|s| {
+            SystemTime::UNIX_EPOCH
+                + Duration::from_secs(s)
+                + Duration::from_nanos(u64::try_from(meta.ctime_nsec()).unwrap_or(0))
+        });
+        ctime.is_some_and(|c| now.duration_since(c).is_ok_and(|age| age >= SETTLED))
+    }
+
+    #[cfg(not(unix))]
+    fn settled(_meta: &std::fs::Metadata, _now: SystemTime) -> bool {
+        false
+    }
+
     fn lock(
         &self,
     ) -> std::sync::MutexGuard<'_, std::collections::HashMap<(u64, u64), Fingerprint>> {
@@ -76,8 +113,13 @@ impl Verified {
         Self::key_and_print(meta).is_some_and(|(key, print)| self.lock().get(&key) == Some(&print))
     }
 
-    fn remember(&self, meta: &std::fs::Metadata) {
-        if let Some((key, print)) = Self::key_and_print(meta) {
+    /// Remembers the state `before` of a file that passed, when the file still is in it
+    /// (`after`, a stat taken after the pass) and that state has settled.
+    fn remember(&self, before: &std::fs::Metadata, after: &std::fs::Metadata) {
+        if !Self::unchanged(before, after) || !Self::settled(before, SystemTime::now()) {
+            return;
+        }
+        if let Some((key, print)) = Self::key_and_print(before) {
             let mut files = self.lock();
             if files.len() >= VERIFIED_CAPACITY {
                 files.clear();
@@ -91,7 +133,7 @@ impl FsStore {
     /// Looks an object up and verifies it; a hit records the access.
     pub(super) async fn read(&self, hash: &TaskHash) -> Result<Option<Artifact>, StoreError> {
         // Opening, a stat and a small read are cheap enough for the async worker (a hop to the
-        // blocking pool costs more than they do); medium reads and hashing passes are not.
+        // blocking pool costs more than they do); hashing passes of larger objects are not.
         match self.start_read(hash)? {
             Step::Done(found) => Ok(found),
             Step::Finish { loc, file, meta } => {
@@ -111,10 +153,21 @@ impl FsStore {
         }
     }
 
-    /// First step of a read, cheap enough to run on an async worker: open and stat the object;
-    /// a small object is read and verified right here, a large one already verified by this
-    /// process and unchanged since is served without a second hashing pass. Everything else is
-    /// left to [`FsStore::finish_read`] on a blocking thread.
+    /// Whether the object of `hash` is in a state that passed verification in this store (it is
+    /// then served without a hashing pass). For tests and diagnostics; records no access.
+    pub fn remembers_verified(&self, hash: &TaskHash) -> bool {
+        let loc = self.locate(hash);
+        self.open_root()
+            .ok()
+            .and_then(|root| root.open_file(&loc.parts).ok())
+            .and_then(|f| f.metadata().ok())
+            .is_some_and(|meta| self.verified.matches(&meta))
+    }
+
+    /// First step of a read, cheap enough to run on an async worker: open and stat the object,
+    /// mark the access when due; an object in a remembered state is served without a hashing
+    /// pass, a small one is read and verified right here. Everything else is left to
+    /// [`FsStore::finish_read`] on a blocking thread.
     fn start_read(&self, hash: &TaskHash) -> Result<Step, StoreError> {
         let loc = self.locate(hash);
         let mut root = self.open_root()?;
@@ -136,20 +189,26 @@ impl FsStore {
                 }
             }
         };
-        let meta = file
+        let mut meta = file
             .metadata()
             .map_err(|e| self.io_fault(&e, "cannot stat", &loc))?;
         if !meta.is_file() {
             return Err(self.not_a_file(&loc, &meta));
         }
+        // Before the state is compared: the mark changes it (see the module doc).
+        if record_access(&file, &meta) {
+            meta = file
+                .metadata()
+                .map_err(|e| self.io_fault(&e, "cannot stat", &loc))?;
+        }
+        if self.verified.matches(&meta) {
+            return self.serve_verified(&loc, file, &meta).map(Step::Done);
+        }
         let size = meta.len();
         if size <= SMALL_OBJECT_BYTES.min(self.inline_limit.saturating_add(HEADER_LEN as u64)) {
-            return self.read_in_memory(&loc, file, &meta).map(Step::Done);
-        }
-        if size > self.inline_limit.saturating_add(HEADER_LEN as u64)
-            && self.verified.matches(&meta)
-        {
-            return self.serve_verified(&loc, file).map(Step::Done);
+            return self
+                .read_in_memory(&loc, file, &meta, false)
+                .map(Step::Done);
         }
         Ok(Step::Finish { loc, file, meta })
     }
@@ -167,39 +226,49 @@ impl FsStore {
         meta: &std::fs::Metadata,
     ) -> Result<Option<Artifact>, StoreError> {
         if meta.len() <= self.inline_limit.saturating_add(HEADER_LEN as u64) {
-            return self.read_in_memory(loc, file, meta);
+            return self.read_in_memory(loc, file, meta, false);
         }
         self.verify_large(loc, file, meta)
     }
 
-    /// Reads and verifies one pass of a small or medium object.
+    /// Reads a small or medium object whole. `known`: its state (`meta`) passed before; when the
+    /// file is still in it after the read, the bytes read are that state's and are served without
+    /// a hashing pass. Otherwise they are verified (and the state remembered when it held).
     fn read_in_memory(
         &self,
         loc: &Location,
         mut file: std::fs::File,
         meta: &std::fs::Metadata,
+        known: bool,
     ) -> Result<Option<Artifact>, StoreError> {
         let read_err = |e: io::Error| self.io_fault(&e, "cannot read", loc);
         let mut object = Vec::with_capacity(meta.len() as usize);
         file.read_to_end(&mut object).map_err(read_err)?;
+        let after = file.metadata().ok();
+        let held = after.as_ref().is_some_and(|a| Verified::unchanged(meta, a));
+        if known && held {
+            let payload_len = object.len().checked_sub(HEADER_LEN).map(|n| n as u64);
+            if let Ok(header) = Header::decode(&object) {
+                if Some(header.payload_len) == payload_len {
+                    return Ok(Some(in_memory(object, Some(header.digest))));
+                }
+            }
+        }
         match crate::envelope::open(&object) {
             Ok(_) => {
-                record_access(&file, meta);
+                if let Some(after) = &after {
+                    self.verified.remember(meta, after);
+                }
                 let digest = Header::decode(&object).ok().map(|h| h.digest);
-                let all = Bytes::from(object);
-                let payload = all.slice(HEADER_LEN..);
-                Ok(Some(Artifact {
-                    len: payload.len() as u64,
-                    body: ArtifactBody::Memory(payload),
-                    digest,
-                }))
+                Ok(Some(in_memory(object, digest)))
             }
             Err(e) => Err(self.quarantine(loc, &e.to_string())),
         }
     }
 
     /// Verifies a large object in a first pass, then hands out the same open file positioned at
-    /// the payload; remembers that this file (as it is now) passed.
+    /// the payload; remembers the state that passed. A file written to during the pass is not
+    /// served (the bytes hashed may not be the bytes it now holds).
     fn verify_large(
         &self,
         loc: &Location,
@@ -223,17 +292,16 @@ impl FsStore {
         }
         file.seek(SeekFrom::Start(HEADER_LEN as u64))
             .map_err(read_err)?;
-        // Remembered only when nothing wrote the file during the hashing pass (its state after
-        // the pass is the one it was opened in), so the bytes that passed are the bytes a later
-        // read finds under that state.
-        let still = file
-            .metadata()
-            .is_ok_and(|after| Verified::unchanged(meta, &after));
-        record_access(&file, meta);
-        // After the access mark (which changes mtime and ctime): that is the state that passed.
-        if still {
-            if let Ok(now) = file.metadata() {
-                self.verified.remember(&now);
+        match file.metadata() {
+            Ok(after) if Verified::unchanged(meta, &after) => self.verified.remember(meta, &after),
+            _ => {
+                return Err(StoreError::new(
+                    ErrorKind::Unavailable,
+                    format!(
+                        "cache object {} changed while it was verified; not served",
+                        self.shown(&loc.parts).display()
+                    ),
+                ))
             }
         }
         Ok(Some(Artifact {
@@ -246,14 +314,26 @@ impl FsStore {
         }))
     }
 
-    /// Serves a large object that passed verification in this process and has not changed since
-    /// (same inode, size, mtime and ctime): only its header is read.
+    /// Serves an object in a state that passed verification in this store: a small one from
+    /// memory (see [`FsStore::read_in_memory`]), a larger one from its file, of which only the
+    /// header is read.
     fn serve_verified(
         &self,
         loc: &Location,
         mut file: std::fs::File,
+        meta: &std::fs::Metadata,
     ) -> Result<Option<Artifact>, StoreError> {
+        let size = meta.len();
+        if size <= SMALL_OBJECT_BYTES.min(self.inline_limit.saturating_add(HEADER_LEN as u64)) {
+            return self.read_in_memory(loc, file, meta, true);
+        }
         let header = self.read_header(loc, &mut file)?;
+        if Some(header.payload_len) != size.checked_sub(HEADER_LEN as u64) {
+            // Not the state that passed after all: verify it.
+            file.seek(SeekFrom::Start(0))
+                .map_err(|e| self.io_fault(&e, "cannot read", loc))?;
+            return self.verify_large(loc, file, meta);
+        }
         Ok(Some(Artifact {
             len: header.payload_len,
             body: ArtifactBody::File {
@@ -331,10 +411,21 @@ impl FsStore {
     }
 }
 
-/// Marks a served object as accessed now (its mtime) unless that was done less than
-/// [`ACCESS_GRANULARITY`] ago; a time in the future is set to now (see
-/// [`super::temp::clamp_future`]). Errors are ignored: a read never fails because of this.
-fn record_access(file: &std::fs::File, meta: &std::fs::Metadata) {
+/// An artifact served from memory: the payload of `object` (an envelope).
+fn in_memory(object: Vec<u8>, digest: Option<[u8; 32]>) -> Artifact {
+    let payload = Bytes::from(object).slice(HEADER_LEN..);
+    Artifact {
+        len: payload.len() as u64,
+        body: ArtifactBody::Memory(payload),
+        digest,
+    }
+}
+
+/// Marks an object about to be served as accessed now (its mtime) unless that was done less
+/// than [`ACCESS_GRANULARITY`] ago; a time in the future is set to now (see
+/// [`super::temp::clamp_future`]). True when it changed the file's times. Errors are ignored: a
+/// read never fails because of this.
+fn record_access(file: &std::fs::File, meta: &std::fs::Metadata) -> bool {
     let now = SystemTime::now();
     let due = meta.modified().ok().is_none_or(|t| {
         let (accessed, reset) = clamp_future(t, now);
@@ -343,7 +434,5 @@ fn record_access(file: &std::fs::File, meta: &std::fs::Metadata) {
                 .duration_since(accessed)
                 .is_ok_and(|d| d >= ACCESS_GRANULARITY)
     });
-    if due {
-        let _ = filetime::set_file_handle_times(file, None, Some(filetime::FileTime::from(now)));
-    }
+    due && filetime::set_file_handle_times(file, None, Some(filetime::FileTime::from(now))).is_ok()
 }

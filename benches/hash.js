@@ -3,7 +3,7 @@
 // Benchmark: hashFiles (walk + xxh3 of every file, native threads) against Nx's own native file
 // hashing of the same tree (a fresh WorkspaceContext: Nx's parallel walk + hash of every file, as
 // when Nx starts without a file-hash archive), and against the raw read rate of the same files:
-// benches/rawread.c, a native tool built here into .bench/ (2 threads, the same file list, each
+// benches/rawread.c, a native tool built here into .bench/ (a thread per CPU as hashFiles, the same file list, each
 // file read whole into a reused page-aligned buffer, no hashing, no walk).
 //
 // Tree: 50,000 files / 1 GiB under .bench/hash-tree (generated once, reused), warm page cache.
@@ -31,8 +31,9 @@ const SPEC = `${FILES} files, ${TOTAL} bytes, ${LARGE}x${LARGE_SIZE}, v1`;
 const RAWREAD_SRC = path.join(__dirname, 'rawread.c');
 const RAWREAD = path.join(repo, '.bench', 'rawread');
 const LIST = path.join(repo, '.bench', 'hash-list');
-const RAW_THREADS = 2;
-const RAW_BUFFER = 128 * 1024;
+// As many threads as hashFiles' walk uses (one per CPU) and its read size.
+const RAW_THREADS = os.availableParallelism();
+const RAW_BUFFER = 256 * 1024;
 const TARGET_VS_NX = 1.25;
 const TARGET_VS_RAW = 1.3;
 

@@ -132,7 +132,13 @@ int main(int argc, char **argv) {
 
   pthread_barrier_init(&start, NULL, (unsigned)threads + 1);
   pthread_t *ids = malloc(sizeof(pthread_t) * (size_t)threads);
-  for (long t = 0; t < threads; t++) pthread_create(&ids[t], NULL, worker, NULL);
+  for (long t = 0; t < threads; t++) {
+    int err = pthread_create(&ids[t], NULL, worker, NULL);
+    if (err != 0) {
+      fprintf(stderr, "rawread: cannot start thread %ld: %s\n", t, strerror(err));
+      return 1;
+    }
+  }
   struct timespec t0, t1;
   pthread_barrier_wait(&start);
   clock_gettime(CLOCK_MONOTONIC, &t0);

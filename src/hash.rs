@@ -254,7 +254,8 @@ fn walk_and_hash(
         .git_ignore(respect)
         .require_git(false)
         .follow_links(false)
-        .threads(0);
+        // One walker (which hashes what it finds) per CPU: the crate's own default caps at 12.
+        .threads(std::thread::available_parallelism().map_or(2, |n| n.get()));
     if respect {
         builder.add_custom_ignore_filename(".nxignore");
     }

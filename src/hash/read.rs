@@ -1,12 +1,11 @@
-//! Reading one file for hashing, at the pace of a plain read: one `open`, one `fstat`, as many
-//! `read`s as the file's size needs (no extra `read` to find the end when the size says it was
-//! reached), one `close`, into a per-thread buffer that is reused for every file.
+//! Reading one file for hashing, at the pace of a plain read: one `open`, one `fstat`, `read`s
+//! until one returns 0, one `close`, into a per-thread buffer that is reused for every file.
 //!
 //! Guarantees:
 //! - the value is xxh3-64 of the file's bytes: the value Nx's `hashFile` gives for a file that is
-//!   not written while it is hashed. Reading stops when `read` returns 0 or once the size `fstat`
-//!   reported after the open has been read, whichever comes first (a file written meanwhile gives
-//!   some mix of old and new bytes, as with any reader, Nx's included);
+//!   not written while it is hashed. Reading stops when `read` returns 0, as Nx's does, never at
+//!   the size `fstat` reported (a file written meanwhile gives some mix of old and new bytes, as
+//!   with any reader, Nx's included);
 //! - memory is bounded whatever the file size (files over [`CHUNK`] go through the streaming
 //!   xxh3 state, which gives the same value as the one-shot hash);
 //! - only regular files are read: a directory gives `None`, a FIFO, socket or device is an error
@@ -152,13 +151,13 @@ pub(super) fn hash_opened(file: File, path: &Path) -> Result<Option<u64>, HashEr
             path: path.to_path_buf(),
         });
     }
-    hash_contents(file, meta.len()).map(Some).map_err(io_err)
+    hash_contents(file).map(Some).map_err(io_err)
 }
 
-/// xxh3-64 of everything `file` yields, `size` being the length `fstat` reported: reading stops
-/// once that many bytes were read (or at `read` returning 0 before), so a file that fits in one
-/// chunk costs a single `read`.
-fn hash_contents(mut file: File, size: u64) -> io::Result<u64> {
+/// xxh3-64 of everything `file` yields up to `read` returning 0, as Nx reads it (a file that grew
+/// since its `fstat`, or whose reported size is too small, as on some network and FUSE mounts, is
+/// still hashed whole).
+fn hash_contents(mut file: File) -> io::Result<u64> {
     BUFFER.with(|cell| {
         let mut storage = cell.borrow_mut();
         if storage.len() != CHUNK + ALIGN {
@@ -166,10 +165,9 @@ fn hash_contents(mut file: File, size: u64) -> io::Result<u64> {
         }
         let start = storage.as_ptr().align_offset(ALIGN).min(ALIGN);
         let buf = &mut storage[start..start + CHUNK];
-        let mut read_so_far = 0u64;
         let mut state: Option<Xxh3> = None;
         loop {
-            let (filled, at_end) = fill(&mut file, buf, size, &mut read_so_far)?;
+            let (filled, at_end) = fill(&mut file, buf)?;
             if at_end {
                 return Ok(match state {
                     None => xxh3_64(&buf[..filled]),
@@ -184,30 +182,17 @@ fn hash_contents(mut file: File, size: u64) -> io::Result<u64> {
     })
 }
 
-/// Reads into `buf` until it is full or the file ends; returns how many bytes it holds and
-/// whether the file ended. The file ends when `read` returns 0, or when `read_so_far` reaches a
-/// non-zero `size` (a size of 0 proves nothing: `/proc` files report it and still have bytes).
-fn fill(
-    file: &mut File,
-    buf: &mut [u8],
-    size: u64,
-    read_so_far: &mut u64,
-) -> io::Result<(usize, bool)> {
-    let reached = |n: u64| size > 0 && n == size;
+/// Reads into `buf` until it is full or the file ends (`read` returns 0); returns how many bytes
+/// it holds and whether the file ended.
+fn fill(file: &mut File, buf: &mut [u8]) -> io::Result<(usize, bool)> {
     let mut filled = 0;
     while filled < buf.len() {
-        if reached(*read_so_far) {
-            return Ok((filled, true));
-        }
         match file.read(&mut buf[filled..]) {
             Ok(0) => return Ok((filled, true)),
-            Ok(n) => {
-                filled += n;
-                *read_so_far += n as u64;
-            }
+            Ok(n) => filled += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
     }
-    Ok((filled, reached(*read_so_far)))
+    Ok((filled, false))
 }

@@ -5,9 +5,11 @@
 //!   non-blocking `preadv2(RWF_NOWAIT)` on Linux, the common case for a cache server), else on
 //!   the blocking pool; no hop to another thread for a cached chunk.
 //! - What it guarantees: the file is checked to be in the state it had when the body was made
-//!   (device, inode, size, mtime, ctime) after every chunk read; a file written to or truncated
-//!   while it is served ends the body with an error (the connection is cut before its
-//!   Content-Length is reached, so no client takes the bytes for a whole artifact).
+//!   (device, inode, size, mtime) after every chunk read; a file written to or truncated while it
+//!   is served ends the body with an error (the connection is cut before its Content-Length is
+//!   reached, so no client takes the bytes for a whole artifact). The ctime is left out: the
+//!   store's own publishing (unlinking an object's temp name just after it appears) and a change
+//!   of permissions change it without touching a byte, and a write to the file changes the mtime.
 //! - Memory: one chunk at a time per response.
 
 use bytes::{Bytes, BytesMut};
@@ -24,27 +26,26 @@ use tokio::task::JoinHandle;
 pub const CHUNK: usize = 256 * 1024;
 
 /// Identity and state of a file, as far as a write would change it.
-type State = (u64, u64, u64, i64, i64, i64, i64);
+type State = (u64, u64, u64, i64, i64);
 
 #[cfg(unix)]
 fn state(file: &File) -> io::Result<State> {
     use std::os::unix::fs::MetadataExt;
     let m = file.metadata()?;
-    Ok((
-        m.dev(),
-        m.ino(),
-        m.size(),
-        m.mtime(),
-        m.mtime_nsec(),
-        m.ctime(),
-        m.ctime_nsec(),
-    ))
+    Ok((m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
 }
 
 #[cfg(not(unix))]
 fn state(file: &File) -> io::Result<State> {
     let m = file.metadata()?;
-    Ok((0, 0, m.len(), 0, 0, 0, 0))
+    let mtime = m
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or((0, 0), |d| {
+            (d.as_secs() as i64, i64::from(d.subsec_nanos()))
+        });
+    Ok((0, 0, m.len(), mtime.0, mtime.1))
 }
 
 pub struct FileBody {
@@ -212,7 +213,9 @@ fn read_cached(file: &File, offset: u64, len: usize) -> Option<io::Result<Bytes>
             _ => Some(Err(e)),
         };
     }
-    let n = usize::try_from(n).ok()?.min(len);
+    // 0 is not proof of the end: some kernels (5.9, 5.10) answer 0 for bytes not in the cache;
+    // the blocking read decides.
+    let n = usize::try_from(n).ok().filter(|&n| n > 0)?.min(len);
     // SAFETY: the kernel initialised the first `n` bytes of the spare capacity.
     unsafe { buf.set_len(n) };
     // A short read may only mean that the rest is not cached: that rest comes next time.

@@ -188,6 +188,7 @@ fn start(
     transport: Transport,
 ) -> std::io::Result<RunningServer> {
     let addr = listener.local_addr()?;
+    workers::start();
     let stats = settings.stats.clone();
     let log = settings.log;
     let caps = Caps::resolve(

@@ -101,12 +101,13 @@ impl Verified {
         self.files.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether two stats of a file show the same state (same file, size, mtime and ctime).
+    /// Whether two stats of a file show the same state (same file, size, mtime and ctime; where
+    /// the platform gives no identity, size and mtime).
     fn unchanged(before: &std::fs::Metadata, after: &std::fs::Metadata) -> bool {
-        matches!(
-            (Self::key_and_print(before), Self::key_and_print(after)),
-            (Some(a), Some(b)) if a == b
-        )
+        match (Self::key_and_print(before), Self::key_and_print(after)) {
+            (Some(a), Some(b)) => a == b,
+            _ => before.len() == after.len() && before.modified().ok() == after.modified().ok(),
+        }
     }
 
     fn matches(&self, meta: &std::fs::Metadata) -> bool {
@@ -114,9 +115,11 @@ impl Verified {
     }
 
     /// Remembers the state `before` of a file that passed, when the file still is in it
-    /// (`after`, a stat taken after the pass) and that state has settled.
-    fn remember(&self, before: &std::fs::Metadata, after: &std::fs::Metadata) {
-        if !Self::unchanged(before, after) || !Self::settled(before, SystemTime::now()) {
+    /// (`after`, a stat taken after the pass) and that state had settled when the pass began
+    /// (`started`): a write in the tick of the file's last change, during a long pass, could
+    /// otherwise go unseen.
+    fn remember(&self, before: &std::fs::Metadata, after: &std::fs::Metadata, started: SystemTime) {
+        if !Self::unchanged(before, after) || !Self::settled(before, started) {
             return;
         }
         if let Some((key, print)) = Self::key_and_print(before) {
@@ -242,6 +245,7 @@ impl FsStore {
         known: bool,
     ) -> Result<Option<Artifact>, StoreError> {
         let read_err = |e: io::Error| self.io_fault(&e, "cannot read", loc);
+        let started = SystemTime::now();
         let mut object = Vec::with_capacity(meta.len() as usize);
         file.read_to_end(&mut object).map_err(read_err)?;
         let after = file.metadata().ok();
@@ -257,7 +261,7 @@ impl FsStore {
         match crate::envelope::open(&object) {
             Ok(_) => {
                 if let Some(after) = &after {
-                    self.verified.remember(meta, after);
+                    self.verified.remember(meta, after, started);
                 }
                 let digest = Header::decode(&object).ok().map(|h| h.digest);
                 Ok(Some(in_memory(object, digest)))
@@ -267,7 +271,9 @@ impl FsStore {
     }
 
     /// Verifies a large object in a first pass, then hands out the same open file positioned at
-    /// the payload; remembers the state that passed. A file written to during the pass is not
+    /// the payload; remembers the state that passed. A file whose state changed during the pass
+    /// is verified once more from its new state (the store's own publishing changes an object's
+    /// ctime just after it appears: its temp name is unlinked); one that changes again is not
     /// served (the bytes hashed may not be the bytes it now holds).
     fn verify_large(
         &self,
@@ -275,12 +281,53 @@ impl FsStore {
         mut file: std::fs::File,
         meta: &std::fs::Metadata,
     ) -> Result<Option<Artifact>, StoreError> {
-        let read_err = |e: io::Error| self.io_fault(&e, "cannot read", loc);
-        let header = self.read_header(loc, &mut file)?;
+        let mut meta = meta.clone();
+        for _attempt in 0..2 {
+            let started = SystemTime::now();
+            let (len, d) = self.hash_pass(loc, &mut file)?;
+            let after = file
+                .metadata()
+                .map_err(|e| self.io_fault(&e, "cannot stat", loc))?;
+            if Verified::unchanged(&meta, &after) {
+                self.verified.remember(&meta, &after, started);
+                file.seek(SeekFrom::Start(HEADER_LEN as u64))
+                    .map_err(|e| self.io_fault(&e, "cannot read", loc))?;
+                return Ok(Some(Artifact {
+                    len,
+                    body: ArtifactBody::File {
+                        file,
+                        offset: HEADER_LEN as u64,
+                    },
+                    digest: Some(d),
+                }));
+            }
+            meta = after;
+            file.seek(SeekFrom::Start(0))
+                .map_err(|e| self.io_fault(&e, "cannot read", loc))?;
+        }
+        Err(StoreError::new(
+            ErrorKind::Unavailable,
+            format!(
+                "cache object {} changed while it was verified; not served",
+                self.shown(&loc.parts).display()
+            ),
+        ))
+    }
+
+    /// One hashing pass over a large object from its start: its header, then the payload's
+    /// length and digest checked against it (a mismatch quarantines the object).
+    fn hash_pass(
+        &self,
+        loc: &Location,
+        file: &mut std::fs::File,
+    ) -> Result<(u64, [u8; 32]), StoreError> {
+        let header = self.read_header(loc, file)?;
         let mut digest = PayloadDigest::new();
         let mut buf = vec![0u8; 1024 * 1024];
         loop {
-            let n = file.read(&mut buf).map_err(read_err)?;
+            let n = file
+                .read(&mut buf)
+                .map_err(|e| self.io_fault(&e, "cannot read", loc))?;
             if n == 0 {
                 break;
             }
@@ -290,28 +337,7 @@ impl FsStore {
         if let Err(e) = header.verify(len, &d) {
             return Err(self.quarantine(loc, &e.to_string()));
         }
-        file.seek(SeekFrom::Start(HEADER_LEN as u64))
-            .map_err(read_err)?;
-        match file.metadata() {
-            Ok(after) if Verified::unchanged(meta, &after) => self.verified.remember(meta, &after),
-            _ => {
-                return Err(StoreError::new(
-                    ErrorKind::Unavailable,
-                    format!(
-                        "cache object {} changed while it was verified; not served",
-                        self.shown(&loc.parts).display()
-                    ),
-                ))
-            }
-        }
-        Ok(Some(Artifact {
-            len,
-            body: ArtifactBody::File {
-                file,
-                offset: HEADER_LEN as u64,
-            },
-            digest: Some(d),
-        }))
+        Ok((len, d))
     }
 
     /// Serves an object in a state that passed verification in this store: a small one from

@@ -11,7 +11,7 @@
 //! Parts are taken in order: each is hashed and spooled once every part before it has been, so the
 //! digest covers the bytes in their order, and nothing is handed back before the whole payload
 //! matched the envelope's digest (a mismatch removes the object, as before). Memory: at most
-//! `IN_FLIGHT` parts per download (8 x 8 MiB), plus the spool's in-memory limit; a download that
+//! `IN_FLIGHT` parts per download (4 x 4 MiB), plus the spool's in-memory limit; a download that
 //! is dropped aborts its part fetches.
 
 use super::{ObjectStoreBackend, Op};
@@ -29,9 +29,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 /// Size of one ranged part (the first request's too).
-pub const PART: u64 = 8 * 1024 * 1024;
-/// Parts fetched at once during one download (bounds its memory to this many parts).
-pub const IN_FLIGHT: usize = 8;
+pub const PART: u64 = 4 * 1024 * 1024;
+/// Parts fetched at once during one download (bounds its memory to this many parts: 16 MiB).
+pub const IN_FLIGHT: usize = 4;
 
 /// What a part fetch ended with.
 type PartResult = Result<Bytes, object_store::Error>;

@@ -7,14 +7,17 @@
 //!
 //! Writes: the request body is spooled first (memory up to 8 MiB, then an unlinked temp file), so the
 //! length and digest are known before anything is sent. Small objects go up in one create-if-absent
-//! PUT (S3 `If-None-Match: *`, GCS `ifGenerationMatch=0`, Azure `If-None-Match: *`). Larger ones are
-//! uploaded with multipart (8 MiB parts, 8 in flight) to a unique temp key `<prefix>/.tmp/<hash>.<random>`, then copied to the
-//! final key with a create-if-absent copy (S3: a one-part multipart copy completed with
-//! `If-None-Match: *`; GCS: `ifGenerationMatch=0`; Azure: `If-None-Match: *`), then the temp key is
-//! deleted. Either way the final key only ever holds a complete object, and the first writer wins.
+//! PUT (S3 `If-None-Match: *`, GCS `ifGenerationMatch=0`, Azure `If-None-Match: *`), with no
+//! existence check first. Larger ones are uploaded with multipart (8 MiB parts, 2 in flight: 16 MiB
+//! of memory) to a unique temp key `<prefix>/.tmp/<hash>.<random>`, then copied to the final key
+//! with a create-if-absent copy (S3: a one-part multipart copy completed with `If-None-Match: *`;
+//! GCS: `ifGenerationMatch=0`; Azure: `If-None-Match: *`), then the temp key is deleted. Either way
+//! the final key only ever holds a complete object, and the first writer wins. object_store 0.14
+//! completes a multipart upload only unconditionally (its conditional completion is internal to
+//! its S3 copy), so the temp key and the copy stay: a server-side copy and 2-4 requests more.
 //!
-//! Reads (`download.rs`): the first 8 MiB in one ranged GET (all of a small object: one request),
-//! the rest in ranged parts fetched 8 at once with `If-Match` on the first answer's ETag, hashed in
+//! Reads (`download.rs`): the first 4 MiB in one ranged GET (all of a small object: one request),
+//! the rest in 4 MiB ranged parts fetched 4 at once (16 MiB of memory) with `If-Match` on the first answer's ETag, hashed in
 //! order into a spool (memory up to 8 MiB, else an unlinked temp file); only a verified payload is
 //! handed back. A digest failure removes the object so the next build can store a good one; an
 //! object replaced while it was read is a miss.
@@ -54,7 +57,7 @@ use tokio::io::AsyncReadExt;
 pub const PART_SIZE: usize = 8 * 1024 * 1024;
 /// Parts in flight at once during a multipart upload, each on its own connection (bounds memory
 /// to about this many parts).
-pub const UPLOAD_CONCURRENCY: usize = 8;
+pub const UPLOAD_CONCURRENCY: usize = 2;
 const TMP_SEGMENT: &str = ".tmp";
 
 /// Which cloud, for messages and credential hints.

@@ -19,7 +19,8 @@ use nx_open_cache::store::{ErrorKind, PutOutcome, Store};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde_json::Value;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// Every key in the emulator's bucket below `prefix`.
 async fn keys(store: &ObjectStoreBackend, prefix: &str) -> Vec<String> {
@@ -555,6 +556,452 @@ async fn proxy_over_http(kind: &'static str) {
     );
 }
 
+// ------------------------------------------------------------------------------------------------
+// Requests on the wire: a tap between a store's client and its emulator.
+
+/// One request the tap forwarded.
+#[derive(Debug, Clone)]
+struct Seen {
+    /// Which accepted connection carried it (1-based).
+    conn: usize,
+    method: String,
+    /// Path and query.
+    target: String,
+    range: Option<String>,
+    if_match: bool,
+}
+
+type Held = (
+    Box<dyn Fn(&Seen) -> bool + Send>,
+    futures_util::future::BoxFuture<'static, ()>,
+);
+
+/// A forwarder on 127.0.0.1 between a store's client and its emulator that records every request
+/// (HTTP/1.1 heads parsed, bodies passed by their Content-Length) and the connection it came on.
+/// It can hold back the first request a predicate picks until a future has run.
+struct Tap {
+    url: String,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    /// Requests whose body the tap could not frame (chunked): none may occur.
+    unframed: Arc<AtomicUsize>,
+    hold: Arc<Mutex<Option<Held>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Tap {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+impl Tap {
+    async fn start(upstream: String) -> Tap {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let unframed: Arc<AtomicUsize> = Arc::default();
+        let hold: Arc<Mutex<Option<Held>>> = Arc::default();
+        let (s, u, h) = (seen.clone(), unframed.clone(), hold.clone());
+        let accept = tokio::spawn(async move {
+            let mut conn = 0;
+            while let Ok((client, _)) = listener.accept().await {
+                conn += 1;
+                let (s, u, h, up) = (s.clone(), u.clone(), h.clone(), upstream.clone());
+                tokio::spawn(pass(conn, client, up, s, u, h));
+            }
+        });
+        Tap {
+            url,
+            seen,
+            unframed,
+            hold,
+            accept,
+        }
+    }
+
+    /// The requests since the last call.
+    fn take(&self) -> Vec<Seen> {
+        assert_eq!(self.unframed.load(Ordering::SeqCst), 0, "unframed bodies");
+        std::mem::take(&mut *self.seen.lock().unwrap())
+    }
+
+    fn hold_first(
+        &self,
+        pick: impl Fn(&Seen) -> bool + Send + 'static,
+        run: futures_util::future::BoxFuture<'static, ()>,
+    ) {
+        *self.hold.lock().unwrap() = Some((Box::new(pick), run));
+    }
+}
+
+/// Forwards one connection, recording its requests.
+async fn pass(
+    conn: usize,
+    client: tokio::net::TcpStream,
+    upstream: String,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    unframed: Arc<AtomicUsize>,
+    hold: Arc<Mutex<Option<Held>>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(up) = tokio::net::TcpStream::connect(&upstream).await else {
+        return;
+    };
+    let (mut cr, mut cw) = client.into_split();
+    let (mut ur, mut uw) = up.into_split();
+    let back = tokio::spawn(async move {
+        let _ = tokio::io::copy(&mut ur, &mut cw).await;
+        let _ = cw.shutdown().await;
+    });
+    let mut buf: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; 64 << 10];
+    'requests: loop {
+        let (head, request, body) = loop {
+            let mut headers = [httparse::EMPTY_HEADER; 64];
+            let mut req = httparse::Request::new(&mut headers);
+            match req.parse(&buf) {
+                Ok(httparse::Status::Complete(n)) => {
+                    let header = |name: &str| {
+                        req.headers
+                            .iter()
+                            .find(|h| h.name.eq_ignore_ascii_case(name))
+                            .map(|h| String::from_utf8_lossy(h.value).into_owned())
+                    };
+                    let chunked = header("transfer-encoding").is_some();
+                    let body: Option<u64> = match header("content-length") {
+                        Some(n) => n.trim().parse().ok(),
+                        None if chunked => None,
+                        None => Some(0),
+                    };
+                    let seen = Seen {
+                        conn,
+                        method: req.method.unwrap_or("").to_owned(),
+                        target: req.path.unwrap_or("").to_owned(),
+                        range: header("range"),
+                        if_match: header("if-match").is_some(),
+                    };
+                    break (n, seen, body);
+                }
+                Ok(httparse::Status::Partial) => match cr.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break 'requests,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                },
+                Err(_) => break 'requests,
+            }
+        };
+        let held = {
+            let mut slot = hold.lock().unwrap();
+            match slot.as_ref() {
+                Some((pick, _)) if pick(&request) => slot.take().map(|(_, run)| run),
+                _ => None,
+            }
+        };
+        seen.lock().unwrap().push(request);
+        if let Some(run) = held {
+            run.await;
+        }
+        if uw.write_all(&buf[..head]).await.is_err() {
+            break;
+        }
+        buf.drain(..head);
+        let Some(mut left) = body else {
+            // Not framed by a length: pass the rest of the connection as it is.
+            unframed.fetch_add(1, Ordering::SeqCst);
+            let _ = uw.write_all(&buf).await;
+            let _ = tokio::io::copy(&mut cr, &mut uw).await;
+            break;
+        };
+        loop {
+            let from_buf = (left as usize).min(buf.len());
+            if from_buf > 0 {
+                if uw.write_all(&buf[..from_buf]).await.is_err() {
+                    break 'requests;
+                }
+                buf.drain(..from_buf);
+                left -= from_buf as u64;
+            }
+            if left == 0 {
+                break;
+            }
+            match cr.read(&mut chunk).await {
+                Ok(0) | Err(_) => break 'requests,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+    let _ = uw.shutdown().await;
+    let _ = back.await;
+}
+
+/// `host:port` of a kind's emulator.
+fn upstream(kind: &str, emu: &Emulator) -> String {
+    let url = match kind {
+        "gcs" => emu.env()["STORAGE_EMULATOR_HOST"].clone(),
+        _ => emu.options()["endpoint"].as_str().unwrap().to_owned(),
+    };
+    let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
+    rest.split('/').next().unwrap().to_owned()
+}
+
+/// A store on `emu` whose every request goes through `tap`.
+fn tapped(
+    kind: &str,
+    emu: &Emulator,
+    tap: &Tap,
+    prefix: &str,
+    dir: &std::path::Path,
+) -> ObjectStoreBackend {
+    match kind {
+        "s3" => emu.store_with(
+            prefix,
+            &[("endpoint", Value::String(tap.url.clone()))],
+            &[
+                ("AWS_ENDPOINT_URL", Some(&tap.url)),
+                ("AWS_ENDPOINT", Some(&tap.url)),
+            ],
+        ),
+        "azure" => {
+            let account = emu.options()["accountName"].as_str().unwrap().to_owned();
+            let endpoint = format!("{}/{account}", tap.url);
+            emu.store_with(prefix, &[("endpoint", Value::String(endpoint))], &[])
+        }
+        _ => {
+            let env = emu.env();
+            let file = &env["GOOGLE_SERVICE_ACCOUNT"];
+            let mut account: Value =
+                serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+            account["gcs_base_url"] = Value::String(tap.url.clone());
+            let path = dir.join("tapped-service-account.json");
+            std::fs::write(&path, account.to_string()).unwrap();
+            let path = path.to_string_lossy().into_owned();
+            emu.store_with(
+                prefix,
+                &[],
+                &[
+                    ("GOOGLE_SERVICE_ACCOUNT", Some(&path)),
+                    ("GOOGLE_SERVICE_ACCOUNT_PATH", Some(&path)),
+                ],
+            )
+        }
+    }
+}
+
+fn conns(seen: &[Seen]) -> std::collections::BTreeSet<usize> {
+    seen.iter().map(|s| s.conn).collect()
+}
+
+/// A small PUT is one request (no existence check before the conditional PUT), a hit is one GET
+/// and a miss one GET (no HEAD first), on one reused connection; a large object is read as one
+/// GET for its first part and ranged GETs with `If-Match` for the rest, several at once.
+async fn requests_per_call(kind: &'static str) {
+    let emu = Emulator::start(kind);
+    let tap = Tap::start(upstream(kind, &emu)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let s = tapped(kind, &emu, &tap, "n", dir.path()).with_download_part(1 << 20);
+    let small = noise(1024, 1);
+    let h = hash("5001");
+    assert_eq!(
+        s.put(&h, &mut body(&small, 65536), Some(1024)).await,
+        Ok(PutOutcome::Stored(1024))
+    );
+    let put = tap.take();
+    assert_eq!(put.len(), 1, "{kind}: a small PUT is one request: {put:?}");
+    assert_eq!(put[0].method, "PUT");
+    assert_eq!(read_all(s.get(&h).await.unwrap().unwrap()), small);
+    let hit = tap.take();
+    assert_eq!(hit.len(), 1, "{kind}: a hit is one request: {hit:?}");
+    assert_eq!(hit[0].method, "GET");
+    assert!(s.get(&hash("5002")).await.unwrap().is_none());
+    let miss = tap.take();
+    assert_eq!(miss.len(), 1, "{kind}: a miss is one request: {miss:?}");
+    let all: Vec<Seen> = [put, hit, miss].concat();
+    // Connections are reused: of 8 more hits one after another, some share a connection (the
+    // pool takes a connection back once its answer is read, which may race the next request, so
+    // not every one). moto_server ends each connection after one answer (seen through this tap), so
+    // this shows on the other emulators only.
+    for _ in 0..8 {
+        assert!(s.get(&h).await.unwrap().is_some());
+    }
+    let hits = tap.take();
+    assert_eq!(hits.len(), 8, "{kind}: {hits:?}");
+    if kind != "s3" {
+        assert!(
+            conns(&hits).len() < 8,
+            "{kind}: connections reused: {hits:?}"
+        );
+    }
+    eprintln!(
+        "{kind}: {} requests on {} connections: {:?}",
+        all.len() + hits.len(),
+        conns(&[all, hits.clone()].concat()).len(),
+        hits.iter().map(|r| r.conn).collect::<Vec<_>>()
+    );
+
+    let size = 3 << 20;
+    let large = noise(size, 2);
+    let h = hash("5003");
+    assert_eq!(
+        s.put(&h, &mut body(&large, 65536), Some(size as u64)).await,
+        Ok(PutOutcome::Stored(size as u64))
+    );
+    eprintln!("{kind}: a 3 MiB PUT: {:?}", tap.take());
+    assert_eq!(read_all(s.get(&h).await.unwrap().unwrap()), large);
+    let got = tap.take();
+    // 3 MiB + the 48-byte header in 1 MiB parts.
+    assert_eq!(got.len(), 4, "{kind}: {got:?}");
+    assert!(got.iter().all(|g| g.method == "GET"), "{got:?}");
+    assert_eq!(got[0].range.as_deref(), Some("bytes=0-1048575"));
+    assert!(
+        got[1..].iter().all(|g| g.if_match),
+        "{kind}: parts carry If-Match: {got:?}"
+    );
+    assert!(
+        conns(&got[1..]).len() > 1,
+        "{kind}: the parts went out at once on several connections: {got:?}"
+    );
+    assert!(emu.spool_leftovers().is_empty());
+}
+
+/// A multipart upload sends its parts at once (several connections) and reads back intact.
+async fn concurrent_multipart_put(kind: &'static str) {
+    let emu = Emulator::start(kind);
+    let tap = Tap::start(upstream(kind, &emu)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let s = tapped(kind, &emu, &tap, "m", dir.path()).with_inline_limit(1 << 20);
+    let size = 20 << 20;
+    let data = noise(size, 9);
+    let h = hash("5101");
+    assert_eq!(
+        s.put(&h, &mut body(&data, 1 << 20), Some(size as u64))
+            .await,
+        Ok(PutOutcome::Stored(size as u64))
+    );
+    let seen = tap.take();
+    let parts: Vec<Seen> = seen
+        .iter()
+        .filter(|r| {
+            // The parts of the upload to the temp key (not S3's one-part copy to the final key).
+            r.method == "PUT"
+                && (r.target.contains("/.tmp/") || r.target.contains("%2Etmp%2F"))
+                && (r.target.contains("partNumber=") || r.target.contains("comp=block&"))
+        })
+        .cloned()
+        .collect();
+    assert_eq!(parts.len(), 3, "{kind}: 20 MiB in 8 MiB parts: {seen:?}");
+    assert!(
+        conns(&parts).len() > 1,
+        "{kind}: the parts went out at once on several connections: {seen:?}"
+    );
+    eprintln!(
+        "{kind}: a 20 MiB PUT: {:?}",
+        seen.iter()
+            .map(|r| format!("{} {}", r.method, r.target))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(read_all(s.get(&h).await.unwrap().unwrap()), data);
+    assert_eq!(keys(&s, "m").await, ["m/5101"], "no temp keys left");
+    assert!(emu.spool_leftovers().is_empty());
+}
+
+/// A byte changed in a later part of a ranged download: refused as corrupt, never served, and
+/// the object removed.
+async fn a_corrupt_part_is_refused(kind: &'static str) {
+    let emu = Emulator::start(kind);
+    let s = emu.store("p").with_download_part(1 << 20);
+    let size = 3 << 20;
+    let data = noise(size, 4);
+    let h = hash("5201");
+    s.put(&h, &mut body(&data, 65536), Some(size as u64))
+        .await
+        .unwrap();
+    let key = s.object_key(&h);
+    let mut raw = s
+        .client()
+        .get(&key)
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap()
+        .to_vec();
+    raw[(2 << 20) + 5] ^= 0x01;
+    s.client().put(&key, PutPayload::from(raw)).await.unwrap();
+    let err = match s.get(&h).await {
+        Err(e) => e,
+        Ok(found) => panic!(
+            "{kind}: a corrupt part was served: {:?}",
+            found.map(|a| a.len)
+        ),
+    };
+    assert_eq!(err.kind, ErrorKind::Corrupt, "{err}");
+    assert!(err.message.contains("digest mismatch"), "{}", err.message);
+    assert!(s.get(&h).await.unwrap().is_none(), "removed: a miss now");
+    assert!(emu.spool_leftovers().is_empty());
+}
+
+/// The object is replaced between the first part and a later one: the later part is refused by
+/// the store (If-Match), the download is a miss, and the new object is left in place.
+async fn an_object_replaced_mid_read_is_refused(kind: &'static str) {
+    let emu = Emulator::start(kind);
+    let tap = Tap::start(upstream(kind, &emu)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let s = tapped(kind, &emu, &tap, "r", dir.path()).with_download_part(1 << 20);
+    let direct = emu.store("r");
+    let size = 3 << 20;
+    // Seeds differ in more than their lowest bit (`noise` sets it).
+    let (old, new) = (noise(size, 6), noise(size, 8));
+    let (h, other) = (hash("5301"), hash("5302"));
+    direct
+        .put(&h, &mut body(&old, 65536), Some(size as u64))
+        .await
+        .unwrap();
+    direct
+        .put(&other, &mut body(&new, 65536), Some(size as u64))
+        .await
+        .unwrap();
+    let client = direct.client();
+    let (key, new_key) = (direct.object_key(&h), direct.object_key(&other));
+    let replacement = client.get(&new_key).await.unwrap().bytes().await.unwrap();
+    let replace = {
+        let (client, key, replacement) = (client.clone(), key.clone(), replacement.clone());
+        async move {
+            client
+                .put(&key, PutPayload::from(replacement))
+                .await
+                .expect("replace the object");
+        }
+    };
+    tap.hold_first(
+        |r| {
+            r.method == "GET"
+                && r.range
+                    .as_deref()
+                    .is_some_and(|g| !g.starts_with("bytes=0-"))
+        },
+        Box::pin(replace),
+    );
+    let err = match s.get(&h).await {
+        Err(e) => e,
+        Ok(found) => panic!(
+            "{kind}: a part of another object was served: {:?}",
+            found.map(|a| a.len)
+        ),
+    };
+    assert_eq!(err.kind, ErrorKind::Refused, "{kind}: {err}");
+    assert!(
+        err.message.contains("changed while it was read"),
+        "{}",
+        err.message
+    );
+    let now = client.get(&key).await.unwrap().bytes().await.unwrap();
+    assert!(
+        now == replacement,
+        "{kind}: the new object is left in place"
+    );
+    assert_eq!(read_all(s.get(&h).await.unwrap().unwrap()), new);
+    assert!(emu.spool_leftovers().is_empty());
+}
+
 /// S3 credentials from an AWS profile file (no keys in the environment, instance metadata refused):
 /// the round trip only works if the profile's keys reach the client.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -641,6 +1088,10 @@ macro_rules! backend_tests {
             case!(bad_credentials_are_named);
             case!(corrupt_object_is_removed);
             case!(proxy_over_http);
+            case!(requests_per_call);
+            case!(concurrent_multipart_put);
+            case!(a_corrupt_part_is_refused);
+            case!(an_object_replaced_mid_read_is_refused);
         }
     };
 }

@@ -1389,6 +1389,33 @@ mod tests {
     }
 
     #[test]
+    fn durability_from_the_flag_the_environment_and_the_config_file() {
+        assert_eq!(
+            resolve_ok(&["--storage", "fs:/d"], &[TOKENS]).durability,
+            Durability::Full
+        );
+        let c = resolve_ok(&["--storage", "fs:/d", "--durability", "none"], &[TOKENS]);
+        assert_eq!(c.durability, Durability::None);
+        let env = ("NX_OPEN_CACHE_SERVER_DURABILITY", "data");
+        assert_eq!(
+            resolve_ok(&["--storage", "fs:/d"], &[TOKENS, env]).durability,
+            Durability::Data
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("server.toml");
+        std::fs::write(&file, "storage = \"fs:/d\"\ndurability = \"none\"\n").unwrap();
+        let c = resolve_ok(&["--config", file.to_str().unwrap()], &[TOKENS]);
+        assert_eq!(c.durability, Durability::None);
+        let e = resolve_err(&["--storage", "fs:/d", "--durability", "fsync"], &[TOKENS]);
+        assert!(
+            e.contains("--durability") && e.contains("\"fsync\"") && e.contains("full"),
+            "{e}"
+        );
+        let e = resolve_err(&["--storage", "s3://b", "--durability", "none"], &[TOKENS]);
+        assert!(e.contains("applies only to fs: storage"), "{e}");
+    }
+
+    #[test]
     fn json_file_and_unknown_keys() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("server.json");

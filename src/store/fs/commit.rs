@@ -14,7 +14,8 @@
 //!    removes its temp name;
 //! 3. fsyncs each directory that got a new name, once per batch, all at once;
 //!
-//! and answers the batch's uploads only then: a 200 means the data and the name are on stable
+//! and answers the batch's uploads only then (the next batch starts while its directories are
+//! synced, so that the journal commits both at once): a 200 means the data and the name are on stable
 //! storage, and no name ever points at data that is not (the data is durable before the link).
 //! An upload whose write, fsync or link fails fails alone; the others of its batch are published.
 //! A directory fsync is best effort, as before (some filesystems refuse it).
@@ -206,12 +207,17 @@ impl Commits {
         let Ok((linked, dirs)) = linked else {
             return; // the link task failed: its senders are dropped, each upload is told
         };
-        if self.durability == Durability::Full {
+        if self.durability != Durability::Full || dirs.is_empty() {
+            answer(linked);
+            return;
+        }
+        // The directory fsyncs of this batch run while the next batch's files are synced: the
+        // journal joins both into one commit. Its uploads are answered when their directories are
+        // synced.
+        tokio::spawn(async move {
             sync_dirs(dirs).await;
-        }
-        for l in linked {
-            let _ = l.reply.send(l.outcome);
-        }
+            answer(linked);
+        });
     }
 
     /// Stage 1: writes what is left of each temp file and fsyncs them all at once (with
@@ -383,6 +389,12 @@ fn finish_file(staged: &Staged, sync: bool, fault: bool) -> Result<(), StoreErro
         file.sync_all().map_err(|e| failed(e, "sync"))?;
     }
     Ok(())
+}
+
+fn answer(linked: Vec<Linked>) {
+    for l in linked {
+        let _ = l.reply.send(l.outcome);
+    }
 }
 
 /// The temp name is linked into place or garbage now (best effort: a later sweep removes it).

@@ -95,7 +95,7 @@ const median = (a) => {
   return s[Math.floor(s.length / 2)];
 };
 
-/** @param {string} url @returns {Promise<number>} */
+/** @param {string} url @param {string} file @returns {Promise<number>} */
 async function put(url, file) {
   const body = fs.readFileSync(file);
   const r = await fetch(url, { method: 'PUT', headers: { authorization: `Bearer ${TOKEN}`, 'content-length': String(body.length) }, body });

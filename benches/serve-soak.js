@@ -56,7 +56,7 @@ function artifact(len, name) {
   fs.mkdirSync(path.join(d, 'dist'), { recursive: true });
   fs.writeFileSync(path.join(d, 'dist', 'blob.bin'), crypto.randomBytes(len));
   fs.writeFileSync(path.join(d, 'terminalOutput'), 'soak\n');
-  fs.writeFileSync(path.join(d, 'code'), '0');
+  fs.writeFileSync(path.join(d, 'code'), Buffer.alloc(4));
   const out = path.join(base, `${name}.tgz`);
   const r = spawnSync('tar', ['czf', out, '-C', d, 'terminalOutput', 'code', 'dist']);
   if (r.status !== 0) throw new Error(`tar failed: ${r.stderr}`);
@@ -122,9 +122,12 @@ async function main() {
     serve.once('exit', (c) => reject(new Error(`serve exited with ${c} before it listened`)));
   });
   const url = `http://127.0.0.1:${port}`;
-  if ((await put(`${url}/v1/cache/soak-get-1k`, bodies.put1k)) !== 200 || (await put(`${url}/v1/cache/soak-get-1m`, bodies.get1m)) !== 200) {
-    stop();
-    throw new Error('could not place the GET objects');
+  for (const [hash, file] of [['soak-get-1k', bodies.put1k], ['soak-get-1m', bodies.get1m]]) {
+    const status = await put(`${url}/v1/cache/${hash}`, file);
+    if (status !== 200) {
+      stop();
+      throw new Error(`could not place the GET object ${hash}: PUT answered ${status}`);
+    }
   }
   const pid = /** @type {number} */ (serve.pid);
   /** @type {{t: number, rss: number, threads: number}[]} */

@@ -21,6 +21,7 @@ use crate::config::Backend;
 use crate::key::Prefix;
 use crate::server::auth::{Role, TokenSpec, ROLES};
 use crate::server::LogFormat;
+use crate::store::fs::Durability;
 use crate::units::{DURATION_FORM, SIZE_FORM};
 use crate::value::{bool_word, describe_json, one_of, ConfigError};
 use serde_json::Value;
@@ -69,6 +70,7 @@ const OPTIONS: &[OptionSpec] = &[
     opt("max_expansion_ratio"),
     opt("max_size"),
     opt("max_age"),
+    opt("durability"),
     opt("log"),
     opt("s3_region"),
     opt("s3_endpoint"),
@@ -159,6 +161,8 @@ pub struct ServeConfig {
     /// Retention (fs storage only): total size and age limits.
     pub max_size: Option<u64>,
     pub max_age: Option<Duration>,
+    /// What an fs upload's 200 promises about a machine crash (`--durability`).
+    pub durability: Durability,
     /// `--log text` is [`LogFormat::Debug`]: one human line per request.
     pub log: LogFormat,
 }
@@ -821,6 +825,27 @@ fn retention(
     Ok((max_size, max_age))
 }
 
+/// `--durability`: `full` (the default), `data` or `none`; fs storage only (a cloud store
+/// answers after the service has the object).
+fn durability(sources: &Sources, backend: &Backend) -> Result<Durability, ConfigError> {
+    let Some(raw) = sources.pick("durability") else {
+        return Ok(Durability::default());
+    };
+    let s = raw.string()?;
+    let names = Durability::ALL.map(Durability::as_str);
+    let Some(mode) = Durability::parse(&s) else {
+        return raw.invalid(&s, &one_of(&names));
+    };
+    if !matches!(backend, Backend::Fs { .. }) {
+        return Err(raw.error(format!(
+            "{} applies only to fs: storage (a cloud store answers once the service has the \
+             object)",
+            raw.origin
+        )));
+    }
+    Ok(mode)
+}
+
 /// `--log`: `text` (the default), `json` or `off`.
 fn log_format(sources: &Sources) -> Result<LogFormat, ConfigError> {
     match sources.pick("log") {
@@ -1047,6 +1072,7 @@ pub fn resolve(
     let uploads = upload_limits(&sources)?;
     let validation = artifact_check(&sources)?;
     let (max_size, max_age) = retention(&sources, &backend)?;
+    let durability = durability(&sources, &backend)?;
     let log = log_format(&sources)?;
     let (tokens, token_lists, allow_anonymous) = tokens(&sources)?;
     let require_ready = sources.bool_of("require_ready")?;
@@ -1068,6 +1094,7 @@ pub fn resolve(
         validation,
         max_size,
         max_age,
+        durability,
         log,
     })
 }
@@ -1142,6 +1169,12 @@ precedence is command line > environment > config file > default.
       Retention for fs: storage: least recently used artifacts are removed in the
       background above this total size / after this long without access. For cloud
       storage use a bucket lifecycle rule instead.
+  --durability <full|data|none> DURABILITY                   durability
+      fs: storage: what an upload's 200 promises if the machine crashes (power loss,
+      kernel panic). full (default): the artifact and its name are on disk first.
+      data: the artifact is on disk before it is published, its name may be lost.
+      none: nothing is forced to disk; the last ~30 s of uploads may be lost, and an
+      artifact cut short is never served (it reads as a miss). See the README.
   --log <text|json|off>        LOG                             log
       Request log on stderr (default text).
   --s3-region <region>         S3_REGION                       s3_region
@@ -1353,6 +1386,33 @@ mod tests {
             e.contains("NX_OPEN_CACHE_SERVER_REQUIRE_READY") && e.contains("\"maybe\""),
             "{e}"
         );
+    }
+
+    #[test]
+    fn durability_from_the_flag_the_environment_and_the_config_file() {
+        assert_eq!(
+            resolve_ok(&["--storage", "fs:/d"], &[TOKENS]).durability,
+            Durability::Full
+        );
+        let c = resolve_ok(&["--storage", "fs:/d", "--durability", "none"], &[TOKENS]);
+        assert_eq!(c.durability, Durability::None);
+        let env = ("NX_OPEN_CACHE_SERVER_DURABILITY", "data");
+        assert_eq!(
+            resolve_ok(&["--storage", "fs:/d"], &[TOKENS, env]).durability,
+            Durability::Data
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("server.toml");
+        std::fs::write(&file, "storage = \"fs:/d\"\ndurability = \"none\"\n").unwrap();
+        let c = resolve_ok(&["--config", file.to_str().unwrap()], &[TOKENS]);
+        assert_eq!(c.durability, Durability::None);
+        let e = resolve_err(&["--storage", "fs:/d", "--durability", "fsync"], &[TOKENS]);
+        assert!(
+            e.contains("--durability") && e.contains("\"fsync\"") && e.contains("full"),
+            "{e}"
+        );
+        let e = resolve_err(&["--storage", "s3://b", "--durability", "none"], &[TOKENS]);
+        assert!(e.contains("applies only to fs: storage"), "{e}");
     }
 
     #[test]

@@ -118,7 +118,9 @@ pub fn open_store(
 ) -> Result<(Arc<dyn Store>, Option<String>), String> {
     match &config.backend {
         Backend::Fs { path } => {
-            let mut store = FsStore::new(path.clone(), config.prefix.clone()).with_budget(budget);
+            let mut store = FsStore::new(path.clone(), config.prefix.clone())
+                .with_budget(budget)
+                .with_durability(config.durability);
             if writes {
                 store = store.expecting_writes();
             }

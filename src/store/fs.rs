@@ -37,13 +37,18 @@
 //! size estimate is within it and wakes retention when it is not (see [`budget`]).
 
 mod budget;
+mod commit;
 pub(crate) mod dir;
 mod read;
 pub(crate) mod temp;
 mod write;
 
 pub use budget::{Budget, ADMISSION_WAIT};
+#[doc(hidden)]
+pub use commit::CommitStage;
+pub use commit::Durability;
 pub use temp::{STALE_TMP_AGE, TMP_DIR};
+pub use write::SMALL_UPLOAD_BYTES;
 
 use super::{io_error, AsyncStore, Deleted, ErrorKind, Found, Store, StoreError, Upload, Written};
 use crate::key::{Prefix, TaskHash};
@@ -95,6 +100,8 @@ pub struct FsStore {
     budget: Option<Arc<Budget>>,
     /// The check also asks whether new entries can be made (see [`FsStore::expecting_writes`]).
     check_writes: bool,
+    /// The group commit of uploads (shared by clones and namespaced views).
+    commits: Arc<commit::Commits>,
 }
 
 /// The root directory, open: its links resolved when it was opened, kept open for every
@@ -154,7 +161,41 @@ impl FsStore {
             verified: Arc::default(),
             budget: None,
             check_writes: false,
+            commits: Arc::default(),
         }
+    }
+
+    /// What a stored upload's answer promises about a machine crash (`serve --durability`).
+    pub fn with_durability(mut self, durability: Durability) -> Self {
+        self.commits = Arc::new(commit::Commits::new(durability));
+        self
+    }
+
+    pub fn durability(&self) -> Durability {
+        self.commits.durability()
+    }
+
+    /// Test hook: the next commit of `hash` in this store fails at `stage` (once).
+    #[doc(hidden)]
+    pub fn fail_commit(&self, hash: &TaskHash, stage: CommitStage) {
+        self.commits.fail(hash.as_str(), stage);
+    }
+
+    /// Test hook: while held, no commit starts (uploads queue up; see [`FsStore::queued_commits`]).
+    #[doc(hidden)]
+    pub fn hold_commits(&self, held: bool) {
+        self.commits.hold(held);
+    }
+
+    /// Test hook: uploads waiting for a commit to start.
+    #[doc(hidden)]
+    pub fn queued_commits(&self) -> usize {
+        self.commits.queued()
+    }
+
+    /// Batches committed so far by this store, and the largest (uploads in it).
+    pub fn commit_batches(&self) -> (u64, u64) {
+        self.commits.batches()
     }
 
     /// The check (`/readyz`, `serve`'s start) also fails when this process may not make entries

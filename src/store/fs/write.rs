@@ -1,24 +1,23 @@
-//! Writes and deletes of the fs store: temp file, fsync, publish by link (or rename without
-//! replacing), all relative to directory descriptors below the root.
+//! Writes and deletes of the fs store: temp file, then a group commit (see [`super::commit`]):
+//! fsync, publish by link (or rename without replacing), directory fsync; all relative to
+//! directory descriptors below the root.
 
+use super::commit::{self, Pending, Staged};
 use super::dir::{Dir, Kind};
 use super::{temp, FsStore, Location};
 use crate::envelope::{PayloadDigest, HEADER_LEN};
 use crate::key::TaskHash;
 use crate::store::{io_error, next_chunk, BodyStream, Deleted, PutOutcome, StoreError};
+use bytes::Bytes;
 use std::ffi::OsStr;
 use std::io::{self, SeekFrom};
-use std::path::PathBuf;
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
-/// An upload's temp file and the directories it goes between.
-struct Pending {
-    object_dir: Dir,
-    temp_dir: Dir,
-    temp_name: String,
-    /// The temp file's path, for messages.
-    temp_shown: PathBuf,
-}
+/// Uploads that declare at most this many bytes are received whole in memory and written in the
+/// commit that publishes them (one blocking step less; at most this much per upload in flight).
+pub const SMALL_UPLOAD_BYTES: u64 = 256 * 1024;
+/// The write buffer of a streamed upload.
+const STREAM_BUFFER_BYTES: usize = 256 * 1024;
 
 impl FsStore {
     pub(super) async fn write(
@@ -34,7 +33,7 @@ impl FsStore {
             }
             None => None,
         };
-        // Directory work and the publishing link + directory fsync block: off the async workers.
+        // Directory work blocks: off the async workers.
         let (store, h) = (self.clone(), hash.clone());
         let started = tokio::task::spawn_blocking(move || store.start_write(&h))
             .await
@@ -42,18 +41,41 @@ impl FsStore {
         let Some((pending, file)) = started else {
             return Ok(PutOutcome::AlreadyExists);
         };
-        let written = write_tmp(file, &pending.temp_shown, body, declared_len).await;
-        let (store, h) = (self.clone(), hash.clone());
-        let outcome = tokio::task::spawn_blocking(move || store.finish_write(&h, pending, written))
-            .await
-            .map_err(|e| super::task_failed("write", e))?;
-        if let (Some(r), Ok(PutOutcome::Stored(len))) = (reservation, &outcome) {
+        let small = declared_len.is_some_and(|n| n <= SMALL_UPLOAD_BYTES);
+        let received = if small {
+            receive_whole(body, declared_len)
+                .await
+                .map(|(len, unwritten)| (len, file, unwritten))
+        } else {
+            write_tmp(file, &pending.temp_shown, body, declared_len)
+                .await
+                .map(|(len, file)| (len, file, Vec::new()))
+        };
+        let (len, file, unwritten) = match received {
+            Ok(r) => r,
+            Err(e) => {
+                // Nothing to publish: the temp name is garbage now.
+                let _ = tokio::task::spawn_blocking(move || commit::remove_temp(&pending)).await;
+                return Err(e);
+            }
+        };
+        let staged = Staged {
+            loc: self.locate(hash),
+            pending,
+            file,
+            unwritten,
+        };
+        let outcome = match self.commits.commit(self, staged).await? {
+            true => PutOutcome::Stored(len),
+            false => PutOutcome::AlreadyExists,
+        };
+        if let (Some(r), PutOutcome::Stored(len)) = (reservation, &outcome) {
             r.stored(
                 &self.locate(hash).rel(),
                 len.saturating_add(HEADER_LEN as u64),
             );
         }
-        outcome
+        Ok(outcome)
     }
 
     /// Makes the object's directory, checks that the hash is absent, and creates the temp file.
@@ -91,33 +113,16 @@ impl FsStore {
         )))
     }
 
-    /// Publishes a complete temp file (or not, on a failed upload) and removes its temp name.
-    fn finish_write(
-        &self,
-        hash: &TaskHash,
-        pending: Pending,
-        written: Result<u64, StoreError>,
-    ) -> Result<PutOutcome, StoreError> {
-        let outcome = written.and_then(|len| {
-            let loc = self.locate(hash);
-            self.publish(&loc, &pending).map(|created| {
-                if created {
-                    PutOutcome::Stored(len)
-                } else {
-                    PutOutcome::AlreadyExists
-                }
-            })
-        });
-        // The temp name is either linked into place or garbage now.
-        let _ = pending.temp_dir.remove_file(OsStr::new(&pending.temp_name));
-        outcome
-    }
-
     /// Makes the temp file visible under the object's name unless that name exists. Returns false
-    /// when another writer got there first.
-    fn publish(&self, loc: &Location, pending: &Pending) -> Result<bool, StoreError> {
+    /// when another writer got there first; when it was made, the directory it was made in (to
+    /// be synced).
+    pub(super) fn publish(
+        &self,
+        loc: &Location,
+        pending: &Pending,
+    ) -> Result<(bool, Option<Dir>), StoreError> {
         let from = (&pending.temp_dir, pending.temp_name.as_str());
-        let (created, object_dir) = match link_into(from, &pending.object_dir, loc.name()) {
+        let (created, again) = match link_into(from, &pending.object_dir, loc.name()) {
             // Retention may remove an emptied fan-out directory between the start of the write
             // and now: make it again and retry once.
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -127,9 +132,9 @@ impl FsStore {
             }
             other => (other, None),
         };
-        let object_dir = object_dir.as_ref().unwrap_or(&pending.object_dir);
+        let object_dir = again.as_ref().unwrap_or(&pending.object_dir);
         match created {
-            Ok(true) => Ok(true),
+            Ok(true) => Ok((true, again)),
             Ok(false) => {
                 // The name is taken: by an object, or by a link planted there (not an object).
                 let planted = object_dir
@@ -139,7 +144,7 @@ impl FsStore {
                     let root = self.open_root()?;
                     return Err(self.link_fault(&root, &loc.parts, true));
                 }
-                Ok(false)
+                Ok((false, None))
             }
             Err(e) => Err(io_error(
                 &e,
@@ -176,18 +181,39 @@ impl FsStore {
     }
 }
 
+/// Receives a small upload whole (its digest taken as it arrives); returns the payload length and
+/// the bytes to write, envelope header first.
+async fn receive_whole(
+    body: &mut BodyStream<'_>,
+    declared_len: Option<u64>,
+) -> Result<(u64, Vec<Bytes>), StoreError> {
+    let mut chunks = vec![Bytes::new()];
+    let mut digest = PayloadDigest::new();
+    while let Some(chunk) = next_chunk(body, digest.len(), declared_len).await? {
+        digest.update(&chunk);
+        chunks.push(chunk);
+    }
+    let header = digest.into_header();
+    chunks[0] = Bytes::copy_from_slice(&header.encode());
+    Ok((header.payload_len, chunks))
+}
+
+/// Streams an upload into its temp file (synced by the commit); returns the payload length and
+/// the file.
 async fn write_tmp(
     file: std::fs::File,
     shown: &std::path::Path,
     body: &mut BodyStream<'_>,
     declared_len: Option<u64>,
-) -> Result<u64, StoreError> {
+) -> Result<(u64, std::fs::File), StoreError> {
     let write_err = |e: io::Error| io_error(&e, format!("cannot write {}", shown.display()));
     let file = tokio::fs::File::from_std(file);
-    // A buffer no larger than the object needs (many small uploads may be in flight).
+    // A buffer no larger than the object needs (many uploads may be in flight).
     let capacity = declared_len
-        .map_or(1024 * 1024, |n| (n as usize).saturating_add(HEADER_LEN))
-        .clamp(8 * 1024, 1024 * 1024);
+        .map_or(STREAM_BUFFER_BYTES, |n| {
+            (n as usize).saturating_add(HEADER_LEN)
+        })
+        .clamp(8 * 1024, STREAM_BUFFER_BYTES);
     let mut out = tokio::io::BufWriter::with_capacity(capacity, file);
     out.write_all(&[0u8; HEADER_LEN]).await.map_err(write_err)?;
     let mut digest = PayloadDigest::new();
@@ -200,18 +226,15 @@ async fn write_tmp(
     let header = digest.into_header();
     file.seek(SeekFrom::Start(0)).await.map_err(write_err)?;
     file.write_all(&header.encode()).await.map_err(write_err)?;
-    file.sync_all().await.map_err(write_err)?;
-    Ok(header.payload_len)
+    file.flush().await.map_err(write_err)?;
+    Ok((header.payload_len, file.into_std().await))
 }
 
 /// Hard-links `from` (a temp file) as `name` in `dir` unless the name exists (false then); on
 /// filesystems without hard links, renames without replacing.
 fn link_into(from: (&Dir, &str), dir: &Dir, name: &str) -> io::Result<bool> {
     match from.0.link(from.1, dir, name) {
-        Ok(()) => {
-            dir.sync();
-            Ok(true)
-        }
+        Ok(()) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
         Err(e) if link_unsupported(&e) => rename_into(from, dir, name),
         Err(e) => Err(e),
@@ -223,10 +246,7 @@ fn link_into(from: (&Dir, &str), dir: &Dir, name: &str) -> io::Result<bool> {
 /// "win"; both wrote the same complete, verified bytes, so no reader sees a partial object).
 fn rename_into(from: (&Dir, &str), dir: &Dir, name: &str) -> io::Result<bool> {
     match from.0.rename_no_replace(from.1, dir, name) {
-        Ok(()) => {
-            dir.sync();
-            return Ok(true);
-        }
+        Ok(()) => return Ok(true),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
         Err(e) if !rename_no_replace_unsupported(&e) => return Err(e),
         Err(_) => {}
@@ -237,7 +257,6 @@ fn rename_into(from: (&Dir, &str), dir: &Dir, name: &str) -> io::Result<bool> {
         Err(e) => return Err(e),
     }
     from.0.rename(from.1, dir, name)?;
-    dir.sync();
     Ok(true)
 }
 

@@ -7,20 +7,15 @@
 //!
 //! Writes: the request body is spooled first (memory up to 8 MiB, then an unlinked temp file), so the
 //! length and digest are known before anything is sent. Small objects go up in one create-if-absent
-//! PUT (S3 `If-None-Match: *`, GCS `ifGenerationMatch=0`, Azure `If-None-Match: *`), with no
-//! existence check first. Larger ones are uploaded with multipart (8 MiB parts, 2 in flight: 16 MiB
-//! of memory) to a unique temp key `<prefix>/.tmp/<hash>.<random>`, then copied to the final key
-//! with a create-if-absent copy (S3: a one-part multipart copy completed with `If-None-Match: *`;
-//! GCS: `ifGenerationMatch=0`; Azure: `If-None-Match: *`), then the temp key is deleted. Either way
-//! the final key only ever holds a complete object, and the first writer wins. object_store 0.14
-//! completes a multipart upload only unconditionally (its conditional completion is internal to
-//! its S3 copy), so the temp key and the copy stay: a server-side copy and 2-4 requests more.
+//! PUT (S3 `If-None-Match: *`, GCS `ifGenerationMatch=0`, Azure `If-None-Match: *`). Larger ones are
+//! uploaded with multipart to a unique temp key `<prefix>/.tmp/<hash>.<random>`, then copied to the
+//! final key with a create-if-absent copy (S3: a one-part multipart copy completed with
+//! `If-None-Match: *`; GCS: `ifGenerationMatch=0`; Azure: `If-None-Match: *`), then the temp key is
+//! deleted. Either way the final key only ever holds a complete object, and the first writer wins.
 //!
-//! Reads (`download.rs`): the first 4 MiB in one ranged GET (all of a small object: one request),
-//! the rest in 4 MiB ranged parts fetched 4 at once (16 MiB of memory) with `If-Match` on the first answer's ETag, hashed in
-//! order into a spool (memory up to 8 MiB, else an unlinked temp file); only a verified payload is
-//! handed back. A digest failure removes the object so the next build can store a good one; an
-//! object replaced while it was read is a miss.
+//! Reads: the object streams into a spool (memory up to 8 MiB, else an unlinked temp file) while
+//! its digest is computed; only a verified payload is handed back. A digest failure removes the
+//! object so the next build can store a good one.
 //!
 //! One file per cloud builds its client from the configuration and the environment (`s3.rs`,
 //! `gcs.rs`, `azure.rs`: credentials, endpoints, what messages say about them); timeouts and retries
@@ -28,15 +23,14 @@
 
 pub(crate) mod answer;
 mod azure;
-mod download;
 mod gcs;
 mod s3;
 
 use super::resilience::Resilience;
 use super::spool::{self, Spool, Spooled};
 use super::{
-    AsyncStore, BodyStream, Cause, Deleted, ErrorKind, Found, PutOutcome, Store, StoreError,
-    Upload, Written,
+    Artifact, ArtifactBody, AsyncStore, BodyStream, Cause, Deleted, ErrorKind, Found, PutOutcome,
+    Store, StoreError, Upload, Written,
 };
 use crate::config::Backend;
 use crate::envelope::{EnvelopeError, Header, PayloadDigest, HEADER_LEN};
@@ -44,8 +38,8 @@ use crate::key::{Prefix, TaskHash};
 use futures_util::StreamExt;
 use object_store::path::Path as ObjectPath;
 use object_store::{
-    ClientOptions, CopyMode, CopyOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions,
-    PutPayload, WriteMultipart,
+    ClientOptions, CopyMode, CopyOptions, GetOptions, ObjectStore, ObjectStoreExt, PutMode,
+    PutOptions, PutPayload, WriteMultipart,
 };
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -55,9 +49,8 @@ use tokio::io::AsyncReadExt;
 
 /// Multipart part size (S3 needs >= 5 MiB for every part but the last).
 pub const PART_SIZE: usize = 8 * 1024 * 1024;
-/// Parts in flight at once during a multipart upload, each on its own connection (bounds memory
-/// to about this many parts).
-pub const UPLOAD_CONCURRENCY: usize = 2;
+/// Parts in flight at once during a multipart upload (bounds memory to about this many parts).
+const UPLOAD_CONCURRENCY: usize = 2;
 const TMP_SEGMENT: &str = ".tmp";
 
 /// Which cloud, for messages and credential hints.
@@ -113,8 +106,6 @@ pub struct ObjectStoreBackend {
     inline_limit: u64,
     /// The bulk client's answer timeout, for messages.
     bulk_answer: Duration,
-    /// Part size of a ranged download ([`download::PART`]; tests make it smaller).
-    download_part: u64,
 }
 
 /// One store, two clients that differ only in their answer timeout.
@@ -271,7 +262,6 @@ impl ObjectStoreBackend {
             spool_dir: spool::dir(),
             inline_limit: spool::INLINE_LIMIT,
             bulk_answer: Resilience::default().bulk_answer,
-            download_part: download::PART,
         }
     }
 
@@ -289,13 +279,6 @@ impl ObjectStoreBackend {
     /// Sets the in-memory threshold (tests use small values to force the file and multipart paths).
     pub fn with_inline_limit(mut self, limit: u64) -> Self {
         self.inline_limit = limit;
-        self
-    }
-
-    /// Sets the part size of ranged downloads (tests use small values to read small objects in
-    /// several parts; at least 1).
-    pub fn with_download_part(mut self, part: u64) -> Self {
-        self.download_part = part.max(1);
         self
     }
 
@@ -608,7 +591,62 @@ impl ObjectStoreBackend {
 
 impl AsyncStore for ObjectStoreBackend {
     async fn get(&self, hash: &TaskHash) -> Found {
-        self.download(&self.object_key(hash)).await
+        let key = self.object_key(hash);
+        let result = match self.inner.get_opts(&key, GetOptions::default()).await {
+            Ok(r) => r,
+            Err(e @ object_store::Error::NotFound { .. }) => {
+                let text = e.to_string().to_ascii_lowercase();
+                if text.contains("nosuchbucket") || text.contains("containernotfound") {
+                    return Err(self.fault(Op::Download, &key, e));
+                }
+                return Ok(None);
+            }
+            Err(e) => return Err(self.fault(Op::Download, &key, e)),
+        };
+        let size = result.meta.size;
+        let mut stream = result.into_stream();
+        let mut head: Vec<u8> = Vec::with_capacity(HEADER_LEN);
+        let mut digest = PayloadDigest::new();
+        let mut spool = Spool::new(
+            &self.spool_dir,
+            self.inline_limit,
+            Some(size.saturating_sub(HEADER_LEN as u64)),
+        );
+        let spool_err = |mut e: StoreError| {
+            e.message = format!("{}: {}", self.where_(&key), e.message);
+            e
+        };
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| self.fault(Op::Download, &key, e))?;
+            let mut rest = &chunk[..];
+            if head.len() < HEADER_LEN {
+                let take = (HEADER_LEN - head.len()).min(rest.len());
+                head.extend_from_slice(&rest[..take]);
+                rest = &rest[take..];
+            }
+            if rest.is_empty() {
+                continue;
+            }
+            digest.update(rest);
+            spool.push(rest).await.map_err(spool_err)?;
+        }
+        let header = match Header::decode(&head) {
+            Ok(h) => h,
+            Err(e) => return Err(self.quarantine(&key, e).await),
+        };
+        let (len, d) = digest.finish();
+        if let Err(e) = header.verify(len, &d) {
+            return Err(self.quarantine(&key, e).await);
+        }
+        let body = match spool.finish().await.map_err(spool_err)? {
+            Spooled::Memory(bytes) => ArtifactBody::Memory(bytes),
+            Spooled::File(file) => ArtifactBody::File { file, offset: 0 },
+        };
+        Ok(Some(Artifact {
+            len,
+            body,
+            digest: Some(d),
+        }))
     }
 
     async fn put(&self, hash: &TaskHash, upload: Upload<'_, '_>) -> Written {

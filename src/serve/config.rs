@@ -1174,7 +1174,7 @@ precedence is command line > environment > config file > default.
       kernel panic). full (default): the artifact and its name are on disk first.
       data: the artifact is on disk before it is published, its name may be lost.
       none: nothing is forced to disk; the last ~30 s of uploads may be lost, and an
-      artifact cut short is never served (it reads as a miss). See the README.
+      artifact cut short is never served (it reads as a miss). See docs/serve.md.
   --log <text|json|off>        LOG                             log
       Request log on stderr (default text).
   --s3-region <region>         S3_REGION                       s3_region

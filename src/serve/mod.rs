@@ -306,6 +306,7 @@ pub fn start(config: &ServeConfig, env: &HashMap<String, String>) -> Result<Runn
         Some((cert, key)) => Some(tls::load_config(cert, key)?),
         None => None,
     };
+    crate::runtime::limit_malloc_arenas();
     let runtime = crate::runtime::get()?;
     let budget = fs_budget(config);
     let writes = auth.tokens.iter().any(|t| t.role == Role::ReadWrite);

@@ -158,7 +158,13 @@ impl Commits {
             !std::mem::replace(&mut queue.running, true)
         };
         if start {
-            tokio::spawn(self.clone().run());
+            // The guard exists before the task: a task dropped unpolled (its runtime shutting
+            // down) still clears the mark, and the waiters are told.
+            let guard = Running {
+                commits: self.clone(),
+                armed: true,
+            };
+            tokio::spawn(run(guard));
         }
         answer.await.unwrap_or_else(|_| {
             Err(StoreError::new(
@@ -166,39 +172,6 @@ impl Commits {
                 format!("cannot store {}: the commit stopped", shown.display()),
             ))
         })
-    }
-
-    /// Commits batches until the queue is empty.
-    async fn run(self: Arc<Self>) {
-        // A panic (a bug) must not leave the queue marked running forever: the guard clears it
-        // and drops what is queued (those uploads get an error answer).
-        struct Running<'a>(&'a Commits);
-        impl Drop for Running<'_> {
-            fn drop(&mut self) {
-                let mut queue = self.0.lock();
-                if queue.running {
-                    queue.running = false;
-                    queue.jobs.clear();
-                }
-            }
-        }
-        let running = Running(&self);
-        loop {
-            self.wait_while_held().await;
-            let batch = {
-                let mut queue = self.lock();
-                if queue.jobs.is_empty() {
-                    queue.running = false;
-                    break;
-                }
-                std::mem::take(&mut queue.jobs)
-            };
-            self.batches.fetch_add(1, Ordering::Relaxed);
-            self.largest
-                .fetch_max(batch.len() as u64, Ordering::Relaxed);
-            self.commit_batch(batch).await;
-        }
-        drop(running);
     }
 
     async fn commit_batch(&self, batch: Vec<Job>) {
@@ -425,4 +398,45 @@ fn split(done: Vec<Finished>) -> (Vec<Job>, Vec<(Job, StoreError)>) {
         }
     }
     (ok, failed)
+}
+
+/// Marks the queue's commit as running until it ends. A commit that ends with an empty queue
+/// disarms it under the same lock that clears the mark (a later upload may already have started
+/// the next commit); dropped armed (a panic, a task dropped unpolled), it clears the mark and
+/// drops what is queued, whose uploads get an error answer.
+struct Running {
+    commits: Arc<Commits>,
+    armed: bool,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.armed {
+            let mut queue = self.commits.lock();
+            queue.running = false;
+            queue.jobs.clear();
+        }
+    }
+}
+
+/// Commits batches until the queue is empty.
+async fn run(mut guard: Running) {
+    let commits = guard.commits.clone();
+    loop {
+        commits.wait_while_held().await;
+        let batch = {
+            let mut queue = commits.lock();
+            if queue.jobs.is_empty() {
+                queue.running = false;
+                guard.armed = false;
+                return;
+            }
+            std::mem::take(&mut queue.jobs)
+        };
+        commits.batches.fetch_add(1, Ordering::Relaxed);
+        commits
+            .largest
+            .fetch_max(batch.len() as u64, Ordering::Relaxed);
+        commits.commit_batch(batch).await;
+    }
 }

@@ -444,7 +444,13 @@ async function traceRuns(t) {
       .stderr()
       .split('\n')
       .filter((l) => l.startsWith('{'))
-      .map((l) => JSON.parse(l))
+      .map((l) => {
+        try {
+          return JSON.parse(l);
+        } catch {
+          return {};
+        }
+      })
       .filter((j) => j.method)
       .map((j) => ({ method: j.method, status: j.status, bytes: j.bytes, ms: j.ms }));
     lines.push(traceLine(`${t.backend} ${t.profile} serve (B)`, serveReqs, b.restore));

@@ -531,6 +531,7 @@ function readingText(cells) {
 /** @param {any} d */
 function report(d) {
   const date = new Date().toISOString().replace('T', ' ').replace(/\.\d+Z$/, ' UTC');
+  /** @type {number[]} */
   const sizes = d.shape ? d.shape.artifacts : [];
   const kib = (/** @type {number} */ n) => (n >= MIB ? `${(n / MIB).toFixed(1)} MiB` : `${(n / 1024).toFixed(1)} KiB`);
   return `## Workspace restore over a shaped link: proxy on a cloud backend vs Nx's client on \`serve\`

@@ -14,7 +14,7 @@
  * handshake). Target: time A / time B <= 1.0.
  *
  *   node benches/restore-link.js [--backends s3,gcs,azure] [--profiles 20ms,5ms] [--rounds 3]
- *                                [--trace] [--no-write]
+ *                                [--trace] [--out benches/results/restore-link.md] [--no-write]
  *
  * Per backend: one emulator, one `serve`; the workspace's nx.json names the backend (the endpoint
  * comes from the environment, so nx.json stays the same for every run of that backend). Both stores
@@ -73,7 +73,7 @@ function log(msg) {
 
 /** @param {string[]} argv */
 function parseArgs(argv) {
-  const o = { backends: ['s3'], profiles: ['20ms', '5ms'], rounds: 3, trace: false, write: true };
+  const o = { backends: ['s3'], profiles: ['20ms', '5ms'], rounds: 3, trace: false, write: true, out: REPORT };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const value = () => {
@@ -85,7 +85,8 @@ function parseArgs(argv) {
     else if (a === '--rounds') o.rounds = Number(value());
     else if (a === '--trace') o.trace = true;
     else if (a === '--no-write') o.write = false;
-    else throw new Error(`unknown argument ${a} (known: --backends s3,gcs,azure, --profiles 20ms,5ms, --rounds N, --trace, --no-write)`);
+    else if (a === '--out') o.out = path.resolve(value());
+    else throw new Error(`unknown argument ${a} (known: --backends s3,gcs,azure, --profiles 20ms,5ms, --rounds N, --trace, --out FILE, --no-write)`);
   }
   for (const b of o.backends) if (!emulators.KINDS.includes(/** @type {any} */ (b))) throw new Error(`--backends: unknown ${JSON.stringify(b)} (s3, gcs, azure)`);
   for (const p of o.profiles) if (!PROFILES[p] || p === 'passthrough') throw new Error(`--profiles: unknown ${JSON.stringify(p)} (20ms, 5ms)`);
@@ -403,8 +404,8 @@ async function main() {
   console.log(`\n${reading}\n`);
   log(`whole bench ${seconds.toFixed(0)} s; load average ${load.start} at the start, ${load.end} at the end`);
   if (o.write) {
-    fs.writeFileSync(REPORT, report({ o, host, nx, rows, cells, notes, reading, seconds, load, mix: mix.note, shape, stoppedEarly }));
-    log(`wrote ${path.relative(REPO_ROOT, REPORT)}`);
+    fs.writeFileSync(o.out, report({ o, host, nx, rows, cells, notes, reading, seconds, load, mix: mix.note, shape, stoppedEarly }));
+    log(`wrote ${path.relative(REPO_ROOT, o.out)}`);
   }
   if (failed) {
     console.error('restore-link: FAILED (see above): a restore was not all remote hits, or a store or server misbehaved');

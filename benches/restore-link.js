@@ -29,8 +29,9 @@
  *
  * Nothing leaves loopback: inherited AWS_*, AZURE_*, GOOGLE_*, GCE_* and proxy variables are dropped,
  * the metadata endpoints point at a closed 127.0.0.1 port. Emulators, relays and serve are stopped
- * at the end (and killed if this process exits); .bench/restore-link is left for inspection and
- * wiped at the next run. Results: stdout and benches/results/restore-link.md (unless --no-write).
+ * at the end (and killed if this process exits); serve's filled store is removed after its backend;
+ * the workspace and the run logs in .bench/restore-link stay for inspection and are wiped at the
+ * next run. Results: stdout and benches/results/restore-link.md (unless --no-write).
  */
 const crypto = require('node:crypto');
 const fs = require('node:fs');
@@ -392,9 +393,12 @@ async function main() {
       running.delete(serve);
       await emu.stop();
       running.delete(emu);
+      // The filled store (tens of MB); the workspace and the logs stay for inspection.
+      fs.rmSync(serveDir, { recursive: true, force: true });
     }
   }
 
+  fs.rmSync(tmp, { recursive: true, force: true });
   const load = { start: loadStart, end: loadavg() };
   const seconds = (Date.now() - started) / 1000;
   const rows = resultRows(cells);

@@ -22,29 +22,27 @@
  * wrong: a run without all remote (or local) hits, outputs that differ from the cold run, a store
  * without one object per task, a server that does not start.
  */
-const { spawn, spawnSync } = require('node:child_process');
 const fs = require('node:fs');
-const os = require('node:os');
 const path = require('node:path');
 const crypto = require('node:crypto');
 const ws = require('./workspace.js');
 const nginx = require('./nginx.js');
 const { fetchAll, startProxyProcess } = require('./http-bench.js');
 const cpu = require('./cpu.js');
+const common = require('./restore-common.js');
+
+const { BenchError, median, stats, machine, baseEnv, settle, loadavg, sec, secRange, ratio, table, mdTable } = common;
 
 const REPO_ROOT = ws.REPO_ROOT;
 const BENCH_DIR = path.join(REPO_ROOT, '.bench', 'restore');
-const WS_DIR = path.join(BENCH_DIR, 'ws');
+const PATHS = common.benchPaths(BENCH_DIR);
+const WS_DIR = PATHS.wsDir;
 const STORE_DIR = path.join(BENCH_DIR, 'store');
 const NGINX_ROOT = path.join(BENCH_DIR, 'nginx-root');
 const NGINX_WORK = path.join(BENCH_DIR, 'nginx');
-const LOG_DIR = path.join(BENCH_DIR, 'logs');
-const WSDATA_TEMPLATE = path.join(BENCH_DIR, 'workspace-data-template');
-const CACHE_DIR = path.join(WS_DIR, '.nx', 'cache');
-const WSDATA_DIR = path.join(WS_DIR, '.nx', 'workspace-data');
+const LOG_DIR = PATHS.logDir;
 const REPORT = path.join(__dirname, 'results', 'restore.md');
 
-const NX_TIMEOUT_MS = 180_000;
 const HTTP_PASSES = 20;
 const HTTP_CONCURRENCY = 8;
 const HTTP_REPS = 3;
@@ -57,12 +55,6 @@ const MIN_ROUNDS = 3;
 /** @param {string} msg */
 function log(msg) {
   console.log(`bench: ${msg}`);
-}
-
-/** @param {string} s */
-function stripAnsi(s) {
-  // eslint-disable-next-line no-control-regex
-  return s.replace(/\u001b\[[0-9;?]*[ -/]*[@-~]/g, '').replace(/\r/g, '');
 }
 
 /** @param {string[]} argv */
@@ -85,128 +77,25 @@ function parseArgs(argv) {
   return opts;
 }
 
-/** @param {number[]} xs */
-function median(xs) {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
-
-/** @param {number[]} xs */
-const stats = (xs) => ({ median: median(xs), min: Math.min(...xs), max: Math.max(...xs), n: xs.length });
-
-/** Machine description for the report. */
-function machine() {
-  const cpuinfo = fs.existsSync('/proc/cpuinfo') ? fs.readFileSync('/proc/cpuinfo', 'utf8') : '';
-  const model = /^model name\s*:\s*(.+)$/m.exec(cpuinfo)?.[1]?.trim() ?? os.cpus()[0]?.model ?? 'unknown';
-  const nprocRun = spawnSync('nproc', { encoding: 'utf8' });
-  const nproc = nprocRun.status === 0 ? nprocRun.stdout.trim() : String(os.availableParallelism());
-  const meminfo = fs.existsSync('/proc/meminfo') ? fs.readFileSync('/proc/meminfo', 'utf8') : '';
-  const kb = Number(/^MemTotal:\s*(\d+)\s*kB/m.exec(meminfo)?.[1] ?? 0);
-  const memory = kb ? `${(kb / 1024 / 1024).toFixed(1)} GiB` : `${(os.totalmem() / 1024 ** 3).toFixed(1)} GiB`;
-  return { model, nproc, memory, kernel: `${os.type()} ${os.release()} ${os.arch()}`, node: process.version };
-}
-
-/** Environment for Nx: inherited minus every NX_* setting, plus the fixed bench settings. */
-function baseEnv() {
-  /** @type {Record<string, string>} */
-  const env = {};
-  for (const [k, v] of Object.entries(process.env)) {
-    if (k.startsWith('NX_') || typeof v !== 'string') continue;
-    env[k] = v;
-  }
-  return env;
-}
-
 /** @param {Record<string, string>} [extra] */
-function nxEnv(extra = {}) {
-  return {
-    ...baseEnv(),
-    NX_DAEMON: 'false',
-    NX_NO_CLOUD: 'true',
-    NX_TUI: 'false',
-    NX_CACHE_DIRECTORY: CACHE_DIR,
-    NX_WORKSPACE_DATA_DIRECTORY: WSDATA_DIR,
-    FORCE_COLOR: '0',
-    ...extra,
-  };
-}
-
+const nxEnv = (extra = {}) => common.nxEnv(PATHS, extra);
+const freshMachine = () => common.freshMachine(PATHS);
 /**
- * @typedef {object} NxRun
- * @property {string} label
- * @property {number | null} code
- * @property {number} wallMs
- * @property {number} cpuS  CPU seconds of nx and everything it waited for (the in-process proxy included)
- * @property {number} tasks
- * @property {number} remoteHits
- * @property {number} localHits
- * @property {string[]} pluginLines  lines starting with `nx-open-cache:`
- * @property {string} output
- * @property {string} logFile
- */
-
-/**
- * Runs `nx run-many -t build --output-style=static` in the bench workspace and times it.
  * @param {string} label
  * @param {{bin: string}} nx
  * @param {Record<string, string>} env
- * @returns {Promise<NxRun>}
  */
-function runNx(label, nx, env) {
-  const args = [path.join('node_modules', 'nx', nx.bin), 'run-many', '-t', 'build', '--output-style=static'];
-  return new Promise((resolve, reject) => {
-    const cpuBefore = cpu.reapedChildrenCpu();
-    const started = process.hrtime.bigint();
-    const child = spawn(process.execPath, args, { cwd: WS_DIR, env, stdio: ['ignore', 'pipe', 'pipe'] });
-    /** @type {Buffer[]} */
-    const chunks = [];
-    child.stdout.on('data', (c) => chunks.push(c));
-    child.stderr.on('data', (c) => chunks.push(c));
-    const timer = setTimeout(() => child.kill('SIGKILL'), NX_TIMEOUT_MS);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      const wallMs = Number(process.hrtime.bigint() - started) / 1e6;
-      const cpuS = cpu.reapedChildrenCpu() - cpuBefore;
-      clearTimeout(timer);
-      const output = stripAnsi(Buffer.concat(chunks).toString('utf8'));
-      const logFile = path.join(LOG_DIR, `${label}.log`);
-      fs.writeFileSync(logFile, output);
-      const lines = output.split('\n');
-      const headers = lines.filter((l) => /^> nx run \S+/.test(l));
-      resolve({
-        label,
-        code,
-        wallMs,
-        cpuS,
-        output,
-        logFile,
-        tasks: headers.length,
-        remoteHits: headers.filter((l) => l.includes('[remote cache]')).length,
-        localHits: headers.filter((l) => l.includes('[local cache]') || l.includes('[existing outputs match the cache')).length,
-        pluginLines: lines.map((l) => l.trim()).filter((l) => l.startsWith('nx-open-cache:')),
-      });
-    });
-  });
-}
+const runNx = (label, nx, env) => common.runNx(PATHS, label, nx, env);
 
-/** A fresh "machine": empty local cache, workspace data with the project graph only, no outputs. */
-function freshMachine() {
-  fs.rmSync(CACHE_DIR, { recursive: true, force: true });
-  fs.rmSync(WSDATA_DIR, { recursive: true, force: true });
-  fs.cpSync(WSDATA_TEMPLATE, WSDATA_DIR, { recursive: true });
-  ws.deleteOutputs(WS_DIR);
-  settle();
-}
-
-/** Flushes dirty pages (the previous run's writes and deletes) so they do not land in the next timing. */
-function settle() {
-  spawnSync('sync', { stdio: 'ignore' });
-}
-
-/** @returns {string} the 1, 5 and 15 minute load averages */
-function loadavg() {
-  return os.loadavg().map((x) => x.toFixed(2)).join(' ');
+/**
+ * Checks one run (see restore-common.js verifyRun); kind `proxy`: a restore through the plugin,
+ * `nginx`: a restore by Nx's own client from nginx.
+ * @param {import('./restore-common.js').NxRun} r
+ * @param {{projects: number, kind: 'cold' | 'proxy' | 'nginx' | 'floor', expected?: Map<string, string>}} o
+ */
+function verifyRun(r, o) {
+  const kind = o.kind === 'proxy' || o.kind === 'nginx' ? 'restore' : o.kind;
+  common.verifyRun(PATHS, r, { projects: o.projects, kind, via: o.kind === 'nginx' ? 'server' : 'plugin', expected: o.expected });
 }
 
 /** @param {string} file */
@@ -215,57 +104,6 @@ function countLines(file) {
   return fs.readFileSync(file, 'utf8').split('\n').filter((l) => l.length > 0).length;
 }
 
-class BenchError extends Error {}
-
-/**
- * Checks one run; throws a BenchError naming what is wrong.
- * @param {NxRun} r
- * @param {{projects: number, kind: 'cold' | 'proxy' | 'nginx' | 'floor', expected?: Map<string, string>}} o
- */
-function verifyRun(r, o) {
-  const problems = [];
-  if (r.code !== 0) problems.push(`nx exited with ${r.code}`);
-  if (r.tasks !== o.projects) problems.push(`${r.tasks} tasks in the output, expected ${o.projects}`);
-  if (o.kind === 'cold' && r.remoteHits + r.localHits > 0) {
-    problems.push(`cold run had ${r.remoteHits} remote and ${r.localHits} local hits`);
-  }
-  if ((o.kind === 'proxy' || o.kind === 'nginx') && r.remoteHits !== o.projects) {
-    problems.push(`${r.remoteHits} of ${r.tasks} tasks were remote cache hits, expected all ${o.projects}`);
-  }
-  if (o.kind === 'floor' && r.localHits !== o.projects) {
-    problems.push(`${r.localHits} of ${r.tasks} tasks were local cache hits, expected all ${o.projects}`);
-  }
-  const summary = r.pluginLines.find((l) => /^nx-open-cache: \d+ hits?,/.test(l));
-  if (o.kind === 'proxy') {
-    const m = summary && /^nx-open-cache: (\d+) hits?, (\d+) miss(?:es)?, (\d+) stored.*, (\d+) errors?/.exec(summary);
-    if (!m) problems.push(`no nx-open-cache summary line (plugin did not serve this run?)`);
-    else if (Number(m[1]) !== o.projects || Number(m[2]) !== 0 || Number(m[4]) !== 0) {
-      problems.push(`plugin summary says: ${summary}`);
-    }
-  }
-  if (o.kind === 'cold') {
-    const m = summary && /^nx-open-cache: \d+ hits?, \d+ miss(?:es)?, (\d+) stored.*, (\d+) errors?/.exec(summary);
-    if (!m || Number(m[1]) !== o.projects || Number(m[2]) !== 0) problems.push(`plugin summary says: ${summary ?? '(none)'}`);
-  }
-  if (o.kind === 'nginx' && !r.pluginLines.some((l) => l.includes('stays out of the way'))) {
-    problems.push('the plugin did not step aside for NX_SELF_HOSTED_REMOTE_CACHE_SERVER');
-  }
-  if (o.expected) {
-    const diffs = ws.diffSnapshots(o.expected, ws.snapshotOutputs(WS_DIR).files);
-    if (diffs.length) problems.push(`outputs differ from the cold run:\n      ${diffs.join('\n      ')}`);
-  }
-  if (problems.length) {
-    const tail = r.output.split('\n').slice(-25).join('\n');
-    throw new BenchError(
-      `${r.label}: ${problems.join('; ')}\n  (full output: ${path.relative(REPO_ROOT, r.logFile)})\n--- last lines ---\n${tail}`,
-    );
-  }
-}
-
-/** @param {number} ms */
-const sec = (ms) => `${(ms / 1000).toFixed(2)} s`;
-/** @param {{median: number, min: number, max: number}} s */
-const secRange = (s) => `${sec(s.median)} (${(s.min / 1000).toFixed(2)}-${(s.max / 1000).toFixed(2)})`;
 /** @param {{median: number, min: number, max: number}} s */
 const cpuRange = (s) =>
   !Number.isFinite(s.median)
@@ -279,21 +117,6 @@ const cpuRange = (s) =>
  * @param {'serverCpu' | 'clientCpu'} key
  */
 const cpuPerGb = (runs, key) => runs.reduce((n, r) => n + r[key], 0) / (runs.reduce((n, r) => n + r.bytes, 0) / 1e9);
-/** @param {number} x */
-const ratio = (x) => (Number.isFinite(x) ? x.toFixed(3) : 'n/a');
-
-/** @param {string[][]} rows */
-function table(rows) {
-  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
-  const fmt = (/** @type {string[]} */ r) => r.map((c, i) => c.padEnd(widths[i])).join(' | ').trimEnd();
-  return [fmt(rows[0]), widths.map((w) => '-'.repeat(w)).join('-+-'), ...rows.slice(1).map(fmt)].join('\n');
-}
-
-/** @param {string[][]} rows */
-function mdTable(rows) {
-  const line = (/** @type {string[]} */ r) => `| ${r.join(' | ')} |`;
-  return [line(rows[0]), line(rows[0].map(() => '---')), ...rows.slice(1).map(line)].join('\n');
-}
 
 /** @type {nginx.RunningNginx | undefined} */
 let runningNginx;
@@ -325,16 +148,7 @@ async function main() {
   ws.generateWorkspace({ dir: WS_DIR, projects: P, storePath: STORE_DIR, nxDir: nx.dir });
   // The project graph, computed once: every fresh machine starts from this workspace data (no
   // cache records), so all timed runs pay the same, small, graph cost.
-  const show = spawnSync(process.execPath, [path.join('node_modules', 'nx', nx.bin), 'show', 'projects'], {
-    cwd: WS_DIR,
-    env: nxEnv(),
-    encoding: 'utf8',
-  });
-  const shown = (show.stdout || '').split('\n').filter((l) => /^p\d+$/.test(l.trim())).length;
-  if (show.status !== 0 || shown !== P) {
-    throw new BenchError(`nx show projects found ${shown} projects (expected ${P}):\n${show.stdout}${show.stderr}`);
-  }
-  fs.cpSync(WSDATA_DIR, WSDATA_TEMPLATE, { recursive: true });
+  common.prepareWorkspaceData(PATHS, nx, P);
   log(`generated ${path.relative(REPO_ROOT, WS_DIR)}: ${P} projects`);
 
   // 2. Cold run.

@@ -6,12 +6,12 @@ const fs = require('node:fs');
 const path = require('node:path');
 
 const RESULTS = path.join(__dirname, 'results');
-const ORDER = ['restore', 'validate', 'hash', 'outputs', 'archive', 'cloud', 'proxy-memory', 'host', 'serve', 'retention'];
+const ORDER = ['restore', 'restore-link', 'validate', 'hash', 'outputs', 'archive', 'cloud', 'proxy-memory', 'host', 'serve', 'soak', 'retention'];
 
 const sections = ORDER.map((name) => {
   const file = path.join(RESULTS, `${name}.md`);
   if (!fs.existsSync(file)) {
-    const script = { restore: 'run', validate: 'validate-restore' }[name] || name;
+    const script = { restore: 'run', validate: 'validate-restore', soak: 'serve-soak' }[name] || name;
     console.error(`report: missing ${path.relative(process.cwd(), file)}: run benches/${script}.js`);
     process.exit(1);
   }
@@ -27,7 +27,10 @@ hooks), \`benches/serve.js\`
 (\`nx-open-cache serve\` vs nginx on the same files), \`benches/retention.js\` (gc over 100k objects), then
 \`benches/report.js\` (this file, from \`benches/results/*.md\`). \`benches/validate-restore.js\` (the artifact
 check on a 1 GiB restore, checked vs not) is opt-in: it writes several GB, so \`npm run bench\` uses its last
-committed result. Each section names its own command, machine
+committed result. So are \`benches/restore-link.js\` (a whole-workspace restore through the proxy on the S3, GCS
+and Azure emulators vs Nx's own client on \`nx-open-cache serve\`, both over \`benches/relay.js\`'s shaped link; 10-20
+minutes per backend) and \`benches/serve-soak.js\` (a 10-minute soak of \`serve\` under mixed load: does its RSS stay
+flat?). Each section names its own command, machine
 state and date. Every figure is a ratio against a reference measured in the same run; these machines
 are shared and noisy (the load averages are printed), so read ratios, not absolute times.
 

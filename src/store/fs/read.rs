@@ -246,10 +246,21 @@ impl FsStore {
     ) -> Result<Option<Artifact>, StoreError> {
         let read_err = |e: io::Error| self.io_fault(&e, "cannot read", loc);
         let started = SystemTime::now();
-        let mut object = Vec::with_capacity(meta.len() as usize);
-        file.read_to_end(&mut object).map_err(read_err)?;
-        let after = file.metadata().ok();
-        let held = after.as_ref().is_some_and(|a| Verified::unchanged(meta, a));
+        // The size the stat gave, in positioned reads (no seek, no probe for the end): when the
+        // file is still in that state afterwards, these are all of its bytes.
+        let len = usize::try_from(meta.len()).unwrap_or(usize::MAX);
+        let mut object = vec![0u8; len];
+        let n = read_full_at(&file, &mut object).map_err(read_err)?;
+        object.truncate(n);
+        let mut after = file.metadata().ok();
+        let held = n == len && after.as_ref().is_some_and(|a| Verified::unchanged(meta, a));
+        if !held {
+            // Changed under the read: whatever it holds now is read whole and verified below.
+            object.clear();
+            file.seek(SeekFrom::Start(0)).map_err(read_err)?;
+            file.read_to_end(&mut object).map_err(read_err)?;
+            after = file.metadata().ok();
+        }
         if known && held {
             let payload_len = object.len().checked_sub(HEADER_LEN).map(|n| n as u64);
             if let Ok(header) = Header::decode(&object) {
@@ -435,6 +446,30 @@ impl FsStore {
         }
         Ok(())
     }
+}
+
+/// Reads from the start of `file` until `buf` is full or the file ends; how many bytes were read.
+fn read_full_at(file: &std::fs::File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match read_at(file, &mut buf[done..], done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+#[cfg(unix)]
+fn read_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    std::os::unix::fs::FileExt::read_at(file, buf, offset)
+}
+
+#[cfg(not(unix))]
+fn read_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    std::os::windows::fs::FileExt::seek_read(file, buf, offset)
 }
 
 /// An artifact served from memory: the payload of `object` (an envelope).

@@ -300,12 +300,15 @@ impl Conn {
     }
 
     /// Answers an eviction request: true (close now) when idle; a busy connection declines and
-    /// may be asked again later.
+    /// may be asked again later. A decline wakes a wait for room ([`Registry::changed`]): another
+    /// idle connection may be asked instead.
     pub fn accept_eviction(&self) -> bool {
         let mut inner = self.registry.lock();
         match inner.conns.get_mut(&self.id) {
             Some(e) if self.is_busy() => {
                 e.evicting = false;
+                drop(inner);
+                self.registry.changed.notify_one();
                 false
             }
             _ => true,
@@ -402,6 +405,37 @@ mod tests {
         assert!(r.admit().is_none());
         assert_eq!(r.metrics.evicted.get(), 2);
         assert!(b.accept_eviction());
+    }
+
+    #[test]
+    fn a_declined_eviction_wakes_the_wait_for_room_and_another_idle_one_is_asked() {
+        use futures_util::FutureExt;
+        let r = registry(2, 2);
+        let a = admit_started(&r);
+        let b = admit_started(&r);
+        // What the starts told is taken: the wait now blocks until something changes.
+        let _ = r.changed().now_or_never();
+        assert!(r.admit().is_none());
+        let (asked, other) = if a.evicted().now_or_never().is_some() {
+            (a, b)
+        } else {
+            (b, a)
+        };
+        assert!(r.changed().now_or_never().is_none(), "nothing changed yet");
+        // A request began before the asked one answered: it declines, and the wait wakes.
+        let busy = asked.begin();
+        assert!(!asked.accept_eviction());
+        assert!(
+            r.changed().now_or_never().is_some(),
+            "a decline wakes the wait"
+        );
+        // Woken, the accept loop asks the other idle connection.
+        assert!(r.admit().is_none());
+        assert!(other.evicted().now_or_never().is_some());
+        assert!(other.accept_eviction());
+        assert_eq!(r.metrics.evicted.get(), 2);
+        drop((busy, other));
+        assert!(r.admit().is_some());
     }
 
     #[test]

@@ -160,6 +160,39 @@ async fn an_object_written_moments_ago_is_hashed_on_every_read_until_settled() {
     assert!(!s.remembers_verified(&h));
 }
 
+/// A small object remembered as verified, then changed through the same file (appended to, or
+/// rewritten with another good object, small or past the small size): the next read verifies
+/// what the file holds now instead of trusting the state it remembers.
+#[tokio::test]
+async fn a_remembered_small_object_appended_to_or_rewritten_is_verified_again() {
+    let h = hash("880006");
+    let dir = tempfile::tempdir().unwrap();
+    let (s, data) = stored(dir.path(), 8 << 20, 1000, &h).await;
+    remembered(&s, &h, &data, "appended").await;
+    let path = s.object_path(&h);
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    f.write_all(b"appended").unwrap();
+    drop(f);
+    assert!(!s.remembers_verified(&h), "appending changes the state");
+    expect_corrupt(s.get(&h).await, &path, "appended");
+    for size in [1500usize, 300 << 10] {
+        let case = format!("rewritten with {size} bytes");
+        let dir = tempfile::tempdir().unwrap();
+        let (s, data) = stored(dir.path(), 8 << 20, 1000, &h).await;
+        remembered(&s, &h, &data, &case).await;
+        let path = s.object_path(&h);
+        let other = noise(size, 7);
+        // Truncated and written again: the same file, another state.
+        std::fs::write(&path, nx_open_cache::envelope::seal(&other)).unwrap();
+        assert!(!s.remembers_verified(&h), "{case}: the state changed");
+        let got = s.get(&h).await.unwrap().expect("a hit");
+        assert_eq!(read_all(got), other, "{case}: the bytes it holds now");
+    }
+}
+
 const TOKEN: &str = "verified-secret-0123456789abcdef";
 
 /// A streamed response whose file is written to while it is served ends before its

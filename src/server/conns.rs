@@ -14,7 +14,7 @@
 
 use super::metrics::ConnectionMetrics;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 use tokio::sync::Notify;
@@ -91,12 +91,20 @@ fn open_descriptors() -> usize {
 
 struct Entry {
     trusted: bool,
-    /// Requests in progress (a reserved, not yet started connection counts as one).
-    busy: u32,
-    idle_since: Instant,
+    activity: Arc<Activity>,
     /// Asked to close; not asked again until it declines.
     evicting: bool,
     evict: Arc<Notify>,
+}
+
+/// What a connection's requests change, kept apart from the registry's lock: beginning and
+/// ending a request is two atomic updates on the connection's own thread, no lock shared with
+/// the other connection threads.
+struct Activity {
+    /// Requests in progress (a reserved, not yet started connection counts as one).
+    busy: AtomicU32,
+    /// When it last became idle, in nanoseconds since the registry's `epoch`.
+    idle_since: AtomicU64,
 }
 
 #[derive(Default)]
@@ -109,6 +117,8 @@ struct Inner {
 /// The open connections of one server.
 pub struct Registry {
     caps: Caps,
+    /// What `Activity::idle_since` counts from.
+    epoch: Instant,
     inner: Mutex<Inner>,
     /// Told when a connection closes, becomes idle or becomes trusted (the accept loop waits).
     changed: Notify,
@@ -119,6 +129,7 @@ impl Registry {
     pub fn new(caps: Caps, metrics: ConnectionMetrics) -> Arc<Registry> {
         Arc::new(Registry {
             caps,
+            epoch: Instant::now(),
             inner: Mutex::new(Inner::default()),
             changed: Notify::new(),
             metrics,
@@ -127,6 +138,11 @@ impl Registry {
 
     pub fn caps(&self) -> Caps {
         self.caps
+    }
+
+    /// Now, as an `Activity::idle_since`.
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -154,12 +170,15 @@ impl Registry {
             let id = inner.next_id;
             inner.next_id += 1;
             let evict = Arc::new(Notify::new());
+            let activity = Arc::new(Activity {
+                busy: AtomicU32::new(1),
+                idle_since: AtomicU64::new(self.now()),
+            });
             inner.conns.insert(
                 id,
                 Entry {
                     trusted: false,
-                    busy: 1,
-                    idle_since: Instant::now(),
+                    activity: activity.clone(),
                     evicting: false,
                     evict: evict.clone(),
                 },
@@ -169,6 +188,8 @@ impl Registry {
             return Some(Arc::new(Conn {
                 id,
                 registry: self.clone(),
+                activity,
+                trusted: AtomicBool::new(false),
                 evict,
                 linger: AtomicBool::new(false),
             }));
@@ -176,8 +197,12 @@ impl Registry {
         let victim = inner
             .conns
             .values_mut()
-            .filter(|e| e.busy == 0 && !e.evicting && !(untrusted_full && e.trusted))
-            .min_by_key(|e| (e.trusted, e.idle_since));
+            .filter(|e| {
+                e.activity.busy.load(Ordering::Acquire) == 0
+                    && !e.evicting
+                    && !(untrusted_full && e.trusted)
+            })
+            .min_by_key(|e| (e.trusted, e.activity.idle_since.load(Ordering::Relaxed)));
         if let Some(v) = victim {
             v.evicting = true;
             v.evict.notify_one();
@@ -221,6 +246,9 @@ impl Registry {
 pub struct Conn {
     id: u64,
     registry: Arc<Registry>,
+    activity: Arc<Activity>,
+    /// Trusted already: the registry is not asked again.
+    trusted: AtomicBool,
     evict: Arc<Notify>,
     linger: AtomicBool,
 }
@@ -228,14 +256,14 @@ pub struct Conn {
 impl Conn {
     /// The connection is accepted and served: it is idle until its first request.
     pub fn started(&self) {
-        self.registry.update(self.id, |e, _| {
-            e.busy = e.busy.saturating_sub(1);
-            e.idle_since = Instant::now();
-        });
+        self.end();
     }
 
-    /// A valid token was presented on this connection.
+    /// A valid token was presented on this connection (the registry is told once).
     pub fn trust(&self) {
+        if self.trusted.swap(true, Ordering::Relaxed) {
+            return;
+        }
         self.registry.update(self.id, |e, untrusted| {
             if !e.trusted {
                 e.trusted = true;
@@ -246,17 +274,24 @@ impl Conn {
 
     /// A request begins; it ends when the guard is dropped (after its response body).
     pub fn begin(self: &Arc<Self>) -> Busy {
-        self.registry.update(self.id, |e, _| e.busy += 1);
+        self.activity.busy.fetch_add(1, Ordering::AcqRel);
         Busy(self.clone())
     }
 
+    /// A request ends (or the reserved connection starts); when none is left in progress the
+    /// connection is idle from now, and a wait for room ([`Registry::changed`]) is woken.
     fn end(&self) {
-        self.registry.update(self.id, |e, _| {
-            e.busy = e.busy.saturating_sub(1);
-            if e.busy == 0 {
-                e.idle_since = Instant::now();
-            }
-        });
+        let a = &self.activity;
+        a.idle_since.store(self.registry.now(), Ordering::Relaxed);
+        let before = a
+            .busy
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
+                Some(b.saturating_sub(1))
+            })
+            .unwrap_or(0);
+        if before <= 1 {
+            self.registry.changed.notify_one();
+        }
     }
 
     /// Resolves when the registry asks this connection to close.
@@ -265,12 +300,15 @@ impl Conn {
     }
 
     /// Answers an eviction request: true (close now) when idle; a busy connection declines and
-    /// may be asked again later.
+    /// may be asked again later. A decline wakes a wait for room ([`Registry::changed`]): another
+    /// idle connection may be asked instead.
     pub fn accept_eviction(&self) -> bool {
         let mut inner = self.registry.lock();
         match inner.conns.get_mut(&self.id) {
-            Some(e) if e.busy > 0 => {
+            Some(e) if self.is_busy() => {
                 e.evicting = false;
+                drop(inner);
+                self.registry.changed.notify_one();
                 false
             }
             _ => true,
@@ -278,8 +316,7 @@ impl Conn {
     }
 
     pub fn is_busy(&self) -> bool {
-        let inner = self.registry.lock();
-        inner.conns.get(&self.id).is_some_and(|e| e.busy > 0)
+        self.activity.busy.load(Ordering::Acquire) > 0
     }
 
     /// The last answer left part of a request body unread: close gently (see `listen`).
@@ -368,6 +405,37 @@ mod tests {
         assert!(r.admit().is_none());
         assert_eq!(r.metrics.evicted.get(), 2);
         assert!(b.accept_eviction());
+    }
+
+    #[test]
+    fn a_declined_eviction_wakes_the_wait_for_room_and_another_idle_one_is_asked() {
+        use futures_util::FutureExt;
+        let r = registry(2, 2);
+        let a = admit_started(&r);
+        let b = admit_started(&r);
+        // What the starts told is taken: the wait now blocks until something changes.
+        let _ = r.changed().now_or_never();
+        assert!(r.admit().is_none());
+        let (asked, other) = if a.evicted().now_or_never().is_some() {
+            (a, b)
+        } else {
+            (b, a)
+        };
+        assert!(r.changed().now_or_never().is_none(), "nothing changed yet");
+        // A request began before the asked one answered: it declines, and the wait wakes.
+        let busy = asked.begin();
+        assert!(!asked.accept_eviction());
+        assert!(
+            r.changed().now_or_never().is_some(),
+            "a decline wakes the wait"
+        );
+        // Woken, the accept loop asks the other idle connection.
+        assert!(r.admit().is_none());
+        assert!(other.evicted().now_or_never().is_some());
+        assert!(other.accept_eviction());
+        assert_eq!(r.metrics.evicted.get(), 2);
+        drop((busy, other));
+        assert!(r.admit().is_some());
     }
 
     #[test]

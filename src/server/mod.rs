@@ -361,10 +361,6 @@ fn router(state: Arc<AppState>) -> Router {
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             state.clone(),
-            panics::catch_panics,
-        ))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
             observe::observe,
         ))
         .with_state(state)
@@ -429,10 +425,11 @@ fn raw_hash(raw: &Result<Path<String>, PathRejection>) -> &str {
 async fn get_artifact(
     State(state): State<Arc<AppState>>,
     raw: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
+    req: Request<Body>,
 ) -> Response {
     let mut obs = Observer::new(&state, Operation::Get, raw_hash(&raw));
-    let stores: &[Arc<dyn Store>] = match access(&state, &headers) {
+    // The request's own headers (the `HeaderMap` extractor would copy them).
+    let stores: &[Arc<dyn Store>] = match access(&state, req.headers()) {
         Access::Token(p) => {
             obs.token(&p.name);
             &p.reads

@@ -195,8 +195,8 @@ pub(crate) struct Observer<'s> {
     state: &'s AppState,
     operation: Operation,
     started: Instant,
-    /// The hash as the client wrote it (cut to [`MAX_SHOWN_HASH_CHARS`]), for the log line.
-    shown: String,
+    /// The hash as the client wrote it, for the log line (cut to [`MAX_SHOWN_HASH_CHARS`] there).
+    shown: &'s str,
     /// The token's name once the caller presented a valid one.
     token: Option<&'s str>,
     /// Payload bytes served or stored.
@@ -205,12 +205,12 @@ pub(crate) struct Observer<'s> {
 
 impl<'s> Observer<'s> {
     /// Starts observing a request for `shown`, the hash as the client wrote it.
-    pub(crate) fn new(state: &'s AppState, operation: Operation, shown: &str) -> Observer<'s> {
+    pub(crate) fn new(state: &'s AppState, operation: Operation, shown: &'s str) -> Observer<'s> {
         Observer {
             state,
             operation,
             started: Instant::now(),
-            shown: shown.chars().take(MAX_SHOWN_HASH_CHARS).collect(),
+            shown,
             token: None,
             bytes: 0,
         }
@@ -317,17 +317,20 @@ impl<'s> Observer<'s> {
         }
     }
 
-    /// `response`, carrying what the log line needs, and marked trusted when a valid token was
-    /// presented (the connection counts as trusted from then on, [`super::listen`]).
+    /// `response`, carrying what the log line needs (when there is a log), and marked trusted
+    /// when a valid token was presented (the connection counts as trusted from then on,
+    /// [`super::listen`]).
     pub(crate) fn answer(self, mut response: Response) -> Response {
         if self.token.is_some() {
             response.extensions_mut().insert(Trusted);
         }
-        response.extensions_mut().insert(Observed {
-            hash: self.shown,
-            token: self.token.map(str::to_owned),
-            bytes: self.bytes,
-        });
+        if self.state.log != LogFormat::Off {
+            response.extensions_mut().insert(Observed {
+                hash: self.shown.chars().take(MAX_SHOWN_HASH_CHARS).collect(),
+                token: self.token.map(str::to_owned),
+                bytes: self.bytes,
+            });
+        }
         response
     }
 }
@@ -373,7 +376,8 @@ fn route_label(path: &str, operations: bool) -> &'static str {
     }
 }
 
-/// The outermost middleware: counts and logs every answered request.
+/// The outermost middleware (the only one): counts and logs every answered request, and runs the
+/// rest guarded against panics ([`super::panics::guarded`]).
 pub(super) async fn observe(
     State(state): State<Arc<AppState>>,
     req: Request<Body>,
@@ -382,7 +386,8 @@ pub(super) async fn observe(
     let started = Instant::now();
     let route = route_label(req.uri().path(), state.operations);
     let method = req.method().clone();
-    let response = next.run(req).await;
+    let uri = req.uri().clone();
+    let response = super::panics::guarded(&state, &method, &uri, next.run(req)).await;
     let elapsed = started.elapsed();
     let status = response.status();
     state.metrics.request(

@@ -7,17 +7,14 @@
 //! from printing the panic a second time, unescaped, and notes where it happened.
 
 use super::AppState;
-use axum::body::Body;
-use axum::extract::State;
-use axum::http::{header, HeaderValue, Request, StatusCode};
-use axum::middleware::Next;
+use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
 use axum::response::Response;
 use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
-use std::sync::{Arc, Once};
+use std::sync::Once;
 use std::task::{Context, Poll};
 
 // With panic = "abort" no panic could be caught: every profile must keep "unwind".
@@ -113,21 +110,22 @@ fn payload_message(payload: &(dyn Any + Send)) -> String {
     }
 }
 
-/// The middleware: runs the rest of the stack guarded; a panic becomes a 500 that closes the
-/// connection (the request body may be half read).
-pub(super) async fn catch_panics(
-    State(state): State<Arc<AppState>>,
-    req: Request<Body>,
-    next: Next,
+/// Runs the rest of the stack (`run`, the request `method uri`) guarded; a panic becomes a 500
+/// that closes the connection (the request body may be half read). Part of the outermost
+/// middleware ([`super::observe::observe`]), so that a request passes one middleware layer.
+pub(super) async fn guarded<F: Future<Output = Response>>(
+    state: &AppState,
+    method: &Method,
+    uri: &Uri,
+    run: F,
 ) -> Response {
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    match CatchPanic::new(next.run(req)).await {
+    match CatchPanic::new(run).await {
         Ok(response) => response,
         Err(p) => {
+            let path = uri.path();
             let at = p.location.map(|l| format!(" at {l}")).unwrap_or_default();
             super::observe::panicked(
-                &state,
+                state,
                 &format!(
                     "request {method} {path} panicked{at}: {}; answered 500",
                     p.message

@@ -13,7 +13,8 @@
 //!
 //! Where the work runs: opening, a stat, a small object's read (and its first verification) and
 //! a verified object's header are cheap enough for the async worker; the first hashing pass of a
-//! larger object runs on the blocking pool. The access mark (an mtime update, at most once per
+//! larger object runs on the blocking pool (so does a small one that grew past the small size
+//! under its read: the re-read stops there). The access mark (an mtime update, at most once per
 //! [`ACCESS_GRANULARITY`]) is made before the state is compared, so the state remembered is the
 //! one after it: a hot object costs one more verification per granularity, no write per request.
 
@@ -43,6 +44,28 @@ enum Step {
         file: std::fs::File,
         meta: std::fs::Metadata,
     },
+}
+
+/// What a read into memory gave.
+enum Whole {
+    Read(Option<Artifact>),
+    /// Left to the blocking pool ([`FsStore::finish_read`]): a file that grew past the read's
+    /// limit under it, or a large one to hash. The file, positioned at its start, and the state
+    /// to check it against.
+    Blocking {
+        file: std::fs::File,
+        meta: std::fs::Metadata,
+    },
+}
+
+impl Whole {
+    /// The next step of a read that found this (a grown file finishes on the blocking pool).
+    fn step(self, loc: Location) -> Step {
+        match self {
+            Whole::Read(found) => Step::Done(found),
+            Whole::Blocking { file, meta } => Step::Finish { loc, file, meta },
+        }
+    }
 }
 
 /// Identity and state of a file that passed verification: any write to it changes its ctime (and
@@ -205,15 +228,24 @@ impl FsStore {
                 .map_err(|e| self.io_fault(&e, "cannot stat", &loc))?;
         }
         if self.verified.matches(&meta) {
-            return self.serve_verified(&loc, file, &meta).map(Step::Done);
+            return Ok(self.serve_verified(&loc, file, &meta)?.step(loc));
         }
-        let size = meta.len();
-        if size <= SMALL_OBJECT_BYTES.min(self.inline_limit.saturating_add(HEADER_LEN as u64)) {
-            return self
-                .read_in_memory(&loc, file, &meta, false)
-                .map(Step::Done);
+        if meta.len() <= self.small_limit() {
+            let whole = self.read_in_memory(&loc, file, &meta, false, self.small_limit())?;
+            return Ok(whole.step(loc));
         }
         Ok(Step::Finish { loc, file, meta })
+    }
+
+    /// The largest object (envelope included) read whole on the async worker.
+    fn small_limit(&self) -> u64 {
+        SMALL_OBJECT_BYTES.min(self.medium_limit())
+    }
+
+    /// The largest object (envelope included) read whole into memory (on the blocking pool when
+    /// it is larger than [`FsStore::small_limit`]); larger ones are streamed from their file.
+    fn medium_limit(&self) -> u64 {
+        self.inline_limit.saturating_add(HEADER_LEN as u64)
     }
 
     /// An I/O fault doing `doing` on the object at `loc`.
@@ -228,8 +260,12 @@ impl FsStore {
         file: std::fs::File,
         meta: &std::fs::Metadata,
     ) -> Result<Option<Artifact>, StoreError> {
-        if meta.len() <= self.inline_limit.saturating_add(HEADER_LEN as u64) {
-            return self.read_in_memory(loc, file, meta, false);
+        if meta.len() <= self.medium_limit() {
+            return match self.read_in_memory(loc, file, meta, false, self.medium_limit())? {
+                Whole::Read(found) => Ok(found),
+                // Grew past what is read into memory while it was read: verified as a large one.
+                Whole::Blocking { file, meta } => self.verify_large(loc, file, &meta),
+            };
         }
         self.verify_large(loc, file, meta)
     }
@@ -237,24 +273,50 @@ impl FsStore {
     /// Reads a small or medium object whole. `known`: its state (`meta`) passed before; when the
     /// file is still in it after the read, the bytes read are that state's and are served without
     /// a hashing pass. Otherwise they are verified (and the state remembered when it held).
+    /// `meta.len()` is at most `limit`; a file that grew past `limit` under the read is not read
+    /// here (see [`Whole::Blocking`]).
     fn read_in_memory(
         &self,
         loc: &Location,
         mut file: std::fs::File,
         meta: &std::fs::Metadata,
         known: bool,
-    ) -> Result<Option<Artifact>, StoreError> {
+        limit: u64,
+    ) -> Result<Whole, StoreError> {
         let read_err = |e: io::Error| self.io_fault(&e, "cannot read", loc);
         let started = SystemTime::now();
-        let mut object = Vec::with_capacity(meta.len() as usize);
-        file.read_to_end(&mut object).map_err(read_err)?;
-        let after = file.metadata().ok();
-        let held = after.as_ref().is_some_and(|a| Verified::unchanged(meta, a));
+        // The size the stat gave, in positioned reads (no seek, no probe for the end): when the
+        // file is still in that state afterwards, these are all of its bytes.
+        let len = usize::try_from(meta.len()).unwrap_or(usize::MAX);
+        let mut object = vec![0u8; len];
+        let n = read_full_at(&file, &mut object).map_err(read_err)?;
+        object.truncate(n);
+        let mut after = file.metadata().ok();
+        let held = n == len && after.as_ref().is_some_and(|a| Verified::unchanged(meta, a));
+        if !held {
+            // Changed under the read: whatever it holds now is read whole (up to `limit`) and
+            // verified below.
+            object.clear();
+            file.seek(SeekFrom::Start(0)).map_err(read_err)?;
+            (&file)
+                .take(limit.saturating_add(1))
+                .read_to_end(&mut object)
+                .map_err(read_err)?;
+            if object.len() as u64 > limit {
+                drop(object);
+                file.seek(SeekFrom::Start(0)).map_err(read_err)?;
+                let meta = file
+                    .metadata()
+                    .map_err(|e| self.io_fault(&e, "cannot stat", loc))?;
+                return Ok(Whole::Blocking { file, meta });
+            }
+            after = file.metadata().ok();
+        }
         if known && held {
             let payload_len = object.len().checked_sub(HEADER_LEN).map(|n| n as u64);
             if let Ok(header) = Header::decode(&object) {
                 if Some(header.payload_len) == payload_len {
-                    return Ok(Some(in_memory(object, Some(header.digest))));
+                    return Ok(Whole::Read(Some(in_memory(object, Some(header.digest)))));
                 }
             }
         }
@@ -264,7 +326,7 @@ impl FsStore {
                     self.verified.remember(meta, after, started);
                 }
                 let digest = Header::decode(&object).ok().map(|h| h.digest);
-                Ok(Some(in_memory(object, digest)))
+                Ok(Whole::Read(Some(in_memory(object, digest))))
             }
             Err(e) => Err(self.quarantine(loc, &e.to_string())),
         }
@@ -348,26 +410,29 @@ impl FsStore {
         loc: &Location,
         mut file: std::fs::File,
         meta: &std::fs::Metadata,
-    ) -> Result<Option<Artifact>, StoreError> {
+    ) -> Result<Whole, StoreError> {
         let size = meta.len();
-        if size <= SMALL_OBJECT_BYTES.min(self.inline_limit.saturating_add(HEADER_LEN as u64)) {
-            return self.read_in_memory(loc, file, meta, true);
+        if size <= self.small_limit() {
+            return self.read_in_memory(loc, file, meta, true, self.small_limit());
         }
         let header = self.read_header(loc, &mut file)?;
         if Some(header.payload_len) != size.checked_sub(HEADER_LEN as u64) {
-            // Not the state that passed after all: verify it.
+            // Not the state that passed after all: verified on the blocking pool.
             file.seek(SeekFrom::Start(0))
                 .map_err(|e| self.io_fault(&e, "cannot read", loc))?;
-            return self.verify_large(loc, file, meta);
+            return Ok(Whole::Blocking {
+                file,
+                meta: meta.clone(),
+            });
         }
-        Ok(Some(Artifact {
+        Ok(Whole::Read(Some(Artifact {
             len: header.payload_len,
             body: ArtifactBody::File {
                 file,
                 offset: HEADER_LEN as u64,
             },
             digest: Some(header.digest),
-        }))
+        })))
     }
 
     /// Reads and decodes the envelope header at the file's start; a bad one quarantines the object.
@@ -437,6 +502,38 @@ impl FsStore {
     }
 }
 
+/// Reads from the start of `file` until `buf` is full or the file ends; how many bytes were read.
+fn read_full_at(file: &std::fs::File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match read_at(file, &mut buf[done..], done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+#[cfg(unix)]
+fn read_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    std::os::unix::fs::FileExt::read_at(file, buf, offset)
+}
+
+#[cfg(windows)]
+fn read_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    std::os::windows::fs::FileExt::seek_read(file, buf, offset)
+}
+
+/// Elsewhere: a seek, then a read (the file's position moves; nothing here depends on it).
+#[cfg(not(any(unix, windows)))]
+fn read_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut file = file;
+    file.seek(SeekFrom::Start(offset))?;
+    file.read(buf)
+}
+
 /// An artifact served from memory: the payload of `object` (an envelope).
 fn in_memory(object: Vec<u8>, digest: Option<[u8; 32]>) -> Artifact {
     let payload = Bytes::from(object).slice(HEADER_LEN..);
@@ -461,4 +558,148 @@ fn record_access(file: &std::fs::File, meta: &std::fs::Metadata) -> bool {
                 .is_ok_and(|d| d >= ACCESS_GRANULARITY)
     });
     due && filetime::set_file_handle_times(file, None, Some(filetime::FileTime::from(now))).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::seal;
+    use crate::key::Prefix;
+    use std::path::{Path, PathBuf};
+
+    fn file_with(dir: &Path, name: &str, bytes: &[u8]) -> std::fs::File {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        std::fs::File::open(&path).unwrap()
+    }
+
+    #[test]
+    fn read_full_at_stops_at_the_end_of_a_file_shorter_than_the_buffer() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..100u8).collect();
+        let mut f = file_with(dir.path(), "short", &data);
+        // Positioned reads: where the file's cursor stands does not matter.
+        f.seek(SeekFrom::Start(50)).unwrap();
+        let mut buf = vec![0xaau8; 256];
+        assert_eq!(read_full_at(&f, &mut buf).unwrap(), 100);
+        assert_eq!(&buf[..100], &data[..]);
+        assert!(
+            buf[100..].iter().all(|&b| b == 0xaa),
+            "nothing past the end"
+        );
+        let mut exact = vec![0u8; 100];
+        assert_eq!(read_full_at(&f, &mut exact).unwrap(), 100);
+        assert_eq!(exact, data);
+        let mut part = vec![0u8; 10];
+        assert_eq!(read_full_at(&f, &mut part).unwrap(), 10);
+        assert_eq!(part, &data[..10]);
+        assert_eq!(read_full_at(&f, &mut []).unwrap(), 0);
+        let empty = file_with(dir.path(), "empty", b"");
+        assert_eq!(read_full_at(&empty, &mut buf).unwrap(), 0);
+    }
+
+    /// A store (inline limit `inline`) holding `payload` as one object, written at its place.
+    fn store_with(dir: &Path, inline: u64, payload: &[u8]) -> (FsStore, TaskHash, PathBuf) {
+        let s = FsStore::new(dir, Prefix::default()).with_inline_limit(inline);
+        s.prepare().unwrap();
+        let h = TaskHash::parse("77aa01").unwrap();
+        let path = s.object_path(&h);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, seal(payload)).unwrap();
+        (s, h, path)
+    }
+
+    /// Reads the object into memory as a read that opened and stat'ed it before `change` (done to
+    /// the same file) would. `known`: that state was remembered as verified.
+    fn read_across(
+        s: &FsStore,
+        h: &TaskHash,
+        path: &Path,
+        known: bool,
+        change: impl FnOnce(&Path),
+    ) -> Result<Whole, StoreError> {
+        let loc = s.locate(h);
+        let file = std::fs::File::open(path).unwrap();
+        let meta = file.metadata().unwrap();
+        change(path);
+        s.read_in_memory(&loc, file, &meta, known, s.small_limit())
+    }
+
+    fn payload_of(found: Option<Artifact>) -> Vec<u8> {
+        let found = found.expect("a hit");
+        let bytes = match found.body {
+            ArtifactBody::Memory(b) => b.to_vec(),
+            ArtifactBody::File { mut file, offset } => {
+                file.seek(SeekFrom::Start(offset)).unwrap();
+                let mut out = Vec::new();
+                file.read_to_end(&mut out).unwrap();
+                out
+            }
+        };
+        assert_eq!(found.len, bytes.len() as u64);
+        bytes
+    }
+
+    #[test]
+    fn a_small_object_changed_under_its_read_is_verified_not_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = vec![1u8; 1000];
+        for known in [false, true] {
+            // Appended to: its envelope no longer matches; a miss, removed.
+            let (s, h, path) = store_with(&dir.path().join(format!("a{known}")), 8 << 20, &first);
+            let appended = read_across(&s, &h, &path, known, |p| {
+                let mut f = std::fs::OpenOptions::new().append(true).open(p).unwrap();
+                io::Write::write_all(&mut f, b"more bytes").unwrap();
+            });
+            match appended {
+                Err(e) => assert_eq!(e.kind, ErrorKind::Corrupt, "known {known}: {}", e.message),
+                Ok(_) => panic!("known {known}: an appended object was served"),
+            }
+            assert!(
+                !path.exists(),
+                "known {known}: the corrupt object is removed"
+            );
+            // Rewritten in place with another good object: the bytes it holds now are served.
+            let (s, h, path) = store_with(&dir.path().join(format!("r{known}")), 8 << 20, &first);
+            let second = vec![2u8; 1500];
+            let rewritten = read_across(&s, &h, &path, known, |p| {
+                std::fs::write(p, seal(&second)).unwrap();
+            });
+            match rewritten {
+                Ok(Whole::Read(found)) => assert_eq!(payload_of(found), second, "known {known}"),
+                Ok(Whole::Blocking { .. }) => panic!("known {known}: a small object left over"),
+                Err(e) => panic!("known {known}: {}", e.message),
+            }
+        }
+    }
+
+    #[test]
+    fn a_small_object_that_grew_large_under_its_read_is_left_to_the_blocking_pool() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = vec![1u8; 1000];
+        let grown: Vec<u8> = (0..300u32 << 10).map(|i| (i % 251) as u8).collect();
+        // Medium with the default inline limit (read into memory on the blocking pool); large
+        // with a 64 KiB one (hashed and streamed from the file).
+        for inline in [8u64 << 20, 64 << 10] {
+            for known in [false, true] {
+                let case = format!("inline {inline}, known {known}");
+                let root = dir.path().join(format!("{inline}-{known}"));
+                let (s, h, path) = store_with(&root, inline, &first);
+                let whole = read_across(&s, &h, &path, known, |p| {
+                    std::fs::write(p, seal(&grown)).unwrap();
+                });
+                let (file, meta) = match whole {
+                    Ok(Whole::Blocking { file, meta }) => (file, meta),
+                    Ok(Whole::Read(_)) => panic!("{case}: read whole on the async worker"),
+                    Err(e) => panic!("{case}: {}", e.message),
+                };
+                assert_eq!(meta.len(), (grown.len() + HEADER_LEN) as u64, "{case}");
+                let found = s.finish_read(&s.locate(&h), file, &meta);
+                match found {
+                    Ok(found) => assert_eq!(payload_of(found), grown, "{case}"),
+                    Err(e) => panic!("{case}: {}", e.message),
+                }
+            }
+        }
+    }
 }

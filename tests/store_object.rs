@@ -650,3 +650,83 @@ backend_tests!(s3, "s3");
 // provides through scripts/gcs-xml-front.js in front of it (see scripts/emulators.js).
 backend_tests!(gcs, "gcs");
 backend_tests!(azure, "azure");
+
+/// A fake S3 endpoint on 127.0.0.1: the first connection has its request read and is closed
+/// without an answer (a pooled connection the server dropped as the request went out); later
+/// ones get `200` to a PUT. Returns the endpoint and a counter of the PUTs received.
+fn dropping_first_connection() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::sync::atomic::Ordering;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
+    let puts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = puts.clone();
+    std::thread::spawn(move || {
+        // Bounded: the test makes at most two requests.
+        for (n, conn) in listener.incoming().take(2).enumerate() {
+            let Ok(conn) = conn else { return };
+            let mut reader = BufReader::new(conn);
+            let mut len = 0usize;
+            let mut line = String::new();
+            loop {
+                line.clear();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                let lower = line.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let mut body = vec![0u8; len];
+            let _ = reader.read_exact(&mut body);
+            seen.fetch_add(1, Ordering::SeqCst);
+            if n == 0 {
+                continue; // dropped unanswered
+            }
+            let mut conn = reader.into_inner();
+            let _ = conn.write_all(
+                b"HTTP/1.1 200 OK\r\nETag: \"e\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+    });
+    (endpoint, puts)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_whose_connection_drops_unanswered_is_sent_once_more() {
+    use object_store::aws::{AmazonS3Builder, S3ConditionalPut};
+    use object_store::RetryConfig;
+    let (endpoint, puts) = dropping_first_connection();
+    // The client's own retries off: only the store's retry of a send failure may resend.
+    let s3 = AmazonS3Builder::new()
+        .with_endpoint(&endpoint)
+        .with_allow_http(true)
+        .with_bucket_name("b")
+        .with_region("us-east-1")
+        .with_access_key_id("test")
+        .with_secret_access_key("test")
+        .with_conditional_put(S3ConditionalPut::ETagMatch)
+        .with_retry(RetryConfig {
+            max_retries: 0,
+            ..RetryConfig::default()
+        })
+        .build()
+        .expect("client");
+    let store = ObjectStoreBackend::with_client(
+        Arc::new(s3),
+        nx_open_cache::store::object::Cloud::S3,
+        "b".to_owned(),
+        None,
+        nx_open_cache::key::Prefix::default(),
+    );
+    let data = noise(1000, 7);
+    let out = store
+        .put(&hash("8080"), &mut body(&data, 256), Some(1000))
+        .await;
+    assert_eq!(out, Ok(PutOutcome::Stored(1000)));
+    assert_eq!(puts.load(std::sync::atomic::Ordering::SeqCst), 2);
+}

@@ -52,6 +52,68 @@ pub const PART_SIZE: usize = 8 * 1024 * 1024;
 /// Parts in flight at once during a multipart upload (bounds memory to about this many parts).
 const UPLOAD_CONCURRENCY: usize = 2;
 const TMP_SEGMENT: &str = ".tmp";
+/// A pooled connection idle this long is closed rather than reused: below the shortest keep-alive
+/// timeout of the servers in use (Node's default of 5 s, which Azurite keeps), so a request never
+/// goes out on a connection the server is closing at that moment.
+const POOL_IDLE: Duration = Duration::from_secs(3);
+
+/// `NX_OPEN_CACHE_OBJECT_TIMING=1`: each large transfer prints its phases' times to stderr (for
+/// profiling the cloud path; names no key, only the hash's length and the byte count).
+fn timing() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        std::env::var("NX_OPEN_CACHE_OBJECT_TIMING").is_ok_and(|v| !v.is_empty() && v != "0")
+    })
+}
+
+/// Phase times of one transfer, printed when [`timing`] is on.
+struct Phases {
+    what: &'static str,
+    start: std::time::Instant,
+    last: std::time::Instant,
+    marks: Vec<(&'static str, Duration)>,
+}
+
+impl Phases {
+    fn new(what: &'static str) -> Self {
+        let now = std::time::Instant::now();
+        Phases {
+            what,
+            start: now,
+            last: now,
+            marks: Vec::new(),
+        }
+    }
+
+    fn mark(&mut self, name: &'static str) {
+        if !timing() {
+            return;
+        }
+        let now = std::time::Instant::now();
+        self.marks.push((name, now - self.last));
+        self.last = now;
+    }
+
+    fn print(&self, bytes: u64) {
+        if !timing() || bytes < PART_SIZE as u64 {
+            return;
+        }
+        let total = self.start.elapsed().as_secs_f64();
+        let parts: Vec<String> = self
+            .marks
+            .iter()
+            .map(|(n, d)| format!("{n} {:.0} ms", d.as_secs_f64() * 1e3))
+            .collect();
+        eprintln!(
+            "nx-open-cache timing: {} {} bytes in {:.0} ms ({:.1} MB/s): {}",
+            self.what,
+            bytes,
+            total * 1e3,
+            bytes as f64 / total / 1e6,
+            parts.join(", ")
+        );
+    }
+}
 
 /// Which cloud, for messages and credential hints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,11 +199,15 @@ fn clients<B: Clone, S: ObjectStore>(
 ) -> object_store::Result<Clients> {
     let quick = build(with_options(
         builder.clone(),
-        resilience.object_client(allow_http, false),
+        resilience
+            .object_client(allow_http, false)
+            .with_pool_idle_timeout(POOL_IDLE),
     ))?;
     let bulk = build(with_options(
         builder,
-        resilience.object_client(allow_http, true),
+        resilience
+            .object_client(allow_http, true)
+            .with_pool_idle_timeout(POOL_IDLE),
     ))?;
     Ok(Clients {
         quick: Arc::new(quick),
@@ -499,9 +565,11 @@ impl ObjectStoreBackend {
         key: &ObjectPath,
         mut file: tokio::fs::File,
         header: &Header,
+        phases: &mut Phases,
     ) -> Result<PutOutcome, StoreError> {
         let tmp = self.tmp_key(hash);
         let uploaded = self.upload_parts(&tmp, &mut file).await;
+        phases.mark("multipart");
         drop(file);
         let result = match uploaded {
             Ok(()) => {
@@ -509,6 +577,7 @@ impl ObjectStoreBackend {
                     .bulk
                     .copy_opts(&tmp, key, CopyOptions::new().with_mode(CopyMode::Create))
                     .await;
+                phases.mark("copy");
                 match copied {
                     Ok(()) => Ok(PutOutcome::Stored(header.payload_len)),
                     Err(object_store::Error::AlreadyExists { .. })
@@ -531,6 +600,8 @@ impl ObjectStoreBackend {
                 }
             }
         }
+        phases.mark("delete temp");
+        phases.print(header.payload_len);
         result
     }
 
@@ -592,6 +663,7 @@ impl ObjectStoreBackend {
 impl AsyncStore for ObjectStoreBackend {
     async fn get(&self, hash: &TaskHash) -> Found {
         let key = self.object_key(hash);
+        let mut phases = Phases::new("get");
         let result = match self.inner.get_opts(&key, GetOptions::default()).await {
             Ok(r) => r,
             Err(e @ object_store::Error::NotFound { .. }) => {
@@ -604,6 +676,7 @@ impl AsyncStore for ObjectStoreBackend {
             Err(e) => return Err(self.fault(Op::Download, &key, e)),
         };
         let size = result.meta.size;
+        phases.mark("answer");
         let mut stream = result.into_stream();
         let mut head: Vec<u8> = Vec::with_capacity(HEADER_LEN);
         let mut digest = PayloadDigest::new();
@@ -630,6 +703,7 @@ impl AsyncStore for ObjectStoreBackend {
             digest.update(rest);
             spool.push(rest).await.map_err(spool_err)?;
         }
+        phases.mark("download+hash+spool");
         let header = match Header::decode(&head) {
             Ok(h) => h,
             Err(e) => return Err(self.quarantine(&key, e).await),
@@ -642,6 +716,8 @@ impl AsyncStore for ObjectStoreBackend {
             Spooled::Memory(bytes) => ArtifactBody::Memory(bytes),
             Spooled::File(file) => ArtifactBody::File { file, offset: 0 },
         };
+        phases.mark("finish");
+        phases.print(len);
         Ok(Some(Artifact {
             len,
             body,
@@ -652,29 +728,67 @@ impl AsyncStore for ObjectStoreBackend {
     async fn put(&self, hash: &TaskHash, upload: Upload<'_, '_>) -> Written {
         let Upload { body, declared_len } = upload;
         let key = self.object_key(hash);
-        // A large or unsized body: one HEAD first spares uploading what is already stored.
-        if declared_len.is_none_or(|n| n > self.inline_limit) {
-            match self.inner.head(&key).await {
-                Ok(_) => return Ok(PutOutcome::AlreadyExists),
-                Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(self.fault(Op::Checking, &key, e)),
+        let mut phases = Phases::new("put");
+        // A large or unsized body: one HEAD spares uploading what is already stored. It runs while
+        // the body is received (its round trip hidden behind the spooling); when it finds the
+        // object first, the rest of the body is not read.
+        let checking = declared_len.is_none_or(|n| n > self.inline_limit);
+        let head = async {
+            if !checking {
+                return Ok(false);
             }
+            match self.inner.head(&key).await {
+                Ok(_) => Ok(true),
+                Err(object_store::Error::NotFound { .. }) => Ok(false),
+                Err(e) => Err(self.fault(Op::Checking, &key, e)),
+            }
+        };
+        let receiving = self.receive(body, declared_len);
+        tokio::pin!(head, receiving);
+        let mut checked = false;
+        let received = loop {
+            tokio::select! {
+                found = &mut head, if !checked => {
+                    checked = true;
+                    if found? {
+                        return Ok(PutOutcome::AlreadyExists);
+                    }
+                }
+                received = &mut receiving => break received,
+            }
+        };
+        if !checked && head.await? {
+            return Ok(PutOutcome::AlreadyExists);
         }
-        let (spool, header) = self.receive(body, declared_len).await?;
+        let (spool, header) = received?;
+        phases.mark("head+receive+hash+spool");
         let outcome = match spool {
             Spooled::Memory(bytes) => {
                 let opts = PutOptions {
                     mode: PutMode::Create,
                     ..Default::default()
                 };
-                self.inner
-                    .put_opts(&key, PutPayload::from(bytes), opts)
+                let payload = PutPayload::from(bytes);
+                match self
+                    .inner
+                    .put_opts(&key, payload.clone(), opts.clone())
                     .await
-                    .map(|_| true)
+                {
+                    // The request never got an answer on its connection (e.g. a pooled connection
+                    // the server closed as it went out): a create-if-absent PUT of a
+                    // content-addressed object is safe to send once more (if the first did land,
+                    // the second answers "already exists").
+                    Err(e) if send_failed(&e) => {
+                        self.inner.put_opts(&key, payload, opts).await.map(|_| true)
+                    }
+                    other => other.map(|_| true),
+                }
             }
             Spooled::File(file) => {
                 let file = tokio::fs::File::from_std(file);
-                return self.upload_large(hash, &key, file, &header).await;
+                return self
+                    .upload_large(hash, &key, file, &header, &mut phases)
+                    .await;
             }
         };
         match outcome {
@@ -766,6 +880,25 @@ impl Op {
             Op::StartingMultipart | Op::UploadingPart | Op::CompletingMultipart
         )
     }
+}
+
+/// Whether a client error is a request that got no answer on its connection (reqwest's "error
+/// sending request", a reset or closed connection), not an answer of the store.
+fn send_failed(e: &object_store::Error) -> bool {
+    if matches!(
+        e,
+        object_store::Error::NotFound { .. }
+            | object_store::Error::AlreadyExists { .. }
+            | object_store::Error::Precondition { .. }
+            | object_store::Error::PermissionDenied { .. }
+            | object_store::Error::Unauthenticated { .. }
+    ) {
+        return false;
+    }
+    let text = e.to_string().to_ascii_lowercase();
+    text.contains("error sending request")
+        || text.contains("connection reset")
+        || text.contains("connection closed")
 }
 
 /// Whether a client error's text is about fetching credentials (the words of the client, or the

@@ -641,6 +641,7 @@ macro_rules! backend_tests {
             case!(bad_credentials_are_named);
             case!(corrupt_object_is_removed);
             case!(proxy_over_http);
+            case!(an_existing_object_is_not_received_again);
         }
     };
 }
@@ -650,6 +651,39 @@ backend_tests!(s3, "s3");
 // provides through scripts/gcs-xml-front.js in front of it (see scripts/emulators.js).
 backend_tests!(gcs, "gcs");
 backend_tests!(azure, "azure");
+
+/// A large upload of a stored hash: the existence check, run while the body is received, answers
+/// "already stored" without waiting for the rest of the body (here a body that never ends).
+async fn an_existing_object_is_not_received_again(kind: &'static str) {
+    let emu = Emulator::start(kind);
+    let s = emu.store("again").with_inline_limit(64 << 10);
+    let size = 1usize << 20;
+    let data = noise(size, 11);
+    assert_eq!(
+        s.put(&hash("7070"), &mut body(&data, 65536), Some(size as u64))
+            .await,
+        Ok(PutOutcome::Stored(size as u64))
+    );
+    let first = bytes::Bytes::copy_from_slice(&data[..1000]);
+    let mut endless: nx_open_cache::store::BodyStream<'static> =
+        futures_util::stream::iter([Ok::<_, std::io::Error>(first)])
+            .chain(futures_util::stream::pending())
+            .boxed();
+    // A hang guard only (the store must not wait for the body's end): no timing is asserted.
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        s.put(&hash("7070"), &mut endless, Some(size as u64)),
+    )
+    .await
+    .expect("answered without the rest of the body");
+    assert_eq!(out, Ok(PutOutcome::AlreadyExists));
+    assert_eq!(
+        read_all(s.get(&hash("7070")).await.unwrap().unwrap()),
+        data,
+        "the first object is unchanged"
+    );
+    assert!(emu.spool_leftovers().is_empty());
+}
 
 /// A fake S3 endpoint on 127.0.0.1: the first connection has its request read and is closed
 /// without an answer (a pooled connection the server dropped as the request went out); later

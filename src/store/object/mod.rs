@@ -26,7 +26,7 @@ mod azure;
 mod gcs;
 mod s3;
 
-use super::resilience::Resilience;
+use super::resilience::{resend_create, Resilience};
 use super::spool::{self, Spool, Spooled};
 use super::{
     Artifact, ArtifactBody, AsyncStore, BodyStream, Cause, Deleted, ErrorKind, Found, PutOutcome,
@@ -52,13 +52,10 @@ pub const PART_SIZE: usize = 8 * 1024 * 1024;
 /// Parts in flight at once during a multipart upload (bounds memory to about this many parts).
 const UPLOAD_CONCURRENCY: usize = 2;
 const TMP_SEGMENT: &str = ".tmp";
-/// A pooled connection idle this long is closed rather than reused: below the shortest keep-alive
-/// timeout of the servers in use (Node's default of 5 s, which Azurite keeps), so a request never
-/// goes out on a connection the server is closing at that moment.
-const POOL_IDLE: Duration = Duration::from_secs(3);
 
 /// `NX_OPEN_CACHE_OBJECT_TIMING=1`: each large transfer prints its phases' times to stderr (for
-/// profiling the cloud path; names no key, only the hash's length and the byte count).
+/// profiling the cloud path). The line holds the direction (get or put), the byte count, the total
+/// time and rate, and each phase's time: no object key and no hash.
 fn timing() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| {
@@ -199,15 +196,11 @@ fn clients<B: Clone, S: ObjectStore>(
 ) -> object_store::Result<Clients> {
     let quick = build(with_options(
         builder.clone(),
-        resilience
-            .object_client(allow_http, false)
-            .with_pool_idle_timeout(POOL_IDLE),
+        resilience.object_client(allow_http, false),
     ))?;
     let bulk = build(with_options(
         builder,
-        resilience
-            .object_client(allow_http, true)
-            .with_pool_idle_timeout(POOL_IDLE),
+        resilience.object_client(allow_http, true),
     ))?;
     Ok(Clients {
         quick: Arc::new(quick),
@@ -757,10 +750,11 @@ impl AsyncStore for ObjectStoreBackend {
                 received = &mut receiving => break received,
             }
         };
+        // A body that failed to arrive is the answer, whatever the check would say.
+        let (spool, header) = received?;
         if !checked && head.await? {
             return Ok(PutOutcome::AlreadyExists);
         }
-        let (spool, header) = received?;
         phases.mark("head+receive+hash+spool");
         let outcome = match spool {
             Spooled::Memory(bytes) => {
@@ -774,11 +768,9 @@ impl AsyncStore for ObjectStoreBackend {
                     .put_opts(&key, payload.clone(), opts.clone())
                     .await
                 {
-                    // The request never got an answer on its connection (e.g. a pooled connection
-                    // the server closed as it went out): a create-if-absent PUT of a
-                    // content-addressed object is safe to send once more (if the first did land,
-                    // the second answers "already exists").
-                    Err(e) if send_failed(&e) => {
+                    // The connection was reset after the request went out, unanswered: sent
+                    // once more (the resilience policy's rule).
+                    Err(e) if resend_create(&e) => {
                         self.inner.put_opts(&key, payload, opts).await.map(|_| true)
                     }
                     other => other.map(|_| true),
@@ -880,25 +872,6 @@ impl Op {
             Op::StartingMultipart | Op::UploadingPart | Op::CompletingMultipart
         )
     }
-}
-
-/// Whether a client error is a request that got no answer on its connection (reqwest's "error
-/// sending request", a reset or closed connection), not an answer of the store.
-fn send_failed(e: &object_store::Error) -> bool {
-    if matches!(
-        e,
-        object_store::Error::NotFound { .. }
-            | object_store::Error::AlreadyExists { .. }
-            | object_store::Error::Precondition { .. }
-            | object_store::Error::PermissionDenied { .. }
-            | object_store::Error::Unauthenticated { .. }
-    ) {
-        return false;
-    }
-    let text = e.to_string().to_ascii_lowercase();
-    text.contains("error sending request")
-        || text.contains("connection reset")
-        || text.contains("connection closed")
 }
 
 /// Whether a client error's text is about fetching credentials (the words of the client, or the

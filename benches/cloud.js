@@ -15,7 +15,8 @@
  * --repo: the checkout whose index.js (native addon) runs the proxy (default: this one), to measure
  *   another branch's data path with this bench; --label names it in the report (default: its git branch
  *   and commit).
- * --sizes: only the cells of these sizes (default: all); --no-aws: skip the AWS CLI.
+ * --sizes: only the cells of these sizes (default: all; the report goes to
+ *   benches/results/cloud-<sizes>.md unless --out is given); --no-aws: skip the AWS CLI.
  * --aws: the AWS CLI to time on S3 (default: `aws` in .venv, then /tmp/awscli-venv; skipped if none).
  *
  * Everything listens on 127.0.0.1; relays and emulators are stopped in `finally`. Loops are bounded by
@@ -53,11 +54,19 @@ const CELLS = [
 ];
 
 /**
+ * A cell's size as `--sizes` names it (`64MiB`).
+ * @param {{ label: string }} cell
+ */
+function sizeName(cell) {
+  return cell.label.replace(' ', '');
+}
+
+/**
  * The cells `--sizes` selects (all by default).
  * @param {{ sizes?: string[] }} o
  */
 function cellsOf(o) {
-  return o.sizes ? CELLS.filter((c) => /** @type {string[]} */ (o.sizes).includes(c.label.replace(' ', ''))) : CELLS;
+  return o.sizes ? CELLS.filter((c) => /** @type {string[]} */ (o.sizes).includes(sizeName(c))) : CELLS;
 }
 
 function parseArgs() {
@@ -71,7 +80,8 @@ function parseArgs() {
     aws: undefined,
     /** @type {string | undefined} */
     label: undefined,
-    out: path.join(REPO_ROOT, 'benches', 'results', 'cloud.md'),
+    /** @type {string | undefined} */
+    out: undefined,
     /** @type {string[] | undefined} */
     sizes: undefined,
     noAws: false,
@@ -99,12 +109,15 @@ function parseArgs() {
   }
   if (!(Number.isInteger(o.rounds) && o.rounds >= 1 && o.rounds <= 9)) throw new Error(`cloud bench: --rounds ${o.rounds} must be 1 to 9`);
   if (o.sizes) {
-    const labels = CELLS.map((c) => c.label.replace(' ', ''));
+    const labels = CELLS.map(sizeName);
     const bad = o.sizes.filter((s) => !labels.includes(s));
     if (bad.length) throw new Error(`cloud bench: --sizes ${bad.join(',')}: expected some of ${[...new Set(labels)].join(', ')}`);
   }
+  // A partial (profiling) run never overwrites the committed full results unless --out says so.
+  const outName = o.sizes ? `cloud-${o.sizes.join('-')}.md` : 'cloud.md';
+  const out = o.out ?? path.join(REPO_ROOT, 'benches', 'results', outName);
   if (!fs.existsSync(path.join(o.repo, 'index.js'))) throw new Error(`cloud bench: --repo ${o.repo} has no index.js`);
-  return o;
+  return { ...o, out };
 }
 
 /* ------------------------------------------------------------------------------------------------ */

@@ -9,12 +9,14 @@
  *
  *   node benches/cloud.js [--profile 20ms|5ms|passthrough|none] [--kinds s3,gcs,azure] [--rounds 3]
  *                         [--repo <checkout>] [--label <what the proxy code is>] [--aws <aws binary>]
- *                         [--out benches/results/cloud.md]
+ *                         [--sizes 1KiB,1MiB,64MiB] [--no-aws] [--out benches/results/cloud.md]
  *
  * --profile: the link (benches/relay.js PROFILES; several comma-separated; `none`: no relay at all).
  * --repo: the checkout whose index.js (native addon) runs the proxy (default: this one), to measure
  *   another branch's data path with this bench; --label names it in the report (default: its git branch
  *   and commit).
+ * --sizes: only the cells of these sizes (default: all; the report goes to
+ *   benches/results/cloud-<sizes>.md unless --out is given); --no-aws: skip the AWS CLI.
  * --aws: the AWS CLI to time on S3 (default: `aws` in .venv, then /tmp/awscli-venv; skipped if none).
  *
  * Everything listens on 127.0.0.1; relays and emulators are stopped in `finally`. Loops are bounded by
@@ -51,6 +53,22 @@ const CELLS = [
   { size: BIG, label: '64 MiB', concurrency: 1, count: 1 },
 ];
 
+/**
+ * A cell's size as `--sizes` names it (`64MiB`).
+ * @param {{ label: string }} cell
+ */
+function sizeName(cell) {
+  return cell.label.replace(' ', '');
+}
+
+/**
+ * The cells `--sizes` selects (all by default).
+ * @param {{ sizes?: string[] }} o
+ */
+function cellsOf(o) {
+  return o.sizes ? CELLS.filter((c) => /** @type {string[]} */ (o.sizes).includes(sizeName(c))) : CELLS;
+}
+
 function parseArgs() {
   const args = process.argv.slice(2);
   const o = {
@@ -62,7 +80,11 @@ function parseArgs() {
     aws: undefined,
     /** @type {string | undefined} */
     label: undefined,
-    out: path.join(REPO_ROOT, 'benches', 'results', 'cloud.md'),
+    /** @type {string | undefined} */
+    out: undefined,
+    /** @type {string[] | undefined} */
+    sizes: undefined,
+    noAws: false,
   };
   const value = (/** @type {number} */ i) => {
     if (i >= args.length) throw new Error(`cloud bench: ${args[i - 1]} needs a value`);
@@ -76,6 +98,8 @@ function parseArgs() {
     else if (args[i] === '--aws') o.aws = path.resolve(value(++i));
     else if (args[i] === '--out') o.out = path.resolve(value(++i));
     else if (args[i] === '--label') o.label = value(++i);
+    else if (args[i] === '--sizes') o.sizes = value(++i).split(',').filter(Boolean);
+    else if (args[i] === '--no-aws') o.noAws = true;
     else throw new Error(`cloud bench: unknown argument ${args[i]}`);
   }
   for (const p of o.profiles) {
@@ -84,8 +108,16 @@ function parseArgs() {
     }
   }
   if (!(Number.isInteger(o.rounds) && o.rounds >= 1 && o.rounds <= 9)) throw new Error(`cloud bench: --rounds ${o.rounds} must be 1 to 9`);
+  if (o.sizes) {
+    const labels = CELLS.map(sizeName);
+    const bad = o.sizes.filter((s) => !labels.includes(s));
+    if (bad.length) throw new Error(`cloud bench: --sizes ${bad.join(',')}: expected some of ${[...new Set(labels)].join(', ')}`);
+  }
+  // A partial (profiling) run never overwrites the committed full results unless --out says so.
+  const outName = o.sizes ? `cloud-${o.sizes.join('-')}.md` : 'cloud.md';
+  const out = o.out ?? path.join(REPO_ROOT, 'benches', 'results', outName);
   if (!fs.existsSync(path.join(o.repo, 'index.js'))) throw new Error(`cloud bench: --repo ${o.repo} has no index.js`);
-  return o;
+  return { ...o, out };
 }
 
 /* ------------------------------------------------------------------------------------------------ */
@@ -554,7 +586,7 @@ async function runBackend(o, kind, profile, payloads, aws, rows) {
     const viaProxy = proxyClient(proxy.url, proxy.token);
     const direct = directClient(emu);
     /** @type {Row[]} */
-    const mine = CELLS.map((cell) => ({ profile, kind, cell, proxy: [], direct: [] }));
+    const mine = cellsOf(o).map((cell) => ({ profile, kind, cell, proxy: [], direct: [] }));
     rows.push(...mine);
     /** @type {AwsRow | undefined} */
     const awsRow = aws && kind === 's3' ? { profile, kind, size: BIG, putS: [], getS: [], startS: [] } : undefined;
@@ -627,11 +659,11 @@ async function main() {
   const started = Date.now();
   const loadStart = loadAvg();
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'nxoc-bench-cloud-payloads-'));
-  const aws = o.kinds.includes('s3') ? findAws(o.aws) : undefined;
+  const aws = o.kinds.includes('s3') && !o.noAws && cellsOf(o).some((c) => c.size === BIG) ? findAws(o.aws) : undefined;
   try {
     /** @type {Map<number, { buf: Buffer, sha: string, file: string }>} */
     const payloads = new Map();
-    for (const size of new Set(CELLS.map((c) => c.size))) {
+    for (const size of new Set(cellsOf(o).map((c) => c.size))) {
       // A valid Nx artifact of noise: the proxy serves nothing else.
       const buf = exactArtifact(size);
       const file = path.join(tmp, `payload-${size}`);

@@ -641,6 +641,7 @@ macro_rules! backend_tests {
             case!(bad_credentials_are_named);
             case!(corrupt_object_is_removed);
             case!(proxy_over_http);
+            case!(an_existing_object_is_not_received_again);
         }
     };
 }
@@ -650,3 +651,241 @@ backend_tests!(s3, "s3");
 // provides through scripts/gcs-xml-front.js in front of it (see scripts/emulators.js).
 backend_tests!(gcs, "gcs");
 backend_tests!(azure, "azure");
+
+/// A large upload of a stored hash: the existence check, run while the body is received, answers
+/// "already stored" without waiting for the rest of the body (here a body that never ends).
+async fn an_existing_object_is_not_received_again(kind: &'static str) {
+    let emu = Emulator::start(kind);
+    let s = emu.store("again").with_inline_limit(64 << 10);
+    let size = 1usize << 20;
+    let data = noise(size, 11);
+    assert_eq!(
+        s.put(&hash("7070"), &mut body(&data, 65536), Some(size as u64))
+            .await,
+        Ok(PutOutcome::Stored(size as u64))
+    );
+    let first = bytes::Bytes::copy_from_slice(&data[..1000]);
+    let mut endless: nx_open_cache::store::BodyStream<'static> =
+        futures_util::stream::iter([Ok::<_, std::io::Error>(first)])
+            .chain(futures_util::stream::pending())
+            .boxed();
+    // A hang guard only (the store must not wait for the body's end): no timing is asserted.
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        s.put(&hash("7070"), &mut endless, Some(size as u64)),
+    )
+    .await
+    .expect("answered without the rest of the body");
+    assert_eq!(out, Ok(PutOutcome::AlreadyExists));
+    assert_eq!(
+        read_all(s.get(&hash("7070")).await.unwrap().unwrap()),
+        data,
+        "the first object is unchanged"
+    );
+    assert!(emu.spool_leftovers().is_empty());
+}
+
+/// What the fake S3 endpoint does with one connection's request, once it has read all of it.
+#[derive(Clone, Copy, Debug)]
+enum Reply {
+    /// Resets the connection (`RST`): the request went out and got no answer, the fault
+    /// `object_store` does not retry for a PUT.
+    Reset,
+    /// Says nothing until the client gives up (or 5 s pass), then closes.
+    Hold,
+    /// Answers with this status (and closes the connection).
+    Status(u16),
+}
+
+/// A fake S3 endpoint on 127.0.0.1 that handles its connections one at a time as `script` says
+/// (connections past the script get `500`), counting the requests it read. Bounded: each
+/// connection has 5 s read timeouts, the accept loop ends when stopped or after 60 s.
+struct FakeS3 {
+    endpoint: String,
+    requests: Arc<std::sync::atomic::AtomicUsize>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FakeS3 {
+    fn start(script: &[Reply]) -> FakeS3 {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use std::time::{Duration, Instant};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (seen, stopped, script) = (requests.clone(), stop.clone(), script.to_vec());
+        let thread = std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let mut n = 0;
+            while !stopped.load(Ordering::SeqCst) && Instant::now() < deadline {
+                let conn = match listener.accept() {
+                    Ok((conn, _)) => conn,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(5));
+                        continue;
+                    }
+                    Err(_) => return,
+                };
+                let reply = script.get(n).copied().unwrap_or(Reply::Status(500));
+                n += 1;
+                if read_request(&conn).is_some() {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                }
+                answer(conn, reply);
+            }
+        });
+        FakeS3 {
+            endpoint,
+            requests,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Requests read so far.
+    fn requests(&self) -> usize {
+        self.requests.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// A backend on this endpoint with the production client policy (`object_store`'s retries
+    /// and the client options of [`Resilience`]), `answer` as its answer timeout.
+    fn store(&self, answer: std::time::Duration) -> ObjectStoreBackend {
+        use nx_open_cache::store::resilience::Resilience;
+        use object_store::aws::{AmazonS3Builder, S3ConditionalPut};
+        let resilience = Resilience {
+            answer,
+            ..Resilience::default()
+        };
+        let s3 = AmazonS3Builder::new()
+            .with_endpoint(&self.endpoint)
+            .with_bucket_name("b")
+            .with_region("us-east-1")
+            .with_access_key_id("test")
+            .with_secret_access_key("test")
+            .with_conditional_put(S3ConditionalPut::ETagMatch)
+            .with_client_options(resilience.object_client(true, false))
+            .with_retry(resilience.object.object_store())
+            .build()
+            .expect("client");
+        ObjectStoreBackend::with_client(
+            Arc::new(s3),
+            nx_open_cache::store::object::Cloud::S3,
+            "b".to_owned(),
+            None,
+            nx_open_cache::key::Prefix::default(),
+        )
+    }
+}
+
+impl Drop for FakeS3 {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Reads one request's head and `Content-Length` body (5 s read timeouts); `None` if it did not
+/// all arrive.
+fn read_request(conn: &std::net::TcpStream) -> Option<()> {
+    use std::io::{BufRead, BufReader, Read};
+    conn.set_nonblocking(false).ok()?;
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .ok()?;
+    let mut reader = BufReader::new(conn);
+    let mut len = 0usize;
+    let mut line = String::new();
+    for _ in 0..200 {
+        line.clear();
+        if reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v.trim().parse().ok()?;
+        }
+        if line == "\r\n" {
+            let mut body = vec![0u8; len];
+            return reader.read_exact(&mut body).ok();
+        }
+    }
+    None
+}
+
+fn answer(conn: std::net::TcpStream, reply: Reply) {
+    use std::io::{Read, Write};
+    match reply {
+        Reply::Reset => {
+            let socket = tokio::net::TcpSocket::from_std_stream(conn);
+            let _ = socket.set_zero_linger();
+            drop(socket); // closed with RST
+        }
+        Reply::Hold => {
+            // Until the client closes its end (read returns) or the read timeout passes.
+            let _ = (&conn).read(&mut [0u8; 1]);
+        }
+        Reply::Status(code) => {
+            let head = format!(
+                "HTTP/1.1 {code} X\r\nETag: \"e\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            let _ = (&conn).write_all(head.as_bytes());
+        }
+    }
+}
+
+/// A small create-if-absent upload through `fake`, with the production answer timeout unless
+/// `answer` says otherwise.
+async fn put_small(fake: &FakeS3, answer: std::time::Duration) -> nx_open_cache::store::Written {
+    let data = noise(1000, 7);
+    fake.store(answer)
+        .put(&hash("8080"), &mut body(&data, 256), Some(1000))
+        .await
+}
+
+const ANSWER: std::time::Duration = nx_open_cache::store::resilience::DEFAULT_TIMEOUT;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_reset_after_it_went_out_is_sent_once_more() {
+    let fake = FakeS3::start(&[Reply::Reset, Reply::Status(200)]);
+    assert_eq!(put_small(&fake, ANSWER).await, Ok(PutOutcome::Stored(1000)));
+    assert_eq!(fake.requests(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resent_put_that_finds_the_first_one_landed_is_already_stored() {
+    let fake = FakeS3::start(&[Reply::Reset, Reply::Status(412)]);
+    assert_eq!(
+        put_small(&fake, ANSWER).await,
+        Ok(PutOutcome::AlreadyExists)
+    );
+    assert_eq!(fake.requests(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_refused_by_the_store_is_not_resent() {
+    let fake = FakeS3::start(&[Reply::Status(403)]);
+    assert!(put_small(&fake, ANSWER).await.is_err());
+    assert_eq!(fake.requests(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_answered_500_gets_only_the_clients_retries() {
+    let fake = FakeS3::start(&[Reply::Status(500); 4]);
+    assert!(put_small(&fake, ANSWER).await.is_err());
+    // `object_store` retries a 5xx itself; the store adds no resend of its own.
+    let retries = nx_open_cache::store::resilience::Resilience::default()
+        .object
+        .retries as usize;
+    assert_eq!(fake.requests(), 1 + retries);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_that_timed_out_is_not_resent() {
+    let fake = FakeS3::start(&[Reply::Hold, Reply::Status(200)]);
+    let out = put_small(&fake, std::time::Duration::from_millis(300)).await;
+    assert!(out.is_err(), "{out:?}");
+    assert_eq!(fake.requests(), 1);
+}

@@ -283,6 +283,8 @@ impl HttpStore {
             let mut b = reqwest::Client::builder()
                 .connect_timeout(options.resilience.connect)
                 .timeout(options.resilience.request)
+                // Below a Node upstream's 5 s keep-alive (see `resilience::POOL_IDLE`).
+                .pool_idle_timeout(options.resilience.pool_idle)
                 .redirect(reqwest::redirect::Policy::none())
                 .user_agent(concat!("nx-open-cache/", env!("CARGO_PKG_VERSION")));
             if let Some(t) = read_timeout {

@@ -16,9 +16,14 @@
 //!   [`super::Cause::lasting`]); no cool-down (a store that failed is skipped for the rest of the
 //!   run);
 //! - the server gives a store call 60 s more than its upload deadline, and its readiness probe
-//!   (`/readyz`) 5 s.
+//!   (`/readyz`) 5 s;
+//! - a pooled connection (object stores, http upstreams) idle for 3 s is closed rather than
+//!   reused ([`POOL_IDLE`]);
+//! - a create-if-absent upload whose connection was reset after the request went out is sent
+//!   once more ([`resend_create`]), the one case `object_store` does not retry for it.
 
 use crate::config::{CacheConfig, Timeouts};
+use object_store::client::{HttpError, HttpErrorKind};
 use object_store::{BackoffConfig, ClientOptions, RetryConfig};
 use std::time::Duration;
 
@@ -30,6 +35,31 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const STORE_MARGIN: Duration = Duration::from_secs(60);
 /// How long the server's readiness probe (`/readyz`) waits for the store.
 pub const READY_PROBE: Duration = Duration::from_secs(5);
+/// A pooled connection idle this long is closed rather than reused. Below the shortest keep-alive
+/// timeout of the servers in use (Node's default of 5 s, which Azurite and Node-based http
+/// upstreams keep), so a request never goes out on a connection the server is closing at that
+/// moment. The trade-off: on a real cloud (keep-alive of a minute or more), a request after an
+/// idle gap longer than this opens a new connection and pays a new TLS handshake (one or two
+/// round trips); during a build's steady traffic, connections are reused.
+pub const POOL_IDLE: Duration = Duration::from_secs(3);
+
+/// Whether a create-if-absent upload of a content-addressed object that failed with `e` is sent
+/// once more: only when its connection was reset or cut after the request went out, without an
+/// answer (`object_store`'s [`HttpErrorKind::Interrupted`]). That is the one transport fault
+/// `object_store` does not retry for a PUT (not idempotent to it); the create-if-absent mode makes
+/// it safe here (if the first did land, the second answers "already exists"). Never on a timeout
+/// (the store may be hanging: the client's budget is spent), a failed connect or a request not
+/// sent (`object_store` already retried those), or an answer of the store (a status).
+pub fn resend_create(e: &object_store::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if let Some(http) = s.downcast_ref::<HttpError>() {
+            return http.kind() == HttpErrorKind::Interrupted;
+        }
+        source = s.source();
+    }
+    false
+}
 
 /// Retries of a transient fault, with exponential backoff.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -114,6 +144,8 @@ pub struct Resilience {
     pub store_margin: Duration,
     /// How long the server's readiness probe (`/readyz`) waits for the store.
     pub ready_probe: Duration,
+    /// How long a pooled connection may stay idle before it is closed ([`POOL_IDLE`]).
+    pub pool_idle: Duration,
 }
 
 impl Default for Resilience {
@@ -152,6 +184,7 @@ impl Resilience {
             },
             store_margin: STORE_MARGIN,
             ready_probe: READY_PROBE,
+            pool_idle: POOL_IDLE,
         }
     }
 
@@ -174,6 +207,7 @@ impl Resilience {
             .with_connect_timeout(self.connect)
             .with_read_timeout(answer)
             .with_timeout(self.request)
+            .with_pool_idle_timeout(self.pool_idle)
             .with_allow_http(allow_http)
     }
 }
@@ -206,6 +240,9 @@ mod tests {
         assert_eq!(r.guard.probe_timeout, t.answer);
         assert_eq!(r.guard.call_timeout, r.request);
         assert_eq!(r.object.object_store().max_retries, 2);
+        // Below Node's (and Azurite's) 5 s keep-alive.
+        assert_eq!(r.pool_idle, POOL_IDLE);
+        assert!(POOL_IDLE < Duration::from_secs(5));
         assert_eq!(
             Resilience::store_bound(Duration::from_secs(600)),
             Duration::from_secs(660)

@@ -26,7 +26,7 @@ mod azure;
 mod gcs;
 mod s3;
 
-use super::resilience::Resilience;
+use super::resilience::{resend_create, Resilience};
 use super::spool::{self, Spool, Spooled};
 use super::{
     Artifact, ArtifactBody, AsyncStore, BodyStream, Cause, Deleted, ErrorKind, Found, PutOutcome,
@@ -52,6 +52,65 @@ pub const PART_SIZE: usize = 8 * 1024 * 1024;
 /// Parts in flight at once during a multipart upload (bounds memory to about this many parts).
 const UPLOAD_CONCURRENCY: usize = 2;
 const TMP_SEGMENT: &str = ".tmp";
+
+/// `NX_OPEN_CACHE_OBJECT_TIMING=1`: each large transfer prints its phases' times to stderr (for
+/// profiling the cloud path). The line holds the direction (get or put), the byte count, the total
+/// time and rate, and each phase's time: no object key and no hash.
+fn timing() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        std::env::var("NX_OPEN_CACHE_OBJECT_TIMING").is_ok_and(|v| !v.is_empty() && v != "0")
+    })
+}
+
+/// Phase times of one transfer, printed when [`timing`] is on.
+struct Phases {
+    what: &'static str,
+    start: std::time::Instant,
+    last: std::time::Instant,
+    marks: Vec<(&'static str, Duration)>,
+}
+
+impl Phases {
+    fn new(what: &'static str) -> Self {
+        let now = std::time::Instant::now();
+        Phases {
+            what,
+            start: now,
+            last: now,
+            marks: Vec::new(),
+        }
+    }
+
+    fn mark(&mut self, name: &'static str) {
+        if !timing() {
+            return;
+        }
+        let now = std::time::Instant::now();
+        self.marks.push((name, now - self.last));
+        self.last = now;
+    }
+
+    fn print(&self, bytes: u64) {
+        if !timing() || bytes < PART_SIZE as u64 {
+            return;
+        }
+        let total = self.start.elapsed().as_secs_f64();
+        let parts: Vec<String> = self
+            .marks
+            .iter()
+            .map(|(n, d)| format!("{n} {:.0} ms", d.as_secs_f64() * 1e3))
+            .collect();
+        eprintln!(
+            "nx-open-cache timing: {} {} bytes in {:.0} ms ({:.1} MB/s): {}",
+            self.what,
+            bytes,
+            total * 1e3,
+            bytes as f64 / total / 1e6,
+            parts.join(", ")
+        );
+    }
+}
 
 /// Which cloud, for messages and credential hints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -499,9 +558,11 @@ impl ObjectStoreBackend {
         key: &ObjectPath,
         mut file: tokio::fs::File,
         header: &Header,
+        phases: &mut Phases,
     ) -> Result<PutOutcome, StoreError> {
         let tmp = self.tmp_key(hash);
         let uploaded = self.upload_parts(&tmp, &mut file).await;
+        phases.mark("multipart");
         drop(file);
         let result = match uploaded {
             Ok(()) => {
@@ -509,6 +570,7 @@ impl ObjectStoreBackend {
                     .bulk
                     .copy_opts(&tmp, key, CopyOptions::new().with_mode(CopyMode::Create))
                     .await;
+                phases.mark("copy");
                 match copied {
                     Ok(()) => Ok(PutOutcome::Stored(header.payload_len)),
                     Err(object_store::Error::AlreadyExists { .. })
@@ -531,6 +593,8 @@ impl ObjectStoreBackend {
                 }
             }
         }
+        phases.mark("delete temp");
+        phases.print(header.payload_len);
         result
     }
 
@@ -592,6 +656,7 @@ impl ObjectStoreBackend {
 impl AsyncStore for ObjectStoreBackend {
     async fn get(&self, hash: &TaskHash) -> Found {
         let key = self.object_key(hash);
+        let mut phases = Phases::new("get");
         let result = match self.inner.get_opts(&key, GetOptions::default()).await {
             Ok(r) => r,
             Err(e @ object_store::Error::NotFound { .. }) => {
@@ -604,6 +669,7 @@ impl AsyncStore for ObjectStoreBackend {
             Err(e) => return Err(self.fault(Op::Download, &key, e)),
         };
         let size = result.meta.size;
+        phases.mark("answer");
         let mut stream = result.into_stream();
         let mut head: Vec<u8> = Vec::with_capacity(HEADER_LEN);
         let mut digest = PayloadDigest::new();
@@ -630,6 +696,7 @@ impl AsyncStore for ObjectStoreBackend {
             digest.update(rest);
             spool.push(rest).await.map_err(spool_err)?;
         }
+        phases.mark("download+hash+spool");
         let header = match Header::decode(&head) {
             Ok(h) => h,
             Err(e) => return Err(self.quarantine(&key, e).await),
@@ -642,6 +709,8 @@ impl AsyncStore for ObjectStoreBackend {
             Spooled::Memory(bytes) => ArtifactBody::Memory(bytes),
             Spooled::File(file) => ArtifactBody::File { file, offset: 0 },
         };
+        phases.mark("finish");
+        phases.print(len);
         Ok(Some(Artifact {
             len,
             body,
@@ -652,29 +721,66 @@ impl AsyncStore for ObjectStoreBackend {
     async fn put(&self, hash: &TaskHash, upload: Upload<'_, '_>) -> Written {
         let Upload { body, declared_len } = upload;
         let key = self.object_key(hash);
-        // A large or unsized body: one HEAD first spares uploading what is already stored.
-        if declared_len.is_none_or(|n| n > self.inline_limit) {
-            match self.inner.head(&key).await {
-                Ok(_) => return Ok(PutOutcome::AlreadyExists),
-                Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(self.fault(Op::Checking, &key, e)),
+        let mut phases = Phases::new("put");
+        // A large or unsized body: one HEAD spares uploading what is already stored. It runs while
+        // the body is received (its round trip hidden behind the spooling); when it finds the
+        // object first, the rest of the body is not read.
+        let checking = declared_len.is_none_or(|n| n > self.inline_limit);
+        let head = async {
+            if !checking {
+                return Ok(false);
             }
+            match self.inner.head(&key).await {
+                Ok(_) => Ok(true),
+                Err(object_store::Error::NotFound { .. }) => Ok(false),
+                Err(e) => Err(self.fault(Op::Checking, &key, e)),
+            }
+        };
+        let receiving = self.receive(body, declared_len);
+        tokio::pin!(head, receiving);
+        let mut checked = false;
+        let received = loop {
+            tokio::select! {
+                found = &mut head, if !checked => {
+                    checked = true;
+                    if found? {
+                        return Ok(PutOutcome::AlreadyExists);
+                    }
+                }
+                received = &mut receiving => break received,
+            }
+        };
+        // A body that failed to arrive is the answer, whatever the check would say.
+        let (spool, header) = received?;
+        if !checked && head.await? {
+            return Ok(PutOutcome::AlreadyExists);
         }
-        let (spool, header) = self.receive(body, declared_len).await?;
+        phases.mark("head+receive+hash+spool");
         let outcome = match spool {
             Spooled::Memory(bytes) => {
                 let opts = PutOptions {
                     mode: PutMode::Create,
                     ..Default::default()
                 };
-                self.inner
-                    .put_opts(&key, PutPayload::from(bytes), opts)
+                let payload = PutPayload::from(bytes);
+                match self
+                    .inner
+                    .put_opts(&key, payload.clone(), opts.clone())
                     .await
-                    .map(|_| true)
+                {
+                    // The connection was reset after the request went out, unanswered: sent
+                    // once more (the resilience policy's rule).
+                    Err(e) if resend_create(&e) => {
+                        self.inner.put_opts(&key, payload, opts).await.map(|_| true)
+                    }
+                    other => other.map(|_| true),
+                }
             }
             Spooled::File(file) => {
                 let file = tokio::fs::File::from_std(file);
-                return self.upload_large(hash, &key, file, &header).await;
+                return self
+                    .upload_large(hash, &key, file, &header, &mut phases)
+                    .await;
             }
         };
         match outcome {

@@ -406,7 +406,7 @@ impl Visitor<'_> {
     /// longer a file.
     fn hash(&self, path: &Path, rel: &Path) -> Result<Option<u64>, HashError> {
         match opened(path, self.base.open_file(rel))? {
-            Some(file) => read::hash_opened(file, path),
+            Some(file) => read::hash_walked(file, path),
             None => Ok(None),
         }
     }

@@ -3,6 +3,7 @@
 use crate::hash;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 fn to_js(e: hash::HashError) -> Error {
@@ -34,6 +35,7 @@ pub struct FileHash {
     pub hash: String,
 }
 
+// The type of `hashFiles`' result, for index.d.ts; the value is built by `JsHashedFiles`.
 /// The result of `hashFiles`.
 #[napi(object)]
 pub struct HashFilesResult {
@@ -44,20 +46,104 @@ pub struct HashFilesResult {
     pub files: Vec<FileHash>,
 }
 
-impl From<hash::HashedFiles> for HashFilesResult {
-    fn from(h: hash::HashedFiles) -> Self {
-        HashFilesResult {
-            hash: hash::to_decimal(h.hash),
-            files: h
-                .files
-                .into_iter()
-                .map(|f| FileHash {
-                    path: f.path,
-                    hash: hash::to_decimal(f.hash),
-                })
-                .collect(),
+/// `hashFiles`' result on its way to JS: converted to a [`HashFilesResult`]-shaped object by
+/// [`BUILD_RESULT`] rather than field by field.
+pub struct JsHashedFiles(hash::HashedFiles);
+
+/// Builds `hashFiles`' result (`{ hash, files: [{ path, hash }, ...] }`) from the total hash, the
+/// file count, the paths joined with NUL (which no path contains) and the file hashes joined with
+/// `,`. Two `split`s and object literals in V8 cost a fraction of one N-API call per object, per
+/// property and per string (measured on benches/hash.js' 50,000 files: about 5-20 ms instead of
+/// about 60 ms on the JS thread).
+const BUILD_RESULT: &str = r"(function (hash, count, paths, hashes) {
+  const files = [];
+  if (count > 0) {
+    const p = paths.split('\0');
+    const h = hashes.split(',');
+    for (let i = 0; i < count; i++) files.push({ path: p[i], hash: h[i] });
+  }
+  return { hash, files };
+})";
+
+impl TypeName for JsHashedFiles {
+    fn type_name() -> &'static str {
+        "HashFilesResult"
+    }
+    fn value_type() -> ValueType {
+        ValueType::Object
+    }
+}
+
+impl ToNapiValue for JsHashedFiles {
+    unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> Result<sys::napi_value> {
+        let files = val.0.files;
+        let count = files.len() as f64;
+        let mut paths = Vec::with_capacity(files.iter().map(|f| f.path.len() + 1).sum());
+        let mut hashes = String::with_capacity(files.len() * 21);
+        for (i, f) in files.iter().enumerate() {
+            if i > 0 {
+                paths.push(0);
+                hashes.push(',');
+            }
+            paths.extend_from_slice(f.path.as_bytes());
+            // Writing to a String cannot fail.
+            let _ = write!(hashes, "{}", f.hash);
+        }
+        drop(files);
+        // SAFETY (every call below): `env` is the environment napi handed to this conversion,
+        // each pointer/length pair describes a live buffer, and each out-pointer is a local.
+        unsafe {
+            let script = string(env, BUILD_RESULT.as_bytes())?;
+            let mut build = std::ptr::null_mut();
+            check_status!(sys::napi_run_script(env, script, &mut build))?;
+            let args = [
+                string(env, hash::to_decimal(val.0.hash).as_bytes())?,
+                f64::to_napi_value(env, count)?,
+                string(env, &paths)?,
+                string(env, hashes.as_bytes())?,
+            ];
+            let mut global = std::ptr::null_mut();
+            check_status!(sys::napi_get_global(env, &mut global))?;
+            let mut result = std::ptr::null_mut();
+            check_status!(sys::napi_call_function(
+                env,
+                global,
+                build,
+                args.len(),
+                args.as_ptr(),
+                &mut result
+            ))?;
+            Ok(result)
         }
     }
+}
+
+/// A JS string from UTF-8 bytes: as Latin-1 (one byte per character, no decoding) when they are
+/// all ASCII, which paths and hashes almost always are.
+///
+/// # Safety
+/// `env` must be a live napi environment.
+unsafe fn string(env: sys::napi_env, bytes: &[u8]) -> Result<sys::napi_value> {
+    let mut out = std::ptr::null_mut();
+    // SAFETY: the caller passes a live `env`; `bytes` is a live buffer of that length.
+    unsafe {
+        if bytes.is_ascii() {
+            check_status!(sys::napi_create_string_latin1(
+                env,
+                bytes.as_ptr().cast(),
+                bytes.len() as isize,
+                &mut out
+            ))?;
+        } else {
+            check_status!(sys::napi_create_string_utf8(
+                env,
+                bytes.as_ptr().cast(),
+                bytes.len() as isize,
+                &mut out
+            ))?;
+        }
+    }
+    Ok(out)
 }
 
 /// xxh3-64 (seed 0, decimal) of the non-null entries joined with `,`: the value Nx's native
@@ -134,12 +220,12 @@ pub fn hash_file_async(path: String) -> AsyncTask<HashFileTask> {
 ///
 /// Throws on an invalid glob (naming it), a root that is not a directory, or an unreadable file or
 /// directory (naming the path).
-#[napi(catch_unwind)]
+#[napi(ts_return_type = "HashFilesResult", catch_unwind)]
 pub fn hash_files(
     root: String,
     globs: Vec<String>,
     options: Option<HashFilesOptions>,
-) -> Result<HashFilesResult> {
+) -> Result<JsHashedFiles> {
     run_hash_files(&root, &globs, options)
 }
 
@@ -147,12 +233,12 @@ fn run_hash_files(
     root: &str,
     globs: &[String],
     options: Option<HashFilesOptions>,
-) -> Result<HashFilesResult> {
+) -> Result<JsHashedFiles> {
     let options = hash::HashFilesOptions {
         include_ignored: options.unwrap_or_default().include_ignored.unwrap_or(false),
     };
     hash::hash_files(Path::new(root), globs, &options)
-        .map(Into::into)
+        .map(JsHashedFiles)
         .map_err(to_js)
 }
 
@@ -164,12 +250,12 @@ pub struct HashFilesTask {
 }
 
 impl Task for HashFilesTask {
-    type Output = HashFilesResult;
-    type JsValue = HashFilesResult;
-    fn compute(&mut self) -> Result<HashFilesResult> {
+    type Output = JsHashedFiles;
+    type JsValue = JsHashedFiles;
+    fn compute(&mut self) -> Result<JsHashedFiles> {
         super::unwind_safe(|| run_hash_files(&self.root, &self.globs, self.options.take()))
     }
-    fn resolve(&mut self, _env: Env, output: HashFilesResult) -> Result<HashFilesResult> {
+    fn resolve(&mut self, _env: Env, output: JsHashedFiles) -> Result<JsHashedFiles> {
         Ok(output)
     }
 }

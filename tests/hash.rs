@@ -109,7 +109,11 @@ fn a_fifo_in_the_tree_is_left_out_without_blocking() {
     let (tx, rx) = std::sync::mpsc::channel();
     let walk_root = root.clone();
     std::thread::spawn(move || {
-        let _ = tx.send(hash_files(&walk_root, &["**/*"], &HashFilesOptions::default()));
+        let _ = tx.send(hash_files(
+            &walk_root,
+            &["**/*"],
+            &HashFilesOptions::default(),
+        ));
     });
     let r = rx
         .recv_timeout(std::time::Duration::from_secs(60))

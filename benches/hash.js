@@ -196,11 +196,12 @@ async function main() {
     ),
   ].join('\n');
   const vsNx = m.nx / m.ours;
+  const cpuVsNx = c.nx / c.ours;
   const vsRaw = m.ours / m.raw;
   const cpuVsRaw = c.ours / c.raw;
   const ratios = [
     `- hashFiles vs Nx: **${vsNx.toFixed(2)}x** as fast (Nx ${m.nx.toFixed(0)} ms / ours ${m.ours.toFixed(0)} ms; target >= ${TARGET_VS_NX}); ` +
-      `in CPU time ${(c.nx / c.ours).toFixed(2)}x (Nx ${c.nx.toFixed(0)} ms / ours ${c.ours.toFixed(0)} ms)`,
+      `in CPU time ${cpuVsNx.toFixed(2)}x (Nx ${c.nx.toFixed(0)} ms / ours ${c.ours.toFixed(0)} ms)`,
     `- hashFiles vs raw read: **${vsRaw.toFixed(2)}x** the raw read time (ours ${m.ours.toFixed(0)} ms / raw ${m.raw.toFixed(0)} ms; target <= ${TARGET_VS_RAW}); ` +
       `in CPU time ${cpuVsRaw.toFixed(2)}x (ours ${c.ours.toFixed(0)} ms / raw ${c.raw.toFixed(0)} ms)`,
   ].join('\n');
@@ -218,8 +219,9 @@ async function main() {
     `its time is its own clock around the reads (no process start, no list loading, no walk), its CPU time the whole process'. ` +
     `hashFiles' time includes its walk (the walk alone takes ${((m.walk / m.ours) * 100).toFixed(0)}% of its time, though walking and hashing overlap) ` +
     `and building the ${listed.toLocaleString('en-US')} result objects in JS. ` +
-    `hashFiles is ${vsNx.toFixed(2)}x as fast as Nx (${vsNx >= TARGET_VS_NX ? 'meets' : 'misses'} the ${TARGET_VS_NX}x target) and takes ${vsRaw.toFixed(2)}x the raw read time ` +
-    `(${vsRaw <= TARGET_VS_RAW && cpuVsRaw <= TARGET_VS_RAW ? 'meets' : 'misses'} the ${TARGET_VS_RAW}x target, counted as met only when the CPU time ratio, ${cpuVsRaw.toFixed(2)}x, meets it too: on a loaded machine the wall times swing with the scheduling far more than the CPU times). ` +
+    `Each target counts as met only when both the wall time ratio and the CPU time ratio meet it: on a loaded machine the wall times swing with the scheduling far more than the CPU times. ` +
+    `hashFiles is ${vsNx.toFixed(2)}x as fast as Nx, ${cpuVsNx.toFixed(2)}x in CPU time (${vsNx >= TARGET_VS_NX && cpuVsNx >= TARGET_VS_NX ? 'meets' : 'misses'} the ${TARGET_VS_NX}x target), ` +
+    `and takes ${vsRaw.toFixed(2)}x the raw read time, ${cpuVsRaw.toFixed(2)}x its CPU time (${vsRaw <= TARGET_VS_RAW && cpuVsRaw <= TARGET_VS_RAW ? 'meets' : 'misses'} the ${TARGET_VS_RAW}x target). ` +
     `The machine was shared with other builds (see the load average), which makes the absolute figures noisy; ` +
     `the rounds are rotated and the CPU times are given because they depend less on the load than wall times.`;
 

@@ -241,6 +241,16 @@ function generateTree(root, seed) {
   put(root, '.git/HEAD', 'ref: refs/heads/main');
   put(root, '.hidden/file', 'hidden');
   put(root, 'empty.ts', '');
+  // Just over one 256 KiB read chunk, and over 1 MiB by an odd amount: both hashed through the
+  // streaming state, with a short last chunk.
+  for (const [rel, size] of [
+    ['src/big-256k+1.bin', 256 * 1024 + 1],
+    ['lib/big-1m+7.bin', 1024 * 1024 + 7],
+  ]) {
+    const buf = Buffer.alloc(size);
+    for (let k = 0; k < size; k++) buf[k] = Math.floor(r() * 256);
+    put(root, rel, buf);
+  }
   fs.symlinkSync(path.join(root, 'keep.log'), path.join(root, 'src', 'link-to-file.ts'));
   fs.symlinkSync(path.join(root, 'lib'), path.join(root, 'src', 'link-to-dir'));
   fs.symlinkSync(path.join(root, 'gone'), path.join(root, 'src', 'dangling.ts'));
@@ -321,6 +331,60 @@ test('hashFiles: walk, per-file hashes and combined hash match the reference and
   assert.ok(paths.includes('src/link-to-file.ts'));
   assert.ok(paths.includes('.nx/project.json'));
   assert.ok(paths.includes('empty.ts'));
+  assert.ok(paths.includes('src/big-256k+1.bin') && paths.includes('lib/big-1m+7.bin'));
+});
+
+test('hashFiles: an empty directory gives no files and the hash Nx gives for it', async () => {
+  const root = path.join(tmp, 'empty-dir');
+  fs.mkdirSync(root);
+  // What Nx answers for an empty workspace: hashArray([]) (its WorkspaceContext, for any glob).
+  const ctx = new nx.WorkspaceContext(root, path.join(tmp, 'empty-dir-nx-cache'));
+  assert.equal(ctx.hashFilesMatchingGlob(['**/*']), nx.hashArray([]));
+  const expected = { hash: nx.hashArray([]), files: [] };
+  for (const globs of [[], ['**/*'], ['src/**']]) {
+    assert.deepEqual(ours.hashFiles(root, globs), expected, JSON.stringify(globs));
+    assert.deepEqual(await ours.hashFilesAsync(root, globs), expected, JSON.stringify(globs));
+  }
+});
+
+test('hashFiles: the result builder is kept per environment and ignores later prototype patches', async () => {
+  const root = path.join(tmp, 'builder');
+  put(root, 'a.ts', 'a');
+  put(root, 'b/c.ts', 'c');
+  const first = ours.hashFiles(root, []);
+  assert.deepEqual(
+    first.files.map((f) => f.path),
+    ['a.ts', 'b/c.ts'],
+  );
+  const { split } = String.prototype;
+  const { push } = Array.prototype;
+  try {
+    String.prototype.split = () => ['patched'];
+    Array.prototype.push = () => 0;
+    for (let i = 0; i < 3; i++) assert.deepEqual(ours.hashFiles(root, []), first);
+  } finally {
+    String.prototype.split = split;
+    Array.prototype.push = push;
+  }
+  // Worker threads are environments of their own (each compiles its builder; its cleanup hook
+  // runs when the worker exits), one after the other and side by side.
+  const { Worker } = require('node:worker_threads');
+  const code = `const { parentPort, workerData } = require('node:worker_threads');
+    const ours = require(workerData.addon);
+    parentPort.postMessage([ours.hashFiles(workerData.root, []), ours.hashFiles(workerData.root, [])]);`;
+  /** @returns {Promise<unknown>} */
+  const inWorker = () =>
+    new Promise((resolve, reject) => {
+      const w = new Worker(code, { eval: true, workerData: { addon: require.resolve('../index.js'), root } });
+      w.once('message', resolve);
+      w.once('error', reject);
+    });
+  for (let i = 0; i < 2; i++) assert.deepEqual(await inWorker(), [first, first]);
+  assert.deepEqual(await Promise.all([inWorker(), inWorker()]), [
+    [first, first],
+    [first, first],
+  ]);
+  assert.deepEqual(ours.hashFiles(root, []), first);
 });
 
 test('hashFiles: errors name the glob or the root', async () => {

@@ -8,6 +8,12 @@
 //!   hashed with a bounded buffer). Symlinks are followed. A missing path, a dangling or looping
 //!   symlink, a path through a non-directory and a directory give `None`.
 //! - `hash_files(root, globs, options)`: see [`hash_files`].
+//!
+//! Every xxh3 here comes from `twox-hash` (`XxHash3_64`), which picks AVX2 or SSE2 when it runs
+//! (see `hash/read.rs`). The crate also depends on `xxhash-rust`, which gives the same values:
+//! the file store's fan-out and temporary names use it (`src/store/fs.rs`, `src/store/fs/temp.rs`,
+//! outside this module; they hash a few dozen bytes, where SIMD selection does not matter), and
+//! this module's tests use it as an independent oracle.
 
 mod read;
 
@@ -16,10 +22,11 @@ use ignore::{DirEntry, WalkBuilder, WalkState};
 use read::BaseDir;
 use std::fmt;
 use std::fs;
+use std::hash::Hasher as _;
 use std::io;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
-use xxhash_rust::xxh3::Xxh3;
+use twox_hash::XxHash3_64;
 
 /// Directories (or files, for `.git`) the walk never enters while ignore rules apply: the same
 /// list as Nx's `getHardcodedIgnorePatterns()` (`**/node_modules`, `**/.git`, `**/.nx/cache`,
@@ -75,21 +82,30 @@ impl std::error::Error for HashError {}
 
 /// The decimal form Nx prints.
 pub fn to_decimal(hash: u64) -> String {
-    hash.to_string()
+    let mut out = String::with_capacity(20);
+    push_decimal(&mut out, hash);
+    out
+}
+
+/// Appends [`to_decimal`]`(hash)` to `out` (no allocation of its own).
+pub fn push_decimal(out: &mut String, hash: u64) {
+    use std::fmt::Write as _;
+    // Writing to a String cannot fail.
+    let _ = write!(out, "{hash}");
 }
 
 /// Nx's `hashArray`: xxh3-64 of the present items joined with `,`.
 pub fn hash_array_u64<S: AsRef<str>>(items: &[Option<S>]) -> u64 {
-    let mut state = Xxh3::new();
+    let mut state = XxHash3_64::new();
     let mut first = true;
     for item in items.iter().flatten() {
         if !first {
-            state.update(b",");
+            state.write(b",");
         }
         first = false;
-        state.update(item.as_ref().as_bytes());
+        state.write(item.as_ref().as_bytes());
     }
-    state.digest()
+    state.finish()
 }
 
 /// Nx's `hashArray` as a decimal string.
@@ -172,7 +188,9 @@ pub struct HashedFiles {
 
 /// The entry of one file in [`HashedFiles::hash`]: `<path>\0<decimal hash>`.
 pub fn file_entry(path: &str, hash: u64) -> String {
-    format!("{path}\0{hash}")
+    let mut out = format!("{path}\0");
+    push_decimal(&mut out, hash);
+    out
 }
 
 /// Hashes every file under `root` that `globs` select: Nx's glob dialect, as
@@ -206,18 +224,21 @@ pub fn hash_files<S: AsRef<str>>(
         reason: e.reason,
     })?;
     let files = walk_and_hash(root, &matcher, &literal_prefixes(globs), options)?;
-    let mut state = Xxh3::new();
+    let mut state = XxHash3_64::new();
+    let mut decimal = String::with_capacity(20);
     for (i, f) in files.iter().enumerate() {
         if i > 0 {
-            state.update(b",");
+            state.write(b",");
         }
         // file_entry(path, hash), without building the string.
-        state.update(f.path.as_bytes());
-        state.update(b"\0");
-        state.update(to_decimal(f.hash).as_bytes());
+        state.write(f.path.as_bytes());
+        state.write(b"\0");
+        decimal.clear();
+        push_decimal(&mut decimal, f.hash);
+        state.write(decimal.as_bytes());
     }
     Ok(HashedFiles {
-        hash: state.digest(),
+        hash: state.finish(),
         files,
     })
 }
@@ -406,7 +427,7 @@ impl Visitor<'_> {
     /// longer a file.
     fn hash(&self, path: &Path, rel: &Path) -> Result<Option<u64>, HashError> {
         match opened(path, self.base.open_file(rel))? {
-            Some(file) => read::hash_opened(file, path),
+            Some(file) => read::hash_walked(file, path),
             None => Ok(None),
         }
     }
@@ -541,6 +562,36 @@ mod tests {
         assert_eq!(arr(&[Some("")]), arr(&[]));
         assert_eq!(arr(&[None]), arr(&[]));
         assert_eq!(arr(&[Some("a,b")]), arr(&[Some("a"), Some("b")]));
+    }
+
+    /// The streaming `twox-hash` state fed in pieces gives `xxhash-rust`'s one-shot value
+    /// (lengths around xxh3's internal boundaries: 16, 128, 240 bytes, one 1,024-byte stripe
+    /// block, its 256-byte buffer).
+    #[test]
+    fn hash_array_matches_the_xxhash_rust_oracle() {
+        for len in [
+            0usize, 1, 2, 3, 4, 8, 9, 16, 17, 128, 129, 240, 241, 256, 1024, 1025, 5000,
+        ] {
+            let joined: String = (0..len).map(|i| (b'a' + (i % 26) as u8) as char).collect();
+            let items: Vec<Option<&str>> = joined
+                .as_bytes()
+                .chunks(7)
+                .map(|c| Some(std::str::from_utf8(c).unwrap()))
+                .collect();
+            let with_commas = items
+                .iter()
+                .flatten()
+                .copied()
+                .collect::<Vec<_>>()
+                .join(",");
+            assert_eq!(
+                hash_array_u64(&items),
+                xxhash_rust::xxh3::xxh3_64(with_commas.as_bytes()),
+                "{len}"
+            );
+        }
+        assert_eq!(to_decimal(u64::MAX), "18446744073709551615");
+        assert_eq!(to_decimal(0), "0");
     }
 
     #[test]

@@ -5,8 +5,9 @@
 mod common;
 
 use common::{body, noise, object_files, read_all};
+use futures_util::StreamExt;
 use nx_open_cache::key::{Prefix, TaskHash};
-use nx_open_cache::store::fs::{CommitStage, Durability, FsStore};
+use nx_open_cache::store::fs::{Budget, CommitStage, Durability, FsStore};
 use nx_open_cache::store::{PutOutcome, Store};
 use std::sync::Arc;
 use std::time::Duration;
@@ -195,4 +196,146 @@ async fn durability_modes_are_named_as_the_option_takes_them() {
         store(dir.path(), Durability::Data).durability(),
         Durability::Data
     );
+}
+
+/// Waits (bounded: 30 s) until `ok` holds.
+async fn until(what: &str, mut ok: impl FnMut() -> bool) {
+    for _ in 0..3000 {
+        if ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("not within 30 s: {what}");
+}
+
+fn on_disk(dir: &std::path::Path) -> u64 {
+    object_files(&dir.join("cache"))
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_upload_cancelled_while_queued_is_neither_stored_nor_left_counted_in_the_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let budget = Budget::new(1 << 30);
+    budget.scan_finished(0);
+    let s = Arc::new(store(dir.path(), Durability::Full).with_budget(Some(budget.clone())));
+    s.hold_commits(true);
+    let (gone, kept) = (hash("gone"), hash("kept"));
+    let cancelled = put(&s, &gone, noise(3000, 1));
+    until_queued(&s, 1).await;
+    let stays = put(&s, &kept, noise(4000, 2));
+    until_queued(&s, 2).await;
+    cancelled.abort();
+    assert!(cancelled.await.unwrap_err().is_cancelled());
+    s.hold_commits(false);
+    assert_eq!(stays.await.unwrap(), Ok(PutOutcome::Stored(4000)));
+    until("the cancelled upload's temp file is removed", || {
+        temp_files(dir.path()) == 0
+    })
+    .await;
+    assert!(s.get(&gone).await.unwrap().is_none(), "not stored");
+    // What the budget counts is what is on disk: nothing in flight, nothing uncounted.
+    assert_eq!(budget.used(), Some(on_disk(dir.path())));
+    assert_eq!(object_files(&dir.path().join("cache")).len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn uploads_beyond_the_commit_queue_room_wait_for_it() {
+    // Room for 3 uploads, or 5000 bytes in memory (2000-byte uploads: 2 fit).
+    for (uploads, bytes, fit) in [(3usize, 1 << 20, 3usize), (100, 5000, 2)] {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Arc::new(store(dir.path(), Durability::Full).with_commit_queue(uploads, bytes));
+        s.hold_commits(true);
+        let tasks: Vec<_> = (0..fit + 2)
+            .map(|i| put(&s, &hash(&format!("q{i}")), noise(2000 - 40, i as u64)))
+            .collect();
+        until_queued(&s, fit).await;
+        // Give the others every chance to queue: they must not.
+        for _ in 0..20 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            assert_eq!(s.queued_commits(), fit, "never more than the room");
+        }
+        assert!(tasks.iter().all(|t| !t.is_finished()), "all wait");
+        s.hold_commits(false);
+        for t in tasks {
+            assert!(matches!(t.await.unwrap(), Ok(PutOutcome::Stored(_))));
+        }
+        assert_eq!(object_files(&dir.path().join("cache")).len(), fit + 2);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_writer_gets_its_conflict_only_once_the_first_writers_name_is_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Arc::new(store(dir.path(), Durability::Full));
+    let h = hash("durable");
+    s.hold_dir_syncs(true);
+    let first = put(&s, &h, noise(1000, 1));
+    let path = s.object_path(&h);
+    until("the first writer's name is linked", || path.exists()).await;
+    assert!(!first.is_finished(), "no 200 before the directory sync");
+    let second = put(&s, &h, noise(1000, 2));
+    until("the second writer waits for the sync", || {
+        s.commit_dir_counts().1 >= 1
+    })
+    .await;
+    assert!(!second.is_finished(), "no 409 before the directory sync");
+    s.hold_dir_syncs(false);
+    assert_eq!(first.await.unwrap(), Ok(PutOutcome::Stored(1000)));
+    assert_eq!(second.await.unwrap(), Ok(PutOutcome::AlreadyExists));
+    // Once durable, a conflict is answered at once (no wait counted).
+    let third = put(&s, &h, noise(1000, 3)).await.unwrap();
+    assert_eq!(third, Ok(PutOutcome::AlreadyExists));
+    assert_eq!(s.commit_dir_counts().1, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_fan_out_directory_has_its_parent_synced_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Arc::new(store(dir.path(), Durability::Full));
+    let h = hash("fanout");
+    assert_eq!(
+        put(&s, &h, noise(10, 1)).await.unwrap(),
+        Ok(PutOutcome::Stored(10))
+    );
+    // `<aa>/<bb>` were made: bb (the new name), aa (new entry bb), the root (new entry aa).
+    assert_eq!(s.commit_dir_counts().0, 3);
+    s.delete(&h).await.unwrap();
+    assert_eq!(
+        put(&s, &h, noise(10, 2)).await.unwrap(),
+        Ok(PutOutcome::Stored(10))
+    );
+    assert_eq!(s.commit_dir_counts().0, 4, "existing directories: bb only");
+    // Without `full`, directories are left to the filesystem.
+    let other = tempfile::tempdir().unwrap();
+    let d = Arc::new(store(other.path(), Durability::Data));
+    assert!(matches!(
+        put(&d, &h, noise(10, 1)).await.unwrap(),
+        Ok(PutOutcome::Stored(_))
+    ));
+    assert_eq!(d.commit_dir_counts().0, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_upload_cancelled_while_receiving_removes_its_temp_file_at_once() {
+    for size in [2000u64, 600 << 10] {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Arc::new(store(dir.path(), Durability::Full));
+        let (s2, h) = (s.clone(), hash(&format!("cut{size}")));
+        let receiving = tokio::spawn(async move {
+            // A first chunk, then a client that sends nothing more.
+            let first = futures_util::stream::iter([Ok(bytes::Bytes::from(vec![7u8; 1000]))]);
+            let mut stream: nx_open_cache::store::BodyStream<'static> =
+                Box::pin(first.chain(futures_util::stream::pending()));
+            s2.put(&h, &mut stream, Some(size)).await
+        });
+        until("the temp file exists", || temp_files(dir.path()) == 1).await;
+        receiving.abort();
+        assert!(receiving.await.unwrap_err().is_cancelled());
+        until("the temp file is removed", || temp_files(dir.path()) == 0).await;
+        assert!(object_files(&dir.path().join("cache")).is_empty());
+    }
 }

@@ -18,18 +18,39 @@
 //! synced, so that the journal commits both at once): a 200 means the data and the name are on stable
 //! storage, and no name ever points at data that is not (the data is durable before the link).
 //! An upload whose write, fsync or link fails fails alone; the others of its batch are published.
-//! A directory fsync is best effort, as before (some filesystems refuse it).
+//! A directory fsync is best effort, as before (some filesystems refuse it). With `Full`, a
+//! directory that got a new fan-out subdirectory is synced by the next batch too (once), so the
+//! path to a new name is as durable as the name.
+//!
+//! Cancellation and bounds: a queued upload owns its temp file (removed when the upload is
+//! dropped unpublished) and its budget share (kept as stored bytes if it is published), so a
+//! client that goes away neither leaks a temp file nor leaves bytes uncounted. An upload whose
+//! client went away before its batch reached it is dropped unwritten (nothing of it is ever
+//! visible). At most [`QUEUE_MAX_UPLOADS`] uploads and [`QUEUE_MAX_BYTES`] bytes in memory wait for
+//! or take part in a commit; beyond that an upload waits for room (backpressure: a disk that does
+//! not keep up slows uploads down instead of growing memory; the server's own limits, concurrent
+//! uploads with 503 + Retry-After and the store deadline, bound the wait).
+//! A name published with `Full` counts as present for a second writer of the same hash only once
+//! its directories are synced: that writer's 409 waits for it, so a 409 is never answered for an
+//! object a machine crash could still lose.
 
+use super::budget::Reservation;
 use super::dir::Dir;
 use super::{FsStore, Location};
 use crate::store::{io_error, ErrorKind, StoreError};
 use bytes::Bytes;
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit, Semaphore};
+
+/// Uploads at most waiting for or taking part in a commit (each holds an open temp file).
+pub const QUEUE_MAX_UPLOADS: usize = 256;
+/// Bytes of small uploads at most held in memory while waiting for or taking part in a commit.
+pub const QUEUE_MAX_BYTES: usize = 32 * 1024 * 1024;
 
 /// What a 200 to an upload promises about a crash of the machine (power loss, kernel panic);
 /// a crash or kill of the server process alone loses nothing the kernel was given.
@@ -73,42 +94,136 @@ pub enum CommitStage {
     Link,
 }
 
-/// An upload's temp file and the directories it goes between.
+/// An upload's temp file and the directories it goes between. Dropped before its temp name was
+/// removed (an upload cancelled or failed at any stage before the link stage took it), it
+/// removes the temp name: the link stage removes it itself, so the two never race.
 pub(super) struct Pending {
     pub object_dir: Dir,
     pub temp_dir: Dir,
     pub temp_name: String,
     /// The temp file's path, for messages.
     pub temp_shown: PathBuf,
+    /// The temp name is gone (removed by [`remove_temp`]).
+    pub removed: bool,
 }
 
-/// An upload ready to commit: its temp file (open) and the bytes still to write into it.
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if self.removed {
+            return;
+        }
+        // Off the async workers when there is a runtime (a network mount may be slow).
+        let name = std::mem::take(&mut self.temp_name);
+        match (
+            tokio::runtime::Handle::try_current(),
+            self.temp_dir.try_clone(),
+        ) {
+            (Ok(rt), Ok(dir)) => {
+                rt.spawn_blocking(move || {
+                    let _ = dir.remove_file(OsStr::new(&name));
+                });
+            }
+            _ => {
+                let _ = self.temp_dir.remove_file(OsStr::new(&name));
+            }
+        }
+    }
+}
+
+/// An upload ready to commit: its temp file (open), the bytes still to write into it, and its
+/// share of the store's size budget.
 pub(super) struct Staged {
     pub loc: Location,
     pub pending: Pending,
     pub file: std::fs::File,
     /// Written at the start of the file, in order, before it is synced (small uploads).
     pub unwritten: Vec<Bytes>,
+    /// Kept as `stored_bytes` at the object's path when it is published; released otherwise
+    /// (when the job is dropped, whatever the stage).
+    pub reservation: Option<Reservation>,
+    /// The object's size on disk (envelope included).
+    pub stored_bytes: u64,
 }
 
 struct Job {
     store: FsStore,
     staged: Staged,
     reply: oneshot::Sender<Result<bool, StoreError>>,
+    /// Its room in the queue ([`QUEUE_MAX_UPLOADS`], [`QUEUE_MAX_BYTES`]).
+    _room: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+}
+
+impl Job {
+    /// The upload's client is gone: nobody waits for the answer.
+    fn abandoned(&self) -> bool {
+        self.reply.is_closed()
+    }
+}
+
+/// A batch's directory syncs, until they are done (see [`Commits::until_durable`]).
+#[derive(Default)]
+struct Syncing {
+    done: AtomicBool,
+    finished: Notify,
+}
+
+/// Marks a batch's directory syncs done when dropped (done, failed, or its task dropped):
+/// waiters are never stranded.
+struct SyncingGuard {
+    commits: Arc<Commits>,
+    syncing: Arc<Syncing>,
+    names: Vec<String>,
+}
+
+impl Drop for SyncingGuard {
+    fn drop(&mut self) {
+        {
+            let mut unsynced = self.commits.lock_unsynced();
+            for name in &self.names {
+                if unsynced
+                    .get(name)
+                    .is_some_and(|s| Arc::ptr_eq(s, &self.syncing))
+                {
+                    unsynced.remove(name);
+                }
+            }
+        }
+        self.syncing.done.store(true, Ordering::SeqCst);
+        self.syncing.finished.notify_waiters();
+    }
 }
 
 /// The commit queue of a store (shared by its clones and namespaced views).
-#[derive(Default)]
 pub(super) struct Commits {
     durability: Durability,
     queue: Mutex<Queue>,
-    /// Test hooks: commits wait while held; injected faults.
+    /// Room for uploads waiting for or in a commit, and for their bytes in memory.
+    slots: Arc<Semaphore>,
+    bytes: Arc<Semaphore>,
+    max_bytes: usize,
+    /// Names published (object paths below the root) whose directories are not synced yet
+    /// (`Full` only), with their batch's syncs.
+    unsynced: Mutex<HashMap<String, Arc<Syncing>>>,
+    /// Directories that got (or are about to get) a new subdirectory since the last batch took
+    /// them (`Full` only): synced with the next batch's directories.
+    new_dirs: Mutex<Vec<Dir>>,
+    /// Test hooks: commits (or directory syncs) wait while held; injected faults.
     held: AtomicBool,
+    dirs_held: AtomicBool,
     released: Notify,
     faults: Mutex<Vec<(String, CommitStage)>>,
-    /// Batches committed and the largest one (for tests and profiles).
+    /// Batches committed and the largest one, directories synced, and second writers that
+    /// waited for a first writer's directory sync (for tests and profiles).
     batches: AtomicU64,
     largest: AtomicU64,
+    dir_syncs: AtomicU64,
+    durability_waits: AtomicU64,
+}
+
+impl Default for Commits {
+    fn default() -> Self {
+        Commits::new(Durability::default(), QUEUE_MAX_UPLOADS, QUEUE_MAX_BYTES)
+    }
 }
 
 #[derive(Default)]
@@ -124,10 +239,25 @@ struct Linked {
 }
 
 impl Commits {
-    pub(super) fn new(durability: Durability) -> Self {
+    /// A commit queue with room for `max_uploads` uploads and `max_bytes` bytes in memory.
+    pub(super) fn new(durability: Durability, max_uploads: usize, max_bytes: usize) -> Self {
+        let max_bytes = max_bytes.clamp(1, Semaphore::MAX_PERMITS);
         Commits {
             durability,
-            ..Commits::default()
+            queue: Mutex::default(),
+            slots: Arc::new(Semaphore::new(max_uploads.clamp(1, Semaphore::MAX_PERMITS))),
+            bytes: Arc::new(Semaphore::new(max_bytes)),
+            max_bytes,
+            unsynced: Mutex::default(),
+            new_dirs: Mutex::default(),
+            held: AtomicBool::new(false),
+            dirs_held: AtomicBool::new(false),
+            released: Notify::new(),
+            faults: Mutex::default(),
+            batches: AtomicU64::new(0),
+            largest: AtomicU64::new(0),
+            dir_syncs: AtomicU64::new(0),
+            durability_waits: AtomicU64::new(0),
         }
     }
 
@@ -139,6 +269,69 @@ impl Commits {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn lock_unsynced(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Syncing>>> {
+        self.unsynced.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `dir` is about to get a new subdirectory: with `Full`, the next batch syncs it.
+    pub(super) fn note_new_dir(&self, dir: &Dir) {
+        if self.durability != Durability::Full {
+            return;
+        }
+        if let Ok(dir) = dir.try_clone() {
+            self.new_dirs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(dir);
+        }
+    }
+
+    /// Waits until the name at `rel` (an object path below the root, found taken by a second
+    /// writer) is as durable as a 200 for it promised: with `Full`, until the directory syncs of
+    /// the batch that published it are done. At once when it was not published by this process
+    /// or is durable already.
+    pub(super) async fn until_durable(&self, rel: &str) {
+        let Some(syncing) = self.lock_unsynced().get(rel).cloned() else {
+            return;
+        };
+        self.durability_waits.fetch_add(1, Ordering::Relaxed);
+        loop {
+            let finished = syncing.finished.notified();
+            tokio::pin!(finished);
+            finished.as_mut().enable();
+            if syncing.done.load(Ordering::SeqCst) {
+                return;
+            }
+            finished.await;
+        }
+    }
+
+    /// Room in the queue for `staged`: waits while it is full.
+    async fn room(
+        &self,
+        staged: &Staged,
+    ) -> Result<(OwnedSemaphorePermit, OwnedSemaphorePermit), StoreError> {
+        let in_memory: usize = staged.unwritten.iter().map(Bytes::len).sum();
+        let weight = u32::try_from(in_memory.clamp(1, self.max_bytes)).unwrap_or(u32::MAX);
+        let closed = |_| {
+            StoreError::new(
+                ErrorKind::Unavailable,
+                format!(
+                    "cannot store {}: the commit queue is closed",
+                    staged.pending.temp_shown.display()
+                ),
+            )
+        };
+        let slot = self.slots.clone().acquire_owned().await.map_err(closed)?;
+        let bytes = self
+            .bytes
+            .clone()
+            .acquire_many_owned(weight)
+            .await
+            .map_err(closed)?;
+        Ok((slot, bytes))
+    }
+
     /// Commits `staged` with the batch it joins: `Ok(true)` once published (and as durable as the
     /// store's [`Durability`] says), `Ok(false)` when the name was taken by another writer.
     pub(super) async fn commit(
@@ -147,6 +340,7 @@ impl Commits {
         staged: Staged,
     ) -> Result<bool, StoreError> {
         let shown = staged.pending.temp_shown.clone();
+        let room = self.room(&staged).await?;
         let (reply, answer) = oneshot::channel();
         let start = {
             let mut queue = self.lock();
@@ -154,6 +348,7 @@ impl Commits {
                 store: store.clone(),
                 staged,
                 reply,
+                _room: room,
             });
             !std::mem::replace(&mut queue.running, true)
         };
@@ -174,21 +369,38 @@ impl Commits {
         })
     }
 
-    async fn commit_batch(&self, batch: Vec<Job>) {
+    async fn commit_batch(self: &Arc<Self>, batch: Vec<Job>) {
+        // Uploads whose client is gone are dropped unwritten (their temp files removed, their
+        // budget shares released).
+        let batch: Vec<Job> = batch.into_iter().filter(|j| !j.abandoned()).collect();
+        if batch.is_empty() {
+            return;
+        }
+        let syncing = Arc::new(Syncing::default());
         let (synced, failed) = self.sync_files(batch).await;
-        let linked = self.link(synced, failed).await;
-        let Ok((linked, dirs)) = linked else {
+        let linked = self.link(synced, failed, &syncing).await;
+        let Ok((linked, dirs, names)) = linked else {
             return; // the link task failed: its senders are dropped, each upload is told
         };
+        let guard = SyncingGuard {
+            commits: self.clone(),
+            syncing,
+            names,
+        };
         if self.durability != Durability::Full || dirs.is_empty() {
+            drop(guard);
             answer(linked);
             return;
         }
+        let commits = self.clone();
         // The directory fsyncs of this batch run while the next batch's files are synced: the
         // journal joins both into one commit. Its uploads are answered when their directories are
         // synced.
         tokio::spawn(async move {
-            sync_dirs(dirs).await;
+            commits.wait_while_dirs_held().await;
+            let synced = sync_dirs(dirs).await;
+            commits.dir_syncs.fetch_add(synced, Ordering::Relaxed);
+            drop(guard);
             answer(linked);
         });
     }
@@ -238,25 +450,38 @@ impl Commits {
     }
 
     /// Stage 2 (one blocking task): links the synced temp files into place, removes every temp
-    /// name; returns each upload's outcome and the directories that got a new name (once each).
+    /// name; returns each upload's outcome, the directories that got a new name, and the names
+    /// published (with `Full`, registered as not yet durable under `syncing` as they appear).
     async fn link(
-        &self,
+        self: &Arc<Self>,
         synced: Vec<Job>,
         failed: Vec<(Job, StoreError)>,
-    ) -> Result<(Vec<Linked>, Vec<Dir>), tokio::task::JoinError> {
+        syncing: &Arc<Syncing>,
+    ) -> Result<(Vec<Linked>, Vec<Dir>, Vec<String>), tokio::task::JoinError> {
         let faults: Vec<bool> = synced
             .iter()
             .map(|j| self.take_fault(j.staged.loc.name(), CommitStage::Link))
             .collect();
+        let (commits, syncing) = (self.clone(), syncing.clone());
         tokio::task::spawn_blocking(move || {
             let mut linked = Vec::with_capacity(synced.len() + failed.len());
-            let mut dirs: Vec<(Option<(u64, u64)>, Dir)> = Vec::new();
+            let mut dirs: Vec<Dir> = Vec::new();
+            let mut names = Vec::new();
+            let full = commits.durability == Durability::Full;
             for (job, fault) in synced.into_iter().zip(faults) {
+                if job.abandoned() {
+                    continue; // not linked: dropping the job removes its temp name
+                }
                 let Job {
                     store,
-                    staged,
+                    mut staged,
                     reply,
+                    _room,
                 } = job;
+                let rel = staged.loc.rel();
+                // A second writer that finds the name looks it up here: registered before the
+                // name can be seen, under the lock it looks up with.
+                let mut unsynced = full.then(|| commits.lock_unsynced());
                 let published = if fault {
                     Err(io_error(
                         &io::Error::other("injected link fault"),
@@ -268,13 +493,23 @@ impl Commits {
                 } else {
                     store.publish(&staged.loc, &staged.pending)
                 };
-                remove_temp(&staged.pending);
+                if let (Some(unsynced), Ok((true, _))) = (unsynced.as_mut(), &published) {
+                    unsynced.insert(rel.clone(), syncing.clone());
+                    names.push(rel.clone());
+                }
+                drop(unsynced);
+                remove_temp(&mut staged.pending);
                 let outcome = match published {
                     Ok((true, again)) => {
-                        let dir = again.unwrap_or(staged.pending.object_dir);
-                        let id = dir.identity().ok().flatten();
-                        if id.is_none() || !dirs.iter().any(|(d, _)| *d == id) {
-                            dirs.push((id, dir));
+                        if let Some(r) = staged.reservation.take() {
+                            r.stored(&rel, staged.stored_bytes);
+                        }
+                        if full {
+                            match again.map_or_else(|| staged.pending.object_dir.try_clone(), Ok) {
+                                Ok(dir) => dirs.push(dir),
+                                // No descriptor to spare: synced here, on its own.
+                                Err(_) => staged.pending.object_dir.sync(),
+                            }
                         }
                         Ok(true)
                     }
@@ -283,14 +518,20 @@ impl Commits {
                 };
                 linked.push(Linked { reply, outcome });
             }
-            for (job, err) in failed {
-                remove_temp(&job.staged.pending);
+            for (mut job, err) in failed {
+                remove_temp(&mut job.staged.pending);
                 linked.push(Linked {
                     reply: job.reply,
                     outcome: Err(err),
                 });
             }
-            (linked, dirs.into_iter().map(|(_, d)| d).collect())
+            if full && !dirs.is_empty() {
+                // Parents of new fan-out directories noted until now: their new entries exist
+                // before any name below them was linked, so this batch's names are covered.
+                let mut new_dirs = commits.new_dirs.lock().unwrap_or_else(|p| p.into_inner());
+                dirs.append(&mut new_dirs);
+            }
+            (linked, dedup(dirs), names)
         })
         .await
     }
@@ -320,6 +561,14 @@ impl Commits {
         }
     }
 
+    /// Test hook: directory syncs wait (their uploads unanswered) until released.
+    pub(super) fn hold_dirs(&self, on: bool) {
+        self.dirs_held.store(on, Ordering::SeqCst);
+        if !on {
+            self.released.notify_waiters();
+        }
+    }
+
     /// Test hook: uploads waiting for a commit to start.
     pub(super) fn queued(&self) -> usize {
         self.lock().jobs.len()
@@ -333,12 +582,29 @@ impl Commits {
         )
     }
 
+    /// Directories synced so far, and second writers that waited for a first writer's
+    /// directory sync before their answer.
+    pub(super) fn dir_counts(&self) -> (u64, u64) {
+        (
+            self.dir_syncs.load(Ordering::Relaxed),
+            self.durability_waits.load(Ordering::Relaxed),
+        )
+    }
+
     async fn wait_while_held(&self) {
+        self.wait_while(&self.held).await;
+    }
+
+    async fn wait_while_dirs_held(&self) {
+        self.wait_while(&self.dirs_held).await;
+    }
+
+    async fn wait_while(&self, flag: &AtomicBool) {
         loop {
             let released = self.released.notified();
             tokio::pin!(released);
             released.as_mut().enable();
-            if !self.held.load(Ordering::SeqCst) {
+            if !flag.load(Ordering::SeqCst) {
                 return;
             }
             released.await;
@@ -371,12 +637,30 @@ fn answer(linked: Vec<Linked>) {
 }
 
 /// The temp name is linked into place or garbage now (best effort: a later sweep removes it).
-pub(super) fn remove_temp(pending: &Pending) {
+pub(super) fn remove_temp(pending: &mut Pending) {
     let _ = pending.temp_dir.remove_file(OsStr::new(&pending.temp_name));
+    pending.removed = true;
 }
 
-/// Stage 3: fsyncs the directories that got new names, all at once (best effort).
-async fn sync_dirs(dirs: Vec<Dir>) {
+/// Each directory once (by identity; one whose identity is unknown is kept).
+fn dedup(dirs: Vec<Dir>) -> Vec<Dir> {
+    let mut seen: Vec<(u64, u64)> = Vec::with_capacity(dirs.len());
+    dirs.into_iter()
+        .filter(|d| match d.identity().ok().flatten() {
+            Some(id) if seen.contains(&id) => false,
+            Some(id) => {
+                seen.push(id);
+                true
+            }
+            None => true,
+        })
+        .collect()
+}
+
+/// Stage 3: fsyncs the directories that got new names, all at once (best effort); returns how
+/// many.
+async fn sync_dirs(dirs: Vec<Dir>) -> u64 {
+    let count = dirs.len() as u64;
     let tasks: Vec<_> = dirs
         .into_iter()
         .map(|d| tokio::task::spawn_blocking(move || d.sync()))
@@ -384,6 +668,7 @@ async fn sync_dirs(dirs: Vec<Dir>) {
     for task in tasks {
         let _ = task.await;
     }
+    count
 }
 
 type Finished = (Job, Result<(), StoreError>);

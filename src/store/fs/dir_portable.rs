@@ -95,10 +95,18 @@ impl Dir {
         File::open(path).map_err(Beneath::Io)
     }
 
-    pub fn create_dirs<S: AsRef<OsStr>>(&self, rel: &[S]) -> Result<Dir, Beneath> {
+    pub fn create_dirs<S: AsRef<OsStr>>(
+        &self,
+        rel: &[S],
+        noted: &mut dyn FnMut(&Dir),
+    ) -> Result<Dir, Beneath> {
         let mut path = self.path.clone();
         for (i, name) in rel.iter().enumerate() {
+            let parent = Dir { path: path.clone() };
             path.push(name.as_ref());
+            if !path.is_dir() {
+                noted(&parent);
+            }
             match std::fs::create_dir(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
@@ -112,6 +120,12 @@ impl Dir {
             }
         }
         Ok(Dir { path })
+    }
+
+    pub fn try_clone(&self) -> io::Result<Dir> {
+        Ok(Dir {
+            path: self.path.clone(),
+        })
     }
 
     pub fn create_new_file(&self, name: &str) -> io::Result<File> {

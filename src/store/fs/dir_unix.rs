@@ -206,8 +206,15 @@ impl Dir {
         self.resolve(rel, READ_FLAGS).map(File::from)
     }
 
-    /// The directory at `rel`, creating what is missing of it (an existing one is fine).
-    pub fn create_dirs<S: AsRef<OsStr>>(&self, rel: &[S]) -> Result<Dir, Beneath> {
+    /// The directory at `rel`, creating what is missing of it (an existing one is fine). Each
+    /// directory that is about to get a new subdirectory is passed to `noted` first (the new
+    /// entry is durable only once that directory is synced; noted before it exists, so that
+    /// whoever sees the new directory can know its parent is not synced yet).
+    pub fn create_dirs<S: AsRef<OsStr>>(
+        &self,
+        rel: &[S],
+        noted: &mut dyn FnMut(&Dir),
+    ) -> Result<Dir, Beneath> {
         match self.open_dir(rel) {
             Err(Beneath::Io(e)) if e.kind() == io::ErrorKind::NotFound => {}
             other => return other,
@@ -216,6 +223,7 @@ impl Dir {
         for (i, name) in rel.iter().enumerate() {
             let base = current.as_ref().unwrap_or(self);
             let c = c_name(name.as_ref()).map_err(Beneath::Io)?;
+            noted(base);
             // SAFETY: `c` is a valid NUL-terminated string.
             let made = check(unsafe { libc::mkdirat(base.fd.as_raw_fd(), c.as_ptr(), 0o777) });
             match made {
@@ -418,7 +426,7 @@ impl Dir {
         listed
     }
 
-    fn try_clone(&self) -> io::Result<Dir> {
+    pub fn try_clone(&self) -> io::Result<Dir> {
         self.fd.try_clone().map(|fd| Dir { fd })
     }
 

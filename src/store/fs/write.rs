@@ -2,7 +2,7 @@
 //! fsync, publish by link (or rename without replacing), directory fsync; all relative to
 //! directory descriptors below the root.
 
-use super::commit::{self, Pending, Staged};
+use super::commit::{Pending, Staged};
 use super::dir::{Dir, Kind};
 use super::{temp, FsStore, Location};
 use crate::envelope::{PayloadDigest, HEADER_LEN};
@@ -38,7 +38,10 @@ impl FsStore {
         let started = tokio::task::spawn_blocking(move || store.start_write(&h))
             .await
             .map_err(|e| super::task_failed("write", e))??;
+        let loc = self.locate(hash);
         let Some((pending, file)) = started else {
+            // Answered only once the first writer's name is durable (if it is this process's).
+            self.commits.until_durable(&loc.rel()).await;
             return Ok(PutOutcome::AlreadyExists);
         };
         let small = declared_len.is_some_and(|n| n <= SMALL_UPLOAD_BYTES);
@@ -51,31 +54,25 @@ impl FsStore {
                 .await
                 .map(|(len, file)| (len, file, Vec::new()))
         };
-        let (len, file, unwritten) = match received {
-            Ok(r) => r,
-            Err(e) => {
-                // Nothing to publish: the temp name is garbage now.
-                let _ = tokio::task::spawn_blocking(move || commit::remove_temp(&pending)).await;
-                return Err(e);
-            }
-        };
+        // Failed or cancelled from here until the commit takes it: dropping `pending` removes
+        // the temp name.
+        let (len, file, unwritten) = received?;
+        let rel = loc.rel();
         let staged = Staged {
-            loc: self.locate(hash),
+            loc,
             pending,
             file,
             unwritten,
+            reservation,
+            stored_bytes: len.saturating_add(HEADER_LEN as u64),
         };
-        let outcome = match self.commits.commit(self, staged).await? {
-            true => PutOutcome::Stored(len),
-            false => PutOutcome::AlreadyExists,
-        };
-        if let (Some(r), PutOutcome::Stored(len)) = (reservation, &outcome) {
-            r.stored(
-                &self.locate(hash).rel(),
-                len.saturating_add(HEADER_LEN as u64),
-            );
+        match self.commits.commit(self, staged).await? {
+            true => Ok(PutOutcome::Stored(len)),
+            false => {
+                self.commits.until_durable(&rel).await;
+                Ok(PutOutcome::AlreadyExists)
+            }
         }
-        Ok(outcome)
     }
 
     /// Makes the object's directory, checks that the hash is absent, and creates the temp file.
@@ -108,6 +105,7 @@ impl FsStore {
                 temp_dir,
                 temp_name,
                 temp_shown,
+                removed: false,
             },
             file,
         )))

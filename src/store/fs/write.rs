@@ -2,7 +2,7 @@
 //! fsync, publish by link (or rename without replacing), directory fsync; all relative to
 //! directory descriptors below the root.
 
-use super::commit::{Pending, Staged};
+use super::commit::{self, Pending, Staged};
 use super::dir::{Dir, Kind};
 use super::{temp, FsStore, Location};
 use crate::envelope::{PayloadDigest, HEADER_LEN};
@@ -54,9 +54,18 @@ impl FsStore {
                 .await
                 .map(|(len, file)| (len, file, Vec::new()))
         };
-        // Failed or cancelled from here until the commit takes it: dropping `pending` removes
-        // the temp name.
-        let (len, file, unwritten) = received?;
+        // Cancelled from here until the commit takes it: dropping `pending` removes the temp
+        // name (in the background).
+        let (len, file, unwritten) = match received {
+            Ok(r) => r,
+            Err(e) => {
+                // Nothing to publish: the temp name is garbage now (gone when the error is).
+                let mut pending = pending;
+                let _ =
+                    tokio::task::spawn_blocking(move || commit::remove_temp(&mut pending)).await;
+                return Err(e);
+            }
+        };
         let rel = loc.rel();
         let staged = Staged {
             loc,

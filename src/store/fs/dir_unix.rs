@@ -223,15 +223,24 @@ impl Dir {
         for (i, name) in rel.iter().enumerate() {
             let base = current.as_ref().unwrap_or(self);
             let c = c_name(name.as_ref()).map_err(Beneath::Io)?;
-            noted(base);
-            // SAFETY: `c` is a valid NUL-terminated string.
-            let made = check(unsafe { libc::mkdirat(base.fd.as_raw_fd(), c.as_ptr(), 0o777) });
-            match made {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(Beneath::Io(e)),
-            }
-            match openat(base.fd.as_raw_fd(), &c, DIR_FLAGS | libc::O_NOFOLLOW, 0) {
+            let open = || openat(base.fd.as_raw_fd(), &c, DIR_FLAGS | libc::O_NOFOLLOW, 0);
+            // An existing component is opened as it is (its parent gets no new entry).
+            let opened = match open() {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    noted(base);
+                    // SAFETY: `c` is a valid NUL-terminated string.
+                    let made =
+                        check(unsafe { libc::mkdirat(base.fd.as_raw_fd(), c.as_ptr(), 0o777) });
+                    match made {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                        Err(e) => return Err(Beneath::Io(e)),
+                    }
+                    open()
+                }
+                other => other,
+            };
+            match opened {
                 Ok(fd) => current = Some(Dir { fd }),
                 Err(e) if is_link_or_not_dir(&e) => return Err(base.classify(name.as_ref(), i, e)),
                 Err(e) => return Err(Beneath::Io(e)),

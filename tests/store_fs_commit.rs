@@ -253,11 +253,14 @@ async fn uploads_beyond_the_commit_queue_room_wait_for_it() {
             .map(|i| put(&s, &hash(&format!("q{i}")), noise(2000 - 40, i as u64)))
             .collect();
         until_queued(&s, fit).await;
-        // Give the others every chance to queue: they must not.
-        for _ in 0..20 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            assert_eq!(s.queued_commits(), fit, "never more than the room");
-        }
+        // The others wait for room, before anything of them is received.
+        until("two uploads wait for room", || s.commit_room_waiters() == 2).await;
+        assert_eq!(s.queued_commits(), fit, "never more than the room");
+        assert_eq!(
+            temp_files(dir.path()),
+            fit,
+            "no temp file for the waiting ones"
+        );
         assert!(tasks.iter().all(|t| !t.is_finished()), "all wait");
         s.hold_commits(false);
         for t in tasks {
@@ -338,4 +341,109 @@ async fn an_upload_cancelled_while_receiving_removes_its_temp_file_at_once() {
         until("the temp file is removed", || temp_files(dir.path()) == 0).await;
         assert!(object_files(&dir.path().join("cache")).is_empty());
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_panic_in_the_link_stage_strands_no_second_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Arc::new(store(dir.path(), Durability::Full));
+    let h = hash("panics");
+    // The link stage publishes the name, then panics: the first writer gets an error.
+    s.fail_commit(&h, CommitStage::Panic);
+    let first = put(&s, &h, noise(1000, 1)).await.unwrap();
+    let err = first.expect_err("the commit stopped");
+    assert!(err.message.contains("commit stopped"), "{}", err.message);
+    // The name was published: a second writer gets its conflict, not an endless wait (bounded
+    // here so that a regression fails instead of hanging).
+    let second = tokio::time::timeout(Duration::from_secs(60), put(&s, &h, noise(1000, 2)))
+        .await
+        .expect("the second writer is answered")
+        .unwrap();
+    assert_eq!(second, Ok(PutOutcome::AlreadyExists));
+    assert_eq!(read_all(s.get(&h).await.unwrap().unwrap()), noise(1000, 1));
+    // The store goes on committing.
+    let other = put(&s, &hash("after"), noise(10, 3)).await.unwrap();
+    assert_eq!(other, Ok(PutOutcome::Stored(10)));
+}
+
+/// A hash other than `h` whose object lies in the same directory.
+fn neighbour(s: &FsStore, h: &TaskHash) -> TaskHash {
+    let want = s.object_path(h).parent().unwrap().to_owned();
+    (0..10_000_000u64)
+        .map(|i| hash(&format!("n{i}")))
+        .find(|n| n != h && s.object_path(n).parent() == Some(want.as_path()))
+        .expect("a neighbour within 10M hashes")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_name_below_a_new_directory_waits_for_a_sync_of_its_parents_even_from_another_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Arc::new(store(dir.path(), Durability::Full));
+    let (u, v) = (hash("maker"), hash("maker"));
+    let v = neighbour(&s, &v);
+    s.hold_dir_syncs(true);
+    // U makes `<aa>/<bb>`; its batch's directory syncs are held.
+    let first = put(&s, &u, noise(100, 1));
+    let path = s.object_path(&u);
+    until("U is linked", || path.exists()).await;
+    assert_eq!(s.noted_new_dirs(), 2, "the root and <aa> got new entries");
+    // V finds the directories existing, in a later batch: it syncs the new directories' parents
+    // too (U's syncs are not done), not only its own directory.
+    let second = put(&s, &v, noise(100, 2));
+    let path = s.object_path(&v);
+    until("V is linked", || path.exists()).await;
+    assert!(!first.is_finished() && !second.is_finished());
+    assert_eq!(s.commit_dir_counts().0, 0, "all held");
+    s.hold_dir_syncs(false);
+    assert_eq!(first.await.unwrap(), Ok(PutOutcome::Stored(100)));
+    assert_eq!(second.await.unwrap(), Ok(PutOutcome::Stored(100)));
+    assert_eq!(
+        s.commit_dir_counts().0,
+        6,
+        "bb, aa and the root, by each batch"
+    );
+    until("the notes are done with", || s.noted_new_dirs() == 0).await;
+    // Once synced, the parents are not synced again.
+    s.delete(&u).await.unwrap();
+    assert_eq!(
+        put(&s, &u, noise(100, 3)).await.unwrap(),
+        Ok(PutOutcome::Stored(100))
+    );
+    assert_eq!(s.commit_dir_counts().0, 7);
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_directory_that_cannot_be_made_leaves_no_note() {
+    // `mkdir` in /proc fails (ENOENT) whoever runs the test, root included.
+    let s = Arc::new(FsStore::new("/proc", Prefix::default()).with_durability(Durability::Full));
+    for i in 0..3 {
+        let out = put(&s, &hash(&format!("nodir{i}")), noise(10, 1))
+            .await
+            .unwrap();
+        assert!(out.is_err(), "{out:?}");
+        assert_eq!(s.noted_new_dirs(), 0, "no note (and no descriptor) kept");
+    }
+}
+
+#[test]
+fn queued_uploads_leave_no_temp_file_when_the_runtime_shuts_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Arc::new(store(dir.path(), Durability::Full));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        s.hold_commits(true);
+        for i in 0..3u64 {
+            drop(put(&s, &hash(&format!("shut{i}")), noise(1000, i)));
+        }
+        until_queued(&s, 3).await;
+        assert_eq!(temp_files(dir.path()), 3);
+    });
+    drop(rt);
+    assert_eq!(temp_files(dir.path()), 0, "removed at the shutdown");
+    assert!(object_files(&dir.path().join("cache")).is_empty());
 }

@@ -167,11 +167,8 @@ impl FsStore {
 
     /// What a stored upload's answer promises about a machine crash (`serve --durability`).
     pub fn with_durability(mut self, durability: Durability) -> Self {
-        self.commits = Arc::new(commit::Commits::new(
-            durability,
-            commit::QUEUE_MAX_UPLOADS,
-            commit::QUEUE_MAX_BYTES,
-        ));
+        let (uploads, bytes) = self.commits.bounds();
+        self.commits = Arc::new(commit::Commits::new(durability, uploads, bytes));
         self
     }
 
@@ -210,6 +207,19 @@ impl FsStore {
     #[doc(hidden)]
     pub fn commit_dir_counts(&self) -> (u64, u64) {
         self.commits.dir_counts()
+    }
+
+    /// Test hook: directories noted as having got a new subdirectory whose sync has not
+    /// finished yet (`full` only).
+    #[doc(hidden)]
+    pub fn noted_new_dirs(&self) -> usize {
+        self.commits.noted_new_dirs()
+    }
+
+    /// Test hook: uploads waiting for room in the commit queue.
+    #[doc(hidden)]
+    pub fn commit_room_waiters(&self) -> usize {
+        self.commits.room_waiters()
     }
 
     /// Test hook: uploads waiting for a commit to start.
@@ -376,7 +386,7 @@ impl FsStore {
 
     /// The temp directory, made if missing.
     fn temp_dir(&self, root: &OpenRoot) -> Result<Dir, StoreError> {
-        root.create_dirs(&[TMP_DIR], &mut |_| {}).map_err(|b| {
+        root.create_dirs(&[TMP_DIR], &mut |_, _| {}).map_err(|b| {
             let not_found = is_not_found(&b);
             let err = self.beneath_error(root, &[TMP_DIR], 0, b, "cannot open");
             self.or_root_fault(root, err, not_found)
@@ -389,7 +399,13 @@ impl FsStore {
     /// (see [`commit::Commits::note_new_dir`]).
     fn object_dir(&self, root: &OpenRoot, loc: &Location) -> Result<Dir, StoreError> {
         let mut attempts = 0;
-        let mut noted = |d: &Dir| self.commits.note_new_dir(d);
+        // The note of the directory being made, until `mkdirat` returned.
+        let mut note = None;
+        let mut noted = |d: &Dir, step: dir::Making| match step {
+            dir::Making::About => note = self.commits.note_new_dir(d),
+            dir::Making::Made => self.commits.new_dir_made(note.take(), d, true),
+            dir::Making::Failed => self.commits.new_dir_made(note.take(), d, false),
+        };
         loop {
             match root.create_dirs(loc.dir(), &mut noted) {
                 Err(b) if is_not_found(&b) && attempts < 3 => attempts += 1,

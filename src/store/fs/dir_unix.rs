@@ -10,7 +10,7 @@
 //! `utimensat` with `AT_SYMLINK_NOFOLLOW`. A link met on the way is reported as
 //! [`Beneath::Symlink`] with its position, never followed.
 
-use super::{Beneath, Entry, Kind, Space, Stat};
+use super::{Beneath, Entry, Kind, Making, Space, Stat};
 use std::ffi::{CStr, CString, OsStr, OsString};
 use std::fs::File;
 use std::io;
@@ -207,13 +207,15 @@ impl Dir {
     }
 
     /// The directory at `rel`, creating what is missing of it (an existing one is fine). Each
-    /// directory that is about to get a new subdirectory is passed to `noted` first (the new
-    /// entry is durable only once that directory is synced; noted before it exists, so that
-    /// whoever sees the new directory can know its parent is not synced yet).
+    /// directory that is about to get a new subdirectory is passed to `noted` first
+    /// ([`Making::About`]: the new entry is durable only once that directory is synced; noted
+    /// before it exists, so that whoever sees the new directory can know its parent is not
+    /// synced yet), then again once `mkdirat` returned ([`Making::Made`], also when someone else
+    /// made it meanwhile; [`Making::Failed`] otherwise).
     pub fn create_dirs<S: AsRef<OsStr>>(
         &self,
         rel: &[S],
-        noted: &mut dyn FnMut(&Dir),
+        noted: &mut dyn FnMut(&Dir, Making),
     ) -> Result<Dir, Beneath> {
         match self.open_dir(rel) {
             Err(Beneath::Io(e)) if e.kind() == io::ErrorKind::NotFound => {}
@@ -227,14 +229,19 @@ impl Dir {
             // An existing component is opened as it is (its parent gets no new entry).
             let opened = match open() {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    noted(base);
+                    noted(base, Making::About);
                     // SAFETY: `c` is a valid NUL-terminated string.
                     let made =
                         check(unsafe { libc::mkdirat(base.fd.as_raw_fd(), c.as_ptr(), 0o777) });
                     match made {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                        Err(e) => return Err(Beneath::Io(e)),
+                        Ok(()) => noted(base, Making::Made),
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                            noted(base, Making::Made)
+                        }
+                        Err(e) => {
+                            noted(base, Making::Failed);
+                            return Err(Beneath::Io(e));
+                        }
                     }
                     open()
                 }

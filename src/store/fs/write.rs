@@ -33,6 +33,14 @@ impl FsStore {
             }
             None => None,
         };
+        // Room in the commit queue before anything is received or opened: the queue's bounds
+        // (uploads with an open temp file, bytes held in memory) hold from the start.
+        let small = declared_len.is_some_and(|n| n <= SMALL_UPLOAD_BYTES);
+        let in_memory = match declared_len {
+            Some(n) if small => n.saturating_add(HEADER_LEN as u64),
+            _ => 0,
+        };
+        let room = self.commits.room(in_memory, hash.as_str()).await?;
         // Directory work blocks: off the async workers.
         let (store, h) = (self.clone(), hash.clone());
         let started = tokio::task::spawn_blocking(move || store.start_write(&h))
@@ -40,11 +48,12 @@ impl FsStore {
             .map_err(|e| super::task_failed("write", e))??;
         let loc = self.locate(hash);
         let Some((pending, file)) = started else {
-            // Answered only once the first writer's name is durable (if it is this process's).
+            // Answered only once the first writer's name is durable (if it is this process's);
+            // nothing is held meanwhile.
+            drop((reservation, room));
             self.commits.until_durable(&loc.rel()).await;
             return Ok(PutOutcome::AlreadyExists);
         };
-        let small = declared_len.is_some_and(|n| n <= SMALL_UPLOAD_BYTES);
         let received = if small {
             receive_whole(body, declared_len)
                 .await
@@ -74,6 +83,7 @@ impl FsStore {
             unwritten,
             reservation,
             stored_bytes: len.saturating_add(HEADER_LEN as u64),
+            _room: room,
         };
         match self.commits.commit(self, staged).await? {
             true => Ok(PutOutcome::Stored(len)),

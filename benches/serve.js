@@ -6,6 +6,7 @@
  * x16 and 1 KiB x1/x16; peak RSS <= 64 MiB and flat over a soak").
  *
  *   node benches/serve.js [--quick] [--seconds N] [--rounds N] [--only get|put] [--soak MINUTES]
+ *     [--serve-args '<flags>'] (extra flags for our serve, split on spaces, e.g. '--durability data')
  *                         [--no-nice] [--dir DIR] [--repo DIR] [--out FILE]
  *
  * - The server under test: `node lib/cli.js serve --storage fs:<tmp>/store --listen 127.0.0.1:<port>
@@ -106,7 +107,7 @@ function log(msg) {
 /** @param {number} ms */
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-const USAGE = 'allowed: --quick, --seconds <1-600>, --rounds <1-20>, --only get|put, --soak <1-60 minutes>, --no-nice, --dir <dir>, --repo <dir>, --out <file>';
+const USAGE = 'allowed: --quick, --seconds <1-600>, --rounds <1-20>, --only get|put, --soak <1-60 minutes>, --no-nice, --dir <dir>, --repo <dir>, --out <file>, --serve-args \'<serve flags>\'';
 
 function parseArgs() {
   const args = process.argv.slice(2);
@@ -120,6 +121,7 @@ function parseArgs() {
     dir: os.tmpdir(),
     repo: REPO_ROOT,
     /** @type {string | undefined} */ out: undefined,
+    /** @type {string[]} */ serveArgs: [],
   };
   /** @param {string} name @param {string | undefined} v @param {number} lo @param {number} hi */
   const int = (name, v, lo, hi) => {
@@ -134,6 +136,11 @@ function parseArgs() {
     else if (a === '--seconds') o.seconds = int('--seconds', args[++i], 1, 600);
     else if (a === '--rounds') o.rounds = int('--rounds', args[++i], 1, 20);
     else if (a === '--soak') o.soakMinutes = int('--soak', args[++i], 1, SOAK_MAX_MINUTES);
+    else if (a === '--serve-args') {
+      const v = args[++i];
+      if (!v || !v.trim().startsWith('--')) throw new Error(`serve bench: --serve-args needs serve flags such as '--durability data', got ${v === undefined ? 'nothing' : JSON.stringify(v)}`);
+      o.serveArgs = v.trim().split(/\s+/);
+    }
     else if (a === '--only') {
       const v = args[++i];
       if (v !== 'get' && v !== 'put') throw new Error(`serve bench: --only must be get or put, got ${v === undefined ? 'nothing' : JSON.stringify(v)}`);
@@ -276,15 +283,16 @@ function childrenOf(pid) {
  * @param {string} repo  the checkout whose lib/cli.js runs
  * @param {string} storeDir
  * @param {number} nice
+ * @param {string[]} [serveArgs] extra flags (--serve-args)
  * @returns {Promise<Server>}
  */
-async function startOurs(repo, storeDir, nice) {
+async function startOurs(repo, storeDir, nice, serveArgs = []) {
   fs.mkdirSync(storeDir, { recursive: true });
   let lastError = '';
   for (let attempt = 1; attempt <= 3; attempt++) {
     const port = await freePort();
     const child = spawn(
-      ...niced(nice, process.execPath, [path.join(repo, 'lib', 'cli.js'), 'serve', '--storage', `fs:${storeDir}`, '--listen', `127.0.0.1:${port}`, '--log', 'off']),
+      ...niced(nice, process.execPath, [path.join(repo, 'lib', 'cli.js'), 'serve', '--storage', `fs:${storeDir}`, '--listen', `127.0.0.1:${port}`, '--log', 'off', ...serveArgs]),
       { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NX_OPEN_CACHE_SERVER_TOKENS: `bench:read-write:${TOKEN_SECRET}` } },
     );
     let out = '';
@@ -826,7 +834,7 @@ async function main() {
     const { objects, putBodies } = makeArtifacts({ cells, soak: o.soakMinutes > 0, nginxCache, srcDir: dirs.src });
     log(`artifacts: ${[...objects.keys()].map((s) => `${OBJECTS_PER_SIZE} x ${sizeLabel(s)}`).join(', ')} to GET; PUT bodies of ${[...putBodies.keys()].map(sizeLabel).join(', ')} (Nx artifacts of noise) in ${tmp} (${fsTypeOf(tmp)})`);
 
-    ours = await startOurs(o.repo, dirs.store, o.nice);
+    ours = await startOurs(o.repo, dirs.store, o.nice, o.serveArgs);
     log(`nx-open-cache serve on ${ours.url} (pid ${ours.pid})`);
     mem = startSampler(ours, t0);
     const probeHash = objects.size ? /** @type {GetObject[]} */ (objects.values().next().value)[0].hash : 'probe';

@@ -5,8 +5,9 @@
 mod common;
 
 use common::{body, noise, object_files, read_all};
+use futures_util::StreamExt;
 use nx_open_cache::key::{Prefix, TaskHash};
-use nx_open_cache::store::fs::{CommitStage, Durability, FsStore};
+use nx_open_cache::store::fs::{Budget, CommitStage, Durability, FsStore};
 use nx_open_cache::store::{PutOutcome, Store};
 use std::sync::Arc;
 use std::time::Duration;
@@ -195,4 +196,254 @@ async fn durability_modes_are_named_as_the_option_takes_them() {
         store(dir.path(), Durability::Data).durability(),
         Durability::Data
     );
+}
+
+/// Waits (bounded: 30 s) until `ok` holds.
+async fn until(what: &str, mut ok: impl FnMut() -> bool) {
+    for _ in 0..3000 {
+        if ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("not within 30 s: {what}");
+}
+
+fn on_disk(dir: &std::path::Path) -> u64 {
+    object_files(&dir.join("cache"))
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_upload_cancelled_while_queued_is_neither_stored_nor_left_counted_in_the_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let budget = Budget::new(1 << 30);
+    budget.scan_finished(0);
+    let s = Arc::new(store(dir.path(), Durability::Full).with_budget(Some(budget.clone())));
+    s.hold_commits(true);
+    let (gone, kept) = (hash("gone"), hash("kept"));
+    let cancelled = put(&s, &gone, noise(3000, 1));
+    until_queued(&s, 1).await;
+    let stays = put(&s, &kept, noise(4000, 2));
+    until_queued(&s, 2).await;
+    cancelled.abort();
+    assert!(cancelled.await.unwrap_err().is_cancelled());
+    s.hold_commits(false);
+    assert_eq!(stays.await.unwrap(), Ok(PutOutcome::Stored(4000)));
+    until("the cancelled upload's temp file is removed", || {
+        temp_files(dir.path()) == 0
+    })
+    .await;
+    assert!(s.get(&gone).await.unwrap().is_none(), "not stored");
+    // What the budget counts is what is on disk: nothing in flight, nothing uncounted.
+    assert_eq!(budget.used(), Some(on_disk(dir.path())));
+    assert_eq!(object_files(&dir.path().join("cache")).len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn uploads_beyond_the_commit_queue_room_wait_for_it() {
+    // Room for 3 uploads, or 5000 bytes in memory (2000-byte uploads: 2 fit).
+    for (uploads, bytes, fit) in [(3usize, 1 << 20, 3usize), (100, 5000, 2)] {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Arc::new(store(dir.path(), Durability::Full).with_commit_queue(uploads, bytes));
+        s.hold_commits(true);
+        let tasks: Vec<_> = (0..fit + 2)
+            .map(|i| put(&s, &hash(&format!("q{i}")), noise(2000 - 40, i as u64)))
+            .collect();
+        until_queued(&s, fit).await;
+        // The others wait for room, before anything of them is received.
+        until("two uploads wait for room", || s.commit_room_waiters() == 2).await;
+        assert_eq!(s.queued_commits(), fit, "never more than the room");
+        assert_eq!(
+            temp_files(dir.path()),
+            fit,
+            "no temp file for the waiting ones"
+        );
+        assert!(tasks.iter().all(|t| !t.is_finished()), "all wait");
+        s.hold_commits(false);
+        for t in tasks {
+            assert!(matches!(t.await.unwrap(), Ok(PutOutcome::Stored(_))));
+        }
+        assert_eq!(object_files(&dir.path().join("cache")).len(), fit + 2);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_writer_gets_its_conflict_only_once_the_first_writers_name_is_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Arc::new(store(dir.path(), Durability::Full));
+    let h = hash("durable");
+    s.hold_dir_syncs(true);
+    let first = put(&s, &h, noise(1000, 1));
+    let path = s.object_path(&h);
+    until("the first writer's name is linked", || path.exists()).await;
+    assert!(!first.is_finished(), "no 200 before the directory sync");
+    let second = put(&s, &h, noise(1000, 2));
+    until("the second writer waits for the sync", || {
+        s.commit_dir_counts().1 >= 1
+    })
+    .await;
+    assert!(!second.is_finished(), "no 409 before the directory sync");
+    s.hold_dir_syncs(false);
+    assert_eq!(first.await.unwrap(), Ok(PutOutcome::Stored(1000)));
+    assert_eq!(second.await.unwrap(), Ok(PutOutcome::AlreadyExists));
+    // Once durable, a conflict is answered at once (no wait counted).
+    let third = put(&s, &h, noise(1000, 3)).await.unwrap();
+    assert_eq!(third, Ok(PutOutcome::AlreadyExists));
+    assert_eq!(s.commit_dir_counts().1, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_fan_out_directory_has_its_parent_synced_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Arc::new(store(dir.path(), Durability::Full));
+    let h = hash("fanout");
+    assert_eq!(
+        put(&s, &h, noise(10, 1)).await.unwrap(),
+        Ok(PutOutcome::Stored(10))
+    );
+    // `<aa>/<bb>` were made: bb (the new name), aa (new entry bb), the root (new entry aa).
+    assert_eq!(s.commit_dir_counts().0, 3);
+    s.delete(&h).await.unwrap();
+    assert_eq!(
+        put(&s, &h, noise(10, 2)).await.unwrap(),
+        Ok(PutOutcome::Stored(10))
+    );
+    assert_eq!(s.commit_dir_counts().0, 4, "existing directories: bb only");
+    // Without `full`, directories are left to the filesystem.
+    let other = tempfile::tempdir().unwrap();
+    let d = Arc::new(store(other.path(), Durability::Data));
+    assert!(matches!(
+        put(&d, &h, noise(10, 1)).await.unwrap(),
+        Ok(PutOutcome::Stored(_))
+    ));
+    assert_eq!(d.commit_dir_counts().0, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_upload_cancelled_while_receiving_removes_its_temp_file_at_once() {
+    for size in [2000u64, 600 << 10] {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Arc::new(store(dir.path(), Durability::Full));
+        let (s2, h) = (s.clone(), hash(&format!("cut{size}")));
+        let receiving = tokio::spawn(async move {
+            // A first chunk, then a client that sends nothing more.
+            let first = futures_util::stream::iter([Ok(bytes::Bytes::from(vec![7u8; 1000]))]);
+            let mut stream: nx_open_cache::store::BodyStream<'static> =
+                Box::pin(first.chain(futures_util::stream::pending()));
+            s2.put(&h, &mut stream, Some(size)).await
+        });
+        until("the temp file exists", || temp_files(dir.path()) == 1).await;
+        receiving.abort();
+        assert!(receiving.await.unwrap_err().is_cancelled());
+        until("the temp file is removed", || temp_files(dir.path()) == 0).await;
+        assert!(object_files(&dir.path().join("cache")).is_empty());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_panic_in_the_link_stage_strands_no_second_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Arc::new(store(dir.path(), Durability::Full));
+    let h = hash("panics");
+    // The link stage publishes the name, then panics: the first writer gets an error.
+    s.fail_commit(&h, CommitStage::Panic);
+    let first = put(&s, &h, noise(1000, 1)).await.unwrap();
+    let err = first.expect_err("the commit stopped");
+    assert!(err.message.contains("commit stopped"), "{}", err.message);
+    // The name was published: a second writer gets its conflict, not an endless wait (bounded
+    // here so that a regression fails instead of hanging).
+    let second = tokio::time::timeout(Duration::from_secs(60), put(&s, &h, noise(1000, 2)))
+        .await
+        .expect("the second writer is answered")
+        .unwrap();
+    assert_eq!(second, Ok(PutOutcome::AlreadyExists));
+    assert_eq!(read_all(s.get(&h).await.unwrap().unwrap()), noise(1000, 1));
+    // The store goes on committing.
+    let other = put(&s, &hash("after"), noise(10, 3)).await.unwrap();
+    assert_eq!(other, Ok(PutOutcome::Stored(10)));
+}
+
+/// A hash other than `h` whose object lies in the same directory.
+fn neighbour(s: &FsStore, h: &TaskHash) -> TaskHash {
+    let want = s.object_path(h).parent().unwrap().to_owned();
+    (0..10_000_000u64)
+        .map(|i| hash(&format!("n{i}")))
+        .find(|n| n != h && s.object_path(n).parent() == Some(want.as_path()))
+        .expect("a neighbour within 10M hashes")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_name_below_a_new_directory_waits_for_a_sync_of_its_parents_even_from_another_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Arc::new(store(dir.path(), Durability::Full));
+    let (u, v) = (hash("maker"), hash("maker"));
+    let v = neighbour(&s, &v);
+    s.hold_dir_syncs(true);
+    // U makes `<aa>/<bb>`; its batch's directory syncs are held.
+    let first = put(&s, &u, noise(100, 1));
+    let path = s.object_path(&u);
+    until("U is linked", || path.exists()).await;
+    assert_eq!(s.noted_new_dirs(), 2, "the root and <aa> got new entries");
+    // V finds the directories existing, in a later batch: it syncs the new directories' parents
+    // too (U's syncs are not done), not only its own directory.
+    let second = put(&s, &v, noise(100, 2));
+    let path = s.object_path(&v);
+    until("V is linked", || path.exists()).await;
+    assert!(!first.is_finished() && !second.is_finished());
+    assert_eq!(s.commit_dir_counts().0, 0, "all held");
+    s.hold_dir_syncs(false);
+    assert_eq!(first.await.unwrap(), Ok(PutOutcome::Stored(100)));
+    assert_eq!(second.await.unwrap(), Ok(PutOutcome::Stored(100)));
+    assert_eq!(
+        s.commit_dir_counts().0,
+        6,
+        "bb, aa and the root, by each batch"
+    );
+    until("the notes are done with", || s.noted_new_dirs() == 0).await;
+    // Once synced, the parents are not synced again.
+    s.delete(&u).await.unwrap();
+    assert_eq!(
+        put(&s, &u, noise(100, 3)).await.unwrap(),
+        Ok(PutOutcome::Stored(100))
+    );
+    assert_eq!(s.commit_dir_counts().0, 7);
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_directory_that_cannot_be_made_leaves_no_note() {
+    // `mkdir` in /proc fails (ENOENT) whoever runs the test, root included.
+    let s = Arc::new(FsStore::new("/proc", Prefix::default()).with_durability(Durability::Full));
+    for i in 0..3 {
+        let out = put(&s, &hash(&format!("nodir{i}")), noise(10, 1))
+            .await
+            .unwrap();
+        assert!(out.is_err(), "{out:?}");
+        assert_eq!(s.noted_new_dirs(), 0, "no note (and no descriptor) kept");
+    }
+}
+
+#[test]
+fn queued_uploads_leave_no_temp_file_when_the_runtime_shuts_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Arc::new(store(dir.path(), Durability::Full));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        s.hold_commits(true);
+        for i in 0..3u64 {
+            drop(put(&s, &hash(&format!("shut{i}")), noise(1000, i)));
+        }
+        until_queued(&s, 3).await;
+        assert_eq!(temp_files(dir.path()), 3);
+    });
+    drop(rt);
+    assert_eq!(temp_files(dir.path()), 0, "removed at the shutdown");
+    assert!(object_files(&dir.path().join("cache")).is_empty());
 }

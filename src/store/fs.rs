@@ -46,7 +46,7 @@ mod write;
 pub use budget::{Budget, ADMISSION_WAIT};
 #[doc(hidden)]
 pub use commit::CommitStage;
-pub use commit::Durability;
+pub use commit::{Durability, QUEUE_MAX_BYTES, QUEUE_MAX_UPLOADS};
 pub use temp::{STALE_TMP_AGE, TMP_DIR};
 pub use write::SMALL_UPLOAD_BYTES;
 
@@ -167,7 +167,16 @@ impl FsStore {
 
     /// What a stored upload's answer promises about a machine crash (`serve --durability`).
     pub fn with_durability(mut self, durability: Durability) -> Self {
-        self.commits = Arc::new(commit::Commits::new(durability));
+        let (uploads, bytes) = self.commits.bounds();
+        self.commits = Arc::new(commit::Commits::new(durability, uploads, bytes));
+        self
+    }
+
+    /// Room of the commit queue: uploads, and bytes in memory (defaults
+    /// [`QUEUE_MAX_UPLOADS`], [`QUEUE_MAX_BYTES`]); beyond it uploads wait.
+    #[doc(hidden)]
+    pub fn with_commit_queue(mut self, uploads: usize, bytes: usize) -> Self {
+        self.commits = Arc::new(commit::Commits::new(self.durability(), uploads, bytes));
         self
     }
 
@@ -185,6 +194,32 @@ impl FsStore {
     #[doc(hidden)]
     pub fn hold_commits(&self, held: bool) {
         self.commits.hold(held);
+    }
+
+    /// Test hook: while held, directory syncs wait (their uploads unanswered).
+    #[doc(hidden)]
+    pub fn hold_dir_syncs(&self, held: bool) {
+        self.commits.hold_dirs(held);
+    }
+
+    /// Directories synced by commits so far, and second writers of a hash whose answer waited
+    /// for the first writer's directory sync.
+    #[doc(hidden)]
+    pub fn commit_dir_counts(&self) -> (u64, u64) {
+        self.commits.dir_counts()
+    }
+
+    /// Test hook: directories noted as having got a new subdirectory whose sync has not
+    /// finished yet (`full` only).
+    #[doc(hidden)]
+    pub fn noted_new_dirs(&self) -> usize {
+        self.commits.noted_new_dirs()
+    }
+
+    /// Test hook: uploads waiting for room in the commit queue.
+    #[doc(hidden)]
+    pub fn commit_room_waiters(&self) -> usize {
+        self.commits.room_waiters()
     }
 
     /// Test hook: uploads waiting for a commit to start.
@@ -351,7 +386,7 @@ impl FsStore {
 
     /// The temp directory, made if missing.
     fn temp_dir(&self, root: &OpenRoot) -> Result<Dir, StoreError> {
-        root.create_dirs(&[TMP_DIR]).map_err(|b| {
+        root.create_dirs(&[TMP_DIR], &mut |_, _| {}).map_err(|b| {
             let not_found = is_not_found(&b);
             let err = self.beneath_error(root, &[TMP_DIR], 0, b, "cannot open");
             self.or_root_fault(root, err, not_found)
@@ -360,11 +395,19 @@ impl FsStore {
 
     /// The directory of an object, made if missing. Retention removes empty fan-out directories:
     /// one made a moment ago can be gone again before it is opened, so it is made again (a few
-    /// times at most).
+    /// times at most). A directory that gets a new subdirectory is synced by the next commit
+    /// (see [`commit::Commits::note_new_dir`]).
     fn object_dir(&self, root: &OpenRoot, loc: &Location) -> Result<Dir, StoreError> {
         let mut attempts = 0;
+        // The note of the directory being made, until `mkdirat` returned.
+        let mut note = None;
+        let mut noted = |d: &Dir, step: dir::Making| match step {
+            dir::Making::About => note = self.commits.note_new_dir(d),
+            dir::Making::Made => self.commits.new_dir_made(note.take(), d, true),
+            dir::Making::Failed => self.commits.new_dir_made(note.take(), d, false),
+        };
         loop {
-            match root.create_dirs(loc.dir()) {
+            match root.create_dirs(loc.dir(), &mut noted) {
                 Err(b) if is_not_found(&b) && attempts < 3 => attempts += 1,
                 Ok(dir) => return Ok(dir),
                 Err(b) => {

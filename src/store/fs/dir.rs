@@ -52,6 +52,17 @@ pub struct Space {
     pub inodes_available: Option<u64>,
 }
 
+/// A step of making a subdirectory, as [`Dir::create_dirs`] reports it for the parent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Making {
+    /// The parent is about to get a new subdirectory.
+    About,
+    /// The subdirectory exists now (made, or made by someone else meanwhile).
+    Made,
+    /// Making it failed: the parent got no new entry.
+    Failed,
+}
+
 /// Why a path below a directory could not be opened.
 #[derive(Debug)]
 pub enum Beneath {

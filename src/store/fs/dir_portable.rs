@@ -5,7 +5,7 @@
 //! check and the use can be (there is no descriptor-relative API to close that window here).
 //! Symbolic links on these systems need a privilege ordinary users rarely have.
 
-use super::{Beneath, Entry, Kind, Space, Stat};
+use super::{Beneath, Entry, Kind, Making, Space, Stat};
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
@@ -95,14 +95,33 @@ impl Dir {
         File::open(path).map_err(Beneath::Io)
     }
 
-    pub fn create_dirs<S: AsRef<OsStr>>(&self, rel: &[S]) -> Result<Dir, Beneath> {
+    pub fn create_dirs<S: AsRef<OsStr>>(
+        &self,
+        rel: &[S],
+        noted: &mut dyn FnMut(&Dir, Making),
+    ) -> Result<Dir, Beneath> {
         let mut path = self.path.clone();
         for (i, name) in rel.iter().enumerate() {
+            let parent = Dir { path: path.clone() };
             path.push(name.as_ref());
+            let making = !path.is_dir();
+            if making {
+                noted(&parent, Making::About);
+            }
             match std::fs::create_dir(&path) {
+                Ok(()) if making => noted(&parent, Making::Made),
                 Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(Beneath::Io(e)),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    if making {
+                        noted(&parent, Making::Made);
+                    }
+                }
+                Err(e) => {
+                    if making {
+                        noted(&parent, Making::Failed);
+                    }
+                    return Err(Beneath::Io(e));
+                }
             }
             let meta = std::fs::symlink_metadata(&path).map_err(Beneath::Io)?;
             match kind_of(&meta) {
@@ -112,6 +131,12 @@ impl Dir {
             }
         }
         Ok(Dir { path })
+    }
+
+    pub fn try_clone(&self) -> io::Result<Dir> {
+        Ok(Dir {
+            path: self.path.clone(),
+        })
     }
 
     pub fn create_new_file(&self, name: &str) -> io::Result<File> {

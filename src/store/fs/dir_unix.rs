@@ -10,7 +10,7 @@
 //! `utimensat` with `AT_SYMLINK_NOFOLLOW`. A link met on the way is reported as
 //! [`Beneath::Symlink`] with its position, never followed.
 
-use super::{Beneath, Entry, Kind, Space, Stat};
+use super::{Beneath, Entry, Kind, Making, Space, Stat};
 use std::ffi::{CStr, CString, OsStr, OsString};
 use std::fs::File;
 use std::io;
@@ -206,8 +206,17 @@ impl Dir {
         self.resolve(rel, READ_FLAGS).map(File::from)
     }
 
-    /// The directory at `rel`, creating what is missing of it (an existing one is fine).
-    pub fn create_dirs<S: AsRef<OsStr>>(&self, rel: &[S]) -> Result<Dir, Beneath> {
+    /// The directory at `rel`, creating what is missing of it (an existing one is fine). Each
+    /// directory that is about to get a new subdirectory is passed to `noted` first
+    /// ([`Making::About`]: the new entry is durable only once that directory is synced; noted
+    /// before it exists, so that whoever sees the new directory can know its parent is not
+    /// synced yet), then again once `mkdirat` returned ([`Making::Made`], also when someone else
+    /// made it meanwhile; [`Making::Failed`] otherwise).
+    pub fn create_dirs<S: AsRef<OsStr>>(
+        &self,
+        rel: &[S],
+        noted: &mut dyn FnMut(&Dir, Making),
+    ) -> Result<Dir, Beneath> {
         match self.open_dir(rel) {
             Err(Beneath::Io(e)) if e.kind() == io::ErrorKind::NotFound => {}
             other => return other,
@@ -216,14 +225,29 @@ impl Dir {
         for (i, name) in rel.iter().enumerate() {
             let base = current.as_ref().unwrap_or(self);
             let c = c_name(name.as_ref()).map_err(Beneath::Io)?;
-            // SAFETY: `c` is a valid NUL-terminated string.
-            let made = check(unsafe { libc::mkdirat(base.fd.as_raw_fd(), c.as_ptr(), 0o777) });
-            match made {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(Beneath::Io(e)),
-            }
-            match openat(base.fd.as_raw_fd(), &c, DIR_FLAGS | libc::O_NOFOLLOW, 0) {
+            let open = || openat(base.fd.as_raw_fd(), &c, DIR_FLAGS | libc::O_NOFOLLOW, 0);
+            // An existing component is opened as it is (its parent gets no new entry).
+            let opened = match open() {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    noted(base, Making::About);
+                    // SAFETY: `c` is a valid NUL-terminated string.
+                    let made =
+                        check(unsafe { libc::mkdirat(base.fd.as_raw_fd(), c.as_ptr(), 0o777) });
+                    match made {
+                        Ok(()) => noted(base, Making::Made),
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                            noted(base, Making::Made)
+                        }
+                        Err(e) => {
+                            noted(base, Making::Failed);
+                            return Err(Beneath::Io(e));
+                        }
+                    }
+                    open()
+                }
+                other => other,
+            };
+            match opened {
                 Ok(fd) => current = Some(Dir { fd }),
                 Err(e) if is_link_or_not_dir(&e) => return Err(base.classify(name.as_ref(), i, e)),
                 Err(e) => return Err(Beneath::Io(e)),
@@ -418,7 +442,7 @@ impl Dir {
         listed
     }
 
-    fn try_clone(&self) -> io::Result<Dir> {
+    pub fn try_clone(&self) -> io::Result<Dir> {
         self.fd.try_clone().map(|fd| Dir { fd })
     }
 

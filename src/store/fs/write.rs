@@ -33,15 +33,27 @@ impl FsStore {
             }
             None => None,
         };
+        // Room in the commit queue before anything is received or opened: the queue's bounds
+        // (uploads with an open temp file, bytes held in memory) hold from the start.
+        let small = declared_len.is_some_and(|n| n <= SMALL_UPLOAD_BYTES);
+        let in_memory = match declared_len {
+            Some(n) if small => n.saturating_add(HEADER_LEN as u64),
+            _ => 0,
+        };
+        let room = self.commits.room(in_memory, hash.as_str()).await?;
         // Directory work blocks: off the async workers.
         let (store, h) = (self.clone(), hash.clone());
         let started = tokio::task::spawn_blocking(move || store.start_write(&h))
             .await
             .map_err(|e| super::task_failed("write", e))??;
+        let loc = self.locate(hash);
         let Some((pending, file)) = started else {
+            // Answered only once the first writer's name is durable (if it is this process's);
+            // nothing is held meanwhile.
+            drop((reservation, room));
+            self.commits.until_durable(&loc.rel()).await;
             return Ok(PutOutcome::AlreadyExists);
         };
-        let small = declared_len.is_some_and(|n| n <= SMALL_UPLOAD_BYTES);
         let received = if small {
             receive_whole(body, declared_len)
                 .await
@@ -51,31 +63,35 @@ impl FsStore {
                 .await
                 .map(|(len, file)| (len, file, Vec::new()))
         };
+        // Cancelled from here until the commit takes it: dropping `pending` removes the temp
+        // name (in the background).
         let (len, file, unwritten) = match received {
             Ok(r) => r,
             Err(e) => {
-                // Nothing to publish: the temp name is garbage now.
-                let _ = tokio::task::spawn_blocking(move || commit::remove_temp(&pending)).await;
+                // Nothing to publish: the temp name is garbage now (gone when the error is).
+                let mut pending = pending;
+                let _ =
+                    tokio::task::spawn_blocking(move || commit::remove_temp(&mut pending)).await;
                 return Err(e);
             }
         };
+        let rel = loc.rel();
         let staged = Staged {
-            loc: self.locate(hash),
+            loc,
             pending,
             file,
             unwritten,
+            reservation,
+            stored_bytes: len.saturating_add(HEADER_LEN as u64),
+            _room: room,
         };
-        let outcome = match self.commits.commit(self, staged).await? {
-            true => PutOutcome::Stored(len),
-            false => PutOutcome::AlreadyExists,
-        };
-        if let (Some(r), PutOutcome::Stored(len)) = (reservation, &outcome) {
-            r.stored(
-                &self.locate(hash).rel(),
-                len.saturating_add(HEADER_LEN as u64),
-            );
+        match self.commits.commit(self, staged).await? {
+            true => Ok(PutOutcome::Stored(len)),
+            false => {
+                self.commits.until_durable(&rel).await;
+                Ok(PutOutcome::AlreadyExists)
+            }
         }
-        Ok(outcome)
     }
 
     /// Makes the object's directory, checks that the hash is absent, and creates the temp file.
@@ -108,6 +124,7 @@ impl FsStore {
                 temp_dir,
                 temp_name,
                 temp_shown,
+                removed: false,
             },
             file,
         )))

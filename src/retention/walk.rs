@@ -152,15 +152,22 @@ pub(super) fn scan(
                     Err(_) => continue,
                 },
             };
-            let mut rel = tree.dirs[index].rel.clone();
-            rel.push(entry.name.clone());
+            // The path of a directory or a link (not of every file: most entries are objects,
+            // and one allocation each adds up in a large store).
+            let rel = |tree: &Tree| {
+                let mut rel = tree.dirs[index].rel.clone();
+                rel.push(entry.name.clone());
+                rel
+            };
             match kind {
-                Kind::Symlink => report.error(&tree.path(&rel), LINK_REASON),
+                Kind::Symlink => report.error(&tree.path(&rel(&tree)), LINK_REASON),
                 Kind::Dir if entry.name == TMP_DIR => {
+                    let rel = rel(&tree);
                     sweep_temps(&mut tree, &dir, &rel, now, options, report, p);
                 }
                 Kind::Dir => {
                     let fan = entry.name.to_str().is_some_and(is_fan_name);
+                    let rel = rel(&tree);
                     tree.dirs.push(Node {
                         rel,
                         parent: index,
@@ -293,7 +300,9 @@ pub(super) fn evict(
     p: &mut Progressor<'_>,
 ) {
     let mut objects = std::mem::take(&mut tree.objects);
-    objects.sort_by(|a, b| a.accessed.cmp(&b.accessed).then(a.name.cmp(&b.name)));
+    // Unstable: sorts in place, without a scratch copy of the list (objects equal in both keys
+    // have the same name in two prefixes; either order is right).
+    objects.sort_unstable_by(|a, b| a.accessed.cmp(&b.accessed).then(a.name.cmp(&b.name)));
     let objects_bytes = objects.iter().map(|o| o.len).sum::<u64>();
     // With a budget, the total is the budget's: this process' uploads in flight count with their
     // full declared size (not what their temp files hold so far), and what it stored during the
@@ -321,8 +330,6 @@ pub(super) fn evict(
             // budget already holds. Nothing more to delete.
             break;
         }
-        let mut rel = tree.dirs[object.dir].rel.clone();
-        rel.push(object.name.clone());
         match delete_object(tree, object, options.dry) {
             Ok(Deletion::Deleted) => {
                 total = total.saturating_sub(object.len);
@@ -344,7 +351,11 @@ pub(super) fn evict(
                 let dir = &mut tree.dirs[object.dir];
                 dir.entries = dir.entries.saturating_sub(1);
             }
-            Err(e) => report.error(&tree.path(&rel), format!("cannot delete: {e}")),
+            Err(e) => {
+                let mut rel = tree.dirs[object.dir].rel.clone();
+                rel.push(object.name.clone());
+                report.error(&tree.path(&rel), format!("cannot delete: {e}"));
+            }
         }
     }
     tree.objects = objects;

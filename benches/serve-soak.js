@@ -155,11 +155,32 @@ async function main() {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   server = serve;
-  const stop = () => serve.kill('SIGTERM');
-  for (const signal of /** @type {const} */ (['SIGINT', 'SIGTERM'])) {
-    process.on(signal, () => {
-      stop();
-      process.exit(130);
+  /** How serve ended, once it has (an `exit` that fired before anyone waits is kept here). @type {string | undefined} */
+  let exited;
+  const serveExit = new Promise((resolve) =>
+    serve.once('exit', (code, signal) => {
+      exited = signal ? `signal ${signal}` : `code ${code}`;
+      resolve(undefined);
+    }),
+  );
+  /** Fails the run when serve is gone. */
+  const alive = () => {
+    if (exited) throw new Error(`serve exited (${exited}) at t=${((Date.now() - started) / 1000).toFixed(0)}s`);
+  };
+  const started = Date.now();
+  /** Stops serve and waits for it (at most 10 s). */
+  const stop = async () => {
+    if (!exited) serve.kill('SIGTERM');
+    await Promise.race([serveExit, new Promise((resolve) => setTimeout(resolve, 10_000).unref())]);
+  };
+  /** The running wrk, killed with serve on a signal. @type {import('node:child_process').ChildProcess | undefined} */
+  let wrk;
+  for (const [signal, number] of /** @type {const} */ ([['SIGINT', 2], ['SIGTERM', 15]])) {
+    process.on(signal, async () => {
+      wrk?.kill('SIGTERM');
+      await stop();
+      fs.rmSync(base, { recursive: true, force: true });
+      process.exit(128 + number);
     });
   }
   await new Promise((resolve, reject) => {
@@ -173,7 +194,7 @@ async function main() {
   for (const [hash, g] of Object.entries(gets)) {
     const status = await put(`${url}/v1/cache/${hash}`, g.file);
     if (status !== 200) {
-      stop();
+      await stop();
       throw new Error(`could not place the GET object ${hash}: PUT answered ${status}`);
     }
     g.path = findObject(store, hash);
@@ -231,12 +252,13 @@ async function main() {
   /** @type {Record<string, {requests: number, other: number, errors: number}>} */
   const served = {};
   while (Date.now() < deadline) {
+    alive();
     const slice = slices[i % slices.length];
     if (slice.get) await keep(slice.get);
     serving = slice.get;
     const secs = Math.max(1, Math.min(SLICE_S, Math.round((deadline - Date.now()) / 1000)));
     const env = { ...process.env, ...slice.env, SOAK_RUN: `s${process.pid}x${i}`, SOAK_TOKEN: TOKEN };
-    const child = spawn('wrk', ['-t', '2', '-c', String(connections), '-d', `${secs}s`, ...slice.args], { env, stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = (wrk = spawn('wrk', ['-t', '2', '-c', String(connections), '-d', `${secs}s`, ...slice.args], { env, stdio: ['ignore', 'pipe', 'inherit'] }));
     let out = '';
     child.stdout.on('data', (c) => (out += c));
     await new Promise((resolve) => child.once('exit', resolve));
@@ -250,9 +272,9 @@ async function main() {
     i++;
   }
   clearInterval(timer);
+  alive();
   const last = sample(pid);
-  stop();
-  await new Promise((resolve) => serve.once('exit', resolve));
+  await stop();
 
   const n = samples.length;
   if (n < 5) throw new Error(`only ${n} RSS samples: run longer`);

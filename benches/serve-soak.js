@@ -3,11 +3,22 @@
 /**
  * Soak of `nx-open-cache serve` (fs storage): a bounded run of mixed load from wrk (PUTs of fresh
  * 1 KiB and 64 KiB artifacts, GETs of a 1 KiB and a 1 MiB artifact, 16 connections, in 20-second
- * slices), sampling the server's RSS and thread count every 5 s; says whether the RSS stayed flat
- * (the median of the last fifth of the run within 10% of the median of the second fifth: the first
- * fifth is warm-up) and what its peak was.
+ * slices), sampling the server's RSS (anonymous and file-backed), thread count and open
+ * descriptors every 5 s; says whether the RSS stayed flat (the median of the last fifth of the run
+ * within 10% of the median of the second fifth: the first fifth is warm-up) and what its peak was,
+ * and what each kind of slice served: requests, and answers other than 2xx (a GET slice must
+ * serve hits only: it fails the run otherwise).
  *
- *   node benches/serve-soak.js [--minutes 10] [--connections 16]
+ * The two GET objects stay in the store although retention evicts the least recently accessed
+ * objects and fresh PUTs keep coming: the server records a GET's access at most once an hour, so
+ * every 5 s the bench sets their mtime (retention's "last access") to now, as the server would
+ * after an hour of hits (not the one a slice is serving: a response streamed from a file whose
+ * mtime changes is cut, as after a write); before each GET slice it checks they are there
+ * (placing one again if not, which is counted and reported).
+ *
+ *   node benches/serve-soak.js [--minutes 10] [--connections 16] [--samples]
+ *
+ * --samples also prints every sample (time, RSS, anonymous, file-backed, threads, descriptors).
  *
  * Opt-in (not part of `npm run bench`): it takes the whole run time. Needs wrk (Debian: wrk).
  * Storage is a temp directory with --max-size 512MiB (retention bounds the disk used), removed at
@@ -78,15 +89,36 @@ function request()
 end
 `;
 
-/** @param {number} pid @returns {{rss: number, hwm: number, threads: number} | undefined} MiB */
+/**
+ * @typedef {{rss: number, hwm: number, anon: number, file: number, threads: number, fds: number}} Sample
+ * sizes in MiB
+ */
+
+/** @param {number} pid @returns {Sample | undefined} */
 function sample(pid) {
   try {
     const s = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
     const kb = (/** @type {string} */ k) => Number(new RegExp(`${k}:\\s+(\\d+)`).exec(s)?.[1] ?? NaN);
-    return { rss: kb('VmRSS') / 1024, hwm: kb('VmHWM') / 1024, threads: kb('Threads') };
+    const fds = fs.readdirSync(`/proc/${pid}/fd`).length;
+    return { rss: kb('VmRSS') / 1024, hwm: kb('VmHWM') / 1024, anon: kb('RssAnon') / 1024, file: kb('RssFile') / 1024, threads: kb('Threads'), fds };
   } catch {
     return undefined;
   }
+}
+
+/**
+ * The path of the object file named `hash` below `store` (the fs store's fan-out directories).
+ * @param {string} store @param {string} hash @returns {string | undefined}
+ */
+function findObject(store, hash) {
+  for (const a of fs.readdirSync(store)) {
+    if (a.length !== 2) continue;
+    for (const b of fs.readdirSync(path.join(store, a))) {
+      const p = path.join(store, a, b, hash);
+      if (fs.existsSync(p)) return p;
+    }
+  }
+  return undefined;
 }
 
 /** @param {number[]} a */
@@ -102,7 +134,17 @@ async function put(url, file) {
   return r.status;
 }
 
+/** @param {string} url @returns {Promise<number>} the status of a GET (body read and dropped) */
+async function get(url) {
+  const r = await fetch(url, { headers: { authorization: `Bearer ${TOKEN}` } });
+  await r.arrayBuffer();
+  return r.status;
+}
+
 async function main() {
+  /** @type {import('node:child_process').ChildProcess | undefined} */
+  let server;
+  process.once('exit', () => server?.kill('SIGTERM'));
   const lua = path.join(base, 'put.lua');
   fs.writeFileSync(lua, LUA);
   const bodies = { put1k: artifact(1024, 'k'), put64k: artifact(64 << 10, 's'), get1m: artifact(1 << 20, 'm') };
@@ -112,58 +154,127 @@ async function main() {
     env: { ...process.env, NX_OPEN_CACHE_SERVER_TOKENS: `soak:read-write:${TOKEN}` },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
-  const stop = () => serve.kill('SIGTERM');
-  process.on('SIGINT', () => {
-    stop();
-    process.exit(130);
-  });
+  server = serve;
+  /** How serve ended, once it has (an `exit` that fired before anyone waits is kept here). @type {string | undefined} */
+  let exited;
+  const serveExit = new Promise((resolve) =>
+    serve.once('exit', (code, signal) => {
+      exited = signal ? `signal ${signal}` : `code ${code}`;
+      resolve(undefined);
+    }),
+  );
+  /** Fails the run when serve is gone. */
+  const alive = () => {
+    if (exited) throw new Error(`serve exited (${exited}) at t=${((Date.now() - started) / 1000).toFixed(0)}s`);
+  };
+  const started = Date.now();
+  /** Stops serve and waits for it (at most 10 s). */
+  const stop = async () => {
+    if (!exited) serve.kill('SIGTERM');
+    await Promise.race([serveExit, new Promise((resolve) => setTimeout(resolve, 10_000).unref())]);
+  };
+  /** The running wrk, killed with serve on a signal. @type {import('node:child_process').ChildProcess | undefined} */
+  let wrk;
+  for (const [signal, number] of /** @type {const} */ ([['SIGINT', 2], ['SIGTERM', 15]])) {
+    process.on(signal, async () => {
+      wrk?.kill('SIGTERM');
+      await stop();
+      fs.rmSync(base, { recursive: true, force: true });
+      process.exit(128 + number);
+    });
+  }
   await new Promise((resolve, reject) => {
     serve.stdout.once('data', resolve);
     serve.once('exit', (c) => reject(new Error(`serve exited with ${c} before it listened`)));
   });
   const url = `http://127.0.0.1:${port}`;
-  for (const [hash, file] of [['soak-get-1k', bodies.put1k], ['soak-get-1m', bodies.get1m]]) {
-    const status = await put(`${url}/v1/cache/${hash}`, file);
+  const store = path.join(base, 'store');
+  /** @type {Record<string, {file: string, path?: string}>} */
+  const gets = { 'soak-get-1k': { file: bodies.put1k }, 'soak-get-1m': { file: bodies.get1m } };
+  for (const [hash, g] of Object.entries(gets)) {
+    const status = await put(`${url}/v1/cache/${hash}`, g.file);
     if (status !== 200) {
-      stop();
+      await stop();
       throw new Error(`could not place the GET object ${hash}: PUT answered ${status}`);
     }
+    g.path = findObject(store, hash);
   }
+  let replaced = 0;
+  /** The GET object the running slice serves. @type {string | undefined} */
+  let serving;
+  /** @type {string[]} */
+  const notReplaced = [];
+  /** Marks the GET objects accessed now (see the module doc). */
+  const touch = () => {
+    const now = new Date();
+    for (const [hash, g] of Object.entries(gets)) {
+      // Not while its slice serves it: a response streamed from the file ends with an error
+      // when the file's mtime changes under it (the server takes that for a write).
+      if (hash === serving) continue;
+      try {
+        if (g.path) fs.utimesSync(g.path, now, now);
+      } catch {
+        // evicted all the same: placed again before its next slice
+      }
+    }
+  };
+  /** Places a GET object again if it is gone (counted; a failure is reported and its slice runs on). @param {string} hash */
+  const keep = async (hash) => {
+    const g = gets[hash];
+    if ((await get(`${url}/v1/cache/${hash}`)) === 200) return;
+    const status = await put(`${url}/v1/cache/${hash}`, g.file);
+    if (status !== 200) {
+      notReplaced.push(`${hash}: PUT answered ${status}`);
+      return;
+    }
+    replaced++;
+    g.path = findObject(store, hash);
+  };
   const pid = /** @type {number} */ (serve.pid);
-  /** @type {{t: number, rss: number, threads: number}[]} */
+  /** @type {(Sample & {t: number})[]} */
   const samples = [];
   const t0 = Date.now();
   const timer = setInterval(() => {
     const s = sample(pid);
-    if (s) samples.push({ t: (Date.now() - t0) / 1000, rss: s.rss, threads: s.threads });
+    if (s) samples.push({ t: (Date.now() - t0) / 1000, ...s });
+    touch();
   }, SAMPLE_MS);
   const slices = [
     { name: 'PUT 1 KiB', args: ['-s', lua, url], env: { SOAK_BODY: bodies.put1k } },
-    { name: 'GET 1 KiB', args: ['-H', `Authorization: Bearer ${TOKEN}`, `${url}/v1/cache/soak-get-1k`], env: {} },
+    { name: 'GET 1 KiB', get: 'soak-get-1k', args: ['-H', `Authorization: Bearer ${TOKEN}`, `${url}/v1/cache/soak-get-1k`], env: {} },
     { name: 'PUT 64 KiB', args: ['-s', lua, url], env: { SOAK_BODY: bodies.put64k } },
-    { name: 'GET 1 MiB', args: ['-H', `Authorization: Bearer ${TOKEN}`, `${url}/v1/cache/soak-get-1m`], env: {} },
+    { name: 'GET 1 MiB', get: 'soak-get-1m', args: ['-H', `Authorization: Bearer ${TOKEN}`, `${url}/v1/cache/soak-get-1m`], env: {} },
   ];
   const deadline = t0 + minutes * 60_000;
   let i = 0;
   /** @type {Record<string, number[]>} */
   const rates = {};
+  /** @type {Record<string, {requests: number, other: number, errors: number}>} */
+  const served = {};
   while (Date.now() < deadline) {
+    alive();
     const slice = slices[i % slices.length];
+    if (slice.get) await keep(slice.get);
+    serving = slice.get;
     const secs = Math.max(1, Math.min(SLICE_S, Math.round((deadline - Date.now()) / 1000)));
     const env = { ...process.env, ...slice.env, SOAK_RUN: `s${process.pid}x${i}`, SOAK_TOKEN: TOKEN };
-    const child = spawn('wrk', ['-t', '2', '-c', String(connections), '-d', `${secs}s`, ...slice.args], { env, stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = (wrk = spawn('wrk', ['-t', '2', '-c', String(connections), '-d', `${secs}s`, ...slice.args], { env, stdio: ['ignore', 'pipe', 'inherit'] }));
     let out = '';
     child.stdout.on('data', (c) => (out += c));
     await new Promise((resolve) => child.once('exit', resolve));
     const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? NaN);
     (rates[slice.name] ??= []).push(rps);
+    const cell = (served[slice.name] ??= { requests: 0, other: 0, errors: 0 });
+    const errs = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
+    if (errs) cell.errors += errs.slice(1).reduce((a, b) => a + Number(b), 0);
+    cell.requests += Number(/(\d+) requests in/.exec(out)?.[1] ?? NaN);
+    cell.other += Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(out)?.[1] ?? 0);
     i++;
   }
   clearInterval(timer);
+  alive();
   const last = sample(pid);
-  stop();
-  await new Promise((resolve) => serve.once('exit', resolve));
-  fs.rmSync(base, { recursive: true, force: true });
+  await stop();
 
   const n = samples.length;
   if (n < 5) throw new Error(`only ${n} RSS samples: run longer`);
@@ -171,11 +282,22 @@ async function main() {
   const end = samples.slice(Math.floor((4 * n) / 5)).map((s) => s.rss);
   const [early, late] = [median(warm), median(end)];
   const flat = late <= early * 1.1;
-  console.log(`serve soak: ${minutes} min, ${connections} connections, ${n} RSS samples every ${SAMPLE_MS / 1000} s`);
-  for (const [name, r] of Object.entries(rates)) console.log(`  ${name}: median ${median(r).toFixed(0)} req/s over ${r.length} slices`);
-  console.log(`  RSS: min ${Math.min(...samples.map((s) => s.rss)).toFixed(1)} MiB, max ${Math.max(...samples.map((s) => s.rss)).toFixed(1)} MiB, peak (VmHWM) ${last ? last.hwm.toFixed(1) : '?'} MiB; threads max ${Math.max(...samples.map((s) => s.threads))}`);
+  const range = (/** @type {(s: Sample) => number} */ f, digits = 1) =>
+    `${Math.min(...samples.map(f)).toFixed(digits)}-${Math.max(...samples.map(f)).toFixed(digits)}`;
+  console.log(`serve soak: ${minutes} min, ${connections} connections, ${n} RSS samples every ${SAMPLE_MS / 1000} s; load average at the end ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`);
+  let missed = 0;
+  for (const [name, r] of Object.entries(rates)) {
+    const c = served[name];
+    if (name.startsWith('GET')) missed += c.other;
+    console.log(`  ${name}: median ${median(r).toFixed(0)} req/s over ${r.length} slices; ${c.requests} requests, ${c.other} answered other than 2xx, ${c.errors} socket errors`);
+  }
+  console.log(`  GET objects placed again after an eviction: ${replaced}${notReplaced.length ? `; could not be placed again: ${notReplaced.join(', ')}` : ''}`);
+  console.log(`  RSS: min ${Math.min(...samples.map((s) => s.rss)).toFixed(1)} MiB, max ${Math.max(...samples.map((s) => s.rss)).toFixed(1)} MiB, peak (VmHWM) ${last ? last.hwm.toFixed(1) : '?'} MiB; anonymous ${range((s) => s.anon)} MiB, file-backed ${range((s) => s.file)} MiB; threads ${range((s) => s.threads, 0)}, descriptors ${range((s) => s.fds, 0)}`);
   console.log(`  RSS median 2nd fifth ${early.toFixed(1)} MiB, last fifth ${late.toFixed(1)} MiB: ${flat ? 'FLAT' : 'GROWING'} (flat: last within 10% of 2nd)`);
-  process.exitCode = flat ? 0 : 1;
+  if (missed) console.log(`  FAILED: ${missed} GETs answered other than 2xx (the GET slices must serve hits only)`);
+  if (process.argv.includes('--samples')) for (const s of samples) console.log(`  t=${s.t.toFixed(0)}s rss=${s.rss.toFixed(1)} anon=${s.anon.toFixed(1)} file=${s.file.toFixed(1)} threads=${s.threads} fds=${s.fds}`);
+  process.exitCode = flat && !missed ? 0 : 1;
+  fs.rmSync(base, { recursive: true, force: true });
 }
 
 main().catch((e) => {

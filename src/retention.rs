@@ -225,11 +225,20 @@ struct Run<'a> {
     budget: Option<&'a Budget>,
     /// Over `max_bytes`, evict down to this (default: `max_bytes`).
     size_target: Option<u64>,
+    /// Objects kept per walk as candidates for deletion (0: [`walk::BATCH`]; tests use a few).
+    batch: usize,
 }
 
 impl Run<'_> {
     fn cancelled(&self) -> bool {
         self.cancel.is_some_and(|c| c.load(Ordering::Relaxed))
+    }
+
+    fn batch(&self) -> usize {
+        match self.batch {
+            0 => walk::BATCH,
+            n => n,
+        }
     }
 }
 
@@ -283,16 +292,25 @@ fn run(
         b.scan_started();
     }
     let now = SystemTime::now();
-    let mut tree = walk::scan(root, now, options, &mut report, &mut p)?;
+    let mut tree = walk::Tree::open_root(root)?;
+    let scanned = walk::scan(&mut tree, now, options, &mut report, &mut p)?;
     p.phase(Phase::Delete);
-    walk::evict(&mut tree, policy, now, options, &mut report, &mut p);
+    let touched = walk::evict(
+        &mut tree,
+        scanned,
+        policy,
+        now,
+        options,
+        &mut report,
+        &mut p,
+    );
     report.kept = Count {
         files: report.scanned.files - report.deleted_objects().files,
         bytes: report.scanned.bytes - report.deleted_objects().bytes,
     };
     if !options.dry && !options.cancelled() {
         p.phase(Phase::Prune);
-        walk::prune(&mut tree, &mut report);
+        walk::prune(&tree, touched, &mut report);
         if let Some(b) = options.budget {
             let temps = report.kept_temp.bytes.saturating_sub(tree.own_temp_bytes);
             b.scan_finished(report.kept.bytes.saturating_add(temps));

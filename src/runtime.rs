@@ -9,6 +9,13 @@ static RUNTIME: OnceLock<Result<Runtime, String>> = OnceLock::new();
 /// an arena of its own (up to 8 per core), whose freed memory stays resident; with the blocking
 /// pool's threads that was tens of MiB of peak RSS under upload load.
 const MALLOC_ARENAS: i32 = 2;
+/// Allocations of at least this many bytes are mapped on their own (glibc's `M_MMAP_THRESHOLD`)
+/// and unmapped when freed. glibc's default threshold starts at 128 KiB and rises to the size of
+/// the largest mapped block freed (up to 32 MiB): after one retention run of a large store, its
+/// lists (MiBs, gone a second later) were carved from the arenas, whose freed space then stayed
+/// resident between the long-lived blocks of requests; RSS grew run after run. Fixed, and above
+/// the 256 KiB chunks a GET streams (so those stay in the arenas, reused without a page fault).
+const MALLOC_MMAP_THRESHOLD: i32 = 512 * 1024;
 
 /// The shared runtime (two worker threads: cache traffic is I/O bound).
 pub fn get() -> Result<&'static Runtime, String> {
@@ -28,16 +35,18 @@ pub fn get() -> Result<&'static Runtime, String> {
         .map_err(|e| e.clone())
 }
 
-/// Caps glibc's malloc arenas at [`MALLOC_ARENAS`], best effort: for `nx-open-cache serve` only
-/// (never in a build's process, whose allocator is the user's), called before its runtime starts,
-/// and not when the user set the limit (`MALLOC_ARENA_MAX`, or `arena_max` in `GLIBC_TUNABLES`).
-/// In a process that already made more than 8 arenas glibc has fixed its limit and this changes
-/// nothing.
+/// Limits what glibc's malloc keeps resident in a `serve` process, best effort: caps its arenas
+/// at [`MALLOC_ARENAS`] and fixes its mmap threshold at [`MALLOC_MMAP_THRESHOLD`]. For
+/// `nx-open-cache serve` only (never in a build's process, whose allocator is the user's), called
+/// before its runtime starts; a setting the user made (`MALLOC_ARENA_MAX` or `arena_max` in
+/// `GLIBC_TUNABLES`, `MALLOC_MMAP_THRESHOLD_` or `mmap_threshold` in `GLIBC_TUNABLES`) is kept.
+/// In a process that already made more than 8 arenas glibc has fixed its limit and the arena cap
+/// changes nothing.
 pub fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
-        let tuned = std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("arena_max"));
-        if std::env::var_os("MALLOC_ARENA_MAX").is_none() && !tuned {
+        let tunables = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
+        if std::env::var_os("MALLOC_ARENA_MAX").is_none() && !tunables.contains("arena_max") {
             // SAFETY: mallopt sets one allocator parameter (M_ARENA_MAX takes any positive int).
             // glibc reads it without a lock when a thread picks an arena; a racing reader sees
             // the old or the new limit, both valid.
@@ -45,5 +54,27 @@ pub fn limit_malloc_arenas() {
                 libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS);
             }
         }
+        if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none()
+            && !tunables.contains("mmap_threshold")
+        {
+            // SAFETY: mallopt takes glibc's malloc lock to set the threshold (any value up to
+            // 32 MiB is valid) and turns its dynamic adjustment off.
+            unsafe {
+                libc::mallopt(libc::M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD);
+            }
+        }
+    }
+}
+
+/// Gives the free memory of glibc's malloc arenas back to the system (`malloc_trim`): the pages
+/// of free chunks, wherever they lie, not only at the top of each heap. For `serve`, after work
+/// that allocated much for a short while (a retention run); a no-op elsewhere. Takes each
+/// arena's lock while it walks its free chunks (a few ms for tens of MiB): not per request.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages to the system (madvise) under the arenas' own
+    // locks; no pointer of ours is involved.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }

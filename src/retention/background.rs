@@ -148,8 +148,13 @@ async fn run_once(
             cancel: Some(&stop),
             budget: budget.as_deref(),
             size_target,
+            batch: 0,
         };
-        run(&root, &policy, &options, &mut |_| {})
+        let result = run(&root, &policy, &options, &mut |_| {});
+        // The run's lists (a few hundred bytes per object) are freed by now: their pages go
+        // back to the system, or the server's RSS keeps what the largest run took.
+        crate::runtime::release_free_memory();
+        result
     })
     .await
     .unwrap_or_else(|e| Err(format!("retention task failed: {e}")))

@@ -1,66 +1,123 @@
 //! The stages of a retention run over the directory tree, none of which follows a symbolic link:
-//! every directory is opened relative to the root's descriptor (`crate::store::fs::dir`), and
+//! every directory is opened relative to its parent's descriptor (`crate::store::fs::dir`), and
 //! files are examined, retimed and deleted relative to their directory's descriptor.
+//!
+//! Memory is bounded whatever the number of objects: a walk holds one open directory and its
+//! listing per level of depth, and keeps only the [`BATCH`] oldest objects (a max-heap by last
+//! access, then name, then directory); the first walk also sums every object's size. When the
+//! batch runs out before the store is within its budget (or while its objects are all expired),
+//! the tree is walked again for the next oldest after the last one handled, at most
+//! [`MAX_PASSES`] walks per run (the next run goes on from there).
 
 use super::{Count, Policy, Progressor, Report, Run};
 use crate::key::TaskHash;
 use crate::store::fs::dir::{Beneath, Dir, Entry, Kind};
 use crate::store::fs::temp::{self, Swept, TMP_DIR};
 use crate::store::fs::{fan_of, STALE_TMP_AGE};
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::time::SystemTime;
+
+/// Objects a walk keeps as candidates for deletion (~120 bytes each: ~2 MiB).
+pub(super) const BATCH: usize = 16 * 1024;
+/// Walks of the tree in one run: up to `BATCH * MAX_PASSES` objects deleted per run.
+pub(super) const MAX_PASSES: usize = 32;
 
 const LINK_REASON: &str =
     "a symbolic link: not followed (nothing below the cache directory may be a link)";
 
-/// What the scan found.
+/// The store being walked.
 pub(super) struct Tree {
     root: Dir,
     /// The root as given, for messages.
     shown: PathBuf,
-    /// Directories in pre-order (reversed, children come before their parents); 0 is the root.
-    dirs: Vec<Node>,
-    objects: Vec<Object>,
     /// Bytes of the temp files kept that this process is writing (its budget counts them).
     pub(super) own_temp_bytes: u64,
+    /// An object's path for the budget (one buffer for the whole run).
+    budget_path: String,
 }
 
-struct Node {
-    /// Path below the root.
-    rel: Vec<OsString>,
-    parent: usize,
-    /// A fan-out level (`aa` or `bb`): removable when empty.
-    fan: bool,
-    /// This run removed something from it: removable when that left it empty.
-    emptied: bool,
-    /// Entries seen by the scan minus those this run removed (only a directory at 0 is tried).
-    entries: u64,
-}
-
+/// An object, a candidate for deletion. Ordered by last access, then name, then directory: a
+/// total order that is the same in every walk.
 struct Object {
-    /// Index of its directory in `dirs`.
-    dir: usize,
-    name: OsString,
-    len: u64,
-    /// Last access as retention counts it (a future time counts as the scan's time).
+    /// Last access as retention counts it (a future time counts as the run's start).
     accessed: SystemTime,
-    /// Its mtime on disk after the scan (a newer one means it was read since).
+    name: OsString,
+    /// Its directory below the root (shared by the objects of one directory).
+    dir: Rc<[OsString]>,
+    len: u64,
+    /// Its mtime on disk after the walk (a newer one means it was read since).
     seen: SystemTime,
 }
 
-impl Tree {
-    fn path(&self, rel: &[OsString]) -> PathBuf {
-        let mut p = self.shown.clone();
-        p.extend(rel);
-        p
+impl Object {
+    fn key(&self) -> (SystemTime, &OsStr, &[OsString]) {
+        (self.accessed, &self.name, &self.dir)
+    }
+}
+
+impl PartialEq for Object {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for Object {}
+
+impl PartialOrd for Object {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Object {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.key().cmp(&other.key())
+    }
+}
+
+/// The oldest objects a walk found (at most `cap`), after `after` when set.
+struct Oldest {
+    heap: BinaryHeap<Object>,
+    cap: usize,
+    after: Option<Object>,
+}
+
+impl Oldest {
+    fn new(cap: usize, after: Option<Object>) -> Oldest {
+        Oldest {
+            heap: BinaryHeap::new(),
+            cap: cap.max(1),
+            after,
+        }
     }
 
-    /// Opens directory `index` (the root: a second descriptor of it).
-    fn open(&self, index: usize) -> Result<Dir, Beneath> {
-        self.root.open_dir(&self.dirs[index].rel)
+    fn offer(&mut self, object: Object) {
+        if self.after.as_ref().is_some_and(|a| object <= *a) {
+            return;
+        }
+        if self.heap.len() < self.cap {
+            self.heap.push(object);
+        } else if self.heap.peek().is_some_and(|youngest| object < *youngest) {
+            self.heap.pop();
+            self.heap.push(object);
+        }
     }
+}
+
+/// Which walk of the run this is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// Counts objects, sweeps temp files, lists errors, removes empty directories (unless a dry
+    /// run), retimes future-dated objects.
+    First,
+    /// Only finds the next oldest objects; skips those modified since the run started (published
+    /// or read since: kept, as in the first walk).
+    Again,
 }
 
 fn open_error(b: Beneath) -> String {
@@ -71,9 +128,29 @@ fn open_error(b: Beneath) -> String {
     }
 }
 
+/// A directory being walked.
+struct Frame {
+    dir: Dir,
+    rel: Rc<[OsString]>,
+    entries: std::vec::IntoIter<Entry>,
+    /// A fan-out level (`aa` or `bb`): removable when empty.
+    fan: bool,
+    /// This run removed something from it: removable when that left it empty.
+    emptied: bool,
+    /// Entries seen minus those this run removed.
+    left: u64,
+}
+
+fn child(rel: &[OsString], name: &OsStr) -> Rc<[OsString]> {
+    rel.iter()
+        .cloned()
+        .chain(std::iter::once(name.to_os_string()))
+        .collect()
+}
+
 impl Tree {
     /// Opens the root (its own path may pass through links: it is trusted as given).
-    fn open_root(root: &Path) -> Result<Tree, String> {
+    pub(super) fn open_root(root: &Path) -> Result<Tree, String> {
         let root_dir = Dir::open_root(root).map_err(|e| match e.kind() {
             io::ErrorKind::NotADirectory => {
                 format!("cache path {} is not a directory", root.display())
@@ -83,194 +160,264 @@ impl Tree {
         Ok(Tree {
             root: root_dir,
             shown: root.to_path_buf(),
-            dirs: vec![Node {
-                rel: Vec::new(),
-                parent: 0,
-                fan: false,
-                emptied: false,
-                entries: 0,
-            }],
-            objects: Vec::new(),
             own_temp_bytes: 0,
+            budget_path: String::new(),
         })
     }
 
-    /// Opens and lists directory `index`. `None` when it cannot be: the error is listed and the
-    /// directory is never removed (its contents are unknown); the root failing fails the run.
-    fn list(
+    fn path(&self, rel: &[OsString], name: Option<&OsStr>) -> PathBuf {
+        let mut p = self.shown.clone();
+        p.extend(rel);
+        p.extend(name);
+        p
+    }
+
+    /// Walks the tree depth first (children before their parent is left), offering objects to
+    /// `oldest`.
+    fn walk(
         &mut self,
-        index: usize,
+        pass: Pass,
+        now: SystemTime,
+        options: &Run<'_>,
         report: &mut Report,
-    ) -> Result<Option<(Dir, Vec<Entry>)>, String> {
-        let listed = self
-            .open(index)
+        p: &mut Progressor<'_>,
+        oldest: &mut Oldest,
+    ) -> Result<(), String> {
+        let first = pass == Pass::First;
+        let prune = first && !options.dry;
+        let root = self
+            .root
+            .open_dir::<&OsStr>(&[])
             .map_err(open_error)
             .and_then(|dir| match dir.entries() {
                 Ok(entries) => Ok((dir, entries)),
                 Err(e) => Err(format!("cannot list directory: {e}")),
-            });
-        match listed {
-            Ok(l) => Ok(Some(l)),
-            Err(reason) if index == 0 => Err(format!(
-                "cannot list cache path {}: {reason}",
-                self.shown.display()
-            )),
-            Err(reason) => {
-                report.error(&self.path(&self.dirs[index].rel), reason);
-                self.dirs[index].entries = 1;
-                Ok(None)
+            })
+            .map_err(|reason| {
+                format!("cannot list cache path {}: {reason}", self.shown.display())
+            })?;
+        let mut stack = vec![Frame {
+            dir: root.0,
+            rel: Rc::from(Vec::new()),
+            entries: root.1.into_iter(),
+            fan: false,
+            emptied: false,
+            left: 0,
+        }];
+        while let Some(top) = stack.last_mut() {
+            if options.cancelled() {
+                break;
             }
-        }
-    }
-}
-
-/// Lists every object and temp file below the root (depth first, no link followed); removes
-/// temp files whose writer is gone or that are stale.
-pub(super) fn scan(
-    root: &Path,
-    now: SystemTime,
-    options: &Run<'_>,
-    report: &mut Report,
-    p: &mut Progressor<'_>,
-) -> Result<Tree, String> {
-    let mut tree = Tree::open_root(root)?;
-    // Depth first; `dirs` ends up in pre-order.
-    let mut stack = vec![0usize];
-    while let Some(index) = stack.pop() {
-        if options.cancelled() {
-            break;
-        }
-        let Some((dir, entries)) = tree.list(index, report)? else {
-            continue;
-        };
-        for entry in entries {
-            tree.dirs[index].entries += 1;
+            let Some(entry) = top.entries.next() else {
+                let Some(done) = stack.pop() else { break };
+                if let (true, Some(parent), Some(name)) = (prune, stack.last_mut(), done.rel.last())
+                {
+                    if done.left == 0 && (done.fan || done.emptied) {
+                        match parent.dir.remove_dir(name) {
+                            Ok(()) => {
+                                report.removed_dirs += 1;
+                                parent.left = parent.left.saturating_sub(1);
+                                parent.emptied = true;
+                            }
+                            Err(e) if is_not_empty(&e) || e.kind() == io::ErrorKind::NotFound => {}
+                            Err(e) => report.error(
+                                &self.path(&done.rel, None),
+                                format!("cannot remove empty directory: {e}"),
+                            ),
+                        }
+                    }
+                }
+                continue;
+            };
+            top.left += 1;
             let kind = match entry.kind {
                 Some(k) => k,
-                None => match dir.stat(&entry.name) {
+                None => match top.dir.stat(&entry.name) {
                     Ok(s) => s.kind,
                     Err(_) => continue,
                 },
             };
-            let mut rel = tree.dirs[index].rel.clone();
-            rel.push(entry.name.clone());
             match kind {
-                Kind::Symlink => report.error(&tree.path(&rel), LINK_REASON),
+                Kind::Symlink if first => {
+                    report.error(&self.path(&top.rel, Some(&entry.name)), LINK_REASON)
+                }
                 Kind::Dir if entry.name == TMP_DIR => {
-                    sweep_temps(&mut tree, &dir, &rel, now, options, report, p);
+                    if first {
+                        let path = self.path(&top.rel, Some(&entry.name));
+                        self.sweep_temps(&top.dir, &entry.name, &path, now, options, report, p);
+                    }
                 }
                 Kind::Dir => {
-                    let fan = entry.name.to_str().is_some_and(is_fan_name);
-                    tree.dirs.push(Node {
-                        rel,
-                        parent: index,
-                        fan,
-                        emptied: false,
-                        entries: 0,
-                    });
-                    stack.push(tree.dirs.len() - 1);
+                    let listed = top
+                        .dir
+                        .open_dir(&[&entry.name])
+                        .map_err(open_error)
+                        .and_then(|dir| match dir.entries() {
+                            Ok(entries) => Ok((dir, entries)),
+                            Err(e) => Err(format!("cannot list directory: {e}")),
+                        });
+                    match listed {
+                        Ok((dir, entries)) => {
+                            let frame = Frame {
+                                dir,
+                                rel: child(&top.rel, &entry.name),
+                                entries: entries.into_iter(),
+                                fan: entry.name.to_str().is_some_and(is_fan_name),
+                                emptied: false,
+                                left: 0,
+                            };
+                            stack.push(frame);
+                        }
+                        // Its contents are unknown: counted in its parent, never removed.
+                        Err(reason) if first => {
+                            report.error(&self.path(&top.rel, Some(&entry.name)), reason)
+                        }
+                        Err(_) => {}
+                    }
                 }
-                Kind::File if is_object(&tree.dirs[index].rel, &entry.name) => {
-                    add_object(&mut tree, &dir, index, entry.name, now, options, report);
-                    p.current.scanned += 1;
+                Kind::File if is_object(&top.rel, &entry.name) => {
+                    let (dir, rel) = (&top.dir, top.rel.clone());
+                    if let Some(o) = self.object(pass, dir, rel, entry.name, now, options, report) {
+                        oldest.offer(o);
+                    }
+                    if first {
+                        p.current.scanned += 1;
+                        p.tick();
+                    }
+                }
+                Kind::Symlink | Kind::File | Kind::Other => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Examines one object. In the first walk, counts it and sets a modification time in the
+    /// future to now (see `crate::store::fs::temp::clamp_future`).
+    #[allow(clippy::too_many_arguments)]
+    fn object(
+        &mut self,
+        pass: Pass,
+        dir: &Dir,
+        rel: Rc<[OsString]>,
+        name: OsString,
+        now: SystemTime,
+        options: &Run<'_>,
+        report: &mut Report,
+    ) -> Option<Object> {
+        let stat = match dir.stat(&name) {
+            Ok(s) => s,
+            // Deleted since the listing (another run, a quarantine): nothing to do.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+            Err(_) if pass == Pass::Again => return None,
+            Err(e) => {
+                report.error(&self.path(&rel, Some(&name)), format!("cannot stat: {e}"));
+                return None;
+            }
+        };
+        if pass == Pass::Again {
+            if stat.mtime > now {
+                return None;
+            }
+            return Some(Object {
+                accessed: stat.mtime,
+                name,
+                dir: rel,
+                len: stat.len,
+                seen: stat.mtime,
+            });
+        }
+        let (accessed, reset) = temp::clamp_future(stat.mtime, now);
+        let seen = if reset && !options.dry && dir.set_mtime(&name, now).is_ok() {
+            now
+        } else {
+            stat.mtime
+        };
+        report.scanned.add(stat.len);
+        if let Some(b) = options.budget {
+            let path = &mut self.budget_path;
+            path.clear();
+            for part in rel.iter().map(|p| p.as_os_str()).chain([name.as_os_str()]) {
+                if let Some(part) = part.to_str() {
+                    if !path.is_empty() {
+                        path.push('/');
+                    }
+                    path.push_str(part);
+                }
+            }
+            b.seen(path);
+        }
+        Some(Object {
+            accessed,
+            name,
+            dir: rel,
+            len: stat.len,
+            seen,
+        })
+    }
+
+    /// Removes the temp files of the `.tmp` directory `name` of `parent` that may go, and counts
+    /// the others.
+    #[allow(clippy::too_many_arguments)]
+    fn sweep_temps(
+        &mut self,
+        parent: &Dir,
+        name: &OsStr,
+        path: &Path,
+        now: SystemTime,
+        options: &Run<'_>,
+        report: &mut Report,
+        p: &mut Progressor<'_>,
+    ) {
+        let swept = parent
+            .open_dir(&[name])
+            .map_err(open_error)
+            .and_then(|dir| {
+                temp::sweep(&dir, now, STALE_TMP_AGE, options.dry)
+                    .map_err(|e| format!("cannot list directory: {e}"))
+            });
+        let swept = match swept {
+            Ok(s) => s,
+            Err(reason) => return report.error(path, reason),
+        };
+        for t in swept {
+            match t {
+                Swept::Removed { len, .. } => {
+                    report.deleted_temp.add(len);
+                    p.current.deleted += 1;
                     p.tick();
                 }
-                Kind::File | Kind::Other => {}
+                Swept::Kept { counted, own, .. } => {
+                    report.kept_temp.add(counted);
+                    if own {
+                        self.own_temp_bytes += counted;
+                    }
+                }
+                Swept::Link { name } => report.error(&path.join(name), LINK_REASON),
+                Swept::Failed { name, error } => report.error(
+                    &path.join(name),
+                    format!("cannot delete temp file: {error}"),
+                ),
             }
         }
     }
-    Ok(tree)
 }
 
-/// Records one object; a modification time in the future is set to now (see
-/// `crate::store::fs::temp::clamp_future`).
-fn add_object(
-    tree: &mut Tree,
-    dir: &Dir,
-    index: usize,
-    name: OsString,
-    now: SystemTime,
-    options: &Run<'_>,
-    report: &mut Report,
-) {
-    let stat = match dir.stat(&name) {
-        Ok(s) => s,
-        // Deleted since the listing (another run, a quarantine): nothing to do.
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return,
-        Err(e) => {
-            let mut rel = tree.dirs[index].rel.clone();
-            rel.push(name);
-            report.error(&tree.path(&rel), format!("cannot stat: {e}"));
-            return;
-        }
-    };
-    let (accessed, reset) = temp::clamp_future(stat.mtime, now);
-    let seen = if reset && !options.dry && dir.set_mtime(&name, now).is_ok() {
-        now
-    } else {
-        stat.mtime
-    };
-    report.scanned.add(stat.len);
-    if let Some(b) = options.budget {
-        let mut rel: Vec<&str> = tree.dirs[index]
-            .rel
-            .iter()
-            .filter_map(|p| p.to_str())
-            .collect();
-        rel.extend(name.to_str());
-        b.seen(&rel.join("/"));
-    }
-    tree.objects.push(Object {
-        dir: index,
-        name,
-        len: stat.len,
-        accessed,
-        seen,
-    });
-}
+/// The oldest objects the first walk found.
+pub(super) struct Scanned(Oldest);
 
-/// Removes the temp files of `.tmp` at `rel` that may go, and counts the others.
-fn sweep_temps(
+/// Walks the whole store: counts every object and temp file, removes temp files whose writer is
+/// gone or that are stale and empty fan-out directories (not in a dry run), and keeps the oldest
+/// objects.
+pub(super) fn scan(
     tree: &mut Tree,
-    parent: &Dir,
-    rel: &[OsString],
     now: SystemTime,
     options: &Run<'_>,
     report: &mut Report,
     p: &mut Progressor<'_>,
-) {
-    let path = tree.path(rel);
-    let swept = parent
-        .open_dir(&rel[rel.len() - 1..])
-        .map_err(open_error)
-        .and_then(|dir| {
-            temp::sweep(&dir, now, STALE_TMP_AGE, options.dry)
-                .map_err(|e| format!("cannot list directory: {e}"))
-        });
-    let swept = match swept {
-        Ok(s) => s,
-        Err(reason) => return report.error(&path, reason),
-    };
-    for t in swept {
-        match t {
-            Swept::Removed { len, .. } => {
-                report.deleted_temp.add(len);
-                p.current.deleted += 1;
-                p.tick();
-            }
-            Swept::Kept { counted, own, .. } => {
-                report.kept_temp.add(counted);
-                if own {
-                    tree.own_temp_bytes += counted;
-                }
-            }
-            Swept::Link { name } => report.error(&path.join(name), LINK_REASON),
-            Swept::Failed { name, error } => report.error(
-                &path.join(name),
-                format!("cannot delete temp file: {error}"),
-            ),
-        }
-    }
+) -> Result<Scanned, String> {
+    let mut oldest = Oldest::new(options.batch(), None);
+    tree.walk(Pass::First, now, options, report, p, &mut oldest)?;
+    Ok(Scanned(oldest))
 }
 
 /// What happened to one object at deletion time.
@@ -283,76 +430,98 @@ enum Deletion {
 }
 
 /// Deletes expired objects, then the least recently accessed until the total size (objects and
-/// temp files) is within the budget (down to `options.size_target` once over it).
+/// temp files) is within the budget (down to `options.size_target` once over it), oldest first,
+/// walking the store again when a batch runs out. Returns the directories the last batch deleted
+/// from (for [`prune`]; those of earlier batches are pruned before the next walk).
 pub(super) fn evict(
     tree: &mut Tree,
+    scanned: Scanned,
     policy: &Policy,
     now: SystemTime,
     options: &Run<'_>,
     report: &mut Report,
     p: &mut Progressor<'_>,
-) {
-    let mut objects = std::mem::take(&mut tree.objects);
-    objects.sort_by(|a, b| a.accessed.cmp(&b.accessed).then(a.name.cmp(&b.name)));
-    let objects_bytes = objects.iter().map(|o| o.len).sum::<u64>();
+) -> Vec<Rc<[OsString]>> {
     // With a budget, the total is the budget's: this process' uploads in flight count with their
     // full declared size (not what their temp files hold so far), and what it stored during the
     // scan where the scan did not see it.
     let mut total = match options.budget {
         Some(b) => {
             let temps = report.kept_temp.bytes.saturating_sub(tree.own_temp_bytes);
-            b.projected(objects_bytes.saturating_add(temps))
+            b.projected(report.scanned.bytes.saturating_add(temps))
         }
-        None => objects_bytes.saturating_add(report.kept_temp.bytes),
+        None => report.scanned.bytes.saturating_add(report.kept_temp.bytes),
     };
     let size_target = match policy.max_bytes {
         Some(max) if total > max => Some(options.size_target.unwrap_or(max).min(max)),
         _ => None,
     };
-    for object in &objects {
-        if options.cancelled() {
-            break;
-        }
-        let age = now.duration_since(object.accessed).unwrap_or_default();
-        let expired = policy.max_age.is_some_and(|max| age > max);
-        let over = size_target.is_some_and(|target| total > target);
-        if !expired && !over {
-            // Sorted by last access: the objects after this one are younger still, and the
-            // budget already holds. Nothing more to delete.
-            break;
-        }
-        let mut rel = tree.dirs[object.dir].rel.clone();
-        rel.push(object.name.clone());
-        match delete_object(tree, object, options.dry) {
-            Ok(Deletion::Deleted) => {
-                total = total.saturating_sub(object.len);
-                let counter: &mut Count = if expired {
-                    &mut report.deleted_by_age
-                } else {
-                    &mut report.deleted_by_size
-                };
-                counter.add(object.len);
-                let dir = &mut tree.dirs[object.dir];
-                dir.entries = dir.entries.saturating_sub(1);
-                dir.emptied = true;
-                p.current.deleted += 1;
-                p.tick();
+    let mut batch = scanned.0;
+    let mut passes = 1;
+    loop {
+        let full = batch.heap.len() >= batch.cap;
+        let mut objects = batch.heap.into_sorted_vec();
+        let mut touched = Vec::new();
+        let mut finished = false;
+        for object in &objects {
+            if options.cancelled() {
+                finished = true;
+                break;
             }
-            Ok(Deletion::Kept) => {}
-            Ok(Deletion::Gone) => {
-                total = total.saturating_sub(object.len);
-                let dir = &mut tree.dirs[object.dir];
-                dir.entries = dir.entries.saturating_sub(1);
+            let age = now.duration_since(object.accessed).unwrap_or_default();
+            let expired = policy.max_age.is_some_and(|max| age > max);
+            let over = size_target.is_some_and(|target| total > target);
+            if !expired && !over {
+                // Oldest first: the objects after this one are younger still, and the budget
+                // already holds. Nothing more to delete.
+                finished = true;
+                break;
             }
-            Err(e) => report.error(&tree.path(&rel), format!("cannot delete: {e}")),
+            match delete_object(tree, object, options.dry) {
+                Ok(Deletion::Deleted) => {
+                    total = total.saturating_sub(object.len);
+                    let counter: &mut Count = if expired {
+                        &mut report.deleted_by_age
+                    } else {
+                        &mut report.deleted_by_size
+                    };
+                    counter.add(object.len);
+                    touched.push(object.dir.clone());
+                    p.current.deleted += 1;
+                    p.tick();
+                }
+                Ok(Deletion::Kept) => {}
+                Ok(Deletion::Gone) => {
+                    total = total.saturating_sub(object.len);
+                    touched.push(object.dir.clone());
+                }
+                Err(e) => report.error(
+                    &tree.path(&object.dir, Some(&object.name)),
+                    format!("cannot delete: {e}"),
+                ),
+            }
+        }
+        // A batch short of full held every object left: there is no other.
+        if finished || !full || passes >= MAX_PASSES {
+            return touched;
+        }
+        let last = objects.pop();
+        drop(objects);
+        if !options.dry {
+            prune(tree, touched, report);
+        }
+        batch = Oldest::new(batch.cap, last);
+        passes += 1;
+        if let Err(reason) = tree.walk(Pass::Again, now, options, report, p, &mut batch) {
+            report.error(&tree.shown.clone(), reason);
+            return Vec::new();
         }
     }
-    tree.objects = objects;
 }
 
 /// Deletes one object unless it was accessed since the scan (or is a link now: never deleted).
 fn delete_object(tree: &Tree, object: &Object, dry: bool) -> io::Result<Deletion> {
-    let dir = match tree.open(object.dir) {
+    let dir = match tree.root.open_dir(&object.dir) {
         Ok(d) => d,
         Err(Beneath::Io(e)) if e.kind() == io::ErrorKind::NotFound => return Ok(Deletion::Gone),
         Err(Beneath::Io(e)) => return Err(e),
@@ -379,33 +548,34 @@ fn delete_object(tree: &Tree, object: &Object, dry: bool) -> io::Result<Deletion
     }
 }
 
-/// Removes empty fan-out directories and the directories this run emptied, children first.
-pub(super) fn prune(tree: &mut Tree, report: &mut Report) {
-    for index in (1..tree.dirs.len()).rev() {
-        let d = &tree.dirs[index];
-        if d.entries > 0 || !(d.fan || d.emptied) {
-            continue;
-        }
-        let Some(name) = d.rel.last().cloned() else {
-            continue;
-        };
-        let parent = d.parent;
-        let removed = tree
-            .open(parent)
-            .map_err(|b| io::Error::other(open_error(b)))
-            .and_then(|dir| dir.remove_dir(&name));
-        match removed {
-            Ok(()) => {
-                report.removed_dirs += 1;
-                let parent = &mut tree.dirs[parent];
-                parent.entries = parent.entries.saturating_sub(1);
-                parent.emptied = true;
+/// Removes the (fan-out) directories objects were deleted from when that left them empty, then
+/// their parents while that leaves them empty (never the root). Directories empty at the scan
+/// were removed by it.
+pub(super) fn prune(tree: &Tree, mut touched: Vec<Rc<[OsString]>>, report: &mut Report) {
+    touched.sort_unstable();
+    touched.dedup();
+    for dir in touched {
+        let mut rel: &[OsString] = &dir;
+        while let Some((name, parent)) = rel.split_last() {
+            let removed = tree
+                .root
+                .open_dir(parent)
+                .map_err(|b| io::Error::other(open_error(b)))
+                .and_then(|d| d.remove_dir(name));
+            match removed {
+                Ok(()) => {
+                    report.removed_dirs += 1;
+                    rel = parent;
+                }
+                Err(e) if is_not_empty(&e) || e.kind() == io::ErrorKind::NotFound => break,
+                Err(e) => {
+                    report.error(
+                        &tree.path(rel, None),
+                        format!("cannot remove empty directory: {e}"),
+                    );
+                    break;
+                }
             }
-            Err(e) if is_not_empty(&e) || e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => report.error(
-                &tree.path(&tree.dirs[index].rel),
-                format!("cannot remove empty directory: {e}"),
-            ),
         }
     }
 }
@@ -455,5 +625,116 @@ mod tests {
         assert!(!is_object(&rel(&[&bb]), OsStr::new("12345")));
         assert!(!is_object(&rel(&["home", "me"]), OsStr::new("notes.txt")));
         assert!(!is_object(&rel(&[&aa, &bb]), OsStr::new("x y")));
+    }
+
+    use crate::retention::{run, Policy, Run};
+    use std::time::Duration;
+
+    const DAY: u64 = 24 * 3600;
+
+    /// Writes object `hash` of `len` bytes at `root/<prefix>/<aa>/<bb>/<hash>`, last accessed
+    /// `days` ago.
+    fn object(root: &Path, prefix: &str, hash: &str, len: usize, days: u64) -> PathBuf {
+        let [aa, bb] = fan_of(hash);
+        let dir = root.join(prefix).join(aa).join(bb);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(hash);
+        std::fs::write(&path, vec![1u8; len]).unwrap();
+        let t = SystemTime::now() - Duration::from_secs(days * DAY);
+        filetime::set_file_mtime(&path, filetime::FileTime::from(t)).unwrap();
+        path
+    }
+
+    fn run_batched(root: &Path, policy: &Policy, dry: bool, batch: usize) -> super::Report {
+        let options = Run {
+            dry,
+            batch,
+            ..Run::default()
+        };
+        run(root, policy, &options, &mut |_| {}).expect("run")
+    }
+
+    /// Twelve objects of 100 bytes, in two prefixes, the `i`th accessed `40 - i` days ago (two
+    /// of them share a name and an access time across the prefixes).
+    fn store(root: &Path) -> Vec<PathBuf> {
+        let mut paths = Vec::new();
+        for i in 0..12u64 {
+            let prefix = if i % 2 == 0 { "main" } else { "pr" };
+            let hash = if i == 5 {
+                "9004".to_owned()
+            } else {
+                format!("{}", 9000 + i)
+            };
+            let days = if i == 5 { 36 } else { 40 - i };
+            paths.push(object(root, prefix, &hash, 100, days));
+        }
+        paths
+    }
+
+    #[test]
+    fn a_store_larger_than_a_batch_is_trimmed_oldest_first_across_walks() {
+        for batch in [1, 2, 3, 5, 12, 100] {
+            let dir = tempfile::tempdir().unwrap();
+            let paths = store(dir.path());
+            // Room for four objects: the eight least recently accessed go.
+            let policy = Policy {
+                max_bytes: Some(400),
+                max_age: None,
+            };
+            let dry = run_batched(dir.path(), &policy, true, batch);
+            assert!(paths.iter().all(|p| p.exists()), "batch {batch}: dry run");
+            assert_eq!(dry.deleted_by_size.files, 8, "batch {batch}: {dry:?}");
+            let r = run_batched(dir.path(), &policy, false, batch);
+            assert_eq!(r.scanned.files, 12, "batch {batch}");
+            assert_eq!(r.deleted_by_size.files, 8, "batch {batch}: {r:?}");
+            assert_eq!(r.deleted_by_size.bytes, 800);
+            assert_eq!(r.kept.bytes, 400);
+            assert_eq!(r.error_count, 0, "{r:?}");
+            for (i, p) in paths.iter().enumerate() {
+                assert_eq!(
+                    p.exists(),
+                    i >= 8,
+                    "batch {batch}: object {i} {}",
+                    p.display()
+                );
+            }
+            // The emptied fan-out directories went (a survivor's stay).
+            for p in &paths[..8] {
+                let bb = p.parent().unwrap();
+                let kept = paths[8..].iter().any(|k| k.parent() == Some(bb));
+                assert_eq!(bb.exists(), kept, "batch {batch}: {}", bb.display());
+            }
+        }
+    }
+
+    #[test]
+    fn expired_objects_beyond_a_batch_all_go() {
+        for batch in [1, 2, 4, 12] {
+            let dir = tempfile::tempdir().unwrap();
+            let paths = store(dir.path());
+            // Objects 0..=5 are 35 days old or older.
+            let policy = Policy {
+                max_bytes: None,
+                max_age: Some(Duration::from_secs(34 * DAY + DAY / 2)),
+            };
+            let r = run_batched(dir.path(), &policy, false, batch);
+            assert_eq!(r.deleted_by_age.files, 6, "batch {batch}: {r:?}");
+            for (i, p) in paths.iter().enumerate() {
+                assert_eq!(p.exists(), i >= 6, "batch {batch}: object {i}");
+            }
+            // Both limits: the expired go by age, then the oldest by size.
+            let dir = tempfile::tempdir().unwrap();
+            let paths = store(dir.path());
+            let policy = Policy {
+                max_bytes: Some(300),
+                max_age: Some(Duration::from_secs(34 * DAY + DAY / 2)),
+            };
+            let r = run_batched(dir.path(), &policy, false, batch);
+            assert_eq!(r.deleted_by_age.files, 6, "batch {batch}: {r:?}");
+            assert_eq!(r.deleted_by_size.files, 3, "batch {batch}: {r:?}");
+            for (i, p) in paths.iter().enumerate() {
+                assert_eq!(p.exists(), i >= 9, "batch {batch}: object {i}");
+            }
+        }
     }
 }

@@ -28,8 +28,36 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use std::sync::OnceLock;
 
 type Labels = Vec<(&'static str, String)>;
+
+/// Slots of the table of request series (a few times the combinations the server answers).
+const SERIES_SLOTS: usize = 512;
+
+/// The handles of one (route, method, status): a clone of a family's series shares its value.
+struct Series {
+    route: &'static str,
+    method: &'static str,
+    status: u16,
+    requests: Counter,
+    /// `None` where no histogram is kept (unmatched paths, 405).
+    latency: Option<Histogram>,
+}
+
+/// Where the lookup of (route, method, status) starts in the table (FNV-1a).
+fn slot_of(route: &str, method: &str, status: u16) -> usize {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in route
+        .bytes()
+        .chain([0])
+        .chain(method.bytes())
+        .chain(status.to_le_bytes())
+    {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    h as usize % SERIES_SLOTS
+}
 
 /// The methods that keep their name in labels; any other is `other`.
 pub const METHODS: &[&str] = &["GET", "PUT", "HEAD", "POST", "DELETE", "OPTIONS", "PATCH"];
@@ -53,6 +81,9 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<Labels, Counter>,
     latency: Family<Labels, Histogram, fn() -> Histogram>,
+    /// The series of the requests seen so far, found without allocating (open addressing; a
+    /// slot, once set, never changes). Each is made in its family on first use, as before.
+    series: Box<[OnceLock<Series>]>,
     received: Counter,
     sent: Counter,
     hits: Counter,
@@ -186,6 +217,7 @@ impl Metrics {
             registry,
             requests,
             latency,
+            series: (0..SERIES_SLOTS).map(|_| OnceLock::new()).collect(),
             received,
             sent,
             hits,
@@ -204,23 +236,60 @@ impl Metrics {
     /// Records one answered request (any method: it is labelled by [`method_label`]).
     pub fn request(&self, route: &'static str, method: &str, status: u16, seconds: f64) {
         let method = method_label(method);
-        self.requests
+        match self.series(route, method, status) {
+            Some(s) => {
+                s.requests.inc();
+                if let Some(h) = &s.latency {
+                    h.observe(seconds);
+                }
+            }
+            // The table is full (not with the server's own routes): through the families.
+            None => {
+                let made = self.make_series(route, method, status);
+                made.requests.inc();
+                if let Some(h) = &made.latency {
+                    h.observe(seconds);
+                }
+            }
+        }
+    }
+
+    /// The handles of (route, method, status) from the table, made on first use.
+    fn series(&self, route: &'static str, method: &'static str, status: u16) -> Option<&Series> {
+        let start = slot_of(route, method, status);
+        (0..SERIES_SLOTS).find_map(|i| {
+            let slot = &self.series[(start + i) % SERIES_SLOTS];
+            let s = slot.get_or_init(|| self.make_series(route, method, status));
+            (s.status == status && s.method == method && s.route == route).then_some(s)
+        })
+    }
+
+    /// Makes (or finds) the series of (route, method, status) in the families.
+    fn make_series(&self, route: &'static str, method: &'static str, status: u16) -> Series {
+        let requests = self
+            .requests
             .get_or_create(&vec![
                 ("route", route.to_owned()),
                 ("method", method.to_owned()),
                 ("status", status.to_string()),
             ])
-            .inc();
+            .clone();
         // A histogram is large: only for what the routes serve.
-        if route == "unmatched" || status == 405 {
-            return;
+        let latency = (route != "unmatched" && status != 405).then(|| {
+            self.latency
+                .get_or_create(&vec![
+                    ("route", route.to_owned()),
+                    ("method", method.to_owned()),
+                ])
+                .clone()
+        });
+        Series {
+            route,
+            method,
+            status,
+            requests,
+            latency,
         }
-        self.latency
-            .get_or_create(&vec![
-                ("route", route.to_owned()),
-                ("method", method.to_owned()),
-            ])
-            .observe(seconds);
     }
 
     /// Counts a request whose handler panicked.
@@ -296,6 +365,73 @@ impl Drop for InFlight {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn line<'a>(text: &'a str, series: &str) -> Option<&'a str> {
+        text.lines()
+            .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+    }
+
+    /// Counts through the table of handles are the families' series: the same text as when
+    /// each request looked its series up.
+    #[test]
+    fn requests_counted_through_the_table_show_in_the_families() {
+        let m = Metrics::new();
+        for _ in 0..3 {
+            m.request("cache", "GET", 200, 0.001);
+        }
+        m.request("cache", "GET", 404, 0.001);
+        m.request("cache", "BREW", 405, 0.001);
+        m.request("unmatched", "GET", 404, 0.001);
+        let text = m.render().unwrap_or_default();
+        let requests =
+            |labels: &str| line(&text, &format!("nx_open_cache_requests_total{{{labels}}}"));
+        assert_eq!(
+            requests(r#"route="cache",method="GET",status="200""#),
+            Some(r#"nx_open_cache_requests_total{route="cache",method="GET",status="200"} 3"#)
+        );
+        assert!(requests(r#"route="cache",method="GET",status="404""#)
+            .is_some_and(|l| l.ends_with(" 1")));
+        assert!(requests(r#"route="cache",method="other",status="405""#)
+            .is_some_and(|l| l.ends_with(" 1")));
+        assert!(requests(r#"route="unmatched",method="GET",status="404""#)
+            .is_some_and(|l| l.ends_with(" 1")));
+        // One histogram, for what the cache route served (not 405, not unmatched).
+        let count = line(
+            &text,
+            r#"nx_open_cache_request_duration_seconds_count{route="cache",method="GET"}"#,
+        );
+        assert!(count.is_some_and(|l| l.ends_with(" 4")), "{text}");
+        assert_eq!(
+            text.matches("request_duration_seconds_count{").count(),
+            1,
+            "{text}"
+        );
+        // Series appear when first used, as before.
+        assert!(!text.contains("status=\"500\""));
+    }
+
+    /// More combinations than the table holds still count (through the families).
+    #[test]
+    fn a_full_table_still_counts() {
+        let m = Metrics::new();
+        for status in 0..(SERIES_SLOTS as u16 + 10) {
+            m.request("cache", "PUT", status, 0.001);
+        }
+        m.request("cache", "PUT", 7, 0.001);
+        m.request("cache", "PUT", SERIES_SLOTS as u16 + 5, 0.001);
+        let text = m.render().unwrap_or_default();
+        let series = |status: u16| {
+            line(
+                &text,
+                &format!(
+                    r#"nx_open_cache_requests_total{{route="cache",method="PUT",status="{status}"}}"#
+                ),
+            )
+        };
+        assert!(series(7).is_some_and(|l| l.ends_with(" 2")));
+        assert!(series(SERIES_SLOTS as u16 + 5).is_some_and(|l| l.ends_with(" 2")));
+        assert!(series(1).is_some_and(|l| l.ends_with(" 1")));
+    }
 
     /// Every route with every method and every status the server can answer for it, all at
     /// once: the largest `/metrics` can get.

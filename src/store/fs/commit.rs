@@ -254,6 +254,8 @@ pub(super) struct Commits {
     durability_waits: AtomicU64,
     /// Uploads in [`Commits::room`] (for tests).
     room_waiters: AtomicUsize,
+    /// Batches whose directory syncs wait in [`Commits::wait_while_dirs_held`] (for tests).
+    dir_sync_waiters: AtomicUsize,
 }
 
 impl Default for Commits {
@@ -298,6 +300,7 @@ impl Commits {
             dir_syncs: AtomicU64::new(0),
             durability_waits: AtomicU64::new(0),
             room_waiters: AtomicUsize::new(0),
+            dir_sync_waiters: AtomicUsize::new(0),
         }
     }
 
@@ -414,14 +417,7 @@ impl Commits {
             )
         };
         // Counted while here (a cancelled wait included).
-        struct Counted<'a>(&'a AtomicUsize);
-        impl Drop for Counted<'_> {
-            fn drop(&mut self) {
-                self.0.fetch_sub(1, Ordering::SeqCst);
-            }
-        }
-        self.room_waiters.fetch_add(1, Ordering::SeqCst);
-        let _counted = Counted(&self.room_waiters);
+        let _counted = Counted::new(&self.room_waiters);
         let slot = self.slots.clone().acquire_owned().await.map_err(closed)?;
         let bytes = self
             .bytes
@@ -736,7 +732,13 @@ impl Commits {
         self.wait_while(&self.held).await;
     }
 
+    /// Test hook: batches whose directory syncs wait while they are held.
+    pub(super) fn dir_sync_waiters(&self) -> usize {
+        self.dir_sync_waiters.load(Ordering::SeqCst)
+    }
+
     async fn wait_while_dirs_held(&self) {
+        let _counted = Counted::new(&self.dir_sync_waiters);
         self.wait_while(&self.dirs_held).await;
     }
 
@@ -750,6 +752,22 @@ impl Commits {
             }
             released.await;
         }
+    }
+}
+
+/// Counts its holder in a counter while it lives (a cancelled wait included).
+struct Counted<'a>(&'a AtomicUsize);
+
+impl<'a> Counted<'a> {
+    fn new(counter: &'a AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Counted(counter)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -389,19 +389,31 @@ impl Commits {
     /// writer) is as durable as a 200 for it promised: with `Full`, until the directory syncs of
     /// the batch that published it are done. At once when it was not published by this process
     /// or is durable already.
+    ///
+    /// The record found may be a losing writer's, registered in place of the first writer's
+    /// while it tried to publish (it puts the first writer's back when it fails): once the
+    /// awaited batch is done, `rel` is looked up again, and the wait goes on while another
+    /// batch's syncs for it are still running (bounded: each record goes when its batch is done).
     pub(super) async fn until_durable(&self, rel: &str) {
-        let Some(syncing) = self.lock_unsynced().get(rel).cloned() else {
+        let Some(mut syncing) = self.lock_unsynced().get(rel).cloned() else {
             return;
         };
         self.durability_waits.fetch_add(1, Ordering::Relaxed);
         loop {
-            let finished = syncing.finished.notified();
-            tokio::pin!(finished);
-            finished.as_mut().enable();
-            if syncing.done.load(Ordering::SeqCst) {
-                return;
+            loop {
+                let finished = syncing.finished.notified();
+                tokio::pin!(finished);
+                finished.as_mut().enable();
+                if syncing.done.load(Ordering::SeqCst) {
+                    break;
+                }
+                finished.await;
             }
-            finished.await;
+            let next = match self.lock_unsynced().get(rel) {
+                Some(s) if !Arc::ptr_eq(s, &syncing) && !s.done.load(Ordering::SeqCst) => s.clone(),
+                _ => return,
+            };
+            syncing = next;
         }
     }
 

@@ -190,6 +190,9 @@ struct SyncingGuard {
 
 impl Drop for SyncingGuard {
     fn drop(&mut self) {
+        // Done before its records go: a losing writer withdrawing its record in between puts
+        // back one of this batch only while it is not done (it would never be removed again).
+        self.syncing.done.store(true, Ordering::SeqCst);
         self.commits
             .lock_unsynced()
             .retain(|_, s| !Arc::ptr_eq(s, &self.syncing));
@@ -201,7 +204,6 @@ impl Drop for SyncingGuard {
                 .entries
                 .retain(|e| !(e.in_flight == 0 && self.copied.contains(&(e.key, e.made))));
         }
-        self.syncing.done.store(true, Ordering::SeqCst);
         self.syncing.finished.notify_waiters();
     }
 }

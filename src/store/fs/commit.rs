@@ -493,10 +493,10 @@ impl Commits {
             synced: false,
         };
         let linked = self.link(synced, failed, guard).await;
-        let Ok((linked, dirs, mut guard)) = linked else {
+        let Ok((linked, published, dirs, mut guard)) = linked else {
             return; // the link task failed: its senders are dropped, each upload is told
         };
-        if self.durability != Durability::Full || dirs.is_empty() {
+        if self.durability != Durability::Full || !published || dirs.is_empty() {
             drop(guard);
             answer(linked);
             return;
@@ -560,14 +560,15 @@ impl Commits {
     }
 
     /// Stage 2 (one blocking task): links the synced temp files into place, removes every temp
-    /// name; returns each upload's outcome, the directories to sync, and the batch's guard (with
-    /// `Full`, each name is registered under it as not yet durable before it is published).
+    /// name; returns each upload's outcome, whether any was published, the directories to sync,
+    /// and the batch's guard (with `Full`, each name is registered under it as not yet durable
+    /// before it is published).
     async fn link(
         self: &Arc<Self>,
         synced: Vec<Job>,
         failed: Vec<(Job, StoreError)>,
         mut guard: SyncingGuard,
-    ) -> Result<(Vec<Linked>, Vec<Arc<Dir>>, SyncingGuard), tokio::task::JoinError> {
+    ) -> Result<(Vec<Linked>, bool, Vec<Arc<Dir>>, SyncingGuard), tokio::task::JoinError> {
         let faults: Vec<(bool, bool)> = synced
             .iter()
             .map(|j| {
@@ -582,6 +583,9 @@ impl Commits {
         tokio::task::spawn_blocking(move || {
             let mut linked = Vec::with_capacity(synced.len() + failed.len());
             let mut dirs: Vec<Arc<Dir>> = Vec::new();
+            // Also when every published name's directory was synced inline (no descriptor to
+            // spare): the noted new directories above them still need this batch's sync.
+            let mut published_any = false;
             let full = commits.durability == Durability::Full;
             for (job, (fault, panics)) in synced.into_iter().zip(faults) {
                 if job.abandoned() {
@@ -619,6 +623,7 @@ impl Commits {
                 remove_temp(&mut staged.pending);
                 let outcome = match published {
                     Ok((true, again)) => {
+                        published_any = true;
                         if let Some(r) = staged.reservation.take() {
                             r.stored(&rel, staged.stored_bytes);
                         }
@@ -646,7 +651,7 @@ impl Commits {
                     outcome: Err(err),
                 });
             }
-            if full && !dirs.is_empty() {
+            if full && published_any {
                 // Every directory noted as getting a new subdirectory (made, or being made: a
                 // name of this batch may lie below one whose note is not marked made yet). An
                 // entry stays until a batch that copied it as it is now has synced it.
@@ -656,7 +661,7 @@ impl Commits {
                     dirs.push(e.dir.clone());
                 }
             }
-            (linked, dedup(dirs), guard)
+            (linked, published_any, dedup(dirs), guard)
         })
         .await
     }

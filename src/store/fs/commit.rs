@@ -137,7 +137,8 @@ impl Drop for Pending {
 }
 
 /// Room in the commit queue ([`QUEUE_MAX_UPLOADS`], [`QUEUE_MAX_BYTES`]), held from before an
-/// upload is received until it is answered.
+/// upload is received until its [`Staged`] is dropped in the link stage (linked or not; before
+/// its directories are synced and it is answered).
 pub(super) type Room = (OwnedSemaphorePermit, OwnedSemaphorePermit);
 
 /// An upload ready to commit: its temp file (open), the bytes still to write into it, its

@@ -53,6 +53,17 @@ fn put(
     })
 }
 
+/// The answer of a PUT started with [`put`], bounded (60 s) so that a regression fails instead
+/// of hanging.
+async fn answered(
+    task: tokio::task::JoinHandle<Result<PutOutcome, nx_open_cache::store::StoreError>>,
+) -> Result<PutOutcome, nx_open_cache::store::StoreError> {
+    tokio::time::timeout(Duration::from_secs(60), task)
+        .await
+        .expect("answered within 60 s")
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_uploads_of_distinct_hashes_are_all_stored_and_readable() {
     for durability in Durability::ALL {
@@ -287,8 +298,8 @@ async fn a_second_writer_gets_its_conflict_only_once_the_first_writers_name_is_d
     .await;
     assert!(!second.is_finished(), "no 409 before the directory sync");
     s.hold_dir_syncs(false);
-    assert_eq!(first.await.unwrap(), Ok(PutOutcome::Stored(1000)));
-    assert_eq!(second.await.unwrap(), Ok(PutOutcome::AlreadyExists));
+    assert_eq!(answered(first).await, Ok(PutOutcome::Stored(1000)));
+    assert_eq!(answered(second).await, Ok(PutOutcome::AlreadyExists));
     // Once durable, a conflict is answered at once (no wait counted).
     let third = put(&s, &h, noise(1000, 3)).await.unwrap();
     assert_eq!(third, Ok(PutOutcome::AlreadyExists));
@@ -392,11 +403,16 @@ async fn a_name_below_a_new_directory_waits_for_a_sync_of_its_parents_even_from_
     let second = put(&s, &v, noise(100, 2));
     let path = s.object_path(&v);
     until("V is linked", || path.exists()).await;
+    // V's batch copies the notes after its link: both batches' syncs wait, all chosen.
+    until("both batches wait for their directory syncs", || {
+        s.dir_sync_waiters() == 2
+    })
+    .await;
     assert!(!first.is_finished() && !second.is_finished());
     assert_eq!(s.commit_dir_counts().0, 0, "all held");
     s.hold_dir_syncs(false);
-    assert_eq!(first.await.unwrap(), Ok(PutOutcome::Stored(100)));
-    assert_eq!(second.await.unwrap(), Ok(PutOutcome::Stored(100)));
+    assert_eq!(answered(first).await, Ok(PutOutcome::Stored(100)));
+    assert_eq!(answered(second).await, Ok(PutOutcome::Stored(100)));
     assert_eq!(
         s.commit_dir_counts().0,
         6,

@@ -202,6 +202,12 @@ impl FsStore {
         self.commits.hold_dirs(held);
     }
 
+    /// Test hook: batches whose directory syncs wait while they are held.
+    #[doc(hidden)]
+    pub fn dir_sync_waiters(&self) -> usize {
+        self.commits.dir_sync_waiters()
+    }
+
     /// Directories synced by commits so far, and second writers of a hash whose answer waited
     /// for the first writer's directory sync.
     #[doc(hidden)]

@@ -137,7 +137,8 @@ impl Drop for Pending {
 }
 
 /// Room in the commit queue ([`QUEUE_MAX_UPLOADS`], [`QUEUE_MAX_BYTES`]), held from before an
-/// upload is received until it is answered.
+/// upload is received until its [`Staged`] is dropped in the link stage (linked or not; before
+/// its directories are synced and it is answered).
 pub(super) type Room = (OwnedSemaphorePermit, OwnedSemaphorePermit);
 
 /// An upload ready to commit: its temp file (open), the bytes still to write into it, its
@@ -190,6 +191,9 @@ struct SyncingGuard {
 
 impl Drop for SyncingGuard {
     fn drop(&mut self) {
+        // Done before its records go: a losing writer withdrawing its record in between puts
+        // back one of this batch only while it is not done (it would never be removed again).
+        self.syncing.done.store(true, Ordering::SeqCst);
         self.commits
             .lock_unsynced()
             .retain(|_, s| !Arc::ptr_eq(s, &self.syncing));
@@ -201,7 +205,6 @@ impl Drop for SyncingGuard {
                 .entries
                 .retain(|e| !(e.in_flight == 0 && self.copied.contains(&(e.key, e.made))));
         }
-        self.syncing.done.store(true, Ordering::SeqCst);
         self.syncing.finished.notify_waiters();
     }
 }
@@ -254,6 +257,8 @@ pub(super) struct Commits {
     durability_waits: AtomicU64,
     /// Uploads in [`Commits::room`] (for tests).
     room_waiters: AtomicUsize,
+    /// Batches whose directory syncs wait in [`Commits::wait_while_dirs_held`] (for tests).
+    dir_sync_waiters: AtomicUsize,
 }
 
 impl Default for Commits {
@@ -298,6 +303,7 @@ impl Commits {
             dir_syncs: AtomicU64::new(0),
             durability_waits: AtomicU64::new(0),
             room_waiters: AtomicUsize::new(0),
+            dir_sync_waiters: AtomicUsize::new(0),
         }
     }
 
@@ -386,19 +392,31 @@ impl Commits {
     /// writer) is as durable as a 200 for it promised: with `Full`, until the directory syncs of
     /// the batch that published it are done. At once when it was not published by this process
     /// or is durable already.
+    ///
+    /// The record found may be a losing writer's, registered in place of the first writer's
+    /// while it tried to publish (it puts the first writer's back when it fails): once the
+    /// awaited batch is done, `rel` is looked up again, and the wait goes on while another
+    /// batch's syncs for it are still running (bounded: each record goes when its batch is done).
     pub(super) async fn until_durable(&self, rel: &str) {
-        let Some(syncing) = self.lock_unsynced().get(rel).cloned() else {
+        let Some(mut syncing) = self.lock_unsynced().get(rel).cloned() else {
             return;
         };
         self.durability_waits.fetch_add(1, Ordering::Relaxed);
         loop {
-            let finished = syncing.finished.notified();
-            tokio::pin!(finished);
-            finished.as_mut().enable();
-            if syncing.done.load(Ordering::SeqCst) {
-                return;
+            loop {
+                let finished = syncing.finished.notified();
+                tokio::pin!(finished);
+                finished.as_mut().enable();
+                if syncing.done.load(Ordering::SeqCst) {
+                    break;
+                }
+                finished.await;
             }
-            finished.await;
+            let next = match self.lock_unsynced().get(rel) {
+                Some(s) if !Arc::ptr_eq(s, &syncing) && !s.done.load(Ordering::SeqCst) => s.clone(),
+                _ => return,
+            };
+            syncing = next;
         }
     }
 
@@ -414,14 +432,7 @@ impl Commits {
             )
         };
         // Counted while here (a cancelled wait included).
-        struct Counted<'a>(&'a AtomicUsize);
-        impl Drop for Counted<'_> {
-            fn drop(&mut self) {
-                self.0.fetch_sub(1, Ordering::SeqCst);
-            }
-        }
-        self.room_waiters.fetch_add(1, Ordering::SeqCst);
-        let _counted = Counted(&self.room_waiters);
+        let _counted = Counted::new(&self.room_waiters);
         let slot = self.slots.clone().acquire_owned().await.map_err(closed)?;
         let bytes = self
             .bytes
@@ -483,10 +494,10 @@ impl Commits {
             synced: false,
         };
         let linked = self.link(synced, failed, guard).await;
-        let Ok((linked, dirs, mut guard)) = linked else {
+        let Ok((linked, published, dirs, mut guard)) = linked else {
             return; // the link task failed: its senders are dropped, each upload is told
         };
-        if self.durability != Durability::Full || dirs.is_empty() {
+        if self.durability != Durability::Full || !published || dirs.is_empty() {
             drop(guard);
             answer(linked);
             return;
@@ -550,14 +561,15 @@ impl Commits {
     }
 
     /// Stage 2 (one blocking task): links the synced temp files into place, removes every temp
-    /// name; returns each upload's outcome, the directories to sync, and the batch's guard (with
-    /// `Full`, each name is registered under it as not yet durable before it is published).
+    /// name; returns each upload's outcome, whether any was published, the directories to sync,
+    /// and the batch's guard (with `Full`, each name is registered under it as not yet durable
+    /// before it is published).
     async fn link(
         self: &Arc<Self>,
         synced: Vec<Job>,
         failed: Vec<(Job, StoreError)>,
         mut guard: SyncingGuard,
-    ) -> Result<(Vec<Linked>, Vec<Arc<Dir>>, SyncingGuard), tokio::task::JoinError> {
+    ) -> Result<(Vec<Linked>, bool, Vec<Arc<Dir>>, SyncingGuard), tokio::task::JoinError> {
         let faults: Vec<(bool, bool)> = synced
             .iter()
             .map(|j| {
@@ -572,6 +584,9 @@ impl Commits {
         tokio::task::spawn_blocking(move || {
             let mut linked = Vec::with_capacity(synced.len() + failed.len());
             let mut dirs: Vec<Arc<Dir>> = Vec::new();
+            // Also when every published name's directory was synced inline (no descriptor to
+            // spare): the noted new directories above them still need this batch's sync.
+            let mut published_any = false;
             let full = commits.durability == Durability::Full;
             for (job, (fault, panics)) in synced.into_iter().zip(faults) {
                 if job.abandoned() {
@@ -609,6 +624,7 @@ impl Commits {
                 remove_temp(&mut staged.pending);
                 let outcome = match published {
                     Ok((true, again)) => {
+                        published_any = true;
                         if let Some(r) = staged.reservation.take() {
                             r.stored(&rel, staged.stored_bytes);
                         }
@@ -636,7 +652,7 @@ impl Commits {
                     outcome: Err(err),
                 });
             }
-            if full && !dirs.is_empty() {
+            if full && published_any {
                 // Every directory noted as getting a new subdirectory (made, or being made: a
                 // name of this batch may lie below one whose note is not marked made yet). An
                 // entry stays until a batch that copied it as it is now has synced it.
@@ -646,7 +662,7 @@ impl Commits {
                     dirs.push(e.dir.clone());
                 }
             }
-            (linked, dedup(dirs), guard)
+            (linked, published_any, dedup(dirs), guard)
         })
         .await
     }
@@ -736,7 +752,13 @@ impl Commits {
         self.wait_while(&self.held).await;
     }
 
+    /// Test hook: batches whose directory syncs wait while they are held.
+    pub(super) fn dir_sync_waiters(&self) -> usize {
+        self.dir_sync_waiters.load(Ordering::SeqCst)
+    }
+
     async fn wait_while_dirs_held(&self) {
+        let _counted = Counted::new(&self.dir_sync_waiters);
         self.wait_while(&self.dirs_held).await;
     }
 
@@ -750,6 +772,22 @@ impl Commits {
             }
             released.await;
         }
+    }
+}
+
+/// Counts its holder in a counter while it lives (a cancelled wait included).
+struct Counted<'a>(&'a AtomicUsize);
+
+impl<'a> Counted<'a> {
+    fn new(counter: &'a AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Counted(counter)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -104,23 +104,19 @@ impl Dir {
         for (i, name) in rel.iter().enumerate() {
             let parent = Dir { path: path.clone() };
             path.push(name.as_ref());
-            let making = !path.is_dir();
-            if making {
+            // An existing component is taken as it is (its parent gets no new entry); otherwise
+            // the parent is noted before every `create_dir` and told its outcome after.
+            if !path.is_dir() {
                 noted(&parent, Making::About);
-            }
-            match std::fs::create_dir(&path) {
-                Ok(()) if making => noted(&parent, Making::Made),
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    if making {
-                        noted(&parent, Making::Made);
+                match std::fs::create_dir(&path) {
+                    Ok(()) => noted(&parent, Making::Made),
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                        noted(&parent, Making::Made)
                     }
-                }
-                Err(e) => {
-                    if making {
+                    Err(e) => {
                         noted(&parent, Making::Failed);
+                        return Err(Beneath::Io(e));
                     }
-                    return Err(Beneath::Io(e));
                 }
             }
             let meta = std::fs::symlink_metadata(&path).map_err(Beneath::Io)?;

@@ -243,10 +243,12 @@ function generateTree(root, seed) {
   put(root, 'empty.ts', '');
   // Just over one 256 KiB read chunk, and over 1 MiB by an odd amount: both hashed through the
   // streaming state, with a short last chunk.
-  for (const [rel, size] of [
+  /** @type {Array<[string, number]>} */
+  const big = [
     ['src/big-256k+1.bin', 256 * 1024 + 1],
     ['lib/big-1m+7.bin', 1024 * 1024 + 7],
-  ]) {
+  ];
+  for (const [rel, size] of big) {
     const buf = Buffer.alloc(size);
     for (let k = 0; k < size; k++) buf[k] = Math.floor(r() * 256);
     put(root, rel, buf);

@@ -227,6 +227,8 @@ struct Run<'a> {
     size_target: Option<u64>,
     /// Objects kept per walk as candidates for deletion (0: [`walk::BATCH`]; tests use a few).
     batch: usize,
+    /// The run's start (`None`: the clock; tests set one ahead of it).
+    start: Option<SystemTime>,
 }
 
 impl Run<'_> {
@@ -291,7 +293,7 @@ fn run(
     if let Some(b) = options.budget {
         b.scan_started();
     }
-    let now = SystemTime::now();
+    let now = options.start.unwrap_or_else(SystemTime::now);
     let mut tree = walk::Tree::open_root(root)?;
     let scanned = walk::scan(&mut tree, now, options, &mut report, &mut p)?;
     p.phase(Phase::Delete);
@@ -304,9 +306,12 @@ fn run(
         &mut report,
         &mut p,
     );
+    // Later walks may delete objects the first one did not count (copied in with an old mtime,
+    // below a directory it could not open): what is kept never goes below nothing.
+    let deleted = report.deleted_objects();
     report.kept = Count {
-        files: report.scanned.files - report.deleted_objects().files,
-        bytes: report.scanned.bytes - report.deleted_objects().bytes,
+        files: report.scanned.files.saturating_sub(deleted.files),
+        bytes: report.scanned.bytes.saturating_sub(deleted.bytes),
     };
     if !options.dry && !options.cancelled() {
         p.phase(Phase::Prune);

@@ -116,7 +116,8 @@ enum Pass {
     /// run), retimes future-dated objects.
     First,
     /// Only finds the next oldest objects; skips those modified since the run started (published
-    /// or read since: kept, as in the first walk).
+    /// or read since: kept, as in the first walk), and those whose status changed since (Unix
+    /// ctime: written, linked or copied in during the run, whatever their mtime says).
     Again,
 }
 
@@ -315,7 +316,7 @@ impl Tree {
             }
         };
         if pass == Pass::Again {
-            if stat.mtime > now {
+            if stat.mtime > now || stat.ctime.is_some_and(|c| c >= now) {
                 return None;
             }
             return Some(Object {
@@ -705,6 +706,73 @@ mod tests {
                 assert_eq!(bb.exists(), kept, "batch {batch}: {}", bb.display());
             }
         }
+    }
+
+    #[test]
+    fn objects_a_later_walk_finds_but_the_first_did_not_count_keep_the_figures_sane() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        object(root, "main", "9000", 100, 40);
+        object(root, "main", "9001", 100, 30);
+        let budget = crate::store::fs::Budget::with_wait(1000, Duration::from_millis(10));
+        budget.scan_finished(200);
+        // The run starts an hour ahead of the clock, so that an object written during it has a
+        // status change time before its start (as on a coarse clock, or a directory the first
+        // walk could not open): later walks do not skip it.
+        let options = Run {
+            budget: Some(&budget),
+            batch: 1,
+            start: Some(SystemTime::now() + Duration::from_secs(3600)),
+            ..Run::default()
+        };
+        let policy = Policy {
+            max_bytes: None,
+            max_age: Some(Duration::from_secs(20 * DAY)),
+        };
+        let mut copied = None;
+        let r = run(root, &policy, &options, &mut |p| {
+            // Between the first walk and the deletions: copied in with an old mtime.
+            if p.phase == crate::retention::Phase::Delete && copied.is_none() {
+                copied = Some(object(root, "main", "9002", 300, 35));
+            }
+        })
+        .expect("run");
+        let copied = copied.expect("copied during the run");
+        assert!(!copied.exists(), "the later walk deleted it");
+        assert_eq!(r.scanned.files, 2, "{r:?}");
+        assert_eq!(r.deleted_by_age.files, 3, "{r:?}");
+        assert_eq!(r.deleted_by_age.bytes, 500, "{r:?}");
+        assert_eq!(r.kept, crate::retention::Count::default(), "{r:?}");
+        assert_eq!(budget.used(), Some(0), "the budget is seeded with what is left");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn later_walks_skip_objects_whose_status_changed_during_the_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        object(root, "main", "9000", 100, 40);
+        object(root, "main", "9001", 100, 30);
+        let policy = Policy {
+            max_bytes: None,
+            max_age: Some(Duration::from_secs(20 * DAY)),
+        };
+        let options = Run {
+            batch: 1,
+            ..Run::default()
+        };
+        let mut copied = None;
+        let r = run(root, &policy, &options, &mut |p| {
+            if p.phase == crate::retention::Phase::Delete && copied.is_none() {
+                // File times come from a coarse clock that may lag the run's start by a tick.
+                std::thread::sleep(Duration::from_millis(50));
+                copied = Some(object(root, "main", "9002", 300, 35));
+            }
+        })
+        .expect("run");
+        assert!(copied.expect("copied").exists(), "not counted, not deleted");
+        assert_eq!(r.deleted_by_age.files, 2, "{r:?}");
+        assert_eq!(r.kept.files, 0, "{r:?}");
     }
 
     #[test]

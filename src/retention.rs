@@ -38,7 +38,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-/// Progress is reported at most this often (plus once per phase change and at the end).
+/// Progress is reported at most this often (plus once per phase change, after each batch of
+/// deletions and at the end).
 pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
 /// At most this many errors are listed in a report (all are counted).
 pub const MAX_LISTED_ERRORS: usize = 1000;

@@ -459,6 +459,8 @@ pub(super) fn evict(
     };
     let mut batch = scanned.0;
     let mut passes = 1;
+    // Bytes this run deleted that the budget was told of.
+    let mut freed = 0u64;
     loop {
         let full = batch.heap.len() >= batch.cap;
         let mut objects = batch.heap.into_sorted_vec();
@@ -506,6 +508,12 @@ pub(super) fn evict(
         if finished || !full || passes >= MAX_PASSES {
             return touched;
         }
+        // Uploads waiting for room learn of it now, not after the remaining walks.
+        if let (false, Some(b)) = (options.dry, options.budget) {
+            b.freed(report.deleted_objects().bytes.saturating_sub(freed));
+            freed = report.deleted_objects().bytes;
+        }
+        p.emit();
         let last = objects.pop();
         drop(objects);
         if !options.dry {
@@ -773,6 +781,35 @@ mod tests {
         assert!(copied.expect("copied").exists(), "not counted, not deleted");
         assert_eq!(r.deleted_by_age.files, 2, "{r:?}");
         assert_eq!(r.kept.files, 0, "{r:?}");
+    }
+
+    #[test]
+    fn the_budget_learns_of_each_batch_deleted_before_the_next_walk() {
+        let dir = tempfile::tempdir().unwrap();
+        store(dir.path());
+        let budget = crate::store::fs::Budget::with_wait(400, Duration::from_millis(10));
+        budget.scan_finished(1200);
+        let options = Run {
+            budget: Some(&budget),
+            batch: 2,
+            ..Run::default()
+        };
+        let policy = Policy {
+            max_bytes: Some(400),
+            max_age: None,
+        };
+        let mut seen = Vec::new();
+        let r = run(dir.path(), &policy, &options, &mut |p| {
+            if p.phase == crate::retention::Phase::Delete {
+                seen.push((p.deleted, budget.used()));
+            }
+        })
+        .expect("run");
+        assert_eq!(r.deleted_by_size.files, 8, "{r:?}");
+        // After the first batch of two, before the second walk: 1200 - 200.
+        assert!(seen.contains(&(2, Some(1000))), "{seen:?}");
+        assert!(seen.contains(&(6, Some(600))), "{seen:?}");
+        assert_eq!(budget.used(), Some(400));
     }
 
     #[test]

@@ -138,6 +138,9 @@ pub struct Report {
     pub kept_temp: Count,
     /// Empty directories removed.
     pub removed_dirs: u64,
+    /// The run stopped after its last allowed walk with objects left that the policy may
+    /// delete: the next run goes on (a dry run under-reports what would go).
+    pub incomplete: bool,
     pub duration: Duration,
     /// Number of errors (the first [`MAX_LISTED_ERRORS`] are in `errors`).
     pub error_count: u64,
@@ -160,7 +163,7 @@ impl Report {
         let objects = |n| count(n, "object", "objects");
         let temp = |n| count(n, "temp file", "temp files");
         format!(
-            "retention{}: scanned {} ({}), {} {} ({}: {} by age, {} by size), {}, kept {} ({}) and {} ({}), {} removed, {}, {} ms",
+            "retention{}: scanned {} ({}), {} {} ({}: {} by age, {} by size){}, {}, kept {} ({}) and {} ({}), {} removed, {}, {} ms",
             if self.dry_run { " (dry run)" } else { "" },
             objects(self.scanned.files),
             format_bytes(self.scanned.bytes),
@@ -169,6 +172,11 @@ impl Report {
             format_bytes(d.bytes),
             self.deleted_by_age.files,
             self.deleted_by_size.files,
+            if self.incomplete {
+                ", incomplete: stopped at its walk limit with more to delete (the next run goes on)"
+            } else {
+                ""
+            },
             temp(self.deleted_temp.files),
             objects(self.kept.files),
             format_bytes(self.kept.bytes),

@@ -174,7 +174,7 @@ impl Tree {
     }
 
     /// Walks the tree depth first (children before their parent is left), offering objects to
-    /// `oldest`.
+    /// `oldest`. Fails only when the root cannot be listed (the reason, without the path).
     fn walk(
         &mut self,
         pass: Pass,
@@ -193,9 +193,6 @@ impl Tree {
             .and_then(|dir| match dir.entries() {
                 Ok(entries) => Ok((dir, entries)),
                 Err(e) => Err(format!("cannot list directory: {e}")),
-            })
-            .map_err(|reason| {
-                format!("cannot list cache path {}: {reason}", self.shown.display())
             })?;
         let mut stack = vec![Frame {
             dir: root.0,
@@ -417,7 +414,8 @@ pub(super) fn scan(
     p: &mut Progressor<'_>,
 ) -> Result<Scanned, String> {
     let mut oldest = Oldest::new(options.batch(), None);
-    tree.walk(Pass::First, now, options, report, p, &mut oldest)?;
+    tree.walk(Pass::First, now, options, report, p, &mut oldest)
+        .map_err(|reason| format!("cannot list cache path {}: {reason}", tree.shown.display()))?;
     Ok(Scanned(oldest))
 }
 
@@ -505,7 +503,11 @@ pub(super) fn evict(
             }
         }
         // A batch short of full held every object left: there is no other.
-        if finished || !full || passes >= MAX_PASSES {
+        if finished || !full {
+            return touched;
+        }
+        if passes >= MAX_PASSES {
+            report.incomplete = true;
             return touched;
         }
         // Uploads waiting for room learn of it now, not after the remaining walks.
@@ -644,12 +646,24 @@ mod tests {
     /// Writes object `hash` of `len` bytes at `root/<prefix>/<aa>/<bb>/<hash>`, last accessed
     /// `days` ago.
     fn object(root: &Path, prefix: &str, hash: &str, len: usize, days: u64) -> PathBuf {
+        object_at(root, prefix, hash, len, SystemTime::now(), days)
+    }
+
+    /// [`object`], last accessed `days` before `base`.
+    fn object_at(
+        root: &Path,
+        prefix: &str,
+        hash: &str,
+        len: usize,
+        base: SystemTime,
+        days: u64,
+    ) -> PathBuf {
         let [aa, bb] = fan_of(hash);
         let dir = root.join(prefix).join(aa).join(bb);
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(hash);
         std::fs::write(&path, vec![1u8; len]).unwrap();
-        let t = SystemTime::now() - Duration::from_secs(days * DAY);
+        let t = base - Duration::from_secs(days * DAY);
         filetime::set_file_mtime(&path, filetime::FileTime::from(t)).unwrap();
         path
     }
@@ -664,8 +678,10 @@ mod tests {
     }
 
     /// Twelve objects of 100 bytes, in two prefixes, the `i`th accessed `40 - i` days ago (two
-    /// of them share a name and an access time across the prefixes).
+    /// of them share a name and an access time across the prefixes: one base time for all, so
+    /// that the tie is exact and the directory decides).
     fn store(root: &Path) -> Vec<PathBuf> {
+        let base = SystemTime::now();
         let mut paths = Vec::new();
         for i in 0..12u64 {
             let prefix = if i % 2 == 0 { "main" } else { "pr" };
@@ -675,7 +691,7 @@ mod tests {
                 format!("{}", 9000 + i)
             };
             let days = if i == 5 { 36 } else { 40 - i };
-            paths.push(object(root, prefix, &hash, 100, days));
+            paths.push(object_at(root, prefix, &hash, 100, base, days));
         }
         paths
     }
@@ -706,6 +722,19 @@ mod tests {
                     "batch {batch}: object {i} {}",
                     p.display()
                 );
+            }
+            // Room for seven: the tie (objects 4 and 5: same name, same time) goes by directory,
+            // "main" before "pr", in whichever walk meets them.
+            let tie = tempfile::tempdir().unwrap();
+            let tied = store(tie.path());
+            let seven = Policy {
+                max_bytes: Some(700),
+                max_age: None,
+            };
+            let r = run_batched(tie.path(), &seven, false, batch);
+            assert_eq!(r.deleted_by_size.files, 5, "batch {batch}: {r:?}");
+            for (i, p) in tied.iter().enumerate() {
+                assert_eq!(p.exists(), i >= 5, "batch {batch}: tie, object {i}");
             }
             // The emptied fan-out directories went (a survivor's stay).
             for p in &paths[..8] {
@@ -751,7 +780,11 @@ mod tests {
         assert_eq!(r.deleted_by_age.files, 3, "{r:?}");
         assert_eq!(r.deleted_by_age.bytes, 500, "{r:?}");
         assert_eq!(r.kept, crate::retention::Count::default(), "{r:?}");
-        assert_eq!(budget.used(), Some(0), "the budget is seeded with what is left");
+        assert_eq!(
+            budget.used(),
+            Some(0),
+            "the budget is seeded with what is left"
+        );
     }
 
     #[cfg(unix)]
@@ -810,6 +843,30 @@ mod tests {
         assert!(seen.contains(&(2, Some(1000))), "{seen:?}");
         assert!(seen.contains(&(6, Some(600))), "{seen:?}");
         assert_eq!(budget.used(), Some(400));
+    }
+
+    #[test]
+    fn a_run_stopped_at_its_walk_limit_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = MAX_PASSES as u64 + 3;
+        for i in 0..n {
+            object(dir.path(), "main", &format!("{}", 9000 + i), 10, 40 + i);
+        }
+        let policy = Policy {
+            max_bytes: None,
+            max_age: Some(Duration::from_secs(30 * DAY)),
+        };
+        for dry in [true, false] {
+            let r = run_batched(dir.path(), &policy, dry, 1);
+            assert_eq!(r.deleted_by_age.files, MAX_PASSES as u64, "{r:?}");
+            assert!(r.incomplete, "{r:?}");
+            assert!(r.summary().contains("incomplete"), "{}", r.summary());
+        }
+        // The next run goes on and finishes.
+        let r = run_batched(dir.path(), &policy, false, 1);
+        assert_eq!(r.deleted_by_age.files, 3, "{r:?}");
+        assert!(!r.incomplete, "{r:?}");
+        assert!(!r.summary().contains("incomplete"), "{}", r.summary());
     }
 
     #[test]

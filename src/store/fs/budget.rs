@@ -177,8 +177,7 @@ impl Budget {
     pub fn scan_started(&self) {
         let mut usage = self.lock();
         if let Some(scanned) = usage.scanned {
-            let settled =
-                (scanned as i128 + usage.since_scan as i128 - usage.freed as i128).max(0);
+            let settled = (scanned as i128 + usage.since_scan as i128 - usage.freed as i128).max(0);
             usage.scanned = Some(u64::try_from(settled).unwrap_or(u64::MAX));
         }
         usage.since_scan = 0;

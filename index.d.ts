@@ -285,6 +285,11 @@ export interface GcReport {
   keptTemp: GcCount
   /** Empty directories removed. */
   removedDirs: number
+  /**
+   * The run stopped at its walk limit with more the policy may delete (the next run goes on;
+   * a dry run under-reports).
+   */
+  incomplete: boolean
   /** Wall time of the run in milliseconds. */
   durationMs: number
   /** All errors (the first 1000 are listed in `errors`). */

@@ -57,6 +57,17 @@ if (spawnSync('wrk', ['--version']).error) {
 }
 
 const base = fs.mkdtempSync(path.join(os.tmpdir(), 'nx-open-cache-soak-'));
+/** Set on SIGINT/SIGTERM (the exit code, 128 + the signal): the run stops, its handler exits. @type {number | undefined} */
+let stopping;
+
+/** Removes the run's directory (a failure is reported, never thrown: the exit code stays). */
+function removeBase() {
+  try {
+    fs.rmSync(base, { recursive: true, force: true });
+  } catch (e) {
+    console.error(`serve-soak: could not remove ${base}: ${/** @type {Error} */ (e).message}`);
+  }
+}
 
 /**
  * A small valid Nx artifact (tar.gz) with `len` random bytes in it.
@@ -168,19 +179,26 @@ async function main() {
     if (exited) throw new Error(`serve exited (${exited}) at t=${((Date.now() - started) / 1000).toFixed(0)}s`);
   };
   const started = Date.now();
-  /** Stops serve and waits for it (at most 10 s). */
+  /** Stops serve and waits for it (at most 10 s, then it is killed with SIGKILL). */
   const stop = async () => {
     if (!exited) serve.kill('SIGTERM');
     await Promise.race([serveExit, new Promise((resolve) => setTimeout(resolve, 10_000).unref())]);
+    if (!exited) {
+      console.error('serve-soak: serve did not stop within 10 s of SIGTERM: killed');
+      serve.kill('SIGKILL');
+      await Promise.race([serveExit, new Promise((resolve) => setTimeout(resolve, 5_000).unref())]);
+    }
   };
   /** The running wrk, killed with serve on a signal. @type {import('node:child_process').ChildProcess | undefined} */
   let wrk;
   for (const [signal, number] of /** @type {const} */ ([['SIGINT', 2], ['SIGTERM', 15]])) {
     process.on(signal, async () => {
+      if (stopping) return;
+      stopping = 128 + number;
       wrk?.kill('SIGTERM');
       await stop();
-      fs.rmSync(base, { recursive: true, force: true });
-      process.exit(128 + number);
+      removeBase();
+      process.exit(stopping);
     });
   }
   await new Promise((resolve, reject) => {
@@ -252,9 +270,12 @@ async function main() {
   /** @type {Record<string, {requests: number, other: number, errors: number}>} */
   const served = {};
   while (Date.now() < deadline) {
+    // Stopping on a signal: its handler stops serve and exits; no new wrk.
+    if (stopping) return;
     alive();
     const slice = slices[i % slices.length];
     if (slice.get) await keep(slice.get);
+    if (stopping) return;
     serving = slice.get;
     const secs = Math.max(1, Math.min(SLICE_S, Math.round((deadline - Date.now()) / 1000)));
     const env = { ...process.env, ...slice.env, SOAK_RUN: `s${process.pid}x${i}`, SOAK_TOKEN: TOKEN };
@@ -262,6 +283,7 @@ async function main() {
     let out = '';
     child.stdout.on('data', (c) => (out += c));
     await new Promise((resolve) => child.once('exit', resolve));
+    if (stopping) return;
     const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? NaN);
     (rates[slice.name] ??= []).push(rps);
     const cell = (served[slice.name] ??= { requests: 0, other: 0, errors: 0 });
@@ -272,6 +294,7 @@ async function main() {
     i++;
   }
   clearInterval(timer);
+  if (stopping) return;
   alive();
   const last = sample(pid);
   await stop();
@@ -297,11 +320,13 @@ async function main() {
   if (missed) console.log(`  FAILED: ${missed} GETs answered other than 2xx (the GET slices must serve hits only)`);
   if (process.argv.includes('--samples')) for (const s of samples) console.log(`  t=${s.t.toFixed(0)}s rss=${s.rss.toFixed(1)} anon=${s.anon.toFixed(1)} file=${s.file.toFixed(1)} threads=${s.threads} fds=${s.fds}`);
   process.exitCode = flat && !missed ? 0 : 1;
-  fs.rmSync(base, { recursive: true, force: true });
+  removeBase();
 }
 
 main().catch((e) => {
+  // Stopping on a signal (serve killed under a request, say): the signal's handler exits.
+  if (stopping) return;
   console.error(`serve-soak: ${e.message}`);
-  fs.rmSync(base, { recursive: true, force: true });
+  removeBase();
   process.exit(1);
 });

@@ -162,6 +162,9 @@ function formatReport(dir, r) {
     `  dirs     ${count(r.removedDirs, 'empty directory', 'empty directories')} ${r.dryRun ? 'would be removed' : 'removed'}`,
     `  errors   ${r.errorCount}`,
     `  took     ${(r.durationMs / 1000).toFixed(2)} s`,
+    ...(r.incomplete
+      ? [`  incomplete: stopped at the walk limit with more to delete; ${r.dryRun ? 'a real run deletes more than shown (run gc again after it)' : 'run gc again to go on'}`]
+      : []),
   ].join('\n');
 }
 

@@ -38,7 +38,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-/// Progress is reported at most this often (plus once per phase change and at the end).
+/// Progress is reported at most this often (plus once per phase change, after each batch of
+/// deletions and at the end).
 pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
 /// At most this many errors are listed in a report (all are counted).
 pub const MAX_LISTED_ERRORS: usize = 1000;
@@ -137,6 +138,9 @@ pub struct Report {
     pub kept_temp: Count,
     /// Empty directories removed.
     pub removed_dirs: u64,
+    /// The run stopped after its last allowed walk with objects left that the policy may
+    /// delete: the next run goes on (a dry run under-reports what would go).
+    pub incomplete: bool,
     pub duration: Duration,
     /// Number of errors (the first [`MAX_LISTED_ERRORS`] are in `errors`).
     pub error_count: u64,
@@ -159,7 +163,7 @@ impl Report {
         let objects = |n| count(n, "object", "objects");
         let temp = |n| count(n, "temp file", "temp files");
         format!(
-            "retention{}: scanned {} ({}), {} {} ({}: {} by age, {} by size), {}, kept {} ({}) and {} ({}), {} removed, {}, {} ms",
+            "retention{}: scanned {} ({}), {} {} ({}: {} by age, {} by size){}, {}, kept {} ({}) and {} ({}), {} removed, {}, {} ms",
             if self.dry_run { " (dry run)" } else { "" },
             objects(self.scanned.files),
             format_bytes(self.scanned.bytes),
@@ -168,6 +172,11 @@ impl Report {
             format_bytes(d.bytes),
             self.deleted_by_age.files,
             self.deleted_by_size.files,
+            if self.incomplete {
+                ", incomplete: stopped at its walk limit with more to delete (the next run goes on)"
+            } else {
+                ""
+            },
             temp(self.deleted_temp.files),
             objects(self.kept.files),
             format_bytes(self.kept.bytes),
@@ -227,6 +236,8 @@ struct Run<'a> {
     size_target: Option<u64>,
     /// Objects kept per walk as candidates for deletion (0: [`walk::BATCH`]; tests use a few).
     batch: usize,
+    /// The run's start (`None`: the clock; tests set one ahead of it).
+    start: Option<SystemTime>,
 }
 
 impl Run<'_> {
@@ -291,7 +302,7 @@ fn run(
     if let Some(b) = options.budget {
         b.scan_started();
     }
-    let now = SystemTime::now();
+    let now = options.start.unwrap_or_else(SystemTime::now);
     let mut tree = walk::Tree::open_root(root)?;
     let scanned = walk::scan(&mut tree, now, options, &mut report, &mut p)?;
     p.phase(Phase::Delete);
@@ -304,9 +315,12 @@ fn run(
         &mut report,
         &mut p,
     );
+    // Later walks may delete objects the first one did not count (copied in with an old mtime,
+    // below a directory it could not open): what is kept never goes below nothing.
+    let deleted = report.deleted_objects();
     report.kept = Count {
-        files: report.scanned.files - report.deleted_objects().files,
-        bytes: report.scanned.bytes - report.deleted_objects().bytes,
+        files: report.scanned.files.saturating_sub(deleted.files),
+        bytes: report.scanned.bytes.saturating_sub(deleted.bytes),
     };
     if !options.dry && !options.cancelled() {
         p.phase(Phase::Prune);

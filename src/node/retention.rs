@@ -70,6 +70,9 @@ pub struct GcReport {
     pub kept_temp: GcCount,
     /// Empty directories removed.
     pub removed_dirs: i64,
+    /// The run stopped at its walk limit with more the policy may delete (the next run goes on;
+    /// a dry run under-reports).
+    pub incomplete: bool,
     /// Wall time of the run in milliseconds.
     pub duration_ms: f64,
     /// All errors (the first 1000 are listed in `errors`).
@@ -101,6 +104,7 @@ impl From<Report> for GcReport {
             kept: count(r.kept),
             kept_temp: count(r.kept_temp),
             removed_dirs: n(r.removed_dirs),
+            incomplete: r.incomplete,
             duration_ms: r.duration.as_secs_f64() * 1000.0,
             error_count: n(r.error_count),
             summary: r.summary(),

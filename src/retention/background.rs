@@ -149,6 +149,7 @@ async fn run_once(
             budget: budget.as_deref(),
             size_target,
             batch: 0,
+            start: None,
         };
         let result = run(&root, &policy, &options, &mut |_| {});
         // The run's lists (a few hundred bytes per object) are freed by now: their pages go

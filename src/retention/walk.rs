@@ -116,7 +116,8 @@ enum Pass {
     /// run), retimes future-dated objects.
     First,
     /// Only finds the next oldest objects; skips those modified since the run started (published
-    /// or read since: kept, as in the first walk).
+    /// or read since: kept, as in the first walk), and those whose status changed since (Unix
+    /// ctime: written, linked or copied in during the run, whatever their mtime says).
     Again,
 }
 
@@ -173,7 +174,7 @@ impl Tree {
     }
 
     /// Walks the tree depth first (children before their parent is left), offering objects to
-    /// `oldest`.
+    /// `oldest`. Fails only when the root cannot be listed (the reason, without the path).
     fn walk(
         &mut self,
         pass: Pass,
@@ -192,9 +193,6 @@ impl Tree {
             .and_then(|dir| match dir.entries() {
                 Ok(entries) => Ok((dir, entries)),
                 Err(e) => Err(format!("cannot list directory: {e}")),
-            })
-            .map_err(|reason| {
-                format!("cannot list cache path {}: {reason}", self.shown.display())
             })?;
         let mut stack = vec![Frame {
             dir: root.0,
@@ -315,7 +313,7 @@ impl Tree {
             }
         };
         if pass == Pass::Again {
-            if stat.mtime > now {
+            if stat.mtime > now || stat.ctime.is_some_and(|c| c >= now) {
                 return None;
             }
             return Some(Object {
@@ -416,7 +414,8 @@ pub(super) fn scan(
     p: &mut Progressor<'_>,
 ) -> Result<Scanned, String> {
     let mut oldest = Oldest::new(options.batch(), None);
-    tree.walk(Pass::First, now, options, report, p, &mut oldest)?;
+    tree.walk(Pass::First, now, options, report, p, &mut oldest)
+        .map_err(|reason| format!("cannot list cache path {}: {reason}", tree.shown.display()))?;
     Ok(Scanned(oldest))
 }
 
@@ -458,6 +457,8 @@ pub(super) fn evict(
     };
     let mut batch = scanned.0;
     let mut passes = 1;
+    // Bytes this run deleted that the budget was told of.
+    let mut freed = 0u64;
     loop {
         let full = batch.heap.len() >= batch.cap;
         let mut objects = batch.heap.into_sorted_vec();
@@ -502,9 +503,19 @@ pub(super) fn evict(
             }
         }
         // A batch short of full held every object left: there is no other.
-        if finished || !full || passes >= MAX_PASSES {
+        if finished || !full {
             return touched;
         }
+        if passes >= MAX_PASSES {
+            report.incomplete = true;
+            return touched;
+        }
+        // Uploads waiting for room learn of it now, not after the remaining walks.
+        if let (false, Some(b)) = (options.dry, options.budget) {
+            b.freed(report.deleted_objects().bytes.saturating_sub(freed));
+            freed = report.deleted_objects().bytes;
+        }
+        p.emit();
         let last = objects.pop();
         drop(objects);
         if !options.dry {
@@ -635,12 +646,24 @@ mod tests {
     /// Writes object `hash` of `len` bytes at `root/<prefix>/<aa>/<bb>/<hash>`, last accessed
     /// `days` ago.
     fn object(root: &Path, prefix: &str, hash: &str, len: usize, days: u64) -> PathBuf {
+        object_at(root, prefix, hash, len, SystemTime::now(), days)
+    }
+
+    /// [`object`], last accessed `days` before `base`.
+    fn object_at(
+        root: &Path,
+        prefix: &str,
+        hash: &str,
+        len: usize,
+        base: SystemTime,
+        days: u64,
+    ) -> PathBuf {
         let [aa, bb] = fan_of(hash);
         let dir = root.join(prefix).join(aa).join(bb);
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(hash);
         std::fs::write(&path, vec![1u8; len]).unwrap();
-        let t = SystemTime::now() - Duration::from_secs(days * DAY);
+        let t = base - Duration::from_secs(days * DAY);
         filetime::set_file_mtime(&path, filetime::FileTime::from(t)).unwrap();
         path
     }
@@ -655,8 +678,10 @@ mod tests {
     }
 
     /// Twelve objects of 100 bytes, in two prefixes, the `i`th accessed `40 - i` days ago (two
-    /// of them share a name and an access time across the prefixes).
+    /// of them share a name and an access time across the prefixes: one base time for all, so
+    /// that the tie is exact and the directory decides).
     fn store(root: &Path) -> Vec<PathBuf> {
+        let base = SystemTime::now();
         let mut paths = Vec::new();
         for i in 0..12u64 {
             let prefix = if i % 2 == 0 { "main" } else { "pr" };
@@ -666,7 +691,7 @@ mod tests {
                 format!("{}", 9000 + i)
             };
             let days = if i == 5 { 36 } else { 40 - i };
-            paths.push(object(root, prefix, &hash, 100, days));
+            paths.push(object_at(root, prefix, &hash, 100, base, days));
         }
         paths
     }
@@ -698,6 +723,19 @@ mod tests {
                     p.display()
                 );
             }
+            // Room for seven: the tie (objects 4 and 5: same name, same time) goes by directory,
+            // "main" before "pr", in whichever walk meets them.
+            let tie = tempfile::tempdir().unwrap();
+            let tied = store(tie.path());
+            let seven = Policy {
+                max_bytes: Some(700),
+                max_age: None,
+            };
+            let r = run_batched(tie.path(), &seven, false, batch);
+            assert_eq!(r.deleted_by_size.files, 5, "batch {batch}: {r:?}");
+            for (i, p) in tied.iter().enumerate() {
+                assert_eq!(p.exists(), i >= 5, "batch {batch}: tie, object {i}");
+            }
             // The emptied fan-out directories went (a survivor's stay).
             for p in &paths[..8] {
                 let bb = p.parent().unwrap();
@@ -705,6 +743,130 @@ mod tests {
                 assert_eq!(bb.exists(), kept, "batch {batch}: {}", bb.display());
             }
         }
+    }
+
+    #[test]
+    fn objects_a_later_walk_finds_but_the_first_did_not_count_keep_the_figures_sane() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        object(root, "main", "9000", 100, 40);
+        object(root, "main", "9001", 100, 30);
+        let budget = crate::store::fs::Budget::with_wait(1000, Duration::from_millis(10));
+        budget.scan_finished(200);
+        // The run starts an hour ahead of the clock, so that an object written during it has a
+        // status change time before its start (as on a coarse clock, or a directory the first
+        // walk could not open): later walks do not skip it.
+        let options = Run {
+            budget: Some(&budget),
+            batch: 1,
+            start: Some(SystemTime::now() + Duration::from_secs(3600)),
+            ..Run::default()
+        };
+        let policy = Policy {
+            max_bytes: None,
+            max_age: Some(Duration::from_secs(20 * DAY)),
+        };
+        let mut copied = None;
+        let r = run(root, &policy, &options, &mut |p| {
+            // Between the first walk and the deletions: copied in with an old mtime.
+            if p.phase == crate::retention::Phase::Delete && copied.is_none() {
+                copied = Some(object(root, "main", "9002", 300, 35));
+            }
+        })
+        .expect("run");
+        let copied = copied.expect("copied during the run");
+        assert!(!copied.exists(), "the later walk deleted it");
+        assert_eq!(r.scanned.files, 2, "{r:?}");
+        assert_eq!(r.deleted_by_age.files, 3, "{r:?}");
+        assert_eq!(r.deleted_by_age.bytes, 500, "{r:?}");
+        assert_eq!(r.kept, crate::retention::Count::default(), "{r:?}");
+        assert_eq!(
+            budget.used(),
+            Some(0),
+            "the budget is seeded with what is left"
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn later_walks_skip_objects_whose_status_changed_during_the_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        object(root, "main", "9000", 100, 40);
+        object(root, "main", "9001", 100, 30);
+        let policy = Policy {
+            max_bytes: None,
+            max_age: Some(Duration::from_secs(20 * DAY)),
+        };
+        let options = Run {
+            batch: 1,
+            ..Run::default()
+        };
+        let mut copied = None;
+        let r = run(root, &policy, &options, &mut |p| {
+            if p.phase == crate::retention::Phase::Delete && copied.is_none() {
+                // File times come from a coarse clock that may lag the run's start by a tick.
+                std::thread::sleep(Duration::from_millis(50));
+                copied = Some(object(root, "main", "9002", 300, 35));
+            }
+        })
+        .expect("run");
+        assert!(copied.expect("copied").exists(), "not counted, not deleted");
+        assert_eq!(r.deleted_by_age.files, 2, "{r:?}");
+        assert_eq!(r.kept.files, 0, "{r:?}");
+    }
+
+    #[test]
+    fn the_budget_learns_of_each_batch_deleted_before_the_next_walk() {
+        let dir = tempfile::tempdir().unwrap();
+        store(dir.path());
+        let budget = crate::store::fs::Budget::with_wait(400, Duration::from_millis(10));
+        budget.scan_finished(1200);
+        let options = Run {
+            budget: Some(&budget),
+            batch: 2,
+            ..Run::default()
+        };
+        let policy = Policy {
+            max_bytes: Some(400),
+            max_age: None,
+        };
+        let mut seen = Vec::new();
+        let r = run(dir.path(), &policy, &options, &mut |p| {
+            if p.phase == crate::retention::Phase::Delete {
+                seen.push((p.deleted, budget.used()));
+            }
+        })
+        .expect("run");
+        assert_eq!(r.deleted_by_size.files, 8, "{r:?}");
+        // After the first batch of two, before the second walk: 1200 - 200.
+        assert!(seen.contains(&(2, Some(1000))), "{seen:?}");
+        assert!(seen.contains(&(6, Some(600))), "{seen:?}");
+        assert_eq!(budget.used(), Some(400));
+    }
+
+    #[test]
+    fn a_run_stopped_at_its_walk_limit_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = MAX_PASSES as u64 + 3;
+        for i in 0..n {
+            object(dir.path(), "main", &format!("{}", 9000 + i), 10, 40 + i);
+        }
+        let policy = Policy {
+            max_bytes: None,
+            max_age: Some(Duration::from_secs(30 * DAY)),
+        };
+        for dry in [true, false] {
+            let r = run_batched(dir.path(), &policy, dry, 1);
+            assert_eq!(r.deleted_by_age.files, MAX_PASSES as u64, "{r:?}");
+            assert!(r.incomplete, "{r:?}");
+            assert!(r.summary().contains("incomplete"), "{}", r.summary());
+        }
+        // The next run goes on and finishes.
+        let r = run_batched(dir.path(), &policy, false, 1);
+        assert_eq!(r.deleted_by_age.files, 3, "{r:?}");
+        assert!(!r.incomplete, "{r:?}");
+        assert!(!r.summary().contains("incomplete"), "{}", r.summary());
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //! the directory's size that holds uploads back while it is over, and wakes retention at once.
 //!
 //! The estimate is the last retention scan's total (objects and temp files of other writers),
-//! plus what this process stored since (minus what it deleted), plus the declared size of every
-//! upload in flight. An upload is admitted only while the estimate is within the budget, and then
+//! plus what this process stored since (minus what it deleted, and what the running retention run
+//! deleted batch by batch so far), plus the declared size of every upload in flight. An upload is admitted only while the estimate is within the budget, and then
 //! counts with its full size at once; so what this process writes never takes the directory more
 //! than one upload (the largest admitted, at most the artifact size limit) over the budget. When
 //! an upload is not admitted, retention is woken and the upload waits for room (at most
@@ -40,6 +40,9 @@ struct Usage {
     since_scan: i64,
     /// Declared sizes of the admitted uploads not finished yet.
     in_flight: u64,
+    /// Deleted by the running retention run's batches so far (its scan's total does not know
+    /// yet); folded in when the run finishes or the next one starts.
+    freed: u64,
     /// While a scan runs: what this process stored and deleted, by object path below the root,
     /// and whether the scan saw the object (so that nothing is counted twice or missed).
     during_scan: Option<HashMap<String, Change>>,
@@ -70,7 +73,7 @@ impl Usage {
     }
 
     fn total(&self) -> Option<u64> {
-        let settled = self.scanned? as i128 + self.since_scan as i128;
+        let settled = self.scanned? as i128 + self.since_scan as i128 - self.freed as i128;
         let total = settled.max(0) as u128 + self.in_flight as u128;
         Some(u64::try_from(total).unwrap_or(u64::MAX))
     }
@@ -174,11 +177,21 @@ impl Budget {
     pub fn scan_started(&self) {
         let mut usage = self.lock();
         if let Some(scanned) = usage.scanned {
-            let settled = (scanned as i128 + usage.since_scan as i128).max(0);
+            let settled = (scanned as i128 + usage.since_scan as i128 - usage.freed as i128).max(0);
             usage.scanned = Some(u64::try_from(settled).unwrap_or(u64::MAX));
         }
         usage.since_scan = 0;
+        usage.freed = 0;
         usage.during_scan = Some(HashMap::new());
+    }
+
+    /// The running retention run deleted `bytes` more (a batch of objects): counted at once, so
+    /// that uploads waiting for room need not wait for the run's end.
+    pub fn freed(&self, bytes: u64) {
+        let mut usage = self.lock();
+        usage.freed = usage.freed.saturating_add(bytes);
+        drop(usage);
+        self.room.notify_waiters();
     }
 
     /// The running scan counted the object at `rel` (as it was then).
@@ -211,6 +224,7 @@ impl Budget {
     pub fn scan_finished(&self, on_disk: u64) {
         let mut usage = self.lock();
         usage.scanned = Some(on_disk);
+        usage.freed = 0;
         for c in usage.during_scan.take().unwrap_or_default().into_values() {
             if c.counted_by_scan() {
                 usage.since_scan = usage.since_scan.saturating_sub(c.bytes);

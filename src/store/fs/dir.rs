@@ -31,6 +31,8 @@ pub struct Stat {
     pub kind: Kind,
     pub len: u64,
     pub mtime: SystemTime,
+    /// Last status change (Unix ctime; `None` where the platform does not give one).
+    pub ctime: Option<SystemTime>,
     pub nlink: u64,
 }
 

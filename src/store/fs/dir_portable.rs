@@ -148,6 +148,7 @@ impl Dir {
             kind: kind_of(&meta),
             len: meta.len(),
             mtime: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            ctime: None,
             nlink: 1,
         })
     }

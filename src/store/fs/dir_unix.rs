@@ -285,6 +285,7 @@ impl Dir {
             kind: kind_of_mode(st.st_mode),
             len: u64::try_from(st.st_size).unwrap_or(0),
             mtime: system_time(st.st_mtime as i64, st.st_mtime_nsec as i64),
+            ctime: Some(system_time(st.st_ctime as i64, st.st_ctime_nsec as i64)),
             nlink: st.st_nlink as u64,
         })
     }

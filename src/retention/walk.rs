@@ -142,6 +142,15 @@ struct Frame {
     left: u64,
 }
 
+/// Opens the directory `rel` below `dir` and lists it (the reason on failure, without the path).
+fn list<S: AsRef<OsStr>>(dir: &Dir, rel: &[S]) -> Result<(Dir, Vec<Entry>), String> {
+    let opened = dir.open_dir(rel).map_err(open_error)?;
+    match opened.entries() {
+        Ok(entries) => Ok((opened, entries)),
+        Err(e) => Err(format!("cannot list directory: {e}")),
+    }
+}
+
 fn child(rel: &[OsString], name: &OsStr) -> Rc<[OsString]> {
     rel.iter()
         .cloned()
@@ -173,6 +182,27 @@ impl Tree {
         p
     }
 
+    /// Leaves a directory the walk has finished: removes it from `parent` when it is an empty
+    /// fan-out level or this run emptied it.
+    fn leave(&self, done: &Frame, parent: &mut Frame, report: &mut Report) {
+        let Some(name) = done.rel.last() else { return };
+        if done.left != 0 || !(done.fan || done.emptied) {
+            return;
+        }
+        match parent.dir.remove_dir(name) {
+            Ok(()) => {
+                report.removed_dirs += 1;
+                parent.left = parent.left.saturating_sub(1);
+                parent.emptied = true;
+            }
+            Err(e) if is_not_empty(&e) || e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => report.error(
+                &self.path(&done.rel, None),
+                format!("cannot remove empty directory: {e}"),
+            ),
+        }
+    }
+
     /// Walks the tree depth first (children before their parent is left), offering objects to
     /// `oldest`. Fails only when the root cannot be listed (the reason, without the path).
     fn walk(
@@ -186,14 +216,7 @@ impl Tree {
     ) -> Result<(), String> {
         let first = pass == Pass::First;
         let prune = first && !options.dry;
-        let root = self
-            .root
-            .open_dir::<&OsStr>(&[])
-            .map_err(open_error)
-            .and_then(|dir| match dir.entries() {
-                Ok(entries) => Ok((dir, entries)),
-                Err(e) => Err(format!("cannot list directory: {e}")),
-            })?;
+        let root = list::<&OsStr>(&self.root, &[])?;
         let mut stack = vec![Frame {
             dir: root.0,
             rel: Rc::from(Vec::new()),
@@ -208,22 +231,8 @@ impl Tree {
             }
             let Some(entry) = top.entries.next() else {
                 let Some(done) = stack.pop() else { break };
-                if let (true, Some(parent), Some(name)) = (prune, stack.last_mut(), done.rel.last())
-                {
-                    if done.left == 0 && (done.fan || done.emptied) {
-                        match parent.dir.remove_dir(name) {
-                            Ok(()) => {
-                                report.removed_dirs += 1;
-                                parent.left = parent.left.saturating_sub(1);
-                                parent.emptied = true;
-                            }
-                            Err(e) if is_not_empty(&e) || e.kind() == io::ErrorKind::NotFound => {}
-                            Err(e) => report.error(
-                                &self.path(&done.rel, None),
-                                format!("cannot remove empty directory: {e}"),
-                            ),
-                        }
-                    }
+                if let (true, Some(parent)) = (prune, stack.last_mut()) {
+                    self.leave(&done, parent, report);
                 }
                 continue;
             };
@@ -246,15 +255,7 @@ impl Tree {
                     }
                 }
                 Kind::Dir => {
-                    let listed = top
-                        .dir
-                        .open_dir(&[&entry.name])
-                        .map_err(open_error)
-                        .and_then(|dir| match dir.entries() {
-                            Ok(entries) => Ok((dir, entries)),
-                            Err(e) => Err(format!("cannot list directory: {e}")),
-                        });
-                    match listed {
+                    match list(&top.dir, &[&entry.name]) {
                         Ok((dir, entries)) => {
                             let frame = Frame {
                                 dir,

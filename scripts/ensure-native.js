@@ -33,7 +33,7 @@ if (built && built >= sources && !process.argv.includes('--force')) {
 console.log(`nx-open-cache: building the native addon (release)${built ? ': sources changed' : ''}...`);
 const cli = require.resolve('@napi-rs/cli/package.json', { paths: [root] });
 const bin = path.join(path.dirname(cli), JSON.parse(fs.readFileSync(cli, 'utf8')).bin.napi);
-const r = spawnSync(process.execPath, [bin, 'build', '--platform', '--release', '--features', 'node'], { cwd: root, stdio: 'inherit' });
+const r = spawnSync(process.execPath, [bin, 'build', '--platform', '--release', '--features', 'node', '--', '--lib'], { cwd: root, stdio: 'inherit' });
 if (r.status !== 0) {
   console.error('nx-open-cache: native build failed (needs a Rust toolchain: https://rustup.rs)');
   process.exit(r.status || 1);

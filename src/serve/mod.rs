@@ -2,6 +2,7 @@
 //! [`crate::server`] out (plain HTTP or TLS), with one startup line saying what it serves.
 
 pub mod config;
+pub mod health;
 pub mod tls;
 
 use crate::config::Backend;

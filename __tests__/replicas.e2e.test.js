@@ -2,7 +2,8 @@
 /**
  * Replicas on one bucket: two `serve` processes (`node lib/cli.js serve`, and the standalone binary
  * target/release/nx-open-cache-server when it is built, else the CLI again) on ONE bucket of an S3
- * emulator (moto) and ONE container of an Azure emulator (Azurite), as a team runs them behind a load
+ * emulator (moto), of a GCS emulator (fake-gcs-server) and ONE container of an Azure emulator
+ * (Azurite), as a team runs them behind a load
  * balancer when one server is not enough. What must hold across processes, with no state shared but
  * the storage:
  *  - first writer wins: concurrent PUTs of one hash split across the replicas store exactly one
@@ -107,14 +108,18 @@ function startBinary(args, env) {
  * @returns {Promise<Replica>}
  */
 async function startReplica(name, entry, emu) {
-  const storage = emu.kind === 's3'
-    ? ['--storage', `s3://${emu.bucket}/${PREFIX}`, '--s3-endpoint', emu.endpoint, '--s3-force-path-style']
-    : ['--storage', `az://${emu.container}/${PREFIX}`, '--az-endpoint', emu.endpoint];
+  const storage = {
+    s3: ['--storage', `s3://${emu.bucket}/${PREFIX}`, '--s3-endpoint', emu.endpoint, '--s3-force-path-style'],
+    gcs: ['--storage', `gs://${emu.bucket}/${PREFIX}`],
+    azure: ['--storage', `az://${emu.container}/${PREFIX}`, '--az-endpoint', emu.endpoint],
+  }[emu.kind];
   // Credentials are the emulator's; a credential chain that falls through stays on loopback.
   const env = serveEnv({
     ...emu.env,
     AWS_EC2_METADATA_DISABLED: 'true',
     AWS_METADATA_ENDPOINT: 'http://127.0.0.1:9',
+    GCE_METADATA_HOST: '127.0.0.1:9',
+    GCE_METADATA_IP: '127.0.0.1:9',
     NX_OPEN_CACHE_SERVER_TOKENS: `ci:read-write:${SECRET}`,
     NX_OPEN_CACHE_SERVER_REQUIRE_READY: 'true',
   });
@@ -208,6 +213,7 @@ async function race(emu, reps, hash, bodies, opts) {
   if (opts.strict) assert.equal(winners.length, 1, `first writer wins: one 200, the rest 409: ${statuses}`);
   const objects = (await emu.listObjects()).filter((k) => k.includes(hash));
   assert.deepEqual(objects, [`${PREFIX}/${hash}`], 'exactly one object for the hash, no temp key left');
+  if (emu.kind === 's3') assert.deepEqual((await multipartUploads(emu)).filter((k) => k.includes(hash)), [], 'no multipart upload left');
   const reads = [await get(reps[0], hash), await get(reps[1], hash)];
   for (const [i, r] of reads.entries()) assert.equal(r.status, 200, `GET via ${reps[i].name}: ${r.status}`);
   assert.ok(reads[0].body.equals(reads[1].body), 'both replicas serve the same bytes');
@@ -276,10 +282,16 @@ async function roundRobin(targets) {
 /** @param {RunResult} r */
 const show = (r) => `\n$ ${r.command}\nexit=${r.code} signal=${r.signal} timedOut=${r.timedOut}\n${r.output}`;
 
-const KINDS = /** @type {EmulatorKind[]} */ (['s3', 'azure']);
+const KINDS = /** @type {EmulatorKind[]} */ (['s3', 'gcs', 'azure']);
+/** @type {Record<EmulatorKind, string>} */
+const HOLDER = {
+  s3: 'S3 bucket (moto)',
+  gcs: 'GCS bucket (fake-gcs-server behind scripts/gcs-xml-front.js)',
+  azure: 'Azure container (Azurite)',
+};
 
 for (const kind of KINDS) {
-  describe(`two replicas on one ${kind === 's3' ? 'S3 bucket (moto)' : 'Azure container (Azurite)'}`, () => {
+  describe(`two replicas on one ${HOLDER[kind]}`, () => {
     /** @type {Emulator} */ let emu;
     /** @type {Replica[]} */ const reps = [];
     const entryB = fs.existsSync(SERVER_BIN) ? 'bin' : 'cli';
@@ -356,7 +368,7 @@ for (const kind of KINDS) {
         await until(`${v.name} receiving the upload`, async () => (await metricOf(v, 'nx_open_cache_uploads_in_flight')) >= 1);
         v.child.kill('SIGKILL');
         assert.deepEqual(await v.exited, { code: null, signal: 'SIGKILL' });
-        await ended;
+        await withTimeout(ended, START_TIMEOUT_MS, 'the killed upload never ended');
         req.destroy();
 
         assert.equal((await get(reps[other], hash)).status, 404, `a miss through ${reps[other].name}`);

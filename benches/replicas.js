@@ -122,6 +122,19 @@ async function load(urls, one, want) {
   return { rps: REQUESTS / secs, secs, p50: q(0.5), p99: q(0.99), bad };
 }
 
+/**
+ * One table row: rate, latency, and the CPU moto and the two replicas used during the phase.
+ * @param {string} phase
+ * @param {string} label
+ * @param {{ rps: number, secs: number, p50: number, p99: number, bad: number }} r
+ * @param {number[]} cpu  seconds used by moto, replica A, replica B
+ */
+function report(phase, label, r, cpu) {
+  const pct = (/** @type {number} */ s) => `${Math.round((100 * s) / r.secs)}%`;
+  const perReq = (/** @type {number} */ s) => ((1000 * s) / REQUESTS).toFixed(2);
+  console.log(`| ${phase} | ${label} | ${r.rps.toFixed(0)} | ${r.p50.toFixed(1)} | ${r.p99.toFixed(1)} | ${pct(cpu[0])} | ${pct(cpu[1] + cpu[2])} | ${perReq(cpu[0])} | ${perReq(cpu[1] + cpu[2])} |${r.bad ? ` ${r.bad} unexpected statuses` : ''}`);
+}
+
 async function main() {
   emulators.install({ log: () => undefined });
   const emu = await emulators.start('s3');
@@ -138,6 +151,10 @@ async function main() {
     // 1, 2, 2, 1: an order effect (a warming emulator, a neighbour's load) shows as a difference
     // between the two runs of one setup.
     const setups = [one, two, two, one];
+    // The same objects read and written straight in moto (SigV4-signed by the emulator harness,
+    // a new connection per request), no replica: the emulator's own rate, the ceiling of the rows
+    // above.
+    const direct = 'bench';
     console.log(`moto ${emulators.PIP_PACKAGES.moto.version}, ${fs.existsSync(SERVER_BIN) ? 'nx-open-cache-server' : 'node lib/cli.js serve'} x2, ${REQUESTS} requests, ${CONCURRENCY} in flight, artifact ${body.length} B`);
     console.log('| phase | setup | req/s | p50 ms | p99 ms | moto CPU | replicas CPU | moto CPU ms/req | replicas CPU ms/req |');
     console.log('|---|---|---|---|---|---|---|---|---|');
@@ -149,10 +166,14 @@ async function main() {
           ? await load(urls, (i, u) => send(`${u}/v1/cache/${hashes[i]}`, 'GET'), 200)
           : await load(urls, (i, u) => send(`${u}/v1/cache/${run}-${i}`, 'PUT', body), 200);
         const cpu = [emu.pid, a.pid, b.pid].map((p, i) => cpuSeconds(p) - cpu0[i]);
-        const pct = (/** @type {number} */ s) => `${Math.round((100 * s) / r.secs)}%`;
-        const perReq = (/** @type {number} */ s) => ((1000 * s) / REQUESTS).toFixed(2);
-        console.log(`| ${phase} | ${label} | ${r.rps.toFixed(0)} | ${r.p50.toFixed(1)} | ${r.p99.toFixed(1)} | ${pct(cpu[0])} | ${pct(cpu[1] + cpu[2])} | ${perReq(cpu[0])} | ${perReq(cpu[1] + cpu[2])} |${r.bad ? ` ${r.bad} unexpected statuses` : ''}`);
+        report(phase, label, r, cpu);
       }
+      const cpu0 = [emu.pid, a.pid, b.pid].map(cpuSeconds);
+      const run = `${phase}-direct-${crypto.randomBytes(3).toString('hex')}`;
+      const r = phase === 'GET'
+        ? await load([direct], async (i, u) => ((await emu.getObject(`${u}/${hashes[i]}`)) ? 200 : 404), 200)
+        : await load([direct], async (i, u) => { await emu.putObject(`${u}/${run}-${i}`, body); return 200; }, 200);
+      report(phase, 'moto alone (no replica)', r, [emu.pid, a.pid, b.pid].map((p, i) => cpuSeconds(p) - cpu0[i]));
     }
   } finally {
     a.stop();

@@ -92,6 +92,74 @@ describe('platform packages', () => {
     }
   });
 
+  const HOST = pkgs.hostPlatform();
+  const HOST_ADDON = path.join(REPO_ROOT, `nx-open-cache.${HOST}.node`);
+  test(
+    'the loader (index.js) takes the installed platform package that matches the C library: musl on musl, glibc on glibc, never the other',
+    { skip: (process.platform !== 'linux' && 'musl and glibc exist only on Linux') || (!fs.existsSync(HOST_ADDON) && `no local build ${HOST_ADDON} to install as a package`) },
+    (t) => {
+      const arch = process.arch;
+      /**
+       * Loads a copy of index.js, in a directory whose node_modules holds `installed` (platform
+       * package names, each carrying this host's real addon), with the C library the loader
+       * detects (from /usr/bin/ldd) faked to `libc`.
+       * @param {'musl' | 'glibc'} libc
+       * @param {string[]} installed
+       * @returns {{ ok: boolean, loaded: string[], error: string }}
+       */
+      const load = (libc, installed) => {
+        const dir = tempDir(t);
+        fs.copyFileSync(path.join(REPO_ROOT, 'index.js'), path.join(dir, 'index.js'));
+        for (const name of installed) {
+          const p = PLATFORMS.find((q) => q.name === name);
+          assert.ok(p, name);
+          const pkgDir = path.join(dir, 'node_modules', name);
+          fs.mkdirSync(pkgDir, { recursive: true });
+          fs.writeFileSync(path.join(pkgDir, 'package.json'), JSON.stringify({ name, version: VERSION, main: p.binary }));
+          // A hard link when the temp dir is on the same file system (a symlink would be
+          // resolved to the repository's file in require.cache), else a copy.
+          try {
+            fs.linkSync(HOST_ADDON, path.join(pkgDir, p.binary));
+          } catch {
+            fs.copyFileSync(HOST_ADDON, path.join(pkgDir, p.binary));
+          }
+        }
+        const ldd = libc === 'musl' ? 'musl libc (x86_64)\nVersion 1.2.5\n' : '#! /bin/bash\n# ldd (GNU libc) 2.36\n';
+        const preload = path.join(dir, 'fake-ldd.js');
+        fs.writeFileSync(
+          preload,
+          `const fs = require('fs'); const real = fs.readFileSync;
+           fs.readFileSync = function (p, ...rest) { return p === '/usr/bin/ldd' ? ${JSON.stringify(ldd)} : real.call(this, p, ...rest); };`,
+        );
+        const script = `try { require(${JSON.stringify(path.join(dir, 'index.js'))});
+            console.log(JSON.stringify({ ok: true, loaded: Object.keys(require.cache).filter((k) => k.endsWith('.node')), error: '' })); }
+          catch (e) { const c = []; for (let x = e; x; x = x.cause) c.push(String(x.message)); console.log(JSON.stringify({ ok: false, loaded: [], error: c.join(' | ') })); }`;
+        const env = { ...process.env };
+        delete env.NAPI_RS_NATIVE_LIBRARY_PATH;
+        const r = spawnSync(process.execPath, ['-r', preload, '-e', script], { cwd: dir, encoding: 'utf8', env, timeout: 60_000 });
+        assert.equal(r.status, 0, r.stderr);
+        return JSON.parse(r.stdout.trim().split('\n').pop() || '{}');
+      };
+      const musl = `nx-open-cache-linux-${arch}-musl`;
+      const gnu = `nx-open-cache-linux-${arch}-gnu`;
+
+      /** @param {string[]} files @returns {string[]} node_modules/<package>/<file> of each */
+      const installedPath = (files) => files.map((f) => f.split(path.sep).slice(-3).join('/'));
+
+      const onMusl = load('musl', [gnu, musl]);
+      assert.ok(onMusl.ok, onMusl.error);
+      assert.deepEqual(installedPath(onMusl.loaded), [`node_modules/${musl}/nx-open-cache.linux-${arch}-musl.node`]);
+
+      const onGlibc = load('glibc', [gnu, musl]);
+      assert.ok(onGlibc.ok, onGlibc.error);
+      assert.deepEqual(installedPath(onGlibc.loaded), [`node_modules/${gnu}/nx-open-cache.linux-${arch}-gnu.node`]);
+
+      const wrongOnly = load('glibc', [musl]);
+      assert.equal(wrongOnly.ok, false, 'a glibc machine loaded the musl package');
+      assert.match(wrongOnly.error, new RegExp(`Cannot find module '${gnu}'`));
+    },
+  );
+
   test('a package without its binary, or whose files promise more than the binary, is refused', (t) => {
     const p = PLATFORMS[0];
     const missing = pkgs.checkPlatformPackage(p, platformCopy(t, p, { binary: false }), VERSION);

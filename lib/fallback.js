@@ -293,10 +293,10 @@ async function fallbackPlan(options, env, loadError) {
   const url = /** @type {string} */ (opts.url);
   const unreachable = await probeServer(url, env, seconds(env.NX_OPEN_CACHE_CONNECT_TIMEOUT ?? opts.connectTimeout, 5));
   if (unreachable) {
-    const ca = url.toLowerCase().startsWith('https:') && env.NODE_EXTRA_CA_CERTS && !env.SSL_CERT_FILE
-      ? " (Nx's own client does not read NODE_EXTRA_CA_CERTS: add the CA to the system's trust store, or name a bundle that has it in SSL_CERT_FILE)"
+    const ca = url.toLowerCase().startsWith('https:') && env.NODE_EXTRA_CA_CERTS
+      ? "; Nx's own client does not read NODE_EXTRA_CA_CERTS: it trusts the system's store, or SSL_CERT_FILE / SSL_CERT_DIR when set"
       : '';
-    return uncached(`Nx's own client cannot use the server ${url} (${unreachable})${ca}: it would fail the run`);
+    return uncached(`Nx's own client would fail the run on the server ${url} (${unreachable}${ca})`);
   }
   /** @type {Record<string, string>} */
   const set = { NX_SELF_HOSTED_REMOTE_CACHE_SERVER: url };

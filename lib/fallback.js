@@ -26,6 +26,7 @@ const tls = require('node:tls');
 
 const DOCS = 'node_modules/nx-open-cache/docs/backends.md, "The `http` backend"';
 const MODES = ['read-write', 'read-only', 'no-cache'];
+const BACKENDS = ['fs', 's3', 'gcs', 'azure', 'http'];
 /** The http backend's options that Nx's own client can do without (the others are refused by it). */
 const HTTP_OPTIONS = ['backend', 'url', 'localMode', 'ciMode', 'timeout', 'connectTimeout', 'maxArtifactEntries', 'maxExpandedSize', 'maxExpansionRatio'];
 /** Of those, the ones only the plugin applies: named in the warning when set. */
@@ -273,13 +274,14 @@ async function fallbackPlan(options, env, loadError) {
   const opts = options ?? {};
   const backend = typeof opts.backend === 'string' ? opts.backend : 'fs';
   const cannot = loadFailure(loadError);
-  const uncached = (/** @type {string} */ why) => ({ warning: `${cannot}: ${why}: running without the remote cache`, set: {}, location: `${backend}` });
+  const uncached = (/** @type {string} */ why) => ({ warning: `${cannot}: running without the remote cache: ${why}`, set: {}, location: `${backend}` });
+  if (!BACKENDS.includes(backend)) return uncached(`invalid value ${JSON.stringify(backend)} for option "backend": expected one of ${BACKENDS.join(', ')}`);
   const { mode, source, bad } = resolveMode(opts, env);
   if (bad) return uncached(bad);
   if (mode === 'no-cache') return { warning: undefined, set: {}, location: backend };
   if (backend !== 'http') {
     return uncached(
-      `the "${backend}" backend needs it. Without native code the "http" backend works: run \`nx-open-cache serve\` ` +
+      `the "${backend}" backend needs the addon; without native code the "http" backend works: run \`nx-open-cache serve\` ` +
         `centrally (on a platform with a prebuilt binary, or its standalone server binary) and point the plugin at it ` +
         `({"backend": "http", "url": "https://cache.example.com"} and NX_OPEN_CACHE_TOKEN), see ${DOCS}`,
     );

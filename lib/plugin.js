@@ -7,6 +7,7 @@
 const { formatSummary, formatSummaryTable, pluginDataDir, summaryMode, unusedRunSummary, writeSummary, STAYED_OUT } = require('./summary.js');
 const { inputNotes, isWinningEntry, pluginEntry, readNxJson, truthy, workspaceInput } = require('./workspace.js');
 const { attachRun, endRun } = require('./host.js');
+const { fallbackPlan } = require('./fallback.js');
 
 /** @type {typeof import('../index') | undefined} */
 let nativeModule;
@@ -188,9 +189,7 @@ async function preTasksExecution(pluginOptions, context) {
   try {
     addon = native();
   } catch (e) {
-    const note = `cannot load the native addon (${/** @type {Error} */ (e).message}): running without the remote cache`;
-    noticeOnce(note);
-    stayedOut(context, note);
+    await withoutAddon(context, options, env, hookEnv, e);
     return;
   }
   // Throws, before any task runs, on a wrong option: the message names option, value and choices.
@@ -219,6 +218,31 @@ async function preTasksExecution(pluginOptions, context) {
   if (config.debug) {
     console.error(`nx-open-cache: proxy ${proxy.url} -> ${proxy.location} (${proxy.mode}, ${config.modeSource}${served ? ', cache host' : ''})`);
   }
+}
+
+/**
+ * A run without the native addon (lib/fallback.js): with the `http` backend, Nx's own client is
+ * pointed at the server through the hook's environment (Nx applies what the hook sets, daemon or
+ * not); otherwise the run goes on uncached. One warning per process and reason, kept in the run's
+ * summary.
+ * @param {{ id?: string }} context
+ * @param {Record<string, unknown> | null} options
+ * @param {Record<string, string>} env  the run's environment (with a deprecated block's secrets)
+ * @param {NodeJS.ProcessEnv} hookEnv  the process.env Nx installed for this call
+ * @param {unknown} loadError
+ */
+async function withoutAddon(context, options, env, hookEnv, loadError) {
+  const plan = await fallbackPlan(options, env, loadError);
+  if (plan.warning) {
+    noticeOnce(`warning: ${plan.warning}`);
+    runWarnings.set(context.id ?? 'default', [plan.warning]);
+  }
+  for (const [k, v] of Object.entries(plan.set)) hookEnv[k] = v;
+  if (plan.set[SERVER]) hookEnv[OWN_URL] = plan.set[SERVER];
+  const note = plan.set[SERVER]
+    ? "no native addon: Nx's own client used the server directly (no counts)"
+    : 'no native addon: ran without the remote cache';
+  stayedOut(context, note, plan.location);
 }
 
 /**

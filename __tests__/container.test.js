@@ -285,7 +285,7 @@ describe(`container image (${FULL ? 'full multi-stage build' : 'fast path: prebu
     }
   });
 
-  test('tokens from a mounted tokens file, fs storage on a named volume; no secret in inspect or logs', async () => {
+  test('tokens from a mounted tokens file, fs storage on a named volume; no secret in inspect or logs; SIGTERM stops it cleanly', async () => {
     const secrets = path.join(tmp, 'secrets');
     fs.mkdirSync(secrets);
     const tokensFile = path.join(secrets, 'tokens');
@@ -314,6 +314,10 @@ describe(`container image (${FULL ? 'full multi-stage build' : 'fast path: prebu
       const logs = s.logs() + (main ? main.logs() : '');
       for (const secret of [RW, RO, FILE_RW]) assert.ok(!logs.includes(secret), `a secret is in the logs:\n${logs}`);
       assert.match(logs, /tokens: ci \(read-write\)/);
+      // `podman stop` sends the image's STOPSIGNAL (SIGTERM): the server stops gracefully, exit 0.
+      image.podman(['stop', '-t', '20', s.name]);
+      const exit = image.podman(['inspect', '--format', '{{.State.ExitCode}}', s.name]).stdout.trim();
+      assert.equal(exit, '0', s.logs());
     } finally {
       removeContainer(s.name);
     }

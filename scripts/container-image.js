@@ -8,11 +8,13 @@
  * - Runtime base `gcr.io/distroless/cc-debian12:nonroot`: what distroless "cc" is, assembled from
  *   this (Debian bookworm) host's own files: glibc (libc, libm, the loader, ...), libgcc_s, the CA
  *   bundle, /etc/passwd and /etc/group with `nonroot` (65532), /tmp (1777), /home/nonroot; no
- *   shell. A few MB, made in about a second; rebuilt when those host files change.
+ *   shell. A few MB, made in about a second; rebuilt when those host files change. The CA bundle is
+ *   Debian's own (Mozilla's set from /usr/share/ca-certificates), not the host's local additions.
  * - Builder base `docker.io/library/rust:1.95-slim-bookworm` (--full only): `debootstrap
  *   --variant=minbase bookworm` (from deb.debian.org) with gcc and libc6-dev, plus this host's Rust
  *   toolchain (rustc/cargo 1.95) copied in at the official image's paths (/usr/local/rustup,
- *   /usr/local/cargo). A few minutes, once.
+ *   /usr/local/cargo), and the host's CA bundle (crates.io is reached through this host's egress,
+ *   which may inspect TLS with its own CA). A few minutes, once.
  * Both stay in Podman's storage (/var/lib/containers/storage for root) between runs; remove them
  * with `podman rmi <name>`.
  *
@@ -46,7 +48,7 @@ const IMAGE = 'ghcr.io/nx-open-cache/nx-open-cache-server:0.1.0';
 /** Label on the bases this script made (never on a pulled image): what they were made from. */
 const LOCAL_BASE_LABEL = 'org.nx-open-cache.local-base';
 /** Bump when the runtime base's recipe below changes. */
-const RUNTIME_RECIPE = 'host-files-1';
+const RUNTIME_RECIPE = 'host-files-2';
 
 /** Upper bounds. */
 const PODMAN_TIMEOUT_MS = 600_000;
@@ -190,7 +192,6 @@ function runtimeFiles() {
   for (const lib of ['libc.so.6', 'libm.so.6', 'libdl.so.2', 'libpthread.so.0', 'librt.so.1', 'libresolv.so.2', 'libgcc_s.so.1']) {
     files.set(`/lib/${multiarch}/${lib}`, `/lib/${multiarch}/${lib}`);
   }
-  files.set('/etc/ssl/certs/ca-certificates.crt', '/etc/ssl/certs/ca-certificates.crt');
   files.set('/etc/os-release', '/etc/os-release');
   for (const [, host] of files) {
     if (!fs.existsSync(host)) {
@@ -204,13 +205,29 @@ function runtimeFiles() {
 }
 
 /**
+ * Debian's CA bundle as the ca-certificates package makes it (Mozilla's set, sorted), without what
+ * this host added locally (/usr/local/share/ca-certificates): the image trusts the public CAs only.
+ * @returns {Buffer}
+ */
+function debianCaBundle() {
+  const dir = '/usr/share/ca-certificates/mozilla';
+  const names = fs.existsSync(dir) ? fs.readdirSync(dir).filter((n) => n.endsWith('.crt')).sort() : [];
+  if (names.length === 0) throw new Error(`container-image: no CA certificates in ${dir} (Debian package ca-certificates)`);
+  return Buffer.concat(names.map((n) => {
+    const pem = fs.readFileSync(path.join(dir, n));
+    return pem.length && pem[pem.length - 1] !== 0x0a ? Buffer.concat([pem, Buffer.from('\n')]) : pem;
+  }));
+}
+
+/**
  * Makes `gcr.io/distroless/cc-debian12:nonroot` from the host's files unless an image of that
  * name exists (a pulled one is kept; one made here is remade when the host files changed).
  * @returns {{ made: boolean, name: string }}
  */
 function ensureRuntimeBase() {
   const files = runtimeFiles();
-  const digest = crypto.createHash('sha256').update(RUNTIME_RECIPE);
+  const ca = debianCaBundle();
+  const digest = crypto.createHash('sha256').update(RUNTIME_RECIPE).update(ca);
   for (const [image, host] of [...files].sort()) digest.update(image).update(fs.readFileSync(host));
   const want = `${RUNTIME_RECIPE}:${digest.digest('hex').slice(0, 16)}`;
   if (imageExists(RUNTIME_BASE)) {
@@ -226,12 +243,13 @@ function ensureRuntimeBase() {
       fs.copyFileSync(host, to); // follows symlinks: the image gets the files themselves
       fs.chmodSync(to, fs.statSync(host).mode & 0o777);
     }
-    /** @type {[string, string][]} */
+    /** @type {[string, string | Buffer][]} */
     const etc = [
       ['etc/passwd', 'root:x:0:0:root:/root:/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n'],
       ['etc/group', 'root:x:0:\nnobody:x:65534:\nnonroot:x:65532:\n'],
       ['etc/nsswitch.conf', 'passwd: files\ngroup: files\nhosts: files dns\nnetworks: files\nprotocols: files\nservices: files\n'],
       ['etc/hosts', '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n'],
+      ['etc/ssl/certs/ca-certificates.crt', ca],
     ];
     for (const [rel, text] of etc) {
       fs.mkdirSync(path.dirname(path.join(rootfs, rel)), { recursive: true });
@@ -283,6 +301,9 @@ function ensureRustBase() {
     fs.rmSync(path.join(rootfs, 'var/cache/apt/archives'), { recursive: true, force: true });
     fs.mkdirSync(path.join(rootfs, 'var/cache/apt/archives/partial'), { recursive: true });
     fs.rmSync(path.join(rootfs, 'var/lib/apt/lists'), { recursive: true, force: true });
+    // The builder fetches crates from crates.io: it trusts what this host trusts (a host behind a
+    // TLS-inspecting egress proxy adds that proxy's CA to its bundle). Local stand-in only.
+    fs.copyFileSync('/etc/ssl/certs/ca-certificates.crt', path.join(rootfs, 'etc/ssl/certs/ca-certificates.crt'));
     const toolchain = path.join(rootfs, 'usr/local/rustup/toolchains', `${version.split(' ')[1]}-${triple}`);
     fs.mkdirSync(toolchain, { recursive: true });
     for (const sub of ['bin', 'lib', 'libexec']) {

@@ -150,6 +150,10 @@ describe(`container image (${FULL ? 'full multi-stage build' : 'fast path: prebu
   });
 
   test('the image: non-root, exec-form health check with the binary, no secret, OCI labels, small', (t) => {
+    // The bases scripts/container-image.js makes are the ones the recipe names.
+    const recipe = fs.readFileSync(path.join(__dirname, '..', 'Containerfile'), 'utf8');
+    assert.ok(recipe.includes(`ARG RUST_IMAGE=${image.RUST_BASE}\n`), 'Containerfile RUST_IMAGE != scripts/container-image.js RUST_BASE');
+    assert.ok(recipe.includes(`ARG RUNTIME_IMAGE=${image.RUNTIME_BASE}\n`), 'Containerfile RUNTIME_IMAGE != scripts/container-image.js RUNTIME_BASE');
     const [info] = JSON.parse(image.podman(['image', 'inspect', TAG]).stdout);
     const config = info.Config;
     assert.equal(config.User, `${NONROOT}:${NONROOT}`);

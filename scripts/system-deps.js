@@ -4,11 +4,16 @@
 //
 // - wrk: the native load generator that measures `serve`'s latency under hostile clients
 //   (__tests__/serve.test.js).
+// - podman, runc: build the server's image from the Containerfile and run it (__tests__/container.test.js,
+//   scripts/container-image.js). Rootful Podman with runc (crun fails on cgroup v1 hosts without
+//   systemd) and host networking needs nothing else: no uidmap, slirp4netns or fuse-overlayfs.
+// - debootstrap: the locally made Rust builder base of the full image build
+//   (`node scripts/container-image.js --full`; not used by the default test suite).
 
 const { spawnSync } = require('node:child_process');
 
 /** Command -> the Debian package that provides it. */
-const PACKAGES = { wrk: 'wrk', prlimit: 'util-linux' };
+const PACKAGES = { wrk: 'wrk', prlimit: 'util-linux', podman: 'podman', runc: 'runc', debootstrap: 'debootstrap' };
 
 /**
  * @param {string} cmd

@@ -195,5 +195,4 @@ describe('nx-open-cache-server on its own', () => {
     assert.equal(bad.code, 1, bad.stderr);
     assert.match(bad.stderr, /invalid URL "localhost:3000"/);
   });
-
 });

@@ -4,7 +4,9 @@
  * ports), configuration errors, tokens from the environment / a tokens file / a config file, TLS,
  * graceful SIGTERM, kill -9 mid-upload, the storage probed at start (an unwritable directory, a
  * missing bucket on moto; --require-ready), a real Nx workspace through NX_SELF_HOSTED_REMOTE_CACHE_SERVER
- * (no plugin), and schemathesis against /openapi.json.
+ * (no plugin), and schemathesis against /openapi.json. The scenarios of the process itself (configuration
+ * errors, tokens and the config file, TLS, stopping, secrets in the output) run against both entry
+ * points: `node lib/cli.js serve` and the standalone binary `nx-open-cache-server` (built when missing).
  *
  * Run: node --test --test-concurrency=1 __tests__/serve.test.js
  * Needs a native build (`node scripts/ensure-native.js`); the Nx test needs npm (nx from the
@@ -22,7 +24,7 @@ const path = require('node:path');
 const { describe, test, before, after } = require('node:test');
 
 const {
-  REPO_ROOT, serveEnv, runServeSync, startServe, request, testCertificate, metric, withTimeout,
+  REPO_ROOT, ENTRIES, serveEnv, runServeSync, startServe, request, testCertificate, metric, withTimeout,
 } = require('./helpers/serve-process.js');
 const { storeObjects, createWorkspace, disposePack, isRemoteHit } = require('./helpers/nx-workspace.js');
 const { nxArtifact } = require('./helpers/hostile-tar.js');
@@ -55,6 +57,19 @@ function newHash() {
 }
 
 /**
+ * The harness's runners bound to one entry point.
+ * @param {import('./helpers/serve-process.js').Entry} entry
+ */
+function via(entry) {
+  return {
+    /** @param {string[]} args @param {Parameters<typeof runServeSync>[1]} [opts] */
+    run: (args, opts = {}) => runServeSync(args, { ...opts, entry }),
+    /** @param {string[]} args @param {Parameters<typeof startServe>[1]} [opts] */
+    start: (args, opts = {}) => startServe(args, { ...opts, entry }),
+  };
+}
+
+/**
  * @param {import('./helpers/serve-process.js').ServeProcess} s
  */
 async function stopOk(s) {
@@ -64,9 +79,11 @@ async function stopOk(s) {
 
 /* ------------------------------------------------------------------------------------------------ */
 
-describe('serve: configuration errors exit 2 with a message naming the option, value and allowed values', () => {
+for (const entry of ENTRIES) describe(`serve [${entry}]: configuration errors exit 2 with a message naming the option, value and allowed values`, () => {
+  const { run } = via(entry);
+
   test('--help documents every option and its environment variable', () => {
-    const r = runServeSync(['--help']);
+    const r = run(['--help']);
     assert.equal(r.code, 0, r.stderr);
     for (const word of [
       '--storage', '--listen', '--tls-cert', '--tls-key', '--tokens-file', '--allow-anonymous',
@@ -78,7 +95,7 @@ describe('serve: configuration errors exit 2 with a message naming the option, v
   });
 
   test('bad storage URL', () => {
-    const r = runServeSync(['--storage', 'ftp://x/y'], { env: serveEnv({ NX_OPEN_CACHE_SERVER_TOKENS: TOKENS }) });
+    const r = run(['--storage', 'ftp://x/y'], { env: serveEnv({ NX_OPEN_CACHE_SERVER_TOKENS: TOKENS }) });
     assert.equal(r.code, 2, r.stderr);
     assert.match(r.stderr, /--storage/);
     assert.match(r.stderr, /"ftp:\/\/x\/y"/);
@@ -86,7 +103,7 @@ describe('serve: configuration errors exit 2 with a message naming the option, v
   });
 
   test('bad size (env)', () => {
-    const r = runServeSync(['--storage', `fs:${dir('s')}`], {
+    const r = run(['--storage', `fs:${dir('s')}`], {
       env: serveEnv({ NX_OPEN_CACHE_SERVER_TOKENS: TOKENS, NX_OPEN_CACHE_SERVER_MAX_ARTIFACT_SIZE: '2 gigs' }),
     });
     assert.equal(r.code, 2, r.stderr);
@@ -99,21 +116,21 @@ describe('serve: configuration errors exit 2 with a message naming the option, v
     const d = dir('cfg');
     const file = path.join(d, 'server.toml');
     fs.writeFileSync(file, `storage = "fs:${d}/store"\nmax_artifact_sise = "1GiB"\n`);
-    const r = runServeSync(['--config', file], { env: serveEnv({ NX_OPEN_CACHE_SERVER_TOKENS: TOKENS }) });
+    const r = run(['--config', file], { env: serveEnv({ NX_OPEN_CACHE_SERVER_TOKENS: TOKENS }) });
     assert.equal(r.code, 2, r.stderr);
     assert.match(r.stderr, /"max_artifact_sise"/);
     assert.match(r.stderr, /max_artifact_size/);
   });
 
   test('no token and no --allow-anonymous: refused', () => {
-    const r = runServeSync(['--storage', `fs:${dir('s')}`]);
+    const r = run(['--storage', `fs:${dir('s')}`]);
     assert.equal(r.code, 2, r.stderr);
     assert.match(r.stderr, /refusing to start without any access token/);
     assert.match(r.stderr, /--allow-anonymous/);
   });
 
   test('a token secret that is too short is a config error that does not print the secret', () => {
-    const r = runServeSync(['--storage', `fs:${dir('s')}`], {
+    const r = run(['--storage', `fs:${dir('s')}`], {
       env: serveEnv({ NX_OPEN_CACHE_SERVER_TOKENS: 'ci:read-write:tiny-secret' }),
     });
     assert.equal(r.code, 2, r.stderr);
@@ -126,7 +143,7 @@ describe('serve: configuration errors exit 2 with a message naming the option, v
     await new Promise((resolve) => blocker.listen(0, '127.0.0.1', () => resolve(undefined)));
     const port = /** @type {net.AddressInfo} */ (blocker.address()).port;
     try {
-      const r = runServeSync(['--storage', `fs:${dir('s')}`, '--listen', `127.0.0.1:${port}`], {
+      const r = run(['--storage', `fs:${dir('s')}`, '--listen', `127.0.0.1:${port}`], {
         env: serveEnv({ NX_OPEN_CACHE_SERVER_TOKENS: TOKENS }),
       });
       assert.equal(r.code, 1, r.stderr);
@@ -262,10 +279,12 @@ describe('serve: the storage is probed at start (as /readyz probes it)', () => {
   });
 });
 
-describe('serve: tokens', () => {
+for (const entry of ENTRIES) describe(`serve [${entry}]: tokens`, () => {
+  const { start } = via(entry);
+
   test('tokens from the environment: roles, 401, startup line names tokens and roles, never secrets', async () => {
     const store = dir('store');
-    const s = await startServe(['--storage', `fs:${store}`], { env: serveEnv({ NX_OPEN_CACHE_SERVER_TOKENS: TOKENS }) });
+    const s = await start(['--storage', `fs:${store}`], { env: serveEnv({ NX_OPEN_CACHE_SERVER_TOKENS: TOKENS }) });
     try {
       assert.match(s.banner, /ci \(read-write\)/);
       assert.match(s.banner, /dev \(read-only\)/);
@@ -287,6 +306,9 @@ describe('serve: tokens', () => {
       assert.ok(got.body.equals(body));
       assert.equal((await request(`${s.url}/healthz`)).status, 200);
       assert.equal((await request(`${s.url}/readyz`)).status, 200);
+      const metrics = await request(`${s.url}/metrics`);
+      assert.equal(metrics.status, 200);
+      assert.equal(metric(metrics.body.toString('utf8'), 'nx_open_cache_stored_total'), 1, metrics.body.toString('utf8'));
       assert.ok(!s.stdout().includes(RW) && !s.stderr().includes(RW), 'a secret was printed');
     } finally {
       await stopOk(s);
@@ -307,7 +329,7 @@ describe('serve: tokens', () => {
         { name: 'reader', role: 'read-only', secret_env: 'READER_SECRET' },
       ],
     }));
-    const s = await startServe(['--config', config], {
+    const s = await start(['--config', config], {
       env: serveEnv({ READER_SECRET: RO }),
       cwd: tmp,
     });
@@ -342,7 +364,9 @@ describe('serve: tokens', () => {
 
 /* ------------------------------------------------------------------------------------------------ */
 
-describe('serve: TLS', () => {
+for (const entry of ENTRIES) describe(`serve [${entry}]: TLS`, () => {
+  const { run, start } = via(entry);
+
   test('GET/PUT over https with a private CA; a silent client does not block others', async (t) => {
     const d = dir('tls');
     const pair = testCertificate(d);
@@ -350,7 +374,7 @@ describe('serve: TLS', () => {
       t.skip('the openssl CLI is not available to make a test certificate');
       return;
     }
-    const s = await startServe(['--storage', `fs:${d}/store`, '--tls-cert', pair.cert, '--tls-key', pair.key], {
+    const s = await start(['--storage', `fs:${d}/store`, '--tls-cert', pair.cert, '--tls-key', pair.key], {
       env: serveEnv({ NX_OPEN_CACHE_SERVER_TOKENS: TOKENS }),
     });
     // A client that connects and never starts its handshake.
@@ -386,7 +410,7 @@ describe('serve: TLS', () => {
       t.skip('the openssl CLI is not available to make a test certificate');
       return;
     }
-    const r = runServeSync(['--storage', `fs:${d1}/store`, '--tls-cert', a.cert, '--tls-key', b.key], {
+    const r = run(['--storage', `fs:${d1}/store`, '--tls-cert', a.cert, '--tls-key', b.key], {
       env: serveEnv({ NX_OPEN_CACHE_SERVER_TOKENS: TOKENS }),
     });
     assert.equal(r.code, 2, r.stderr);
@@ -396,10 +420,12 @@ describe('serve: TLS', () => {
 
 /* ------------------------------------------------------------------------------------------------ */
 
-describe('serve: stopping', () => {
+for (const entry of ENTRIES) describe(`serve [${entry}]: stopping`, () => {
+  const { start } = via(entry);
+
   test('SIGTERM during a download lets it finish, then exits 0', async () => {
     const store = dir('store');
-    const s = await startServe(['--storage', `fs:${store}`], { env: serveEnv({ NX_OPEN_CACHE_SERVER_TOKENS: TOKENS }) });
+    const s = await start(['--storage', `fs:${store}`], { env: serveEnv({ NX_OPEN_CACHE_SERVER_TOKENS: TOKENS }) });
     let stopped = false;
     try {
       const hash = newHash();
@@ -441,6 +467,41 @@ describe('serve: stopping', () => {
     }
   });
 
+  test('a second signal while requests are in flight exits 1 at once, without waiting for them', async () => {
+    const s = await start(['--storage', `fs:${dir('store')}`], { env: serveEnv({ NX_OPEN_CACHE_SERVER_TOKENS: TOKENS }) });
+    /** @type {import('node:http').ClientRequest | undefined} */
+    let req;
+    try {
+      const hash = newHash();
+      const body = nxArtifact({ 'dist/blob.bin': crypto.randomBytes(64 * 1024 * 1024) }, { level: 0 });
+      assert.equal((await request(`${s.url}/v1/cache/${hash}`, { method: 'PUT', token: RW, body })).status, 200);
+      // A download that stops reading after its first bytes: the server cannot finish it.
+      const firstBytes = new Promise((resolve, reject) => {
+        req = http.get(`${s.url}/v1/cache/${hash}`, { headers: { authorization: `Bearer ${RO}` }, agent: false }, (res) => {
+          res.once('data', () => {
+            res.pause();
+            resolve(undefined);
+          });
+          res.on('error', () => undefined);
+        });
+        req.on('error', reject);
+      });
+      await withTimeout(firstBytes, 60_000, 'no bytes of the download');
+      s.child.kill('SIGINT');
+      await s.waitForStderr(/SIGINT: stopping, letting requests in flight finish/);
+      s.child.kill('SIGTERM');
+      const exit = await withTimeout(s.exited, 30_000, 'serve did not exit after the second signal');
+      assert.deepEqual(exit, { code: 1, signal: null }, s.stderr());
+      assert.match(s.stderr(), /nx-open-cache serve: SIGTERM again, exiting without waiting/);
+      assert.ok(!/: stopped$/m.test(s.stderr()), s.stderr());
+    } finally {
+      req?.destroy();
+      await s.stop().catch(() => undefined);
+    }
+  });
+});
+
+describe('serve: a kill -9 mid-upload', () => {
   test('kill -9 during a large upload: after a restart the hash is a miss and no partial object is visible', async () => {
     const store = dir('store');
     const env = serveEnv({ NX_OPEN_CACHE_SERVER_TOKENS: TOKENS });
@@ -533,6 +594,10 @@ describe('serve: what reaches the log and the answers', () => {
       }
     }
   });
+});
+
+for (const entry of ENTRIES) describe(`serve [${entry}]: no token secret in any output`, () => {
+  const { run, start } = via(entry);
 
   test('no token secret in any output: startup, good and bad requests, faults, operations endpoints, stop, config errors', async () => {
     const tag = crypto.randomBytes(6).toString('hex');
@@ -558,7 +623,7 @@ describe('serve: what reaches the log and the answers', () => {
     /** @type {string[]} everything that left the server */
     const seen = [];
     for (const log of ['text', 'json']) {
-      const s = await startServe(['--config', config, '--log', log], { env });
+      const s = await start(['--config', config, '--log', log], { env });
       try {
         const url = (/** @type {string} */ h) => `${s.url}/v1/cache/${h}`;
         const body = nxArtifact({ 'dist/blob.bin': crypto.randomBytes(2048) });
@@ -612,7 +677,7 @@ describe('serve: what reaches the log and the answers', () => {
       [{ NX_OPEN_CACHE_SERVER_TOKENS: `${secrets.env}:envtok:read-write` }, /token entry 1: the role \(not shown\)/],
     ];
     for (const [extra, want] of mistakes) {
-      const r = runServeSync(['--config', config], { env: { ...env, ...extra } });
+      const r = run(['--config', config], { env: { ...env, ...extra } });
       assert.equal(r.code, 2, r.stderr);
       assert.match(r.stderr, want);
       seen.push(r.stdout, r.stderr);

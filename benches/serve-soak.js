@@ -16,7 +16,10 @@
  * mtime changes is cut, as after a write); before each GET slice it checks they are there
  * (placing one again if not, which is counted and reported).
  *
- *   node benches/serve-soak.js [--minutes 10] [--connections 16] [--samples]
+ *   node benches/serve-soak.js [--minutes 10] [--connections 16] [--entry node|bin] [--samples]
+ *
+ * --entry bin runs the standalone binary target/release/nx-open-cache-server (`cargo build --release
+ * --bin nx-open-cache-server`) instead of `node lib/cli.js serve`, with the same options.
  *
  * --samples also prints every sample (time, RSS, anonymous, file-backed, threads, descriptors).
  *
@@ -43,6 +46,16 @@ function arg(name, fallback) {
 
 const minutes = Number(arg('--minutes', '10'));
 const connections = Number(arg('--connections', '16'));
+const entry = arg('--entry', 'node');
+const SERVER_BIN = path.join(__dirname, '..', 'target', 'release', 'nx-open-cache-server');
+if (entry !== 'node' && entry !== 'bin') {
+  console.error(`serve-soak: --entry must be node or bin, got ${JSON.stringify(entry)}`);
+  process.exit(2);
+}
+if (entry === 'bin' && !fs.existsSync(SERVER_BIN)) {
+  console.error(`serve-soak: --entry bin: ${SERVER_BIN} is missing: run \`cargo build --release --bin nx-open-cache-server\``);
+  process.exit(2);
+}
 if (!(minutes > 0 && minutes <= MAX_MINUTES)) {
   console.error(`serve-soak: --minutes must be a number above 0 and at most ${MAX_MINUTES}, got ${arg('--minutes', '')}`);
   process.exit(2);
@@ -161,7 +174,8 @@ async function main() {
   const bodies = { put1k: artifact(1024, 'k'), put64k: artifact(64 << 10, 's'), get1m: artifact(1 << 20, 'm') };
   const port = 20000 + Math.floor(Math.random() * 20000);
   const cli = path.join(__dirname, '..', 'lib', 'cli.js');
-  const serve = spawn(process.execPath, [cli, 'serve', '--storage', `fs:${path.join(base, 'store')}`, '--listen', `127.0.0.1:${port}`, '--log', 'off', '--max-size', '512MiB'], {
+  const [bin, pre] = entry === 'bin' ? [SERVER_BIN, []] : [process.execPath, [cli, 'serve']];
+  const serve = spawn(bin, [...pre, '--storage', `fs:${path.join(base, 'store')}`, '--listen', `127.0.0.1:${port}`, '--log', 'off', '--max-size', '512MiB'], {
     env: { ...process.env, NX_OPEN_CACHE_SERVER_TOKENS: `soak:read-write:${TOKEN}` },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
@@ -307,7 +321,7 @@ async function main() {
   const flat = late <= early * 1.1;
   const range = (/** @type {(s: Sample) => number} */ f, digits = 1) =>
     `${Math.min(...samples.map(f)).toFixed(digits)}-${Math.max(...samples.map(f)).toFixed(digits)}`;
-  console.log(`serve soak: ${minutes} min, ${connections} connections, ${n} RSS samples every ${SAMPLE_MS / 1000} s; load average at the end ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`);
+  console.log(`serve soak (${entry === 'bin' ? 'nx-open-cache-server' : 'node lib/cli.js serve'}): ${minutes} min, ${connections} connections, ${n} RSS samples every ${SAMPLE_MS / 1000} s; load average at the end ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`);
   let missed = 0;
   for (const [name, r] of Object.entries(rates)) {
     const c = served[name];

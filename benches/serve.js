@@ -7,11 +7,13 @@
  *
  *   node benches/serve.js [--quick] [--seconds N] [--rounds N] [--only get|put] [--soak MINUTES]
  *     [--serve-args '<flags>'] (extra flags for our serve, split on spaces, e.g. '--durability data')
- *                         [--no-nice] [--dir DIR] [--repo DIR] [--out FILE]
+ *     [--entry node|bin] [--no-nice] [--dir DIR] [--repo DIR] [--out FILE]
  *
  * - The server under test: `node lib/cli.js serve --storage fs:<tmp>/store --listen 127.0.0.1:<port>
  *   --log off` in its own process, one read-write token (NX_OPEN_CACHE_SERVER_TOKENS); every request
- *   carries it.
+ *   carries it. `--entry bin`: the standalone binary `target/release/nx-open-cache-server` (of
+ *   --repo; `cargo build --release --bin nx-open-cache-server`) with the same options instead: the
+ *   same server without Node (its RSS goal is 32 MiB, issue 14 goal 3).
  * - The reference: nginx (benches/nginx.js finds or installs it) with a config of our own: files
  *   under <tmp>/nginx-root/v1/cache/<hash> for GET, WebDAV PUT (dav_methods PUT) for PUT,
  *   worker_processes 2, sendfile on, access_log off, no authentication.
@@ -71,6 +73,8 @@ const OBJECTS_PER_SIZE = 16;
 const GOAL_GET = 0.9;
 const GOAL_PUT = 0.9;
 const GOAL_RSS_MIB = 64;
+/** The standalone binary's peak RSS goal (issue 14 goal 3). */
+const GOAL_RSS_MIB_BIN = 32;
 const DEFAULT_NICE = -10;
 const DEFAULT_OUT = path.join(REPO_ROOT, 'benches', 'results', 'serve.md');
 const SOAK_MAX_MINUTES = 60;
@@ -107,7 +111,7 @@ function log(msg) {
 /** @param {number} ms */
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-const USAGE = 'allowed: --quick, --seconds <1-600>, --rounds <1-20>, --only get|put, --soak <1-60 minutes>, --no-nice, --dir <dir>, --repo <dir>, --out <file>, --serve-args \'<serve flags>\'';
+const USAGE = 'allowed: --quick, --seconds <1-600>, --rounds <1-20>, --only get|put, --soak <1-60 minutes>, --entry node|bin, --no-nice, --dir <dir>, --repo <dir>, --out <file>, --serve-args \'<serve flags>\'';
 
 function parseArgs() {
   const args = process.argv.slice(2);
@@ -122,6 +126,7 @@ function parseArgs() {
     repo: REPO_ROOT,
     /** @type {string | undefined} */ out: undefined,
     /** @type {string[]} */ serveArgs: [],
+    /** @type {'node' | 'bin'} */ entry: 'node',
   };
   /** @param {string} name @param {string | undefined} v @param {number} lo @param {number} hi */
   const int = (name, v, lo, hi) => {
@@ -141,7 +146,11 @@ function parseArgs() {
       if (!v || !v.trim().startsWith('--')) throw new Error(`serve bench: --serve-args needs serve flags such as '--durability data', got ${v === undefined ? 'nothing' : JSON.stringify(v)}`);
       o.serveArgs = v.trim().split(/\s+/);
     }
-    else if (a === '--only') {
+    else if (a === '--entry') {
+      const v = args[++i];
+      if (v !== 'node' && v !== 'bin') throw new Error(`serve bench: --entry must be node or bin, got ${v === undefined ? 'nothing' : JSON.stringify(v)}`);
+      o.entry = v;
+    } else if (a === '--only') {
       const v = args[++i];
       if (v !== 'get' && v !== 'put') throw new Error(`serve bench: --only must be get or put, got ${v === undefined ? 'nothing' : JSON.stringify(v)}`);
       o.only = v;
@@ -279,20 +288,35 @@ function childrenOf(pid) {
 }
 
 /**
+ * The command of our server: `node <repo>/lib/cli.js serve` or `<repo>/target/release/nx-open-cache-server`.
+ * @param {string} repo
+ * @param {'node' | 'bin'} entry
+ * @returns {[string, string[]]}
+ */
+function oursCommand(repo, entry) {
+  if (entry === 'node') return [process.execPath, [path.join(repo, 'lib', 'cli.js'), 'serve']];
+  const bin = path.join(repo, 'target', 'release', 'nx-open-cache-server');
+  if (!fs.existsSync(bin)) throw new Error(`serve bench: --entry bin: ${bin} is missing: run \`cargo build --release --bin nx-open-cache-server\` in ${repo}`);
+  return [bin, []];
+}
+
+/**
  * `nx-open-cache serve` in its own process, fs storage, one read-write token, request log off.
- * @param {string} repo  the checkout whose lib/cli.js runs
+ * @param {string} repo  the checkout whose lib/cli.js (or server binary) runs
  * @param {string} storeDir
  * @param {number} nice
  * @param {string[]} [serveArgs] extra flags (--serve-args)
+ * @param {'node' | 'bin'} [entry]
  * @returns {Promise<Server>}
  */
-async function startOurs(repo, storeDir, nice, serveArgs = []) {
+async function startOurs(repo, storeDir, nice, serveArgs = [], entry = 'node') {
   fs.mkdirSync(storeDir, { recursive: true });
+  const [bin, pre] = oursCommand(repo, entry);
   let lastError = '';
   for (let attempt = 1; attempt <= 3; attempt++) {
     const port = await freePort();
     const child = spawn(
-      ...niced(nice, process.execPath, [path.join(repo, 'lib', 'cli.js'), 'serve', '--storage', `fs:${storeDir}`, '--listen', `127.0.0.1:${port}`, '--log', 'off', ...serveArgs]),
+      ...niced(nice, bin, [...pre, '--storage', `fs:${storeDir}`, '--listen', `127.0.0.1:${port}`, '--log', 'off', ...serveArgs]),
       { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NX_OPEN_CACHE_SERVER_TOKENS: `bench:read-write:${TOKEN_SECRET}` } },
     );
     let out = '';
@@ -834,8 +858,8 @@ async function main() {
     const { objects, putBodies } = makeArtifacts({ cells, soak: o.soakMinutes > 0, nginxCache, srcDir: dirs.src });
     log(`artifacts: ${[...objects.keys()].map((s) => `${OBJECTS_PER_SIZE} x ${sizeLabel(s)}`).join(', ')} to GET; PUT bodies of ${[...putBodies.keys()].map(sizeLabel).join(', ')} (Nx artifacts of noise) in ${tmp} (${fsTypeOf(tmp)})`);
 
-    ours = await startOurs(o.repo, dirs.store, o.nice, o.serveArgs);
-    log(`nx-open-cache serve on ${ours.url} (pid ${ours.pid})`);
+    ours = await startOurs(o.repo, dirs.store, o.nice, o.serveArgs, o.entry);
+    log(`nx-open-cache serve (${o.entry === 'bin' ? 'target/release/nx-open-cache-server' : 'node lib/cli.js serve'}) on ${ours.url} (pid ${ours.pid})`);
     mem = startSampler(ours, t0);
     const probeHash = objects.size ? /** @type {GetObject[]} */ (objects.values().next().value)[0].hash : 'probe';
     if (!objects.size) fs.writeFileSync(path.join(nginxCache, probeHash), 'probe');
@@ -988,13 +1012,14 @@ function report(a) {
 
   // Memory.
   const peakKib = Math.max(a.hwmEnd, maxKib(samples));
-  const rssMet = peakKib <= GOAL_RSS_MIB * 1024;
+  const goalRss = o.entry === 'bin' ? GOAL_RSS_MIB_BIN : GOAL_RSS_MIB;
+  const rssMet = peakKib <= goalRss * 1024;
   const threadsMax = maxThreads(samples);
   const perCell = rows.map((x) => `${x.name} ${fmtMib(x.ours.rssMaxKib)}`).join(', ');
   const memLines = [
     `- VmRSS of the serve process, sampled every ${SAMPLE_MS} ms over the whole run (${samples.length} samples, ${fmt(a.wallS)} s): start ${fmtMib(samples[0]?.kib)} MiB, ` +
       `after seeding ${fmtMib(a.memAfterSeed)} MiB, max ${fmtMib(maxKib(samples))} MiB, end ${fmtMib(a.memEnd)} MiB; **VmHWM at the end ${fmtMib(a.hwmEnd)} MiB** ` +
-      `(goal <= ${GOAL_RSS_MIB} MiB: ${yn(rssMet)}). nginx (master + 2 workers, summed) at most ${fmtMib(a.nginxRssMax)} MiB.`,
+      `(goal <= ${goalRss} MiB${o.entry === 'bin' ? ' for the standalone binary' : ''}: ${yn(rssMet)}). nginx (master + 2 workers, summed) at most ${fmtMib(a.nginxRssMax)} MiB.`,
     `- Max VmRSS (MiB) per cell over its rounds: ${perCell}.`,
     `- Threads of the serve process: ${samples[0]?.threads} at start, at most ${threadsMax} (sampled), ${a.threadsEnd} at the end.`,
   ];
@@ -1042,7 +1067,7 @@ function report(a) {
       : '');
   const goalLine =
     `Goals (issue 14; ratios of medians, ours/nginx): throughput met in ${thrMet} of ${goalRows.length} goal cells ` +
-    `(GET >= ${GOAL_GET}x, PUT >= ${GOAL_PUT}x), GET p99 <= nginx's in ${p99Met} of ${p99Rows.length}; peak RSS ${fmtMib(peakKib)} MiB (<= ${GOAL_RSS_MIB} MiB: ${rssMet ? 'met' : 'not met'})` +
+    `(GET >= ${GOAL_GET}x, PUT >= ${GOAL_PUT}x), GET p99 <= nginx's in ${p99Met} of ${p99Rows.length}; peak RSS ${fmtMib(peakKib)} MiB (<= ${goalRss} MiB: ${rssMet ? 'met' : 'not met'})` +
     `${flat === undefined ? '; no soak' : `; soak ${flat ? 'flat' : 'not flat'}`}.`;
 
   const md = `## Server: \`nx-open-cache serve\` vs nginx (\`benches/serve.js\`, wrk)
@@ -1058,7 +1083,7 @@ Command: \`${cmd}\`${o.quick ? ' (smoke run: 1 round of 2 s cells)' : ''}.
 ### Setup
 
 Both servers run on 127.0.0.1 and serve the same bytes: valid Nx artifacts of noise (\`serve\` validates uploads and
-stores nothing else), ${OBJECTS_PER_SIZE} per GET size. **nx-open-cache**: \`node lib/cli.js serve --storage fs:<tmp>/store --listen
+stores nothing else), ${OBJECTS_PER_SIZE} per GET size. **nx-open-cache**: \`${o.entry === 'bin' ? 'target/release/nx-open-cache-server' : 'node lib/cli.js serve'} --storage fs:<tmp>/store --listen
 127.0.0.1:<port> --log off\` in its own process, one read-write token from \`NX_OPEN_CACHE_SERVER_TOKENS\` (every request
 carries it), seeded through its own PUTs. **nginx**: own config, \`worker_processes 2\`, \`sendfile on\`, \`access_log off\`,
 files under \`<tmp>/nginx-root/v1/cache/<hash>\`, PUT through the WebDAV module (\`dav_methods PUT\`, body temp files on the

@@ -3,6 +3,10 @@
  * Test harness for `nx-open-cache serve`: the real CLI in a child process on 127.0.0.1 (port 0, the
  * bound URL read from its startup line), plain HTTP(S) requests with Node's own clients, and a
  * self-signed certificate made with the openssl CLI.
+ *
+ * Two entry points run the same server (`opts.entry`): `node` (default), `node lib/cli.js serve`;
+ * `bin`, the standalone binary `target/release/nx-open-cache-server` (built by `cargo test
+ * --release` in `npm test`; built here when missing or older than the sources).
  */
 
 const { spawn, spawnSync } = require('node:child_process');
@@ -17,6 +21,74 @@ const CLI = path.join(REPO_ROOT, 'lib', 'cli.js');
 const START_TIMEOUT_MS = 30_000;
 /** Upper bound for a server to exit after a signal. */
 const EXIT_TIMEOUT_MS = 30_000;
+/** The standalone server binary. */
+const SERVER_BIN = path.join(REPO_ROOT, 'target', 'release', `nx-open-cache-server${process.platform === 'win32' ? '.exe' : ''}`);
+/** Upper bound for building it. */
+const BUILD_TIMEOUT_MS = 60 * 60_000;
+
+/**
+ * @typedef {'node' | 'bin'} Entry `node lib/cli.js serve` or the standalone binary
+ */
+/** Both entry points, for tests that run against each. @type {readonly Entry[]} */
+const ENTRIES = ['node', 'bin'];
+
+/** @type {string | undefined} */
+let binChecked;
+
+/**
+ * The newest modification time (ms) of the files the binary is built from.
+ * @returns {number}
+ */
+function newestSource() {
+  let newest = 0;
+  /** @param {string} p */
+  const visit = (p) => {
+    const st = fs.statSync(p);
+    if (st.isDirectory()) {
+      for (const e of fs.readdirSync(p)) visit(path.join(p, e));
+    } else if (p.endsWith('.rs') || p.endsWith('.toml') || p.endsWith('.lock')) {
+      newest = Math.max(newest, st.mtimeMs);
+    }
+  };
+  for (const p of ['src', 'build.rs', 'Cargo.toml', 'Cargo.lock']) {
+    const full = path.join(REPO_ROOT, p);
+    if (fs.existsSync(full)) visit(full);
+  }
+  return newest;
+}
+
+/**
+ * The path of the standalone server binary, built first (`cargo build --release --bin
+ * nx-open-cache-server`) when it is missing or older than the sources. Throws when the build fails:
+ * a test of the binary never skips.
+ * @returns {string}
+ */
+function ensureServerBin() {
+  if (binChecked) return binChecked;
+  const fresh = fs.existsSync(SERVER_BIN) && fs.statSync(SERVER_BIN).mtimeMs >= newestSource();
+  if (!fresh) {
+    const r = spawnSync('cargo', ['build', '--release', '--bin', 'nx-open-cache-server'], {
+      cwd: REPO_ROOT,
+      stdio: ['ignore', 'inherit', 'inherit'],
+      timeout: BUILD_TIMEOUT_MS,
+    });
+    if (r.error || r.status !== 0) {
+      throw new Error(`cargo build --release --bin nx-open-cache-server failed (${r.error ? r.error.message : `exit ${r.status}`})`);
+    }
+    if (!fs.existsSync(SERVER_BIN)) throw new Error(`the build did not produce ${SERVER_BIN}`);
+  }
+  binChecked = SERVER_BIN;
+  return SERVER_BIN;
+}
+
+/**
+ * The command that runs the server (the words before its options).
+ * @param {Entry} [entry]
+ * @returns {string[]}
+ */
+function serveCommand(entry = 'node') {
+  return entry === 'bin' ? [ensureServerBin()] : [process.execPath, CLI, 'serve'];
+}
 
 /**
  * The test process's environment without NX_OPEN_CACHE_* / NX_SELF_HOSTED_* variables, plus `extra`.
@@ -33,13 +105,15 @@ function serveEnv(extra = {}) {
 }
 
 /**
- * Runs `nx-open-cache serve <args>` expecting it to end by itself (errors, --help).
+ * Runs `nx-open-cache serve <args>` (or the binary with `opts.entry: 'bin'`) expecting it to end by
+ * itself (errors, --help).
  * @param {string[]} args
- * @param {{ env?: Record<string, string>, cwd?: string }} [opts]
+ * @param {{ env?: Record<string, string>, cwd?: string, entry?: Entry }} [opts]
  * @returns {{ code: number | null, stdout: string, stderr: string }}
  */
 function runServeSync(args, opts = {}) {
-  const r = spawnSync(process.execPath, [CLI, 'serve', ...args], {
+  const [bin, ...pre] = serveCommand(opts.entry);
+  const r = spawnSync(bin, [...pre, ...args], {
     cwd: opts.cwd || REPO_ROOT,
     env: opts.env || serveEnv(),
     encoding: 'utf8',
@@ -66,14 +140,15 @@ function runServeSync(args, opts = {}) {
 /**
  * Starts `nx-open-cache serve <args> --listen 127.0.0.1:0` and resolves once the startup line is
  * printed (rejects with the output when it exits first or takes longer than START_TIMEOUT_MS).
- * `opts.wrapper` runs it through another command, e.g. `['prlimit', '--nofile=256:256', '--']`.
+ * `opts.wrapper` runs it through another command, e.g. `['prlimit', '--nofile=256:256', '--']`;
+ * `opts.entry: 'bin'` runs the standalone binary instead of `node lib/cli.js serve`.
  * @param {string[]} args
- * @param {{ env?: Record<string, string>, cwd?: string, listen?: boolean, wrapper?: string[] }} [opts]
+ * @param {{ env?: Record<string, string>, cwd?: string, listen?: boolean, wrapper?: string[], entry?: Entry }} [opts]
  * @returns {Promise<ServeProcess>}
  */
 function startServe(args, opts = {}) {
   const listen = opts.listen === false ? [] : ['--listen', '127.0.0.1:0'];
-  const command = [...(opts.wrapper || []), process.execPath, CLI, 'serve', ...args, ...listen];
+  const command = [...(opts.wrapper || []), ...serveCommand(opts.entry), ...args, ...listen];
   const child = spawn(command[0], command.slice(1), {
     cwd: opts.cwd || REPO_ROOT,
     env: opts.env || serveEnv(),
@@ -268,6 +343,10 @@ function metric(text, name) {
 module.exports = {
   REPO_ROOT,
   CLI,
+  SERVER_BIN,
+  ENTRIES,
+  ensureServerBin,
+  serveCommand,
   serveEnv,
   runServeSync,
   startServe,

@@ -50,87 +50,124 @@ fn help() -> String {
     )
 }
 
+/// How the messages of a run begin: the same words as `nx-open-cache serve`'s (its startup line,
+/// warnings, errors and stop messages), so that logs, alerts and docs read the same whichever
+/// entry point runs the server; only the `--help` hint names this program.
+const PREFIX: &str = "nx-open-cache serve";
+
 /// Starts the server and runs until SIGTERM or SIGINT, then stops gracefully (requests in flight
 /// finish, bounded); a second signal exits at once.
 fn run(args: &[String], env: &HashMap<String, String>) -> ExitCode {
     let cwd = match std::env::current_dir() {
         Ok(d) => d,
         Err(e) => {
-            eprintln!("{NAME}: cannot read the current directory: {e}");
+            eprintln!("{PREFIX}: cannot read the current directory: {e}");
             return ExitCode::FAILURE;
         }
     };
     let config = match serve::config::resolve(args, env, &cwd) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("{NAME}: {}", e.message);
+            eprintln!("{}", e.shown_by("serve"));
             eprintln!("Run `{NAME} --help` for the options.");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
     if let Err(e) = serve::validate(&config) {
-        eprintln!("{NAME}: {e}");
+        eprintln!("{PREFIX}: {e}");
         eprintln!("Run `{NAME} --help` for the options.");
         return ExitCode::from(EXIT_CONFIG);
     }
-    let running = match serve::start(&config, env) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("{NAME}: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    // Before the runtime's threads start (as `serve::start` would otherwise do it).
+    nx_open_cache::runtime::limit_malloc_arenas();
     let runtime = match nx_open_cache::runtime::get() {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("{NAME}: {e}");
+            eprintln!("{PREFIX}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Listening for the signals before the server starts: a SIGTERM that arrives right after the
+    // startup line stops it gracefully instead of killing the process (the default action).
+    let mut signals = match runtime.block_on(async { Signals::new() }) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{PREFIX}: cannot listen for signals: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let running = match serve::start(&config, env) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{PREFIX}: {e}");
             return ExitCode::FAILURE;
         }
     };
     runtime.block_on(async move {
-        let signal = match wait_for_signal().await {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("{NAME}: cannot wait for signals: {e}; stopping");
-                "error"
-            }
-        };
-        eprintln!("{NAME}: {signal}: stopping, letting requests in flight finish");
+        let signal = signals.next().await;
+        eprintln!("{PREFIX}: {signal}: stopping, letting requests in flight finish");
         tokio::select! {
             () = running.stop() => {
-                eprintln!("{NAME}: stopped");
+                eprintln!("{PREFIX}: stopped");
                 ExitCode::SUCCESS
             }
-            again = wait_for_signal() => {
-                let again = again.unwrap_or("error");
-                eprintln!("{NAME}: {again} again, exiting without waiting");
+            again = signals.next() => {
+                eprintln!("{PREFIX}: {again} again, exiting without waiting");
                 ExitCode::FAILURE
             }
         }
     })
 }
 
-/// The name of the first SIGTERM or SIGINT (Ctrl-C on Windows) received.
-async fn wait_for_signal() -> std::io::Result<&'static str> {
+/// SIGTERM and SIGINT (Ctrl-C on Windows), listened for from creation on: one received before
+/// [`Signals::next`] is asked is not lost.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        tokio::select! {
-            _ = term.recv() => Ok("SIGTERM"),
-            _ = int.recv() => Ok("SIGINT"),
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+    #[cfg(not(unix))]
+    ctrl_c: tokio::signal::windows::CtrlC,
+}
+
+impl Signals {
+    /// Registers the handlers (inside the runtime).
+    fn new() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Self {
+                term: signal(SignalKind::terminate())?,
+                int: signal(SignalKind::interrupt())?,
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(Self {
+                ctrl_c: tokio::signal::windows::ctrl_c()?,
+            })
         }
     }
-    #[cfg(not(unix))]
-    {
-        tokio::signal::ctrl_c().await?;
-        Ok("Ctrl-C")
+
+    /// The name of the next signal received.
+    async fn next(&mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.term.recv() => "SIGTERM",
+                _ = self.int.recv() => "SIGINT",
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            self.ctrl_c.recv().await;
+            "Ctrl-C"
+        }
     }
 }
 
 /// `healthcheck [<url>]`: GET the URL (default: this host's `/healthz` on the configured port),
-/// exit 0 on 200. A server with TLS is probed over https without checking its certificate: the
+/// exit 0 on 200, else 1 (also for a usage mistake: container engines reserve 2). A server with TLS is probed over https without checking its certificate: the
 /// probe only asks whether the local process answers, it sends no secret.
 fn healthcheck(args: &[String], env: &HashMap<String, String>) -> ExitCode {
     let url = match args {
@@ -149,7 +186,7 @@ fn healthcheck(args: &[String], env: &HashMap<String, String>) -> ExitCode {
         [url] => url.clone(),
         _ => {
             eprintln!("{NAME} healthcheck: expected at most one URL, got {args:?}");
-            return ExitCode::from(EXIT_CONFIG);
+            return ExitCode::FAILURE;
         }
     };
     match nx_open_cache::serve::health::probe(&url, std::time::Duration::from_secs(5)) {

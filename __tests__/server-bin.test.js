@@ -177,6 +177,14 @@ describe('nx-open-cache-server on its own', () => {
       assert.equal(runBin(['healthcheck', `${s.url}/healthz`]).code, 0);
       // The default URL: this host, the port of NX_OPEN_CACHE_SERVER_LISTEN.
       assert.equal(runBin(['healthcheck'], { NX_OPEN_CACHE_SERVER_LISTEN: `0.0.0.0:${port}` }).code, 0);
+      // ... or the config file's `listen` (what serve itself would resolve).
+      const conf = path.join(dir('hc-conf'), 'server.toml');
+      fs.writeFileSync(conf, `listen = "127.0.0.1:${port}"\n`);
+      assert.equal(runBin(['healthcheck'], { NX_OPEN_CACHE_SERVER_CONFIG: conf }).code, 0);
+      // A listen value serve would refuse: named, exit 1.
+      const wrong = runBin(['healthcheck'], { NX_OPEN_CACHE_SERVER_LISTEN: 'port-3000' });
+      assert.equal(wrong.code, 1, wrong.stderr);
+      assert.match(wrong.stderr, /cannot tell where the server listens: .*"port-3000"/);
       // Storage made unusable: /readyz answers 503, the probe of it fails; /healthz still 200.
       fs.rmSync(store, { recursive: true, force: true });
       fs.writeFileSync(store, 'not a directory');

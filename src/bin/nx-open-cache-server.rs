@@ -46,7 +46,7 @@ fn help() -> String {
         1,
     );
     format!(
-        "{text}\n\n{NAME} healthcheck [<url>]\n    Exits 0 when GET <url> answers 200 within 5 s, 1 otherwise (for container health\n    checks). Default: http://127.0.0.1:<port of NX_OPEN_CACHE_SERVER_LISTEN, else 3000>/healthz."
+        "{text}\n\n{NAME} healthcheck [<url>]\n    Exits 0 when GET <url> answers 200 within 5 s, 1 otherwise (for container health\n    checks). Default: the /healthz of the address serve would listen on with this\n    environment and config file (NX_OPEN_CACHE_SERVER_LISTEN, NX_OPEN_CACHE_SERVER_CONFIG,\n    https with NX_OPEN_CACHE_SERVER_TLS_*; 0.0.0.0 and :: probed on loopback), else\n    http://127.0.0.1:3000/healthz. Options given on serve's command line are not seen:\n    set the port in the environment or the config file."
     )
 }
 
@@ -172,16 +172,17 @@ impl Signals {
 fn healthcheck(args: &[String], env: &HashMap<String, String>) -> ExitCode {
     let url = match args {
         [] => {
-            let port = env
-                .get("NX_OPEN_CACHE_SERVER_LISTEN")
-                .and_then(|l| l.trim().rsplit_once(':').map(|(_, p)| p.to_owned()))
-                .unwrap_or_else(|| "3000".to_owned());
-            let scheme = if env.contains_key("NX_OPEN_CACHE_SERVER_TLS_CERT") {
-                "https"
-            } else {
-                "http"
-            };
-            format!("{scheme}://127.0.0.1:{port}/healthz")
+            let cwd = std::env::current_dir().unwrap_or_else(|_| std::path::PathBuf::from("/"));
+            match serve::config::local_url(&[], env, &cwd) {
+                Ok(base) => format!("{base}/healthz"),
+                Err(e) => {
+                    eprintln!(
+                        "{NAME} healthcheck: cannot tell where the server listens: {}",
+                        e.message
+                    );
+                    return ExitCode::FAILURE;
+                }
+            }
         }
         [url] => url.clone(),
         _ => {

@@ -1059,6 +1059,28 @@ fn tokens(sources: &Sources) -> Result<(Vec<TokenSpec>, Vec<TokenList>, bool), C
     Ok((tokens, token_lists, allow_anonymous))
 }
 
+/// Where a server started with `args` and `env` can be reached from its own host: the
+/// `http(s)://ip:port` of its listen address (command line > environment > config file >
+/// default, as `serve` resolves it), an unspecified address (0.0.0.0, ::) replaced by loopback.
+/// For `nx-open-cache-server healthcheck`, which a container runs with the image's environment.
+pub fn local_url(
+    args: &[String],
+    env: &HashMap<String, String>,
+    cwd: &Path,
+) -> Result<String, ConfigError> {
+    let sources = Sources::read(args, env, cwd)?;
+    let (mut listen, tls) = listen_and_tls(&sources)?;
+    if listen.ip().is_unspecified() {
+        listen.set_ip(if listen.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    Ok(format!("{scheme}://{listen}"))
+}
+
 /// Resolves the configuration: `args` are the words after `serve`, `env` the process environment,
 /// `cwd` the directory relative paths are taken from.
 pub fn resolve(

@@ -152,6 +152,12 @@ describe('prebuilt binary: glibc no newer than the runtime image\'s', () => {
     assert.equal(image.highestGlibc('strtol@GLIBC_2.2.5\nx@GLIBC_2.17'), '2.17');
     assert.equal(image.highestGlibc('no versions'), null);
     assert.equal(image.RUNTIME_GLIBC, '2.36');
+    // A binary needing more than the runtime's glibc is refused, naming both versions (node's own
+    // executable as the binary: it needs some GLIBC_2.x; a limit of 2.0 is below any).
+    const node = process.execPath;
+    const need = image.checkGlibc(node, '99.0');
+    assert.ok(need, `${node} has no GLIBC_ symbol versions`);
+    assert.throws(() => image.checkGlibc(node, '2.0'), (/** @type {Error} */ e) => e.message.includes(`GLIBC_${need}`) && e.message.includes('2.0'));
   });
 });
 

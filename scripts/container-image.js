@@ -404,19 +404,29 @@ function compareVersions(a, b) {
   return 0;
 }
 
+/** @returns {string} this host's glibc version (that of the runtime stand-in made from its files) */
+function hostGlibc() {
+  const m = /(\d+\.\d+)/.exec(run('getconf', ['GNU_LIBC_VERSION']).stdout);
+  if (!m) throw new Error('container-image: `getconf GNU_LIBC_VERSION` names no glibc version');
+  return m[1];
+}
+
 /**
- * Refuses a prebuilt binary that asks for a glibc newer than the runtime base's (it would not start
- * in the image: "version `GLIBC_2.38' not found").
+ * Refuses a prebuilt binary that asks for a glibc newer than the runtime base's `limit` (it would
+ * not start in the image: "version `GLIBC_2.38' not found").
  * @param {string} binary
+ * @param {string} [limit]  the runtime base's glibc (default: distroless cc-debian12's 2.36)
+ * @returns {string | null} the highest GLIBC_ version the binary needs
  */
-function checkGlibc(binary) {
+function checkGlibc(binary, limit = RUNTIME_GLIBC) {
   const r = run('readelf', ['--dyn-syms', '--wide', binary]);
   const need = highestGlibc(r.stdout);
-  if (need && compareVersions(need.split('.').map(Number), RUNTIME_GLIBC.split('.').map(Number)) > 0) {
+  if (need && compareVersions(need.split('.').map(Number), limit.split('.').map(Number)) > 0) {
     throw new Error(
-      `container-image: ${binary} needs GLIBC_${need}, newer than the runtime image's glibc ${RUNTIME_GLIBC} ` +
-        '(distroless cc-debian12): build it on a host with glibc <= 2.36 (Debian 12, Ubuntu 22.04), or use the ' +
-        'full build (the default target `runtime`, which compiles in the Rust bookworm image)',
+      `container-image: ${binary} needs GLIBC_${need}, newer than the runtime image's glibc ${limit}` +
+        `${limit === RUNTIME_GLIBC ? ' (distroless cc-debian12)' : ''}: build it on a host with glibc <= ${limit} ` +
+        '(Debian 12, Ubuntu 22.04 for the real distroless base), or build the default target `runtime`, ' +
+        'which compiles in the Rust bookworm image',
     );
   }
   return need;
@@ -452,8 +462,15 @@ function buildImage(opts = {}) {
   } else {
     run('cargo', ['build', '--release', '--locked', '--bin', 'nx-open-cache-server'], { timeoutMs: FULL_BUILD_TIMEOUT_MS, inherit: !opts.quiet });
     if (!fs.existsSync(BINARY)) throw new Error(`container-image: ${BINARY} is missing after cargo build`);
-    const need = checkGlibc(BINARY);
-    log(`container-image: ${BINARY} needs GLIBC_${need} (runtime has ${RUNTIME_GLIBC})`);
+    // The image gets the runtime stand-in, i.e. this host's glibc: the binary must not need more.
+    // Above 2.36 it would not start on the real distroless base (a release builds `runtime`).
+    const limit = hostGlibc();
+    const need = checkGlibc(BINARY, limit);
+    const real = need === null || compareVersions(need.split('.').map(Number), RUNTIME_GLIBC.split('.').map(Number)) <= 0;
+    log(
+      `container-image: ${BINARY} needs GLIBC_${need}: fits the stand-in (glibc ${limit})` +
+        (real ? ` and the real distroless base (${RUNTIME_GLIBC})` : `, NOT the real distroless base (${RUNTIME_GLIBC}): do not ship this image`),
+    );
     args.push('--target', 'runtime-prebuilt');
   }
   const version = JSON.parse(fs.readFileSync(path.join(REPO_ROOT, 'package.json'), 'utf8')).version;
@@ -508,6 +525,7 @@ module.exports = {
   IS_ROOT,
   checkGlibc,
   chownNonroot,
+  hostGlibc,
   highestGlibc,
   removeTree,
   revision,

@@ -2,28 +2,31 @@
 'use strict';
 /**
  * Builds the nx-open-cache-server image from the repository's Containerfile with Podman, on a machine
- * that cannot pull images: the two base images the recipe names are made locally and tagged with
- * those public names (only when no image of that name is there already, e.g. a really pulled one).
+ * that cannot pull images: stand-ins for the two base images the recipe names are made locally,
+ * tagged under localhost/nxoc-standin/ (never with the public names, so no other build on this
+ * machine takes them for the real images), and passed as the RUNTIME_IMAGE / RUST_IMAGE build args.
  *
- * - Runtime base `gcr.io/distroless/cc-debian12:nonroot`: what distroless "cc" is, assembled from
+ * - Runtime stand-in for `gcr.io/distroless/cc-debian12:nonroot`: what distroless "cc" is, assembled from
  *   this (Debian bookworm) host's own files: glibc (libc, libm, the loader, ...), libgcc_s, the CA
  *   bundle, /etc/passwd and /etc/group with `nonroot` (65532), /tmp (1777), /home/nonroot; no
  *   shell. A few MB, made in about a second; rebuilt when those host files change. The CA bundle is
  *   Debian's own (Mozilla's set from /usr/share/ca-certificates), not the host's local additions.
- * - Builder base `docker.io/library/rust:1.95-slim-bookworm` (--full only): `debootstrap
+ * - Builder stand-in for `docker.io/library/rust:1.95-slim-bookworm` (--full only, as root): `debootstrap
  *   --variant=minbase bookworm` (from deb.debian.org) with gcc and libc6-dev, plus this host's Rust
  *   toolchain (rustc/cargo 1.95) copied in at the official image's paths (/usr/local/rustup,
  *   /usr/local/cargo), and the host's CA bundle (crates.io is reached through this host's egress,
  *   which may inspect TLS with its own CA). A few minutes, once.
  * Both stay in Podman's storage (/var/lib/containers/storage for root) between runs; remove them
- * with `podman rmi <name>`.
+ * with `podman rmi <name>`. Podman runs rootful: as root, or through `sudo -n` for another user
+ * with password-less sudo (GitHub's runners); otherwise this script fails and says so.
  *
  * CLI:
  *   node scripts/container-image.js [--tag <name>]         fast path: `cargo build --release --locked
- *       --bin nx-open-cache-server` on the host, then the Containerfile with --build-arg
- *       BINARY=prebuilt (the build stage replaced by target/release/nx-open-cache-server)
- *   node scripts/container-image.js --full [--tag <name>]  the real multi-stage build: the binary
- *       compiled in the Rust builder stage (crates fetched from crates.io, cached in a cache mount)
+ *       --bin nx-open-cache-server` on the host, then the Containerfile's stage `runtime-prebuilt`
+ *       (--target; target/release/nx-open-cache-server in place of the build stage). Refused when the
+ *       binary needs a glibc newer than the runtime base's 2.36.
+ *   node scripts/container-image.js --full [--tag <name>]  the default multi-stage build (last stage
+ *       `runtime`): the binary compiled in the Rust build stage (crates from crates.io, cache mounts)
  *   node scripts/container-image.js --bases                 only make the base images
  *
  * Module: { buildImage, ensureRuntimeBase, ensureRustBase, podman, podmanProblems, runOptions, ... }.
@@ -39,9 +42,14 @@ const REPO_ROOT = path.resolve(__dirname, '..');
 const CONTAINERFILE = path.join(REPO_ROOT, 'Containerfile');
 const BINARY = path.join(REPO_ROOT, 'target', 'release', 'nx-open-cache-server');
 
-/** The names the Containerfile's ARGs default to (keep in sync with it). */
-const RUNTIME_BASE = 'gcr.io/distroless/cc-debian12:nonroot';
-const RUST_BASE = 'docker.io/library/rust:1.95-slim-bookworm';
+/** The public names the Containerfile's ARGs default to (keep in sync with it). */
+const RUNTIME_PUBLIC = 'gcr.io/distroless/cc-debian12:nonroot';
+const RUST_PUBLIC = 'docker.io/library/rust:1.95-slim-bookworm';
+/** The local stand-ins' names (passed as RUNTIME_IMAGE / RUST_IMAGE). */
+const RUNTIME_BASE = 'localhost/nxoc-standin/distroless-cc-debian12:nonroot';
+const RUST_BASE = 'localhost/nxoc-standin/rust:1.95-slim-bookworm';
+/** glibc of the runtime base (distroless cc-debian12 = Debian 12's glibc 2.36). */
+const RUNTIME_GLIBC = '2.36';
 const RUST_VERSION = '1.95';
 /** The image name the docs and the Kubernetes manifests use. */
 const IMAGE = 'ghcr.io/nx-open-cache/nx-open-cache-server:0.1.0';
@@ -109,19 +117,52 @@ function run(cmd, args, opts = {}) {
   return ran;
 }
 
+/** Whether this process runs as root. */
+const IS_ROOT = typeof process.getuid === 'function' && process.getuid() === 0;
+
 /**
- * `podman <global options> <args>`.
+ * Runs a command as root: directly when this process is root, else through `sudo -n` (password-less
+ * sudo, as on GitHub's runners; podmanProblems() says when there is none).
+ * @param {string} cmd
+ * @param {string[]} args
+ * @param {{ cwd?: string, input?: string | Buffer, timeoutMs?: number, allowFail?: boolean, inherit?: boolean }} [opts]
+ * @returns {Ran}
+ */
+function runAsRoot(cmd, args, opts = {}) {
+  return IS_ROOT ? run(cmd, args, opts) : run('sudo', ['-n', cmd, ...args], opts);
+}
+
+/**
+ * `podman <global options> <args>` (rootful: as root or through `sudo -n`).
  * @param {string[]} args
  * @param {{ input?: string | Buffer, timeoutMs?: number, allowFail?: boolean, inherit?: boolean }} [opts]
  */
 function podman(args, opts = {}) {
-  return run('podman', [...PODMAN_GLOBAL, ...args], opts);
+  return runAsRoot('podman', [...PODMAN_GLOBAL, ...args], opts);
+}
+
+/**
+ * Gives a file or directory to the image's user (uid/gid 65532), as a bind mount into the image needs.
+ * @param {string} file
+ */
+function chownNonroot(file) {
+  if (IS_ROOT) fs.chownSync(file, 65532, 65532);
+  else runAsRoot('chown', ['65532:65532', file]);
+}
+
+/**
+ * Removes a directory tree that may hold files owned by another user (65532, from a container).
+ * @param {string} dir
+ */
+function removeTree(dir) {
+  if (IS_ROOT) fs.rmSync(dir, { recursive: true, force: true, maxRetries: 3 });
+  else runAsRoot('rm', ['-rf', '--', dir], { allowFail: true });
 }
 
 /**
  * Why Podman cannot build and run images here, or null when it can: missing commands (installed
- * by scripts/system-deps.js), or not root (the bases are made with files owned by 65532, and the
- * tests use root's storage).
+ * by scripts/system-deps.js), or neither root nor password-less sudo (rootful Podman: the bases
+ * hold files owned by 65532, and runc with cgroupfs needs root on a cgroup v1 host).
  * @returns {string | null}
  */
 function podmanProblems() {
@@ -129,8 +170,8 @@ function podmanProblems() {
   if (missing.length) {
     return `${missing.join(' and ')} not installed: run \`node scripts/system-deps.js\` (Debian packages podman, runc)`;
   }
-  if (typeof process.getuid !== 'function' || process.getuid() !== 0) {
-    return 'building and running the image here needs root (rootful Podman; the local base images own files as uid 65532)';
+  if (!IS_ROOT && spawnSync('sudo', ['-n', 'true'], { stdio: 'ignore', timeout: 30_000 }).status !== 0) {
+    return `building and running the image here needs root or password-less sudo (rootful Podman; uid ${process.getuid ? process.getuid() : '?'} has neither)`;
   }
   const info = podman(['info', '--format', '{{.Host.OCIRuntime.Name}}'], { allowFail: true, timeoutMs: 60_000 });
   if (info.code !== 0) return `\`podman info\` fails: ${info.stderr.trim()}`;
@@ -167,10 +208,10 @@ function imageLabel(name, label) {
 function importRootfs(rootfs, name, changes) {
   const tarball = `${rootfs}.tar`;
   try {
-    run('tar', ['--numeric-owner', '-C', rootfs, '-cf', tarball, '.']);
+    runAsRoot('tar', ['--numeric-owner', '-C', rootfs, '-cf', tarball, '.']);
     podman(['import', ...changes.flatMap((c) => ['--change', c]), tarball, name]);
   } finally {
-    fs.rmSync(tarball, { force: true });
+    removeTree(tarball);
   }
 }
 
@@ -220,8 +261,8 @@ function debianCaBundle() {
 }
 
 /**
- * Makes `gcr.io/distroless/cc-debian12:nonroot` from the host's files unless an image of that
- * name exists (a pulled one is kept; one made here is remade when the host files changed).
+ * Makes the runtime stand-in (RUNTIME_BASE) from the host's files unless it exists and was made
+ * from the same files (remade when they changed).
  * @returns {{ made: boolean, name: string }}
  */
 function ensureRuntimeBase() {
@@ -230,9 +271,12 @@ function ensureRuntimeBase() {
   const digest = crypto.createHash('sha256').update(RUNTIME_RECIPE).update(ca);
   for (const [image, host] of [...files].sort()) digest.update(image).update(fs.readFileSync(host));
   const want = `${RUNTIME_RECIPE}:${digest.digest('hex').slice(0, 16)}`;
-  if (imageExists(RUNTIME_BASE)) {
-    const have = imageLabel(RUNTIME_BASE, LOCAL_BASE_LABEL);
-    if (have === undefined || have === want) return { made: false, name: RUNTIME_BASE };
+  // An earlier version of this script tagged its stand-in with the public name: drop that name.
+  if (imageExists(RUNTIME_PUBLIC) && imageLabel(RUNTIME_PUBLIC, LOCAL_BASE_LABEL) !== undefined) {
+    podman(['untag', RUNTIME_PUBLIC, RUNTIME_PUBLIC]);
+  }
+  if (imageExists(RUNTIME_BASE) && imageLabel(RUNTIME_BASE, LOCAL_BASE_LABEL) === want) {
+    return { made: false, name: RUNTIME_BASE };
   }
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nxoc-runtime-base-'));
   const rootfs = path.join(dir, 'rootfs');
@@ -259,7 +303,7 @@ function ensureRuntimeBase() {
     fs.chmodSync(path.join(rootfs, 'tmp'), 0o1777);
     fs.chmodSync(path.join(rootfs, 'root'), 0o700);
     fs.chmodSync(path.join(rootfs, 'home/nonroot'), 0o700);
-    fs.chownSync(path.join(rootfs, 'home/nonroot'), 65532, 65532);
+    chownNonroot(path.join(rootfs, 'home/nonroot'));
     importRootfs(rootfs, RUNTIME_BASE, [
       'USER 65532:65532',
       'WORKDIR /home/nonroot',
@@ -268,18 +312,27 @@ function ensureRuntimeBase() {
       `LABEL ${LOCAL_BASE_LABEL}=${want}`,
     ]);
   } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
+    removeTree(dir);
   }
   return { made: true, name: RUNTIME_BASE };
 }
 
 /**
- * Makes `docker.io/library/rust:1.95-slim-bookworm` (debootstrap + the host's Rust toolchain)
- * unless an image of that name exists.
+ * Makes the builder stand-in (RUST_BASE: debootstrap + the host's Rust toolchain) unless it exists.
+ * An earlier version of this script tagged it with the public name; such an image (one with this
+ * script's label) is renamed instead of made again.
  * @returns {{ made: boolean, name: string }}
  */
 function ensureRustBase() {
   if (imageExists(RUST_BASE)) return { made: false, name: RUST_BASE };
+  if (imageExists(RUST_PUBLIC) && imageLabel(RUST_PUBLIC, LOCAL_BASE_LABEL) !== undefined) {
+    podman(['tag', RUST_PUBLIC, RUST_BASE]);
+    podman(['untag', RUST_PUBLIC, RUST_PUBLIC]);
+    return { made: false, name: RUST_BASE };
+  }
+  if (!IS_ROOT) {
+    throw new Error('container-image: the builder stand-in is made with debootstrap and written as root: run `sudo node scripts/container-image.js --bases --full` once');
+  }
   const version = run('rustc', ['--version']).stdout.trim();
   if (!version.startsWith(`rustc ${RUST_VERSION}.`)) {
     throw new Error(`container-image: the builder base needs the host's Rust ${RUST_VERSION}.x toolchain, found "${version}"`);
@@ -288,7 +341,7 @@ function ensureRustBase() {
   const triple = (/^host: (.+)$/m.exec(run('rustc', ['-vV']).stdout) || [])[1];
   if (!triple) throw new Error('container-image: `rustc -vV` names no host triple');
   if (spawnSync('sh', ['-c', 'command -v debootstrap']).status !== 0) {
-    throw new Error('container-image: debootstrap is not installed: run `node scripts/system-deps.js`');
+    throw new Error('container-image: debootstrap is not installed: run `node scripts/system-deps.js --full`');
   }
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nxoc-rust-base-'));
   const rootfs = path.join(dir, 'rootfs');
@@ -328,8 +381,66 @@ function ensureRustBase() {
 }
 
 /**
+ * The highest GLIBC_x.y symbol version in `readelf --dyn-syms --version-info` (or `objdump -T`)
+ * output, or null when it names none.
+ * @param {string} text
+ * @returns {string | null}
+ */
+function highestGlibc(text) {
+  /** @type {number[] | null} */ let best = null;
+  for (const m of text.matchAll(/GLIBC_(\d+)\.(\d+)(?:\.(\d+))?/g)) {
+    const v = [Number(m[1]), Number(m[2]), Number(m[3] || 0)];
+    if (!best || compareVersions(v, best) > 0) best = v;
+  }
+  return best ? (best[2] ? best.join('.') : `${best[0]}.${best[1]}`) : null;
+}
+
+/** @param {number[]} a @param {number[]} b */
+function compareVersions(a, b) {
+  for (let i = 0; i < Math.max(a.length, b.length); i++) {
+    const d = (a[i] || 0) - (b[i] || 0);
+    if (d) return d;
+  }
+  return 0;
+}
+
+/** @returns {string} this host's glibc version (that of the runtime stand-in made from its files) */
+function hostGlibc() {
+  const m = /(\d+\.\d+)/.exec(run('getconf', ['GNU_LIBC_VERSION']).stdout);
+  if (!m) throw new Error('container-image: `getconf GNU_LIBC_VERSION` names no glibc version');
+  return m[1];
+}
+
+/**
+ * Refuses a prebuilt binary that asks for a glibc newer than the runtime base's `limit` (it would
+ * not start in the image: "version `GLIBC_2.38' not found").
+ * @param {string} binary
+ * @param {string} [limit]  the runtime base's glibc (default: distroless cc-debian12's 2.36)
+ * @returns {string | null} the highest GLIBC_ version the binary needs
+ */
+function checkGlibc(binary, limit = RUNTIME_GLIBC) {
+  const r = run('readelf', ['--dyn-syms', '--wide', binary]);
+  const need = highestGlibc(r.stdout);
+  if (need && compareVersions(need.split('.').map(Number), limit.split('.').map(Number)) > 0) {
+    throw new Error(
+      `container-image: ${binary} needs GLIBC_${need}, newer than the runtime image's glibc ${limit}` +
+        `${limit === RUNTIME_GLIBC ? ' (distroless cc-debian12)' : ''}: build it on a host with glibc <= ${limit} ` +
+        '(Debian 12, Ubuntu 22.04 for the real distroless base), or build the default target `runtime`, ' +
+        'which compiles in the Rust bookworm image',
+    );
+  }
+  return need;
+}
+
+/** @returns {string} the checked-out commit, or "unknown" */
+function revision() {
+  const r = spawnSync('git', ['rev-parse', 'HEAD'], { cwd: REPO_ROOT, encoding: 'utf8' });
+  return r.status === 0 ? r.stdout.trim() : 'unknown';
+}
+
+/**
  * Builds the image from the Containerfile.
- * @param {{ full?: boolean, tag?: string, quiet?: boolean, log?: (line: string) => void }} [opts]
+ * @param {{ full?: boolean, tag?: string, quiet?: boolean, labels?: string[], log?: (line: string) => void }} [opts]
  *   full: the binary compiled in the builder stage; else the host's release build (fast path);
  *   quiet: the output of cargo and podman build only in the error when they fail
  * @returns {{ tag: string, id: string, seconds: number }}
@@ -340,21 +451,34 @@ function buildImage(opts = {}) {
   const started = Date.now();
   const rb = ensureRuntimeBase();
   log(`container-image: runtime base ${rb.name} ${rb.made ? 'made from this host\'s files' : 'present'}`);
-  /** @type {string[]} */ const args = [];
+  // TARGETPLATFORM keys the build stage's target cache; BuildKit sets it, Buildah 1.28 does not.
+  const platform = `linux/${process.arch === 'x64' ? 'amd64' : process.arch}`;
+  /** @type {string[]} */ const args = ['--build-arg', `RUNTIME_IMAGE=${RUNTIME_BASE}`, '--build-arg', `TARGETPLATFORM=${platform}`];
   if (opts.full) {
     const b = ensureRustBase();
     log(`container-image: builder base ${b.name} ${b.made ? 'made (debootstrap + host toolchain)' : 'present'}`);
-    args.push('--build-arg', 'BINARY=build');
+    // The default target: the last stage, `runtime`, with the binary of the `build` stage.
+    args.push('--build-arg', `RUST_IMAGE=${RUST_BASE}`);
   } else {
     run('cargo', ['build', '--release', '--locked', '--bin', 'nx-open-cache-server'], { timeoutMs: FULL_BUILD_TIMEOUT_MS, inherit: !opts.quiet });
     if (!fs.existsSync(BINARY)) throw new Error(`container-image: ${BINARY} is missing after cargo build`);
-    args.push('--build-arg', 'BINARY=prebuilt');
+    // The image gets the runtime stand-in, i.e. this host's glibc: the binary must not need more.
+    // Above 2.36 it would not start on the real distroless base (a release builds `runtime`).
+    const limit = hostGlibc();
+    const need = checkGlibc(BINARY, limit);
+    const real = need === null || compareVersions(need.split('.').map(Number), RUNTIME_GLIBC.split('.').map(Number)) <= 0;
+    log(
+      `container-image: ${BINARY} needs GLIBC_${need}: fits the stand-in (glibc ${limit})` +
+        (real ? ` and the real distroless base (${RUNTIME_GLIBC})` : `, NOT the real distroless base (${RUNTIME_GLIBC}): do not ship this image`),
+    );
+    args.push('--target', 'runtime-prebuilt');
   }
   const version = JSON.parse(fs.readFileSync(path.join(REPO_ROOT, 'package.json'), 'utf8')).version;
   podman(
     [
       'build', '--format', 'docker', '--network=host', ...runOptions(), '--pull=never', '-f', CONTAINERFILE,
-      '--build-arg', `VERSION=${version}`, ...args, '-t', tag, REPO_ROOT,
+      '--force-rm', ...(opts.labels || []).flatMap((l) => ['--label', l]),
+      '--build-arg', `VERSION=${version}`, '--build-arg', `REVISION=${revision()}`, ...args, '-t', tag, REPO_ROOT,
     ],
     { timeoutMs: opts.full ? FULL_BUILD_TIMEOUT_MS : PODMAN_TIMEOUT_MS, inherit: !opts.quiet },
   );
@@ -395,6 +519,16 @@ module.exports = {
   IMAGE,
   RUNTIME_BASE,
   RUST_BASE,
+  RUNTIME_PUBLIC,
+  RUST_PUBLIC,
+  RUNTIME_GLIBC,
+  IS_ROOT,
+  checkGlibc,
+  chownNonroot,
+  hostGlibc,
+  highestGlibc,
+  removeTree,
+  revision,
   LOCAL_BASE_LABEL,
   PODMAN_GLOBAL,
   buildImage,

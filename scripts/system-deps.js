@@ -5,15 +5,21 @@
 // - wrk: the native load generator that measures `serve`'s latency under hostile clients
 //   (__tests__/serve.test.js).
 // - podman, runc: build the server's image from the Containerfile and run it (__tests__/container.test.js,
-//   scripts/container-image.js). Rootful Podman with runc (crun fails on cgroup v1 hosts without
-//   systemd) and host networking needs nothing else: no uidmap, slirp4netns or fuse-overlayfs.
-// - debootstrap: the locally made Rust builder base of the full image build
-//   (`node scripts/container-image.js --full`; not used by the default test suite).
+//   scripts/container-image.js). Rootful Podman (root, or `sudo -n`) with runc (crun fails on cgroup
+//   v1 hosts without systemd): no uidmap, slirp4netns or fuse-overlayfs. Its bridge network (`-p`)
+//   comes from containernetworking-plugins and iptables, which podman's dependencies
+//   (containers-common) pull in.
+// - debootstrap (only with --full): the locally made Rust builder stand-in of the full image build
+//   (`node scripts/container-image.js --full`); the default test suite does not need it.
+//
+// `node scripts/system-deps.js [--full]`.
 
 const { spawnSync } = require('node:child_process');
 
 /** Command -> the Debian package that provides it. */
-const PACKAGES = { wrk: 'wrk', prlimit: 'util-linux', podman: 'podman', runc: 'runc', debootstrap: 'debootstrap' };
+const PACKAGES = { wrk: 'wrk', prlimit: 'util-linux', podman: 'podman', runc: 'runc' };
+/** What `--full` adds (the full image build). */
+const FULL_PACKAGES = { debootstrap: 'debootstrap' };
 
 /**
  * @param {string} cmd
@@ -31,9 +37,14 @@ function present(cmd) {
 }
 
 function main() {
-  const missing = Object.keys(PACKAGES).filter((c) => !present(c));
+  const argv = process.argv.slice(2);
+  const unknown = argv.filter((a) => a !== '--full');
+  if (unknown.length) throw new Error(`system-deps: unknown argument(s) ${unknown.join(' ')} (known: --full)`);
+  /** @type {Record<string, string>} */
+  const wanted = argv.includes('--full') ? { ...PACKAGES, ...FULL_PACKAGES } : { ...PACKAGES };
+  const missing = Object.keys(wanted).filter((c) => !present(c));
   if (missing.length === 0) return;
-  const packages = [...new Set(missing.map((c) => PACKAGES[/** @type {keyof PACKAGES} */ (c)]))];
+  const packages = [...new Set(missing.map((c) => wanted[c]))];
   const root = typeof process.getuid === 'function' && process.getuid() === 0;
   const sudo = root ? [] : ['sudo', '-n'];
   if (!present('apt-get') || (!root && !present('sudo'))) {

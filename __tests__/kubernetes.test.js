@@ -5,8 +5,10 @@
  *
  * - Every object is validated against the Kubernetes OpenAPI schemas with kubernetes-validate
  *   (PyPI, pinned in scripts/emulators.js) in strict mode (unknown fields are errors), for the newest
- *   and the oldest Kubernetes version it ships schemas for. kustomize is not installed here: each
- *   file's objects are validated directly, and the kustomizations are checked to list every file.
+ *   Kubernetes version it ships schemas for and the oldest the manifests support (1.30). kustomize
+ *   is not installed here: each file's objects are validated directly, and the kustomizations are
+ *   checked to list every file but the *.example.yaml Secrets (apply must never overwrite a real
+ *   Secret with placeholders).
  * - What a schema cannot say: no secret in any file (placeholders only, and serve refuses the
  *   token placeholders, so an unedited Secret fails closed), every option and NX_OPEN_CACHE_SERVER_*
  *   name is one serve knows, replicas / strategy / PDB / PVC per variant, the pod's hardening, probes
@@ -14,7 +16,10 @@
  * - Then the real binary (target/release/nx-open-cache-server) is started with exactly each
  *   Deployment's args and env, only placeholders, mount paths, the listen address (127.0.0.1, port
  *   0) and the storage location (a temp directory; moto for S3) replaced by test values; the probe
- *   and scrape paths must answer 200, and the Secret's tokens must work as their roles say.
+ *   and scrape paths must answer 200, and the Secret's tokens must work as their roles say. As root,
+ *   the server runs as the image's uid/gid 65532 (setpriv) on mounts made as fsGroup makes them,
+ *   with a read-only HOME and working directory, and must write nowhere else; on S3 a 9 MiB
+ *   artifact goes through the spool in the /tmp mount.
  *
  * No cluster runs here: scheduling, volumes, workload identity and the rollout are not exercised.
  * YAML is read with PyYAML from the same venv (a dependency of kubernetes-validate).

@@ -5,8 +5,10 @@
  *
  * - Every object is validated against the Kubernetes OpenAPI schemas with kubernetes-validate
  *   (PyPI, pinned in scripts/emulators.js) in strict mode (unknown fields are errors), for the newest
- *   and the oldest Kubernetes version it ships schemas for. kustomize is not installed here: each
- *   file's objects are validated directly, and the kustomizations are checked to list every file.
+ *   Kubernetes version it ships schemas for and the oldest the manifests support (1.30). kustomize
+ *   is not installed here: each file's objects are validated directly, and the kustomizations are
+ *   checked to list every file but the *.example.yaml Secrets (apply must never overwrite a real
+ *   Secret with placeholders).
  * - What a schema cannot say: no secret in any file (placeholders only, and serve refuses the
  *   token placeholders, so an unedited Secret fails closed), every option and NX_OPEN_CACHE_SERVER_*
  *   name is one serve knows, replicas / strategy / PDB / PVC per variant, the pod's hardening, probes
@@ -14,7 +16,10 @@
  * - Then the real binary (target/release/nx-open-cache-server) is started with exactly each
  *   Deployment's args and env, only placeholders, mount paths, the listen address (127.0.0.1, port
  *   0) and the storage location (a temp directory; moto for S3) replaced by test values; the probe
- *   and scrape paths must answer 200, and the Secret's tokens must work as their roles say.
+ *   and scrape paths must answer 200, and the Secret's tokens must work as their roles say. As root,
+ *   the server runs as the image's uid/gid 65532 (setpriv) on mounts made as fsGroup makes them,
+ *   with a read-only HOME and working directory, and must write nowhere else; on S3 a 9 MiB
+ *   artifact goes through the spool in the /tmp mount.
  *
  * No cluster runs here: scheduling, volumes, workload identity and the rollout are not exercised.
  * YAML is read with PyYAML from the same venv (a dependency of kubernetes-validate).
@@ -29,13 +34,17 @@ const os = require('node:os');
 const path = require('node:path');
 const emulators = require('../scripts/emulators.js');
 const { request, withTimeout } = require('./helpers/serve-process.js');
-const { sizedArtifact } = require('./helpers/hostile-tar.js');
+const { sizedArtifact, nxArtifact } = require('./helpers/hostile-tar.js');
 
 const REPO_ROOT = path.resolve(__dirname, '..');
 const K8S_DIR = path.join(REPO_ROOT, 'deploy', 'kubernetes');
 const VARIANTS = /** @type {const} */ (['object-storage', 'fs']);
-/** The newest and the oldest Kubernetes versions kubernetes-validate 1.37.0 ships schemas for. */
-const K8S_VERSIONS = ['1.37.0', '1.25.0'];
+/**
+ * The newest Kubernetes version kubernetes-validate 1.37.0 ships schemas for, and the oldest the
+ * manifests support: 1.30 (preStop `sleep`, beta and on by default from 1.30; the PDB's
+ * unhealthyPodEvictionPolicy from 1.27).
+ */
+const K8S_VERSIONS = ['1.37.0', '1.30.0'];
 const VENV_BIN = path.join(emulators.VENV, process.platform === 'win32' ? 'Scripts' : 'bin');
 const VALIDATE = path.join(VENV_BIN, 'kubernetes-validate');
 const PYTHON = path.join(VENV_BIN, process.platform === 'win32' ? 'python.exe' : 'python');
@@ -171,9 +180,8 @@ function containerEnv(manifests) {
 /** @param {string} text @returns {string} each placeholder replaced by a fresh random secret */
 const fillPlaceholders = (text) => text.replace(PLACEHOLDER, () => crypto.randomBytes(24).toString('hex'));
 
-/** The server binary, built when missing (`cargo test --release` builds it on a clean checkout). */
+/** The server binary, built (or found up to date: cargo does nothing then) before it runs. */
 function ensureServerBinary() {
-  if (fs.existsSync(SERVER_BIN)) return;
   const r = spawnSync('cargo', ['build', '--release', '--bin', 'nx-open-cache-server'], { cwd: REPO_ROOT, stdio: 'inherit', timeout: BUILD_TIMEOUT_MS });
   assert.equal(r.status, 0, `cargo build --release --bin nx-open-cache-server failed (${r.error?.message ?? `exit ${r.status}`})`);
 }
@@ -186,7 +194,12 @@ function ensureServerBinary() {
  * @param {string} cwd
  */
 function startServer(args, env, cwd) {
-  const child = spawn(SERVER_BIN, args, { env, cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+  // As root (CI containers, this machine): as the image's user, the way the pod runs it.
+  const asImageUser = process.getuid?.() === 0;
+  const [command, argv] = asImageUser
+    ? ['setpriv', [`--reuid=${IMAGE_UID}`, `--regid=${IMAGE_UID}`, `--groups=${IMAGE_UID}`, '--', SERVER_BIN, ...args]]
+    : [SERVER_BIN, args];
+  const child = spawn(command, argv, { env, cwd, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
   child.stdout.setEncoding('utf8');
@@ -213,6 +226,22 @@ function startServer(args, env, cwd) {
     exited.then(({ code, signal }) => reject(new Error(`the server exited (code ${code}, signal ${signal}) before starting${show()}`)));
   });
   return withTimeout(started, START_TIMEOUT_MS, `the server did not start within ${START_TIMEOUT_MS} ms${show()}`, () => child.kill('SIGKILL'));
+}
+
+/**
+ * Every path under `dir` but inside `skip` (mode, size, mtime): what the server may not change.
+ * @param {string} dir
+ * @param {string[]} skip
+ * @returns {string[]}
+ */
+function snapshot(dir, skip) {
+  return fs.readdirSync(dir, { recursive: true }).map(String).sort()
+    .map((f) => path.join(dir, f))
+    .filter((f) => !skip.some((s) => f === s || f.startsWith(`${s}${path.sep}`)))
+    .map((f) => {
+      const st = fs.lstatSync(f);
+      return `${f} ${st.mode.toString(8)} ${st.size} ${st.mtimeMs}`;
+    });
 }
 
 /** @type {Record<string, Manifest[]>} */
@@ -255,14 +284,22 @@ describe('Kubernetes schemas (kubernetes-validate --strict)', () => {
 
 describe('what the schemas cannot check', () => {
   for (const variant of VARIANTS) {
-    test(`${variant}: kustomization.yaml lists every manifest of its directory and puts them in one namespace`, () => {
+    test(`${variant}: kustomization.yaml lists every manifest but the *.example.yaml Secrets (apply never overwrites a real Secret), in one namespace`, () => {
       const kustomization = manifests[variant].find((m) => path.basename(m.file) === 'kustomization.yaml');
       assert.ok(kustomization, `deploy/kubernetes/${variant}/kustomization.yaml is missing`);
       const k = kustomization.objects[0];
       assert.equal(k.kind, 'Kustomization');
       assert.equal(k.namespace, 'nx-cache');
+      assert.equal(k.secretGenerator, undefined, 'no Secret generated by kustomize');
       const others = manifests[variant].map((m) => path.basename(m.file)).filter((f) => f !== 'kustomization.yaml');
-      assert.deepEqual([...k.resources].sort(), others);
+      assert.deepEqual([...k.resources].sort(), others.filter((f) => !f.endsWith('.example.yaml')));
+      for (const m of manifests[variant].filter((x) => x !== kustomization)) {
+        const listed = k.resources.includes(path.basename(m.file));
+        for (const o of m.objects) {
+          if (o.kind === 'Secret') assert.ok(!listed, `${m.file}: Secret ${o.metadata.name} is in resources: \`kubectl apply -k\` would overwrite the real one with placeholders`);
+          else assert.ok(listed, `${m.file}: ${o.kind} ${o.metadata.name} is not in resources`);
+        }
+      }
       for (const m of manifests[variant]) {
         for (const o of m.objects) assert.equal(o.metadata?.namespace, undefined, `${m.file}: ${o.kind} sets its own namespace`);
       }
@@ -303,6 +340,7 @@ describe('what the schemas cannot check', () => {
       const pod = deployment.spec.template.spec;
       const c = container(manifests[variant]);
       assert.equal(c.image, IMAGE);
+      assert.ok(fs.readFileSync(path.join(REPO_ROOT, 'Containerfile'), 'utf8').includes(`-t ${IMAGE} `), `the Containerfile builds ${IMAGE}`);
       assert.equal(c.command, undefined, 'the image entrypoint runs the binary; only args are set');
       assert.equal(pod.automountServiceAccountToken, false);
       assert.deepEqual(
@@ -324,11 +362,24 @@ describe('what the schemas cannot check', () => {
       assert.ok(c.resources.limits.memory, 'limits.memory');
       const mi = (/** @type {string} */ q) => Number(/^(\d+)(Mi|Gi)$/.exec(q)?.[1]) * (q.endsWith('Gi') ? 1024 : 1);
       assert.ok(mi(c.resources.requests.memory) <= mi(c.resources.limits.memory), 'memory request <= limit');
-      // The grace covers serve's stop: SHUTDOWN_GRACE plus the 5 s bound it adds (src/server/mod.rs).
+      // The limit holds what serve's caps allow: 64 MiB base + uploads x 25 MiB (object storage:
+      // multipart parts in flight; fs: 8 MiB) + the other connections x 8 MiB (a body in memory).
+      const caps = argMap(c.args);
+      const connections = Number(caps.get('max-connections'));
+      const uploads = Math.min(connections, Number(caps.get('max-concurrent-uploads') ?? 64));
+      assert.ok(connections > 0 && uploads > 0, `--max-connections (and --max-concurrent-uploads) are set: ${c.args}`);
+      const perUpload = variant === 'fs' ? 8 : 25;
+      const worst = 64 + uploads * perUpload + (connections - uploads) * 8;
+      assert.ok(worst <= mi(c.resources.limits.memory), `limits.memory ${c.resources.limits.memory} < ${worst} MiB that ${connections} connections and ${uploads} uploads can hold`);
+      assert.ok(c.resources.requests['ephemeral-storage'], 'requests.ephemeral-storage (the spool is invisible to sizeLimit)');
+      // The grace covers the preStop sleep (serving while the endpoint removal spreads) and serve's
+      // stop: SHUTDOWN_GRACE plus the 5 s bound it adds (src/server/mod.rs).
       const serverSrc = fs.readFileSync(path.join(REPO_ROOT, 'src', 'server', 'mod.rs'), 'utf8');
       const grace = Number(/pub const SHUTDOWN_GRACE: Duration = Duration::from_secs\((\d+)\);/.exec(serverSrc)?.[1]);
       assert.ok(grace > 0, 'SHUTDOWN_GRACE not found in src/server/mod.rs');
-      assert.equal(pod.terminationGracePeriodSeconds, grace + 5);
+      const sleep = c.lifecycle?.preStop?.sleep?.seconds;
+      assert.ok(sleep >= 5, `preStop sleep of at least 5 s (found ${sleep})`);
+      assert.ok(pod.terminationGracePeriodSeconds >= sleep + grace + 5, `terminationGracePeriodSeconds ${pod.terminationGracePeriodSeconds} < preStop ${sleep} + SHUTDOWN_GRACE ${grace} + 5`);
       // serve listens on the container port; probes and Prometheus use it.
       const listen = argMap(c.args).get('listen');
       assert.equal(listen, '0.0.0.0:3000');
@@ -351,17 +402,21 @@ describe('what the schemas cannot check', () => {
     });
   }
 
-  test('object-storage: 2 replicas, a rolling update that keeps both serving, a PodDisruptionBudget of 1, spread over nodes', () => {
+  test('object-storage: 2 replicas, a rolling update that keeps both serving, a PodDisruptionBudget of one unavailable, spread over nodes', () => {
     const m = manifests['object-storage'];
     const deployment = one(m, 'Deployment');
     assert.equal(deployment.spec.replicas, 2);
     assert.deepEqual(deployment.spec.strategy, { type: 'RollingUpdate', rollingUpdate: { maxSurge: 1, maxUnavailable: 0 } });
     const pdb = one(m, 'PodDisruptionBudget');
-    assert.equal(pdb.spec.minAvailable, 1);
+    assert.deepEqual([pdb.spec.maxUnavailable, pdb.spec.minAvailable], [1, undefined]);
+    assert.equal(pdb.spec.unhealthyPodEvictionPolicy, 'AlwaysAllow', 'unready pods never block a drain');
     assert.deepEqual(pdb.spec.selector.matchLabels, deployment.spec.selector.matchLabels);
     const spread = deployment.spec.template.spec.topologySpreadConstraints;
     assert.ok(spread.some((/** @type {any} */ s) => s.topologyKey === 'kubernetes.io/hostname'), 'spread over nodes');
-    for (const s of spread) assert.deepEqual(s.labelSelector.matchLabels, deployment.spec.selector.matchLabels);
+    for (const s of spread) {
+      assert.deepEqual(s.labelSelector.matchLabels, deployment.spec.selector.matchLabels);
+      assert.equal(s.whenUnsatisfiable, 'ScheduleAnyway', 'a node without the topology label still takes a replica');
+    }
     assert.match(argMap(container(m).args).get('storage') || '', /^(s3|gs|az):\/\//);
     assert.equal(ofKind(m, 'PersistentVolumeClaim').length, 0, 'object storage needs no volume');
     assert.equal(one(m, 'ServiceAccount').metadata.name, deployment.spec.template.spec.serviceAccountName);
@@ -421,11 +476,21 @@ describe('the real server with the manifests\' args and env', () => {
       const c = container(m);
       const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nxoc-k8s-'));
       t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+      fs.chmodSync(dir, 0o755);
 
-      // Mount paths become directories under the temp dir; placeholders become test secrets.
+      // Mount paths become directories under the temp dir, made as the kubelet makes them with
+      // fsGroup (group 65532, setgid, group-writable); HOME and the working directory are
+      // read-only, as the image's root filesystem is.
       /** @type {[string, string][]} */
       const mounts = c.volumeMounts.map((/** @type {any} */ v) => [v.mountPath, path.join(dir, v.name)]);
-      for (const [, local] of mounts) fs.mkdirSync(local);
+      for (const [, local] of mounts) {
+        fs.mkdirSync(local);
+        if (process.getuid?.() === 0) fs.chownSync(local, 0, IMAGE_UID);
+        fs.chmodSync(local, 0o2775);
+      }
+      const home = path.join(dir, 'home');
+      fs.mkdirSync(home);
+      fs.chmodSync(home, 0o555);
       /** @param {string} value a path, `fs:<path>` or `--name=<either>` @returns {string} */
       const local = (value) => {
         const option = /^(--[a-z0-9-]+=)(.*)$/s.exec(value);
@@ -451,6 +516,10 @@ describe('the real server with the manifests\' args and env', () => {
         if (a.startsWith('--listen=')) return '--listen=127.0.0.1:0';
         const s3 = /^--storage=s3:\/\/[^/]+(\/.*)?$/.exec(a);
         if (s3) return `--storage=s3://${emu?.bucket}${s3[1] || ''}`;
+        if (/^--[a-z0-9]+-endpoint=/.test(a)) {
+          assert.ok(emu, `${a}: an endpoint without an emulator for it`);
+          return `${a.slice(0, a.indexOf('=') + 1)}${emu.endpoint}`;
+        }
         return local(a);
       });
       assert.ok(args.every((a) => !a.includes('<') && !a.includes('0.0.0.0')), `args still hold a placeholder or a non-loopback address: ${args}`);
@@ -458,7 +527,7 @@ describe('the real server with the manifests\' args and env', () => {
 
       const env = {
         PATH: process.env.PATH || '',
-        HOME: dir,
+        HOME: home,
         // Credential chains must not reach a metadata service.
         AWS_EC2_METADATA_DISABLED: 'true',
         AWS_METADATA_ENDPOINT: CLOSED,
@@ -466,7 +535,16 @@ describe('the real server with the manifests\' args and env', () => {
         ...manifestEnv,
         ...cloudEnv,
       };
-      const server = await startServer(args, env, dir);
+      // Nothing reaches beyond loopback: every URL and host in args and env is 127.0.0.1.
+      for (const value of [...args, ...Object.values(env)]) {
+        for (const [, host] of value.matchAll(/\bhttps?:\/\/([^/:\s,]+)/g)) assert.equal(host, '127.0.0.1', `${value} leaves loopback`);
+      }
+      assert.match(env.GCE_METADATA_HOST, /^127\.0\.0\.1:/);
+      const mountDirs = mounts.map(([, l]) => l);
+      const untouched = snapshot(dir, mountDirs);
+      const server = await startServer(args, env, home);
+      /** @type {{ code: number | null, signal: NodeJS.Signals | null } | undefined} */
+      let exit;
       try {
         for (const p of [c.livenessProbe.httpGet.path, c.readinessProbe.httpGet.path, deployment.spec.template.metadata.annotations['prometheus.io/path']]) {
           const r = await request(`${server.url}${p}`);
@@ -488,11 +566,31 @@ describe('the real server with the manifests\' args and env', () => {
         const anonymous = await request(`${server.url}/v1/cache/${hash}`);
         assert.equal(anonymous.status, 401, 'no token, no artifact');
         if (emu) assert.ok((await emu.listObjects()).some((k) => k.endsWith(hash)), 'the artifact is in the bucket');
-        else assert.ok(fs.readdirSync(mounts.find(([p]) => p === '/data')?.[1] || '', { recursive: true }).some((f) => String(f).endsWith(hash)), 'the artifact is in /data');
+        else {
+          const data = mounts.find(([p]) => p === '/data')?.[1] || '';
+          const stored = fs.readdirSync(data, { recursive: true }).map(String).find((f) => f.endsWith(hash));
+          assert.ok(stored, 'the artifact is in /data');
+          if (process.getuid?.() === 0) assert.equal(fs.statSync(path.join(data, stored)).uid, IMAGE_UID, 'the server ran as the image user');
+        }
+        if (emu) {
+          // Over the 8 MiB in-memory limit: the body goes through the spool in /tmp (TMPDIR).
+          const large = nxArtifact({ 'dist/large.bin': crypto.randomBytes(9 * 1024 * 1024) }, { level: 0 });
+          const largeHash = crypto.randomBytes(16).toString('hex');
+          const putLarge = await request(`${server.url}/v1/cache/${largeHash}`, { method: 'PUT', token: writer[2], body: large, headers: { 'content-type': 'application/octet-stream' } });
+          assert.equal(putLarge.status, 200, `PUT of ${large.length} bytes: ${putLarge.status} ${putLarge.body}\n${server.output()}`);
+          const getLarge = await request(`${server.url}/v1/cache/${largeHash}`, { token: reader[2] });
+          assert.equal(getLarge.status, 200, `GET of ${large.length} bytes: ${getLarge.status}`);
+          assert.ok(getLarge.body.equals(large), 'the large artifact reads back unchanged');
+          const tmp = mounts.find(([p]) => p === '/tmp')?.[1] || '';
+          const spool = fs.statSync(path.join(tmp, 'nx-open-cache-spool'));
+          assert.ok(spool.isDirectory(), 'the spool was made in the /tmp mount');
+          if (process.getuid?.() === 0) assert.equal(spool.uid, IMAGE_UID, 'the server ran as the image user');
+        }
       } finally {
-        const exit = await server.stop();
-        assert.deepEqual(exit, { code: 0, signal: null }, 'SIGTERM stops the server cleanly');
+        exit = await server.stop();
       }
+      assert.deepEqual(exit, { code: 0, signal: null }, 'SIGTERM stops the server cleanly');
+      assert.deepEqual(snapshot(dir, mountDirs), untouched, 'the server wrote only to its volume mounts');
       if (emu) {
         await emu.stop();
         emu = undefined;

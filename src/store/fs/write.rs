@@ -278,21 +278,25 @@ fn rename_into(from: (&Dir, &str), dir: &Dir, name: &str) -> io::Result<bool> {
 }
 
 fn link_unsupported(e: &io::Error) -> bool {
-    #[cfg(unix)]
+    #[cfg(unix_native)]
     {
         matches!(
             e.raw_os_error(),
             Some(libc::EPERM) | Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) | Some(libc::EMLINK)
         )
     }
-    #[cfg(not(unix))]
+    #[cfg(not(unix_native))]
     {
-        e.kind() == io::ErrorKind::Unsupported
+        // Windows: FAT/exFAT answer ERROR_INVALID_FUNCTION (1) or ERROR_NOT_SUPPORTED (50).
+        matches!(
+            e.kind(),
+            io::ErrorKind::Unsupported | io::ErrorKind::TooManyLinks
+        ) || (cfg!(windows) && matches!(e.raw_os_error(), Some(1) | Some(50)))
     }
 }
 
 fn rename_no_replace_unsupported(e: &io::Error) -> bool {
-    #[cfg(unix)]
+    #[cfg(unix_native)]
     if e.raw_os_error() == Some(libc::EINVAL) {
         return true;
     }

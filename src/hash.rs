@@ -150,12 +150,12 @@ fn is_absent(e: &io::Error) -> bool {
     ) || is_symlink_loop(e)
 }
 
-#[cfg(unix)]
+#[cfg(unix_native)]
 fn is_symlink_loop(e: &io::Error) -> bool {
     e.raw_os_error() == Some(libc::ELOOP)
 }
 
-#[cfg(not(unix))]
+#[cfg(not(unix_native))]
 fn is_symlink_loop(_e: &io::Error) -> bool {
     false
 }
@@ -491,7 +491,7 @@ impl ignore::ParallelVisitor for Visitor<'_> {
 fn strip_root<'p>(root: &Path, path: &'p Path) -> Option<&'p Path> {
     // The walk's paths start with the root's bytes followed by a separator: no need to compare
     // them component by component.
-    #[cfg(unix)]
+    #[cfg(unix_native)]
     {
         use std::ffi::OsStr;
         use std::os::unix::ffi::OsStrExt;
@@ -514,7 +514,7 @@ fn relative(root: &Path, path: &Path) -> Option<String> {
 /// A relative path, `/`-separated (`None` for an empty one or one that leaves its base).
 fn relative_str(rest: &Path) -> Option<String> {
     // The walk's paths are clean: on Unix a UTF-8 one is already in its final form.
-    #[cfg(unix)]
+    #[cfg(unix_native)]
     if let Some(s) = rest.to_str() {
         let clean = !s.is_empty()
             && !s.starts_with('/')

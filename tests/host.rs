@@ -4,7 +4,7 @@
 mod common;
 
 use nx_open_cache::host::client::{self, AttachError, EndResult};
-use nx_open_cache::host::liveness::{cmdline_matches, ClientProcess, Liveness, Procfs};
+use nx_open_cache::host::liveness::{cmdline_matches, ClientProcess, Liveness};
 use nx_open_cache::host::lock::HostLock;
 use nx_open_cache::host::registry::{
     finish, merge, EndOutcome, Policy, RegisterError, Registry, RunRequest,
@@ -524,7 +524,8 @@ mod liveness {
         assert!(!cmdline_matches(&v(&["node", "x"]), &v(&["node"])));
     }
 
-    #[cfg(target_os = "linux")]
+    // Not under `portable-fallbacks`, where Procfs finds nothing, as on systems without /proc.
+    #[cfg(all(target_os = "linux", unix_native))]
     #[test]
     fn procfs_finds_a_running_command_and_sees_it_end() {
         let dir = tempfile::tempdir().unwrap();
@@ -544,7 +545,7 @@ mod liveness {
         ];
         let deadline = Instant::now() + Duration::from_secs(10);
         let found = loop {
-            let found = Procfs.find(&argv);
+            let found = nx_open_cache::host::liveness::Procfs.find(&argv);
             if found.iter().any(|p| p.pid == child.id()) || Instant::now() > deadline {
                 break found;
             }
@@ -555,12 +556,12 @@ mod liveness {
             .find(|p| p.pid == child.id())
             .unwrap_or_else(|| panic!("not found: {found:?}"))
             .clone();
-        assert!(Procfs.alive(&client, &argv));
+        assert!(nx_open_cache::host::liveness::Procfs.alive(&client, &argv));
         // sh forks to run sleep: the fork matched until its exec, and is not the command after it.
         let deadline = Instant::now() + Duration::from_secs(10);
         while found
             .iter()
-            .any(|p| p.pid != child.id() && Procfs.alive(p, &argv))
+            .any(|p| p.pid != child.id() && nx_open_cache::host::liveness::Procfs.alive(p, &argv))
         {
             assert!(
                 Instant::now() < deadline,
@@ -570,8 +571,8 @@ mod liveness {
         }
         child.kill().unwrap();
         child.wait().unwrap();
-        assert!(!Procfs.alive(&client, &argv));
-        assert!(Procfs.find(&argv).is_empty());
+        assert!(!nx_open_cache::host::liveness::Procfs.alive(&client, &argv));
+        assert!(nx_open_cache::host::liveness::Procfs.find(&argv).is_empty());
     }
 }
 
@@ -604,7 +605,8 @@ mod host_process {
         let info = read_info(&files).unwrap().expect("host file written");
         assert_eq!(info.url, running.url);
         assert_eq!(info.pid, std::process::id());
-        #[cfg(unix)]
+        // File modes: Unix only (not under `portable-fallbacks`, which sets none).
+        #[cfg(unix_native)]
         {
             use std::os::unix::fs::PermissionsExt;
             let mode = std::fs::metadata(&files.info).unwrap().permissions().mode();

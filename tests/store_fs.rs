@@ -589,7 +589,10 @@ async fn no_symlink_below_the_root_is_followed_with_openat2_or_without() {
             }
         }
         let walked = nx_open_cache::store::fs::component_walks() - walks;
-        if fallback {
+        if !cfg!(unix_native) {
+            // `portable-fallbacks`: every path is checked one component at a time by path (no
+            // descriptors, no openat2, no counter): the cases above are what is asserted.
+        } else if fallback {
             assert!(
                 walked > 0,
                 "the fallback resolved paths one component at a time"
@@ -627,6 +630,9 @@ async fn after_a_planted_link_is_removed_the_store_works_again() {
     }
 }
 
+// Unix-native only: the portable open (Windows has no FIFOs in its filesystem) has no
+// O_NONBLOCK, so under `portable-fallbacks` opening a FIFO would wait for a writer.
+#[cfg(unix_native)]
 #[tokio::test]
 async fn a_fifo_or_directory_at_an_object_name_is_a_miss_not_a_hang() {
     let dir = tempfile::tempdir().unwrap();
@@ -652,6 +658,9 @@ async fn a_fifo_or_directory_at_an_object_name_is_a_miss_not_a_hang() {
 
 /// `check` (the start-up probe, doctor's setup step, a readiness probe) says "full" when the
 /// filesystem has almost no room left: a tmpfs of 8 MiB.
+// Unix-native only: the portable store cannot ask for free space (`statvfs`; Windows would need
+// GetDiskFreeSpaceExW), so `check` never says "full" there.
+#[cfg(unix_native)]
 #[tokio::test]
 async fn check_reports_a_full_disk() {
     let dir = tempfile::tempdir().unwrap();

@@ -86,13 +86,13 @@ fn relative(p: &str) -> Result<PathBuf, Error> {
     Ok(out)
 }
 
-#[cfg(unix)]
+#[cfg(unix_native)]
 fn mode_of(m: &fs::Metadata) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     m.permissions().mode() & 0o777
 }
 
-#[cfg(not(unix))]
+#[cfg(not(unix_native))]
 fn mode_of(m: &fs::Metadata) -> u32 {
     if m.is_dir() {
         0o755
@@ -104,7 +104,7 @@ fn mode_of(m: &fs::Metadata) -> u32 {
 }
 
 fn kind_name(ft: &fs::FileType) -> &'static str {
-    #[cfg(unix)]
+    #[cfg(unix_native)]
     {
         use std::os::unix::fs::FileTypeExt;
         if ft.is_fifo() {

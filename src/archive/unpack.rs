@@ -38,13 +38,13 @@ impl Staged {
     }
 }
 
-#[cfg(unix)]
+#[cfg(unix_native)]
 fn path_from_bytes(b: &[u8]) -> Option<PathBuf> {
     use std::os::unix::ffi::OsStrExt;
     Some(PathBuf::from(std::ffi::OsStr::from_bytes(b)))
 }
 
-#[cfg(not(unix))]
+#[cfg(not(unix_native))]
 fn path_from_bytes(b: &[u8]) -> Option<PathBuf> {
     std::str::from_utf8(b).ok().map(PathBuf::from)
 }
@@ -102,19 +102,22 @@ fn make_writable(p: &Path) {
     }
 }
 
-#[cfg(unix)]
+#[cfg(unix_native)]
 fn set_mode(p: &Path, mode: u32) -> io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(p, fs::Permissions::from_mode(mode))
 }
 
-#[cfg(not(unix))]
+#[cfg(not(unix_native))]
 fn set_mode(p: &Path, mode: u32) -> io::Result<()> {
     let mut perm = fs::metadata(p)?.permissions();
     perm.set_readonly(mode & 0o200 == 0);
     fs::set_permissions(p, perm)
 }
 
+/// A symbolic link (extraction only reaches here where links are allowed): Unix's one call, also
+/// under `portable-fallbacks` (there is no system-neutral way to make a link). Windows needs the
+/// kind of the target up front and a privilege (or Developer Mode); a file link is made.
 #[cfg(unix)]
 fn make_symlink(target: &Path, link: &Path) -> io::Result<()> {
     std::os::unix::fs::symlink(target, link)
@@ -826,13 +829,13 @@ fn publish_merged(
     Ok(())
 }
 
-#[cfg(unix)]
+#[cfg(unix_native)]
 fn set_file_mode(f: &fs::File, mode: u32) -> io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     f.set_permissions(fs::Permissions::from_mode(mode))
 }
 
-#[cfg(not(unix))]
+#[cfg(not(unix_native))]
 fn set_file_mode(f: &fs::File, mode: u32) -> io::Result<()> {
     let mut perm = f.metadata()?.permissions();
     perm.set_readonly(mode & 0o200 == 0);

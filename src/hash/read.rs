@@ -49,7 +49,7 @@ thread_local! {
     /// room to align a [`CHUNK`] inside it.
     static BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     /// The NUL-terminated relative name [`BaseDir::open_file`] passes to `openat`.
-    #[cfg(unix)]
+    #[cfg(unix_native)]
     static NAME: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -60,7 +60,7 @@ thread_local! {
 pub(super) fn open_path(path: &Path) -> io::Result<File> {
     let mut options = fs::OpenOptions::new();
     options.read(true);
-    #[cfg(unix)]
+    #[cfg(unix_native)]
     {
         use std::os::unix::fs::OpenOptionsExt;
         options.custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY);
@@ -72,15 +72,15 @@ pub(super) fn open_path(path: &Path) -> io::Result<File> {
 /// that each open resolves only the components below it, as a tool started in that directory
 /// would; elsewhere the joined path.
 pub(super) struct BaseDir {
-    #[cfg(unix)]
+    #[cfg(unix_native)]
     dir: File,
-    #[cfg(not(unix))]
+    #[cfg(not(unix_native))]
     path: std::path::PathBuf,
 }
 
 impl BaseDir {
     pub(super) fn open(path: &Path) -> io::Result<Self> {
-        #[cfg(unix)]
+        #[cfg(unix_native)]
         {
             use std::os::unix::fs::OpenOptionsExt;
             let dir = fs::OpenOptions::new()
@@ -89,14 +89,14 @@ impl BaseDir {
                 .open(path)?;
             Ok(BaseDir { dir })
         }
-        #[cfg(not(unix))]
+        #[cfg(not(unix_native))]
         Ok(BaseDir {
             path: path.to_path_buf(),
         })
     }
 
     /// Opens `rel` (relative to this directory) like [`open_path`].
-    #[cfg(unix)]
+    #[cfg(unix_native)]
     pub(super) fn open_file(&self, rel: &Path) -> io::Result<File> {
         use std::os::fd::{AsRawFd, FromRawFd};
         use std::os::unix::ffi::OsStrExt;
@@ -139,7 +139,7 @@ impl BaseDir {
     }
 
     /// Opens `rel` (relative to this directory) like [`open_path`].
-    #[cfg(not(unix))]
+    #[cfg(not(unix_native))]
     pub(super) fn open_file(&self, rel: &Path) -> io::Result<File> {
         open_path(&self.path.join(rel))
     }
@@ -263,7 +263,7 @@ fn fill(file: &mut File, buf: &mut [u8]) -> io::Result<(usize, bool)> {
     Ok((filled, false))
 }
 
-#[cfg(all(test, unix))]
+#[cfg(all(test, unix_native))]
 mod tests {
     use super::*;
     use std::os::unix::fs::OpenOptionsExt;

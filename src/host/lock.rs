@@ -14,6 +14,8 @@ const RETRY_EVERY: Duration = Duration::from_millis(20);
 /// A held lock; dropping it (or the process ending) releases it.
 #[derive(Debug)]
 pub struct HostLock {
+    /// Holds the lock while it is open (compared with the path by `still_at_path` on Unix).
+    #[cfg_attr(not(unix_native), allow(dead_code))]
     file: File,
     path: PathBuf,
 }
@@ -68,7 +70,7 @@ impl HostLock {
     /// replaced (`nx reset` removes the workspace data directory), when the lock no longer keeps
     /// a second host away.
     pub fn still_at_path(&self) -> bool {
-        #[cfg(unix)]
+        #[cfg(unix_native)]
         {
             use std::os::unix::fs::MetadataExt;
             match (std::fs::metadata(&self.path), self.file.metadata()) {
@@ -78,10 +80,19 @@ impl HostLock {
                 _ => false,
             }
         }
-        #[cfg(not(unix))]
+        #[cfg(not(unix_native))]
         {
-            // A locked file cannot be deleted on Windows.
-            self.path.exists()
+            // No stable file identity here (Windows' file index is unstable in std): the file at
+            // the path must exist and have the held file's creation time. Weaker: NTFS "file
+            // tunnelling" gives a file re-created under the same name within 15 s the old
+            // creation time, so such a replacement goes unnoticed; a removal is noticed.
+            match (std::fs::metadata(&self.path), self.file.metadata()) {
+                (Ok(on_disk), Ok(held)) => match (on_disk.created(), held.created()) {
+                    (Ok(a), Ok(b)) => a == b,
+                    _ => true,
+                },
+                _ => false,
+            }
         }
     }
 }
@@ -89,7 +100,7 @@ impl HostLock {
 fn open_owner_only(path: &Path) -> Result<File, String> {
     let mut options = OpenOptions::new();
     options.read(true).write(true).create(true).truncate(false);
-    #[cfg(unix)]
+    #[cfg(unix_native)]
     {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);

@@ -118,7 +118,7 @@ fn write_info(files: &HostFiles, info: &HostInfo) -> Result<(), String> {
     let text = serde_json::to_string_pretty(info).map_err(|e| e.to_string())?;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
+    #[cfg(unix_native)]
     {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);

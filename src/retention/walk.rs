@@ -593,7 +593,7 @@ pub(super) fn prune(tree: &Tree, mut touched: Vec<Rc<[OsString]>>, report: &mut 
 }
 
 fn is_not_empty(e: &io::Error) -> bool {
-    #[cfg(unix)]
+    #[cfg(unix_native)]
     if matches!(e.raw_os_error(), Some(libc::ENOTEMPTY) | Some(libc::EEXIST)) {
         return true;
     }
@@ -788,7 +788,7 @@ mod tests {
         );
     }
 
-    #[cfg(unix)]
+    #[cfg(unix_native)]
     #[test]
     fn later_walks_skip_objects_whose_status_changed_during_the_run() {
         let dir = tempfile::tempdir().unwrap();

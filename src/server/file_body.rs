@@ -28,14 +28,14 @@ pub const CHUNK: usize = 256 * 1024;
 /// Identity and state of a file, as far as a write would change it.
 type State = (u64, u64, u64, i64, i64);
 
-#[cfg(unix)]
+#[cfg(unix_native)]
 fn state(file: &File) -> io::Result<State> {
     use std::os::unix::fs::MetadataExt;
     let m = file.metadata()?;
     Ok((m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
 }
 
-#[cfg(not(unix))]
+#[cfg(not(unix_native))]
 fn state(file: &File) -> io::Result<State> {
     let m = file.metadata()?;
     let mtime = m
@@ -163,7 +163,7 @@ fn read_at(file: &File, offset: u64, len: usize) -> io::Result<Bytes> {
     Ok(buf.freeze())
 }
 
-#[cfg(unix)]
+#[cfg(unix_native)]
 fn read_at_into(file: &File, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
     use std::os::unix::fs::FileExt;
     loop {
@@ -174,10 +174,24 @@ fn read_at_into(file: &File, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
     }
 }
 
-#[cfg(not(unix))]
+#[cfg(windows)]
 fn read_at_into(file: &File, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
     use std::os::windows::fs::FileExt;
     file.seek_read(buf, offset)
+}
+
+/// Elsewhere (and under `portable-fallbacks`): a seek, then a read. A body has one read in flight
+/// at a time and is the file's only user, so the moved position is never relied on.
+#[cfg(not(any(unix_native, windows)))]
+fn read_at_into(mut file: &File, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+    use std::io::{Read, Seek, SeekFrom};
+    file.seek(SeekFrom::Start(offset))?;
+    loop {
+        match file.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            other => return other,
+        }
+    }
 }
 
 /// Whether the kernel refused `RWF_NOWAIT` reads (then every chunk goes to the blocking pool).
@@ -186,7 +200,10 @@ static NOWAIT_UNSUPPORTED: std::sync::atomic::AtomicBool =
 
 /// Reads up to `len` bytes at `offset` without waiting for the disk: `None` when they are not
 /// all in the page cache (or the system cannot tell), to be read on the blocking pool instead.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
+/// `preadv2(RWF_NOWAIT)` as the system call (Linux 4.14+; a 64-bit offset in one register), not
+/// the C library's wrapper: glibc has one only since 2.26 and musl's is recent, and the binaries
+/// are built against older glibc sysroots and for musl.
+#[cfg(all(target_os = "linux", target_pointer_width = "64", unix_native))]
 fn read_cached(file: &File, offset: u64, len: usize) -> Option<io::Result<Bytes>> {
     use std::os::fd::AsRawFd;
     use std::sync::atomic::Ordering;
@@ -200,8 +217,21 @@ fn read_cached(file: &File, offset: u64, len: usize) -> Option<io::Result<Bytes>
         iov_len: len,
     };
     // SAFETY: `iov` points at `len` bytes of `buf`'s spare capacity, which outlives the call; the
-    // kernel writes at most `len` bytes there and returns how many.
-    let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, offset, libc::RWF_NOWAIT) };
+    // kernel writes at most `len` bytes there and returns how many. The offset's high half is 0
+    // (it is all in the low register on 64-bit systems); the count is a full register's width.
+    let count: libc::c_ulong = 1;
+    let high: libc::c_ulong = 0;
+    let n = unsafe {
+        libc::syscall(
+            libc::SYS_preadv2,
+            file.as_raw_fd(),
+            &iov as *const libc::iovec,
+            count,
+            offset,
+            high,
+            libc::RWF_NOWAIT,
+        )
+    };
     if n < 0 {
         let e = io::Error::last_os_error();
         return match e.raw_os_error() {
@@ -222,7 +252,7 @@ fn read_cached(file: &File, offset: u64, len: usize) -> Option<io::Result<Bytes>
     Some(Ok(buf.freeze()))
 }
 
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+#[cfg(not(all(target_os = "linux", target_pointer_width = "64", unix_native)))]
 fn read_cached(_file: &File, _offset: u64, _len: usize) -> Option<io::Result<Bytes>> {
     let _ = &NOWAIT_UNSUPPORTED;
     None

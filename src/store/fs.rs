@@ -525,11 +525,10 @@ fn is_not_found(b: &Beneath) -> bool {
 }
 
 fn root_suspect(e: &io::Error) -> bool {
-    #[cfg(unix)]
-    if e.raw_os_error() == Some(libc::ESTALE) {
-        return true;
-    }
-    e.kind() == io::ErrorKind::NotFound
+    matches!(
+        e.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::StaleNetworkFileHandle
+    )
 }
 
 /// Why a filesystem counts as full (see [`MIN_FREE_BYTES`]), or `None`.

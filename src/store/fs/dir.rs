@@ -5,11 +5,11 @@ use std::ffi::OsString;
 use std::io;
 use std::time::SystemTime;
 
-#[cfg(unix)]
+#[cfg(unix_native)]
 #[path = "dir_unix.rs"]
 mod sys;
 
-#[cfg(not(unix))]
+#[cfg(not(unix_native))]
 #[path = "dir_portable.rs"]
 mod sys;
 

@@ -344,9 +344,20 @@ impl Dir {
     pub fn rename_no_replace(&self, name: &str, to: &Dir, to_name: &str) -> io::Result<()> {
         #[cfg(target_os = "linux")]
         {
-            // SAFETY (closure): valid descriptors and strings.
+            // The system call itself (Linux 3.15+; ENOSYS/EINVAL otherwise: the caller falls
+            // back), not the C library's wrapper: glibc has one only since 2.28 and musl's is
+            // recent, and the binaries are built against older C libraries (glibc 2.17 sysroots)
+            // and for musl.
+            // SAFETY (closure): valid descriptors and NUL-terminated strings for the call.
             self.between(name, to, to_name, |a, from, b, dest| unsafe {
-                libc::renameat2(a, from, b, dest, libc::RENAME_NOREPLACE)
+                libc::syscall(
+                    libc::SYS_renameat2,
+                    a,
+                    from,
+                    b,
+                    dest,
+                    libc::RENAME_NOREPLACE,
+                ) as libc::c_int
             })
         }
         #[cfg(not(target_os = "linux"))]

@@ -33,7 +33,9 @@ use std::time::{Duration, SystemTime};
 const SMALL_OBJECT_BYTES: u64 = 256 * 1024;
 /// How many verified objects a store remembers (then it starts over).
 const VERIFIED_CAPACITY: usize = 65_536;
-/// How old a file's ctime must be before its state may be remembered (see the module doc).
+/// How old a file's ctime must be before its state may be remembered (see the module doc); not
+/// used where files have no ctime (nothing is remembered there).
+#[cfg_attr(not(unix_native), allow(dead_code))]
 pub(crate) const SETTLED: Duration = Duration::from_secs(1);
 
 /// What a read does next.
@@ -83,7 +85,7 @@ pub(super) struct Verified {
 }
 
 impl Verified {
-    #[cfg(unix)]
+    #[cfg(unix_native)]
     fn key_and_print(meta: &std::fs::Metadata) -> Option<((u64, u64), Fingerprint)> {
         use std::os::unix::fs::MetadataExt;
         Some((
@@ -96,13 +98,13 @@ impl Verified {
         ))
     }
 
-    #[cfg(not(unix))]
+    #[cfg(not(unix_native))]
     fn key_and_print(_meta: &std::fs::Metadata) -> Option<((u64, u64), Fingerprint)> {
         None
     }
 
     /// Whether a state may be remembered: its ctime is at least [`SETTLED`] before `now`.
-    #[cfg(unix)]
+    #[cfg(unix_native)]
     fn settled(meta: &std::fs::Metadata, now: SystemTime) -> bool {
         use std::os::unix::fs::MetadataExt;
         let ctime = u64::try_from(meta.ctime()).ok().map(|s| {
@@ -113,7 +115,7 @@ impl Verified {
         ctime.is_some_and(|c| now.duration_since(c).is_ok_and(|age| age >= SETTLED))
     }
 
-    #[cfg(not(unix))]
+    #[cfg(not(unix_native))]
     fn settled(_meta: &std::fs::Metadata, _now: SystemTime) -> bool {
         false
     }
@@ -516,7 +518,7 @@ fn read_full_at(file: &std::fs::File, buf: &mut [u8]) -> io::Result<usize> {
     Ok(done)
 }
 
-#[cfg(unix)]
+#[cfg(unix_native)]
 fn read_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     std::os::unix::fs::FileExt::read_at(file, buf, offset)
 }
@@ -527,7 +529,7 @@ fn read_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> io::Result<usiz
 }
 
 /// Elsewhere: a seek, then a read (the file's position moves; nothing here depends on it).
-#[cfg(not(any(unix, windows)))]
+#[cfg(not(any(unix_native, windows)))]
 fn read_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     let mut file = file;
     file.seek(SeekFrom::Start(offset))?;

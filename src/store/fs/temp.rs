@@ -56,7 +56,7 @@ fn this_writer() -> Writer {
 
 /// A hash of the boot id and the pid namespace: equal only for processes that share pids.
 /// `None` unless /proc is this process's own (its pid there is ours).
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", unix_native))]
 fn host_identity(pid: u32) -> Option<u64> {
     let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
     let ns = std::fs::read_link("/proc/self/ns/pid").ok()?;
@@ -69,14 +69,14 @@ fn host_identity(pid: u32) -> Option<u64> {
     Some(xxhash_rust::xxh3::xxh3_64(id.as_bytes()) | 1)
 }
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(all(target_os = "linux", unix_native)))]
 fn host_identity(_pid: u32) -> Option<u64> {
     None
 }
 
 /// The start time (clock ticks since boot) of process `pid` (`self` for this one): `Ok(None)`
 /// when its stat cannot be parsed, an error (`NotFound`: no such process) when it cannot be read.
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", unix_native))]
 fn process_start(pid: &str) -> std::io::Result<Option<u64>> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the command name (which may contain spaces and parentheses) start at field 3;
@@ -85,7 +85,7 @@ fn process_start(pid: &str) -> std::io::Result<Option<u64>> {
     Ok(rest.and_then(|r| r.split_whitespace().nth(19)?.parse().ok()))
 }
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(all(target_os = "linux", unix_native)))]
 fn process_start(_pid: &str) -> std::io::Result<Option<u64>> {
     Ok(None)
 }

@@ -278,23 +278,80 @@ fn rename_into(from: (&Dir, &str), dir: &Dir, name: &str) -> io::Result<bool> {
 }
 
 fn link_unsupported(e: &io::Error) -> bool {
-    #[cfg(unix)]
+    #[cfg(unix_native)]
     {
         matches!(
             e.raw_os_error(),
             Some(libc::EPERM) | Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) | Some(libc::EMLINK)
         )
     }
-    #[cfg(not(unix))]
+    #[cfg(not(unix_native))]
     {
-        e.kind() == io::ErrorKind::Unsupported
+        // Windows: FAT/exFAT answer ERROR_INVALID_FUNCTION (1) or ERROR_NOT_SUPPORTED (50).
+        matches!(
+            e.kind(),
+            io::ErrorKind::Unsupported | io::ErrorKind::TooManyLinks
+        ) || (cfg!(windows) && matches!(e.raw_os_error(), Some(1) | Some(50)))
     }
 }
 
 fn rename_no_replace_unsupported(e: &io::Error) -> bool {
-    #[cfg(unix)]
+    #[cfg(unix_native)]
     if e.raw_os_error() == Some(libc::EINVAL) {
         return true;
     }
     e.kind() == io::ErrorKind::Unsupported || link_unsupported(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(dir: &Dir, name: &str, data: &[u8]) {
+        use std::io::Write;
+        dir.create_new_file(name).unwrap().write_all(data).unwrap();
+    }
+
+    fn read(root: &std::path::Path, name: &str) -> Vec<u8> {
+        std::fs::read(root.join(name)).unwrap()
+    }
+
+    /// The first writer wins through each publishing path: the hard link (`linkat`, or
+    /// `std::fs::hard_link` under `portable-fallbacks`), and the rename without replacing used on
+    /// filesystems without hard links (`renameat2(RENAME_NOREPLACE)` on Linux, check-then-rename
+    /// elsewhere and under the feature).
+    #[test]
+    fn link_and_rename_into_keep_the_first_writer() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = Dir::open_root(t.path()).unwrap();
+        file(&dir, "a.tmp", b"first");
+        file(&dir, "b.tmp", b"second");
+        assert!(link_into((&dir, "a.tmp"), &dir, "obj").unwrap());
+        assert!(!link_into((&dir, "b.tmp"), &dir, "obj").unwrap());
+        assert_eq!(read(t.path(), "obj"), b"first");
+        let e = dir.link("b.tmp", &dir, "obj").unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists, "{e}");
+
+        assert!(rename_into((&dir, "a.tmp"), &dir, "obj2").unwrap());
+        assert!(!rename_into((&dir, "b.tmp"), &dir, "obj2").unwrap());
+        assert_eq!(read(t.path(), "obj2"), b"first");
+        assert!(
+            !t.path().join("a.tmp").exists(),
+            "the winner's temp name is gone"
+        );
+        assert_eq!(
+            read(t.path(), "b.tmp"),
+            b"second",
+            "the loser's temp file is left"
+        );
+
+        // Linux has the no-replace rename; elsewhere (and under the feature) it is unsupported.
+        let native = cfg!(all(target_os = "linux", unix_native));
+        match dir.rename_no_replace("b.tmp", &dir, "obj2") {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => assert!(native, "{e}"),
+            Err(e) if rename_no_replace_unsupported(&e) => assert!(!native, "{e}"),
+            other => panic!("rename over an existing name: {other:?}"),
+        }
+        assert_eq!(read(t.path(), "obj2"), b"first");
+    }
 }

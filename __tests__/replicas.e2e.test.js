@@ -11,8 +11,11 @@
  *    winner's bytes (the store's create-if-absent request is conditional on the storage service);
  *  - a replica reads what the other wrote;
  *  - a replica killed (SIGKILL) during an upload leaves no partial object;
- *  - a real Nx workspace (Nx's own remote-cache client) builds through one replica and restores 100%
- *    through the other, and through a round-robin balancer that alternates replicas per request.
+ *  - a real Nx workspace (Nx's own remote-cache client) builds through a round-robin balancer that
+ *    alternates replicas per request (both replicas store some of its uploads) and restores 100%
+ *    through one replica alone and through the balancer (both replicas serve hits).
+ * On S3 the replicas reach moto through a gate that serializes conditional writes (moto's are not
+ * atomic; see conditionalGate).
  *
  * Run: node --test --test-concurrency=1 __tests__/replicas.e2e.test.js
  * Needs: a native build (`node scripts/ensure-native.js`) and the emulators
@@ -45,6 +48,8 @@ const SECRET = `replicas-${crypto.randomBytes(12).toString('hex')}`;
 const PREFIX = 'replicas';
 /** Above the object store's 8 MiB in-memory limit: multipart upload to a temp key, then a copy. */
 const LARGE = 9 * 1024 * 1024;
+/** The envelope header every stored object starts with (length + SHA-256 of the payload). */
+const ENVELOPE_HEADER = 48;
 /** Bounds of the polling loops. */
 const POLL_MS = 20;
 const POLL_MAX = 1500;
@@ -105,27 +110,101 @@ function startBinary(args, env) {
  * @param {string} name
  * @param {'cli' | 'bin'} entry
  * @param {Emulator} emu
+ * @param {Gate} [gate]  S3 only: the replica talks to moto through this gate
  * @returns {Promise<Replica>}
  */
-async function startReplica(name, entry, emu) {
+async function startReplica(name, entry, emu, gate) {
+  const s3Endpoint = gate ? gate.url : emu.endpoint;
   const storage = {
-    s3: ['--storage', `s3://${emu.bucket}/${PREFIX}`, '--s3-endpoint', emu.endpoint, '--s3-force-path-style'],
+    s3: ['--storage', `s3://${emu.bucket}/${PREFIX}`, '--s3-endpoint', s3Endpoint, '--s3-force-path-style'],
     gcs: ['--storage', `gs://${emu.bucket}/${PREFIX}`],
     azure: ['--storage', `az://${emu.container}/${PREFIX}`, '--az-endpoint', emu.endpoint],
   }[emu.kind];
-  // Credentials are the emulator's; a credential chain that falls through stays on loopback.
-  const env = serveEnv({
-    ...emu.env,
-    AWS_EC2_METADATA_DISABLED: 'true',
-    AWS_METADATA_ENDPOINT: 'http://127.0.0.1:9',
-    GCE_METADATA_HOST: '127.0.0.1:9',
-    GCE_METADATA_IP: '127.0.0.1:9',
-    NX_OPEN_CACHE_SERVER_TOKENS: `ci:read-write:${SECRET}`,
-    NX_OPEN_CACHE_SERVER_REQUIRE_READY: 'true',
-  });
+  const env = replicaEnv(emu);
+  if (gate) Object.assign(env, { AWS_ENDPOINT_URL: gate.url, AWS_ENDPOINT: gate.url });
   if (entry === 'bin') return { name, entry, ...(await startBinary(storage, env)) };
   const s = await startServe(storage, { env });
   return { name, entry, url: s.url, child: s.child, exited: s.exited, stderr: s.stderr, stop: s.stop };
+}
+
+/** @typedef {{ url: string, gated: () => number, close: () => Promise<void> }} Gate */
+
+/**
+ * A pass-through HTTP proxy on 127.0.0.1 in front of moto that sends requests carrying
+ * `If-None-Match: *` one at a time (the next only after the previous one's answer has ended).
+ * moto checks the condition of PutObject and CompleteMultipartUpload, then stores, unlocked: two
+ * conditional writes that overlap can both succeed (the checking and the writing are separate steps
+ * in moto/s3/responses.py and models.py). Real S3 decides atomically; serializing the conditional
+ * requests gives moto that atomicity, so every S3 race below is strict (exactly one 200) and a lost
+ * condition (a replica sending an unconditional write) would still show as two 200s. Requests
+ * without the header pass straight through, concurrently.
+ * @param {string} upstream  moto's URL
+ * @returns {Promise<Gate>}
+ */
+async function conditionalGate(upstream) {
+  const u = new URL(upstream);
+  let chain = Promise.resolve();
+  let gated = 0;
+  const server = http.createServer((req, res) => {
+    const forward = () => new Promise((resolve) => {
+      const up = http.request(
+        { host: u.hostname, port: u.port, method: req.method, path: req.url, headers: req.headers, agent: false },
+        (r) => {
+          res.writeHead(r.statusCode || 502, r.headers);
+          r.pipe(res);
+          r.on('end', resolve);
+          r.on('error', resolve);
+        },
+      );
+      up.on('error', () => {
+        if (!res.headersSent) res.writeHead(502);
+        res.end();
+        resolve(undefined);
+      });
+      res.on('close', () => resolve(undefined));
+      req.pipe(up);
+    });
+    if (req.headers['if-none-match'] === '*') {
+      gated++;
+      req.pause();
+      chain = chain.then(forward);
+    } else {
+      forward();
+    }
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(undefined)));
+  const addr = /** @type {import('node:net').AddressInfo} */ (server.address());
+  return {
+    url: `http://127.0.0.1:${addr.port}`,
+    gated: () => gated,
+    close: () => new Promise((resolve) => { server.closeAllConnections(); server.close(() => resolve()); }),
+  };
+}
+
+/**
+ * A replica's environment: the caller's, without any cloud credential, cloud setting or proxy, plus
+ * the emulator's credentials. A credential chain that falls through stays on loopback (object_store
+ * reads AWS_METADATA_ENDPOINT, GCE_METADATA_HOST and AZURE_MSI_ENDPOINT; it ignores
+ * AWS_EC2_METADATA_DISABLED).
+ * @param {Emulator} emu
+ * @returns {Record<string, string>}
+ */
+function replicaEnv(emu) {
+  const env = serveEnv();
+  for (const k of Object.keys(env)) {
+    if (/^(AWS_|GOOGLE_|AZURE_|GCE_)/.test(k) || /_proxy$/i.test(k)) delete env[k];
+  }
+  return {
+    ...env,
+    ...emu.env,
+    NO_PROXY: '127.0.0.1,localhost',
+    AWS_METADATA_ENDPOINT: 'http://127.0.0.1:9',
+    GCE_METADATA_HOST: '127.0.0.1:9',
+    GCE_METADATA_IP: '127.0.0.1:9',
+    AZURE_MSI_ENDPOINT: 'http://127.0.0.1:9',
+    NX_OPEN_CACHE_SERVER_TOKENS: `ci:read-write:${SECRET}`,
+    NX_OPEN_CACHE_SERVER_REQUIRE_READY: 'true',
+  };
 }
 
 /** @param {string} label */
@@ -294,19 +373,65 @@ for (const kind of KINDS) {
   describe(`two replicas on one ${HOLDER[kind]}`, () => {
     /** @type {Emulator} */ let emu;
     /** @type {Replica[]} */ const reps = [];
+    /** @type {Gate | undefined} */ let gate;
     const entryB = fs.existsSync(SERVER_BIN) ? 'bin' : 'cli';
+    /**
+     * Starts replica `i` again after a kill test (also when the test failed: the next tests need it).
+     * @param {number} i
+     * @param {Replica} dead
+     */
+    const restart = async (i, dead) => {
+      if (dead.child.exitCode === null && dead.child.signalCode === null) return;
+      reps[i] = await startReplica(dead.name, dead.entry, emu, gate);
+    };
 
     before(async () => {
       emulators.install({ log: () => undefined });
       emu = await emulators.start(kind);
-      reps.push(await startReplica('A (node lib/cli.js serve)', 'cli', emu));
-      reps.push(await startReplica(entryB === 'bin' ? 'B (nx-open-cache-server)' : 'B (node lib/cli.js serve; no binary built)', entryB, emu));
+      if (kind === 's3') gate = await conditionalGate(emu.endpoint);
+      reps.push(await startReplica('A (node lib/cli.js serve)', 'cli', emu, gate));
+      reps.push(await startReplica(entryB === 'bin' ? 'B (nx-open-cache-server)' : 'B (node lib/cli.js serve; no binary built)', entryB, emu, gate));
     });
 
     after(async () => {
       for (const r of reps) await r.stop().catch(() => undefined);
+      if (gate) await gate.close();
       if (emu) await emu.stop();
     });
+
+    /**
+     * What storage holds for `hash` before anything reads it through a replica (a read of a damaged
+     * object would quarantine it, and the listing would then show nothing): every key for the hash,
+     * read straight from the emulator; the final key, if there, must hold the envelope of `body`
+     * whole (48-byte header, then exactly `body`). Temp keys may exist (a kill before cleanup).
+     * @param {string} hash
+     * @param {Buffer} body
+     * @returns {Promise<{ final: boolean, keys: string[] }>}
+     */
+    const storedFor = async (hash, body) => {
+      const keys = (await emu.listObjects()).filter((k) => k.includes(hash));
+      const final = keys.includes(`${PREFIX}/${hash}`);
+      if (final) {
+        const bytes = await emu.getObject(`${PREFIX}/${hash}`);
+        assert.ok(bytes, `${PREFIX}/${hash} listed but not readable`);
+        assert.equal(bytes.length, ENVELOPE_HEADER + body.length, `the object for ${hash} is whole (${bytes.length} bytes, want ${ENVELOPE_HEADER + body.length})`);
+        assert.ok(bytes.subarray(ENVELOPE_HEADER).equals(body), `the object for ${hash} holds the uploaded bytes`);
+      }
+      for (const k of keys) assert.ok(k === `${PREFIX}/${hash}` || k.startsWith(`${PREFIX}/.tmp/${hash}.`), `unexpected key ${k}`);
+      return { final, keys };
+    };
+
+    /**
+     * A GET through `r` that must not count a storage error (no damaged object found and removed).
+     * @param {Replica} r
+     * @param {string} hash
+     */
+    const cleanGet = async (r, hash) => {
+      const errors = await metricOf(r, 'nx_open_cache_storage_errors_total');
+      const reply = await get(r, hash);
+      assert.equal(await metricOf(r, 'nx_open_cache_storage_errors_total'), errors, `GET ${hash} via ${r.name} met a storage error: ${r.stderr().slice(-2000)}`);
+      return reply;
+    };
 
     test(`${kind}: 16 concurrent PUTs of the same artifact, 8 through each replica: one 200, fifteen 409, one object`, async (t) => {
       t.diagnostic(`${emu.version}; replicas: ${reps.map((r) => r.name).join(', ')}`);
@@ -328,12 +453,12 @@ for (const kind of KINDS) {
     test(`${kind}: large artifacts (multipart to a temp key, then a create-if-absent copy) raced by 4 writers: one object, no temp key`, async (t) => {
       const hash = newHash('large');
       const bodies = Array.from({ length: 4 }, (_, i) => artifact(`large writer ${i}`, LARGE));
-      // moto checks If-None-Match on CompleteMultipartUpload and then completes, unlocked: two
-      // completions that overlap both succeed (shown with boto3 alone, without this project). The
-      // stored object is still one writer's complete, verified bytes; real S3 decides atomically.
-      const strict = kind !== 's3';
-      const { statuses, winners } = await race(emu, reps, hash, bodies, { strict });
-      t.diagnostic(`statuses ${statuses.join(',')}${winners.length > 1 ? ` (${winners.length} winners: moto's conditional CompleteMultipartUpload is not atomic)` : ''}`);
+      // On S3 the gate serializes the conditional CompleteMultipartUpload of the copies (moto's is
+      // not atomic; see conditionalGate): a copy that lost its condition would be a second 200.
+      const gatedBefore = gate ? gate.gated() : 0;
+      const { statuses } = await race(emu, reps, hash, bodies, { strict: true });
+      t.diagnostic(`statuses ${statuses.join(',')}`);
+      if (gate) assert.ok(gate.gated() - gatedBefore >= 1, `the copies went through the gate as conditional requests (${gate.gated() - gatedBefore})`);
       assert.deepEqual((await emu.listObjects()).filter((k) => k.includes('/.tmp/')), [], 'temp keys left');
       if (kind === 's3') assert.deepEqual(await multipartUploads(emu), [], 'incomplete multipart uploads left');
     });
@@ -357,27 +482,34 @@ for (const kind of KINDS) {
         const hash = newHash(`killed${victim}`);
         const body = artifact(`killed upload via ${reps[victim].name}`, LARGE);
         const v = reps[victim];
-        const u = new URL(`${v.url}/v1/cache/${hash}`);
-        const req = http.request(u, {
-          method: 'PUT',
-          agent: false,
-          headers: { authorization: `Bearer ${SECRET}`, 'content-length': body.length },
-        });
-        const ended = new Promise((resolve) => { req.on('error', resolve); req.on('response', resolve); });
-        req.write(body.subarray(0, 1 << 20));
-        await until(`${v.name} receiving the upload`, async () => (await metricOf(v, 'nx_open_cache_uploads_in_flight')) >= 1);
-        v.child.kill('SIGKILL');
-        assert.deepEqual(await v.exited, { code: null, signal: 'SIGKILL' });
-        await withTimeout(ended, START_TIMEOUT_MS, 'the killed upload never ended');
-        req.destroy();
+        try {
+          const u = new URL(`${v.url}/v1/cache/${hash}`);
+          const req = http.request(u, {
+            method: 'PUT',
+            agent: false,
+            headers: { authorization: `Bearer ${SECRET}`, 'content-length': body.length },
+          });
+          const ended = new Promise((resolve) => { req.on('error', resolve); req.on('response', resolve); });
+          req.write(body.subarray(0, 1 << 20));
+          await until(`${v.name} receiving the upload`, async () => (await metricOf(v, 'nx_open_cache_uploads_in_flight')) >= 1);
+          v.child.kill('SIGKILL');
+          assert.deepEqual(await v.exited, { code: null, signal: 'SIGKILL' });
+          const answer = await withTimeout(ended, START_TIMEOUT_MS, 'the killed upload never ended');
+          req.destroy();
+          assert.ok(answer instanceof Error, `the connection died before an answer (got ${answer && /** @type {any} */ (answer).statusCode})`);
 
-        assert.equal((await get(reps[other], hash)).status, 404, `a miss through ${reps[other].name}`);
-        assert.deepEqual((await emu.listObjects()).filter((k) => k.includes(hash) || k.includes('/.tmp/')), [], 'nothing left in storage');
-        assert.equal((await put(reps[other], hash, body)).status, 200, 'a later upload through the other replica');
-        const read = await get(reps[other], hash);
-        assert.ok(read.status === 200 && read.body.equals(body), 'the later upload is served whole');
-        assert.deepEqual((await emu.listObjects()).filter((k) => k.includes(hash) || k.includes('/.tmp/')), [`${PREFIX}/${hash}`]);
-        reps[victim] = await startReplica(v.name, v.entry, emu);
+          // Storage first, straight from the emulator, before any read through a replica.
+          assert.deepEqual((await storedFor(hash, body)).keys, [], 'nothing for the hash in storage');
+          assert.deepEqual((await emu.listObjects()).filter((k) => k.includes('/.tmp/')), [], 'no temp key in storage');
+          if (emu.kind === 's3') assert.deepEqual((await multipartUploads(emu)).filter((k) => k.includes(hash)), [], 'no multipart upload left');
+          assert.equal((await cleanGet(reps[other], hash)).status, 404, `a miss through ${reps[other].name}`);
+          assert.equal((await put(reps[other], hash, body)).status, 200, 'a later upload through the other replica');
+          assert.deepEqual((await storedFor(hash, body)).keys, [`${PREFIX}/${hash}`]);
+          const read = await cleanGet(reps[other], hash);
+          assert.ok(read.status === 200 && read.body.equals(body), 'the later upload is served whole');
+        } finally {
+          await restart(victim, v);
+        }
       }
     });
 
@@ -388,29 +520,32 @@ for (const kind of KINDS) {
         const hash = newHash('publishing');
         // Three parts of 8 MiB: long enough for the incomplete upload to be seen in the listing.
         const body = artifact('killed while publishing', 3 * LARGE);
-        const sent = put(v, hash, body).catch((e) => e);
-        const seen = await until('the multipart upload of the temp key', async () => {
-          const ups = await multipartUploads(emu);
-          return ups.some((k) => k.includes(`/.tmp/${hash}.`)) || (await emu.listObjects()).some((k) => k.includes(hash));
-        });
-        v.child.kill('SIGKILL');
-        await v.exited;
-        await sent;
-        assert.ok(seen);
-        const read = await get(reps[1], hash);
-        assert.ok(read.status === 404 || (read.status === 200 && read.body.equals(body)), `GET via the other replica: ${read.status}, ${read.body.length} bytes`);
-        const final = (await emu.listObjects()).filter((k) => k.includes(hash));
-        const leftovers = { objects: final, uploads: (await multipartUploads(emu)).filter((k) => k.includes(hash)) };
-        t.diagnostic(`after the kill: GET ${read.status}; left in the bucket: ${JSON.stringify(leftovers)} (a lifecycle rule removes these: see docs)`);
-        for (const k of final) assert.ok(k === `${PREFIX}/${hash}` || k.startsWith(`${PREFIX}/.tmp/${hash}.`), k);
-        const again = await put(reps[1], hash, body);
-        assert.equal(again.status, read.status === 404 ? 200 : 409, 'a later upload through the other replica');
-        const after = await get(reps[1], hash);
-        assert.ok(after.status === 200 && after.body.equals(body));
-        reps[victim] = await startReplica(v.name, v.entry, emu);
+        try {
+          const sent = put(v, hash, body).catch((e) => e);
+          await until('the multipart upload of the temp key', async () => (await multipartUploads(emu)).some((k) => k.includes(`/.tmp/${hash}.`)));
+          v.child.kill('SIGKILL');
+          await v.exited;
+          const answer = await sent;
+          assert.ok(answer instanceof Error, `the connection died before an answer (got ${answer && answer.status})`);
+
+          // Storage first, straight from the emulator, before any read through a replica.
+          const { final, keys } = await storedFor(hash, body);
+          const uploads = (await multipartUploads(emu)).filter((k) => k.includes(hash));
+          t.diagnostic(`after the kill: final object ${final}; left in the bucket: ${JSON.stringify({ keys, uploads })} (a lifecycle rule removes these: see docs)`);
+          for (const k of uploads) assert.ok(k.startsWith(`${PREFIX}/.tmp/${hash}.`), `an incomplete upload of the final key: ${k}`);
+          const read = await cleanGet(reps[1], hash);
+          assert.equal(read.status, final ? 200 : 404, `GET via the other replica: ${read.status}, ${read.body.length} bytes`);
+          if (final) assert.ok(read.body.equals(body));
+          const again = await put(reps[1], hash, body);
+          assert.equal(again.status, final ? 409 : 200, 'a later upload through the other replica');
+          const after = await cleanGet(reps[1], hash);
+          assert.ok(after.status === 200 && after.body.equals(body));
+        } finally {
+          await restart(victim, v);
+        }
       });
 
-      test('s3: a real Nx workspace builds through replica A, restores 100% through replica B and through a per-request round-robin balancer', async (t) => {
+      test('s3: a real Nx workspace builds through a per-request round-robin balancer (both replicas store), restores 100% through replica B and through the balancer', async (t) => {
         const ws = await nxWorkspace();
         const lb = await roundRobin(() => reps.map((r) => r.url));
         try {
@@ -437,17 +572,33 @@ for (const kind of KINDS) {
             t.diagnostic(`${label}: ${Date.now() - started} ms`);
             return r;
           };
+          /** Each replica's own counter. @param {string} name */
+          const counts = async (name) => Promise.all(reps.map((r) => metricOf(r, name)));
+          /** @param {number[]} a @param {number[]} b */
+          const delta = (a, b) => a.map((x, i) => b[i] - x);
           const all = ws.projects.map((p) => p.name).sort();
           const before = (await emu.listObjects()).length;
-          const cold = await run('cold run through A', reps[0].url);
+          const storedBefore = await counts('nx_open_cache_stored_total');
+          const putsBefore = lb.served.length;
+          const cold = await run('cold run through the balancer', lb.url);
           assert.deepEqual(ws.builtProjects().sort(), all, `cold run: every task built${show(cold)}`);
           assert.equal((await emu.listObjects()).length - before, all.length, 'one object per task in the bucket');
+          const stored = delta(storedBefore, await counts('nx_open_cache_stored_total'));
+          t.diagnostic(`cold run: stored per replica ${stored.join(' + ')}; balancer: ${lb.served.slice(putsBefore).join(', ')}`);
+          assert.equal(stored[0] + stored[1], all.length, 'every task stored once across the replicas');
+          if (all.length >= 2) for (const [i, n] of stored.entries()) assert.ok(n >= 1, `replica ${reps[i].name} stored some of the cold run's uploads: ${stored}`);
           const outputs = ws.snapshotOutputs();
           assert.ok(Object.keys(outputs).length > 0, 'the cold run made outputs');
 
           for (const [label, server] of [['restore through B', reps[1].url], ['restore through the balancer', lb.url]]) {
             const served = lb.served.length;
+            const hitsBefore = await counts('nx_open_cache_hits_total');
             const r = await run(label, server);
+            const hits = delta(hitsBefore, await counts('nx_open_cache_hits_total'));
+            t.diagnostic(`${label}: hits per replica ${hits.join(' + ')}`);
+            assert.equal(hits[0] + hits[1], all.length, `${label}: one hit per task across the replicas`);
+            if (server === reps[1].url) assert.equal(hits[0], 0, `${label}: A served nothing`);
+            else if (all.length >= 2) for (const [i, n] of hits.entries()) assert.ok(n >= 1, `${label}: ${reps[i].name} served hits: ${hits}`);
             assert.deepEqual(ws.builtProjects(), [], `${label}: no task ran${show(r)}`);
             for (const p of all) assert.ok(isRemoteHit(r.output, p), `${label}: ${p} is a [remote cache] hit${show(r)}`);
             assert.deepEqual(ws.snapshotOutputs(), outputs, `${label}: restored outputs identical`);

@@ -18,6 +18,7 @@ const path = require('node:path');
 const { spawn } = require('node:child_process');
 
 const emulators = require('../scripts/emulators.js');
+const { serveEnv } = require('../__tests__/helpers/serve-process.js');
 const { nxArtifact } = require('../__tests__/helpers/hostile-tar.js');
 
 const REPO_ROOT = path.resolve(__dirname, '..');
@@ -25,10 +26,21 @@ const SERVER_BIN = path.join(REPO_ROOT, 'target', 'release', 'nx-open-cache-serv
 const SECRET = `bench-${crypto.randomBytes(12).toString('hex')}`;
 const START_TIMEOUT_MS = 30_000;
 
-/** @param {string} name @param {number} dflt */
+/**
+ * A positive integer option `--<name> <n>`; exits naming the bad value otherwise.
+ * @param {string} name
+ * @param {number} dflt
+ */
 function arg(name, dflt) {
   const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? Number(process.argv[i + 1]) : dflt;
+  if (i < 0) return dflt;
+  const raw = process.argv[i + 1];
+  const n = Number(raw);
+  if (!Number.isSafeInteger(n) || n < 1) {
+    console.error(`benches/replicas.js: --${name} ${raw === undefined ? '(missing)' : JSON.stringify(raw)}: want a positive integer`);
+    process.exit(2);
+  }
+  return n;
 }
 const REQUESTS = arg('requests', 400);
 const CONCURRENCY = arg('concurrency', 16);
@@ -57,7 +69,19 @@ function startReplica(emu) {
   const args = ['--storage', `s3://${emu.bucket}/bench`, '--s3-endpoint', emu.endpoint, '--s3-force-path-style', '--listen', '127.0.0.1:0', '--log', 'off'];
   const cmd = useBin ? SERVER_BIN : process.execPath;
   const argv = useBin ? args : [path.join(REPO_ROOT, 'lib', 'cli.js'), 'serve', ...args];
-  const env = { ...process.env, ...emu.env, AWS_EC2_METADATA_DISABLED: 'true', AWS_METADATA_ENDPOINT: 'http://127.0.0.1:9', NX_OPEN_CACHE_SERVER_TOKENS: `bench:read-write:${SECRET}` };
+  // The caller's environment without cloud credentials, cloud settings or proxies; a credential
+  // chain that falls through stays on loopback (object_store ignores AWS_EC2_METADATA_DISABLED).
+  const env = serveEnv();
+  for (const k of Object.keys(env)) {
+    if (/^(AWS_|GOOGLE_|AZURE_|GCE_)/.test(k) || /_proxy$/i.test(k)) delete env[k];
+  }
+  Object.assign(env, emu.env, {
+    NO_PROXY: '127.0.0.1,localhost',
+    AWS_METADATA_ENDPOINT: 'http://127.0.0.1:9',
+    GCE_METADATA_HOST: '127.0.0.1:9',
+    AZURE_MSI_ENDPOINT: 'http://127.0.0.1:9',
+    NX_OPEN_CACHE_SERVER_TOKENS: `bench:read-write:${SECRET}`,
+  });
   const child = spawn(cmd, argv, { env, stdio: ['ignore', 'pipe', 'inherit'] });
   let out = '';
   return new Promise((resolve, reject) => {
@@ -138,9 +162,11 @@ function report(phase, label, r, cpu) {
 async function main() {
   emulators.install({ log: () => undefined });
   const emu = await emulators.start('s3');
-  const a = await startReplica(emu);
-  const b = await startReplica(emu);
+  /** @type {{ url: string, pid: number, stop: () => void }[]} */ const started = [];
   try {
+    started.push(await startReplica(emu));
+    started.push(await startReplica(emu));
+    const [a, b] = started;
     const body = nxArtifact({ 'dist/out.bin': crypto.randomBytes(SIZE) }, { level: 0 });
     const hashes = Array.from({ length: REQUESTS }, (_, i) => `bench-get-${i}`);
     for (let i = 0; i < hashes.length; i += CONCURRENCY) {
@@ -176,8 +202,7 @@ async function main() {
       report(phase, 'moto alone (no replica)', r, [emu.pid, a.pid, b.pid].map((p, i) => cpuSeconds(p) - cpu0[i]));
     }
   } finally {
-    a.stop();
-    b.stop();
+    for (const r of started) r.stop();
     agent.destroy();
     await emu.stop();
   }

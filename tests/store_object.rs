@@ -889,3 +889,159 @@ async fn a_put_that_timed_out_is_not_resent() {
     assert!(out.is_err(), "{out:?}");
     assert_eq!(fake.requests(), 1);
 }
+
+/// An in-memory store whose copies land short, as an Azure `Copy Blob` answered `pending` can look
+/// (the copy request succeeded, the final object is not the source's length yet).
+#[derive(Debug)]
+struct ShortCopies {
+    inner: object_store::memory::InMemory,
+    /// Copies truncate the destination to half the source.
+    short: bool,
+}
+
+impl std::fmt::Display for ShortCopies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ShortCopies(short: {})", self.short)
+    }
+}
+
+type Fut<'a, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = object_store::Result<T>> + Send + 'a>>;
+
+impl ObjectStore for ShortCopies {
+    fn put_opts<'l0, 'l1, 'a>(
+        &'l0 self,
+        location: &'l1 ObjectPath,
+        payload: PutPayload,
+        opts: object_store::PutOptions,
+    ) -> Fut<'a, object_store::PutResult>
+    where
+        'l0: 'a,
+        'l1: 'a,
+        Self: 'a,
+    {
+        self.inner.put_opts(location, payload, opts)
+    }
+
+    fn put_multipart_opts<'l0, 'l1, 'a>(
+        &'l0 self,
+        location: &'l1 ObjectPath,
+        opts: object_store::PutMultipartOptions,
+    ) -> Fut<'a, Box<dyn object_store::MultipartUpload>>
+    where
+        'l0: 'a,
+        'l1: 'a,
+        Self: 'a,
+    {
+        self.inner.put_multipart_opts(location, opts)
+    }
+
+    fn get_opts<'l0, 'l1, 'a>(
+        &'l0 self,
+        location: &'l1 ObjectPath,
+        options: object_store::GetOptions,
+    ) -> Fut<'a, object_store::GetResult>
+    where
+        'l0: 'a,
+        'l1: 'a,
+        Self: 'a,
+    {
+        self.inner.get_opts(location, options)
+    }
+
+    fn delete_stream(
+        &self,
+        locations: futures_util::stream::BoxStream<'static, object_store::Result<ObjectPath>>,
+    ) -> futures_util::stream::BoxStream<'static, object_store::Result<ObjectPath>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(
+        &self,
+        prefix: Option<&ObjectPath>,
+    ) -> futures_util::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>>
+    {
+        self.inner.list(prefix)
+    }
+
+    fn list_with_delimiter<'l0, 'l1, 'a>(
+        &'l0 self,
+        prefix: Option<&'l1 ObjectPath>,
+    ) -> Fut<'a, object_store::ListResult>
+    where
+        'l0: 'a,
+        'l1: 'a,
+        Self: 'a,
+    {
+        self.inner.list_with_delimiter(prefix)
+    }
+
+    fn copy_opts<'l0, 'l1, 'l2, 'a>(
+        &'l0 self,
+        from: &'l1 ObjectPath,
+        to: &'l2 ObjectPath,
+        options: object_store::CopyOptions,
+    ) -> Fut<'a, ()>
+    where
+        'l0: 'a,
+        'l1: 'a,
+        'l2: 'a,
+        Self: 'a,
+    {
+        Box::pin(async move {
+            self.inner.copy_opts(from, to, options).await?;
+            if self.short {
+                let whole = self.inner.get(to).await?.bytes().await?;
+                let half = whole.slice(..whole.len() / 2);
+                self.inner.put(to, PutPayload::from(half)).await?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// A large upload whose copy to the final key reports success but leaves a short object (an Azure
+/// copy still `pending`) is not answered "stored", and its temp key is kept; a whole copy is stored
+/// and leaves no temp key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_that_lands_short_is_not_reported_stored() {
+    for short in [false, true] {
+        let store = ObjectStoreBackend::with_client(
+            Arc::new(ShortCopies {
+                inner: object_store::memory::InMemory::new(),
+                short,
+            }),
+            nx_open_cache::store::object::Cloud::Azure,
+            "c".to_owned(),
+            None,
+            nx_open_cache::key::Prefix::default(),
+        )
+        .with_inline_limit(64 << 10);
+        let size = 1usize << 20;
+        let data = noise(size, 5);
+        let out = store
+            .put(&hash("9090"), &mut body(&data, 65536), Some(size as u64))
+            .await;
+        let left = keys(&store, "").await;
+        if !short {
+            assert_eq!(out, Ok(PutOutcome::Stored(size as u64)));
+            assert_eq!(left, vec!["9090".to_owned()], "no temp key left");
+            continue;
+        }
+        let e = out.expect_err("a short copy must not count as stored");
+        assert_eq!(e.kind, ErrorKind::Unavailable, "{e:?}");
+        let want = format!(
+            "holds {} bytes, not {}",
+            (HEADER_LEN + size) / 2,
+            HEADER_LEN + size
+        );
+        assert!(e.message.contains(&want), "{}", e.message);
+        assert!(e.message.contains("not reported stored"), "{}", e.message);
+        assert_eq!(
+            left.len(),
+            2,
+            "the short object and the kept temp key: {left:?}"
+        );
+        assert!(left.iter().any(|k| k.starts_with(".tmp/9090.")), "{left:?}");
+    }
+}

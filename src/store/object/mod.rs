@@ -8,10 +8,13 @@
 //! Writes: the request body is spooled first (memory up to 8 MiB, then an unlinked temp file), so the
 //! length and digest are known before anything is sent. Small objects go up in one create-if-absent
 //! PUT (S3 `If-None-Match: *`, GCS `ifGenerationMatch=0`, Azure `If-None-Match: *`). Larger ones are
-//! uploaded with multipart to a unique temp key `<prefix>/.tmp/<hash>.<random>`, then copied to the
-//! final key with a create-if-absent copy (S3: a one-part multipart copy completed with
-//! `If-None-Match: *`; GCS: `ifGenerationMatch=0`; Azure: `If-None-Match: *`), then the temp key is
-//! deleted. Either way the final key only ever holds a complete object, and the first writer wins.
+//! uploaded with multipart to a unique temp key `<prefix>/.tmp/<hash>.<pid>.<nanos>.<random>`, then
+//! copied to the final key with a create-if-absent copy (S3: a one-part multipart copy completed
+//! with `If-None-Match: *`; GCS: `ifGenerationMatch=0`; Azure: `If-None-Match: *`), then the final
+//! key's length is checked (Azure may answer a Copy Blob `pending` and finish it later; the crate
+//! does not look at the copy status), then the temp key is deleted. A final object that stays short
+//! is not reported stored and its temp key is kept (the copy may still need it); a read's digest
+//! check would quarantine it. Either way the first writer wins.
 //!
 //! Reads: the object streams into a spool (memory up to 8 MiB, else an unlinked temp file) while
 //! its digest is computed; only a verified payload is handed back. A digest failure removes the
@@ -52,6 +55,9 @@ pub const PART_SIZE: usize = 8 * 1024 * 1024;
 /// Parts in flight at once during a multipart upload (bounds memory to about this many parts).
 const UPLOAD_CONCURRENCY: usize = 2;
 const TMP_SEGMENT: &str = ".tmp";
+/// Bounds of the wait for a copy's final length (Azure may finish a Copy Blob after answering).
+const PUBLISH_CHECKS: u32 = 20;
+const PUBLISH_CHECK_PAUSE: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// `NX_OPEN_CACHE_OBJECT_TIMING=1`: each large transfer prints its phases' times to stderr (for
 /// profiling the cloud path). The line holds the direction (get or put), the byte count, the total
@@ -572,7 +578,16 @@ impl ObjectStoreBackend {
                     .await;
                 phases.mark("copy");
                 match copied {
-                    Ok(()) => Ok(PutOutcome::Stored(header.payload_len)),
+                    Ok(()) => {
+                        let expected = (HEADER_LEN as u64).saturating_add(header.payload_len);
+                        if let Err(e) = self.check_published(key, expected).await {
+                            // The temp key stays: a copy still under way may need it.
+                            phases.mark("check");
+                            phases.print(header.payload_len);
+                            return Err(e);
+                        }
+                        Ok(PutOutcome::Stored(header.payload_len))
+                    }
                     Err(object_store::Error::AlreadyExists { .. })
                     | Err(object_store::Error::Precondition { .. }) => {
                         Ok(PutOutcome::AlreadyExists)
@@ -596,6 +611,33 @@ impl ObjectStoreBackend {
         phases.mark("delete temp");
         phases.print(header.payload_len);
         result
+    }
+
+    /// Waits (bounded) until the final key holds `expected` bytes after a copy: a service that
+    /// copies asynchronously (Azure Copy Blob answering `pending`) must not make a short object
+    /// count as stored.
+    async fn check_published(&self, key: &ObjectPath, expected: u64) -> Result<(), StoreError> {
+        let mut seen = None;
+        for attempt in 0..PUBLISH_CHECKS {
+            if attempt > 0 {
+                tokio::time::sleep(PUBLISH_CHECK_PAUSE).await;
+            }
+            match self.inner.head(key).await {
+                Ok(meta) if meta.size == expected => return Ok(()),
+                Ok(meta) => seen = Some(meta.size),
+                Err(object_store::Error::NotFound { .. }) => seen = None,
+                Err(e) => return Err(self.fault(Op::Checking, key, e)),
+            }
+        }
+        let held = seen.map_or_else(|| "no object".to_owned(), |n| format!("{n} bytes"));
+        Err(StoreError::new(
+            ErrorKind::Unavailable,
+            format!(
+                "{}: after the copy from the temp key the object holds {held}, not {expected} \
+                 (the service may still be copying); not reported stored, temp key kept",
+                self.where_(key)
+            ),
+        ))
     }
 
     async fn upload_parts(

@@ -92,6 +92,24 @@ describe('fallback: options', () => {
     assert.match(/** @type {string} */ (badUrl('https://cache.example.com?x=1')), /query or a fragment/);
   });
 
+  test('urls in errors never show a password (the cases of config.rs urls_in_errors_never_show_a_password and more)', () => {
+    for (const url of [
+      'https://ci:hunter2-pw@cache.example.com',
+      'https://ci:hunter2-pw@cache.example.com:99999',
+      'https://cache.example.com/?token=hunter2-pw',
+      'https://cache.example.com#hunter2-pw',
+      'https://u:p@hunter2-pw@cache.example.com',
+      'https://u:hunter2/pw@cache.example.com',
+      'https://hunter2-pw@cache.example.com',
+      'ftp://ci:hunter2-pw@cache.example.com',
+    ]) {
+      const message = /** @type {string} */ (badUrl(url));
+      assert.ok(message, url);
+      assert.ok(!message.includes('hunter2'), message);
+      assert.ok(message.includes('***'), message);
+    }
+  });
+
   test('the mode: NX_OPEN_CACHE_MODE, else ciMode on CI, else localMode, else read-write; a bad value is named', () => {
     assert.deepEqual(resolveMode({}, {}), { mode: 'read-write', source: 'localMode' });
     assert.deepEqual(resolveMode({ localMode: 'read-only' }, {}), { mode: 'read-only', source: 'localMode' });

@@ -107,6 +107,35 @@ function resolveMode(options, env) {
 }
 
 /**
+ * `url` safe to print: as redact_url in src/store/http.rs (the password, or a user without a password,
+ * shown as ***; a query or fragment shown as ?*** / #***).
+ * @param {string} url
+ * @returns {string}
+ */
+function redactUrl(url) {
+  const i = url.indexOf('://');
+  if (i < 0) return url;
+  const scheme = url.slice(0, i + 3);
+  const rest = url.slice(i + 3);
+  const cut = rest.search(/[?#]/);
+  const place = cut < 0 ? rest : rest.slice(0, cut);
+  const extra = cut < 0 ? '' : rest.slice(cut);
+  let out = scheme;
+  const at = place.lastIndexOf('@');
+  if (at >= 0) {
+    const userinfo = place.slice(0, at);
+    const colon = userinfo.indexOf(':');
+    out += colon >= 0 ? `${userinfo.slice(0, colon)}:***` : '***';
+    out += place.slice(at);
+  } else {
+    out += place;
+  }
+  if (extra.startsWith('?')) out += '?***';
+  else if (extra.startsWith('#')) out += '#***';
+  return out;
+}
+
+/**
  * Why `url` cannot be handed to Nx, if it cannot (the addon's rules: http or https, a host, no
  * credentials, query, fragment or trailing slash).
  * @param {unknown} url
@@ -114,7 +143,7 @@ function resolveMode(options, env) {
  */
 function badUrl(url) {
   if (typeof url !== 'string' || url === '') return 'backend "http" needs option "url"';
-  const bad = (/** @type {string} */ why) => `invalid value ${JSON.stringify(url.replace(/\/\/[^/@]*@/, '//***@'))} for option "url": ${why}`;
+  const bad = (/** @type {string} */ why) => `invalid value ${JSON.stringify(redactUrl(url))} for option "url": ${why}`;
   /** @type {URL} */
   let parsed;
   try {

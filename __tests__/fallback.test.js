@@ -158,6 +158,32 @@ describe('fallback: the probe', () => {
     }
   });
 
+  test('a server that trickles its answer is given up on at the bound, not held until it ends', async () => {
+    /** @type {Set<net.Socket>} */
+    const sockets = new Set();
+    const server = net.createServer((socket) => {
+      sockets.add(socket);
+      socket.on('error', () => {});
+      socket.write('HTTP/1.1 200 OK\r\n');
+      // One header line every 200 ms: never idle long enough for the idle timer.
+      let n = 0;
+      const tick = setInterval(() => {
+        if (socket.destroyed || n++ > 100) return clearInterval(tick);
+        socket.write(`X-Slow-${n}: a\r\n`);
+      }, 200);
+      socket.on('close', () => clearInterval(tick));
+    });
+    await new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(undefined)));
+    const port = /** @type {net.AddressInfo} */ (server.address()).port;
+    try {
+      const why = await probeServer(`http://127.0.0.1:${port}`, {}, 1);
+      assert.match(/** @type {string} */ (why), /no complete answer within 1 s/);
+    } finally {
+      for (const s of sockets) s.destroy();
+      await new Promise((resolve) => server.close(() => resolve(undefined)));
+    }
+  });
+
   test('a closed port is named with the error', async () => {
     const port = await new Promise((resolve) => {
       const s = net.createServer().listen(0, '127.0.0.1', () => {

@@ -252,18 +252,26 @@ function probeServer(url, env, timeoutSeconds) {
   }
   return new Promise((resolve) => {
     let done = false;
+    /** @type {import('node:http').ClientRequest | undefined} */
+    let req;
+    // The whole probe is bounded, not only each idle gap: a server that trickles its answer
+    // byte by byte must not hold the run.
+    const deadline = setTimeout(() => {
+      finish(`no complete answer within ${timeoutSeconds} s`);
+      req?.destroy();
+    }, timeoutSeconds * 1000);
+    deadline.unref();
     const finish = (/** @type {string | undefined} */ why) => {
       if (done) return;
       done = true;
+      clearTimeout(deadline);
       resolve(why);
     };
-    /** @type {import('node:http').ClientRequest} */
-    let req;
     try {
       req = (secure ? https : http).request(target, options, (res) => {
         const status = res.statusCode ?? 0;
         res.resume();
-        req.destroy();
+        req?.destroy();
         if (status === 200 || status === 404) finish(undefined);
         else if (status === 401) finish(token ? 'it refused the token in NX_OPEN_CACHE_TOKEN: 401 Unauthorized' : 'it requires a token: 401 Unauthorized, NX_OPEN_CACHE_TOKEN is not set');
         else finish(`it answered ${status} ${res.statusMessage ?? ''}`.trim());
@@ -272,15 +280,16 @@ function probeServer(url, env, timeoutSeconds) {
       finish(/** @type {Error} */ (e).message);
       return;
     }
-    req.on('timeout', () => {
+    const sent = req;
+    sent.on('timeout', () => {
       finish(`no answer within ${timeoutSeconds} s`);
-      req.destroy();
+      sent.destroy();
     });
-    req.on('error', (e) => {
+    sent.on('error', (e) => {
       const code = /** @type {NodeJS.ErrnoException} */ (e).code;
       finish(`${e.message}${code && !e.message.includes(code) ? ` (${code})` : ''}`);
     });
-    req.end();
+    sent.end();
   });
 }
 

@@ -41,15 +41,20 @@ const POSIX_ONLY = ['archive.test.js', 'hash.test.js', 'gc.test.js', 'e2e.test.j
  * @param {string} cmd
  * @param {string[]} args
  */
-function run(cmd, args) {
+/**
+ * @param {string} cmd
+ * @param {string[]} args
+ * @param {Record<string, string>} [env] added to the environment
+ */
+function run(cmd, args, env = {}) {
   console.log(`test-portable: ${cmd} ${args.join(' ')}`);
-  const r = spawnSync(cmd, args, { cwd: REPO_ROOT, stdio: 'inherit' });
+  const r = spawnSync(cmd, args, { cwd: REPO_ROOT, stdio: 'inherit', env: { ...process.env, ...env } });
   if (r.error) throw new Error(`test-portable: cannot run ${cmd}: ${r.error.message}`);
   if (r.status !== 0) process.exit(r.status || 1);
 }
 
 function main() {
-  if (!process.argv.includes('--node-only')) run('cargo', ['test', '--release', '--quiet']);
+  if (!process.argv.includes('--node-only')) run('cargo', ['test', '--release', '--quiet'], { NX_OPEN_CACHE_TEST_SKIP_CLOUD: '1' }); // no emulator venv here
   run(process.execPath, [path.join('scripts', 'ensure-native.js')]);
   const files = process.platform === 'win32' ? EVERYWHERE : [...EVERYWHERE, ...POSIX_ONLY];
   run(process.execPath, ['--test', '--test-concurrency=1', ...files.map((f) => path.join('__tests__', f))]);

@@ -283,6 +283,7 @@ fn an_upload_whose_fan_out_directory_retention_removed_is_still_published() {
     assert!(rt.block_on(s.get(&hash("5002"))).unwrap().is_some());
 }
 
+#[cfg(unix)]
 #[test]
 fn a_file_that_cannot_be_deleted_is_reported_and_the_run_continues() {
     let rt = runtime();

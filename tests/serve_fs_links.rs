@@ -1,7 +1,8 @@
 //! `nx-open-cache serve` on fs storage in which someone with write access to the directory planted
 //! symbolic links: a client with a read-write token can neither read files from outside the root
 //! nor make the server create files outside it. The real `serve` (configuration, store, server)
-//! on 127.0.0.1.
+//! on 127.0.0.1. Unix only (symbolic links made with std::os::unix).
+#![cfg(unix)]
 
 mod common;
 

@@ -444,6 +444,7 @@ fn file_state(p: &std::path::Path) -> (std::path::PathBuf, Vec<u8>, std::time::S
     )
 }
 
+#[cfg(unix)]
 /// A store at `<dir>/cache` with prefix `team` and a link planted at `level`, pointing at the
 /// canary directory or (`to_file`) the canary file. Returns the store, the link and the canary.
 fn planted(
@@ -517,6 +518,7 @@ fn assert_link_fault(
 
 const OPS: [&str; 6] = ["get", "put", "check", "delete", "retention", "stale-temps"];
 
+#[cfg(unix)]
 /// One operation against a store with a planted link: nothing outside the root is read,
 /// written, retimed or deleted, and the result is a miss, a refused write or a fault naming the
 /// link.
@@ -576,6 +578,7 @@ async fn one_case(level: Level, to_file: bool, op: &str) {
     assert_eq!(canary.snapshot(), before, "{case}: the canary changed");
 }
 
+#[cfg(unix)]
 #[tokio::test]
 async fn no_symlink_below_the_root_is_followed_with_openat2_or_without() {
     for fallback in [false, true] {
@@ -607,6 +610,7 @@ async fn no_symlink_below_the_root_is_followed_with_openat2_or_without() {
     nx_open_cache::store::fs::simulate_no_openat2(false);
 }
 
+#[cfg(unix)]
 #[tokio::test]
 async fn after_a_planted_link_is_removed_the_store_works_again() {
     let dir = tempfile::tempdir().unwrap();

@@ -216,6 +216,7 @@ fn a_minimal_nx_artifact_is_accepted() {
     assert_eq!(c.expanded_bytes, 512 * 9);
 }
 
+#[cfg(unix)]
 #[test]
 fn artifacts_made_by_pack_in_nx_format_are_accepted() {
     let t = tempfile::tempdir().unwrap();
@@ -245,6 +246,7 @@ fn artifacts_made_by_pack_in_nx_format_are_accepted() {
     assert_eq!(c.terminal_output_bytes, "built ✓\n".len() as u64);
 }
 
+#[cfg(unix)]
 #[test]
 fn artifacts_written_like_nx_store_are_accepted() {
     // Nx's store(): tar::Builder over GzEncoder (level 6), follow_symlinks(false),

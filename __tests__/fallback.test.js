@@ -85,6 +85,10 @@ describe('fallback: options', () => {
     assert.match(/** @type {string} */ (badUrl(undefined)), /needs option "url"/);
     assert.match(/** @type {string} */ (badUrl('https://cache.example.com/')), /ends with a slash/);
     assert.match(/** @type {string} */ (badUrl('ftp://cache.example.com')), /scheme must be http or https/);
+    // As src/config.rs: the base URL, never the protocol's path (the probe would get 404 and pass).
+    for (const u of ['https://cache.example.com/v1/cache', 'https://cache.example.com/nx/v1/cache/']) {
+      assert.match(/** @type {string} */ (badUrl(u)), /without \/v1\/cache/, u);
+    }
     assert.match(/** @type {string} */ (badUrl('cache.example.com')), /not a valid URL|scheme/);
     const creds = /** @type {string} */ (badUrl('https://user:secret@cache.example.com'));
     assert.match(creds, /credentials do not belong in the URL/);

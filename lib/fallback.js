@@ -155,6 +155,7 @@ function badUrl(url) {
   if (!parsed.hostname) return bad('it has no host');
   if (parsed.username || parsed.password) return bad('credentials do not belong in the URL (the token comes from NX_OPEN_CACHE_TOKEN)');
   if (parsed.search || parsed.hash || /[?#]/.test(url)) return bad('it has a query or a fragment');
+  if (parsed.pathname.replace(/\/+$/, '').endsWith('/v1/cache')) return bad("give the server's base URL, without /v1/cache (nx-open-cache appends it)");
   if (url.endsWith('/')) return bad('it ends with a slash (the paths /v1/cache/<hash> are appended to it)');
   if (/\s/.test(url)) return bad('it contains whitespace');
   return undefined;

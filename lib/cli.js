@@ -20,6 +20,11 @@ Commands:
                      (exit 0 when it works, also with warnings such as "reads work, writes are
                      refused"; 1 when it does not; 2 on a configuration mistake); \`doctor --help\`
                      for details
+  report [--out <file>] [--open] [--text] [--json] [--runs <n>]
+                     The cache's record from this workspace's run history: hit rate over runs,
+                     time saved per project and target, the tasks that miss most and why, the
+                     largest artifacts, errors and refusals; one self-contained HTML file
+                     (\`report --help\` for details)
   serve [options]    Run an Nx remote-cache server (see \`nx-open-cache serve --help\`)
   gc [--max-size <size>] [--max-age <age>] [--path <dir>] [--dry-run] [--json]
                      Delete least recently used / expired objects of an fs cache directory
@@ -127,6 +132,7 @@ function main(argv) {
     return 1;
   }
   if (command === 'host') return require('./host.js').hostCommand(rest, pluginDataDir(root));
+  if (command === 'report') return require('./report.js').reportCommand(rest, root);
   if (command === 'summary') return summaryCommand(root, rest);
   if (command === 'config') return configCommand(root, rest);
   console.error(`nx-open-cache: unknown command "${command}"\n\n${HELP}`);

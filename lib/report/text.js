@@ -1,0 +1,124 @@
+'use strict';
+/**
+ * The report for a terminal or a CI log (`report --text`): the same figures as the HTML page, as
+ * plain lines no wider than the terminal (80 columns when it is not one). Colors only on a TTY
+ * without NO_COLOR. Control characters in strings from the history are shown as `?`, so a hostile
+ * task id cannot drive the terminal.
+ */
+
+const { formatDuration, formatRate } = require('./model.js');
+const { formatBytes } = require('../summary.js');
+
+/** @typedef {import('./model.js').ReportModel} ReportModel */
+
+const SPARKS = '▁▂▃▄▅▆▇█';
+
+/**
+ * A history string made safe and short for one terminal cell.
+ * @param {string} s
+ * @param {number} max
+ */
+function cell(s, max) {
+  // eslint-disable-next-line no-control-regex
+  const clean = s.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, '?');
+  if (max < 1) return '';
+  return clean.length <= max ? clean : `${clean.slice(0, Math.max(0, max - 1))}…`;
+}
+
+/**
+ * @param {number} value @param {number} max @param {number} width
+ */
+function bar(value, max, width) {
+  const n = max > 0 ? Math.round((value / max) * width) : 0;
+  return '█'.repeat(n) + '░'.repeat(width - n);
+}
+
+/**
+ * `YYYY-MM-DD HH:MM`
+ * @param {string | null} iso
+ */
+function when(iso) {
+  if (!iso) return '-';
+  const t = Date.parse(iso);
+  return Number.isNaN(t) ? iso : new Date(t).toISOString().slice(0, 16).replace('T', ' ');
+}
+
+/**
+ * The report as text.
+ * @param {ReportModel} m
+ * @param {{ width?: number, color?: boolean }} [o]
+ * @returns {string}
+ */
+function renderText(m, o = {}) {
+  const width = Math.max(50, Math.min(o.width || 80, 160));
+  const paint = (/** @type {string} */ code, /** @type {string} */ s) => (o.color ? `\u001b[${code}m${s}\u001b[0m` : s);
+  const head = (/** @type {string} */ s) => paint('1', s);
+  const dim = (/** @type {string} */ s) => paint('2', s);
+  /** @param {number | null} r */
+  const rateColor = (r) => (r === null ? formatRate(r) : paint(r >= 0.7 ? '32' : r >= 0.4 ? '33' : '31', formatRate(r)));
+  const t = m.totals;
+  /** @type {string[]} */
+  const out = [];
+  const range = m.first ? `, ${when(m.first)} to ${when(m.last)} UTC` : '';
+  out.push(head(cell(`nx-open-cache report: ${m.workspace} (${t.runs} run${t.runs === 1 ? '' : 's'}${range})`, width)));
+  out.push(`  hit rate ${rateColor(t.hitRate)} (${t.hits} of ${t.lookups} lookups: ${t.remoteHits} remote, ${t.localHits} local), saved ${formatDuration(t.savedMs)}`);
+  out.push(`  ${t.misses} misses (${t.failed} failed), ${t.notRun} not run, ${formatBytes(t.bytesDown)} down, ${formatBytes(t.bytesUp)} up`);
+  out.push(`  cache errors: ${t.cacheErrors} request${t.cacheErrors === 1 ? '' : 's'}, refused: ${t.refused} task${t.refused === 1 ? '' : 's'}`);
+
+  const looked = m.runs.filter((r) => r.lookups > 0);
+  if (looked.length) {
+    const shown = looked.slice(-(width - 4));
+    out.push('', head(`Hit rate over runs (the last ${shown.length}, oldest first; ${SPARKS[0]} 0% to ${SPARKS[7]} 100%)`));
+    out.push(`  ${shown.map((r) => SPARKS[Math.min(7, Math.floor(((r.hitRate ?? 0) * 8)))]).join('')}`);
+  }
+
+  /**
+   * @param {string} title @param {string} kind
+   * @param {import('./model.js').GroupRow[]} rows @param {number} more
+   */
+  const groups = (title, kind, rows, more) => {
+    if (!rows.length) return;
+    out.push('', head(title));
+    const nameW = Math.min(28, Math.max(kind.length, ...rows.map((r) => r.name.length)));
+    const tail = (/** @type {import('./model.js').GroupRow} */ r) => `${formatDuration(r.savedMs).padStart(9)}  ${formatRate(r.hitRate).padStart(6)} of ${r.lookups}`;
+    const barW = Math.max(8, width - 2 - nameW - 2 - 2 - Math.max(...rows.map((r) => tail(r).length)));
+    const max = Math.max(...rows.map((r) => r.savedMs));
+    for (const r of rows) out.push(`  ${cell(r.name, nameW).padEnd(nameW)}  ${bar(r.savedMs, max, barW)}  ${tail(r)}`);
+    if (more) out.push(dim(`  and ${more} more ${kind}s`));
+  };
+  groups('Time saved per project (saved, hit rate of lookups)', 'project', m.projects, m.projectsMore);
+  groups('Time saved per target', 'target', m.targets, m.targetsMore);
+
+  if (m.missing.length) {
+    out.push('', head('Tasks that miss most (misses/lookups: most frequent changed input)'));
+    for (const r of m.missing) {
+      let cause;
+      if (r.topInput && r.topInput.count >= r.unchanged) cause = `${r.topInput.label} (in ${r.topInput.count} of ${r.compared} misses)`;
+      else if (r.unchanged) cause = `no input changed (in ${r.unchanged} of ${r.compared} misses): artifact not available`;
+      else cause = 'first run in the history';
+      const left = `  ${r.misses}/${r.lookups}`.padEnd(10);
+      const line = `${left}${r.task}: ${cause}`;
+      if (line.length <= width) out.push(cell(line, width));
+      else out.push(cell(`${left}${r.task}`, width), cell(`${' '.repeat(left.length + 2)}${cause}`, width));
+    }
+  }
+
+  if (m.artifacts.length) {
+    out.push('', head('Largest artifacts (per task: largest, latest, how many)'));
+    for (const a of m.artifacts) {
+      const sizes = `${formatBytes(a.bytes).padStart(10)}  ${formatBytes(a.latestBytes).padStart(10)}  ${String(a.artifacts).padStart(4)}  `;
+      out.push(`  ${sizes}${cell(a.task, width - 2 - sizes.length)}`);
+    }
+  }
+
+  if (m.problems.length) {
+    out.push('', head('Errors and refusals by reason'));
+    for (const p of m.problems) {
+      out.push(cell(`  ${`${p.count} ${p.count === 1 ? p.unit : `${p.unit}s`}`.padStart(12)}  ${p.kind}: ${p.reason}`, width));
+    }
+  }
+  if (m.ignoredFiles) out.push('', dim(`(${m.ignoredFiles} unreadable history file${m.ignoredFiles === 1 ? '' : 's'} ignored)`));
+  return out.join('\n');
+}
+
+module.exports = { renderText, cell };

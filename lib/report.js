@@ -165,4 +165,4 @@ async function reportCommand(args, root, o = {}) {
   return 0;
 }
 
-module.exports = { reportCommand, openerFor, USAGE };
+module.exports = { reportCommand, openerFor, useColor, USAGE };

@@ -74,12 +74,16 @@ function syntheticHistory(o = {}) {
         const p = ps[Math.min(ps.length - 1, Math.floor(random() * random() * ps.length))];
         fileVersion[p] += 1;
       }
+      // Scripted events: new shop code whose build is too big to store (runs 6 and 15), a
+      // read-only run with new admin code (12), a lockfile change (9), an env change (17, 18).
+      if (r === 6 || r === 15) fileVersion.shop += 1;
+      if (r === 12) fileVersion.admin += 1;
       if (r === 9) lockVersion += 1;
       if (r === 17) nodeEnv = 'staging';
       if (r === 18) nodeEnv = 'production';
     }
     // CI builds the main line now and then: its artifacts are in the remote cache.
-    const ciAhead = random() < 0.45;
+    const ciAhead = random() < 0.45 && r !== 6 && r !== 12 && r !== 15;
     const startedAt = now;
     let clock = now + 1500;
     const tasks = [];
@@ -102,7 +106,7 @@ function syntheticHistory(o = {}) {
         const hash = hashOf(JSON.stringify(inputs) + id);
         const [lo, hi] = /** @type {Record<string, number[]>} */ (TARGETS)[target];
         const [blo, bhi] = /** @type {Record<string, number[]>} */ (SIZES)[target];
-        const bytes = between(blo, bhi) * (project === 'shop' && target === 'build' ? 2 : 1);
+        const bytes = project === 'shop' && target === 'build' ? between(9_000_000, 21_000_000) : between(blo, bhi);
         if (ciAhead && !remote.has(hash) && random() < 0.8) {
           remote.set(hash, { durationMs: between(lo, hi), nxVersion: '24.0.6', storedAt: new Date(now - 600_000).toISOString(), runId: `ci-${r}`, host: 'ci-runner-3' });
         }
@@ -124,8 +128,8 @@ function syntheticHistory(o = {}) {
         } else {
           const d = between(lo, hi);
           Object.assign(t, { status: 'success', code: 0, durationMs: d, bytes, cacheMs: between(60, 1500) });
-          if (bytes > 25_165_824) {
-            Object.assign(t, { outcome: 'refused', reason: 'artifact is larger than maxArtifactSize (24 MiB)' });
+          if (bytes > 16_777_216) {
+            Object.assign(t, { outcome: 'refused', reason: 'artifact is larger than maxArtifactSize (16 MiB)' });
           } else if (r === 12) {
             Object.assign(t, { outcome: 'not-stored', reason: 'the cache is read-only for this run (NX_OPEN_CACHE_MODE=read-only)' });
             delete t.bytes;

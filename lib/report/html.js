@@ -283,7 +283,7 @@ ${card('runs', 'runs', String(t.runs), `${t.tasks} task records`)}
 ${card('hits', 'hits', String(t.hits), `${t.remoteHits} remote, ${t.localHits} local`)}
 ${card('misses', 'misses', String(t.misses), `${t.failed} failed, ${t.notRun} not run`)}
 ${card('transfer', 'transferred', formatBytes(t.bytesDown), `down, ${formatBytes(t.bytesUp)} up`)}
-${card('problems', 'errors / refused', `${t.cacheErrors} / ${t.refused}`, 'requests / tasks')}
+${card('problems', 'errors, refused', `${t.cacheErrors}, ${t.refused}`, 'requests, tasks')}
 </div>
 <section><h2>Hit rate over runs</h2><p class="note">Share of cacheable tasks restored from the cache in each run.</p>${hitRateChart(m)}</section>
 <section><h2>Time saved per project</h2><p class="note">The producer's run time minus the restore time, summed over the project's hits.</p>${groupTable('project', m.projects, m.projectsMore)}</section>

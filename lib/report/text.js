@@ -8,6 +8,7 @@
 
 const { formatDuration, formatRate } = require('./model.js');
 const { formatBytes } = require('../summary.js');
+const { count } = require('../plural.js');
 
 /** @typedef {import('./model.js').ReportModel} ReportModel */
 
@@ -31,6 +32,37 @@ function cell(s, max) {
 function bar(value, max, width) {
   const n = max > 0 ? Math.round((value / max) * width) : 0;
   return '█'.repeat(n) + '░'.repeat(width - n);
+}
+
+/**
+ * Clauses joined by `, ` into lines of at most `width` columns. A clause is its text, or its plain
+ * text (for the width) and its painted text.
+ * @param {(string | [string, string])[]} clauses
+ * @param {number} width
+ * @param {string} indent
+ * @returns {string[]}
+ */
+function wrap(clauses, width, indent) {
+  const lines = [];
+  let line = '';
+  let plain = 0;
+  for (const c of clauses) {
+    const [p, painted] = typeof c === 'string' ? [c, c] : c;
+    // + 1: the comma that ends a line which another follows.
+    if (line && plain + 2 + p.length + 1 > width) {
+      lines.push(`${line},`);
+      line = '';
+    }
+    if (!line) {
+      line = indent + painted;
+      plain = indent.length + p.length;
+    } else {
+      line += `, ${painted}`;
+      plain += 2 + p.length;
+    }
+  }
+  if (line) lines.push(line);
+  return lines;
 }
 
 /**
@@ -59,16 +91,27 @@ function renderText(m, o = {}) {
   const t = m.totals;
   /** @type {string[]} */
   const out = [];
-  const range = m.first ? `, ${when(m.first)} to ${when(m.last)} UTC` : '';
-  out.push(head(cell(`nx-open-cache report: ${m.workspace} (${t.runs} run${t.runs === 1 ? '' : 's'}${range})`, width)));
-  out.push(`  hit rate ${rateColor(t.hitRate)} (${t.hits} of ${t.lookups} lookups: ${t.remoteHits} remote, ${t.localHits} local), saved ${formatDuration(t.savedMs)}`);
-  out.push(`  ${t.misses} misses (${t.failed} failed), ${t.notRun} not run, ${formatBytes(t.bytesDown)} down, ${formatBytes(t.bytesUp)} up`);
-  out.push(`  cache errors: ${t.cacheErrors} request${t.cacheErrors === 1 ? '' : 's'}, refused: ${t.refused} task${t.refused === 1 ? '' : 's'}`);
+  out.push(head(cell(`nx-open-cache report: ${m.workspace}`, width)));
+  /** @type {(string | [string, string])[]} */
+  const clauses = [
+    `${count(t.runs, 'run')}${m.first ? ` from ${when(m.first)} to ${when(m.last)} UTC` : ''}`,
+    [`hit rate ${formatRate(t.hitRate)} (${t.hits} of ${t.lookups})`, `hit rate ${rateColor(t.hitRate)} (${t.hits} of ${t.lookups})`],
+    count(t.remoteHits, 'remote hit'),
+    count(t.localHits, 'local hit'),
+    `saved ${formatDuration(t.savedMs)}`,
+    `${count(t.misses, 'miss', 'misses')} (${t.failed} failed)`,
+    `${t.notRun} not run`,
+    `${formatBytes(t.bytesDown)} down`,
+    `${formatBytes(t.bytesUp)} up`,
+    `cache errors: ${count(t.cacheErrors, 'request')}`,
+    `refused: ${count(t.refused, 'task')}`,
+  ];
+  out.push(...wrap(clauses, width, '  '));
 
   const looked = m.runs.filter((r) => r.lookups > 0);
   if (looked.length) {
     const shown = looked.slice(-(width - 4));
-    out.push('', head(`Hit rate over runs (the last ${shown.length}, oldest first; ${SPARKS[0]} 0% to ${SPARKS[7]} 100%)`));
+    out.push('', head(`Hit rate per run (${SPARKS[0]} 0% to ${SPARKS[7]} 100%), last ${shown.length}`));
     out.push(`  ${shown.map((r) => SPARKS[Math.min(7, Math.floor(((r.hitRate ?? 0) * 8)))]).join('')}`);
   }
 
@@ -79,22 +122,23 @@ function renderText(m, o = {}) {
   const groups = (title, kind, rows, more) => {
     if (!rows.length) return;
     out.push('', head(title));
-    const nameW = Math.min(28, Math.max(kind.length, ...rows.map((r) => r.name.length)));
     const tail = (/** @type {import('./model.js').GroupRow} */ r) => `${formatDuration(r.savedMs).padStart(9)}  ${formatRate(r.hitRate).padStart(6)} of ${r.lookups}`;
-    const barW = Math.max(8, width - 2 - nameW - 2 - 2 - Math.max(...rows.map((r) => tail(r).length)));
+    const tailW = Math.max(...rows.map((r) => tail(r).length));
+    const nameW = Math.min(28, width - 2 - 2 - 8 - 2 - tailW, Math.max(kind.length, ...rows.map((r) => r.name.length)));
+    const barW = Math.max(8, width - 2 - nameW - 2 - 2 - tailW);
     const max = Math.max(...rows.map((r) => r.savedMs));
     for (const r of rows) out.push(`  ${cell(r.name, nameW).padEnd(nameW)}  ${bar(r.savedMs, max, barW)}  ${tail(r)}`);
     if (more) out.push(dim(`  and ${more} more ${kind}s`));
   };
-  groups('Time saved per project (saved, hit rate of lookups)', 'project', m.projects, m.projectsMore);
+  groups('Time saved per project (saved, hit rate)', 'project', m.projects, m.projectsMore);
   groups('Time saved per target', 'target', m.targets, m.targetsMore);
 
   if (m.missing.length) {
-    out.push('', head('Tasks that miss most (misses/lookups: most frequent changed input)'));
+    out.push('', head('Tasks that miss most (misses/lookups: what changed)'));
     for (const r of m.missing) {
       let cause;
-      if (r.topInput && r.topInput.count >= r.unchanged) cause = `${r.topInput.label} (in ${r.topInput.count} of ${r.compared} misses)`;
-      else if (r.unchanged) cause = `no input changed (in ${r.unchanged} of ${r.compared} misses): artifact not available`;
+      if (r.topInput && r.topInput.count >= r.unchanged) cause = `${r.topInput.count} of ${r.compared} misses: ${r.topInput.label}`;
+      else if (r.unchanged) cause = `${r.unchanged} of ${r.compared} misses: no input changed, the artifact was not available`;
       else cause = 'first run in the history';
       const left = `  ${r.misses}/${r.lookups}`.padEnd(10);
       const line = `${left}${r.task}: ${cause}`;
@@ -104,7 +148,7 @@ function renderText(m, o = {}) {
   }
 
   if (m.artifacts.length) {
-    out.push('', head('Largest artifacts (per task: largest, latest, how many)'));
+    out.push('', head('Largest artifacts (largest, latest, how many)'));
     for (const a of m.artifacts) {
       const sizes = `${formatBytes(a.bytes).padStart(10)}  ${formatBytes(a.latestBytes).padStart(10)}  ${String(a.artifacts).padStart(4)}  `;
       out.push(`  ${sizes}${cell(a.task, width - 2 - sizes.length)}`);

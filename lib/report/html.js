@@ -179,7 +179,7 @@ ${m.missing.map((r) => {
     } else {
       cause = h`<span class="dim">first run of this task in the history</span>`;
     }
-    return h`<tr data-task="${r.task}"><td class="name">${clip(r.task, 48)}</td><td class="n misses">${r.misses} / ${r.lookups}</td><td class="rate">${rateCell({ ...r, hits: r.lookups - r.misses })}</td><td>${cause}</td><td class="dim">${when(r.lastMiss)}</td></tr>
+    return h`<tr data-task="${r.task}"><td class="name">${clip(r.task, 48)}</td><td class="n misses">${r.misses} / ${r.lookups}</td><td class="rate">${rateCell({ ...r, hits: r.lookups - r.misses })}</td><td>${cause}</td><td class="dim when">${when(r.lastMiss)}</td></tr>
 `;
   })}</tbody></table>`;
 }
@@ -197,7 +197,7 @@ ${m.artifacts.map((a) => h`<tr data-task="${a.task}"><td class="name">${clip(a.t
 function problemTable(m) {
   if (!m.problems.length) return h`<p class="empty">No cache errors and no refusals.</p>`;
   return h`<table data-table="problems"><thead><tr><th>kind</th><th>reason</th><th class="n">count</th><th>last seen</th><th>e.g.</th></tr></thead><tbody>
-${m.problems.map((p) => h`<tr><td><span class="tag tag-${p.kind.replace(/\W+/g, '-')}">${p.kind}</span></td><td class="reason">${clip(p.reason, 160)}</td><td class="n count">${p.count} ${p.count === 1 ? p.unit : `${p.unit}s`}</td><td class="dim">${when(p.lastSeen)}</td><td class="name">${clip(p.example, 40)}</td></tr>
+${m.problems.map((p) => h`<tr><td><span class="tag tag-${p.kind.replace(/\W+/g, '-')}">${p.kind}</span></td><td class="reason">${clip(p.reason, 160)}</td><td class="n count">${p.count} ${p.count === 1 ? p.unit : `${p.unit}s`}</td><td class="dim when">${when(p.lastSeen)}</td><td class="name">${clip(p.example, 40)}</td></tr>
 `)}</tbody></table>`;
 }
 
@@ -205,7 +205,7 @@ ${m.problems.map((p) => h`<tr><td><span class="tag tag-${p.kind.replace(/\W+/g, 
 function runTable(m) {
   const recent = m.runs.slice(-15).reverse();
   return h`<table data-table="runs"><thead><tr><th>started</th><th>command</th><th>hit rate</th><th class="n">hits</th><th class="n">misses</th><th class="n">saved</th><th class="n">took</th></tr></thead><tbody>
-${recent.map((r) => h`<tr><td class="dim">${when(r.startedAt)}</td><td class="mono">${clip(r.command ? `nx ${r.command}` : '-', 60)}</td><td class="rate">${rateCell(r)}</td><td class="n">${r.hits}</td><td class="n">${r.misses}</td><td class="n">${formatDuration(r.savedMs)}</td><td class="n">${r.durationMs === null ? '-' : formatDuration(r.durationMs)}</td></tr>
+${recent.map((r) => h`<tr><td class="dim when">${when(r.startedAt)}</td><td class="mono">${clip(r.command ? `nx ${r.command}` : '-', 60)}</td><td class="rate">${rateCell(r)}</td><td class="n">${r.hits}</td><td class="n">${r.misses}</td><td class="n">${formatDuration(r.savedMs)}</td><td class="n">${r.durationMs === null ? '-' : formatDuration(r.durationMs)}</td></tr>
 `)}</tbody></table>${m.runs.length > recent.length ? h`<p class="more">the last ${recent.length} of ${m.runs.length} runs</p>` : ''}`;
 }
 
@@ -246,6 +246,7 @@ tr:last-child td{border-bottom:0}
 .name{font-weight:550;white-space:nowrap}
 .mono{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:12px;word-break:break-all}
 .dim{color:var(--dim);font-size:12px}
+.when{white-space:nowrap}
 .rate{white-space:nowrap}
 .bar{vertical-align:middle;max-width:100%}
 .groups td:nth-child(2){width:45%}

@@ -226,9 +226,9 @@ body{margin:0;background:var(--bg);color:var(--fg);font:14px/1.45 system-ui,-app
 main{max-width:1100px;margin:0 auto;padding:28px 24px 40px}
 header h1{margin:0;font-size:22px;font-weight:650}
 header p{margin:4px 0 0;color:var(--dim)}
-.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(128px,1fr));gap:12px;margin:20px 0}
-.card{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:12px 14px}
-.card .label{color:var(--dim);font-size:12px;text-transform:uppercase;letter-spacing:.04em}
+.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(120px,1fr));gap:12px;margin:20px 0}
+.card{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:12px 12px}
+.card .label{color:var(--dim);font-size:12px;text-transform:uppercase;letter-spacing:.04em;white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
 .card .value{font-size:24px;font-weight:650;margin-top:2px;font-variant-numeric:tabular-nums}
 .card .sub{color:var(--dim);font-size:12px}
 section{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:16px 18px;margin:14px 0}
@@ -284,7 +284,8 @@ ${card('runs', 'runs', String(t.runs), `${t.tasks} task records`)}
 ${card('hits', 'hits', String(t.hits), `${t.remoteHits} remote, ${t.localHits} local`)}
 ${card('misses', 'misses', String(t.misses), `${t.failed} failed, ${t.notRun} not run`)}
 ${card('transfer', 'transferred', formatBytes(t.bytesDown), `down, ${formatBytes(t.bytesUp)} up`)}
-${card('problems', 'errors, refused', `${t.cacheErrors}, ${t.refused}`, 'requests, tasks')}
+${card('errors', 'errors', String(t.cacheErrors), `cache request${t.cacheErrors === 1 ? '' : 's'} failed`)}
+${card('refused', 'refused', String(t.refused), t.refused === 1 ? 'task not stored' : 'tasks not stored')}
 </div>
 <section><h2>Hit rate over runs</h2><p class="note">Share of cacheable tasks restored from the cache in each run.</p>${hitRateChart(m)}</section>
 <section><h2>Time saved per project</h2><p class="note">The producer's run time minus the restore time, summed over the project's hits.</p>${groupTable('project', m.projects, m.projectsMore)}</section>

@@ -166,6 +166,7 @@ test('the HTML is self-contained: no URL to load, no script', () => {
   assert.doesNotMatch(html, /\s(src|href)=/i);
   assert.doesNotMatch(html, /https?:\/\//, 'no URL at all (the SVG namespace is implied in HTML)');
   assert.match(html, /<svg class="chart"/);
+  assert.doesNotMatch(html, /NaN|undefined|Infinity/);
 });
 
 test('runs without optional fields and tasks with only an id and a status', () => {
@@ -322,4 +323,22 @@ test('a large history is read and rendered within bounds', () => {
   const html = renderHtml(m, { version: 't' });
   assert.ok(html.length < 400_000, `${html.length} characters`);
   assert.equal((html.match(/<circle /g) || []).length, 0, 'no point markers beyond 80 runs');
+});
+
+test('one run draws one column; runs that looked nothing up draw no chart', () => {
+  const one = buildReport([run(0, [task('a:build', 'remote-hit', { k: '1' }, { savedMs: 65_000 })])], { workspace: 'ws', now: NOW });
+  const html = renderHtml(one, { version: 't' });
+  assert.equal((html.match(/<circle /g) || []).length, 1);
+  assert.match(html, /<div class="value">100%<\/div>/);
+  assert.match(html, /<div class="value">1.1 min<\/div>/);
+  assert.doesNotMatch(renderHtml(one, { version: 't' }), /NaN|undefined|Infinity/);
+
+  const none = buildReport([run(0, [{ id: 'a:build', outcome: 'not-run' }]), run(1, [])], { workspace: 'ws', now: NOW });
+  const page = renderHtml(none, { version: 't' });
+  assert.match(page, /No run looked anything up in the cache yet/);
+  assert.match(page, /<div class="value">-<\/div>/, 'no hit rate without lookups');
+  assert.doesNotMatch(page, /NaN|undefined|Infinity/);
+  const text = renderText(none);
+  assert.match(text, /hit rate - \(0 of 0\)/);
+  assert.doesNotMatch(text, /NaN|undefined|Infinity/);
 });

@@ -115,9 +115,8 @@ function syntheticHistory(o = {}) {
         // Mostly fresh CI runners: the local cache rarely has the task.
         if (local.get(id) === hash && random() < 0.3) {
           const d = between(40, 400);
+          // As lib/history.js records them: a local hit reads no artifact metadata, so no savedMs.
           Object.assign(t, { status: 'local-cache-kept-existing', code: 0, outcome: 'local-hit', durationMs: d });
-          const producer = remote.get(hash);
-          if (producer) Object.assign(t, { savedMs: Math.max(0, producer.durationMs - d), producer });
         } else if (remote.has(hash)) {
           const d = between(300, 2500);
           const producer = remote.get(hash);

@@ -279,7 +279,7 @@ function renderHtml(m, o) {
 <header><h1>Cache report: ${clip(m.workspace, 60)}</h1><p>${t.runs} run${t.runs === 1 ? '' : 's'}, ${range}</p></header>
 <div class="cards">
 ${card('hit-rate', 'hit rate', formatRate(t.hitRate), `${t.hits} of ${t.lookups} lookups`)}
-${card('saved', 'time saved', formatDuration(t.savedMs), 'by remote and local hits')}
+${card('saved', 'time saved', formatDuration(t.savedMs), t.timedHits === t.hits ? `by ${t.hits} hit${t.hits === 1 ? '' : 's'}` : `from ${t.timedHits} of ${t.hits} hits`)}
 ${card('runs', 'runs', String(t.runs), `${t.tasks} task records`)}
 ${card('hits', 'hits', String(t.hits), `${t.remoteHits} remote, ${t.localHits} local`)}
 ${card('misses', 'misses', String(t.misses), `${t.failed} failed, ${t.notRun} not run`)}
@@ -288,7 +288,7 @@ ${card('errors', 'errors', String(t.cacheErrors), `cache request${t.cacheErrors 
 ${card('refused', 'refused', String(t.refused), t.refused === 1 ? 'task not stored' : 'tasks not stored')}
 </div>
 <section><h2>Hit rate over runs</h2><p class="note">Share of cacheable tasks restored from the cache in each run.</p>${hitRateChart(m)}</section>
-<section><h2>Time saved per project</h2><p class="note">The producer's run time minus the restore time, summed over the project's hits.</p>${groupTable('project', m.projects, m.projectsMore)}</section>
+<section><h2>Time saved per project</h2><p class="note">The producer's run time minus the restore time, summed over the project's hits (hits whose artifact has no producer time count 0).</p>${groupTable('project', m.projects, m.projectsMore)}</section>
 <section><h2>Time saved per target</h2><p class="note">Summed over all projects.</p>${groupTable('target', m.targets, m.targetsMore)}</section>
 <section><h2>Tasks that miss most</h2><p class="note">Each miss compared with the same task's previous record: the hash input that changed most often. <code>nx-open-cache why &lt;task&gt;</code> explains one miss file by file.</p>${missTable(m)}</section>
 <section><h2>Largest artifacts</h2><p class="note">Per task: its largest artifact (bytes downloaded on a hit or uploaded when stored), its latest, and how many different artifacts it had.</p>${artifactTable(m)}</section>

@@ -28,7 +28,7 @@ const TOP = 12;
 
 /**
  * @typedef {{ lookups: number, hits: number, remoteHits: number, localHits: number, misses: number,
- *   failed: number, savedMs: number }} Counts
+ *   failed: number, savedMs: number, timedHits: number }} Counts  timedHits: hits with a savedMs
  * @typedef {Counts & { name: string, hitRate: number | null }} GroupRow
  * @typedef {Counts & { runId: string, startedAt: string, command: string, durationMs: number | null,
  *   hitRate: number | null, tasks: number }} RunRow
@@ -62,7 +62,7 @@ function str(v) {
 
 /** @returns {Counts} */
 function zero() {
-  return { lookups: 0, hits: 0, remoteHits: 0, localHits: 0, misses: 0, failed: 0, savedMs: 0 };
+  return { lookups: 0, hits: 0, remoteHits: 0, localHits: 0, misses: 0, failed: 0, savedMs: 0, timedHits: 0 };
 }
 
 /** @param {Counts} c */
@@ -108,7 +108,11 @@ function count(c, t, outcome) {
     c.hits += 1;
     if (outcome === 'remote-hit') c.remoteHits += 1;
     else c.localHits += 1;
-    c.savedMs += num(t.savedMs) ?? 0;
+    const saved = num(t.savedMs);
+    if (saved !== undefined) {
+      c.savedMs += saved;
+      c.timedHits += 1;
+    }
   } else {
     c.misses += 1;
     if (outcome === 'failed') c.failed += 1;

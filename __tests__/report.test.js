@@ -287,7 +287,7 @@ test('colors only on a TTY without NO_COLOR, and the text has them then', () => 
 test('--open runs the platform opener with the file, and says where the file is when it cannot', { skip: process.platform === 'win32' }, () => {
   assert.deepEqual(openerFor('/r.html', 'darwin'), ['open', ['/r.html']]);
   assert.deepEqual(openerFor('/r.html', 'linux'), ['xdg-open', ['/r.html']]);
-  assert.equal(openerFor('C:\\r.html', 'win32')[0], 'cmd');
+  assert.deepEqual(openerFor('C:\\a b\\r.html', 'win32'), ['cmd', ['/d', '/s', '/c', '"start "" "C:\\a b\\r.html""']]);
   const { root, dataDir } = workspace();
   writeHistory(dataDir, syntheticHistory({ runs: 2 }));
   const bin = path.join(root, 'bin');

@@ -40,7 +40,9 @@ const OPEN_WAIT_MS = 3000;
  */
 function openerFor(file, platform) {
   if (platform === 'darwin') return ['open', [file]];
-  if (platform === 'win32') return ['cmd', ['/d', '/s', '/c', 'start', '""', file]];
+  // Passed verbatim: `/s` strips the outer quotes, leaving `start "" "<file>"` (a path with spaces
+  // stays one argument; the empty title keeps start from taking the path for a window title).
+  if (platform === 'win32') return ['cmd', ['/d', '/s', '/c', `"start "" "${file}""`]];
   return ['xdg-open', [file]];
 }
 

@@ -32,12 +32,20 @@ function browserOrReason() {
   }
 }
 
+/** @type {string[]} */
+const temps = [];
+test.after(() => {
+  for (const d of temps) fs.rmSync(d, { recursive: true, force: true });
+});
+
 /**
  * A workspace named `acme-shop` with `runs` in its history, and its report written by the command.
  * @param {any[]} runs
  */
 async function reportOf(runs) {
-  const root = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'nxoc-report-browser-')), 'acme-shop');
+  const temp = fs.mkdtempSync(path.join(os.tmpdir(), 'nxoc-report-browser-'));
+  temps.push(temp);
+  const root = path.join(temp, 'acme-shop');
   fs.mkdirSync(root);
   fs.writeFileSync(path.join(root, 'nx.json'), '{}');
   writeHistory(path.join(root, '.nx', 'workspace-data', 'nx-open-cache'), runs);

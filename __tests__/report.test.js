@@ -19,9 +19,16 @@ const { openerFor, useColor } = require('../lib/report.js');
 const CLI = path.join(__dirname, '..', 'lib', 'cli.js');
 const NOW = new Date('2026-12-01T00:00:00Z');
 
+/** @type {string[]} */
+const temps = [];
+test.after(() => {
+  for (const d of temps) fs.rmSync(d, { recursive: true, force: true });
+});
+
 /** A temporary workspace (an nx.json) and its plugin data dir. */
 function workspace() {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'nxoc-report-'));
+  temps.push(root);
   fs.writeFileSync(path.join(root, 'nx.json'), '{}');
   return { root, dataDir: path.join(root, '.nx', 'workspace-data', 'nx-open-cache') };
 }

@@ -20,7 +20,6 @@ const SPARKS = '▁▂▃▄▅▆▇█';
  * @param {number} max
  */
 function cell(s, max) {
-  // eslint-disable-next-line no-control-regex
   const clean = s.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, '?');
   if (max < 1) return '';
   return clean.length <= max ? clean : `${clean.slice(0, Math.max(0, max - 1))}…`;

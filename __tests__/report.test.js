@@ -209,9 +209,12 @@ test('corrupt and foreign files are ignored with one notice; the good runs make 
   fs.mkdirSync(path.join(dir, '1700000000006-dir.json'));
 
   const read = readHistoryRuns(dataDir);
-  assert.equal(read.runs.length, 4);
-  assert.equal(read.runs[0].tasks.length, 1, 'tasks that are not objects with a string id are dropped');
+  assert.equal(read.ignored.length, 0, 'files are read as the runs are iterated');
+  const runs = [...read.runs];
+  assert.equal(runs.length, 4);
+  assert.equal(runs[0].tasks.length, 1, 'tasks that are not objects with a string id are dropped');
   assert.equal(read.ignored.length, 6);
+  assert.deepEqual(runs.map((x) => x.runId), ['r0', 'run-0', 'run-1', 'run-2'], 'in start order');
 
   const r = cli(root, ['report']);
   assert.equal(r.code, 0, r.stderr);

@@ -133,16 +133,17 @@ async function reportCommand(args, root, o = {}) {
   }
   const dataDir = pluginDataDir(root);
   const { runs, ignored, dir } = readHistoryRuns(dataDir, { limit });
+  const model = buildReport(runs, { workspace: path.basename(root), now: o.now ?? new Date() });
+  model.ignoredFiles = ignored.length;
   if (ignored.length) {
     const first = ignored[0];
     console.error(`nx-open-cache report: ignored ${ignored.length} file${ignored.length === 1 ? '' : 's'} in ${dir} that ${ignored.length === 1 ? 'is' : 'are'} not a history run (${path.basename(first.file)}: ${first.reason})`);
   }
-  if (!runs.length) {
+  if (!model.totals.runs) {
     const off = /^(off|false|0|no)$/i.test((env.NX_OPEN_CACHE_HISTORY ?? '').trim()) ? ' (NX_OPEN_CACHE_HISTORY is off here: unset it to record runs)' : '';
     console.error(`nx-open-cache report: no history yet: no Nx run with the plugin has been recorded in ${dir}: run an Nx command (e.g. \`nx run-many -t build\`) first${off}`);
     return 1;
   }
-  const model = buildReport(runs, { workspace: path.basename(root), now: o.now ?? new Date(), ignoredFiles: ignored.length });
   const toStdout = v.text === true || v.json === true;
   if (v.json === true) console.log(JSON.stringify(model, null, 2));
   if (v.text === true) {
@@ -159,7 +160,7 @@ async function reportCommand(args, root, o = {}) {
     return 1;
   }
   const say = toStdout ? console.error : console.log;
-  say(`nx-open-cache: report of ${runs.length} run${runs.length === 1 ? '' : 's'} written to ${out}`);
+  say(`nx-open-cache: report of ${model.totals.runs} run${model.totals.runs === 1 ? '' : 's'} written to ${out}`);
   if (v.open === true) {
     const failed = await openInBrowser(out);
     if (failed) console.error(`nx-open-cache report: cannot open a browser (${failed}): open ${out} yourself`);

@@ -60,48 +60,49 @@ function notARun(value) {
 }
 
 /**
- * The last `limit` runs of the history in start order (oldest first), and the files ignored.
+ * The last `limit` runs of the history in start order (oldest first), read one file at a time as
+ * `runs` is iterated (it can be iterated once), and the files ignored (filled while iterating).
  * Tasks that are not objects with a string `id` are dropped from a run.
  * @param {string} dataDir  the plugin data dir
  * @param {{ limit?: number }} [o]  at most this many runs (the newest), default all
- * @returns {{ runs: HistoryRun[], ignored: IgnoredFile[], dir: string }}
+ * @returns {{ runs: Iterable<HistoryRun>, ignored: IgnoredFile[], dir: string }}
  */
 function readHistoryRuns(dataDir, o = {}) {
   const dir = runsDir(dataDir);
   /** @type {string[]} */
   let names;
   try {
+    // The name starts with the start time in ms, 13 digits: name order is start order.
     names = fs.readdirSync(dir).filter((n) => RUN_FILE.test(n)).sort();
   } catch {
-    return { runs: [], ignored: [], dir };
+    names = [];
   }
   if (o.limit !== undefined && names.length > o.limit) names = names.slice(names.length - o.limit);
-  /** @type {HistoryRun[]} */
-  const runs = [];
   /** @type {IgnoredFile[]} */
   const ignored = [];
-  for (const name of names) {
-    const file = path.join(dir, name);
-    /** @type {unknown} */
-    let value;
-    try {
-      value = JSON.parse(fs.readFileSync(file, 'utf8'));
-    } catch (e) {
-      ignored.push({ file, reason: e instanceof SyntaxError ? 'not valid JSON' : /** @type {Error} */ (e).message });
-      continue;
+  /** @returns {Generator<HistoryRun>} */
+  function* runs() {
+    for (const name of names) {
+      const file = path.join(dir, name);
+      /** @type {unknown} */
+      let value;
+      try {
+        value = JSON.parse(fs.readFileSync(file, 'utf8'));
+      } catch (e) {
+        ignored.push({ file, reason: e instanceof SyntaxError ? 'not valid JSON' : /** @type {Error} */ (e).message });
+        continue;
+      }
+      const why = notARun(value);
+      if (why) {
+        ignored.push({ file, reason: why });
+        continue;
+      }
+      const run = /** @type {HistoryRun} */ (value);
+      run.tasks = run.tasks.filter((t) => t && typeof t === 'object' && typeof t.id === 'string');
+      yield run;
     }
-    const why = notARun(value);
-    if (why) {
-      ignored.push({ file, reason: why });
-      continue;
-    }
-    const run = /** @type {HistoryRun} */ (value);
-    run.tasks = run.tasks.filter((t) => t && typeof t === 'object' && typeof t.id === 'string');
-    runs.push(run);
   }
-  // File names sort by start time; a run's own startedAt decides when two share a millisecond.
-  runs.sort((a, b) => Date.parse(a.startedAt) - Date.parse(b.startedAt));
-  return { runs, ignored, dir };
+  return { runs: runs(), ignored, dir };
 }
 
 module.exports = { readHistoryRuns, runsDir, FORMAT, VERSION };

@@ -201,12 +201,13 @@ function entry(map, key, make) {
 
 /**
  * The report's figures.
- * @param {HistoryRun[]} runs  in start order
+ * @param {Iterable<HistoryRun>} runs  in start order; read once, so a generator keeps only one run
+ *   in memory at a time
  * @param {{ workspace: string, now: Date, ignoredFiles?: number }} o
  * @returns {ReportModel}
  */
 function buildReport(runs, o) {
-  const totals = { ...zero(), runs: runs.length, tasks: 0, notRun: 0, bytesDown: 0, bytesUp: 0, cacheMs: 0, cacheErrors: 0, refused: 0 };
+  const totals = { ...zero(), runs: 0, tasks: 0, notRun: 0, bytesDown: 0, bytesUp: 0, cacheMs: 0, cacheErrors: 0, refused: 0 };
   /** @type {RunRow[]} */
   const runRows = [];
   /** @type {Map<string, Counts>} */
@@ -235,6 +236,7 @@ function buildReport(runs, o) {
   };
 
   for (const run of runs) {
+    totals.runs += 1;
     const when = run.startedAt;
     const rc = zero();
     for (const t of run.tasks) {
@@ -321,7 +323,7 @@ function buildReport(runs, o) {
   const tg = groupRows(targets);
   return {
     workspace: o.workspace, generatedAt: o.now.toISOString(),
-    first: runs.length ? runs[0].startedAt : null, last: runs.length ? runs[runs.length - 1].startedAt : null,
+    first: runRows.length ? runRows[0].startedAt : null, last: runRows.length ? runRows[runRows.length - 1].startedAt : null,
     totals: { ...totals, hitRate: rate(totals) },
     runs: runRows, projects: p.rows, projectsMore: p.more, targets: tg.rows, targetsMore: tg.more, missing,
     artifacts: [...artifacts.values()].map(({ hashes, ...a }) => ({ ...a, artifacts: hashes.size }))

@@ -614,7 +614,94 @@ function hasSavedFigure(record) {
   return record.tasks.some((t) => t.savedMs !== undefined);
 }
 
+/* ------------------------------------------------------------------------------------------------ */
+/* `nx-open-cache history`                                                                           */
+/* ------------------------------------------------------------------------------------------------ */
+
+const HISTORY_HELP = `Usage: nx-open-cache history [--limit <n>] [--tasks] [--json]
+
+The workspace's recorded Nx runs, newest first (default: the last 10): when, the command, the
+outcome of their cacheable tasks and the time their hits saved.
+  --limit <n>  how many runs (default 10)
+  --tasks      one line per task: outcome, duration, time saved, why not stored
+  --json       the run records as JSON (every field, the tasks' hash inputs included)
+Recorded under <workspace data>/nx-open-cache/history/ (at most NX_OPEN_CACHE_HISTORY_RUNS runs,
+default ${DEFAULT_MAX_RUNS}, and NX_OPEN_CACHE_HISTORY_MB, default ${DEFAULT_MAX_MB}); NX_OPEN_CACHE_HISTORY=off stops recording.`;
+
+/** The words of an outcome in the listing, one and many. @type {Record<string, [string, string]>} */
+const OUTCOME_WORDS = {
+  'remote-hit': ['remote hit', 'remote hits'],
+  'local-hit': ['local hit', 'local hits'],
+  stored: ['stored', 'stored'],
+  'not-stored': ['not stored', 'not stored'],
+  refused: ['refused', 'refused'],
+  failed: ['failed', 'failed'],
+  'not-run': ['not run', 'not run'],
+};
+
+/**
+ * One run as the listing shows it.
+ * @param {RunRecord} r
+ * @param {(ms: number) => string} saved
+ */
+function runLine(r, saved) {
+  /** @type {Map<string, number>} */ const counts = new Map();
+  for (const t of r.tasks) counts.set(t.outcome, (counts.get(t.outcome) || 0) + 1);
+  const parts = [...counts].map(([o, n]) => `${n} ${(OUTCOME_WORDS[o] || [o, o])[n === 1 ? 0 : 1]}`);
+  const savedPart = hasSavedFigure(r) ? `, saved ${saved(r.savedMs)}` : '';
+  return `${r.startedAt}  ${r.command ? `nx ${r.command}` : '(no command)'}: ${r.tasks.length} ${r.tasks.length === 1 ? 'task' : 'tasks'}${parts.length ? ` (${parts.join(', ')})` : ''}${savedPart}  [run ${r.runId}]`;
+}
+
+/**
+ * One task as the listing shows it.
+ * @param {TaskRecord} t
+ */
+function taskLine(t) {
+  const secs = (/** @type {number} */ ms) => `${(ms / 1000).toFixed(1)} s`;
+  /** @type {string[]} */ const parts = [t.outcome];
+  if (t.durationMs !== undefined) parts.push(secs(t.durationMs));
+  if (t.savedMs !== undefined) parts.push(`saved ${secs(t.savedMs)}`);
+  if (t.producer) parts.push(`produced in ${secs(t.producer.durationMs)}${t.producer.host ? ` on ${t.producer.host}` : ''}`);
+  if (t.reason) parts.push(t.reason);
+  return `    ${t.id}  ${parts.join(', ')}`;
+}
+
+/**
+ * `history [--limit <n>] [--tasks] [--json]`: the recorded runs, newest first.
+ * @param {string} root
+ * @param {string[]} args
+ * @returns {number}
+ */
+function historyCommand(root, args) {
+  const { commandArgs } = require('./args.js');
+  const { formatSaved } = require('./summary.js');
+  const parsed = commandArgs({ command: 'history', usage: HISTORY_HELP, errorCode: 1 },
+    args, { limit: { type: 'string' }, tasks: { type: 'boolean' }, json: { type: 'boolean' } });
+  if (typeof parsed === 'number') return parsed;
+  const rawLimit = parsed.values.limit;
+  const limit = rawLimit === undefined ? 10 : Number(rawLimit);
+  if (!Number.isInteger(limit) || limit < 1) {
+    console.error(`nx-open-cache history: --limit ${JSON.stringify(rawLimit)} is not a whole number above 0`);
+    return 1;
+  }
+  const runs = readRuns(root, { limit });
+  if (parsed.values.json === true) {
+    console.log(JSON.stringify(runs, null, 2));
+    return 0;
+  }
+  if (runs.length === 0) {
+    console.log(`nx-open-cache: no runs recorded yet in ${path.join(historyDir(root), 'runs')}${historyEnabled() ? '' : ' (NX_OPEN_CACHE_HISTORY=off)'}`);
+    return 0;
+  }
+  for (const r of runs) {
+    console.log(runLine(r, formatSaved));
+    if (parsed.values.tasks === true) for (const t of r.tasks) console.log(taskLine(t));
+  }
+  return 0;
+}
+
 module.exports = {
+  historyCommand,
   HISTORY_FORMAT, HISTORY_VERSION, DEFAULT_MAX_RUNS, DEFAULT_MAX_MB,
   historyDir, historyEnabled, historyBounds, runFileName,
   appendRun, readRuns, buildRunRecord, hasSavedFigure, nxVersionOf, isRunRecord, taskOutcome,

@@ -176,7 +176,9 @@ test('bounds: the oldest runs go first, by count and by size, with the filesets 
   assert.equal(history.readRuns(sb.root)[0].runId, 'run-19');
 
   // The index is a cache: without it, the next append measures the disk again and still bounds.
-  fs.rmSync(path.join(dir, 'index.json'));
+  const indexes = fs.readdirSync(dir).filter((f) => /^index-\d{12}\.json$/.test(f));
+  assert.equal(indexes.length, 1, `one index file: ${fs.readdirSync(dir)}`);
+  fs.rmSync(path.join(dir, indexes[0]));
   history.appendRun(sb.root, syntheticRecord('run-20', t0 + 20_000, 90, 'fsKeep'), { env: sizeEnv, now: t0 + 20_500 });
   const after = fs.readdirSync(path.join(dir, 'runs')).reduce((a, f) => a + fs.statSync(path.join(dir, 'runs', f)).size, 0);
   assert.ok(after <= 60 * 1024, `bounded after the index was lost: ${after}`);

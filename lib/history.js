@@ -7,7 +7,7 @@
 // history record of this format is skipped by readers, with one notice per process.
 //
 // An append costs one file write and one small index write, never a walk over the history: the
-// index (`history/index.json`) keeps every run file's and fileset's size, and when each fileset was
+// index (`history/index-<n>.json`) keeps every run file's and fileset's size, and when each fileset was
 // last referenced by a run. It is a cache of what is on disk: the run files are listed at every
 // append and the filesets every SWEEP_EVERY appends (or when the index is missing or unreadable),
 // so files written by another process, or an index update lost to a concurrent run, are picked up.
@@ -49,7 +49,8 @@ const RUN_FILE = /^(\d{13})-[A-Za-z0-9_.-]+\.json$/;
  * @typedef {{ hash: string, op: string, outcome: string, bytes: number, millis: number, reason?: string }} CacheEvent
  * @typedef {{
  *   format: typeof INDEX_FORMAT, version: 1, appends: number,
- *   runs: Record<string, number>, filesets: Record<string, [number, number]>
+ *   runs: Record<string, number>, filesets: Record<string, [number, number]>,
+ *   absent: Record<string, 1>
  * }} HistoryIndex
  */
 
@@ -145,25 +146,53 @@ function writeAtomically(file, text) {
 
 /** @returns {HistoryIndex} */
 function emptyIndex() {
-  return { format: INDEX_FORMAT, version: 1, appends: 0, runs: {}, filesets: {} };
+  return { format: INDEX_FORMAT, version: 1, appends: 0, runs: {}, filesets: {}, absent: {} };
+}
+
+/** An index file: `index-<sequence number, 12 digits>.json`; the highest number is the current one. */
+const INDEX_FILE = /^index-(\d{12})\.json$/;
+
+/**
+ * The current index and its sequence number; no index when missing or not of this format (it is
+ * then rebuilt from the disk).
+ * @param {string} dir
+ * @returns {{ index?: HistoryIndex, seq: number, files: string[] }}  files: every index file seen
+ */
+function readIndex(dir) {
+  /** @type {string[]} */ let files = [];
+  try {
+    files = fs.readdirSync(dir).filter((f) => INDEX_FILE.test(f)).sort();
+  } catch {
+    return { seq: 0, files };
+  }
+  const newest = files[files.length - 1];
+  if (!newest) return { seq: 0, files };
+  const seq = Number(/** @type {RegExpExecArray} */ (INDEX_FILE.exec(newest))[1]);
+  try {
+    const v = JSON.parse(fs.readFileSync(path.join(dir, newest), 'utf8'));
+    if (v && v.format === INDEX_FORMAT && v.version === 1 && v.runs && typeof v.runs === 'object'
+      && v.filesets && typeof v.filesets === 'object' && Number.isInteger(v.appends)) {
+      if (!v.absent || typeof v.absent !== 'object') v.absent = {};
+      return { index: v, seq, files };
+    }
+  } catch {
+    // Unreadable: rebuilt.
+  }
+  return { seq, files };
 }
 
 /**
- * The index, or undefined when missing or not of this format (it is then rebuilt from the disk).
+ * Writes the index under the next sequence number, then removes the older index files. A new name
+ * each time, never a file replaced: on ext4, replacing a file (rename over it, or truncating it)
+ * makes the kernel write its data out at once, which costs a few milliseconds per append.
  * @param {string} dir
- * @returns {HistoryIndex | undefined}
+ * @param {HistoryIndex} index
+ * @param {{ seq: number, files: string[] }} previous
  */
-function readIndex(dir) {
-  try {
-    const v = JSON.parse(fs.readFileSync(path.join(dir, 'index.json'), 'utf8'));
-    if (v && v.format === INDEX_FORMAT && v.version === 1 && v.runs && typeof v.runs === 'object'
-      && v.filesets && typeof v.filesets === 'object' && Number.isInteger(v.appends)) {
-      return v;
-    }
-  } catch {
-    // Missing or unreadable: rebuilt.
-  }
-  return undefined;
+function writeIndex(dir, index, previous) {
+  const name = `index-${String((previous.seq + 1) % 1e12).padStart(12, '0')}.json`;
+  writeAtomically(path.join(dir, name), JSON.stringify(index));
+  for (const f of previous.files) if (f !== name) fs.rmSync(path.join(dir, f), { force: true });
 }
 
 /**
@@ -173,27 +202,12 @@ function readIndex(dir) {
  * @param {string} key
  */
 function isFilesetKey(key) {
-  if (key === 'AllExternalDependencies') return false;
-  if (/^(npm|env|runtime):/.test(key)) return false;
-  return !/:(ProjectConfiguration|TsConfig)$/.test(key);
+  return key !== 'AllExternalDependencies' && !key.startsWith('npm:') && !key.startsWith('env:')
+    && !key.startsWith('runtime:') && !key.endsWith(':ProjectConfiguration') && !key.endsWith(':TsConfig');
 }
 
-/**
- * The node hashes of a run's file inputs (candidates for `filesets/`).
- * @param {RunRecord} record
- * @returns {Set<string>}
- */
-function filesetHashes(record) {
-  /** @type {Set<string>} */ const out = new Set();
-  for (const t of record.tasks) {
-    const nodes = /** @type {any} */ (t.inputs)?.nodes;
-    if (!nodes || typeof nodes !== 'object') continue;
-    for (const [k, v] of Object.entries(nodes)) {
-      if (typeof v === 'string' && isFilesetKey(k) && /^[A-Za-z0-9_-]{1,128}$/.test(v)) out.add(v);
-    }
-  }
-  return out;
-}
+/** A node hash usable as a file name (and as a key: never `__proto__`). */
+const SAFE_HASH = /^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$/;
 
 /**
  * Lists the run files and brings the index's run sizes in line with them (a run written by another
@@ -240,8 +254,9 @@ function removeStaleTemp(file, now) {
 }
 
 /**
- * Lists the filesets and brings the index in line (one written since the last sweep is measured and
- * dated by its modification time).
+ * Lists the filesets and brings the index in line. One it did not know (written since the last
+ * sweep) is measured and counted as referenced now: which runs reference it is not known, and
+ * dating it later than it is only keeps it longer, never drops it while a kept run needs it.
  * @param {string} filesetsDir
  * @param {HistoryIndex} index
  * @param {number} now
@@ -260,35 +275,50 @@ function sweepFilesets(filesetsDir, index, now) {
       continue;
     }
     const hash = name.slice(0, -'.json'.length);
-    const known = index.filesets[hash];
-    if (known) {
+    if (!SAFE_HASH.test(hash)) continue;
+    const known = Object.hasOwn(index.filesets, hash) ? index.filesets[hash] : undefined;
+    if (Array.isArray(known)) {
       filesets[hash] = known;
       continue;
     }
     const st = fs.statSync(path.join(filesetsDir, name), { throwIfNoEntry: false });
-    if (st) filesets[hash] = [st.size, st.mtimeMs];
+    if (st) filesets[hash] = [st.size, now];
   }
   index.filesets = filesets;
+  index.absent = {};
 }
 
+/** Filesets an append measures at most (the rest are found by the next sweep). */
+const MEASURE_PER_APPEND = 64;
+
 /**
- * Marks the filesets a new run references as referenced now, measuring those the index does not
- * know yet.
+ * Marks the filesets a new run references as referenced now. One the index does not know yet
+ * (written by this run) is measured, MEASURE_PER_APPEND at most; one that is not there is not
+ * looked for again until the next sweep.
  * @param {string} filesetsDir
  * @param {HistoryIndex} index
- * @param {Set<string>} hashes
+ * @param {RunRecord} record
  * @param {number} now
  */
-function touchFilesets(filesetsDir, index, hashes, now) {
-  if (hashes.size === 0 || !fs.existsSync(filesetsDir)) return;
-  for (const h of hashes) {
-    const known = index.filesets[h];
-    if (known) {
-      known[1] = now;
-      continue;
+function touchFilesets(filesetsDir, index, record, now) {
+  const known = index.filesets;
+  const absent = index.absent;
+  let budget = MEASURE_PER_APPEND;
+  for (const t of record.tasks) {
+    const nodes = /** @type {any} */ (t.inputs)?.nodes;
+    if (!nodes || typeof nodes !== 'object') continue;
+    for (const k in nodes) {
+      const v = nodes[k];
+      const entry = known[v];
+      if (Array.isArray(entry)) {
+        if (isFilesetKey(k)) entry[1] = now;
+      } else if (budget > 0 && typeof v === 'string' && !Object.hasOwn(absent, v) && isFilesetKey(k) && SAFE_HASH.test(v)) {
+        budget -= 1;
+        const st = fs.statSync(path.join(filesetsDir, `${v}.json`), { throwIfNoEntry: false });
+        if (st) known[v] = [st.size, now];
+        else absent[v] = 1;
+      }
     }
-    const st = fs.statSync(path.join(filesetsDir, `${h}.json`), { throwIfNoEntry: false });
-    if (st) index.filesets[h] = [st.size, now];
   }
 }
 
@@ -351,15 +381,15 @@ function appendRun(root, record, opts = {}) {
   writeAtomically(file, text);
   const bytes = Buffer.byteLength(text);
 
-  const stored = readIndex(dir);
-  const index = stored || emptyIndex();
+  const current = readIndex(dir);
+  const index = current.index || emptyIndex();
   index.runs[name] = bytes;
   const names = syncRuns(runsDir, index, now);
-  if (!stored || index.appends % SWEEP_EVERY === 0) sweepFilesets(filesetsDir, index, now);
-  touchFilesets(filesetsDir, index, filesetHashes(record), now);
+  if (!current.index || index.appends % SWEEP_EVERY === 0) sweepFilesets(filesetsDir, index, now);
+  touchFilesets(filesetsDir, index, record, now);
   const dropped = enforceBounds({ runsDir, filesetsDir }, index, names, historyBounds(env));
   index.appends += 1;
-  writeAtomically(path.join(dir, 'index.json'), JSON.stringify(index));
+  writeIndex(dir, index, current);
   return { file, bytes, dropped };
 }
 

@@ -274,6 +274,20 @@ for (const where of ['cache host', 'in-process proxy']) {
     assert.doesNotMatch(String(lineA), /saved/, 'no hits: no saved figure');
     const runA = history.readRuns(sb.root)[0];
     assert.deepEqual(runA.tasks.map((t) => [t.id, t.outcome, t.durationMs]), [['lib-a:build', 'stored', 30_000], ['lib-b:build', 'stored', 8_000]]);
+    const summaryA = /** @type {any} */ (readSummary(sb.root));
+    // Both 2 meta writes apart from the counters: a proxy that counts them apart says so, for an
+    // older one the plugin takes its own meta traffic out.
+    assert.equal(summaryA.metaWrites, 2, JSON.stringify(summaryA));
+    if (summaryA.eventsDropped !== undefined) {
+      // A proxy with per-hash events: outcomes, bytes and time in cache calls from them.
+      for (const t of runA.tasks) {
+        assert.equal(t.bytes, 400, `${t.id}: bytes up from the proxy's events`);
+        assert.equal(typeof t.cacheMs, 'number');
+        assert.equal(t.reason, undefined);
+      }
+    } else {
+      for (const t of runA.tasks) assert.match(String(t.reason), /assumed from the run counts/);
+    }
     // An artifact stored by some other client (no meta), e.g. before nx-open-cache kept any.
     await plugin.preTasksExecution(options, ctx('run-x', sb.root));
     assert.equal((await nxRequest('PUT', '333', sizedArtifact(400))).status, 200);
@@ -296,6 +310,7 @@ for (const where of ['cache host', 'in-process proxy']) {
     assert.match(lineB, /^nx-open-cache: 3 hits, 0 misses, 0 stored, 1\.2 KiB down, 0 B up, saved ~37 s, 0 errors/, sb.printed.join('\n'));
     const summaryB = /** @type {any} */ (readSummary(rootB));
     assert.equal(summaryB.savedMs, 29_600 + 7_700);
+    assert.equal(summaryB.metaReads, 2, 'two meta found (the third artifact has none), not hits or misses');
     assert.equal(summaryB.events, undefined, 'per-hash events stay out of the summary file');
     const runB = history.readRuns(rootB)[0];
     const byId = Object.fromEntries(runB.tasks.map((t) => [t.id, t]));

@@ -234,7 +234,7 @@ function producerOf(meta) {
  * Takes this run's own meta traffic out of counters from a proxy that counts `*-nxoc-meta` keys as
  * artifacts (one without `metaReads` / `metaWrites` in its counters): a meta read found is not a
  * hit, one not found not a miss, a meta stored not a store. Returns the counters as a proxy that
- * keeps meta apart reports them.
+ * keeps meta apart reports them (`metaReads`: meta found, `metaWrites`: meta stored).
  * @template {{ hits: number, misses: number, stored: number, alreadyStored: number, refusedWrites: number, bytesDown: number, bytesUp: number, metaReads?: number, metaWrites?: number }} S
  * @param {S} stats
  * @param {Exchange[]} exchanges
@@ -249,16 +249,16 @@ function withoutMetaTraffic(stats, exchanges, mode) {
   };
   for (const e of exchanges) {
     if (e.op === 'get') {
-      s.metaReads += 1;
       if (e.status === 200) {
+        s.metaReads += 1;
         less('hits', 1);
         less('bytesDown', e.bytes);
       } else if (e.status === 404) {
         less('misses', 1);
       }
     } else {
-      s.metaWrites += 1;
       if (e.status === 200) {
+        s.metaWrites += 1;
         less('stored', 1);
         less('bytesUp', e.bytes);
       } else if (e.status === 409) {

@@ -21,6 +21,7 @@ const VARS = [
   'NX_SELF_HOSTED_REMOTE_CACHE_SERVER', 'NX_SELF_HOSTED_REMOTE_CACHE_ACCESS_TOKEN', 'NX_OPEN_CACHE_PROXY_URL',
   'NX_OPEN_CACHE_MODE', 'NX_OPEN_CACHE_SUMMARY', 'NX_OPEN_CACHE_HOST', 'NX_WORKSPACE_DATA_DIRECTORY',
   'NX_OPEN_CACHE_HISTORY', 'NX_OPEN_CACHE_HISTORY_RUNS', 'NX_OPEN_CACHE_HISTORY_MB', 'CI',
+  'NX_OPEN_CACHE_SIGNING_KEY', 'NX_OPEN_CACHE_ENCRYPTION_KEY', 'NX_OPEN_CACHE_REQUIRE_SIGNATURE',
 ];
 
 const sb = hookSandbox({ prefix: 'nxoc-history-', vars: VARS, nxJson: '{}' });
@@ -325,6 +326,54 @@ for (const where of ['cache host', 'in-process proxy']) {
     assert.equal(runB.savedMs, 37_300);
   });
 }
+
+test('meta is signed and encrypted like the artifacts: an unsigned meta record is never taken under requireSignature, none is readable without the key', async () => {
+  process.env.NX_OPEN_CACHE_HOST = 'off';
+  const crypto = require('node:crypto');
+  const store = path.join(sb.root, 'store');
+  const ci = native.keygen();
+  const encryption = crypto.randomBytes(32).toString('base64');
+  const trusted = { backend: 'fs', path: store, trustedKeys: [ci.publicKey], requireSignature: true };
+  // A writer without the signing key puts a meta record for 222 first (claiming 999 s).
+  process.env.NX_OPEN_CACHE_ENCRYPTION_KEY = encryption;
+  const rogue = native.CacheProxy.start(sb.root, { backend: 'fs', path: store }, { NX_OPEN_CACHE_ENCRYPTION_KEY: encryption });
+  const pack = (/** @type {string} */ json) => native.packAsync({ root: sb.root, terminalOutput: json, code: 0, format: 'nx' }).then((b) => /** @type {Buffer} */ (b));
+  const forged = meta.buildMeta({ task: task('lib-b', '222', 1), durationMs: 999_000 }).json;
+  assert.equal((await meta.exchangeMeta(rogue, { publish: [{ hash: '222', json: forged }], fetch: [] }, { pack })).published, 1);
+  await rogue.stop();
+  // CI signs (and encrypts) its artifacts and their meta.
+  process.env.NX_OPEN_CACHE_SIGNING_KEY = ci.secretKey;
+  await plugin.preTasksExecution(trusted, ctx('ci', sb.root));
+  for (const h of ['111', '222']) await nxRequest('PUT', h, sizedArtifact(400));
+  await plugin.postTasksExecution(trusted, ctx('ci', sb.root, {
+    'lib-a:build': { task: task('lib-a', '111', 30_000), status: 'success', code: 0 },
+    'lib-b:build': { task: task('lib-b', '222', 8_000), status: 'success', code: 0 },
+  }));
+  delete process.env.NX_OPEN_CACHE_SIGNING_KEY;
+  // Another machine: requires CI's signature, has the encryption key.
+  const rootB = fs.mkdtempSync(path.join(path.dirname(sb.root), 'nxoc-history-b-'));
+  extraRoots.push(rootB);
+  fs.writeFileSync(path.join(rootB, 'nx.json'), '{}');
+  await plugin.preTasksExecution(trusted, ctx('b', rootB));
+  for (const h of ['111', '222']) assert.equal((await nxRequest('GET', h)).status, 200);
+  const hits = {
+    'lib-a:build': { task: task('lib-a', '111', 400), status: 'remote-cache', code: 0 },
+    'lib-b:build': { task: task('lib-b', '222', 300), status: 'remote-cache', code: 0 },
+  };
+  await plugin.postTasksExecution(trusted, ctx('b', rootB, hits));
+  const byId = Object.fromEntries(history.readRuns(rootB)[0].tasks.map((t) => [t.id, t]));
+  assert.equal(byId['lib-a:build'].producer?.durationMs, 30_000, 'signed meta is read');
+  // The signing run replaced the unsigned record with its own, as it replaces an unsigned artifact.
+  assert.equal(byId['lib-b:build'].producer?.durationMs, 8_000, `the unsigned meta is never taken: ${JSON.stringify(byId['lib-b:build'])}`);
+  assert.equal(byId['lib-b:build'].savedMs, 7_700);
+  // Without the encryption key, neither the artifacts nor their meta can be read.
+  delete process.env.NX_OPEN_CACHE_ENCRYPTION_KEY;
+  const reader = native.CacheProxy.start(sb.root, { backend: 'fs', path: store }, {});
+  const none = await meta.exchangeMeta(reader, { publish: [], fetch: ['111', '222'] }, { pack });
+  await reader.stop();
+  assert.equal(none.producers.size, 0);
+  assert.ok(none.exchanges.every((e) => e.status !== 200), JSON.stringify(none.exchanges));
+});
 
 test('read-only runs publish no meta; NX_OPEN_CACHE_HISTORY=off records nothing', async () => {
   process.env.NX_OPEN_CACHE_HOST = 'off';

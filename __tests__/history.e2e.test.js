@@ -13,7 +13,7 @@ const fs = require('node:fs');
 const path = require('node:path');
 const { test, before, after } = require('node:test');
 
-const { createWorkspace, disposePack, isRemoteHit, runProcess, cleanEnv, storeObjects, summaryLines } = require('./helpers/nx-workspace.js');
+const { createWorkspace, disposePack, isRemoteHit, runProcess, cleanEnv, storeObjects, storeMetaObjects, summaryLines } = require('./helpers/nx-workspace.js');
 
 /** @typedef {import('./helpers/nx-workspace.js').NxWorkspace} NxWorkspace */
 /** @typedef {import('./helpers/nx-workspace.js').RunResult} RunResult */
@@ -101,8 +101,9 @@ test('history per task on two machines: stored, local hit, failed; remote hits w
   assert.equal(runA.mode, 'read-write');
   assert.match(String(runA.nxVersion), /^\d+\.\d+\.\d+/);
   const objects = storeObjects(store);
-  const metas = objects.filter((o) => o.endsWith('-nxoc-meta'));
-  assert.equal(metas.length, 4, `one meta object per artifact: ${objects.join(', ')}`);
+  const metas = storeMetaObjects(store);
+  assert.equal(objects.length, 4, `four artifacts: ${objects.join(', ')}`);
+  assert.deepEqual(metas.map((m) => path.basename(m)).sort(), objects.map((o) => `${path.basename(o)}-nxoc-meta`).sort(), 'one meta object beside each artifact');
   assert.match(summaryLines(first.output).join('\n'), /0 hits, 4 misses, 4 stored,/, 'meta writes are not counted as stores');
 
   // Machine A again: Nx's own local cache.

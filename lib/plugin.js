@@ -1,8 +1,10 @@
 'use strict';
 // The Nx plugin: preTasksExecution registers the run at the workspace's cache host (lib/host.js),
 // which starts the run's cache proxy, and points Nx's own remote-cache client at it;
-// postTasksExecution ends the run there and reports it. Where the hooks run in Nx's own process
-// (the daemon is off), or no host can serve, the proxy runs in this process instead.
+// postTasksExecution exchanges artifact metadata through that proxy (lib/meta.js), ends the run
+// there, reports it and records it in the workspace's history (lib/history.js). Where the hooks
+// run in Nx's own process (the daemon is off), or no host can serve, the proxy runs in this
+// process instead.
 
 const { formatSummary, formatSummaryTable, pluginDataDir, summaryMode, unusedRunSummary, writeSummary, STAYED_OUT } = require('./summary.js');
 const { inputNotes, isWinningEntry, pluginEntry, readNxJson, truthy, workspaceInput } = require('./workspace.js');
@@ -502,7 +504,8 @@ async function postTasksExecution(options, context) {
   const ended = await endOfRun(context);
   // The counters of artifacts only, whether or not this proxy counts meta apart.
   const summary = ended && meta ? withoutMetaTraffic(ended, meta.exchanges, ended.mode) : ended;
-  const record = historyEnabled(process.env) ? runRecord(context, summary, meta) : undefined;
+  // An Nx that gives no task results (none recorded) has nothing for the history.
+  const record = historyEnabled(process.env) && context.taskResults ? runRecord(context, summary, meta) : undefined;
   if (summary) {
     if (record && hasSavedFigure(record)) summary.savedMs = record.savedMs;
     reportSummary(context, summary, warnings);

@@ -388,7 +388,15 @@ test('read-only runs publish no meta; NX_OPEN_CACHE_HISTORY=off records nothing'
   process.env.NX_OPEN_CACHE_HISTORY = 'off';
   fs.rmSync(history.historyDir(sb.root), { recursive: true });
   await plugin.preTasksExecution({ backend: 'fs', path: store }, ctx('off', sb.root));
-  await plugin.postTasksExecution({ backend: 'fs', path: store }, ctx('off', sb.root, { 'a:build': { task: task('a', '9', 10), status: 'success', code: 0 } }));
+  assert.equal((await nxRequest('PUT', '10', sizedArtifact(300))).status, 200);
+  await plugin.postTasksExecution({ backend: 'fs', path: store }, ctx('off', sb.root, { 'a:build': { task: task('a', '10', 5000), status: 'success', code: 0 } }));
+  // Another run restores it: the time saved is still shown, nothing is recorded.
+  sb.printed.length = 0;
+  await plugin.preTasksExecution({ backend: 'fs', path: store }, ctx('off-2', sb.root));
+  assert.equal((await nxRequest('GET', '10')).status, 200);
+  await plugin.postTasksExecution({ backend: 'fs', path: store }, ctx('off-2', sb.root, { 'a:build': { task: task('a', '10', 1000), status: 'remote-cache', code: 0 } }));
+  assert.match(String(sb.printed.find((l) => /^nx-open-cache: \d+ hits?,/.test(l))), /1 hit, 0 misses, .*saved ~4 s/, sb.printed.join('\n'));
+  assert.ok(!sb.printed.some((l) => l.includes('unknown environment variable')), `NX_OPEN_CACHE_HISTORY is a known variable: ${sb.printed.join('\n')}`);
   assert.equal(fs.existsSync(history.historyDir(sb.root)), false);
 });
 

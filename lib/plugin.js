@@ -504,13 +504,14 @@ async function postTasksExecution(options, context) {
   const ended = await endOfRun(context);
   // The counters of artifacts only, whether or not this proxy counts meta apart.
   const summary = ended && meta ? withoutMetaTraffic(ended, meta.exchanges, ended.mode) : ended;
-  // An Nx that gives no task results (none recorded) has nothing for the history.
-  const record = historyEnabled(process.env) && context.taskResults ? runRecord(context, summary, meta) : undefined;
+  // The record gives the summary its time saved, also when the history is off. An Nx that gives
+  // no task results has nothing for either.
+  const record = context.taskResults ? runRecord(context, summary, meta) : undefined;
   if (summary) {
     if (record && hasSavedFigure(record)) summary.savedMs = record.savedMs;
     reportSummary(context, summary, warnings);
   }
-  if (record) {
+  if (record && historyEnabled(process.env)) {
     try {
       appendRun(context.workspaceRoot, record);
     } catch (e) {

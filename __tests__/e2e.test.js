@@ -502,15 +502,18 @@ describe('nx-open-cache with a real Nx workspace', () => {
     ws.setPluginOptions({ backend: 'fs', path: store });
     const cold = await ws.runBuild({ env });
     assertGreen(cold, 'debug cold run');
-    const puts = cold.output.split('\n').filter((l) => /^nx-open-cache: PUT \S+ -> 200 \d+ B \d+ ms$/.test(l));
-    const misses = cold.output.split('\n').filter((l) => /^nx-open-cache: GET \S+ -> 404 0 B \d+ ms$/.test(l));
+    // Artifact requests (the metadata beside each artifact, `<hash>-nxoc-meta`, is logged too).
+    const puts = cold.output.split('\n').filter((l) => /^nx-open-cache: PUT \d+ -> 200 \d+ B \d+ ms$/.test(l));
+    const misses = cold.output.split('\n').filter((l) => /^nx-open-cache: GET \d+ -> 404 0 B \d+ ms$/.test(l));
+    const metaPuts = cold.output.split('\n').filter((l) => /^nx-open-cache: PUT \d+-nxoc-meta -> 200 \d+ B \d+ ms$/.test(l));
+    assert.equal(metaPuts.length, ws.projects.length, `one metadata PUT line per stored task${show(cold)}`);
     assert.equal(puts.length, ws.projects.length, `one PUT line per task${show(cold)}`);
     assert.equal(misses.length, ws.projects.length, `one GET miss line per task${show(cold)}`);
     assert.match(cold.output, /^ {2}stored +4$/m, `table summary${show(cold)}`);
     await otherMachine();
     const warm = await ws.runBuild({ env });
     assertGreen(warm, 'debug warm run');
-    const hits = warm.output.split('\n').filter((l) => /^nx-open-cache: GET \S+ -> 200 [1-9]\d* B \d+ ms$/.test(l));
+    const hits = warm.output.split('\n').filter((l) => /^nx-open-cache: GET \d+ -> 200 [1-9]\d* B \d+ ms$/.test(l));
     assert.equal(hits.length, ws.projects.length, `one GET hit line per task${show(warm)}`);
     ws.setPluginOptions(null);
   });

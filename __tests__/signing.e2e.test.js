@@ -376,7 +376,7 @@ describe('signed and encrypted artifacts with a real Nx workspace', () => {
       options: { ...emu.options, prefix },
       env: emu.env,
       payloads: async () => {
-        const keys = (await emu.listObjects()).filter((k) => k.startsWith(`${prefix}/`) && !k.includes('/.tmp/'));
+        const keys = (await emu.listObjects()).filter((k) => k.startsWith(`${prefix}/`) && !k.includes('/.tmp/') && !k.endsWith('-nxoc-meta'));
         const objects = await Promise.all(keys.map((k) => emu.getObject(k)));
         return objects.map((o, i) => {
           assert.ok(o, `object ${keys[i]} vanished`);

@@ -12,6 +12,9 @@ Commands:
   summary [--json]   Show the cache summary of the last Nx run in this workspace
                      (with the Nx daemon on, the summary line is printed to the daemon log;
                      this shows it)
+  history [--limit <n>] [--tasks] [--json]
+                     The recorded Nx runs of this workspace, newest first: task outcomes
+                     (remote / local hit, stored, not stored and why, failed) and time saved
   config             Show the effective configuration (nx.json plugin options + environment) as
                      JSON, with the key ids (signing, trusted, encryption) and requireSignature;
                      notes and warnings on stderr
@@ -134,6 +137,7 @@ function main(argv) {
   if (command === 'host') return require('./host.js').hostCommand(rest, pluginDataDir(root));
   if (command === 'report') return require('./report.js').reportCommand(rest, root);
   if (command === 'summary') return summaryCommand(root, rest);
+  if (command === 'history') return require('./history.js').historyCommand(root, rest);
   if (command === 'config') return configCommand(root, rest);
   console.error(`nx-open-cache: unknown command "${command}"\n\n${HELP}`);
   return 1;

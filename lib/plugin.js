@@ -1,13 +1,17 @@
 'use strict';
 // The Nx plugin: preTasksExecution registers the run at the workspace's cache host (lib/host.js),
 // which starts the run's cache proxy, and points Nx's own remote-cache client at it;
-// postTasksExecution ends the run there and reports it. Where the hooks run in Nx's own process
-// (the daemon is off), or no host can serve, the proxy runs in this process instead.
+// postTasksExecution exchanges artifact metadata through that proxy (lib/meta.js), ends the run
+// there, reports it and records it in the workspace's history (lib/history.js). Where the hooks
+// run in Nx's own process (the daemon is off), or no host can serve, the proxy runs in this
+// process instead.
 
 const { formatSummary, formatSummaryTable, pluginDataDir, summaryMode, unusedRunSummary, writeSummary, STAYED_OUT } = require('./summary.js');
 const { inputNotes, isWinningEntry, pluginEntry, readNxJson, truthy, workspaceInput } = require('./workspace.js');
 const { attachRun, endRun } = require('./host.js');
 const { fallbackPlan } = require('./fallback.js');
+const { appendRun, buildRunRecord, hasSavedFigure, historyEnabled, nxVersionOf } = require('./history.js');
+const { buildMeta, exchangeMeta, producerOf, withoutMetaTraffic } = require('./meta.js');
 
 /** @type {typeof import('../index') | undefined} */
 let nativeModule;
@@ -47,6 +51,12 @@ const unusedRuns = new Map();
 const runWarnings = new Map();
 /** Runs this process registered at the host, by Nx run id (to report a host that vanished). @type {Set<string>} */
 const hostRuns = new Set();
+/**
+ * Where the host's proxy of a run this process registered listens, by Nx run id: the end of the
+ * run exchanges artifact metadata through it before ending the run there.
+ * @type {Map<string, { url: string, token: string, mode: string }>}
+ */
+const hostAddresses = new Map();
 /**
  * Runs without an id (an Nx before 21) this process registered and has not ended: only those may
  * end one at the host (a run that stayed out must not end another's).
@@ -257,6 +267,7 @@ async function serveFromHost(addon, context, options, env) {
   const request = { id: context.id, workspaceRoot: context.workspaceRoot, options, env, argv: [...(context.argv || [])] };
   try {
     const run = await attachRun(addon, pluginDataDir(context.workspaceRoot), request);
+    hostAddresses.set(context.id ?? 'default', { url: run.url, token: run.token, mode: run.mode });
     if (context.id) hostRuns.add(context.id);
     else anonymousHostRuns += 1;
     return run;
@@ -301,6 +312,7 @@ async function endOfRun(context) {
     if (anonymousHostRuns === 0 || reasonToStayOut(context.argv, process.env)) return undefined;
     anonymousHostRuns -= 1;
   }
+  hostAddresses.delete(context.id ?? 'default');
   const registeredHere = context.id !== undefined && hostRuns.delete(context.id);
   /** @type {import('../index').HostEndResult & { reason?: string }} */
   const r = await endRun(addon, pluginDataDir(context.workspaceRoot), context.id).catch((e) => ({ outcome: 'failed', reason: e.message }));
@@ -340,19 +352,132 @@ function takeLocalRun(id) {
 }
 
 /**
- * @param {Record<string, unknown> | undefined} options
- * @param {{ id?: string, workspaceRoot: string, argv?: readonly string[] }} context
+ * This run's proxy while it still serves: its address and mode, and its counters so far when it
+ * runs in this process. Undefined for a run without a proxy (no-cache, stayed out).
+ * @param {{ id?: string, argv?: readonly string[] }} context
+ * @returns {{ url: string, token: string, mode: string, stats?: () => import('../index').CacheStats } | undefined}
  */
-async function postTasksExecution(options, context) {
-  const entry = pluginEntry(contextNxJson(context));
-  if (entry && !isWinningEntry(entry, options)) return; // the first entry's hook ends the run
-  const warnings = runWarnings.get(context.id ?? 'default');
-  runWarnings.delete(context.id ?? 'default');
-  const summary = await endOfRun(context);
-  if (!summary) return;
+function liveProxy(context) {
+  const key = context.id ?? 'default';
+  if (unusedRuns.has(key)) return undefined;
+  const local = runs.get(key) ?? (context.id === undefined && runs.size === 1 ? [...runs.values()][0] : undefined);
+  if (local) {
+    const { proxy } = local;
+    return { url: proxy.url, token: proxy.token, mode: proxy.mode, stats: () => proxy.stats() };
+  }
+  if (context.id === undefined && (anonymousHostRuns === 0 || reasonToStayOut(context.argv, process.env))) return undefined;
+  return hostAddresses.get(key);
+}
+
+/**
+ * The hook's task results of cacheable tasks (`task.cache !== false`).
+ * @param {{ taskResults?: Record<string, any> }} context
+ * @returns {{ task: any, status: string }[]}
+ */
+function cacheableResults(context) {
+  return Object.values(context.taskResults || {})
+    .filter((r) => r && r.task && r.task.cache !== false && typeof r.task.hash === 'string');
+}
+
+/**
+ * Per-file hashes of a task's file inputs for its meta record, from lib/inputs.js when it is there;
+ * undefined when it is not or cannot tell.
+ * @param {string} root
+ * @param {any} task
+ * @returns {Record<string, Record<string, string>> | undefined}
+ */
+function filesForMeta(root, task) {
+  try {
+    // lib/inputs.js (the fileset capture) may be absent from this build: then no per-file hashes.
+    const load = require;
+    const inputs = load('./inputs.js');
+    return typeof inputs.filesForMeta === 'function' ? inputs.filesForMeta(root, task) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Publishes the meta of the artifacts this run stored and fetches that of the ones it restored
+ * (lib/meta.js), through the run's proxy before it stops. Bounded in time; never throws.
+ * @param {{ id?: string, workspaceRoot: string, taskResults?: Record<string, any> }} context
+ * @param {NonNullable<ReturnType<typeof liveProxy>>} live
+ * @returns {Promise<Awaited<ReturnType<typeof exchangeMeta>> | undefined>}
+ */
+async function exchangeRunMeta(context, live) {
+  try {
+    const results = cacheableResults(context);
+    const fetch = results.filter((r) => r.status === 'remote-cache').map((r) => r.task.hash);
+    /** @type {{ hash: string, json: string }[]} */ const publish = [];
+    if (live.mode === 'read-write') {
+      // With the proxy's per-hash events (a proxy in this process), only what it stored in this
+      // run; otherwise every task that ran and succeeded (the first writer's meta wins).
+      const events = live.stats ? /** @type {any} */ (live.stats()).events : undefined;
+      const stored = Array.isArray(events)
+        ? new Set(events.filter((e) => e.op === 'put' && e.outcome === 'stored').map((e) => e.hash))
+        : undefined;
+      const nxVersion = nxVersionOf(context.workspaceRoot);
+      for (const r of results) {
+        if (r.status !== 'success' || (stored && !stored.has(r.task.hash))) continue;
+        const { startTime, endTime } = r.task;
+        const durationMs = typeof startTime === 'number' && typeof endTime === 'number' ? endTime - startTime : 0;
+        const { json } = buildMeta({
+          task: r.task, durationMs, nxVersion, runId: context.id, files: filesForMeta(context.workspaceRoot, r.task),
+        });
+        publish.push({ hash: r.task.hash, json });
+      }
+    }
+    if (fetch.length === 0 && publish.length === 0) return undefined;
+    const addon = native();
+    const pack = (/** @type {string} */ json) => addon.packAsync({ root: context.workspaceRoot, terminalOutput: json, code: 0, format: 'nx' })
+      .then((b) => /** @type {Buffer} */ (b));
+    return await exchangeMeta(live, { publish, fetch }, { pack });
+  } catch (e) {
+    noticeOnce(`artifact metadata skipped (${/** @type {Error} */ (e).message})`);
+    return undefined;
+  }
+}
+
+/** Whether this process already said it could not record a run. */
+let recordNoticeGiven = false;
+
+/**
+ * The run's history record; undefined when history is off or the record cannot be made.
+ * @param {{ id?: string, workspaceRoot: string, argv?: readonly string[], taskResults?: Record<string, any> }} context
+ * @param {import('./summary.js').RunSummary | undefined} summary
+ * @param {Awaited<ReturnType<typeof exchangeRunMeta>>} meta
+ */
+function runRecord(context, summary, meta) {
+  try {
+    /** @type {Map<string, import('./history.js').Producer>} */ const producers = new Map();
+    for (const [hash, m] of meta?.producers ?? []) producers.set(hash, producerOf(m));
+    return buildRunRecord(context, summary, { producers, nxVersion: nxVersionOf(context.workspaceRoot) });
+  } catch (e) {
+    recordFailed(e);
+    return undefined;
+  }
+}
+
+/** @param {unknown} e */
+function recordFailed(e) {
+  if (recordNoticeGiven) return;
+  recordNoticeGiven = true;
+  console.log(`nx-open-cache: this run is not in the history (${e instanceof Error ? e.message : String(e)}); the build is not affected`);
+}
+
+/**
+ * Prints the run's summary (unless NX_OPEN_CACHE_SUMMARY=off or the plugin stayed out) and keeps it
+ * for `nx-open-cache summary`.
+ * @param {{ workspaceRoot: string, argv?: readonly string[] }} context
+ * @param {import('./summary.js').RunSummary & { events?: unknown }} summary
+ * @param {string[] | undefined} warnings
+ */
+function reportSummary(context, summary, warnings) {
   // Printed at the start of the run already; kept for `nx-open-cache summary`.
   if (warnings) summary.warnings = warnings;
   if (context.argv) summary.command = context.argv.slice(2).join(' ');
+  // The per-hash events are in the run's history record, not in the summary.
+  delete summary.events;
   const writeError = writeSummary(context.workspaceRoot, summary);
   // A run the plugin stayed out of said why at its start: its summary is kept, not printed.
   if (summary.mode === STAYED_OUT) return;
@@ -361,6 +486,37 @@ async function postTasksExecution(options, context) {
   if (mode !== 'off') {
     console.log(mode === 'table' ? formatSummaryTable(summary) : formatSummary(summary));
     if (writeError) console.log(`  (${writeError})`);
+  }
+}
+
+/**
+ * @param {Record<string, unknown> | undefined} options
+ * @param {{ id?: string, workspaceRoot: string, argv?: readonly string[], taskResults?: Record<string, any> }} context
+ */
+async function postTasksExecution(options, context) {
+  const entry = pluginEntry(contextNxJson(context));
+  if (entry && !isWinningEntry(entry, options)) return; // the first entry's hook ends the run
+  const warnings = runWarnings.get(context.id ?? 'default');
+  runWarnings.delete(context.id ?? 'default');
+  // Artifact metadata goes through the run's proxy: before the run ends there.
+  const live = liveProxy(context);
+  const meta = live ? await exchangeRunMeta(context, live) : undefined;
+  const ended = await endOfRun(context);
+  // The counters of artifacts only, whether or not this proxy counts meta apart.
+  const summary = ended && meta ? withoutMetaTraffic(ended, meta.exchanges, ended.mode) : ended;
+  // The record gives the summary its time saved, also when the history is off. An Nx that gives
+  // no task results has nothing for either.
+  const record = context.taskResults ? runRecord(context, summary, meta) : undefined;
+  if (summary) {
+    if (record && hasSavedFigure(record)) summary.savedMs = record.savedMs;
+    reportSummary(context, summary, warnings);
+  }
+  if (record && historyEnabled(process.env)) {
+    try {
+      appendRun(context.workspaceRoot, record);
+    } catch (e) {
+      recordFailed(e);
+    }
   }
 }
 

@@ -11,7 +11,8 @@ const path = require('node:path');
  * @typedef {CacheStats & {
  *   location: string, mode: string, modeSource: string,
  *   startedAt: string, endedAt: string, runId: string, command?: string, runs?: number,
- *   note?: string, warnings?: string[]
+ *   note?: string, warnings?: string[], savedMs?: number, metaReads?: number, metaWrites?: number,
+ *   eventsDropped?: number
  * }} RunSummary
  */
 
@@ -97,6 +98,18 @@ function formatBytes(bytes) {
 }
 
 /**
+ * Time saved by this run's hits, rounded as people say it: `~45 s` under a minute, `~12 min` under
+ * an hour, then `~1.5 h`.
+ * @param {number} ms
+ */
+function formatSaved(ms) {
+  const s = Math.max(0, ms) / 1000;
+  if (s < 59.5) return `~${Math.round(s)} s`;
+  if (s < 3570) return `~${Math.round(s / 60)} min`;
+  return `~${(s / 3600).toFixed(1)} h`;
+}
+
+/**
  * The summary: one line, then one indented line per fault cause (with its request count) and per
  * refusal reason. Routine refusals are one clause of the line.
  * @param {RunSummary} s
@@ -116,6 +129,8 @@ function formatSummary(s) {
   if (s.alreadyStored) parts.push(`${s.alreadyStored} already stored`);
   if (s.refusedWrites) parts.push(`${s.refusedWrites} not stored (${s.mode})`);
   parts.push(`${formatBytes(s.bytesDown)} down`, `${formatBytes(s.bytesUp)} up`);
+  // Only when a hit's artifact carried metadata (the producer's duration): old artifacts have none.
+  if (s.savedMs !== undefined) parts.push(`saved ${formatSaved(s.savedMs)}`);
   parts.push(errorsClause(s));
   if (s.refusedCount) parts.push(`${s.refusedCount} refused`);
   if (s.routineCount) parts.push(`${s.routineCount} routine (${routine.map((r) => r.reason).join('; ') || 'not errors'})`);
@@ -158,6 +173,7 @@ function formatSummaryTable(s) {
     ['downloaded', formatBytes(s.bytesDown)],
     ['uploaded', formatBytes(s.bytesUp)],
     ['time in cache calls', `${((s.cacheMillis || 0) / 1000).toFixed(2)} s`],
+    ...(s.savedMs !== undefined ? [/** @type {[string, string]} */ (['time saved by hits', `${(s.savedMs / 1000).toFixed(1)} s (${formatSaved(s.savedMs)})`])] : []),
     ['errors', errorsCell(s)],
   );
   if (s.refusedCount) rows.push(['refused', String(s.refusedCount)]);
@@ -327,6 +343,6 @@ function formatAge(then, now = Date.now()) {
 }
 
 module.exports = {
-  formatBytes, formatSummary, formatSummaryTable, summaryMode, SUMMARY_MODES, formatAge, unusedRunSummary, STAYED_OUT,
+  formatBytes, formatSaved, formatSummary, formatSummaryTable, summaryMode, SUMMARY_MODES, formatAge, unusedRunSummary, STAYED_OUT,
   pluginDataDir, summaryFile, runSummaryFile, writeSummary, readSummary,
 };

@@ -134,6 +134,10 @@ pub const OTHER_VARS: &[&str] = &[
     "NX_OPEN_CACHE_PROXY_URL",
     // lib/plugin.js: how the run summary is shown.
     "NX_OPEN_CACHE_SUMMARY",
+    // lib/history.js: the run history (on/off) and its bounds.
+    "NX_OPEN_CACHE_HISTORY",
+    "NX_OPEN_CACHE_HISTORY_RUNS",
+    "NX_OPEN_CACHE_HISTORY_MB",
 ];
 
 /// Variables of this repository's test harness (`NX_OPEN_CACHE_TEST_*`): never warned about.
@@ -2327,6 +2331,9 @@ mod tests {
         assert!(unknown_var_warnings(&e).is_empty());
         for name in [
             "NX_OPEN_CACHE_SUMMARY",
+            "NX_OPEN_CACHE_HISTORY",
+            "NX_OPEN_CACHE_HISTORY_RUNS",
+            "NX_OPEN_CACHE_HISTORY_MB",
             "NX_OPEN_CACHE_HOST",
             "NX_OPEN_CACHE_PROXY_URL",
             "NX_OPEN_CACHE_SERVER_TOKENS",

@@ -225,12 +225,22 @@ function listFiles(dir, skipTop = []) {
 }
 
 /**
- * The objects of an fs store: every file under `storeDir` except the `.tmp` area.
+ * The artifacts of an fs store: every file under `storeDir` except the `.tmp` area and the artifact
+ * metadata beside them (`<hash>-nxoc-meta`, lib/meta.js; `storeMetaObjects` lists those).
  * @param {string} storeDir
  * @returns {string[]} relative paths
  */
 function storeObjects(storeDir) {
-  return listFiles(storeDir, ['.tmp']);
+  return listFiles(storeDir, ['.tmp']).filter((f) => !f.endsWith('-nxoc-meta'));
+}
+
+/**
+ * The artifact metadata objects of an fs store (`<hash>-nxoc-meta`).
+ * @param {string} storeDir
+ * @returns {string[]} relative paths
+ */
+function storeMetaObjects(storeDir) {
+  return listFiles(storeDir, ['.tmp']).filter((f) => f.endsWith('-nxoc-meta'));
 }
 
 /**
@@ -697,6 +707,7 @@ module.exports = {
   cleanEnv,
   runProcess,
   storeObjects,
+  storeMetaObjects,
   listFiles,
   flipMiddleByte,
   taskLines,

@@ -4,6 +4,7 @@
 // postTasksExecution ends the run there and reports it. Where the hooks run in Nx's own process
 // (the daemon is off), or no host can serve, the proxy runs in this process instead.
 
+const path = require('node:path');
 const { formatSummary, formatSummaryTable, pluginDataDir, summaryMode, unusedRunSummary, writeSummary, STAYED_OUT } = require('./summary.js');
 const { inputNotes, isWinningEntry, pluginEntry, readNxJson, truthy, workspaceInput } = require('./workspace.js');
 const { attachRun, endRun } = require('./host.js');
@@ -340,12 +341,28 @@ function takeLocalRun(id) {
 }
 
 /**
+ * Keeps the per-file hashes of the run's fileset inputs (lib/inputs.js) for `nx-open-cache why`,
+ * unless NX_OPEN_CACHE_HISTORY=off. Never fails the run: one notice per process.
+ * @param {{ workspaceRoot: string, taskResults?: Record<string, any> }} context
+ */
+async function captureInputs(context) {
+  if ((process.env.NX_OPEN_CACHE_HISTORY ?? '').trim().toLowerCase() === 'off' || !context.taskResults) return;
+  try {
+    const { captureFilesets } = require('./inputs.js');
+    await captureFilesets(context.workspaceRoot, context.taskResults, path.join(pluginDataDir(context.workspaceRoot), 'history'));
+  } catch (e) {
+    noticeOnce(`cannot keep the file hashes of this run's inputs (\`why\` will name fewer files): ${/** @type {Error} */ (e).message}`);
+  }
+}
+
+/**
  * @param {Record<string, unknown> | undefined} options
- * @param {{ id?: string, workspaceRoot: string, argv?: readonly string[] }} context
+ * @param {{ id?: string, workspaceRoot: string, argv?: readonly string[], taskResults?: Record<string, any> }} context
  */
 async function postTasksExecution(options, context) {
   const entry = pluginEntry(contextNxJson(context));
   if (entry && !isWinningEntry(entry, options)) return; // the first entry's hook ends the run
+  await captureInputs(context);
   const warnings = runWarnings.get(context.id ?? 'default');
   runWarnings.delete(context.id ?? 'default');
   const summary = await endOfRun(context);

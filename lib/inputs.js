@@ -249,11 +249,15 @@ async function captureFilesets(root, taskResults, historyDir) {
   const wanted = new Map();
   /** @type {Set<string>} */
   const seen = new Set();
+  /** @type {Map<string, boolean>} keys repeat across tasks (a dependency's, the workspace's) */
+  const isFileset = new Map();
   for (const r of Object.values(taskResults || {})) {
     const details = r && r.task && r.task.hashDetails;
     for (const [key, hash] of Object.entries((details && details.nodes) || {})) {
       if (!isNodeHash(hash) || seen.has(hash)) continue;
-      if (!(key.startsWith('workspace:[') || parseFilesetKey(key))) continue;
+      let fileset = isFileset.get(key);
+      if (fileset === undefined) isFileset.set(key, (fileset = key.startsWith('workspace:[') || parseFilesetKey(key) !== undefined));
+      if (!fileset) continue;
       seen.add(hash);
       if (!fs.existsSync(filesetFile(historyDir, hash))) wanted.set(hash, key);
     }
@@ -317,19 +321,21 @@ function readFileset(historyDir, nodeHash) {
 /**
  * The per-file hashes of a task's fileset inputs, for the artifact's metadata: `{ nodeKey: {
  * path: hash } }`, from the stored values (`captureFilesets` runs first). Nodes without a stored
- * value are left out.
- * @param {string} root  the workspace root (unused: the values are in the history)
- * @param {HashDetails | undefined} hashDetails
- * @param {string} historyDir
+ * value are left out. Takes the task's `hashDetails`, or the task itself; `historyDir` defaults to
+ * the workspace's (`<workspace-data>/nx-open-cache/history`).
+ * @param {string} root  the workspace root
+ * @param {HashDetails | { hashDetails?: HashDetails } | undefined} hashDetails
+ * @param {string} [historyDir]
  * @returns {Record<string, Record<string, string>>}
  */
 function filesForMeta(root, hashDetails, historyDir) {
-  void root;
+  const details = hashDetails && 'hashDetails' in hashDetails ? hashDetails.hashDetails : /** @type {HashDetails | undefined} */ (hashDetails);
+  const dir = historyDir ?? path.join(workspaceDataDir(root), 'nx-open-cache', 'history');
   /** @type {Record<string, Record<string, string>>} */
   const out = {};
-  for (const [key, hash] of Object.entries((hashDetails && hashDetails.nodes) || {})) {
+  for (const [key, hash] of Object.entries((details && details.nodes) || {})) {
     if (!(key.startsWith('workspace:[') || parseFilesetKey(key))) continue;
-    const r = readFileset(historyDir, hash);
+    const r = readFileset(dir, hash);
     if (r) out[key] = r.files;
   }
   return out;

@@ -192,7 +192,7 @@ function describe(key, change, ctx, values) {
 function compareInputs(ctx, now, before) {
   /** @type {Cause[]} */ const causes = [];
   if ((now.inputs.command ?? '') !== (before.inputs.command ?? '')) {
-    causes.push({ kind: 'command', key: 'command', change: 'changed', text: 'the command changed (the target\'s command, options, configuration or arguments)' });
+    causes.push({ kind: 'command', key: 'command', change: 'changed', text: 'the command changed (arguments or overrides given to the task, or its configuration)' });
   }
   const a = now.inputs.nodes || {};
   const b = before.inputs.nodes || {};
@@ -418,6 +418,7 @@ function explainFromHistory(historyDir, taskId, o = {}) {
   const run = runs[missIndex];
   const task = /** @type {HistoryTask} */ (run.tasks.find((x) => x.id === taskId));
   const miss = { ...task, runId: run.runId, startedAt: run.startedAt, command: run.command };
+  if (!task.inputs) throw new WhyError(`the history has no inputs of ${taskId} in run ${run.runId}: nothing to compare`);
   if (task.cacheable === false) {
     throw new WhyError(`${taskId} is not cacheable (\`cache: false\` on the target, or not cacheable for Nx): it always runs`);
   }
@@ -427,7 +428,7 @@ function explainFromHistory(historyDir, taskId, o = {}) {
   }
   const lookup = historyFiles(historyDir);
   const ctx = { task: taskId, project: projectOf(task), projects };
-  const causes = compareInputs(ctx, { inputs: task.inputs || {}, lookup }, { inputs: base.task.inputs || {}, lookup });
+  const causes = withCommandLines(compareInputs(ctx, { inputs: task.inputs || {}, lookup }, { inputs: base.task.inputs || {}, lookup }), run.command, base.run.command);
   const identical = base.task.hash === task.hash;
   return {
     miss, projects,
@@ -438,6 +439,18 @@ function explainFromHistory(historyDir, taskId, o = {}) {
       identical, causes, notes: notesFor(causes, identical),
     },
   };
+}
+
+/**
+ * The command cause with the two runs' Nx command lines, when they differ (where arguments and
+ * overrides come from).
+ * @param {Cause[]} causes
+ * @param {string | undefined} now
+ * @param {string | undefined} before
+ */
+function withCommandLines(causes, now, before) {
+  if (!now || !before || now === before) return causes;
+  return causes.map((c) => (c.kind === 'command' ? { ...c, text: `${c.text}: \`nx ${now}\` now, \`nx ${before}\` then` } : c));
 }
 
 /**
@@ -453,7 +466,7 @@ function closestEarlier(earlier, taskId, miss) {
   const seen = new Set();
   for (let i = earlier.length - 1; i >= 0 && seen.size < MAX_CANDIDATES; i--) {
     const t = earlier[i].tasks.find((x) => x.id === taskId);
-    if (!t || !WITH_ARTIFACT.has(t.outcome ?? '') || seen.has(t.hash)) continue;
+    if (!t || !t.inputs || !WITH_ARTIFACT.has(t.outcome ?? '') || seen.has(t.hash)) continue;
     seen.add(t.hash);
     const d = distance(miss.inputs || {}, t.inputs || {});
     if (!best || d < best.d) best = { run: earlier[i], task: t, d };
@@ -538,24 +551,60 @@ function formatExplanation(e) {
 }
 
 /**
- * Fetches the metadata stored beside the artifact of `hash`, through lib/meta.js (undefined when
- * that module or the metadata is not there).
+ * A module of this package that may be absent from this build (lib/history.js, lib/meta.js come
+ * with the run history); undefined when it is.
+ * @param {string} name
+ * @returns {any}
+ */
+function optionalModule(name) {
+  try {
+    return require(name);
+  } catch (e) {
+    if (/** @type {NodeJS.ErrnoException} */ (e).code === 'MODULE_NOT_FOUND' && String(/** @type {Error} */ (e).message).includes(name.slice(2))) return undefined;
+    throw e;
+  }
+}
+
+/**
+ * The history's runs, oldest first: through lib/history.js's reader when it is there (it gives
+ * its own notice for files it skips), else read here.
+ * @param {string} root
+ * @param {string} historyDir
+ * @returns {{ runs: HistoryRun[], ignored: number }}
+ */
+function readHistory(root, historyDir) {
+  const history = optionalModule('./history.js');
+  if (history && typeof history.readRuns === 'function') return { runs: history.readRuns(root), ignored: 0 };
+  return readRuns(historyDir);
+}
+
+/**
+ * Fetches the metadata stored beside the artifact of `hash` in the workspace's configured cache,
+ * through a proxy started for this look-up and lib/meta.js; undefined when there is none (or no
+ * cache is configured, or lib/meta.js is not in this build).
  * @param {string} root
  * @param {string} hash
  * @returns {Promise<any>}
  */
 async function fetchMeta(root, hash) {
-  /** @type {any} */
-  let meta;
+  const meta = optionalModule('./meta.js');
+  if (!meta || typeof meta.exchangeMeta !== 'function') return undefined;
+  const { readNxJson, workspaceInput } = require('./workspace.js');
+  const input = workspaceInput(readNxJson(root));
+  if (!input.configured) return undefined;
+  const run = require('../index.js').resolveRun(root, input.options, input.env);
+  if (run.config.mode === 'no-cache') return undefined;
+  const proxy = run.startProxy();
   try {
-    const metaModule = './meta.js'; // written by lib/history.js's helper; absent in older builds
-    meta = require(metaModule);
-  } catch {
-    return undefined;
+    const r = await meta.exchangeMeta(proxy, { publish: [], fetch: [hash] }, {
+      pack: async () => {
+        throw new Error('why publishes nothing');
+      },
+    });
+    return r.producers.get(hash);
+  } finally {
+    await proxy.stop();
   }
-  const fetchOne = meta.fetchMeta || meta.readMeta || meta.getMeta;
-  if (typeof fetchOne !== 'function') return undefined;
-  return fetchOne(root, hash);
 }
 
 /**
@@ -577,7 +626,7 @@ async function whyCommand(root, args) {
     return 1;
   }
   const historyDir = path.join(pluginDataDir(root), 'history');
-  const { runs, ignored } = readRuns(historyDir);
+  const { runs, ignored } = readHistory(root, historyDir);
   if (ignored) console.error(`nx-open-cache: ${ignored} file(s) in ${path.join(historyDir, 'runs')} are not run records of this version: ignored`);
   try {
     const found = explainFromHistory(historyDir, taskId, { runId: /** @type {string | undefined} */ (parsed.values.run), root, runs });

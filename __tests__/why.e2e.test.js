@@ -22,7 +22,7 @@ const fs = require('node:fs');
 const path = require('node:path');
 const { spawnSync } = require('node:child_process');
 const { createWorkspace, disposePack, REPO_ROOT } = require('./helpers/nx-workspace.js');
-const { explainAgainstMeta, historyFiles, readRuns } = require('../lib/why.js');
+const { explainAgainstMeta, historyFiles, readRuns, whyCommand } = require('../lib/why.js');
 const { filesForMeta, parseFilesetKey } = require('../lib/inputs.js');
 
 const OFF = { NX_DAEMON: 'false', NX_OPEN_CACHE_HOST: 'off' };
@@ -106,17 +106,37 @@ async function nx(args, env = {}) {
 }
 
 /**
- * `nx-open-cache why ...` in the workspace.
+ * `nx-open-cache why ...` in the workspace: the command itself, in this process, its output
+ * captured (the CLI's wiring is checked by `whyCli`).
  * @param {string[]} args
  */
-function why(args) {
-  const r = spawnSync(process.execPath, [CLI, 'why', ...args], { cwd: ws.root, encoding: 'utf8', env: { ...process.env, NX_WORKSPACE_DATA_DIRECTORY: '' } });
+async function whyAsync(args) {
+  /** @type {string[]} */ const out = [];
+  /** @type {string[]} */ const err = [];
+  const { log, error } = console;
+  console.log = (/** @type {unknown[]} */ ...a) => { out.push(a.join(' ')); };
+  console.error = (/** @type {unknown[]} */ ...a) => { err.push(a.join(' ')); };
+  try {
+    const code = await whyCommand(ws.root, args);
+    return { code, stdout: out.join('\n'), stderr: err.join('\n') };
+  } finally {
+    console.log = log;
+    console.error = error;
+  }
+}
+
+/**
+ * `node lib/cli.js why ...` in the workspace.
+ * @param {string[]} args
+ */
+function whyCli(args) {
+  const r = spawnSync(process.execPath, [CLI, 'why', ...args], { cwd: ws.root, encoding: 'utf8' });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
 /** @param {string} task @param {string[]} extra */
-function whyJson(task, ...extra) {
-  const r = why([task, '--json', ...extra]);
+async function whyJson(task, ...extra) {
+  const r = await whyAsync([task, '--json', ...extra]);
   assert.equal(r.code, 0, `why ${task} failed: ${r.stderr}`);
   return JSON.parse(r.stdout);
 }
@@ -141,22 +161,22 @@ test('the plugin keeps the file lists of every fileset input, each giving Nx\'s 
 });
 
 test('with no history of a task, why says what it knows', async () => {
-  let r = why(['lib-a:build']);
+  let r = whyCli(['lib-a:build']);
   assert.equal(r.code, 1);
   assert.match(r.stderr, /no run history yet/);
   usePlugins('writer');
   await nx(['run-many', '-t', 'build']);
-  r = why(['lib-a:biuld']);
+  r = await whyAsync(['lib-a:biuld']);
   assert.equal(r.code, 1);
   assert.match(r.stderr, /no task "lib-a:biuld" in the history of the last 1 run\(s\); did you mean lib-a:build\b/);
-  r = why(['lib-b']);
+  r = await whyAsync(['lib-b']);
   assert.match(r.stderr, /did you mean lib-b:build\?/);
-  r = why(['lib-a:build']);
+  r = await whyAsync(['lib-a:build']);
   assert.equal(r.code, 1);
   assert.match(r.stderr, /lib-a:build missed in run .*, but no earlier run in the history \(0 before it\) has an artifact/);
-  r = why(['lib-a:build', '--run', 'nope']);
+  r = await whyAsync(['lib-a:build', '--run', 'nope']);
   assert.match(r.stderr, /no run "nope" in the history/);
-  r = why(['lib-a:build', '--bogus']);
+  r = await whyAsync(['lib-a:build', '--bogus']);
   assert.match(r.stderr, /unknown option "--bogus" for why/);
 });
 
@@ -188,34 +208,36 @@ test('Nx\'s own hashes are the oracle: the stored files give the node hashes Nx 
 test('a change to one file of lib-a: why names exactly that file, for lib-a and as lib-a\'s for lib-b', async () => {
   write('packages/lib-a/src/index.txt', 'source of lib-a, edited\n');
   await nx(['run-many', '-t', 'build']);
-  const a = whyJson('lib-a:build');
+  const a = await whyJson('lib-a:build');
   assert.equal(a.baseline.source, 'history');
   assert.equal(a.causes.length, 1, JSON.stringify(a.causes));
   assert.equal(a.causes[0].kind, 'files');
   assert.equal(a.causes[0].project, 'lib-a');
   assert.deepEqual(a.causes[0].files, { added: [], removed: [], changed: ['packages/lib-a/src/index.txt'], exact: true });
-  const b = whyJson('lib-b:build');
+  const b = await whyJson('lib-b:build');
   assert.equal(b.causes.length, 1, JSON.stringify(b.causes));
   assert.equal(b.causes[0].kind, 'dependency-files');
   assert.equal(b.causes[0].project, 'lib-a');
   assert.equal(b.causes[0].dependency, true);
   assert.deepEqual(b.causes[0].files.changed, ['packages/lib-a/src/index.txt']);
-  const text = why(['lib-b:build']).stdout;
+  const cli = whyCli(['lib-b:build']);
+  assert.equal(cli.code, 0, cli.stderr);
+  const text = cli.stdout;
   assert.match(text, /lib-b:build missed in run/);
   assert.match(text, /1\. files of lib-a \(a dependency of lib-b\) changed:\n\s+changed\s+packages\/lib-a\/src\/index\.txt/);
   // app-c was restored in this run: nothing to explain in it; its latest miss is its first run.
   const { runs } = readRuns(historyDir);
-  let c = why(['app-c:build', '--run', runs[runs.length - 1].runId]);
+  let c = await whyAsync(['app-c:build', '--run', runs[runs.length - 1].runId]);
   assert.equal(c.code, 1);
   assert.match(c.stderr, /app-c:build did not miss in run \S+: restored from the local cache/);
-  c = why(['app-c:build']);
+  c = await whyAsync(['app-c:build']);
   assert.match(c.stderr, /app-c:build missed in run \S+ .*, but no earlier run in the history \(0 before it\) has an artifact/);
   // A file added, one removed, one changed.
   write('packages/lib-a/src/added.txt', 'new\n');
   fs.rmSync(path.join(ws.root, 'packages/lib-a/src/old.txt'));
   write('packages/lib-a/src/marker.txt', `${ws.marker('lib-a')}\nchanged\n`);
   await nx(['run', 'lib-a:build']);
-  const d = whyJson('lib-a:build');
+  const d = await whyJson('lib-a:build');
   assert.deepEqual(d.causes.map((/** @type {any} */ c) => c.kind), ['files']);
   assert.deepEqual(d.causes[0].files, {
     added: ['packages/lib-a/src/added.txt'], removed: ['packages/lib-a/src/old.txt'], changed: ['packages/lib-a/src/marker.txt'], exact: true,
@@ -225,38 +247,49 @@ test('a change to one file of lib-a: why names exactly that file, for lib-a and 
 test('an env input is named by its variable, never its value', async () => {
   editProject('lib-a', (j) => { j.targets.build.inputs = ['default', '^default', { env: 'FOO' }]; });
   await nx(['run', 'lib-a:build'], { FOO: 'first-secret-value' });
-  const added = whyJson('lib-a:build');
+  const added = await whyJson('lib-a:build');
   const kinds = added.causes.map((/** @type {any} */ c) => c.kind);
   // project.json changed (the file) and the new env input.
   assert.deepEqual(kinds, ['files', 'env'], kinds.join());
   assert.ok(added.causes.some((/** @type {any} */ c) => c.kind === 'env' && c.name === 'FOO' && c.change === 'added'), JSON.stringify(added.causes));
   assert.ok(added.causes.some((/** @type {any} */ c) => c.kind === 'files' && c.files.changed.includes('packages/lib-a/project.json')));
   await nx(['run', 'lib-a:build'], { FOO: 'second-secret-value' });
-  const r = why(['lib-a:build']);
+  const r = await whyAsync(['lib-a:build']);
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /1\. environment variable FOO changed value/);
-  assert.doesNotMatch(r.stdout + why(['lib-a:build', '--json']).stdout, /secret-value/);
-  const j = whyJson('lib-a:build');
+  assert.doesNotMatch(r.stdout + (await whyAsync(['lib-a:build', '--json'])).stdout, /secret-value/);
+  const j = await whyJson('lib-a:build');
   assert.deepEqual(j.causes.map((/** @type {any} */ c) => [c.kind, c.name]), [['env', 'FOO']]);
   // --run: the earlier miss of the run that added the input.
   const { runs } = readRuns(historyDir);
-  const earlier = whyJson('lib-a:build', '--run', runs[runs.length - 2].runId);
+  const earlier = await whyJson('lib-a:build', '--run', runs[runs.length - 2].runId);
   assert.ok(earlier.causes.some((/** @type {any} */ c) => c.kind === 'env' && c.change === 'added'));
 });
 
 test('a command (overrides) change and a project configuration change are named as such', async () => {
   await nx(['run', 'lib-a:build', '--mode=fast'], { FOO: 'second-secret-value' });
-  const cmd = whyJson('lib-a:build');
+  const cmd = await whyJson('lib-a:build');
   assert.deepEqual(cmd.causes.map((/** @type {any} */ c) => c.kind), ['command']);
-  assert.match(why(['lib-a:build']).stdout, /1\. the command changed/);
+  assert.match((await whyAsync(['lib-a:build'])).stdout, /1\. the command changed/);
   editProject('lib-a', (j) => { j.targets.build.options.command = 'node ./tools/build.js lib-a packages/lib-a'; });
   await nx(['run', 'lib-a:build'], { FOO: 'second-secret-value' });
-  const conf = whyJson('lib-a:build');
+  const conf = await whyJson('lib-a:build');
   const kinds = conf.causes.map((/** @type {any} */ c) => c.kind);
   // Compared with the closest earlier artifact (no --mode): the configuration and project.json.
   assert.deepEqual(kinds, ['files', 'project-configuration'], JSON.stringify(conf.causes));
   assert.deepEqual(conf.causes[0].files.changed, ['packages/lib-a/project.json']);
-  assert.match(why(['lib-a:build']).stdout, /the project configuration of lib-a changed/);
+  assert.match((await whyAsync(['lib-a:build'])).stdout, /the project configuration of lib-a changed/);
+  // --against an artifact of the history: the run with --mode, whatever is closest.
+  const { runs } = readRuns(historyDir);
+  const withMode = runs.find((r) => (r.command || '').includes('--mode=fast'));
+  const modeTask = withMode && withMode.tasks.find((t) => t.id === 'lib-a:build');
+  assert.ok(modeTask);
+  const against = await whyJson('lib-a:build', '--against', modeTask.hash);
+  assert.equal(against.baseline.hash, modeTask.hash);
+  assert.deepEqual(against.causes.map((/** @type {any} */ c) => c.kind), ['command', 'files', 'project-configuration']);
+  const unknown = await whyAsync(['lib-a:build', '--against', '42']);
+  assert.equal(unknown.code, 1);
+  assert.match(unknown.stderr, /no run in the history had lib-a:build with hash 42/);
 });
 
 test('an artifact produced on machine A explains a miss on machine B (explainAgainstMeta)', async () => {
@@ -271,12 +304,11 @@ test('an artifact produced on machine A explains a miss on machine B (explainAga
     inputs: taskA.inputs, files: filesForMeta(ws.root, taskA.inputs, historyDir),
   };
   assert.ok(Object.keys(meta.files).some((k) => k.startsWith('lib-a:')), Object.keys(meta.files).join());
-  // Machine B: no history, no Nx cache; lib-b's own file changed.
-  await ws.nxReset();
-  fs.rmSync(historyDir, { recursive: true, force: true });
+  // Machine B: no history, no Nx cache (daemon off: nothing holds .nx); lib-b's own file changed.
+  fs.rmSync(path.join(ws.root, '.nx'), { recursive: true, force: true });
   write('packages/lib-b/src/index.txt', 'source of lib-b, edited on machine B\n');
   await nx(['run', 'lib-b:build'], { FOO: 'second-secret-value' });
-  const r = why(['lib-b:build']);
+  const r = await whyAsync(['lib-b:build']);
   assert.equal(r.code, 1);
   assert.match(r.stderr, /no earlier run in the history \(0 before it\)/);
   const { runs: runsB } = readRuns(historyDir);

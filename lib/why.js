@@ -574,8 +574,12 @@ function optionalModule(name) {
  */
 function readHistory(root, historyDir) {
   const history = optionalModule('./history.js');
-  if (history && typeof history.readRuns === 'function') return { runs: history.readRuns(root), ignored: 0 };
-  return readRuns(historyDir);
+  const read = history && typeof history.readRuns === 'function'
+    ? { runs: /** @type {HistoryRun[]} */ (history.readRuns(root)), ignored: 0 }
+    : readRuns(historyDir);
+  // Oldest first, whatever order the reader lists them in.
+  const at = (/** @type {HistoryRun} */ r) => Date.parse(r.startedAt) || 0;
+  return { runs: [...read.runs].sort((a, b) => at(a) - at(b)), ignored: read.ignored };
 }
 
 /**

@@ -217,6 +217,7 @@ function compareInputs(ctx, now, before) {
         : { kind, key, change, name: key, text: `implicit dependency ${key} ${verb}` });
     }
   }
+  groupExternal(causes);
   const rank = (/** @type {Cause} */ c) => {
     const i = RANK.indexOf(c.kind);
     return i < 0 ? RANK.length : i;
@@ -225,6 +226,26 @@ function compareInputs(ctx, now, before) {
     .map((c, i) => ({ c, i }))
     .sort((x, y) => rank(x.c) - rank(y.c) || x.i - y.i)
     .map((x) => x.c);
+}
+
+/** External dependencies named one by one up to this many; more are one cause (a lockfile update). */
+const EXTERNAL_SHOWN = 3;
+
+/**
+ * Folds many changed external dependencies (an `externalDependencies` input lists a package and
+ * Nx hashes its whole dependency tree) into one cause naming them, in place.
+ * @param {Cause[]} causes
+ */
+function groupExternal(causes) {
+  const changed = causes.filter((c) => c.kind === 'external' && c.change === 'changed');
+  if (changed.length <= EXTERNAL_SHOWN) return;
+  const names = changed.map((c) => /** @type {string} */ (c.name)).sort();
+  const at = causes.indexOf(changed[0]);
+  for (const c of changed) causes.splice(causes.indexOf(c), 1);
+  causes.splice(at, 0, {
+    kind: 'external', key: 'npm:*', change: 'changed', name: names.join(', '),
+    text: `${names.length} external dependencies changed (their versions in the lockfile): ${names.slice(0, EXTERNAL_SHOWN).join(', ')} and ${names.length - EXTERNAL_SHOWN} more`,
+  });
 }
 
 /**

@@ -129,3 +129,16 @@ test('steady state: a run whose fileset values are all stored costs one existsSy
   assert.deepEqual(r, { nodes: 501, stored: 0, exact: 0, skipped: 0 });
   t.diagnostic(`500 tasks, 501 fileset values all stored: ${ms.toFixed(1)} ms`);
 });
+
+test('captureFilesets: keys that keep {projectRoot} (Nx 20) are resolved from the tasks\' roots', async (t) => {
+  const w = workspace({ 'libs/a/src/a.ts': 'a', 'libs/a/project.json': '{}' });
+  t.after(() => fs.rmSync(w.root, { recursive: true, force: true }));
+  w.writeMap();
+  const hash = projectHash(w.fileMap.projectFileMap['lib-a']);
+  const r = await captureFilesets(w.root, {
+    'lib-a:build': { task: { target: { project: 'lib-a' }, projectRoot: 'libs/a', hashDetails: { nodes: { 'lib-a:{projectRoot}/**/*': hash, 'lib-z:{projectRoot}/**/*': '5' } } } },
+  }, w.historyDir);
+  // lib-z's root is known neither from the tasks nor from a project graph: skipped.
+  assert.deepEqual(r, { nodes: 2, stored: 1, exact: 1, skipped: 1 });
+  assert.deepEqual(Object.keys(readFileset(w.historyDir, hash)?.files ?? {}), ['libs/a/project.json', 'libs/a/src/a.ts']);
+});

@@ -45,11 +45,14 @@ module.exports = {
       hash: task.hash, cacheable: true, status, code, outcome: OUTCOMES[status] || 'not-run',
       durationMs: task.endTime - task.startTime, inputs: task.hashDetails,
     }));
-    const run = { format: 'nx-open-cache-history', version: 1, runId: context.id, startedAt: new Date(context.startTime).toISOString(),
-      endedAt: new Date(context.endTime).toISOString(), command: context.argv.slice(2).join(' '), nxVersion: '24.0.6',
+    // Nx 20 gives no run id, start or end time.
+    const start = context.startTime ?? Date.now();
+    const runId = context.id ?? String(start);
+    const run = { format: 'nx-open-cache-history', version: 1, runId, startedAt: new Date(start).toISOString(),
+      endedAt: new Date(context.endTime ?? Date.now()).toISOString(), command: (context.argv || []).slice(2).join(' '), nxVersion: '24.0.6',
       location: 'local', mode: 'read-write', cache: {}, savedMs: 0, tasks };
     fs.mkdirSync(path.join(historyDir, 'runs'), { recursive: true });
-    fs.writeFileSync(path.join(historyDir, 'runs', String(context.startTime).padStart(13, '0') + '-' + context.id + '.json'), JSON.stringify(run));
+    fs.writeFileSync(path.join(historyDir, 'runs', String(start).padStart(13, '0') + '-' + runId + '.json'), JSON.stringify(run));
   },
 };
 `;

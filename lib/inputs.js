@@ -119,6 +119,49 @@ function readFileMap(root) {
 }
 
 /**
+ * Project roots by name, for Nx versions whose fileset keys keep `{projectRoot}` (Nx 20): the
+ * run's tasks' own, then Nx's project graph (`<workspace-data>/project-graph.json`).
+ * @param {string} root
+ * @param {Record<string, { task?: { target?: { project?: string }, projectRoot?: string } }>} taskResults
+ * @returns {Map<string, string>}
+ */
+function projectRoots(root, taskResults) {
+  /** @type {Map<string, string>} */
+  const roots = new Map();
+  try {
+    const g = JSON.parse(fs.readFileSync(path.join(workspaceDataDir(root), 'project-graph.json'), 'utf8'));
+    for (const [name, node] of Object.entries((g && g.nodes) || {})) {
+      const r = node && /** @type {any} */ (node).data && /** @type {any} */ (node).data.root;
+      if (typeof r === 'string') roots.set(name, r);
+    }
+  } catch {
+    // No project graph: the tasks' own roots only.
+  }
+  for (const r of Object.values(taskResults || {})) {
+    const t = r && r.task;
+    if (t && t.target && typeof t.target.project === 'string' && typeof t.projectRoot === 'string') roots.set(t.target.project, t.projectRoot);
+  }
+  return roots;
+}
+
+/**
+ * A project fileset's globs with `{projectRoot}` and `{projectName}` replaced as Nx does (a root
+ * of `.` drops the `{projectRoot}/` prefix); undefined when a token cannot be resolved.
+ * @param {FilesetNode & { kind: 'project' }} node
+ * @param {Map<string, string>} roots
+ * @returns {string[] | undefined}
+ */
+function resolvedGlobs(node, roots) {
+  if (!node.globs.some((g) => g.includes('{projectRoot}') || g.includes('{projectName}'))) return node.globs;
+  const projectRoot = roots.get(node.project);
+  if (projectRoot === undefined) return undefined;
+  return node.globs.map((g) => {
+    const r = projectRoot === '.' || projectRoot === '' ? g.replace('{projectRoot}/', '') : g;
+    return r.split('{projectRoot}').join(projectRoot).split('{projectName}').join(node.project);
+  });
+}
+
+/**
  * Nx's hash of a project fileset (hash_project_files.rs): xxh3 over every selected file's hash
  * then path, in the file map's order. Nx before 21 hashed the files' hashes alone; both are
  * tried by `matchesNode`.
@@ -240,7 +283,7 @@ function writeAtomically(file, value) {
  * Stores the per-file hashes of every fileset node value in this run's tasks that is not stored
  * yet. Returns what it did (for tests and notices); throws only on a failure to write.
  * @param {string} root  the workspace root
- * @param {Record<string, { task?: { hashDetails?: HashDetails } }>} taskResults  Nx's, as given to postTasksExecution
+ * @param {Record<string, { task?: { hashDetails?: HashDetails, target?: { project?: string }, projectRoot?: string } }>} taskResults  Nx's, as given to postTasksExecution
  * @param {string} historyDir  `<pluginDataDir>/history`
  * @returns {Promise<{ nodes: number, stored: number, exact: number, skipped: number }>}
  */
@@ -273,14 +316,27 @@ async function captureFilesets(root, taskResults, historyDir) {
   };
   fs.mkdirSync(path.join(historyDir, 'filesets'), { recursive: true });
   let looked = 0;
+  /** @type {Map<string, string> | undefined} */
+  let roots;
   for (const [hash, key] of wanted) {
     if (++looked > MAX_NEW_PER_RUN) {
       result.skipped += 1;
       continue;
     }
     const map = lazyFileMap();
-    const node = parseFilesetKey(key, map ? Object.keys(map.projectFileMap) : undefined);
-    if (!node) continue;
+    const parsed = parseFilesetKey(key, map ? Object.keys(map.projectFileMap) : undefined);
+    if (!parsed) continue;
+    /** @type {FilesetNode} */
+    let node = parsed;
+    if (parsed.kind === 'project') {
+      if (!roots) roots = projectRoots(root, taskResults);
+      const globs = resolvedGlobs(parsed, roots);
+      if (!globs) {
+        result.skipped += 1;
+        continue;
+      }
+      node = { ...parsed, globs };
+    }
     let found;
     try {
       found = await filesetFiles(addon, root, node, hash, lazyFileMap);

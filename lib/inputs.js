@@ -214,6 +214,8 @@ function byteOrder(a, b) {
  * @returns {Promise<{ files: FileData[], exact: boolean, source: 'file-map' | 'disk' }>}
  */
 async function filesetFiles(addon, root, node, nodeHash, fileMap) {
+  const quick = withoutWalk(addon, node, nodeHash, fileMap());
+  if (quick) return { files: quick, exact: true, source: 'file-map' };
   const onDisk = node.globs.some((g) => !g.startsWith('!'))
     ? (await addon.hashFilesAsync(root, node.globs)).files.map((f) => ({ file: f.path, hash: f.hash }))
     : [];
@@ -230,6 +232,29 @@ async function filesetFiles(addon, root, node, nodeHash, fileMap) {
     if (matchesNode(addon, node, fresh, nodeHash)) return { files: fresh, exact: true, source: 'disk' };
   }
   return { files: onDisk, exact: matchesNode(addon, node, onDisk, nodeHash), source: 'disk' };
+}
+
+/**
+ * The file map's selection without walking the disk, when it reproduces Nx's hash: every file of
+ * the project (the default input, all of the project root), or the named files when every glob is a plain
+ * path (`{workspaceRoot}/nx.json`). Undefined otherwise.
+ * @param {typeof import('../index')} addon
+ * @param {FilesetNode} node
+ * @param {string} nodeHash
+ * @param {ReturnType<typeof readFileMap>} map
+ * @returns {FileData[] | undefined}
+ */
+function withoutWalk(addon, node, nodeHash, map) {
+  if (!map) return undefined;
+  const candidates = node.kind === 'project' ? map.projectFileMap[node.project] : allFiles(map);
+  if (!candidates) return undefined;
+  if (node.kind === 'project' && matchesNode(addon, node, candidates, nodeHash)) return candidates;
+  if (node.globs.every((g) => !/[*?[\]{}()!]/.test(g))) {
+    const named = new Set(node.globs);
+    const selected = candidates.filter((f) => named.has(f.file));
+    if (matchesNode(addon, node, selected, nodeHash)) return selected;
+  }
+  return undefined;
 }
 
 /** @type {WeakMap<object, FileData[]>} */

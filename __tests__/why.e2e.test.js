@@ -3,9 +3,9 @@
  * `nx-open-cache why` on a real Nx workspace (nx 24): real `taskResults` from Nx's
  * postTasksExecution, real file maps, real hashes.
  *
- * The run records are written in the history format (docs: /work/agents/i16/SPEC.md, lib/history.js
- * owns the writer) by a small local plugin of the test workspace, from the `taskResults` Nx hands
- * it; it calls the installed nx-open-cache's `captureFilesets` as the plugin does. A task Nx ran
+ * The run records are written in the run history's format (lib/history.js writes them in the
+ * plugin) by a small local plugin of the test workspace, from the `taskResults` Nx hands it; it
+ * calls the installed nx-open-cache's `captureFilesets` as the plugin does. A task Nx ran
  * and cached is recorded as `stored` (Nx kept its artifact), a restore as `local-hit`.
  *
  * What it shows: a change to one source file of lib-a makes `why lib-a:build` name exactly that
@@ -179,6 +179,9 @@ test('with no history of a task, why says what it knows', async () => {
   assert.match(r.stderr, /lib-a:build missed in run .*, but no earlier run in the history \(0 before it\) has an artifact/);
   r = await whyAsync(['lib-a:build', '--run', 'nope']);
   assert.match(r.stderr, /no run "nope" in the history/);
+  r = await whyAsync([]);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /which task\? give <project:target>; tasks that missed in the latest run: (\S+:build, ){3}\S+:build\n/);
   r = await whyAsync(['lib-a:build', '--bogus']);
   assert.match(r.stderr, /unknown option "--bogus" for why/);
 });

@@ -646,12 +646,17 @@ async function whyCommand(root, args) {
     run: { type: 'string' }, against: { type: 'string' }, json: { type: 'boolean' },
   });
   if (typeof parsed === 'number') return parsed;
-  if (!taskId) {
-    console.error(`nx-open-cache why: which task? give <project:target>, e.g. \`nx-open-cache why my-lib:build\`\n\n${USAGE}`);
-    return 1;
-  }
   const historyDir = path.join(pluginDataDir(root), 'history');
   const { runs, ignored } = readHistory(root, historyDir);
+  if (!taskId) {
+    const last = runs[runs.length - 1];
+    const missed = last ? last.tasks.filter((t) => MISSES.has(t.outcome ?? '')).map((t) => t.id) : [];
+    const hint = missed.length
+      ? `tasks that missed in the latest run: ${missed.slice(0, 10).join(', ')}${missed.length > 10 ? ', ...' : ''}`
+      : 'e.g. `nx-open-cache why my-lib:build`';
+    console.error(`nx-open-cache why: which task? give <project:target>; ${hint}\n\n${USAGE}`);
+    return 1;
+  }
   if (ignored) console.error(`nx-open-cache: ${ignored} file(s) in ${path.join(historyDir, 'runs')} are not run records of this version: ignored`);
   try {
     const found = explainFromHistory(historyDir, taskId, { runId: /** @type {string | undefined} */ (parsed.values.run), root, runs });

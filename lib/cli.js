@@ -32,6 +32,9 @@ Commands:
   gc [--max-size <size>] [--max-age <age>] [--path <dir>] [--dry-run] [--json]
                      Delete least recently used / expired objects of an fs cache directory
                      (default: this workspace's); \`gc --help\` for details
+  why <project:target> [--run <id>] [--against <hash>] [--json]
+                     Why a task missed the cache: the inputs that differ from the closest
+                     earlier run with an artifact (files, env, command...); \`why --help\`
   host [status|stop] [--json]
                      The workspace's cache host (the process that serves the runs' caches):
                      its runs, or stop it (it also exits by itself once no run uses it)
@@ -138,6 +141,7 @@ function main(argv) {
   if (command === 'report') return require('./report.js').reportCommand(rest, root);
   if (command === 'summary') return summaryCommand(root, rest);
   if (command === 'history') return require('./history.js').historyCommand(root, rest);
+  if (command === 'why') return require('./why.js').whyCommand(root, rest);
   if (command === 'config') return configCommand(root, rest);
   console.error(`nx-open-cache: unknown command "${command}"\n\n${HELP}`);
   return 1;

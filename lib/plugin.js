@@ -10,7 +10,7 @@ const { formatSummary, formatSummaryTable, pluginDataDir, summaryMode, unusedRun
 const { inputNotes, isWinningEntry, pluginEntry, readNxJson, truthy, workspaceInput } = require('./workspace.js');
 const { attachRun, endRun } = require('./host.js');
 const { fallbackPlan } = require('./fallback.js');
-const { appendRun, buildRunRecord, hasSavedFigure, historyEnabled, nxVersionOf } = require('./history.js');
+const { appendRun, buildRunRecord, hasSavedFigure, historyDir, historyEnabled, nxVersionOf } = require('./history.js');
 const { buildMeta, exchangeMeta, producerOf, withoutMetaTraffic } = require('./meta.js');
 
 /** @type {typeof import('../index') | undefined} */
@@ -380,18 +380,15 @@ function cacheableResults(context) {
 }
 
 /**
- * Per-file hashes of a task's file inputs for its meta record, from lib/inputs.js when it is there;
- * undefined when it is not or cannot tell.
+ * Per-file hashes of a task's file inputs for its meta record (lib/inputs.js); undefined when
+ * they cannot be told.
  * @param {string} root
  * @param {any} task
  * @returns {Record<string, Record<string, string>> | undefined}
  */
 function filesForMeta(root, task) {
   try {
-    // lib/inputs.js (the fileset capture) may be absent from this build: then no per-file hashes.
-    const load = require;
-    const inputs = load('./inputs.js');
-    return typeof inputs.filesForMeta === 'function' ? inputs.filesForMeta(root, task) : undefined;
+    return require('./inputs.js').filesForMeta(root, task);
   } catch {
     return undefined;
   }
@@ -490,6 +487,21 @@ function reportSummary(context, summary, warnings) {
 }
 
 /**
+ * Keeps the per-file hashes of the run's fileset inputs (lib/inputs.js) for `nx-open-cache why`
+ * and the artifacts' meta, unless the history is off. Never fails the run: one notice per process.
+ * @param {{ workspaceRoot: string, taskResults?: Record<string, any> }} context
+ */
+async function captureInputs(context) {
+  if (!historyEnabled(process.env) || !context.taskResults) return;
+  try {
+    const { captureFilesets } = require('./inputs.js');
+    await captureFilesets(context.workspaceRoot, context.taskResults, historyDir(context.workspaceRoot));
+  } catch (e) {
+    noticeOnce(`cannot keep the file hashes of this run's inputs (\`why\` will name fewer files): ${/** @type {Error} */ (e).message}`);
+  }
+}
+
+/**
  * @param {Record<string, unknown> | undefined} options
  * @param {{ id?: string, workspaceRoot: string, argv?: readonly string[], taskResults?: Record<string, any> }} context
  */
@@ -498,6 +510,8 @@ async function postTasksExecution(options, context) {
   if (entry && !isWinningEntry(entry, options)) return; // the first entry's hook ends the run
   const warnings = runWarnings.get(context.id ?? 'default');
   runWarnings.delete(context.id ?? 'default');
+  // Before the meta: it carries the per-file hashes this keeps.
+  await captureInputs(context);
   // Artifact metadata goes through the run's proxy: before the run ends there.
   const live = liveProxy(context);
   const meta = live ? await exchangeRunMeta(context, live) : undefined;

@@ -1,0 +1,124 @@
+'use strict';
+/**
+ * lib/why.js without Nx: the ranking and wording of differing inputs, the choice of the earlier run,
+ * and the messages when there is nothing to compare. Real Nx data: why.e2e.test.js.
+ */
+
+const { test } = require('node:test');
+const assert = require('node:assert/strict');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const { compareInputs, explainAgainstMeta, explainFromHistory, formatExplanation, nearestIds, WhyError } = require('../lib/why.js');
+
+const none = () => undefined;
+const ctx = { task: 'lib-b:build', project: 'lib-b', projects: ['lib-a', 'lib-b'] };
+
+test('causes come most likely first, in plain words', () => {
+  const before = {
+    command: '1',
+    nodes: {
+      AllExternalDependencies: '1', 'npm:react': '1', 'env:FOO': '1', 'runtime:node -v': '1', 'lib-b:ProjectConfiguration': '1',
+      'lib-a:packages/lib-a/**/*': '1', 'lib-b:packages/lib-b/**/*': '1', 'workspace:[{workspaceRoot}/nx.json]': '1', 'lib-b:TsConfig': '1', 'env:OLD': '1',
+    },
+    implicitDeps: { 'lib-c': '1' },
+  };
+  const now = {
+    command: '2',
+    nodes: { ...Object.fromEntries(Object.keys(before.nodes).filter((k) => k !== 'env:OLD').map((k) => [k, '2'])), 'env:NEW': '2' },
+    implicitDeps: { 'lib-c': '2' },
+  };
+  const causes = compareInputs(ctx, { inputs: now, lookup: none }, { inputs: before, lookup: none });
+  assert.deepEqual(causes.map((c) => c.kind), [
+    'command', 'files', 'env', 'env', 'env', 'runtime', 'project-configuration', 'dependency-files', 'external', 'lockfile', 'workspace-files', 'tsconfig', 'implicit',
+  ]);
+  const text = causes.map((c) => c.text);
+  assert.ok(text.includes('environment variable FOO changed value'));
+  assert.ok(text.includes('environment variable NEW is a new input'));
+  assert.ok(text.includes('environment variable OLD is no longer an input'));
+  assert.ok(text.includes('files of lib-a (a dependency of lib-b) changed (which files: not recorded for either run)'));
+  assert.ok(text.includes('external dependency react changed (its version in the lockfile)'));
+  assert.ok(text.includes('dependencies in the lockfile changed'));
+  assert.ok(text.includes('implicit dependency lib-c changed'));
+});
+
+test('file lists: per file, and a list that could not be checked is said to be so', () => {
+  /** @type {Record<string, { files: Record<string, string>, exact: boolean }>} */
+  const values = {
+    1: { files: { 'packages/lib-b/a.ts': '1', 'packages/lib-b/gone.ts': '1' }, exact: true },
+    2: { files: { 'packages/lib-b/a.ts': '2', 'packages/lib-b/new.ts': '1' }, exact: false },
+  };
+  const lookup = (/** @type {string} */ _k, /** @type {string} */ h) => values[h];
+  const causes = compareInputs(ctx, { inputs: { nodes: { 'lib-b:packages/lib-b/**/*': '2' } }, lookup }, { inputs: { nodes: { 'lib-b:packages/lib-b/**/*': '1' } }, lookup });
+  assert.deepEqual(causes[0].files, { added: ['packages/lib-b/new.ts'], removed: ['packages/lib-b/gone.ts'], changed: ['packages/lib-b/a.ts'], exact: false });
+  const text = formatExplanation({
+    format: 'nx-open-cache-why', version: 1, task: 'lib-b:build', miss: { hash: '9', runId: 'r2' },
+    baseline: { source: 'history', runId: 'r1', startedAt: new Date().toISOString(), hash: '8', outcome: 'stored' },
+    identical: false, causes, notes: ["some file lists could not be checked against Nx's hash of them: files shown may be incomplete"],
+  });
+  assert.match(text, /1\. files of lib-b changed:\n {7}changed {2}packages\/lib-b\/a\.ts\n {7}added {4}packages\/lib-b\/new\.ts\n {7}removed {2}packages\/lib-b\/gone\.ts/);
+  assert.match(text, /note: some file lists could not be checked/);
+});
+
+test('many external dependencies changed are one cause naming them', () => {
+  const names = ['a', 'b', 'c', 'd', 'e'];
+  const nodes = (/** @type {string} */ v) => Object.fromEntries(names.map((n) => [`npm:${n}`, v]));
+  const causes = compareInputs(ctx, { inputs: { nodes: nodes('2') }, lookup: none }, { inputs: { nodes: nodes('1') }, lookup: none });
+  assert.equal(causes.length, 1);
+  assert.equal(causes[0].text, '5 external dependencies changed (their versions in the lockfile): a, b, c and 2 more');
+});
+
+test('nearest task ids: a project\'s tasks, else the closest by spelling', () => {
+  const known = ['app-c:build', 'lib-a:build', 'lib-a:test', 'lib-b:build'];
+  assert.deepEqual(nearestIds('lib-a', known), ['lib-a:build', 'lib-a:test']);
+  assert.deepEqual(nearestIds('lib-a:biuld', known), ['lib-a:build', 'lib-b:build']);
+  assert.deepEqual(nearestIds('zzzzzzzzzzzz:zzzz', known), []);
+});
+
+/**
+ * A history directory with these runs.
+ * @param {any[]} runs
+ */
+function history(runs) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nxoc-why-'));
+  fs.mkdirSync(path.join(dir, 'runs'));
+  runs.forEach((r, i) => {
+    const startedAt = new Date(Date.UTC(2026, 0, 1, 0, i)).toISOString();
+    fs.writeFileSync(path.join(dir, 'runs', `${String(Date.parse(startedAt)).padStart(13, '0')}-r${i}.json`), JSON.stringify({
+      format: 'nx-open-cache-history', version: 1, runId: `r${i}`, startedAt, command: 'run-many -t build', tasks: r,
+    }));
+  });
+  fs.writeFileSync(path.join(dir, 'runs', 'foreign.json'), 'not a run');
+  return dir;
+}
+
+/** @param {string} hash @param {string} outcome @param {Record<string, string>} nodes */
+const task = (hash, outcome, nodes) => ({ id: 'lib-a:build', project: 'lib-a', hash, outcome, inputs: { command: '1', nodes } });
+
+test('the closest earlier artifact: fewest differing inputs, the latest of equals; identical inputs said so', (t) => {
+  const dir = history([
+    [task('1', 'stored', { 'env:A': '1', 'env:B': '1' })],
+    [task('2', 'remote-hit', { 'env:A': '2', 'env:B': '2' })],
+    [task('3', 'not-stored', { 'env:A': '1', 'env:B': '3' })],
+    [task('1', 'failed', { 'env:A': '1', 'env:B': '1' })],
+  ]);
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  // r2 (B changed) against r0 (one input apart), not the later r1 (two apart).
+  const e = explainFromHistory(dir, 'lib-a:build', { runId: 'r2' }).explanation;
+  assert.equal(e?.baseline.runId, 'r0');
+  assert.deepEqual(e?.causes.map((c) => c.text), ['environment variable B changed value']);
+  // r3: the same hash as r0's stored artifact: nothing changed, the artifact was not found.
+  const same = explainFromHistory(dir, 'lib-a:build').explanation;
+  assert.equal(same?.miss.runId, 'r3');
+  assert.equal(same?.identical, true);
+  assert.match(same?.notes[0] ?? '', /the inputs are identical: the artifact of that run was not found/);
+  assert.match(formatExplanation(/** @type {any} */ (same)), /No input changed\./);
+  assert.throws(() => explainFromHistory(dir, 'lib-a:build', { runId: 'r1' }), (e) => e instanceof WhyError && /did not miss in run r1: restored from the remote cache/.test(e.message));
+});
+
+test('explainAgainstMeta refuses what is not artifact metadata, naming what it got', () => {
+  const miss = task('2', 'stored', { 'env:A': '2' });
+  assert.throws(() => explainAgainstMeta(miss, { format: 'other', version: 1 }, none), /not artifact metadata of format nx-open-cache-meta version 1 \(format "other", version 1\)/);
+  const meta = { format: 'nx-open-cache-meta', version: 1, task: 'lib-a:build', hash: '1', inputs: { command: '1', nodes: { 'env:A': '1' } } };
+  assert.deepEqual(explainAgainstMeta(miss, meta, none).causes.map((c) => c.name), ['A']);
+});

@@ -9,6 +9,8 @@
 //   v1 hosts without systemd): no uidmap, slirp4netns or fuse-overlayfs. Its bridge network (`-p`)
 //   comes from containernetworking-plugins and iptables, which podman's dependencies
 //   (containers-common) pull in.
+// - chromium: the headless browser the dashboard's test drives through playwright-core
+//   (__tests__/ui.test.js; executablePath /usr/bin/chromium).
 // - debootstrap (only with --full): the locally made Rust builder stand-in of the full image build
 //   (`node scripts/container-image.js --full`); the default test suite does not need it.
 //
@@ -17,7 +19,7 @@
 const { spawnSync } = require('node:child_process');
 
 /** Command -> the Debian package that provides it. */
-const PACKAGES = { wrk: 'wrk', prlimit: 'util-linux', podman: 'podman', runc: 'runc' };
+const PACKAGES = { wrk: 'wrk', prlimit: 'util-linux', podman: 'podman', runc: 'runc', chromium: 'chromium' };
 /** What `--full` adds (the full image build). */
 const FULL_PACKAGES = { debootstrap: 'debootstrap' };
 

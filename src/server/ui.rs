@@ -91,7 +91,7 @@ pub(super) async fn page() -> Response {
 }
 
 /// Who may see the dashboard: `Ok(trusted)` (a valid token was presented), or the answer.
-fn viewer(state: &AppState, req: &Request<Body>) -> Result<bool, Response> {
+fn viewer(state: &AppState, req: &Request<Body>) -> Result<bool, Box<Response>> {
     match access(state, req.headers()) {
         Access::Token(p) if p.role == Role::Admin => Ok(true),
         Access::Token(p) => {
@@ -104,14 +104,14 @@ fn viewer(state: &AppState, req: &Request<Body>) -> Result<bool, Response> {
                 ),
             );
             resp.extensions_mut().insert(Trusted);
-            Err(resp)
+            Err(Box::new(resp))
         }
         Access::Anonymous(_) | Access::Denied
             if state.ui_anonymous && req.headers().get(header::AUTHORIZATION).is_none() =>
         {
             Ok(false)
         }
-        Access::Anonymous(_) | Access::Denied => Err(unauthorized(state)),
+        Access::Anonymous(_) | Access::Denied => Err(Box::new(unauthorized(state))),
     }
 }
 
@@ -119,7 +119,7 @@ fn viewer(state: &AppState, req: &Request<Body>) -> Result<bool, Response> {
 pub(super) async fn summary(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response {
     let trusted = match viewer(&state, &req) {
         Ok(t) => t,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let Some(insights) = &state.insights else {
         return text(StatusCode::NOT_FOUND, "not found");

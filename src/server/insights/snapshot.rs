@@ -277,17 +277,17 @@ pub async fn load(store: &dyn Store, insights: &Insights) -> Option<String> {
     let now = now_ms();
     let mut best: Option<(u64, Vec<u8>)> = None;
     let mut problems = Vec::new();
-    for i in 0..2 {
+    for (i, name) in SNAPSHOT_KEYS.iter().enumerate() {
         match read_slot(store, i).await {
             Ok(Some(bytes)) => match decode(&bytes) {
                 Ok(d) if best.as_ref().is_none_or(|(s, _)| d.snapshot.seq > *s) => {
                     best = Some((d.snapshot.seq, bytes))
                 }
                 Ok(_) => {}
-                Err(e) => problems.push(format!("{}: {e}", SNAPSHOT_KEYS[i])),
+                Err(e) => problems.push(format!("{name}: {e}")),
             },
             Ok(None) => {}
-            Err(e) => problems.push(format!("{}: {e}", SNAPSHOT_KEYS[i])),
+            Err(e) => problems.push(format!("{name}: {e}")),
         }
     }
     if let Some((_, bytes)) = best {

@@ -296,7 +296,7 @@ fn banner(config: &ServeConfig, shown: &Shown<'_>) -> String {
         _ => format!(
             "nx-open-cache serve: listening on {url} | storage {location} | tokens: {} | anonymous read {} | \
              max artifact {max}, upload timeout {}, {} concurrent uploads | {} connections, {} without a \
-             token | retention {retention} | artifacts checked: {checked} | dashboard {url}/ui{}",
+             token | retention {retention} | dashboard {url}/ui{} | artifacts checked: {checked}",
             if tokens.is_empty() { "none".to_owned() } else { tokens.join(", ") },
             if config.allow_anonymous { "on" } else { "off" },
             crate::units::format_duration(limits.upload_timeout),

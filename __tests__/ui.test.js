@@ -120,7 +120,7 @@ test('the dashboard shows the server\'s counts in Chromium and keeps them across
     const { context, page, urls, problems } = await openDashboard(browser, s.url, ADMIN);
     // Switch to the last hour (per-minute bars) for the numbers and the picture.
     await page.click('#ranges button[data-range="1h"]');
-    await page.waitForFunction(() => document.querySelector('#ranges button.on')?.getAttribute('data-range') === '1h');
+    await page.waitForSelector('#ranges button.on[data-range="1h"]', { timeout: 30_000 });
     const api = await summary(s.url, ADMIN);
     const metrics = (await request(`${s.url}/metrics`)).body.toString();
     const kpi = async (/** @type {string} */ k) => page.textContent(`[data-value="${k}"]`);
@@ -136,7 +136,9 @@ test('the dashboard shows the server\'s counts in Chromium and keeps them across
     assert.ok(c.hits > 0);
     assert.equal(await kpi('hitRate'), `${(api.totals.hitRate * 100).toFixed(1)}%`);
     // The tasks table: one row per project:target of the report, with its hits and misses.
-    const rows = await page.$$eval('#tasks tbody tr', (trs) => trs.map((tr) => Array.from(tr.children).map((td) => td.textContent)));
+    /** @type {string[][]} */
+    const rows = await page.$$eval('#tasks tbody tr', (/** @type {any[]} */ trs) =>
+      trs.map((tr) => Array.from(/** @type {any[]} */ (tr.children)).map((td) => td.textContent)));
     assert.equal(rows.length, 18);
     for (const t of api.tasks) {
       const row = rows.find((r) => r[0] === t.id);
@@ -197,7 +199,7 @@ test('without a token the page asks for one and the API answers 401', { skip: mi
     await page.waitForSelector('#login:not(.hidden)', { timeout: 30_000 });
     await page.fill('#token', RW);
     await page.click('#loginform button');
-    await page.waitForFunction(() => (document.getElementById('loginmsg')?.textContent || '').length > 0);
+    await page.waitForSelector('#loginmsg:not(:empty)', { timeout: 30_000 });
     assert.equal(await page.textContent('#loginmsg'), 'This token is not an admin token.');
     assert.equal(await page.isHidden('#main'), true);
   } finally {

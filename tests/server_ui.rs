@@ -186,7 +186,14 @@ async fn the_dashboard_needs_an_admin_token() {
 #[tokio::test]
 async fn anonymous_dashboard_only_when_configured() {
     let s = start(true).await;
-    assert_eq!(get(&s, "/ui/api/summary", None).await.status(), 200);
+    let r = get(&s, "/ui/api/summary", None).await;
+    assert_eq!(r.status(), 200);
+    let v = json(&r.text().await.unwrap_or_default());
+    assert_eq!(v["format"], "nx-open-cache-ui-summary");
+    assert!(
+        v["storage"]["location"].is_null(),
+        "no storage location without a token"
+    );
     // A wrong token is still refused, and other roles still get 403.
     assert_eq!(
         get(&s, "/ui/api/summary", Some("x-unknown-0123456789"))

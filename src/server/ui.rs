@@ -138,7 +138,12 @@ pub(super) async fn summary(State(state): State<Arc<AppState>>, req: Request<Bod
             }
         }
     }
-    let body = insights.summary(range).to_string();
+    let mut summary = insights.summary(range);
+    if !trusted {
+        // Without a token (--ui-anonymous): no storage location (a path or bucket name).
+        summary["storage"]["location"] = serde_json::Value::Null;
+    }
+    let body = summary.to_string();
     let mut resp = (
         StatusCode::OK,
         [(

@@ -325,8 +325,12 @@ impl Insights {
 
     /// Adds `n` to `field` of the totals, this minute, the token and the namespace.
     fn count(&self, slot: Option<&Tally>, ns: Option<usize>, field: Field, n: u64) {
+        self.count_at(Self::minute(), slot, ns, field, n)
+    }
+
+    fn count_at(&self, minute: u64, slot: Option<&Tally>, ns: Option<usize>, field: Field, n: u64) {
         self.total.add(field, n);
-        self.ring.add(Self::minute(), field, n);
+        self.ring.add(minute, field, n);
         if let Some(s) = slot {
             if let Some(t) = self.tokens.get(s.token) {
                 t.counters.add(field, n);
@@ -340,8 +344,9 @@ impl Insights {
     /// A GET served `hash` (`bytes`) from the `store`-th read namespace of `slot`.
     pub fn hit(&self, slot: Option<&Tally>, store: usize, hash: &str, bytes: u64) {
         let ns = slot.and_then(|s| s.read_ns.get(store).copied());
-        self.count(slot, ns, Field::Hits, 1);
-        self.count(slot, ns, Field::BytesSent, bytes);
+        let minute = Self::minute();
+        self.count_at(minute, slot, ns, Field::Hits, 1);
+        self.count_at(minute, slot, ns, Field::BytesSent, bytes);
         if let Ok(mut a) = self.artifacts.try_lock() {
             let name = self.ns_arc(ns);
             a.read(hash, bytes, &name);
@@ -361,8 +366,9 @@ impl Insights {
     /// A PUT stored `hash` (`bytes`).
     pub fn stored(&self, slot: Option<&Tally>, hash: &str, bytes: u64) {
         let ns = slot.map(|s| s.write_ns);
-        self.count(slot, ns, Field::Stored, 1);
-        self.count(slot, ns, Field::BytesReceived, bytes);
+        let minute = Self::minute();
+        self.count_at(minute, slot, ns, Field::Stored, 1);
+        self.count_at(minute, slot, ns, Field::BytesReceived, bytes);
         if bytes > self.largest_floor.load(Ordering::Relaxed) {
             if let Ok(mut a) = self.artifacts.try_lock() {
                 let floor = a.sized(hash, bytes, &self.ns_arc(ns));
@@ -519,9 +525,11 @@ impl Insights {
             list
         };
         let mut tasks: Vec<(&String, &runs::TaskStats)> = runs.tasks.iter().collect();
+        // The tasks that miss most first (what a team looks at), then the busiest.
         tasks.sort_by(|a, b| {
-            (b.1.hits() + b.1.misses())
-                .cmp(&(a.1.hits() + a.1.misses()))
+            b.1.misses()
+                .cmp(&a.1.misses())
+                .then((b.1.hits() + b.1.misses()).cmp(&(a.1.hits() + a.1.misses())))
                 .then(a.0.cmp(b.0))
         });
         let tasks: Vec<Value> = tasks

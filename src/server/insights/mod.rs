@@ -708,6 +708,29 @@ mod tests {
             .is_some_and(|r| r.iter().any(|x| x["reason"] == "too_large")));
     }
 
+    /// What recording costs per request (printed, not asserted): `cargo test --profile fast
+    /// --lib record_cost -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn record_cost() {
+        let a = auth();
+        let i = Insights::new(&a, StorageInfo::default());
+        let ci = i.slot(&a, Some(0));
+        let hashes: Vec<String> = (0..16).map(|n| (1_000_000 + n).to_string()).collect();
+        let n = 2_000_000;
+        let t = std::time::Instant::now();
+        for k in 0..n {
+            i.hit(Some(&ci), 0, &hashes[k % 16], 1024);
+        }
+        let hit = t.elapsed().as_nanos() as f64 / n as f64;
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            i.miss(Some(&ci));
+        }
+        let miss = t.elapsed().as_nanos() as f64 / n as f64;
+        eprintln!("insights: {hit:.0} ns per hit, {miss:.0} ns per miss (one thread)");
+    }
+
     #[test]
     fn artifact_and_reason_lists_stay_bounded() {
         let a = auth();

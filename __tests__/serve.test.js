@@ -88,7 +88,7 @@ for (const entry of ENTRIES) describe(`serve [${entry}]: configuration errors ex
     for (const word of [
       '--storage', '--listen', '--tls-cert', '--tls-key', '--tokens-file', '--allow-anonymous',
       '--max-artifact-size', '--upload-timeout', '--max-concurrent-uploads', '--max-size', '--max-age',
-      '--log', '--config', 'NX_OPEN_CACHE_SERVER_', 'TOKENS', 'SIGTERM', '0.0.0.0:3000',
+      '--log', '--config', '--ui-anonymous', 'NX_OPEN_CACHE_SERVER_', 'TOKENS', 'SIGTERM', '0.0.0.0:3000', '/ui',
     ]) {
       assert.ok(r.stdout.includes(word), `--help lacks ${word}:\n${r.stdout}`);
     }

@@ -9,8 +9,9 @@
 //   v1 hosts without systemd): no uidmap, slirp4netns or fuse-overlayfs. Its bridge network (`-p`)
 //   comes from containernetworking-plugins and iptables, which podman's dependencies
 //   (containers-common) pull in.
-// - chromium: the headless browser that loads the HTML report (`nx-open-cache report`) in
-//   __tests__/report-browser.test.js, driven by playwright-core (npm) with /usr/bin/chromium.
+// - chromium: the headless browser that loads the HTML report (`nx-open-cache report`,
+//   __tests__/report-browser.test.js) and serve's dashboard (__tests__/ui.test.js), driven by
+//   playwright-core (npm) with executablePath /usr/bin/chromium.
 // - debootstrap (only with --full): the locally made Rust builder stand-in of the full image build
 //   (`node scripts/container-image.js --full`); the default test suite does not need it.
 //

@@ -59,6 +59,7 @@ const OPTIONS: &[OptionSpec] = &[
     opt("tls_key"),
     opt("tokens_file"),
     switch("allow_anonymous"),
+    switch("ui_anonymous"),
     opt("max_artifact_size"),
     opt("upload_timeout"),
     opt("max_concurrent_uploads"),
@@ -149,6 +150,8 @@ pub struct ServeConfig {
     /// Tokens in the simple form (env `NX_OPEN_CACHE_SERVER_TOKENS`, `--tokens-file`).
     pub token_lists: Vec<TokenList>,
     pub allow_anonymous: bool,
+    /// Requests without a token may see the dashboard (`/ui` and its API).
+    pub ui_anonymous: bool,
     /// Upload limits; `None`: the server's defaults.
     pub max_artifact_size: Option<u64>,
     pub upload_timeout: Option<Duration>,
@@ -937,7 +940,7 @@ fn token_entry(
         }
         (None, None) => {
             return err(format!(
-                "{at} has no \"role\" (\"read-write\" or \"read-only\")"
+                "{at} has no \"role\" (\"read-write\", \"read-only\" or \"admin\")"
             ))
         }
     };
@@ -1098,6 +1101,7 @@ pub fn resolve(
     let log = log_format(&sources)?;
     let (tokens, token_lists, allow_anonymous) = tokens(&sources)?;
     let require_ready = sources.bool_of("require_ready")?;
+    let ui_anonymous = sources.bool_of("ui_anonymous")?;
     Ok(ServeConfig {
         backend,
         prefix,
@@ -1108,6 +1112,7 @@ pub fn resolve(
         tokens,
         token_lists,
         allow_anonymous,
+        ui_anonymous,
         max_artifact_size: uploads.max_artifact_size,
         upload_timeout: uploads.upload_timeout,
         max_concurrent_uploads: uploads.max_concurrent_uploads,
@@ -1151,7 +1156,8 @@ precedence is command line > environment > config file > default.
   --tls-key <file.pem>         TLS_KEY                         tls_key
       Serve HTTPS with this PEM certificate chain and private key (both or neither).
   --tokens-file <file>         TOKENS_FILE                     tokens_file
-      A file with one token per line: name:role:secret (role read-write or read-only).
+      A file with one token per line: name:role:secret (role read-write, read-only
+      or admin: admin tokens open the dashboard /ui and nothing of the cache).
   (no flag: secrets are never   TOKENS                          [[tokens]]
    given on the command line)
       TOKENS is a comma-separated list of name:role:secret. A [[tokens]] table has
@@ -1162,6 +1168,9 @@ precedence is command line > environment > config file > default.
   --allow-anonymous            ALLOW_ANONYMOUS=true            allow_anonymous = true
       Requests without a token may read (never write). Without any token, starting
       requires this option.
+  --ui-anonymous               UI_ANONYMOUS=true               ui_anonymous = true
+      Requests without a token may see the dashboard (/ui: counts, token and task
+      names, hashes; never an artifact or a secret). Off: it needs an admin token.
   --max-artifact-size <size>   MAX_ARTIFACT_SIZE               max_artifact_size
       Largest accepted upload (default 4GiB); larger is refused with 413.
   --upload-timeout <duration>  UPLOAD_TIMEOUT                  upload_timeout
@@ -1211,7 +1220,8 @@ precedence is command line > environment > config file > default.
 Sizes: a number with B, KB, MB, GB, TB, KiB, MiB, GiB or TiB (e.g. 2GiB).
 Durations: a number with s, m, h, d or w (e.g. 10m, 30d).
 
-Endpoints: /v1/cache/<hash> (GET, PUT), /healthz, /readyz, /metrics, /openapi.json.
+Endpoints: /v1/cache/<hash> (GET, PUT), /healthz, /readyz, /metrics, /openapi.json,
+/ui (the dashboard, admin tokens), /nx-open-cache/v1/runs (run reports, POST).
 Stops gracefully on SIGTERM or SIGINT: requests in flight finish first.
 "
     )
@@ -1605,11 +1615,23 @@ read_prefixes = ["pr", ""]
         );
         std::fs::write(
             &file,
-            "storage = \"fs:/d\"\n[[tokens]]\nname = \"a\"\nrole = \"admin\"\nsecret_env = \"X\"\n",
+            "storage = \"fs:/d\"\n[[tokens]]\nname = \"a\"\nrole = \"owner\"\nsecret_env = \"X\"\n",
         )
         .unwrap();
         let e = resolve_err(&["--config", f], &[("X", "x")]);
-        assert!(e.contains("\"admin\"") && e.contains("read-only"), "{e}");
+        assert!(
+            e.contains("\"owner\"") && e.contains("read-only") && e.contains("admin"),
+            "{e}"
+        );
+        std::fs::write(
+            &file,
+            "storage = \"fs:/d\"\nui_anonymous = true\n[[tokens]]\nname = \"lead\"\nrole = \"admin\"\nsecret_env = \"X\"\n",
+        )
+        .unwrap();
+        let c = resolve_ok(&["--config", f], &[("X", "admin-secret-0123456789")]);
+        assert_eq!(c.tokens[0].role, Role::Admin);
+        assert!(c.ui_anonymous);
+        assert!(!resolve_ok(&["--storage", "fs:/d"], &[TOKENS]).ui_anonymous);
     }
 
     #[test]

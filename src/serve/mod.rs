@@ -8,8 +8,10 @@ pub mod tls;
 use crate::config::Backend;
 use crate::key::Prefix;
 use crate::server::auth::{check_secret, Auth, Role, TokenSpec};
+use crate::server::insights::snapshot::{self, Writer, SNAPSHOT_INTERVAL};
+use crate::server::insights::{Insights, StorageInfo};
 use crate::server::limits::Limits;
-use crate::server::{Caps, LogFormat, RunningServer, ServerSettings};
+use crate::server::{Caps, LogFormat, RunningServer, ServerSettings, UiSettings};
 use crate::stats::Stats;
 use crate::store::fs::{Budget, FsStore};
 use crate::store::object::ObjectStoreBackend;
@@ -29,6 +31,10 @@ pub struct RunningServe {
     pub banner: String,
     server: RunningServer,
     retention: Option<crate::retention::BackgroundHandle>,
+    /// The dashboard's snapshot writer.
+    snapshots: Writer,
+    /// The dashboard's counts.
+    pub insights: Arc<Insights>,
 }
 
 /// How often background retention runs (fs storage with --max-size or --max-age).
@@ -36,12 +42,13 @@ pub const RETENTION_INTERVAL: std::time::Duration = std::time::Duration::from_se
 
 impl RunningServe {
     /// Stops accepting, lets requests in flight finish (bounded grace), stops background
-    /// retention, then returns.
+    /// retention, writes the dashboard's snapshot (bounded), then returns.
     pub async fn stop(self) {
         self.server.stop().await;
         if let Some(r) = self.retention {
             r.stop().await;
         }
+        self.snapshots.stop().await;
     }
 }
 
@@ -282,18 +289,21 @@ fn banner(config: &ServeConfig, shown: &Shown<'_>) -> String {
             "max_untrusted_connections": caps.untrusted,
             "retention": retention,
             "artifacts_checked": checked,
+            "dashboard": format!("{url}/ui"),
+            "dashboard_anonymous": config.ui_anonymous,
         })
         .to_string(),
         _ => format!(
             "nx-open-cache serve: listening on {url} | storage {location} | tokens: {} | anonymous read {} | \
              max artifact {max}, upload timeout {}, {} concurrent uploads | {} connections, {} without a \
-             token | retention {retention} | artifacts checked: {checked}",
+             token | retention {retention} | dashboard {url}/ui{} | artifacts checked: {checked}",
             if tokens.is_empty() { "none".to_owned() } else { tokens.join(", ") },
             if config.allow_anonymous { "on" } else { "off" },
             crate::units::format_duration(limits.upload_timeout),
             limits.max_concurrent_uploads,
             caps.total,
             caps.untrusted,
+            if config.ui_anonymous { " (anonymous)" } else { "" },
         ),
     }
 }
@@ -314,6 +324,9 @@ pub fn start(config: &ServeConfig, env: &HashMap<String, String>) -> Result<Runn
     // Uploads and reads are checked to be valid Nx artifacts (a bad writer gets 400 at once; an
     // object written before, or by another writer of the storage, is a miss).
     let (opened, prepared) = open_store(config, env, budget.clone(), writes)?;
+    // The dashboard's snapshot is the server's own JSON object: written beside the artifacts,
+    // not through the artifact check.
+    let own = opened.clone();
     let store = validate::wrap(opened, config.validation.clone());
     let location = store.describe();
     // The probe's reason, or the one an fs directory could not be prepared for (more precise).
@@ -343,6 +356,17 @@ pub fn start(config: &ServeConfig, env: &HashMap<String, String>) -> Result<Runn
     let addr = listener
         .local_addr()
         .map_err(|e| format!("--listen {}: {e}", config.listen))?;
+    let insights = Arc::new(Insights::new(
+        &auth,
+        StorageInfo {
+            location: location.clone(),
+            budget: budget.clone(),
+            max_age: config.max_age,
+        },
+    ));
+    if let Some(line) = load_snapshot(runtime, &own, &insights) {
+        eprintln!("{}", snapshot_warning(config.log, &line));
+    }
     let settings = ServerSettings {
         store,
         auth: auth.clone(),
@@ -352,13 +376,12 @@ pub fn start(config: &ServeConfig, env: &HashMap<String, String>) -> Result<Runn
         log: config.log,
         stats: Arc::new(Stats::default()),
     };
-    let (server, scheme) = match tls {
-        Some(tls_config) => (
-            crate::server::serve_tls(listener, settings, tls_config),
-            "https",
-        ),
-        None => (crate::server::serve_server(listener, settings), "http"),
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let ui = UiSettings {
+        insights: insights.clone(),
+        anonymous: config.ui_anonymous,
     };
+    let server = crate::server::serve_with_ui(listener, settings, tls, ui);
     let server = server.map_err(|e| format!("cannot start the server: {e}"))?;
     let policy = crate::retention::Policy {
         max_bytes: config.max_size,
@@ -385,13 +408,51 @@ pub fn start(config: &ServeConfig, env: &HashMap<String, String>) -> Result<Runn
         },
     );
     println!("{banner}");
+    let snapshots = Writer::spawn(own, insights.clone(), SNAPSHOT_INTERVAL, config.log);
     Ok(RunningServe {
         url,
         addr,
         banner,
         server,
         retention,
+        snapshots,
+        insights,
     })
+}
+
+/// Reads the dashboard's snapshot from `store` into `insights` (bounded to 10 s). Returns the
+/// line to log when one was there but could not be used.
+fn load_snapshot(
+    runtime: &tokio::runtime::Runtime,
+    store: &Arc<dyn Store>,
+    insights: &Arc<Insights>,
+) -> Option<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (store, insights) = (store.clone(), insights.clone());
+    runtime.spawn(async move {
+        let loaded = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            snapshot::load(store.as_ref(), &insights),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Some("dashboard snapshot not read: the storage did not answer within 10 s".to_owned())
+        });
+        let _ = tx.send(loaded);
+    });
+    rx.recv().ok().flatten()
+}
+
+/// The one line a snapshot that could not be used gets on stderr (whatever `--log` says: it is
+/// about the server's start, like the startup line).
+fn snapshot_warning(log: LogFormat, line: &str) -> String {
+    match log {
+        LogFormat::Json => serde_json::json!({"level": "warn", "msg": line}).to_string(),
+        _ => format!(
+            "nx-open-cache serve: warning: {}",
+            crate::server::log::escape(line)
+        ),
+    }
 }
 
 #[cfg(test)]

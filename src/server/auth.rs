@@ -6,32 +6,43 @@
 use crate::key::Prefix;
 use subtle::ConstantTimeEq;
 
-/// The two token roles.
+/// The token roles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
-    /// GET and PUT.
+    /// GET and PUT; may post run reports.
     ReadWrite,
     /// GET only; a PUT is answered 403 and nothing is stored.
     ReadOnly,
+    /// The dashboard (`/ui`, its API) and run reports only: no artifact is read or written with
+    /// it (a cache request is answered 403), so a leaked admin token exposes no artifact.
+    Admin,
 }
 
 /// Role names as written in `NX_OPEN_CACHE_SERVER_TOKENS` and the config file.
-pub const ROLES: &[&str] = &["read-write", "read-only"];
+pub const ROLES: &[&str] = &["read-write", "read-only", "admin"];
 
 impl Role {
-    /// `read-write` or `read-only`.
+    /// `read-write`, `read-only` or `admin`.
     pub fn as_str(self) -> &'static str {
         match self {
             Role::ReadWrite => "read-write",
             Role::ReadOnly => "read-only",
+            Role::Admin => "admin",
         }
     }
 
-    /// Parses `read-write` / `read-only`; the error names the value and the allowed roles.
+    /// Whether the role reads and writes artifacts (not only the dashboard).
+    pub fn uses_cache(self) -> bool {
+        self != Role::Admin
+    }
+
+    /// Parses `read-write` / `read-only` / `admin`; the error names the value and the allowed
+    /// roles.
     pub fn parse(value: &str) -> Result<Role, String> {
         match value {
             "read-write" => Ok(Role::ReadWrite),
             "read-only" => Ok(Role::ReadOnly),
+            "admin" => Ok(Role::Admin),
             other => Err(format!(
                 "unknown role {other:?} (allowed: {})",
                 ROLES.join(", ")
@@ -193,11 +204,14 @@ mod tests {
 
     #[test]
     fn parses_token_lists() {
-        let tokens =
-            Auth::parse_tokens("ci:read-write:0123456789abcdef0,dev:read-only:zyxwvutsrqponmlk")
-                .map_err(|e| e.to_string());
+        let tokens = Auth::parse_tokens(
+            "ci:read-write:0123456789abcdef0,dev:read-only:zyxwvutsrqponmlk,lead:admin:adminsecret-0123456",
+        )
+        .map_err(|e| e.to_string());
         let tokens = tokens.as_deref().unwrap_or(&[]);
-        assert_eq!(tokens.len(), 2);
+        assert_eq!(tokens.len(), 3);
+        assert_eq!(tokens[2].role, Role::Admin);
+        assert!(!Role::Admin.uses_cache() && Role::ReadOnly.uses_cache());
         assert_eq!(tokens[0].name, "ci");
         assert_eq!(tokens[0].role, Role::ReadWrite);
         assert_eq!(tokens[1].role, Role::ReadOnly);
@@ -213,7 +227,7 @@ mod tests {
     fn token_errors_name_the_entry_not_the_secret() {
         let secret = "supersecretvalue123";
         for (list, want) in [
-            (format!("ci:admin:{secret}"), "read-write, read-only"),
+            (format!("ci:owner:{secret}"), "read-write, read-only, admin"),
             (format!("ci:{secret}"), "entry 1"),
             ("ci:read-only:short".to_string(), "shorter"),
             (format!("{secret}:ci:read-write"), "entry 1"),

@@ -21,6 +21,7 @@
 pub mod auth;
 pub mod conns;
 mod file_body;
+pub mod insights;
 pub mod limits;
 pub mod listen;
 pub mod log;
@@ -28,6 +29,7 @@ pub mod metrics;
 mod observe;
 mod ops;
 pub mod panics;
+mod ui;
 mod workers;
 
 pub use auth::{Auth, Role, TokenSpec};
@@ -49,6 +51,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use futures_util::StreamExt;
+use insights::{Insights, Tally};
 use limits::{Cut, UploadBody, REFUSED_BODY_DRAIN};
 use listen::{Served, Transport};
 use metrics::Metrics;
@@ -78,6 +81,15 @@ pub struct ServerSettings {
     pub log: LogFormat,
     /// Where the run-summary counters go (shared with the caller).
     pub stats: Arc<Stats>,
+}
+
+/// The dashboard of `serve` (`/ui`, `/ui/api/summary`) and its run reports
+/// (`POST /nx-open-cache/v1/runs`); the counts it shows are recorded as requests are answered.
+#[derive(Clone)]
+pub struct UiSettings {
+    pub insights: Arc<Insights>,
+    /// Requests without a token may see the dashboard (`--ui-anonymous`; never by default).
+    pub anonymous: bool,
 }
 
 /// What the in-process proxy needs to serve.
@@ -166,7 +178,22 @@ pub fn serve_server(
     listener: tokio::net::TcpListener,
     settings: ServerSettings,
 ) -> std::io::Result<RunningServer> {
-    start(listener, settings, Transport::Plain)
+    start(listener, settings, Transport::Plain, None)
+}
+
+/// [`serve_server`] (or [`serve_tls`] with `tls`) with the dashboard and the run-report
+/// endpoint (`settings.operations` must be on for them to be routed).
+pub fn serve_with_ui(
+    listener: tokio::net::TcpListener,
+    settings: ServerSettings,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    ui: UiSettings,
+) -> std::io::Result<RunningServer> {
+    let transport = match tls {
+        Some(tls) => Transport::Tls(tokio_rustls::TlsAcceptor::from(tls)),
+        None => Transport::Plain,
+    };
+    start(listener, settings, transport, Some(ui))
 }
 
 /// [`serve_server`] over TLS (HTTP/1.1; each handshake in its connection's own task).
@@ -179,6 +206,7 @@ pub fn serve_tls(
         listener,
         settings,
         Transport::Tls(tokio_rustls::TlsAcceptor::from(tls)),
+        None,
     )
 }
 
@@ -186,6 +214,7 @@ fn start(
     listener: tokio::net::TcpListener,
     settings: ServerSettings,
     transport: Transport,
+    ui: Option<UiSettings>,
 ) -> std::io::Result<RunningServer> {
     let addr = listener.local_addr()?;
     workers::start();
@@ -195,7 +224,8 @@ fn start(
         settings.limits.max_connections,
         settings.limits.max_untrusted_connections,
     );
-    let state = build_state(settings, true).map_err(|(_, reason)| std::io::Error::other(reason))?;
+    let state =
+        build_state(settings, true, ui).map_err(|(_, reason)| std::io::Error::other(reason))?;
     let served = Served {
         registry: conns::Registry::new(caps, state.metrics.connections()),
         app: router(state),
@@ -219,12 +249,15 @@ struct Principal {
     role: Role,
     write: Arc<dyn Store>,
     reads: Vec<Arc<dyn Store>>,
+    /// Where its requests are counted for the dashboard.
+    slot: Tally,
 }
 
 pub(crate) struct AppState {
     auth: Auth,
     principals: Vec<Principal>,
     anonymous: Option<Vec<Arc<dyn Store>>>,
+    anonymous_slot: Tally,
     mode: Mode,
     limits: Limits,
     uploads: Arc<Semaphore>,
@@ -236,24 +269,39 @@ pub(crate) struct AppState {
     /// The 401 message (the proxy names Nx's variable).
     unauthorized: &'static str,
     operations: bool,
+    /// The dashboard's counts (`serve` only).
+    insights: Option<Arc<Insights>>,
+    /// Requests without a token may see the dashboard.
+    ui_anonymous: bool,
 }
 
 /// The axum app. A token namespace that cannot be made (prefix too long) turns that token's
 /// storage into a fault (GET 404, PUT 403, recorded); [`try_app`] refuses it instead.
 pub fn app(settings: ServerSettings) -> Router {
-    router(build_state(settings, false).unwrap_or_else(|(state, _)| state))
+    router(build_state(settings, false, None).unwrap_or_else(|(state, _)| state))
 }
 
 /// [`app`], failing with a message naming the token and prefix when a namespace cannot be made.
 pub fn try_app(settings: ServerSettings) -> Result<Router, String> {
-    build_state(settings, true)
+    build_state(settings, true, None)
         .map(router)
         .map_err(|(_, reason)| reason)
 }
 
 type Built = Result<Arc<AppState>, (Arc<AppState>, String)>;
 
-fn build_state(settings: ServerSettings, strict: bool) -> Built {
+fn build_state(settings: ServerSettings, strict: bool, ui: Option<UiSettings>) -> Built {
+    let insights = ui.as_ref().map(|u| u.insights.clone());
+    let slot = |index: Option<usize>| {
+        insights
+            .as_ref()
+            .map(|i| i.slot(&settings.auth, index))
+            .unwrap_or_default()
+    };
+    let slots: Vec<Tally> = (0..settings.auth.tokens.len())
+        .map(|i| slot(Some(i)))
+        .collect();
+    let anonymous_slot = slot(None);
     let base = settings.store;
     let mut stores: HashMap<String, Arc<dyn Store>> = HashMap::new();
     stores.insert(String::new(), base.clone());
@@ -280,7 +328,8 @@ fn build_state(settings: ServerSettings, strict: bool) -> Built {
         .auth
         .tokens
         .iter()
-        .map(|t| {
+        .zip(slots)
+        .map(|(t, slot)| {
             let owner = format!("token {:?}", t.name);
             let reads = if t.read_prefixes.is_empty() {
                 vec![resolve(&owner, &t.write_prefix)]
@@ -292,6 +341,7 @@ fn build_state(settings: ServerSettings, strict: bool) -> Built {
                 role: t.role,
                 write: resolve(&owner, &t.write_prefix),
                 reads,
+                slot,
             }
         })
         .collect();
@@ -314,6 +364,7 @@ fn build_state(settings: ServerSettings, strict: bool) -> Built {
         auth: settings.auth,
         principals,
         anonymous,
+        anonymous_slot,
         mode: settings.mode,
         uploads: Arc::new(Semaphore::new(
             settings.limits.max_concurrent_uploads.max(1),
@@ -325,6 +376,8 @@ fn build_state(settings: ServerSettings, strict: bool) -> Built {
         probe: base,
         unauthorized,
         operations: settings.operations,
+        insights,
+        ui_anonymous: ui.is_some_and(|u| u.anonymous),
     });
     match first_error {
         Some(reason) => {
@@ -356,6 +409,15 @@ fn router(state: Arc<AppState>) -> Router {
             .route("/readyz", get(ops::readyz))
             .route("/metrics", get(ops::metrics))
             .route("/openapi.json", get(ops::openapi));
+        if state.insights.is_some() {
+            router = router
+                .route("/ui", get(ui::page))
+                .route("/ui/api/summary", get(ui::summary))
+                .route(
+                    "/nx-open-cache/v1/runs",
+                    axum::routing::post(ui::run_report),
+                );
+        }
     }
     router
         .fallback(not_found)
@@ -410,6 +472,9 @@ fn access<'a>(state: &'a AppState, headers: &HeaderMap) -> Access<'a> {
 
 fn bad_hash(raw: &Result<Path<String>, PathRejection>) -> Result<TaskHash, String> {
     match raw {
+        Ok(Path(raw)) if raw.starts_with(insights::snapshot::RESERVED_PREFIX) => Err(format!(
+            "nx-open-cache: hash {raw:?} is reserved for the server's own objects"
+        )),
         Ok(Path(raw)) => TaskHash::parse(raw).map_err(|e| format!("nx-open-cache: {e}")),
         Err(e) => Err(format!("nx-open-cache: invalid hash in the path: {e}")),
     }
@@ -431,10 +496,23 @@ async fn get_artifact(
     // The request's own headers (the `HeaderMap` extractor would copy them).
     let stores: &[Arc<dyn Store>] = match access(&state, req.headers()) {
         Access::Token(p) => {
-            obs.token(&p.name);
+            obs.token(&p.name, &p.slot);
+            if !p.role.uses_cache() {
+                obs.denied("admin token: the dashboard only");
+                return obs.answer(text(
+                    StatusCode::FORBIDDEN,
+                    &format!(
+                        "nx-open-cache: token {:?} is an admin token: it opens the dashboard, not the cache",
+                        p.name
+                    ),
+                ));
+            }
             &p.reads
         }
-        Access::Anonymous(stores) => stores,
+        Access::Anonymous(stores) => {
+            obs.anonymous(&state.anonymous_slot);
+            stores
+        }
         Access::Denied => return obs.answer(unauthorized(&state)),
     };
     let hash = match bad_hash(&raw) {
@@ -445,10 +523,10 @@ async fn get_artifact(
         obs.miss_without_lookup();
         return obs.answer(StatusCode::NOT_FOUND.into_response());
     }
-    for store in stores {
+    for (i, store) in stores.iter().enumerate() {
         match store.get(&hash).await {
             Ok(Some(artifact)) => {
-                obs.hit(artifact.len);
+                obs.hit(i, &hash, artifact.len);
                 return obs.answer(artifact_response(artifact));
             }
             Ok(None) => {}
@@ -494,6 +572,9 @@ fn artifact_response(artifact: Artifact) -> Response {
 /// 401, `Content-Type: text/plain` exactly (Nx requires it). The connection is closed after it:
 /// a client without a valid token keeps no connection open.
 fn unauthorized(state: &AppState) -> Response {
+    if let Some(i) = &state.insights {
+        i.unauthorized();
+    }
     let mut resp = text(StatusCode::UNAUTHORIZED, state.unauthorized);
     resp.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -548,7 +629,7 @@ async fn put_artifact(
             return obs.answer(closing(unauthorized(&state), declared == Some(0)));
         }
     };
-    obs.token(&principal.name);
+    obs.token(&principal.name, &principal.slot);
     let admitted = authorise(&state, principal, &raw)
         .and_then(|hash| admit(&state, declared).map(|slot| (hash, slot)));
     let (hash, _slot) = match admitted {
@@ -579,6 +660,12 @@ fn authorise(
     if principal.role == Role::ReadOnly {
         return Err(Early::NotWritable(format!(
             "nx-open-cache: token {:?} is read-only: not stored",
+            principal.name
+        )));
+    }
+    if principal.role == Role::Admin {
+        return Err(Early::NotWritable(format!(
+            "nx-open-cache: token {:?} is an admin token: it opens the dashboard, not the cache; not stored",
             principal.name
         )));
     }

@@ -11,6 +11,7 @@
 //! - Faults and refusals are logged once per reason in the text format and always in JSON, with
 //!   every client-controlled part escaped by [`log::warn`].
 
+use super::insights::{Kind, Tally};
 use super::log::{self, LogFormat};
 use super::{AppState, Trusted};
 use crate::key::TaskHash;
@@ -54,6 +55,17 @@ enum Limit {
 }
 
 impl Limit {
+    /// What the dashboard calls it.
+    fn words(self) -> &'static str {
+        match self {
+            Limit::LengthRequired => "upload without Content-Length (411)",
+            Limit::TooLarge => "upload larger than --max-artifact-size (413)",
+            Limit::Busy => "too many uploads at once (503)",
+            Limit::Timeout => "upload not finished within --upload-timeout (408)",
+            Limit::BadLength => "upload body not matching its Content-Length (400)",
+        }
+    }
+
     fn label(self) -> &'static str {
         match self {
             Limit::LengthRequired => "length_required",
@@ -199,6 +211,8 @@ pub(crate) struct Observer<'s> {
     shown: &'s str,
     /// The token's name once the caller presented a valid one.
     token: Option<&'s str>,
+    /// Where the dashboard counts this request (token or anonymous, and namespaces).
+    slot: Option<&'s Tally>,
     /// Payload bytes served or stored.
     bytes: u64,
 }
@@ -212,13 +226,27 @@ impl<'s> Observer<'s> {
             started: Instant::now(),
             shown,
             token: None,
+            slot: None,
             bytes: 0,
         }
     }
 
-    /// The caller presented the valid token named `name`.
-    pub(crate) fn token(&mut self, name: &'s str) {
+    /// The caller presented the valid token named `name`, counted in `slot`.
+    pub(crate) fn token(&mut self, name: &'s str, slot: &'s Tally) {
         self.token = Some(name);
+        self.slot = Some(slot);
+    }
+
+    /// The caller reads anonymously, counted in `slot`.
+    pub(crate) fn anonymous(&mut self, slot: &'s Tally) {
+        self.slot = Some(slot);
+    }
+
+    /// The token may not use the cache (`reason`).
+    pub(crate) fn denied(&self, reason: &str) {
+        if let Some(i) = &self.state.insights {
+            i.refused(self.slot, Kind::Denied, reason);
+        }
     }
 
     fn add_time(&self) {
@@ -228,12 +256,15 @@ impl<'s> Observer<'s> {
             .add_time(millis.try_into().unwrap_or(u64::MAX));
     }
 
-    /// A lookup served an artifact of `bytes` payload bytes.
-    pub(crate) fn hit(&mut self, bytes: u64) {
+    /// A lookup in the `store`-th of the caller's namespaces served `hash`, `bytes` payload bytes.
+    pub(crate) fn hit(&mut self, store: usize, hash: &TaskHash, bytes: u64) {
         self.add_time();
         self.bytes = bytes;
         self.state.stats.hit(bytes);
         self.state.metrics.hit(bytes);
+        if let Some(i) = &self.state.insights {
+            i.hit(self.slot, store, hash.as_str(), bytes);
+        }
     }
 
     /// A lookup found nothing to serve (faults and refusals included, recorded on their own).
@@ -250,13 +281,19 @@ impl<'s> Observer<'s> {
     fn count_miss(&self) {
         self.state.stats.miss();
         self.state.metrics.miss();
+        if let Some(i) = &self.state.insights {
+            i.miss(self.slot);
+        }
     }
 
     /// An upload answered before its body reached the store.
     pub(crate) fn turned_away(&self, early: &Early) {
         match early {
             Early::BadHash(_) => {}
-            Early::NotWritable(_) => self.state.stats.refused_write(),
+            Early::NotWritable(message) => {
+                self.state.stats.refused_write();
+                self.denied(message.trim_start_matches("nx-open-cache: "));
+            }
             Early::LengthRequired => self.limited(Limit::LengthRequired),
             Early::TooLarge { .. } => self.limited(Limit::TooLarge),
             Early::Busy => self.limited(Limit::Busy),
@@ -265,6 +302,9 @@ impl<'s> Observer<'s> {
 
     fn limited(&self, limit: Limit) {
         self.state.metrics.rejected(limit.label());
+        if let Some(i) = &self.state.insights {
+            i.refused(self.slot, Kind::Limit, limit.words());
+        }
     }
 
     /// An upload reached the store and ended as `upload`; `hash` is its parsed hash.
@@ -275,10 +315,16 @@ impl<'s> Observer<'s> {
                 self.bytes = *n;
                 self.state.stats.stored(*n);
                 self.state.metrics.stored(*n);
+                if let Some(i) = &self.state.insights {
+                    i.stored(self.slot, hash.as_str(), *n);
+                }
             }
             Upload::AlreadyStored => {
                 self.state.stats.already_stored();
                 self.state.metrics.already_stored();
+                if let Some(i) = &self.state.insights {
+                    i.already_stored(self.slot);
+                }
             }
             Upload::TimedOut => self.limited(Limit::Timeout),
             Upload::TooLarge => self.limited(Limit::TooLarge),
@@ -293,6 +339,13 @@ impl<'s> Observer<'s> {
     /// operation (an unsigned object this signing writer replaces): counted apart, not logged.
     pub(crate) fn refused(&self, hash: &TaskHash, reason: &str, routine: bool) {
         self.state.metrics.refused(self.operation.label());
+        if let (Some(i), false) = (&self.state.insights, routine) {
+            let verb = match self.operation {
+                Operation::Get => "read not served",
+                Operation::Put => "upload not stored",
+            };
+            i.refused(self.slot, Kind::Refused, &format!("{verb}: {reason}"));
+        }
         let first = self.state.stats.refusal(reason, hash.as_str(), routine);
         if !routine && (first || self.state.log == LogFormat::Json) {
             let verb = match self.operation {
@@ -307,6 +360,9 @@ impl<'s> Observer<'s> {
     /// in the text format (with the hash), always in JSON.
     pub(crate) fn fault(&self, fault: &StorageFault) {
         self.state.metrics.storage_error(self.operation.label());
+        if let Some(i) = &self.state.insights {
+            i.refused(self.slot, Kind::Error, &fault.reason);
+        }
         let first = self.state.stats.fault(Fault {
             key: &fault.key,
             reason: &fault.reason,
@@ -368,6 +424,9 @@ fn route_label(path: &str, operations: bool) -> &'static str {
         };
     }
     match (path, operations) {
+        ("/ui", true) => "ui",
+        ("/ui/api/summary", true) => "ui_summary",
+        ("/nx-open-cache/v1/runs", true) => "runs",
         ("/healthz", true) => "healthz",
         ("/readyz", true) => "readyz",
         ("/metrics", true) => "metrics",

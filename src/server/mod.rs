@@ -166,7 +166,20 @@ pub fn serve_server(
     listener: tokio::net::TcpListener,
     settings: ServerSettings,
 ) -> std::io::Result<RunningServer> {
-    start(listener, settings, Transport::Plain)
+    start(listener, settings, Transport::Plain, Vec::new())
+}
+
+/// A route of its own (path and handlers) served beside the cache routes, e.g. the proxy's run
+/// report; it does its own authorisation.
+pub type ExtraRoute = (&'static str, axum::routing::MethodRouter);
+
+/// [`serve_server`] with `extra` routes.
+pub fn serve_server_with(
+    listener: tokio::net::TcpListener,
+    settings: ServerSettings,
+    extra: Vec<ExtraRoute>,
+) -> std::io::Result<RunningServer> {
+    start(listener, settings, Transport::Plain, extra)
 }
 
 /// [`serve_server`] over TLS (HTTP/1.1; each handshake in its connection's own task).
@@ -179,6 +192,7 @@ pub fn serve_tls(
         listener,
         settings,
         Transport::Tls(tokio_rustls::TlsAcceptor::from(tls)),
+        Vec::new(),
     )
 }
 
@@ -186,6 +200,7 @@ fn start(
     listener: tokio::net::TcpListener,
     settings: ServerSettings,
     transport: Transport,
+    extra: Vec<ExtraRoute>,
 ) -> std::io::Result<RunningServer> {
     let addr = listener.local_addr()?;
     workers::start();
@@ -198,7 +213,7 @@ fn start(
     let state = build_state(settings, true).map_err(|(_, reason)| std::io::Error::other(reason))?;
     let served = Served {
         registry: conns::Registry::new(caps, state.metrics.connections()),
-        app: router(state),
+        app: router_with(state, extra),
         transport,
         log,
     };
@@ -349,7 +364,14 @@ pub(crate) struct Trusted;
 pub(crate) struct UnreadBody;
 
 fn router(state: Arc<AppState>) -> Router {
+    router_with(state, Vec::new())
+}
+
+fn router_with(state: Arc<AppState>, extra: Vec<ExtraRoute>) -> Router {
     let mut router = Router::new().route("/v1/cache/{hash}", get(get_artifact).put(put_artifact));
+    for (path, route) in extra {
+        router = router.route_service(path, route);
+    }
     if state.operations {
         router = router
             .route("/healthz", get(ops::healthz))

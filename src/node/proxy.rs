@@ -68,6 +68,32 @@ pub struct CacheStats {
     /// Routine refusals (an unsigned object this signing run replaces): each also a miss.
     pub routine_count: i64,
     pub refusals: Vec<CacheRefusal>,
+    /// Artifact metadata (`<hash>-nxoc-meta`) served: not in hits or misses.
+    pub meta_reads: i64,
+    /// Artifact metadata stored: not in stored.
+    pub meta_writes: i64,
+    /// One per artifact request (metadata excluded), in order: at most 10,000 per run.
+    pub events: Vec<CacheEvent>,
+    /// Requests past the 10,000 events kept.
+    pub events_dropped: i64,
+}
+
+/// One artifact request of the run.
+#[napi(object)]
+pub struct CacheEvent {
+    pub hash: String,
+    #[napi(ts_type = "'get' | 'put'")]
+    pub op: String,
+    #[napi(
+        ts_type = "'hit' | 'miss' | 'stored' | 'already-stored' | 'refused' | 'error' | 'read-only'"
+    )]
+    pub outcome: String,
+    /// Payload bytes served (hit) or stored (stored); 0 otherwise.
+    pub bytes: i64,
+    /// Time in the request until its outcome was known, in milliseconds.
+    pub millis: i64,
+    /// Why (refused, error, read-only, a miss with a cause), in plain words.
+    pub reason: Option<String>,
 }
 
 /// One refusal reason, how often, and the first hashes it concerned.
@@ -126,6 +152,25 @@ impl From<stats::Snapshot> for CacheStats {
                     routine: r.routine,
                 })
                 .collect(),
+            meta_reads: n(s.meta_reads),
+            meta_writes: n(s.meta_writes),
+            events: s
+                .events
+                .into_iter()
+                .map(|e| CacheEvent {
+                    hash: e.hash,
+                    op: match e.op {
+                        stats::Op::Get => "get",
+                        stats::Op::Put => "put",
+                    }
+                    .to_owned(),
+                    outcome: e.outcome.as_str().to_owned(),
+                    bytes: n(e.bytes),
+                    millis: n(e.millis),
+                    reason: e.reason,
+                })
+                .collect(),
+            events_dropped: n(s.events_dropped),
         }
     }
 }

@@ -256,6 +256,51 @@ async fn run_report(State(reports): State<Arc<RunReports>>, req: Request<Body>) 
     resp
 }
 
+/// A run report checked the way the proxy's route checks it: a JSON object of at most
+/// [`MAX_RUN_REPORT_BYTES`]; the error says what is wrong, without quoting it.
+pub fn check_run_report(report: &[u8]) -> Result<(), String> {
+    if report.len() > MAX_RUN_REPORT_BYTES {
+        return Err(format!(
+            "a run report is at most {MAX_RUN_REPORT_BYTES} bytes, this one has {}",
+            report.len()
+        ));
+    }
+    match serde_json::from_slice::<serde_json::Value>(report) {
+        Ok(v) if v.is_object() => Ok(()),
+        Ok(_) => Err("a run report is a JSON object".to_owned()),
+        // The position only: no need to echo the report.
+        Err(e) => Err(format!(
+            "the run report is not valid JSON ({:?} error at line {} column {})",
+            e.classify(),
+            e.line(),
+            e.column()
+        )),
+    }
+}
+
+/// Sends a run report straight to the configured `http` upstream, as the proxy's route forwards
+/// it (same token, TLS settings, bound and 404 memory), for a run whose proxy has stopped
+/// already. `None`: the backend is not `http` (nothing to send). Never fails: what went wrong
+/// is in the answer.
+pub async fn send_run_report(
+    config: &CacheConfig,
+    env: &HashMap<String, String>,
+    report: Vec<u8>,
+) -> Option<RunReportSent> {
+    let Backend::Http { url } = &config.backend else {
+        return None;
+    };
+    if let Err(e) = check_run_report(&report) {
+        return Some(RunReportSent::Failed(e));
+    }
+    let options = HttpOptions::new(Resilience::from_config(config), env);
+    let token = env.get(crate::store::http::TOKEN_ENV).map(String::as_str);
+    match HttpStore::new(url, token, options) {
+        Ok(store) => Some(store.send_run_report(report.into()).await),
+        Err(e) => Some(RunReportSent::Failed(e.message)),
+    }
+}
+
 async fn run_report_answer(reports: &RunReports, body: Body) -> Response {
     let body = match axum::body::to_bytes(body, MAX_RUN_REPORT_BYTES).await {
         Ok(body) => body,
@@ -263,7 +308,8 @@ async fn run_report_answer(reports: &RunReports, body: Body) -> Response {
             let mut resp = plain(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 &format!(
-                    "nx-open-cache: a run report is at most {MAX_RUN_REPORT_BYTES} bytes (or it                      was not received whole)"
+                    "nx-open-cache: a run report is at most {MAX_RUN_REPORT_BYTES} bytes (or it was \
+                     not received whole)"
                 ),
             );
             resp.headers_mut()
@@ -271,44 +317,13 @@ async fn run_report_answer(reports: &RunReports, body: Body) -> Response {
             return resp;
         }
     };
-    match serde_json::from_slice::<serde_json::Value>(&body) {
-        Ok(v) if v.is_object() => {}
-        Ok(_) => {
-            return plain(
-                StatusCode::BAD_REQUEST,
-                "nx-open-cache: a run report is a JSON object",
-            )
-        }
-        // The position only: the report is the client's, but no need to echo it.
-        Err(e) => {
-            return plain(
-                StatusCode::BAD_REQUEST,
-                &format!(
-                    "nx-open-cache: the run report is not valid JSON ({:?} error at line {}                      column {})",
-                    e.classify(),
-                    e.line(),
-                    e.column()
-                ),
-            )
-        }
+    if let Err(e) = check_run_report(&body) {
+        return plain(StatusCode::BAD_REQUEST, &format!("nx-open-cache: {e}"));
     }
     let Some(upstream) = &reports.upstream else {
         return StatusCode::NO_CONTENT.into_response();
     };
-    let answer = match upstream.send_run_report(body).await {
-        RunReportSent::Answered(status) => serde_json::json!({
-            "forwarded": (200..300).contains(&status),
-            "status": status,
-        }),
-        RunReportSent::NotTaken => serde_json::json!({
-            "forwarded": false,
-            "reason": "the server takes no run reports (it answered 404: not an nx-open-cache serve)",
-        }),
-        RunReportSent::Failed(reason) => serde_json::json!({
-            "forwarded": false,
-            "reason": reason,
-        }),
-    };
+    let answer = run_report_json(&upstream.send_run_report(body).await);
     (
         StatusCode::OK,
         [(
@@ -319,6 +334,33 @@ async fn run_report_answer(reports: &RunReports, body: Body) -> Response {
     )
         .into_response()
 }
+
+/// `{"forwarded": bool, "status"?: upstream status, "reason"?: why not}`.
+pub fn run_report_json(sent: &RunReportSent) -> serde_json::Value {
+    match sent {
+        RunReportSent::Answered(status) if (200..300).contains(status) => serde_json::json!({
+            "forwarded": true,
+            "status": status,
+        }),
+        RunReportSent::Answered(status) => serde_json::json!({
+            "forwarded": false,
+            "status": status,
+            "reason": format!("the server answered {status}"),
+        }),
+        RunReportSent::NotTaken => serde_json::json!({
+            "forwarded": false,
+            "reason": NOT_TAKEN,
+        }),
+        RunReportSent::Failed(reason) => serde_json::json!({
+            "forwarded": false,
+            "reason": reason,
+        }),
+    }
+}
+
+/// Why a run report was not sent to an upstream that answered 404.
+pub const NOT_TAKEN: &str =
+    "the server takes no run reports (it answered 404: not an nx-open-cache serve)";
 
 impl Proxy {
     /// A number that changes whenever the proxy served a request (cheaper than [`Proxy::stats`]).

@@ -433,3 +433,62 @@ async fn other_backends_take_the_report_and_do_nothing() {
     let s = p.stop().await;
     assert!(s.events.is_empty());
 }
+
+#[test]
+fn the_run_report_option_is_a_boolean_of_the_http_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = HashMap::new();
+    let http = |v: serde_json::Value| serde_json::json!({"backend": "http", "url": "http://127.0.0.1:1", "runReport": v});
+    assert!(resolve(&http(serde_json::json!(false)), &env, dir.path()).is_ok());
+    assert!(resolve(&http(serde_json::json!(true)), &env, dir.path()).is_ok());
+    let err = resolve(&http(serde_json::json!(5)), &env, dir.path()).unwrap_err();
+    assert_eq!(err.option, "runReport");
+    let fs = serde_json::json!({"path": "c", "runReport": false});
+    let err = resolve(&fs, &env, dir.path()).unwrap_err();
+    assert!(err.message.contains("does not apply"), "{}", err.message);
+}
+
+#[tokio::test]
+async fn a_stopped_run_sends_its_report_straight_to_the_upstream() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, rec, server) = upstream(Upstream::Answer(401)).await;
+    let env: HashMap<String, String> = [(
+        "NX_OPEN_CACHE_TOKEN".to_owned(),
+        "upstream-secret-token".to_owned(),
+    )]
+    .into();
+    let config = resolve(
+        &serde_json::json!({"backend": "http", "url": url}),
+        &env,
+        dir.path(),
+    )
+    .unwrap();
+    let sent = proxy::send_run_report(&config, &env, report()).await;
+    let json = sent.as_ref().map(proxy::run_report_json);
+    assert_eq!(
+        json,
+        Some(
+            serde_json::json!({"forwarded": false, "status": 401, "reason": "the server answered 401"})
+        )
+    );
+    {
+        let seen = rec.seen.lock().unwrap();
+        assert_eq!(seen.reports.len(), 1);
+        assert_eq!(
+            seen.reports[0].0["authorization"],
+            "Bearer upstream-secret-token"
+        );
+        assert_eq!(seen.reports[0].1.as_ref(), report().as_slice());
+    }
+    // Checked before anything is sent.
+    let bad = proxy::send_run_report(&config, &env, b"[]".to_vec()).await;
+    assert!(matches!(
+        bad,
+        Some(nx_open_cache::store::http::RunReportSent::Failed(_))
+    ));
+    assert_eq!(rec.seen.lock().unwrap().reports.len(), 1);
+    // Other backends: nothing to send.
+    let fs = resolve(&serde_json::json!({"path": "c"}), &env, dir.path()).unwrap();
+    assert!(proxy::send_run_report(&fs, &env, report()).await.is_none());
+    server.abort();
+}

@@ -175,6 +175,46 @@ impl From<stats::Snapshot> for CacheStats {
     }
 }
 
+/// How sending a run report went.
+#[napi(object)]
+pub struct RunReportResult {
+    /// The server took it (2xx).
+    pub forwarded: bool,
+    /// The server's answer, when there was one.
+    pub status: Option<u32>,
+    /// Why it was not taken, in plain words.
+    pub reason: Option<String>,
+}
+
+/// Sends a run report (JSON text, at most 1 MiB) to the `http` backend's server
+/// (`POST <url>/nx-open-cache/v1/runs`, with `NX_OPEN_CACHE_TOKEN` and the TLS settings of
+/// `env`), within 2 s; an upstream that answered 404 is not asked again in this process. Null
+/// when the backend is not `http`. Never rejects for the server's sake (only for invalid options).
+#[napi(
+    ts_args_type = "workspaceRoot: string, options: any | undefined | null, env: Record<string, string>, report: string"
+)]
+pub async fn send_run_report(
+    workspace_root: String,
+    options: JsOptions,
+    env: HashMap<String, String>,
+    report: String,
+) -> Result<Option<RunReportResult>> {
+    let config = resolve(&workspace_root, options, env.clone())?;
+    let runtime = runtime::get().map_err(|e| Error::new(Status::GenericFailure, e))?;
+    let sent = runtime
+        .spawn(async move { proxy::send_run_report(&config, &env, report.into_bytes()).await })
+        .await
+        .map_err(|e| Error::new(Status::GenericFailure, format!("run report failed: {e}")))?;
+    Ok(sent.map(|sent| {
+        let json = proxy::run_report_json(&sent);
+        RunReportResult {
+            forwarded: json["forwarded"].as_bool().unwrap_or(false),
+            status: json["status"].as_u64().and_then(|s| u32::try_from(s).ok()),
+            reason: json["reason"].as_str().map(str::to_owned),
+        }
+    }))
+}
+
 fn resolve(
     workspace_root: &str,
     options: JsOptions,

@@ -31,7 +31,11 @@ async function put(p, hash, body) {
   return r.status;
 }
 
-/** Misses, stores, a second store and a hit of `hash`, plus a meta object beside it. */
+/**
+ * Misses, stores, a second store and a hit of `hash`, plus a meta object beside it.
+ * @param {{ url: string, token: string }} p
+ * @param {string} hash
+ */
 async function traffic(p, hash) {
   const artifact = nxArtifact({ 'dist/a.txt': 'built' });
   assert.equal(await get(p, hash), 404);
@@ -98,6 +102,7 @@ async function upstream(status) {
   /** @type {{ headers: http.IncomingHttpHeaders, body: string }[]} */
   const reports = [];
   const server = http.createServer((req, res) => {
+    /** @type {Buffer[]} */
     const chunks = [];
     req.on('data', (c) => chunks.push(c));
     req.on('end', () => {

@@ -220,3 +220,38 @@ test('sendRunReport: a server without run reports (404) is asked once per proces
     fs.rmSync(root, { recursive: true, force: true });
   }
 });
+
+test('reportRun (the plugin call): an http run sends its record built from Nx results and proxy events', async () => {
+  const { reportRun } = require('../lib/run-report.js');
+  const root = tmp();
+  const up = await upstream(201);
+  const saved = process.env.NX_OPEN_CACHE_TOKEN;
+  process.env.NX_OPEN_CACHE_TOKEN = 'plugin-run-token';
+  try {
+    const options = { backend: 'http', url: up.url };
+    const context = {
+      id: 'run-9', workspaceRoot: root, nxJsonConfiguration: { plugins: [{ plugin: 'nx-open-cache', options }] },
+      taskResults: { 'a:build': { status: 'success', task: { hash: '91', startTime: 10, endTime: 30 } } },
+    };
+    const summary = {
+      location: `http ${up.url}`, mode: 'read-write', runId: 'run-9', startedAt: '2026-11-27T10:00:00.000Z', endedAt: '2026-11-27T10:00:01.000Z',
+      events: [{ hash: '91', op: 'put', outcome: 'stored', bytes: 77 }],
+    };
+    const sent = await reportRun(context, options, summary);
+    assert.equal(sent?.forwarded, true);
+    assert.equal(up.reports.length, 1);
+    assert.equal(up.reports[0].headers.authorization, 'Bearer plugin-run-token');
+    const report = JSON.parse(up.reports[0].body);
+    assert.equal(report.runId, 'run-9');
+    assert.deepEqual(report.tasks, [{ id: 'a:build', hash: '91', outcome: 'stored', durationMs: 20, bytes: 77 }]);
+    // Not http, or no cache used: nothing sent.
+    assert.equal(await reportRun(context, options, { ...summary, location: 'fs /x' }), undefined);
+    assert.equal(await reportRun(context, options, { ...summary, mode: 'no-cache' }), undefined);
+    assert.equal(up.reports.length, 1);
+  } finally {
+    if (saved === undefined) delete process.env.NX_OPEN_CACHE_TOKEN;
+    else process.env.NX_OPEN_CACHE_TOKEN = saved;
+    await up.close();
+    fs.rmSync(root, { recursive: true, force: true });
+  }
+});

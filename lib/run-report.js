@@ -9,6 +9,8 @@
 // trusted by the server for access decisions. Opt out: option `runReport: false` or
 // NX_OPEN_CACHE_RUN_REPORT=off.
 
+const { readNxJson, truthy, workspaceInput } = require('./workspace.js');
+
 const FORMAT = 'nx-open-cache-run-report';
 const VERSION = 1;
 /** Tasks in one report at most (the server refuses more). */
@@ -188,4 +190,54 @@ function outcomeOf(status, seen) {
   return { outcome: 'not-stored' };
 }
 
-module.exports = { buildRunReport, recordOfRun, runReportEnabled, sendRunReport, MAX_BYTES, MAX_TASKS, PROXY_ROUTE };
+/** @param {string} root @returns {string | undefined} the workspace's Nx version */
+function nxVersionOf(root) {
+  try {
+    return require(require.resolve('nx/package.json', { paths: [root] })).version;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The plugin's call at the end of a run (postTasksExecution, after its summary): sends the run's
+ * report when its backend is http and it used the cache. Silent (NX_OPEN_CACHE_DEBUG prints how it
+ * went); never rejects.
+ * @param {{ id?: string, workspaceRoot: string, nxJsonConfiguration?: unknown, argv?: readonly string[], taskResults?: Record<string, any> }} context
+ * @param {Record<string, unknown> | undefined} pluginOptions the options Nx gave the hook
+ * @param {{ location?: string, mode?: string, runId?: string, startedAt?: string, endedAt?: string, command?: string, events?: any[] }} summary
+ * @param {Parameters<typeof buildRunReport>[0]} [record] the run's history record, when there is one
+ * @returns {Promise<SendResult | undefined>}
+ */
+async function reportRun(context, pluginOptions, summary, record) {
+  const backend = String(summary.location ?? '').split(' ')[0];
+  if (backend !== 'http' || summary.mode === 'no-cache') return undefined;
+  let sent;
+  try {
+    let nxJson = context.nxJsonConfiguration;
+    if (nxJson === undefined) {
+      try {
+        nxJson = readNxJson(context.workspaceRoot);
+      } catch {
+        nxJson = undefined;
+      }
+    }
+    const input = workspaceInput(nxJson, { env: process.env, entryOptions: /** @type {any} */ (pluginOptions ?? null) });
+    sent = await sendRunReport({
+      addon: require('../index.js'),
+      workspaceRoot: context.workspaceRoot,
+      options: /** @type {Record<string, unknown> | null} */ (input.options ?? null),
+      env: input.env,
+      backend,
+      record: record ?? recordOfRun(context, summary, nxVersionOf(context.workspaceRoot)),
+    });
+  } catch (e) {
+    sent = { forwarded: false, reason: /** @type {Error} */ (e).message };
+  }
+  if (sent && truthy(process.env.NX_OPEN_CACHE_DEBUG)) {
+    console.log(`nx-open-cache: run report ${sent.forwarded ? 'sent' : `not sent (${sent.reason ?? sent.status})`}`);
+  }
+  return sent;
+}
+
+module.exports = { buildRunReport, recordOfRun, reportRun, runReportEnabled, sendRunReport, MAX_BYTES, MAX_TASKS, PROXY_ROUTE };

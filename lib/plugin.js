@@ -8,6 +8,7 @@ const { formatSummary, formatSummaryTable, pluginDataDir, summaryMode, unusedRun
 const { inputNotes, isWinningEntry, pluginEntry, readNxJson, truthy, workspaceInput } = require('./workspace.js');
 const { attachRun, endRun } = require('./host.js');
 const { fallbackPlan } = require('./fallback.js');
+const { reportRun } = require('./run-report.js');
 
 /** @type {typeof import('../index') | undefined} */
 let nativeModule;
@@ -362,6 +363,8 @@ async function postTasksExecution(options, context) {
     console.log(mode === 'table' ? formatSummaryTable(summary) : formatSummary(summary));
     if (writeError) console.log(`  (${writeError})`);
   }
+  // http backend: the run report for the server's dashboard (at most 2 s; never fails the run).
+  await reportRun(context, options, summary);
 }
 
 module.exports = { preTasksExecution, postTasksExecution };

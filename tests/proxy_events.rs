@@ -492,3 +492,45 @@ async fn a_stopped_run_sends_its_report_straight_to_the_upstream() {
     assert!(proxy::send_run_report(&fs, &env, report()).await.is_none());
     server.abort();
 }
+
+/// The cost of booking one request, events off and on (the first 10,000 are kept, the rest only
+/// counted). Opt-in, prints, asserts nothing about time:
+/// `cargo test --profile fast --test proxy_events -- --ignored --nocapture booking_cost`.
+#[test]
+#[ignore]
+fn booking_cost() {
+    const N: usize = 1_000_000;
+    let hashes: Vec<String> = (0..N as u64)
+        .map(|i| (5_115_008_516_830_458_631u64 + i).to_string())
+        .collect();
+    let book = |stats: &Stats, range: std::ops::Range<usize>| {
+        let started = std::time::Instant::now();
+        let count = range.len();
+        for i in range {
+            stats.request(Done {
+                hash: &hashes[i],
+                op: if i % 2 == 0 { Op::Get } else { Op::Put },
+                outcome: if i % 2 == 0 {
+                    Outcome::Hit
+                } else {
+                    Outcome::Stored
+                },
+                bytes: 1000,
+                millis: 1,
+                timed: true,
+                reason: None,
+            });
+        }
+        started.elapsed().as_nanos() as f64 / count as f64
+    };
+    let off = Stats::default();
+    let off_first = book(&off, 0..MAX_EVENTS);
+    let off_rest = book(&off, MAX_EVENTS..N);
+    let on = Stats::with_events();
+    let on_first = book(&on, 0..MAX_EVENTS);
+    let on_rest = book(&on, MAX_EVENTS..N);
+    println!(
+        "ns per booked request: events off {off_first:.0} / {off_rest:.0}; events on {on_first:.0} \
+         (first {MAX_EVENTS}, kept) / {on_rest:.0} (the rest, counted as dropped)"
+    );
+}

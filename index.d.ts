@@ -78,6 +78,19 @@ export interface CacheError {
   skipped: boolean
 }
 
+/** One artifact request of the run. */
+export interface CacheEvent {
+  hash: string
+  op: 'get' | 'put'
+  outcome: 'hit' | 'miss' | 'stored' | 'already-stored' | 'refused' | 'error' | 'read-only'
+  /** Payload bytes served (hit) or stored (stored); 0 otherwise. */
+  bytes: number
+  /** Time in the request until its outcome was known, in milliseconds. */
+  millis: number
+  /** Why (refused, error, read-only, a miss with a cause), in plain words. */
+  reason?: string
+}
+
 /** One refusal reason, how often, and the first hashes it concerned. */
 export interface CacheRefusal {
   reason: string
@@ -108,6 +121,14 @@ export interface CacheStats {
   /** Routine refusals (an unsigned object this signing run replaces): each also a miss. */
   routineCount: number
   refusals: Array<CacheRefusal>
+  /** Artifact metadata (`<hash>-nxoc-meta`) served: not in hits or misses. */
+  metaReads: number
+  /** Artifact metadata stored: not in stored. */
+  metaWrites: number
+  /** One per artifact request (metadata excluded), in order: at most 10,000 per run. */
+  events: Array<CacheEvent>
+  /** Requests past the 10,000 events kept. */
+  eventsDropped: number
 }
 
 /**
@@ -585,6 +606,24 @@ export interface ResolvedConfig {
 
 /** Resolves a run's options and environment once (throws like `resolveConfig` on a mistake). */
 export declare function resolveRun(workspaceRoot: string, options: any | undefined | null, env: Record<string, string>): RunConfig
+
+/** How sending a run report went. */
+export interface RunReportResult {
+  /** The server took it (2xx). */
+  forwarded: boolean
+  /** The server's answer, when there was one. */
+  status?: number
+  /** Why it was not taken, in plain words. */
+  reason?: string
+}
+
+/**
+ * Sends a run report (JSON text, at most 1 MiB) to the `http` backend's server
+ * (`POST <url>/nx-open-cache/v1/runs`, with `NX_OPEN_CACHE_TOKEN` and the TLS settings of
+ * `env`), within 2 s; an upstream that answered 404 is not asked again in this process. Null
+ * when the backend is not `http`. Never rejects for the server's sake (only for invalid options).
+ */
+export declare function sendRunReport(workspaceRoot: string, options: any | undefined | null, env: Record<string, string>, report: string): Promise<RunReportResult | null>
 
 /**
  * The `nx-open-cache serve --help` text: every option with its environment variable and

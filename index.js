@@ -871,6 +871,7 @@ module.exports.packAsync = nativeBinding.packAsync
 module.exports.publicKeyId = nativeBinding.publicKeyId
 module.exports.resolveConfig = nativeBinding.resolveConfig
 module.exports.resolveRun = nativeBinding.resolveRun
+module.exports.sendRunReport = nativeBinding.sendRunReport
 module.exports.serveHelp = nativeBinding.serveHelp
 module.exports.startServer = nativeBinding.startServer
 module.exports.unpack = nativeBinding.unpack

@@ -304,7 +304,7 @@ test('summary formatting: units, faults listed once with counts', () => {
   const text = formatSummary({
     hits: 1, misses: 2, stored: 0, alreadyStored: 1, refusedWrites: 0, bytesDown: 10, bytesUp: 0,
     cacheMillis: 3, errorCount: 3, errors: [{ reason: 'write 1: disk full', count: 2, skipped: false }, { reason: 'gone', count: 1, skipped: false }],
-    refusedCount: 0, routineCount: 0, refusals: [],
+    refusedCount: 0, routineCount: 0, refusals: [], metaReads: 0, metaWrites: 0, events: [], eventsDropped: 0,
     location: 'fs /x', mode: 'read-write', modeSource: 'default', startedAt: '', endedAt: '', runId: 'r',
   });
   const lines = text.split('\n');
@@ -315,7 +315,7 @@ test('summary formatting: units, faults listed once with counts', () => {
 
 test('summary line: a lasting cause says once that the store was skipped; routine refusals are one clause, not errors', () => {
   const base = {
-    hits: 0, misses: 4, stored: 0, alreadyStored: 0, refusedWrites: 0, bytesDown: 0, bytesUp: 0, cacheMillis: 0,
+    hits: 0, misses: 4, stored: 0, alreadyStored: 0, refusedWrites: 0, bytesDown: 0, bytesUp: 0, cacheMillis: 0, metaReads: 0, metaWrites: 0, events: [], eventsDropped: 0,
     location: 's3 acme-nx-cahce (us-east-1)', mode: 'read-write', modeSource: 'default', startedAt: '', endedAt: '', runId: 'r',
   };
   const skipped = formatSummary({
@@ -443,7 +443,7 @@ test('summary table: every counter, faults grouped by reason', () => {
   const text = formatSummaryTable({
     hits: 4, misses: 2, stored: 2, alreadyStored: 1, refusedWrites: 3, bytesDown: 21_700, bytesUp: 1_500_000,
     cacheMillis: 1234, errorCount: 3, errors: [{ reason: 'write 1: disk full', count: 2, skipped: false }, { reason: 'gone', count: 1, skipped: true }],
-    refusedCount: 0, routineCount: 0, refusals: [],
+    refusedCount: 0, routineCount: 0, refusals: [], metaReads: 0, metaWrites: 0, events: [], eventsDropped: 0,
     location: 'fs /x', mode: 'read-only', modeSource: 'ciMode (CI detected)', startedAt: '', endedAt: '', runId: 'r',
   });
   assert.deepEqual(text.split('\n'), [

@@ -12,6 +12,7 @@ const { attachRun, endRun } = require('./host.js');
 const { fallbackPlan } = require('./fallback.js');
 const { appendRun, buildRunRecord, hasSavedFigure, historyDir, historyEnabled, nxVersionOf } = require('./history.js');
 const { buildMeta, exchangeMeta, producerOf, withoutMetaTraffic } = require('./meta.js');
+const { reportRun } = require('./run-report.js');
 
 /** @type {typeof import('../index') | undefined} */
 let nativeModule;
@@ -532,6 +533,8 @@ async function postTasksExecution(options, context) {
       recordFailed(e);
     }
   }
+  // http backend: the run report for the server's dashboard (at most 2 s; never fails the run).
+  if (summary) await reportRun(context, options, summary, record);
 }
 
 module.exports = { preTasksExecution, postTasksExecution };

@@ -33,6 +33,7 @@ function unusedRunSummary(run) {
   return {
     hits: 0, misses: 0, stored: 0, alreadyStored: 0, refusedWrites: 0, bytesDown: 0, bytesUp: 0,
     cacheMillis: 0, errorCount: 0, errors: [], refusedCount: 0, routineCount: 0, refusals: [],
+    metaReads: 0, metaWrites: 0, events: [], eventsDropped: 0,
     location: run.location, mode: run.note ? STAYED_OUT : 'no-cache', modeSource: run.modeSource, runId: run.runId,
     startedAt: run.startedAt.toISOString(), endedAt: new Date().toISOString(), note: run.note || NOT_USED,
   };

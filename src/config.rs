@@ -138,6 +138,8 @@ pub const OTHER_VARS: &[&str] = &[
     "NX_OPEN_CACHE_HISTORY",
     "NX_OPEN_CACHE_HISTORY_RUNS",
     "NX_OPEN_CACHE_HISTORY_MB",
+    // lib/run-report.js: `off` sends the http backend's server no run report.
+    "NX_OPEN_CACHE_RUN_REPORT",
 ];
 
 /// Variables of this repository's test harness (`NX_OPEN_CACHE_TEST_*`): never warned about.
@@ -353,6 +355,15 @@ pub const OPTIONS: &[OptionSpec] = &[
         env: None,
         choices: &[],
         description: "The base URL of an Nx-protocol server, http:// or https://, no trailing slash; the token comes from NX_OPEN_CACHE_TOKEN.",
+    },
+    OptionSpec {
+        name: "runReport",
+        json_type: JsonType::Boolean,
+        backends: &["http"],
+        default: OptionDefault::Bool(true),
+        env: None,
+        choices: &[],
+        description: "After each run, send the server a small run report (task ids, hashes, outcomes, durations) for its dashboard; false (or NX_OPEN_CACHE_RUN_REPORT=off) sends none.",
     },
     OptionSpec {
         name: "timeout",
@@ -1310,6 +1321,8 @@ fn backend(
             }
             crate::seal::keys::from_options(options, env, true)?;
             only_options(options, "http")?;
+            // Read by lib/run-report.js; checked here like every option.
+            bool_option(options, "runReport")?;
             Backend::Http {
                 url: http_url(options)?,
             }

@@ -5,15 +5,115 @@
 //! the reason without the hash), so that a misspelled bucket is one line with a request count,
 //! not one line per request. Routine refusals (an unsigned object a signing run replaces) are
 //! counted apart from refusals and errors.
+//!
+//! A proxy's counters also keep one [`Event`] per artifact request (hash, operation, outcome,
+//! bytes, time, reason), at most [`MAX_EVENTS`] per run (the first ones; later ones are only
+//! counted in `events_dropped`), for the plugin's run history. Artifact metadata (keys ending in
+//! [`META_SUFFIX`]) is counted apart (`meta_reads`, `meta_writes`): not a hit, miss, store or event.
 
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+/// Keys ending in this hold a stored artifact's metadata (`<hash>-nxoc-meta`), not an artifact.
+pub const META_SUFFIX: &str = "-nxoc-meta";
+/// Events kept per run; later ones are counted in `events_dropped`.
+pub const MAX_EVENTS: usize = 10_000;
+/// Longest reason an event keeps.
+const MAX_EVENT_REASON_LEN: usize = 200;
+
+/// Whether `key` names an artifact's metadata rather than an artifact.
+pub fn is_meta_key(key: &str) -> bool {
+    key.ends_with(META_SUFFIX)
+}
+
+/// The cache operation of an event.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Op {
+    Get,
+    Put,
+}
+
+/// How an artifact request ended.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Served (get).
+    Hit,
+    /// Nothing to serve (get).
+    Miss,
+    /// Written (put).
+    Stored,
+    /// The hash was stored already; nothing written (put).
+    AlreadyStored,
+    /// Not served or not stored: the object or the upload was refused (not a valid artifact, too
+    /// large, cannot be opened or checked here...).
+    Refused,
+    /// A storage fault (or an upload that did not finish).
+    Error,
+    /// Not stored: the mode or the token does not write (put).
+    ReadOnly,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Hit => "hit",
+            Outcome::Miss => "miss",
+            Outcome::Stored => "stored",
+            Outcome::AlreadyStored => "already-stored",
+            Outcome::Refused => "refused",
+            Outcome::Error => "error",
+            Outcome::ReadOnly => "read-only",
+        }
+    }
+}
+
+/// One artifact request of a run.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Event {
+    pub hash: String,
+    pub op: Op,
+    pub outcome: Outcome,
+    /// Payload bytes served (hit) or stored (stored); 0 otherwise.
+    pub bytes: u64,
+    /// Time in the request until its outcome was known, in milliseconds.
+    pub millis: u64,
+    /// Why (refused, error, read-only, and misses with a cause), in plain words; never a secret.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// What one artifact request did, as the server reports it to [`Stats::request`].
+#[derive(Debug, Clone, Copy)]
+pub struct Done<'a> {
+    /// The request's key (a validated hash; a meta key is counted apart).
+    pub hash: &'a str,
+    pub op: Op,
+    pub outcome: Outcome,
+    pub bytes: u64,
+    pub millis: u64,
+    /// The request reached storage: its time counts in `cache_millis`.
+    pub timed: bool,
+    pub reason: Option<&'a str>,
+}
+
+#[derive(Default, Debug)]
+struct Events {
+    kept: Vec<Event>,
+    dropped: u64,
+}
+
 /// Live counters, shared by the request handlers.
 #[derive(Default, Debug)]
 pub struct Stats {
+    /// Keep per-request events (a run's proxy); off for a long-lived server.
+    record_events: bool,
+    events: Mutex<Events>,
+    meta_reads: AtomicU64,
+    meta_writes: AtomicU64,
     hits: AtomicU64,
     misses: AtomicU64,
     stored: AtomicU64,
@@ -106,6 +206,14 @@ pub struct Snapshot {
     pub routine_count: u64,
     /// Refusals by reason, routine ones included (marked).
     pub refusals: Vec<RefusalCount>,
+    /// Artifact metadata served (`<hash>-nxoc-meta`; not in hits or misses).
+    pub meta_reads: u64,
+    /// Artifact metadata stored (not in stored).
+    pub meta_writes: u64,
+    /// One per artifact request, in order, at most [`MAX_EVENTS`] (empty when not recorded).
+    pub events: Vec<Event>,
+    /// Events not kept because [`MAX_EVENTS`] were kept already.
+    pub events_dropped: u64,
 }
 
 /// Longest reason kept; the rest is cut (at a word) so one noisy error cannot grow the summary
@@ -162,6 +270,79 @@ const OTHER_ERRORS: &str = "other errors (too many distinct reasons to list)";
 const OTHER_REFUSALS: &str = "other refusals (too many distinct reasons to list)";
 
 impl Stats {
+    /// Counters that also keep per-request [`Event`]s (a run's proxy).
+    pub fn with_events() -> Stats {
+        Stats {
+            record_events: true,
+            ..Stats::default()
+        }
+    }
+
+    /// Books one artifact request: its counters (a meta key only in `meta_reads`/`meta_writes`),
+    /// its time when it reached storage, and its event. Refusals and faults are booked apart
+    /// ([`Stats::refusal`], [`Stats::fault`]).
+    pub fn request(&self, done: Done<'_>) {
+        if is_meta_key(done.hash) {
+            match (done.op, done.outcome) {
+                (Op::Get, Outcome::Hit) => {
+                    self.meta_reads.fetch_add(1, Ordering::Relaxed);
+                }
+                (Op::Put, Outcome::Stored) => {
+                    self.meta_writes.fetch_add(1, Ordering::Relaxed);
+                }
+                _ => {}
+            }
+            return;
+        }
+        match (done.op, done.outcome) {
+            (_, Outcome::Hit) => self.hit(done.bytes),
+            (Op::Get, _) => self.miss(),
+            (Op::Put, Outcome::Stored) => self.stored(done.bytes),
+            (Op::Put, Outcome::AlreadyStored) => self.already_stored(),
+            (Op::Put, Outcome::ReadOnly) => self.refused_write(),
+            (Op::Put, _) => {}
+        }
+        if done.timed {
+            self.add_time(done.millis);
+        }
+        if self.record_events {
+            let mut events = lock(&self.events);
+            if events.kept.len() < MAX_EVENTS {
+                let event = Event {
+                    hash: done.hash.to_owned(),
+                    op: done.op,
+                    outcome: done.outcome,
+                    bytes: done.bytes,
+                    millis: done.millis,
+                    reason: done.reason.map(|r| shorten(r, MAX_EVENT_REASON_LEN)),
+                };
+                events.kept.push(event);
+            } else {
+                events.dropped += 1;
+            }
+        }
+    }
+
+    /// A number that changes whenever a request was booked (cheap: no copy of the events).
+    pub fn traffic(&self) -> u64 {
+        [
+            &self.hits,
+            &self.misses,
+            &self.stored,
+            &self.already_stored,
+            &self.refused_writes,
+            &self.bytes_down,
+            &self.bytes_up,
+            &self.cache_millis,
+            &self.meta_reads,
+            &self.meta_writes,
+        ]
+        .iter()
+        .fold(0u64, |acc, v| acc.wrapping_add(v.load(Ordering::Relaxed)))
+        .wrapping_add(lock(&self.errors).values().map(|f| f.count).sum::<u64>())
+        .wrapping_add(lock(&self.refusals).values().map(|r| r.count).sum::<u64>())
+    }
+
     pub fn hit(&self, bytes: u64) {
         self.hits.fetch_add(1, Ordering::Relaxed);
         self.bytes_down.fetch_add(bytes, Ordering::Relaxed);
@@ -252,7 +433,15 @@ impl Stats {
         // The cause behind most requests first.
         errors.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.reason.cmp(&b.reason)));
         let (routine, refused): (Vec<_>, Vec<_>) = refusals.iter().partition(|r| r.routine);
+        let (events, events_dropped) = {
+            let events = lock(&self.events);
+            (events.kept.clone(), events.dropped)
+        };
         Snapshot {
+            meta_reads: self.meta_reads.load(Ordering::Relaxed),
+            meta_writes: self.meta_writes.load(Ordering::Relaxed),
+            events,
+            events_dropped,
             hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
             stored: self.stored.load(Ordering::Relaxed),

@@ -391,6 +391,46 @@ async fn round_trip(kind: Kind) {
     s.finish().await;
 }
 
+/// An artifact's metadata (`<hash>-nxoc-meta`, what the plugin stores beside each artifact) is an
+/// object of its own: accepted as a key, stored and served like any artifact, first writer wins,
+/// and it never stands for the artifact of `<hash>` (nor the artifact for it).
+async fn meta_keys_are_objects_of_their_own(kind: Kind) {
+    let s = Subject::new(kind).await;
+    let st = s.store.as_ref();
+    let h = hash("4711");
+    let meta = hash("4711-nxoc-meta");
+    let data = artifact(3000, 1);
+    let info = artifact(500, 2);
+    assert_eq!(got(st, &meta).await, None, "{kind:?}: no meta yet");
+    assert_eq!(
+        put(st, &meta, &info).await,
+        Ok(PutOutcome::Stored(info.len() as u64)),
+        "{kind:?}"
+    );
+    assert_eq!(
+        got(st, &h).await,
+        None,
+        "{kind:?}: the meta is not the artifact"
+    );
+    assert_eq!(
+        put(st, &h, &data).await,
+        Ok(PutOutcome::Stored(data.len() as u64)),
+        "{kind:?}"
+    );
+    assert!(
+        got(st, &meta).await == Some(info.clone()),
+        "{kind:?}: meta back"
+    );
+    assert!(got(st, &h).await == Some(data), "{kind:?}: artifact back");
+    assert_eq!(
+        put(st, &meta, &artifact(500, 3)).await,
+        Ok(PutOutcome::AlreadyExists),
+        "{kind:?}"
+    );
+    assert!(got(st, &meta).await == Some(info), "{kind:?}: unchanged");
+    s.finish().await;
+}
+
 /// 16 writers of one hash at once: exactly one stores, every reader sees its bytes.
 async fn first_writer_wins_under_16_writers(kind: Kind) {
     let s = Subject::new(kind).await;
@@ -657,6 +697,7 @@ macro_rules! every_behaviour {
             $kind,
             [
                 round_trip,
+                meta_keys_are_objects_of_their_own,
                 first_writer_wins_under_16_writers,
                 corrupt_objects_are_never_served,
                 large_objects_stream_in_bounded_memory,

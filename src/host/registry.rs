@@ -17,7 +17,7 @@
 use super::liveness::{ClientProcess, Liveness};
 use crate::config::{self, Mode};
 use crate::proxy::{self, Proxy};
-use crate::stats::{ErrorCount, RefusalCount, Snapshot, MAX_REFUSAL_HASHES};
+use crate::stats::{ErrorCount, RefusalCount, Snapshot, MAX_EVENTS, MAX_REFUSAL_HASHES};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -217,7 +217,7 @@ impl Run {
 
     /// Notes cache traffic and whether the Nx command still runs.
     fn observe(&mut self, now: Instant, liveness: &dyn Liveness) {
-        let traffic = traffic_of(&self.proxy.stats());
+        let traffic = self.proxy.traffic();
         if traffic != self.traffic {
             self.traffic = traffic;
             self.last_traffic = now;
@@ -254,24 +254,6 @@ impl Run {
             started: self.started,
         }
     }
-}
-
-/// A number that changes whenever the proxy served a request.
-fn traffic_of(s: &Snapshot) -> u64 {
-    [
-        s.hits,
-        s.misses,
-        s.stored,
-        s.already_stored,
-        s.refused_writes,
-        s.error_count,
-        s.refused_count,
-        s.bytes_down,
-        s.bytes_up,
-        s.cache_millis,
-    ]
-    .iter()
-    .fold(0u64, |acc, v| acc.wrapping_add(*v))
 }
 
 fn valid_run_id(id: &str) -> Result<(), RegisterError> {
@@ -370,7 +352,7 @@ impl Registry {
             self.liveness.find(&req.argv)
         };
         let run = Run {
-            traffic: traffic_of(&proxy.stats()),
+            traffic: proxy.traffic(),
             proxy,
             mode_source: config.mode_source.clone(),
             started: SystemTime::now(),
@@ -530,8 +512,16 @@ pub async fn finish(runs: Vec<FinishedRun>) -> Option<Ended> {
     ended
 }
 
-/// Adds `other`'s counters to `into` (faults and refusals grouped by reason).
+/// Adds `other`'s counters to `into` (faults and refusals grouped by reason; `other`'s events
+/// after `into`'s, at most [`MAX_EVENTS`] in all, the rest counted as dropped).
 pub fn merge(into: &mut Snapshot, other: Snapshot) {
+    into.meta_reads += other.meta_reads;
+    into.meta_writes += other.meta_writes;
+    into.events_dropped += other.events_dropped;
+    let room = MAX_EVENTS.saturating_sub(into.events.len());
+    let extra = other.events.len().saturating_sub(room);
+    into.events_dropped += u64::try_from(extra).unwrap_or(u64::MAX);
+    into.events.extend(other.events.into_iter().take(room));
     into.hits += other.hits;
     into.misses += other.misses;
     into.stored += other.stored;

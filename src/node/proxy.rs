@@ -68,6 +68,32 @@ pub struct CacheStats {
     /// Routine refusals (an unsigned object this signing run replaces): each also a miss.
     pub routine_count: i64,
     pub refusals: Vec<CacheRefusal>,
+    /// Artifact metadata (`<hash>-nxoc-meta`) served: not in hits or misses.
+    pub meta_reads: i64,
+    /// Artifact metadata stored: not in stored.
+    pub meta_writes: i64,
+    /// One per artifact request (metadata excluded), in order: at most 10,000 per run.
+    pub events: Vec<CacheEvent>,
+    /// Requests past the 10,000 events kept.
+    pub events_dropped: i64,
+}
+
+/// One artifact request of the run.
+#[napi(object)]
+pub struct CacheEvent {
+    pub hash: String,
+    #[napi(ts_type = "'get' | 'put'")]
+    pub op: String,
+    #[napi(
+        ts_type = "'hit' | 'miss' | 'stored' | 'already-stored' | 'refused' | 'error' | 'read-only'"
+    )]
+    pub outcome: String,
+    /// Payload bytes served (hit) or stored (stored); 0 otherwise.
+    pub bytes: i64,
+    /// Time in the request until its outcome was known, in milliseconds.
+    pub millis: i64,
+    /// Why (refused, error, read-only, a miss with a cause), in plain words.
+    pub reason: Option<String>,
 }
 
 /// One refusal reason, how often, and the first hashes it concerned.
@@ -126,8 +152,67 @@ impl From<stats::Snapshot> for CacheStats {
                     routine: r.routine,
                 })
                 .collect(),
+            meta_reads: n(s.meta_reads),
+            meta_writes: n(s.meta_writes),
+            events: s
+                .events
+                .into_iter()
+                .map(|e| CacheEvent {
+                    hash: e.hash,
+                    op: match e.op {
+                        stats::Op::Get => "get",
+                        stats::Op::Put => "put",
+                    }
+                    .to_owned(),
+                    outcome: e.outcome.as_str().to_owned(),
+                    bytes: n(e.bytes),
+                    millis: n(e.millis),
+                    reason: e.reason,
+                })
+                .collect(),
+            events_dropped: n(s.events_dropped),
         }
     }
+}
+
+/// How sending a run report went.
+#[napi(object)]
+pub struct RunReportResult {
+    /// The server took it (2xx).
+    pub forwarded: bool,
+    /// The server's answer, when there was one.
+    pub status: Option<u32>,
+    /// Why it was not taken, in plain words.
+    pub reason: Option<String>,
+}
+
+/// Sends a run report (JSON text, at most 1 MiB) to the `http` backend's server
+/// (`POST <url>/nx-open-cache/v1/runs`, with `NX_OPEN_CACHE_TOKEN` and the TLS settings of
+/// `env`), within 2 s; an upstream that answered 404 is not asked again in this process. Null
+/// when the backend is not `http`. Never rejects for the server's sake (only for invalid options).
+#[napi(
+    ts_args_type = "workspaceRoot: string, options: any | undefined | null, env: Record<string, string>, report: string"
+)]
+pub async fn send_run_report(
+    workspace_root: String,
+    options: JsOptions,
+    env: HashMap<String, String>,
+    report: String,
+) -> Result<Option<RunReportResult>> {
+    let config = resolve(&workspace_root, options, env.clone())?;
+    let runtime = runtime::get().map_err(|e| Error::new(Status::GenericFailure, e))?;
+    let sent = runtime
+        .spawn(async move { proxy::send_run_report(&config, &env, report.into_bytes()).await })
+        .await
+        .map_err(|e| Error::new(Status::GenericFailure, format!("run report failed: {e}")))?;
+    Ok(sent.map(|sent| {
+        let json = proxy::run_report_json(&sent);
+        RunReportResult {
+            forwarded: json["forwarded"].as_bool().unwrap_or(false),
+            status: json["status"].as_u64().and_then(|s| u32::try_from(s).ok()),
+            reason: json["reason"].as_str().map(str::to_owned),
+        }
+    }))
 }
 
 fn resolve(

@@ -178,7 +178,7 @@ pub fn serve_server(
     listener: tokio::net::TcpListener,
     settings: ServerSettings,
 ) -> std::io::Result<RunningServer> {
-    start(listener, settings, Transport::Plain, None)
+    start(listener, settings, Transport::Plain, None, Vec::new())
 }
 
 /// [`serve_server`] (or [`serve_tls`] with `tls`) with the dashboard and the run-report
@@ -193,7 +193,20 @@ pub fn serve_with_ui(
         Some(tls) => Transport::Tls(tokio_rustls::TlsAcceptor::from(tls)),
         None => Transport::Plain,
     };
-    start(listener, settings, transport, Some(ui))
+    start(listener, settings, transport, Some(ui), Vec::new())
+}
+
+/// A route of its own (path and handlers) served beside the cache routes, e.g. the proxy's run
+/// report; it does its own authorisation.
+pub type ExtraRoute = (&'static str, axum::routing::MethodRouter);
+
+/// [`serve_server`] with `extra` routes.
+pub fn serve_server_with(
+    listener: tokio::net::TcpListener,
+    settings: ServerSettings,
+    extra: Vec<ExtraRoute>,
+) -> std::io::Result<RunningServer> {
+    start(listener, settings, Transport::Plain, None, extra)
 }
 
 /// [`serve_server`] over TLS (HTTP/1.1; each handshake in its connection's own task).
@@ -207,6 +220,7 @@ pub fn serve_tls(
         settings,
         Transport::Tls(tokio_rustls::TlsAcceptor::from(tls)),
         None,
+        Vec::new(),
     )
 }
 
@@ -215,6 +229,7 @@ fn start(
     settings: ServerSettings,
     transport: Transport,
     ui: Option<UiSettings>,
+    extra: Vec<ExtraRoute>,
 ) -> std::io::Result<RunningServer> {
     let addr = listener.local_addr()?;
     workers::start();
@@ -228,7 +243,7 @@ fn start(
         build_state(settings, true, ui).map_err(|(_, reason)| std::io::Error::other(reason))?;
     let served = Served {
         registry: conns::Registry::new(caps, state.metrics.connections()),
-        app: router(state),
+        app: router_with(state, extra),
         transport,
         log,
     };
@@ -402,7 +417,14 @@ pub(crate) struct Trusted;
 pub(crate) struct UnreadBody;
 
 fn router(state: Arc<AppState>) -> Router {
+    router_with(state, Vec::new())
+}
+
+fn router_with(state: Arc<AppState>, extra: Vec<ExtraRoute>) -> Router {
     let mut router = Router::new().route("/v1/cache/{hash}", get(get_artifact).put(put_artifact));
+    for (path, route) in extra {
+        router = router.route_service(path, route);
+    }
     if state.operations {
         router = router
             .route("/healthz", get(ops::healthz))

@@ -15,7 +15,7 @@ use super::insights::{Kind, Tally};
 use super::log::{self, LogFormat};
 use super::{AppState, Trusted};
 use crate::key::TaskHash;
-use crate::stats::Fault;
+use crate::stats::{Done, Fault, Op, Outcome};
 use crate::store::StoreError;
 use axum::body::Body;
 use axum::extract::State;
@@ -40,6 +40,13 @@ impl Operation {
         match self {
             Operation::Get => "get",
             Operation::Put => "put",
+        }
+    }
+
+    fn op(self) -> Op {
+        match self {
+            Operation::Get => Op::Get,
+            Operation::Put => Op::Put,
         }
     }
 }
@@ -215,6 +222,8 @@ pub(crate) struct Observer<'s> {
     slot: Option<&'s Tally>,
     /// Payload bytes served or stored.
     bytes: u64,
+    /// Why a lookup found nothing to serve: the last refusal or fault (for its event).
+    problem: Option<(Outcome, String)>,
 }
 
 impl<'s> Observer<'s> {
@@ -228,6 +237,7 @@ impl<'s> Observer<'s> {
             token: None,
             slot: None,
             bytes: 0,
+            problem: None,
         }
     }
 
@@ -249,39 +259,57 @@ impl<'s> Observer<'s> {
         }
     }
 
-    fn add_time(&self) {
-        let millis = self.started.elapsed().as_millis();
+    /// The dashboard's counts, for an artifact (not its metadata, `<hash>-nxoc-meta`: a hit or a
+    /// store of it is not one of the cache's).
+    fn counted(&self) -> Option<&Arc<super::insights::Insights>> {
         self.state
-            .stats
-            .add_time(millis.try_into().unwrap_or(u64::MAX));
+            .insights
+            .as_ref()
+            .filter(|_| !crate::stats::is_meta_key(self.shown))
+    }
+
+    /// Books the request in the run's counters and events (`timed`: it reached storage).
+    fn done(&self, outcome: Outcome, bytes: u64, timed: bool, reason: Option<&str>) {
+        let millis = self.started.elapsed().as_millis();
+        self.state.stats.request(Done {
+            hash: self.shown,
+            op: self.operation.op(),
+            outcome,
+            bytes,
+            millis: millis.try_into().unwrap_or(u64::MAX),
+            timed,
+            reason,
+        });
     }
 
     /// A lookup in the `store`-th of the caller's namespaces served `hash`, `bytes` payload bytes.
     pub(crate) fn hit(&mut self, store: usize, hash: &TaskHash, bytes: u64) {
-        self.add_time();
         self.bytes = bytes;
-        self.state.stats.hit(bytes);
+        self.done(Outcome::Hit, bytes, true, None);
         self.state.metrics.hit(bytes);
-        if let Some(i) = &self.state.insights {
+        if let Some(i) = self.counted() {
             i.hit(self.slot, store, hash.as_str(), bytes);
         }
     }
 
     /// A lookup found nothing to serve (faults and refusals included, recorded on their own).
     pub(crate) fn miss(&mut self) {
-        self.add_time();
-        self.count_miss();
+        let (outcome, reason) = match &self.problem {
+            Some((outcome, reason)) => (*outcome, Some(reason.as_str())),
+            None => (Outcome::Miss, None),
+        };
+        self.done(outcome, 0, true, reason);
+        self.state.metrics.miss();
+        if let Some(i) = self.counted() {
+            i.miss(self.slot);
+        }
     }
 
     /// A miss without a lookup (the `no-cache` mode): it takes no storage time.
     pub(crate) fn miss_without_lookup(&mut self) {
-        self.count_miss();
-    }
-
-    fn count_miss(&self) {
-        self.state.stats.miss();
+        self.done(Outcome::Miss, 0, false, Some("no-cache mode"));
         self.state.metrics.miss();
-        if let Some(i) = &self.state.insights {
+        if let Some(i) = self.counted() {
             i.miss(self.slot);
         }
     }
@@ -290,13 +318,24 @@ impl<'s> Observer<'s> {
     pub(crate) fn turned_away(&self, early: &Early) {
         match early {
             Early::BadHash(_) => {}
-            Early::NotWritable(message) => {
-                self.state.stats.refused_write();
-                self.denied(message.trim_start_matches("nx-open-cache: "));
+            Early::NotWritable(why) => {
+                let why = why.strip_prefix("nx-open-cache: ").unwrap_or(why);
+                self.done(Outcome::ReadOnly, 0, false, Some(why));
+                self.denied(why);
             }
-            Early::LengthRequired => self.limited(Limit::LengthRequired),
-            Early::TooLarge { .. } => self.limited(Limit::TooLarge),
-            Early::Busy => self.limited(Limit::Busy),
+            Early::LengthRequired => {
+                self.done(Outcome::Refused, 0, false, Some("no Content-Length"));
+                self.limited(Limit::LengthRequired);
+            }
+            Early::TooLarge { declared, cap } => {
+                let why = format!("{declared} bytes, over the limit of {cap} bytes");
+                self.done(Outcome::Refused, 0, false, Some(&why));
+                self.limited(Limit::TooLarge);
+            }
+            Early::Busy => {
+                self.done(Outcome::Error, 0, false, Some("too many uploads at once"));
+                self.limited(Limit::Busy);
+            }
         }
     }
 
@@ -309,35 +348,59 @@ impl<'s> Observer<'s> {
 
     /// An upload reached the store and ended as `upload`; `hash` is its parsed hash.
     pub(crate) fn uploaded(&mut self, hash: &TaskHash, upload: &Upload) {
-        self.add_time();
         match upload {
             Upload::Stored(n) => {
                 self.bytes = *n;
-                self.state.stats.stored(*n);
+                self.done(Outcome::Stored, *n, true, None);
                 self.state.metrics.stored(*n);
-                if let Some(i) = &self.state.insights {
+                if let Some(i) = self.counted() {
                     i.stored(self.slot, hash.as_str(), *n);
                 }
             }
             Upload::AlreadyStored => {
-                self.state.stats.already_stored();
+                self.done(Outcome::AlreadyStored, 0, true, None);
                 self.state.metrics.already_stored();
-                if let Some(i) = &self.state.insights {
+                if let Some(i) = self.counted() {
                     i.already_stored(self.slot);
                 }
             }
-            Upload::TimedOut => self.limited(Limit::Timeout),
-            Upload::TooLarge => self.limited(Limit::TooLarge),
-            Upload::Refused(reason) => self.refused(hash, reason, false),
-            Upload::BadLength(_) => self.limited(Limit::BadLength),
-            Upload::Fault(fault) => self.fault(fault),
+            Upload::TimedOut => {
+                let why = "upload not finished within the upload timeout";
+                self.done(Outcome::Error, 0, true, Some(why));
+                self.limited(Limit::Timeout);
+            }
+            Upload::TooLarge => {
+                let why = "larger than the artifact limit";
+                self.done(Outcome::Refused, 0, true, Some(why));
+                self.limited(Limit::TooLarge);
+            }
+            Upload::Refused(reason) => {
+                self.done(Outcome::Refused, 0, true, Some(reason));
+                self.refused(hash, reason, false);
+            }
+            Upload::BadLength(why) => {
+                self.done(Outcome::Refused, 0, true, Some(why));
+                self.limited(Limit::BadLength);
+            }
+            Upload::Fault(fault) => {
+                self.done(Outcome::Error, 0, true, Some(&fault.reason));
+                self.fault(fault);
+            }
         }
     }
 
     /// The store read `hash` but refused it (`get`), or refused its upload (`put`). Logged the
     /// first time per reason in the text format, always in JSON. `routine`: part of normal
     /// operation (an unsigned object this signing writer replaces): counted apart, not logged.
-    pub(crate) fn refused(&self, hash: &TaskHash, reason: &str, routine: bool) {
+    pub(crate) fn refused(&mut self, hash: &TaskHash, reason: &str, routine: bool) {
+        if self.operation == Operation::Get {
+            let outcome = if routine {
+                Outcome::Miss
+            } else {
+                Outcome::Refused
+            };
+            self.problem = Some((outcome, reason.to_owned()));
+        }
         self.state.metrics.refused(self.operation.label());
         if let (Some(i), false) = (&self.state.insights, routine) {
             let verb = match self.operation {
@@ -358,7 +421,10 @@ impl<'s> Observer<'s> {
 
     /// A storage fault of this request, booked under its cause; logged the first time per cause
     /// in the text format (with the hash), always in JSON.
-    pub(crate) fn fault(&self, fault: &StorageFault) {
+    pub(crate) fn fault(&mut self, fault: &StorageFault) {
+        if self.operation == Operation::Get {
+            self.problem = Some((Outcome::Error, fault.reason.clone()));
+        }
         self.state.metrics.storage_error(self.operation.label());
         if let Some(i) = &self.state.insights {
             i.refused(self.slot, Kind::Error, &fault.reason);

@@ -22,6 +22,11 @@
 //! on Linux the system CA bundle, honouring `SSL_CERT_FILE`/`SSL_CERT_DIR`; on macOS and Windows
 //! the OS trust store), plus the PEM certificates in the file named by `NODE_EXTRA_CA_CERTS`, as
 //! Node does. `NODE_TLS_REJECT_UNAUTHORIZED=0` turns verification off, with a warning.
+//!
+//! Run reports ([`HttpStore::send_run_report`]): the proxy forwards the plugin's report of a run to
+//! `POST <url>/nx-open-cache/v1/runs` with the same token and TLS settings, within
+//! [`RUN_REPORT_TIMEOUT`], never retried. An upstream that answers 404 (not an `nx-open-cache
+//! serve`) is sent none again for the life of the process.
 
 use super::resilience::Resilience;
 use super::spool::{self, Spool, Spooled};
@@ -37,7 +42,7 @@ use reqwest::{Method, StatusCode};
 use std::collections::HashMap;
 use std::error::Error as _;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The environment variable holding the upstream's bearer token.
@@ -46,6 +51,31 @@ pub const TOKEN_ENV: &str = "NX_OPEN_CACHE_TOKEN";
 pub const EXTRA_CA_ENV: &str = "NODE_EXTRA_CA_CERTS";
 /// Node's variable that, set to `0`, turns TLS certificate verification off.
 pub const REJECT_UNAUTHORIZED_ENV: &str = "NODE_TLS_REJECT_UNAUTHORIZED";
+
+/// Where `nx-open-cache serve` takes run reports, below the configured URL.
+pub const RUN_REPORT_PATH: &str = "/nx-open-cache/v1/runs";
+/// How long sending one run report may take, connection included.
+pub const RUN_REPORT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Upstreams remembered as taking no run reports (a process talks to few).
+const MAX_NO_REPORT_UPSTREAMS: usize = 64;
+
+/// Base URLs of upstreams that answered a run report 404, for the life of the process.
+static NO_RUN_REPORTS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+fn no_run_reports() -> std::sync::MutexGuard<'static, Vec<String>> {
+    NO_RUN_REPORTS.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// How forwarding a run report went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunReportSent {
+    /// The upstream answered with this status (2xx: taken).
+    Answered(u16),
+    /// The upstream takes no run reports (it answered 404, now or earlier in this process).
+    NotTaken,
+    /// Not delivered: why (no secret, URLs redacted).
+    Failed(String),
+}
 
 /// Longest piece of an error answer's body quoted in a fault.
 const SNIPPET_LEN: usize = 300;
@@ -341,6 +371,45 @@ impl HttpStore {
     /// A spool for a body of `expected` bytes, as the options say.
     fn spool(&self, expected: Option<u64>) -> Spool {
         Spool::new(&self.options.spool_dir, self.options.inline_limit, expected)
+    }
+
+    /// Sends a run report (JSON) to `<url>/nx-open-cache/v1/runs` with this store's token and TLS
+    /// settings, within [`RUN_REPORT_TIMEOUT`]; never retried. A 404 is remembered for the
+    /// process: that upstream is not asked again.
+    pub async fn send_run_report(&self, report: Bytes) -> RunReportSent {
+        if no_run_reports().contains(&self.base) {
+            return RunReportSent::NotTaken;
+        }
+        let url = format!("{}{RUN_REPORT_PATH}", self.base);
+        let req = self
+            .request(Method::POST, &url)
+            .header(CONTENT_TYPE, "application/json")
+            .timeout(RUN_REPORT_TIMEOUT)
+            .body(report);
+        // reqwest's timeout covers the whole request; this bound guards against anything else.
+        let answer = tokio::time::timeout(RUN_REPORT_TIMEOUT, req.send()).await;
+        let within = secs(RUN_REPORT_TIMEOUT);
+        match answer {
+            Err(_) => RunReportSent::Failed(format!(
+                "{} did not answer within {within}",
+                redact_url(&url)
+            )),
+            Ok(Err(e)) if e.is_timeout() => RunReportSent::Failed(format!(
+                "{} did not answer within {within}",
+                redact_url(&url)
+            )),
+            Ok(Err(e)) => {
+                RunReportSent::Failed(redact_urls(&format!("{}: {}", redact_url(&url), chain(&e))))
+            }
+            Ok(Ok(resp)) if resp.status() == StatusCode::NOT_FOUND => {
+                let mut known = no_run_reports();
+                if known.len() < MAX_NO_REPORT_UPSTREAMS && !known.contains(&self.base) {
+                    known.push(self.base.clone());
+                }
+                RunReportSent::NotTaken
+            }
+            Ok(Ok(resp)) => RunReportSent::Answered(resp.status().as_u16()),
+        }
     }
 
     /// `<url>/v1/cache/<hash>`.

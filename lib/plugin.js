@@ -467,15 +467,13 @@ function recordFailed(e) {
  * Prints the run's summary (unless NX_OPEN_CACHE_SUMMARY=off or the plugin stayed out) and keeps it
  * for `nx-open-cache summary`.
  * @param {{ workspaceRoot: string, argv?: readonly string[] }} context
- * @param {import('./summary.js').RunSummary & { events?: unknown }} summary
+ * @param {import('./summary.js').RunSummary} summary
  * @param {string[] | undefined} warnings
  */
 function reportSummary(context, summary, warnings) {
   // Printed at the start of the run already; kept for `nx-open-cache summary`.
   if (warnings) summary.warnings = warnings;
   if (context.argv) summary.command = context.argv.slice(2).join(' ');
-  // The per-hash events are in the run's history record, not in the summary.
-  delete summary.events;
   const writeError = writeSummary(context.workspaceRoot, summary);
   // A run the plugin stayed out of said why at its start: its summary is kept, not printed.
   if (summary.mode === STAYED_OUT) return;

@@ -299,9 +299,11 @@ function pruneRunSummaries(dir) {
 function writeSummary(workspaceRoot, summary) {
   const own = runSummaryFile(workspaceRoot, summary.runId);
   const last = summaryFile(workspaceRoot);
+  // The per-request events (up to 10,000) live on in the run history, task by task.
+  const { events, ...kept } = summary;
   for (const file of [own, last]) {
     try {
-      writeJsonAtomically(file, summary);
+      writeJsonAtomically(file, kept);
     } catch (e) {
       return `cannot write ${file}: ${/** @type {Error} */ (e).message}`;
     }

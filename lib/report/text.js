@@ -9,6 +9,7 @@
 const { formatDuration, formatRate } = require('./model.js');
 const { formatBytes } = require('../summary.js');
 const { count } = require('../plural.js');
+const { clean } = require('../text.js');
 
 /** @typedef {import('./model.js').ReportModel} ReportModel */
 
@@ -20,9 +21,7 @@ const SPARKS = '▁▂▃▄▅▆▇█';
  * @param {number} max
  */
 function cell(s, max) {
-  const clean = s.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, '?');
-  if (max < 1) return '';
-  return clean.length <= max ? clean : `${clean.slice(0, Math.max(0, max - 1))}…`;
+  return clean(s, max);
 }
 
 /**

@@ -216,3 +216,16 @@ test('values from a cache\'s metadata or the history cannot drive the terminal: 
   assert.match(text, /missed in run r1\?\[2J/);
   assert.match(text, /removed {2}packages\/lib-a\/\?\[1mx\.ts/);
 });
+
+test('history --tasks shows a producer host from a cache\'s metadata terminal-safe', (t) => {
+  const { historyCommand } = require('../lib/history.js');
+  const dir = history([[{ ...task('1', 'remote-hit', { 'env:A': '1' }), durationMs: 10, producer: { durationMs: 2000, host: 'ci\u001b]0;pwned\u0007\u001b[2J' } }]]);
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  /** @type {string[]} */ const out = [];
+  t.mock.method(console, 'log', (/** @type {string} */ s) => out.push(s));
+  assert.equal(historyCommand(dir, ['--tasks']), 0);
+  t.mock.restoreAll();
+  const line = out.find((l) => l.includes('lib-a:build'));
+  assert.match(line ?? '', /produced in 2\.0 s on ci\?\]0;pwned\?\?\[2J/);
+  assert.doesNotMatch(out.join('\n'), /[\u001b\u0007]/);
+});

@@ -354,3 +354,23 @@ test('one run draws one column; runs that looked nothing up draw no chart', () =
   assert.match(text, /hit rate - \(0 of 0\)/);
   assert.doesNotMatch(text, /NaN|undefined|Infinity/);
 });
+
+test('the problems table shows the most frequent reasons only, and says how many more', () => {
+  const { TOP } = require('../lib/report/model.js');
+  // Reasons with per-object detail: one reason per task.
+  const tasks = Array.from({ length: TOP + 5 }, (_, i) => task(`lib-${i}:build`, 'refused', { a: '1' }, { reason: `object packages/lib-${i}/x is too large`, bytes: 10 }));
+  tasks.push(task('lib-0:test', 'refused', { a: '1' }, { reason: 'object packages/lib-0/x is too large' }));
+  const m = buildReport([run(0, tasks)], { workspace: 'ws', now: NOW });
+  assert.equal(m.problems.length, TOP);
+  assert.equal(m.problemsMore, 5);
+  assert.equal(m.problems[0].reason, 'object packages/lib-0/x is too large', 'most frequent first');
+  assert.equal(m.problems[0].count, 2);
+  const text = renderText(m);
+  assert.match(text, /\n {2}and 5 more reasons$/);
+  assert.equal(text.split('\n').filter((l) => / refused: object /.test(l)).length, TOP);
+  const html = renderHtml(m, { version: 'test' });
+  assert.match(html, /<p class="more">and 5 more reasons<\/p>/);
+  const few = buildReport([run(0, tasks.slice(0, 2))], { workspace: 'ws', now: NOW });
+  assert.equal(few.problemsMore, 0);
+  assert.doesNotMatch(renderText(few), /more reason/);
+});

@@ -158,6 +158,7 @@ function renderText(m, o = {}) {
     for (const p of m.problems) {
       out.push(cell(`  ${`${p.count} ${p.count === 1 ? p.unit : `${p.unit}s`}`.padStart(12)}  ${p.kind}: ${p.reason}`, width));
     }
+    if (m.problemsMore) out.push(dim(`  and ${m.problemsMore} more reason${m.problemsMore === 1 ? '' : 's'}`));
   }
   if (m.ignoredFiles) out.push('', dim(`(${m.ignoredFiles} unreadable history file${m.ignoredFiles === 1 ? '' : 's'} ignored)`));
   return out.join('\n');

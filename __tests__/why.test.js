@@ -229,3 +229,24 @@ test('history --tasks shows a producer host from a cache\'s metadata terminal-sa
   assert.match(line ?? '', /produced in 2\.0 s on ci\?\]0;pwned\?\?\[2J/);
   assert.doesNotMatch(out.join('\n'), /[\u001b\u0007]/);
 });
+
+test('--against a hash from the history says when no run is known to have left its artifact, and names another location', async (t) => {
+  const { whyCommand } = require('../lib/why.js');
+  const dir = history([
+    { location: 'fs /mnt/b', tasks: [task('1', 'stored', { 'env:A': '1' })] },
+    { location: 'fs /mnt/a', tasks: [task('3', 'not-stored', { 'env:A': '3' })] },
+    { location: 'fs /mnt/a', tasks: [task('2', 'not-stored', { 'env:A': '2' })] },
+  ]);
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  /** @type {string[]} */ const out = [];
+  t.mock.method(console, 'log', (/** @type {string} */ s) => out.push(s));
+  assert.equal(await whyCommand(dir, ['lib-a:build', '--against', '3', '--json']), 0);
+  assert.equal(await whyCommand(dir, ['lib-a:build', '--against', '1', '--json']), 0);
+  t.mock.restoreAll();
+  const [three, one] = out.map((s) => JSON.parse(s));
+  assert.equal(three.baseline.runId, 'r1');
+  assert.deepEqual(three.notes, ['in run r1 the task ran, not stored with this hash: no run in the history is known to have left its artifact in the cache']);
+  assert.equal(one.baseline.runId, 'r0');
+  assert.deepEqual(one.notes, ["the earlier run used the cache at fs /mnt/b, the miss's run the cache at fs /mnt/a: an artifact stored there cannot be found here"]);
+  assert.deepEqual(one.causes.map((/** @type {any} */ c) => c.text), ['environment variable A changed value']);
+});

@@ -211,19 +211,21 @@ test('corrupt and foreign files are ignored with one notice; the good runs make 
   const read = readHistoryRuns(dataDir);
   assert.equal(read.ignored.length, 0, 'files are read as the runs are iterated');
   const runs = [...read.runs];
-  assert.equal(runs.length, 4);
-  assert.equal(runs[0].tasks.length, 1, 'tasks that are not objects with a string id are dropped');
-  assert.equal(read.ignored.length, 6);
-  assert.deepEqual(runs.map((x) => x.runId), ['r0', 'run-0', 'run-1', 'run-2'], 'in start order');
+  assert.equal(runs.length, 3);
+  assert.equal(read.ignored.length, 7);
+  // lib/history.js's rule (isRunRecord, as its readRuns): a run with a task that is not an object
+  // with a string id, hash and outcome is left out whole.
+  assert.deepEqual(read.ignored.find((x) => x.file.endsWith('-nulltasks.json'))?.reason, 'a task is not an object with a string id, hash and outcome');
+  assert.deepEqual(runs.map((x) => x.runId), ['run-0', 'run-1', 'run-2'], 'in start order');
 
   const r = cli(root, ['report']);
   assert.equal(r.code, 0, r.stderr);
   const notices = r.stderr.trim().split('\n');
   assert.equal(notices.length, 1, r.stderr);
-  assert.match(notices[0], /ignored 6 files in .*runs that are not a history run \(1700000000000-broken\.json: not valid JSON\)/);
+  assert.match(notices[0], /ignored 7 files in .*runs that are not a history run \(1700000000000-broken\.json: not valid JSON\)/);
   const out = path.join(dataDir, 'report.html');
-  assert.equal(r.stdout.trim(), `nx-open-cache: report of 4 runs written to ${out}`);
-  assert.match(fs.readFileSync(out, 'utf8'), /4 runs/);
+  assert.equal(r.stdout.trim(), `nx-open-cache: report of 3 runs written to ${out}`);
+  assert.match(fs.readFileSync(out, 'utf8'), /3 runs/);
 });
 
 test('no history yet: a clear message, exit 1, nothing written', () => {
@@ -351,4 +353,24 @@ test('one run draws one column; runs that looked nothing up draw no chart', () =
   const text = renderText(none);
   assert.match(text, /hit rate - \(0 of 0\)/);
   assert.doesNotMatch(text, /NaN|undefined|Infinity/);
+});
+
+test('the problems table shows the most frequent reasons only, and says how many more', () => {
+  const { TOP } = require('../lib/report/model.js');
+  // Reasons with per-object detail: one reason per task.
+  const tasks = Array.from({ length: TOP + 5 }, (_, i) => task(`lib-${i}:build`, 'refused', { a: '1' }, { reason: `object packages/lib-${i}/x is too large`, bytes: 10 }));
+  tasks.push(task('lib-0:test', 'refused', { a: '1' }, { reason: 'object packages/lib-0/x is too large' }));
+  const m = buildReport([run(0, tasks)], { workspace: 'ws', now: NOW });
+  assert.equal(m.problems.length, TOP);
+  assert.equal(m.problemsMore, 5);
+  assert.equal(m.problems[0].reason, 'object packages/lib-0/x is too large', 'most frequent first');
+  assert.equal(m.problems[0].count, 2);
+  const text = renderText(m);
+  assert.match(text, /\n {2}and 5 more reasons$/);
+  assert.equal(text.split('\n').filter((l) => / refused: object /.test(l)).length, TOP);
+  const html = renderHtml(m, { version: 'test' });
+  assert.match(html, /<p class="more">and 5 more reasons<\/p>/);
+  const few = buildReport([run(0, tasks.slice(0, 2))], { workspace: 'ws', now: NOW });
+  assert.equal(few.problemsMore, 0);
+  assert.doesNotMatch(renderText(few), /more reason/);
 });

@@ -22,7 +22,7 @@ const fs = require('node:fs');
 const path = require('node:path');
 const { spawnSync } = require('node:child_process');
 const { createWorkspace, disposePack, REPO_ROOT } = require('./helpers/nx-workspace.js');
-const { explainAgainstMeta, historyFiles, readRuns, whyCommand } = require('../lib/why.js');
+const { explainAgainstMeta, historyFiles, historyRuns, whyCommand } = require('../lib/why.js');
 const { filesForMeta, parseFilesetKey } = require('../lib/inputs.js');
 
 const OFF = { NX_DAEMON: 'false', NX_OPEN_CACHE_HOST: 'off' };
@@ -188,7 +188,7 @@ test('with no history of a task, why says what it knows', async () => {
 
 test('Nx\'s own hashes are the oracle: the stored files give the node hashes Nx reported, file by file', async () => {
   const nxNative = require(require.resolve('nx/src/native', { paths: [ws.root] }));
-  const { runs } = readRuns(historyDir);
+  const runs = historyRuns(ws.root);
   const lookup = historyFiles(historyDir);
   let checked = 0;
   for (const t of runs[runs.length - 1].tasks) {
@@ -232,7 +232,7 @@ test('a change to one file of lib-a: why names exactly that file, for lib-a and 
   assert.match(text, /lib-b:build missed in run/);
   assert.match(text, /1\. files of lib-a \(a dependency of lib-b\) changed:\n\s+changed\s+packages\/lib-a\/src\/index\.txt/);
   // app-c was restored in this run: nothing to explain in it; its latest miss is its first run.
-  const { runs } = readRuns(historyDir);
+  const runs = historyRuns(ws.root);
   let c = await whyAsync(['app-c:build', '--run', runs[runs.length - 1].runId]);
   assert.equal(c.code, 1);
   assert.match(c.stderr, /app-c:build did not miss in run \S+: restored from the local cache/);
@@ -267,7 +267,7 @@ test('an env input is named by its variable, never its value', async () => {
   const j = await whyJson('lib-a:build');
   assert.deepEqual(j.causes.map((/** @type {any} */ c) => [c.kind, c.name]), [['env', 'FOO']]);
   // --run: the earlier miss of the run that added the input.
-  const { runs } = readRuns(historyDir);
+  const runs = historyRuns(ws.root);
   const earlier = await whyJson('lib-a:build', '--run', runs[runs.length - 2].runId);
   assert.ok(earlier.causes.some((/** @type {any} */ c) => c.kind === 'env' && c.change === 'added'));
 });
@@ -286,7 +286,7 @@ test('a command (overrides) change and a project configuration change are named 
   assert.deepEqual(conf.causes[0].files.changed, ['packages/lib-a/project.json']);
   assert.match((await whyAsync(['lib-a:build'])).stdout, /the project configuration of lib-a changed/);
   // --against an artifact of the history: the run with --mode, whatever is closest.
-  const { runs } = readRuns(historyDir);
+  const runs = historyRuns(ws.root);
   const withMode = runs.find((r) => (r.command || '').includes('--mode=fast'));
   const modeTask = withMode && withMode.tasks.find((t) => t.id === 'lib-a:build');
   assert.ok(modeTask);
@@ -301,13 +301,15 @@ test('a command (overrides) change and a project configuration change are named 
 test('an artifact produced on machine A explains a miss on machine B (explainAgainstMeta)', async () => {
   // Machine A: builds lib-b and stores it, with its metadata as the plugin writes it.
   await nx(['run', 'lib-b:build'], { FOO: 'second-secret-value' });
-  const { runs: runsA } = readRuns(historyDir);
+  const runsA = historyRuns(ws.root);
   const taskA = runsA[runsA.length - 1].tasks.find((t) => t.id === 'lib-b:build');
   assert.ok(taskA && taskA.outcome === 'stored', JSON.stringify(taskA));
   const meta = {
     format: 'nx-open-cache-meta', version: 1, task: 'lib-b:build', hash: taskA.hash, durationMs: 100,
     nxVersion: '24.0.6', storedAt: new Date().toISOString(), runId: 'run-on-a', host: 'machine-a',
     inputs: taskA.inputs, files: filesForMeta(ws.root, taskA.inputs, historyDir),
+    // Every list is exact here (checked against Nx's hashes above): the writer says so.
+    inexact: [],
   };
   assert.ok(Object.keys(meta.files).some((k) => k.startsWith('lib-a:')), Object.keys(meta.files).join());
   // Machine B: no history, no Nx cache (daemon off: nothing holds .nx); lib-b's own file changed.
@@ -317,7 +319,7 @@ test('an artifact produced on machine A explains a miss on machine B (explainAga
   const r = await whyAsync(['lib-b:build']);
   assert.equal(r.code, 1);
   assert.match(r.stderr, /no earlier run in the history \(0 before it\)/);
-  const { runs: runsB } = readRuns(historyDir);
+  const runsB = historyRuns(ws.root);
   const run = runsB[runsB.length - 1];
   const missB = /** @type {any} */ (run.tasks.find((t) => t.id === 'lib-b:build'));
   const e = explainAgainstMeta({ ...missB, runId: run.runId, startedAt: run.startedAt }, meta, historyFiles(historyDir));

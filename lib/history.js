@@ -691,7 +691,7 @@ function taskLine(t) {
   /** @type {string[]} */ const parts = [t.outcome];
   if (t.durationMs !== undefined) parts.push(secs(t.durationMs));
   if (t.savedMs !== undefined) parts.push(`saved ${secs(t.savedMs)}`);
-  if (t.producer) parts.push(`produced in ${secs(t.producer.durationMs)}${t.producer.host ? ` on ${t.producer.host}` : ''}`);
+  if (t.producer) parts.push(`produced in ${secs(t.producer.durationMs)}${t.producer.host ? ` on ${require('./text.js').clean(t.producer.host)}` : ''}`);
   if (t.reason) parts.push(t.reason);
   return `    ${t.id}  ${parts.join(', ')}`;
 }

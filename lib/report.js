@@ -14,6 +14,7 @@ const { readHistoryRuns } = require('./report/history.js');
 const { buildReport } = require('./report/model.js');
 const { renderHtml } = require('./report/html.js');
 const { renderText } = require('./report/text.js');
+const { clean } = require('./text.js');
 
 const USAGE = `Usage: nx-open-cache report [--out <file>] [--open] [--text] [--json] [--runs <n>]
 
@@ -137,7 +138,7 @@ async function reportCommand(args, root, o = {}) {
   model.ignoredFiles = ignored.length;
   if (ignored.length) {
     const first = ignored[0];
-    console.error(`nx-open-cache report: ignored ${ignored.length} file${ignored.length === 1 ? '' : 's'} in ${dir} that ${ignored.length === 1 ? 'is' : 'are'} not a history run (${path.basename(first.file)}: ${first.reason})`);
+    console.error(`nx-open-cache report: ignored ${ignored.length} file${ignored.length === 1 ? '' : 's'} in ${dir} that ${ignored.length === 1 ? 'is' : 'are'} not a history run (${clean(path.basename(first.file))}: ${clean(first.reason)})`);
   }
   if (!model.totals.runs) {
     const off = /^(off|false|0|no)$/i.test((env.NX_OPEN_CACHE_HISTORY ?? '').trim()) ? ' (NX_OPEN_CACHE_HISTORY is off here: unset it to record runs)' : '';

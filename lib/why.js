@@ -11,23 +11,25 @@
  * (`explainAgainstMeta`). Env inputs are named, never their values (Nx gives only hashes).
  */
 
-const fs = require('node:fs');
 const path = require('node:path');
 const { commandArgs } = require('./args.js');
-const { formatAge, pluginDataDir } = require('./summary.js');
+const { formatAge } = require('./summary.js');
 const { parseFilesetKey, readFileset, readFileMap } = require('./inputs.js');
+const history = require('./history.js');
+const { clean } = require('./text.js');
 
 /**
  * @typedef {import('./inputs.js').HashDetails} HashDetails
  * @typedef {{ id: string, project?: string, target?: string, configuration?: string | null, hash: string,
  *   cacheable?: boolean, status?: string, outcome?: string, reason?: string, inputs?: HashDetails }} HistoryTask
  * @typedef {{ format: string, version: number, runId: string, startedAt: string, endedAt?: string,
- *   command?: string, tasks: HistoryTask[], file?: string }} HistoryRun
+ *   command?: string, location?: string, mode?: string, tasks: HistoryTask[], file?: string }} HistoryRun
  * @typedef {{ added: string[], removed: string[], changed: string[] }} FileChanges
  * @typedef {{ kind: string, key: string, change: 'changed' | 'added' | 'removed', text: string,
  *   project?: string, dependency?: boolean, name?: string, files?: FileChanges & { exact: boolean },
  *   filesUnknown?: boolean }} Cause
- * @typedef {{ source: 'history', runId: string, startedAt: string, hash: string, outcome?: string, command?: string }
+ * @typedef {{ source: 'history', runId: string, startedAt: string, hash: string, outcome?: string, command?: string,
+ *   location?: string, mode?: string }
  *   | { source: 'meta', hash: string, runId?: string, storedAt?: string, host?: string, nxVersion?: string }} Baseline
  * @typedef {{ format: 'nx-open-cache-why', version: 1, task: string,
  *   miss: { runId?: string, startedAt?: string, hash: string, outcome?: string, command?: string },
@@ -45,42 +47,23 @@ const WITH_ARTIFACT = new Set(['stored', 'remote-hit', 'local-hit']);
 const MAX_CANDIDATES = 200;
 /** Files listed per cause in the text output (all of them in --json). */
 const FILES_SHOWN = 20;
+/** The longest line of the text output (a line holds values from the history or a cache). */
+const LINE_MAX = 2000;
 
 /* ------------------------------------------------------------------------------------------------ */
 /* reading the history                                                                               */
 /* ------------------------------------------------------------------------------------------------ */
 
 /**
- * The history's runs, oldest first, and how many files were not runs of this format. The one
- * reader of run files here: lib/history.js's reader takes its place when it is there.
- * @param {string} historyDir
- * @returns {{ runs: HistoryRun[], ignored: number }}
+ * The history's runs, oldest first, through lib/history.js's reader (it skips files that are not
+ * run records, with its own notice). Each run carries its file name (`file`), which `--run` also
+ * accepts.
+ * @param {string} root  the workspace root
+ * @returns {HistoryRun[]}
  */
-function readRuns(historyDir) {
-  const dir = path.join(historyDir, 'runs');
-  /** @type {string[]} */
-  let names;
-  try {
-    names = fs.readdirSync(dir).filter((f) => f.endsWith('.json')).sort();
-  } catch {
-    return { runs: [], ignored: 0 };
-  }
-  /** @type {HistoryRun[]} */ const runs = [];
-  let ignored = 0;
-  for (const name of names) {
-    try {
-      const r = JSON.parse(fs.readFileSync(path.join(dir, name), 'utf8'));
-      if (!r || r.format !== RUN_FORMAT || r.version !== 1 || !Array.isArray(r.tasks) || typeof r.runId !== 'string') {
-        ignored += 1;
-        continue;
-      }
-      runs.push({ ...r, file: name });
-    } catch {
-      ignored += 1;
-    }
-  }
-  // File names start with the 13-digit start time: name order is time order.
-  return { runs, ignored };
+function historyRuns(root) {
+  return /** @type {HistoryRun[]} */ (history.readRuns(root)).reverse()
+    .map((r) => ({ ...r, file: history.runFileName(r.startedAt, r.runId) }));
 }
 
 /* ------------------------------------------------------------------------------------------------ */
@@ -98,9 +81,9 @@ const RANK = ['command', 'files', 'env', 'runtime', 'inputs', 'project-configura
  * @returns {FileChanges}
  */
 function diffFiles(now, before) {
-  const added = Object.keys(now).filter((f) => !(f in before)).sort();
-  const removed = Object.keys(before).filter((f) => !(f in now)).sort();
-  const changed = Object.keys(now).filter((f) => f in before && before[f] !== now[f]).sort();
+  const added = Object.keys(now).filter((f) => !Object.hasOwn(before, f)).sort();
+  const removed = Object.keys(before).filter((f) => !Object.hasOwn(now, f)).sort();
+  const changed = Object.keys(now).filter((f) => Object.hasOwn(before, f) && before[f] !== now[f]).sort();
   return { added, removed, changed };
 }
 
@@ -198,9 +181,11 @@ function compareInputs(ctx, now, before) {
   const b = before.inputs.nodes || {};
   const values = { lookupNow: now.lookup, lookupBefore: before.lookup };
   for (const key of [...new Set([...Object.keys(a), ...Object.keys(b)])]) {
-    if (a[key] === b[key]) continue;
-    const change = !(key in b) ? 'added' : !(key in a) ? 'removed' : 'changed';
-    const cause = describe(key, change, ctx, { ...values, now: a[key], before: b[key] });
+    const inA = Object.hasOwn(a, key);
+    const inB = Object.hasOwn(b, key);
+    if (inA && inB && a[key] === b[key]) continue;
+    const change = !inB ? 'added' : !inA ? 'removed' : 'changed';
+    const cause = describe(key, change, ctx, { ...values, now: inA ? a[key] : undefined, before: inB ? b[key] : undefined });
     // A fileset whose globs changed: the inputs of the target changed.
     if (change !== 'changed' && cause.kind.endsWith('files')) cause.kind = 'inputs';
     causes.push(cause);
@@ -209,8 +194,10 @@ function compareInputs(ctx, now, before) {
     const x = now.inputs[field] || {};
     const y = before.inputs[field] || {};
     for (const key of [...new Set([...Object.keys(x), ...Object.keys(y)])]) {
-      if (x[key] === y[key]) continue;
-      const change = !(key in y) ? 'added' : !(key in x) ? 'removed' : 'changed';
+      const inX = Object.hasOwn(x, key);
+      const inY = Object.hasOwn(y, key);
+      if (inX && inY && x[key] === y[key]) continue;
+      const change = !inY ? 'added' : !inX ? 'removed' : 'changed';
       const verb = change === 'changed' ? 'changed' : change === 'added' ? 'is a new input' : 'is no longer an input';
       causes.push(kind === 'runtime'
         ? { kind, key, change, name: key, text: change === 'changed' ? `the output of the runtime input \`${key}\` changed` : `runtime input \`${key}\` ${verb}` }
@@ -258,7 +245,9 @@ function distance(a, b) {
   for (const field of /** @type {const} */ (['nodes', 'runtime', 'implicitDeps'])) {
     const x = a[field] || {};
     const y = b[field] || {};
-    for (const k of new Set([...Object.keys(x), ...Object.keys(y)])) if (x[k] !== y[k]) d += 1;
+    for (const k of new Set([...Object.keys(x), ...Object.keys(y)])) {
+      if (!Object.hasOwn(x, k) || !Object.hasOwn(y, k) || x[k] !== y[k]) d += 1;
+    }
   }
   return d;
 }
@@ -335,18 +324,38 @@ function explainAgainstMeta(missTask, meta, filesetsLookup, o = {}) {
   if (meta.task && meta.task !== missTask.id) {
     throw new Error(`the metadata is of task ${meta.task}, not ${missTask.id}`);
   }
-  const metaFiles = meta.files && typeof meta.files === 'object' ? meta.files : {};
+  const metaFiles = meta.files && typeof meta.files === 'object' && !Array.isArray(meta.files) ? meta.files : {};
+  // A list is exact only when the metadata says so: `inexact` names the lists that could not be
+  // checked against Nx's hash. Metadata without `inexact` (an older writer) says nothing: every
+  // list of it may be incomplete.
+  const inexact = Array.isArray(meta.inexact) ? new Set(meta.inexact.filter((/** @type {unknown} */ k) => typeof k === 'string')) : undefined;
   /** @type {FilesLookup} */
-  const lookupMeta = (key) => (metaFiles[key] && typeof metaFiles[key] === 'object' ? { files: metaFiles[key], exact: true } : undefined);
+  const lookupMeta = (key) => {
+    const files = Object.hasOwn(metaFiles, key) ? metaFiles[key] : undefined;
+    if (!files || typeof files !== 'object' || Array.isArray(files)) return undefined;
+    return { files, exact: inexact !== undefined && !inexact.has(key) };
+  };
   const ctx = { task: missTask.id, project: projectOf(missTask), projects: o.projects || [] };
   const causes = compareInputs(ctx, { inputs: missTask.inputs || {}, lookup: filesetsLookup }, { inputs: meta.inputs, lookup: lookupMeta });
   const identical = missTask.hash === meta.hash;
   return {
     format: 'nx-open-cache-why', version: 1, task: missTask.id,
     miss: missSummary(missTask),
-    baseline: { source: 'meta', hash: meta.hash, runId: meta.runId, storedAt: meta.storedAt, host: meta.host, nxVersion: meta.nxVersion },
-    identical, causes, notes: notesFor(causes, identical),
+    baseline: {
+      source: 'meta', hash: meta.hash, runId: optionalString(meta.runId), storedAt: optionalString(meta.storedAt),
+      host: optionalString(meta.host), nxVersion: optionalString(meta.nxVersion),
+    },
+    identical, causes,
+    notes: [...notesFor(causes, identical), ...(inexact === undefined && causes.some((c) => c.files) ? ['the metadata does not say which of its file lists were checked (written by an older nx-open-cache)'] : [])],
   };
+}
+
+/**
+ * A string field of outside data, or undefined when it is not a string.
+ * @param {unknown} v
+ */
+function optionalString(v) {
+  return typeof v === 'string' ? v : undefined;
 }
 
 /**
@@ -396,15 +405,17 @@ function nearestIds(id, known) {
 class WhyError extends Error {}
 
 /**
- * Explains the latest miss of `taskId` (or its miss in run `runId`) from the history.
- * @param {string} historyDir
+ * Explains the latest miss of `taskId` (or its miss in run `runId`: a run id or the run's file
+ * name, with or without `.json`) from the history.
+ * @param {string} root  the workspace root
  * @param {string} taskId
- * @param {{ runId?: string, root?: string, runs?: HistoryRun[] }} [o]
+ * @param {{ runId?: string, runs?: HistoryRun[] }} [o]  `runs`: the history, oldest first (read when absent)
  * @returns {{ explanation?: Explanation, miss: HistoryTask & { runId: string, startedAt: string, command?: string },
  *   projects: string[], noBaseline?: string }}
  */
-function explainFromHistory(historyDir, taskId, o = {}) {
-  const runs = o.runs ?? readRuns(historyDir).runs;
+function explainFromHistory(root, taskId, o = {}) {
+  const historyDir = history.historyDir(root);
+  const runs = o.runs ?? historyRuns(root);
   if (runs.length === 0) {
     throw new WhyError(`no run history yet (${path.join(historyDir, 'runs')} holds no runs): run an Nx command with the plugin first; \`why\` compares a task's runs`);
   }
@@ -414,11 +425,15 @@ function explainFromHistory(historyDir, taskId, o = {}) {
     const hint = near.length ? `; did you mean ${near.join(', ')}?` : `; tasks in it: ${known.slice(0, 8).join(', ')}${known.length > 8 ? ', ...' : ''}`;
     throw new WhyError(`no task "${taskId}" in the history of the last ${runs.length} run(s)${hint}`);
   }
-  const projects = knownProjects(runs, o.root);
+  const projects = knownProjects(runs, root);
   let missIndex = -1;
   if (o.runId !== undefined) {
     const want = o.runId;
-    missIndex = runs.findIndex((r) => r.runId === want || (r.file && r.file.replace(/\.json$/, '') === want));
+    const wantFile = want.replace(/\.json$/, '');
+    for (let i = runs.length - 1; i >= 0 && missIndex < 0; i--) {
+      const r = runs[i];
+      if (r.runId === want || (r.file !== undefined && r.file.replace(/\.json$/, '') === wantFile)) missIndex = i;
+    }
     if (missIndex < 0) throw new WhyError(`no run "${want}" in the history (latest: ${runs[runs.length - 1].runId})`);
     const t = runs[missIndex].tasks.find((x) => x.id === taskId);
     if (!t) throw new WhyError(`${taskId} did not take part in run ${want}`);
@@ -443,7 +458,7 @@ function explainFromHistory(historyDir, taskId, o = {}) {
   if (task.cacheable === false) {
     throw new WhyError(`${taskId} is not cacheable (\`cache: false\` on the target, or not cacheable for Nx): it always runs`);
   }
-  const base = closestEarlier(runs.slice(0, missIndex), taskId, task);
+  const base = closestEarlier(runs.slice(0, missIndex), taskId, task, run);
   if (!base) {
     return { miss, projects, noBaseline: `no earlier run in the history (${missIndex} before it) has an artifact of ${taskId} to compare with` };
   }
@@ -456,8 +471,8 @@ function explainFromHistory(historyDir, taskId, o = {}) {
     explanation: {
       format: 'nx-open-cache-why', version: 1, task: taskId,
       miss: missSummary(miss),
-      baseline: { source: 'history', runId: base.run.runId, startedAt: base.run.startedAt, hash: base.task.hash, outcome: base.task.outcome, command: base.run.command },
-      identical, causes, notes: notesFor(causes, identical),
+      baseline: historyBaseline(base.run, base.task),
+      identical, causes, notes: [...notesFor(causes, identical), ...whereNotes(run, base.run)],
     },
   };
 }
@@ -476,24 +491,66 @@ function withCommandLines(causes, now, before) {
 
 /**
  * The earlier run of the task whose artifact existed and whose inputs differ least from `miss`'s
- * (the latest of equals); undefined when there is none.
+ * (the latest of equals); undefined when there is none. Runs that used the same cache location as
+ * the miss's run come first: an artifact stored in another location (bucket, directory, prefix)
+ * could never have been found by the miss.
  * @param {HistoryRun[]} earlier  oldest first
  * @param {string} taskId
  * @param {HistoryTask} miss
+ * @param {HistoryRun} [missRun]
  */
-function closestEarlier(earlier, taskId, miss) {
+function closestEarlier(earlier, taskId, miss, missRun) {
   /** @type {{ run: HistoryRun, task: HistoryTask, d: number } | undefined} */
   let best;
+  /** @type {{ run: HistoryRun, task: HistoryTask, d: number } | undefined} */
+  let bestHere;
   const seen = new Set();
+  const here = (/** @type {HistoryRun} */ r) => !missRun || missRun.location === undefined || r.location === missRun.location;
   for (let i = earlier.length - 1; i >= 0 && seen.size < MAX_CANDIDATES; i--) {
     const t = earlier[i].tasks.find((x) => x.id === taskId);
-    if (!t || !t.inputs || !WITH_ARTIFACT.has(t.outcome ?? '') || seen.has(t.hash)) continue;
-    seen.add(t.hash);
+    if (!t || !t.inputs || !WITH_ARTIFACT.has(t.outcome ?? '')) continue;
+    const isHere = here(earlier[i]);
+    const key = `${isHere}\u0000${t.hash}`;
+    if (seen.has(key)) continue;
+    seen.add(key);
     const d = distance(miss.inputs || {}, t.inputs || {});
     if (!best || d < best.d) best = { run: earlier[i], task: t, d };
-    if (d === 0) break;
+    if (isHere && (!bestHere || d < bestHere.d)) bestHere = { run: earlier[i], task: t, d };
+    if (isHere && d === 0) break;
   }
-  return best;
+  return bestHere ?? best;
+}
+
+/**
+ * The baseline of an explanation from a run of the history.
+ * @param {HistoryRun} run
+ * @param {HistoryTask} t
+ * @returns {Baseline}
+ */
+function historyBaseline(run, t) {
+  return {
+    source: 'history', runId: run.runId, startedAt: run.startedAt, hash: t.hash, outcome: t.outcome, command: run.command,
+    ...(run.location !== undefined ? { location: run.location } : {}), ...(run.mode !== undefined ? { mode: run.mode } : {}),
+  };
+}
+
+/**
+ * Notes when the baseline's run used another cache location or mode than the miss's run.
+ * @param {HistoryRun} missRun
+ * @param {HistoryRun} baseRun
+ * @returns {string[]}
+ */
+function whereNotes(missRun, baseRun) {
+  /** @type {string[]} */ const notes = [];
+  const loc = (/** @type {string | undefined} */ l) => (l === undefined ? 'an unrecorded location' : clean(l));
+  if (missRun.location !== baseRun.location && (missRun.location !== undefined || baseRun.location !== undefined)) {
+    notes.push(`the earlier run used the cache at ${loc(baseRun.location)}, the miss's run the cache at ${loc(missRun.location)}: an artifact stored there cannot be found here`);
+  }
+  if (missRun.mode !== baseRun.mode && (missRun.mode !== undefined || baseRun.mode !== undefined)) {
+    const mode = (/** @type {string | undefined} */ m) => (m === undefined ? 'an unrecorded mode' : `mode ${clean(m)}`);
+    notes.push(`the earlier run used the cache in ${mode(baseRun.mode)}, the miss's run in ${mode(missRun.mode)}`);
+  }
+  return notes;
 }
 
 /**
@@ -506,7 +563,7 @@ function outcomeWords(t) {
     stored: 'ran and was stored', 'not-stored': 'ran, not stored', refused: 'ran, the cache refused it',
     failed: 'failed', 'not-run': 'did not run',
   };
-  return (t.outcome && words[t.outcome]) || t.status || 'unknown outcome';
+  return (t.outcome && Object.hasOwn(words, t.outcome) && words[t.outcome]) || t.status || 'unknown outcome';
 }
 
 /* ------------------------------------------------------------------------------------------------ */
@@ -533,7 +590,7 @@ runtime inputs, the project configuration, external dependencies, workspace file
 function runWords(r) {
   const age = r.startedAt ? formatAge(r.startedAt) : undefined;
   const parts = [r.command ? `nx ${r.command}` : undefined, age].filter(Boolean);
-  return `run ${r.runId ?? '?'}${parts.length ? ` (${parts.join(', ')})` : ''}`;
+  return `run ${clean(r.runId ?? '?')}${parts.length ? ` (${parts.join(', ')})` : ''}`;
 }
 
 /**
@@ -545,7 +602,7 @@ function formatExplanation(e) {
   const b = e.baseline;
   const against = b.source === 'history'
     ? `${runWords(b)}, where it ${outcomeWords({ id: e.task, hash: b.hash, outcome: b.outcome })} (hash ${b.hash})`
-    : `the artifact stored${b.host ? ` by ${b.host}` : ''}${b.storedAt ? ` at ${b.storedAt}` : ''}${b.runId ? ` in run ${b.runId}` : ''} (hash ${b.hash}, from its metadata)`;
+    : `the artifact stored${b.host ? ` by ${clean(b.host)}` : ''}${b.storedAt ? ` at ${clean(b.storedAt)}` : ''}${b.runId ? ` in run ${clean(b.runId)}` : ''} (hash ${clean(b.hash)}, from its metadata)`;
   const lines = [
     `${e.task} missed in ${runWords(e.miss)}: hash ${e.miss.hash}`,
     `  compared with ${against}`,
@@ -558,9 +615,9 @@ function formatExplanation(e) {
       lines.push(`  ${i + 1}. ${c.files ? c.text.replace(/: .*$/, ':') : c.text}`);
       if (c.files) {
         const all = [
-          ...c.files.changed.map((f) => `changed  ${f}`),
-          ...c.files.added.map((f) => `added    ${f}`),
-          ...c.files.removed.map((f) => `removed  ${f}`),
+          ...c.files.changed.map((f) => `changed  ${clean(f)}`),
+          ...c.files.added.map((f) => `added    ${clean(f)}`),
+          ...c.files.removed.map((f) => `removed  ${clean(f)}`),
         ];
         for (const l of all.slice(0, FILES_SHOWN)) lines.push(`       ${l}`);
         if (all.length > FILES_SHOWN) lines.push(`       ... and ${all.length - FILES_SHOWN} more (--json lists all)`);
@@ -568,52 +625,21 @@ function formatExplanation(e) {
     });
   }
   for (const n of e.notes) lines.push(`  note: ${n}`);
-  return lines.join('\n');
-}
-
-/**
- * A module of this package that may be absent from this build (lib/history.js, lib/meta.js come
- * with the run history); undefined when it is.
- * @param {string} name
- * @returns {any}
- */
-function optionalModule(name) {
-  try {
-    return require(name);
-  } catch (e) {
-    if (/** @type {NodeJS.ErrnoException} */ (e).code === 'MODULE_NOT_FOUND' && String(/** @type {Error} */ (e).message).includes(name.slice(2))) return undefined;
-    throw e;
-  }
-}
-
-/**
- * The history's runs, oldest first: through lib/history.js's reader when it is there (it gives
- * its own notice for files it skips), else read here.
- * @param {string} root
- * @param {string} historyDir
- * @returns {{ runs: HistoryRun[], ignored: number }}
- */
-function readHistory(root, historyDir) {
-  const history = optionalModule('./history.js');
-  const read = history && typeof history.readRuns === 'function'
-    ? { runs: /** @type {HistoryRun[]} */ (history.readRuns(root)), ignored: 0 }
-    : readRuns(historyDir);
-  // Oldest first, whatever order the reader lists them in.
-  const at = (/** @type {HistoryRun} */ r) => Date.parse(r.startedAt) || 0;
-  return { runs: [...read.runs].sort((a, b) => at(a) - at(b)), ignored: read.ignored };
+  // Task ids, hashes, commands, input names and reasons come from the history or a cache's
+  // metadata: every line is made terminal-safe (values cleaned above keep their own, shorter cap).
+  return lines.map((l) => clean(l, LINE_MAX)).join('\n');
 }
 
 /**
  * Fetches the metadata stored beside the artifact of `hash` in the workspace's configured cache,
  * through a proxy started for this look-up and lib/meta.js; undefined when there is none (or no
- * cache is configured, or lib/meta.js is not in this build).
+ * cache is configured).
  * @param {string} root
  * @param {string} hash
  * @returns {Promise<any>}
  */
 async function fetchMeta(root, hash) {
-  const meta = optionalModule('./meta.js');
-  if (!meta || typeof meta.exchangeMeta !== 'function') return undefined;
+  const meta = require('./meta.js');
   const { readNxJson, workspaceInput } = require('./workspace.js');
   const input = workspaceInput(readNxJson(root));
   if (!input.configured) return undefined;
@@ -646,57 +672,79 @@ async function whyCommand(root, args) {
     run: { type: 'string' }, against: { type: 'string' }, json: { type: 'boolean' },
   });
   if (typeof parsed === 'number') return parsed;
-  const historyDir = path.join(pluginDataDir(root), 'history');
-  const { runs, ignored } = readHistory(root, historyDir);
+  const runs = historyRuns(root);
   if (!taskId) {
     const last = runs[runs.length - 1];
     const missed = last ? last.tasks.filter((t) => MISSES.has(t.outcome ?? '')).map((t) => t.id) : [];
     const hint = missed.length
-      ? `tasks that missed in the latest run: ${missed.slice(0, 10).join(', ')}${missed.length > 10 ? ', ...' : ''}`
+      ? `tasks that missed in the latest run: ${missed.slice(0, 10).map((id) => clean(id, 200)).join(', ')}${missed.length > 10 ? ', ...' : ''}`
       : 'e.g. `nx-open-cache why my-lib:build`';
     console.error(`nx-open-cache why: which task? give <project:target>; ${hint}\n\n${USAGE}`);
     return 1;
   }
-  if (ignored) console.error(`nx-open-cache: ${ignored} file(s) in ${path.join(historyDir, 'runs')} are not run records of this version: ignored`);
   try {
-    const found = explainFromHistory(historyDir, taskId, { runId: /** @type {string | undefined} */ (parsed.values.run), root, runs });
+    const found = explainFromHistory(root, taskId, { runId: /** @type {string | undefined} */ (parsed.values.run), runs });
     let explanation = found.explanation;
     const against = /** @type {string | undefined} */ (parsed.values.against);
-    if (against !== undefined) explanation = await explainAgainst(root, historyDir, found, against, runs);
+    if (against !== undefined) explanation = await explainAgainst(root, found, against, runs);
     if (!explanation) {
       throw new WhyError(`${taskId} missed in ${runWords(found.miss)}, but ${found.noBaseline}: give --against <hash> with the hash of an artifact of it (Nx prints task hashes with --verbose; a CI log shows them) to compare with its metadata`);
     }
-    console.log(parsed.values.json === true ? JSON.stringify(explanation, null, 2) : formatExplanation(explanation));
+    console.log(parsed.values.json === true ? safeJson(explanation) : formatExplanation(explanation));
     return 0;
   } catch (e) {
     if (!(e instanceof WhyError)) throw e;
-    console.error(`nx-open-cache why: ${e.message}`);
+    console.error(`nx-open-cache why: ${clean(e.message, LINE_MAX)}`);
     return 1;
   }
 }
 
 /**
- * The miss against the artifact of `hash`: a run of the history that had it, else the metadata
- * stored beside it.
+ * JSON for a terminal: JSON.stringify escapes C0 control characters; C1 ones and the line
+ * separators are escaped here too (still the same JSON).
+ * @param {unknown} v
+ */
+function safeJson(v) {
+  return JSON.stringify(v, null, 2).replace(/[\u007f-\u009f\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
+/**
+ * The miss against the artifact of `hash`: a run of the history that had it (one after which the
+ * artifact existed, in the miss's cache location, first), else the metadata stored beside it.
  * @param {string} root
- * @param {string} historyDir
  * @param {ReturnType<typeof explainFromHistory>} found
  * @param {string} hash
- * @param {HistoryRun[]} runs
+ * @param {HistoryRun[]} runs  oldest first
  * @returns {Promise<Explanation>}
  */
-async function explainAgainst(root, historyDir, found, hash, runs) {
+async function explainAgainst(root, found, hash, runs) {
   const { miss, projects } = found;
+  const historyDir = history.historyDir(root);
+  const missRun = runs.find((r) => r.runId === miss.runId && r.startedAt === miss.startedAt);
+  /** @type {{ run: HistoryRun, task: HistoryTask, score: number } | undefined} */
+  let pick;
   for (let i = runs.length - 1; i >= 0; i--) {
     const t = runs[i].tasks.find((x) => x.id === miss.id && x.hash === hash && x.inputs);
     if (!t) continue;
+    // 2: the artifact existed after that run, in the miss's location; 1: it existed elsewhere; 0: not known.
+    const artifact = WITH_ARTIFACT.has(t.outcome ?? '');
+    const score = artifact ? (!missRun || missRun.location === runs[i].location ? 2 : 1) : 0;
+    if (!pick || score > pick.score) pick = { run: runs[i], task: t, score };
+    if (score === 2) break;
+  }
+  if (pick) {
+    const { run, task: t } = pick;
     const lookup = historyFiles(historyDir);
     const ctx = { task: miss.id, project: projectOf(miss), projects };
     const causes = compareInputs(ctx, { inputs: miss.inputs || {}, lookup }, { inputs: t.inputs || {}, lookup });
+    const notes = [...notesFor(causes, hash === miss.hash), ...(missRun ? whereNotes(missRun, run) : [])];
+    if (pick.score === 0) {
+      notes.unshift(`in run ${clean(run.runId)} the task ${outcomeWords(t)} with this hash: no run in the history is known to have left its artifact in the cache`);
+    }
     return {
       format: 'nx-open-cache-why', version: 1, task: miss.id, miss: missSummary(miss),
-      baseline: { source: 'history', runId: runs[i].runId, startedAt: runs[i].startedAt, hash, outcome: t.outcome, command: runs[i].command },
-      identical: hash === miss.hash, causes, notes: notesFor(causes, hash === miss.hash),
+      baseline: historyBaseline(run, t),
+      identical: hash === miss.hash, causes, notes,
     };
   }
   const meta = await fetchMeta(root, hash);
@@ -711,6 +759,6 @@ async function explainAgainst(root, historyDir, found, hash, runs) {
 }
 
 module.exports = {
-  whyCommand, explainFromHistory, explainAgainstMeta, compareInputs, formatExplanation, readRuns,
+  whyCommand, explainFromHistory, explainAgainstMeta, compareInputs, formatExplanation, historyRuns,
   historyFiles, nearestIds, WhyError, USAGE,
 };

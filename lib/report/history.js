@@ -1,22 +1,22 @@
 'use strict';
 /**
- * The report's one reader of the run history (`<pluginDataDir>/history/runs/*.json`, the version 1
- * record of lib/history.js). Kept to one function so that it can be swapped for lib/history.js's
- * own reader: the report needs the run records in start order, and which files were ignored.
- *
- * A file is used when it is JSON with `format: "nx-open-cache-history"`, `version: 1`, a
- * `startedAt` time and a `tasks` array; anything else (a partial write, another tool's file, a
- * newer version) is ignored and counted, never an error. Optional fields of a run or a task may be
- * missing: the report model checks every value it uses.
+ * The report's reader of the run history (`<pluginDataDir>/history/runs/*.json`, the version 1
+ * record of lib/history.js). It reads one file at a time as the runs are iterated (the report
+ * never holds the whole history), and says which files were ignored and why. Whether a file is a
+ * run is lib/history.js's rule (`isRunRecord`, the one its readRuns applies): JSON with `format:
+ * "nx-open-cache-history"`, `version: 1`, a string `runId` and `startedAt`, and a `tasks` array
+ * whose every task has a string `id`, `hash` and `outcome` (else the whole run is left out); the
+ * report also needs `startedAt` to be a time. Anything else (a partial write, another tool's file,
+ * a newer version) is ignored and counted, never an error. Optional fields of a run or a task may
+ * be missing: the report model checks every value it uses.
  */
 
 const fs = require('node:fs');
 const path = require('node:path');
+const { HISTORY_FORMAT: FORMAT, HISTORY_VERSION: VERSION, isRunRecord } = require('../history.js');
 
-const FORMAT = 'nx-open-cache-history';
-const VERSION = 1;
-/** `<startedAtMs 13 digits>-<sanitized run id>.json`: the name sorts in start order. */
-const RUN_FILE = /^\d{13}-.+\.json$/;
+/** `<startedAtMs 13 digits>-<sanitized run id>.json` (lib/history.js's runFileName): the name sorts in start order. */
+const RUN_FILE = /^\d{13}-[A-Za-z0-9_.-]+\.json$/;
 
 /**
  * @typedef {{
@@ -52,17 +52,18 @@ function runsDir(dataDir) {
 function notARun(value) {
   if (!value || typeof value !== 'object' || Array.isArray(value)) return 'not a JSON object';
   const v = /** @type {Record<string, unknown>} */ (value);
-  if (v.format !== FORMAT) return `format is ${JSON.stringify(v.format)}, not "${FORMAT}"`;
-  if (v.version !== VERSION) return `version ${JSON.stringify(v.version)} is not ${VERSION}`;
+  if (v.format !== FORMAT) return `format is ${String(JSON.stringify(v.format)).slice(0, 40)}, not "${FORMAT}"`;
+  if (v.version !== VERSION) return `version ${String(JSON.stringify(v.version)).slice(0, 40)} is not ${VERSION}`;
   if (typeof v.startedAt !== 'string' || Number.isNaN(Date.parse(v.startedAt))) return 'startedAt is not a time';
   if (!Array.isArray(v.tasks)) return 'tasks is not an array';
+  if (typeof v.runId !== 'string') return 'runId is not a string';
+  if (!isRunRecord(value)) return 'a task is not an object with a string id, hash and outcome';
   return undefined;
 }
 
 /**
  * The last `limit` runs of the history in start order (oldest first), read one file at a time as
  * `runs` is iterated (it can be iterated once), and the files ignored (filled while iterating).
- * Tasks that are not objects with a string `id` are dropped from a run.
  * @param {string} dataDir  the plugin data dir
  * @param {{ limit?: number }} [o]  at most this many runs (the newest), default all
  * @returns {{ runs: Iterable<HistoryRun>, ignored: IgnoredFile[], dir: string }}
@@ -97,9 +98,7 @@ function readHistoryRuns(dataDir, o = {}) {
         ignored.push({ file, reason: why });
         continue;
       }
-      const run = /** @type {HistoryRun} */ (value);
-      run.tasks = run.tasks.filter((t) => t && typeof t === 'object' && typeof t.id === 'string');
-      yield run;
+      yield /** @type {HistoryRun} */ (value);
     }
   }
   return { runs: runs(), ignored, dir };

@@ -197,7 +197,7 @@ function problemTable(m) {
   if (!m.problems.length) return h`<p class="empty">No cache errors and no refusals.</p>`;
   return h`<table data-table="problems"><thead><tr><th>kind</th><th>reason</th><th class="n">count</th><th>last seen</th><th>e.g.</th></tr></thead><tbody>
 ${m.problems.map((p) => h`<tr><td><span class="tag tag-${p.kind.replace(/\W+/g, '-')}">${p.kind}</span></td><td class="reason">${clip(p.reason, 160)}</td><td class="n count">${p.count} ${p.count === 1 ? p.unit : `${p.unit}s`}</td><td class="dim when">${when(p.lastSeen)}</td><td class="name">${clip(p.example, 40)}</td></tr>
-`)}</tbody></table>`;
+`)}</tbody></table>${m.problemsMore ? h`<p class="more">and ${m.problemsMore} more reason${m.problemsMore === 1 ? '' : 's'}</p>` : ''}`;
 }
 
 /** @param {ReportModel} m */

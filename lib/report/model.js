@@ -45,7 +45,7 @@ const TOP = 12;
  *   totals: Counts & { runs: number, tasks: number, hitRate: number | null, notRun: number,
  *     bytesDown: number, bytesUp: number, cacheMs: number, cacheErrors: number, refused: number },
  *   runs: RunRow[], projects: GroupRow[], targets: GroupRow[], projectsMore: number,
- *   targetsMore: number, missing: MissRow[], artifacts: ArtifactRow[], problems: ProblemRow[],
+ *   targetsMore: number, missing: MissRow[], artifacts: ArtifactRow[], problems: ProblemRow[], problemsMore: number,
  *   ignoredFiles: number
  * }} ReportModel
  */
@@ -321,6 +321,8 @@ function buildReport(runs, o) {
 
   const p = groupRows(projects);
   const tg = groupRows(targets);
+  // Reasons that carry per-object detail can make one row per task: the most frequent TOP only.
+  const problemRows = [...problems.values()].sort((a, b) => b.count - a.count || (a.reason < b.reason ? -1 : 1));
   return {
     workspace: o.workspace, generatedAt: o.now.toISOString(),
     first: runRows.length ? runRows[0].startedAt : null, last: runRows.length ? runRows[runRows.length - 1].startedAt : null,
@@ -328,7 +330,7 @@ function buildReport(runs, o) {
     runs: runRows, projects: p.rows, projectsMore: p.more, targets: tg.rows, targetsMore: tg.more, missing,
     artifacts: [...artifacts.values()].map(({ hashes, ...a }) => ({ ...a, artifacts: hashes.size }))
       .sort((a, b) => b.bytes - a.bytes || (a.task < b.task ? -1 : 1)).slice(0, TOP),
-    problems: [...problems.values()].sort((a, b) => b.count - a.count || (a.reason < b.reason ? -1 : 1)),
+    problems: problemRows.slice(0, TOP), problemsMore: Math.max(0, problemRows.length - TOP),
     ignoredFiles: o.ignoredFiles ?? 0,
   };
 }

@@ -9,6 +9,7 @@
 const { formatDuration, formatRate } = require('./model.js');
 const { formatBytes } = require('../summary.js');
 const { count } = require('../plural.js');
+const { clean } = require('../text.js');
 
 /** @typedef {import('./model.js').ReportModel} ReportModel */
 
@@ -20,9 +21,7 @@ const SPARKS = '▁▂▃▄▅▆▇█';
  * @param {number} max
  */
 function cell(s, max) {
-  const clean = s.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, '?');
-  if (max < 1) return '';
-  return clean.length <= max ? clean : `${clean.slice(0, Math.max(0, max - 1))}…`;
+  return clean(s, max);
 }
 
 /**
@@ -159,6 +158,7 @@ function renderText(m, o = {}) {
     for (const p of m.problems) {
       out.push(cell(`  ${`${p.count} ${p.count === 1 ? p.unit : `${p.unit}s`}`.padStart(12)}  ${p.kind}: ${p.reason}`, width));
     }
+    if (m.problemsMore) out.push(dim(`  and ${m.problemsMore} more reason${m.problemsMore === 1 ? '' : 's'}`));
   }
   if (m.ignoredFiles) out.push('', dim(`(${m.ignoredFiles} unreadable history file${m.ignoredFiles === 1 ? '' : 's'} ignored)`));
   return out.join('\n');

@@ -17,6 +17,7 @@ const path = require('node:path');
 
 const { pluginDataDir } = require('./summary.js');
 const { SAFE_HASH, writeAtomically } = require('./fs-util.js');
+const { isFilesetNodeKey: isFilesetKey } = require('./inputs.js');
 
 const HISTORY_FORMAT = 'nx-open-cache-history';
 const HISTORY_VERSION = 1;
@@ -179,18 +180,6 @@ function writeIndex(dir, index, previous) {
   writeAtomically(path.join(dir, name), JSON.stringify(index));
   for (const f of previous.files) if (f !== name) fs.rmSync(path.join(dir, f), { force: true });
 }
-
-/**
- * Node keys of Nx's hash inputs that name a set of files (a project fileset
- * `lib-a:packages/lib-a/**\/*`, workspace files `workspace:[...]`): the ones lib/inputs.js may keep
- * per-file hashes of, under `filesets/<node hash>.json`.
- * @param {string} key
- */
-function isFilesetKey(key) {
-  return key !== 'AllExternalDependencies' && !key.startsWith('npm:') && !key.startsWith('env:')
-    && !key.startsWith('runtime:') && !key.endsWith(':ProjectConfiguration') && !key.endsWith(':TsConfig');
-}
-
 
 /**
  * Lists the run files and brings the index's run sizes in line with them (a run written by another

@@ -98,6 +98,15 @@ function parseFilesetKey(key, projects) {
 }
 
 /**
+ * Whether a node key of `hashDetails.nodes` is a fileset whose per-file hashes may be kept (the one
+ * predicate the capture, the meta and the history's dating share).
+ * @param {string} key
+ */
+function isFilesetNodeKey(key) {
+  return (key.startsWith('workspace:[') && key.endsWith(']')) || parseFilesetKey(key) !== undefined;
+}
+
+/**
  * Nx's workspace data directory (NX_WORKSPACE_DATA_DIRECTORY, default `.nx/workspace-data`).
  * @param {string} root
  */
@@ -326,7 +335,7 @@ async function captureFilesets(root, taskResults, historyDir, opts = {}) {
     for (const [key, hash] of Object.entries((details && details.nodes) || {})) {
       if (!isNodeHash(hash) || seen.has(hash)) continue;
       let fileset = isFileset.get(key);
-      if (fileset === undefined) isFileset.set(key, (fileset = key.startsWith('workspace:[') || parseFilesetKey(key) !== undefined));
+      if (fileset === undefined) isFileset.set(key, (fileset = isFilesetNodeKey(key)));
       if (!fileset) continue;
       seen.add(hash);
       if (!fs.existsSync(filesetFile(historyDir, hash))) wanted.set(hash, key);
@@ -444,7 +453,7 @@ function metaFiles(run, details) {
   /** @type {string[]} */ const inexact = [];
   for (const [key, hash] of Object.entries((details && details.nodes) || {})) {
     if (run.budget <= 0) break;
-    if (!(key.startsWith('workspace:[') || parseFilesetKey(key))) continue;
+    if (!isFilesetNodeKey(key)) continue;
     let got = run.read.get(hash);
     if (got === undefined) {
       got = readFilesetSized(run.dir, hash) ?? null;
@@ -475,6 +484,6 @@ function filesForMeta(root, hashDetails, historyDir) {
 
 module.exports = {
   MAX_NEW_PER_RUN, CAPTURE_DEADLINE_MS, META_FILES_BUDGET,
-  captureFilesets, filesForMeta, metaFiles, metaFilesRun, readFileset, parseFilesetKey, splitGlobs, filesetFile,
+  isFilesetNodeKey, captureFilesets, filesForMeta, metaFiles, metaFilesRun, readFileset, parseFilesetKey, splitGlobs, filesetFile,
   projectFilesHash, workspaceFilesHash, readFileMap,
 };

@@ -45,20 +45,6 @@ function metaKey(hash) {
 }
 
 /**
- * Nx's hash inputs without `env:` nodes: an env node's hash is an unsalted hash of the variable's
- * value, and meta is readable by every cache reader, so a guessable secret could be found from it.
- * @param {unknown} details
- * @returns {unknown}
- */
-function withoutEnvInputs(details) {
-  const d = /** @type {any} */ (details);
-  if (!d || typeof d !== 'object' || !d.nodes || typeof d.nodes !== 'object') return details;
-  /** @type {Record<string, unknown>} */ const nodes = {};
-  for (const [k, v] of Object.entries(d.nodes)) if (!k.startsWith('env:')) nodes[k] = v;
-  return { ...d, nodes };
-}
-
-/**
  * The meta record of a task this run stored. `files` (per-file hashes of its file inputs) is cut
  * when the record would pass MAX_META_BYTES: first the lists of other projects' filesets (its
  * dependencies'), then all of them, then the inputs. `inexact` names the file lists in `files`
@@ -79,7 +65,8 @@ function buildMeta(from) {
     storedAt: (from.storedAt || new Date()).toISOString(),
     runId: from.runId,
     host: os.hostname(),
-    inputs: withoutEnvInputs(from.task.hashDetails),
+    // `env:` inputs stay: `why --against` compares them; docs/insights.md says what their hashes reveal.
+    inputs: from.task.hashDetails,
   };
   const setFiles = (/** @type {Record<string, Record<string, string>> | undefined} */ files) => {
     if (!files || Object.keys(files).length === 0) {
@@ -365,5 +352,5 @@ function withoutMetaTraffic(stats, exchanges, mode) {
 
 module.exports = {
   META_FORMAT, META_VERSION, META_SUFFIX, MAX_META_BYTES, MAX_BODY_BYTES, MAX_DURATION_MS, MAX_FIELD_CHARS, CONCURRENCY, TOTAL_MS,
-  metaKey, buildMeta, isMeta, sanitizeMeta, withoutEnvInputs, parseMetaArtifact, exchangeMeta, producerOf, withoutMetaTraffic,
+  metaKey, buildMeta, isMeta, sanitizeMeta, parseMetaArtifact, exchangeMeta, producerOf, withoutMetaTraffic,
 };

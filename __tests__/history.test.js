@@ -425,3 +425,138 @@ test('summary: "saved" in the line and the table only with a figure; rounding', 
   assert.match(formatSummaryTable({ ...base, savedMs: 150_000 }), /time saved by hits\s+150\.0 s \(~3 min\)/);
   assert.deepEqual([0, 400, 12_400, 59_000, 61_000, 3_600_000, 5_400_000].map(formatSaved), ['~0 s', '~0 s', '~12 s', '~59 s', '~1 min', '~1.0 h', '~1.5 h']);
 });
+
+test('meta from another writer is trusted only so far: bounded text fields, a producer duration of at most 7 days', () => {
+  const packed = (/** @type {Record<string, unknown>} */ m) => /** @type {Buffer} */ (native.pack({
+    root: sb.root, code: 0, format: 'nx',
+    terminalOutput: JSON.stringify({ format: 'nx-open-cache-meta', version: 1, task: 'a:build', hash: '77', durationMs: 1000, ...m }),
+  }));
+  const hostile = meta.parseMetaArtifact(packed({
+    nxVersion: { toString: 'x' }, host: 'h'.repeat(300), storedAt: 12, runId: 'r1', files: ['x'], inexact: [1],
+  }), '77');
+  assert.ok(hostile);
+  assert.equal(hostile.nxVersion, undefined);
+  assert.equal(hostile.host, undefined);
+  assert.equal(hostile.storedAt, undefined);
+  assert.equal(hostile.runId, 'r1');
+  assert.equal(hostile.files, undefined);
+  assert.equal(hostile.inexact, undefined);
+  assert.deepEqual(meta.producerOf(hostile), { durationMs: 1000, nxVersion: undefined, storedAt: undefined, runId: 'r1', host: undefined });
+  assert.equal(meta.parseMetaArtifact(packed({ durationMs: meta.MAX_DURATION_MS + 1 }), '77'), undefined, 'an inflated duration gives no producer');
+  assert.ok(meta.parseMetaArtifact(packed({ durationMs: meta.MAX_DURATION_MS }), '77'));
+  assert.equal(meta.parseMetaArtifact(packed({ task: 't'.repeat(300) }), '77'), undefined);
+});
+
+test('meta: a dependency\'s file lists go first when too large; inexact lists named', () => {
+  const t = task('a', '77', 1);
+  const own = { 'packages/a/x.ts': '1' };
+  const dep = Object.fromEntries(Array.from({ length: 40_000 }, (_, i) => [`packages/b/src/file-${i}.ts`, String(i).repeat(5)]));
+  const files = { 'a:packages/a/**/*': own, 'b:packages/b/**/*': dep, 'workspace:[{workspaceRoot}/nx.json]': { 'nx.json': '2' } };
+  const built = meta.buildMeta({ task: t, durationMs: 1, files, inexact: ['a:packages/a/**/*', 'b:packages/b/**/*'] });
+  assert.deepEqual(Object.keys(built.meta.files ?? {}).sort(), ['a:packages/a/**/*', 'workspace:[{workspaceRoot}/nx.json]']);
+  assert.deepEqual(built.meta.inexact, ['a:packages/a/**/*'], 'only lists still in the record');
+  assert.ok(Buffer.byteLength(built.json) <= meta.MAX_META_BYTES);
+  const small = meta.buildMeta({ task: t, durationMs: 1, files: { 'a:packages/a/**/*': own } });
+  assert.equal(small.meta.inexact, undefined, 'all exact: no list');
+});
+
+test('meta exchange: a body over 2 MiB is not read; a record is built only when its turn comes', async (t) => {
+  const http = require('node:http');
+  /** @type {string[]} */ const puts = [];
+  const server = http.createServer((req, res) => {
+    if (req.method === 'PUT') {
+      puts.push(String(req.url));
+      req.resume();
+      req.on('end', () => res.end());
+      return;
+    }
+    res.writeHead(200, { 'content-length': String(3 * 1024 * 1024) });
+    res.write(Buffer.alloc(64 * 1024));
+    // Never sends the rest: a reader that waited for it would hang until the time limit.
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', () => r(undefined)));
+  t.after(() => {
+    server.closeAllConnections();
+    server.close();
+  });
+  const port = /** @type {import('node:net').AddressInfo} */ (server.address()).port;
+  let built = 0;
+  const r = await meta.exchangeMeta({ url: `http://127.0.0.1:${port}`, token: 't' }, {
+    fetch: ['77'],
+    publish: [
+      { hash: '88', json: () => { built += 1; return undefined; } },
+      { hash: '99', json: () => { built += 1; return '{}'; } },
+    ],
+  }, { pack: async (json) => Buffer.from(json), totalMs: 60_000 });
+  assert.equal(r.timedOut, false, 'the oversized body was refused, not waited for');
+  assert.equal(r.producers.size, 0);
+  assert.deepEqual(r.exchanges.find((e) => e.op === 'get'), { op: 'get', status: 200, bytes: 0 });
+  assert.equal(built, 2);
+  assert.deepEqual(puts, ['/v1/cache/99-nxoc-meta'], 'nothing to publish: no request');
+});
+
+test('stored command lines: secret-looking option values are redacted', () => {
+  assert.equal(history.redactCommand('run-many -t build --token=abc'), 'run-many -t build --token=***');
+  assert.equal(history.redactCommand('x --db-password hunter2 --y'), 'x --db-password *** --y');
+  assert.equal(history.redactCommand('x --MY_SECRET="a b" --skip-nx-cache'), 'x --MY_SECRET=*** --skip-nx-cache');
+  assert.equal(history.redactCommand('affected -t test --base=main'), 'affected -t test --base=main');
+  const rec = history.buildRunRecord({ ...ctx('r', sb.root, {}), argv: ['node', 'nx', 'build', '--access-token=s3cr3t'] }, undefined);
+  assert.equal(rec.command, 'build --access-token=***');
+});
+
+test('appendRun: the filesets a run wrote are counted in the index at once; a stale lock is taken over, a busy one skips the index', () => {
+  const dir = history.historyDir(sb.root);
+  const index = () => {
+    const f = fs.readdirSync(dir).filter((n) => /^index-\d+\.json$/.test(n)).sort().pop();
+    return JSON.parse(fs.readFileSync(path.join(dir, String(f)), 'utf8'));
+  };
+  const first = history.appendRun(sb.root, syntheticRecord('r1', 1_700_000_000_000, 1, 'fsA'), { filesets: [{ hash: 'fsA', bytes: 12_345 }] });
+  assert.equal(first.indexed, true);
+  assert.deepEqual(index().filesets.fsA[0], 12_345, 'counted without a stat (no such file here)');
+  // A lock left by a writer that died (older than 5 s) is taken over.
+  const lock = path.join(dir, 'index.lock');
+  fs.writeFileSync(lock, '');
+  const old = new Date(Date.now() - 60_000);
+  fs.utimesSync(lock, old, old);
+  assert.equal(history.appendRun(sb.root, syntheticRecord('r2', 1_700_000_001_000, 1)).indexed, true);
+  assert.equal(fs.existsSync(lock), false);
+  // A live lock: the run is written, the index left to the next append.
+  fs.writeFileSync(lock, '');
+  const busy = history.appendRun(sb.root, syntheticRecord('r3', 1_700_000_002_000, 1), { lockWaitMs: 0 });
+  assert.equal(busy.indexed, false);
+  assert.ok(fs.existsSync(busy.file));
+  assert.equal(index().appends, 2);
+  fs.rmSync(lock);
+  history.appendRun(sb.root, syntheticRecord('r4', 1_700_000_003_000, 1));
+  assert.equal(Object.keys(index().runs).length, 4, 'the next append lists the run the busy one left out');
+});
+
+test('appendRun from concurrent processes: no index update is lost', async () => {
+  const { spawn } = require('node:child_process');
+  const script = `
+    const history = require(${JSON.stringify(path.join(__dirname, '..', 'lib', 'history.js'))});
+    const [root, who] = process.argv.slice(1);
+    let indexed = 0;
+    for (let i = 0; i < 40; i++) {
+      const start = 1_700_000_000_000 + Number(who) * 1_000_000 + i * 1000;
+      const rec = { format: 'nx-open-cache-history', version: 1, runId: 'c' + who + '-' + i, startedAt: new Date(start).toISOString(),
+        endedAt: new Date(start + 1).toISOString(), savedMs: 0, tasks: [] };
+      if (history.appendRun(root, rec, { lockWaitMs: 5000 }).indexed) indexed += 1;
+    }
+    process.stdout.write(String(indexed));`;
+  const children = [0, 1, 2, 3].map((who) => new Promise((resolve, reject) => {
+    const c = spawn(process.execPath, ['-e', script, sb.root, String(who)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    c.stdout.on('data', (d) => { out += d; });
+    c.on('error', reject);
+    c.on('exit', (code) => (code === 0 ? resolve(Number(out)) : reject(new Error(`child ${who} exited ${code}`))));
+  }));
+  const indexed = /** @type {number[]} */ (await Promise.all(children));
+  const dir = history.historyDir(sb.root);
+  const f = fs.readdirSync(dir).filter((n) => /^index-\d+\.json$/.test(n)).sort();
+  assert.equal(f.length, 1, 'one index file left');
+  const idx = JSON.parse(fs.readFileSync(path.join(dir, f[0]), 'utf8'));
+  assert.equal(idx.appends, indexed.reduce((a, b) => a + b, 0), 'every indexed append counted once');
+  assert.equal(Object.keys(idx.runs).length, 160);
+  assert.equal(fs.existsSync(path.join(dir, 'index.lock')), false);
+});

@@ -12,7 +12,7 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const addon = require('../index.js');
-const { captureFilesets, filesForMeta, parseFilesetKey, splitGlobs, readFileset } = require('../lib/inputs.js');
+const { captureFilesets, filesForMeta, metaFiles, metaFilesRun, parseFilesetKey, splitGlobs, readFileset } = require('../lib/inputs.js');
 
 test('splitGlobs keeps commas inside braces and groups', () => {
   assert.deepEqual(splitGlobs('a/**/*.{ts,tsx},!a/**/*.spec.ts'), ['a/**/*.{ts,tsx}', '!a/**/*.spec.ts']);
@@ -58,6 +58,19 @@ function workspace(files) {
 const projectHash = (/** @type {{ file: string, hash: string }[]} */ fs) => addon.hashArray([fs.map((f) => f.hash + f.file).join('')]);
 const workspaceHash = (/** @type {{ file: string, hash: string }[]} */ fs) => addon.hashArray([fs.map((f) => f.file + f.hash).join('')]);
 
+/** No deadline that a loaded test machine could reach. */
+const SLOW = { deadlineMs: 600_000 };
+
+/**
+ * The counts of a capture, without the list of files it wrote.
+ * @param {{ written?: unknown }} r
+ */
+function counts(r) {
+  const { written, ...rest } = r;
+  assert.ok(Array.isArray(written));
+  return rest;
+}
+
 /** @param {Record<string, string>} nodes */
 function results(nodes) {
   return { 'lib-a:build': { task: { hashDetails: { command: '1', nodes, implicitDeps: {}, runtime: {} } } } };
@@ -77,8 +90,8 @@ test('captureFilesets: the file map\'s hashes (what Nx hashed), exact, one captu
   };
   // The file changes on disk after Nx hashed it: the file map's hash is kept (Nx's view).
   fs.writeFileSync(path.join(w.root, 'libs/a/src/a.ts'), 'changed after hashing');
-  const first = await captureFilesets(w.root, results(nodes), w.historyDir);
-  assert.deepEqual(first, { nodes: 2, stored: 2, exact: 2, skipped: 0 });
+  const first = await captureFilesets(w.root, results(nodes), w.historyDir, SLOW);
+  assert.deepEqual(counts(first), { nodes: 2, stored: 2, exact: 2, skipped: 0 });
   const rec = readFileset(w.historyDir, nodes['lib-a:libs/a/**/*,!libs/a/**/*.spec.ts']);
   assert.ok(rec);
   assert.equal(rec.exact, true);
@@ -88,7 +101,7 @@ test('captureFilesets: the file map\'s hashes (what Nx hashed), exact, one captu
   // Seen before: nothing is read again (not the file map, not the disk).
   fs.writeFileSync(path.join(w.root, '.nx', 'workspace-data', 'file-map.json'), 'not json');
   fs.rmSync(path.join(w.root, 'libs'), { recursive: true });
-  assert.deepEqual(await captureFilesets(w.root, results(nodes), w.historyDir), { nodes: 2, stored: 0, exact: 0, skipped: 0 });
+  assert.deepEqual(counts(await captureFilesets(w.root, results(nodes), w.historyDir, SLOW)), { nodes: 2, stored: 0, exact: 0, skipped: 0 });
   // For the artifact's metadata: by task or by hashDetails, the history dir defaulting to the workspace's.
   const meta = filesForMeta(w.root, results(nodes)['lib-a:build'].task);
   assert.deepEqual(Object.keys(meta).sort(), ['lib-a:libs/a/**/*,!libs/a/**/*.spec.ts', 'workspace:[{workspaceRoot}/nx.json,{workspaceRoot}/.nxignore]']);
@@ -102,9 +115,9 @@ test('captureFilesets: without a file map, the disk; a hash it cannot reproduce 
   const good = projectHash(files);
   const r = await captureFilesets(w.root, {
     x: { task: { hashDetails: { nodes: { 'lib-a:libs/a/**/*': good, 'lib-a:libs/a/src/*': '999', 'lib-a:libs/a/[': '998' } } } },
-  }, w.historyDir);
+  }, w.historyDir, SLOW);
   // '[' is an invalid glob: that value is skipped, never a failure.
-  assert.deepEqual(r, { nodes: 3, stored: 2, exact: 1, skipped: 1 });
+  assert.deepEqual(counts(r), { nodes: 3, stored: 2, exact: 1, skipped: 1 });
   assert.equal(readFileset(w.historyDir, good)?.source, 'disk');
   const stale = readFileset(w.historyDir, '999');
   assert.equal(stale?.exact, false);
@@ -124,9 +137,9 @@ test('steady state: a run whose fileset values are all stored costs one existsSy
     fs.writeFileSync(path.join(w.historyDir, 'filesets', `${h}.json`), '{}');
   }
   const started = process.hrtime.bigint();
-  const r = await captureFilesets(w.root, taskResults, w.historyDir);
+  const r = await captureFilesets(w.root, taskResults, w.historyDir, SLOW);
   const ms = Number(process.hrtime.bigint() - started) / 1e6;
-  assert.deepEqual(r, { nodes: 501, stored: 0, exact: 0, skipped: 0 });
+  assert.deepEqual(counts(r), { nodes: 501, stored: 0, exact: 0, skipped: 0 });
   t.diagnostic(`500 tasks, 501 fileset values all stored: ${ms.toFixed(1)} ms`);
 });
 
@@ -139,8 +152,46 @@ test('captureFilesets: keys that keep {projectRoot} (Nx 20) are resolved from th
   fs.rmSync(path.join(w.root, 'libs'), { recursive: true });
   const r = await captureFilesets(w.root, {
     'lib-a:build': { task: { target: { project: 'lib-a' }, projectRoot: 'libs/a', hashDetails: { nodes: { 'lib-a:{projectRoot}/**/*': hash, 'lib-z:{projectRoot}/**/*': '5' } } } },
-  }, w.historyDir);
+  }, w.historyDir, SLOW);
   // lib-z's root is known neither from the tasks nor from a project graph: skipped.
-  assert.deepEqual(r, { nodes: 2, stored: 1, exact: 1, skipped: 1 });
+  assert.deepEqual(counts(r), { nodes: 2, stored: 1, exact: 1, skipped: 1 });
   assert.deepEqual(Object.keys(readFileset(w.historyDir, hash)?.files ?? {}), ['libs/a/project.json', 'libs/a/src/a.ts']);
+});
+
+test('captureFilesets: bounded by a deadline and a count; what it leaves is captured by the next run; it reports what it wrote', async (t) => {
+  const w = workspace({ 'libs/a/src/a.ts': 'a', 'libs/a/b.ts': 'b' });
+  t.after(() => fs.rmSync(w.root, { recursive: true, force: true }));
+  const files = w.fileMap.projectFileMap['lib-a'];
+  const tasks = { x: { task: { hashDetails: { nodes: { 'lib-a:libs/a/**/*': projectHash(files), 'lib-a:libs/a/src/*': '999' } } } } };
+  // The deadline already passed: no walk starts, nothing is stored (so nothing is wrongly "seen").
+  const none = await captureFilesets(w.root, tasks, w.historyDir, { deadlineMs: 0 });
+  assert.deepEqual(none, { nodes: 2, stored: 0, exact: 0, skipped: 2, written: [] });
+  // At most one new value per run.
+  const one = await captureFilesets(w.root, tasks, w.historyDir, { ...SLOW, maxNew: 1 });
+  assert.deepEqual(counts(one), { nodes: 2, stored: 1, exact: 1, skipped: 1 });
+  // The next run captures the rest; `written` names each file with its size on disk.
+  const rest = await captureFilesets(w.root, tasks, w.historyDir, SLOW);
+  assert.deepEqual(counts(rest), { nodes: 2, stored: 1, exact: 0, skipped: 0 });
+  for (const f of [...one.written, ...rest.written]) {
+    assert.equal(fs.statSync(path.join(w.historyDir, 'filesets', `${f.hash}.json`)).size, f.bytes);
+  }
+  assert.deepEqual([...one.written, ...rest.written].map((f) => f.hash).sort(), [projectHash(files), '999'].sort());
+});
+
+test('metaFiles: each value read once per run, inexact lists named, a byte budget for the run', async (t) => {
+  const w = workspace({ 'libs/a/src/a.ts': 'a', 'libs/a/b.ts': 'b' });
+  t.after(() => fs.rmSync(w.root, { recursive: true, force: true }));
+  const files = w.fileMap.projectFileMap['lib-a'];
+  const nodes = { 'lib-a:libs/a/**/*': projectHash(files), 'lib-a:libs/a/src/*': '999', 'env:X': '1' };
+  await captureFilesets(w.root, { x: { task: { hashDetails: { nodes } } } }, w.historyDir, SLOW);
+  const run = metaFilesRun(w.root, w.historyDir);
+  const first = metaFiles(run, { nodes });
+  assert.deepEqual(Object.keys(first.files).sort(), ['lib-a:libs/a/**/*', 'lib-a:libs/a/src/*']);
+  assert.deepEqual(first.inexact, ['lib-a:libs/a/src/*']);
+  // Read once: removed from disk, still there for the next task of the run.
+  fs.rmSync(path.join(w.historyDir, 'filesets'), { recursive: true });
+  assert.deepEqual(metaFiles(run, { nodes }), first);
+  // The budget: a run that may carry only the first list's bytes gets no more.
+  const fresh = metaFilesRun(w.root, w.historyDir, 0);
+  assert.deepEqual(metaFiles(fresh, { nodes }), { files: {}, inexact: [] });
 });

@@ -16,6 +16,13 @@
  * 3. Artifact metadata, apart (network work through the proxy, not the append): publishing the meta
  *    of `--tasks` stored tasks and fetching that of `--tasks` hits through a real in-process proxy
  *    with an fs store.
+ * 4. The whole end of a run at `--tasks` tasks, as postTasksExecution does it: capturing the new
+ *    fileset values from a real workspace on disk (lib/inputs.js captureFilesets: glob walks and
+ *    file hashing, bounded by its deadline and walk count), building the run record and appending it
+ *    (wall and CPU time), for the first run of a workspace (every value new), the runs after it
+ *    (catching up on what the deadline left) and the steady state (5 projects changed per run);
+ *    then the meta exchange (records built lazily with their file lists) through a real proxy.
+ *    `--tail-only` runs this part alone.
  * Task records are synthetic but shaped like Nx 24's (hashDetails with ~25 nodes: the project's
  * own and 5 dependencies' filesets, configuration, tsconfig, npm packages, a workspace file).
  */
@@ -37,6 +44,9 @@ const APPENDS = Number(opt('--appends', '30'));
 const RUNS = Number(opt('--runs', '10000'));
 const TASKS = Number(opt('--tasks', '500'));
 const OUT = opt('--out', '');
+const TAIL_ONLY = args.includes('--tail-only');
+/** For a before figure: the capture without its deadline and walk count (as before review item 1). */
+const UNBOUNDED = args.includes('--capture-unbounded');
 /** Pause between timed appends: real runs end seconds apart, not back to back. */
 const GAP_MS = Number(opt('--gap', '250'));
 /** @param {number} ms */
@@ -151,11 +161,105 @@ function row(label, xs) {
   return `| ${label} | ${xs.length} | ${f(quantile(xs.map((x) => x.build), 0.5))} | ${f(quantile(xs.map((x) => x.append), 0.5))} | ${f(quantile(tot, 0.5))} | ${f(quantile(tot, 0.95))} | ${f(Math.max(...tot))} | ${f(quantile(cpu, 0.5))} | ${f(quantile(cpu, 0.95))} |`;
 }
 
+
+/** Files per project in the end-of-run workspace. */
+const FILES_PER_PROJECT = 20;
+
+/**
+ * The end of a run (capture + record + append, then the meta exchange) at TASKS tasks, on a real
+ * workspace on disk. Returns its markdown section.
+ * @param {string} base
+ * @param {NodeJS.ProcessEnv} env
+ */
+async function tailPhase(base, env) {
+  const { captureFilesets } = require('../lib/inputs.js');
+  const root = path.join(base, 'tail');
+  for (let p = 0; p < TASKS; p++) {
+    const dir = path.join(root, 'packages', `p${p}`, 'src');
+    fs.mkdirSync(dir, { recursive: true });
+    for (let i = 0; i < FILES_PER_PROJECT; i++) fs.writeFileSync(path.join(dir, `file-${i}.ts`), `export const v${i} = ${p * 1000 + i};\n`.repeat(20));
+  }
+  fs.mkdirSync(path.join(root, 'tools'), { recursive: true });
+  fs.writeFileSync(path.join(root, 'tools', 'build.js'), 'module.exports = 1;\n');
+  fs.writeFileSync(path.join(root, 'nx.json'), '{}');
+  /** @type {{ capture: number, rest: number, total: number, cpu: number, stored: number, skipped: number }[]} */
+  const runs = [];
+  let last;
+  const STEADY = Math.max(APPENDS, 10);
+  for (let v = 0; v < 4 + STEADY; v++) {
+    await sleep(GAP_MS);
+    const start = 1_900_000_000_000 + v * 60_000;
+    const { results } = taskResults(TASKS, v, start);
+    last = results;
+    const context = { id: `tail-${v}`, workspaceRoot: root, argv: ['node', 'nx', 'run-many', '-t', 'build'], startTime: start, endTime: start + 60_000, taskResults: results };
+    const cpu0 = process.cpuUsage();
+    const t0 = process.hrtime.bigint();
+    const cap = await captureFilesets(root, results, history.historyDir(root), UNBOUNDED ? { deadlineMs: Infinity, maxNew: Infinity } : {});
+    const t1 = process.hrtime.bigint();
+    const record = history.buildRunRecord(context, SUMMARY, { nxVersion: '24.0.6', now: start + 60_000 });
+    history.appendRun(root, record, { env, now: start + 60_000, filesets: cap.written });
+    const cpu = process.cpuUsage(cpu0);
+    runs.push({ capture: Number(t1 - t0) / 1e6, rest: msSince(t1), total: msSince(t0), cpu: (cpu.user + cpu.system) / 1000, stored: cap.stored, skipped: cap.skipped });
+  }
+  // The meta exchange of the last run: publish its successful tasks' meta (built lazily, with file
+  // lists), fetch its remote hits'.
+  const proxy = native.CacheProxy.start(root, { backend: 'fs', path: path.join(base, 'tail-store') }, {});
+  const inputs = require('../lib/inputs.js');
+  const tasks = Object.values(/** @type {Record<string, any>} */ (last));
+  const filesRun = inputs.metaFilesRun(root, history.historyDir(root));
+  let withFiles = 0;
+  const publish = tasks.filter((r) => r.status === 'success').map((r) => ({
+    hash: r.task.hash,
+    json: () => {
+      const f = inputs.metaFiles(filesRun, r.task.hashDetails);
+      if (Object.keys(f.files).length) withFiles += 1;
+      return meta.buildMeta({ task: r.task, durationMs: 1200, nxVersion: '24.0.6', runId: 'bench', files: f.files, inexact: f.inexact }).json;
+    },
+  }));
+  const fetchHashes = tasks.filter((r) => r.status === 'remote-cache').map((r) => r.task.hash);
+  const pack = (/** @type {string} */ json) => native.packAsync({ root, terminalOutput: json, code: 0, format: 'nx' }).then((x) => /** @type {Buffer} */ (x));
+  // The hits' meta exists (stored by "another machine") before the timed exchange.
+  await meta.exchangeMeta(proxy, { publish: fetchHashes.map((hash) => ({ hash, json: JSON.stringify({ format: 'nx-open-cache-meta', version: 1, task: 't', hash, durationMs: 1000 }) })), fetch: [] }, { pack, totalMs: 60_000 });
+  const cpu0 = process.cpuUsage();
+  const ex = await meta.exchangeMeta(proxy, { publish, fetch: fetchHashes }, { pack });
+  const exCpu = process.cpuUsage(cpu0);
+  await proxy.stop();
+
+  const f = (/** @type {number} */ v) => `${v.toFixed(0)} ms`;
+  const line = (/** @type {string} */ label, /** @type {typeof runs} */ xs) => `| ${label} | ${xs.length} | ${f(quantile(xs.map((x) => x.capture), 0.5))} | ${f(quantile(xs.map((x) => x.rest), 0.5))} | ${f(quantile(xs.map((x) => x.total), 0.5))} | ${f(quantile(xs.map((x) => x.total), 0.95))} | ${f(quantile(xs.map((x) => x.cpu), 0.5))} | ${f(quantile(xs.map((x) => x.cpu), 0.95))} | ${xs.map((x) => x.stored).join('/')}${xs.length > 4 ? '' : ` (left: ${xs.map((x) => x.skipped).join('/')})`} |`;
+  const steady = runs.slice(4);
+  return `## The end of a run at ${TASKS} tasks (capture + record + append; then the meta exchange)
+
+Command: ${TAIL_ONLY ? `\`node benches/history.js --tail-only --tasks ${TASKS}${APPENDS !== 30 ? ` --appends ${APPENDS}` : ''}${UNBOUNDED ? ' --capture-unbounded' : ''}\`` : 'part 4 of the command above'}.
+
+- Date: ${new Date().toISOString().replace('T', ' ').slice(0, 19)} UTC; ${os.cpus().length} CPUs, Node ${process.version}; load average at the end ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}
+- Workspace on disk: ${TASKS} projects of ${FILES_PER_PROJECT} files, no Nx file map (every new fileset value is a glob walk + file hashing); each task has its own and 5 dependencies' filesets and a workspace file (${TASKS + 1} fileset values)
+- Capture bounds: ${UNBOUNDED ? 'none (--capture-unbounded: the before figure)' : `${inputs.CAPTURE_DEADLINE_MS} ms deadline (no walk starts after it), ${inputs.MAX_NEW_PER_RUN} walks per run`}
+
+| run | runs | capture (median) | record + append (median) | total wall (median) | total wall (p95) | CPU (median) | CPU (p95) | values stored per run |
+| --- | --- | --- | --- | --- | --- | --- | --- | --- |
+${line('first run of the workspace (all values new)', runs.slice(0, 1))}
+${line('runs 2-4 (catching up on what the bounds left)', runs.slice(1, 4))}
+${line('steady state (5 projects changed per run)', steady)}
+
+Meta exchange of the last run (in-process proxy, fs store; records built inside the pool, file lists
+read once per run): ${publish.length} published (${withFiles} with file lists), ${fetchHashes.length} fetched:
+**${ex.millis} ms** wall, ${(exCpu.user + exCpu.system) / 1000 | 0} ms CPU in this process (the proxy's own work is
+in the same process here), ${ex.published} stored, ${ex.producers.size} read${ex.timedOut ? ', cut at the 3 s bound' : ''}.
+`;
+}
+
 async function main() {
   const base = fs.mkdtempSync(path.join(os.tmpdir(), 'nxoc-bench-history-'));
   const env = { NX_OPEN_CACHE_HISTORY_RUNS: '1000', NX_OPEN_CACHE_HISTORY_MB: '50' };
   const lines = [];
   try {
+    if (TAIL_ONLY) {
+      const md = await tailPhase(base, env);
+      console.log(md);
+      if (OUT) fs.writeFileSync(OUT, md);
+      return;
+    }
     // (a) 1,000 small runs held (10 tasks each), then appends of TASKS tasks.
     const rootA = path.join(base, 'a');
     for (let i = 0; i < 1000; i++) {
@@ -262,6 +366,7 @@ In-process proxy, fs store, ${TASKS} tasks, concurrency ${meta.CONCURRENCY}:
 | fetch the meta of ${TASKS} hits (GET + parse) | ${got.millis} ms | ${got.producers.size} read |
 | both at once within the run's ${meta.TOTAL_MS} ms bound (meta already stored) | ${pubBounded.millis} ms | ${pubBounded.producers.size} read${pubBounded.timedOut ? ', cut at the bound' : ''} |
 `);
+    lines.push(await tailPhase(base, env));
   } finally {
     fs.rmSync(base, { recursive: true, force: true });
   }

@@ -16,6 +16,8 @@ const fs = require('node:fs');
 const path = require('node:path');
 
 const { pluginDataDir } = require('./summary.js');
+const { SAFE_HASH, writeAtomically } = require('./fs-util.js');
+const { isFilesetNodeKey: isFilesetKey } = require('./inputs.js');
 
 const HISTORY_FORMAT = 'nx-open-cache-history';
 const HISTORY_VERSION = 1;
@@ -124,22 +126,6 @@ function runFileName(startedAt, runId) {
   return `${start}-${id}.json`;
 }
 
-/**
- * Writes `text` to `file` atomically (temp file + rename).
- * @param {string} file
- * @param {string} text
- */
-function writeAtomically(file, text) {
-  const tmp = `${file}.${process.pid}.${Math.random().toString(36).slice(2, 8)}.tmp`;
-  try {
-    fs.writeFileSync(tmp, text);
-    fs.renameSync(tmp, file);
-  } catch (e) {
-    fs.rmSync(tmp, { force: true });
-    throw e;
-  }
-}
-
 /* ------------------------------------------------------------------------------------------------ */
 /* the index                                                                                         */
 /* ------------------------------------------------------------------------------------------------ */
@@ -194,20 +180,6 @@ function writeIndex(dir, index, previous) {
   writeAtomically(path.join(dir, name), JSON.stringify(index));
   for (const f of previous.files) if (f !== name) fs.rmSync(path.join(dir, f), { force: true });
 }
-
-/**
- * Node keys of Nx's hash inputs that name a set of files (a project fileset
- * `lib-a:packages/lib-a/**\/*`, workspace files `workspace:[...]`): the ones lib/inputs.js may keep
- * per-file hashes of, under `filesets/<node hash>.json`.
- * @param {string} key
- */
-function isFilesetKey(key) {
-  return key !== 'AllExternalDependencies' && !key.startsWith('npm:') && !key.startsWith('env:')
-    && !key.startsWith('runtime:') && !key.endsWith(':ProjectConfiguration') && !key.endsWith(':TsConfig');
-}
-
-/** A node hash usable as a file name (and as a key: never `__proto__`). */
-const SAFE_HASH = /^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$/;
 
 /**
  * Lists the run files and brings the index's run sizes in line with them (a run written by another
@@ -360,13 +332,48 @@ function enforceBounds(dirs, index, names, bounds) {
 /* writing and reading                                                                               */
 /* ------------------------------------------------------------------------------------------------ */
 
+/** The index lock is taken over from a writer that holds it longer than this (it died). */
+const STALE_LOCK_MS = 5_000;
+/** An append waits at most this long for another process's index update, then leaves the index alone. */
+const LOCK_WAIT_MS = 1_000;
+
 /**
- * Appends one run to the workspace's history and enforces the bounds. Throws on a failed write (the
- * plugin turns that into one notice; recording never fails a run).
+ * Takes the history's index lock (`history/index.lock`, created exclusively); false when another
+ * process holds it for longer than `waitMs`. A lock older than STALE_LOCK_MS is removed first.
+ * @param {string} lockFile
+ * @param {number} waitMs
+ */
+function takeLock(lockFile, waitMs) {
+  const until = Date.now() + waitMs;
+  const sleeper = new Int32Array(new SharedArrayBuffer(4));
+  for (let tries = 0; tries < 10_000; tries++) {
+    try {
+      fs.closeSync(fs.openSync(lockFile, 'wx'));
+      return true;
+    } catch (e) {
+      if (/** @type {NodeJS.ErrnoException} */ (e).code !== 'EEXIST') throw e;
+    }
+    const st = fs.statSync(lockFile, { throwIfNoEntry: false });
+    if (st && Date.now() - st.mtimeMs > STALE_LOCK_MS) {
+      fs.rmSync(lockFile, { force: true });
+      continue;
+    }
+    if (Date.now() >= until) return false;
+    Atomics.wait(sleeper, 0, 0, 5);
+  }
+  return false;
+}
+
+/**
+ * Appends one run to the workspace's history and enforces the bounds. The index (read, updated,
+ * written) is changed under an exclusive lock file; when another process holds it too long, the
+ * run file is still written and the index left to the next append (`indexed: false`). `filesets`:
+ * the fileset files this run wrote (lib/inputs.js captureFilesets), counted without a stat.
+ * Throws on a failed write (the plugin turns that into one notice; recording never fails a run).
  * @param {string} root  the workspace root
  * @param {RunRecord} record
- * @param {{ env?: NodeJS.ProcessEnv, now?: number }} [opts]
- * @returns {{ file: string, bytes: number, dropped: { runs: number, filesets: number } }}
+ * @param {{ env?: NodeJS.ProcessEnv, now?: number, filesets?: readonly { hash: string, bytes: number }[], lockWaitMs?: number }} [opts]
+ * @returns {{ file: string, bytes: number, dropped: { runs: number, filesets: number }, indexed: boolean }}
  */
 function appendRun(root, record, opts = {}) {
   const env = opts.env || process.env;
@@ -381,16 +388,46 @@ function appendRun(root, record, opts = {}) {
   writeAtomically(file, text);
   const bytes = Buffer.byteLength(text);
 
-  const current = readIndex(dir);
-  const index = current.index || emptyIndex();
-  index.runs[name] = bytes;
-  const names = syncRuns(runsDir, index, now);
-  if (!current.index || index.appends % SWEEP_EVERY === 0) sweepFilesets(filesetsDir, index, now);
-  touchFilesets(filesetsDir, index, record, now);
-  const dropped = enforceBounds({ runsDir, filesetsDir }, index, names, historyBounds(env));
-  index.appends += 1;
-  writeIndex(dir, index, current);
-  return { file, bytes, dropped };
+  const lockFile = path.join(dir, 'index.lock');
+  if (!takeLock(lockFile, opts.lockWaitMs ?? LOCK_WAIT_MS)) return { file, bytes, dropped: { runs: 0, filesets: 0 }, indexed: false };
+  try {
+    const current = readIndex(dir);
+    const index = current.index || emptyIndex();
+    index.runs[name] = bytes;
+    const names = syncRuns(runsDir, index, now);
+    if (!current.index || index.appends % SWEEP_EVERY === 0) {
+      sweepFilesets(filesetsDir, index, now);
+      sweepTemp(dir, now);
+    }
+    for (const f of opts.filesets || []) {
+      if (SAFE_HASH.test(f.hash) && Number.isFinite(f.bytes)) {
+        index.filesets[f.hash] = [f.bytes, now];
+        delete index.absent[f.hash];
+      }
+    }
+    touchFilesets(filesetsDir, index, record, now);
+    const dropped = enforceBounds({ runsDir, filesetsDir }, index, names, historyBounds(env));
+    index.appends += 1;
+    writeIndex(dir, index, current);
+    return { file, bytes, dropped, indexed: true };
+  } finally {
+    fs.rmSync(lockFile, { force: true });
+  }
+}
+
+/**
+ * Removes temp files a writer that died left in `history/` (index writes) once STALE_TEMP_MS old.
+ * @param {string} dir
+ * @param {number} now
+ */
+function sweepTemp(dir, now) {
+  /** @type {string[]} */ let names = [];
+  try {
+    names = fs.readdirSync(dir);
+  } catch {
+    return;
+  }
+  for (const n of names) if (n.endsWith('.tmp')) removeStaleTemp(path.join(dir, n), now);
 }
 
 /**
@@ -532,6 +569,21 @@ const CACHE_FIELDS = [
   'errorCount', 'refusedCount', 'routineCount', 'errors', 'refusals', 'metaReads', 'metaWrites', 'eventsDropped',
 ];
 
+/** Options whose value is a secret: `--token`, `--*-token`, anything with `secret` or `password`. */
+const SECRET_OPTION = /(--?(?:[A-Za-z0-9_-]*token|[A-Za-z0-9_-]*secret[A-Za-z0-9_-]*|[A-Za-z0-9_-]*password[A-Za-z0-9_-]*))(=|\s+)(?:"[^"]*"|'[^']*'|\S+)/gi;
+
+/**
+ * A command line as kept (history, summaries): the values of secret-looking options replaced by
+ * `***` (`--token=abc` -> `--token=***`, `--db-password abc` -> `--db-password ***`).
+ * @template {string | undefined} T
+ * @param {T} command
+ * @returns {T}
+ */
+function redactCommand(command) {
+  if (typeof command !== 'string') return command;
+  return /** @type {T} */ (command.replace(SECRET_OPTION, (_m, opt, sep) => `${opt}${sep === '=' ? '=' : ' '}***`));
+}
+
 /**
  * @param {unknown} start
  * @param {unknown} end
@@ -602,7 +654,7 @@ function buildRunRecord(context, summary, extras = {}) {
     runId: context.id ?? summary?.runId ?? 'default',
     startedAt: typeof context.startTime === 'number' ? new Date(context.startTime).toISOString() : summary?.startedAt ?? new Date(now).toISOString(),
     endedAt: typeof context.endTime === 'number' ? new Date(context.endTime).toISOString() : summary?.endedAt ?? new Date(now).toISOString(),
-    command: context.argv ? context.argv.slice(2).join(' ') : summary?.command,
+    command: redactCommand(context.argv ? context.argv.slice(2).join(' ') : summary?.command),
     nxVersion: extras.nxVersion,
     location: summary?.location,
     mode: summary?.mode,
@@ -731,6 +783,7 @@ function historyCommand(root, args) {
 }
 
 module.exports = {
+  redactCommand,
   historyCommand,
   HISTORY_FORMAT, HISTORY_VERSION, DEFAULT_MAX_RUNS, DEFAULT_MAX_MB,
   historyDir, historyEnabled, historyBounds, runFileName,

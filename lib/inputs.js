@@ -18,6 +18,8 @@
 const fs = require('node:fs');
 const path = require('node:path');
 
+const { SAFE_HASH, writeAtomically } = require('./fs-util.js');
+
 /** @typedef {{ command?: string, nodes?: Record<string, string>, implicitDeps?: Record<string, string>, runtime?: Record<string, string> }} HashDetails */
 /** @typedef {{ file: string, hash: string }} FileData */
 /**
@@ -32,7 +34,11 @@ const path = require('node:path');
 
 const FORMAT = 'nx-open-cache-fileset';
 /** Fileset nodes looked at per run at most (each new value costs a walk of its globs). */
-const MAX_NEW_PER_RUN = 2_000;
+const MAX_NEW_PER_RUN = 200;
+/** A run's capture starts no new walk after this long; the values left are captured by a later run. */
+const CAPTURE_DEADLINE_MS = 750;
+/** The per-file lists put in one run's meta records together, at most (bytes of JSON). */
+const META_FILES_BUDGET = 16 * 1024 * 1024;
 
 /**
  * Splits Nx's comma-joined glob list, keeping commas inside `{a,b}` braces and `(a|b)` groups.
@@ -89,6 +95,15 @@ function parseFilesetKey(key, projects) {
   // '<project>:ProjectConfiguration', '<project>:TsConfig' and task ids are not filesets.
   if (rest === '' || rest === 'ProjectConfiguration' || rest === 'TsConfig' || !/[/*.{}!?[]/.test(rest)) return undefined;
   return { kind: 'project', project, globs: splitGlobs(rest) };
+}
+
+/**
+ * Whether a node key of `hashDetails.nodes` is a fileset whose per-file hashes may be kept (the one
+ * predicate the capture, the meta and the history's dating share).
+ * @param {string} key
+ */
+function isFilesetNodeKey(key) {
+  return (key.startsWith('workspace:[') && key.endsWith(']')) || parseFilesetKey(key) !== undefined;
 }
 
 /**
@@ -290,29 +305,25 @@ function filesetFile(historyDir, nodeHash) {
  * @returns {h is string}
  */
 function isNodeHash(h) {
-  return typeof h === 'string' && /^[0-9A-Za-z_-]{1,64}$/.test(h);
-}
-
-/**
- * Writes `value` as JSON atomically (temp file + rename).
- * @param {string} file
- * @param {unknown} value
- */
-function writeAtomically(file, value) {
-  const tmp = `${file}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`;
-  fs.writeFileSync(tmp, JSON.stringify(value));
-  fs.renameSync(tmp, file);
+  return typeof h === 'string' && SAFE_HASH.test(h);
 }
 
 /**
  * Stores the per-file hashes of every fileset node value in this run's tasks that is not stored
- * yet. Returns what it did (for tests and notices); throws only on a failure to write.
+ * yet. Bounded: at most MAX_NEW_PER_RUN walks, and none started after `deadlineMs` (default
+ * CAPTURE_DEADLINE_MS); a value left out is not stored, so a later run with it captures it.
+ * Returns what it did, with the files it wrote (`written`: hash and bytes, for the history's
+ * index); throws only on a failure to write.
  * @param {string} root  the workspace root
  * @param {Record<string, { task?: { hashDetails?: HashDetails, target?: { project?: string }, projectRoot?: string } }>} taskResults  Nx's, as given to postTasksExecution
  * @param {string} historyDir  `<pluginDataDir>/history`
- * @returns {Promise<{ nodes: number, stored: number, exact: number, skipped: number }>}
+ * @param {{ deadlineMs?: number, maxNew?: number }} [opts]
+ * @returns {Promise<{ nodes: number, stored: number, exact: number, skipped: number, written: { hash: string, bytes: number }[] }>}
  */
-async function captureFilesets(root, taskResults, historyDir) {
+async function captureFilesets(root, taskResults, historyDir, opts = {}) {
+  const started = Date.now();
+  const deadline = started + (opts.deadlineMs ?? CAPTURE_DEADLINE_MS);
+  const maxNew = opts.maxNew ?? MAX_NEW_PER_RUN;
   /** @type {Map<string, string>} node hash -> key (one key per value: the files are the same) */
   const wanted = new Map();
   /** @type {Set<string>} */
@@ -324,13 +335,14 @@ async function captureFilesets(root, taskResults, historyDir) {
     for (const [key, hash] of Object.entries((details && details.nodes) || {})) {
       if (!isNodeHash(hash) || seen.has(hash)) continue;
       let fileset = isFileset.get(key);
-      if (fileset === undefined) isFileset.set(key, (fileset = key.startsWith('workspace:[') || parseFilesetKey(key) !== undefined));
+      if (fileset === undefined) isFileset.set(key, (fileset = isFilesetNodeKey(key)));
       if (!fileset) continue;
       seen.add(hash);
       if (!fs.existsSync(filesetFile(historyDir, hash))) wanted.set(hash, key);
     }
   }
-  const result = { nodes: seen.size, stored: 0, exact: 0, skipped: 0 };
+  /** @type {{ nodes: number, stored: number, exact: number, skipped: number, written: { hash: string, bytes: number }[] }} */
+  const result = { nodes: seen.size, stored: 0, exact: 0, skipped: 0, written: [] };
   if (wanted.size === 0) return result;
   const addon = /** @type {typeof import('../index')} */ (require('../index.js'));
   /** @type {ReturnType<typeof readFileMap> | null} */
@@ -344,7 +356,7 @@ async function captureFilesets(root, taskResults, historyDir) {
   /** @type {Map<string, string> | undefined} */
   let roots;
   for (const [hash, key] of wanted) {
-    if (++looked > MAX_NEW_PER_RUN) {
+    if (++looked > maxNew || Date.now() >= deadline) {
       result.skipped += 1;
       continue;
     }
@@ -375,7 +387,9 @@ async function captureFilesets(root, taskResults, historyDir) {
       format: FORMAT, version: 1, node: key, hash, exact: found.exact, source: found.source,
       files: Object.fromEntries(found.files.map((f) => [f.file, f.hash])),
     };
-    writeAtomically(filesetFile(historyDir, hash), record);
+    const text = JSON.stringify(record);
+    writeAtomically(filesetFile(historyDir, hash), text);
+    result.written.push({ hash, bytes: Buffer.byteLength(text) });
     result.stored += 1;
     if (found.exact) result.exact += 1;
   }
@@ -389,14 +403,68 @@ async function captureFilesets(root, taskResults, historyDir) {
  * @returns {FilesetRecord | undefined}
  */
 function readFileset(historyDir, nodeHash) {
+  return readFilesetSized(historyDir, nodeHash)?.record;
+}
+
+/**
+ * @param {string} historyDir
+ * @param {string} nodeHash
+ * @returns {{ record: FilesetRecord, bytes: number } | undefined}
+ */
+function readFilesetSized(historyDir, nodeHash) {
   if (!isNodeHash(nodeHash)) return undefined;
   try {
-    const r = JSON.parse(fs.readFileSync(filesetFile(historyDir, nodeHash), 'utf8'));
+    const text = fs.readFileSync(filesetFile(historyDir, nodeHash), 'utf8');
+    const r = JSON.parse(text);
     if (!r || r.format !== FORMAT || r.version !== 1 || typeof r.files !== 'object' || r.files === null) return undefined;
-    return r;
+    return { record: r, bytes: text.length };
   } catch {
     return undefined;
   }
+}
+
+/**
+ * What one run's meta records share: the fileset values read so far (each read once per run), and
+ * the bytes of file lists still allowed in them (META_FILES_BUDGET).
+ * @typedef {{ dir: string, read: Map<string, { record: FilesetRecord, bytes: number } | null>, budget: number }} MetaFilesRun
+ */
+
+/**
+ * @param {string} root  the workspace root
+ * @param {string} [historyDir]
+ * @param {number} [budget]
+ * @returns {MetaFilesRun}
+ */
+function metaFilesRun(root, historyDir, budget = META_FILES_BUDGET) {
+  return { dir: historyDir ?? path.join(workspaceDataDir(root), 'nx-open-cache', 'history'), read: new Map(), budget };
+}
+
+/**
+ * The per-file hashes of a task's fileset inputs for its meta record: `files` is `{ nodeKey: {
+ * path: hash } }` from the stored values, `inexact` the node keys whose list could not be checked
+ * against Nx's hash (it may be incomplete). Nodes without a stored value are left out, and every
+ * list once the run's budget is spent.
+ * @param {MetaFilesRun} run
+ * @param {HashDetails | undefined} details
+ * @returns {{ files: Record<string, Record<string, string>>, inexact: string[] }}
+ */
+function metaFiles(run, details) {
+  /** @type {Record<string, Record<string, string>>} */ const files = {};
+  /** @type {string[]} */ const inexact = [];
+  for (const [key, hash] of Object.entries((details && details.nodes) || {})) {
+    if (run.budget <= 0) break;
+    if (!isFilesetNodeKey(key)) continue;
+    let got = run.read.get(hash);
+    if (got === undefined) {
+      got = readFilesetSized(run.dir, hash) ?? null;
+      run.read.set(hash, got);
+    }
+    if (!got || got.bytes > run.budget) continue;
+    run.budget -= got.bytes;
+    files[key] = got.record.files;
+    if (got.record.exact !== true) inexact.push(key);
+  }
+  return { files, inexact };
 }
 
 /**
@@ -411,18 +479,11 @@ function readFileset(historyDir, nodeHash) {
  */
 function filesForMeta(root, hashDetails, historyDir) {
   const details = hashDetails && 'hashDetails' in hashDetails ? hashDetails.hashDetails : /** @type {HashDetails | undefined} */ (hashDetails);
-  const dir = historyDir ?? path.join(workspaceDataDir(root), 'nx-open-cache', 'history');
-  /** @type {Record<string, Record<string, string>>} */
-  const out = {};
-  for (const [key, hash] of Object.entries((details && details.nodes) || {})) {
-    if (!(key.startsWith('workspace:[') || parseFilesetKey(key))) continue;
-    const r = readFileset(dir, hash);
-    if (r) out[key] = r.files;
-  }
-  return out;
+  return metaFiles(metaFilesRun(root, historyDir, Infinity), details).files;
 }
 
 module.exports = {
-  captureFilesets, filesForMeta, readFileset, parseFilesetKey, splitGlobs, filesetFile,
+  MAX_NEW_PER_RUN, CAPTURE_DEADLINE_MS, META_FILES_BUDGET,
+  isFilesetNodeKey, captureFilesets, filesForMeta, metaFiles, metaFilesRun, readFileset, parseFilesetKey, splitGlobs, filesetFile,
   projectFilesHash, workspaceFilesHash, readFileMap,
 };

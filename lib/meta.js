@@ -18,6 +18,12 @@ const META_VERSION = 1;
 const META_SUFFIX = '-nxoc-meta';
 /** A whole meta record is at most this large; the per-file hashes are left out first, then the inputs. */
 const MAX_META_BYTES = 1024 * 1024;
+/** A meta body (gzipped) larger than this is not read. */
+const MAX_BODY_BYTES = 2 * 1024 * 1024;
+/** A producer's duration above this (7 days) is not believed: no time-saved figure from it. */
+const MAX_DURATION_MS = 7 * 24 * 3_600_000;
+/** The optional text fields of a meta record are kept only as strings of at most this many chars. */
+const MAX_FIELD_CHARS = 256;
 /** Requests in flight at once. */
 const CONCURRENCY = 8;
 /** The whole exchange of one run (publishing and fetching) ends within this. */
@@ -28,7 +34,7 @@ const TOTAL_MS = 3000;
  * @typedef {{
  *   format: 'nx-open-cache-meta', version: 1, task: string, hash: string, durationMs: number,
  *   nxVersion?: string, storedAt: string, runId?: string, host?: string, inputs?: unknown,
- *   files?: Record<string, Record<string, string>>
+ *   files?: Record<string, Record<string, string>>, inexact?: string[]
  * }} Meta
  * @typedef {{ status: number, bytes: number, op: 'get' | 'put' }} Exchange  one request's answer (status 0: no answer)
  */
@@ -39,10 +45,12 @@ function metaKey(hash) {
 }
 
 /**
- * The meta record of a task this run stored. `files` (per-file hashes of its file inputs) is left
- * out when the record would pass MAX_META_BYTES, and then the inputs too.
- * @param {{ task: { id: string, hash: string, hashDetails?: unknown }, durationMs: number, nxVersion?: string,
- *   runId?: string, files?: Record<string, Record<string, string>>, storedAt?: Date }} from
+ * The meta record of a task this run stored. `files` (per-file hashes of its file inputs) is cut
+ * when the record would pass MAX_META_BYTES: first the lists of other projects' filesets (its
+ * dependencies'), then all of them, then the inputs. `inexact` names the file lists in `files`
+ * that could not be checked against Nx's hash (they may be incomplete).
+ * @param {{ task: { id: string, hash: string, hashDetails?: unknown, target?: { project?: string } }, durationMs: number, nxVersion?: string,
+ *   runId?: string, files?: Record<string, Record<string, string>>, inexact?: string[], storedAt?: Date }} from
  * @returns {{ meta: Meta, json: string }}
  */
 function buildMeta(from) {
@@ -57,12 +65,32 @@ function buildMeta(from) {
     storedAt: (from.storedAt || new Date()).toISOString(),
     runId: from.runId,
     host: os.hostname(),
+    // `env:` inputs stay: `why --against` compares them; docs/insights.md says what their hashes reveal.
     inputs: from.task.hashDetails,
-    files: from.files,
   };
+  const setFiles = (/** @type {Record<string, Record<string, string>> | undefined} */ files) => {
+    if (!files || Object.keys(files).length === 0) {
+      delete meta.files;
+      delete meta.inexact;
+      return;
+    }
+    meta.files = files;
+    const inexact = (from.inexact || []).filter((k) => Object.hasOwn(files, k));
+    if (inexact.length) meta.inexact = inexact;
+    else delete meta.inexact;
+  };
+  setFiles(from.files);
   let json = JSON.stringify(meta);
+  if (Buffer.byteLength(json) > MAX_META_BYTES && meta.files) {
+    // The task's own files first: what `why` names for the task itself.
+    const project = from.task.target?.project ?? from.task.id.split(':')[0];
+    /** @type {Record<string, Record<string, string>>} */ const own = {};
+    for (const [k, v] of Object.entries(meta.files)) if (k.startsWith(`${project}:`) || k.startsWith('workspace:[')) own[k] = v;
+    setFiles(own);
+    json = JSON.stringify(meta);
+  }
   if (Buffer.byteLength(json) > MAX_META_BYTES) {
-    delete meta.files;
+    setFiles(undefined);
     json = JSON.stringify(meta);
   }
   if (Buffer.byteLength(json) > MAX_META_BYTES) {
@@ -80,8 +108,27 @@ function buildMeta(from) {
  */
 function isMeta(v, hash) {
   return !!v && typeof v === 'object' && v.format === META_FORMAT && v.version === META_VERSION
-    && v.hash === hash && typeof v.task === 'string'
+    && v.hash === hash && typeof v.task === 'string' && v.task.length <= MAX_FIELD_CHARS
     && typeof v.durationMs === 'number' && Number.isFinite(v.durationMs) && v.durationMs >= 0;
+}
+
+/**
+ * A meta record from another writer, made safe to keep: the optional text fields (`nxVersion`,
+ * `storedAt`, `runId`, `host`) only when strings of at most MAX_FIELD_CHARS chars, `durationMs`
+ * only when at most MAX_DURATION_MS (else no producer duration is believed: undefined), `files`
+ * only as an object, `inexact` only as a list of strings.
+ * @param {Meta} v
+ * @returns {Meta | undefined}
+ */
+function sanitizeMeta(v) {
+  if (v.durationMs > MAX_DURATION_MS) return undefined;
+  /** @type {any} */ const out = { ...v };
+  for (const k of ['nxVersion', 'storedAt', 'runId', 'host']) {
+    if (out[k] !== undefined && !(typeof out[k] === 'string' && out[k].length <= MAX_FIELD_CHARS)) delete out[k];
+  }
+  if (out.files !== undefined && (!out.files || typeof out.files !== 'object' || Array.isArray(out.files))) delete out.files;
+  if (out.inexact !== undefined && !(Array.isArray(out.inexact) && out.inexact.every((/** @type {unknown} */ k) => typeof k === 'string'))) delete out.inexact;
+  return out;
 }
 
 /**
@@ -130,7 +177,7 @@ function parseMetaArtifact(body, hash) {
     const entry = tarEntry(tar, 'terminalOutput');
     if (!entry) return undefined;
     const v = JSON.parse(entry.toString('utf8'));
-    return isMeta(v, hash) ? v : undefined;
+    return isMeta(v, hash) ? sanitizeMeta(v) : undefined;
   } catch {
     return undefined;
   }
@@ -155,6 +202,33 @@ async function pool(jobs, limit, signal) {
 }
 
 /**
+ * A response body of at most `cap` bytes; undefined (and the rest not read) when it declares or
+ * turns out to be larger.
+ * @param {Response} res
+ * @param {number} cap
+ * @returns {Promise<Buffer | undefined>}
+ */
+async function readCapped(res, cap) {
+  const declared = Number(res.headers.get('content-length'));
+  if (Number.isFinite(declared) && declared > cap) {
+    await res.body?.cancel().catch(() => {});
+    return undefined;
+  }
+  if (!res.body) return Buffer.alloc(0);
+  /** @type {Buffer[]} */ const chunks = [];
+  let total = 0;
+  for await (const chunk of /** @type {AsyncIterable<Uint8Array>} */ (/** @type {unknown} */ (res.body))) {
+    total += chunk.length;
+    if (total > cap) {
+      await res.body.cancel().catch(() => {});
+      return undefined;
+    }
+    chunks.push(Buffer.from(chunk));
+  }
+  return Buffer.concat(chunks);
+}
+
+/**
  * One request to the proxy; status 0 when it got no answer (refused, aborted).
  * @param {ProxyAddress} proxy
  * @param {string} hash
@@ -174,8 +248,8 @@ async function request(proxy, hash, method, signal, body) {
       body,
       signal,
     });
-    const data = Buffer.from(await res.arrayBuffer());
-    return { status: res.status, body: data };
+    const data = await readCapped(res, MAX_BODY_BYTES);
+    return data ? { status: res.status, body: data } : { status: res.status };
   } catch {
     return { status: 0 };
   }
@@ -184,8 +258,10 @@ async function request(proxy, hash, method, signal, body) {
 /**
  * Publishes the meta of the tasks this run stored, and fetches that of the artifacts it restored,
  * through the run's proxy: CONCURRENCY requests at once, everything within `totalMs`. Never throws.
+ * A record to publish may be given as a function that builds it (undefined: nothing to publish):
+ * it is then called inside the pool, only when its turn comes before the time is up.
  * @param {ProxyAddress} proxy
- * @param {{ publish: { hash: string, json: string }[], fetch: string[] }} work
+ * @param {{ publish: { hash: string, json: string | (() => string | undefined) }[], fetch: string[] }} work
  * @param {{ totalMs?: number, pack: (json: string) => Promise<Buffer> }} opts
  * @returns {Promise<{ producers: Map<string, Meta>, published: number, exchanges: Exchange[], timedOut: boolean, millis: number }>}
  */
@@ -208,7 +284,10 @@ async function exchangeMeta(proxy, work, opts) {
     jobs.push(async () => {
       let body;
       try {
-        body = await opts.pack(item.json);
+        // Built here, in the pool: at most CONCURRENCY records at once, none after the time is up.
+        const json = typeof item.json === 'function' ? item.json() : item.json;
+        if (json === undefined || signal.aborted) return;
+        body = await opts.pack(json);
       } catch {
         return;
       }
@@ -272,6 +351,6 @@ function withoutMetaTraffic(stats, exchanges, mode) {
 }
 
 module.exports = {
-  META_FORMAT, META_VERSION, META_SUFFIX, MAX_META_BYTES, CONCURRENCY, TOTAL_MS,
-  metaKey, buildMeta, isMeta, parseMetaArtifact, exchangeMeta, producerOf, withoutMetaTraffic,
+  META_FORMAT, META_VERSION, META_SUFFIX, MAX_META_BYTES, MAX_BODY_BYTES, MAX_DURATION_MS, MAX_FIELD_CHARS, CONCURRENCY, TOTAL_MS,
+  metaKey, buildMeta, isMeta, sanitizeMeta, parseMetaArtifact, exchangeMeta, producerOf, withoutMetaTraffic,
 };

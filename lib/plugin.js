@@ -10,7 +10,7 @@ const { formatSummary, formatSummaryTable, pluginDataDir, summaryMode, unusedRun
 const { inputNotes, isWinningEntry, pluginEntry, readNxJson, truthy, workspaceInput } = require('./workspace.js');
 const { attachRun, endRun } = require('./host.js');
 const { fallbackPlan } = require('./fallback.js');
-const { appendRun, buildRunRecord, hasSavedFigure, historyDir, historyEnabled, nxVersionOf } = require('./history.js');
+const { appendRun, buildRunRecord, hasSavedFigure, historyDir, historyEnabled, nxVersionOf, redactCommand } = require('./history.js');
 const { buildMeta, exchangeMeta, producerOf, withoutMetaTraffic } = require('./meta.js');
 const { reportRun } = require('./run-report.js');
 
@@ -54,10 +54,22 @@ const runWarnings = new Map();
 const hostRuns = new Set();
 /**
  * Where the host's proxy of a run this process registered listens, by Nx run id: the end of the
- * run exchanges artifact metadata through it before ending the run there.
- * @type {Map<string, { url: string, token: string, mode: string }>}
+ * run exchanges artifact metadata through it before ending the run there. Runs without an id (an
+ * Nx before 21) share the key 'default', one address each (any of them serves until they end).
+ * @type {Map<string, { url: string, token: string, mode: string }[]>}
  */
 const hostAddresses = new Map();
+
+/**
+ * Forgets one host address under `key` (the oldest).
+ * @param {string} key
+ */
+function dropHostAddress(key) {
+  const list = hostAddresses.get(key);
+  if (!list) return;
+  list.shift();
+  if (list.length === 0) hostAddresses.delete(key);
+}
 /**
  * Runs without an id (an Nx before 21) this process registered and has not ended: only those may
  * end one at the host (a run that stayed out must not end another's).
@@ -268,7 +280,8 @@ async function serveFromHost(addon, context, options, env) {
   const request = { id: context.id, workspaceRoot: context.workspaceRoot, options, env, argv: [...(context.argv || [])] };
   try {
     const run = await attachRun(addon, pluginDataDir(context.workspaceRoot), request);
-    hostAddresses.set(context.id ?? 'default', { url: run.url, token: run.token, mode: run.mode });
+    const key = context.id ?? 'default';
+    hostAddresses.set(key, [...(hostAddresses.get(key) ?? []), { url: run.url, token: run.token, mode: run.mode }]);
     if (context.id) hostRuns.add(context.id);
     else anonymousHostRuns += 1;
     return run;
@@ -302,18 +315,20 @@ async function endOfRun(context) {
       endedAt: new Date().toISOString(),
     };
   }
+  if (context.id === undefined) {
+    // Without a run id, a run that stayed out must not end one that did not.
+    if (anonymousHostRuns === 0 || reasonToStayOut(context.argv, process.env)) return undefined;
+  }
+  dropHostAddress(context.id ?? 'default');
   let addon;
   try {
     addon = native();
   } catch {
+    if (context.id === undefined) anonymousHostRuns -= 1;
+    else hostRuns.delete(context.id);
     return undefined;
   }
-  if (context.id === undefined) {
-    // Without a run id, a run that stayed out must not end one that did not.
-    if (anonymousHostRuns === 0 || reasonToStayOut(context.argv, process.env)) return undefined;
-    anonymousHostRuns -= 1;
-  }
-  hostAddresses.delete(context.id ?? 'default');
+  if (context.id === undefined) anonymousHostRuns -= 1;
   const registeredHere = context.id !== undefined && hostRuns.delete(context.id);
   /** @type {import('../index').HostEndResult & { reason?: string }} */
   const r = await endRun(addon, pluginDataDir(context.workspaceRoot), context.id).catch((e) => ({ outcome: 'failed', reason: e.message }));
@@ -367,7 +382,7 @@ function liveProxy(context) {
     return { url: proxy.url, token: proxy.token, mode: proxy.mode, stats: () => proxy.stats() };
   }
   if (context.id === undefined && (anonymousHostRuns === 0 || reasonToStayOut(context.argv, process.env))) return undefined;
-  return hostAddresses.get(key);
+  return hostAddresses.get(key)?.at(-1);
 }
 
 /**
@@ -381,21 +396,6 @@ function cacheableResults(context) {
 }
 
 /**
- * Per-file hashes of a task's file inputs for its meta record (lib/inputs.js); undefined when
- * they cannot be told.
- * @param {string} root
- * @param {any} task
- * @returns {Record<string, Record<string, string>> | undefined}
- */
-function filesForMeta(root, task) {
-  try {
-    return require('./inputs.js').filesForMeta(root, task);
-  } catch {
-    return undefined;
-  }
-}
-
-/**
  * Publishes the meta of the artifacts this run stored and fetches that of the ones it restored
  * (lib/meta.js), through the run's proxy before it stops. Bounded in time; never throws.
  * @param {{ id?: string, workspaceRoot: string, taskResults?: Record<string, any> }} context
@@ -406,7 +406,7 @@ async function exchangeRunMeta(context, live) {
   try {
     const results = cacheableResults(context);
     const fetch = results.filter((r) => r.status === 'remote-cache').map((r) => r.task.hash);
-    /** @type {{ hash: string, json: string }[]} */ const publish = [];
+    /** @type {{ hash: string, json: () => string | undefined }[]} */ const publish = [];
     if (live.mode === 'read-write') {
       // With the proxy's per-hash events (a proxy in this process), only what it stored in this
       // run; otherwise every task that ran and succeeded (the first writer's meta wins).
@@ -415,14 +415,30 @@ async function exchangeRunMeta(context, live) {
         ? new Set(events.filter((e) => e.op === 'put' && e.outcome === 'stored').map((e) => e.hash))
         : undefined;
       const nxVersion = nxVersionOf(context.workspaceRoot);
+      // Each record is built when its turn comes in the exchange's pool (bounded in number and
+      // time); the fileset values are read once per run, and their lists share one byte budget.
+      /** @type {import('./inputs.js').MetaFilesRun | undefined} */ let filesRun;
+      const filesOf = (/** @type {any} */ task) => {
+        try {
+          const inputs = require('./inputs.js');
+          if (!filesRun) filesRun = inputs.metaFilesRun(context.workspaceRoot, historyDir(context.workspaceRoot));
+          return inputs.metaFiles(filesRun, task.hashDetails);
+        } catch {
+          return undefined;
+        }
+      };
       for (const r of results) {
         if (r.status !== 'success' || (stored && !stored.has(r.task.hash))) continue;
-        const { startTime, endTime } = r.task;
+        const { task } = r;
+        const { startTime, endTime } = task;
         const durationMs = typeof startTime === 'number' && typeof endTime === 'number' ? endTime - startTime : 0;
-        const { json } = buildMeta({
-          task: r.task, durationMs, nxVersion, runId: context.id, files: filesForMeta(context.workspaceRoot, r.task),
+        publish.push({
+          hash: task.hash,
+          json: () => {
+            const f = filesOf(task);
+            return buildMeta({ task, durationMs, nxVersion, runId: context.id, files: f?.files, inexact: f?.inexact }).json;
+          },
         });
-        publish.push({ hash: r.task.hash, json });
       }
     }
     if (fetch.length === 0 && publish.length === 0) return undefined;
@@ -473,7 +489,7 @@ function recordFailed(e) {
 function reportSummary(context, summary, warnings) {
   // Printed at the start of the run already; kept for `nx-open-cache summary`.
   if (warnings) summary.warnings = warnings;
-  if (context.argv) summary.command = context.argv.slice(2).join(' ');
+  if (context.argv) summary.command = redactCommand(context.argv.slice(2).join(' '));
   const writeError = writeSummary(context.workspaceRoot, summary);
   // A run the plugin stayed out of said why at its start: its summary is kept, not printed.
   if (summary.mode === STAYED_OUT) return;
@@ -489,14 +505,17 @@ function reportSummary(context, summary, warnings) {
  * Keeps the per-file hashes of the run's fileset inputs (lib/inputs.js) for `nx-open-cache why`
  * and the artifacts' meta, unless the history is off. Never fails the run: one notice per process.
  * @param {{ workspaceRoot: string, taskResults?: Record<string, any> }} context
+ * @returns {Promise<{ hash: string, bytes: number }[]>}  the fileset files it wrote
  */
 async function captureInputs(context) {
-  if (!historyEnabled(process.env) || !context.taskResults) return;
+  if (!historyEnabled(process.env) || !context.taskResults) return [];
   try {
     const { captureFilesets } = require('./inputs.js');
-    await captureFilesets(context.workspaceRoot, context.taskResults, historyDir(context.workspaceRoot));
+    const r = await captureFilesets(context.workspaceRoot, context.taskResults, historyDir(context.workspaceRoot));
+    return r.written;
   } catch (e) {
     noticeOnce(`cannot keep the file hashes of this run's inputs (\`why\` will name fewer files): ${/** @type {Error} */ (e).message}`);
+    return [];
   }
 }
 
@@ -510,7 +529,7 @@ async function postTasksExecution(options, context) {
   const warnings = runWarnings.get(context.id ?? 'default');
   runWarnings.delete(context.id ?? 'default');
   // Before the meta: it carries the per-file hashes this keeps.
-  await captureInputs(context);
+  const filesets = await captureInputs(context);
   // Artifact metadata goes through the run's proxy: before the run ends there.
   const live = liveProxy(context);
   const meta = live ? await exchangeRunMeta(context, live) : undefined;
@@ -526,7 +545,7 @@ async function postTasksExecution(options, context) {
   }
   if (record && historyEnabled(process.env)) {
     try {
-      appendRun(context.workspaceRoot, record);
+      appendRun(context.workspaceRoot, record, { filesets });
     } catch (e) {
       recordFailed(e);
     }

@@ -75,9 +75,9 @@ function buildMeta(from) {
       return;
     }
     meta.files = files;
-    const inexact = (from.inexact || []).filter((k) => Object.hasOwn(files, k));
-    if (inexact.length) meta.inexact = inexact;
-    else delete meta.inexact;
+    // Always beside `files` (empty when every list was checked): a reader takes its absence for an
+    // older writer that did not say.
+    meta.inexact = (from.inexact || []).filter((k) => Object.hasOwn(files, k));
   };
   setFiles(from.files);
   let json = JSON.stringify(meta);

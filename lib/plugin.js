@@ -510,6 +510,11 @@ function reportSummary(context, summary, warnings) {
 async function captureInputs(context) {
   if (!historyEnabled(process.env) || !context.taskResults) return [];
   try {
+    native();
+  } catch {
+    return []; // the run's start warned about the addon once: the file hashes need it
+  }
+  try {
     const { captureFilesets } = require('./inputs.js');
     const r = await captureFilesets(context.workspaceRoot, context.taskResults, historyDir(context.workspaceRoot));
     return r.written;

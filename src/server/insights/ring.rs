@@ -170,6 +170,15 @@ impl Ring {
     }
 }
 
+/// `a += n`, staying at `u64::MAX` instead of wrapping (counts can be loaded from a snapshot or
+/// come from a run report's numbers).
+pub(crate) fn add_saturating(a: &std::sync::atomic::AtomicU64, n: u64) {
+    let old = a.fetch_add(n, Ordering::Relaxed);
+    if old.checked_add(n).is_none() {
+        a.store(u64::MAX, Ordering::Relaxed);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,14 +249,5 @@ mod tests {
         }
         let total: u64 = (0..3).map(|i| ring.get(now + i)[0]).sum();
         assert_eq!(total, 40_000);
-    }
-}
-
-/// `a += n`, staying at `u64::MAX` instead of wrapping (counts can be loaded from a snapshot or
-/// come from a run report's numbers).
-pub(crate) fn add_saturating(a: &std::sync::atomic::AtomicU64, n: u64) {
-    let old = a.fetch_add(n, Ordering::Relaxed);
-    if old.checked_add(n).is_none() {
-        a.store(u64::MAX, Ordering::Relaxed);
     }
 }

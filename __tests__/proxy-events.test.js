@@ -139,10 +139,14 @@ test('buildRunReport: the SPEC format, only the fields the server takes, within 
       { id: 'lib-b:build', hash: '22', outcome: 'stored', durationMs: 950, bytes: 99 },
     ],
   });
-  const many = { ...RECORD, tasks: Array.from({ length: 6000 }, (_, i) => ({ id: `p${i}:build`.padEnd(400, 'x'), hash: `${i}`, outcome: 'stored' })) };
+  // Ids of 190 bytes (serve takes up to 200): 6,000 of them are more than 1 MiB.
+  const many = { ...RECORD, tasks: Array.from({ length: 6000 }, (_, i) => ({ id: `p${i}:build`.padEnd(190, 'x'), hash: `${i}`, outcome: 'stored' })) };
   const bounded = buildRunReport(many);
   assert.ok(bounded.tasks.length <= 5000 && bounded.tasks.length > 0);
   assert.ok(Buffer.byteLength(JSON.stringify(bounded)) <= MAX_BYTES);
+  // Ids serve would refuse (over 200 bytes, control characters) are left out, not sent to fail the report.
+  const odd = buildRunReport({ ...RECORD, tasks: [{ id: 'x'.repeat(201), hash: '1', outcome: 'stored' }, { id: 'a\u0007:b', hash: '2', outcome: 'stored' }, { id: 'ok:build', hash: '3', outcome: 'stored' }] });
+  assert.deepEqual(odd.tasks.map((t) => t.id), ['ok:build']);
 });
 
 test('runReportEnabled: http only, off by option or variable', () => {

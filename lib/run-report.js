@@ -9,6 +9,7 @@
 // trusted by the server for access decisions. Opt out: option `runReport: false` or
 // NX_OPEN_CACHE_RUN_REPORT=off.
 
+const crypto = require('node:crypto');
 const { readNxJson, truthy, workspaceInput } = require('./workspace.js');
 
 const FORMAT = 'nx-open-cache-run-report';
@@ -17,6 +18,17 @@ const VERSION = 1;
 const MAX_TASKS = 5000;
 /** Bytes of one report at most (the server refuses larger with 413). */
 const MAX_BYTES = 1024 * 1024;
+/** Longest display string serve keeps (it cuts longer ones). */
+const MAX_TEXT = 512;
+/** Longest id (run id, task id) serve accepts, in bytes. */
+const MAX_ID_BYTES = 200;
+
+/** @param {unknown} v @returns {v is string} */
+function validId(v) {
+  // eslint-disable-next-line no-control-regex
+  return typeof v === 'string' && v.length > 0 && Buffer.byteLength(v) <= MAX_ID_BYTES && !/[\u0000-\u001f\u007f-\u009f]/.test(v);
+}
+
 /** Where the run's proxy takes the report. */
 const PROXY_ROUTE = '/nx-open-cache/v1/run-report';
 /** How long the plugin waits for the proxy's answer (the proxy's own bound is 2 s). */
@@ -63,7 +75,7 @@ function buildRunReport(record) {
   const tasks = [];
   for (const t of Array.isArray(record.tasks) ? record.tasks : []) {
     if (tasks.length >= MAX_TASKS) break;
-    if (!t || typeof t.id !== 'string' || typeof t.hash !== 'string' || typeof t.outcome !== 'string') continue;
+    if (!t || !validId(t.id) || typeof t.hash !== 'string' || typeof t.outcome !== 'string') continue;
     /** @type {ReportTask} */
     const task = { id: t.id, hash: t.hash, outcome: t.outcome };
     const durationMs = whole(t.durationMs);
@@ -79,7 +91,8 @@ function buildRunReport(record) {
   const report = {
     format: FORMAT,
     version: VERSION,
-    runId: text(record.runId) ?? 'default',
+    // Without a usable run id from Nx, a random one: serve takes a (token, run id) once.
+    runId: validId(record.runId) ? record.runId : `run-${crypto.randomUUID()}`,
     startedAt: text(record.startedAt) ?? new Date(0).toISOString(),
     endedAt: text(record.endedAt) ?? new Date().toISOString(),
     tasks,
@@ -87,7 +100,7 @@ function buildRunReport(record) {
   const nxVersion = text(record.nxVersion);
   if (nxVersion) report.nxVersion = nxVersion;
   const command = text(record.command);
-  if (command) report.command = command.slice(0, 1000);
+  if (command) report.command = command.slice(0, MAX_TEXT);
   // Within 1 MiB: drop tasks from the end until it fits (a task is ~150 bytes: 5,000 fit).
   while (report.tasks.length > 0 && Buffer.byteLength(JSON.stringify(report)) > MAX_BYTES) {
     report.tasks = report.tasks.slice(0, Math.floor(report.tasks.length * 0.9));

@@ -180,6 +180,19 @@ async fn the_dashboard_needs_an_admin_token() {
     // The snapshot's keys are not reachable through the cache route.
     let r = get(&s, "/v1/cache/nx-open-cache-ui-snapshot-a", Some(RW)).await;
     assert_eq!(r.status(), 400);
+    // In any letter case (a case-insensitive filesystem would take it for the same file).
+    for k in ["NX-OPEN-CACHE-UI-snapshot-a", "Nx-Open-Cache-Ui-SNAPSHOT-b"] {
+        let r = get(&s, &format!("/v1/cache/{k}"), Some(RW)).await;
+        assert_eq!(r.status(), 400, "{k}");
+        let r = client()
+            .put(format!("{}/v1/cache/{k}", s.url))
+            .bearer_auth(RW)
+            .body(artifact(10))
+            .send()
+            .await
+            .expect("PUT");
+        assert_eq!(r.status(), 400, "{k}");
+    }
     s.running.stop().await;
 }
 
@@ -215,8 +228,9 @@ async fn run_reports_are_checked_and_counted() {
         post_report(&s, None, report("r1", task)).await.status(),
         401
     );
+    // Read-only tokens report too (developer machines); a report decides no access.
     let ro = post_report(&s, Some(RO), report("r1", task)).await;
-    assert_eq!(ro.status(), 403);
+    assert_eq!(ro.status(), 200);
     let bad = post_report(
         &s,
         Some(RW),
@@ -246,17 +260,31 @@ async fn run_reports_are_checked_and_counted() {
     )
     .await;
     assert_eq!(ok.status(), 200);
-    let again = post_report(&s, Some(ADMIN), report("r1", task)).await;
+    // A run id is taken once per token: "r1" of token "dev" did not pre-empt "ci"'s.
+    let again = post_report(&s, Some(RW), report("r1", task)).await;
     let v: serde_json::Value = again.text().await.map(|t| json(&t)).unwrap_or_default();
     assert_eq!(v["duplicate"], true);
+    // A skipped task (no durationMs) and a command longer than 512 characters: accepted, cut.
+    let long = format!("run-many --projects={}", "p,".repeat(400));
+    let skipped = format!(
+        r#"{{"format":"nx-open-cache-run-report","version":1,"runId":"r3","command":"{long}","tasks":[{{"id":"lib-c:build","hash":"333","outcome":"not-run"}}]}}"#
+    );
+    let r = post_report(&s, Some(RW), skipped.into_bytes()).await;
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
     let v: serde_json::Value = get(&s, "/ui/api/summary", Some(ADMIN))
         .await
         .text()
         .await
         .map(|t| json(&t))
         .unwrap_or_default();
-    assert_eq!(v["runs"]["reports"], 1);
-    assert_eq!(v["runs"]["savedMs"], 4000);
+    assert_eq!(v["runs"]["reports"], 3);
+    assert_eq!(v["runs"]["savedMs"], 8000);
+    // The 401 above is the dashboard's, not a cache refusal.
+    assert_eq!(v["totals"]["counts"]["refused"], 0);
+    let command = v["runs"]["recent"][0]["command"]
+        .as_str()
+        .unwrap_or_default();
+    assert_eq!(command.chars().count(), 512);
     let tasks = v["tasks"].as_array().cloned().unwrap_or_default();
     let a = tasks
         .iter()
@@ -265,7 +293,7 @@ async fn run_reports_are_checked_and_counted() {
         .unwrap_or_default();
     assert_eq!(
         (a["project"].clone(), a["hits"].clone()),
-        ("lib-a".into(), 1.into())
+        ("lib-a".into(), 2.into())
     );
     let b = tasks
         .iter()
@@ -277,6 +305,10 @@ async fn run_reports_are_checked_and_counted() {
         (1.into(), 9000.into())
     );
     assert_eq!(v["runs"]["recent"][0]["token"], "ci");
+    assert_eq!(v["runs"]["recent"][2]["token"], "dev");
+    assert!(tasks
+        .iter()
+        .any(|t| t["id"] == "lib-c:build" && t["notRun"] == 1));
     s.running.stop().await;
 }
 

@@ -41,14 +41,15 @@ pub struct RunningServe {
 pub const RETENTION_INTERVAL: std::time::Duration = std::time::Duration::from_secs(300);
 
 impl RunningServe {
-    /// Stops accepting, lets requests in flight finish (bounded grace), stops background
-    /// retention, writes the dashboard's snapshot (bounded), then returns.
+    /// Stops accepting and writes the dashboard's snapshot (bounded) while requests in flight
+    /// finish (bounded grace): the snapshot starts at once, not after the grace, so a container
+    /// runtime's stop timeout (Docker's 10 s) does not kill it first. Then stops background
+    /// retention and returns.
     pub async fn stop(self) {
-        self.server.stop().await;
+        tokio::join!(self.server.stop(), self.snapshots.stop());
         if let Some(r) = self.retention {
             r.stop().await;
         }
-        self.snapshots.stop().await;
     }
 }
 

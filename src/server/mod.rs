@@ -494,7 +494,7 @@ fn access<'a>(state: &'a AppState, headers: &HeaderMap) -> Access<'a> {
 
 fn bad_hash(raw: &Result<Path<String>, PathRejection>) -> Result<TaskHash, String> {
     match raw {
-        Ok(Path(raw)) if raw.starts_with(insights::snapshot::RESERVED_PREFIX) => Err(format!(
+        Ok(Path(raw)) if insights::snapshot::reserved(raw) => Err(format!(
             "nx-open-cache: hash {raw:?} is reserved for the server's own objects"
         )),
         Ok(Path(raw)) => TaskHash::parse(raw).map_err(|e| format!("nx-open-cache: {e}")),
@@ -597,6 +597,11 @@ fn unauthorized(state: &AppState) -> Response {
     if let Some(i) = &state.insights {
         i.unauthorized();
     }
+    unauthorized_uncounted(state)
+}
+
+/// A 401 not counted as a cache refusal (the dashboard's API and run reports).
+fn unauthorized_uncounted(state: &AppState) -> Response {
     let mut resp = text(StatusCode::UNAUTHORIZED, state.unauthorized);
     resp.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));

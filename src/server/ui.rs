@@ -5,12 +5,13 @@
 //! Access: the page itself holds no data and is served to anyone; its API answers admin tokens
 //! (401 without a valid token, 403 for a token of another role), or requests without a token when
 //! `--ui-anonymous` is set. The page sends the token as a bearer header from JavaScript (kept in
-//! the tab's sessionStorage), never in a URL. Run reports are accepted from read-write and admin
-//! tokens; nothing in them decides access.
+//! the tab's sessionStorage), never in a URL. Run reports are accepted from every valid token
+//! (read-only too: developer machines, where most remote hits happen, usually have one); they are
+//! display-only and decide no access.
 
 use super::insights::runs::{self, MAX_REPORT_BYTES};
 use super::insights::Range;
-use super::{access, closing, text, unauthorized, Access, AppState, Trusted};
+use super::{access, closing, text, unauthorized_uncounted, Access, AppState, Trusted};
 use crate::server::auth::Role;
 use axum::body::Body;
 use axum::extract::State;
@@ -111,7 +112,7 @@ fn viewer(state: &AppState, req: &Request<Body>) -> Result<bool, Box<Response>> 
         {
             Ok(false)
         }
-        Access::Anonymous(_) | Access::Denied => Err(Box::new(unauthorized(state))),
+        Access::Anonymous(_) | Access::Denied => Err(Box::new(unauthorized_uncounted(state))),
     }
 }
 
@@ -142,6 +143,12 @@ pub(super) async fn summary(State(state): State<Arc<AppState>>, req: Request<Bod
     if !trusted {
         // Without a token (--ui-anonymous): no storage location (a path or bucket name).
         summary["storage"]["location"] = serde_json::Value::Null;
+        // Nor the runs' commands: Nx's argv can hold a secret (`--token=...`).
+        if let Some(recent) = summary["runs"]["recent"].as_array_mut() {
+            for r in recent {
+                r["command"] = serde_json::Value::Null;
+            }
+        }
     }
     let body = summary.to_string();
     let mut resp = (
@@ -160,12 +167,12 @@ pub(super) async fn summary(State(state): State<Arc<AppState>>, req: Request<Bod
     resp
 }
 
-/// `POST /nx-open-cache/v1/runs`: a run report from a read-write or admin token.
+/// `POST /nx-open-cache/v1/runs`: a run report from any valid token (display-only).
 pub(super) async fn run_report(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response {
     let principal = match access(&state, req.headers()) {
         Access::Token(p) => p,
         Access::Anonymous(_) | Access::Denied => {
-            return closing(unauthorized(&state), false);
+            return closing(unauthorized_uncounted(&state), false);
         }
     };
     let early = |status: StatusCode, message: &str| {
@@ -173,15 +180,6 @@ pub(super) async fn run_report(State(state): State<Arc<AppState>>, req: Request<
         resp.extensions_mut().insert(Trusted);
         resp
     };
-    if principal.role == Role::ReadOnly {
-        return early(
-            StatusCode::FORBIDDEN,
-            &format!(
-                "nx-open-cache: token {:?} is read-only: run reports need a read-write or admin token",
-                principal.name
-            ),
-        );
-    }
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)

@@ -30,7 +30,7 @@ pub const READ_SLOTS: usize = 512;
 pub const LARGEST: usize = 20;
 /// Most-read artifacts shown.
 pub const MOST_READ: usize = 20;
-/// Distinct (kind, reason) pairs kept; beyond, counted as "other reasons".
+/// Distinct (kind, label) rows kept (Space-Saving: the least-counted one gives its place).
 pub const MAX_REASONS: usize = 100;
 /// Longest reason kept, in characters.
 const MAX_REASON_CHARS: usize = 300;
@@ -57,14 +57,14 @@ pub struct Counters([AtomicU64; FIELDS]);
 
 impl Counters {
     fn add(&self, f: Field, n: u64) {
-        self.0[f as usize].fetch_add(n, Ordering::Relaxed);
+        ring::add_saturating(&self.0[f as usize], n);
     }
     fn get(&self) -> Counts {
         std::array::from_fn(|i| self.0[i].load(Ordering::Relaxed))
     }
     fn load(&self, c: &Counts) {
         for (a, n) in self.0.iter().zip(c) {
-            a.fetch_add(*n, Ordering::Relaxed);
+            ring::add_saturating(a, *n);
         }
     }
 }
@@ -127,7 +127,7 @@ struct Artifacts {
 impl Artifacts {
     fn read(&mut self, hash: &str, bytes: u64, ns: &Arc<str>) {
         if let Some(e) = self.reads.get_mut(hash) {
-            e.reads += 1;
+            e.reads = e.reads.saturating_add(1);
             e.bytes = bytes;
             return;
         }
@@ -147,7 +147,7 @@ impl Artifacts {
         self.reads.insert(
             hash.into(),
             ReadEntry {
-                reads: floor + 1,
+                reads: floor.saturating_add(1),
                 bytes,
                 ns: ns.clone(),
             },
@@ -172,24 +172,121 @@ impl Artifacts {
     }
 }
 
-/// Refusals and errors by (kind, reason).
+/// One row of the reasons table: its count and the most recent full text (not persisted).
+#[derive(Default)]
+struct ReasonEntry {
+    count: u64,
+    sample: String,
+}
+
+/// Refusals and errors by (kind, label). The label is the server-worded form of a reason:
+/// numbers become `N`, a `"quoted"` value (a token or namespace name, written with `{:?}`) becomes
+/// `"…"`, and it ends at the first backtick, where a name taken from an archive (client-controlled)
+/// begins. Space-Saving: when [`MAX_REASONS`] labels are kept, a new one takes the place of the
+/// least-counted one (and starts from its count).
 #[derive(Default)]
 struct Reasons {
-    counts: HashMap<(Kind, String), u64>,
+    by_kind: HashMap<Kind, HashMap<String, ReasonEntry>>,
     other: u64,
 }
 
-impl Reasons {
-    fn add(&mut self, kind: Kind, reason: &str, n: u64) {
-        let reason: String = reason.chars().take(MAX_REASON_CHARS).collect();
-        let full = self.counts.len() >= MAX_REASONS;
-        match self.counts.get_mut(&(kind, reason.clone())) {
-            Some(c) => *c += n,
-            None if full => self.other += n,
-            None => {
-                self.counts.insert((kind, reason), n);
+/// The fixed label of `reason` (see [`Reasons`]).
+fn reason_label(reason: &str) -> String {
+    let mut out = String::with_capacity(reason.len().min(MAX_REASON_CHARS));
+    let mut chars = reason.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '`' => break,
+            '"' => {
+                out.push_str("\"…\"");
+                while let Some(q) = chars.next() {
+                    match q {
+                        '\\' => {
+                            chars.next();
+                        }
+                        '"' => break,
+                        _ => {}
+                    }
+                }
             }
+            c if c.is_ascii_digit() => {
+                out.push('N');
+                while chars.next_if(char::is_ascii_digit).is_some() {}
+            }
+            c if c.is_control() => out.push(' '),
+            c => out.push(c),
         }
+        if out.chars().count() >= MAX_REASON_CHARS {
+            break;
+        }
+    }
+    let label = out.trim_end_matches([' ', ':', ',', '(', '[', '=']);
+    if label.is_empty() {
+        "(no reason given)".to_owned()
+    } else {
+        label.to_owned()
+    }
+}
+
+impl Reasons {
+    fn len(&self) -> usize {
+        self.by_kind.values().map(HashMap::len).sum()
+    }
+
+    fn add(&mut self, kind: Kind, reason: &str, n: u64) {
+        let label = reason_label(reason);
+        let sample = |e: &mut ReasonEntry| {
+            e.sample.clear();
+            e.sample.extend(reason.chars().take(MAX_REASON_CHARS));
+        };
+        if let Some(e) = self
+            .by_kind
+            .get_mut(&kind)
+            .and_then(|m| m.get_mut(label.as_str()))
+        {
+            e.count = e.count.saturating_add(n);
+            sample(e);
+            return;
+        }
+        let mut floor = 0;
+        if self.len() >= MAX_REASONS {
+            let victim = self
+                .by_kind
+                .iter()
+                .flat_map(|(k, m)| m.iter().map(move |(l, e)| (e.count, *k, l)))
+                .min_by_key(|(c, _, _)| *c)
+                .map(|(c, k, l)| (c, k, l.clone()));
+            let Some((count, k, l)) = victim else {
+                self.other = self.other.saturating_add(n);
+                return;
+            };
+            if let Some(m) = self.by_kind.get_mut(&k) {
+                m.remove(&l);
+            }
+            floor = count;
+        }
+        let mut e = ReasonEntry {
+            count: floor.saturating_add(n),
+            sample: String::new(),
+        };
+        sample(&mut e);
+        self.by_kind.entry(kind).or_default().insert(label, e);
+    }
+
+    /// (kind, label, count) of every row.
+    fn rows(&self) -> impl Iterator<Item = (Kind, &str, &ReasonEntry)> {
+        self.by_kind
+            .iter()
+            .flat_map(|(k, m)| m.iter().map(move |(l, e)| (*k, l.as_str(), e)))
+    }
+}
+
+/// `m` locked unless another thread holds it (a poisoned lock is taken as it is).
+fn try_lock<T>(m: &Mutex<T>) -> Option<MutexGuard<'_, T>> {
+    match m.try_lock() {
+        Ok(g) => Some(g),
+        Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+        Err(std::sync::TryLockError::WouldBlock) => None,
     }
 }
 
@@ -209,6 +306,8 @@ pub struct Insights {
     /// The smallest size that enters the largest list (skips the lock below it).
     largest_floor: AtomicU64,
     reasons: Mutex<Reasons>,
+    /// Reasons not put in the table because it was busy (shown as "other reasons").
+    reasons_missed: AtomicU64,
     runs: Mutex<runs::Runs>,
     storage: StorageInfo,
     /// Snapshot bookkeeping.
@@ -280,6 +379,7 @@ impl Insights {
             artifacts: Mutex::new(Artifacts::default()),
             largest_floor: AtomicU64::new(0),
             reasons: Mutex::new(Reasons::default()),
+            reasons_missed: AtomicU64::new(0),
             runs: Mutex::new(runs::Runs::default()),
             storage,
             persisted: Mutex::new(snapshot::Persisted::default()),
@@ -347,7 +447,7 @@ impl Insights {
         let minute = Self::minute();
         self.count_at(minute, slot, ns, Field::Hits, 1);
         self.count_at(minute, slot, ns, Field::BytesSent, bytes);
-        if let Ok(mut a) = self.artifacts.try_lock() {
+        if let Some(mut a) = try_lock(&self.artifacts) {
             let name = self.ns_arc(ns);
             a.read(hash, bytes, &name);
             if bytes > self.largest_floor.load(Ordering::Relaxed) {
@@ -370,7 +470,7 @@ impl Insights {
         self.count_at(minute, slot, ns, Field::Stored, 1);
         self.count_at(minute, slot, ns, Field::BytesReceived, bytes);
         if bytes > self.largest_floor.load(Ordering::Relaxed) {
-            if let Ok(mut a) = self.artifacts.try_lock() {
+            if let Some(mut a) = try_lock(&self.artifacts) {
                 let floor = a.sized(hash, bytes, &self.ns_arc(ns));
                 self.largest_floor.store(floor, Ordering::Relaxed);
             }
@@ -390,12 +490,18 @@ impl Insights {
             Field::Refused
         };
         self.count(slot, None, field, 1);
-        lock(&self.reasons).add(kind, reason, 1);
+        // Never waits on the data path: when the table is busy, counted under "other reasons".
+        match try_lock(&self.reasons) {
+            Some(mut r) => r.add(kind, reason, 1),
+            None => {
+                ring::add_saturating(&self.reasons_missed, 1);
+            }
+        }
     }
 
     /// A request without a valid token (401).
     pub fn unauthorized(&self) {
-        self.unauthorized.fetch_add(1, Ordering::Relaxed);
+        ring::add_saturating(&self.unauthorized, 1);
         self.ring.add(Self::minute(), Field::Refused, 1);
         self.total.add(Field::Refused, 1);
     }
@@ -505,16 +611,18 @@ impl Insights {
         let reasons = {
             let r = lock(&self.reasons);
             let mut list: Vec<Value> = r
-                .counts
-                .iter()
-                .map(|((k, reason), n)| json!({"kind": k, "reason": reason, "count": n}))
+                .rows()
+                .map(|(k, label, e)| json!({"kind": k, "reason": label, "sample": e.sample, "count": e.count}))
                 .collect();
             let unauthorized = self.unauthorized.load(Ordering::Relaxed);
             if unauthorized > 0 {
                 list.push(json!({"kind": "denied", "reason": "missing or unknown token (401)", "count": unauthorized}));
             }
-            if r.other > 0 {
-                list.push(json!({"kind": "other", "reason": "other reasons", "count": r.other}));
+            let other = r
+                .other
+                .saturating_add(self.reasons_missed.load(Ordering::Relaxed));
+            if other > 0 {
+                list.push(json!({"kind": "other", "reason": "other reasons", "count": other}));
             }
             list.sort_by(|a, b| {
                 b["count"]
@@ -529,7 +637,10 @@ impl Insights {
         tasks.sort_by(|a, b| {
             b.1.misses()
                 .cmp(&a.1.misses())
-                .then((b.1.hits() + b.1.misses()).cmp(&(a.1.hits() + a.1.misses())))
+                .then(
+                    (b.1.hits().saturating_add(b.1.misses()))
+                        .cmp(&a.1.hits().saturating_add(a.1.misses())),
+                )
                 .then(a.0.cmp(b.0))
         });
         let tasks: Vec<Value> = tasks
@@ -537,7 +648,7 @@ impl Insights {
             .take(TASKS_SHOWN)
             .map(|(id, s)| {
                 let (project, target) = runs::split_task(id);
-                let cacheable = s.hits() + s.misses();
+                let cacheable = s.hits().saturating_add(s.misses());
                 json!({
                     "id": id, "project": project, "target": target, "runs": s.runs,
                     "hits": s.hits(), "remoteHits": s.remote_hits, "localHits": s.local_hits,
@@ -550,7 +661,7 @@ impl Insights {
             })
             .collect();
         let recent: Vec<&runs::RunRow> = runs.recent.iter().rev().collect();
-        let lookups = total[Field::Hits as usize] + total[Field::Misses as usize];
+        let lookups = total[Field::Hits as usize].saturating_add(total[Field::Misses as usize]);
         let persisted = lock(&self.persisted);
         json!({
             "format": "nx-open-cache-ui-summary",
@@ -736,9 +847,21 @@ mod tests {
         let a = auth();
         let i = Insights::new(&a, StorageInfo::default());
         let ci = i.slot(&a, Some(0));
+        // Reason words that differ before any digit: distinct labels.
+        let word = |n: u64| -> String {
+            let mut w = String::new();
+            let mut n = n;
+            loop {
+                w.push(char::from(b'a' + (n % 26) as u8));
+                n /= 26;
+                if n == 0 {
+                    return w;
+                }
+            }
+        };
         for n in 0..5_000u64 {
             i.hit(Some(&ci), 0, &n.to_string(), n);
-            i.refused(Some(&ci), Kind::Error, &format!("fault {n}"));
+            i.refused(Some(&ci), Kind::Error, &format!("fault {}", word(n)));
         }
         for _ in 0..10 {
             i.hit(Some(&ci), 0, "42", 42);
@@ -751,7 +874,64 @@ mod tests {
         let s = i.summary(Range::Day);
         assert_eq!(s["artifacts"]["mostRead"][0]["hash"], "42");
         let reasons = s["reasons"].as_array().map(Vec::len).unwrap_or(0);
-        assert_eq!(reasons, MAX_REASONS + 1);
+        assert_eq!(reasons, MAX_REASONS);
         assert_eq!(s["series"]["points"].as_array().map(Vec::len), Some(96));
+    }
+
+    #[test]
+    fn reasons_are_keyed_by_their_fixed_label_and_the_least_counted_goes() {
+        let a = auth();
+        let i = Insights::new(&a, StorageInfo::default());
+        let ci = i.slot(&a, Some(0));
+        // Client-controlled parts (numbers, quoted paths) do not make new rows.
+        for n in 0..50 {
+            i.refused(
+                Some(&ci),
+                Kind::Refused,
+                &format!(
+                    "upload not stored: not a valid Nx artifact: entry {n} links to \"../{n}\""
+                ),
+            );
+        }
+        i.refused(Some(&ci), Kind::Error, "storage unavailable");
+        i.refused(Some(&ci), Kind::Error, "storage unavailable");
+        let s = i.summary(Range::Day);
+        let rows = s["reasons"].as_array().cloned().unwrap_or_default();
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        assert_eq!(
+            rows[0]["reason"],
+            "upload not stored: not a valid Nx artifact: entry N links to \"…\""
+        );
+        assert_eq!(rows[0]["count"], 50);
+        assert_eq!(
+            rows[0]["sample"],
+            "upload not stored: not a valid Nx artifact: entry 49 links to \"../49\""
+        );
+        assert_eq!(
+            reason_label("read not served: symlink to `../../x\"`: outside the outputs"),
+            "read not served: symlink to"
+        );
+        assert_eq!(
+            reason_label("token \"dev\\\"x\" is read-only: 12 MiB"),
+            "token \"…\" is read-only: N MiB"
+        );
+        // A full table of junk labels does not freeze it: a real fault still gets a row.
+        for n in 0..(MAX_REASONS as u64 * 3) {
+            let junk: String = format!("{n:x}")
+                .chars()
+                .map(|c| char::from(b'g' + c.to_digit(16).unwrap_or(0) as u8))
+                .collect();
+            i.refused(Some(&ci), Kind::Refused, &format!("junk {junk}"));
+        }
+        i.refused(Some(&ci), Kind::Error, "cannot write: disk full");
+        let s = i.summary(Range::Day);
+        let rows = s["reasons"].as_array().cloned().unwrap_or_default();
+        assert!(rows.len() <= MAX_REASONS + 1);
+        assert!(rows
+            .iter()
+            .any(|r| r["reason"] == "cannot write: disk full"));
+        assert!(rows.iter().any(|r| r["reason"]
+            == "upload not stored: not a valid Nx artifact: entry N links to \"…\""
+            && r["count"] == 50));
     }
 }

@@ -86,7 +86,7 @@ impl Ring {
         if b.minute.load(Ordering::Acquire) != minute && !self.start(b, minute) {
             return;
         }
-        b.values[field as usize].fetch_add(n, Ordering::Relaxed);
+        add_saturating(&b.values[field as usize], n);
     }
 
     /// Makes `b` count `minute` (cleared first) unless it already counts a later minute (a
@@ -120,11 +120,12 @@ impl Ring {
     /// (oldest first); minutes older than the ring are zeros.
     pub fn series(&self, last: u64, step: u64, points: u64) -> Vec<Counts> {
         let step = step.max(1);
-        let first = (last + 1).saturating_sub(step * points);
+        let first = (last + 1).saturating_sub(step.saturating_mul(points));
         (0..points)
             .map(|p| {
                 let mut sum = [0u64; FIELDS];
-                for m in first + p * step..first + (p + 1) * step {
+                let from = first.saturating_add(p.saturating_mul(step));
+                for m in from..from.saturating_add(step) {
                     if last.saturating_sub(m) >= RING_MINUTES {
                         continue;
                     }
@@ -163,9 +164,18 @@ impl Ring {
             }
         }
         for (v, n) in b.values.iter().zip(counts) {
-            v.fetch_add(*n, Ordering::Relaxed);
+            add_saturating(v, *n);
         }
         b.minute.store(minute, Ordering::Release);
+    }
+}
+
+/// `a += n`, staying at `u64::MAX` instead of wrapping (counts can be loaded from a snapshot or
+/// come from a run report's numbers).
+pub(crate) fn add_saturating(a: &std::sync::atomic::AtomicU64, n: u64) {
+    let old = a.fetch_add(n, Ordering::Relaxed);
+    if old.checked_add(n).is_none() {
+        a.store(u64::MAX, Ordering::Relaxed);
     }
 }
 

@@ -17,9 +17,13 @@ pub const MAX_RUNS: usize = 50;
 /// Run ids remembered to take a report sent twice once.
 const MAX_SEEN_RUN_IDS: usize = 500;
 /// hash -> task id entries kept (to name artifacts).
-pub const MAX_HASH_TASKS: usize = 20_000;
-/// Longest string kept from a report (ids, commands, versions).
-const MAX_TEXT: usize = 512;
+pub const MAX_HASH_TASKS: usize = 5_000;
+/// Longest display string kept from a report (command, Nx version, times): longer ones are cut.
+pub const MAX_TEXT: usize = 512;
+/// Longest id (run id, task id) accepted, in bytes (400 above).
+pub const MAX_ID_BYTES: usize = 200;
+/// Largest savedMs counted for one task (one week): a larger one is counted as this.
+pub const MAX_SAVED_MS: u64 = 7 * 24 * 3600 * 1000;
 
 /// The outcomes of a task, as the history and the run report name them.
 pub const OUTCOMES: &[&str] = &[
@@ -54,13 +58,16 @@ pub struct Report {
     pub tasks: Vec<ReportTask>,
 }
 
-fn text(v: &Value, field: &str, required: bool) -> Result<Option<String>, String> {
+/// An id (`runId`, `tasks[i].id`): 1 to [`MAX_ID_BYTES`] bytes of printable text, else refused.
+fn ident(v: &Value, field: &str) -> Result<String, String> {
     match v {
-        Value::Null if !required => Ok(None),
-        Value::String(s) if !s.is_empty() && s.chars().count() <= MAX_TEXT => Ok(Some(s.clone())),
-        Value::String(s) if s.is_empty() && !required => Ok(None),
+        Value::String(s)
+            if !s.is_empty() && s.len() <= MAX_ID_BYTES && !s.chars().any(char::is_control) =>
+        {
+            Ok(s.clone())
+        }
         Value::String(_) => Err(format!(
-            "{field}: expected a non-empty string of at most {MAX_TEXT} characters"
+            "{field}: expected 1 to {MAX_ID_BYTES} bytes of printable text"
         )),
         other => Err(format!(
             "{field}: expected a string, got {}",
@@ -69,9 +76,29 @@ fn text(v: &Value, field: &str, required: bool) -> Result<Option<String>, String
     }
 }
 
-fn millis(v: &Value, field: &str, required: bool) -> Result<u64, String> {
+/// An optional display string (`command`, `nxVersion`, `startedAt`, `endedAt`): control
+/// characters become spaces and it is cut to [`MAX_TEXT`] characters, never refused for its length.
+fn display(v: &Value, field: &str) -> Result<Option<String>, String> {
     match v {
-        Value::Null if !required => Ok(0),
+        Value::Null => Ok(None),
+        Value::String(s) if s.is_empty() => Ok(None),
+        Value::String(s) => Ok(Some(
+            s.chars()
+                .take(MAX_TEXT)
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .collect(),
+        )),
+        other => Err(format!(
+            "{field}: expected a string, got {}",
+            crate::value::describe_json(other)
+        )),
+    }
+}
+
+/// An optional number of 0 to 1e15 (absent: 0).
+fn millis(v: &Value, field: &str) -> Result<u64, String> {
+    match v {
+        Value::Null => Ok(0),
         Value::Number(n) => match n.as_f64() {
             Some(f) if f.is_finite() && (0.0..=1e15).contains(&f) => Ok(f.round() as u64),
             _ => Err(format!(
@@ -102,11 +129,11 @@ pub fn parse(body: &[u8]) -> Result<Report, String> {
     if get("version").as_u64() != Some(1) {
         return Err("version: expected 1".to_owned());
     }
-    let run_id = text(get("runId"), "runId", true)?.unwrap_or_default();
-    let started_at = text(get("startedAt"), "startedAt", false)?;
-    let ended_at = text(get("endedAt"), "endedAt", false)?;
-    let nx_version = text(get("nxVersion"), "nxVersion", false)?;
-    let command = text(get("command"), "command", false)?;
+    let run_id = ident(get("runId"), "runId")?;
+    let started_at = display(get("startedAt"), "startedAt")?;
+    let ended_at = display(get("endedAt"), "endedAt")?;
+    let nx_version = display(get("nxVersion"), "nxVersion")?;
+    let command = display(get("command"), "command")?;
     let Value::Array(items) = get("tasks") else {
         return Err("tasks: expected an array".to_owned());
     };
@@ -123,7 +150,7 @@ pub fn parse(body: &[u8]) -> Result<Report, String> {
             return Err(format!("{at}: expected an object"));
         };
         let get = |k: &str| t.get(k).unwrap_or(&Value::Null);
-        let id = text(get("id"), &format!("{at}.id"), true)?.unwrap_or_default();
+        let id = ident(get("id"), &format!("{at}.id"))?;
         let hash = match get("hash") {
             Value::String(h) if crate::key::TaskHash::parse(h).is_ok() => h.clone(),
             _ => {
@@ -141,9 +168,10 @@ pub fn parse(body: &[u8]) -> Result<Report, String> {
             id,
             hash,
             outcome,
-            duration_ms: millis(get("durationMs"), &format!("{at}.durationMs"), true)?,
-            saved_ms: millis(get("savedMs"), &format!("{at}.savedMs"), false)?,
-            bytes: millis(get("bytes"), &format!("{at}.bytes"), false)?,
+            // Optional: Nx gives a skipped or stopped task no times.
+            duration_ms: millis(get("durationMs"), &format!("{at}.durationMs"))?,
+            saved_ms: millis(get("savedMs"), &format!("{at}.savedMs"))?.min(MAX_SAVED_MS),
+            bytes: millis(get("bytes"), &format!("{at}.bytes"))?,
         });
     }
     Ok(Report {
@@ -178,11 +206,13 @@ pub struct TaskStats {
 
 impl TaskStats {
     pub fn hits(&self) -> u64 {
-        self.remote_hits + self.local_hits
+        self.remote_hits.saturating_add(self.local_hits)
     }
     /// Cacheable executions: it ran, whether stored or not.
     pub fn misses(&self) -> u64 {
-        self.stored + self.not_stored + self.refused
+        self.stored
+            .saturating_add(self.not_stored)
+            .saturating_add(self.refused)
     }
 }
 
@@ -231,10 +261,13 @@ impl Runs {
     /// Adds a checked report sent by the token `token` at `now_ms`. Returns false (nothing
     /// counted) for a run id already received.
     pub fn add(&mut self, report: &Report, token: &str, now_ms: u64) -> bool {
-        if self.seen.iter().any(|r| *r == report.run_id) {
+        // Keyed by (token, run id): a run id has no control characters, so the last \u{1f}
+        // separates them and one token cannot take another's run id.
+        let seen = format!("{token}\u{1f}{}", report.run_id);
+        if self.seen.iter().any(|r| *r == seen) {
             return false;
         }
-        self.seen.push_back(report.run_id.clone());
+        self.seen.push_back(seen);
         while self.seen.len() > MAX_SEEN_RUN_IDS {
             self.seen.pop_front();
         }
@@ -254,17 +287,17 @@ impl Runs {
         };
         for t in &report.tasks {
             let s = self.tasks.entry(t.id.clone()).or_default();
-            s.runs += 1;
+            s.runs = s.runs.saturating_add(1);
             s.last_ms = now_ms;
             s.bytes = s.bytes.saturating_add(t.bytes);
             match t.outcome {
-                "remote-hit" => s.remote_hits += 1,
-                "local-hit" => s.local_hits += 1,
-                "stored" => s.stored += 1,
-                "not-stored" => s.not_stored += 1,
-                "refused" => s.refused += 1,
-                "failed" => s.failed += 1,
-                _ => s.not_run += 1,
+                "remote-hit" => s.remote_hits = s.remote_hits.saturating_add(1),
+                "local-hit" => s.local_hits = s.local_hits.saturating_add(1),
+                "stored" => s.stored = s.stored.saturating_add(1),
+                "not-stored" => s.not_stored = s.not_stored.saturating_add(1),
+                "refused" => s.refused = s.refused.saturating_add(1),
+                "failed" => s.failed = s.failed.saturating_add(1),
+                _ => s.not_run = s.not_run.saturating_add(1),
             }
             match t.outcome {
                 "remote-hit" | "local-hit" => {
@@ -282,7 +315,7 @@ impl Runs {
             self.name_hash(&t.hash, &t.id);
         }
         self.evict_tasks();
-        self.reports += 1;
+        self.reports = self.reports.saturating_add(1);
         self.saved_ms = self.saved_ms.saturating_add(row.saved_ms);
         self.recent.push_back(row);
         while self.recent.len() > MAX_RUNS {
@@ -331,7 +364,8 @@ impl Runs {
 
     /// After loading from a snapshot: bounds enforced again, the hash index rebuilt.
     pub fn restored(mut self) -> Runs {
-        self.tasks.retain(|k, _| k.chars().count() <= MAX_TEXT);
+        self.tasks
+            .retain(|k, _| k.len() <= MAX_ID_BYTES && !k.chars().any(char::is_control));
         self.evict_tasks();
         while self.recent.len() > MAX_RUNS {
             self.recent.pop_front();
@@ -358,7 +392,7 @@ impl Runs {
             self.hash_tasks.pop_front();
         }
         self.hash_tasks
-            .retain(|(h, t)| h.len() <= 128 && t.chars().count() <= MAX_TEXT);
+            .retain(|(h, t)| h.len() <= 128 && t.len() <= MAX_ID_BYTES);
         self.hash_index = self.hash_tasks.iter().cloned().collect();
         self
     }
@@ -452,8 +486,15 @@ mod tests {
                 "tasks[0].id",
             ),
             (
-                task(r#"{"id":"a:b","hash":"1","outcome":"stored"}"#),
-                "tasks[0].durationMs",
+                task(r#"{"id":"a:\u0007b","hash":"1","outcome":"stored"}"#),
+                "tasks[0].id: expected 1 to 200 bytes",
+            ),
+            (
+                task(&format!(
+                    r#"{{"id":"{}","hash":"1","outcome":"stored"}}"#,
+                    "é".repeat(101)
+                )),
+                "tasks[0].id: expected 1 to 200 bytes",
             ),
             (
                 task(r#"{"id":"a:b","hash":"1","outcome":"stored","durationMs":-1}"#),
@@ -473,6 +514,29 @@ mod tests {
         let many = vec![r#"{"id":"a:b","hash":"1","outcome":"stored","durationMs":1}"#; 5001];
         let e = parse(report(&many.join(",")).as_bytes()).expect_err("too many");
         assert!(e.contains("5001 tasks"), "{e}");
+    }
+
+    #[test]
+    fn optional_fields_and_long_display_strings_are_accepted() {
+        // What lib/run-report.js sends for a skipped task: no durationMs.
+        let long = "x".repeat(2000);
+        let body = format!(
+            r#"{{"format":"nx-open-cache-run-report","version":1,"runId":"r2","command":"run-many --projects={long}\u0000","nxVersion":"{long}","tasks":[{{"id":"a:build","hash":"1","outcome":"not-run"}},{{"id":"b:build","hash":"2","outcome":"remote-hit","savedMs":1e15}}]}}"#
+        );
+        let r = parse(body.as_bytes()).expect("valid");
+        assert_eq!(r.tasks[0].duration_ms, 0);
+        assert_eq!(r.tasks[1].saved_ms, MAX_SAVED_MS);
+        let command = r.command.as_deref().expect("command");
+        assert_eq!(command.chars().count(), MAX_TEXT);
+        assert!(command.starts_with("run-many --projects=xxx"));
+        assert_eq!(r.nx_version.as_deref().map(str::len), Some(MAX_TEXT));
+        let mut runs = Runs::default();
+        assert!(runs.add(&r, "ci", 1));
+        assert_eq!(runs.tasks["a:build"].not_run, 1);
+        // The same run id from another token is another run; from the same token, a repeat.
+        assert!(runs.add(&r, "dev", 2));
+        assert!(!runs.add(&r, "ci", 3));
+        assert_eq!(runs.reports, 2);
     }
 
     #[test]

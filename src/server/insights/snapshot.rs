@@ -23,10 +23,18 @@ use std::time::Duration;
 pub const SNAPSHOT_KEYS: [&str; 2] = ["nx-open-cache-ui-snapshot-a", "nx-open-cache-ui-snapshot-b"];
 /// Keys starting with this are the server's own: the cache route answers them 400.
 pub const RESERVED_PREFIX: &str = "nx-open-cache-ui-";
+/// Whether `raw` names one of the server's own objects: [`RESERVED_PREFIX`] in any letter case
+/// (storage on a case-insensitive filesystem, APFS or NTFS, would take a variant for the same file).
+pub fn reserved(raw: &str) -> bool {
+    raw.get(..RESERVED_PREFIX.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(RESERVED_PREFIX))
+}
+
 /// How often the snapshot is written (when something changed).
 pub const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(300);
-/// Largest snapshot read back.
-const MAX_SNAPSHOT_BYTES: u64 = 32 * 1024 * 1024;
+/// Largest snapshot written and read back (the oldest hash -> task names are left out of a
+/// larger one until it fits).
+pub const MAX_SNAPSHOT_BYTES: usize = 32 * 1024 * 1024;
 const FORMAT: &str = "nx-open-cache-ui-snapshot";
 
 /// What the server knows about its snapshots.
@@ -71,8 +79,37 @@ fn counts(c: &Counts) -> Vec<u64> {
     c.to_vec()
 }
 
-/// The snapshot of `insights` as of `now` (ms), numbered `seq`.
-pub fn encode(insights: &Insights, now: u64, seq: u64) -> Vec<u8> {
+/// The snapshot of `insights` as of `now` (ms), numbered `seq`, within `limit` bytes.
+pub fn encode(insights: &Insights, now: u64, seq: u64, limit: usize) -> Result<Vec<u8>, String> {
+    serialize(gather(insights, now, seq), limit)
+}
+
+/// The JSON of `snapshot`: when larger than `limit` bytes, the oldest hash -> task names are left
+/// out (a tenth at a time) until it fits, then the recent runs; an error when even that is too large.
+fn serialize(mut snapshot: Snapshot, limit: usize) -> Result<Vec<u8>, String> {
+    for _ in 0..64 {
+        let bytes = serde_json::to_vec(&snapshot).map_err(|e| format!("cannot encode it: {e}"))?;
+        if bytes.len() <= limit {
+            return Ok(bytes);
+        }
+        let names = &mut snapshot.runs.hash_tasks;
+        if !names.is_empty() {
+            let drop = (names.len() / 10).max(1);
+            names.drain(..drop);
+        } else if !snapshot.runs.recent.is_empty() {
+            snapshot.runs.recent.clear();
+        } else {
+            return Err(format!(
+                "{} bytes is larger than a snapshot can be ({limit})",
+                bytes.len()
+            ));
+        }
+    }
+    Err(format!("it does not fit in {limit} bytes"))
+}
+
+/// What goes into the snapshot (copied under the locks; encoded later, off the runtime).
+fn gather(insights: &Insights, now: u64, seq: u64) -> Snapshot {
     let minute = now / 60_000;
     let minutes = insights
         .ring
@@ -101,17 +138,18 @@ pub fn encode(insights: &Insights, now: u64, seq: u64) -> Vec<u8> {
                 .collect(),
         )
     };
+    // Labels and counts only: the sample texts (client-controlled) are not persisted.
     let (reasons, other_reasons) = {
         let r = lock(&insights.reasons);
         (
-            r.counts
-                .iter()
-                .map(|((k, reason), n)| (*k, reason.clone(), *n))
+            r.rows()
+                .map(|(k, label, e)| (k, label.to_owned(), e.count))
                 .collect(),
-            r.other,
+            r.other
+                .saturating_add(insights.reasons_missed.load(Ordering::Relaxed)),
         )
     };
-    let snapshot = Snapshot {
+    Snapshot {
         format: FORMAT.to_owned(),
         version: 1,
         seq,
@@ -127,8 +165,7 @@ pub fn encode(insights: &Insights, now: u64, seq: u64) -> Vec<u8> {
         largest,
         reads,
         runs: lock(&insights.runs).clone(),
-    };
-    serde_json::to_vec(&snapshot).unwrap_or_default()
+    }
 }
 
 /// Reads the counts of a snapshot; `now` (ms) decides which minutes are still within reach.
@@ -198,15 +235,13 @@ pub fn restore(insights: &Insights, bytes: &[u8], now: u64) -> Result<u64, Strin
         &insights.former_namespaces,
         &s.namespaces,
     );
-    insights
-        .unauthorized
-        .fetch_add(s.unauthorized, Ordering::Relaxed);
+    super::ring::add_saturating(&insights.unauthorized, s.unauthorized);
     {
         let mut r = lock(&insights.reasons);
         for (k, reason, n) in s.reasons.iter().take(super::MAX_REASONS) {
             r.add(*k, reason, *n);
         }
-        r.other += s.other_reasons;
+        r.other = r.other.saturating_add(s.other_reasons);
     }
     {
         let mut a = lock(&insights.artifacts);
@@ -248,7 +283,7 @@ async fn read_slot(store: &dyn Store, i: usize) -> Result<Option<Vec<u8>>, Strin
     let Some(artifact) = found else {
         return Ok(None);
     };
-    if artifact.len > MAX_SNAPSHOT_BYTES {
+    if artifact.len > MAX_SNAPSHOT_BYTES as u64 {
         return Err(format!(
             "{} bytes is larger than a snapshot can be",
             artifact.len
@@ -275,13 +310,15 @@ async fn read_slot(store: &dyn Store, i: usize) -> Result<Option<Vec<u8>>, Strin
 /// one was there but could not be used (corrupt, foreign, unreadable).
 pub async fn load(store: &dyn Store, insights: &Insights) -> Option<String> {
     let now = now_ms();
+    // The most recently saved one (by savedAt, not seq: with several servers on one storage,
+    // each numbers its own snapshots).
     let mut best: Option<(u64, Vec<u8>)> = None;
     let mut problems = Vec::new();
     for (i, name) in SNAPSHOT_KEYS.iter().enumerate() {
         match read_slot(store, i).await {
             Ok(Some(bytes)) => match decode(&bytes) {
-                Ok(d) if best.as_ref().is_none_or(|(s, _)| d.snapshot.seq > *s) => {
-                    best = Some((d.snapshot.seq, bytes))
+                Ok(d) if best.as_ref().is_none_or(|(s, _)| d.snapshot.saved_at > *s) => {
+                    best = Some((d.snapshot.saved_at, bytes))
                 }
                 Ok(_) => {}
                 Err(e) => problems.push(format!("{name}: {e}")),
@@ -317,7 +354,10 @@ pub async fn save(store: &dyn Store, insights: &Insights, force: bool) -> Result
         p.seq + 1
     };
     let now = now_ms();
-    let bytes = encode(insights, now, seq);
+    let snapshot = gather(insights, now, seq);
+    let bytes = tokio::task::spawn_blocking(move || serialize(snapshot, MAX_SNAPSHOT_BYTES))
+        .await
+        .map_err(|e| format!("cannot encode it: {e}"))??;
     let k = key(seq as usize % 2)?;
     let result = async {
         match store.delete(&k).await {
@@ -538,5 +578,78 @@ mod tests {
             "{line}"
         );
         assert_eq!(again.summary(Range::Hour)["totals"]["counts"]["hits"], 1);
+    }
+
+    fn put(rt: &tokio::runtime::Runtime, store: &dyn Store, slot: usize, body: Vec<u8>) {
+        let k = key(slot).expect("key");
+        let len = body.len() as u64;
+        let mut s: BodyStream<'_> =
+            futures_util::stream::once(async move { Ok(bytes::Bytes::from(body)) }).boxed();
+        let _ = rt.block_on(store.delete(&k));
+        let put = rt.block_on(store.put(&k, &mut s, Some(len)));
+        assert!(matches!(put, Ok(PutOutcome::Stored(_))));
+    }
+
+    #[test]
+    fn the_most_recently_saved_snapshot_is_loaded_whatever_its_seq() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fs = FsStore::new(dir.path().join("s"), Prefix::default());
+        fs.prepare().expect("store root");
+        let store: Arc<dyn Store> = Arc::new(fs);
+        let rt = runtime();
+        let a = auth(&["ci"]);
+        let (old, new) = (
+            Insights::new(&a, StorageInfo::default()),
+            Insights::new(&a, StorageInfo::default()),
+        );
+        let ci = new.slot(&a, Some(0));
+        new.hit(Some(&ci), 0, "1", 1);
+        let now = now_ms();
+        // Another server's snapshot with a higher seq but saved earlier, and this one's.
+        put(
+            &rt,
+            store.as_ref(),
+            0,
+            encode(&old, now - 60_000, 40, MAX_SNAPSHOT_BYTES).expect("old"),
+        );
+        put(
+            &rt,
+            store.as_ref(),
+            1,
+            encode(&new, now, 3, MAX_SNAPSHOT_BYTES).expect("new"),
+        );
+        let loaded = Insights::new(&a, StorageInfo::default());
+        assert_eq!(rt.block_on(load(store.as_ref(), &loaded)), None);
+        assert_eq!(loaded.summary(Range::Hour)["totals"]["counts"]["hits"], 1);
+        assert_eq!(lock(&loaded.persisted).loaded_ms, Some(now));
+    }
+
+    #[test]
+    fn a_snapshot_over_the_limit_leaves_out_the_oldest_names() {
+        let a = auth(&["ci"]);
+        let insights = Insights::new(&a, StorageInfo::default());
+        let tasks: Vec<String> = (0..3000)
+            .map(|n| format!(r#"{{"id":"p{n}:build","hash":"{n}","outcome":"stored"}}"#))
+            .collect();
+        let body = format!(
+            r#"{{"format":"nx-open-cache-run-report","version":1,"runId":"r","tasks":[{}]}}"#,
+            tasks.join(",")
+        );
+        let report = super::super::runs::parse(body.as_bytes()).expect("report");
+        assert!(insights.run_report(&report, "ci"));
+        let full = encode(&insights, 1, 1, MAX_SNAPSHOT_BYTES).expect("fits");
+        let limit = full.len() - 1000;
+        let cut = encode(&insights, 1, 1, limit).expect("cut to fit");
+        assert!(cut.len() <= limit && cut.len() > limit / 2, "{}", cut.len());
+        let back = Insights::new(&a, StorageInfo::default());
+        restore(&back, &cut, 1).expect("restore");
+        let runs = lock(&back.runs);
+        assert_eq!(runs.task_of("2999"), Some("p2999:build"), "the newest kept");
+        assert_eq!(runs.task_of("0"), None, "the oldest left out");
+        drop(runs);
+        assert!(
+            encode(&insights, 1, 1, 100).is_err(),
+            "too small for anything"
+        );
     }
 }

@@ -218,13 +218,15 @@ function nxVersionOf(root) {
  * went); never rejects.
  * @param {{ id?: string, workspaceRoot: string, nxJsonConfiguration?: unknown, argv?: readonly string[], taskResults?: Record<string, any> }} context
  * @param {Record<string, unknown> | undefined} pluginOptions the options Nx gave the hook
- * @param {{ location?: string, mode?: string, runId?: string, startedAt?: string, endedAt?: string, command?: string, events?: any[] }} summary
+ * @param {{ location?: string, mode?: string, runId?: string, startedAt?: string, endedAt?: string, command?: string, events?: any[], errors?: { skipped?: boolean }[] }} summary
  * @param {Parameters<typeof buildRunReport>[0]} [record] the run's history record, when there is one
  * @returns {Promise<SendResult | undefined>}
  */
 async function reportRun(context, pluginOptions, summary, record) {
   const backend = String(summary.location ?? '').split(' ')[0];
   if (backend !== 'http' || summary.mode === 'no-cache') return undefined;
+  // A server the run gave up on (down, refusing the token...) is not asked again at its end.
+  if ((summary.errors ?? []).some((e) => e.skipped)) return undefined;
   let sent;
   try {
     let nxJson = context.nxJsonConfiguration;

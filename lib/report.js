@@ -15,6 +15,7 @@ const { buildReport } = require('./report/model.js');
 const { renderHtml } = require('./report/html.js');
 const { renderText } = require('./report/text.js');
 const { clean } = require('./text.js');
+const { writeAtomically } = require('./fs-util.js');
 
 const USAGE = `Usage: nx-open-cache report [--out <file>] [--open] [--text] [--json] [--runs <n>]
 
@@ -80,23 +81,6 @@ function openInBrowser(file) {
 }
 
 /**
- * Writes `text` to `file` atomically (temp file + rename), creating its directory.
- * @param {string} file
- * @param {string} text
- */
-function writeAtomically(file, text) {
-  fs.mkdirSync(path.dirname(file), { recursive: true });
-  const tmp = `${file}.${process.pid}.tmp`;
-  try {
-    fs.writeFileSync(tmp, text);
-    fs.renameSync(tmp, file);
-  } catch (e) {
-    fs.rmSync(tmp, { force: true });
-    throw e;
-  }
-}
-
-/**
  * Whether the terminal gets colors: a TTY, NO_COLOR unset or empty, TERM not `dumb`.
  * @param {NodeJS.WriteStream} stream
  * @param {NodeJS.ProcessEnv} env
@@ -155,6 +139,7 @@ async function reportCommand(args, root, o = {}) {
 
   const out = typeof v.out === 'string' ? path.resolve(v.out) : path.join(dataDir, 'report.html');
   try {
+    fs.mkdirSync(path.dirname(out), { recursive: true });
     writeAtomically(out, renderHtml(model, { version: require('../package.json').version }));
   } catch (e) {
     console.error(`nx-open-cache report: cannot write ${out}: ${/** @type {Error} */ (e).message}`);

@@ -548,118 +548,15 @@ impl Insights {
 
     /// [`Insights::summary`] as of `now` (ms since the epoch).
     pub fn summary_at(&self, now: u64, range: Range) -> Value {
-        let minute = now / 60_000;
         let (step, points) = range.step_and_points();
-        let series = self.ring.series(minute, step, points);
-        let first = (minute + 1).saturating_sub(step * points);
-        let points: Vec<Value> = series
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                let mut o = counts_json(c);
-                o["t"] = json!((first + i as u64 * step) * 60_000);
-                o
-            })
-            .collect();
+        let series = self.series_json(now / 60_000, step, points);
         let total = self.total.get();
-        let named = |list: &[Named], former: &Mutex<Vec<(String, Counts)>>| {
-            let mut out: Vec<Value> = list
-                .iter()
-                .map(|n| {
-                    let mut o = counts_json(&n.counters.get());
-                    o["name"] = json!(&*n.name);
-                    if let Some(r) = n.role {
-                        o["role"] = json!(r);
-                    }
-                    o["current"] = json!(true);
-                    o
-                })
-                .filter(|o| o["name"] != "(anonymous)" || FIELD_NAMES.iter().any(|f| o[*f] != 0))
-                .collect();
-            for (name, c) in lock(former).iter() {
-                let mut o = counts_json(c);
-                o["name"] = json!(name);
-                o["current"] = json!(false);
-                out.push(o);
-            }
-            out
-        };
-        let tokens = named(&self.tokens, &self.former_tokens);
-        let namespaces = named(&self.namespaces, &self.former_namespaces);
+        let tokens = named_json(&self.tokens, &self.former_tokens);
+        let namespaces = named_json(&self.namespaces, &self.former_namespaces);
         let runs = lock(&self.runs);
-        let task_of = |h: &str| runs.task_of(h).map(str::to_owned);
-        let (largest, most_read) = {
-            let a = lock(&self.artifacts);
-            let largest: Vec<Value> = a
-                .largest
-                .iter()
-                .map(|(b, h, ns)| {
-                    json!({"hash": &**h, "namespace": &**ns, "bytes": b, "task": task_of(h)})
-                })
-                .collect();
-            let mut reads: Vec<(&Box<str>, &ReadEntry)> = a.reads.iter().collect();
-            reads.sort_by(|x, y| y.1.reads.cmp(&x.1.reads).then(x.0.cmp(y.0)));
-            let most: Vec<Value> = reads
-                .into_iter()
-                .take(MOST_READ)
-                .map(|(h, e)| {
-                    json!({"hash": &**h, "namespace": &*e.ns, "reads": e.reads, "bytes": e.bytes, "task": task_of(h)})
-                })
-                .collect();
-            (largest, most)
-        };
-        let reasons = {
-            let r = lock(&self.reasons);
-            let mut list: Vec<Value> = r
-                .rows()
-                .map(|(k, label, e)| json!({"kind": k, "reason": label, "sample": e.sample, "count": e.count}))
-                .collect();
-            let unauthorized = self.unauthorized.load(Ordering::Relaxed);
-            if unauthorized > 0 {
-                list.push(json!({"kind": "denied", "reason": "missing or unknown token (401)", "count": unauthorized}));
-            }
-            let other = r
-                .other
-                .saturating_add(self.reasons_missed.load(Ordering::Relaxed));
-            if other > 0 {
-                list.push(json!({"kind": "other", "reason": "other reasons", "count": other}));
-            }
-            list.sort_by(|a, b| {
-                b["count"]
-                    .as_u64()
-                    .cmp(&a["count"].as_u64())
-                    .then(a["reason"].as_str().cmp(&b["reason"].as_str()))
-            });
-            list
-        };
-        let mut tasks: Vec<(&String, &runs::TaskStats)> = runs.tasks.iter().collect();
-        // The tasks that miss most first (what a team looks at), then the busiest.
-        tasks.sort_by(|a, b| {
-            b.1.misses()
-                .cmp(&a.1.misses())
-                .then(
-                    (b.1.hits().saturating_add(b.1.misses()))
-                        .cmp(&a.1.hits().saturating_add(a.1.misses())),
-                )
-                .then(a.0.cmp(b.0))
-        });
-        let tasks: Vec<Value> = tasks
-            .into_iter()
-            .take(TASKS_SHOWN)
-            .map(|(id, s)| {
-                let (project, target) = runs::split_task(id);
-                let cacheable = s.hits().saturating_add(s.misses());
-                json!({
-                    "id": id, "project": project, "target": target, "runs": s.runs,
-                    "hits": s.hits(), "remoteHits": s.remote_hits, "localHits": s.local_hits,
-                    "misses": s.misses(), "failed": s.failed, "notRun": s.not_run,
-                    "hitRate": if cacheable > 0 { s.hits() as f64 / cacheable as f64 } else { 0.0 },
-                    "savedMs": s.saved_ms,
-                    "avgRunMs": if s.misses() > 0 { s.run_ms / s.misses() } else { 0 },
-                    "bytes": s.bytes,
-                })
-            })
-            .collect();
+        let (largest, most_read) = self.artifacts_json(&runs);
+        let reasons = self.reasons_json();
+        let tasks = tasks_json(&runs);
         let recent: Vec<&runs::RunRow> = runs.recent.iter().rev().collect();
         let lookups = total[Field::Hits as usize].saturating_add(total[Field::Misses as usize]);
         let persisted = lock(&self.persisted);
@@ -674,7 +571,7 @@ impl Insights {
                 "unauthorized": self.unauthorized.load(Ordering::Relaxed),
                 "counts": counts_json(&total),
             },
-            "series": { "stepMinutes": step, "points": points },
+            "series": { "stepMinutes": step, "points": series },
             "tokens": tokens,
             "namespaces": namespaces,
             "artifacts": { "largest": largest, "mostRead": most_read },
@@ -699,6 +596,124 @@ impl Insights {
             },
         })
     }
+
+    /// The per-minute counts of the last `points` steps of `step` minutes up to `minute`.
+    fn series_json(&self, minute: u64, step: u64, points: u64) -> Vec<Value> {
+        let series = self.ring.series(minute, step, points);
+        let first = (minute + 1).saturating_sub(step * points);
+        series
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let mut o = counts_json(c);
+                o["t"] = json!((first + i as u64 * step) * 60_000);
+                o
+            })
+            .collect()
+    }
+
+    /// The largest and the most-read artifacts, named by task where a run report named them.
+    fn artifacts_json(&self, runs: &runs::Runs) -> (Vec<Value>, Vec<Value>) {
+        let task_of = |h: &str| runs.task_of(h).map(str::to_owned);
+        let a = lock(&self.artifacts);
+        let largest: Vec<Value> = a
+            .largest
+            .iter()
+            .map(|(b, h, ns)| json!({"hash": &**h, "namespace": &**ns, "bytes": b, "task": task_of(h)}))
+            .collect();
+        let mut reads: Vec<(&Box<str>, &ReadEntry)> = a.reads.iter().collect();
+        reads.sort_by(|x, y| y.1.reads.cmp(&x.1.reads).then(x.0.cmp(y.0)));
+        let most: Vec<Value> = reads
+            .into_iter()
+            .take(MOST_READ)
+            .map(|(h, e)| {
+                json!({"hash": &**h, "namespace": &*e.ns, "reads": e.reads, "bytes": e.bytes, "task": task_of(h)})
+            })
+            .collect();
+        (largest, most)
+    }
+
+    /// Refusals and errors by reason, the most frequent first (401s and the overflow as rows).
+    fn reasons_json(&self) -> Vec<Value> {
+        let r = lock(&self.reasons);
+        let mut list: Vec<Value> = r
+            .rows()
+            .map(|(k, label, e)| json!({"kind": k, "reason": label, "sample": e.sample, "count": e.count}))
+            .collect();
+        let unauthorized = self.unauthorized.load(Ordering::Relaxed);
+        if unauthorized > 0 {
+            list.push(json!({"kind": "denied", "reason": "missing or unknown token (401)", "count": unauthorized}));
+        }
+        let other = r
+            .other
+            .saturating_add(self.reasons_missed.load(Ordering::Relaxed));
+        if other > 0 {
+            list.push(json!({"kind": "other", "reason": "other reasons", "count": other}));
+        }
+        list.sort_by(|a, b| {
+            b["count"]
+                .as_u64()
+                .cmp(&a["count"].as_u64())
+                .then(a["reason"].as_str().cmp(&b["reason"].as_str()))
+        });
+        list
+    }
+}
+
+/// Tokens or namespaces with their counts: the configured ones, then former names (from a snapshot).
+fn named_json(list: &[Named], former: &Mutex<Vec<(String, Counts)>>) -> Vec<Value> {
+    let mut out: Vec<Value> = list
+        .iter()
+        .map(|n| {
+            let mut o = counts_json(&n.counters.get());
+            o["name"] = json!(&*n.name);
+            if let Some(r) = n.role {
+                o["role"] = json!(r);
+            }
+            o["current"] = json!(true);
+            o
+        })
+        .filter(|o| o["name"] != "(anonymous)" || FIELD_NAMES.iter().any(|f| o[*f] != 0))
+        .collect();
+    for (name, c) in lock(former).iter() {
+        let mut o = counts_json(c);
+        o["name"] = json!(name);
+        o["current"] = json!(false);
+        out.push(o);
+    }
+    out
+}
+
+/// The tasks of the run reports, the ones that miss most first (what a team looks at), then the
+/// busiest.
+fn tasks_json(runs: &runs::Runs) -> Vec<Value> {
+    let mut tasks: Vec<(&String, &runs::TaskStats)> = runs.tasks.iter().collect();
+    tasks.sort_by(|a, b| {
+        b.1.misses()
+            .cmp(&a.1.misses())
+            .then(
+                (b.1.hits().saturating_add(b.1.misses()))
+                    .cmp(&a.1.hits().saturating_add(a.1.misses())),
+            )
+            .then(a.0.cmp(b.0))
+    });
+    tasks
+        .into_iter()
+        .take(TASKS_SHOWN)
+        .map(|(id, s)| {
+            let (project, target) = runs::split_task(id);
+            let cacheable = s.hits().saturating_add(s.misses());
+            json!({
+                "id": id, "project": project, "target": target, "runs": s.runs,
+                "hits": s.hits(), "remoteHits": s.remote_hits, "localHits": s.local_hits,
+                "misses": s.misses(), "failed": s.failed, "notRun": s.not_run,
+                "hitRate": if cacheable > 0 { s.hits() as f64 / cacheable as f64 } else { 0.0 },
+                "savedMs": s.saved_ms,
+                "avgRunMs": if s.misses() > 0 { s.run_ms / s.misses() } else { 0 },
+                "bytes": s.bytes,
+            })
+        })
+        .collect()
 }
 
 fn counts_json(c: &Counts) -> Value {

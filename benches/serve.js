@@ -7,7 +7,13 @@
  *
  *   node benches/serve.js [--quick] [--seconds N] [--rounds N] [--only get|put] [--soak MINUTES]
  *     [--serve-args '<flags>'] (extra flags for our serve, split on spaces, e.g. '--durability data')
- *     [--entry node|bin] [--no-nice] [--dir DIR] [--repo DIR] [--out FILE]
+ *     [--entry node|bin] [--no-nice] [--dir DIR] [--repo DIR] [--out FILE] [--oidc]
+ *
+ * --oidc: every request to our server carries an OIDC token (RS256, the algorithm of GitHub's
+ * tokens, signed by a key made for the run; a local issuer in this process serves the discovery
+ * document and JWKS on 127.0.0.1) instead of the static token; the server verifies it once and
+ * keeps it (by SHA-256) until it expires. Compare the ours/nginx ratios of a run with and
+ * without it for the cost of OIDC identity on each request.
  *
  * - The server under test: `node lib/cli.js serve --storage fs:<tmp>/store --listen 127.0.0.1:<port>
  *   --log off` in its own process, one read-write token (NX_OPEN_CACHE_SERVER_TOKENS); every request
@@ -66,7 +72,9 @@ const MIB = 1024 * KIB;
 const START_TIMEOUT_MS = 20_000;
 const STOP_TIMEOUT_MS = 10_000;
 const SAMPLE_MS = 250;
-const TOKEN_SECRET = crypto.randomBytes(24).toString('hex');
+const STATIC_SECRET = crypto.randomBytes(24).toString('hex');
+/** What every request to our server carries: the static secret, or an OIDC token (--oidc). */
+let TOKEN_SECRET = STATIC_SECRET;
 /** Distinct GET objects per size, cycled through by wrk. */
 const OBJECTS_PER_SIZE = 16;
 /** The issue's goals, as ratios ours/nginx (nginx stands in for the Go server on PUT: see COMMON14). */
@@ -111,7 +119,7 @@ function log(msg) {
 /** @param {number} ms */
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-const USAGE = 'allowed: --quick, --seconds <1-600>, --rounds <1-20>, --only get|put, --soak <1-60 minutes>, --entry node|bin, --no-nice, --dir <dir>, --repo <dir>, --out <file>, --serve-args \'<serve flags>\'';
+const USAGE = 'allowed: --quick, --seconds <1-600>, --rounds <1-20>, --only get|put, --soak <1-60 minutes>, --entry node|bin, --no-nice, --dir <dir>, --repo <dir>, --out <file>, --serve-args \'<serve flags>\', --oidc';
 
 function parseArgs() {
   const args = process.argv.slice(2);
@@ -127,6 +135,7 @@ function parseArgs() {
     /** @type {string | undefined} */ out: undefined,
     /** @type {string[]} */ serveArgs: [],
     /** @type {'node' | 'bin'} */ entry: 'node',
+    oidc: false,
   };
   /** @param {string} name @param {string | undefined} v @param {number} lo @param {number} hi */
   const int = (name, v, lo, hi) => {
@@ -138,6 +147,7 @@ function parseArgs() {
     const a = args[i];
     if (a === '--quick') o.quick = true;
     else if (a === '--no-nice') o.nice = 0;
+    else if (a === '--oidc') o.oidc = true;
     else if (a === '--seconds') o.seconds = int('--seconds', args[++i], 1, 600);
     else if (a === '--rounds') o.rounds = int('--rounds', args[++i], 1, 20);
     else if (a === '--soak') o.soakMinutes = int('--soak', args[++i], 1, SOAK_MAX_MINUTES);
@@ -301,6 +311,33 @@ function oursCommand(repo, entry) {
 }
 
 /**
+ * A local OIDC issuer for --oidc: an RSA key made for the run, the discovery document and JWKS on
+ * 127.0.0.1, the serve config that trusts it (one rule: the bench's repository, read-write at the
+ * root) and a token for that rule, valid for an hour.
+ * @returns {Promise<{config: string, token: string, close: () => void}>}
+ */
+async function startIssuer() {
+  const { publicKey, privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const jwk = { ...publicKey.export({ format: 'jwk' }), kid: 'bench', alg: 'RS256', use: 'sig' };
+  /** @type {string} */
+  let iss = '';
+  const server = http.createServer((req, res) => {
+    const body = req.url === '/.well-known/openid-configuration' ? { issuer: iss, jwks_uri: `${iss}/jwks` } : req.url === '/jwks' ? { keys: [jwk] } : null;
+    res.writeHead(body ? 200 : 404, { 'content-type': 'application/json' });
+    res.end(body ? JSON.stringify(body) : '');
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(undefined)));
+  const addr = /** @type {import('node:net').AddressInfo} */ (server.address());
+  iss = `http://127.0.0.1:${addr.port}`;
+  const b64 = (/** @type {string | Buffer} */ x) => Buffer.from(x).toString('base64url');
+  const now = Math.floor(Date.now() / 1000);
+  const input = `${b64(JSON.stringify({ alg: 'RS256', typ: 'JWT', kid: 'bench' }))}.${b64(JSON.stringify({ iss, aud: 'bench', repository: 'acme/bench', ref: 'refs/heads/main', iat: now, nbf: now, exp: now + 3600 }))}`;
+  const token = `${input}.${crypto.sign('sha256', Buffer.from(input), privateKey).toString('base64url')}`;
+  const config = `[[oidc_issuers]]\nname = "bench"\nissuer = "${iss}"\naudience = "bench"\n\n[[oidc_rules]]\nname = "bench-main"\nclaims = { repository = "acme/bench", ref = "refs/heads/main" }\nrole = "read-write"\n`;
+  return { config, token, close: () => server.close() };
+}
+
+/**
  * `nx-open-cache serve` in its own process, fs storage, one read-write token, request log off.
  * @param {string} repo  the checkout whose lib/cli.js (or server binary) runs
  * @param {string} storeDir
@@ -317,7 +354,7 @@ async function startOurs(repo, storeDir, nice, serveArgs = [], entry = 'node') {
     const port = await freePort();
     const child = spawn(
       ...niced(nice, bin, [...pre, '--storage', `fs:${storeDir}`, '--listen', `127.0.0.1:${port}`, '--log', 'off', ...serveArgs]),
-      { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NX_OPEN_CACHE_SERVER_TOKENS: `bench:read-write:${TOKEN_SECRET}` } },
+      { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NX_OPEN_CACHE_SERVER_TOKENS: `bench:read-write:${STATIC_SECRET}` } },
     );
     let out = '';
     child.stdout?.on('data', (c) => (out += c));
@@ -853,12 +890,23 @@ async function main() {
     nginx?.killSync();
   };
   process.on('exit', onExit);
+  /** @type {(() => void) | undefined} */
+  let closeIssuer;
   const t0 = Date.now();
   try {
     const { objects, putBodies } = makeArtifacts({ cells, soak: o.soakMinutes > 0, nginxCache, srcDir: dirs.src });
     log(`artifacts: ${[...objects.keys()].map((s) => `${OBJECTS_PER_SIZE} x ${sizeLabel(s)}`).join(', ')} to GET; PUT bodies of ${[...putBodies.keys()].map(sizeLabel).join(', ')} (Nx artifacts of noise) in ${tmp} (${fsTypeOf(tmp)})`);
 
-    ours = await startOurs(o.repo, dirs.store, o.nice, o.serveArgs, o.entry);
+    const serveArgs = [...o.serveArgs];
+    if (o.oidc) {
+      const issuer = await startIssuer();
+      closeIssuer = issuer.close;
+      const config = path.join(dirs.store, '..', 'oidc.toml');
+      fs.writeFileSync(config, issuer.config);
+      serveArgs.push('--config', config);
+      TOKEN_SECRET = issuer.token;
+    }
+    ours = await startOurs(o.repo, dirs.store, o.nice, serveArgs, o.entry);
     log(`nx-open-cache serve (${o.entry === 'bin' ? 'target/release/nx-open-cache-server' : 'node lib/cli.js serve'}) on ${ours.url} (pid ${ours.pid})`);
     mem = startSampler(ours, t0);
     const probeHash = objects.size ? /** @type {GetObject[]} */ (objects.values().next().value)[0].hash : 'probe';
@@ -929,6 +977,7 @@ async function main() {
     mem?.stop();
     if (ours) await ours.stop();
     if (nginx) await nginx.stop();
+    closeIssuer?.();
     process.off('exit', onExit);
     fs.rmSync(tmp, { recursive: true, force: true });
   }

@@ -1258,6 +1258,15 @@ precedence is command line > environment > config file > default.
 Sizes: a number with B, KB, MB, GB, TB, KiB, MiB, GiB or TiB (e.g. 2GiB).
 Durations: a number with s, m, h, d or w (e.g. 10m, 30d).
 
+OIDC identity (recommended for CI): [[oidc_issuers]] (name, issuer, audience,
+jwks_url | jwks_file, algorithms, clock_skew, max_lifetime) and [[oidc_rules]]
+(name, issuer, claims, role, write_prefix, read_prefixes | deny) in the config
+file map a CI job's signed token to a role and namespaces; see docs/serve.md.
+  --explain-token <jwt|->
+      Prints what this configuration does with the token (- reads it from stdin):
+      each check and rule, and the access granted; never the token. Exits 0 when it
+      is accepted, 1 when refused.
+
 Endpoints: /v1/cache/<hash> (GET, PUT), /healthz, /readyz, /metrics, /openapi.json,
 /ui (the dashboard, admin tokens), /nx-open-cache/v1/runs (run reports, POST).
 Stops gracefully on SIGTERM or SIGINT: requests in flight finish first.

@@ -50,6 +50,7 @@ fn auth() -> Auth {
             untrusted,
         ],
         anonymous_read: Some(vec![prefix("trusted")]),
+        oidc: None,
     }
 }
 

@@ -316,13 +316,11 @@ impl HttpStore {
                 }
             }
         }
-        if https {
-            if options.accept_invalid_certs {
-                warnings.push(format!(
-                    "warning: {REJECT_UNAUTHORIZED_ENV}=0: the TLS certificate of {base} is not \
-                     verified (insecure: anyone on the network path can read and change artifacts)"
-                ));
-            }
+        if https && options.accept_invalid_certs {
+            warnings.push(format!(
+                "warning: {REJECT_UNAUTHORIZED_ENV}=0: the TLS certificate of {base} is not \
+                 verified (insecure: anyone on the network path can read and change artifacts)"
+            ));
         }
         let build = |read_timeout: Option<Duration>| {
             let mut b = reqwest::Client::builder()

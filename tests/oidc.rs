@@ -514,4 +514,14 @@ fn config_mistakes_name_the_table_key_and_value() {
         "at most",
     );
     check(rule, "no [[oidc_issuers]]");
+    // A shared issuer (GitHub, GitLab.com): a granting rule must name the repository.
+    check(&format!("{issuer}{rule}"), "without naming a repository");
+    check(
+        &format!("{issuer}{rule}claims = {{ repository = \"*/monorepo\" }}\n"),
+        "without naming a repository",
+    );
+    check(
+        &format!("{issuer}{rule}claims = {{ ref = \"refs/heads/main\" }}\n"),
+        "allow_any_repository = true",
+    );
 }

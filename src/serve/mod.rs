@@ -383,6 +383,7 @@ pub fn start(config: &ServeConfig, env: &HashMap<String, String>) -> Result<Runn
     if let Some(Oidc(v)) = &auth.oidc {
         let verifier = v.clone();
         let warnings = wait_for(runtime, async move { verifier.prefetch().await })?;
+        v.spawn_refresh(runtime);
         for warning in warnings {
             eprintln!("nx-open-cache serve: {warning}");
         }

@@ -35,7 +35,38 @@ const RULE_KEYS: &[&str] = &[
     "write_prefix",
     "read_prefixes",
     "deny",
+    "allow_any_repository",
 ];
+/// Issuers shared by every repository of a public service: anyone can get a token from them
+/// for any audience, from a repository of their own.
+const SHARED_ISSUERS: &[&str] = &[
+    "https://token.actions.githubusercontent.com",
+    "https://gitlab.com",
+];
+/// Claims that say whose repository (or project) a token is for.
+const REPOSITORY_CLAIMS: &[&str] = &[
+    "repository",
+    "repository_id",
+    "repository_owner",
+    "repository_owner_id",
+    "job_workflow_ref",
+    "sub",
+    "project_path",
+    "project_id",
+    "namespace_path",
+    "namespace_id",
+];
+
+/// Whether `rule` names the repositories it grants to: a condition on a repository claim whose
+/// patterns all begin with something other than a wildcard.
+fn scoped(rule: &RuleSpec) -> bool {
+    rule.conditions.iter().any(|c| {
+        REPOSITORY_CLAIMS.contains(&c.claim.as_str())
+            && c.any_of
+                .iter()
+                .all(|p| !p.as_str().is_empty() && !p.as_str().starts_with(['*', '?', '[']))
+    })
+}
 /// Longest accepted lifetime setting and clock skew.
 const MAX_LIFETIME_LIMIT: Duration = Duration::from_secs(7 * 86400);
 const MAX_SKEW: Duration = Duration::from_secs(600);
@@ -287,7 +318,7 @@ fn conditions(t: &Map<String, Value>, at: &str) -> Result<Vec<Condition>, Config
     Ok(out)
 }
 
-fn rule(t: &Map<String, Value>, i: usize, file: &str) -> Result<RuleSpec, ConfigError> {
+fn rule(t: &Map<String, Value>, i: usize, file: &str) -> Result<(RuleSpec, bool), ConfigError> {
     let name = name_of(t, "oidc_rules", i, file)?;
     let at = format!("OIDC rule \"{name}\" in {file}");
     unknown_keys(t, RULE_KEYS, &at)?;
@@ -303,6 +334,16 @@ fn rule(t: &Map<String, Value>, i: usize, file: &str) -> Result<RuleSpec, Config
             ))
         }
     };
+    let any_repository = match t.get("allow_any_repository") {
+        None => false,
+        Some(Value::Bool(b)) => *b,
+        Some(v) => {
+            return fail(format!(
+                "\"allow_any_repository\" of {at} must be true or false, got {}",
+                describe_json(v)
+            ))
+        }
+    };
     let has_grant_keys = ["role", "write_prefix", "read_prefixes"]
         .iter()
         .any(|k| t.contains_key(*k));
@@ -313,12 +354,15 @@ fn rule(t: &Map<String, Value>, i: usize, file: &str) -> Result<RuleSpec, Config
                  remove one or the other"
             ));
         }
-        return Ok(RuleSpec {
-            name,
-            issuer,
-            conditions,
-            grant: None,
-        });
+        return Ok((
+            RuleSpec {
+                name,
+                issuer,
+                conditions,
+                grant: None,
+            },
+            any_repository,
+        ));
     }
     let role = match t.get("role") {
         Some(Value::String(s)) => {
@@ -355,16 +399,19 @@ fn rule(t: &Map<String, Value>, i: usize, file: &str) -> Result<RuleSpec, Config
             ))
         }
     };
-    Ok(RuleSpec {
-        name,
-        issuer,
-        conditions,
-        grant: Some(Grant {
-            role,
-            write_prefix,
-            read_prefixes,
-        }),
-    })
+    Ok((
+        RuleSpec {
+            name,
+            issuer,
+            conditions,
+            grant: Some(Grant {
+                role,
+                write_prefix,
+                read_prefixes,
+            }),
+        },
+        any_repository,
+    ))
 }
 
 /// The OIDC configuration of the config file `file` (relative key files from `base`); `None`
@@ -398,7 +445,7 @@ pub fn parse(
         config.issuers.push(spec);
     }
     for (i, t) in rules.iter().enumerate() {
-        let spec = rule(t, i, &shown)?;
+        let (spec, any_repository) = rule(t, i, &shown)?;
         if config.rules.iter().any(|x| x.name == spec.name) {
             return fail(format!(
                 "OIDC rule name {:?} is used twice in {shown}",
@@ -419,6 +466,22 @@ pub fn parse(
                         .join(", ")
                 ));
             }
+        }
+        let shared = config.issuers.iter().find(|x| {
+            SHARED_ISSUERS.contains(&x.issuer.trim_end_matches('/'))
+                && spec.issuer.as_ref().is_none_or(|n| *n == x.name)
+        });
+        if let Some(shared) =
+            shared.filter(|_| spec.grant.is_some() && !any_repository && !scoped(&spec))
+        {
+            return fail(format!(
+                "OIDC rule {:?} in {shown} grants access to tokens of {:?} without naming a \
+                 repository: anyone can get a token of that issuer, from a repository of their \
+                 own, so the rule would let any of them in. Add a claim that names yours (e.g. \
+                 repository = \"acme/monorepo\" on GitHub, project_path = \"acme/monorepo\" on \
+                 GitLab), or set allow_any_repository = true if that is what you want",
+                spec.name, shared.issuer
+            ));
         }
         config.rules.push(spec);
     }

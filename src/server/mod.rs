@@ -518,7 +518,10 @@ async fn access<'a>(state: &'a AppState, headers: &HeaderMap) -> Access<'a> {
             Some(i) => principal(i),
             None => Access::Denied(Some("internal: the rule has no principal".to_owned())),
         },
-        Err(reason) => Access::Denied(Some(reason)),
+        Err(reason) => {
+            log::warn(state.log, &format!("OIDC token refused: {reason}"));
+            Access::Denied(Some(reason))
+        }
     }
 }
 

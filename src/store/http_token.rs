@@ -181,12 +181,12 @@ impl TokenConfig {
                     if exp <= now {
                         format!(
                             "{TOKEN_ENV} (a JWT that expired {} ago; it is never refreshed)",
-                            span(now - exp)
+                            span(now.saturating_sub(exp))
                         )
                     } else {
                         format!(
                             "{TOKEN_ENV} (a JWT that expires in {}; it is never refreshed)",
-                            span(exp - now)
+                            span(exp.saturating_sub(now))
                         )
                     }
                 }
@@ -277,7 +277,9 @@ fn schedule(token: &str, now: SystemTime) -> (Option<SystemTime>, Option<SystemT
     };
     let expires = to_system_time(exp);
     let lifetime = match iat {
-        Some(iat) if iat < exp => Duration::from_secs(u64::try_from(exp - iat).unwrap_or(0)),
+        Some(iat) if iat < exp => {
+            Duration::from_secs(u64::try_from(exp.saturating_sub(iat)).unwrap_or(0))
+        }
         _ => expires.duration_since(now).unwrap_or(Duration::ZERO),
     };
     let margin = (lifetime / 4).min(MAX_REFRESH_MARGIN);
@@ -688,8 +690,8 @@ async fn fetch_github(
     }
     let body = Zeroizing::new(body);
     if !status.is_success() {
-        let text = String::from_utf8_lossy(&body[..body.len().min(SNIPPET_LEN)])
-            .replace(request_token, "***");
+        let whole = String::from_utf8_lossy(&body).replace(request_token, "***");
+        let text: String = whole.chars().take(SNIPPET_LEN).collect();
         let text: String = text
             .chars()
             .map(|c| if c.is_control() { ' ' } else { c })

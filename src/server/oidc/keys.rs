@@ -30,6 +30,8 @@ pub struct Key {
 pub struct Parsed {
     pub keys: Vec<Key>,
     pub skipped: Vec<String>,
+    /// The usable keys' JWKs as published, to tell when the keys change.
+    pub fingerprint: String,
 }
 
 /// The algorithm a JWK verifies, if it is one of ours.
@@ -75,6 +77,14 @@ pub fn parse(bytes: &[u8], source: &str) -> Result<Parsed, String> {
     };
     let mut keys = Vec::new();
     let mut skipped = Vec::new();
+    let mut fingerprint = String::new();
+    if list.len() > MAX_KEYS * 2 {
+        return Err(format!(
+            "the JWKS from {source} holds {} keys (at most {} are read)",
+            list.len(),
+            MAX_KEYS * 2
+        ));
+    }
     for (i, raw) in list.iter().enumerate() {
         let kid = raw.get("kid").and_then(Value::as_str).map(str::to_owned);
         let shown = match &kid {
@@ -100,7 +110,11 @@ pub fn parse(bytes: &[u8], source: &str) -> Result<Parsed, String> {
             }
         };
         match DecodingKey::from_jwk(&jwk) {
-            Ok(key) if keys.len() < MAX_KEYS => keys.push(Key { kid, alg, key }),
+            Ok(key) if keys.len() < MAX_KEYS => {
+                fingerprint.push_str(&raw.to_string());
+                fingerprint.push('\n');
+                keys.push(Key { kid, alg, key })
+            }
             Ok(_) => skipped.push(format!("{shown}: more than {MAX_KEYS} keys")),
             Err(e) => skipped.push(format!("{shown}: invalid key ({e})")),
         }
@@ -115,7 +129,11 @@ pub fn parse(bytes: &[u8], source: &str) -> Result<Parsed, String> {
             "the JWKS from {source} holds no usable signing key (RS256, ES256 or EdDSA): {why}"
         ));
     }
-    Ok(Parsed { keys, skipped })
+    Ok(Parsed {
+        keys,
+        skipped,
+        fingerprint,
+    })
 }
 
 /// Whether `url` may be fetched: https, or http to a loopback host (tests, sidecars).

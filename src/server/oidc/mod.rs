@@ -130,7 +130,7 @@ pub struct OidcConfig {
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 /// Unknown `kid`: at most one key fetch per issuer in this time.
 pub const REFETCH_INTERVAL: Duration = Duration::from_secs(60);
-/// Keys older than this are fetched again (in the background).
+/// How often keys are fetched again in the background.
 pub const KEYS_MAX_AGE: Duration = Duration::from_secs(3600);
 /// Verified tokens kept at most.
 const CACHE_ENTRIES: usize = 10_000;
@@ -139,6 +139,8 @@ const CACHE_ENTRIES: usize = 10_000;
 #[derive(Default)]
 struct Held {
     keys: Vec<Arc<keys::Key>>,
+    /// The usable keys as published (kid, alg and key material), to tell a change.
+    fingerprint: String,
     fetched: Option<Instant>,
     /// Why the last fetch failed (cleared by a success).
     error: Option<String>,
@@ -162,11 +164,13 @@ struct Fetched {
     for_kid: Option<Instant>,
 }
 
-/// A verified token as cached: the rule it matched and when it expires (Unix seconds).
+/// A verified token as cached: the rule it matched, when it expires (Unix seconds) and the key
+/// generation it was verified under.
 #[derive(Clone, Copy)]
 struct Cached {
     rule: usize,
     exp: u64,
+    generation: u64,
 }
 
 /// The issuers, their keys, the rules and the verified tokens.
@@ -175,6 +179,10 @@ pub struct Verifier {
     rules: Vec<Rule>,
     client: reqwest::Client,
     cache: Mutex<HashMap<[u8; 32], Cached>>,
+    /// Bumped whenever an issuer's keys change: a cached token verified under an older
+    /// generation is checked again (a key removed or replaced stops working at once, even for a
+    /// check that was running while the keys changed).
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -312,6 +320,7 @@ impl Verifier {
             if let KeySource::File(path) = &spec.keys {
                 let parsed = read_key_file(path, &spec.name)?;
                 held.keys = parsed.keys.into_iter().map(Arc::new).collect();
+                held.fingerprint = parsed.fingerprint;
                 held.fetched = Some(Instant::now());
             }
             issuers.push(Issuer {
@@ -325,6 +334,7 @@ impl Verifier {
             rules,
             client: keys::client()?,
             cache: Mutex::new(HashMap::new()),
+            generation: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -383,14 +393,16 @@ impl Verifier {
         };
         match fetched {
             Ok(parsed) => {
-                let before: Vec<Option<String>> = held.keys.iter().map(|k| k.kid.clone()).collect();
-                let after: Vec<Option<String>> =
-                    parsed.keys.iter().map(|k| k.kid.clone()).collect();
+                let changed = held.fingerprint != parsed.fingerprint;
                 held.keys = parsed.keys.into_iter().map(Arc::new).collect();
+                held.fingerprint = parsed.fingerprint;
                 held.fetched = Some(Instant::now());
                 held.error = None;
-                if before != after {
-                    // Removed keys stop working at once: no token verified with them is kept.
+                if changed {
+                    // Removed or replaced keys stop working at once: no token verified with
+                    // them is kept.
+                    self.generation
+                        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     if let Ok(mut c) = self.cache.lock() {
                         c.clear();
                     }
@@ -416,27 +428,14 @@ impl Verifier {
         let Some(issuer) = self.issuers.get(index) else {
             return Err("internal: no such issuer".to_owned());
         };
-        if let Some((key, stale)) = self.held_key(issuer, kid, alg)? {
-            if stale {
-                // Fetched again in the background; the held key serves meanwhile.
-                let me = self.clone();
-                tokio::spawn(async move {
-                    if let Some(issuer) = me.issuers.get(index) {
-                        if let Ok(mut last) = issuer.fetching.try_lock() {
-                            if last.any.is_none_or(|t| t.elapsed() >= REFETCH_INTERVAL) {
-                                let _ = me.fetch_keys(issuer, &mut last).await;
-                            }
-                        }
-                    }
-                });
-            }
+        if let Some(key) = self.held_key(issuer, kid, alg)? {
             return Ok(key);
         }
         let shown_kid = kid.map_or("(none)".to_owned(), |k| format!("{k:?}"));
         let name = &issuer.spec.name;
         let mut last = issuer.fetching.lock().await;
         // Another request may have fetched while this one waited.
-        if let Some((key, _)) = self.held_key(issuer, kid, alg)? {
+        if let Some(key) = self.held_key(issuer, kid, alg)? {
             return Ok(key);
         }
         match last.for_kid {
@@ -465,7 +464,7 @@ impl Verifier {
             ));
         }
         match self.held_key(issuer, kid, alg)? {
-            Some((key, _)) => Ok(key),
+            Some(key) => Ok(key),
             None => Err(format!(
                 "issuer {name:?} has no {} key with kid {shown_kid} (its keys were just fetched)",
                 alg.as_str()
@@ -473,19 +472,17 @@ impl Verifier {
         }
     }
 
-    /// The held key and whether the keys are due for a refresh; `None` when none fits.
+    /// The held key for `kid` and `alg`; `None` when none fits.
     fn held_key(
         &self,
         issuer: &Issuer,
         kid: Option<&str>,
         alg: Alg,
-    ) -> Result<Option<(Arc<keys::Key>, bool)>, String> {
+    ) -> Result<Option<Arc<keys::Key>>, String> {
         let held = issuer
             .held
             .read()
             .map_err(|_| "internal: the key store is poisoned".to_owned())?;
-        let stale = !matches!(issuer.spec.keys, KeySource::File(_))
-            && held.fetched.is_none_or(|t| t.elapsed() >= KEYS_MAX_AGE);
         let found = match kid {
             Some(kid) => held
                 .keys
@@ -499,18 +496,45 @@ impl Verifier {
                 }
             }
         };
-        Ok(found.map(|k| (k.clone(), stale)))
+        Ok(found.cloned())
+    }
+
+    /// Fetches every issuer's keys (not a `jwks_file`'s) every [`KEYS_MAX_AGE`] in the
+    /// background, for as long as the verifier is in use; a failed fetch keeps the keys held.
+    pub fn spawn_refresh(self: &Arc<Self>, runtime: &tokio::runtime::Runtime) {
+        let weak = Arc::downgrade(self);
+        runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(KEYS_MAX_AGE).await;
+                let Some(me) = weak.upgrade() else {
+                    return;
+                };
+                for issuer in &me.issuers {
+                    if matches!(issuer.spec.keys, KeySource::File(_)) {
+                        continue;
+                    }
+                    let mut last = issuer.fetching.lock().await;
+                    let _ = me.fetch_keys(issuer, &mut last).await;
+                }
+            }
+        });
     }
 
     /// A verified token's rule, from the cache, when it is there and not expired.
     pub fn cached(&self, token: &[u8]) -> Option<usize> {
         let digest: [u8; 32] = Sha256::digest(token).into();
+        let generation = self.generation.load(std::sync::atomic::Ordering::SeqCst);
         let cache = self.cache.lock().ok()?;
         let hit = cache.get(&digest)?;
-        (hit.exp > now_secs()).then_some(hit.rule)
+        (hit.exp > now_secs() && hit.generation == generation).then_some(hit.rule)
     }
 
-    fn remember(&self, token: &[u8], verified: &Verified) {
+    /// Keeps `verified` for `token`, unless the keys changed since `generation` (when its check
+    /// began).
+    fn remember(&self, token: &[u8], verified: &Verified, generation: u64) {
+        if self.generation.load(std::sync::atomic::Ordering::SeqCst) != generation {
+            return;
+        }
         let digest: [u8; 32] = Sha256::digest(token).into();
         let Ok(mut cache) = self.cache.lock() else {
             return;
@@ -527,6 +551,7 @@ impl Verifier {
             Cached {
                 rule: verified.rule,
                 exp: verified.exp,
+                generation,
             },
         );
     }
@@ -538,9 +563,10 @@ impl Verifier {
             return Ok(Verified { rule, exp: 0 });
         }
         let text = std::str::from_utf8(token).map_err(|_| "not a JWT".to_owned())?;
+        let generation = self.generation.load(std::sync::atomic::Ordering::SeqCst);
         let (issuer, claims, exp) = self.check(text, &mut Trace(None)).await?;
         let verified = self.decide(issuer, &claims, exp, &mut Trace(None))?;
-        self.remember(token, &verified);
+        self.remember(token, &verified, generation);
         Ok(verified)
     }
 
@@ -636,7 +662,7 @@ impl Verifier {
         });
         let Some(alg) = Alg::parse(alg_name) else {
             let why = if alg_name.eq_ignore_ascii_case("none") {
-                "unsigned tokens (alg \"none\") are never accepted".to_owned()
+                format!("unsigned tokens (alg {alg_name:?}) are never accepted")
             } else if alg_name.starts_with("HS") {
                 format!(
                     "alg {alg_name:?} (an HMAC) is never accepted: a token must be signed with \
@@ -660,14 +686,7 @@ impl Verifier {
             return Err("the token has no \"iss\" (issuer) claim".to_owned());
         };
         let Some(index) = self.issuers.iter().position(|i| i.spec.issuer == iss) else {
-            return Err(format!(
-                "issuer {iss:?} is not configured (configured: {})",
-                self.issuers
-                    .iter()
-                    .map(|i| format!("{:?}", i.spec.issuer))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
+            return Err(format!("issuer {iss:?} is not configured"));
         };
         let spec = &self.issuers[index].spec;
         trace.say(|| format!("issuer: {iss:?} is configured as {:?}", spec.name));
@@ -718,10 +737,12 @@ impl Verifier {
         }
         trace.say(|| {
             format!(
-                "time: valid for {} more (lifetime {}), audience {:?}",
+                "time: valid for {} more (lifetime {}), audience {}",
                 ago(exp.saturating_sub(now)),
                 ago(lifetime),
-                claims.get("aud").cloned().unwrap_or(Value::Null)
+                claims
+                    .get("aud")
+                    .map_or("(none)".to_owned(), Value::to_string)
             )
         });
         Ok((index, claims, exp))
@@ -786,16 +807,11 @@ impl Verifier {
                 )
             }
             K::InvalidAudience => format!(
-                "the audience {} is not one of issuer {:?}'s ({})",
+                "the audience {} is not one this server accepts from issuer {:?}",
                 unverified
                     .get("aud")
                     .map_or("(none)".to_owned(), |a| a.to_string()),
-                spec.name,
-                spec.audiences
-                    .iter()
-                    .map(|a| format!("{a:?}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                spec.name
             ),
             K::InvalidIssuer => format!("the issuer is not {:?}", spec.issuer),
             K::MissingRequiredClaim(c) => format!("the token has no {c:?} claim"),

@@ -20,6 +20,9 @@ function run(args) {
     console.log(native.serveHelp());
     return 0;
   }
+  if (args.some((a) => a === '--explain-token' || a.startsWith('--explain-token='))) {
+    return explain(native, args);
+  }
   /** @type {import('../index.js').ServerHandle | undefined} */
   let handle;
   /** @type {NodeJS.Timeout | undefined} */
@@ -66,6 +69,26 @@ function run(args) {
   // The server runs on native threads, which do not keep Node's event loop alive: this does.
   keepAlive = setInterval(() => {}, 1 << 30);
   return undefined;
+}
+
+/**
+ * `serve ... --explain-token <jwt|->`: prints what the configured server would do with the token
+ * (never the token); 0 when accepted, 1 when refused, 2 on a configuration mistake.
+ * @param {typeof import('../index.js')} native
+ * @param {string[]} args
+ * @returns {number}
+ */
+function explain(native, args) {
+  try {
+    const found = native.explainToken(args, /** @type {Record<string, string>} */ ({ ...process.env }));
+    if (!found) return EXIT_CONFIG;
+    console.log(found.text);
+    return found.accepted ? 0 : 1;
+  } catch (e) {
+    console.error(/** @type {Error} */ (e).message);
+    console.error('Run `nx-open-cache serve --help` for the options.');
+    return EXIT_CONFIG;
+  }
 }
 
 module.exports = { run, EXIT_CONFIG };

@@ -205,6 +205,7 @@ pub fn proxy_settings(
         auth: Auth {
             tokens: vec![spec],
             anonymous_read: None,
+            oidc: None,
         },
         mode: config.mode,
         limits: Limits::proxy(),

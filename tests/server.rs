@@ -49,6 +49,7 @@ fn basic_auth() -> Auth {
             TokenSpec::new("dev", Role::ReadOnly, RO),
         ],
         anonymous_read: None,
+        oidc: None,
     }
 }
 
@@ -255,6 +256,7 @@ async fn namespaces_pr_reads_main_main_never_sees_pr() {
             },
         ],
         anonymous_read: None,
+        oidc: None,
     };
     let pr_token = Some("pr-secret-0123456789abcdef");
     let s = start(auth, Limits::server()).await;
@@ -651,6 +653,7 @@ async fn namespace_that_cannot_be_made_is_refused_at_start() {
         auth: Auth {
             tokens: vec![token],
             anonymous_read: None,
+            oidc: None,
         },
         mode: Mode::ReadWrite,
         limits: Limits::server(),

@@ -36,6 +36,7 @@ async fn start(anonymous_ui: bool) -> Server {
             TokenSpec::new("lead", Role::Admin, ADMIN),
         ],
         anonymous_read: None,
+        oidc: None,
     };
     let insights = Arc::new(Insights::new(&auth, StorageInfo::default()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

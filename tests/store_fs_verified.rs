@@ -220,6 +220,7 @@ async fn a_file_changed_while_streamed_cuts_the_response_off() {
             auth: Auth {
                 tokens: vec![TokenSpec::new("t", Role::ReadWrite, TOKEN)],
                 anonymous_read: None,
+                oidc: None,
             },
             mode: Mode::ReadWrite,
             limits: Limits::server(),

@@ -1009,6 +1009,7 @@ async fn anonymous_reads_go_on_after_a_write_refused_for_want_of_a_token() {
             auth: Auth {
                 tokens: vec![TokenSpec::new("ci", Role::ReadWrite, TOKEN)],
                 anonymous_read: Some(vec![Prefix::default()]),
+                oidc: None,
             },
             mode: Mode::ReadWrite,
             limits: Limits::server(),

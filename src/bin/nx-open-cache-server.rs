@@ -26,6 +26,12 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some("healthcheck") => healthcheck(&args[1..], &env),
+        _ if args
+            .iter()
+            .any(|a| a == serve::explain::FLAG || a.starts_with("--explain-token=")) =>
+        {
+            explain(&args, &env)
+        }
         _ if args.iter().any(|a| a == "--help" || a == "-h") => {
             println!("{}", help());
             ExitCode::SUCCESS
@@ -54,6 +60,38 @@ fn help() -> String {
 /// warnings, errors and stop messages), so that logs, alerts and docs read the same whichever
 /// entry point runs the server; only the `--help` hint names this program.
 const PREFIX: &str = "nx-open-cache serve";
+
+/// `--explain-token`: prints what the configured server would do with the token; exits 0 when it
+/// is accepted, 1 when refused, 2 on a configuration mistake.
+fn explain(args: &[String], env: &HashMap<String, String>) -> ExitCode {
+    let cwd = match std::env::current_dir() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("{PREFIX}: cannot read the current directory: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match serve::explain::run(args, env, &cwd) {
+        Ok(Some(e)) => {
+            println!("{}", e.text);
+            if e.accepted {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Ok(None) => run(args, env),
+        Err(Ok(config)) => {
+            eprintln!("{}", config.shown_by("serve"));
+            eprintln!("Run `{NAME} --help` for the options.");
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(Err(e)) => {
+            eprintln!("{PREFIX}: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
 
 /// Starts the server and runs until SIGTERM or SIGINT, then stops gracefully (requests in flight
 /// finish, bounded); a second signal exits at once.

@@ -74,6 +74,42 @@ pub fn start_server(args: Vec<String>, env: HashMap<String, String>) -> Result<S
     })
 }
 
+/// What `nx-open-cache serve --explain-token` found.
+#[napi(object)]
+pub struct TokenExplanation {
+    /// The lines to print (never the token).
+    pub text: String,
+    /// The server would accept the token.
+    pub accepted: bool,
+}
+
+/// `nx-open-cache serve ... --explain-token <jwt|->`: what a server configured by the same words
+/// and environment would do with the token. A configuration mistake throws with code
+/// `InvalidArg`; `null` when the words hold no `--explain-token`.
+#[napi(catch_unwind)]
+pub fn explain_token(
+    args: Vec<String>,
+    env: HashMap<String, String>,
+) -> Result<Option<TokenExplanation>> {
+    let cwd = std::env::current_dir().map_err(|e| {
+        Error::new(
+            Status::GenericFailure,
+            format!("nx-open-cache serve: cannot read the current directory: {e}"),
+        )
+    })?;
+    match serve::explain::run(&args, &env, &cwd) {
+        Ok(found) => Ok(found.map(|e| TokenExplanation {
+            text: e.text,
+            accepted: e.accepted,
+        })),
+        Err(Ok(config)) => Err(Error::new(Status::InvalidArg, config.shown_by("serve"))),
+        Err(Err(e)) => Err(Error::new(
+            Status::InvalidArg,
+            format!("nx-open-cache serve: {e}"),
+        )),
+    }
+}
+
 /// The `nx-open-cache serve --help` text: every option with its environment variable and
 /// config-file key.
 #[napi(catch_unwind)]

@@ -81,7 +81,7 @@ const OPTIONS: &[OptionSpec] = &[
 ];
 
 /// Keys a config file may hold besides [`OPTIONS`].
-const FILE_ONLY_KEYS: &[&str] = &["tokens"];
+const FILE_ONLY_KEYS: &[&str] = &["tokens", "oidc_issuers", "oidc_rules"];
 /// Keys of one `[[tokens]]` entry.
 const TOKEN_KEYS: &[&str] = &[
     "name",
@@ -149,6 +149,8 @@ pub struct ServeConfig {
     pub tokens: Vec<TokenSpec>,
     /// Tokens in the simple form (env `NX_OPEN_CACHE_SERVER_TOKENS`, `--tokens-file`).
     pub token_lists: Vec<TokenList>,
+    /// OIDC issuers and rules (`[[oidc_issuers]]`, `[[oidc_rules]]` of the config file).
+    pub oidc: Option<crate::server::oidc::OidcConfig>,
     pub allow_anonymous: bool,
     /// Requests without a token may see the dashboard (`/ui` and its API).
     pub ui_anonymous: bool,
@@ -369,10 +371,11 @@ fn parse_env(env: &HashMap<String, String>) -> Result<HashMap<&'static str, Raw>
     Ok(found)
 }
 
-/// Options by config key, and the raw `[[tokens]]` tables of a config file.
+/// Options by config key, and the raw tables of a config file's arrays (`[[tokens]]`,
+/// `[[oidc_issuers]]`, `[[oidc_rules]]`) by key.
 type FileContents = (
     HashMap<&'static str, Raw>,
-    Vec<serde_json::Map<String, Value>>,
+    HashMap<&'static str, Vec<serde_json::Map<String, Value>>>,
 );
 
 /// Reads a TOML or JSON config file into its options and its `[[tokens]]` entries.
@@ -406,23 +409,24 @@ fn read_file(path: &Path) -> Result<FileContents, ConfigError> {
         ));
     };
     let mut found = HashMap::new();
-    let mut tokens = Vec::new();
+    let mut tables: HashMap<&'static str, Vec<serde_json::Map<String, Value>>> = HashMap::new();
     for (key, value) in map {
-        if key == "tokens" {
+        if let Some(table) = FILE_ONLY_KEYS.iter().find(|k| **k == key) {
             let Value::Array(items) = value else {
                 return err(format!(
-                    "\"tokens\" in {shown} must be an array of tables ([[tokens]]), got {}",
+                    "\"{key}\" in {shown} must be an array of tables ([[{key}]]), got {}",
                     describe_json(&value)
                 ));
             };
+            let list = tables.entry(table).or_default();
             for (i, item) in items.into_iter().enumerate() {
                 let Value::Object(t) = item else {
                     return err(format!(
-                        "tokens[{i}] in {shown} must be a table/object, got {}",
+                        "{key}[{i}] in {shown} must be a table/object, got {}",
                         describe_json(&item)
                     ));
                 };
-                tokens.push(t);
+                list.push(t);
             }
             continue;
         }
@@ -447,7 +451,7 @@ fn read_file(path: &Path) -> Result<FileContents, ConfigError> {
             },
         );
     }
-    Ok((found, tokens))
+    Ok((found, tables))
 }
 
 /// The three sources of the options, layered: command line, environment, config file.
@@ -457,7 +461,8 @@ struct Sources<'a> {
     file: HashMap<&'static str, Raw>,
     /// The config file (absolute), if any.
     config_file: Option<PathBuf>,
-    file_tokens: Vec<serde_json::Map<String, Value>>,
+    /// The config file's `[[tokens]]`, `[[oidc_issuers]]` and `[[oidc_rules]]` tables.
+    file_tables: HashMap<&'static str, Vec<serde_json::Map<String, Value>>>,
     env: &'a HashMap<String, String>,
     cwd: &'a Path,
 }
@@ -478,19 +483,24 @@ impl<'a> Sources<'a> {
                     .cloned()
             })
             .map(|f| absolute(cwd, Path::new(&f)));
-        let (file, file_tokens) = match &config_file {
+        let (file, file_tables) = match &config_file {
             Some(f) => read_file(f)?,
-            None => (HashMap::new(), Vec::new()),
+            None => (HashMap::new(), HashMap::new()),
         };
         Ok(Sources {
             cli,
             env_options,
             file,
             config_file,
-            file_tokens,
+            file_tables,
             env,
             cwd,
         })
+    }
+
+    /// The config file's tables of the array `key` (`[[key]]`).
+    fn table(&self, key: &str) -> &[serde_json::Map<String, Value>] {
+        self.file_tables.get(key).map(Vec::as_slice).unwrap_or(&[])
     }
 
     /// The value of `key` from the first source that sets it.
@@ -1008,11 +1018,11 @@ fn valid_name(s: &str) -> bool {
 /// The tokens: the config file's `[[tokens]]`, the simple lists (`NX_OPEN_CACHE_SERVER_TOKENS`,
 /// `--tokens-file`), and whether anonymous reads are allowed. Starting with none of them is
 /// refused.
-fn tokens(sources: &Sources) -> Result<(Vec<TokenSpec>, Vec<TokenList>, bool), ConfigError> {
+fn tokens(sources: &Sources) -> Result<Tokens, ConfigError> {
     let mut tokens = Vec::new();
     if let Some(f) = &sources.config_file {
         let base = sources.file_base();
-        for (i, t) in sources.file_tokens.iter().enumerate() {
+        for (i, t) in sources.table("tokens").iter().enumerate() {
             tokens.push(token_entry(t, i, f, &base, sources.env)?);
         }
     }
@@ -1051,15 +1061,37 @@ fn tokens(sources: &Sources) -> Result<(Vec<TokenSpec>, Vec<TokenList>, bool), C
         });
     }
     let allow_anonymous = sources.bool_of("allow_anonymous")?;
-    if tokens.is_empty() && token_lists.is_empty() && !allow_anonymous {
+    let oidc = match &sources.config_file {
+        Some(f) => super::oidc::parse(
+            sources.table("oidc_issuers"),
+            sources.table("oidc_rules"),
+            f,
+            &sources.file_base(),
+        )?,
+        None => None,
+    };
+    if tokens.is_empty() && token_lists.is_empty() && oidc.is_none() && !allow_anonymous {
         return err(format!(
             "refusing to start without any access token: set {ENV_PREFIX}TOKENS (e.g. \
              ci:read-write:<secret>,dev:read-only:<secret>), give --tokens-file <file>, or add \
-             [[tokens]] to the config file; to serve anonymous read-only access only, pass \
-             --allow-anonymous explicitly"
+             [[tokens]] or [[oidc_issuers]] + [[oidc_rules]] to the config file; to serve \
+             anonymous read-only access only, pass --allow-anonymous explicitly"
         ));
     }
-    Ok((tokens, token_lists, allow_anonymous))
+    Ok(Tokens {
+        tokens,
+        token_lists,
+        oidc,
+        allow_anonymous,
+    })
+}
+
+/// Who may connect: [`tokens`]'s result.
+struct Tokens {
+    tokens: Vec<TokenSpec>,
+    token_lists: Vec<TokenList>,
+    oidc: Option<crate::server::oidc::OidcConfig>,
+    allow_anonymous: bool,
 }
 
 /// Where a server started with `args` and `env` can be reached from its own host: the
@@ -1099,7 +1131,12 @@ pub fn resolve(
     let (max_size, max_age) = retention(&sources, &backend)?;
     let durability = durability(&sources, &backend)?;
     let log = log_format(&sources)?;
-    let (tokens, token_lists, allow_anonymous) = tokens(&sources)?;
+    let Tokens {
+        tokens,
+        token_lists,
+        oidc,
+        allow_anonymous,
+    } = tokens(&sources)?;
     let require_ready = sources.bool_of("require_ready")?;
     let ui_anonymous = sources.bool_of("ui_anonymous")?;
     Ok(ServeConfig {
@@ -1111,6 +1148,7 @@ pub fn resolve(
         tls,
         tokens,
         token_lists,
+        oidc,
         allow_anonymous,
         ui_anonymous,
         max_artifact_size: uploads.max_artifact_size,

@@ -2,15 +2,18 @@
 //! [`crate::server`] out (plain HTTP or TLS), with one startup line saying what it serves.
 
 pub mod config;
+pub mod explain;
 pub mod health;
+pub mod oidc;
 pub mod tls;
 
 use crate::config::Backend;
 use crate::key::Prefix;
-use crate::server::auth::{check_secret, Auth, Role, TokenSpec};
+use crate::server::auth::{check_secret, Auth, Oidc, Role, TokenSpec};
 use crate::server::insights::snapshot::{self, Writer, SNAPSHOT_INTERVAL};
 use crate::server::insights::{Insights, StorageInfo};
 use crate::server::limits::Limits;
+use crate::server::oidc::Verifier;
 use crate::server::{Caps, LogFormat, RunningServer, ServerSettings, UiSettings};
 use crate::stats::Stats;
 use crate::store::fs::{Budget, FsStore};
@@ -82,9 +85,25 @@ pub fn build_auth(config: &ServeConfig) -> Result<Auth, String> {
             }
         }
     }
+    let oidc = match &config.oidc {
+        None => None,
+        Some(o) => {
+            for r in &o.rules {
+                if tokens.iter().any(|t| t.name == r.name) {
+                    return Err(format!(
+                        "OIDC rule {:?} has the name of a token: names must be unique across \
+                         tokens and rules (they name who did what in logs and metrics)",
+                        r.name
+                    ));
+                }
+            }
+            Some(Oidc(Arc::new(Verifier::new(o)?)))
+        }
+    };
     Ok(Auth {
         tokens,
         anonymous_read: config.allow_anonymous.then(|| vec![Prefix::default()]),
+        oidc,
     })
 }
 
@@ -150,16 +169,28 @@ pub fn open_store(
     }
 }
 
+/// Runs `work` on the shared runtime and waits for it from this (non-async) thread; works
+/// whether or not the caller is itself on a runtime.
+pub fn wait_for<T: Send + 'static>(
+    runtime: &tokio::runtime::Runtime,
+    work: impl std::future::Future<Output = T> + Send + 'static,
+) -> Result<T, String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    runtime.spawn(async move {
+        let _ = tx.send(work.await);
+    });
+    rx.recv()
+        .map_err(|_| "the work stopped without an answer".to_owned())
+}
+
 /// Probes `store` as `/readyz` does (bounded by its timeout), from a thread outside the runtime
 /// or inside another one. `Err`: why it is not ready, on one line (the store's reason, whose
 /// cloud XML bodies have line breaks; no secret).
 pub fn probe(runtime: &tokio::runtime::Runtime, store: &Arc<dyn Store>) -> Result<(), String> {
-    let (tx, rx) = std::sync::mpsc::channel();
     let probed = store.clone();
-    runtime.spawn(async move {
-        let _ = tx.send(crate::server::readiness(probed.as_ref()).await);
-    });
-    match rx.recv() {
+    match wait_for(runtime, async move {
+        crate::server::readiness(probed.as_ref()).await
+    }) {
         Ok(answer) => {
             answer.map_err(|(_, reason)| reason.split_whitespace().collect::<Vec<_>>().join(" "))
         }
@@ -203,6 +234,25 @@ pub fn fs_budget(config: &ServeConfig) -> Option<Arc<Budget>> {
         (Backend::Fs { .. }, Some(max)) => Some(Budget::new(max)),
         _ => None,
     }
+}
+
+/// ` | OIDC issuers: github (https://..., 2 keys) | rules: main, pr, other (deny)`, or nothing.
+fn oidc_summary(auth: &Auth) -> String {
+    let Some(Oidc(v)) = &auth.oidc else {
+        return String::new();
+    };
+    let rules: Vec<String> = v
+        .rules()
+        .map(|(name, grant)| match grant {
+            Some(g) => format!("{name} ({})", crate::server::oidc::describe_grant(g)),
+            None => format!("{name} (deny)"),
+        })
+        .collect();
+    format!(
+        " | OIDC issuers: {} | OIDC rules (first match): {}",
+        v.describe().join(", "),
+        rules.join("; ")
+    )
 }
 
 /// What the startup line shows besides the configuration.
@@ -282,6 +332,13 @@ fn banner(config: &ServeConfig, shown: &Shown<'_>) -> String {
                 "write_prefix": t.write_prefix.as_str(),
                 "read_prefixes": t.read_prefixes.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
+            "oidc": auth.oidc.as_ref().map(|o| serde_json::json!({
+                "issuers": o.0.describe(),
+                "rules": o.0.rules().map(|(name, grant)| serde_json::json!({
+                    "name": name,
+                    "access": grant.map_or("deny".to_owned(), crate::server::oidc::describe_grant),
+                })).collect::<Vec<_>>(),
+            })),
             "anonymous_read": config.allow_anonymous,
             "max_artifact_bytes": limits.max_artifact_bytes,
             "upload_timeout_s": limits.upload_timeout.as_secs(),
@@ -295,10 +352,11 @@ fn banner(config: &ServeConfig, shown: &Shown<'_>) -> String {
         })
         .to_string(),
         _ => format!(
-            "nx-open-cache serve: listening on {url} | storage {location} | tokens: {} | anonymous read {} | \
+            "nx-open-cache serve: listening on {url} | storage {location} | tokens: {}{} | anonymous read {} | \
              max artifact {max}, upload timeout {}, {} concurrent uploads | {} connections, {} without a \
              token | retention {retention} | dashboard {url}/ui{} | artifacts checked: {checked}",
             if tokens.is_empty() { "none".to_owned() } else { tokens.join(", ") },
+            oidc_summary(auth),
             if config.allow_anonymous { "on" } else { "off" },
             crate::units::format_duration(limits.upload_timeout),
             limits.max_concurrent_uploads,
@@ -321,7 +379,14 @@ pub fn start(config: &ServeConfig, env: &HashMap<String, String>) -> Result<Runn
     crate::runtime::limit_malloc_arenas();
     let runtime = crate::runtime::get()?;
     let budget = fs_budget(config);
-    let writes = auth.tokens.iter().any(|t| t.role == Role::ReadWrite);
+    let writes = auth.principals().iter().any(|t| t.role == Role::ReadWrite);
+    if let Some(Oidc(v)) = &auth.oidc {
+        let verifier = v.clone();
+        let warnings = wait_for(runtime, async move { verifier.prefetch().await })?;
+        for warning in warnings {
+            eprintln!("nx-open-cache serve: {warning}");
+        }
+    }
     // Uploads and reads are checked to be valid Nx artifacts (a bad writer gets 400 at once; an
     // object written before, or by another writer of the storage, is a miss).
     let (opened, prepared) = open_store(config, env, budget.clone(), writes)?;

@@ -1,9 +1,12 @@
-//! Who may do what: bearer tokens with a role and a namespace, optional anonymous reads.
+//! Who may do what: bearer tokens with a role and a namespace, OIDC tokens whose claims a rule
+//! maps to a role and namespaces ([`super::oidc`]), optional anonymous reads.
 //!
 //! Secrets are compared in constant time and never appear in errors, logs or metrics; a token is
 //! known there by its name only.
 
+use super::oidc::Verifier;
 use crate::key::Prefix;
+use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
 /// The token roles.
@@ -96,6 +99,34 @@ pub struct Auth {
     /// `Some(prefixes)`: requests without an `Authorization` header may GET, from these prefixes
     /// in order. `None`: no anonymous access.
     pub anonymous_read: Option<Vec<Prefix>>,
+    /// OIDC identity: issuers, their keys and the rules from claims to access.
+    pub oidc: Option<Oidc>,
+}
+
+/// The OIDC verifier of a server (compared by identity).
+#[derive(Clone)]
+pub struct Oidc(pub Arc<Verifier>);
+
+impl PartialEq for Oidc {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Oidc {}
+
+impl std::fmt::Debug for Oidc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Someone requests may act as: a token, or an OIDC rule that grants access.
+pub struct PrincipalSpec<'a> {
+    pub name: &'a str,
+    pub role: Role,
+    pub write_prefix: &'a Prefix,
+    pub read_prefixes: &'a [Prefix],
 }
 
 /// Shortest secret accepted (see [`check_secret`]).
@@ -120,11 +151,56 @@ pub fn check_secret(name: &str, secret: &str) -> Result<(), String> {
 }
 
 impl Auth {
+    /// The principals, in order: the tokens, then the OIDC rules that grant access (deny rules
+    /// have none). The server keeps one slot of counts for each.
+    pub fn principals(&self) -> Vec<PrincipalSpec<'_>> {
+        let mut out: Vec<PrincipalSpec<'_>> = self
+            .tokens
+            .iter()
+            .map(|t| PrincipalSpec {
+                name: &t.name,
+                role: t.role,
+                write_prefix: &t.write_prefix,
+                read_prefixes: &t.read_prefixes,
+            })
+            .collect();
+        if let Some(Oidc(v)) = &self.oidc {
+            out.extend(v.rules().filter_map(|(name, grant)| {
+                grant.map(|g| PrincipalSpec {
+                    name,
+                    role: g.role,
+                    write_prefix: &g.write_prefix,
+                    read_prefixes: &g.read_prefixes,
+                })
+            }));
+        }
+        out
+    }
+
+    /// For each OIDC rule, the index of its principal in [`Auth::principals`] (`None`: a deny
+    /// rule).
+    pub fn rule_principals(&self) -> Vec<Option<usize>> {
+        let mut next = self.tokens.len();
+        match &self.oidc {
+            None => Vec::new(),
+            Some(Oidc(v)) => v
+                .rules()
+                .map(|(_, grant)| {
+                    grant.map(|_| {
+                        next += 1;
+                        next - 1
+                    })
+                })
+                .collect(),
+        }
+    }
+
     /// The proxy's form: one read-write (or read-only) token, no namespaces, no anonymous access.
     pub fn single(secret: String, role: Role) -> Auth {
         Auth {
             tokens: vec![TokenSpec::new("proxy", role, secret)],
             anonymous_read: None,
+            oidc: None,
         }
     }
 
@@ -218,6 +294,7 @@ mod tests {
         let auth = Auth {
             tokens: tokens.to_vec(),
             anonymous_read: None,
+            oidc: None,
         };
         assert_eq!(auth.find(b"zyxwvutsrqponmlk"), Some(1));
         assert_eq!(auth.find(b"zyxwvutsrqponml"), None);

@@ -27,6 +27,7 @@ pub mod listen;
 pub mod log;
 pub mod metrics;
 mod observe;
+pub mod oidc;
 mod ops;
 pub mod panics;
 mod ui;
@@ -271,6 +272,8 @@ struct Principal {
 pub(crate) struct AppState {
     auth: Auth,
     principals: Vec<Principal>,
+    /// The OIDC verifier and, for each of its rules, the index of its principal.
+    oidc: Option<(Arc<oidc::Verifier>, Vec<Option<usize>>)>,
     anonymous: Option<Vec<Arc<dyn Store>>>,
     anonymous_slot: Tally,
     mode: Mode,
@@ -313,9 +316,8 @@ fn build_state(settings: ServerSettings, strict: bool, ui: Option<UiSettings>) -
             .map(|i| i.slot(&settings.auth, index))
             .unwrap_or_default()
     };
-    let slots: Vec<Tally> = (0..settings.auth.tokens.len())
-        .map(|i| slot(Some(i)))
-        .collect();
+    let specs = settings.auth.principals();
+    let slots: Vec<Tally> = (0..specs.len()).map(|i| slot(Some(i))).collect();
     let anonymous_slot = slot(None);
     let base = settings.store;
     let mut stores: HashMap<String, Arc<dyn Store>> = HashMap::new();
@@ -339,27 +341,37 @@ fn build_state(settings: ServerSettings, strict: bool, ui: Option<UiSettings>) -
         stores.insert(prefix.as_str().to_owned(), store.clone());
         store
     };
-    let principals: Vec<Principal> = settings
-        .auth
-        .tokens
+    let tokens = settings.auth.tokens.len();
+    let principals: Vec<Principal> = specs
         .iter()
         .zip(slots)
-        .map(|(t, slot)| {
-            let owner = format!("token {:?}", t.name);
+        .enumerate()
+        .map(|(i, (t, slot))| {
+            let owner = if i < tokens {
+                format!("token {:?}", t.name)
+            } else {
+                format!("OIDC rule {:?}", t.name)
+            };
             let reads = if t.read_prefixes.is_empty() {
-                vec![resolve(&owner, &t.write_prefix)]
+                vec![resolve(&owner, t.write_prefix)]
             } else {
                 t.read_prefixes.iter().map(|p| resolve(&owner, p)).collect()
             };
             Principal {
-                name: t.name.clone(),
+                name: t.name.to_owned(),
                 role: t.role,
-                write: resolve(&owner, &t.write_prefix),
+                write: resolve(&owner, t.write_prefix),
                 reads,
                 slot,
             }
         })
         .collect();
+    let oidc = settings
+        .auth
+        .oidc
+        .as_ref()
+        .map(|o| (o.0.clone(), settings.auth.rule_principals()));
+    drop(specs);
     let anonymous = settings.auth.anonymous_read.as_ref().map(|prefixes| {
         if prefixes.is_empty() {
             vec![base.clone()]
@@ -378,6 +390,7 @@ fn build_state(settings: ServerSettings, strict: bool, ui: Option<UiSettings>) -
     let state = Arc::new(AppState {
         auth: settings.auth,
         principals,
+        oidc,
         anonymous,
         anonymous_slot,
         mode: settings.mode,
@@ -467,28 +480,45 @@ pub(crate) fn text(status: StatusCode, message: &str) -> Response {
 enum Access<'a> {
     Token(&'a Principal),
     Anonymous(&'a [Arc<dyn Store>]),
-    Denied,
+    /// No valid token; for an OIDC token, why it was refused.
+    Denied(Option<String>),
 }
 
-fn access<'a>(state: &'a AppState, headers: &HeaderMap) -> Access<'a> {
-    match headers.get(header::AUTHORIZATION) {
-        Some(value) => {
-            let presented = value
-                .as_bytes()
-                .strip_prefix(b"Bearer ")
-                .or_else(|| value.as_bytes().strip_prefix(b"bearer "));
-            match presented.and_then(|p| state.auth.find(p)) {
-                Some(i) => match state.principals.get(i) {
-                    Some(p) => Access::Token(p),
-                    None => Access::Denied,
-                },
-                None => Access::Denied,
-            }
-        }
-        None => match &state.anonymous {
+/// The principal of a token: a static token (compared in constant time), else a verified OIDC
+/// token's rule.
+async fn access<'a>(state: &'a AppState, headers: &HeaderMap) -> Access<'a> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return match &state.anonymous {
             Some(stores) => Access::Anonymous(stores),
-            None => Access::Denied,
+            None => Access::Denied(None),
+        };
+    };
+    let Some(presented) = value
+        .as_bytes()
+        .strip_prefix(b"Bearer ")
+        .or_else(|| value.as_bytes().strip_prefix(b"bearer "))
+    else {
+        return Access::Denied(None);
+    };
+    let principal = |i: usize| match state.principals.get(i) {
+        Some(p) => Access::Token(p),
+        None => Access::Denied(None),
+    };
+    if let Some(i) = state.auth.find(presented) {
+        return principal(i);
+    }
+    let Some((verifier, of_rule)) = &state.oidc else {
+        return Access::Denied(None);
+    };
+    if !oidc::looks_like_jwt(presented) {
+        return Access::Denied(None);
+    }
+    match verifier.verify(presented).await {
+        Ok(v) => match of_rule.get(v.rule).copied().flatten() {
+            Some(i) => principal(i),
+            None => Access::Denied(Some("internal: the rule has no principal".to_owned())),
         },
+        Err(reason) => Access::Denied(Some(reason)),
     }
 }
 
@@ -516,7 +546,7 @@ async fn get_artifact(
 ) -> Response {
     let mut obs = Observer::new(&state, Operation::Get, raw_hash(&raw));
     // The request's own headers (the `HeaderMap` extractor would copy them).
-    let stores: &[Arc<dyn Store>] = match access(&state, req.headers()) {
+    let stores: &[Arc<dyn Store>] = match access(&state, req.headers()).await {
         Access::Token(p) => {
             obs.token(&p.name, &p.slot);
             if !p.role.uses_cache() {
@@ -535,7 +565,7 @@ async fn get_artifact(
             obs.anonymous(&state.anonymous_slot);
             stores
         }
-        Access::Denied => return obs.answer(unauthorized(&state)),
+        Access::Denied(why) => return obs.answer(unauthorized(&state, why.as_deref())),
     };
     let hash = match bad_hash(&raw) {
         Ok(h) => h,
@@ -593,16 +623,21 @@ fn artifact_response(artifact: Artifact) -> Response {
 
 /// 401, `Content-Type: text/plain` exactly (Nx requires it). The connection is closed after it:
 /// a client without a valid token keeps no connection open.
-fn unauthorized(state: &AppState) -> Response {
+fn unauthorized(state: &AppState, oidc_refusal: Option<&str>) -> Response {
     if let Some(i) = &state.insights {
         i.unauthorized();
     }
-    unauthorized_uncounted(state)
+    unauthorized_uncounted(state, oidc_refusal)
 }
 
-/// A 401 not counted as a cache refusal (the dashboard's API and run reports).
-fn unauthorized_uncounted(state: &AppState) -> Response {
-    let mut resp = text(StatusCode::UNAUTHORIZED, state.unauthorized);
+/// A 401 not counted as a cache refusal (the dashboard's API and run reports); for a refused
+/// OIDC token its body says why.
+fn unauthorized_uncounted(state: &AppState, oidc_refusal: Option<&str>) -> Response {
+    let message = match oidc_refusal {
+        Some(why) => format!("nx-open-cache: OIDC token refused: {why}"),
+        None => state.unauthorized.to_owned(),
+    };
+    let mut resp = text(StatusCode::UNAUTHORIZED, &message);
     resp.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
     resp
@@ -649,11 +684,15 @@ async fn put_artifact(
         state.limits.max_artifact_bytes,
         state.limits.upload_timeout,
     );
-    let principal = match access(&state, &parts.headers) {
+    let principal = match access(&state, &parts.headers).await {
         Access::Token(p) => p,
-        Access::Anonymous(_) | Access::Denied => {
+        Access::Anonymous(_) => {
             // At once: nothing of the body is read before the answer.
-            return obs.answer(closing(unauthorized(&state), declared == Some(0)));
+            return obs.answer(closing(unauthorized(&state, None), declared == Some(0)));
+        }
+        Access::Denied(why) => {
+            let resp = unauthorized(&state, why.as_deref());
+            return obs.answer(closing(resp, declared == Some(0)));
         }
     };
     obs.token(&principal.name, &principal.slot);

@@ -15,7 +15,7 @@ use super::{access, closing, text, unauthorized_uncounted, Access, AppState, Tru
 use crate::server::auth::Role;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, HeaderValue, Request, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use futures_util::StreamExt;
@@ -92,8 +92,8 @@ pub(super) async fn page() -> Response {
 }
 
 /// Who may see the dashboard: `Ok(trusted)` (a valid token was presented), or the answer.
-fn viewer(state: &AppState, req: &Request<Body>) -> Result<bool, Box<Response>> {
-    match access(state, req.headers()) {
+async fn viewer(state: &AppState, headers: &HeaderMap) -> Result<bool, Box<Response>> {
+    match access(state, headers).await {
         Access::Token(p) if p.role == Role::Admin => Ok(true),
         Access::Token(p) => {
             let mut resp = text(
@@ -107,18 +107,19 @@ fn viewer(state: &AppState, req: &Request<Body>) -> Result<bool, Box<Response>> 
             resp.extensions_mut().insert(Trusted);
             Err(Box::new(resp))
         }
-        Access::Anonymous(_) | Access::Denied
-            if state.ui_anonymous && req.headers().get(header::AUTHORIZATION).is_none() =>
+        Access::Anonymous(_) | Access::Denied(_)
+            if state.ui_anonymous && headers.get(header::AUTHORIZATION).is_none() =>
         {
             Ok(false)
         }
-        Access::Anonymous(_) | Access::Denied => Err(Box::new(unauthorized_uncounted(state))),
+        Access::Anonymous(_) => Err(Box::new(unauthorized_uncounted(state, None))),
+        Access::Denied(why) => Err(Box::new(unauthorized_uncounted(state, why.as_deref()))),
     }
 }
 
 /// `GET /ui/api/summary[?range=1h|24h|7d]` (default 24h).
 pub(super) async fn summary(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response {
-    let trusted = match viewer(&state, &req) {
+    let trusted = match viewer(&state, req.headers()).await {
         Ok(t) => t,
         Err(resp) => return *resp,
     };
@@ -169,10 +170,11 @@ pub(super) async fn summary(State(state): State<Arc<AppState>>, req: Request<Bod
 
 /// `POST /nx-open-cache/v1/runs`: a run report from any valid token (display-only).
 pub(super) async fn run_report(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response {
-    let principal = match access(&state, req.headers()) {
+    let principal = match access(&state, req.headers()).await {
         Access::Token(p) => p,
-        Access::Anonymous(_) | Access::Denied => {
-            return closing(unauthorized_uncounted(&state), false);
+        Access::Anonymous(_) => return closing(unauthorized_uncounted(&state, None), false),
+        Access::Denied(why) => {
+            return closing(unauthorized_uncounted(&state, why.as_deref()), false);
         }
     };
     let early = |status: StatusCode, message: &str| {

@@ -326,11 +326,11 @@ fn ns_name(p: &Prefix) -> String {
 impl Insights {
     /// The insights of a server with these access rules and storage.
     pub fn new(auth: &Auth, storage: StorageInfo) -> Insights {
-        let mut tokens: Vec<Named> = auth
-            .tokens
+        let principals = auth.principals();
+        let mut tokens: Vec<Named> = principals
             .iter()
             .map(|t| Named {
-                name: t.name.as_str().into(),
+                name: t.name.into(),
                 role: Some(t.role.as_str()),
                 counters: Counters::default(),
             })
@@ -347,8 +347,8 @@ impl Insights {
                 names.push(n);
             }
         };
-        for t in &auth.tokens {
-            push(&t.write_prefix);
+        for t in &principals {
+            push(t.write_prefix);
             t.read_prefixes.iter().for_each(&mut push);
         }
         match &auth.anonymous_read {
@@ -386,7 +386,8 @@ impl Insights {
         }
     }
 
-    /// The slot of the token at `index` of `auth.tokens`, or of anonymous reads (`None`).
+    /// The slot of the principal at `index` of `auth.principals()` (a token or an OIDC rule),
+    /// or of anonymous reads (`None`).
     pub fn slot(&self, auth: &Auth, index: Option<usize>) -> Tally {
         let find = |p: &Prefix| {
             let n = ns_name(p);
@@ -395,12 +396,13 @@ impl Insights {
                 .position(|x| *x.name == *n)
                 .unwrap_or(0)
         };
-        match index.and_then(|i| auth.tokens.get(i).map(|t| (i, t))) {
+        let principals = auth.principals();
+        match index.and_then(|i| principals.get(i).map(|t| (i, t))) {
             Some((i, t)) => Tally {
                 token: i,
-                write_ns: find(&t.write_prefix),
+                write_ns: find(t.write_prefix),
                 read_ns: if t.read_prefixes.is_empty() {
-                    vec![find(&t.write_prefix)]
+                    vec![find(t.write_prefix)]
                 } else {
                     t.read_prefixes.iter().map(find).collect()
                 },
@@ -775,6 +777,7 @@ mod tests {
                 TokenSpec::new("lead", Role::Admin, "admin-secret-0123456789"),
             ],
             anonymous_read: None,
+            oidc: None,
         }
     }
 

@@ -472,6 +472,7 @@ mod tests {
                 .map(|n| TokenSpec::new(*n, Role::ReadWrite, format!("{n}-secret-0123456789")))
                 .collect(),
             anonymous_read: None,
+            oidc: None,
         }
     }
 

@@ -330,10 +330,11 @@ after(async () => {
 function namespaces() {
   /** @type {Record<string, string[]>} */
   const by = {};
+  // [<prefix>/]<aa>/<bb>/<hash> (docs/storage-layout.md)
   for (const o of storeObjects(store)) {
-    const i = o.lastIndexOf('/');
-    const ns = i < 0 ? '' : o.slice(0, i);
-    (by[ns] ||= []).push(o.slice(i + 1));
+    const parts = o.split('/');
+    const ns = parts.slice(0, -3).join('/');
+    (by[ns] ||= []).push(/** @type {string} */ (parts.pop()));
   }
   for (const v of Object.values(by)) v.sort();
   return by;
@@ -529,13 +530,15 @@ describe('direct HTTP: verification, rules, keys', () => {
     assert.equal((await put(jwt(MAIN(), { aud: ['https://elsewhere.test', AUD] }))).status, 200);
     // A glob rule: refs/heads/release/** crosses segments.
     assert.equal((await put(jwt(ghClaims({ ref: 'refs/heads/release/2026/q4' })))).status, 200, 'release/** rule');
-    // The static token beside the issuers.
+    // The static token beside the issuers (no prefix: the store root, not trusted/).
     const ops = await put(OPS_SECRET);
     assert.equal(ops.status, 200, `static token: ${ops.body}`);
-    assert.equal((await get(OPS_SECRET, mainHashes[0])).status, 200);
+    assert.equal((await get(OPS_SECRET, ops.hash)).status, 200);
+    assert.equal((await get(OPS_SECRET, mainHashes[0])).status, 404, 'the static token reads the root only');
+    assert.ok((namespaces()[''] || []).includes(ops.hash), JSON.stringify(namespaces()));
   });
 
-  test('time and audience: expired, not yet valid, issued in the future, no exp, lifetime above max_lifetime, wrong audience, wrong issuer', async () => {
+  test('time and audience: expired, not yet valid, issued in the future, no exp, lifetime above max_lifetime, wrong audience, wrong issuer', async (t) => {
     const now = nowSeconds();
     /** @type {[string, string, RegExp][]} */
     const cases = [
@@ -550,12 +553,14 @@ describe('direct HTTP: verification, rules, keys', () => {
       ['an issuer URL with a trailing slash', jwt({ ...MAIN(), iss: `${gha.url}/` }), /iss/i],
     ];
     for (const [what, token, reason] of cases) {
-      assertRefused(await put(token), token, reason, `${what} (PUT)`);
+      const r = await put(token);
+      assertRefused(r, token, reason, `${what} (PUT)`);
       assertRefused(await get(token, newHash()), token, reason, `${what} (GET)`);
+      t.diagnostic(`${what}: ${r.body.toString().trim()}`);
     }
   });
 
-  test('forged tokens: alg none, HS256 keyed with the RSA public key, a tampered payload', async () => {
+  test('forged tokens: alg none, HS256 keyed with the RSA public key, a tampered payload', async (t) => {
     const claims = gha.standardClaims({ aud: AUD });
     /** @type {[string, string, RegExp][]} */
     const cases = [
@@ -566,8 +571,10 @@ describe('direct HTTP: verification, rules, keys', () => {
       ['tampered payload (acme/other -> main)', remember(gha.tampered({ ...claims, ...ghClaims({ repository: 'acme/other' }) }, { repository: REPO })), /signature/i],
     ];
     for (const [what, token, reason] of cases) {
-      assertRefused(await put(token), token, reason, `${what} (PUT)`);
+      const r = await put(token);
+      assertRefused(r, token, reason, `${what} (PUT)`);
       assertRefused(await get(token, newHash()), token, reason, `${what} (GET)`);
+      t.diagnostic(`${what}: ${r.body.toString().trim()}`);
     }
   });
 
@@ -642,7 +649,7 @@ describe('direct HTTP: verification, rules, keys', () => {
     const w = await put(token);
     assert.equal(w.status, 200, `airgap: ${w.status} ${w.body}`);
     assert.equal(airgap.counts.discovery + airgap.counts.jwks, 0);
-    const unknown = airgap.unknownKid({ ...airgap.standardClaims({ aud: AUD }), ...MAIN() });
+    const unknown = airgap.unknownKid({ ...airgap.standardClaims({ aud: AUD }), ...MAIN() }, { alg: 'EdDSA' });
     remember(unknown.jwt);
     assertRefused(await put(unknown.jwt), unknown.jwt, /kid/i, 'airgap: a kid not in the file');
     // RS256: its key is in the file, the issuer allows EdDSA and ES256 only.
@@ -658,17 +665,19 @@ describe('--explain-token', () => {
     const token = jwt(MAIN());
     const r = await runServe(['--config', configFile, '--explain-token', token]);
     assert.equal(r.code, 0, r.output);
-    assert.match(r.output, /gha/, r.output);
-    assert.match(r.output, /main/, r.output);
-    assert.match(r.output, /trusted/, r.output);
-    assert.match(r.output, /read-write/, r.output);
+    assert.match(r.output, /issuer: .*"gha"/, r.output);
+    assert.match(r.output, /signature: valid/, r.output);
+    assert.match(r.output, /1\. "main" \(read-write, writes "trusted", reads "trusted"\): MATCHES/, r.output);
+    assert.match(r.output, /accepted: rule "main"/, r.output);
+    assert.doesNotMatch(r.output, /"pr" \(/, `the rules after the match are not tried:\n${r.output}`);
     assertNoToken(r.output, '--explain-token output', [token]);
     const pr = jwt(PR(), { alg: 'EdDSA' });
     const viaStdin = await runServe(['--config', configFile, '--explain-token', '-'], { input: `${pr}\n` });
     assert.equal(viaStdin.code, 0, viaStdin.output);
-    assert.match(viaStdin.output, /"?pr"?/, viaStdin.output);
-    // The rule "main" is shown as not matching, with the claim at fault.
-    assert.match(viaStdin.output, /main[\s\S]*ref|ref[\s\S]*main/, viaStdin.output);
+    // The rule "main" is shown as not matching, with the claim at fault; "pr" matches.
+    assert.match(viaStdin.output, /1\. "main" [^\n]*does not match\n[^\n]*ref = "refs\/heads\/main": no \(the token has "refs\/pull\/42\/merge"\)/, viaStdin.output);
+    assert.match(viaStdin.output, /2\. "pr" [^\n]*MATCHES/, viaStdin.output);
+    assert.match(viaStdin.output, /accepted: rule "pr": read-write, writes "pr", reads "trusted", "pr"/, viaStdin.output);
     assertNoToken(viaStdin.output, '--explain-token - output', [pr]);
   });
 
@@ -676,16 +685,18 @@ describe('--explain-token', () => {
     const fork = jwt(ghClaims({ repository: 'evil/monorepo' }));
     const denied = await runServe(['--config', configFile, '--explain-token', fork]);
     assert.equal(denied.code, 1, denied.output);
-    assert.match(denied.output, /forks/, denied.output);
+    assert.match(denied.output, /"forks" \(deny\): MATCHES/, denied.output);
+    assert.match(denied.output, /refused: rule "forks" denies this token/, denied.output);
     assertNoToken(denied.output, 'denied', [fork]);
     const expired = jwt(MAIN(), { now: nowSeconds() - 1200, lifetime: 600 });
     const late = await runServe(['--config', configFile, '--explain-token', expired]);
     assert.equal(late.code, 1, late.output);
-    assert.match(late.output, /exp/i, late.output);
+    assert.match(late.output, /refused: .*expired/, late.output);
     assertNoToken(late.output, 'expired', [expired]);
     const none = remember(gha.algNone({ ...gha.standardClaims({ aud: AUD }), ...MAIN() }));
     const unsigned = await runServe(['--config', configFile, '--explain-token', none]);
     assert.equal(unsigned.code, 1, unsigned.output);
+    assert.match(unsigned.output, /refused: .*none/, unsigned.output);
     const garbage = await runServe(['--config', configFile, '--explain-token', 'not-a-jwt']);
     assert.equal(garbage.code, 1, garbage.output);
 
@@ -700,7 +711,7 @@ describe('--explain-token', () => {
     const token = jwt(MAIN(), { alg: 'ES256' });
     const r = await runServe(['--config', configFile, '--explain-token', token], { entry: 'bin' });
     assert.equal(r.code, 0, r.output);
-    assert.match(r.output, /main/, r.output);
+    assert.match(r.output, /accepted: rule "main"/, r.output);
     assertNoToken(r.output, 'the binary\'s --explain-token output', [token]);
     const fork = jwt(ghClaims({ repository: 'evil/monorepo' }));
     const denied = await runServe(['--config', configFile, '--explain-token', fork], { entry: 'bin' });

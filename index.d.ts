@@ -602,6 +602,12 @@ export interface ResolvedConfig {
    * signing key whose public key is not in `trustedKeys`): the plugin prints each once.
    */
   warnings: Array<string>
+  /**
+   * The `http` backend: where its bearer token comes from (e.g. `GitHub Actions OIDC,
+   * audience "https://cache.example.com"`, `NX_OPEN_CACHE_TOKEN_FILE (/run/token)`,
+   * `NX_OPEN_CACHE_TOKEN`), never the token; absent for the other backends.
+   */
+  tokenSource?: string
 }
 
 /** Resolves a run's options and environment once (throws like `resolveConfig` on a mistake). */

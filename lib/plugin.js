@@ -239,7 +239,7 @@ async function preTasksExecution(pluginOptions, context) {
   hookEnv[TOKEN] = proxy.token;
   hookEnv[OWN_URL] = proxy.url;
   if (config.debug) {
-    console.error(`nx-open-cache: proxy ${proxy.url} -> ${proxy.location} (${proxy.mode}, ${config.modeSource}${served ? ', cache host' : ''})`);
+    console.error(`nx-open-cache: proxy ${proxy.url} -> ${proxy.location} (${proxy.mode}, ${config.modeSource}${served ? ', cache host' : ''}${config.tokenSource ? `, token: ${config.tokenSource}` : ''})`);
   }
 }
 

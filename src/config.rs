@@ -128,6 +128,7 @@ pub const OTHER_VARS: &[&str] = &[
     crate::seal::keys::ENCRYPTION_KEY_VAR,
     crate::seal::keys::ENCRYPTION_KEY_FROM_VAR,
     crate::store::http::TOKEN_ENV,
+    crate::store::http_token::TOKEN_FILE_ENV,
     DEBUG_VAR,
     // lib/plugin.js: where the run's cache proxy runs, and the proxy URL it set itself.
     "NX_OPEN_CACHE_HOST",
@@ -354,7 +355,7 @@ pub const OPTIONS: &[OptionSpec] = &[
         default: OptionDefault::None,
         env: None,
         choices: &[],
-        description: "The base URL of an Nx-protocol server, http:// or https://, no trailing slash; the token comes from NX_OPEN_CACHE_TOKEN.",
+        description: "The base URL of an Nx-protocol server, http:// or https://, no trailing slash; the token comes from GitHub Actions OIDC (oidcAudience), NX_OPEN_CACHE_TOKEN_FILE or NX_OPEN_CACHE_TOKEN.",
     },
     OptionSpec {
         name: "runReport",
@@ -446,6 +447,15 @@ pub const OPTIONS: &[OptionSpec] = &[
         choices: &[],
         description: "The artifact check: one that inflates to more than this many times its compressed size, once above 256 MiB, is a miss; 1 to 1000000.",
     },
+    OptionSpec {
+        name: crate::store::http_token::OIDC_AUDIENCE_OPTION,
+        json_type: JsonType::String,
+        backends: &["http"],
+        default: OptionDefault::None,
+        env: Some(crate::store::http_token::OIDC_AUDIENCE_ENV),
+        choices: &[],
+        description: "On GitHub Actions (job permission id-token: write), fetch the server's token from GitHub's OIDC endpoint for this audience and refresh it during the run, e.g. \"https://cache.example.com\"; elsewhere NX_OPEN_CACHE_TOKEN_FILE or NX_OPEN_CACHE_TOKEN is used.",
+    },
 ];
 
 /// The option called `name`.
@@ -514,10 +524,14 @@ pub enum Backend {
         endpoint: Option<String>,
     },
     /// An Nx-protocol server (ours or any other): `<url>/v1/cache/<hash>`. The token comes from
-    /// `NX_OPEN_CACHE_TOKEN` (never from nx.json).
+    /// GitHub Actions OIDC, `NX_OPEN_CACHE_TOKEN_FILE` or `NX_OPEN_CACHE_TOKEN` (never from
+    /// nx.json): see [`crate::store::http_token`].
     Http {
         /// `http(s)://host[:port][/base]`, no trailing slash.
         url: String,
+        /// `oidcAudience` / `NX_OPEN_CACHE_OIDC_AUDIENCE` (the variable wins): the audience of
+        /// GitHub Actions OIDC tokens, used when the job can ask for them.
+        oidc_audience: Option<String>,
     },
 }
 
@@ -544,7 +558,7 @@ impl Backend {
                 Some(a) => format!("{a}/{container}"),
                 None => container.clone(),
             },
-            Backend::Http { url } => redact_url(url),
+            Backend::Http { url, .. } => redact_url(url),
         }
     }
 }
@@ -643,6 +657,21 @@ pub struct CacheConfig {
     pub debug: bool,
     /// What may be wrong although every value is valid ([`warnings`]).
     pub warnings: Vec<String>,
+}
+
+impl CacheConfig {
+    /// The `http` backend: where its bearer token comes from, as the configuration's output shows
+    /// it (e.g. `GitHub Actions OIDC, audience "https://cache.example.com"`), never the token.
+    /// None for the other backends.
+    pub fn token_source(&self, env: &HashMap<String, String>) -> Option<String> {
+        match &self.backend {
+            Backend::Http { oidc_audience, .. } => Some(
+                crate::store::http_token::TokenConfig::select(oidc_audience.as_deref(), env)
+                    .describe(),
+            ),
+            _ => None,
+        }
+    }
 }
 
 /// Refuses options that do not apply to `backend` (e.g. `path` with `backend: "s3"`): they would
@@ -1325,6 +1354,7 @@ fn backend(
             bool_option(options, "runReport")?;
             Backend::Http {
                 url: http_url(options)?,
+                oidc_audience: oidc_audience(options, env)?,
             }
         }
         "s3" => {
@@ -1352,6 +1382,37 @@ fn backend(
         }
         other => return Err(ConfigError::invalid("backend", other, &one_of(BACKENDS))),
     })
+}
+
+/// The audience of GitHub Actions OIDC tokens: `NX_OPEN_CACHE_OIDC_AUDIENCE` (when set and not
+/// blank), else `oidcAudience`. Any visible text up to 1024 bytes (usually the server's URL); it
+/// is percent-encoded into the token request.
+fn oidc_audience(
+    options: &serde_json::Map<String, Value>,
+    env: &HashMap<String, String>,
+) -> Result<Option<String>, ConfigError> {
+    use crate::store::http_token::{OIDC_AUDIENCE_ENV, OIDC_AUDIENCE_OPTION};
+    const EXPECTED: &str =
+        "an audience the server accepts, e.g. \"https://cache.example.com\" (visible text, at most 1024 bytes)";
+    let (value, from) = match env.get(OIDC_AUDIENCE_ENV).filter(|v| !v.trim().is_empty()) {
+        Some(v) => (v.trim(), OIDC_AUDIENCE_ENV),
+        None => match string_option(options, OIDC_AUDIENCE_OPTION)? {
+            None => return Ok(None),
+            Some(v) => (v, OIDC_AUDIENCE_OPTION),
+        },
+    };
+    if value.trim().is_empty() || value.len() > 1024 || value.chars().any(char::is_control) {
+        let shown: String = value.chars().take(100).collect();
+        return Err(ConfigError::new(
+            from,
+            if from == OIDC_AUDIENCE_OPTION {
+                format!("invalid value {shown:?} for option \"{from}\": expected {EXPECTED}")
+            } else {
+                format!("invalid value {shown:?} for {from}: expected {EXPECTED}")
+            },
+        ));
+    }
+    Ok(Some(value.trim().to_owned()))
 }
 
 /// The mode and why it applies: `NX_OPEN_CACHE_MODE`, else `ciMode` on CI, else `localMode`.
@@ -1619,7 +1680,13 @@ mod tests {
             "HTTPS://Cache.example.com:8443",
         ] {
             let c = resolve(&json!({"backend": "http", "url": url}), &e, ws()).unwrap();
-            assert_eq!(c.backend, Backend::Http { url: url.into() });
+            assert_eq!(
+                c.backend,
+                Backend::Http {
+                    url: url.into(),
+                    oidc_audience: None
+                }
+            );
             assert_eq!(
                 (c.backend.name(), c.backend.location()),
                 ("http", url.into())

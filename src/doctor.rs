@@ -134,7 +134,10 @@ pub fn fix_for(backend: &Backend, e: &StoreError) -> Option<String> {
                      AZURE_STORAGE_ACCOUNT_KEY or AZURE_STORAGE_SAS_TOKEN, or use a workload identity"
                 }
                 Backend::Http { .. } => {
-                    "set NX_OPEN_CACHE_TOKEN to a token the server accepts (a read-write one to store)"
+                    "set NX_OPEN_CACHE_TOKEN to a token the server accepts (a read-write one to \
+                     store), or name a file holding it in NX_OPEN_CACHE_TOKEN_FILE; on GitHub \
+                     Actions set the plugin option oidcAudience (job permission id-token: write) \
+                     to have a token fetched and refreshed"
                 }
                 Backend::Fs { .. } => "check the directory's permissions",
             }
@@ -178,7 +181,7 @@ pub fn fix_for(backend: &Backend, e: &StoreError) -> Option<String> {
         || m.contains("dns")
     {
         return Some(match backend {
-            Backend::Http { url } => format!(
+            Backend::Http { url, .. } => format!(
                 "check that {url} is reachable from this machine (network, proxy, TLS: \
                  NODE_EXTRA_CA_CERTS for a private CA)"
             ),
@@ -628,9 +631,13 @@ pub async fn run(config: &CacheConfig, env: &HashMap<String, String>) -> Report 
             outcome: Outcome::Ok,
             millis: ms(started),
             detail: format!(
-                "{} client ready for {}",
+                "{} client ready for {}{}",
                 config.backend.name(),
-                store.describe()
+                store.describe(),
+                config
+                    .token_source(env)
+                    .map(|t| format!(" (token: {t})"))
+                    .unwrap_or_default()
             ),
             fix: None,
         },

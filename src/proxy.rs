@@ -14,6 +14,7 @@ use crate::stats::{Snapshot, Stats};
 use crate::store::fs::FsStore;
 use crate::store::guard::GuardedStore;
 use crate::store::http::{HttpOptions, HttpStore, RunReportSent};
+use crate::store::http_token::TokenConfig;
 use crate::store::object::ObjectStoreBackend;
 use crate::store::resilience::Resilience;
 use crate::store::unavailable::UnavailableStore;
@@ -82,9 +83,9 @@ fn open_backend(
             }
             Arc::new(store)
         }
-        Backend::Http { url } => match HttpStore::new(
+        Backend::Http { url, oidc_audience } => match HttpStore::with_token(
             url,
-            env.get("NX_OPEN_CACHE_TOKEN").map(String::as_str),
+            TokenConfig::select(oidc_audience.as_deref(), env),
             HttpOptions::new(resilience.clone(), env),
         ) {
             Ok(store) => {
@@ -288,15 +289,15 @@ pub async fn send_run_report(
     env: &HashMap<String, String>,
     report: Vec<u8>,
 ) -> Option<RunReportSent> {
-    let Backend::Http { url } = &config.backend else {
+    let Backend::Http { url, oidc_audience } = &config.backend else {
         return None;
     };
     if let Err(e) = check_run_report(&report) {
         return Some(RunReportSent::Failed(e));
     }
     let options = HttpOptions::new(Resilience::from_config(config), env);
-    let token = env.get(crate::store::http::TOKEN_ENV).map(String::as_str);
-    match HttpStore::new(url, token, options) {
+    let token = TokenConfig::select(oidc_audience.as_deref(), env);
+    match HttpStore::with_token(url, token, options) {
         Ok(store) => Some(store.send_run_report(report.into()).await),
         Err(e) => Some(RunReportSent::Failed(e.message)),
     }

@@ -62,6 +62,7 @@ const TRUSTED_ENV = 'NX_OPEN_CACHE_WRITE_PREFIX=trusted NX_OPEN_CACHE_READ_PREFI
  * @property {string} [container] azure: the blob container
  * @property {string} [accountName] azure: the storage account
  * @property {string} [url]       http: the Nx-protocol server's base URL, e.g. https://cache.example.com
+ * @property {string} [oidcAudience] http: on GitHub Actions, the audience of the OIDC token fetched for the server
  * @property {string} [prefix]    key prefix inside the store
  * @property {string} [localMode] `read-write` | `read-only` | `no-cache`
  * @property {string} [ciMode]    `read-write` | `read-only` | `no-cache`

@@ -46,6 +46,10 @@ pub struct ResolvedConfig {
     /// What may be wrong although every value is valid (unknown `NX_OPEN_CACHE_*` variables, a
     /// signing key whose public key is not in `trustedKeys`): the plugin prints each once.
     pub warnings: Vec<String>,
+    /// The `http` backend: where its bearer token comes from (e.g. `GitHub Actions OIDC,
+    /// audience "https://cache.example.com"`, `NX_OPEN_CACHE_TOKEN_FILE (/run/token)`,
+    /// `NX_OPEN_CACHE_TOKEN`), never the token; absent for the other backends.
+    pub token_source: Option<String>,
 }
 
 /// Counters of one proxy's traffic.
@@ -235,10 +239,11 @@ pub fn resolve_config(
     options: JsOptions,
     env: HashMap<String, String>,
 ) -> Result<ResolvedConfig> {
-    Ok(shown(&resolve(&workspace_root, options, env)?))
+    let env_used = env.clone();
+    Ok(shown(&resolve(&workspace_root, options, env)?, &env_used))
 }
 
-fn shown(c: &config::CacheConfig) -> ResolvedConfig {
+fn shown(c: &config::CacheConfig, env: &HashMap<String, String>) -> ResolvedConfig {
     ResolvedConfig {
         backend: c.backend.name().to_owned(),
         location: c.backend.location(),
@@ -262,6 +267,7 @@ fn shown(c: &config::CacheConfig) -> ResolvedConfig {
         encryption_key_ids: c.seal.encryption_key_ids(),
         keys: c.seal.describe(),
         warnings: c.warnings.clone(),
+        token_source: c.token_source(env),
     }
 }
 
@@ -293,7 +299,7 @@ impl RunConfig {
     /// The effective configuration, as `resolveConfig` shows it.
     #[napi(getter, catch_unwind)]
     pub fn config(&self) -> ResolvedConfig {
-        shown(&self.config)
+        shown(&self.config, &self.env)
     }
 
     /// Starts the proxy of this configuration.

@@ -2,8 +2,11 @@
 //! implements Nx's self-hosted remote-cache API), reached with `GET`/`PUT <url>/v1/cache/<hash>`.
 //!
 //! The payload on this wire is the Nx artifact as is (no envelope): the upstream decides how it
-//! stores and verifies objects. The bearer token comes from `NX_OPEN_CACHE_TOKEN`; without it no
-//! `Authorization` header is sent (some servers allow anonymous reads).
+//! stores and verifies objects. The bearer token comes from GitHub Actions' OIDC endpoint (with the
+//! `oidcAudience` option), the file named by `NX_OPEN_CACHE_TOKEN_FILE`, or `NX_OPEN_CACHE_TOKEN`,
+//! and is refreshed before it expires ([`super::http_token`]); without any no `Authorization`
+//! header is sent (some servers allow anonymous reads). A 401 to a token that can be refreshed
+//! makes the next request fetch a new one (a GET is sent once more with it at once).
 //!
 //! Reads stream the response into memory up to the inline limit, else into an unlinked spool file,
 //! and check the received length against `Content-Length`. A 404 is a miss; 401/403 is a fault that
@@ -28,6 +31,7 @@
 //! [`RUN_REPORT_TIMEOUT`], never retried. An upstream that answers 404 (not an `nx-open-cache
 //! serve`) is sent none again for the life of the process.
 
+use super::http_token::{self, Presented, TokenConfig, TokenError, TokenSource};
 use super::resilience::Resilience;
 use super::spool::{self, Spool, Spooled};
 use super::{
@@ -37,7 +41,7 @@ use super::{
 use crate::key::{Prefix, TaskHash};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use reqwest::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 use std::collections::HashMap;
 use std::error::Error as _;
@@ -147,8 +151,10 @@ pub struct HttpStore {
     put_client: reqwest::Client,
     /// The configured URL, without trailing slash.
     base: String,
-    /// `Bearer <token>`, marked sensitive; None: no Authorization header.
-    auth: Option<HeaderValue>,
+    /// Where `Authorization: Bearer <token>` comes from; None: no Authorization header.
+    auth: Option<Arc<TokenSource>>,
+    /// Where the token comes from, as configured (for messages and descriptions).
+    token_config: Arc<TokenConfig>,
     options: HttpOptions,
     warnings: Vec<String>,
 }
@@ -165,7 +171,7 @@ fn unavailable(message: String) -> StoreError {
 
 /// An error with its causes, e.g. `error sending request: client error (Connect): tcp connect
 /// error: Connection refused (os error 111)`, without repeating a cause already in the text.
-fn chain(e: &reqwest::Error) -> String {
+pub(crate) fn chain(e: &reqwest::Error) -> String {
     let mut out = e.to_string();
     // The URL is already in every message: keep reasons short (the run summary cuts long ones).
     if let Some(url) = e.url() {
@@ -260,28 +266,35 @@ impl HttpStore {
     /// contacted yet. Problems with the extra CA file are warnings ([`HttpStore::warnings`]), not
     /// failures.
     pub fn new(url: &str, token: Option<&str>, options: HttpOptions) -> Result<Self, StoreError> {
+        Self::with_token(url, TokenConfig::from_static(token), options)
+    }
+
+    /// [`HttpStore::new`] with the token from `token` ([`TokenConfig::select`]): GitHub Actions
+    /// OIDC, a token file or `NX_OPEN_CACHE_TOKEN`. Nothing is fetched yet: the first request
+    /// does.
+    pub fn with_token(
+        url: &str,
+        token: TokenConfig,
+        options: HttpOptions,
+    ) -> Result<Self, StoreError> {
         Self::build(url, token, options).map_err(shown)
     }
 
-    fn build(url: &str, token: Option<&str>, options: HttpOptions) -> Result<Self, StoreError> {
+    fn build(url: &str, token: TokenConfig, options: HttpOptions) -> Result<Self, StoreError> {
         let base = url.trim_end_matches('/').to_owned();
         let https = base.to_ascii_lowercase().starts_with("https://");
-        let auth = match token.map(str::trim).filter(|t| !t.is_empty()) {
-            None => None,
-            Some(t) => {
-                let mut v = HeaderValue::from_str(&format!("Bearer {t}")).map_err(|_| {
-                    unavailable(format!(
-                        "http {base}: {TOKEN_ENV} contains characters that cannot be sent in an \
-                         HTTP header (only visible ASCII is allowed)"
-                    ))
-                })?;
-                v.set_sensitive(true);
-                Some(v)
-            }
+        let github_https = match &token.source {
+            super::http_token::SourceSpec::GitHub { request_url, .. } => Some(
+                request_url
+                    .trim_start()
+                    .to_ascii_lowercase()
+                    .starts_with("https://"),
+            ),
+            _ => None,
         };
         let mut warnings = Vec::new();
         let mut extra_roots: Vec<reqwest::Certificate> = Vec::new();
-        if https {
+        if https || github_https == Some(true) {
             if let Some(file) = &options.extra_ca_file {
                 let shown = file.display();
                 match std::fs::read(file) {
@@ -302,12 +315,12 @@ impl HttpStore {
                     },
                 }
             }
-            if options.accept_invalid_certs {
-                warnings.push(format!(
-                    "warning: {REJECT_UNAUTHORIZED_ENV}=0: the TLS certificate of {base} is not \
-                     verified (insecure: anyone on the network path can read and change artifacts)"
-                ));
-            }
+        }
+        if https && options.accept_invalid_certs {
+            warnings.push(format!(
+                "warning: {REJECT_UNAUTHORIZED_ENV}=0: the TLS certificate of {base} is not \
+                 verified (insecure: anyone on the network path can read and change artifacts)"
+            ));
         }
         let build = |read_timeout: Option<Duration>| {
             let mut b = reqwest::Client::builder()
@@ -341,21 +354,58 @@ impl HttpStore {
         };
         let client = build(Some(options.resilience.answer))?;
         let put_client = build(None)?;
+        // GitHub's token endpoint: its own client (another host, maybe another scheme), with the
+        // same TLS settings.
+        let github_client = match github_https {
+            None => None,
+            Some(tls) => {
+                let mut b = reqwest::Client::builder()
+                    .connect_timeout(options.resilience.connect.min(http_token::FETCH_TIMEOUT))
+                    .timeout(http_token::FETCH_TIMEOUT)
+                    .redirect(reqwest::redirect::Policy::none())
+                    .user_agent(concat!("nx-open-cache/", env!("CARGO_PKG_VERSION")));
+                if !tls {
+                    b = b.tls_certs_only(Vec::new());
+                } else {
+                    if !extra_roots.is_empty() {
+                        b = b.tls_certs_merge(extra_roots.clone());
+                    }
+                    if options.accept_invalid_certs {
+                        b = b.tls_danger_accept_invalid_certs(true);
+                    }
+                }
+                Some(b.build().map_err(|e| {
+                    unavailable(format!(
+                        "http {base}: cannot set up the HTTP client for GitHub Actions' OIDC \
+                         token endpoint: {}",
+                        chain(&e)
+                    ))
+                })?)
+            }
+        };
+        let auth = TokenSource::new(&token, github_client)
+            .map_err(|e| unavailable(format!("http {base}: {e}")))?
+            .map(Arc::new);
         Ok(HttpStore {
             client,
             put_client,
             base,
             auth,
+            token_config: Arc::new(token),
             options,
             warnings: warnings.iter().map(|w| redact_urls(w)).collect(),
         })
     }
 
-    /// [`HttpStore::new`] with the token from `NX_OPEN_CACHE_TOKEN` and the TLS settings of
-    /// [`HttpOptions::from_env`].
+    /// [`HttpStore::with_token`] with the token source of the environment (the audience from
+    /// `NX_OPEN_CACHE_OIDC_AUDIENCE`) and the TLS settings of [`HttpOptions::from_env`].
     pub fn from_env(url: &str, env: &HashMap<String, String>) -> Result<Self, StoreError> {
-        let token = env.get(TOKEN_ENV).map(String::as_str);
-        HttpStore::new(url, token, HttpOptions::from_env(env))
+        let audience = env.get(http_token::OIDC_AUDIENCE_ENV).map(String::as_str);
+        HttpStore::with_token(
+            url,
+            TokenConfig::select(audience, env),
+            HttpOptions::from_env(env),
+        )
     }
 
     /// Warnings found while building the client (unreadable extra CA file, verification off).
@@ -366,6 +416,11 @@ impl HttpStore {
     /// Whether requests carry a bearer token.
     pub fn has_token(&self) -> bool {
         self.auth.is_some()
+    }
+
+    /// Where the token comes from ([`TokenConfig::describe`]), never the token.
+    pub fn token_source(&self) -> String {
+        self.token_config.describe()
     }
 
     /// A spool for a body of `expected` bytes, as the options say.
@@ -381,14 +436,38 @@ impl HttpStore {
             return RunReportSent::NotTaken;
         }
         let url = format!("{}{RUN_REPORT_PATH}", self.base);
-        let req = self
-            .request(Method::POST, &url)
+        let within = secs(RUN_REPORT_TIMEOUT);
+        let started = std::time::Instant::now();
+        // The token (fetched when due) within the same bound.
+        let (req, presented) = match tokio::time::timeout(
+            RUN_REPORT_TIMEOUT,
+            self.request(Method::POST, &url),
+        )
+        .await
+        {
+            Err(_) => {
+                return RunReportSent::Failed(format!(
+                    "{}: no token within {within}",
+                    redact_url(&url)
+                ))
+            }
+            Ok(Err(e)) => return RunReportSent::Failed(e.message),
+            Ok(Ok(r)) => r,
+        };
+        let left = RUN_REPORT_TIMEOUT
+            .saturating_sub(started.elapsed())
+            .max(Duration::from_millis(1));
+        let req = req
             .header(CONTENT_TYPE, "application/json")
-            .timeout(RUN_REPORT_TIMEOUT)
+            .timeout(left)
             .body(report);
         // reqwest's timeout covers the whole request; this bound guards against anything else.
-        let answer = tokio::time::timeout(RUN_REPORT_TIMEOUT, req.send()).await;
-        let within = secs(RUN_REPORT_TIMEOUT);
+        let answer = tokio::time::timeout(left, req.send()).await;
+        if let Ok(Ok(resp)) = &answer {
+            if resp.status() == StatusCode::UNAUTHORIZED {
+                self.refused(presented.as_ref()).await;
+            }
+        }
         match answer {
             Err(_) => RunReportSent::Failed(format!(
                 "{} did not answer within {within}",
@@ -417,17 +496,54 @@ impl HttpStore {
         format!("{}/v1/cache/{}", self.base, hash.as_str())
     }
 
-    fn request(&self, method: Method, url: &str) -> reqwest::RequestBuilder {
+    /// A request with the current token (fetched first when it is due: see
+    /// [`super::http_token`]), and which token it carries. A token that cannot be had is a fault
+    /// naming its source ([`HttpStore::token_fault`]).
+    async fn request(
+        &self,
+        method: Method,
+        url: &str,
+    ) -> Result<(reqwest::RequestBuilder, Option<Presented>), StoreError> {
+        let what = method.to_string();
         let client = if method == Method::PUT {
             &self.put_client
         } else {
             &self.client
         };
         let mut req = client.request(method, url);
-        if let Some(auth) = &self.auth {
-            req = req.header(AUTHORIZATION, auth.clone());
+        let mut presented = None;
+        if let Some(source) = &self.auth {
+            let p = source
+                .header()
+                .await
+                .map_err(|e| self.token_fault(&what, url, e))?;
+            req = req.header(AUTHORIZATION, p.header.clone());
+            presented = Some(p);
         }
-        req
+        Ok((req, presented))
+    }
+
+    /// No token could be had (the endpoint refused or did not answer, the file is unreadable):
+    /// a fault of the store, grouped by its reason, lasting when it cannot pass within the run.
+    fn token_fault(&self, method: &str, url: &str, e: TokenError) -> StoreError {
+        let base = redact_url(&self.base);
+        let key = format!("http token {base}: {}", e.message);
+        let reason = format!("server {base}: no token: {}", e.message);
+        let cause = if e.lasting {
+            Cause::lasting(key, reason)
+        } else {
+            Cause::new(key, reason)
+        };
+        unavailable(format!("http {method} {url}: no token: {}", e.message)).with_cause(cause)
+    }
+
+    /// After a 401 to `presented`: marks a token that can be refreshed stale, so that the next
+    /// request fetches a new one. True when it was such a token.
+    async fn refused(&self, presented: Option<&Presented>) -> bool {
+        match (&self.auth, presented) {
+            (Some(source), Some(p)) => source.mark_stale(p.generation).await,
+            _ => false,
+        }
     }
 
     /// A transport failure (no answer): connection refused/reset, DNS, TLS, timeouts.
@@ -518,9 +634,39 @@ impl HttpStore {
         }
     }
 
+    /// What a "no token" refusal adds: where else a token can come from, or why the configured
+    /// audience went unused.
+    fn no_token_hint(&self) -> String {
+        match &self.token_config.unused_audience {
+            Some(audience) => format!(
+                " (option {} {audience:?} is set, but {} and {} are not: on GitHub Actions give \
+                 the job `permissions: id-token: write`)",
+                http_token::OIDC_AUDIENCE_OPTION,
+                http_token::GITHUB_REQUEST_URL_ENV,
+                http_token::GITHUB_REQUEST_TOKEN_ENV
+            ),
+            None => format!(
+                " (or name a file holding it in {}; on GitHub Actions the plugin option {} \
+                 fetches one)",
+                http_token::TOKEN_FILE_ENV,
+                http_token::OIDC_AUDIENCE_OPTION
+            ),
+        }
+    }
+
     /// 401/403: the token was refused (or is missing). One table gives both the fault's message
-    /// and its root cause.
-    fn auth_fault(&self, method: &str, url: &str, status: StatusCode, said: &str) -> StoreError {
+    /// and its root cause. `presented`: the token the request carried; `last`: no new token will
+    /// be fetched for this refusal (a 401 to a token that can be refreshed, not refetched yet, is
+    /// not lasting: the next request presents a new one).
+    fn auth_fault(
+        &self,
+        method: &str,
+        url: &str,
+        status: StatusCode,
+        said: &str,
+        presented: Option<&Presented>,
+        last: bool,
+    ) -> StoreError {
         let status_text = format!(
             "{} {}",
             status.as_u16(),
@@ -528,13 +674,23 @@ impl HttpStore {
         );
         let base = redact_url(&self.base);
         let writing = method == "PUT";
+        let label = self
+            .auth
+            .as_ref()
+            .map_or_else(|| format!("the token in {TOKEN_ENV}"), |a| a.label());
+        let expired = match (&self.auth, presented) {
+            (Some(a), Some(p)) => a.expired_note(p),
+            _ => String::new(),
+        };
+        let refreshable = self.auth.as_ref().is_some_and(|a| a.refreshable());
         let (why, cause) = match (self.auth.is_some(), status, writing) {
             // A server may read anonymously and want a token for writes only (`serve` with
             // anonymous reads): reads go on.
             (false, _, true) => (
                 format!(
                     "the server refused the write ({status_text}): writes need a token: set \
-                     {TOKEN_ENV}, or localMode read-only"
+                     {TOKEN_ENV}, or localMode read-only{}",
+                    self.no_token_hint()
                 ),
                 Cause::writes_only(
                     format!("http write needs token {base}"),
@@ -547,7 +703,8 @@ impl HttpStore {
             (false, _, false) => (
                 format!(
                     "the server requires a token ({status_text}) and {TOKEN_ENV} is not set: set \
-                     it to a token the server accepts"
+                     it to a token the server accepts{}",
+                    self.no_token_hint()
                 ),
                 Cause::lasting(
                     format!("http no token {base}"),
@@ -572,40 +729,45 @@ impl HttpStore {
             ),
             (true, StatusCode::FORBIDDEN, true) => (
                 format!(
-                    "the server refused the write ({status_text}; read-only token?): the token in \
-                     {TOKEN_ENV} may only read, or the server could not store the artifact"
+                    "the server refused the write ({status_text}; read-only token?): {label} may \
+                     only read, or the server could not store the artifact"
                 ),
                 Cause::writes_only(
                     format!("http write refused {base}"),
                     format!(
-                        "server {base} refused writes with the token in {TOKEN_ENV} \
-                         ({status_text}): a read-only token? then set localMode read-only (or \
-                         NX_OPEN_CACHE_MODE); or the server could not store them"
+                        "server {base} refused writes with {label} ({status_text}): a read-only \
+                         token? then set localMode read-only (or NX_OPEN_CACHE_MODE); or the \
+                         server could not store them"
                     ),
                 ),
             ),
             (true, StatusCode::FORBIDDEN, false) => (
-                format!(
-                    "the server refused read access to the token in {TOKEN_ENV} ({status_text})"
-                ),
+                format!("the server refused read access to {label} ({status_text})"),
                 Cause::lasting(
                     format!("http read refused {base}"),
-                    format!(
-                        "server {base} refused read access to the token in {TOKEN_ENV} \
-                         ({status_text})"
-                    ),
+                    format!("server {base} refused read access to {label} ({status_text})"),
                 ),
             ),
-            (true, _, _) => (
-                format!(
-                    "the server refused the token in {TOKEN_ENV} ({status_text}): check that it \
-                     is a valid token of this server"
-                ),
-                Cause::lasting(
-                    format!("http token refused {base}"),
-                    format!("server {base} refused the token in {TOKEN_ENV} ({status_text})"),
-                ),
-            ),
+            (true, _, _) => {
+                let next = if refreshable && !last {
+                    "; a new one is fetched for the next request"
+                } else if refreshable {
+                    "; a new one was refused too: the server's answer says why (`nx-open-cache \
+                     serve --explain-token` shows which rule a token matches)"
+                } else {
+                    ": check that it is a valid token of this server"
+                };
+                let key = format!("http token refused {base}");
+                let reason = format!("server {base} refused {label} ({status_text}){expired}");
+                (
+                    format!("the server refused {label} ({status_text}){expired}{next}"),
+                    if refreshable && !last {
+                        Cause::new(key, reason)
+                    } else {
+                        Cause::lasting(key, reason)
+                    },
+                )
+            }
         };
         unavailable(format!("http {method} {url}: {why}{said}")).with_cause(cause)
     }
@@ -646,11 +808,30 @@ impl HttpStore {
     }
 
     async fn try_get(&self, url: &str) -> Result<Option<Artifact>, Failure> {
-        let resp = self
-            .request(Method::GET, url)
-            .send()
-            .await
-            .map_err(|e| self.transport("GET", url, &e))?;
+        let mut refetched = false;
+        let (resp, presented) = loop {
+            let (req, presented) =
+                self.request(Method::GET, url)
+                    .await
+                    .map_err(|error| Failure {
+                        error,
+                        retry: false,
+                    })?;
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| self.transport("GET", url, &e))?;
+            // A token that can be refreshed was refused (expired early, revoked, the server's
+            // keys rotated): once more at once, with a new one.
+            if resp.status() == StatusCode::UNAUTHORIZED
+                && !refetched
+                && self.refused(presented.as_ref()).await
+            {
+                refetched = true;
+                continue;
+            }
+            break (resp, presented);
+        };
         let status = resp.status();
         match status {
             StatusCode::OK => self.receive(url, resp).await.map(Some),
@@ -658,7 +839,7 @@ impl HttpStore {
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
                 let said = Self::snippet(resp).await;
                 Err(Failure {
-                    error: self.auth_fault("GET", url, status, &said),
+                    error: self.auth_fault("GET", url, status, &said, presented.as_ref(), true),
                     retry: false,
                 })
             }
@@ -741,14 +922,14 @@ impl HttpStore {
         url: &str,
         len: u64,
         body: &mut BodyStream<'_>,
-    ) -> Result<(reqwest::Response, u64), StoreError> {
+    ) -> Result<(reqwest::Response, u64, Option<Presented>), StoreError> {
         use std::sync::atomic::{AtomicU64, Ordering};
+        let (req, presented) = self.request(Method::PUT, url).await?;
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
         let stream = futures_util::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|item| (item, rx))
         });
-        let request = self
-            .request(Method::PUT, url)
+        let request = req
             .header(CONTENT_LENGTH, len)
             .header(CONTENT_TYPE, "application/octet-stream")
             .body(reqwest::Body::wrap_stream(stream))
@@ -819,7 +1000,7 @@ impl HttpStore {
             }
         };
         let resp = answer.map_err(|e| self.transport("PUT", url, &e).error)?;
-        Ok((resp, sent.load(Ordering::Relaxed)))
+        Ok((resp, sent.load(Ordering::Relaxed), presented))
     }
 
     async fn write(&self, hash: &TaskHash, upload: Upload<'_, '_>) -> Written {
@@ -845,8 +1026,11 @@ impl HttpStore {
                 (len, self.upload(&url, len, &mut spooled).await?)
             }
         };
-        let (resp, sent) = answer;
+        let (resp, sent, presented) = answer;
         let status = resp.status();
+        // A refused token that can be refreshed: the next request fetches a new one (this upload
+        // cannot be sent again: its body is gone).
+        let last = !(status == StatusCode::UNAUTHORIZED && self.refused(presented.as_ref()).await);
         match status {
             StatusCode::CONFLICT => Ok(PutOutcome::AlreadyExists),
             s if s.is_success() && s != StatusCode::ACCEPTED && sent == len => {
@@ -854,7 +1038,7 @@ impl HttpStore {
             }
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
                 let said = Self::snippet(resp).await;
-                Err(self.auth_fault("PUT", &url, status, &said))
+                Err(self.auth_fault("PUT", &url, status, &said, presented.as_ref(), last))
             }
             // `nx-open-cache serve` checked the upload and refused it (`not stored: <reason>`): a
             // refusal, not a fault of the store, and its reason is kept without the hash. Any

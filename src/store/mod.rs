@@ -8,6 +8,7 @@ pub mod aws_profile;
 pub mod fs;
 pub mod guard;
 pub mod http;
+pub mod http_token;
 pub mod object;
 pub mod resilience;
 pub mod spool;

@@ -304,7 +304,7 @@ impl ObjectStoreBackend {
             Backend::Fs { path } => {
                 return Err(not_object(format!("fs backend ({})", path.display())))
             }
-            Backend::Http { url } => return Err(not_object(format!("http backend ({url})"))),
+            Backend::Http { url, .. } => return Err(not_object(format!("http backend ({url})"))),
         })
     }
 

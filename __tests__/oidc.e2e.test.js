@@ -498,6 +498,7 @@ if (process.env.NXOC_OIDC_SLEEP_MS) Atomics.wait(new Int32Array(new SharedArrayB
     const reasons = s.errors.map((/** @type {{ reason: string }} */ e) => e.reason).join('\n');
     assert.match(reasons, /ACTIONS_ID_TOKEN_REQUEST|GitHub/i, `the fault names the token source:\n${reasons}`);
     assert.match(reasons, /401/, `the fault names the status:\n${reasons}`);
+    t.diagnostic(`wrong request token: ${reasons}`);
     for (const text of [r.output, JSON.stringify(s)]) {
       assert.ok(!text.includes(wrong) && !text.includes(gha.github.requestToken), `a request token was printed:\n${text}`);
     }

@@ -213,6 +213,13 @@ export declare function expandOutputs(root: string, entries: Array<string>): Arr
 /** `expandOutputs` on the libuv thread pool. */
 export declare function expandOutputsAsync(root: string, entries: Array<string>): Promise<Array<string>>
 
+/**
+ * `nx-open-cache serve ... --explain-token <jwt|->`: what a server configured by the same words
+ * and environment would do with the token. A configuration mistake throws with code
+ * `InvalidArg`; `null` when the words hold no `--explain-token`.
+ */
+export declare function explainToken(args: Array<string>, env: Record<string, string>): TokenExplanation | null
+
 /** One hashed file. */
 export interface FileHash {
   /** Relative to the root, `/`-separated. */
@@ -655,6 +662,14 @@ export interface SigningKeyPair {
  * not ready with `--require-ready`) throws with code `GenericFailure`.
  */
 export declare function startServer(args: Array<string>, env: Record<string, string>): ServerHandle
+
+/** What `nx-open-cache serve --explain-token` found. */
+export interface TokenExplanation {
+  /** The lines to print (never the token). */
+  text: string
+  /** The server would accept the token. */
+  accepted: boolean
+}
 
 /**
  * Unpacks an archive (a Buffer, or the path of an archive file; zstd or Nx's tar.gz, detected by

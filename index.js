@@ -844,6 +844,7 @@ module.exports.doctorAsync = nativeBinding.doctorAsync
 module.exports.encryptionKeygen = nativeBinding.encryptionKeygen
 module.exports.expandOutputs = nativeBinding.expandOutputs
 module.exports.expandOutputsAsync = nativeBinding.expandOutputsAsync
+module.exports.explainToken = nativeBinding.explainToken
 module.exports.formatBytes = nativeBinding.formatBytes
 module.exports.gc = nativeBinding.gc
 module.exports.gcAsync = nativeBinding.gcAsync

@@ -982,6 +982,22 @@ fn token_entry(
     };
     crate::server::auth::check_secret(&name, &secret)
         .map_err(|e| fail(format!("{e} (in {shown})")))?;
+    let (write_prefix, read_prefixes) = table_namespaces(t, &at)?;
+    Ok(TokenSpec {
+        name,
+        role,
+        secret,
+        write_prefix,
+        read_prefixes,
+    })
+}
+
+/// A table's `write_prefix` (default: the store root) and `read_prefixes` (default:
+/// `[write_prefix]`); `at` names the table in errors.
+pub(super) fn table_namespaces(
+    t: &serde_json::Map<String, Value>,
+    at: &str,
+) -> Result<(Prefix, Vec<Prefix>), ConfigError> {
     let write_prefix = match t.get("write_prefix") {
         None => Prefix::default(),
         Some(v) => parse_prefix(v, &format!("\"write_prefix\" of {at}"))?,
@@ -999,13 +1015,7 @@ fn token_entry(
             ))
         }
     };
-    Ok(TokenSpec {
-        name,
-        role,
-        secret,
-        write_prefix,
-        read_prefixes,
-    })
+    Ok((write_prefix, read_prefixes))
 }
 
 fn valid_name(s: &str) -> bool {

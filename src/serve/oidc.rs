@@ -2,7 +2,6 @@
 //! identity"). Every mistake names the table (by position and name), the key, the value and what
 //! is allowed.
 
-use crate::key::Prefix;
 use crate::server::auth::{Role, ROLES};
 use crate::server::oidc::keys::check_url;
 use crate::server::oidc::rules::{compile_glob, Condition, Pattern};
@@ -252,14 +251,6 @@ fn issuer(
     })
 }
 
-fn prefix(v: &Value, what: &str) -> Result<Prefix, ConfigError> {
-    let Value::String(s) = v else {
-        return fail(format!("{what} must be a string, got {}", describe_json(v)));
-    };
-    Prefix::parse(s)
-        .map_err(|e| ConfigError::new("", format!("invalid value {s:?} for {what}: {}", e.reason)))
-}
-
 fn conditions(t: &Map<String, Value>, at: &str) -> Result<Vec<Condition>, ConfigError> {
     let claims = match t.get("claims") {
         None => return Ok(Vec::new()),
@@ -382,23 +373,7 @@ fn rule(t: &Map<String, Value>, i: usize, file: &str) -> Result<(RuleSpec, bool)
             ))
         }
     };
-    let write_prefix = match t.get("write_prefix") {
-        None => Prefix::default(),
-        Some(v) => prefix(v, &format!("\"write_prefix\" of {at}"))?,
-    };
-    let read_prefixes = match t.get("read_prefixes") {
-        None => vec![write_prefix.clone()],
-        Some(Value::Array(items)) if !items.is_empty() => items
-            .iter()
-            .map(|v| prefix(v, &format!("\"read_prefixes\" of {at}")))
-            .collect::<Result<Vec<_>, _>>()?,
-        Some(v) => {
-            return fail(format!(
-                "\"read_prefixes\" of {at} must be a non-empty array of prefixes, got {}",
-                describe_json(v)
-            ))
-        }
-    };
+    let (write_prefix, read_prefixes) = super::config::table_namespaces(t, &at)?;
     Ok((
         RuleSpec {
             name,

@@ -260,6 +260,28 @@ fn secs(d: Duration) -> String {
     }
 }
 
+/// The TLS settings of a client: none for plain http (redirects are not followed, so TLS is never
+/// reached; this also works on a system without a CA bundle), else the platform's roots plus
+/// `extra_roots`, verification off only when asked.
+fn with_tls(
+    b: reqwest::ClientBuilder,
+    https: bool,
+    extra_roots: &[reqwest::Certificate],
+    accept_invalid_certs: bool,
+) -> reqwest::ClientBuilder {
+    if !https {
+        return b.tls_certs_only(Vec::new());
+    }
+    let mut b = b;
+    if !extra_roots.is_empty() {
+        b = b.tls_certs_merge(extra_roots.to_vec());
+    }
+    if accept_invalid_certs {
+        b = b.tls_danger_accept_invalid_certs(true);
+    }
+    b
+}
+
 impl HttpStore {
     /// Builds the client for `url` (validated by the configuration: `http(s)://host[:port][/base]`,
     /// no trailing slash). `token`: the bearer token, None or empty for anonymous access. Nothing is
@@ -333,18 +355,7 @@ impl HttpStore {
             if let Some(t) = read_timeout {
                 b = b.read_timeout(t);
             }
-            if !https {
-                // Plain http needs no roots (redirects are not followed, so TLS is never
-                // reached): this also works on a system without a CA bundle.
-                b = b.tls_certs_only(Vec::new());
-            } else {
-                if !extra_roots.is_empty() {
-                    b = b.tls_certs_merge(extra_roots.clone());
-                }
-                if options.accept_invalid_certs {
-                    b = b.tls_danger_accept_invalid_certs(true);
-                }
-            }
+            b = with_tls(b, https, &extra_roots, options.accept_invalid_certs);
             b.build().map_err(|e| {
                 unavailable(format!(
                     "http {base}: cannot set up the HTTP client: {}",
@@ -364,16 +375,7 @@ impl HttpStore {
                     .timeout(http_token::FETCH_TIMEOUT)
                     .redirect(reqwest::redirect::Policy::none())
                     .user_agent(concat!("nx-open-cache/", env!("CARGO_PKG_VERSION")));
-                if !tls {
-                    b = b.tls_certs_only(Vec::new());
-                } else {
-                    if !extra_roots.is_empty() {
-                        b = b.tls_certs_merge(extra_roots.clone());
-                    }
-                    if options.accept_invalid_certs {
-                        b = b.tls_danger_accept_invalid_certs(true);
-                    }
-                }
+                b = with_tls(b, tls, &extra_roots, options.accept_invalid_certs);
                 Some(b.build().map_err(|e| {
                     unavailable(format!(
                         "http {base}: cannot set up the HTTP client for GitHub Actions' OIDC \

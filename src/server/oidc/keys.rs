@@ -172,19 +172,11 @@ pub fn client() -> Result<reqwest::Client, String> {
 
 /// GET `url`, at most [`MAX_DOCUMENT_BYTES`], 200 only.
 async fn get(client: &reqwest::Client, url: &str) -> Result<Vec<u8>, String> {
-    let mut resp = client.get(url).send().await.map_err(|e| {
-        let mut why = e.to_string();
-        let mut source = std::error::Error::source(&e);
-        while let Some(s) = source {
-            let t = s.to_string();
-            if !why.contains(&t) {
-                why.push_str(": ");
-                why.push_str(&t);
-            }
-            source = s.source();
-        }
-        format!("GET {url}: {why}")
-    })?;
+    let mut resp = client
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| format!("GET {url}: {}", crate::store::http::chain(&e)))?;
     if resp.status() != reqwest::StatusCode::OK {
         return Err(format!("GET {url}: answered {}", resp.status()));
     }

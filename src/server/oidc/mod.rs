@@ -14,8 +14,8 @@
 //! Keys: fetched at start (a failure is a warning), again when a token names an unknown `kid` (at
 //! most once a minute per issuer: a key rotation is picked up, a flood of made-up kids costs one
 //! fetch a minute) and in the background when older than an hour; a failed fetch keeps the keys
-//! already held. Verified tokens are kept (by the SHA-256 of the whole token) until they expire,
-//! so a CI job's many requests pay one signature check; the cache is emptied when an issuer's
+//! already held. Verified tokens are kept (found by their bytes) until they expire, so a CI job's
+//! many requests pay one signature check; the cache is emptied when an issuer's
 //! keys change (a key removed from the JWKS stops working at once).
 
 pub mod keys;
@@ -27,10 +27,10 @@ use base64::Engine as _;
 use jsonwebtoken::{Algorithm, Validation};
 use rules::{Condition, Rule};
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
+
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The accepted signature algorithms.
@@ -132,8 +132,10 @@ pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 pub const REFETCH_INTERVAL: Duration = Duration::from_secs(60);
 /// How often keys are fetched again in the background.
 pub const KEYS_MAX_AGE: Duration = Duration::from_secs(3600);
-/// Verified tokens kept at most.
-const CACHE_ENTRIES: usize = 10_000;
+/// Verified tokens kept at most, and the longest kept (longer ones are checked on every request):
+/// at most 16 MiB.
+const CACHE_ENTRIES: usize = 4096;
+const MAX_CACHED_TOKEN_BYTES: usize = 4096;
 
 /// The keys an issuer holds now.
 #[derive(Default)]
@@ -178,7 +180,9 @@ pub struct Verifier {
     issuers: Vec<Issuer>,
     rules: Vec<Rule>,
     client: reqwest::Client,
-    cache: Mutex<HashMap<[u8; 32], Cached>>,
+    /// Verified tokens by their bytes (compared whole; the hash only spreads them: entries come
+    /// only from verified tokens, so nobody can choose colliding keys).
+    cache: RwLock<HashMap<Box<[u8]>, Cached, xxhash_rust::xxh3::Xxh3DefaultBuilder>>,
     /// Bumped whenever an issuer's keys change: a cached token verified under an older
     /// generation is checked again (a key removed or replaced stops working at once, even for a
     /// check that was running while the keys changed).
@@ -333,7 +337,7 @@ impl Verifier {
             issuers,
             rules,
             client: keys::client()?,
-            cache: Mutex::new(HashMap::new()),
+            cache: RwLock::new(HashMap::default()),
             generation: std::sync::atomic::AtomicU64::new(0),
         })
     }
@@ -403,7 +407,7 @@ impl Verifier {
                     // them is kept.
                     self.generation
                         .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    if let Ok(mut c) = self.cache.lock() {
+                    if let Ok(mut c) = self.cache.write() {
                         c.clear();
                     }
                 }
@@ -522,21 +526,21 @@ impl Verifier {
 
     /// A verified token's rule, from the cache, when it is there and not expired.
     pub fn cached(&self, token: &[u8]) -> Option<usize> {
-        let digest: [u8; 32] = Sha256::digest(token).into();
         let generation = self.generation.load(std::sync::atomic::Ordering::SeqCst);
-        let cache = self.cache.lock().ok()?;
-        let hit = cache.get(&digest)?;
+        let cache = self.cache.read().ok()?;
+        let hit = cache.get(token)?;
         (hit.exp > now_secs() && hit.generation == generation).then_some(hit.rule)
     }
 
     /// Keeps `verified` for `token`, unless the keys changed since `generation` (when its check
     /// began).
     fn remember(&self, token: &[u8], verified: &Verified, generation: u64) {
-        if self.generation.load(std::sync::atomic::Ordering::SeqCst) != generation {
+        if self.generation.load(std::sync::atomic::Ordering::SeqCst) != generation
+            || token.len() > MAX_CACHED_TOKEN_BYTES
+        {
             return;
         }
-        let digest: [u8; 32] = Sha256::digest(token).into();
-        let Ok(mut cache) = self.cache.lock() else {
+        let Ok(mut cache) = self.cache.write() else {
             return;
         };
         if cache.len() >= CACHE_ENTRIES {
@@ -547,7 +551,7 @@ impl Verifier {
             }
         }
         cache.insert(
-            digest,
+            token.into(),
             Cached {
                 rule: verified.rule,
                 exp: verified.exp,
@@ -852,4 +856,65 @@ fn read_key_file(path: &std::path::Path, issuer: &str) -> Result<keys::Parsed, S
     })?;
     keys::parse(&bytes, &path.display().to_string())
         .map_err(|e| format!("OIDC issuer {issuer:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a cached OIDC token costs per request next to a static token: the lookup by its bytes
+    /// against the constant-time comparison. Timing, so opt-in:
+    /// `cargo test --release --lib oidc::tests::cached_lookup_cost -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn cached_lookup_cost() {
+        let config = OidcConfig {
+            issuers: vec![IssuerSpec {
+                name: "ci".into(),
+                issuer: "https://issuer.test".into(),
+                audiences: vec!["a".into()],
+                keys: KeySource::Url("https://issuer.test/jwks".into()),
+                algorithms: vec![Alg::Rs256],
+                clock_skew: DEFAULT_CLOCK_SKEW,
+                max_lifetime: DEFAULT_MAX_LIFETIME,
+            }],
+            rules: Vec::new(),
+        };
+        let Ok(v) = Verifier::new(&config) else {
+            panic!("verifier")
+        };
+        // An RS256 token's length (header, GitHub-sized claims, 2048-bit signature).
+        let token = vec![b'a'; 1100];
+        v.remember(
+            &token,
+            &Verified {
+                rule: 0,
+                exp: now_secs() + 3600,
+            },
+            0,
+        );
+        let auth =
+            crate::server::auth::Auth::single("0123456789abcdef0123".into(), Role::ReadWrite);
+        let n = 1_000_000u32;
+        let t = Instant::now();
+        let mut hits = 0u32;
+        for _ in 0..n {
+            hits += u32::from(v.cached(std::hint::black_box(&token)).is_some());
+        }
+        let oidc = t.elapsed();
+        let t = Instant::now();
+        for _ in 0..n {
+            hits += u32::from(
+                auth.find(std::hint::black_box(b"0123456789abcdef0123"))
+                    .is_some(),
+            );
+        }
+        let stat = t.elapsed();
+        assert_eq!(hits, 2 * n);
+        println!(
+            "per request: cached OIDC token {:.0} ns, static token {:.0} ns",
+            oidc.as_nanos() as f64 / f64::from(n),
+            stat.as_nanos() as f64 / f64::from(n)
+        );
+    }
 }

@@ -690,30 +690,7 @@ async fn fetch_github(
     }
     let body = Zeroizing::new(body);
     if !status.is_success() {
-        let whole = String::from_utf8_lossy(&body).replace(request_token, "***");
-        let text: String = whole.chars().take(SNIPPET_LEN).collect();
-        let text: String = text
-            .chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .collect();
-        let said = match text.trim() {
-            "" => String::new(),
-            t => format!("; it said: {t}"),
-        };
-        let code = status.as_u16();
-        let hint = if matches!(code, 401 | 403) {
-            format!(
-                " ({GITHUB_REQUEST_TOKEN_ENV} was refused: it is the job's own and only valid \
-                 while the job runs)"
-            )
-        } else {
-            String::new()
-        };
-        return Err(TokenError {
-            message: format!("cannot get a token from {what}: it answered {status}{hint}{said}"),
-            // A refused request token, a wrong URL: the same for the rest of the run.
-            lasting: matches!(code, 400 | 401 | 403 | 404),
-        });
+        return Err(refused(status, &body, request_token, what));
     }
     if too_long {
         return Err(TokenError::passing(format!(
@@ -739,6 +716,40 @@ async fn fetch_github(
         )));
     }
     Ok(Zeroizing::new(trimmed.to_owned()))
+}
+
+/// GitHub's endpoint answered `status` (not a success) with `body`: the error, with what it said
+/// (the request token masked, cut, control characters removed).
+fn refused(
+    status: reqwest::StatusCode,
+    body: &[u8],
+    request_token: &str,
+    what: &str,
+) -> TokenError {
+    let whole = String::from_utf8_lossy(body).replace(request_token, "***");
+    let text: String = whole.chars().take(SNIPPET_LEN).collect();
+    let text: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let said = match text.trim() {
+        "" => String::new(),
+        t => format!("; it said: {t}"),
+    };
+    let code = status.as_u16();
+    let hint = if matches!(code, 401 | 403) {
+        format!(
+            " ({GITHUB_REQUEST_TOKEN_ENV} was refused: it is the job's own and only valid \
+             while the job runs)"
+        )
+    } else {
+        String::new()
+    };
+    TokenError {
+        message: format!("cannot get a token from {what}: it answered {status}{hint}{said}"),
+        // A refused request token, a wrong URL: the same for the rest of the run.
+        lasting: matches!(code, 400 | 401 | 403 | 404),
+    }
 }
 
 /// The first line of the token file, trimmed, with the file's stamp.

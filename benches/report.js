@@ -6,7 +6,7 @@ const fs = require('node:fs');
 const path = require('node:path');
 
 const RESULTS = path.join(__dirname, 'results');
-const ORDER = ['restore', 'restore-link', 'validate', 'hash', 'outputs', 'archive', 'cloud', 'proxy-memory', 'host', 'serve', 'soak', 'retention'];
+const ORDER = ['restore', 'restore-link', 'validate', 'hash', 'outputs', 'archive', 'cloud', 'proxy-memory', 'host', 'serve', 'oidc', 'soak', 'retention'];
 
 const sections = ORDER.map((name) => {
   const file = path.join(RESULTS, `${name}.md`);
